@@ -1,0 +1,35 @@
+"""Atomic file writes: a stage's outputs appear whole or not at all.
+
+Every output is written under a temporary name in the destination folder and
+renamed into place (`os.replace` is atomic on one filesystem), so an interrupted
+run never leaves a half-written file that a later stage could take as complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+  """Yields a temporary path beside `path`; renames it to `path` on success."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
+                             dir=path.parent)
+  os.close(fd)
+  try:
+    yield pathlib.Path(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+  with atomic_path(path) as tmp:
+    pathlib.Path(tmp).write_text(json.dumps(obj, indent=2, ensure_ascii=False)
+                                 + "\n", encoding="utf-8")

@@ -1,0 +1,283 @@
+"""The zone folder: the contract between prep and every later stage.
+
+One folder per zone (`<out>/zones/<zone_id>/`), written only by this module and
+read only through `open_zone`:
+
+  s2.tif           uint16, T*4 bands, time-major (band t*4+c+1 is month t, band
+                   c of B2 B3 B4 B8), descriptions like `2023-03 B8`, surface
+                   reflectance x 10000, 0 = nodata. Tiled, deflate-compressed.
+  valid_count.tif  uint8, T bands: valid (SCL 4-7) observations per month.
+  labels.tif       uint8, tier-3 class id of the nomenclature, 255 = no label.
+  parcels.tif      uint32, 1-based row of parcels.csv, 0 = no parcel.
+  parcels.csv      parcel_index, ID_PARCEL, CODE_CULTU, CODE_GROUP, class_id,
+                   class_name, tier2, tier1, surf_parc_ha, area_m2, n_pixels.
+  meta.json        zone, crs, transform, months, bands, nomenclature version,
+                   pixel counts per class, gap-filled fraction, provenance.
+
+All rasters share the zone grid (CRS, transform, width, height). Every file is
+written atomically; meta.json is updated last, so a stage is complete for a zone
+exactly when its section (`imagery`, `labels`) is present in meta.json.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from prep import atomic
+from prep.errors import PrepError
+from prep.zones import Zone
+
+FORMAT = "jaxcrop-zone/1"
+BANDS = ("B2", "B3", "B4", "B8")
+NODATA = 0
+IGNORE = 255
+IMAGERY_FILES = ("s2.tif", "valid_count.tif")
+LABEL_FILES = ("labels.tif", "parcels.tif", "parcels.csv")
+
+_GTIFF = dict(driver="GTiff", tiled=True, blockxsize=256, blockysize=256,
+              compress="deflate", predictor=2, interleave="band", BIGTIFF="IF_SAFER")
+
+
+def band_descriptions(months, bands=BANDS) -> list[str]:
+  """`['2023-01 B2', '2023-01 B3', …]`: the time-major band order of s2.tif."""
+  return [f"{m} {b}" for m in months for b in bands]
+
+
+def _profile(zone: Zone, count: int, dtype: str, nodata) -> dict:
+  block = 256 if min(zone.width, zone.height) >= 256 else 16 * max(
+      1, min(zone.width, zone.height) // 16)
+  prof = dict(_GTIFF, count=count, dtype=dtype, crs=zone.crs,
+              transform=zone.transform, width=zone.width, height=zone.height,
+              nodata=nodata, blockxsize=block, blockysize=block)
+  if dtype not in ("uint8", "uint16", "uint32", "int16", "int32"):
+    prof["predictor"] = 3
+  return prof
+
+
+def _write_tif(path: pathlib.Path, zone: Zone, bands: np.ndarray, nodata,
+               descriptions=None) -> None:
+  """Writes [N, H, W] bands on the zone grid, atomically."""
+  import rasterio
+  if bands.shape[1:] != zone.shape:
+    raise ValueError(f"{path.name}: array {bands.shape[1:]} != zone grid {zone.shape}")
+  with atomic.atomic_path(path) as tmp:
+    with rasterio.open(tmp, "w", **_profile(zone, bands.shape[0],
+                                            bands.dtype.name, nodata)) as dst:
+      dst.write(bands)
+      for i, d in enumerate(descriptions or []):
+        dst.set_band_description(i + 1, d)
+
+
+def _read_meta(folder: pathlib.Path) -> dict:
+  p = folder / "meta.json"
+  if not p.exists():
+    return {}
+  try:
+    return json.loads(p.read_text(encoding="utf-8"))
+  except json.JSONDecodeError as e:
+    raise PrepError(f"{p}: not valid JSON ({e}); delete the zone folder and rerun prep")
+
+
+def _claim(folder: pathlib.Path, zone: Zone) -> dict:
+  """Meta of `folder`, refusing a folder that already holds another zone."""
+  meta = _read_meta(folder)
+  if meta:
+    old = meta.get("zone", {})
+    same = (old.get("zone_id") == zone.zone_id and int(old.get("epsg", -1)) == zone.epsg
+            and float(old.get("x0", "nan")) == zone.x0
+            and float(old.get("y0", "nan")) == zone.y0
+            and int(old.get("width", -1)) == zone.width
+            and int(old.get("height", -1)) == zone.height)
+    if not same:
+      raise PrepError(
+          f"{folder}: already holds zone {old.get('zone_id')!r} on another grid; "
+          f"choose another output folder or delete it to write {zone.zone_id!r}")
+  else:
+    meta = {"format": FORMAT}
+  meta["zone"] = zone.to_row()
+  meta["crs"] = zone.crs
+  meta["transform"] = list(zone.transform)[:6]
+  meta["width"], meta["height"] = zone.width, zone.height
+  return meta
+
+
+def write_imagery(folder, zone: Zone, composite: np.ndarray, valid_count: np.ndarray,
+                  months, info: dict[str, Any] | None = None) -> None:
+  """Writes s2.tif and valid_count.tif, then the `imagery` section of meta.json.
+
+  Args:
+    folder: the zone folder (created if absent).
+    zone: the zone whose grid the arrays are on.
+    composite: uint16 [T, C, H, W], C = 4 bands in BANDS order, 0 = nodata.
+    valid_count: integer [T, H, W] valid observations per month (clipped to 255).
+    months: T labels `YYYY-MM`.
+    info: extra provenance for meta.json (source, year, scene count, fractions…).
+  """
+  folder = pathlib.Path(folder)
+  meta = _claim(folder, zone)
+  composite = np.asarray(composite)
+  T, C = composite.shape[:2]
+  if composite.dtype != np.uint16 or C != len(BANDS) or len(months) != T:
+    raise ValueError(f"composite must be uint16 [T, {len(BANDS)}, H, W] with T="
+                     f"{len(months)} months, got {composite.dtype} {composite.shape}")
+  _write_tif(folder / "s2.tif", zone, composite.reshape(T * C, *zone.shape),
+             NODATA, band_descriptions(months))
+  counts = np.clip(np.asarray(valid_count), 0, 255).astype(np.uint8)
+  _write_tif(folder / "valid_count.tif", zone, counts, None,
+             [f"{m} valid" for m in months])
+  meta["imagery"] = dict(info or {}, months=list(months), bands=list(BANDS))
+  atomic.write_json(folder / "meta.json", meta)
+
+
+def write_labels(folder, zone: Zone, labels: np.ndarray, parcels: np.ndarray,
+                 parcel_table, info: dict[str, Any] | None = None) -> None:
+  """Writes labels.tif, parcels.tif, parcels.csv, then meta.json's `labels`.
+
+  Args:
+    labels: uint8 [H, W] tier-3 class ids, IGNORE (255) where no label.
+    parcels: uint32 [H, W] 1-based parcel index into `parcel_table`, 0 = none.
+    parcel_table: pandas DataFrame, one row per parcel index (column
+      `parcel_index`, 1-based) with the columns listed in the module docstring.
+    info: must hold `nomenclature` (version); may hold counts and provenance.
+  """
+  folder = pathlib.Path(folder)
+  meta = _claim(folder, zone)
+  if "nomenclature" not in (info or {}):
+    raise ValueError("info must name the nomenclature version")
+  _write_tif(folder / "labels.tif", zone, np.asarray(labels, np.uint8)[None],
+             IGNORE, ["tier-3 class"])
+  _write_tif(folder / "parcels.tif", zone, np.asarray(parcels, np.uint32)[None],
+             0, ["parcel index"])
+  with atomic.atomic_path(folder / "parcels.csv") as tmp:
+    parcel_table.to_csv(tmp, index=False)
+  meta["labels"] = dict(info)
+  atomic.write_json(folder / "meta.json", meta)
+
+
+@dataclasses.dataclass
+class ZoneFolder:
+  """A validated zone folder; reads arrays lazily, whole or by window.
+
+  Windows are `rasterio.windows.Window` or ((row0, row1), (col0, col1)).
+  """
+  path: pathlib.Path
+  meta: dict
+  zone: Zone
+
+  @property
+  def zone_id(self) -> str:
+    return self.zone.zone_id
+
+  @property
+  def months(self) -> list[str]:
+    return list(self.meta["imagery"]["months"])
+
+  @property
+  def bands(self) -> list[str]:
+    return list(self.meta["imagery"]["bands"])
+
+  @property
+  def has_labels(self) -> bool:
+    return "labels" in self.meta
+
+  @property
+  def nomenclature(self) -> str | None:
+    return self.meta.get("labels", {}).get("nomenclature")
+
+  def _read(self, name: str, window=None) -> np.ndarray:
+    import rasterio
+    p = self.path / name
+    try:
+      with rasterio.open(p) as src:
+        return src.read(window=window)
+    except rasterio.errors.RasterioError as e:
+      raise PrepError(f"zone {self.zone_id}: {p} is unreadable ({e}); it may be "
+                      f"truncated — rerun prep for this zone") from None
+
+  def read_image(self, window=None) -> np.ndarray:
+    """uint16 [T, H, W, C] composites (0 = nodata)."""
+    a = self._read("s2.tif", window)
+    T, C = len(self.months), len(self.bands)
+    return a.reshape(T, C, *a.shape[1:]).transpose(0, 2, 3, 1)
+
+  def read_valid_count(self, window=None) -> np.ndarray:
+    """uint8 [T, H, W] valid observations per month."""
+    return self._read("valid_count.tif", window)
+
+  def read_labels(self, window=None) -> np.ndarray:
+    """uint8 [H, W] tier-3 class ids, 255 = no label."""
+    return self._read("labels.tif", window)[0]
+
+  def read_parcels(self, window=None) -> np.ndarray:
+    """uint32 [H, W] parcel index (row of parcels.csv), 0 = none."""
+    return self._read("parcels.tif", window)[0]
+
+  def parcel_table(self):
+    import pandas as pd
+    return pd.read_csv(self.path / "parcels.csv", dtype={"ID_PARCEL": str,
+                                                          "CODE_CULTU": str,
+                                                          "CODE_GROUP": str})
+
+
+def open_zone(folder, *, require_labels: bool = False) -> ZoneFolder:
+  """Opens and validates a zone folder written by prep.
+
+  Raises PrepError naming the zone and the file when a file is missing, a stage
+  is incomplete, or the rasters are not on one grid.
+  """
+  import rasterio
+  folder = pathlib.Path(folder)
+  if not folder.is_dir():
+    raise PrepError(f"{folder}: not a zone folder (does not exist)")
+  meta = _read_meta(folder)
+  if not meta or "zone" not in meta:
+    raise PrepError(f"{folder}: no meta.json; run `python -m prep composite` for this zone")
+  zone = Zone.from_row(meta["zone"])
+  name = zone.zone_id
+  if "imagery" not in meta:
+    raise PrepError(f"zone {name}: imagery incomplete in {folder}; run `python -m prep composite`")
+  files = list(IMAGERY_FILES)
+  if require_labels and "labels" not in meta:
+    raise PrepError(f"zone {name}: no labels in {folder}; run `python -m prep labels`")
+  if "labels" in meta:
+    files += LABEL_FILES
+  for f in files:
+    if not (folder / f).is_file():
+      raise PrepError(f"zone {name}: {folder / f} is missing; rerun prep for this zone")
+  T = len(meta["imagery"]["months"]) * len(meta["imagery"]["bands"])
+  for f, count in [("s2.tif", T), ("valid_count.tif", T // 4), ("labels.tif", 1),
+                   ("parcels.tif", 1)]:
+    if f not in files:
+      continue
+    try:
+      with rasterio.open(folder / f) as src:
+        grid_ok = (src.crs is not None and src.crs.to_epsg() == zone.epsg
+                   and src.width == zone.width and src.height == zone.height
+                   and np.allclose(list(src.transform)[:6], list(zone.transform)[:6]))
+        if not grid_ok:
+          raise PrepError(
+              f"zone {name}: {folder / f} is on grid {src.crs} {src.width}x{src.height} "
+              f"{tuple(src.transform)[:6]}, not the zone grid {zone.crs} "
+              f"{zone.width}x{zone.height} {tuple(zone.transform)[:6]}")
+        if src.count != count:
+          raise PrepError(f"zone {name}: {folder / f} has {src.count} bands, "
+                          f"expected {count}")
+    except rasterio.errors.RasterioError as e:
+      raise PrepError(f"zone {name}: {folder / f} is unreadable ({e})") from None
+  return ZoneFolder(folder, meta, zone)
+
+
+def find_zones(root, *, require_labels: bool = False) -> list[ZoneFolder]:
+  """All zone folders directly under `root` (sorted by zone id)."""
+  root = pathlib.Path(root)
+  if not root.is_dir():
+    raise PrepError(f"{root}: folder of zone folders does not exist")
+  found = [open_zone(p, require_labels=require_labels)
+           for p in sorted(root.iterdir()) if (p / "meta.json").is_file()]
+  if not found:
+    raise PrepError(f"{root}: holds no zone folder (no */meta.json); run prep first")
+  return sorted(found, key=lambda z: z.zone_id)
