@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# jaxcrop launcher: set-up and runs, locally or on a Cloud TPU VM.
+#
+#   ./launch.sh demo [OUT]          set up .venv, run the whole pipeline on the built-in demo region
+#   ./launch.sh test                set up .venv, run the test suite
+#   ./launch.sh train ARGS...       set up .venv, python -m jaxcrop.train ARGS...
+#   ./launch.sh tpu ACTION [--dry-run] [-- TRAIN ARGS...]
+#                                   Cloud TPU VM: create | setup | train | logs | ssh | delete
+#
+# Local set-up creates .venv (with $PYTHON, default python3, 3.11 recommended) when absent and
+# installs requirements.txt; it re-installs only when requirements.txt changes.
+#
+# TPU variables (all required for `tpu`, checked before anything runs):
+#   JAXCROP_GCP_PROJECT   Google Cloud project id
+#   JAXCROP_TPU_ZONE      e.g. us-central2-b (must offer the accelerator type)
+#   JAXCROP_TPU_NAME      TPU VM name, e.g. jaxcrop-v4
+#   JAXCROP_TPU_TYPE      accelerator type, e.g. v4-8, v5litepod-8, v4-32 (multi-host)
+#   JAXCROP_BUCKET        gs:// bucket holding the TFDS data_dir (gs://BUCKET/tfds) and workdirs
+# optional:
+#   JAXCROP_TPU_RUNTIME   TPU VM image (default tpu-ubuntu2204-base)
+#   JAXCROP_TPU_SPOT=1    create a Spot (preemptible) VM; training resumes from its checkpoints
+#   JAXCROP_REPO_URL      git URL to clone on the workers (default: copy this checkout with scp)
+#   JAXCROP_RUN           run name (default: date); workdir = $JAXCROP_BUCKET/runs/$JAXCROP_RUN
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$HERE"
+VENV="$HERE/.venv"
+export TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
+
+die() { echo "launch.sh: error: $*" >&2; exit 2; }
+say() { echo "[launch.sh] $*" >&2; }
+
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+
+setup_venv() {
+  local py="${PYTHON:-python3}"
+  if [ ! -x "$VENV/bin/python" ]; then
+    command -v "$py" >/dev/null || die "$py not found; install Python 3.11 or set PYTHON=/path/to/python3.11"
+    say "creating $VENV with $($py --version 2>&1)"
+    "$py" -m venv "$VENV" || die "could not create $VENV (Debian/Ubuntu: apt-get install python3-venv)"
+  fi
+  local stamp="$VENV/.requirements.sha256" want
+  want="$(sha256sum requirements.txt | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing requirements.txt into $VENV (first time: about a minute)"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -r requirements.txt
+    echo "$want" > "$stamp"
+  fi
+  # shellcheck disable=SC1091
+  source "$VENV/bin/activate"
+}
+
+run_demo() {
+  local out="${1:-$HERE/demo_run}"
+  mkdir -p "$out" && out="$(cd "$out" && pwd)"
+  setup_venv
+  local t0=$SECONDS
+  say "1/6 prep: demo region -> $out/zones"
+  python -m prep demo --out "$out"
+  say "2/6 build: TFDS shards -> $out/tfds"
+  tfds build tfds_builder/cropmap --config=demo --data_dir="$out/tfds" \
+    --manual_dir="$out/zones" --noforce_checksums_validation >/dev/null
+  say "3/6 train: configs/hybrid.py:demo -> $out/train"
+  python -m jaxcrop.train --config configs/hybrid.py:demo --workdir "$out/train" \
+    --config.data.data_dir="$out/tfds"
+  say "4/6 evaluate: test split, model vs pixel baseline"
+  python -m jaxcrop.evaluate --workdir "$out/train"
+  say "5/6 predict: maps of the test zones -> $out/maps"
+  python -m jaxcrop.predict --workdir "$out/train" --zone $(python -m jaxcrop.predict \
+    --list-test-zones --workdir "$out/train" --zones-root "$out/zones") \
+    --out "$out/maps" --rpg "$out/raw/rpg_demo.gpkg" --overwrite
+  say "6/6 figures -> $out/figures"
+  python -m jaxcrop.plots --workdir "$out/train" --zones-root "$out/zones" \
+    --maps "$out/maps" --out "$out/figures"
+  cat <<EOF
+
+Demo done in $((SECONDS - t0)) s (synthetic demo region: its numbers say nothing about real-world accuracy).
+  raw inputs     $out/raw
+  zone folders   $out/zones
+  TFDS dataset   $out/tfds
+  checkpoints    $out/train
+  metrics        $out/train/eval/metrics.md
+  maps           $out/maps
+  figures        $out/figures
+EOF
+}
+
+run_tests() {
+  setup_venv
+  python -m pytest -q tests "$@"
+}
+
+# ---------------------------------------------------------------- Cloud TPU VM
+tpu_check() {
+  local missing=()
+  for v in JAXCROP_GCP_PROJECT JAXCROP_TPU_ZONE JAXCROP_TPU_NAME JAXCROP_TPU_TYPE JAXCROP_BUCKET; do
+    [ -n "${!v:-}" ] || missing+=("$v")
+  done
+  [ ${#missing[@]} -eq 0 ] || die "set ${missing[*]} (see the header of launch.sh)"
+  case "$JAXCROP_BUCKET" in gs://*) ;; *) die "JAXCROP_BUCKET must start with gs:// (got $JAXCROP_BUCKET)";; esac
+  if [ "$DRY" != 1 ]; then
+    command -v gcloud >/dev/null || die "gcloud not found: install the Google Cloud CLI and run 'gcloud auth login'"
+  fi
+}
+
+# Runs (or, with --dry-run, prints) one command.
+x() { if [ "$DRY" = 1 ]; then printf '%q ' "$@"; echo; else "$@"; fi; }
+
+tpu_ssh() {  # tpu_ssh COMMAND: runs COMMAND on every worker of the TPU VM
+  x gcloud compute tpus tpu-vm ssh "$JAXCROP_TPU_NAME" --project="$JAXCROP_GCP_PROJECT" \
+    --zone="$JAXCROP_TPU_ZONE" --worker=all --command="$1"
+}
+
+run_tpu() {
+  local action="${1:-}"; shift || true
+  DRY=0
+  local rest=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --dry-run) DRY=1;;
+      --) shift; rest+=("$@"); break;;
+      *) rest+=("$1");;
+    esac
+    shift
+  done
+  [ -n "$action" ] || die "tpu needs an action: create | setup | train | logs | ssh | delete"
+  tpu_check
+  local runtime="${JAXCROP_TPU_RUNTIME:-tpu-ubuntu2204-base}"
+  local run="${JAXCROP_RUN:-$(date +%Y%m%d-%H%M%S)}"
+  local jaxver; jaxver="$(sed -n 's/^jax==//p' requirements.txt)"
+  case "$action" in
+    create)
+      local spot=(); [ "${JAXCROP_TPU_SPOT:-0}" = 1 ] && spot=(--spot)
+      x gcloud compute tpus tpu-vm create "$JAXCROP_TPU_NAME" --project="$JAXCROP_GCP_PROJECT" \
+        --zone="$JAXCROP_TPU_ZONE" --accelerator-type="$JAXCROP_TPU_TYPE" --version="$runtime" "${spot[@]}"
+      ;;
+    setup)
+      if [ -n "${JAXCROP_REPO_URL:-}" ]; then
+        tpu_ssh "rm -rf ~/jaxcrop && git clone --depth 1 $JAXCROP_REPO_URL ~/jaxcrop"
+      else
+        x gcloud compute tpus tpu-vm scp --recurse "$HERE" "$JAXCROP_TPU_NAME:~/" --project="$JAXCROP_GCP_PROJECT" \
+          --zone="$JAXCROP_TPU_ZONE" --worker=all
+      fi
+      # The CPU requirements, then the TPU build of the same jax version on every worker.
+      tpu_ssh "cd ~/$(basename "$HERE") 2>/dev/null || cd ~/jaxcrop; python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt && .venv/bin/pip install -q 'jax[tpu]==$jaxver' -f https://storage.googleapis.com/jax-releases/libtpu_releases.html"
+      ;;
+    train)
+      local args=("${rest[@]}")
+      [ ${#args[@]} -gt 0 ] || args=(--config configs/hybrid.py)
+      local cmd="cd ~/$(basename "$HERE") 2>/dev/null || cd ~/jaxcrop; TF_CPP_MIN_LOG_LEVEL=2 nohup .venv/bin/python -m jaxcrop.train --multihost --config.data.data_dir=$JAXCROP_BUCKET/tfds --workdir $JAXCROP_BUCKET/runs/$run ${args[*]} > ~/train-$run.log 2>&1 &"
+      tpu_ssh "$cmd"
+      say "training started: workdir $JAXCROP_BUCKET/runs/$run; follow with: ./launch.sh tpu logs"
+      ;;
+    logs) tpu_ssh "tail -n 50 -f \$(ls -t ~/train-*.log | head -1)";;
+    ssh) x gcloud compute tpus tpu-vm ssh "$JAXCROP_TPU_NAME" --project="$JAXCROP_GCP_PROJECT" --zone="$JAXCROP_TPU_ZONE";;
+    delete) x gcloud compute tpus tpu-vm delete "$JAXCROP_TPU_NAME" --project="$JAXCROP_GCP_PROJECT" --zone="$JAXCROP_TPU_ZONE" --quiet;;
+    *) die "unknown tpu action '$action' (create | setup | train | logs | ssh | delete)";;
+  esac
+}
+
+cmd="${1:-}"; shift || true
+case "$cmd" in
+  demo) run_demo "$@";;
+  test) run_tests "$@";;
+  train) setup_venv; python -m jaxcrop.train "$@";;
+  tpu) run_tpu "$@";;
+  -h|--help|help|"") usage;;
+  *) usage >&2; die "unknown command '$cmd'";;
+esac

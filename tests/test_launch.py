@@ -1,0 +1,60 @@
+"""launch.sh: syntax, fail-fast checks and the TPU commands it would run."""
+import os
+import pathlib
+import subprocess
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TPU_ENV = {"JAXCROP_GCP_PROJECT": "proj", "JAXCROP_TPU_ZONE": "us-central2-b",
+           "JAXCROP_TPU_NAME": "jc", "JAXCROP_TPU_TYPE": "v4-8",
+           "JAXCROP_BUCKET": "gs://bkt", "JAXCROP_RUN": "r1"}
+
+
+def _run(*args, env=None):
+  e = {k: v for k, v in os.environ.items() if not k.startswith("JAXCROP_")}
+  e.update(env or {})
+  return subprocess.run(["bash", str(ROOT / "launch.sh"), *args], env=e,
+                        capture_output=True, text=True, timeout=60)
+
+
+def test_syntax():
+  assert subprocess.run(["bash", "-n", str(ROOT / "launch.sh")]).returncode == 0
+
+
+def test_help_and_unknown_command():
+  r = _run("--help")
+  assert r.returncode == 0 and "./launch.sh demo [OUT]" in r.stdout
+  r = _run("fly")
+  assert r.returncode == 2 and "unknown command 'fly'" in r.stderr
+
+
+def test_tpu_fails_fast_naming_missing_variables():
+  r = _run("tpu", "create", "--dry-run", env={"JAXCROP_GCP_PROJECT": "p"})
+  assert r.returncode == 2
+  assert "JAXCROP_TPU_ZONE JAXCROP_TPU_NAME JAXCROP_TPU_TYPE JAXCROP_BUCKET" in r.stderr
+  r = _run("tpu", "create", "--dry-run", env=dict(TPU_ENV, JAXCROP_BUCKET="/tmp/x"))
+  assert r.returncode == 2 and "must start with gs://" in r.stderr
+
+
+def test_tpu_without_gcloud_says_how_to_get_it():
+  env = dict(TPU_ENV, PATH="/usr/bin:/bin")
+  if subprocess.run(["bash", "-c", "command -v gcloud"], env=env,
+                    capture_output=True).returncode == 0:
+    return  # gcloud installed here: nothing to check
+  r = _run("tpu", "create", env=env)
+  assert r.returncode == 2 and "gcloud not found" in r.stderr
+
+
+def test_tpu_dry_run_prints_the_gcloud_commands():
+  r = _run("tpu", "create", "--dry-run", env=TPU_ENV)
+  assert r.returncode == 0, r.stderr
+  assert ("gcloud compute tpus tpu-vm create jc --project=proj --zone=us-central2-b "
+          "--accelerator-type=v4-8 --version=tpu-ubuntu2204-base") in r.stdout
+  r = _run("tpu", "setup", "--dry-run", env=TPU_ENV)
+  assert "--worker=all" in r.stdout and "jax\\[tpu\\]==" in r.stdout
+  r = _run("tpu", "train", "--dry-run", "--", "--config", "configs/hybrid.py",
+           env=TPU_ENV)
+  assert "--worker=all" in r.stdout
+  assert "--multihost" in r.stdout and "gs://bkt/runs/r1" in r.stdout
+  assert "--config.data.data_dir=gs://bkt/tfds" in r.stdout
+  r = _run("tpu", "delete", "--dry-run", env=TPU_ENV)
+  assert "tpu-vm delete jc" in r.stdout

@@ -1,0 +1,102 @@
+"""The zone-folder contract: what prep writes is what later stages read."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+
+from prep import zonefolder as ZF
+from prep import zones as Z
+from prep.errors import PrepError
+
+
+def _zone(zone_id="t_0", lon=1.489, px=20):
+  return Z.zone_around(zone_id, "R", "T", 0, lon, 48.44, pixels=px)
+
+
+def _write(folder, zone, T=3, seed=0):
+  rng = np.random.default_rng(seed)
+  comp = rng.integers(1, 5000, size=(T, 4, *zone.shape), dtype=np.uint16)
+  counts = rng.integers(0, 300, size=(T, *zone.shape))
+  months = [f"2023-{m:02d}" for m in range(1, T + 1)]
+  ZF.write_imagery(folder, zone, comp, counts, months, {"source": "test"})
+  parcels = np.zeros(zone.shape, np.uint32)
+  parcels[2:6, 3:9] = 1
+  parcels[10:15, 10:15] = 2
+  class_of = np.array([255, 0, 5], np.uint8)
+  table = pd.DataFrame({"parcel_index": [1, 2], "ID_PARCEL": ["0012", "77"],
+                        "CODE_CULTU": ["BTH", "MIS"], "class_id": [0, 5]})
+  ZF.write_labels(folder, zone, class_of[parcels], parcels, table,
+                  {"nomenclature": "v1"})
+  return comp, counts, months, parcels, class_of
+
+
+def test_round_trip_arrays_grid_and_band_order(tmp_path):
+  zone = _zone()
+  comp, counts, months, parcels, class_of = _write(tmp_path / "z", zone)
+  zf = ZF.open_zone(tmp_path / "z", require_labels=True)
+  img = zf.read_image()
+  assert img.shape == (3, 20, 20, 4) and img.dtype == np.uint16
+  np.testing.assert_array_equal(img, comp.transpose(0, 2, 3, 1))
+  np.testing.assert_array_equal(zf.read_valid_count(), np.clip(counts, 0, 255))
+  np.testing.assert_array_equal(zf.read_labels(), class_of[parcels])
+  np.testing.assert_array_equal(zf.read_parcels(), parcels)
+  assert list(zf.parcel_table().ID_PARCEL) == ["0012", "77"]  # ids stay text
+  with rasterio.open(tmp_path / "z" / "s2.tif") as src:
+    assert src.crs.to_epsg() == zone.epsg
+    assert src.transform == zone.transform
+    assert src.count == 12 and src.dtypes[0] == "uint16" and src.nodata == 0
+    assert src.descriptions[:5] == ("2023-01 B2", "2023-01 B3", "2023-01 B4",
+                                    "2023-01 B8", "2023-02 B2")
+    # band 6 is month 2, B3: time-major order.
+    np.testing.assert_array_equal(src.read(6), comp[1, 1])
+  win = rasterio.windows.Window(3, 2, 4, 5)  # col_off, row_off, width, height
+  np.testing.assert_array_equal(zf.read_image(win), img[:, 2:7, 3:7])
+
+
+def test_refuses_folder_of_another_zone(tmp_path):
+  _write(tmp_path / "z", _zone("a_0"))
+  with pytest.raises(PrepError, match="already holds zone 'a_0'"):
+    _write(tmp_path / "z", _zone("b_0", lon=1.6))
+
+
+def test_missing_file_and_wrong_grid_are_named(tmp_path):
+  zone = _zone()
+  _write(tmp_path / "z", zone)
+  (tmp_path / "z" / "parcels.csv").unlink()
+  with pytest.raises(PrepError, match=r"zone t_0: .*parcels.csv is missing"):
+    ZF.open_zone(tmp_path / "z")
+  _write(tmp_path / "y", zone)
+  other = _zone(px=24)
+  labels = np.zeros(other.shape, np.uint8)[None]
+  with rasterio.open(tmp_path / "y" / "labels.tif", "w", driver="GTiff", count=1,
+                     dtype="uint8", width=24, height=24, crs=other.crs,
+                     transform=other.transform) as dst:
+    dst.write(labels)
+  with pytest.raises(PrepError, match=r"labels.tif is on grid .* not the zone grid"):
+    ZF.open_zone(tmp_path / "y")
+
+
+def test_incomplete_stage_is_not_taken_for_complete(tmp_path):
+  zone = _zone()
+  _write(tmp_path / "z", zone)
+  meta = json.loads((tmp_path / "z" / "meta.json").read_text())
+  del meta["imagery"]
+  (tmp_path / "z" / "meta.json").write_text(json.dumps(meta))
+  with pytest.raises(PrepError, match="imagery incomplete"):
+    ZF.open_zone(tmp_path / "z")
+  assert not list((tmp_path / "z").glob("*.partial"))
+  with pytest.raises(PrepError, match="holds no zone folder"):
+    ZF.find_zones(tmp_path / "z")
+
+
+def test_truncated_raster_is_reported(tmp_path):
+  zone = _zone(px=300)
+  _write(tmp_path / "z", zone, T=1)
+  p = tmp_path / "z" / "s2.tif"
+  data = p.read_bytes()
+  p.write_bytes(data[: len(data) // 2])
+  with pytest.raises(PrepError, match="s2.tif"):
+    zf = ZF.open_zone(tmp_path / "z")
+    zf.read_image()
