@@ -13,7 +13,8 @@ For one zone, `make_zone_labels` writes (through `prep.zonefolder.write_labels`)
   labels.tif   uint8 [H, W]: tier-3 class id of that parcel's crop (nomenclature
                `prep/data/rpg_codes_<version>.csv`), 255 = no parcel or an
                `ignore` code. Always labels == class_of[parcels].
-  parcels.csv  one row per parcel intersecting the zone.
+  parcels.csv  one row per parcel intersecting the zone (n_pixels may be 0 for a
+               sliver that holds no pixel centre).
 
 Rules:
   * A pixel belongs to the parcel that contains its centre (GDAL's default
@@ -197,12 +198,36 @@ def rasterize_parcels(geoms: np.ndarray, zone: Zone) -> np.ndarray:
       transform=zone.transform, fill=0, dtype="uint32")
 
 
+def _swept_cells(a: np.ndarray, b: np.ndarray, h: float) -> np.ndarray:
+  """Polygons [S]: segment a->b swept by the square [-h, h]^2 (Minkowski sum).
+
+  Args:
+    a, b: float [S, 2] segment ends.
+  The sum is the hexagon hull of the square at both ends; with the segment
+  oriented so that dx >= 0, its vertices are known corners of the two squares.
+  """
+  import shapely
+  swap = (b[:, 0] < a[:, 0]) | ((b[:, 0] == a[:, 0]) & (b[:, 1] < a[:, 1]))
+  a, b = np.where(swap[:, None], b, a), np.where(swap[:, None], a, b)
+  up = b[:, 1] >= a[:, 1]
+  # Counter-clockwise hexagons: which end (0 = a, 1 = b) and which corner.
+  end_up, end_down = np.array([0, 0, 1, 1, 1, 0]), np.array([0, 1, 1, 1, 0, 0])
+  corner_up = np.array([[-1, -1], [1, -1], [1, -1], [1, 1], [-1, 1], [-1, 1]])
+  corner_down = np.array([[-1, -1], [-1, -1], [1, -1], [1, 1], [1, 1], [-1, 1]])
+  ends = np.stack([a, b], axis=1)  # [S, 2, 2]
+  which = np.where(up[:, None], end_up, end_down)  # [S, 6]
+  corner = np.where(up[:, None, None], corner_up, corner_down)  # [S, 6, 2]
+  xy = np.take_along_axis(ends, which[:, :, None], axis=1) + h * corner
+  return shapely.polygons(xy)
+
+
 def border_mask(geoms: np.ndarray, zone: Zone) -> np.ndarray:
   """bool [H, W]: True where a parcel boundary passes through the pixel's cell.
 
-  Each boundary segment is swept by the axis-aligned cell square (half-side
-  res/2 - BORDER_EPS): the hexagon hull of the square at both ends. A pixel
-  centre falls inside that hull exactly when the segment enters the open cell.
+  Each boundary segment is swept by the axis-aligned cell square of half-side
+  res/2 - BORDER_EPS; a pixel centre falls inside that hexagon exactly when the
+  segment enters the pixel's open cell (less a 1 mm margin, so a boundary lying
+  on a pixel edge does not count).
   """
   import rasterio.features
   import shapely
@@ -211,14 +236,9 @@ def border_mask(geoms: np.ndarray, zone: Zone) -> np.ndarray:
   rings = shapely.get_parts(shapely.get_parts(shapely.boundary(geoms)))
   xy, ring = shapely.get_coordinates(rings, return_index=True)
   same = ring[1:] == ring[:-1]
-  a, b = xy[:-1][same], xy[1:][same]  # [S, 2] segment ends
-  h = zone.res / 2 - BORDER_EPS
-  corners = np.array([[-h, -h], [-h, h], [h, -h], [h, h]])
-  pts = np.concatenate([a[:, None] + corners, b[:, None] + corners], axis=1)  # [S, 8, 2]
-  hulls = shapely.convex_hull(shapely.multipoints(
-      shapely.points(pts.reshape(-1, 2)), indices=np.repeat(np.arange(len(a)), 8)))
+  swept = _swept_cells(xy[:-1][same], xy[1:][same], zone.res / 2 - BORDER_EPS)
   hit = rasterio.features.rasterize(
-      ((g, 1) for g in hulls), out_shape=zone.shape, transform=zone.transform,
+      ((g, 1) for g in swept), out_shape=zone.shape, transform=zone.transform,
       fill=0, dtype="uint8")
   return hit.astype(bool)
 
