@@ -254,6 +254,59 @@ def _class_columns(codes, nom) -> dict:
               tier1=tier1[pos])
 
 
+def zone_parcels(paths: Sequence[pathlib.Path], zone: Zone, layer: str | None = None):
+  """The cleaned RPG parcels intersecting `zone`, in the zone's CRS.
+
+  Returns:
+    (GeoDataFrame sorted by ID_PARCEL with a fresh 0-based index, counts dict
+    with layer, invalid_repaired, invalid_dropped, duplicates_dropped; counts
+    are over the parcels read, i.e. the zone's bounding box).
+  """
+  import geopandas
+  import pandas as pd
+  import shapely
+  names = ", ".join(p.name for p in paths)
+  frames = [read_rpg(p, zone, layer) for p in paths]
+  layers = ", ".join(dict.fromkeys(f.attrs["layer"] for f in frames))
+  gdf = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+  geoms, keep, n_repaired = repair_geometries(gdf.geometry.to_numpy())
+  gdf[gdf.geometry.name] = geopandas.GeoSeries(geoms, index=gdf.index, crs=gdf.crs)
+  gdf = gdf[keep]
+  dup = gdf["ID_PARCEL"].duplicated() & (gdf["ID_PARCEL"] != "")
+  gdf = gdf[~dup].to_crs(zone.crs)
+  gdf = gdf[shapely.intersects(gdf.geometry.to_numpy(), shapely.box(*zone.bounds))]
+  if gdf.empty:
+    raise PrepError(f"zone {zone.zone_id} has no RPG parcel in {names}; is it the right "
+                    f"region/vintage?")
+  gdf = gdf.sort_values("ID_PARCEL", key=lambda s: s.str.zfill(20), kind="stable")
+  counts = dict(layer=layers, invalid_repaired=n_repaired,
+                invalid_dropped=int((~keep).sum()), duplicates_dropped=int(dup.sum()))
+  return gdf.reset_index(drop=True), counts
+
+
+def parcel_table(gdf, classes: dict, parcels: np.ndarray):
+  """pandas DataFrame, one row per parcel (TABLE_COLUMNS, then CULTURE_D1/D2 if read).
+
+  Args:
+    gdf: the zone's parcels (`zone_parcels`), in the zone's UTM CRS.
+    classes: per-parcel class columns (`_class_columns`).
+    parcels: uint32 [H, W] parcel raster (row i is value i + 1).
+  """
+  import pandas as pd
+  import shapely
+  n = len(gdf)
+  table = pd.DataFrame(dict(
+      parcel_index=np.arange(1, n + 1), ID_PARCEL=gdf["ID_PARCEL"].to_numpy(),
+      CODE_CULTU=gdf["CODE_CULTU"].to_numpy(), CODE_GROUP=gdf["CODE_GROUP"].to_numpy(),
+      **classes, surf_parc_ha=gdf["SURF_PARC"].to_numpy(),
+      area_m2=np.round(shapely.area(gdf.geometry.to_numpy()), 2),
+      n_pixels=np.bincount(parcels.ravel(), minlength=n + 1)[1:]))
+  for extra in ("CULTURE_D1", "CULTURE_D2"):
+    if extra in gdf:
+      table[extra] = gdf[extra].fillna("").to_numpy()
+  return table
+
+
 def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = None,
                      drop_border: bool = False, progress: bool = True) -> dict:
   """Rasterizes the RPG parcels of `zone` into its zone folder.
@@ -267,80 +320,51 @@ def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = No
     drop_border: keep only pixels whose cell lies whole inside one parcel.
     progress: show a progress bar.
   Returns:
-    The `labels` section written to meta.json: nomenclature, rpg_file, parcels,
-    parcels_ignored, invalid_repaired, invalid_dropped, duplicates_dropped,
-    drop_border, border_pixels_dropped, class_pixel_counts, unlabelled_pixels…
+    The `labels` section written to meta.json: nomenclature, rpg_file, layer,
+    parcels, parcels_ignored, invalid_repaired, invalid_dropped,
+    duplicates_dropped, drop_border, border_pixels_dropped, overlap_rule,
+    class_pixel_counts {class name: pixels}, unlabelled_pixels.
   Raises:
     PrepError (one line naming the file and the fix) on a bad input;
     UnknownCodeError when a parcel's CODE_CULTU is not in the nomenclature.
   """
-  import geopandas
-  import pandas as pd
-  import shapely
   from tqdm import tqdm
-
-  paths = ([rpg_path] if isinstance(rpg_path, (str, os.PathLike)) else list(rpg_path))
+  paths = [rpg_path] if isinstance(rpg_path, (str, os.PathLike)) else list(rpg_path)
   paths = [pathlib.Path(p) for p in paths]
   names = ", ".join(p.name for p in paths)
   nom = nomenclature_lib.load()
-  bar = tqdm(total=4, desc=f"labels {zone.zone_id}", unit="step", disable=not progress)
+  with tqdm(total=3, desc=f"labels {zone.zone_id}", unit="step",
+            disable=not progress) as bar:
+    gdf, counts = zone_parcels(paths, zone, layer)
+    try:
+      classes = _class_columns(gdf["CODE_CULTU"].tolist(), nom)
+    except nomenclature_lib.UnknownCodeError as e:
+      e.args = (f"{names}: {e}",)
+      raise
+    bar.update()
 
-  frames = [read_rpg(p, zone, layer) for p in paths]
-  layers = ", ".join(dict.fromkeys(f.attrs["layer"] for f in frames))
-  gdf = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-  bar.update()
+    geoms = gdf.geometry.to_numpy()
+    parcels = rasterize_parcels(geoms, zone)
+    border = np.zeros(zone.shape, bool)
+    if drop_border:
+      border = border_mask(geoms, zone) & (parcels > 0)
+      parcels[border] = 0
+    lut = np.concatenate([[nomenclature_lib.IGNORE], classes["class_id"]]).astype(np.uint8)
+    labels = lut[parcels]
+    bar.update()
 
-  geoms, keep, n_repaired = repair_geometries(gdf.geometry.to_numpy())
-  n_dropped = int((~keep).sum())
-  gdf[gdf.geometry.name] = geopandas.GeoSeries(geoms, index=gdf.index, crs=gdf.crs)
-  gdf = gdf[keep]
-  dup = gdf["ID_PARCEL"].duplicated() & (gdf["ID_PARCEL"] != "")
-  n_dup = int(dup.sum())
-  gdf = gdf[~dup].to_crs(zone.crs)
-  gdf = gdf[shapely.intersects(gdf.geometry.to_numpy(), shapely.box(*zone.bounds))]
-  if gdf.empty:
-    raise PrepError(f"zone {zone.zone_id} has no RPG parcel in {names}; is it the right "
-                    f"region/vintage?")
-  gdf = gdf.sort_values("ID_PARCEL", key=lambda s: s.str.zfill(20),
-                        kind="stable").reset_index(drop=True)
-  try:
-    classes = _class_columns(gdf["CODE_CULTU"].tolist(), nom)
-  except nomenclature_lib.UnknownCodeError as e:
-    e.args = (f"{names}: {e}",)
-    raise
-  bar.update()
-
-  geoms = gdf.geometry.to_numpy()
-  parcels = rasterize_parcels(geoms, zone)
-  n_border = 0
-  if drop_border:
-    border = border_mask(geoms, zone) & (parcels > 0)
-    n_border = int(border.sum())
-    parcels[border] = 0
-  lut = np.concatenate([[nomenclature_lib.IGNORE], classes["class_id"]]).astype(np.uint8)
-  labels = lut[parcels]
-  bar.update()
-
-  n = len(gdf)
-  table = pd.DataFrame(dict(
-      parcel_index=np.arange(1, n + 1), ID_PARCEL=gdf["ID_PARCEL"].to_numpy(),
-      CODE_CULTU=gdf["CODE_CULTU"].to_numpy(), CODE_GROUP=gdf["CODE_GROUP"].to_numpy(),
-      **classes, surf_parc_ha=gdf["SURF_PARC"].to_numpy(),
-      area_m2=np.round(shapely.area(geoms), 2),
-      n_pixels=np.bincount(parcels.ravel(), minlength=n + 1)[1:]))
-  for extra in ("CULTURE_D1", "CULTURE_D2"):
-    if extra in gdf:
-      table[extra] = gdf[extra].fillna("").to_numpy()
-  counts = np.bincount(labels.ravel(), minlength=256)
-  info = dict(
-      nomenclature=nom.version, rpg_file=names, layer=layers,
-      parcels=n, parcels_ignored=int((classes["class_id"] == nomenclature_lib.IGNORE).sum()),
-      invalid_repaired=n_repaired, invalid_dropped=n_dropped, duplicates_dropped=n_dup,
-      drop_border=bool(drop_border), border_pixels_dropped=n_border,
-      overlap_rule="smaller parcel wins",
-      class_pixel_counts={name: int(counts[i]) for i, name in enumerate(nom.tier3)},
-      unlabelled_pixels=int(counts[nomenclature_lib.IGNORE]))
-  zonefolder.write_labels(out_folder, zone, labels, parcels, table, info)
-  bar.update()
-  bar.close()
+    pixels = np.bincount(labels.ravel(), minlength=256)
+    info = dict(
+        nomenclature=nom.version, rpg_file=names, layer=counts["layer"], parcels=len(gdf),
+        parcels_ignored=int((classes["class_id"] == nomenclature_lib.IGNORE).sum()),
+        invalid_repaired=counts["invalid_repaired"],
+        invalid_dropped=counts["invalid_dropped"],
+        duplicates_dropped=counts["duplicates_dropped"],
+        drop_border=bool(drop_border), border_pixels_dropped=int(border.sum()),
+        overlap_rule="smaller parcel wins",
+        class_pixel_counts={name: int(pixels[i]) for i, name in enumerate(nom.tier3)},
+        unlabelled_pixels=int(pixels[nomenclature_lib.IGNORE]))
+    zonefolder.write_labels(out_folder, zone, labels, parcels,
+                            parcel_table(gdf, classes, parcels), info)
+    bar.update()
   return info

@@ -305,3 +305,21 @@ def test_error_missing_or_unreadable_file(tmp_path):
   bad.write_text("not a geopackage")
   with pytest.raises(PrepError, match=r"bad.gpkg: not a readable GeoPackage/Shapefile"):
     make_zone_labels(bad, ZONE, tmp_path / "z", progress=False)
+
+
+def test_zone_folder_with_imagery_reads_back(tmp_path, capsys):
+  from prep import zonefolder
+  months = [f"2023-{m:02d}" for m in range(1, 3)]
+  zonefolder.write_imagery(tmp_path / "zone", ZONE, np.ones((2, 4, 40, 40), np.uint16),
+                           np.ones((2, 40, 40), np.uint8), months)
+  rpg = write_rpg(tmp_path / "r.gpkg", [parcel("0042", "VRC", rect(0, 0, 3, 2)),
+                                        parcel(9, "OLI", rect(3, 0, 4, 1))])
+  make_zone_labels(rpg, ZONE, tmp_path / "zone", progress=True)
+  assert "labels chartres_test" in capsys.readouterr().err
+  z = zonefolder.open_zone(tmp_path / "zone", require_labels=True)
+  assert z.nomenclature == "v1" and z.months == months
+  table = z.parcel_table()
+  assert table.ID_PARCEL.tolist() == ["9", "0042"]  # numeric order, text kept
+  np.testing.assert_array_equal(z.read_parcels()[:2, :4], [[2, 2, 2, 1], [2, 2, 2, 0]])
+  np.testing.assert_array_equal(z.read_labels()[:2, :4],
+                                [[20, 20, 20, 22], [20, 20, 20, IGNORE]])
