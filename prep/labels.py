@@ -108,7 +108,13 @@ def _field_map(path: pathlib.Path, layer: str, fields: Sequence[str]) -> dict:
 
 
 def _text(col):
-  """A column as stripped strings, '' where null."""
+  """A column as stripped strings, '' where null (whole floats such as 12.0 -> '12').
+
+  Some regional files store ID_PARCEL or CODE_GROUP as numbers.
+  """
+  import pandas as pd
+  if pd.api.types.is_float_dtype(col) and bool((col.dropna() % 1 == 0).all()):
+    col = col.astype("Int64")
   return col.astype("string").fillna("").str.strip()
 
 
@@ -135,9 +141,7 @@ def read_rpg(path, zone: Zone, layer: str | None = None):
   gdf["ID_PARCEL"] = _text(gdf["ID_PARCEL"])
   code = _text(gdf["CODE_CULTU"])
   gdf["CODE_CULTU"] = code.mask(code == "", "NR")
-  # A numeric group read from a Shapefile may come back as 1.0.
-  gdf["CODE_GROUP"] = (_text(gdf["CODE_GROUP"]).str.replace(r"\.0$", "", regex=True)
-                       if "CODE_GROUP" in gdf else "")
+  gdf["CODE_GROUP"] = _text(gdf["CODE_GROUP"]) if "CODE_GROUP" in gdf else ""
   gdf["SURF_PARC"] = gdf["SURF_PARC"].astype(float) if "SURF_PARC" in gdf else np.nan
   for f in ("CULTURE_D1", "CULTURE_D2"):
     if f in gdf:

@@ -323,3 +323,14 @@ def test_zone_folder_with_imagery_reads_back(tmp_path, capsys):
   np.testing.assert_array_equal(z.read_parcels()[:2, :4], [[2, 2, 2, 1], [2, 2, 2, 0]])
   np.testing.assert_array_equal(z.read_labels()[:2, :4],
                                 [[20, 20, 20, 22], [20, 20, 20, IGNORE]])
+
+
+def test_numeric_id_and_group_fields_read_as_text(tmp_path):
+  rows = [dict(ID_PARCEL=12.0, CODE_CULTU="BTH", CODE_GROUP=1.0, SURF_PARC=0.5,
+               geometry=rect(0, 0, 2, 2)),
+          dict(ID_PARCEL=3.0, CODE_CULTU="ORH", CODE_GROUP=3.0, SURF_PARC=None,
+               geometry=rect(2, 0, 4, 2))]
+  _, _, _, table = run(tmp_path, rows)
+  assert table.ID_PARCEL.tolist() == ["3", "12"]
+  assert table.CODE_GROUP.tolist() == [3, 1]  # read back by pandas without dtype
+  assert np.isnan(table.surf_parc_ha.iloc[0]) and table.surf_parc_ha.iloc[1] == 0.5
