@@ -64,6 +64,9 @@ def find_layer(path: pathlib.Path, layer: str | None = None) -> str:
   Names are matched case-insensitively (a GeoPackage may say `parcelles_graphiques`).
   """
   import pyogrio
+  if path.suffix.lower() == ".7z":
+    raise PrepError(f"{path}: a 7-Zip archive; extract it first (7z x {path.name}) and "
+                    f"pass the PARCELLES_GRAPHIQUES .gpkg or .shp inside")
   try:
     names = [str(n) for n in pyogrio.list_layers(path)[:, 0]]
   except Exception as e:  # pyogrio.errors.DataSourceError and friends

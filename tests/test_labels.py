@@ -305,6 +305,10 @@ def test_error_missing_or_unreadable_file(tmp_path):
   bad.write_text("not a geopackage")
   with pytest.raises(PrepError, match=r"bad.gpkg: not a readable GeoPackage/Shapefile"):
     make_zone_labels(bad, ZONE, tmp_path / "z", progress=False)
+  archive = tmp_path / "RPG_2023.7z"
+  archive.write_bytes(b"7z")
+  with pytest.raises(PrepError, match=r"RPG_2023.7z: a 7-Zip archive; extract it first"):
+    make_zone_labels(archive, ZONE, tmp_path / "z", progress=False)
 
 
 def test_zone_folder_with_imagery_reads_back(tmp_path, capsys):
