@@ -78,8 +78,7 @@ def find_layer(path: pathlib.Path, layer: str | None = None) -> str:
     return by_lower[wanted.lower()]
   if layer is None and len(names) == 1:
     return names[0]
-  what = f"layer {layer!r}" if layer else f"no layer {RPG_LAYER}"
-  raise PrepError(f"{path}: {what} not found; layers found: {', '.join(names) or 'none'}; "
+  raise PrepError(f"{path}: layer {wanted!r} not found; layers found: {', '.join(names) or 'none'}; "
                   f"pass --layer with one of them")
 
 

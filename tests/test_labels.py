@@ -265,7 +265,7 @@ def test_error_layers(tmp_path):
   rows = [parcel(1, "BTH", rect(0, 0, 5, 5))]
   path = write_rpg(tmp_path / "two.gpkg", rows, layer="alpha")
   write_rpg(path, rows, layer="beta")
-  with pytest.raises(PrepError, match=r"two.gpkg: no layer PARCELLES_GRAPHIQUES not found; "
+  with pytest.raises(PrepError, match=r"two.gpkg: layer 'PARCELLES_GRAPHIQUES' not found; "
                      r"layers found: alpha, beta; pass --layer"):
     make_zone_labels(path, ZONE, tmp_path / "z", progress=False)
   with pytest.raises(PrepError, match=r"layer 'gamma' not found; layers found: alpha, beta"):
