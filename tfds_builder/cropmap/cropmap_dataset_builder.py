@@ -72,6 +72,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     description="The 40 study zones (8 regions x 5), RPG 2023 labels."),
   ]
   DEFAULT_CONFIG_NAME = "demo"
+  builder_config_cls = CropmapConfig  # --config='{"name": "x", "patch_size": 32}' 
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Point --manual_dir at the folder of zone folders written by prep
   (`python -m prep composite …` then `python -m prep labels …`), e.g. out/zones.
@@ -155,6 +156,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       counts[split] = np.sum([s["class_pixels"] for s in summaries], 0).tolist()
       patches[split] = sum(s["patches"] for s in summaries)
       dropped[split] = sum(s["dropped"] for s in summaries)
+      if not patches[split]:
+        raise PrepError(
+            f"split {split} (zones {[z.zone_id for z in zs]}) has no patch of "
+            f"{cfg.patch_size} px with a labelled pixel; use a smaller patch_size "
+            f"or larger zones")
       if split != patching.TEST:
         moments[split] = stats.merge_all(s["moments"] for s in summaries).to_json()
       if dropped[split]:
