@@ -75,7 +75,7 @@ def patch_origins(height: int, width: int, patch: int,
 
 def patch_transform(zone_transform, row: int, col: int) -> list[float]:
   """The 6 GDAL-order affine coefficients (a, b, c, d, e, f) of a patch's grid."""
-  t = affine.Affine(*list(zone_transform)[:6]) * affine.Affine.translation(col, row)
+  t = affine.Affine(*list(zone_transform)[:6]) @ affine.Affine.translation(col, row)
   return [float(v) for v in t[:6]]
 
 
