@@ -362,15 +362,10 @@ def make_parcels(spec: DemoSpec, seed: int) -> Parcels:
   zb = south[min(1, len(south) - 1)].bounds
   pond = shapely.Point(zb[0] + 0.35 * (zb[2] - zb[0]),
                        zb[1] + 0.6 * (zb[3] - zb[1])).buffer(45, quad_segs=8)
-  geoms = []
-  for g in split_parcels(rng, area):
-    if g.intersects(pond):
-      g = g.difference(pond)
-      if g.geom_type != "Polygon" or g.area < 5000:
-        continue
-    geoms.append(g)
+  geoms = shapely.difference(np.array(split_parcels(rng, area)), pond)
+  geoms = geoms[(shapely.get_type_id(geoms) == 3) & (shapely.area(geoms) >= 5000)]
   p = len(geoms)
-  ys = np.array([g.centroid.y for g in geoms])
+  ys = shapely.get_y(shapely.centroid(geoms))
   n_reg = len(spec.regions)
   step = (spec.region_height + spec.region_gap) * 10.0
   reg_idx = np.clip(((SCENE_Y0 - spec.margin * 10.0 + spec.region_gap * 5.0 - ys)
@@ -394,8 +389,12 @@ def make_parcels(spec: DemoSpec, seed: int) -> Parcels:
   catch = np.where(has_catch, rng.choice(CATCH_CROPS, p), "")
   catch2 = np.where(has_catch & (rng.random(p) < 0.1), "PCL", "")
   catch2 = np.where(catch == "PCL", "", catch2)
-  crops = np.flatnonzero(np.isin(code, ["BTH", "ORH", "MIS", "TRN"]))
-  return Parcels(geoms, region, code, catch, catch2, shift, amplitude, soil, nir,
+  # The invalid parcel lies inside zone 1, so that the demo exercises the repair.
+  box = shapely.box(*zones[1].bounds)
+  inside = shapely.contains(box, geoms)
+  crops = np.flatnonzero(np.isin(code, ["BTH", "ORH", "MIS", "TRN"]) & inside)
+  crops = crops if crops.size else np.arange(p)
+  return Parcels(list(geoms), region, code, catch, catch2, shift, amplitude, soil, nir,
                  invalid=int(rng.choice(crops)), pond=pond)
 
 
@@ -687,7 +686,7 @@ def write_raw(raw_dir, *, seed: int = 0, small: bool = False,
   the seed and size, and a folder made with another seed or size is refused.
   Returns the content of demo.json.
   """
-  from tqdm.auto import tqdm
+  from tqdm import tqdm
   raw = pathlib.Path(raw_dir)
   spec = SMALL if small else FULL
   stamp = {"seed": seed, "small": small, "spec": dataclasses.asdict(spec)}
@@ -741,7 +740,7 @@ def make_demo(out_dir, *, seed: int = 0, progress: bool = True,
   skips whatever is complete. `small=True` makes a tiny variant for tests
   (2 x 2 zones of 48 x 48 pixels, 25 scenes).
   """
-  from tqdm.auto import tqdm
+  from tqdm import tqdm
   from prep.labels import make_zone_labels
   from prep.scenes import composite_zone_from_scenes
   from prep.zones import read_zones
