@@ -242,14 +242,19 @@ def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     half = span.astype(np.float32)
     w0[none] = w1[none] = 0
     i0, i1, it = t0 * (C * P) + pix, t1 * (C * P) + pix, t * (C * P) + pix
-    v0, v1 = np.empty(t.size, np.float32), np.empty(t.size, np.float32)
+    idx = np.empty_like(it)                  # buffers reused across bands:
+    raw = np.empty(t.size, np.uint16)        # fresh large temporaries cost
+    v0, v1 = np.empty_like(w0), np.empty_like(w0)   # page faults
     for c in range(C):
-      np.multiply(flat[i0 + c * P], w0, out=v0)
-      np.multiply(flat[i1 + c * P], w1, out=v1)
+      np.take(flat, np.add(i0, c * P, out=idx), out=raw)
+      np.multiply(raw, w0, out=v0)
+      np.take(flat, np.add(i1, c * P, out=idx), out=raw)
+      np.multiply(raw, w1, out=v1)
       v0 += v1
       v0 += half
       v0 /= den
-      flat[it + c * P] = v0                  # float -> uint16 truncates: floor
+      np.copyto(raw, v0, casting="unsafe")   # float -> uint16 truncates: floor
+      flat[np.add(it, c * P, out=idx)] = raw
     filled.reshape(-1)[entries[none]] = False
   return out, filled.reshape(T, H, W)
 
