@@ -8,6 +8,7 @@
 
 A user mistake (PrepError, a missing file, a bad argument) prints one line
 `error: …` on stderr and exits with status 2; a bug keeps its traceback.
+Warnings (e.g. a month without any scene, gap filled) print `warning: …`.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import math
 import pathlib
 import sys
 import textwrap
+import warnings
 
 from prep.errors import PrepError
 
@@ -238,11 +240,19 @@ def run_demo(args) -> None:
         f"synthetic data: the numbers it gives are not results")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+  """Warnings as one line `warning: …` (a month without scene, …), no source line."""
+  print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+
 def main(argv=None) -> int:
   """Entry point; returns the exit status (0 ok, 2 user error)."""
   args = build_parser().parse_args(argv)
   try:
-    args.run(args)
+    with warnings.catch_warnings():
+      warnings.simplefilter("default")
+      warnings.showwarning = _show_warning
+      args.run(args)
   except USER_ERRORS as e:
     msg = str(e)
     if not isinstance(e, PrepError) and e.filename:

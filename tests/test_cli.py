@@ -170,3 +170,103 @@ def test_labels_command_writes_labels_equal_to_class_of_parcels(raw, capsys):
   np.testing.assert_array_equal(labels, class_of[parcels])
   assert zf.meta["labels"]["parcels"] == len(table) > 3
   assert zf.meta["labels"]["invalid_repaired"] <= 1
+
+
+# --- composite route: bad scenes ---------------------------------------------
+
+@pytest.fixture
+def scenes(raw, tmp_path):
+  """A private copy of the small demo's scenes (tests break them)."""
+  import shutil
+  return shutil.copytree(raw / "scenes", tmp_path / "scenes")
+
+
+def _composite(raw, scenes, out, capsys, zone="demo-north_0"):
+  return run(["composite", "--scenes", scenes, "--zones", zone, "--zones-csv",
+              raw / "zones.csv", "--out", out], capsys)
+
+
+def _scene(scenes, month="04"):
+  return sorted(d for d in scenes.iterdir() if d.name.split("_")[2][4:6] == month)[0]
+
+
+def test_composite_command_writes_imagery(raw, scenes, tmp_path, capsys):
+  from prep import zonefolder
+  rc, out, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert rc == 0, err
+  zf = zonefolder.open_zone(tmp_path / "z" / "demo-north_0")
+  assert zf.read_image().shape == (12, 48, 48, 4)
+
+
+def test_truncated_geotiff_scene(raw, scenes, tmp_path, capsys):
+  band = _scene(scenes) / "B04.tif"
+  band.write_bytes(band.read_bytes()[: band.stat().st_size // 2])
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert_user_error(rc, err, str(band.parent.name))
+  assert not (tmp_path / "z" / "demo-north_0" / "s2.tif").exists()
+
+
+def test_corrupt_jp2_scene(raw, scenes, tmp_path, capsys):
+  safe = scenes / ("S2A_MSIL2A_20230415T105031_N0509_R051_T31UCP_"
+                   "20230415T162036.SAFE")
+  img = safe / "GRANULE" / "L2A_T31UCP_A040000_20230415T105031" / "IMG_DATA"
+  for res, names in (("R10m", ("B02", "B03", "B04", "B08")), ("R20m", ("SCL",))):
+    (img / res).mkdir(parents=True)
+    for b in names:
+      (img / res / f"T31UCP_20230415T105031_{b}_{res[1:]}.jp2").write_bytes(
+          b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"garbage" * 50)
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert_user_error(rc, err, "T31UCP_20230415T105031_B02_10m.jp2: unreadable")
+
+
+def test_scene_missing_a_band(raw, scenes, tmp_path, capsys):
+  d = _scene(scenes, "07")
+  (d / "B03.tif").unlink()
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert_user_error(rc, err, str(d.name), "B03")
+
+
+def test_month_without_scene_is_gap_filled_with_a_warning(raw, scenes, tmp_path, capsys):
+  import shutil
+  from prep import zonefolder
+  for d in list(scenes.iterdir()):
+    if d.name.split("_")[2][4:6] == "03":
+      shutil.rmtree(d)
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert rc == 0
+  assert err.strip() == ("warning: zone demo-north_0: no scene in 2023-03; these months "
+                         "are gap filled from their neighbours")
+  zf = zonefolder.open_zone(tmp_path / "z" / "demo-north_0")
+  assert zf.meta["imagery"]["months_without_scene"] == ["2023-03"]
+  assert (zf.read_valid_count()[2] == 0).all() and (zf.read_image()[2] > 0).all()
+
+
+def test_no_scene_of_the_year(raw, scenes, tmp_path, capsys):
+  rc, _, err = run(["composite", "--scenes", scenes, "--zones", "demo-north_0",
+                    "--zones-csv", raw / "zones.csv", "--out", tmp_path / "z",
+                    "--year", "2021"], capsys)
+  assert_user_error(rc, err, "zone demo-north_0: none of the 25 scenes", "is of 2021")
+
+
+def test_scene_folder_missing(raw, tmp_path, capsys):
+  rc, _, err = _composite(raw, tmp_path / "nope", tmp_path / "z", capsys)
+  assert_user_error(rc, err, "nope: scene folder not found")
+
+
+def test_composite_into_a_folder_holding_another_zone(raw, scenes, tmp_path, capsys):
+  zones = Z.read_zones(raw / "zones.csv")
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert rc == 0, err
+  other = tmp_path / "zones.csv"
+  Z.write_zones([dataclasses.replace(zones[1], zone_id=zones[0].zone_id)], other)
+  rc, _, err = run(["composite", "--scenes", scenes, "--zones", zones[0].zone_id,
+                    "--zones-csv", other, "--out", tmp_path / "z"], capsys)
+  assert_user_error(rc, err, f"already holds zone '{zones[0].zone_id}' on another grid")
+
+
+def test_demo_command_prints_where_outputs_are(tmp_path, capsys):
+  rc, out, err = run(["demo", "--out", tmp_path / "d", "--small"], capsys)
+  assert rc == 0, err
+  assert f"demo zone folders: {tmp_path / 'd' / 'zones'} (4 zones)" in out
+  rc, _, err = run(["demo", "--out", tmp_path / "d", "--small", "--seed", "2"], capsys)
+  assert_user_error(rc, err, "holds a demo made with seed=0")

@@ -184,3 +184,74 @@ def test_phenology_separates_summer_from_winter_crops_but_not_cereals():
   assert np.abs(bth - orh).max() < 0.3                    # cereals are close
   assert np.abs(pph - ptr).mean() < 0.1                   # grasslands are close
   assert ndvi.max() > 0.8 and ndvi.min() > 0.05
+
+
+# --- the whole demo through the scenes and labels routes ----------------------
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory):
+  out = tmp_path_factory.mktemp("demo_full")
+  root = demo.make_demo(out, seed=0, progress=False, small=True)
+  return out, root
+
+
+def test_make_demo_writes_valid_zone_folders(small_demo):
+  from prep import zonefolder
+  out, root = small_demo
+  assert root == out / "zones"
+  folders = zonefolder.find_zones(root, require_labels=True)
+  assert [z.zone_id for z in folders] == ["demo-north_0", "demo-north_1",
+                                          "demo-south_0", "demo-south_1"]
+  for zf in folders:
+    img = zf.read_image()
+    assert img.shape == (12, 48, 48, 4) and img.dtype == np.uint16
+    assert zf.months == [f"2023-{m:02d}" for m in range(1, 13)]
+    assert (img > 0).mean() > 0.99             # gap filled
+    parcels, labels = zf.read_parcels(), zf.read_labels()
+    class_of = np.concatenate([[255], zf.parcel_table().class_id]).astype(np.uint8)
+    np.testing.assert_array_equal(labels, class_of[parcels])
+    assert (labels != 255).mean() > 0.7
+  # December has pixels without any valid observation somewhere in the region.
+  dec = np.concatenate([zf.read_valid_count()[11].ravel() for zf in folders])
+  assert (dec == 0).any() and (dec > 0).any()
+
+
+def test_demo_labels_match_the_parcels_the_scenes_were_drawn_from(small_demo):
+  from prep import zonefolder
+  out, root = small_demo
+  spec = demo.SMALL
+  parcels = demo.make_parcels(spec, seed=0)
+  ground = demo.make_ground(spec, parcels, seed=0)
+  code_of_pid = np.array(["", *parcels.code])
+  for zf in zonefolder.find_zones(root, require_labels=True):
+    truth = code_of_pid[ground.pid[demo._zone_window(spec, zf.zone)]]
+    table = zf.parcel_table()
+    codes = np.concatenate([[""], table.CODE_CULTU.to_numpy(str)])[zf.read_parcels()]
+    assert (codes == truth).mean() > 0.99
+
+
+def test_demo_composites_show_summer_and_winter_crops(small_demo):
+  from prep import zonefolder
+  _, root = small_demo
+  ndvi_by_code = {}
+  for zf in zonefolder.find_zones(root, require_labels=True):
+    img = zf.read_image().astype(float)
+    ndvi = (img[..., 3] - img[..., 2]) / (img[..., 3] + img[..., 2] + 1e-9)  # [T, H, W]
+    codes = np.concatenate([[""], zf.parcel_table().CODE_CULTU.to_numpy(str)])
+    code = codes[zf.read_parcels()]
+    for c in ("BTH", "MIS", "ORH", "TRN", "CZH"):
+      if (code == c).any():
+        ndvi_by_code.setdefault(c, []).append(ndvi[:, code == c])
+  mean = {c: np.concatenate(v, 1).mean(1) for c, v in ndvi_by_code.items()}
+  assert "BTH" in mean and ("MIS" in mean or "TRN" in mean)
+  summer = mean.get("MIS", mean.get("TRN"))
+  assert mean["BTH"][4] > summer[4] + 0.2      # May: wheat green, summer crop bare
+  assert summer[7] > mean["BTH"][7] + 0.2      # August: the reverse
+
+
+def test_make_demo_rerun_skips_complete_zones(small_demo):
+  out, root = small_demo
+  s2 = root / "demo-south_1" / "s2.tif"
+  before = s2.stat().st_mtime_ns
+  assert demo.make_demo(out, seed=0, progress=False, small=True) == root
+  assert s2.stat().st_mtime_ns == before
