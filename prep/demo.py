@@ -712,7 +712,7 @@ def write_raw(raw_dir, *, seed: int = 0, small: bool = False,
   front = _opacity(_blobs(np.random.default_rng([seed, 4]), (h2, w2), 32), 0.35)
   dates = spec.scene_dates
   ids = [write_scene(raw / "scenes", ground, spec, i, d, seed, front)
-         for i, d in enumerate(tqdm(dates, desc="demo scenes", disable=not progress))]
+         for i, d in enumerate(tqdm(dates, desc="demo scenes", unit="scene", disable=not progress))]
   stamp.update(n_parcels=len(parcels.geometry), n_scenes=len(ids),
                scene_shape=list(spec.scene_shape), invalid_parcel=parcels.invalid)
   atomic.write_json(done, stamp)
@@ -748,7 +748,7 @@ def make_demo(out_dir, *, seed: int = 0, progress: bool = True,
   raw = out / "raw"
   stamp = write_raw(raw, seed=seed, small=small, progress=progress)
   root = out / "zones"
-  for zone in tqdm(read_zones(raw / "zones.csv"), desc="demo zones",
+  for zone in tqdm(read_zones(raw / "zones.csv"), desc="demo zones", unit="zone",
                    disable=not progress):
     folder = root / zone.zone_id
     meta = _meta(folder)
