@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="where --select writes the zones table (default: %(default)s)")
   p.add_argument("--zones-csv", type=pathlib.Path, default=None, metavar="PATH",
                  help="zones table to list (default: prep/data/zones.csv)")
+  p.add_argument("--project", default=None,
+                 help="Google Cloud project for Earth Engine (default: $JAXCROP_EE_PROJECT)")
   p.set_defaults(run=run_zones)
 
   p = sub.add_parser(
@@ -84,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
       description=_doc("""
           Monthly median composites (B2 B3 B4 B8, SCL 4-7 valid, gap filled) of
           COPERNICUS/S2_SR_HARMONIZED for each zone, computed by Earth Engine,
-          into OUT/<zone_id>/. Needs an authenticated Earth Engine account."""),
+          into OUT/<zone_id>/. Needs Earth Engine credentials: `earthengine
+          authenticate`, or JAXCROP_EE_KEY=<service-account key JSON>; and a
+          Cloud project (--project or JAXCROP_EE_PROJECT). Fetched tiles are
+          cached in OUT/<zone_id>/.gee_cache, so an interrupted run resumes."""),
       epilog=_doc("""
           examples:
             python -m prep gee --zones chartres_0 chartres_1 --out data/zones
@@ -94,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="folder of zone folders")
   p.add_argument("--year", type=int, default=2023,
                  help="year of the composites (default: %(default)s)")
+  p.add_argument("--project", default=None,
+                 help="Google Cloud project for Earth Engine (default: $JAXCROP_EE_PROJECT)")
   p.set_defaults(run=run_gee)
 
   p = sub.add_parser(
@@ -188,7 +195,7 @@ def run_zones(args) -> None:
   from prep import zones as zones_lib
   if args.select:
     from prep import select_zones
-    zones = select_zones.select_zones(progress=not args.quiet)
+    zones = select_zones.select_zones(progress=not args.quiet, project=args.project)
     zones_lib.write_zones(zones, args.out)
     print(f"wrote {len(zones)} zones to {args.out}")
     return
@@ -210,7 +217,7 @@ def format_zones(zones) -> str:
 def run_gee(args) -> None:
   from prep import gee
   _each_zone(args, "gee composites", lambda zone, folder: gee.composite_zone_from_gee(
-      zone, folder, year=args.year, progress=False))
+      zone, folder, year=args.year, progress=False, project=args.project))
 
 
 def run_composite(args) -> None:

@@ -270,3 +270,34 @@ def test_demo_command_prints_where_outputs_are(tmp_path, capsys):
   assert f"demo zone folders: {tmp_path / 'd' / 'zones'} (4 zones)" in out
   rc, _, err = run(["demo", "--out", tmp_path / "d", "--small", "--seed", "2"], capsys)
   assert_user_error(rc, err, "holds a demo made with seed=0")
+
+
+# --- Earth Engine routes (offline: Earth Engine mocked) -----------------------
+
+def test_gee_runs_every_zone_into_its_folder(raw, tmp_path, monkeypatch, capsys):
+  from prep import gee
+  calls = []
+  monkeypatch.setattr(gee, "composite_zone_from_gee", lambda zone, folder, **kw:
+                      calls.append((zone.zone_id, folder, kw)) or {})
+  rc, out, err = run(["gee", "--all", "--zones-csv", raw / "zones.csv", "--out",
+                      tmp_path, "--year", "2022", "--project", "my-proj"], capsys)
+  assert rc == 0, err
+  assert [c[0] for c in calls] == ["demo-north_0", "demo-north_1", "demo-south_0",
+                                   "demo-south_1"]
+  assert calls[2][1] == tmp_path / "demo-south_0"
+  assert calls[0][2] == dict(year=2022, progress=False, project="my-proj")
+  assert out.strip() == f"gee composites: 4 zone folder(s) under {tmp_path}"
+
+
+def test_gee_without_credentials_is_one_line(tmp_path, monkeypatch, capsys):
+  import ee
+
+  def no_credentials(*a, **k):
+    raise ee.EEException("Please authorize access to your Earth Engine account by "
+                         "running\n\nearthengine authenticate\n")
+  monkeypatch.setattr(ee, "Initialize", no_credentials)
+  monkeypatch.delenv("JAXCROP_EE_KEY", raising=False)
+  rc, _, err = run(["gee", "--zones", "chartres_0", "--out", tmp_path], capsys)
+  assert_user_error(rc, err, "Earth Engine: cannot initialize",
+                    "Please authorize access", "earthengine authenticate")
+  assert not (tmp_path / "chartres_0" / "s2.tif").exists()
