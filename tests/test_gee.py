@@ -5,6 +5,7 @@ earthengine-api, so expressions build and serialize without network; a fake
 `ee.data.computePixels` records each request and answers NUMPY_NDARRAY data.
 """
 import json
+import math
 import re
 
 import ee
@@ -203,3 +204,73 @@ def test_bad_service_account_key(tmp_path, monkeypatch):
   monkeypatch.setenv("JAXCROP_EE_KEY", str(tmp_path / "nope.json"))
   with pytest.raises(PrepError, match=r"nope\.json: JAXCROP_EE_KEY is not a readable"):
     gee.initialize("p")
+
+
+# --- zone selection from WorldCover (prep.select_zones) ---------------------
+
+from prep import select_zones as sz  # noqa: E402
+
+
+def test_greedy_squares_hand_grid():
+  f = np.array([[.9, .1, 0, 0, 0],
+                [.8, .95, 0, 0, 0],
+                [0, 0, 0, .7, 0],
+                [0, 0, 0, 0, 0],
+                [.6, 0, 0, 0, .85]])
+  # (1,1) then (4,4); (2,3) touches neither; .9 and .8 overlap (1,1); then .6.
+  assert sz.greedy_squares(f, 2, 4) == [(1, 1), (4, 4), (2, 3), (4, 0)]
+  allowed = np.ones_like(f, bool)
+  allowed[1, 1] = False
+  assert sz.greedy_squares(f, 2, 2, allowed=allowed) == [(0, 0), (4, 4)]
+  # Ties go to the nearer square.
+  g = np.ones((1, 6))
+  assert sz.greedy_squares(g, 1, 1, distance=np.array([[5, 4, 3, 0.5, 2, 1.]])) == [(0, 3)]
+
+
+def test_square_fractions_is_block_mean():
+  cells = np.random.default_rng(0).random((7, 9))
+  got = sz.square_fractions(cells, 3)
+  want = np.array([[cells[r:r + 3, c:c + 3].mean() for c in range(7)] for r in range(5)])
+  np.testing.assert_allclose(got, want)
+
+
+def test_select_zones_request_and_choice(monkeypatch):
+  region = ("Paris Basin", "Chartres", "chartres", 1.4890, 48.4439)
+  grid = sz.fraction_grid(*region[3:], radius_km=20)
+  cells = np.zeros((grid.rows, grid.cols))
+  assert grid.rows == grid.cols == 51     # (20 + 5) km each side of the town, 1 km cells
+  cells[10:20, 12:22] = 0.9          # a 10 x 10 km block, centre ~13 km from town
+  cells[26:36, 26:36] = 0.5
+  cells[:8, 42:] = 1.0               # a corner block beyond the 20 km radius
+  requests = []
+
+  def fake(request):
+    requests.append(request)
+    out = np.zeros((grid.rows, grid.cols), [("cropland", np.float32)])
+    out["cropland"] = cells
+    return out
+  monkeypatch.setattr(ee.data, "computePixels", fake)
+  zones = sz.select_zones([region], n_per_region=3, radius_km=20, progress=False,
+                          initialize_ee=False)
+  (request,) = requests
+  text = json.dumps(ee.serializer.encode(request["expression"], for_cloud_api=True))
+  for needle in ('"ESA/WorldCover/v200"', '"Map"', '"Image.eq"', '{"constantValue": 40}',
+                 '"Image.reduceResolution"', '"Reducer.mean"', '65536'):
+    assert needle in text, needle
+  assert request["grid"]["crsCode"] == "EPSG:32631"
+  assert request["grid"]["affineTransform"]["scaleX"] == 1000
+  assert request["grid"]["dimensions"] == {"width": grid.cols, "height": grid.rows}
+  assert [z.zone_id for z in zones] == ["chartres_0", "chartres_1", "chartres_2"]
+  assert zones[0].cropland_fraction == 0.9 and zones[1].cropland_fraction == 0.5
+  assert zones[2].cropland_fraction < 0.1          # only a sliver of the corner
+  assert (zones[0].x0, zones[0].y0) == (grid.x0 + 12_000, grid.y0 - 10_000)
+  assert (zones[1].x0, zones[1].y0) == (grid.x0 + 26_000, grid.y0 - 26_000)
+  for z in zones:
+    assert z.x0 % 10 == 0 and z.y0 % 10 == 0 and z.width == z.height == 1000
+    assert z.source == "worldcover-v200" and z.epsg == 32631
+    cx, cy = z.x0 + 5000, z.y0 - 5000
+    assert math.hypot(cx - grid.tx, cy - grid.ty) <= 20_000
+  for a in zones:                    # pairwise disjoint
+    for b in zones:
+      if a is not b:
+        assert abs(a.x0 - b.x0) >= 10_000 or abs(a.y0 - b.y0) >= 10_000
