@@ -301,3 +301,16 @@ def test_gee_without_credentials_is_one_line(tmp_path, monkeypatch, capsys):
   assert_user_error(rc, err, "Earth Engine: cannot initialize",
                     "Please authorize access", "earthengine authenticate")
   assert not (tmp_path / "chartres_0" / "s2.tif").exists()
+
+
+def test_zones_select_writes_the_table(raw, tmp_path, monkeypatch, capsys):
+  from prep import select_zones
+  chosen = Z.read_zones(raw / "zones.csv")[:3]
+  seen = {}
+  monkeypatch.setattr(select_zones, "select_zones",
+                      lambda **kw: seen.update(kw) or chosen)
+  rc, out, err = run(["zones", "--select", "--out", tmp_path / "z.csv"], capsys)
+  assert rc == 0, err
+  assert Z.read_zones(tmp_path / "z.csv") == chosen
+  assert seen == dict(progress=False, project=None)
+  assert out.strip() == f"wrote 3 zones to {tmp_path / 'z.csv'}"
