@@ -682,14 +682,15 @@ def write_raw(raw_dir, *, seed: int = 0, small: bool = False,
               progress: bool = True) -> dict:
   """Writes the demo's raw inputs (zones.csv, rpg_demo.gpkg, scenes/) once.
 
-  Idempotent: what exists is kept; `raw/demo.json` is written last and records
-  the seed and size, and a folder made with another seed or size is refused.
-  Returns the content of demo.json.
+  Idempotent: `raw/demo.json` records the seed and size first (`complete`
+  false) and is completed last; a rerun keeps what exists and refuses a folder
+  begun with another seed or size. Returns the content of demo.json.
   """
   from tqdm import tqdm
   raw = pathlib.Path(raw_dir)
   spec = SMALL if small else FULL
-  stamp = {"seed": seed, "small": small, "spec": dataclasses.asdict(spec)}
+  stamp = {"seed": seed, "small": small, "spec": dataclasses.asdict(spec),
+           "complete": False}
   done = raw / "demo.json"
   if done.is_file():
     old = json.loads(done.read_text(encoding="utf-8"))
@@ -697,9 +698,12 @@ def write_raw(raw_dir, *, seed: int = 0, small: bool = False,
       raise PrepError(f"{raw}: holds a demo made with seed={old.get('seed')} "
                       f"small={old.get('small')}, not seed={seed} small={small}; "
                       f"choose another output folder or delete it")
-    return old
-  if raw.exists() and any(raw.iterdir()) and not (raw / "zones.csv").is_file():
+    if old.get("complete"):
+      return old
+  elif raw.exists() and any(raw.iterdir()):
     raise PrepError(f"{raw}: exists and is not a demo folder; choose another output folder")
+  else:
+    atomic.write_json(done, stamp)
   zones = demo_zones(spec)
   parcels = make_parcels(spec, seed)
   ground = make_ground(spec, parcels, seed)
@@ -711,9 +715,10 @@ def write_raw(raw_dir, *, seed: int = 0, small: bool = False,
   h2, w2 = spec.scene_shape[0] // 2, spec.scene_shape[1] // 2
   front = _opacity(_blobs(np.random.default_rng([seed, 4]), (h2, w2), 32), 0.35)
   dates = spec.scene_dates
+  bar = tqdm(dates, desc="demo scenes", unit="scene", disable=not progress)
   ids = [write_scene(raw / "scenes", ground, spec, i, d, seed, front)
-         for i, d in enumerate(tqdm(dates, desc="demo scenes", unit="scene", disable=not progress))]
-  stamp.update(n_parcels=len(parcels.geometry), n_scenes=len(ids),
+         for i, d in enumerate(bar)]
+  stamp.update(complete=True, n_parcels=len(parcels.geometry), n_scenes=len(ids),
                scene_shape=list(spec.scene_shape), invalid_parcel=parcels.invalid)
   atomic.write_json(done, stamp)
   return stamp

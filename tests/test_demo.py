@@ -155,6 +155,24 @@ def test_rerun_keeps_files_and_another_seed_is_refused(raw):
     demo.write_raw(raw, seed=3, small=True, progress=False)
 
 
+def test_an_interrupted_raw_folder_is_completed_only_with_its_seed(raw, tmp_path):
+  import shutil
+  part = tmp_path / "raw"
+  shutil.copytree(raw, part)
+  stamp = json.loads((part / "demo.json").read_text())
+  (part / "demo.json").write_text(json.dumps({**stamp, "complete": False}))
+  lost = sorted((part / "scenes").iterdir())[-1]
+  shutil.rmtree(lost)
+  with pytest.raises(PrepError, match="holds a demo made with seed=0"):
+    demo.write_raw(part, seed=1, small=True, progress=False)
+  assert demo.write_raw(part, seed=0, small=True, progress=False)["complete"]
+  assert (lost / "B08.tif").read_bytes() == (raw / "scenes" / lost.name / "B08.tif").read_bytes()
+  (tmp_path / "other").mkdir()
+  (tmp_path / "other" / "notes.txt").write_text("mine")
+  with pytest.raises(PrepError, match="exists and is not a demo folder"):
+    demo.write_raw(tmp_path / "other", seed=0, small=True, progress=False)
+
+
 def _class_ndvi(ground, parcels, codes, days):
   """Mean clean NDVI [len(codes), len(days)] of the parcels of each code."""
   code_of_pixel = np.array(["", *parcels.code])[ground.pid]
