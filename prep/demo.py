@@ -27,7 +27,8 @@ The model:
             about +-2 weeks), scales its green peak and has its own soil.
   spectra   linear mixing of endmember spectra (green leaves, dry matter, soil,
             rapeseed flowers, water) in B2 B3 B4 B8, a static within-field
-            vigour texture, sensor noise.
+            vigour texture, a half-pixel blur (mixed pixels on field edges),
+            sensor noise.
   clouds    per scene a cover fraction (many clear, some overcast, cloudier in
             winter): smooth blobs (SCL 8/9), cirrus (SCL 10), shadows offset to
             the north (SCL 3), unflagged haze and cloud edges (SCL 7 or clear),
@@ -122,8 +123,8 @@ CODES = {
     "BTN": ("24", "sugar_beet"),        # betterave non fourragère
     "PTC": ("25", "potato"),            # pomme de terre de consommation
     "PPR": ("8", "peas"),               # pois de printemps
-    "PPH": ("18", "permanent_grass"),   # prairie permanente
-    "PTR": ("19", "temporary_grass"),   # prairie temporaire
+    "PPH": ("18", "grazed_grass"),      # prairie permanente
+    "PTR": ("19", "mown_grass"),        # prairie temporaire
     "LUZ": ("16", "alfalfa"),           # autre luzerne
     "J5M": ("11", "fallow"),            # jachère de 5 ans ou moins
     "VRC": ("21", "vineyard"),          # vigne : raisins de cuve
@@ -131,6 +132,10 @@ CODES = {
     "BOR": ("28", "border"),            # bordure de champ
     "SNE": ("28", "fallow"),            # surface temporairement non exploitée
 }
+# Grassland is managed by the farm, not by its RPG code: most temporary grassland
+# is mown three times, most permanent grassland grazed with one cut, not all.
+MANAGEMENT = {"PTR": (("mown_grass", 0.7), ("grazed_grass", 0.3)),
+              "PPH": (("mown_grass", 0.3), ("grazed_grass", 0.7))}
 CATCH_CROPS = ("MOT", "PCL")            # moutarde, phacélie (CULTURE_D1/D2)
 # Crops after which a catch crop is sown in late summer.
 _CATCH_AFTER = ("BTH", "BDH", "ORH", "ORP", "CZH", "PPR")
@@ -203,12 +208,12 @@ PHENOLOGY = {
     "peas": [(1, .02, 0, 0), (70, 0, 0, 0), (95, .15, 0, 0), (120, .60, 0, 0),
              (145, .85, 0, 0), (160, .50, .40, 0), (175, .10, .80, 0),
              (185, .02, .40, 0), (230, .05, .10, 0), (366, .05, 0, 0)],
-    "temporary_grass": [(1, .55, .05, 0), (60, .60, 0, 0), (100, .85, 0, 0),
+    "mown_grass": [(1, .55, .05, 0), (60, .60, 0, 0), (100, .85, 0, 0),
                         (135, .90, 0, 0), (140, .25, .30, 0), (165, .75, 0, 0),
                         (190, .75, .05, 0), (195, .25, .35, 0), (230, .55, .10, 0),
                         (255, .60, 0, 0), (260, .30, .20, 0), (300, .60, 0, 0),
                         (366, .55, .05, 0)],
-    "permanent_grass": [(1, .60, .05, 0), (100, .82, 0, 0), (150, .85, 0, 0),
+    "grazed_grass": [(1, .60, .05, 0), (100, .82, 0, 0), (150, .85, 0, 0),
                         (156, .40, .30, 0), (185, .65, .10, 0),
                         (220, .50, .30, 0), (270, .65, .05, 0), (366, .60, .05, 0)],
     "alfalfa": [(1, .35, .10, 0), (80, .50, 0, 0), (125, .90, 0, 0),
@@ -247,6 +252,7 @@ FLOWER = np.array([.050, .160, .150, .38], np.float32)
 WATER = np.array([.040, .050, .030, .015], np.float32)
 CLOUD = np.array([.42, .41, .42, .46], np.float32)
 HAZE = np.array([1.0, .85, .70, .45], np.float32)
+PSF_SIGMA = 0.5   # pixels: blur of the sensor, mixes pixels across field edges
 
 # ---------------------------------------------------------------------------
 # Zones and parcels.
@@ -341,6 +347,7 @@ class Parcels:
   geometry: list          # P shapely Polygons (valid), EPSG:32631
   region: np.ndarray      # str [P]
   code: np.ndarray        # str [P] CODE_CULTU
+  pheno: np.ndarray       # str [P] phenology (key of PHENOLOGY)
   catch: np.ndarray       # str [P] CULTURE_D1 ('' = none)
   catch2: np.ndarray      # str [P] CULTURE_D2
   shift: np.ndarray       # float [P] days added to the phenology dates
@@ -366,6 +373,7 @@ def make_parcels(spec: DemoSpec, seed: int) -> Parcels:
   geoms = geoms[(shapely.get_type_id(geoms) == 3) & (shapely.area(geoms) >= 5000)]
   p = len(geoms)
   ys = shapely.get_y(shapely.centroid(geoms))
+  # A parcel belongs to the region of its centroid; regions meet mid-gap.
   n_reg = len(spec.regions)
   step = (spec.region_height + spec.region_gap) * 10.0
   reg_idx = np.clip(((SCENE_Y0 - spec.margin * 10.0 + spec.region_gap * 5.0 - ys)
@@ -378,7 +386,12 @@ def make_parcels(spec: DemoSpec, seed: int) -> Parcels:
     sel = region == r
     code[sel] = rng.choice(names, size=sel.sum(), p=probs / probs.sum())
   code = code.astype(str)
-  pheno = np.array([CODES[c][1] for c in code])
+  pheno = np.array([CODES[c][1] for c in code], dtype=object)
+  for c, choices in MANAGEMENT.items():
+    sel = code == c
+    names, probs = zip(*choices)
+    pheno[sel] = rng.choice(names, size=sel.sum(), p=probs)
+  pheno = pheno.astype(str)
   shift = (np.vectorize(REGION_SHIFT_DAYS.get)(region, 0.0)
            + np.clip(rng.normal(0, 6, p), -14, 14))
   amplitude = np.where(np.isin(pheno, ["fallow", "border"]),
@@ -394,8 +407,8 @@ def make_parcels(spec: DemoSpec, seed: int) -> Parcels:
   inside = shapely.contains(box, geoms)
   crops = np.flatnonzero(np.isin(code, ["BTH", "ORH", "MIS", "TRN"]) & inside)
   crops = crops if crops.size else np.arange(p)
-  return Parcels(list(geoms), region, code, catch, catch2, shift, amplitude, soil, nir,
-                 invalid=int(rng.choice(crops)), pond=pond)
+  return Parcels(list(geoms), region, code, pheno, catch, catch2, shift, amplitude,
+                 soil, nir, invalid=int(rng.choice(crops)), pond=pond)
 
 
 def write_rpg(parcels: Parcels, path, seed: int) -> None:
@@ -430,7 +443,7 @@ def cover_table(parcels: Parcels) -> np.ndarray:
   Vectorized over the parcels of a crop; one loop over crops.
   """
   days = np.arange(367, dtype=np.float64)
-  pheno = np.array(["hedge"] + [CODES[c][1] for c in parcels.code])
+  pheno = np.concatenate([["hedge"], parcels.pheno])
   shift = np.concatenate([[0.0], parcels.shift])
   amp = np.concatenate([[1.0], parcels.amplitude])
   table = np.zeros((len(pheno), 367, 3), np.float32)
@@ -491,6 +504,7 @@ def make_ground(spec: DemoSpec, parcels: Parcels, seed: int) -> Ground:
 
 def surface_reflectance(ground: Ground, doy: int) -> tuple[np.ndarray, np.ndarray]:
   """Cloud-free reflectance float32 [4, H, W] and green cover [H, W] on a day."""
+  from scipy import ndimage
   cover = ground.table[:, doy][ground.pid]            # [H, W, 3]
   dry, flower = cover[..., 1], cover[..., 2]
   green = np.minimum(cover[..., 0] * ground.green_gain, 0.98 - dry - flower)
@@ -500,7 +514,10 @@ def surface_reflectance(ground: Ground, doy: int) -> tuple[np.ndarray, np.ndarra
           + (soil * ground.soil)[None] * SOIL[:, None, None])
   refl[3] += green * GREEN[3] * (ground.nir - 1)
   refl = np.where(ground.water[None], WATER[:, None, None], refl)
-  return refl.astype(np.float32), green
+  # The sensor's point spread: pixels on a field edge see both fields.
+  refl = ndimage.gaussian_filter(refl.astype(np.float32), (0, PSF_SIGMA, PSF_SIGMA),
+                                 truncate=2.0)
+  return refl, green
 
 
 # ---------------------------------------------------------------------------
