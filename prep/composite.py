@@ -26,6 +26,8 @@ import functools
 import numpy as np
 
 NODATA = 0
+_BLOCK_BYTES = 2**20          # row blocks of ~1 MB keep the work in cache
+_GAP_BLOCK_BYTES = 4 * 2**20
 
 
 def round_half_up_div(num, den):
@@ -119,13 +121,26 @@ def median_composite(scenes: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray,
     uint8 [H, W] valid counts.
   """
   scenes = np.asarray(scenes, np.uint16)
+  valid = np.asarray(valid, bool)
   S, C, H, W = scenes.shape
+  median = np.zeros((C, H, W), np.uint16)
+  count = np.zeros((H, W), np.uint8)
   if S == 0:
-    return np.zeros((C, H, W), np.uint16), np.zeros((H, W), np.uint8)
-  use = np.asarray(valid, bool).copy()
-  for c in range(C):
+    return median, count
+  # Blocks of rows small enough for the sort to run in cache.
+  step = max(1, _BLOCK_BYTES // (S * C * W * 2))
+  for r in range(0, H, step):
+    median[:, r:r + step], count[r:r + step] = _median_block(
+        scenes[:, :, r:r + step], valid[:, r:r + step])
+  return median, count
+
+
+def _median_block(scenes: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """`median_composite` of [S, C, h, W] scenes and [S, h, W] valid."""
+  use = valid.copy()
+  for c in range(scenes.shape[1]):
     use &= scenes[:, c] != NODATA
-  count = use.sum(axis=0, dtype=np.int64)                         # [H, W]
+  count = use.sum(axis=0, dtype=np.int64)                         # [h, W]
   invalid = np.negative((~use).view(np.uint8).astype(np.uint16))  # 0 or 65535
   rows = _sorted_rows(scenes | invalid[:, None])
   a = _pick_rank(rows, np.maximum(count - 1, 0) // 2)             # middle ranks
@@ -207,10 +222,8 @@ def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
   A pixel-month is missing where any of its bands is 0; all its bands are then
   filled together from the same valid months. Only the missing entries are
-  computed, gathered by flat index, so the cost follows the gap count.
-  Interpolation runs in float32, which is exact here: numerators are integers
-  below 2**24, and a quotient that is not an integer lies at least 1/22 below
-  the next one, far beyond float32 rounding (< 2**-8 for values < 65536).
+  computed, gathered by flat index, so the cost follows the gap count; the zone
+  is processed in blocks of rows that fit in cache.
 
   Args:
     composite: uint16 [T, C, H, W] monthly composites, 0 = missing.
@@ -220,43 +233,54 @@ def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """
   composite = np.asarray(composite, np.uint16)
   T, C, H, W = composite.shape
-  P = H * W
-  out = composite.copy()
-  flat = out.reshape(-1)                   # index (t * C + c) * P + pixel
-  missing = missing_months(composite).reshape(T, P)
+  out = np.empty_like(composite)
+  filled = np.empty((T, H, W), bool)
+  step = max(1, _GAP_BLOCK_BYTES // max(1, T * C * W * 2))
+  for r in range(0, H, step):
+    block = composite[:, :, r:r + step].copy()     # contiguous, never the input
+    filled[:, r:r + step] = _gap_fill_block(block)
+    out[:, :, r:r + step] = block
+  return out, filled
+
+
+def _gap_fill_block(block: np.ndarray) -> np.ndarray:
+  """Fills a contiguous uint16 [T, C, h, W] block in place; bool [T, h, W] filled.
+
+  Interpolation runs in float32, which is exact here: numerators are integers
+  below 2**24, and a quotient that is not an integer lies at least 1/22 below
+  the next one, far beyond float32 rounding (< 2**-8 for values < 65536).
+  """
+  T, C, h, W = block.shape
+  P = h * W
+  flat = block.reshape(-1)                     # index (t * C + c) * P + pixel
+  missing = missing_months(block).reshape(T, P)
   filled = missing.copy()
   entries = np.flatnonzero(missing)
-  if entries.size:
-    t, pix = np.divmod(entries, P)
-    t0 = _nearest_valid(missing, t, pix, -1)
-    t1 = _nearest_valid(missing, t, pix, +1)
-    none = (t0 < 0) & (t1 >= T)            # no valid month at all: stays 0
-    t0 = np.where(t0 < 0, t1, t0)          # leading gap: next valid value
-    t1 = np.where(t1 >= T, t0, t1)         # trailing gap: previous valid value
-    t0[none] = t1[none] = t[none]
-    span = np.maximum(t1 - t0, 1)
-    k = np.clip(t - t0, 0, span)
-    w0 = (2 * (span - k)).astype(np.float32)   # value = (v0 w0 + v1 w1 + span)
-    w1 = (2 * k).astype(np.float32)            #         / (2 span), floored
-    den = (2 * span).astype(np.float32)
-    half = span.astype(np.float32)
-    w0[none] = w1[none] = 0
-    i0, i1, it = t0 * (C * P) + pix, t1 * (C * P) + pix, t * (C * P) + pix
-    idx = np.empty_like(it)                  # buffers reused across bands:
-    raw = np.empty(t.size, np.uint16)        # fresh large temporaries cost
-    v0, v1 = np.empty_like(w0), np.empty_like(w0)   # page faults
-    for c in range(C):
-      np.take(flat, np.add(i0, c * P, out=idx), out=raw)
-      np.multiply(raw, w0, out=v0)
-      np.take(flat, np.add(i1, c * P, out=idx), out=raw)
-      np.multiply(raw, w1, out=v1)
-      v0 += v1
-      v0 += half
-      v0 /= den
-      np.copyto(raw, v0, casting="unsafe")   # float -> uint16 truncates: floor
-      flat[np.add(it, c * P, out=idx)] = raw
-    filled.reshape(-1)[entries[none]] = False
-  return out, filled.reshape(T, H, W)
+  if not entries.size:
+    return filled.reshape(T, h, W)
+  t, pix = np.divmod(entries, P)
+  t0 = _nearest_valid(missing, t, pix, -1)
+  t1 = _nearest_valid(missing, t, pix, +1)
+  none = (t0 < 0) & (t1 >= T)                  # no valid month at all: stays 0
+  t0 = np.where(t0 < 0, t1, t0)                # leading gap: next valid value
+  t1 = np.where(t1 >= T, t0, t1)               # trailing gap: previous value
+  t0[none] = t1[none] = t[none]
+  span = np.maximum(t1 - t0, 1)
+  k = np.clip(t - t0, 0, span)
+  w0 = (2 * (span - k)).astype(np.float32)     # value = (v0 w0 + v1 w1 + span)
+  w1 = (2 * k).astype(np.float32)              #         / (2 span), floored
+  den = (2 * span).astype(np.float32)
+  half = span.astype(np.float32)
+  w0[none] = w1[none] = 0
+  i0, i1, it = t0 * (C * P) + pix, t1 * (C * P) + pix, t * (C * P) + pix
+  for c in range(C):
+    v = flat[i0 + c * P] * w0
+    v += flat[i1 + c * P] * w1
+    v += half
+    v /= den
+    flat[it + c * P] = v                       # float -> uint16 truncates: floor
+  filled.reshape(-1)[entries[none]] = False
+  return filled.reshape(T, h, W)
 
 
 def gap_fill_reference(composite: np.ndarray, pixels=None) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,8 @@ For one zone, `make_zone_labels` writes (through `prep.zonefolder.write_labels`)
   labels.tif   uint8 [H, W]: tier-3 class id of that parcel's crop (nomenclature
                `prep/data/rpg_codes_<version>.csv`), 255 = no parcel or an
                `ignore` code. Always labels == class_of[parcels].
-  parcels.csv  one row per parcel intersecting the zone.
+  parcels.csv  one row per parcel intersecting the zone (n_pixels may be 0 for a
+               sliver that holds no pixel centre).
 
 Rules:
   * A pixel belongs to the parcel that contains its centre (GDAL's default
@@ -63,6 +64,9 @@ def find_layer(path: pathlib.Path, layer: str | None = None) -> str:
   Names are matched case-insensitively (a GeoPackage may say `parcelles_graphiques`).
   """
   import pyogrio
+  if path.suffix.lower() == ".7z":
+    raise PrepError(f"{path}: a 7-Zip archive; extract it first (7z x {path.name}) and "
+                    f"pass the PARCELLES_GRAPHIQUES .gpkg or .shp inside")
   try:
     names = [str(n) for n in pyogrio.list_layers(path)[:, 0]]
   except Exception as e:  # pyogrio.errors.DataSourceError and friends
@@ -74,8 +78,7 @@ def find_layer(path: pathlib.Path, layer: str | None = None) -> str:
     return by_lower[wanted.lower()]
   if layer is None and len(names) == 1:
     return names[0]
-  what = f"layer {layer!r}" if layer else f"no layer {RPG_LAYER}"
-  raise PrepError(f"{path}: {what} not found; layers found: {', '.join(names) or 'none'}; "
+  raise PrepError(f"{path}: layer {wanted!r} not found; layers found: {', '.join(names) or 'none'}; "
                   f"pass --layer with one of them")
 
 
@@ -107,7 +110,13 @@ def _field_map(path: pathlib.Path, layer: str, fields: Sequence[str]) -> dict:
 
 
 def _text(col):
-  """A column as stripped strings, '' where null."""
+  """A column as stripped strings, '' where null (whole floats such as 12.0 -> '12').
+
+  Some regional files store ID_PARCEL or CODE_GROUP as numbers.
+  """
+  import pandas as pd
+  if pd.api.types.is_float_dtype(col) and bool((col.dropna() % 1 == 0).all()):
+    col = col.astype("Int64")
   return col.astype("string").fillna("").str.strip()
 
 
@@ -134,9 +143,7 @@ def read_rpg(path, zone: Zone, layer: str | None = None):
   gdf["ID_PARCEL"] = _text(gdf["ID_PARCEL"])
   code = _text(gdf["CODE_CULTU"])
   gdf["CODE_CULTU"] = code.mask(code == "", "NR")
-  # A numeric group read from a Shapefile may come back as 1.0.
-  gdf["CODE_GROUP"] = (_text(gdf["CODE_GROUP"]).str.replace(r"\.0$", "", regex=True)
-                       if "CODE_GROUP" in gdf else "")
+  gdf["CODE_GROUP"] = _text(gdf["CODE_GROUP"]) if "CODE_GROUP" in gdf else ""
   gdf["SURF_PARC"] = gdf["SURF_PARC"].astype(float) if "SURF_PARC" in gdf else np.nan
   for f in ("CULTURE_D1", "CULTURE_D2"):
     if f in gdf:
@@ -197,12 +204,36 @@ def rasterize_parcels(geoms: np.ndarray, zone: Zone) -> np.ndarray:
       transform=zone.transform, fill=0, dtype="uint32")
 
 
+def _swept_cells(a: np.ndarray, b: np.ndarray, h: float) -> np.ndarray:
+  """Polygons [S]: segment a->b swept by the square [-h, h]^2 (Minkowski sum).
+
+  Args:
+    a, b: float [S, 2] segment ends.
+  The sum is the hexagon hull of the square at both ends; with the segment
+  oriented so that dx >= 0, its vertices are known corners of the two squares.
+  """
+  import shapely
+  swap = (b[:, 0] < a[:, 0]) | ((b[:, 0] == a[:, 0]) & (b[:, 1] < a[:, 1]))
+  a, b = np.where(swap[:, None], b, a), np.where(swap[:, None], a, b)
+  up = b[:, 1] >= a[:, 1]
+  # Counter-clockwise hexagons: which end (0 = a, 1 = b) and which corner.
+  end_up, end_down = np.array([0, 0, 1, 1, 1, 0]), np.array([0, 1, 1, 1, 0, 0])
+  corner_up = np.array([[-1, -1], [1, -1], [1, -1], [1, 1], [-1, 1], [-1, 1]])
+  corner_down = np.array([[-1, -1], [-1, -1], [1, -1], [1, 1], [1, 1], [-1, 1]])
+  ends = np.stack([a, b], axis=1)  # [S, 2, 2]
+  which = np.where(up[:, None], end_up, end_down)  # [S, 6]
+  corner = np.where(up[:, None, None], corner_up, corner_down)  # [S, 6, 2]
+  xy = np.take_along_axis(ends, which[:, :, None], axis=1) + h * corner
+  return shapely.polygons(xy)
+
+
 def border_mask(geoms: np.ndarray, zone: Zone) -> np.ndarray:
   """bool [H, W]: True where a parcel boundary passes through the pixel's cell.
 
-  Each boundary segment is swept by the axis-aligned cell square (half-side
-  res/2 - BORDER_EPS): the hexagon hull of the square at both ends. A pixel
-  centre falls inside that hull exactly when the segment enters the open cell.
+  Each boundary segment is swept by the axis-aligned cell square of half-side
+  res/2 - BORDER_EPS; a pixel centre falls inside that hexagon exactly when the
+  segment enters the pixel's open cell (less a 1 mm margin, so a boundary lying
+  on a pixel edge does not count).
   """
   import rasterio.features
   import shapely
@@ -211,14 +242,9 @@ def border_mask(geoms: np.ndarray, zone: Zone) -> np.ndarray:
   rings = shapely.get_parts(shapely.get_parts(shapely.boundary(geoms)))
   xy, ring = shapely.get_coordinates(rings, return_index=True)
   same = ring[1:] == ring[:-1]
-  a, b = xy[:-1][same], xy[1:][same]  # [S, 2] segment ends
-  h = zone.res / 2 - BORDER_EPS
-  corners = np.array([[-h, -h], [-h, h], [h, -h], [h, h]])
-  pts = np.concatenate([a[:, None] + corners, b[:, None] + corners], axis=1)  # [S, 8, 2]
-  hulls = shapely.convex_hull(shapely.multipoints(
-      shapely.points(pts.reshape(-1, 2)), indices=np.repeat(np.arange(len(a)), 8)))
+  swept = _swept_cells(xy[:-1][same], xy[1:][same], zone.res / 2 - BORDER_EPS)
   hit = rasterio.features.rasterize(
-      ((g, 1) for g in hulls), out_shape=zone.shape, transform=zone.transform,
+      ((g, 1) for g in swept), out_shape=zone.shape, transform=zone.transform,
       fill=0, dtype="uint8")
   return hit.astype(bool)
 
@@ -234,6 +260,59 @@ def _class_columns(codes, nom) -> dict:
               tier1=tier1[pos])
 
 
+def zone_parcels(paths: Sequence[pathlib.Path], zone: Zone, layer: str | None = None):
+  """The cleaned RPG parcels intersecting `zone`, in the zone's CRS.
+
+  Returns:
+    (GeoDataFrame sorted by ID_PARCEL with a fresh 0-based index, counts dict
+    with layer, invalid_repaired, invalid_dropped, duplicates_dropped; counts
+    are over the parcels read, i.e. the zone's bounding box).
+  """
+  import geopandas
+  import pandas as pd
+  import shapely
+  names = ", ".join(p.name for p in paths)
+  frames = [read_rpg(p, zone, layer) for p in paths]
+  layers = ", ".join(dict.fromkeys(f.attrs["layer"] for f in frames))
+  gdf = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+  geoms, keep, n_repaired = repair_geometries(gdf.geometry.to_numpy())
+  gdf[gdf.geometry.name] = geopandas.GeoSeries(geoms, index=gdf.index, crs=gdf.crs)
+  gdf = gdf[keep]
+  dup = gdf["ID_PARCEL"].duplicated() & (gdf["ID_PARCEL"] != "")
+  gdf = gdf[~dup].to_crs(zone.crs)
+  gdf = gdf[shapely.intersects(gdf.geometry.to_numpy(), shapely.box(*zone.bounds))]
+  if gdf.empty:
+    raise PrepError(f"zone {zone.zone_id} has no RPG parcel in {names}; is it the right "
+                    f"region/vintage?")
+  gdf = gdf.sort_values("ID_PARCEL", key=lambda s: s.str.zfill(20), kind="stable")
+  counts = dict(layer=layers, invalid_repaired=n_repaired,
+                invalid_dropped=int((~keep).sum()), duplicates_dropped=int(dup.sum()))
+  return gdf.reset_index(drop=True), counts
+
+
+def parcel_table(gdf, classes: dict, parcels: np.ndarray):
+  """pandas DataFrame, one row per parcel (TABLE_COLUMNS, then CULTURE_D1/D2 if read).
+
+  Args:
+    gdf: the zone's parcels (`zone_parcels`), in the zone's UTM CRS.
+    classes: per-parcel class columns (`_class_columns`).
+    parcels: uint32 [H, W] parcel raster (row i is value i + 1).
+  """
+  import pandas as pd
+  import shapely
+  n = len(gdf)
+  table = pd.DataFrame(dict(
+      parcel_index=np.arange(1, n + 1), ID_PARCEL=gdf["ID_PARCEL"].to_numpy(),
+      CODE_CULTU=gdf["CODE_CULTU"].to_numpy(), CODE_GROUP=gdf["CODE_GROUP"].to_numpy(),
+      **classes, surf_parc_ha=gdf["SURF_PARC"].to_numpy(),
+      area_m2=np.round(shapely.area(gdf.geometry.to_numpy()), 2),
+      n_pixels=np.bincount(parcels.ravel(), minlength=n + 1)[1:]))
+  for extra in ("CULTURE_D1", "CULTURE_D2"):
+    if extra in gdf:
+      table[extra] = gdf[extra].fillna("").to_numpy()
+  return table
+
+
 def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = None,
                      drop_border: bool = False, progress: bool = True) -> dict:
   """Rasterizes the RPG parcels of `zone` into its zone folder.
@@ -247,80 +326,51 @@ def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = No
     drop_border: keep only pixels whose cell lies whole inside one parcel.
     progress: show a progress bar.
   Returns:
-    The `labels` section written to meta.json: nomenclature, rpg_file, parcels,
-    parcels_ignored, invalid_repaired, invalid_dropped, duplicates_dropped,
-    drop_border, border_pixels_dropped, class_pixel_counts, unlabelled_pixels…
+    The `labels` section written to meta.json: nomenclature, rpg_file, layer,
+    parcels, parcels_ignored, invalid_repaired, invalid_dropped,
+    duplicates_dropped, drop_border, border_pixels_dropped, overlap_rule,
+    class_pixel_counts {class name: pixels}, unlabelled_pixels.
   Raises:
     PrepError (one line naming the file and the fix) on a bad input;
     UnknownCodeError when a parcel's CODE_CULTU is not in the nomenclature.
   """
-  import geopandas
-  import pandas as pd
-  import shapely
   from tqdm import tqdm
-
-  paths = ([rpg_path] if isinstance(rpg_path, (str, os.PathLike)) else list(rpg_path))
+  paths = [rpg_path] if isinstance(rpg_path, (str, os.PathLike)) else list(rpg_path)
   paths = [pathlib.Path(p) for p in paths]
   names = ", ".join(p.name for p in paths)
   nom = nomenclature_lib.load()
-  bar = tqdm(total=4, desc=f"labels {zone.zone_id}", unit="step", disable=not progress)
+  with tqdm(total=3, desc=f"labels {zone.zone_id}", unit="step",
+            disable=not progress) as bar:
+    gdf, counts = zone_parcels(paths, zone, layer)
+    try:
+      classes = _class_columns(gdf["CODE_CULTU"].tolist(), nom)
+    except nomenclature_lib.UnknownCodeError as e:
+      e.args = (f"{names}: {e}",)
+      raise
+    bar.update()
 
-  frames = [read_rpg(p, zone, layer) for p in paths]
-  layers = ", ".join(dict.fromkeys(f.attrs["layer"] for f in frames))
-  gdf = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-  bar.update()
+    geoms = gdf.geometry.to_numpy()
+    parcels = rasterize_parcels(geoms, zone)
+    border = np.zeros(zone.shape, bool)
+    if drop_border:
+      border = border_mask(geoms, zone) & (parcels > 0)
+      parcels[border] = 0
+    lut = np.concatenate([[nomenclature_lib.IGNORE], classes["class_id"]]).astype(np.uint8)
+    labels = lut[parcels]
+    bar.update()
 
-  geoms, keep, n_repaired = repair_geometries(gdf.geometry.to_numpy())
-  n_dropped = int((~keep).sum())
-  gdf[gdf.geometry.name] = geopandas.GeoSeries(geoms, index=gdf.index, crs=gdf.crs)
-  gdf = gdf[keep]
-  dup = gdf["ID_PARCEL"].duplicated() & (gdf["ID_PARCEL"] != "")
-  n_dup = int(dup.sum())
-  gdf = gdf[~dup].to_crs(zone.crs)
-  gdf = gdf[shapely.intersects(gdf.geometry.to_numpy(), shapely.box(*zone.bounds))]
-  if gdf.empty:
-    raise PrepError(f"zone {zone.zone_id} has no RPG parcel in {names}; is it the right "
-                    f"region/vintage?")
-  gdf = gdf.sort_values("ID_PARCEL", key=lambda s: s.str.zfill(20),
-                        kind="stable").reset_index(drop=True)
-  try:
-    classes = _class_columns(gdf["CODE_CULTU"].tolist(), nom)
-  except nomenclature_lib.UnknownCodeError as e:
-    e.args = (f"{names}: {e}",)
-    raise
-  bar.update()
-
-  geoms = gdf.geometry.to_numpy()
-  parcels = rasterize_parcels(geoms, zone)
-  n_border = 0
-  if drop_border:
-    border = border_mask(geoms, zone) & (parcels > 0)
-    n_border = int(border.sum())
-    parcels[border] = 0
-  lut = np.concatenate([[nomenclature_lib.IGNORE], classes["class_id"]]).astype(np.uint8)
-  labels = lut[parcels]
-  bar.update()
-
-  n = len(gdf)
-  table = pd.DataFrame(dict(
-      parcel_index=np.arange(1, n + 1), ID_PARCEL=gdf["ID_PARCEL"].to_numpy(),
-      CODE_CULTU=gdf["CODE_CULTU"].to_numpy(), CODE_GROUP=gdf["CODE_GROUP"].to_numpy(),
-      **classes, surf_parc_ha=gdf["SURF_PARC"].to_numpy(),
-      area_m2=np.round(shapely.area(geoms), 2),
-      n_pixels=np.bincount(parcels.ravel(), minlength=n + 1)[1:]))
-  for extra in ("CULTURE_D1", "CULTURE_D2"):
-    if extra in gdf:
-      table[extra] = gdf[extra].fillna("").to_numpy()
-  counts = np.bincount(labels.ravel(), minlength=256)
-  info = dict(
-      nomenclature=nom.version, rpg_file=names, layer=layers,
-      parcels=n, parcels_ignored=int((classes["class_id"] == nomenclature_lib.IGNORE).sum()),
-      invalid_repaired=n_repaired, invalid_dropped=n_dropped, duplicates_dropped=n_dup,
-      drop_border=bool(drop_border), border_pixels_dropped=n_border,
-      overlap_rule="smaller parcel wins",
-      class_pixel_counts={name: int(counts[i]) for i, name in enumerate(nom.tier3)},
-      unlabelled_pixels=int(counts[nomenclature_lib.IGNORE]))
-  zonefolder.write_labels(out_folder, zone, labels, parcels, table, info)
-  bar.update()
-  bar.close()
+    pixels = np.bincount(labels.ravel(), minlength=256)
+    info = dict(
+        nomenclature=nom.version, rpg_file=names, layer=counts["layer"], parcels=len(gdf),
+        parcels_ignored=int((classes["class_id"] == nomenclature_lib.IGNORE).sum()),
+        invalid_repaired=counts["invalid_repaired"],
+        invalid_dropped=counts["invalid_dropped"],
+        duplicates_dropped=counts["duplicates_dropped"],
+        drop_border=bool(drop_border), border_pixels_dropped=int(border.sum()),
+        overlap_rule="smaller parcel wins",
+        class_pixel_counts={name: int(pixels[i]) for i, name in enumerate(nom.tier3)},
+        unlabelled_pixels=int(pixels[nomenclature_lib.IGNORE]))
+    zonefolder.write_labels(out_folder, zone, labels, parcels,
+                            parcel_table(gdf, classes, parcels), info)
+    bar.update()
   return info

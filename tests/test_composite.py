@@ -134,3 +134,27 @@ def test_gap_fill_equals_loop_reference(p_missing):
   assert not got[:, :, 1, 1].any()     # no valid month: stays 0
   has_valid = (~composite.missing_months(comp)).any(axis=0)
   assert (got[:, :, has_valid] > 0).all()   # every such pixel is complete
+
+
+def test_inputs_are_not_modified():
+  comp = np.array([5, 0, 9], np.uint16).reshape(3, 1, 1, 1)
+  composite.gap_fill(comp)
+  assert comp[:, 0, 0, 0].tolist() == [5, 0, 9]
+  scenes = np.array([0, 7], np.uint16).reshape(2, 1, 1, 1)
+  composite.median_composite(scenes, np.array([True, False]).reshape(2, 1, 1))
+  assert scenes.ravel().tolist() == [0, 7]
+
+
+def test_row_blocks_give_the_same_result(monkeypatch):
+  rng = np.random.default_rng(7)
+  comp = rng.integers(0, 3, (12, 4, 23, 9), dtype=np.uint16) * 1000
+  scenes = rng.integers(0, 65536, (5, 4, 23, 9), dtype=np.uint16)
+  valid = rng.random((5, 23, 9)) < 0.6
+  whole = composite.gap_fill(comp), composite.median_composite(scenes, valid)
+  monkeypatch.setattr(composite, "_GAP_BLOCK_BYTES", 12 * 4 * 9 * 2 * 3)   # 3 rows
+  monkeypatch.setattr(composite, "_BLOCK_BYTES", 1)                        # 1 row
+  blocked = composite.gap_fill(comp), composite.median_composite(scenes, valid)
+  for a, b in zip(whole, blocked):
+    for x, y in zip(a, b):
+      np.testing.assert_array_equal(x, y)
+  np.testing.assert_array_equal(blocked[0][0], composite.gap_fill_reference(comp)[0])

@@ -265,7 +265,7 @@ def test_error_layers(tmp_path):
   rows = [parcel(1, "BTH", rect(0, 0, 5, 5))]
   path = write_rpg(tmp_path / "two.gpkg", rows, layer="alpha")
   write_rpg(path, rows, layer="beta")
-  with pytest.raises(PrepError, match=r"two.gpkg: no layer PARCELLES_GRAPHIQUES not found; "
+  with pytest.raises(PrepError, match=r"two.gpkg: layer 'PARCELLES_GRAPHIQUES' not found; "
                      r"layers found: alpha, beta; pass --layer"):
     make_zone_labels(path, ZONE, tmp_path / "z", progress=False)
   with pytest.raises(PrepError, match=r"layer 'gamma' not found; layers found: alpha, beta"):
@@ -305,3 +305,36 @@ def test_error_missing_or_unreadable_file(tmp_path):
   bad.write_text("not a geopackage")
   with pytest.raises(PrepError, match=r"bad.gpkg: not a readable GeoPackage/Shapefile"):
     make_zone_labels(bad, ZONE, tmp_path / "z", progress=False)
+  archive = tmp_path / "RPG_2023.7z"
+  archive.write_bytes(b"7z")
+  with pytest.raises(PrepError, match=r"RPG_2023.7z: a 7-Zip archive; extract it first"):
+    make_zone_labels(archive, ZONE, tmp_path / "z", progress=False)
+
+
+def test_zone_folder_with_imagery_reads_back(tmp_path, capsys):
+  from prep import zonefolder
+  months = [f"2023-{m:02d}" for m in range(1, 3)]
+  zonefolder.write_imagery(tmp_path / "zone", ZONE, np.ones((2, 4, 40, 40), np.uint16),
+                           np.ones((2, 40, 40), np.uint8), months)
+  rpg = write_rpg(tmp_path / "r.gpkg", [parcel("0042", "VRC", rect(0, 0, 3, 2)),
+                                        parcel(9, "OLI", rect(3, 0, 4, 1))])
+  make_zone_labels(rpg, ZONE, tmp_path / "zone", progress=True)
+  assert "labels chartres_test" in capsys.readouterr().err
+  z = zonefolder.open_zone(tmp_path / "zone", require_labels=True)
+  assert z.nomenclature == "v1" and z.months == months
+  table = z.parcel_table()
+  assert table.ID_PARCEL.tolist() == ["9", "0042"]  # numeric order, text kept
+  np.testing.assert_array_equal(z.read_parcels()[:2, :4], [[2, 2, 2, 1], [2, 2, 2, 0]])
+  np.testing.assert_array_equal(z.read_labels()[:2, :4],
+                                [[20, 20, 20, 22], [20, 20, 20, IGNORE]])
+
+
+def test_numeric_id_and_group_fields_read_as_text(tmp_path):
+  rows = [dict(ID_PARCEL=12.0, CODE_CULTU="BTH", CODE_GROUP=1.0, SURF_PARC=0.5,
+               geometry=rect(0, 0, 2, 2)),
+          dict(ID_PARCEL=3.0, CODE_CULTU="ORH", CODE_GROUP=3.0, SURF_PARC=None,
+               geometry=rect(2, 0, 4, 2))]
+  _, _, _, table = run(tmp_path, rows)
+  assert table.ID_PARCEL.tolist() == ["3", "12"]
+  assert table.CODE_GROUP.tolist() == [3, 1]  # read back by pandas without dtype
+  assert np.isnan(table.surf_parc_ha.iloc[0]) and table.surf_parc_ha.iloc[1] == 0.5
