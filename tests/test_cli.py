@@ -110,7 +110,7 @@ def test_geopackage_without_the_layer(raw, tmp_path, capsys):
   gdf.to_file(path, layer="parcels_2023")
   gdf.to_file(path, layer="other", mode="a")
   rc, _, err = _labels(raw, path, capsys)
-  assert_user_error(rc, err, "no layer PARCELLES_GRAPHIQUES not found",
+  assert_user_error(rc, err, "layer 'PARCELLES_GRAPHIQUES' not found",
                     "parcels_2023, other", "--layer")
   rc, _, err = _labels(raw, path, capsys, "--layer", "nope")
   assert_user_error(rc, err, "layer 'nope' not found")
