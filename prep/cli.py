@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="year of the composites (default: %(default)s)")
   p.add_argument("--project", default=None,
                  help="Google Cloud project for Earth Engine (default: $JAXCROP_EE_PROJECT)")
+  p.add_argument("--overwrite", action="store_true",
+                 help="recompute zones that already hold this year's Earth Engine composites")
   p.set_defaults(run=run_gee)
 
   p = sub.add_parser(
@@ -217,7 +219,8 @@ def format_zones(zones) -> str:
 def run_gee(args) -> None:
   from prep import gee
   _each_zone(args, "gee composites", lambda zone, folder: gee.composite_zone_from_gee(
-      zone, folder, year=args.year, progress=False, project=args.project))
+      zone, folder, year=args.year, progress=False, project=args.project,
+      overwrite=args.overwrite))
 
 
 def run_composite(args) -> None:

@@ -285,7 +285,8 @@ def test_gee_runs_every_zone_into_its_folder(raw, tmp_path, monkeypatch, capsys)
   assert [c[0] for c in calls] == ["demo-north_0", "demo-north_1", "demo-south_0",
                                    "demo-south_1"]
   assert calls[2][1] == tmp_path / "demo-south_0"
-  assert calls[0][2] == dict(year=2022, progress=False, project="my-proj")
+  assert calls[0][2] == dict(year=2022, progress=False, project="my-proj",
+                             overwrite=False)
   assert out.strip() == f"gee composites: 4 zone folder(s) under {tmp_path}"
 
 
