@@ -123,6 +123,8 @@ def median_composite(scenes: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray,
   scenes = np.asarray(scenes, np.uint16)
   valid = np.asarray(valid, bool)
   S, C, H, W = scenes.shape
+  if valid.shape != (S, H, W):
+    raise ValueError(f"valid {valid.shape} does not match scenes {scenes.shape}")
   median = np.zeros((C, H, W), np.uint16)
   count = np.zeros((H, W), np.uint8)
   if S == 0:
@@ -312,7 +314,7 @@ def gap_fill_reference(composite: np.ndarray, pixels=None) -> tuple[np.ndarray, 
       if before and after:
         t0, t1 = before[-1], after[0]
         span, k = t1 - t0, t - t0
-        vals = [(2 * (x0 * (span - k) + x1 * k) + span) // (2 * span)
+        vals = [round_half_up_div(x0 * (span - k) + x1 * k, span)
                 for x0, x1 in zip(series[t0], series[t1])]
       elif after:
         vals = series[after[0]]
