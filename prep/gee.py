@@ -12,7 +12,7 @@ Requests. One month of a zone is one image of 5 bands (4 x uint16 reflectance
 + uint8 count, 9 bytes per pixel). The zone is cut into tiles so that each
 response stays under `MAX_REQUEST_BYTES` (well under the 48 MiB computePixels
 limit); a 1000 x 1000 zone-month is 9 MB, one tile. Medians of even counts are
-rounded half up (`add(0.5)` then truncate), like `composite.median_composite`.
+rounded half up (`add(0.5).floor()`), like `composite.median_composite`.
 
 Resumable. Each fetched (month, tile) is saved atomically as
 `out_folder/.gee_cache/<YYYY-MM>_r<row>_c<col>.npy`, so a rerun after an
