@@ -123,6 +123,8 @@ def median_composite(scenes: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray,
   scenes = np.asarray(scenes, np.uint16)
   valid = np.asarray(valid, bool)
   S, C, H, W = scenes.shape
+  if valid.shape != (S, H, W):
+    raise ValueError(f"valid {valid.shape} does not match scenes {scenes.shape}")
   median = np.zeros((C, H, W), np.uint16)
   count = np.zeros((H, W), np.uint8)
   if S == 0:
@@ -190,31 +192,27 @@ def missing_months(composite: np.ndarray) -> np.ndarray:
   return missing
 
 
-def _nearest_valid(missing: np.ndarray, t: np.ndarray, pix: np.ndarray,
-                   step: int) -> np.ndarray:
-  """Nearest valid month of each missing pixel-month, walking by `step`.
+def _steps_to_valid(pad: np.ndarray, start: np.ndarray, stride: int) -> np.ndarray:
+  """Months from each missing entry to the nearest non-missing one, one way.
 
   Walks only the missing entries (ever fewer at each step), so the cost
   follows the number of gaps rather than T * H * W.
 
   Args:
-    missing: bool [T, P].
-    t, pix: int [N] month and pixel of the missing entries.
-    step: -1 (previous valid month) or +1 (next valid month).
+    pad: bool [(T + 2) * P] missing mask with a False row before and after.
+    start: int [N] flat positions of missing entries in `pad`.
+    stride: -P (towards earlier months) or +P (later months).
   Returns:
-    int [N] the month found; -1 or T where there is none.
+    int [N] steps >= 1 to a valid month or to a sentinel row.
   """
-  T, P = missing.shape
-  flat = missing.reshape(-1)
-  found = t + step
-  todo = np.arange(t.size)
+  steps = np.ones(start.size, np.int64)
+  todo = np.flatnonzero(pad[start + stride])
+  k = 1
   while todo.size:
-    cur = found[todo]
-    inside = (cur >= 0) & (cur < T)
-    todo, cur = todo[inside], cur[inside]
-    todo = todo[flat[cur * P + pix[todo]]]
-    found[todo] += step
-  return found
+    k += 1
+    steps[todo] = k
+    todo = todo[pad[start[todo] + k * stride]]
+  return steps
 
 
 def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -246,40 +244,42 @@ def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _gap_fill_block(block: np.ndarray) -> np.ndarray:
   """Fills a contiguous uint16 [T, C, h, W] block in place; bool [T, h, W] filled.
 
-  Interpolation runs in float32, which is exact here: numerators are integers
-  below 2**24, and a quotient that is not an integer lies at least 1/22 below
-  the next one, far beyond float32 rounding (< 2**-8 for values < 65536).
+  For a missing entry at month t with valid months t - d0 and t + d1, the
+  value is (2 d1 v0 + 2 d0 v1 + span) / (2 span), span = d0 + d1, floored:
+  the linear interpolation rounded half up. A leading gap uses weights
+  (0, 2 span), a trailing one (2 span, 0), which give v1 and v0 exactly.
+  This runs in float32 and is exact: numerators are integers below 2**24, and
+  a quotient that is not an integer lies at least 1/22 below the next one, far
+  beyond float32 rounding (< 2**-8 for values < 65536).
   """
   T, C, h, W = block.shape
   P = h * W
   flat = block.reshape(-1)                     # index (t * C + c) * P + pixel
-  missing = missing_months(block).reshape(T, P)
+  missing = missing_months(block).reshape(-1)  # index t * P + pixel
   filled = missing.copy()
   entries = np.flatnonzero(missing)
   if not entries.size:
     return filled.reshape(T, h, W)
-  t, pix = np.divmod(entries, P)
-  t0 = _nearest_valid(missing, t, pix, -1)
-  t1 = _nearest_valid(missing, t, pix, +1)
-  none = (t0 < 0) & (t1 >= T)                  # no valid month at all: stays 0
-  t0 = np.where(t0 < 0, t1, t0)                # leading gap: next valid value
-  t1 = np.where(t1 >= T, t0, t1)               # trailing gap: previous value
-  t0[none] = t1[none] = t[none]
-  span = np.maximum(t1 - t0, 1)
-  k = np.clip(t - t0, 0, span)
-  w0 = (2 * (span - k)).astype(np.float32)     # value = (v0 w0 + v1 w1 + span)
-  w1 = (2 * k).astype(np.float32)              #         / (2 span), floored
-  den = (2 * span).astype(np.float32)
-  half = span.astype(np.float32)
-  w0[none] = w1[none] = 0
-  i0, i1, it = t0 * (C * P) + pix, t1 * (C * P) + pix, t * (C * P) + pix
+  pad = np.zeros((T + 2) * P, bool)            # sentinel rows: month -1 and T
+  pad[P:-P] = missing
+  d0 = _steps_to_valid(pad, entries + P, -P)
+  d1 = _steps_to_valid(pad, entries + P, P)
+  t = entries // P
+  has0, has1 = d0 <= t, t + d1 < T             # a valid month before / after
+  it = entries + t * ((C - 1) * P)             # band 0 of the entry in `flat`
+  i0 = np.where(has0, it - d0 * (C * P), it)
+  i1 = np.where(has1, it + d1 * (C * P), it)
+  span = (d0 + d1).astype(np.float32)
+  w0 = np.where(has0, np.where(has1, 2 * d1, 2 * span), 0).astype(np.float32)
+  w1 = np.where(has1, np.where(has0, 2 * d0, 2 * span), 0).astype(np.float32)
+  den = 2 * span                               # no valid month: 0.5 -> 0
   for c in range(C):
     v = flat[i0 + c * P] * w0
     v += flat[i1 + c * P] * w1
-    v += half
+    v += span
     v /= den
     flat[it + c * P] = v                       # float -> uint16 truncates: floor
-  filled.reshape(-1)[entries[none]] = False
+  filled[entries[~has0 & ~has1]] = False
   return filled.reshape(T, h, W)
 
 
@@ -314,7 +314,7 @@ def gap_fill_reference(composite: np.ndarray, pixels=None) -> tuple[np.ndarray, 
       if before and after:
         t0, t1 = before[-1], after[0]
         span, k = t1 - t0, t - t0
-        vals = [(2 * (x0 * (span - k) + x1 * k) + span) // (2 * span)
+        vals = [round_half_up_div(x0 * (span - k) + x1 * k, span)
                 for x0, x1 in zip(series[t0], series[t1])]
       elif after:
         vals = series[after[0]]

@@ -12,7 +12,7 @@ Requests. One month of a zone is one image of 5 bands (4 x uint16 reflectance
 + uint8 count, 9 bytes per pixel). The zone is cut into tiles so that each
 response stays under `MAX_REQUEST_BYTES` (well under the 48 MiB computePixels
 limit); a 1000 x 1000 zone-month is 9 MB, one tile. Medians of even counts are
-rounded half up (`add(0.5)` then truncate), like `composite.median_composite`.
+rounded half up (`add(0.5).floor()`), like `composite.median_composite`.
 
 Resumable. Each fetched (month, tile) is saved atomically as
 `out_folder/.gee_cache/<YYYY-MM>_r<row>_c<col>.npy`, so a rerun after an
@@ -125,7 +125,7 @@ def monthly_image(zone: Zone, year: int, month: int):
            .toFloat().updateMask(0))
   scenes = (scenes_of_year(zone, year).filterDate(start, end).map(mask_scene)
             .merge(ee.ImageCollection([empty])))
-  median = scenes.median().add(0.5).unmask(0).toUint16()   # half up, 0 = none
+  median = scenes.median().add(0.5).floor().unmask(0).toUint16()   # half up; 0 = none
   count = scenes.select("B2").count().rename(COUNT_BAND).unmask(0).toUint8()
   return median.addBands(count)
 
@@ -198,6 +198,15 @@ def _to_array(data) -> np.ndarray:
   return np.stack([np.asarray(data[b], np.uint16) for b in (*EE_BANDS, COUNT_BAND)])
 
 
+def _load_tile(path: pathlib.Path, tile: Tile) -> np.ndarray | None:
+  """A cached tile, or None when absent or not of the tile's shape."""
+  try:
+    block = np.load(path)
+  except (OSError, ValueError, EOFError):
+    return None
+  return block if block.shape == (len(EE_BANDS) + 1, tile.height, tile.width) else None
+
+
 def _open_cache(folder: pathlib.Path, zone: Zone, year: int) -> pathlib.Path:
   """The cache folder of this zone and year; a cache of anything else is dropped."""
   cache = folder / CACHE_DIR
@@ -214,14 +223,15 @@ def _open_cache(folder: pathlib.Path, zone: Zone, year: int) -> pathlib.Path:
   return cache
 
 
-def _done(folder: pathlib.Path, year: int) -> dict | None:
+def _done(folder: pathlib.Path, zone: Zone, year: int) -> dict | None:
   """The imagery info of a zone folder already composited from Earth Engine."""
   try:
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
   except (OSError, ValueError):
     return None
   info = meta.get("imagery") or {}
-  ok = info.get("source") == "earth-engine" and info.get("year") == year
+  ok = (info.get("source") == "earth-engine" and info.get("year") == year
+        and meta.get("zone", {}).get("zone_id") == zone.zone_id)
   return info if ok and all((folder / f).is_file()
                             for f in zonefolder.IMAGERY_FILES) else None
 
@@ -250,7 +260,7 @@ def composite_zone_from_gee(zone: Zone, out_folder, *, year: int = 2023,
   import ee
   from tqdm import tqdm
   folder = pathlib.Path(out_folder)
-  if not overwrite and (info := _done(folder, year)) is not None:
+  if not overwrite and (info := _done(folder, zone, year)) is not None:
     return info
   if initialize_ee:
     initialize(project)
@@ -267,9 +277,8 @@ def composite_zone_from_gee(zone: Zone, out_folder, *, year: int = 2023,
       image = None
       for tile in tiles:
         path = cache / f"{months[t]}_r{tile.row}_c{tile.col}.npy"
-        if path.is_file():
-          block = np.load(path)
-        else:
+        block = _load_tile(path, tile)
+        if block is None:
           image = image if image is not None else monthly_image(zone, year, t + 1)
           request = pixel_request(image, zone, tile)
           block = _to_array(with_retries(

@@ -142,9 +142,12 @@ def discover_scenes(scene_dir) -> list[Scene]:
     if item.stem == item.parent.name and ".SAFE" not in str(item):
       scenes.append(_stac_scene(item))
   if not scenes:
+    zipped = sorted(root.rglob("S2*_MSIL2A_*.zip"))
+    hint = (f"; {zipped[0].name} and {len(zipped) - 1} more are zipped: unzip them "
+            f"first" if zipped else "")
     raise PrepError(f"{root}: no Sentinel-2 L2A scene found; expected "
                     f"<item_id>/<item_id>.json STAC items with B02 B03 B04 B08 SCL "
-                    f".tif beside them, or *.SAFE products")
+                    f".tif beside them, or *.SAFE products{hint}")
   return sorted(scenes, key=lambda s: (s.date, s.scene_id))
 
 

@@ -80,7 +80,7 @@ def test_request_contents_and_tiling(tmp_path, monkeypatch):
   request, text = server.requests[0]
   for needle in ('"COPERNICUS/S2_SR_HARMONIZED"', '"2023-01-01"', '"2024-01-01"',
                  '"2023-02-01"', '"SCL"', '"B2"', '"B3"', '"B4"', '"B8"',
-                 '"reduce.median"', '"reduce.count"', '"Image.gte"', '"Image.lte"', '"Reducer.min"',
+                 '"reduce.median"', '"reduce.count"', '"Image.floor"', '"Image.gte"', '"Image.lte"', '"Reducer.min"',
                  '"GeometryConstructors.Rectangle"', '"EPSG:32631"'):
     assert needle in text, needle
   assert '{"constantValue": 4}' in text and '{"constantValue": 7}' in text
@@ -184,6 +184,18 @@ def test_cache_of_another_zone_is_dropped(tmp_path, monkeypatch):
   server = FakeServer()
   _run(tmp_path, server, monkeypatch)
   assert server.calls == 12
+
+
+def test_unreadable_cached_tile_is_fetched_again(tmp_path, monkeypatch):
+  first = FakeServer(stop_after=2)
+  with pytest.raises(PrepError):
+    _run(tmp_path, first, monkeypatch)
+  (tmp_path / "t_0" / gee.CACHE_DIR / "2023-02_r0_c0.npy").write_bytes(b"junk")
+  second = FakeServer()
+  _run(tmp_path, second, monkeypatch)
+  assert second.calls == 11
+  img = zonefolder.open_zone(tmp_path / "t_0").read_image()
+  np.testing.assert_array_equal(img[1, 0, 0], [201, 211, 221, 231])
 
 
 def test_missing_credentials_message(monkeypatch):

@@ -173,6 +173,9 @@ def test_empty_or_missing_scene_dir(tmp_path):
   (tmp_path / "empty").mkdir()
   with pytest.raises(PrepError, match="no Sentinel-2 L2A scene found"):
     scenes.composite_zone_from_scenes(tmp_path / "empty", ZONE, tmp_path / "o")
+  (tmp_path / "empty" / "S2A_MSIL2A_20230415T105031_N0509_R051_T31UCP_x.zip").touch()
+  with pytest.raises(PrepError, match=r"x\.zip and 0 more are zipped: unzip them first"):
+    scenes.composite_zone_from_scenes(tmp_path / "empty", ZONE, tmp_path / "o")
   with pytest.raises(PrepError, match="scene folder not found"):
     scenes.composite_zone_from_scenes(tmp_path / "nope", ZONE, tmp_path / "o")
 
