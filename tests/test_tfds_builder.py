@@ -242,7 +242,10 @@ def test_demo_source_generates_zones_unless_manual_dir_has_them(zones, tmp_path,
     shutil.copytree(zones, pathlib.Path(out_dir) / "zones")
     return pathlib.Path(out_dir) / "zones"
 
-  monkeypatch.setitem(sys.modules, "prep.demo", types.SimpleNamespace(make_demo=make_demo))
+  import prep
+  fake = types.SimpleNamespace(make_demo=make_demo)
+  monkeypatch.setitem(sys.modules, "prep.demo", fake)
+  monkeypatch.setattr(prep, "demo", fake, raising=False)  # when already imported
   config = cb.CropmapConfig(name="demo_tiny", source="demo", patch_size=16)
   builder = cb.Builder(config=config, data_dir=str(tmp_path / "a"))
   builder.download_and_prepare(download_dir=str(tmp_path / "dl"))
