@@ -77,4 +77,4 @@ def test_param_count_by_hand():
   down = (9 * D * 8 + 8) + (9 * 8 * 8 + 8) + (9 * 8 * 16 + 16) + (9 * 16 * 16 + 16)
   up = (4 * 16 * 8 + 8) + (9 * 16 * 8 + 8) + (9 * 8 * 8 + 8)
   head = 8 * K + K
-  assert n == temporal + down + up + head == 7917
+  assert n == temporal + down + up + head == 7269
