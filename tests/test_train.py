@@ -16,6 +16,19 @@ from jaxcrop import checkpoint, losses, train
 K, T, C, S = 3, 4, 4, 16
 
 
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """The runs below compile the same functions: share them through a disk cache."""
+  cache = str(tmp_path_factory.mktemp("jax_cache"))
+  old = {k: getattr(jax.config, k) for k in
+         ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
+  jax.config.update("jax_compilation_cache_dir", cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  yield
+  for k, v in old.items():
+    jax.config.update(k, v)
+
+
 @dataclasses.dataclass
 class FakeMeta:
   num_classes: int = K
