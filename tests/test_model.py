@@ -78,3 +78,16 @@ def test_param_count_by_hand():
   up = (4 * 16 * 8 + 8) + (9 * 16 * 8 + 8) + (9 * 8 * 8 + 8)
   head = 8 * K + K
   assert n == temporal + down + up + head == 7269
+
+
+@pytest.mark.parametrize("norm,pooling", [("batch", "attention"), ("group", "max")])
+def test_torch_reference_has_the_same_parameters(norm, pooling):
+  """bench_train's PyTorch twin is the same architecture: equal parameter counts."""
+  torch = pytest.importorskip("torch")
+  from jaxcrop import bench_train
+  cfg = tiny_model_cfg(norm=norm, pooling=pooling, layers=2)
+  cfg.unet.norm = norm
+  n_jax = sum(p.size for p in jax.tree.leaves(init(build_model(cfg, 5), X)["params"]))
+  twin = bench_train.torch_hybrid(cfg, 5, 4)
+  assert sum(p.numel() for p in twin.parameters()) == n_jax
+  assert tuple(twin(torch.zeros(2, 4, 16, 16, 4)).shape) == (2, 5, 16, 16)
