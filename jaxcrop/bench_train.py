@@ -64,7 +64,7 @@ def jax_step(config, batch: int, side: int):
   return run, float((cost or {}).get("flops", float("nan")))
 
 
-def torch_hybrid(cfg_model, num_classes: int, bands: int):
+def torch_hybrid(cfg_model, num_classes: int, bands: int, months: int = T):
   """The hybrid model in PyTorch (norm batch|group|none), for the reference timing."""
   import torch  # pylint: disable=g-import-not-at-top
   from torch import nn  # pylint: disable=g-import-not-at-top
@@ -96,6 +96,7 @@ def torch_hybrid(cfg_model, num_classes: int, bands: int):
         cin = d
       self.temporal = nn.Sequential(*layers)
       self.score = nn.Linear(d, 1) if tcfg.pooling == "attention" else None
+      self.flat = nn.Linear(months * d, d) if tcfg.pooling == "flatten" else None
       widths = list(ucfg.widths)
       self.down = nn.ModuleList(block(a, b) for a, b in zip([d] + widths[:-1], widths))
       self.up = nn.ModuleList(nn.ConvTranspose2d(b, a, 2, stride=2)
@@ -110,6 +111,8 @@ def torch_hybrid(cfg_model, num_classes: int, bands: int):
         z = z.amax(-1)
       elif tcfg.pooling == "mean":
         z = z.mean(-1)
+      elif tcfg.pooling == "flatten":                        # month-major, as in JAX
+        z = torch.relu(self.flat(z.transpose(1, 2).reshape(b * h * w, -1)))
       else:
         a = torch.softmax(self.score(z.transpose(1, 2)), dim=1)            # [BHW, T, 1]
         z = (z.transpose(1, 2) * a).sum(1)

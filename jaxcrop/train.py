@@ -187,9 +187,9 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
   workdir = pathlib.Path(workdir)
   main_process = jax.process_index() == 0
   cfg_t = config.train
+  meta = data.load_meta(config.data)      # fails first, before anything is written
   if main_process:
     workdir.mkdir(parents=True, exist_ok=True)
-  meta = data.load_meta(config.data)
   num_classes = meta.num_classes
   n_dev = jax.device_count()
   if config.data.batch_size % n_dev:
