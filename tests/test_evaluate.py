@@ -51,19 +51,32 @@ def test_evaluate_writes_model_and_baseline_metrics(trained_dir):
   assert (trained_dir / "baseline" / "model.pkl").exists()
 
 
-def test_cv_reports_mean_std_and_retrains(tmp_path):
+def test_cv_folds_scores_and_retrain(tmp_path, monkeypatch):
+  """CV bookkeeping with training stubbed: score = lr·1000 + fold index (by hand)."""
+  calls = []
+
+  def fake_train(config, workdir, *, data=None):
+    calls.append((config.data.train_split, config.data.val_split, config.optimizer.lr,
+                  config.train.eval_every, str(workdir)))
+    fold = int(config.data.val_split[-1])
+    return {"best_val_macro_f1": config.optimizer.lr * 1000 + fold, "step": config.train.num_steps}
+
+  monkeypatch.setattr(cv.train, "train_and_evaluate", fake_train)
   c = tiny_config()
-  c.cv.folds = ("fold0", "fold1")
-  c.cv.grid = dict(lr=(1e-3, 3e-2))
-  out = cv.run_cv(c, tmp_path, data=FakeData())
-  assert [r["name"] for r in out["results"]] == ["lr=0.001", "lr=0.03"]
-  r = out["results"][1]
-  assert r["mean"] == pytest.approx(np.mean(r["val_macro_f1"])) and len(r["val_macro_f1"]) == 2
-  assert out["best"]["mean"] == max(x["mean"] for x in out["results"])
-  assert json.loads((tmp_path / "final" / "config.json").read_text())["data"]["train_split"] == \
-      "fold0+fold1"
-  assert (tmp_path / "cv" / "lr=0.03" / "val_fold1" / "val_best.json").exists()
-  assert "mean ± std" in (tmp_path / "cv" / "results.md").read_text()
+  c.cv.grid = dict(lr=(1e-3, 2e-3))
+  out = cv.run_cv(c, tmp_path)
+  assert [call[:2] for call in calls[:3]] == [("fold1+fold2", "fold0"), ("fold0+fold2", "fold1"),
+                                             ("fold0+fold1", "fold2")]
+  assert [r["name"] for r in out["results"]] == ["lr=0.001", "lr=0.002"]
+  assert out["results"][1]["val_macro_f1"] == pytest.approx([2, 3, 4])
+  assert out["results"][1]["mean"] == pytest.approx(3) and \
+      out["results"][1]["std"] == pytest.approx(np.std([2, 3, 4]))
+  assert out["best"]["name"] == "lr=0.002"
+  final = calls[-1]      # retrain: best lr, all folds, one evaluation at the end
+  assert final[:4] == ("fold0+fold1+fold2", c.data.val_split, 2e-3, c.train.num_steps)
+  assert final[4].endswith("final") and calls[3][4].endswith("cv/lr=0.002/val_fold0")
+  assert "| lr=0.002 | 2.0000 | 3.0000 | 4.0000 | 3.0000 ± 0.8165 |" in \
+      (tmp_path / "cv" / "results.md").read_text()
 
 
 def test_apply_setting_paths():
