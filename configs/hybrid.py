@@ -70,7 +70,7 @@ def get_config(variant: str = ""):
     c.model.temporal.update(features=16, layers=2, dropout=0.0)
     c.model.unet.widths = (16, 32)
     c.optimizer.update(lr=5e-3, warmup_steps=30)
-    c.train.update(num_steps=400, eval_every=100, checkpoint_every=100,
+    c.train.update(num_steps=600, eval_every=150, checkpoint_every=150,
                    early_stopping_patience=3, log_every=20)
     c.eval.baseline.max_pixels = 50_000
     c.cv.grid = dict(lr=(1e-3, 3e-3), kernel_size=(3, 5))
