@@ -165,3 +165,19 @@ def test_four_devices_equal_one(uninterrupted, tmp_path):
   subprocess.run([sys.executable, "-c", code], check=True, env=env,
                  cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert_trees_close(params_of(tmp_path), params_of(full_dir), atol=1e-4)
+
+
+class UnlabelledValData(FakeData):
+  """Validation without labelled pixels: macro-F1 stays 0, never improves after the first."""
+
+  def eval_batches(self, cfg_data, split):
+    for b in super().eval_batches(cfg_data, split):
+      yield {**b, "label": np.full_like(b["label"], 255)}
+
+
+def test_early_stopping_after_patience(tmp_path):
+  result = train.train_and_evaluate(tiny_config(eval_every=1, early_stopping_patience=2),
+                                    tmp_path, data=UnlabelledValData())
+  assert result["step"] == 3 and result["early_stopped"]   # evals at 1 (best), 2, 3 (2 bad)
+  assert checkpoint.load_trained(tmp_path, "last").step == 3
+  assert checkpoint.load_trained(tmp_path, "best").step == 1
