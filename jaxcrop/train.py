@@ -309,13 +309,20 @@ def define_flags():
   """Command-line flags (defined only when run as a program: modules import freely)."""
   config_flags.DEFINE_config_file("config", None, "configs/hybrid.py[:variant]", lock_config=True)
   flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and config are written.")
-  flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (TPU pod / multi-GPU "
-                    "hosts); implied when JAX_COORDINATOR_ADDRESS is set.")
+  flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (multi-GPU hosts); "
+                    "implied by JAX_COORDINATOR_ADDRESS or a TPU pod (TPU_WORKER_HOSTNAMES "
+                    "lists several hosts).")
+
+
+def is_multihost(multihost_flag: bool, environ=os.environ) -> bool:
+  """--multihost, an explicit coordinator, or a TPU VM pod (several worker hosts)."""
+  return bool(multihost_flag or environ.get("JAX_COORDINATOR_ADDRESS")
+              or "," in environ.get("TPU_WORKER_HOSTNAMES", ""))
 
 
 def maybe_initialize_distributed(multihost: bool):
-  if multihost or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    jax.distributed.initialize()
+  if is_multihost(multihost):
+    jax.distributed.initialize()   # arguments from the environment (TPU/SLURM/coordinator)
 
 
 def main(argv):

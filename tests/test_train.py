@@ -181,3 +181,11 @@ def test_early_stopping_after_patience(tmp_path):
   assert result["step"] == 3 and result["early_stopped"]   # evals at 1 (best), 2, 3 (2 bad)
   assert checkpoint.load_trained(tmp_path, "last").step == 3
   assert checkpoint.load_trained(tmp_path, "best").step == 1
+
+
+def test_multihost_detection():
+  assert not train.is_multihost(False, {})
+  assert not train.is_multihost(False, {"TPU_WORKER_HOSTNAMES": "localhost"})   # one-host TPU VM
+  assert train.is_multihost(False, {"TPU_WORKER_HOSTNAMES": "10.0.0.2,10.0.0.3"})
+  assert train.is_multihost(False, {"JAX_COORDINATOR_ADDRESS": "10.0.0.2:1234"})
+  assert train.is_multihost(True, {})
