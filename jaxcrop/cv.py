@@ -84,7 +84,6 @@ def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
     c = apply_setting(config, best["setting"])
     c.data.train_split = "+".join(folds)
     c.train.eval_every = c.train.num_steps
-    c.train.early_stopping_patience = max(c.train.early_stopping_patience, 1)
     final = train.train_and_evaluate(c, workdir / "final", data=data)
     out["final"] = {"workdir": str(workdir / "final"), "step": final["step"],
                     "train_split": c.data.train_split}
