@@ -53,6 +53,7 @@ def get_config(variant: str = ""):
       keep_last=2,
       early_stopping_patience=5,    # evaluations without a better val macro-F1
       log_every=50,
+      tensorboard=True,             # tb/ summaries besides metrics.jsonl
       stop_after=config_dict.placeholder(int),  # stop (with a save) after this step: tests
   )
   c.eval = dict(

@@ -81,7 +81,7 @@ class FakeData:
 def tiny_config(**train_overrides):
   c = get_config("tiny")
   c.model.temporal.dropout = 0.1        # exercises the per-step dropout rng
-  c.train.tensorboard = False
+  c.train.tensorboard = False       # metrics.jsonl only: no TensorFlow import
   c.optimizer.lr = 3e-2
   c.train.update(train_overrides)
   return c
