@@ -1,0 +1,90 @@
+"""Segmentation metrics from a K×K confusion matrix (rows: truth, columns: prediction).
+
+Batches are accumulated on device with `confusion_matrix` (jitted, masked);
+scores are computed once from the summed matrix with numpy by `summarize`.
+
+Definitions (per class k, tp = cm[k, k]):
+  precision = tp / predicted pixels of k (0 when none predicted),
+  recall    = tp / true pixels of k (0 when none true),
+  f1 = 2·P·R / (P + R) (0 when P + R = 0),  iou = tp / (true + predicted − tp).
+Macro averages are over the classes present in the truth OR the prediction; a
+class absent from both has no errors to count and is excluded (reported with
+`present: false`), so an evaluation on a region without, say, rice is not
+dragged down by rice. overall_accuracy = trace / total.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+IGNORE = 255
+
+
+@functools.partial(jax.jit, static_argnames="num_classes")
+def confusion_matrix(label, pred, mask=None, *, num_classes: int):
+  """Counts of (true, predicted) pairs over labelled pixels.
+
+  Args:
+    label: int [...] true classes, IGNORE (255) = unlabelled.
+    pred: int [...] predicted classes, same shape.
+    mask: optional bool/float [...] or [B] (broadcast over trailing axes); 0 excludes
+      (e.g. padding examples of the last eval batch).
+    num_classes: K.
+  Returns:
+    int32 [K, K].
+  """
+  valid = (label != IGNORE) & (label >= 0) & (label < num_classes)
+  if mask is not None:
+    mask = jnp.reshape(mask, mask.shape + (1,) * (label.ndim - mask.ndim))
+    valid &= mask.astype(bool)
+  index = jnp.where(valid, label * num_classes + pred, 0).reshape(-1)
+  counts = jnp.zeros(num_classes * num_classes, jnp.int32).at[index].add(
+      valid.reshape(-1).astype(jnp.int32))
+  return counts.reshape(num_classes, num_classes)
+
+
+def confusion_matrix_np(label, pred, num_classes: int) -> np.ndarray:
+  """numpy twin of `confusion_matrix` (no mask): int64 [K, K]."""
+  label, pred = np.asarray(label).ravel(), np.asarray(pred).ravel()
+  valid = (label != IGNORE) & (label < num_classes)
+  keys = label[valid].astype(np.int64) * num_classes + pred[valid]
+  return np.bincount(keys, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def _div(a, b):
+  return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b > 0)
+
+
+def summarize(cm, class_names=None) -> dict:
+  """Overall accuracy, macro P/R/F1, mIoU and a per-class table from cm [K, K]."""
+  cm = np.asarray(cm, np.float64)
+  tp, true, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+  precision, recall = _div(tp, predicted), _div(tp, true)
+  f1 = _div(2 * precision * recall, precision + recall)
+  iou = _div(tp, true + predicted - tp)
+  present = (true + predicted) > 0
+  macro = lambda v: float(v[present].mean()) if present.any() else 0.0
+  names = class_names or [str(k) for k in range(len(cm))]
+  per_class = [
+      dict(class_id=k, name=names[k], support=int(true[k]), predicted=int(predicted[k]),
+           present=bool(present[k]), precision=float(precision[k]),
+           recall=float(recall[k]), f1=float(f1[k]), iou=float(iou[k]))
+      for k in range(len(cm))]
+  return dict(overall_accuracy=float(_div(tp.sum(), cm.sum())),
+              macro_precision=macro(precision), macro_recall=macro(recall),
+              macro_f1=macro(f1), miou=macro(iou), num_pixels=int(cm.sum()),
+              per_class=per_class)
+
+
+def per_class_table(summary: dict, only_present: bool = True) -> str:
+  """Markdown table of the per-class scores of `summarize`."""
+  rows = ["| class | support | precision | recall | F1 | IoU |",
+          "|---|---:|---:|---:|---:|---:|"]
+  for r in summary["per_class"]:
+    if r["present"] or not only_present:
+      rows.append(f"| {r['name']} | {r['support']} | {r['precision']:.3f} | "
+                  f"{r['recall']:.3f} | {r['f1']:.3f} | {r['iou']:.3f} |")
+  return "\n".join(rows)

@@ -1,0 +1,93 @@
+"""Hybrid model: shapes, vmap == reshape, side check, bf16, parameter count."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from configs.hybrid import get_config
+from jaxcrop.models import build_model
+
+
+def tiny_model_cfg(**temporal):
+  c = get_config("tiny").model
+  c.temporal.update(temporal)
+  return c
+
+
+def init(model, x):
+  return model.init({"params": jax.random.key(0)}, x)
+
+
+X = jax.random.normal(jax.random.key(1), (2, 4, 16, 16, 4))
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean", "attention", "flatten"])
+def test_output_shape_and_dtype(pooling):
+  model = build_model(tiny_model_cfg(pooling=pooling), num_classes=5)
+  logits = model.apply(init(model, X), X)
+  assert logits.shape == (2, 16, 16, 5) and logits.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("norm", ["batch", "group", "layer"])
+def test_vmap_equals_reshape(norm):
+  cfg = tiny_model_cfg(norm=norm, pooling="attention", layers=2)
+  cfg.unet.norm = norm
+  a = build_model(cfg, 5)
+  cfg.temporal.impl = "vmap"
+  b = build_model(cfg, 5)
+  variables = init(a, X)
+  assert jax.tree.structure(variables) == jax.tree.structure(init(b, X))
+  np.testing.assert_allclose(a.apply(variables, X), b.apply(variables, X), atol=1e-5)
+  # Training mode: BatchNorm statistics over all pixels in both (no dropout here).
+  (la, sa), (lb, sb) = (m.apply(variables, X, train=True, mutable=["batch_stats"])
+                        for m in (a, b))
+  np.testing.assert_allclose(la, lb, atol=1e-4)
+  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-5), sa, sb)
+
+
+def test_side_not_divisible_is_a_clear_error():
+  cfg = tiny_model_cfg()
+  cfg.unet.widths = (8, 16, 32)
+  model = build_model(cfg, 5)
+  x = jnp.zeros((1, 4, 10, 16, 4))
+  with pytest.raises(ValueError, match=r"patch sides 10x16 must be divisible by 4"):
+    init(model, x)
+
+
+def test_bfloat16_compute_float32_params_and_logits():
+  cfg = tiny_model_cfg()
+  cfg.dtype = "bfloat16"
+  model = build_model(cfg, 5)
+  variables = init(model, X)
+  assert {p.dtype for p in jax.tree.leaves(variables["params"])} == {jnp.dtype("float32")}
+  logits = model.apply(variables, X)
+  assert logits.dtype == jnp.float32 and np.isfinite(np.asarray(logits)).all()
+  f32 = build_model(tiny_model_cfg(), 5).apply(variables, X)
+  np.testing.assert_allclose(logits, f32, atol=0.1, rtol=0.1)  # close, not equal
+
+
+def test_param_count_by_hand():
+  cfg = tiny_model_cfg(norm="none", layers=2, kernel_size=3, features=8, pooling="max")
+  cfg.unet.update(norm="none", widths=(8, 16))
+  model = build_model(cfg, num_classes=5)
+  n = sum(p.size for p in jax.tree.leaves(init(model, X)["params"]))
+  C, D, K = 4, 8, 5
+  temporal = (3 * C * D + D) + (3 * D * D + D)
+  down = (9 * D * 8 + 8) + (9 * 8 * 8 + 8) + (9 * 8 * 16 + 16) + (9 * 16 * 16 + 16)
+  up = (4 * 16 * 8 + 8) + (9 * 16 * 8 + 8) + (9 * 8 * 8 + 8)
+  head = 8 * K + K
+  assert n == temporal + down + up + head == 7269
+
+
+@pytest.mark.parametrize("norm,pooling", [("batch", "attention"), ("group", "flatten")])
+def test_torch_reference_has_the_same_parameters(norm, pooling):
+  """bench_train's PyTorch twin is the same architecture: equal parameter counts."""
+  torch = pytest.importorskip("torch")
+  from jaxcrop import bench_train
+  cfg = tiny_model_cfg(norm=norm, pooling=pooling, layers=2)
+  cfg.unet.norm = norm
+  n_jax = sum(p.size for p in jax.tree.leaves(init(build_model(cfg, 5), X)["params"]))
+  twin = bench_train.torch_hybrid(cfg, 5, 4, months=4)
+  assert sum(p.numel() for p in twin.parameters()) == n_jax
+  assert tuple(twin(torch.zeros(2, 4, 16, 16, 4)).shape) == (2, 5, 16, 16)
