@@ -1,0 +1,349 @@
+"""cropmap shards -> batches of numpy arrays for training and evaluation.
+
+Batches are channels-last and time-major, `image` float32 [B, T, H, W, C]:
+XLA's convolutions on TPU and GPU prefer NHWC, and with T ahead of H, W the
+temporal encoder folds H, W into the batch with one reshape.
+
+Readers need only the prepared data, never the builder code: the dataset is
+opened with `tfds.builder_from_directory(<data_dir>/cropmap/<config>/<latest
+version>)`, so a TPU VM that reads `gs://…` needs no zone folders or prep
+imports.
+
+Training is deterministic given a seed, and cheap to resume: epoch e is the
+split shuffled with a seed derived from (seed, e), augmentations draw from
+stateless random ops keyed by (seed, example index), and `start_step=k` starts
+at epoch k*B // N and skips only the examples already seen in that epoch.
+TensorFlow runs on the CPU only (`import_tf`): the accelerator belongs to JAX.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from typing import Iterator
+
+import numpy as np
+
+from prep.errors import PrepError
+
+IGNORE = 255
+_SEED_STRIDE = 1_000_003  # epoch seeds: seed * stride + epoch
+
+
+class DatasetError(PrepError):
+  """The prepared dataset is missing or damaged; the message says how to rebuild."""
+
+
+def import_tf():
+  """TensorFlow, quiet and confined to the CPU (call before any TF/TFDS use)."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  for kind in ("GPU", "TPU"):
+    try:
+      tf.config.set_visible_devices([], kind)
+    except (RuntimeError, ValueError):  # already initialized, or no such kind
+      pass
+  return tf
+
+
+@dataclasses.dataclass
+class DatasetMeta:
+  """What a model needs to know about the dataset, without reading it.
+
+  mean, std: float32 [T, C] over the valid pixels of the training split's zones.
+  class_pixel_counts: int [K] labelled pixels per class in the training split.
+  tier2_of, tier1_of: int [K] parent index of each tier-3 class.
+  """
+  num_classes: int
+  class_names: list
+  tier2_names: list
+  tier1_names: list
+  tier2_of: np.ndarray
+  tier1_of: np.ndarray
+  colors: list
+  months: list
+  bands: list
+  mean: np.ndarray
+  std: np.ndarray
+  class_pixel_counts: np.ndarray
+  nomenclature_version: str
+  version: str
+  builder_config: str = ""
+  patch_size: int = 0
+  train_split: str = ""
+
+  def to_json(self) -> str:
+    d = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
+         for k, v in dataclasses.asdict(self).items()}
+    return json.dumps(d, indent=1)
+
+  @classmethod
+  def from_json(cls, text: str | dict) -> "DatasetMeta":
+    d = json.loads(text) if isinstance(text, str) else dict(text)
+    arrays = dict(tier2_of=np.int32, tier1_of=np.int32, mean=np.float32,
+                  std=np.float32, class_pixel_counts=np.int64)
+    for k, dtype in arrays.items():
+      d[k] = np.asarray(d[k], dtype)
+    return cls(**d)
+
+
+def normalize(image, mean, std):
+  """(x - mean) / std per month and band; 0 where x is nodata (0).
+
+  Args:
+    image: uint16 [..., T, H, W, C], numpy array or tf.Tensor.
+    mean, std: float [T, C].
+  Returns:
+    float32 [..., T, H, W, C], of the same kind as `image`.
+  """
+  mean = np.asarray(mean, np.float32)[:, None, None, :]
+  std = np.asarray(std, np.float32)[:, None, None, :]
+  if isinstance(image, np.ndarray):
+    x = (image.astype(np.float32) - mean) / std
+    return np.where(image == 0, np.float32(0), x).astype(np.float32)
+  tf = import_tf()
+  x = (tf.cast(image, tf.float32) - mean) / std
+  return tf.where(tf.equal(image, 0), tf.zeros_like(x), x)
+
+
+# --------------------------------------------------------------------------- #
+# Opening the prepared dataset.
+
+def _data_dir(cfg_data) -> str:
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return cfg_data.get("data_dir") or os.environ.get("TFDS_DATA_DIR") or \
+      tfds.core.constants.DATA_DIR
+
+
+def _rebuild_hint(cfg_data) -> str:
+  return (f"tfds build tfds_builder/cropmap --config={cfg_data.builder_config} "
+          f"--data_dir={_data_dir(cfg_data)} --overwrite")
+
+
+def dataset_dir(cfg_data) -> str:
+  """<data_dir>/<name>/<builder_config>/<latest version> (may be gs://)."""
+  import_tf()
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  root = epath.Path(_data_dir(cfg_data)) / cfg_data.name / cfg_data.builder_config
+  versions = []
+  if root.exists():
+    for p in root.iterdir():
+      if re.fullmatch(r"\d+\.\d+\.\d+", p.name) and (p / "dataset_info.json").exists():
+        versions.append(tfds.core.Version(p.name))
+  if not versions:
+    raise DatasetError(f"{root}: no prepared {cfg_data.name} dataset; build it with "
+                       f"`{_rebuild_hint(cfg_data)}`")
+  return os.fspath(root / str(max(versions)))
+
+
+def _builder(cfg_data):
+  import_tf()
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds.builder_from_directory(dataset_dir(cfg_data))
+
+
+def _fold_names(split: str) -> list[str]:
+  """`fold0+fold1[:50%]` -> ['fold0', 'fold1'] (slices are ignored)."""
+  return [re.sub(r"\[.*\]$", "", s.strip()) for s in split.split("+")]
+
+
+def load_meta(cfg_data, builder=None) -> DatasetMeta:
+  """DatasetMeta of the prepared dataset; moments merged over cfg_data.train_split."""
+  from tfds_builder.cropmap import stats  # pylint: disable=g-import-not-at-top
+  builder = builder or _builder(cfg_data)
+  md = builder.info.metadata
+  folds = _fold_names(cfg_data.train_split)
+  unknown = [f for f in folds if f not in md["moments_per_fold"]]
+  if unknown:
+    raise DatasetError(f"train_split {cfg_data.train_split!r}: {unknown} are not "
+                       f"training folds of {dataset_dir(cfg_data)} (folds: "
+                       f"{sorted(md['moments_per_fold'])})")
+  moments = stats.merge_all(stats.Moments.from_json(md["moments_per_fold"][f])
+                            for f in folds)
+  mean, std = stats.mean_std(moments)
+  counts = np.sum([md["class_pixel_counts"][f] for f in folds], 0).astype(np.int64)
+  return DatasetMeta(
+      num_classes=len(md["class_names"]), class_names=list(md["class_names"]),
+      tier2_names=list(md["tier2_names"]), tier1_names=list(md["tier1_names"]),
+      tier2_of=np.asarray(md["tier2_of"], np.int32),
+      tier1_of=np.asarray(md["tier1_of"], np.int32), colors=list(md["colors"]),
+      months=list(md["months"]), bands=list(md["bands"]), mean=mean, std=std,
+      class_pixel_counts=counts, nomenclature_version=md["nomenclature_version"],
+      version=str(builder.info.version), builder_config=cfg_data.builder_config,
+      patch_size=int(md["patch_size"]), train_split=cfg_data.train_split)
+
+
+def _process_share(global_batch: int) -> int:
+  import jax  # pylint: disable=g-import-not-at-top
+  n = jax.process_count()
+  if global_batch % n:
+    raise ValueError(f"batch size {global_batch} is not divisible by the "
+                     f"{n} processes")
+  return global_batch // n
+
+
+def _process_split(split: str, index: int | None = None, count: int | None = None):
+  import jax  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  count = jax.process_count() if count is None else count
+  index = jax.process_index() if index is None else index
+  return split if count == 1 else tfds.even_splits(split, count)[index]
+
+
+def _options(tf):
+  opts = tf.data.Options()
+  opts.deterministic = True
+  opts.experimental_optimization.map_parallelization = True
+  return opts
+
+
+def _numpy(ds, builder, split, cfg_data) -> Iterator[dict]:
+  """Iterates a tf.data pipeline; a damaged shard becomes a DatasetError."""
+  data_loss = import_tf().errors.DataLossError  # bound now: usable at shutdown
+  try:
+    yield from ds.as_numpy_iterator()
+  except data_loss as e:
+    files = [os.fspath(p) for p in builder.info.splits[split].filepaths]
+    bad = _corrupt_shards(files) or files
+    raise DatasetError(f"{', '.join(bad)}: damaged or truncated TFRecord shard "
+                       f"({e.message.splitlines()[0]}); rebuild with "
+                       f"`{_rebuild_hint(cfg_data)}`") from None
+
+
+def _corrupt_shards(files) -> list[str]:
+  tf = import_tf()
+  bad = []
+  for f in files:
+    try:
+      for _ in tf.data.TFRecordDataset(f):
+        pass
+    except tf.errors.DataLossError:
+      bad.append(f)
+  return bad
+
+
+# --------------------------------------------------------------------------- #
+# Training.
+
+def augment(image, label, key):
+  """One of the 8 symmetries of the square, the same for image and label.
+
+  Args:
+    image: [T, H, W, C] (H == W); label: [H, W]; key: int64 [2] stateless seed.
+  """
+  tf = import_tf()
+  k = tf.random.stateless_uniform([], key, 0, 4, dtype=tf.int32)
+  flip = tf.random.stateless_uniform([], key + [0, 1]) < 0.5
+  image = tf.image.rot90(image, k)
+  label = tf.image.rot90(label[..., None], k)[..., 0]
+  image = tf.cond(flip, lambda: tf.reverse(image, [2]), lambda: image)
+  label = tf.cond(flip, lambda: tf.reverse(label, [1]), lambda: label)
+  return image, label
+
+
+def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict]:
+  """Infinite batches of this process's training examples.
+
+  Yields dicts of numpy arrays: `image` float32 [B, T, H, W, C] normalized,
+  `label` int32 [B, H, W] (255 = ignore), B = cfg_data.batch_size // processes.
+  The batches from start_step=k equal batches k, k+1, … of start_step=0.
+  """
+  tf = import_tf()
+  builder = _builder(cfg_data)
+  meta = load_meta(cfg_data, builder)
+  batch = _process_share(cfg_data.batch_size)
+  split = _process_split(cfg_data.train_split)
+  n = builder.info.splits[split].num_examples
+  if n < batch:
+    raise DatasetError(f"{dataset_dir(cfg_data)}: split {split} has {n} examples, "
+                       f"fewer than one batch of {batch}")
+  base = builder.as_dataset(split=split, shuffle_files=False)
+  base = base.map(tf.autograph.experimental.do_not_convert(
+      lambda ex: (ex["image"], ex["label"])))
+  if cfg_data.get("cache", False):
+    base = base.cache()
+  buffer = max(1, min(int(cfg_data.shuffle_buffer), n))
+  first_epoch, offset = divmod(start_step * batch, n)
+
+  def epoch(e):
+    return base.shuffle(buffer, seed=seed * _SEED_STRIDE + e,
+                        reshuffle_each_iteration=False)
+
+  @tf.autograph.experimental.do_not_convert
+  def prepare(index, example):
+    image, label = example
+    image = normalize(image, meta.mean, meta.std)
+    if cfg_data.get("augment", True):
+      key = tf.stack([tf.constant(seed, tf.int64), index])
+      image, label = augment(image, label, key)
+    return {"image": image, "label": tf.cast(label, tf.int32)}
+
+  ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch)
+  ds = ds.enumerate(start=first_epoch * n).skip(offset)
+  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch, drop_remainder=True).prefetch(cfg_data.get("prefetch", 2))
+  return _numpy(ds.with_options(_options(tf)), builder, split, cfg_data)
+
+
+# --------------------------------------------------------------------------- #
+# Evaluation.
+
+_EVAL_KEYS = ("image", "label", "parcels", "zone_id", "region", "row", "col",
+              "epsg", "transform")
+
+
+def eval_batches(cfg_data, split: str) -> Iterator[dict]:
+  """Every example of `split` for this process once, in fixed-shape batches.
+
+  Yields dicts: `image` float32 [B, T, H, W, C], `label` int32 [B, H, W],
+  `parcels` uint32 [B, H, W], `zone_id`, `region` bytes [B], `row`, `col`,
+  `epsg` int32 [B], `transform` float64 [B, 6], `mask` float32 [B] (0 on
+  padding). B = cfg_data.eval_batch_size // processes. The last batch is padded
+  (zeros; label 255) and every process yields the same number of batches, so
+  collective ops in a multi-host evaluation never wait on a finished host.
+  """
+  tf = import_tf()
+  import jax  # pylint: disable=g-import-not-at-top
+  builder = _builder(cfg_data)
+  meta = load_meta(cfg_data, builder)
+  batch = _process_share(cfg_data.eval_batch_size)
+  count = jax.process_count()
+  per_process = [builder.info.splits[_process_split(split, i, count)].num_examples
+                 for i in range(count)]
+  num_batches = -(-max(per_process) // batch)
+  own = _process_split(split)
+
+  @tf.autograph.experimental.do_not_convert
+  def prepare(ex):
+    out = {k: ex[k] for k in _EVAL_KEYS}
+    out["image"] = normalize(ex["image"], meta.mean, meta.std)
+    out["label"] = tf.cast(ex["label"], tf.int32)
+    out["parcels"] = tf.cast(ex["parcels"], tf.uint32)
+    return out
+
+  ds = builder.as_dataset(split=own, shuffle_files=False)
+  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch)
+  ds = ds.prefetch(cfg_data.get("prefetch", 2)).with_options(_options(tf))
+  done, template = 0, None
+  for b in _numpy(ds, builder, own, cfg_data):
+    template = template or b
+    done += 1
+    yield _pad_batch(b, batch)
+  if template is None:
+    raise DatasetError(f"{dataset_dir(cfg_data)}: split {own} is empty")
+  for _ in range(num_batches - done):
+    yield _pad_batch({k: v[:0] for k, v in template.items()}, batch)
+
+
+def _pad_batch(b: dict, size: int) -> dict:
+  """Pads every array of a batch to `size` examples; adds `mask` [size]."""
+  n = len(b["label"])
+  out = {}
+  for k, v in b.items():
+    fill = IGNORE if k == "label" else (b"" if v.dtype.kind in "OSU" else 0)
+    pad = np.full((size - n,) + v.shape[1:], fill, v.dtype)
+    out[k] = np.concatenate([v, pad]) if n < size else v
+  out["mask"] = (np.arange(size) < n).astype(np.float32)
+  return out

@@ -1,0 +1,183 @@
+"""jaxcrop.input_pipeline on a tiny cropmap dataset built from synthetic zones."""
+import os
+import shutil
+
+import ml_collections
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from jaxcrop import input_pipeline as ip  # noqa: E402
+
+tf = ip.import_tf()
+import jax  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+
+from prep import zonefolder  # noqa: E402
+from tfds_builder.cropmap import cropmap_dataset_builder as cb  # noqa: E402
+from tfds_builder.cropmap import testing  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+  zones = testing.write_zones(tmp_path_factory.mktemp("zones"))
+  data_dir = tmp_path_factory.mktemp("data")
+  builder = cb.Builder(config=cb.CropmapConfig(name="tiny", patch_size=16),
+                       data_dir=str(data_dir))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=str(zones)))
+  return zones, data_dir, builder
+
+
+def config(data_dir, **kw):
+  c = dict(name="cropmap", builder_config="tiny", data_dir=str(data_dir),
+           train_split="fold0+fold1", val_split="fold2", test_split="test",
+           batch_size=4, eval_batch_size=5, shuffle_buffer=64, augment=True,
+           cache=False, prefetch=2)
+  c.update(kw)
+  return ml_collections.ConfigDict(c)
+
+
+def take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def test_load_meta_stats_are_the_training_zones(data):
+  zones, data_dir, builder = data
+  meta = ip.load_meta(config(data_dir))
+  ids = builder.info.metadata["zones_per_split"]
+  zfs = [zonefolder.open_zone(zones / z) for z in ids["fold0"] + ids["fold1"]]
+  x = np.concatenate([z.read_image().astype(np.float64) for z in zfs], axis=1)
+  x[x == 0] = np.nan
+  np.testing.assert_allclose(meta.mean, np.nanmean(x, axis=(1, 2)), rtol=1e-6)
+  np.testing.assert_allclose(meta.std, np.nanstd(x, axis=(1, 2)), rtol=1e-5)
+  labels = np.concatenate([z.read_labels()[:32, :32].ravel() for z in zfs])
+  np.testing.assert_array_equal(meta.class_pixel_counts,
+                                np.bincount(labels[labels != 255], minlength=23))
+  assert (meta.num_classes, meta.months[0], meta.version) == (23, "2023-01", "1.0.0")
+  back = ip.DatasetMeta.from_json(meta.to_json())
+  np.testing.assert_array_equal(back.std, meta.std)
+  assert back.std.dtype == np.float32 and back.class_names == meta.class_names
+  other = ip.load_meta(config(data_dir, train_split="fold2"))
+  assert not np.allclose(other.mean, meta.mean)
+
+
+def test_normalize_numpy_and_tf_agree():
+  image = np.array([0, 10, 30], np.uint16).reshape(1, 1, 3, 1)  # [T, H, W, C]
+  mean, std = np.array([[10.0]]), np.array([[4.0]])
+  expected = np.array([0.0, 0.0, 5.0], np.float32).reshape(1, 1, 3, 1)
+  np.testing.assert_array_equal(ip.normalize(image, mean, std), expected)
+  np.testing.assert_array_equal(ip.normalize(tf.constant(image), mean, std).numpy(),
+                                expected)
+
+
+def test_augment_moves_label_with_image():
+  h = w = 16
+  pos = np.arange(h * w).reshape(h, w)  # every pixel encodes its position
+  image = np.broadcast_to((pos + 1)[None, :, :, None], (2, h, w, 3)).astype(np.float32)
+  label = pos.astype(np.uint8)
+  seen = set()
+  for i in range(40):
+    out_i, out_l = ip.augment(tf.constant(image), tf.constant(label),
+                              tf.constant([7, i], tf.int64))
+    out_i, out_l = out_i.numpy(), out_l.numpy()
+    np.testing.assert_array_equal(out_i[1, ..., 2], out_i[0, ..., 0])
+    np.testing.assert_array_equal(out_i[0, ..., 0] - 1, out_l)
+    seen.add(out_l.tobytes())
+  assert len(seen) == 8  # all symmetries of the square occur
+
+
+def test_train_iterator_is_deterministic_and_resumes(data):
+  _, data_dir, _ = data
+  cfg = config(data_dir)
+  first = take(ip.train_iterator(cfg, seed=3), 7)  # 12 examples: 3 batches / epoch
+  assert first[0]["image"].shape == (4, 12, 16, 16, 4)
+  assert first[0]["image"].dtype == np.float32 and first[0]["label"].dtype == np.int32
+  again = take(ip.train_iterator(cfg, seed=3), 7)
+  resumed = take(ip.train_iterator(cfg, seed=3, start_step=4), 3)
+  for a, b in zip(first, again):
+    np.testing.assert_array_equal(a["image"], b["image"])
+  for a, b in zip(first[4:], resumed):
+    np.testing.assert_array_equal(a["image"], b["image"])
+    np.testing.assert_array_equal(a["label"], b["label"])
+  cached = take(ip.train_iterator(config(data_dir, cache=True), seed=3), 7)
+  for a, b in zip(first, cached):
+    np.testing.assert_array_equal(a["image"], b["image"])
+  other = next(ip.train_iterator(cfg, seed=4))
+  assert not np.array_equal(other["image"], first[0]["image"])
+  assert not np.array_equal(first[0]["image"], first[3]["image"])  # reshuffled epoch
+
+
+def _symmetries(image, label):
+  for k in range(4):
+    for flip in (False, True):
+      i, l = np.rot90(image, k, axes=(1, 2)), np.rot90(label, k)
+      yield (i[:, :, ::-1], l[:, ::-1]) if flip else (i, l)
+
+
+def test_train_epoch_is_a_permutation_of_augmented_examples(data):
+  _, data_dir, builder = data
+  cfg = config(data_dir)
+  meta = ip.load_meta(cfg)
+  originals = [(ip.normalize(e["image"], meta.mean, meta.std), e["label"]) for e in
+               tfds.as_numpy(builder.as_dataset("fold0+fold1", shuffle_files=False))]
+  matched = []
+  for b in take(ip.train_iterator(cfg, seed=0), 3):
+    for image, label in zip(b["image"], b["label"]):
+      hits = [n for n, (oi, ol) in enumerate(originals)
+              if any(np.array_equal(si, image) and np.array_equal(sl, label)
+                     for si, sl in _symmetries(oi, ol))]
+      assert len(hits) == 1
+      matched += hits
+  assert sorted(matched) == list(range(12))
+
+
+def test_eval_batches_pad_the_last_batch(data):
+  _, data_dir, builder = data
+  batches = list(ip.eval_batches(config(data_dir), "test"))
+  assert [b["mask"].tolist() for b in batches][-1] == [1, 1, 1, 0, 0]
+  assert len(batches) == 4 and all(b["image"].shape == (5, 12, 16, 16, 4) for b in batches)
+  last = batches[-1]
+  assert (last["image"][3:] == 0).all() and (last["label"][3:] == 255).all()
+  assert last["zone_id"][3:].tolist() == [b"", b""] and last["parcels"].dtype == np.uint32
+  keys = {(z, r, c) for b in batches for z, r, c, m in
+          zip(b["zone_id"], b["row"], b["col"], b["mask"]) if m}
+  expected = {(e["zone_id"], e["row"], e["col"]) for e in
+              tfds.as_numpy(builder.as_dataset("test"))}
+  assert keys == expected and len(keys) == 18
+
+
+def test_processes_share_batches_and_examples(data, monkeypatch):
+  _, data_dir, _ = data
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  keys, lengths = [], []
+  for index in (0, 1):
+    monkeypatch.setattr(jax, "process_index", lambda index=index: index)
+    batches = list(ip.eval_batches(config(data_dir, eval_batch_size=6), "fold2"))
+    assert all(len(b["mask"]) == 3 for b in batches)
+    lengths.append(len(batches))
+    keys += [(z, r, c) for b in batches for z, r, c, m in
+             zip(b["zone_id"], b["row"], b["col"], b["mask"]) if m]
+    assert next(ip.train_iterator(config(data_dir), seed=0))["image"].shape[0] == 2
+  assert lengths[0] == lengths[1] and len(keys) == len(set(keys)) == 6
+  with pytest.raises(ValueError, match="batch size 5 is not divisible by the 2 processes"):
+    next(ip.train_iterator(config(data_dir, batch_size=5), seed=0))
+
+
+def test_truncated_shard_names_file_and_rebuild(data, tmp_path):
+  _, data_dir, _ = data
+  copy = tmp_path / "data"
+  shutil.copytree(data_dir / "cropmap", copy / "cropmap")
+  shard = copy / "cropmap" / "tiny" / "1.0.0" / "cropmap-fold1.tfrecord-00000-of-00001"
+  raw = shard.read_bytes()
+  shard.write_bytes(raw[: len(raw) // 2])
+  with pytest.raises(ip.DatasetError, match=r"cropmap-fold1.tfrecord-00000-of-00001: "
+                     r"damaged or truncated .* rebuild with `tfds build "
+                     r"tfds_builder/cropmap --config=tiny"):
+    take(ip.train_iterator(config(copy, augment=False), seed=0), 4)
+
+
+def test_missing_dataset_says_how_to_build(tmp_path):
+  with pytest.raises(ip.DatasetError, match=r"no prepared cropmap dataset; build it with "
+                     r"`tfds build tfds_builder/cropmap --config=tiny"):
+    ip.load_meta(config(tmp_path))

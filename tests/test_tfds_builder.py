@@ -1,0 +1,231 @@
+"""The cropmap TFDS builder on tiny synthetic zone folders (2 regions x 4 zones,
+40 x 36 px, 12 months, patches of 16 px)."""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from jaxcrop.input_pipeline import import_tf  # noqa: E402
+
+import_tf()
+import rasterio  # noqa: E402
+import rasterio.windows  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+
+from prep import zonefolder  # noqa: E402
+from prep.errors import PrepError  # noqa: E402
+from prep.zones import Zone  # noqa: E402
+from tfds_builder.cropmap import cropmap_dataset_builder as cb  # noqa: E402
+from tfds_builder.cropmap import patching, stats, testing  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = dict(name="tiny", patch_size=16)
+
+
+def build(zones, data_dir, **download):
+  builder = cb.Builder(config=cb.CropmapConfig(**TINY), data_dir=str(data_dir))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=str(zones), **download))
+  return builder
+
+
+@pytest.fixture(scope="module")
+def zones(tmp_path_factory):
+  return testing.write_zones(tmp_path_factory.mktemp("zones"))
+
+
+@pytest.fixture(scope="module")
+def built(zones, tmp_path_factory):
+  return build(zones, tmp_path_factory.mktemp("data"))
+
+
+def examples(builder, split):
+  return list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
+
+
+def test_assign_splits_round_robin_across_regions():
+  zs = [Zone(f"{r}_{i}", r, r, i, 32631, 0.0, 0.0) for r in "ab" for i in range(4)]
+  assert patching.assign_splits(zs, 0, 3) == {
+      "a_0": "test", "a_1": "fold0", "a_2": "fold1", "a_3": "fold2",
+      "b_0": "test", "b_1": "fold0", "b_2": "fold1", "b_3": "fold2"}
+  study = [Zone(f"r{r}_{i}", f"r{r}", "t", i, 32631, 0.0, 0.0)
+           for r in range(8) for i in range(5)]
+  split = patching.assign_splits(study, 0, 3)
+  sizes = {s: list(split.values()).count(s) for s in set(split.values())}
+  assert sizes == {"test": 8, "fold0": 11, "fold1": 11, "fold2": 10}
+  assert {z for z, s in split.items() if s == "test"} == {f"r{r}_0" for r in range(8)}
+
+
+def test_assign_splits_errors():
+  zs = [Zone(f"a_{i}", "a", "a", i, 32631, 0.0, 0.0) for i in (1, 2, 3, 4)]
+  with pytest.raises(PrepError, match=r"regions \['a'\] have no zone with index 0"):
+    patching.assign_splits(zs, 0, 3)
+  with pytest.raises(PrepError, match="only 2 non-test zone"):
+    patching.assign_splits(zs[:3], 1, 3)
+
+
+def test_patch_origins():
+  assert patching.patch_origins(40, 36, 16, False) == ([0, 16], [0, 16])
+  assert patching.patch_origins(40, 36, 16, True) == ([0, 16, 32], [0, 16, 32])
+
+
+def test_moments_merge_equals_direct():
+  rng = np.random.default_rng(0)
+  img = rng.integers(0, 5000, (3, 10, 7, 4)).astype(np.uint16)
+  img[rng.random(img.shape) < 0.3] = 0
+  parts = [stats.moments_of(img[:, i:i + 3]) for i in range(0, 10, 3)]
+  mean, std = stats.mean_std(stats.merge_all(parts))
+  x = np.where(img == 0, np.nan, img.astype(np.float64))
+  np.testing.assert_allclose(mean, np.nanmean(x, axis=(1, 2)), rtol=1e-6)
+  np.testing.assert_allclose(std, np.nanstd(x, axis=(1, 2)), rtol=1e-5)
+
+
+def test_splits_membership_and_dropped_patches(built):
+  md = built.info.metadata
+  # test: 2 zones x 3 x 3 padded patches; folds: 2 zones x (2 x 2 - 1 empty corner).
+  assert {s: built.info.splits[s].num_examples for s in built.info.splits} == {
+      "test": 18, "fold0": 6, "fold1": 6, "fold2": 6}
+  assert md["dropped_empty_patches"] == {"test": 0, "fold0": 2, "fold1": 2, "fold2": 2}
+  assert md["zones_per_split"]["test"] == ["alpha_0", "beta_0"]
+  seen = {}
+  for split in built.info.splits:
+    ids = {ex["zone_id"].decode() for ex in examples(built, split)}
+    assert ids == set(md["zones_per_split"][split])
+    for z in ids:
+      assert seen.setdefault(z, split) == split, f"{z} in {seen[z]} and {split}"
+  assert len(seen) == 8
+  keys = {(ex["row"], ex["col"]) for ex in examples(built, "fold0")}
+  assert (0, 0) not in keys  # the unlabelled corner patch was dropped
+
+
+def test_patches_round_trip_to_zone_files(built, zones):
+  picked = [ex for ex in examples(built, "test") if ex["zone_id"] == b"alpha_0"]
+  picked += examples(built, "fold1")[:2]
+  assert any(ex["row"] == 32 and ex["col"] == 32 for ex in picked)
+  for ex in picked:
+    folder = zones / ex["zone_id"].decode()
+    with rasterio.open(folder / "s2.tif") as src:
+      t = rasterio.Affine(*ex["transform"])
+      win = rasterio.windows.from_bounds(*rasterio.transform.array_bounds(16, 16, t),
+                                         transform=src.transform)
+      assert (round(win.row_off), round(win.col_off)) == (ex["row"], ex["col"])
+      s2 = src.read(window=win, boundless=True, fill_value=0)
+    image = s2.reshape(12, 4, 16, 16).transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(ex["image"], image)
+    with rasterio.open(folder / "labels.tif") as src:
+      label = src.read(1, window=win, boundless=True, fill_value=255)
+    np.testing.assert_array_equal(ex["label"], label)
+    with rasterio.open(folder / "parcels.tif") as src:
+      parcels = src.read(1, window=win, boundless=True, fill_value=0)
+    np.testing.assert_array_equal(ex["parcels"], parcels.astype(np.int32))
+    with rasterio.open(folder / "valid_count.tif") as src:
+      np.testing.assert_array_equal(
+          ex["valid_count"], src.read(window=win, boundless=True, fill_value=0))
+    assert ex["epsg"] == 32631
+    assert ex["region"] == {b"a": b"Alpha", b"b": b"Beta"}[ex["zone_id"][:1]]
+  edge = next(ex for ex in picked if ex["row"] == 32 and ex["col"] == 32)
+  assert (edge["label"][8:] == 255).all() and (edge["label"][:, 4:] == 255).all()
+  assert (edge["image"][:, 8:] == 0).all() and (edge["image"][:, :, 4:] == 0).all()
+
+
+def test_metadata_stats_and_counts_equal_numpy(built, zones):
+  md = built.info.metadata
+  for fold in ("fold0", "fold1", "fold2"):
+    zfs = [zonefolder.open_zone(zones / z) for z in md["zones_per_split"][fold]]
+    x = np.concatenate([z.read_image().astype(np.float64) for z in zfs], axis=1)
+    x[x == 0] = np.nan
+    mean, std = stats.mean_std(stats.Moments.from_json(md["moments_per_fold"][fold]))
+    np.testing.assert_allclose(mean, np.nanmean(x, axis=(1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(std, np.nanstd(x, axis=(1, 2)), rtol=1e-5)
+    labels = np.concatenate([z.read_labels()[:32, :32].ravel() for z in zfs])
+    expected = np.bincount(labels[labels != 255], minlength=23)
+    assert md["class_pixel_counts"][fold] == expected.tolist()
+  assert md["months"] == list(testing.MONTHS) and md["bands"] == ["B2", "B3", "B4", "B8"]
+  assert md["class_names"][0] == "winter_wheat" and len(md["tier2_of"]) == 23
+  assert md["nomenclature_version"] == "v1"
+
+
+def test_tfds_build_cli_and_beam_match_builder_api(built, zones, tmp_path):
+  """The stock `tfds build` command, then the same build through Apache Beam."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  tfds_cli = pathlib.Path(sys.executable).parent / "tfds"
+  cmd = [str(tfds_cli), "build", str(REPO / "tfds_builder" / "cropmap"),
+         f"--config={json.dumps(TINY)}", f"--data_dir={tmp_path / 'cli'}",
+         f"--manual_dir={zones}"]
+  run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
+  assert run.returncode == 0, run.stderr[-3000:]
+  cli = tfds.builder_from_directory(tmp_path / "cli" / "cropmap" / "tiny" / "1.0.0")
+  beam = build(zones, tmp_path / "beam", beam_options=(
+      tfds.core.lazy_imports.apache_beam.options.pipeline_options.PipelineOptions(
+          ["--runner=DirectRunner"])))
+  for other in (cli, beam):
+    for split in ("test", "fold2"):
+      ours = {(e["zone_id"], e["row"], e["col"]): e for e in examples(built, split)}
+      theirs = {(e["zone_id"], e["row"], e["col"]): e for e in examples(other, split)}
+      assert ours.keys() == theirs.keys()
+      for k, e in ours.items():
+        np.testing.assert_array_equal(e["image"], theirs[k]["image"])
+        np.testing.assert_array_equal(e["label"], theirs[k]["label"])
+    assert other.info.metadata["moments_per_fold"] == built.info.metadata["moments_per_fold"]
+
+
+def test_empty_manual_dir_is_a_clear_error(tmp_path):
+  (tmp_path / "empty").mkdir()
+  builder = cb.Builder(config="france2023", data_dir=str(tmp_path / "data"))
+  with pytest.raises(PrepError, match=r"empty: holds no zone folder .*--config=france2023 "
+                     r"--manual_dir="):
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=str(tmp_path / "empty")))
+  assert not (tmp_path / "data" / "cropmap" / "france2023" / "1.0.0").exists()
+
+
+def _broken_copy(zones, tmp_path):
+  root = tmp_path / "zones"
+  shutil.copytree(zones, root)
+  return root
+
+
+def test_missing_file_names_zone_and_file(zones, tmp_path):
+  root = _broken_copy(zones, tmp_path)
+  (root / "beta_2" / "parcels.tif").unlink()
+  with pytest.raises(PrepError, match=r"zone beta_2: .*beta_2/parcels.tif is missing"):
+    build(root, tmp_path / "data")
+
+
+def test_mismatched_grids_name_zone_and_file(zones, tmp_path):
+  root = _broken_copy(zones, tmp_path)
+  path = root / "alpha_1" / "labels.tif"
+  with rasterio.open(path) as src:
+    profile, data = src.profile, src.read()
+  profile["transform"] = rasterio.Affine(10, 0, 123450.0, 0, -10, 5_500_000.0)
+  with rasterio.open(path, "w", **profile) as dst:
+    dst.write(data)
+  with pytest.raises(PrepError, match=r"zone alpha_1: .*alpha_1/labels.tif is on grid"):
+    build(root, tmp_path / "data")
+
+
+def test_nomenclature_version_mismatch(zones, tmp_path):
+  root = _broken_copy(zones, tmp_path)
+  meta_path = root / "beta_3" / "meta.json"
+  meta = json.loads(meta_path.read_text())
+  meta["labels"]["nomenclature"] = "v0"
+  meta_path.write_text(json.dumps(meta))
+  with pytest.raises(PrepError, match=r"zone beta_3: .*meta.json says nomenclature 'v0', "
+                     r"the builder config expects 'v1'"):
+    build(root, tmp_path / "data")
+
+
+def test_months_mismatch(zones, tmp_path):
+  root = _broken_copy(zones, tmp_path)
+  shutil.rmtree(root / "alpha_3")
+  testing.write_zone(root, testing.synthetic_zone("Alpha", "alpha", 3, 40, 36), seed=1,
+                     months=testing.MONTHS[:6])
+  with pytest.raises(PrepError, match=r"zone alpha_3: .*s2.tif has months .* all zones "
+                     r"of a dataset must share months and bands"):
+    build(root, tmp_path / "data")

@@ -1,0 +1,191 @@
+"""cropmap: Sentinel-2 monthly composites + RPG crop labels as square patches.
+
+Built by the stock TFDS command line from the repository root:
+
+  tfds build tfds_builder/cropmap --data_dir=~/tensorflow_datasets          # demo
+  tfds build tfds_builder/cropmap --config=france2023 --manual_dir=out/zones
+  tfds build tfds_builder/cropmap --config=france2023 --manual_dir=out/zones \
+      --beam_pipeline_options="runner=DirectRunner"
+
+Input: a folder of zone folders (`prep/zonefolder.py`), read one strip of
+patch rows at a time. Output splits: `test` (the zones with index
+`test_zone_index`, full coverage) and `fold0..fold{n-1}` (the other zones,
+whole zones dealt round-robin). See `patching.py` for the rules and
+`info.metadata` for the normalization moments, class names and counts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import sys
+
+_REPO = pathlib.Path(__file__).resolve().parents[2]
+if str(_REPO) not in sys.path:  # `tfds build` imports this file as `cropmap.…`
+  sys.path.insert(0, str(_REPO))
+
+from absl import logging  # pylint: disable=g-import-not-at-top
+import numpy as np
+import tensorflow_datasets as tfds
+
+from prep import nomenclature as nomenclature_lib
+from prep.errors import PrepError
+from tfds_builder.cropmap import patching
+from tfds_builder.cropmap import stats
+
+BANDS = 4
+
+
+@dataclasses.dataclass
+class CropmapConfig(tfds.core.BuilderConfig):
+  """How zone folders become examples.
+
+  Attributes:
+    source: `demo` (built-in demo region, generated when --manual_dir holds no
+      zone folder) or `manual` (--manual_dir must hold the zone folders).
+    patch_size: side P of the square patches, pixels. 64 = 2^6: a U-Net of
+      depth <= 4 halves it cleanly down to 4x4, one patch sees 640 m of context
+      (several parcels), and a batch of 32 x 12 months x 64 x 64 x 4 fits
+      easily in accelerator memory.
+    test_full_cover: the test split covers the whole zone (padded edge patches,
+      empty patches kept) rather than only whole labelled patches.
+    test_zone_index: the zone index of each region that forms the test split.
+    num_folds: number of training folds (fold0..).
+    nomenclature: the nomenclature version every zone must be labelled with.
+  """
+  source: str = "manual"
+  patch_size: int = 64
+  test_full_cover: bool = True
+  test_zone_index: int = 0
+  num_folds: int = 3
+  nomenclature: str = nomenclature_lib.VERSION
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """Crop-type segmentation patches from jaxcrop zone folders."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Spatial test split + folds, patch moments per fold."}
+  BUILDER_CONFIGS = [
+      CropmapConfig(name="demo", source="demo",
+                    description="Synthetic demo region from prep.demo (laptop scale)."),
+      CropmapConfig(name="france2023", source="manual",
+                    description="The 40 study zones (8 regions x 5), RPG 2023 labels."),
+  ]
+  DEFAULT_CONFIG_NAME = "demo"
+  builder_config_cls = CropmapConfig  # --config='{"name": "x", "patch_size": 32}' 
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """
+  Point --manual_dir at the folder of zone folders written by prep
+  (`python -m prep composite …` then `python -m prep labels …`), e.g. out/zones.
+  The demo config generates its own zones when --manual_dir holds none.
+  """
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    p = self.builder_config.patch_size
+    tensor = lambda shape, dtype: tfds.features.Tensor(
+        shape=shape, dtype=dtype, encoding=tfds.features.Encoding.BYTES)
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({
+            "image": tensor((None, p, p, BANDS), np.uint16),
+            "label": tensor((p, p), np.uint8),
+            "parcels": tensor((p, p), np.int32),  # tf.io.decode_raw has no uint32
+            "valid_count": tensor((None, p, p), np.uint8),
+            "zone_id": tfds.features.Text(),
+            "region": tfds.features.Text(),
+            "row": tfds.features.Scalar(np.int32),
+            "col": tfds.features.Scalar(np.int32),
+            "epsg": tfds.features.Scalar(np.int32),
+            "transform": tfds.features.Tensor(shape=(6,), dtype=np.float64),
+        }),
+        supervised_keys=None,
+        metadata=tfds.core.MetadataDict(),
+        homepage="https://github.com/jaxcrop/jaxcrop",
+    )
+
+  def _download_and_prepare(self, dl_manager, download_config):
+    self._use_beam = bool(download_config.beam_runner or download_config.beam_options)
+    return super()._download_and_prepare(dl_manager, download_config)
+
+  def _zones_root(self, dl_manager) -> pathlib.Path:
+    """The folder of zone folders: --manual_dir, or the generated demo."""
+    manual = getattr(dl_manager, "_manual_dir", None)
+    has_zones = manual is not None and pathlib.Path(manual).is_dir() and any(
+        (p / "meta.json").is_file() for p in pathlib.Path(manual).iterdir())
+    if has_zones:
+      return pathlib.Path(manual)
+    if self.builder_config.source == "demo":
+      from prep import demo  # pylint: disable=g-import-not-at-top
+      return pathlib.Path(demo.make_demo(
+          pathlib.Path(dl_manager.download_dir) / "cropmap_demo", seed=0))
+    raise PrepError(
+        f"--manual_dir={manual}: {'holds no zone folder (no */meta.json)' if manual and pathlib.Path(manual).is_dir() else 'does not exist'}; "
+        f"config {self.builder_config.name} needs the zone folders written by prep, "
+        f"e.g. `tfds build tfds_builder/cropmap --config={self.builder_config.name} "
+        f"--manual_dir=out/zones`")
+
+  def _split_generators(self, dl_manager):
+    cfg = self.builder_config
+    zones = patching.find_labelled_zones(self._zones_root(dl_manager))
+    patching.check_zones(zones, cfg.nomenclature)
+    split_of = patching.assign_splits([z.zone for z in zones], cfg.test_zone_index,
+                                      cfg.num_folds)
+    names = [patching.TEST] + [patching.fold_name(i) for i in range(cfg.num_folds)]
+    members = {s: [z for z in zones if split_of[z.zone_id] == s] for s in names}
+    assert sum(len(m) for m in members.values()) == len(set(split_of)) == len(zones)
+    self.info.metadata.update(self._metadata(zones, members))
+    return {s: self._generate_examples(
+                zone_paths=[str(z.path) for z in members[s]],
+                full_cover=s == patching.TEST and cfg.test_full_cover)
+            for s in names}
+
+  def _metadata(self, zones, members) -> dict:
+    """Class tables, months, bands, per-split counts and per-fold moments.
+
+    One streaming read of each zone's rasters (a strip at a time) before the
+    examples are written; the moments cover every valid pixel of each training
+    zone (edge strips included), the counts the pixels each split keeps.
+    """
+    cfg = self.builder_config
+    nom = nomenclature_lib.load(cfg.nomenclature)
+    counts, patches, dropped, moments = {}, {}, {}, {}
+    for split, zs in members.items():
+      full = split == patching.TEST and cfg.test_full_cover
+      summaries = [patching.zone_summary(z, cfg.patch_size, full, nom.num_classes,
+                                         with_moments=split != patching.TEST)
+                   for z in tfds.core.utils.tqdm(zs, desc=f"Scanning {split} zones",
+                                                 leave=False)]
+      counts[split] = np.sum([s["class_pixels"] for s in summaries], 0).tolist()
+      patches[split] = sum(s["patches"] for s in summaries)
+      dropped[split] = sum(s["dropped"] for s in summaries)
+      if not patches[split]:
+        raise PrepError(
+            f"split {split} (zones {[z.zone_id for z in zs]}) has no patch of "
+            f"{cfg.patch_size} px with a labelled pixel; use a smaller patch_size "
+            f"or larger zones")
+      if split != patching.TEST:
+        moments[split] = stats.merge_all(s["moments"] for s in summaries).to_json()
+      if dropped[split]:
+        logging.info("cropmap %s: dropped %d patch(es) without any labelled "
+                     "pixel, kept %d", split, dropped[split], patches[split])
+    return dict(
+        nomenclature_version=nom.version, class_names=list(nom.tier3),
+        tier2_names=list(nom.tier2_names), tier1_names=list(nom.tier1_names),
+        tier2_of=nom.tier2_of().tolist(), tier1_of=nom.tier1_of().tolist(),
+        colors=list(nom.colors), months=zones[0].months, bands=zones[0].bands,
+        patch_size=cfg.patch_size, test_full_cover=cfg.test_full_cover,
+        test_zone_index=cfg.test_zone_index, num_folds=cfg.num_folds,
+        zones_per_split={s: [z.zone_id for z in zs] for s, zs in members.items()},
+        class_pixel_counts=counts, patches_per_split=patches,
+        dropped_empty_patches=dropped, moments_per_fold=moments)
+
+  def _generate_examples(self, zone_paths, full_cover):
+    p = self.builder_config.patch_size
+    if getattr(self, "_use_beam", False):
+      beam = tfds.core.lazy_imports.apache_beam
+      return (beam.Create(zone_paths)
+              | beam.FlatMap(patching.zone_patches, patch=p, full_cover=full_cover))
+    return self._generate_local(zone_paths, p, full_cover)
+
+  @staticmethod
+  def _generate_local(zone_paths, patch, full_cover):
+    for path in zone_paths:
+      yield from patching.zone_patches(path, patch, full_cover)

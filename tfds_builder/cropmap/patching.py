@@ -1,0 +1,198 @@
+"""Zone folders -> spatial splits -> square patches: the builder's pure logic.
+
+Splits are spatial and never cut a zone: in every region the zone whose
+`index` equals `test_zone_index` is `test`; the other zones are dealt to
+`fold0..fold{n-1}` round-robin, regions in name order and zones in index
+order, with one counter running across regions so the folds stay balanced.
+
+Patches lie on a regular grid of side P from the zone's upper-left corner,
+without overlap. Training folds keep only the whole patches that hold at least
+one labelled pixel (a border strip narrower than P is left out). The test
+split covers the whole zone: the last row and column of patches are padded
+with nodata (image 0, valid count 0, parcel 0) and label 255 (ignore), so a
+map assembled from test patches covers every pixel of the zone.
+
+Everything here reads a zone one strip of P rows at a time, so memory stays at
+one strip whatever the number or size of zones.
+"""
+from __future__ import annotations
+
+import collections
+import pathlib
+from typing import Iterator, Sequence
+
+import affine
+import numpy as np
+
+from prep import zonefolder
+from prep.errors import PrepError
+from tfds_builder.cropmap import stats
+
+TEST = "test"
+IGNORE = zonefolder.IGNORE
+
+
+def fold_name(i: int) -> str:
+  return f"fold{i}"
+
+
+def assign_splits(zones: Sequence, test_zone_index: int = 0,
+                  num_folds: int = 3) -> dict[str, str]:
+  """zone_id -> split name (`test` or `fold<i>`); deterministic, zone-wise.
+
+  Args:
+    zones: objects with `zone_id`, `region`, `index` (e.g. prep.zones.Zone).
+  """
+  by_region = collections.defaultdict(list)
+  for z in zones:
+    by_region[z.region].append(z)
+  split, dealt = {}, 0
+  for region in sorted(by_region):
+    for z in sorted(by_region[region], key=lambda z: (z.index, z.zone_id)):
+      if z.index == test_zone_index:
+        split[z.zone_id] = TEST
+      else:
+        split[z.zone_id] = fold_name(dealt % num_folds)
+        dealt += 1
+  missing = sorted(r for r in by_region
+                   if all(z.index != test_zone_index for z in by_region[r]))
+  if missing:
+    raise PrepError(f"regions {missing} have no zone with index {test_zone_index} "
+                    f"for the test split; set the builder config's test_zone_index")
+  if dealt < num_folds:
+    raise PrepError(f"only {dealt} non-test zone(s) for {num_folds} folds; "
+                    f"add zone folders or use fewer folds")
+  return split
+
+
+def patch_origins(height: int, width: int, patch: int,
+                  full_cover: bool) -> tuple[list[int], list[int]]:
+  """Row and column origins of the patch grid (whole patches only unless full_cover)."""
+  stop_r = height if full_cover else height - patch + 1
+  stop_c = width if full_cover else width - patch + 1
+  return list(range(0, max(stop_r, 0), patch)), list(range(0, max(stop_c, 0), patch))
+
+
+def patch_transform(zone_transform, row: int, col: int) -> list[float]:
+  """The 6 GDAL-order affine coefficients (a, b, c, d, e, f) of a patch's grid."""
+  t = affine.Affine(*list(zone_transform)[:6]) @ affine.Affine.translation(col, row)
+  return [float(v) for v in t[:6]]
+
+
+def _pad(a: np.ndarray, rows: int, cols: int, value, axes=(-2, -1)) -> np.ndarray:
+  """Crops or pads the two spatial axes of `a` at their end to (rows, cols)."""
+  cut = [slice(None)] * a.ndim
+  cut[axes[0]], cut[axes[1]] = slice(0, rows), slice(0, cols)
+  a = a[tuple(cut)]
+  width = [(0, 0)] * a.ndim
+  width[axes[0]] = (0, rows - a.shape[axes[0]])
+  width[axes[1]] = (0, cols - a.shape[axes[1]])
+  return np.pad(a, width, constant_values=value) if any(w[1] for w in width) else a
+
+
+def _as_int32(parcels: np.ndarray, zf) -> np.ndarray:
+  """Parcel indices as int32: TFDS cannot decode uint32 bytes."""
+  if parcels.size and parcels.max() > np.iinfo(np.int32).max:
+    raise PrepError(f"zone {zf.zone_id}: {zf.path / 'parcels.tif'} holds parcel "
+                    f"index {int(parcels.max())} > 2^31-1; rerun `python -m prep labels`")
+  return np.ascontiguousarray(parcels).astype(np.int32)
+
+
+def _strip(zf: zonefolder.ZoneFolder, r0: int, rows: int, cols: int) -> dict:
+  """One strip of `rows` rows from r0, padded to (rows, cols): every raster."""
+  h, w = zf.zone.shape
+  win = ((r0, min(r0 + rows, h)), (0, w))
+  return dict(
+      image=_pad(zf.read_image(win), rows, cols, 0, axes=(1, 2)),
+      valid_count=_pad(zf.read_valid_count(win), rows, cols, 0),
+      label=_pad(zf.read_labels(win), rows, cols, IGNORE),
+      parcels=_pad(zf.read_parcels(win), rows, cols, 0))
+
+
+def zone_patches(zone_path: str, patch: int, full_cover: bool,
+                 ) -> Iterator[tuple[str, dict]]:
+  """(key, example) of every patch kept from one zone folder, strip by strip.
+
+  Example features: image uint16 [T, P, P, C], label uint8 [P, P], parcels
+  uint32 [P, P], valid_count uint8 [T, P, P], zone_id, region, row, col (patch
+  origin in zone pixels), epsg, transform float64 [6]. Key `<zone_id>_<row>_<col>`.
+  Without full_cover, patches with no labelled pixel are skipped.
+  """
+  zf = zonefolder.open_zone(zone_path, require_labels=True)
+  z = zf.zone
+  rows, cols = patch_origins(z.height, z.width, patch, full_cover)
+  width = len(cols) * patch
+  for r in rows:
+    s = _strip(zf, r, patch, width)
+    for c in cols:
+      cut = np.s_[..., c:c + patch]
+      label = s["label"][:, c:c + patch]
+      if not full_cover and not (label != IGNORE).any():
+        continue
+      yield f"{z.zone_id}_{r}_{c}", dict(
+          image=np.ascontiguousarray(s["image"][:, :, c:c + patch]),
+          label=np.ascontiguousarray(label),
+          parcels=_as_int32(s["parcels"][cut], zf),
+          valid_count=np.ascontiguousarray(s["valid_count"][cut]),
+          zone_id=z.zone_id, region=z.region, row=r, col=c, epsg=z.epsg,
+          transform=np.array(patch_transform(z.transform, r, c), np.float64))
+
+
+def zone_summary(zf: zonefolder.ZoneFolder, patch: int, full_cover: bool,
+                 num_classes: int, with_moments: bool) -> dict:
+  """What the metadata needs from one zone, read strip by strip.
+
+  Returns:
+    dict: `moments` (stats.Moments [T, C] of the whole zone, or None),
+    `class_pixels` int [K] over the area the split keeps, `patches` kept,
+    `dropped` (whole patches without any labelled pixel, dropped when not
+    full_cover).
+  """
+  z = zf.zone
+  rows, cols = patch_origins(z.height, z.width, patch, full_cover)
+  moments = None
+  class_pixels = np.zeros(num_classes, np.int64)
+  kept = dropped = 0
+  for r in range(0, z.height, patch):
+    win = ((r, min(r + patch, z.height)), (0, z.width))
+    if with_moments:
+      m = stats.moments_of(zf.read_image(win))
+      moments = m if moments is None else stats.merge(moments, m)
+    if r not in rows:
+      continue
+    label = _pad(zf.read_labels(win), patch, len(cols) * patch, IGNORE)
+    per_patch = label.reshape(patch, len(cols), patch).transpose(1, 0, 2)
+    labelled = (per_patch != IGNORE).any(axis=(1, 2))
+    keep = labelled | full_cover
+    kept += int(keep.sum())
+    dropped += int((~keep).sum())
+    values = per_patch[keep]
+    values = values[values != IGNORE]
+    if values.size and values.max() >= num_classes:
+      raise PrepError(f"zone {z.zone_id}: {zf.path / 'labels.tif'} holds class "
+                      f"{int(values.max())} >= {num_classes} classes of nomenclature "
+                      f"{zf.nomenclature}; rerun `python -m prep labels`")
+    class_pixels += np.bincount(values, minlength=num_classes)
+  return dict(moments=moments, class_pixels=class_pixels, patches=kept,
+              dropped=dropped)
+
+
+def check_zones(zones: Sequence[zonefolder.ZoneFolder], nomenclature: str) -> None:
+  """Raises PrepError unless all zones share months and bands and are labelled
+  with `nomenclature`."""
+  first = zones[0]
+  for zf in zones:
+    if zf.nomenclature != nomenclature:
+      raise PrepError(
+          f"zone {zf.zone_id}: {zf.path / 'meta.json'} says nomenclature "
+          f"{zf.nomenclature!r}, the builder config expects {nomenclature!r}; "
+          f"relabel with `python -m prep labels` or build a config for {zf.nomenclature!r}")
+    if zf.months != first.months or zf.bands != first.bands:
+      raise PrepError(
+          f"zone {zf.zone_id}: {zf.path / 's2.tif'} has months {zf.months} bands "
+          f"{zf.bands}, zone {first.zone_id} has {first.months} {first.bands}; "
+          f"all zones of a dataset must share months and bands — rerun prep for one")
+
+
+def find_labelled_zones(root: pathlib.Path) -> list[zonefolder.ZoneFolder]:
+  return zonefolder.find_zones(root, require_labels=True)
