@@ -146,7 +146,8 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
     zone: the zone folder; s2.tif is read and normalized with meta.mean/std.
     meta: DatasetMeta of the checkpoint (months, bands, mean, std, nomenclature).
     tile, overlap: tile side and overlap in pixels (tile fixed → one compilation).
-    batch: tiles per model call (rounded up to a multiple of the local devices).
+    batch: tiles per model call (at most the zone's tile count, rounded up to a
+      multiple of the local devices).
     probs: also return per-class probabilities.
     tile_fn: a prebuilt `make_tile_fn(apply_fn, blend_window(tile, overlap))`
       to reuse its compilation across zones.
@@ -164,8 +165,8 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
   image = np.pad(image, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="symmetric")
   window = blend_window(tile, overlap)
   tile_fn = tile_fn or make_tile_fn(apply_fn, window)
-  batch, sharding = _device_batch(batch)
   origins = [(r, c) for r in rows for c in cols]
+  batch, sharding = _device_batch(min(batch, len(origins)))
   acc = None
   weight = np.zeros((H + ph, W + pw), np.float32)
   bar = _progress(len(origins), zone.zone_id, progress)

@@ -53,8 +53,10 @@ def make_zone(folder, *, labels=True, seed=0, zone_id="testz_0", h=H, w=W,
         class_name=[nomenclature.load().tier3[c] for c in cls], tier2="", tier1="",
         surf_parc_ha=1.0, area_m2=10000.0, n_pixels=np.bincount(parcels.ravel(),
                                                                 minlength=n + 1)[1:]))
-    zonefolder.write_labels(folder, zone, lab, parcels, table,
-                            dict(nomenclature=label_version))
+    pixels = np.bincount(lab.ravel(), minlength=256)
+    zonefolder.write_labels(folder, zone, lab, parcels, table, dict(
+        nomenclature=label_version,
+        class_pixel_counts={n: int(pixels[k]) for k, n in enumerate(nomenclature.load().tier3)}))
   return zonefolder.open_zone(folder)
 
 
