@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import tempfile
 import time
@@ -74,13 +75,27 @@ def naive_predict(f, variables, zone, meta, tile: int) -> np.ndarray:
   return out
 
 
+_CPU = {}   # the process CPU seconds of the best run of the last _best call
+
+
+def _model_pixels(size: int, tile: int, overlap: int, batch: int) -> int:
+  """Pixels the model computes for a size² zone (tiles + the last batch's padding)."""
+  from jaxcrop.predict import tile_starts
+  n = len(tile_starts(size, tile, overlap)) ** 2
+  b = min(batch, n)
+  return -(-n // b) * b * tile * tile
+
+
 def _best(fn, repeats: int) -> float:
+  """Best wall time of `repeats` runs (its process CPU time goes to _CPU["s"]:
+  on a shared machine CPU seconds are steadier than wall seconds)."""
   times = []
   for _ in range(repeats):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     fn()
-    times.append(time.perf_counter() - t)
-  return min(times)
+    times.append((time.perf_counter() - t, time.process_time() - c))
+  wall, _CPU["s"] = min(times)
+  return wall
 
 
 def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int = 256,
@@ -122,12 +137,15 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int = 2
                reference_s=round(ref_cold, 2), ratio=round(ref_cold / ours_cold, 2), **base)
 
     ours_s = _best(lambda: ours(fn=tile_fn), repeats)
+    ours_cpu = _CPU["s"]
     ref_s = _best(lambda: naive_predict(f_naive, variables, zone, meta, tile), repeats)
-    row = dict(name="predict_zone", ours_s=round(ours_s, 2),
+    row = dict(name="predict_zone", ours_s=round(ours_s, 2), ours_cpu_s=round(ours_cpu, 2),
                reference="naive, warm (its shapes compiled in an earlier call)",
-               reference_s=round(ref_s, 2), ratio=round(ref_s / ours_s, 2),
+               reference_s=round(ref_s, 2), reference_cpu_s=round(_CPU["s"], 2),
+               ratio=round(ref_s / ours_s, 2),
                km2_per_s=round(km2 / ours_s, 3), target_s=20.0 if backend == "cpu" else None,
-               **base)
+               model_pixels=_model_pixels(size, tile, overlap, batch),
+               load_avg=round(os.getloadavg()[0], 1), cpus=os.cpu_count(), **base)
     if backend != "cpu":
       row["france_hours"] = round(FRANCE_KM2 / (km2 / ours_s) / 3600, 2)
     yield row
@@ -136,7 +154,7 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int = 2
     fn512 = predict.make_tile_fn(apply_fn, predict.blend_window(512, o512))
     ours(512, o512, fn512, b=1)                  # compile; batch 1 bounds memory
     s512 = _best(lambda: ours(512, o512, fn512, b=1), repeats)
-    yield dict(name="predict_zone_tile512", ours_s=round(s512, 2),
+    yield dict(name="predict_zone_tile512", ours_s=round(s512, 2), ours_cpu_s=round(_CPU["s"], 2),
                reference=f"ours, --tile {tile} --overlap {overlap}",
                reference_s=round(ours_s, 2), ratio=round(ours_s / s512, 2),
                km2_per_s=round(km2 / s512, 3),

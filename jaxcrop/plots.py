@@ -173,12 +173,15 @@ def plot_per_class_f1(metrics: dict, out, *, nom=None, title: str = "") -> pathl
   a1.set_ylim(0, 1)
   a1.set_ylabel("F1")
   a1.grid(axis="y", alpha=0.3)
-  a2.bar(x, [r["support"] for r in rows], color=colors)
+  support = np.array([r["support"] for r in rows], np.float64)
+  a2.bar(x, support, color=colors)
   a2.set_yscale("log")
+  if len(support):
+    a2.set_ylim(0.5 * support.min(), 2 * support.max())
   a2.set_ylabel("true pixels (log)")
   a2.set_xticks(x, names, rotation=90, fontsize=8)
   a1.set_title(title or "per-class F1 and support")
-  fig.subplots_adjust(bottom=0.3, top=0.95, left=0.08, right=0.98, hspace=0.05)
+  fig.subplots_adjust(bottom=0.24, top=0.95, left=0.08, right=0.98, hspace=0.05)
   return _save(fig, out)
 
 

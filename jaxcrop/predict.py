@@ -123,15 +123,18 @@ def make_tile_fn(apply_fn: Callable, window: np.ndarray):
 
 
 def _device_batch(batch: int):
-  """(batch rounded up to a multiple of the local devices, sharding or None)."""
+  """(batch rounded up to a multiple of the local devices, mesh or None).
+
+  With several local devices the tile batch is split over a `data` mesh axis
+  and the variables are replicated.
+  """
   import jax
   devices = jax.local_devices()
   n = len(devices)
   batch = -(-batch // n) * n
   if n == 1:
     return batch, None
-  mesh = jax.sharding.Mesh(np.array(devices), ("data",))
-  return batch, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  return batch, jax.sharding.Mesh(np.array(devices), ("data",))
 
 
 def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
@@ -166,7 +169,10 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
   window = blend_window(tile, overlap)
   tile_fn = tile_fn or make_tile_fn(apply_fn, window)
   origins = [(r, c) for r in rows for c in cols]
-  batch, sharding = _device_batch(min(batch, len(origins)))
+  batch, mesh = _device_batch(min(batch, len(origins)))
+  if mesh is not None:
+    P = jax.sharding.PartitionSpec
+    variables = jax.device_put(variables, jax.sharding.NamedSharding(mesh, P()))
   acc = None
   weight = np.zeros((H + ph, W + pw), np.float32)
   bar = _progress(len(origins), zone.zone_id, progress)
@@ -175,7 +181,8 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
     x = np.zeros((batch, T, tile, tile, C), np.float32)
     for j, (r, c) in enumerate(chunk):
       x[j] = normalize(image[:, r:r + tile, c:c + tile], meta.mean, meta.std)
-    x = jax.device_put(x, sharding) if sharding is not None else x
+    if mesh is not None:
+      x = jax.device_put(x, jax.sharding.NamedSharding(mesh, P("data")))
     out = np.asarray(tile_fn(variables, x))                   # [B, t, t, K]
     if acc is None:
       acc = np.zeros((H + ph, W + pw, out.shape[-1]), np.float32)

@@ -231,3 +231,30 @@ def test_cli_writes_maps_and_scores(zone, pixel_model, tmp_path, capsys, monkeyp
   out = capsys.readouterr().out
   assert f"testz_0: wrote classes.tif, confidence.tif, parcels.gpkg, probabilities.tif in {tmp_path / 'testz_0'}" in out
   assert "testz_0: pixel accuracy " in out and "macro-F1" in out
+
+
+_MULTI_DEVICE = r"""
+import sys, numpy as np, jax
+from jaxcrop import predict
+from prep.zonefolder import open_zone
+from tests import predict_testing as pt
+assert jax.local_device_count() == 2, jax.local_devices()
+pred = predict.predict_zone(*pt.init(pt.ConvModel()), open_zone(sys.argv[1]),
+                            pt.make_meta(), tile=16, overlap=4, batch=3, probs=True)
+np.save(sys.argv[2], pred.probabilities)
+"""
+
+
+def test_tile_batch_sharded_over_two_devices_gives_the_same_map(zone, tmp_path):
+  """batch 3 → 4 (a multiple of 2 devices), tiles split over the `data` axis."""
+  import os
+  import subprocess
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu")
+  subprocess.run([sys.executable, "-c", _MULTI_DEVICE, str(zone.path),
+                  str(tmp_path / "p.npy")], check=True, env=env,
+                 cwd=os.path.dirname(os.path.dirname(__file__)))
+  pred = predict.predict_zone(*pt.init(pt.ConvModel()), zone, pt.make_meta(), tile=16,
+                              overlap=4, batch=3, probs=True)
+  got = np.load(tmp_path / "p.npy")
+  assert np.abs(got.astype(int) - pred.probabilities).max() <= 1
