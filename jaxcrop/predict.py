@@ -382,6 +382,17 @@ def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
   return final
 
 
+def check_tile(apply_fn, variables, meta, tile: int) -> None:
+  """Traces the model on one tile (no compute): a tile the model cannot take (e.g. a
+  side not divisible by the U-Net's downsampling) becomes a one-line error."""
+  import jax
+  x = jax.ShapeDtypeStruct((1, len(meta.months), tile, tile, len(meta.bands)), np.float32)
+  try:
+    jax.eval_shape(apply_fn, variables, x)
+  except ValueError as e:
+    raise PredictError(f"--tile {tile} does not fit the model: {e}") from None
+
+
 def check_output(folder: pathlib.Path, overwrite: bool) -> None:
   if folder.exists() and not overwrite:
     raise PredictError(f"{folder}: output folder already exists; pass --overwrite to "
@@ -447,6 +458,7 @@ def _run(args) -> int:
   for z in zones:
     check_compatible(z, meta)
   apply_fn = lambda v, x: trained.model.apply(v, x, train=False)
+  check_tile(apply_fn, trained.variables, meta, args.tile)
   tile_fn = make_tile_fn(apply_fn, blend_window(args.tile, args.overlap))
   for z in zones:
     pred = predict_zone(apply_fn, trained.variables, z, meta, tile=args.tile,

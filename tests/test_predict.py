@@ -258,3 +258,18 @@ def test_tile_batch_sharded_over_two_devices_gives_the_same_map(zone, tmp_path):
                               overlap=4, batch=3, probs=True)
   got = np.load(tmp_path / "p.npy")
   assert np.abs(got.astype(int) - pred.probabilities).max() <= 1
+
+
+def test_tile_that_the_model_cannot_take_is_a_one_line_error():
+  from configs import hybrid
+  from jaxcrop.models import build_model
+  cfg = hybrid.get_config("tiny")
+  model = build_model(cfg.model, 23)
+  import jax
+  variables = jax.eval_shape(lambda: model.init(
+      jax.random.PRNGKey(0), np.zeros((1, pt.T, 16, 16, 4), np.float32)))
+  apply_fn = lambda v, x: model.apply(v, x, train=False)
+  predict.check_tile(apply_fn, variables, pt.make_meta(), 16)
+  with pytest.raises(predict.PredictError, match=r"^--tile 15 does not fit the model: "
+                                                 r"patch sides 15x15 must be divisible by 2"):
+    predict.check_tile(apply_fn, variables, pt.make_meta(), 15)
