@@ -113,6 +113,10 @@ def load(version: str = VERSION) -> Nomenclature:
     raise PrepError(f"{cpath}: at most {IGNORE} classes fit in uint8")
   with rpath.open(encoding="utf-8", newline="") as f:
     rows = list(csv.DictReader(f))
+  codes = [r["CODE_CULTU"].strip() for r in rows]
+  dup = sorted({c for c in codes if codes.count(c) > 1})
+  if dup:
+    raise PrepError(f"{rpath}: duplicate CODE_CULTU {dup}; keep one row per code")
   names = {r["tier3"] for r in classes}
   bad = sorted({r["tier3"] for r in rows} - names - {IGNORE_NAME})
   if bad:

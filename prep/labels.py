@@ -1,0 +1,376 @@
+"""Zone labels from the RPG: parcels -> parcel raster and tier-3 class raster.
+
+The RPG (Registre Parcellaire Graphique) is the French register of the parcels
+declared for CAP aid: one polygon per parcel, in Lambert-93 (EPSG:2154), with its
+main crop code `CODE_CULTU`. It comes as one national GeoPackage (~10 M parcels)
+or as regional Shapefiles; a zone only ever reads the parcels whose bounding box
+meets the zone (`bbox=` read through the file's spatial index), never the file.
+
+For one zone, `make_zone_labels` writes (through `prep.zonefolder.write_labels`):
+
+  parcels.tif  uint32 [H, W]: 1-based row of parcels.csv whose parcel holds the
+               pixel centre, 0 = no parcel.
+  labels.tif   uint8 [H, W]: tier-3 class id of that parcel's crop (nomenclature
+               `prep/data/rpg_codes_<version>.csv`), 255 = no parcel or an
+               `ignore` code. Always labels == class_of[parcels].
+  parcels.csv  one row per parcel intersecting the zone (n_pixels may be 0 for a
+               sliver that holds no pixel centre).
+
+Rules:
+  * A pixel belongs to the parcel that contains its centre (GDAL's default
+    rasterization). Where parcels overlap, the smaller parcel wins (it is drawn
+    last), so a parcel declared inside another keeps its pixels; ties go to the
+    later row of parcels.csv (rows are sorted by ID_PARCEL).
+  * `drop_border=True` removes (parcels 0, labels 255) every pixel whose 10 m
+    cell is crossed by any parcel boundary, i.e. keeps only cells that lie whole
+    inside one parcel. Exact: a boundary segment passes through the open cell
+    centred at c iff c lies in the interior of the segment's Minkowski sum with
+    the axis-aligned cell square; those hexagons (shrunk by 1 mm, so a boundary
+    lying exactly on a pixel edge does not count) are rasterized by centre.
+  * Invalid geometries are repaired with `shapely.make_valid`, keeping their
+    polygonal parts; geometries that are null, empty or have no polygonal part
+    are dropped. Parcels repeated under one ID_PARCEL (regional files overlap at
+    their borders) are kept once. Every such count goes to meta.json.
+  * A missing CODE_CULTU is read as `NR`, the producer's "not filled in".
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Sequence
+
+import numpy as np
+
+from prep import nomenclature as nomenclature_lib
+from prep import zonefolder
+from prep.errors import PrepError
+from prep.zones import Zone
+
+RPG_CRS = "EPSG:2154"
+RPG_LAYER = "PARCELLES_GRAPHIQUES"
+REQUIRED_FIELDS = ("ID_PARCEL", "CODE_CULTU")
+OPTIONAL_FIELDS = ("CODE_GROUP", "SURF_PARC", "CULTURE_D1", "CULTURE_D2")
+TABLE_COLUMNS = ("parcel_index", "ID_PARCEL", "CODE_CULTU", "CODE_GROUP",
+                 "class_id", "class_name", "tier2", "tier1", "surf_parc_ha",
+                 "area_m2", "n_pixels")
+BORDER_EPS = 1e-3  # metres: boundaries closer than this to a cell are "on its edge"
+
+_POLYGON, _MULTIPOLYGON = 3, 6
+
+
+def find_layer(path: pathlib.Path, layer: str | None = None) -> str:
+  """The parcel layer of an RPG file: `layer`, else PARCELLES_GRAPHIQUES, else the only one.
+
+  Names are matched case-insensitively (a GeoPackage may say `parcelles_graphiques`).
+  """
+  import pyogrio
+  if path.suffix.lower() == ".7z":
+    raise PrepError(f"{path}: a 7-Zip archive; extract it first (7z x {path.name}) and "
+                    f"pass the PARCELLES_GRAPHIQUES .gpkg or .shp inside")
+  try:
+    names = [str(n) for n in pyogrio.list_layers(path)[:, 0]]
+  except Exception as e:  # pyogrio.errors.DataSourceError and friends
+    raise PrepError(f"{path}: not a readable GeoPackage/Shapefile ({e}); pass the "
+                    f"RPG file (PARCELLES_GRAPHIQUES.gpkg or a regional .shp)") from None
+  by_lower = {n.lower(): n for n in names}
+  wanted = layer or RPG_LAYER
+  if wanted.lower() in by_lower:
+    return by_lower[wanted.lower()]
+  if layer is None and len(names) == 1:
+    return names[0]
+  raise PrepError(f"{path}: layer {wanted!r} not found; layers found: {', '.join(names) or 'none'}; "
+                  f"pass --layer with one of them")
+
+
+def _check_crs(path: pathlib.Path, crs) -> None:
+  """PrepError unless `crs` is Lambert-93 (the metropolitan RPG)."""
+  import pyproj
+  if crs is None:
+    raise PrepError(f"{path}: has no CRS (missing .prj?); the metropolitan RPG is in "
+                    f"{RPG_CRS} (Lambert-93): restore the .prj or pass the original file")
+  c = pyproj.CRS.from_user_input(crs)
+  if c.to_epsg(min_confidence=25) == 2154 or c.equals(pyproj.CRS.from_epsg(2154),
+                                                      ignore_axis_order=True):
+    return
+  name = f"EPSG:{c.to_epsg()}" if c.to_epsg() else c.name
+  raise PrepError(f"{path}: CRS is {name}, expected {RPG_CRS} (Lambert-93, metropolitan "
+                  f"France); reproject it (ogr2ogr -t_srs {RPG_CRS}) or pass the "
+                  f"metropolitan RPG file (overseas RPG files use other CRSs)")
+
+
+def _field_map(path: pathlib.Path, layer: str, fields: Sequence[str]) -> dict:
+  """{canonical name: name in the file} for the required and present optional fields."""
+  by_upper = {f.upper(): f for f in fields}
+  missing = [f for f in REQUIRED_FIELDS if f not in by_upper]
+  if missing:
+    raise PrepError(f"{path} (layer {layer}): missing field(s) {', '.join(missing)}; "
+                    f"fields found: {', '.join(fields) or 'none'}; is it an RPG "
+                    f"PARCELLES_GRAPHIQUES file (RPG 2.x, 2015 or later)?")
+  return {f: by_upper[f] for f in REQUIRED_FIELDS + OPTIONAL_FIELDS if f in by_upper}
+
+
+def _text(col):
+  """A column as stripped strings, '' where null (whole floats such as 12.0 -> '12').
+
+  Some regional files store ID_PARCEL or CODE_GROUP as numbers.
+  """
+  import pandas as pd
+  if pd.api.types.is_float_dtype(col) and bool((col.dropna() % 1 == 0).all()):
+    col = col.astype("Int64")
+  return col.astype("string").fillna("").str.strip()
+
+
+def read_rpg(path, zone: Zone, layer: str | None = None):
+  """Parcels of one RPG file whose bounding box meets the zone's (EPSG:2154).
+
+  Returns:
+    GeoDataFrame in EPSG:2154 with columns ID_PARCEL, CODE_CULTU, CODE_GROUP,
+    SURF_PARC and, when present in the file, CULTURE_D1, CULTURE_D2 (str codes,
+    '' when absent; SURF_PARC float, NaN when absent).
+  """
+  import pyogrio
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise PrepError(f"{path}: RPG file not found; download the RPG (geoservices.ign.fr/rpg) "
+                    f"and pass its PARCELLES_GRAPHIQUES file")
+  layer = find_layer(path, layer)
+  info = pyogrio.read_info(path, layer=layer)
+  _check_crs(path, info.get("crs"))
+  fields = _field_map(path, layer, [str(f) for f in info["fields"]])
+  gdf = pyogrio.read_dataframe(path, layer=layer, columns=list(fields.values()),
+                               bbox=tuple(zone.bounds_in(RPG_CRS)))
+  gdf = gdf.rename(columns={v: k for k, v in fields.items()})
+  gdf["ID_PARCEL"] = _text(gdf["ID_PARCEL"])
+  code = _text(gdf["CODE_CULTU"])
+  gdf["CODE_CULTU"] = code.mask(code == "", "NR")
+  gdf["CODE_GROUP"] = _text(gdf["CODE_GROUP"]) if "CODE_GROUP" in gdf else ""
+  gdf["SURF_PARC"] = gdf["SURF_PARC"].astype(float) if "SURF_PARC" in gdf else np.nan
+  for f in ("CULTURE_D1", "CULTURE_D2"):
+    if f in gdf:
+      gdf[f] = _text(gdf[f])
+  gdf = gdf.set_crs(RPG_CRS, allow_override=True)
+  gdf.attrs["layer"] = layer
+  return gdf
+
+
+def repair_geometries(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+  """Polygonal, valid versions of `geoms`.
+
+  Args:
+    geoms: object [N] shapely geometries (None allowed).
+  Returns:
+    (fixed object [N] with None where dropped, keep bool [N], n_repaired): an
+    invalid or non-polygonal geometry is replaced by the polygonal parts of
+    `shapely.make_valid`; one that is null, empty or has no polygonal part of
+    non-zero area is dropped.
+  """
+  import shapely
+  geoms = np.asarray(geoms, dtype=object)
+  polygonal = np.isin(shapely.get_type_id(geoms), (_POLYGON, _MULTIPOLYGON))
+  bad = ~(shapely.is_valid(geoms) & polygonal) & ~shapely.is_missing(geoms)
+  fixed = geoms.copy()
+  if bad.any():
+    made = shapely.make_valid(geoms[bad])
+    parts, owner = shapely.get_parts(made, return_index=True)
+    parts, sub = shapely.get_parts(parts, return_index=True)  # nested collections
+    owner = owner[sub]
+    keep = (shapely.get_type_id(parts) == _POLYGON) & (shapely.area(parts) > 0)
+    rebuilt = np.full(len(made), None, dtype=object)
+    if keep.any():
+      uniq, inv = np.unique(owner[keep], return_inverse=True)
+      rebuilt[uniq] = shapely.multipolygons(parts[keep], indices=inv)
+    fixed[bad] = rebuilt
+  keep = ~shapely.is_missing(fixed)
+  keep[keep] = ~shapely.is_empty(fixed[keep]) & (shapely.area(fixed[keep]) > 0)
+  fixed[~keep] = None
+  return fixed, keep, int((bad & keep).sum())
+
+
+def rasterize_parcels(geoms: np.ndarray, zone: Zone) -> np.ndarray:
+  """uint32 [H, W] 1-based index of the parcel holding each pixel centre, 0 = none.
+
+  Args:
+    geoms: object [N] polygons in the zone CRS; parcel i gets value i + 1.
+  Overlaps: the smaller parcel wins (drawn last: rasterio's default merge
+  replaces earlier values); between equal areas the later parcel wins.
+  """
+  import rasterio.features
+  import shapely
+  if len(geoms) == 0:
+    return np.zeros(zone.shape, np.uint32)
+  order = np.lexsort((np.arange(len(geoms)), -shapely.area(geoms)))  # large first
+  return rasterio.features.rasterize(
+      zip(geoms[order], (order + 1).tolist()), out_shape=zone.shape,
+      transform=zone.transform, fill=0, dtype="uint32")
+
+
+def _swept_cells(a: np.ndarray, b: np.ndarray, h: float) -> np.ndarray:
+  """Polygons [S]: segment a->b swept by the square [-h, h]^2 (Minkowski sum).
+
+  Args:
+    a, b: float [S, 2] segment ends.
+  The sum is the hexagon hull of the square at both ends; with the segment
+  oriented so that dx >= 0, its vertices are known corners of the two squares.
+  """
+  import shapely
+  swap = (b[:, 0] < a[:, 0]) | ((b[:, 0] == a[:, 0]) & (b[:, 1] < a[:, 1]))
+  a, b = np.where(swap[:, None], b, a), np.where(swap[:, None], a, b)
+  up = b[:, 1] >= a[:, 1]
+  # Counter-clockwise hexagons: which end (0 = a, 1 = b) and which corner.
+  end_up, end_down = np.array([0, 0, 1, 1, 1, 0]), np.array([0, 1, 1, 1, 0, 0])
+  corner_up = np.array([[-1, -1], [1, -1], [1, -1], [1, 1], [-1, 1], [-1, 1]])
+  corner_down = np.array([[-1, -1], [-1, -1], [1, -1], [1, 1], [1, 1], [-1, 1]])
+  ends = np.stack([a, b], axis=1)  # [S, 2, 2]
+  which = np.where(up[:, None], end_up, end_down)  # [S, 6]
+  corner = np.where(up[:, None, None], corner_up, corner_down)  # [S, 6, 2]
+  xy = np.take_along_axis(ends, which[:, :, None], axis=1) + h * corner
+  return shapely.polygons(xy)
+
+
+def border_mask(geoms: np.ndarray, zone: Zone) -> np.ndarray:
+  """bool [H, W]: True where a parcel boundary passes through the pixel's cell.
+
+  Each boundary segment is swept by the axis-aligned cell square of half-side
+  res/2 - BORDER_EPS; a pixel centre falls inside that hexagon exactly when the
+  segment enters the pixel's open cell (less a 1 mm margin, so a boundary lying
+  on a pixel edge does not count).
+  """
+  import rasterio.features
+  import shapely
+  if len(geoms) == 0:
+    return np.zeros(zone.shape, bool)
+  rings = shapely.get_parts(shapely.get_parts(shapely.boundary(geoms)))
+  xy, ring = shapely.get_coordinates(rings, return_index=True)
+  same = ring[1:] == ring[:-1]
+  swept = _swept_cells(xy[:-1][same], xy[1:][same], zone.res / 2 - BORDER_EPS)
+  hit = rasterio.features.rasterize(
+      ((g, 1) for g in swept), out_shape=zone.shape, transform=zone.transform,
+      fill=0, dtype="uint8")
+  return hit.astype(bool)
+
+
+def _class_columns(codes, nom) -> dict:
+  """class_id (255 = ignore), class_name, tier2, tier1 of each parcel's code."""
+  ids = nom.classes_of_codes(codes)
+  names = np.array(list(nom.tier3) + [nomenclature_lib.IGNORE_NAME], dtype=object)
+  tier2 = np.array(list(nom.tier2) + [nomenclature_lib.IGNORE_NAME], dtype=object)
+  tier1 = np.array(list(nom.tier1) + [nomenclature_lib.IGNORE_NAME], dtype=object)
+  pos = np.where(ids == nomenclature_lib.IGNORE, nom.num_classes, ids)
+  return dict(class_id=ids.astype(int), class_name=names[pos], tier2=tier2[pos],
+              tier1=tier1[pos])
+
+
+def zone_parcels(paths: Sequence[pathlib.Path], zone: Zone, layer: str | None = None):
+  """The cleaned RPG parcels intersecting `zone`, in the zone's CRS.
+
+  Returns:
+    (GeoDataFrame sorted by ID_PARCEL with a fresh 0-based index, counts dict
+    with layer, invalid_repaired, invalid_dropped, duplicates_dropped; counts
+    are over the parcels read, i.e. the zone's bounding box).
+  """
+  import geopandas
+  import pandas as pd
+  import shapely
+  names = ", ".join(p.name for p in paths)
+  frames = [read_rpg(p, zone, layer) for p in paths]
+  layers = ", ".join(dict.fromkeys(f.attrs["layer"] for f in frames))
+  gdf = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+  geoms, keep, n_repaired = repair_geometries(gdf.geometry.to_numpy())
+  gdf[gdf.geometry.name] = geopandas.GeoSeries(geoms, index=gdf.index, crs=gdf.crs)
+  gdf = gdf[keep]
+  dup = gdf["ID_PARCEL"].duplicated() & (gdf["ID_PARCEL"] != "")
+  gdf = gdf[~dup].to_crs(zone.crs)
+  gdf = gdf[shapely.intersects(gdf.geometry.to_numpy(), shapely.box(*zone.bounds))]
+  if gdf.empty:
+    raise PrepError(f"zone {zone.zone_id} has no RPG parcel in {names}; is it the right "
+                    f"region/vintage?")
+  gdf = gdf.sort_values("ID_PARCEL", key=lambda s: s.str.zfill(20), kind="stable")
+  counts = dict(layer=layers, invalid_repaired=n_repaired,
+                invalid_dropped=int((~keep).sum()), duplicates_dropped=int(dup.sum()))
+  return gdf.reset_index(drop=True), counts
+
+
+def parcel_table(gdf, classes: dict, parcels: np.ndarray):
+  """pandas DataFrame, one row per parcel (TABLE_COLUMNS, then CULTURE_D1/D2 if read).
+
+  Args:
+    gdf: the zone's parcels (`zone_parcels`), in the zone's UTM CRS.
+    classes: per-parcel class columns (`_class_columns`).
+    parcels: uint32 [H, W] parcel raster (row i is value i + 1).
+  """
+  import pandas as pd
+  import shapely
+  n = len(gdf)
+  table = pd.DataFrame(dict(
+      parcel_index=np.arange(1, n + 1), ID_PARCEL=gdf["ID_PARCEL"].to_numpy(),
+      CODE_CULTU=gdf["CODE_CULTU"].to_numpy(), CODE_GROUP=gdf["CODE_GROUP"].to_numpy(),
+      **classes, surf_parc_ha=gdf["SURF_PARC"].to_numpy(),
+      area_m2=np.round(shapely.area(gdf.geometry.to_numpy()), 2),
+      n_pixels=np.bincount(parcels.ravel(), minlength=n + 1)[1:]))
+  for extra in ("CULTURE_D1", "CULTURE_D2"):
+    if extra in gdf:
+      table[extra] = gdf[extra].fillna("").to_numpy()
+  return table
+
+
+def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = None,
+                     drop_border: bool = False, progress: bool = True) -> dict:
+  """Rasterizes the RPG parcels of `zone` into its zone folder.
+
+  Args:
+    rpg_path: the RPG GeoPackage or a regional Shapefile (EPSG:2154), or a list
+      of them (neighbouring regions; parcels repeated by ID_PARCEL kept once).
+    zone: the zone whose grid the rasters are on.
+    out_folder: the zone folder (created if absent; may already hold imagery).
+    layer: layer name; default PARCELLES_GRAPHIQUES (any case) or the only layer.
+    drop_border: keep only pixels whose cell lies whole inside one parcel.
+    progress: show a progress bar.
+  Returns:
+    The `labels` section written to meta.json: nomenclature, rpg_file, layer,
+    parcels, parcels_ignored, invalid_repaired, invalid_dropped,
+    duplicates_dropped, drop_border, border_pixels_dropped, overlap_rule,
+    class_pixel_counts {class name: pixels}, unlabelled_pixels.
+  Raises:
+    PrepError (one line naming the file and the fix) on a bad input;
+    UnknownCodeError when a parcel's CODE_CULTU is not in the nomenclature.
+  """
+  from tqdm import tqdm
+  paths = [rpg_path] if isinstance(rpg_path, (str, os.PathLike)) else list(rpg_path)
+  paths = [pathlib.Path(p) for p in paths]
+  names = ", ".join(p.name for p in paths)
+  nom = nomenclature_lib.load()
+  with tqdm(total=3, desc=f"labels {zone.zone_id}", unit="step",
+            disable=not progress) as bar:
+    gdf, counts = zone_parcels(paths, zone, layer)
+    try:
+      classes = _class_columns(gdf["CODE_CULTU"].tolist(), nom)
+    except nomenclature_lib.UnknownCodeError as e:
+      e.args = (f"{names}: {e}",)
+      raise
+    bar.update()
+
+    geoms = gdf.geometry.to_numpy()
+    parcels = rasterize_parcels(geoms, zone)
+    border = np.zeros(zone.shape, bool)
+    if drop_border:
+      border = border_mask(geoms, zone) & (parcels > 0)
+      parcels[border] = 0
+    lut = np.concatenate([[nomenclature_lib.IGNORE], classes["class_id"]]).astype(np.uint8)
+    labels = lut[parcels]
+    bar.update()
+
+    pixels = np.bincount(labels.ravel(), minlength=256)
+    info = dict(
+        nomenclature=nom.version, rpg_file=names, layer=counts["layer"], parcels=len(gdf),
+        parcels_ignored=int((classes["class_id"] == nomenclature_lib.IGNORE).sum()),
+        invalid_repaired=counts["invalid_repaired"],
+        invalid_dropped=counts["invalid_dropped"],
+        duplicates_dropped=counts["duplicates_dropped"],
+        drop_border=bool(drop_border), border_pixels_dropped=int(border.sum()),
+        overlap_rule="smaller parcel wins",
+        class_pixel_counts={name: int(pixels[i]) for i, name in enumerate(nom.tier3)},
+        unlabelled_pixels=int(pixels[nomenclature_lib.IGNORE]))
+    zonefolder.write_labels(out_folder, zone, labels, parcels,
+                            parcel_table(gdf, classes, parcels), info)
+    bar.update()
+  return info
