@@ -271,9 +271,10 @@ def _read_rpg(path, zone: ZoneFolder):
   path = pathlib.Path(path)
   try:
     from prep.labels import read_rpg  # the labels helper's reader (bbox, field names)
-    return read_rpg(path, zone.zone)
   except ImportError:
-    pass
+    read_rpg = None
+  if read_rpg is not None:
+    return read_rpg(path, zone.zone)
   import pyogrio
   if not path.exists():
     raise PredictError(f"{path}: RPG file not found (--rpg)")
