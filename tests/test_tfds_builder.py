@@ -229,3 +229,26 @@ def test_months_mismatch(zones, tmp_path):
   with pytest.raises(PrepError, match=r"zone alpha_3: .*s2.tif has months .* all zones "
                      r"of a dataset must share months and bands"):
     build(root, tmp_path / "data")
+
+
+def test_demo_source_generates_zones_unless_manual_dir_has_them(zones, tmp_path,
+                                                                 monkeypatch):
+  """The demo config calls prep.demo.make_demo(<download_dir>/cropmap_demo)."""
+  import types
+  calls = []
+
+  def make_demo(out_dir, seed=0):
+    calls.append((pathlib.Path(out_dir), seed))
+    shutil.copytree(zones, pathlib.Path(out_dir) / "zones")
+    return pathlib.Path(out_dir) / "zones"
+
+  monkeypatch.setitem(sys.modules, "prep.demo", types.SimpleNamespace(make_demo=make_demo))
+  config = cb.CropmapConfig(name="demo_tiny", source="demo", patch_size=16)
+  builder = cb.Builder(config=config, data_dir=str(tmp_path / "a"))
+  builder.download_and_prepare(download_dir=str(tmp_path / "dl"))
+  assert calls == [(tmp_path / "dl" / "cropmap_demo", 0)]
+  assert builder.info.splits["test"].num_examples == 18
+  builder = cb.Builder(config=config, data_dir=str(tmp_path / "b"))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=str(zones)))
+  assert len(calls) == 1 and builder.info.splits["fold0"].num_examples == 6

@@ -26,7 +26,11 @@ PIXEL_AXES = ("batch", "row", "col")   # nn.vmap axis names in impl="vmap"
 
 def make_norm(kind: str, *, train: bool, dtype: Any, axis_name=None,
               reduction_axes=None):
-  """A normalization layer by name: batch | layer | group | none."""
+  """A normalization layer by name: batch | layer | group | none.
+
+  Convolutions before a BatchNorm have no bias: it would be cancelled by the
+  mean subtraction (zero gradient, which Adam turns into float-noise updates).
+  """
   if kind == "batch":
     return nn.BatchNorm(use_running_average=not train, momentum=0.9,
                         axis_name=axis_name, dtype=dtype)
@@ -67,7 +71,7 @@ class TemporalEncoder(nn.Module):
     x = x.astype(self.dtype)
     for _ in range(self.layers):
       x = nn.Conv(self.features, (self.kernel_size,), padding="SAME",
-                  dtype=self.dtype)(x)
+                  use_bias=self.norm != "batch", dtype=self.dtype)(x)
       x = make_norm(self.norm, train=train, dtype=self.dtype,
                     axis_name=self.axis_name, reduction_axes=(-2, -1))(x)
       x = nn.relu(x)
@@ -93,7 +97,8 @@ class ConvBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     for _ in range(2):
-      x = nn.Conv(self.features, (3, 3), padding="SAME", dtype=self.dtype)(x)
+      x = nn.Conv(self.features, (3, 3), padding="SAME",
+                  use_bias=self.norm != "batch", dtype=self.dtype)(x)
       x = make_norm(self.norm, train=train, dtype=self.dtype)(x)
       x = nn.relu(x)
     return x

@@ -1,0 +1,117 @@
+"""Checkpoints of a training run and `load_trained` for evaluation and prediction.
+
+Layout of a workdir:
+  config.json, dataset_meta.json        written at the start of training
+  checkpoints/last/<step>/{model,opt}   every `train.checkpoint_every` steps, at
+                                        the end and on SIGTERM; the last
+                                        `train.keep_last` are kept; resume point
+  checkpoints/best/<step>/{model,opt}   at each validation that improves the
+                                        validation macro-F1 (Orbax best_fn keeps 1)
+Two Orbax managers rather than one: the resume point must be the newest
+state whatever its score, the model to evaluate the best one whatever its age.
+Each checkpoint holds two items: `model` = {params, batch_stats} (all that
+prediction needs) and `opt` = {step, opt_state, best_f1, bad_evals}.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxcrop.models import build_model
+
+BEST_METRIC = "val_macro_f1"
+
+
+def managers(workdir, keep_last: int = 2, *, read_only: bool = False):
+  """(last, best) Orbax CheckpointManagers under workdir/checkpoints."""
+  root = pathlib.Path(workdir).absolute() / "checkpoints"
+  last = ocp.CheckpointManager(
+      root / "last", options=ocp.CheckpointManagerOptions(
+          max_to_keep=keep_last, create=not read_only, read_only=read_only))
+  best = ocp.CheckpointManager(
+      root / "best", options=ocp.CheckpointManagerOptions(
+          max_to_keep=1, best_fn=lambda m: m[BEST_METRIC], best_mode="max",
+          keep_checkpoints_without_metrics=False, create=not read_only,
+          read_only=read_only))
+  return last, best
+
+
+def save(manager, step: int, model_vars: dict, opt: dict, metrics=None):
+  manager.save(step, args=ocp.args.Composite(
+      model=ocp.args.StandardSave(model_vars), opt=ocp.args.StandardSave(opt)),
+      metrics=metrics)
+
+
+def restore(manager, step: int, model_vars: dict, opt: dict | None = None):
+  """Restore into the structure (and shardings) of the given targets."""
+  items = dict(model=ocp.args.StandardRestore(model_vars))
+  if opt is not None:
+    items["opt"] = ocp.args.StandardRestore(opt)
+  out = manager.restore(step, args=ocp.args.Composite(**items))
+  return out["model"], out.get("opt") if opt is not None else None
+
+
+@dataclasses.dataclass
+class Trained:
+  """A trained model ready to apply: `model.apply(variables, x [B,T,H,W,C])` → [B,H,W,K]."""
+  config: ml_collections.ConfigDict
+  model: Any
+  variables: dict
+  meta: Any
+  step: int
+
+
+def load_meta_json(path):
+  """DatasetMeta from dataset_meta.json (the data helper's class when importable)."""
+  text = pathlib.Path(path).read_text()
+  try:
+    from jaxcrop.input_pipeline import DatasetMeta  # pylint: disable=g-import-not-at-top
+    return DatasetMeta.from_json(text)
+  except (ImportError, AttributeError):
+    return json.loads(text)
+
+
+def load_trained(workdir, which: str = "best") -> Trained:
+  """The `best` (validation macro-F1) or `last` checkpoint of a training run.
+
+  Needs only the workdir: config.json, dataset_meta.json and the checkpoint.
+  """
+  workdir = pathlib.Path(workdir)
+  if which not in ("best", "last"):
+    raise ValueError(f"which must be 'best' or 'last', not {which!r}")
+  if not (workdir / "config.json").exists():
+    raise FileNotFoundError(f"{workdir}/config.json not found: not a training workdir "
+                            "(run python -m jaxcrop.train --workdir first)")
+  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  meta = load_meta_json(workdir / "dataset_meta.json")
+  num_classes = meta["num_classes"] if isinstance(meta, dict) else meta.num_classes
+  months = meta["months"] if isinstance(meta, dict) else meta.months
+  bands = meta["bands"] if isinstance(meta, dict) else meta.bands
+  model = build_model(config.model, num_classes)
+  m = 2 ** (len(config.model.unet.widths) - 1)
+  x = jnp.zeros((1, len(months), m, m, len(bands)), jnp.float32)
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+  # Restore replicated on this machine's devices, whatever topology saved it.
+  replicated = jax.sharding.NamedSharding(
+      jax.sharding.Mesh(np.array(jax.local_devices()), ("data",)), jax.sharding.PartitionSpec())
+  abstract = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract)
+  target = dict(params=abstract["params"], batch_stats=abstract.get("batch_stats", {}))
+  last, best = managers(workdir, read_only=True)
+  manager = best if which == "best" else last
+  step = manager.best_step() if which == "best" else manager.latest_step()
+  if step is None and which == "best":        # no validation yet: fall back
+    manager, step = last, last.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints")
+  variables, _ = restore(manager, step, target)
+  variables = {k: v for k, v in variables.items() if v}
+  return Trained(config, model, variables, meta, int(step))

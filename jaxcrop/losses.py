@@ -1,0 +1,51 @@
+"""Masked, optionally class-weighted, label-smoothed cross-entropy for [B, H, W] labels."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+IGNORE = 255
+
+
+def class_weights(class_pixel_counts, kind: str = "inv_sqrt") -> np.ndarray:
+  """Per-class loss weights float32 [K] from training-split pixel counts [K].
+
+  `inv_sqrt`: 1/sqrt(n_k); `inv`: 1/n_k; `none`: 1. Normalised to mean 1 over the
+  classes present in training (n_k > 0); absent classes get weight 0 (they
+  never occur as a target anyway).
+  """
+  n = np.asarray(class_pixel_counts, np.float64)
+  present = n > 0
+  if kind == "none":
+    w = np.ones_like(n)
+  elif kind in ("inv_sqrt", "inv"):
+    w = np.zeros_like(n)
+    w[present] = n[present] ** (-0.5 if kind == "inv_sqrt" else -1.0)
+  else:
+    raise ValueError(f"unknown class_weights {kind!r}; expected none, inv_sqrt or inv")
+  w[~present] = 0.0
+  return (w / w[present].mean()).astype(np.float32) if present.any() else w.astype(np.float32)
+
+
+def cross_entropy(logits, label, *, weights=None, label_smoothing: float = 0.0):
+  """Mean cross-entropy over labelled pixels (label != IGNORE).
+
+  Args:
+    logits: float [B, H, W, K].
+    label: int [B, H, W], IGNORE = unlabelled.
+    weights: optional float [K] class weights; the loss is then the weighted
+      mean sum_i w_{y_i} ce_i / sum_i w_{y_i} (PyTorch `weight=` semantics).
+    label_smoothing: ε, target = (1 - ε)·onehot + ε/K.
+  Returns:
+    (scalar loss, number of labelled pixels). 0 when no pixel is labelled.
+  """
+  k = logits.shape[-1]
+  valid = label != IGNORE
+  safe = jnp.where(valid, label, 0)
+  target = jax.nn.one_hot(safe, k) * (1.0 - label_smoothing) + label_smoothing / k
+  ce = -(target * jax.nn.log_softmax(logits.astype(jnp.float32))).sum(-1)
+  w = valid.astype(jnp.float32)
+  if weights is not None:
+    w = w * jnp.asarray(weights, jnp.float32)[safe]
+  return (w * ce).sum() / jnp.maximum(w.sum(), 1e-12), valid.sum()

@@ -1,0 +1,335 @@
+"""Train the hybrid crop-type model, data parallel over all devices and hosts.
+
+  python -m jaxcrop.train --config configs/hybrid.py:demo --workdir /tmp/w
+  python -m jaxcrop.train --config configs/hybrid.py --workdir gs://… --config.optimizer.lr=3e-4
+
+Rerunning the same command resumes from the newest checkpoint (state, step and
+the data order: the iterator restarts at that step; dropout rngs are
+fold_in(seed, step)). SIGTERM (TPU preemption) saves, then exits. Writes
+config.json, dataset_meta.json, metrics.jsonl, TensorBoard summaries (tb/),
+val_best.json and checkpoints/{last,best} (see jaxcrop/checkpoint.py).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import os
+import pathlib
+import signal
+import sys
+import time
+from typing import Any
+
+from absl import app, flags
+import flax
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from ml_collections import config_flags
+import numpy as np
+import optax
+import tqdm
+
+from jaxcrop import checkpoint, losses, metrics
+from jaxcrop.models import build_model
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def make_optimizer(cfg_opt, num_steps: int):
+  """AdamW, linear warm-up then cosine decay to 0, global-norm clipping."""
+  if cfg_opt.name != "adamw":
+    raise ValueError(f"unknown optimizer {cfg_opt.name!r}; expected adamw")
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, cfg_opt.lr, cfg_opt.warmup_steps, max(num_steps, cfg_opt.warmup_steps + 1))
+  return optax.chain(
+      optax.clip_by_global_norm(cfg_opt.clip_norm),
+      optax.adamw(schedule, b1=cfg_opt.b1, b2=cfg_opt.b2, weight_decay=cfg_opt.weight_decay))
+
+
+def init_sample(cfg_model, months: int, bands: int):
+  """A zero input [1, T, m, m, C], m the smallest side the U-Net accepts."""
+  m = 2 ** (len(cfg_model.unet.widths) - 1)
+  return jnp.zeros((1, months, m, m, bands), jnp.float32)
+
+
+def init_state(model, tx, sample, seed: int) -> TrainState:
+  variables = model.init(jax.random.key(seed), sample)
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get("batch_stats", {}),
+                    opt_state=tx.init(params))
+
+
+def model_variables(state: TrainState) -> dict:
+  v = {"params": state.params}
+  if state.batch_stats:
+    v["batch_stats"] = state.batch_stats
+  return v
+
+
+def make_train_step(model, tx, weights, label_smoothing: float, seed: int):
+  """Pure step (state, batch {image [B,T,H,W,C], label [B,H,W]}) → (state, measurements)."""
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+
+    def loss_fn(params):
+      logits, new = model.apply(
+          model_variables(state.replace(params=params)), batch["image"], train=True,
+          rngs={"dropout": rng}, mutable=["batch_stats"])
+      loss, n = losses.cross_entropy(logits, batch["label"], weights=weights,
+                                     label_smoothing=label_smoothing)
+      return loss, (new.get("batch_stats", {}), n)
+
+    (loss, (batch_stats, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                          batch_stats=batch_stats, opt_state=opt_state)
+    return state, {"loss": loss, "grad_norm": optax.tree.norm(grads), "labelled_pixels": n}
+  return train_step
+
+
+def make_eval_step(model, num_classes: int):
+  """(variables, batch {image, label, mask [B]}) → confusion matrix int32 [K, K]."""
+  def eval_step(variables, batch):
+    pred = model.apply(variables, batch["image"], train=False).argmax(-1)
+    return metrics.confusion_matrix(batch["label"], pred, batch["mask"], num_classes=num_classes)
+  return eval_step
+
+
+def put_batch(mesh, batch, keys=("image", "label")):
+  """This process's share of a global batch → global arrays sharded on `data`."""
+  sharding = NamedSharding(mesh, P("data"))
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])) for k in keys}
+
+
+def evaluate_split(eval_step, variables, batches, mesh, num_classes: int,
+                   max_batches=None, desc="eval") -> np.ndarray:
+  """Confusion matrix int64 [K, K] summed over the (masked) batches of a split."""
+  cm = jnp.zeros((num_classes, num_classes), jnp.int32)
+  for i, batch in enumerate(tqdm.tqdm(batches, desc=desc, leave=False,
+                                      disable=jax.process_index() != 0)):
+    if max_batches is not None and i >= max_batches:
+      break
+    cm = cm + eval_step(variables, put_batch(mesh, batch, ("image", "label", "mask")))
+  return np.asarray(jax.device_get(cm), np.int64)
+
+
+def model_summary(model, variables, sample) -> dict:
+  """Parameter count and forward FLOPs per pixel (XLA cost_analysis, eval mode)."""
+  n_params = sum(int(p.size) for p in jax.tree.leaves(variables["params"]))
+  compiled = jax.jit(functools.partial(model.apply, train=False)).lower(variables, sample).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  b, _, h, w, _ = sample.shape
+  flops = float((cost or {}).get("flops", float("nan"))) / (b * h * w)
+  return {"params": n_params, "flops_per_pixel": flops,
+          "flops_source": "XLA cost_analysis of the jitted forward pass / (B·H·W)"}
+
+
+class Writer:
+  """metrics.jsonl (+ TensorBoard scalars) from process 0 only."""
+
+  def __init__(self, workdir: pathlib.Path, tensorboard: bool):
+    self.active = jax.process_index() == 0
+    self.path = workdir / "metrics.jsonl"
+    self.tb = None
+    if self.active and tensorboard:
+      try:
+        from jaxcrop.input_pipeline import import_tf  # pylint: disable=g-import-not-at-top
+        tf = import_tf()
+      except ImportError:
+        import tensorflow as tf  # pylint: disable=g-import-not-at-top
+        tf.config.set_visible_devices([], "GPU")
+      self.tf = tf
+      self.tb = tf.summary.create_file_writer(str(workdir / "tb"))
+
+  def write(self, step: int, scalars: dict):
+    if not self.active:
+      return
+    with self.path.open("a") as f:
+      f.write(json.dumps({"step": int(step), **scalars}) + "\n")
+    if self.tb is not None:
+      with self.tb.as_default():
+        for k, v in scalars.items():
+          if isinstance(v, (int, float)):
+            self.tf.summary.scalar(k, v, step=int(step))
+      self.tb.flush()
+
+
+def _write_json(path: pathlib.Path, obj_or_text):
+  text = obj_or_text if isinstance(obj_or_text, str) else json.dumps(obj_or_text, indent=1)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+def _meta_json(meta) -> str:
+  return meta.to_json() if hasattr(meta, "to_json") else json.dumps(meta)
+
+
+def _get(meta, name):
+  return meta[name] if isinstance(meta, dict) else getattr(meta, name)
+
+
+def train_and_evaluate(config, workdir, *, data=None) -> dict:
+  """Train per `config` in `workdir` (resuming there); returns a summary dict.
+
+  `data`: an object with load_meta / train_iterator / eval_batches (defaults to
+  jaxcrop.input_pipeline; tests inject fakes).
+  """
+  data = data or importlib.import_module("jaxcrop.input_pipeline")
+  workdir = pathlib.Path(workdir)
+  main_process = jax.process_index() == 0
+  cfg_t = config.train
+  if main_process:
+    workdir.mkdir(parents=True, exist_ok=True)
+  meta = data.load_meta(config.data)
+  num_classes = _get(meta, "num_classes")
+  n_dev = jax.device_count()
+  if config.data.batch_size % n_dev:
+    raise ValueError(f"data.batch_size={config.data.batch_size} must be a multiple of "
+                     f"the {n_dev} devices")
+  mesh = Mesh(np.array(jax.devices()), ("data",))
+  replicated = NamedSharding(mesh, P())
+
+  model = build_model(config.model, num_classes)
+  tx = make_optimizer(config.optimizer, cfg_t.num_steps)
+  weights = losses.class_weights(_get(meta, "class_pixel_counts"), config.loss.class_weights)
+  sample = init_sample(config.model, len(_get(meta, "months")), len(_get(meta, "bands")))
+  state = jax.jit(lambda: init_state(model, tx, sample, config.seed), out_shardings=replicated)()
+  train_step = jax.jit(make_train_step(model, tx, weights, config.loss.label_smoothing, config.seed),
+                       donate_argnums=0, out_shardings=replicated)
+  eval_step = jax.jit(make_eval_step(model, num_classes), out_shardings=replicated)
+
+  if main_process:
+    _write_json(workdir / "config.json", config.to_json(indent=1))
+    _write_json(workdir / "dataset_meta.json", _meta_json(meta))
+  last_mgr, best_mgr = checkpoint.managers(workdir, cfg_t.keep_last)
+  progress = {"best_f1": np.array(-1.0, np.float32), "bad_evals": np.array(0, np.int32)}
+  start = last_mgr.latest_step()
+  if start is not None:
+    mv, opt = checkpoint.restore(last_mgr, start, model_variables(state),
+                                 {"opt_state": state.opt_state, "step": state.step, **progress})
+    state = state.replace(params=mv["params"], batch_stats=mv.get("batch_stats", {}),
+                          opt_state=opt["opt_state"], step=opt["step"])
+    state = jax.device_put(state, replicated)
+    progress = {k: np.asarray(opt[k]) for k in progress}
+    print(f"resuming from step {start} ({workdir}/checkpoints/last)", file=sys.stderr)
+  start = int(start or 0)
+
+  def save_last(step):
+    checkpoint.save(last_mgr, step, model_variables(state),
+                    {"opt_state": state.opt_state, "step": state.step, **progress})
+
+  stop = {"sigterm": False}
+  def on_sigterm(signum, frame):  # pylint: disable=unused-argument
+    stop["sigterm"] = True
+  previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
+
+  writer = Writer(workdir, cfg_t.get("tensorboard", True))
+  it = data.train_iterator(config.data, seed=config.seed, start_step=start)
+  summary = {}
+  step = start
+  bar = tqdm.tqdm(total=cfg_t.num_steps, initial=start, desc="train", disable=not main_process)
+  t_log, n_px = time.perf_counter(), 0
+  val = None
+  try:
+    while step < cfg_t.num_steps and progress["bad_evals"] < cfg_t.early_stopping_patience:
+      batch = next(it)
+      if not summary:
+        summary = model_summary(model, model_variables(state), jnp.asarray(batch["image"][:1]))
+        if main_process:
+          print(f"model: {summary['params']:,} parameters, "
+                f"{summary['flops_per_pixel']:,.0f} FLOPs/pixel forward ({summary['flops_source']})",
+                file=sys.stderr)
+      state, measured = train_step(state, put_batch(mesh, batch))
+      step += 1
+      bar.update(1)
+      b, _, h, w, _ = batch["image"].shape
+      n_px += b * h * w * jax.process_count()
+      if step % cfg_t.log_every == 0 or step == cfg_t.num_steps:
+        measured = {k: float(v) for k, v in jax.device_get(measured).items()}
+        if not np.isfinite(measured["loss"]):
+          raise FloatingPointError(f"loss is {measured['loss']} at step {step}; "
+                                   "lower optimizer.lr or check the input normalization")
+        dt = time.perf_counter() - t_log
+        measured["pixels_per_s"] = n_px / dt
+        t_log, n_px = time.perf_counter(), 0
+        bar.set_postfix(loss=f"{measured['loss']:.3f}", px_s=f"{measured['pixels_per_s']:.3g}")
+        writer.write(step, {f"train_{k}": v for k, v in measured.items()})
+      if step % cfg_t.eval_every == 0 or step == cfg_t.num_steps:
+        cm = evaluate_split(eval_step, model_variables(state),
+                            data.eval_batches(config.data, config.data.val_split), mesh,
+                            num_classes, config.eval.get("max_batches"), desc="val")
+        val = metrics.summarize(cm, list(_get(meta, "class_names")))
+        scalars = {f"val_{k}": v for k, v in val.items() if isinstance(v, (int, float))}
+        writer.write(step, scalars)
+        bar.write(f"step {step}: val macro-F1 {val['macro_f1']:.4f}  OA "
+                  f"{val['overall_accuracy']:.4f}  mIoU {val['miou']:.4f}")
+        if val["macro_f1"] > progress["best_f1"]:
+          progress = {"best_f1": np.array(val["macro_f1"], np.float32), "bad_evals": np.array(0, np.int32)}
+          checkpoint.save(best_mgr, step, model_variables(state),
+                          {"opt_state": state.opt_state, "step": state.step, **progress},
+                          metrics={checkpoint.BEST_METRIC: float(val["macro_f1"])})
+          if main_process:
+            _write_json(workdir / "val_best.json",
+                        {"step": step, **val, "confusion_matrix": cm.tolist()})
+        else:
+          progress = {**progress, "bad_evals": np.array(progress["bad_evals"] + 1, np.int32)}
+      stop_now = stop["sigterm"] or step == cfg_t.get("stop_after")
+      if step % cfg_t.checkpoint_every == 0 or step == cfg_t.num_steps or stop_now:
+        save_last(step)
+      if stop_now:
+        print(f"stopping at step {step} ({'SIGTERM' if stop['sigterm'] else 'stop_after'}); "
+              "rerun the same command to resume", file=sys.stderr)
+        break
+    else:
+      if step > start and last_mgr.latest_step() != step:
+        save_last(step)   # early stop between checkpoints
+  finally:
+    bar.close()
+    last_mgr.wait_until_finished()
+    best_mgr.wait_until_finished()
+    signal.signal(signal.SIGTERM, previous_handler)
+  return {"step": step, "best_val_macro_f1": float(progress["best_f1"]),
+          "early_stopped": bool(progress["bad_evals"] >= cfg_t.early_stopping_patience),
+          "val": val, "model": summary}
+
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "configs/hybrid.py[:variant]", lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and config are written.")
+flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (TPU pod / multi-GPU "
+                  "hosts); implied when JAX_COORDINATOR_ADDRESS is set.")
+
+
+def maybe_initialize_distributed(multihost: bool):
+  if multihost or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    jax.distributed.initialize()
+
+
+def main(argv):
+  del argv
+  if FLAGS.config is None or FLAGS.workdir is None:
+    print("error: --config and --workdir are required "
+          "(e.g. --config configs/hybrid.py:demo --workdir /tmp/w)", file=sys.stderr)
+    sys.exit(2)
+  maybe_initialize_distributed(FLAGS.multihost)
+  try:
+    result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  if jax.process_index() == 0:
+    print(json.dumps({k: v for k, v in result.items() if k != "val"}))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,272 @@
+"""`python -m prep`: inputs -> zone folders, one subcommand per route.
+
+  zones      list the study zones, or re-select them from ESA WorldCover (Earth Engine)
+  gee        monthly composites of zones through Earth Engine
+  composite  monthly composites of zones from local Sentinel-2 L2A scenes (STAC + COG)
+  labels     parcel and class rasters of zones from the RPG
+  demo       a synthetic demo region, raw inputs and zone folders, offline
+
+A user mistake (PrepError, a missing file, a bad argument) prints one line
+`error: …` on stderr and exits with status 2; a bug keeps its traceback.
+Warnings (e.g. a month without any scene, gap filled) print `warning: …`.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import pathlib
+import sys
+import textwrap
+import warnings
+
+from prep.errors import PrepError
+
+# OSErrors that mean "the path the user gave is wrong", not a bug.
+USER_ERRORS = (PrepError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+  """Keeps the line breaks of descriptions and examples."""
+
+
+def _doc(text: str) -> str:
+  return textwrap.dedent(text).strip()
+
+
+def _zone_args(p: argparse.ArgumentParser, *, allow_all: bool = True) -> None:
+  g = p.add_mutually_exclusive_group(required=True)
+  g.add_argument("--zones", nargs="+", metavar="ID",
+                 help="zone ids, e.g. chartres_0 chartres_1")
+  if allow_all:
+    g.add_argument("--all", action="store_true", help="every zone of the zones table")
+  p.add_argument("--zones-csv", type=pathlib.Path, default=None, metavar="PATH",
+                 help="zones table (default: the study zones, prep/data/zones.csv)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="python -m prep", formatter_class=_Formatter,
+      description=_doc(__doc__.split("A user mistake")[0]),
+      epilog=_doc("""
+          examples:
+            python -m prep zones
+            python -m prep demo --out /tmp/demo
+            python -m prep composite --scenes scenes/ --all --out data/zones
+            python -m prep labels --rpg RPG_2023.gpkg --all --out data/zones
+          Run `python -m prep <command> --help` for each command."""))
+  parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+  sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+  p = sub.add_parser(
+      "zones", formatter_class=_Formatter, help="list or select the study zones",
+      description=_doc("""
+          List the zones table (id, region, EPSG, centre, cropland fraction,
+          source), or with --select re-derive the 40 study zones from ESA
+          WorldCover through Earth Engine and write the table."""),
+      epilog=_doc("""
+          examples:
+            python -m prep zones
+            python -m prep zones --zones-csv /tmp/demo/raw/zones.csv
+            python -m prep zones --select --out prep/data/zones.csv   # needs Earth Engine"""))
+  g = p.add_mutually_exclusive_group()
+  g.add_argument("--list", action="store_true", help="list the zones (the default)")
+  g.add_argument("--select", action="store_true",
+                 help="select the zones from ESA WorldCover (Earth Engine) and write --out")
+  p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("prep/data/zones.csv"),
+                 help="where --select writes the zones table (default: %(default)s)")
+  p.add_argument("--zones-csv", type=pathlib.Path, default=None, metavar="PATH",
+                 help="zones table to list (default: prep/data/zones.csv)")
+  p.add_argument("--project", default=None,
+                 help="Google Cloud project for Earth Engine (default: $JAXCROP_EE_PROJECT)")
+  p.set_defaults(run=run_zones)
+
+  p = sub.add_parser(
+      "gee", formatter_class=_Formatter, help="composites through Earth Engine",
+      description=_doc("""
+          Monthly median composites (B2 B3 B4 B8, SCL 4-7 valid, gap filled) of
+          COPERNICUS/S2_SR_HARMONIZED for each zone, computed by Earth Engine,
+          into OUT/<zone_id>/. Needs Earth Engine credentials: `earthengine
+          authenticate`, or JAXCROP_EE_KEY=<service-account key JSON>; and a
+          Cloud project (--project or JAXCROP_EE_PROJECT). Fetched tiles are
+          cached in OUT/<zone_id>/.gee_cache, so an interrupted run resumes."""),
+      epilog=_doc("""
+          examples:
+            python -m prep gee --zones chartres_0 chartres_1 --out data/zones
+            python -m prep gee --all --out data/zones --year 2023"""))
+  _zone_args(p)
+  p.add_argument("--out", type=pathlib.Path, required=True, metavar="DIR",
+                 help="folder of zone folders")
+  p.add_argument("--year", type=int, default=2023,
+                 help="year of the composites (default: %(default)s)")
+  p.add_argument("--project", default=None,
+                 help="Google Cloud project for Earth Engine (default: $JAXCROP_EE_PROJECT)")
+  p.set_defaults(run=run_gee)
+
+  p = sub.add_parser(
+      "composite", formatter_class=_Formatter, help="composites from local scenes",
+      description=_doc("""
+          Monthly median composites of each zone from local Sentinel-2 L2A
+          scenes: DIR/<item_id>/<item_id>.json (STAC item) with B02 B03 B04 B08
+          (10 m) and SCL (20 m) GeoTIFF/COG assets; into OUT/<zone_id>/."""),
+      epilog=_doc("""
+          examples:
+            python -m prep composite --scenes /tmp/demo/raw/scenes \\
+                --zones-csv /tmp/demo/raw/zones.csv --all --out /tmp/zones
+            python -m prep composite --scenes scenes/ --zones chartres_0 --out data/zones"""))
+  p.add_argument("--scenes", type=pathlib.Path, required=True, metavar="DIR",
+                 help="folder of scene folders (one per STAC item)")
+  _zone_args(p)
+  p.add_argument("--out", type=pathlib.Path, required=True, metavar="DIR",
+                 help="folder of zone folders")
+  p.add_argument("--year", type=int, default=2023,
+                 help="year of the composites (default: %(default)s)")
+  p.set_defaults(run=run_composite)
+
+  p = sub.add_parser(
+      "labels", formatter_class=_Formatter, help="labels from the RPG",
+      description=_doc("""
+          Parcel raster, tier-3 class raster and parcel table of each zone from
+          the RPG (GeoPackage or regional Shapefiles, Lambert-93), into
+          OUT/<zone_id>/. Several files (neighbouring regions) may be given."""),
+      epilog=_doc("""
+          examples:
+            python -m prep labels --rpg RPG_2-2__GPKG_LAMB93_FXX_2023.gpkg --all --out data/zones
+            python -m prep labels --rpg R24.shp R28.shp --zones chartres_0 --out data/zones \\
+                --drop-border"""))
+  p.add_argument("--rpg", type=pathlib.Path, nargs="+", required=True, metavar="FILE",
+                 help="RPG GeoPackage or Shapefile(s)")
+  _zone_args(p)
+  p.add_argument("--out", type=pathlib.Path, required=True, metavar="DIR",
+                 help="folder of zone folders")
+  p.add_argument("--layer", default=None,
+                 help="layer name (default: PARCELLES_GRAPHIQUES, or the only layer)")
+  p.add_argument("--drop-border", action="store_true",
+                 help="leave unlabelled the pixels crossed by a parcel boundary")
+  p.set_defaults(run=run_labels)
+
+  p = sub.add_parser(
+      "demo", formatter_class=_Formatter, help="synthetic demo region, offline",
+      description=_doc("""
+          Write a synthetic demo region near Chartres in the real input formats
+          (RPG-like GeoPackage, Sentinel-2 L2A-like STAC/COG scenes, zones
+          table) under OUT/raw, then run the composite and labels routes into
+          OUT/zones/<zone_id>/ (2 regions x 4 zones of 192 x 192 pixels). A
+          rerun skips what is complete. Synthetic data: not a result."""),
+      epilog=_doc("""
+          examples:
+            python -m prep demo --out /tmp/demo
+            python -m prep demo --out /tmp/demo_small --small --seed 1"""))
+  p.add_argument("--out", type=pathlib.Path, required=True, metavar="DIR",
+                 help="output folder (raw/ and zones/ are written in it)")
+  p.add_argument("--seed", type=int, default=0,
+                 help="random seed of the region (default: %(default)s)")
+  p.add_argument("--small", action="store_true",
+                 help="tiny variant for tests: 2 x 2 zones of 48 x 48 pixels")
+  p.set_defaults(run=run_demo)
+  return parser
+
+
+def _zones(args) -> list:
+  """The zones named by --zones/--all in the --zones-csv table."""
+  from prep import zones as zones_lib
+  table = zones_lib.read_zones(args.zones_csv or zones_lib.ZONES_CSV)
+  return zones_lib.select(table, None if getattr(args, "all", False) else args.zones)
+
+
+def _each_zone(args, desc: str, fn) -> list:
+  """Runs fn(zone, folder) for the selected zones, with a progress bar."""
+  from tqdm import tqdm
+  zones = _zones(args)
+  with tqdm(zones, desc=desc, unit="zone", disable=args.quiet) as bar:
+    for zone in bar:
+      fn(zone, args.out / zone.zone_id)
+  print(f"{desc}: {len(zones)} zone folder(s) under {args.out}")
+  return zones
+
+
+def _need(path: pathlib.Path, what: str, *, folder: bool = False) -> None:
+  ok = path.is_dir() if folder else path.exists()
+  if not ok:
+    raise PrepError(f"{path}: {what} not found")
+
+
+def run_zones(args) -> None:
+  from prep import zones as zones_lib
+  if args.select:
+    from prep import select_zones
+    zones = select_zones.select_zones(progress=not args.quiet, project=args.project)
+    zones_lib.write_zones(zones, args.out)
+    print(f"wrote {len(zones)} zones to {args.out}")
+    return
+  print(format_zones(zones_lib.read_zones(args.zones_csv or zones_lib.ZONES_CSV)))
+
+
+def format_zones(zones) -> str:
+  """The zones as an aligned text table."""
+  rows = [("id", "region", "EPSG", "centre (lat, lon)", "cropland", "source")]
+  for z in zones:
+    crop = "" if math.isnan(z.cropland_fraction) else f"{z.cropland_fraction:.2f}"
+    rows.append((z.zone_id, z.region, str(z.epsg),
+                 f"{z.center_lat:.4f}, {z.center_lon:.4f}", crop, z.source))
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+  return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+                   for r in rows)
+
+
+def run_gee(args) -> None:
+  from prep import gee
+  _each_zone(args, "gee composites", lambda zone, folder: gee.composite_zone_from_gee(
+      zone, folder, year=args.year, progress=False, project=args.project))
+
+
+def run_composite(args) -> None:
+  _need(args.scenes, "scene folder", folder=True)
+  from prep import scenes
+  _each_zone(args, "composites", lambda zone, folder: scenes.composite_zone_from_scenes(
+      args.scenes, zone, folder, year=args.year, progress=False))
+
+
+def run_labels(args) -> None:
+  from prep import labels
+  for p in args.rpg:
+    _need(p, "RPG file")
+  rpg = args.rpg[0] if len(args.rpg) == 1 else args.rpg
+  _each_zone(args, "labels", lambda zone, folder: labels.make_zone_labels(
+      rpg, zone, folder, layer=args.layer, drop_border=args.drop_border,
+      progress=False))
+
+
+def run_demo(args) -> None:
+  from prep import demo
+  root = demo.make_demo(args.out, seed=args.seed, progress=not args.quiet,
+                        small=args.small)
+  n = sum(1 for p in root.iterdir() if (p / "meta.json").is_file())
+  print(f"demo zone folders: {root} ({n} zones)\n"
+        f"raw inputs:        {args.out / 'raw'} (rpg_demo.gpkg, scenes/, zones.csv)\n"
+        f"synthetic data: the numbers it gives are not results")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+  """Warnings as one line `warning: …` (a month without scene, …), no source line."""
+  print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+
+def main(argv=None) -> int:
+  """Entry point; returns the exit status (0 ok, 2 user error)."""
+  args = build_parser().parse_args(argv)
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("default")
+      warnings.showwarning = _show_warning
+      args.run(args)
+  except USER_ERRORS as e:
+    msg = str(e)
+    if not isinstance(e, PrepError) and e.filename:
+      msg = f"{e.filename}: {e.strerror}"
+    print(f"error: {' '.join(msg.split())}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    return 130
+  return 0

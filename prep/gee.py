@@ -1,0 +1,302 @@
+"""Monthly composites of a zone through Google Earth Engine (the study's route).
+
+Provenance: `COPERNICUS/S2_SR_HARMONIZED`, Sentinel-2 L2A surface reflectance
+(x 10000) with the processing-baseline-04.00 offset already removed. Earth
+Engine computes, per month, the median of B2 B3 B4 B8 over the scenes whose SCL
+class is 4-7 (and whose bands are > 0), and the count of those observations;
+we fetch them on the zone grid with `ee.data.computePixels` and finish locally
+with the same `composite.gap_fill` and `zonefolder.write_imagery` as the local
+route (`prep.scenes`), so both routes give the same zone folder.
+
+Requests. One month of a zone is one image of 5 bands (4 x uint16 reflectance
++ uint8 count, 9 bytes per pixel). The zone is cut into tiles so that each
+response stays under `MAX_REQUEST_BYTES` (well under the 48 MiB computePixels
+limit); a 1000 x 1000 zone-month is 9 MB, one tile. Medians of even counts are
+rounded half up (`add(0.5)` then truncate), like `composite.median_composite`.
+
+Resumable. Each fetched (month, tile) is saved atomically as
+`out_folder/.gee_cache/<YYYY-MM>_r<row>_c<col>.npy`, so a rerun after an
+interruption fetches only what is missing; the cache is removed once the zone
+folder is written. Quota (429, "Too many concurrent") and server (5xx) errors
+are retried with exponential back-off, `max_retries` times.
+
+Credentials: `JAXCROP_EE_KEY` (path to a service-account key JSON) if set,
+else the user's `earthengine authenticate` credentials; the Cloud project comes
+from `project` or `JAXCROP_EE_PROJECT`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import time
+import warnings
+from typing import Callable
+
+import numpy as np
+
+from prep import atomic
+from prep import composite as composite_lib
+from prep import zonefolder
+from prep.errors import PrepError
+from prep.zones import Zone
+
+COLLECTION = "COPERNICUS/S2_SR_HARMONIZED"
+EE_BANDS = ("B2", "B3", "B4", "B8")         # zonefolder.BANDS
+COUNT_BAND = "count"
+VALID_SCL = (4, 7)                          # SCL classes 4-7 inclusive
+BYTES_PER_PIXEL = 2 * len(EE_BANDS) + 1     # uint16 bands + uint8 count
+MAX_REQUEST_BYTES = 32 * 2**20              # computePixels allows 48 MiB
+MAX_TILE_SIDE = 1024
+CACHE_DIR = ".gee_cache"
+_RETRYABLE = ("429", "too many concurrent", "quota", "rate limit", "500", "502",
+              "503", "504", "internal error", "service unavailable",
+              "backend error", "deadline exceeded", "temporarily unavailable")
+
+
+def initialize(project: str | None = None) -> None:
+  """Initializes Earth Engine, or raises a PrepError that says how to fix it."""
+  import ee
+  project = project or os.environ.get("JAXCROP_EE_PROJECT")
+  key = os.environ.get("JAXCROP_EE_KEY")
+  fix = ("run `earthengine authenticate` (or set JAXCROP_EE_KEY to a service-account "
+         "key JSON) and set JAXCROP_EE_PROJECT to your Google Cloud project")
+  try:
+    if key:
+      path = pathlib.Path(key)
+      try:
+        email = json.loads(path.read_text(encoding="utf-8"))["client_email"]
+      except (OSError, ValueError, KeyError) as e:
+        raise PrepError(f"{path}: JAXCROP_EE_KEY is not a readable service-account "
+                        f"key JSON ({e!r}); {fix}") from None
+      ee.Initialize(ee.ServiceAccountCredentials(email, key_file=str(path)),
+                    project=project)
+    else:
+      ee.Initialize(project=project)
+  except PrepError:
+    raise
+  except Exception as e:  # ee raises EEException, google-auth its own errors
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise PrepError(f"Earth Engine: cannot initialize (project={project!r}): "
+                    f"{first}; {fix}") from None
+
+
+def zone_geometry(zone: Zone):
+  """The zone's square as an ee.Geometry in its own UTM CRS (planar)."""
+  import ee
+  left, bottom, right, top = zone.bounds
+  return ee.Geometry.Rectangle([left, bottom, right, top], zone.crs, False)
+
+
+def mask_scene(image):
+  """Keeps B2 B3 B4 B8 (as float) where SCL is 4-7 and every band is > 0."""
+  scl = image.select("SCL")
+  bands = image.select(list(EE_BANDS)).toFloat()
+  keep = (scl.gte(VALID_SCL[0]).And(scl.lte(VALID_SCL[1]))
+          .And(bands.reduce("min").gt(0)))
+  return bands.updateMask(keep)
+
+
+def scenes_of_year(zone: Zone, year: int):
+  """The S2_SR_HARMONIZED scenes of `year` over the zone (ee.ImageCollection)."""
+  import ee
+  return (ee.ImageCollection(COLLECTION)
+          .filterBounds(zone_geometry(zone))
+          .filterDate(f"{year}-01-01", f"{year + 1}-01-01"))
+
+
+def month_range(year: int, month: int) -> tuple[str, str]:
+  """[start, end) dates of a 1-based month, as Earth Engine date strings."""
+  end = f"{year + 1}-01-01" if month == 12 else f"{year}-{month + 1:02d}-01"
+  return f"{year}-{month:02d}-01", end
+
+
+def monthly_image(zone: Zone, year: int, month: int):
+  """One month's composite: B2 B3 B4 B8 uint16 medians and a uint8 `count`.
+
+  A fully masked placeholder joins the collection so that a month without any
+  scene still has the bands (then 0 everywhere) instead of failing.
+  """
+  import ee
+  start, end = month_range(year, month)
+  empty = (ee.Image.constant([0] * len(EE_BANDS)).rename(list(EE_BANDS))
+           .toFloat().updateMask(0))
+  scenes = (scenes_of_year(zone, year).filterDate(start, end).map(mask_scene)
+            .merge(ee.ImageCollection([empty])))
+  median = scenes.median().add(0.5).unmask(0).toUint16()   # half up, 0 = none
+  count = scenes.select("B2").count().rename(COUNT_BAND).unmask(0).toUint8()
+  return median.addBands(count)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tile:
+  """A window of the zone grid: rows [row, row + height), cols [col, col + width)."""
+  row: int
+  col: int
+  height: int
+  width: int
+
+
+def plan_tiles(zone: Zone, *, bytes_per_pixel: int = BYTES_PER_PIXEL,
+               max_bytes: int = MAX_REQUEST_BYTES,
+               max_side: int = MAX_TILE_SIDE) -> list[Tile]:
+  """Square-ish tiles covering the zone exactly, each response <= max_bytes."""
+  side = min(max_side, int((max_bytes // bytes_per_pixel) ** 0.5))
+  if side < 1:
+    raise ValueError(f"max_bytes={max_bytes} is below one pixel")
+  return [Tile(r, c, min(side, zone.height - r), min(side, zone.width - c))
+          for r in range(0, zone.height, side) for c in range(0, zone.width, side)]
+
+
+def pixel_request(image, zone: Zone, tile: Tile) -> dict:
+  """The computePixels request of one tile on the zone grid."""
+  return {
+      "expression": image,
+      "fileFormat": "NUMPY_NDARRAY",
+      "bandIds": [*EE_BANDS, COUNT_BAND],
+      "grid": {
+          "dimensions": {"width": tile.width, "height": tile.height},
+          "affineTransform": {
+              "scaleX": zone.res, "shearX": 0,
+              "translateX": zone.x0 + tile.col * zone.res,
+              "shearY": 0, "scaleY": -zone.res,
+              "translateY": zone.y0 - tile.row * zone.res},
+          "crsCode": zone.crs,
+      },
+  }
+
+
+def is_retryable(error: Exception) -> bool:
+  """Quota, server and network errors, which a later try may not meet."""
+  if isinstance(error, (ConnectionError, TimeoutError)):
+    return True
+  text = str(error).lower()
+  return any(k in text for k in _RETRYABLE)
+
+
+def with_retries(call: Callable, what: str, *, max_retries: int = 6,
+                 base_delay: float = 2.0, sleep: Callable = time.sleep):
+  """`call()`, retried on quota/server errors with delays base * 2**k."""
+  import ee
+  for attempt in range(max_retries + 1):
+    try:
+      return call()
+    except (ee.EEException, ConnectionError, TimeoutError) as e:
+      if not is_retryable(e):
+        raise PrepError(f"Earth Engine refused {what}: {e}") from None
+      if attempt == max_retries:
+        raise PrepError(f"Earth Engine: {what} still failing after {max_retries} "
+                        f"retries ({e}); wait and rerun the same command, it resumes "
+                        f"where it stopped") from None
+      sleep(base_delay * 2**attempt)
+
+
+def _to_array(data) -> np.ndarray:
+  """computePixels NUMPY_NDARRAY (structured [h, w]) -> uint16 [5, h, w]."""
+  return np.stack([np.asarray(data[b], np.uint16) for b in (*EE_BANDS, COUNT_BAND)])
+
+
+def _open_cache(folder: pathlib.Path, zone: Zone, year: int) -> pathlib.Path:
+  """The cache folder of this zone and year; a cache of anything else is dropped."""
+  cache = folder / CACHE_DIR
+  stamp = cache / "key.json"
+  key = json.dumps({"collection": COLLECTION, "year": year, "zone": zone.to_row()},
+                   sort_keys=True)
+  if cache.exists() and (not stamp.is_file()
+                         or stamp.read_text(encoding="utf-8") != key):
+    shutil.rmtree(cache)
+  if not cache.exists():
+    cache.mkdir(parents=True)
+    with atomic.atomic_path(stamp) as tmp:
+      tmp.write_text(key, encoding="utf-8")
+  return cache
+
+
+def _done(folder: pathlib.Path, year: int) -> dict | None:
+  """The imagery info of a zone folder already composited from Earth Engine."""
+  try:
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+  except (OSError, ValueError):
+    return None
+  info = meta.get("imagery") or {}
+  ok = info.get("source") == "earth-engine" and info.get("year") == year
+  return info if ok and all((folder / f).is_file()
+                            for f in zonefolder.IMAGERY_FILES) else None
+
+
+def composite_zone_from_gee(zone: Zone, out_folder, *, year: int = 2023,
+                            progress: bool = True, project: str | None = None,
+                            max_retries: int = 6, base_delay: float = 2.0,
+                            max_bytes: int = MAX_REQUEST_BYTES,
+                            initialize_ee: bool = True, overwrite: bool = False,
+                            sleep: Callable = time.sleep) -> dict:
+  """Monthly median composites of `zone` from Earth Engine, gap filled, written.
+
+  Args:
+    zone: the zone; its grid is the request grid (CRS, 10 m, origin).
+    out_folder: the zone folder; `.gee_cache/` inside it holds fetched tiles.
+    year: calendar year of the composites.
+    project: Google Cloud project (else JAXCROP_EE_PROJECT).
+    max_retries, base_delay, sleep: back-off on quota/server errors.
+    max_bytes: response budget per request (sets the tile size).
+    initialize_ee: call `initialize(project)` first (tests pass False).
+    overwrite: recompute a zone folder that already holds this year's
+      Earth Engine composites (else it is left as is and its info returned).
+  Returns:
+    the `imagery` info written to meta.json.
+  """
+  import ee
+  from tqdm import tqdm
+  folder = pathlib.Path(out_folder)
+  if not overwrite and (info := _done(folder, year)) is not None:
+    return info
+  if initialize_ee:
+    initialize(project)
+  cache = _open_cache(folder, zone, year)
+  tiles = plan_tiles(zone, max_bytes=max_bytes)
+  T = 12
+  months = [f"{year}-{m:02d}" for m in range(1, T + 1)]
+  comp = np.zeros((T, len(EE_BANDS), *zone.shape), np.uint16)
+  counts = np.zeros((T, *zone.shape), np.uint8)
+  fetched = 0
+  with tqdm(total=T * len(tiles), desc=f"{zone.zone_id} gee", unit="tile",
+            disable=not progress) as bar:
+    for t in range(T):
+      image = None
+      for tile in tiles:
+        path = cache / f"{months[t]}_r{tile.row}_c{tile.col}.npy"
+        if path.is_file():
+          block = np.load(path)
+        else:
+          image = image if image is not None else monthly_image(zone, year, t + 1)
+          request = pixel_request(image, zone, tile)
+          block = _to_array(with_retries(
+              lambda: ee.data.computePixels(request),
+              f"zone {zone.zone_id} {months[t]} tile ({tile.row}, {tile.col})",
+              max_retries=max_retries, base_delay=base_delay, sleep=sleep))
+          with atomic.atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+              np.save(f, block)
+          fetched += 1
+        rows = slice(tile.row, tile.row + tile.height)
+        cols = slice(tile.col, tile.col + tile.width)
+        comp[t, :, rows, cols] = block[:len(EE_BANDS)]
+        counts[t, rows, cols] = np.minimum(block[len(EE_BANDS)], 255)
+        bar.update(1)
+  empty = [m for t, m in enumerate(months) if not counts[t].any()]
+  if empty:
+    warnings.warn(f"zone {zone.zone_id}: no valid observation in {', '.join(empty)}; "
+                  f"these months are gap filled from their neighbours", stacklevel=2)
+  filled, was_filled = composite_lib.gap_fill(comp)
+  info = dict(
+      source="earth-engine", collection=COLLECTION, year=year,
+      requests=len(tiles) * T, requests_fetched_now=fetched,
+      tile_shape=[tiles[0].height, tiles[0].width],
+      months_without_observation=empty,
+      gap_filled_fraction=round(float(was_filled.mean()), 6),
+      nodata_pixels=int((~(counts > 0).any(axis=0)).sum()))
+  zonefolder.write_imagery(folder, zone, filled, counts, months, info)
+  shutil.rmtree(cache, ignore_errors=True)
+  return info

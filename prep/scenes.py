@@ -1,0 +1,274 @@
+"""Monthly composites of a zone from local Sentinel-2 L2A scenes.
+
+The offline twin of `prep.gee`: the same masking (SCL 4-7), the same monthly
+median and gap filling (`prep.composite`), the same zone folder.
+
+Accepted layouts under `scene_dir` (searched recursively, mixed freely):
+
+  STAC/COG   `<item_id>/<item_id>.json`, a STAC Item with `properties.datetime`
+             (or `start_datetime`) and optionally `properties["proj:epsg"]`,
+             beside `<item_id>/B02.tif B03.tif B04.tif B08.tif SCL.tif`
+             (GeoTIFF/COG, bands uint16 at 10 m, SCL at 20 m, 0 = nodata).
+             This is what `prep.demo` writes.
+  SAFE       `<product>.SAFE/` as downloaded from Copernicus: the 10 m bands
+             `GRANULE/*/IMG_DATA/R10m/*_B0{2,3,4,8}_10m.jp2` and the SCL
+             `GRANULE/*/IMG_DATA/R20m/*_SCL_20m.jp2`; the date comes from the
+             product name (`S2A_MSIL2A_20230415T105031_N0509_…`).
+
+Harmonization. Since processing baseline 04.00 (25 Jan 2022) L2A digital
+numbers carry an offset: reflectance = (DN + BOA_ADD_OFFSET) / 10000 with
+BOA_ADD_OFFSET = -1000. Earth Engine's COPERNICUS/S2_SR_HARMONIZED removes it,
+so we do too: SAFE products use the BOA_ADD_OFFSET of MTD_MSIL2A.xml when
+present, else -1000 when the name's baseline is N0400 or later; STAC items use
+`properties["s2:boa_add_offset"]`, else -1000 when
+`properties["s2:processing_baseline"]` >= 04.00 (unless
+`earthsearch:boa_offset_applied` is true), else 0 (the demo writes harmonized
+values). A DN of 0 stays nodata; other DNs become max(DN + offset, 1), so a
+valid dark pixel is not mistaken for nodata.
+
+Resampling. Every raster is warped onto the zone grid with nearest neighbour.
+Zones and Sentinel-2 tiles are both 10 m grids on multiples of 10 m in the same
+UTM CRS, so each zone pixel centre is a band pixel centre and nearest neighbour
+copies values exactly (bilinear would too, but would blend across any
+misalignment and across nodata edges). SCL at 20 m: each 10 m pixel takes the
+class of the 20 m pixel containing it. A scene in another UTM zone is
+reprojected, again by nearest neighbour, which keeps reflectances unblended.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import pathlib
+import re
+import warnings
+
+import numpy as np
+
+from prep import composite as composite_lib
+from prep import zonefolder
+from prep.errors import PrepError
+from prep.zones import Zone
+
+BAND_FILES = ("B02", "B03", "B04", "B08")   # zonefolder.BANDS B2 B3 B4 B8
+VALID_SCL = (4, 5, 6, 7)                    # vegetation, bare soil, water, unclassified
+BASELINE_OFFSET = -1000                     # BOA_ADD_OFFSET from baseline 04.00
+_SAFE_NAME = re.compile(r"^S2[ABCD]_MSIL2A_(\d{8})T\d{6}_N(\d{4})_")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+  """One acquisition: where its rasters are and how to read them.
+
+  Attributes:
+    scene_id: STAC item id or SAFE product name.
+    date: acquisition date (UTC).
+    bands: paths of B02 B03 B04 B08, in that order.
+    scl: path of the scene classification layer (20 m).
+    offset: DN offset to add (BOA_ADD_OFFSET, -1000 or 0).
+  """
+  scene_id: str
+  date: datetime.date
+  bands: tuple[pathlib.Path, ...]
+  scl: pathlib.Path
+  offset: int = 0
+
+
+def _stac_scene(item_json: pathlib.Path) -> Scene:
+  folder = item_json.parent
+  try:
+    item = json.loads(item_json.read_text(encoding="utf-8"))
+    props = item["properties"]
+    stamp = props.get("datetime") or props["start_datetime"]
+    date = datetime.date.fromisoformat(str(stamp)[:10])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise PrepError(f"{item_json}: not a STAC item with properties.datetime ({e!r}); "
+                    f"fix or remove the scene folder {folder}") from None
+  if "s2:boa_add_offset" in props:
+    offset = int(props["s2:boa_add_offset"])
+  elif props.get("earthsearch:boa_offset_applied"):
+    offset = 0
+  elif float(props.get("s2:processing_baseline") or 0) >= 4.0:
+    offset = BASELINE_OFFSET
+  else:
+    offset = 0
+  return Scene(item.get("id") or folder.name, date,
+               tuple(folder / f"{b}.tif" for b in BAND_FILES), folder / "SCL.tif",
+               offset)
+
+
+def _safe_offset(safe: pathlib.Path, baseline: int) -> int:
+  """BOA_ADD_OFFSET of a SAFE product: from MTD_MSIL2A.xml, else the baseline."""
+  mtd = safe / "MTD_MSIL2A.xml"
+  if mtd.is_file():
+    found = re.findall(r"<BOA_ADD_OFFSET[^>]*>\s*(-?\d+)\s*<",
+                       mtd.read_text(encoding="utf-8", errors="replace"))
+    if found:
+      return int(found[0])
+    return 0
+  return BASELINE_OFFSET if baseline >= 400 else 0
+
+
+def _safe_scene(safe: pathlib.Path) -> Scene:
+  m = _SAFE_NAME.match(safe.name)
+  if not m:
+    raise PrepError(f"{safe}: not a Sentinel-2 L2A product name (expected "
+                    f"S2A_MSIL2A_YYYYMMDDTHHMMSS_Nxxxx_…); rename or remove it")
+  date = datetime.datetime.strptime(m.group(1), "%Y%m%d").date()
+
+  def one(pattern: str, what: str) -> pathlib.Path:
+    hits = sorted(safe.glob(f"GRANULE/*/IMG_DATA/{pattern}"))
+    if not hits:
+      raise PrepError(f"{safe}: scene lacks {what} (GRANULE/*/IMG_DATA/{pattern}); "
+                      f"re-download the product or remove it")
+    return hits[0]
+
+  bands = tuple(one(f"R10m/*_{b}_10m.jp2", b) for b in BAND_FILES)
+  return Scene(safe.name.removesuffix(".SAFE"), date, bands,
+               one("R20m/*_SCL_20m.jp2", "SCL"),
+               _safe_offset(safe, int(m.group(2))))
+
+
+def discover_scenes(scene_dir) -> list[Scene]:
+  """All scenes under `scene_dir` (module docstring), sorted by date and id.
+
+  Raises PrepError when the folder is missing or holds no scene.
+  """
+  root = pathlib.Path(scene_dir)
+  if not root.is_dir():
+    raise PrepError(f"{root}: scene folder not found")
+  scenes = [_safe_scene(p) for p in sorted(root.rglob("*.SAFE")) if p.is_dir()]
+  for item in sorted(root.rglob("*.json")):
+    if item.stem == item.parent.name and ".SAFE" not in str(item):
+      scenes.append(_stac_scene(item))
+  if not scenes:
+    raise PrepError(f"{root}: no Sentinel-2 L2A scene found; expected "
+                    f"<item_id>/<item_id>.json STAC items with B02 B03 B04 B08 SCL "
+                    f".tif beside them, or *.SAFE products")
+  return sorted(scenes, key=lambda s: (s.date, s.scene_id))
+
+
+def _open(path: pathlib.Path, scene: Scene):
+  import rasterio
+  if not path.is_file():
+    raise PrepError(f"{path}: scene {scene.scene_id} lacks this band; re-download "
+                    f"the scene or remove its folder")
+  try:
+    return rasterio.open(path)
+  except rasterio.errors.RasterioError as e:
+    raise PrepError(f"{path}: unreadable ({e}); the file may be truncated or "
+                    f"corrupt — re-download scene {scene.scene_id} or remove it") from None
+
+
+def covers(scene: Scene, zone: Zone) -> bool:
+  """Whether the scene's first band overlaps the zone (from its header only).
+
+  Also checks that every raster of the scene exists, before any is read.
+  """
+  for path in (*scene.bands, scene.scl):
+    if not path.is_file():
+      raise PrepError(f"{path}: scene {scene.scene_id} lacks this band; re-download "
+                      f"the scene or remove its folder")
+  with _open(scene.bands[0], scene) as src:
+    if src.crs is None:
+      raise PrepError(f"{scene.bands[0]}: no CRS; re-download scene {scene.scene_id}")
+    left, bottom, right, top = zone.bounds_in(src.crs.to_string())
+    b = src.bounds
+    return left < b.right and right > b.left and bottom < b.top and top > b.bottom
+
+
+def _warp(path: pathlib.Path, scene: Scene, zone: Zone, dtype) -> np.ndarray:
+  """One raster onto the zone grid, nearest neighbour, 0 outside: [H, W]."""
+  import rasterio
+  from rasterio._err import CPLE_BaseError
+  from rasterio.warp import Resampling, reproject
+  out = np.zeros(zone.shape, dtype)
+  with _open(path, scene) as src:
+    try:
+      reproject(rasterio.band(src, 1), out, dst_transform=zone.transform,
+                dst_crs=zone.crs, resampling=Resampling.nearest,
+                src_nodata=0, dst_nodata=0)
+    except (rasterio.errors.RasterioError, CPLE_BaseError) as e:
+      raise PrepError(f"{path}: unreadable ({e}); the file may be truncated or "
+                      f"corrupt — re-download scene {scene.scene_id} or remove it") from None
+  return out
+
+
+def read_scene(scene: Scene, zone: Zone) -> tuple[np.ndarray, np.ndarray]:
+  """A scene on the zone grid, harmonized.
+
+  Returns:
+    uint16 [C, H, W] reflectance x 10000 (0 = nodata) in B2 B3 B4 B8 order,
+    and bool [H, W], True where the SCL class is 4-7 and every band is > 0.
+  """
+  bands = np.stack([_warp(p, scene, zone, np.uint16) for p in scene.bands])
+  scl = _warp(scene.scl, scene, zone, np.uint8)
+  if scene.offset:
+    nodata = bands == 0
+    shifted = np.maximum(bands.astype(np.int32) + scene.offset, 1)
+    bands = np.where(nodata, 0, shifted).astype(np.uint16)
+  valid = np.isin(scl, VALID_SCL) & (bands > 0).all(axis=0)
+  return bands, valid
+
+
+def composite_zone_from_scenes(scene_dir, zone: Zone, out_folder, *, year: int = 2023,
+                               progress: bool = True) -> dict:
+  """Monthly median composites of `zone` from local scenes, gap filled, written.
+
+  Scenes of `year` whose footprint overlaps the zone are read one month at a
+  time (one month's scenes in memory), masked by SCL 4-7, reduced by
+  `composite.median_composite`, then `composite.gap_fill`, and written with
+  `zonefolder.write_imagery`.
+
+  Returns:
+    the `imagery` info written to meta.json (scenes used and skipped, scenes
+    per month, months without scene, gap-filled fraction, nodata pixels).
+  Raises:
+    PrepError on a missing folder, no scene, no scene of `year` over the zone,
+    a scene missing a band, or an unreadable raster (naming the file).
+  """
+  from tqdm import tqdm
+  scene_dir = pathlib.Path(scene_dir)
+  found = discover_scenes(scene_dir)
+  of_year = [s for s in found if s.date.year == year]
+  inside = [s for s in of_year if covers(s, zone)]
+  if not inside:
+    raise PrepError(
+        f"zone {zone.zone_id}: none of the {len(found)} scenes in {scene_dir} is of "
+        f"{year} and covers the zone ({len(of_year)} of {year}, bounds "
+        f"{zone.bounds} in {zone.crs}); add scenes of that tile and year")
+  T = 12
+  months = [f"{year}-{m:02d}" for m in range(1, T + 1)]
+  comp = np.zeros((T, len(BAND_FILES), *zone.shape), np.uint16)
+  counts = np.zeros((T, *zone.shape), np.uint8)
+  per_month = [0] * T
+  with tqdm(total=len(inside), desc=f"{zone.zone_id} scenes", unit="scene",
+            disable=not progress) as bar:
+    for t in range(T):
+      month = [s for s in inside if s.date.month == t + 1]
+      per_month[t] = len(month)
+      if not month:
+        continue
+      stack = np.zeros((len(month), len(BAND_FILES), *zone.shape), np.uint16)
+      valid = np.zeros((len(month), *zone.shape), bool)
+      for i, scene in enumerate(month):
+        stack[i], valid[i] = read_scene(scene, zone)
+        bar.update(1)
+      comp[t], counts[t] = composite_lib.median_composite(stack, valid)
+      del stack, valid
+  empty = [m for m, n in zip(months, per_month) if n == 0]
+  if empty:
+    warnings.warn(f"zone {zone.zone_id}: no scene in {', '.join(empty)}; these "
+                  f"months are gap filled from their neighbours", stacklevel=2)
+  filled, was_filled = composite_lib.gap_fill(comp)
+  never = ~(counts > 0).any(axis=0)
+  info = dict(
+      source="local-scenes", year=year, scene_dir=str(scene_dir),
+      scenes_used=len(inside), scenes_outside_zone=len(of_year) - len(inside),
+      scenes_other_years=len(found) - len(of_year),
+      scenes_per_month=per_month, months_without_scene=empty,
+      harmonization_offsets=sorted({s.offset for s in inside}),
+      gap_filled_fraction=round(float(was_filled.mean()), 6),
+      nodata_pixels=int(never.sum()))
+  zonefolder.write_imagery(out_folder, zone, filled, counts, months, info)
+  return info

@@ -1,0 +1,316 @@
+"""`python -m prep`: help, the zones table, and user errors as one clean line (exit 2)."""
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from prep import cli
+from prep import demo
+from prep import zones as Z
+
+COMMANDS = ("zones", "gee", "composite", "labels", "demo")
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+  path = tmp_path_factory.mktemp("cli") / "raw"
+  demo.write_raw(path, seed=0, small=True, progress=False)
+  return path
+
+
+def run(argv, capsys):
+  """(exit status, stdout, stderr) of the CLI on argv."""
+  try:
+    rc = cli.main(["--quiet", *map(str, argv)])
+  except SystemExit as e:   # argparse
+    rc = e.code
+  out, err = capsys.readouterr()
+  return rc, out, err
+
+
+def assert_user_error(rc, err, *fragments):
+  """Exit 2 and exactly one stderr line `error: …` holding every fragment."""
+  assert rc == 2, err
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), err
+  assert "Traceback" not in err
+  for f in fragments:
+    assert f in lines[0], (f, lines[0])
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_has_help_with_examples(command, capsys):
+  rc, out, _ = run([command, "--help"], capsys)
+  assert rc == 0
+  assert out.startswith(f"usage: python -m prep {command}")
+  assert f"python -m prep {command}" in out.split("examples:")[1]
+
+
+def test_top_level_help_lists_commands(capsys):
+  rc, out, _ = run(["--help"], capsys)
+  assert rc == 0 and all(c in out for c in COMMANDS)
+
+
+def test_zones_lists_the_table(raw, capsys):
+  rc, out, _ = run(["zones", "--zones-csv", raw / "zones.csv"], capsys)
+  lines = out.splitlines()
+  assert rc == 0 and len(lines) == 5
+  assert lines[0].split() == ["id", "region", "EPSG", "centre", "(lat,", "lon)",
+                              "cropland", "source"]
+  z = Z.read_zones(raw / "zones.csv")[0]
+  assert lines[1].split() == [z.zone_id, z.region, "32631", f"{z.center_lat:.4f},",
+                              f"{z.center_lon:.4f}", f"{z.cropland_fraction:.2f}", "demo"]
+  rc, out, _ = run(["zones", "--list"], capsys)
+  assert rc == 0 and len(out.splitlines()) == 41 and "chartres_0" in out
+
+
+def test_python_dash_m_prep_exits_2_without_traceback(tmp_path):
+  res = subprocess.run([sys.executable, "-m", "prep", "labels", "--rpg",
+                        tmp_path / "missing.gpkg", "--zones", "chartres_0",
+                        "--out", tmp_path], capture_output=True, text=True)
+  assert res.returncode == 2
+  assert res.stderr.strip() == f"error: {tmp_path / 'missing.gpkg'}: RPG file not found"
+
+
+def test_bad_argument_is_a_usage_error(capsys):
+  rc, _, err = run(["labels", "--zones", "chartres_0", "--out", "x"], capsys)
+  assert rc == 2 and "the following arguments are required: --rpg" in err
+  rc, _, err = run(["demo", "--out", "x", "--seed", "one"], capsys)
+  assert rc == 2 and "invalid int value: 'one'" in err
+
+
+def test_unknown_zone_id(raw, capsys):
+  rc, _, err = run(["labels", "--rpg", raw / "rpg_demo.gpkg", "--zones", "nowhere_9",
+                    "--out", raw.parent / "z"], capsys)
+  assert_user_error(rc, err, "unknown zone id(s) ['nowhere_9']")
+
+
+def test_missing_zones_table(tmp_path, capsys):
+  rc, _, err = run(["zones", "--zones-csv", tmp_path / "none.csv"], capsys)
+  assert_user_error(rc, err, "none.csv: zones table not found")
+
+
+# --- labels route: bad RPG files ---------------------------------------------
+
+def _rpg(raw):
+  import geopandas as gpd
+  return gpd.read_file(raw / "rpg_demo.gpkg", layer=demo.RPG_LAYER)
+
+
+def _labels(raw, rpg, capsys, *extra, zone="demo-north_0"):
+  return run(["labels", "--rpg", rpg, "--zones", zone, "--zones-csv",
+              raw / "zones.csv", "--out", raw.parent / "zones", *extra], capsys)
+
+
+def test_geopackage_without_the_layer(raw, tmp_path, capsys):
+  gdf = _rpg(raw)
+  path = tmp_path / "layers.gpkg"
+  gdf.to_file(path, layer="parcels_2023")
+  gdf.to_file(path, layer="other", mode="a")
+  rc, _, err = _labels(raw, path, capsys)
+  assert_user_error(rc, err, "no layer PARCELLES_GRAPHIQUES not found",
+                    "parcels_2023, other", "--layer")
+  rc, _, err = _labels(raw, path, capsys, "--layer", "nope")
+  assert_user_error(rc, err, "layer 'nope' not found")
+
+
+def test_geopackage_without_the_fields(raw, tmp_path, capsys):
+  path = tmp_path / "nofield.gpkg"
+  _rpg(raw).drop(columns="CODE_CULTU").to_file(path, layer=demo.RPG_LAYER)
+  rc, _, err = _labels(raw, path, capsys)
+  assert_user_error(rc, err, "missing field(s) CODE_CULTU")
+
+
+def test_rpg_in_the_wrong_crs(raw, tmp_path, capsys):
+  path = tmp_path / "wgs84.gpkg"
+  _rpg(raw).to_crs(4326).to_file(path, layer=demo.RPG_LAYER)
+  rc, _, err = _labels(raw, path, capsys)
+  assert_user_error(rc, err, "CRS is EPSG:4326, expected EPSG:2154")
+
+
+def test_unknown_rpg_code(raw, tmp_path, capsys):
+  gdf = _rpg(raw)
+  gdf.loc[gdf.index[::7], "CODE_CULTU"] = "QQQ"
+  path = tmp_path / "codes.gpkg"
+  gdf.to_file(path, layer=demo.RPG_LAYER)
+  rc, _, err = _labels(raw, path, capsys)
+  assert_user_error(rc, err, "codes.gpkg", "not in nomenclature v1: QQQ")
+
+
+def test_zone_without_parcels(raw, capsys):
+  rc, _, err = run(["labels", "--rpg", raw / "rpg_demo.gpkg", "--zones", "chartres_0",
+                    "--out", raw.parent / "zones"], capsys)
+  assert_user_error(rc, err, "zone chartres_0 has no RPG parcel in rpg_demo.gpkg")
+
+
+def test_output_folder_holding_another_zone(raw, tmp_path, capsys):
+  zones = Z.read_zones(raw / "zones.csv")
+  rc, out, err = _labels(raw, raw / "rpg_demo.gpkg", capsys)
+  assert rc == 0 and "labels: 1 zone folder(s)" in out, err
+  # Another table names a zone of another grid with the same id.
+  other = tmp_path / "zones.csv"
+  Z.write_zones([dataclasses.replace(zones[1], zone_id=zones[0].zone_id)], other)
+  rc, _, err = run(["labels", "--rpg", raw / "rpg_demo.gpkg", "--zones",
+                    zones[0].zone_id, "--zones-csv", other,
+                    "--out", raw.parent / "zones"], capsys)
+  assert_user_error(rc, err, f"already holds zone '{zones[0].zone_id}' on another grid")
+
+
+def test_labels_command_writes_labels_equal_to_class_of_parcels(raw, capsys):
+  from prep import zonefolder
+  rc, out, err = _labels(raw, raw / "rpg_demo.gpkg", capsys, zone="demo-south_1")
+  assert rc == 0, err
+  folder = raw.parent / "zones" / "demo-south_1"
+  zf = zonefolder.ZoneFolder(folder, zonefolder._read_meta(folder),
+                             Z.read_zones(raw / "zones.csv")[3])
+  table, parcels, labels = zf.parcel_table(), zf.read_parcels(), zf.read_labels()
+  class_of = np.concatenate([[255], table.class_id.to_numpy()]).astype(np.uint8)
+  np.testing.assert_array_equal(labels, class_of[parcels])
+  assert zf.meta["labels"]["parcels"] == len(table) > 3
+  assert zf.meta["labels"]["invalid_repaired"] <= 1
+
+
+# --- composite route: bad scenes ---------------------------------------------
+
+@pytest.fixture
+def scenes(raw, tmp_path):
+  """A private copy of the small demo's scenes (tests break them)."""
+  import shutil
+  return shutil.copytree(raw / "scenes", tmp_path / "scenes")
+
+
+def _composite(raw, scenes, out, capsys, zone="demo-north_0"):
+  return run(["composite", "--scenes", scenes, "--zones", zone, "--zones-csv",
+              raw / "zones.csv", "--out", out], capsys)
+
+
+def _scene(scenes, month="04"):
+  return sorted(d for d in scenes.iterdir() if d.name.split("_")[2][4:6] == month)[0]
+
+
+def test_composite_command_writes_imagery(raw, scenes, tmp_path, capsys):
+  from prep import zonefolder
+  rc, out, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert rc == 0, err
+  zf = zonefolder.open_zone(tmp_path / "z" / "demo-north_0")
+  assert zf.read_image().shape == (12, 48, 48, 4)
+
+
+def test_truncated_geotiff_scene(raw, scenes, tmp_path, capsys):
+  band = _scene(scenes) / "B04.tif"
+  band.write_bytes(band.read_bytes()[: band.stat().st_size // 2])
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert_user_error(rc, err, str(band.parent.name))
+  assert not (tmp_path / "z" / "demo-north_0" / "s2.tif").exists()
+
+
+def test_corrupt_jp2_scene(raw, scenes, tmp_path, capsys):
+  safe = scenes / ("S2A_MSIL2A_20230415T105031_N0509_R051_T31UCP_"
+                   "20230415T162036.SAFE")
+  img = safe / "GRANULE" / "L2A_T31UCP_A040000_20230415T105031" / "IMG_DATA"
+  for res, names in (("R10m", ("B02", "B03", "B04", "B08")), ("R20m", ("SCL",))):
+    (img / res).mkdir(parents=True)
+    for b in names:
+      (img / res / f"T31UCP_20230415T105031_{b}_{res[1:]}.jp2").write_bytes(
+          b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"garbage" * 50)
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert_user_error(rc, err, "T31UCP_20230415T105031_B02_10m.jp2: unreadable")
+
+
+def test_scene_missing_a_band(raw, scenes, tmp_path, capsys):
+  d = _scene(scenes, "07")
+  (d / "B03.tif").unlink()
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert_user_error(rc, err, str(d.name), "B03")
+
+
+def test_month_without_scene_is_gap_filled_with_a_warning(raw, scenes, tmp_path, capsys):
+  import shutil
+  from prep import zonefolder
+  for d in list(scenes.iterdir()):
+    if d.name.split("_")[2][4:6] == "03":
+      shutil.rmtree(d)
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert rc == 0
+  assert err.strip() == ("warning: zone demo-north_0: no scene in 2023-03; these months "
+                         "are gap filled from their neighbours")
+  zf = zonefolder.open_zone(tmp_path / "z" / "demo-north_0")
+  assert zf.meta["imagery"]["months_without_scene"] == ["2023-03"]
+  assert (zf.read_valid_count()[2] == 0).all() and (zf.read_image()[2] > 0).all()
+
+
+def test_no_scene_of_the_year(raw, scenes, tmp_path, capsys):
+  rc, _, err = run(["composite", "--scenes", scenes, "--zones", "demo-north_0",
+                    "--zones-csv", raw / "zones.csv", "--out", tmp_path / "z",
+                    "--year", "2021"], capsys)
+  assert_user_error(rc, err, "zone demo-north_0: none of the 25 scenes", "is of 2021")
+
+
+def test_scene_folder_missing(raw, tmp_path, capsys):
+  rc, _, err = _composite(raw, tmp_path / "nope", tmp_path / "z", capsys)
+  assert_user_error(rc, err, "nope: scene folder not found")
+
+
+def test_composite_into_a_folder_holding_another_zone(raw, scenes, tmp_path, capsys):
+  zones = Z.read_zones(raw / "zones.csv")
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert rc == 0, err
+  other = tmp_path / "zones.csv"
+  Z.write_zones([dataclasses.replace(zones[1], zone_id=zones[0].zone_id)], other)
+  rc, _, err = run(["composite", "--scenes", scenes, "--zones", zones[0].zone_id,
+                    "--zones-csv", other, "--out", tmp_path / "z"], capsys)
+  assert_user_error(rc, err, f"already holds zone '{zones[0].zone_id}' on another grid")
+
+
+def test_demo_command_prints_where_outputs_are(tmp_path, capsys):
+  rc, out, err = run(["demo", "--out", tmp_path / "d", "--small"], capsys)
+  assert rc == 0, err
+  assert f"demo zone folders: {tmp_path / 'd' / 'zones'} (4 zones)" in out
+  rc, _, err = run(["demo", "--out", tmp_path / "d", "--small", "--seed", "2"], capsys)
+  assert_user_error(rc, err, "holds a demo made with seed=0")
+
+
+# --- Earth Engine routes (offline: Earth Engine mocked) -----------------------
+
+def test_gee_runs_every_zone_into_its_folder(raw, tmp_path, monkeypatch, capsys):
+  from prep import gee
+  calls = []
+  monkeypatch.setattr(gee, "composite_zone_from_gee", lambda zone, folder, **kw:
+                      calls.append((zone.zone_id, folder, kw)) or {})
+  rc, out, err = run(["gee", "--all", "--zones-csv", raw / "zones.csv", "--out",
+                      tmp_path, "--year", "2022", "--project", "my-proj"], capsys)
+  assert rc == 0, err
+  assert [c[0] for c in calls] == ["demo-north_0", "demo-north_1", "demo-south_0",
+                                   "demo-south_1"]
+  assert calls[2][1] == tmp_path / "demo-south_0"
+  assert calls[0][2] == dict(year=2022, progress=False, project="my-proj")
+  assert out.strip() == f"gee composites: 4 zone folder(s) under {tmp_path}"
+
+
+def test_gee_without_credentials_is_one_line(tmp_path, monkeypatch, capsys):
+  import ee
+
+  def no_credentials(*a, **k):
+    raise ee.EEException("Please authorize access to your Earth Engine account by "
+                         "running\n\nearthengine authenticate\n")
+  monkeypatch.setattr(ee, "Initialize", no_credentials)
+  monkeypatch.delenv("JAXCROP_EE_KEY", raising=False)
+  rc, _, err = run(["gee", "--zones", "chartres_0", "--out", tmp_path], capsys)
+  assert_user_error(rc, err, "Earth Engine: cannot initialize",
+                    "Please authorize access", "earthengine authenticate")
+  assert not (tmp_path / "chartres_0" / "s2.tif").exists()
+
+
+def test_zones_select_writes_the_table(raw, tmp_path, monkeypatch, capsys):
+  from prep import select_zones
+  chosen = Z.read_zones(raw / "zones.csv")[:3]
+  seen = {}
+  monkeypatch.setattr(select_zones, "select_zones",
+                      lambda **kw: seen.update(kw) or chosen)
+  rc, out, err = run(["zones", "--select", "--out", tmp_path / "z.csv"], capsys)
+  assert rc == 0, err
+  assert Z.read_zones(tmp_path / "z.csv") == chosen
+  assert seen == dict(progress=False, project=None)
+  assert out.strip() == f"wrote 3 zones to {tmp_path / 'z.csv'}"

@@ -1,0 +1,136 @@
+"""Monthly median and gap filling: hand-computed values and reference equality."""
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+
+from prep import composite
+
+
+def _nanmedian_reference(scenes, valid):
+  """numpy.nanmedian on float data, rounded half up like ours; 0 = no data."""
+  use = valid & (scenes != 0).all(axis=1)
+  f = np.where(use[:, None], scenes.astype(np.float64), np.nan)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    m = np.nanmedian(f, axis=0)
+  return np.where(np.isnan(m), 0, np.floor(m + 0.5)).astype(np.uint16), use.sum(0)
+
+
+@pytest.mark.parametrize("n", range(1, 18))
+def test_sorting_network_sorts_every_01_input(n):
+  # 0-1 principle: a network sorting all 2**n binary inputs sorts everything.
+  if n > 12:
+    cases = np.random.default_rng(n).integers(0, 2, (4096, n))
+  else:
+    cases = np.array(list(itertools.product((0, 1), repeat=n)))
+  got = composite.sort_scenes(cases.T.astype(np.uint16))
+  np.testing.assert_array_equal(got, np.sort(cases.T, axis=0))
+
+
+def test_median_hand_computed():
+  # One pixel, 1 band: values of 4 scenes, validity per case.
+  vals = np.array([10, 40, 20, 31], np.uint16).reshape(4, 1, 1, 1)
+  cases = {(1, 1, 1, 1): 26,   # 20, 31 -> 25.5 -> 26 (half up)
+           (1, 1, 1, 0): 20,   # odd count
+           (1, 0, 0, 1): 21,   # 10, 31 -> 20.5 -> 21
+           (0, 1, 0, 0): 40,   # single
+           (0, 0, 0, 0): 0}    # nothing valid -> nodata
+  for mask, want in cases.items():
+    valid = np.array(mask, bool).reshape(4, 1, 1)
+    med, count = composite.median_composite(vals, valid)
+    assert med[0, 0, 0] == want, mask
+    assert count[0, 0] == sum(mask)
+
+
+def test_zero_reflectance_is_nodata():
+  scenes = np.array([[100, 0], [200, 7], [300, 9]], np.uint16).reshape(3, 2, 1, 1)
+  med, count = composite.median_composite(scenes, np.ones((3, 1, 1), bool))
+  np.testing.assert_array_equal(med[:, 0, 0], [250, 8])   # scene 0 dropped
+  assert count[0, 0] == 2
+
+
+@pytest.mark.parametrize("S", [1, 2, 3, 6, 7, 16])
+@pytest.mark.parametrize("p_valid", [0.0, 0.5, 1.0])
+def test_median_equals_nanmedian(S, p_valid):
+  rng = np.random.default_rng(S)
+  scenes = rng.integers(0, 65536, (S, 3, 17, 19), dtype=np.uint16)
+  scenes[rng.random(scenes.shape) < 0.02] = 0
+  scenes[:, :, 0, 0] = 65535                       # saturated values survive
+  valid = rng.random((S, 17, 19)) < p_valid
+  med, count = composite.median_composite(scenes, valid)
+  want, want_count = _nanmedian_reference(scenes, valid)
+  np.testing.assert_array_equal(med, want)
+  np.testing.assert_array_equal(count, want_count)
+  if p_valid == 1.0:
+    assert med[0, 0, 0] == 65535
+
+
+def test_monthly_median_groups_by_month():
+  rng = np.random.default_rng(0)
+  scenes = rng.integers(1, 10000, (7, 4, 5, 6), dtype=np.uint16)
+  valid = rng.random((7, 5, 6)) < 0.7
+  months = np.array([0, 0, 2, 2, 2, 5, 0])
+  comp, counts = composite.monthly_median(scenes, valid, months, n_months=12)
+  assert comp.shape == (12, 4, 5, 6) and comp.dtype == np.uint16
+  assert counts.shape == (12, 5, 6) and counts.dtype == np.uint8
+  for t in range(12):
+    sel = months == t
+    want, want_count = _nanmedian_reference(scenes[sel], valid[sel])
+    np.testing.assert_array_equal(comp[t], want)
+    np.testing.assert_array_equal(counts[t], want_count)
+  assert not comp[[1, 3, 4, 6, 7, 8, 9, 10, 11]].any()
+
+
+def test_monthly_median_rejects_bad_months():
+  with pytest.raises(ValueError, match="month_of_scene must be in"):
+    composite.monthly_median(np.ones((1, 4, 2, 2), np.uint16),
+                             np.ones((1, 2, 2), bool), [12])
+
+
+def _series(values):
+  """[T] values (0 = missing) -> [T, 1, 1, 1] composite."""
+  return np.array(values, np.uint16).reshape(-1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("series, want", [
+    ([10, 0, 21, 30], [10, 16, 21, 30]),        # single gap: mean, half up
+    ([0, 0, 7, 9], [7, 7, 7, 9]),               # leading: next valid value
+    ([5, 9, 0, 0], [5, 9, 9, 9]),               # trailing: previous value
+    ([10, 0, 0, 40], [10, 20, 30, 40]),         # two gaps: linear
+    ([10, 0, 0, 0, 11], [10, 10, 11, 11, 11]),  # 10.25, 10.5, 10.75 rounded
+    ([0, 0, 0, 0], [0, 0, 0, 0]),               # no valid month: stays 0
+    ([3, 4, 5], [3, 4, 5]),                     # nothing to fill
+])
+def test_gap_fill_hand_computed(series, want):
+  filled, was_filled = composite.gap_fill(_series(series))
+  np.testing.assert_array_equal(filled[:, 0, 0, 0], want)
+  expect_filled = [v == 0 and any(series) for v in series]
+  np.testing.assert_array_equal(was_filled[:, 0, 0], expect_filled)
+
+
+def test_gap_fill_all_bands_together():
+  # A month where one band is 0 is missing as a whole: every band is refilled.
+  comp = np.array([[[100], [200]], [[7], [0]], [[300], [400]]],
+                  np.uint16).reshape(3, 2, 1, 1)
+  filled, was_filled = composite.gap_fill(comp)
+  np.testing.assert_array_equal(filled[1, :, 0, 0], [200, 300])
+  assert was_filled[:, 0, 0].tolist() == [False, True, False]
+
+
+@pytest.mark.parametrize("p_missing", [0.0, 0.3, 0.8, 1.0])
+def test_gap_fill_equals_loop_reference(p_missing):
+  rng = np.random.default_rng(int(p_missing * 10))
+  comp = rng.integers(1, 65536, (12, 4, 13, 11), dtype=np.uint16)
+  missing = rng.random((12, 13, 11)) < p_missing
+  comp[np.broadcast_to(missing[:, None], comp.shape)] = 0
+  comp[3, 2, 0, 0] = 0                 # one band missing
+  comp[:, 1, 1, 1] = 0                 # a band missing every month
+  got, got_filled = composite.gap_fill(comp)
+  want, want_filled = composite.gap_fill_reference(comp)
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(got_filled, want_filled)
+  assert not got[:, :, 1, 1].any()     # no valid month: stays 0
+  has_valid = (~composite.missing_months(comp)).any(axis=0)
+  assert (got[:, :, has_valid] > 0).all()   # every such pixel is complete

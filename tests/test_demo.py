@@ -1,0 +1,257 @@
+"""The demo region: raw inputs in the real formats, deterministic, learnable."""
+import datetime
+import json
+
+import numpy as np
+import pytest
+import rasterio
+
+from prep import demo
+from prep import zones as Z
+from prep.errors import PrepError
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+  path = tmp_path_factory.mktemp("demo") / "raw"
+  demo.write_raw(path, seed=0, small=True, progress=False)
+  return path
+
+
+def _scene_dirs(raw):
+  return sorted((raw / "scenes").iterdir(), key=lambda d: d.name.split("_")[2])
+
+
+def test_demo_zones_two_regions_of_four_on_the_10m_grid():
+  zones = demo.demo_zones(demo.FULL)
+  assert [z.zone_id for z in zones[:5]] == [
+      "demo-north_0", "demo-north_1", "demo-north_2", "demo-north_3", "demo-south_0"]
+  assert sorted({z.region for z in zones}) == ["demo-north", "demo-south"]
+  assert [z.index for z in zones] == [0, 1, 2, 3] * 2
+  h, w = demo.FULL.scene_shape
+  for i, a in enumerate(zones):
+    assert (a.width, a.height, a.res, a.epsg, a.source) == (192, 192, 10.0, 32631, "demo")
+    assert a.x0 % 10 == 0 and a.y0 % 10 == 0
+    l, b, r, t = a.bounds
+    assert l > demo.SCENE_X0 and r < demo.SCENE_X0 + w * 10
+    assert t < demo.SCENE_Y0 and b > demo.SCENE_Y0 - h * 10
+    for o in zones[i + 1:]:  # non-overlapping, at least one gap apart
+      L, B, R, T = o.bounds
+      assert l >= R + 100 or L >= r + 100 or b >= T + 100 or B >= t + 100
+  assert 47.9 < zones[0].center_lat < 48.6 and 1.2 < zones[0].center_lon < 1.8
+
+
+def test_zones_table_round_trips(raw):
+  zones = Z.read_zones(raw / "zones.csv")
+  assert [z.zone_id for z in zones] == ["demo-north_0", "demo-north_1",
+                                        "demo-south_0", "demo-south_1"]
+  assert all(z.shape == (48, 48) and z.source == "demo" for z in zones)
+  assert all(0.5 < z.cropland_fraction <= 1 for z in zones)
+
+
+def test_rpg_geopackage_layer_fields_crs_codes_areas(raw):
+  import geopandas as gpd
+  import pyogrio
+  import shapely
+  path = raw / "rpg_demo.gpkg"
+  assert [l[0] for l in pyogrio.list_layers(path)] == ["PARCELLES_GRAPHIQUES"]
+  gdf = gpd.read_file(path, layer="PARCELLES_GRAPHIQUES")
+  assert gdf.crs.to_epsg() == 2154
+  assert list(gdf.columns) == [*demo.RPG_FIELDS, "geometry"]
+  assert gdf.ID_PARCEL.map(type).eq(str).all() and gdf.ID_PARCEL.is_unique
+  assert set(gdf.CODE_CULTU) <= set(demo.CODES)
+  assert (gdf.CODE_GROUP == gdf.CODE_CULTU.map(lambda c: demo.CODES[c][0])).all()
+  assert {"BTH", "MIS"} <= set(gdf.CODE_CULTU)
+  assert set(gdf.CULTURE_D1.dropna()) <= set(demo.CATCH_CROPS)
+  assert gdf.SURF_PARC.between(0.5, 10).all()
+  assert (gdf.SURF_PARC.round(2) == gdf.SURF_PARC).all()
+  # exactly one self-intersecting parcel; repaired, its area is the declared one
+  invalid = ~shapely.is_valid(gdf.geometry.values)
+  assert invalid.sum() == 1
+  area = shapely.area(shapely.make_valid(gdf.geometry.values)) / 1e4
+  np.testing.assert_allclose(area, gdf.SURF_PARC, atol=0.006)
+  # in the area of the scenes (Lambert-93 around Chartres)
+  l, b, r, t = gdf.total_bounds
+  assert 580_000 < l < r < 610_000 and 6_780_000 < b < t < 6_810_000
+
+
+def test_full_spec_parcels_tile_the_area_with_gaps():
+  spec = demo.FULL
+  parcels = demo.make_parcels(spec, seed=0)
+  ha = np.array([g.area for g in parcels.geometry]) / 1e4
+  assert ha.min() >= 0.5 and ha.max() <= 10
+  h, w = spec.scene_shape
+  cover = ha.sum() / (h * w * 100 / 1e4)
+  assert 0.8 < cover < 0.97        # roads, hedges and a pond in between
+  counts = {c: (parcels.code == c).sum() for c in set(parcels.code)}
+  assert max(counts, key=counts.get) == "BTH"
+  # the south grows sunflower and vines, the north none of the vines
+  south = parcels.region == "demo-south"
+  assert (parcels.code[south] == "TRN").mean() > (parcels.code[~south] == "TRN").mean()
+  assert not np.isin(parcels.code[~south], ["VRC", "VRG"]).any()
+
+
+def test_scene_files_formats_and_stac_items(raw):
+  dirs = _scene_dirs(raw)
+  assert len(dirs) == len(demo.SMALL.scene_dates) == 25
+  item = json.loads((dirs[0] / f"{dirs[0].name}.json").read_text())
+  assert item["id"] == dirs[0].name == "S2A_31UCP_20230103_0_L2A"
+  assert dirs[1].name.startswith("S2B_")
+  assert item["type"] == "Feature" and item["properties"]["proj:epsg"] == 32631
+  assert item["properties"]["datetime"].startswith("2023-01-03T")
+  assert set(item["assets"]) == {"B02", "B03", "B04", "B08", "SCL"}
+  lon0, lat0, lon1, lat1 = item["bbox"]
+  assert 1.2 < lon0 < lon1 < 1.8 and 47.9 < lat0 < lat1 < 48.6
+  with rasterio.open(dirs[0] / "B08.tif") as b8, rasterio.open(dirs[0] / "SCL.tif") as scl:
+    assert (b8.dtypes[0], scl.dtypes[0]) == ("uint16", "uint8")
+    assert (b8.res, scl.res) == ((10.0, 10.0), (20.0, 20.0))
+    assert b8.bounds == scl.bounds and b8.crs.to_epsg() == 32631
+    assert (b8.height, b8.width) == demo.SMALL.scene_shape
+    assert b8.profile["tiled"] and b8.profile["compress"] == "deflate"
+    assert b8.nodata == 0
+
+
+def test_clouds_flagged_nodata_consistent_and_a_month_without_observation(raw):
+  cloudy, valid_dec = [], None
+  for d in _scene_dirs(raw):
+    scl = rasterio.open(d / "SCL.tif").read(1)
+    b2 = rasterio.open(d / "B02.tif").read(1)
+    s10 = np.repeat(np.repeat(scl, 2, 0), 2, 1)
+    assert ((b2 == 0) == (s10 == 0)).all()
+    cloudy.append(np.isin(scl, [8, 9, 10]).mean())
+    if d.name.split("_")[2][4:6] == "12":
+      ok = (scl >= 4) & (scl <= 7)
+      valid_dec = ok if valid_dec is None else valid_dec | ok
+  cloudy = np.array(cloudy)
+  assert 0.1 < cloudy.mean() < 0.6
+  assert (cloudy < 0.05).sum() >= 3 and (cloudy > 0.8).sum() >= 1
+  assert 0 < (~valid_dec).mean() < 1    # gap filling has work to do in December
+
+
+def test_same_seed_same_bytes_other_seed_other_arrays(raw, tmp_path):
+  again = tmp_path / "raw"
+  demo.write_raw(again, seed=0, small=True, progress=False)
+  first = _scene_dirs(raw)[5]
+  for f in ("B04.tif", "SCL.tif", f"{first.name}.json"):
+    assert (first / f).read_bytes() == (again / "scenes" / first.name / f).read_bytes()
+  assert (raw / "zones.csv").read_bytes() == (again / "zones.csv").read_bytes()
+  import geopandas as gpd
+  a, b = (gpd.read_file(p / "rpg_demo.gpkg") for p in (raw, again))
+  assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+  assert a.geometry.geom_equals_exact(b.geometry, 0).all()
+  other = tmp_path / "other"
+  demo.write_raw(other, seed=1, small=True, progress=False)
+  assert not np.array_equal(rasterio.open(first / "B04.tif").read(),
+                            rasterio.open(other / "scenes" / first.name / "B04.tif").read())
+
+
+def test_rerun_keeps_files_and_another_seed_is_refused(raw):
+  b4 = _scene_dirs(raw)[3] / "B04.tif"
+  before = b4.stat().st_mtime_ns
+  assert demo.write_raw(raw, seed=0, small=True, progress=False)["n_scenes"] == 25
+  assert b4.stat().st_mtime_ns == before
+  with pytest.raises(PrepError, match=r"holds a demo made with seed=0 small=True, "
+                     r"not seed=3 small=True"):
+    demo.write_raw(raw, seed=3, small=True, progress=False)
+
+
+def _class_ndvi(ground, parcels, codes, days):
+  """Mean clean NDVI [len(codes), len(days)] of the parcels of each code."""
+  code_of_pixel = np.array(["", *parcels.code])[ground.pid]
+  out = np.zeros((len(codes), len(days)))
+  for j, doy in enumerate(days):
+    refl, _ = demo.surface_reflectance(ground, doy)
+    ndvi = (refl[3] - refl[2]) / (refl[3] + refl[2])
+    for i, c in enumerate(codes):
+      out[i, j] = ndvi[code_of_pixel == c].mean()
+  return out
+
+
+def test_phenology_separates_summer_from_winter_crops_but_not_cereals():
+  spec = demo.FULL
+  parcels = demo.make_parcels(spec, seed=0)
+  ground = demo.make_ground(spec, parcels, seed=0)
+  days = np.arange(5, 366, 10)
+  codes = ["BTH", "ORH", "MIS", "CZH", "PPH", "PTR"]
+  ndvi = _class_ndvi(ground, parcels, codes, days)
+  peak = dict(zip(codes, days[ndvi.argmax(1)]))
+  assert 100 <= peak["BTH"] <= 160 and 190 <= peak["MIS"] <= 240
+  assert peak["ORH"] < peak["BTH"] + 5
+  jan, jul = 0, np.searchsorted(days, 200)
+  bth, orh, mis, czh, pph, ptr = ndvi
+  assert czh[jan] > bth[jan] + 0.15 and mis[jan] < 0.3    # rapeseed green in winter
+  assert mis[jul] > bth[jul] + 0.3                        # maize green, wheat harvested
+  assert np.abs(bth - orh).max() < 0.3                    # cereals are close
+  assert np.abs(pph - ptr).mean() < 0.1                   # grasslands are close
+  assert ndvi.max() > 0.8 and ndvi.min() > 0.05
+
+
+# --- the whole demo through the scenes and labels routes ----------------------
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory):
+  out = tmp_path_factory.mktemp("demo_full")
+  root = demo.make_demo(out, seed=0, progress=False, small=True)
+  return out, root
+
+
+def test_make_demo_writes_valid_zone_folders(small_demo):
+  from prep import zonefolder
+  out, root = small_demo
+  assert root == out / "zones"
+  folders = zonefolder.find_zones(root, require_labels=True)
+  assert [z.zone_id for z in folders] == ["demo-north_0", "demo-north_1",
+                                          "demo-south_0", "demo-south_1"]
+  for zf in folders:
+    img = zf.read_image()
+    assert img.shape == (12, 48, 48, 4) and img.dtype == np.uint16
+    assert zf.months == [f"2023-{m:02d}" for m in range(1, 13)]
+    assert (img > 0).mean() > 0.99             # gap filled
+    parcels, labels = zf.read_parcels(), zf.read_labels()
+    class_of = np.concatenate([[255], zf.parcel_table().class_id]).astype(np.uint8)
+    np.testing.assert_array_equal(labels, class_of[parcels])
+    assert (labels != 255).mean() > 0.7
+  # December has pixels without any valid observation somewhere in the region.
+  dec = np.concatenate([zf.read_valid_count()[11].ravel() for zf in folders])
+  assert (dec == 0).any() and (dec > 0).any()
+
+
+def test_demo_labels_match_the_parcels_the_scenes_were_drawn_from(small_demo):
+  from prep import zonefolder
+  out, root = small_demo
+  spec = demo.SMALL
+  parcels = demo.make_parcels(spec, seed=0)
+  ground = demo.make_ground(spec, parcels, seed=0)
+  code_of_pid = np.array(["", *parcels.code])
+  for zf in zonefolder.find_zones(root, require_labels=True):
+    truth = code_of_pid[ground.pid[demo._zone_window(spec, zf.zone)]]
+    table = zf.parcel_table()
+    codes = np.concatenate([[""], table.CODE_CULTU.to_numpy(str)])[zf.read_parcels()]
+    assert (codes == truth).mean() > 0.99
+
+
+def test_demo_composites_show_summer_and_winter_crops(small_demo):
+  from prep import zonefolder
+  _, root = small_demo
+  ndvi_by_code = {}
+  for zf in zonefolder.find_zones(root, require_labels=True):
+    img = zf.read_image().astype(float)
+    ndvi = (img[..., 3] - img[..., 2]) / (img[..., 3] + img[..., 2] + 1e-9)  # [T, H, W]
+    codes = np.concatenate([[""], zf.parcel_table().CODE_CULTU.to_numpy(str)])
+    code = codes[zf.read_parcels()]
+    for c in ("BTH", "MIS", "ORH", "TRN", "CZH"):
+      if (code == c).any():
+        ndvi_by_code.setdefault(c, []).append(ndvi[:, code == c])
+  mean = {c: np.concatenate(v, 1).mean(1) for c, v in ndvi_by_code.items()}
+  assert "BTH" in mean and ("MIS" in mean or "TRN" in mean)
+  summer = mean.get("MIS", mean.get("TRN"))
+  assert mean["BTH"][4] > summer[4] + 0.2      # May: wheat green, summer crop bare
+  assert summer[7] > mean["BTH"][7] + 0.2      # August: the reverse
+
+
+def test_make_demo_rerun_skips_complete_zones(small_demo):
+  out, root = small_demo
+  s2 = root / "demo-south_1" / "s2.tif"
+  before = s2.stat().st_mtime_ns
+  assert demo.make_demo(out, seed=0, progress=False, small=True) == root
+  assert s2.stat().st_mtime_ns == before

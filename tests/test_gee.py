@@ -1,0 +1,276 @@
+"""Earth Engine route, offline: the requests that would be sent, not the server.
+
+`ee.apitestcase.ApiTestCase` installs the algorithm list shipped with
+earthengine-api, so expressions build and serialize without network; a fake
+`ee.data.computePixels` records each request and answers NUMPY_NDARRAY data.
+"""
+import json
+import math
+import re
+
+import ee
+import numpy as np
+import pytest
+from ee import apitestcase
+
+from prep import gee, zonefolder
+from prep.errors import PrepError
+from prep.zones import Zone
+
+ZONE = Zone("t_0", "Test", "Town", 0, 32631, x0=400_000.0, y0=5_000_000.0,
+            width=30, height=20)
+
+
+@pytest.fixture(autouse=True)
+def ee_offline():
+  case = apitestcase.ApiTestCase()
+  case.setUp()
+  yield
+  case.tearDown()
+
+
+class FakeServer:
+  """computePixels stand-in: month m answers B2..B8 = 100 m + 10 c + 1, count 3;
+  months in `empty` answer 0 (no valid observation)."""
+
+  def __init__(self, fail_first=0, error="Too many concurrent aggregations.",
+               empty=(), stop_after=None):
+    self.requests, self.calls = [], 0
+    self.fail_first, self.error, self.empty = fail_first, error, set(empty)
+    self.stop_after = stop_after
+
+  @staticmethod
+  def month_of(text):
+    """The month filtered: dates are the year's bounds and the month's."""
+    found = sorted({int(m) for m in re.findall(r'"2023-(\d\d)-01"', text)})
+    if len(found) == 3:            # 2023-01-01, 2023-mm-01, 2023-(m+1)-01
+      return found[1]
+    return 1 if found == [1, 2] else found[-1]   # January, or December
+
+  def __call__(self, request):
+    self.calls += 1
+    if self.calls <= self.fail_first:
+      raise ee.EEException(self.error)
+    if self.stop_after is not None and len(self.requests) >= self.stop_after:
+      raise ee.EEException("Computation timed out.")   # not retryable
+    text = json.dumps(ee.serializer.encode(request["expression"], for_cloud_api=True))
+    self.requests.append((request, text))
+    month = self.month_of(text)
+    dims = request["grid"]["dimensions"]
+    dtype = [(b, np.uint16) for b in gee.EE_BANDS] + [("count", np.uint8)]
+    out = np.zeros((dims["height"], dims["width"]), dtype)
+    if month not in self.empty:
+      for c, b in enumerate(gee.EE_BANDS):
+        out[b] = 100 * month + 10 * c + 1
+      out["count"] = 3
+    return out
+
+
+def _run(tmp_path, server, monkeypatch, **kw):
+  monkeypatch.setattr(ee.data, "computePixels", server)
+  return gee.composite_zone_from_gee(ZONE, tmp_path / "t_0", progress=False,
+                                     initialize_ee=False, sleep=lambda s: None, **kw)
+
+
+def test_request_contents_and_tiling(tmp_path, monkeypatch):
+  server = FakeServer()
+  max_bytes = gee.BYTES_PER_PIXEL * 12 * 12        # 12 x 12 px tiles
+  info = _run(tmp_path, server, monkeypatch, max_bytes=max_bytes)
+  assert len(server.requests) == 12 * 6            # 12 months x (2 x 3) tiles
+  request, text = server.requests[0]
+  for needle in ('"COPERNICUS/S2_SR_HARMONIZED"', '"2023-01-01"', '"2024-01-01"',
+                 '"2023-02-01"', '"SCL"', '"B2"', '"B3"', '"B4"', '"B8"',
+                 '"reduce.median"', '"reduce.count"', '"Image.gte"', '"Image.lte"', '"Reducer.min"',
+                 '"GeometryConstructors.Rectangle"', '"EPSG:32631"'):
+    assert needle in text, needle
+  assert '{"constantValue": 4}' in text and '{"constantValue": 7}' in text
+  assert request["fileFormat"] == "NUMPY_NDARRAY"
+  assert request["bandIds"] == ["B2", "B3", "B4", "B8", "count"]
+  grid = request["grid"]
+  assert grid["crsCode"] == "EPSG:32631"
+  assert grid["affineTransform"]["scaleX"] == 10 and grid["affineTransform"]["scaleY"] == -10
+  origins = {(r["grid"]["affineTransform"]["translateX"],
+              r["grid"]["affineTransform"]["translateY"],
+              r["grid"]["dimensions"]["width"], r["grid"]["dimensions"]["height"])
+             for r, _ in server.requests}
+  assert origins == {(400_000.0, 5_000_000.0, 12, 12), (400_120.0, 5_000_000.0, 12, 12),
+                     (400_240.0, 5_000_000.0, 6, 12), (400_000.0, 4_999_880.0, 12, 8),
+                     (400_120.0, 4_999_880.0, 12, 8), (400_240.0, 4_999_880.0, 6, 8)}
+  for r, _ in server.requests:
+    dims = r["grid"]["dimensions"]
+    assert dims["width"] * dims["height"] * gee.BYTES_PER_PIXEL <= max_bytes
+  img = zonefolder.open_zone(tmp_path / "t_0").read_image()
+  np.testing.assert_array_equal(img[6, 19, 29], [701, 711, 721, 731])
+  assert info["source"] == "earth-engine" and info["requests"] == 72
+  assert not (tmp_path / "t_0" / gee.CACHE_DIR).exists()     # cache cleaned
+
+
+def test_month_text_of_each_request(tmp_path, monkeypatch):
+  server = FakeServer()
+  _run(tmp_path, server, monkeypatch)
+  assert len(server.requests) == 12                    # small zone: one tile a month
+  _, text = server.requests[11]
+  assert '"2023-12-01"' in text and '"2024-01-01"' in text
+
+
+@pytest.mark.parametrize("h, w, max_bytes", [(1000, 1000, gee.MAX_REQUEST_BYTES),
+                                              (1000, 1000, 4_000_000),
+                                              (37, 101, 9 * 100), (5, 5, 9)])
+def test_plan_tiles_cover_the_zone_exactly(h, w, max_bytes):
+  zone = Zone("z", "R", "T", 0, 32631, 0.0, 0.0, width=w, height=h)
+  tiles = gee.plan_tiles(zone, max_bytes=max_bytes)
+  hits = np.zeros((h, w), int)
+  for t in tiles:
+    hits[t.row:t.row + t.height, t.col:t.col + t.width] += 1
+    assert t.height * t.width * gee.BYTES_PER_PIXEL <= max_bytes
+  assert (hits == 1).all()
+  if max_bytes == gee.MAX_REQUEST_BYTES:
+    assert len(tiles) == 1                            # a zone-month is 9 MB
+
+
+def test_gap_months_are_filled(tmp_path, monkeypatch):
+  server = FakeServer(empty={2, 12})
+  with pytest.warns(UserWarning, match="no valid observation in 2023-02, 2023-12"):
+    info = _run(tmp_path, server, monkeypatch)
+  img = zonefolder.open_zone(tmp_path / "t_0").read_image()
+  np.testing.assert_array_equal(img[1, 0, 0], [201, 211, 221, 231])  # (101+301)/2
+  np.testing.assert_array_equal(img[11, 0, 0], [1101, 1111, 1121, 1131])
+  assert info["months_without_observation"] == ["2023-02", "2023-12"]
+  assert info["gap_filled_fraction"] == pytest.approx(2 / 12, abs=1e-6)
+
+
+def test_retries_quota_errors_with_backoff(tmp_path, monkeypatch):
+  server = FakeServer(fail_first=2)
+  delays = []
+  monkeypatch.setattr(ee.data, "computePixels", server)
+  gee.composite_zone_from_gee(ZONE, tmp_path / "t_0", progress=False,
+                              initialize_ee=False, sleep=delays.append, base_delay=2.0)
+  assert delays == [2.0, 4.0] and server.calls == 2 + 12
+
+
+def test_gives_up_after_max_retries(tmp_path, monkeypatch):
+  server = FakeServer(fail_first=100, error="HTTP 503 Service Unavailable")
+  with pytest.raises(PrepError, match="still failing after 3 retries .*rerun"):
+    _run(tmp_path, server, monkeypatch, max_retries=3)
+  assert server.calls == 4
+
+
+def test_other_errors_are_not_retried(tmp_path, monkeypatch):
+  server = FakeServer(fail_first=1, error="User memory limit exceeded.")
+  with pytest.raises(PrepError, match="Earth Engine refused .*User memory limit"):
+    _run(tmp_path, server, monkeypatch)
+  assert server.calls == 1
+
+
+def test_resumes_from_cache_then_skips_done_zone(tmp_path, monkeypatch):
+  first = FakeServer(stop_after=5)
+  with pytest.raises(PrepError):
+    _run(tmp_path, first, monkeypatch)
+  cached = sorted(p.name for p in (tmp_path / "t_0" / gee.CACHE_DIR).glob("*.npy"))
+  assert cached == [f"2023-0{m}_r0_c0.npy" for m in range(1, 6)]
+  second = FakeServer()
+  info = _run(tmp_path, second, monkeypatch)
+  assert second.calls == 7 and info["requests_fetched_now"] == 7
+  third = FakeServer()
+  assert _run(tmp_path, third, monkeypatch)["requests"] == 12
+  assert third.calls == 0                            # zone already complete
+
+
+def test_cache_of_another_zone_is_dropped(tmp_path, monkeypatch):
+  cache = tmp_path / "t_0" / gee.CACHE_DIR
+  cache.mkdir(parents=True)
+  (cache / "key.json").write_text('{"other": 1}')
+  np.save(cache / "2023-01_r0_c0.npy", np.zeros((5, 20, 30), np.uint16))
+  server = FakeServer()
+  _run(tmp_path, server, monkeypatch)
+  assert server.calls == 12
+
+
+def test_missing_credentials_message(monkeypatch):
+  monkeypatch.delenv("JAXCROP_EE_KEY", raising=False)
+  monkeypatch.setenv("JAXCROP_EE_PROJECT", "my-proj")
+
+  def refuse(*a, **k):
+    raise ee.EEException("Please authorize access to your Earth Engine account by running\n\n"
+                         "earthengine authenticate")
+  monkeypatch.setattr(ee, "Initialize", refuse)
+  with pytest.raises(PrepError, match=r"cannot initialize \(project='my-proj'\): Please "
+                                      r"authorize .*run `earthengine authenticate` .*"
+                                      r"JAXCROP_EE_KEY.*JAXCROP_EE_PROJECT"):
+    gee.initialize()
+
+
+def test_bad_service_account_key(tmp_path, monkeypatch):
+  monkeypatch.setenv("JAXCROP_EE_KEY", str(tmp_path / "nope.json"))
+  with pytest.raises(PrepError, match=r"nope\.json: JAXCROP_EE_KEY is not a readable"):
+    gee.initialize("p")
+
+
+# --- zone selection from WorldCover (prep.select_zones) ---------------------
+
+from prep import select_zones as sz  # noqa: E402
+
+
+def test_greedy_squares_hand_grid():
+  f = np.array([[.9, .1, 0, 0, 0],
+                [.8, .95, 0, 0, 0],
+                [0, 0, 0, .7, 0],
+                [0, 0, 0, 0, 0],
+                [.6, 0, 0, 0, .85]])
+  # (1,1) then (4,4); (2,3) touches neither; .9 and .8 overlap (1,1); then .6.
+  assert sz.greedy_squares(f, 2, 4) == [(1, 1), (4, 4), (2, 3), (4, 0)]
+  allowed = np.ones_like(f, bool)
+  allowed[1, 1] = False
+  assert sz.greedy_squares(f, 2, 2, allowed=allowed) == [(0, 0), (4, 4)]
+  # Ties go to the nearer square.
+  g = np.ones((1, 6))
+  assert sz.greedy_squares(g, 1, 1, distance=np.array([[5, 4, 3, 0.5, 2, 1.]])) == [(0, 3)]
+
+
+def test_square_fractions_is_block_mean():
+  cells = np.random.default_rng(0).random((7, 9))
+  got = sz.square_fractions(cells, 3)
+  want = np.array([[cells[r:r + 3, c:c + 3].mean() for c in range(7)] for r in range(5)])
+  np.testing.assert_allclose(got, want)
+
+
+def test_select_zones_request_and_choice(monkeypatch):
+  region = ("Paris Basin", "Chartres", "chartres", 1.4890, 48.4439)
+  grid = sz.fraction_grid(*region[3:], radius_km=20)
+  cells = np.zeros((grid.rows, grid.cols))
+  assert grid.rows == grid.cols == 51     # (20 + 5) km each side of the town, 1 km cells
+  cells[10:20, 12:22] = 0.9          # a 10 x 10 km block, centre ~13 km from town
+  cells[26:36, 26:36] = 0.5
+  cells[:8, 42:] = 1.0               # a corner block beyond the 20 km radius
+  requests = []
+
+  def fake(request):
+    requests.append(request)
+    out = np.zeros((grid.rows, grid.cols), [("cropland", np.float32)])
+    out["cropland"] = cells
+    return out
+  monkeypatch.setattr(ee.data, "computePixels", fake)
+  zones = sz.select_zones([region], n_per_region=3, radius_km=20, progress=False,
+                          initialize_ee=False)
+  (request,) = requests
+  text = json.dumps(ee.serializer.encode(request["expression"], for_cloud_api=True))
+  for needle in ('"ESA/WorldCover/v200"', '"Map"', '"Image.eq"', '{"constantValue": 40}',
+                 '"Image.reduceResolution"', '"Reducer.mean"', '65536'):
+    assert needle in text, needle
+  assert request["grid"]["crsCode"] == "EPSG:32631"
+  assert request["grid"]["affineTransform"]["scaleX"] == 1000
+  assert request["grid"]["dimensions"] == {"width": grid.cols, "height": grid.rows}
+  assert [z.zone_id for z in zones] == ["chartres_0", "chartres_1", "chartres_2"]
+  assert zones[0].cropland_fraction == 0.9 and zones[1].cropland_fraction == 0.5
+  assert zones[2].cropland_fraction < 0.1          # only a sliver of the corner
+  assert (zones[0].x0, zones[0].y0) == (grid.x0 + 12_000, grid.y0 - 10_000)
+  assert (zones[1].x0, zones[1].y0) == (grid.x0 + 26_000, grid.y0 - 26_000)
+  for z in zones:
+    assert z.x0 % 10 == 0 and z.y0 % 10 == 0 and z.width == z.height == 1000
+    assert z.source == "worldcover-v200" and z.epsg == 32631
+    cx, cy = z.x0 + 5000, z.y0 - 5000
+    assert math.hypot(cx - grid.tx, cy - grid.ty) <= 20_000
+  for a in zones:                    # pairwise disjoint
+    for b in zones:
+      if a is not b:
+        assert abs(a.x0 - b.x0) >= 10_000 or abs(a.y0 - b.y0) >= 10_000

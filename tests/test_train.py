@@ -1,0 +1,164 @@
+"""Training: losses by hand, resume after SIGTERM == uninterrupted, 4 devices == 1."""
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs.hybrid import get_config
+from jaxcrop import checkpoint, losses, train
+
+K, T, C, S = 3, 4, 4, 16
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """The runs below compile the same functions: share them through a disk cache."""
+  cache = str(tmp_path_factory.mktemp("jax_cache"))
+  old = {k: getattr(jax.config, k) for k in
+         ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
+  jax.config.update("jax_compilation_cache_dir", cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  yield
+  for k, v in old.items():
+    jax.config.update(k, v)
+
+
+@dataclasses.dataclass
+class FakeMeta:
+  num_classes: int = K
+  class_names: tuple = ("wheat", "maize", "vines")
+  months: tuple = tuple(range(1, T + 1))
+  bands: tuple = ("B2", "B3", "B4", "B8")
+  class_pixel_counts: tuple = (400, 100, 0)
+
+  def to_json(self):
+    return json.dumps(dataclasses.asdict(self))
+
+
+def fake_batch(rng, b):
+  """Learnable patches: class k pixels have band mean k; a few unlabelled."""
+  label = rng.integers(0, 2, (b, S, S)).astype(np.int32)
+  image = rng.normal(size=(b, T, S, S, C)).astype(np.float32) * 0.5
+  image += label[:, None, :, :, None]
+  label[:, :2] = 255
+  return {"image": image, "label": label}
+
+
+class FakeData:
+  """Stands in for jaxcrop.input_pipeline: deterministic batches per (seed, step)."""
+
+  def __init__(self, sigterm_at=None):
+    self.sigterm_at = sigterm_at
+
+  def load_meta(self, cfg_data):
+    return FakeMeta()
+
+  def train_iterator(self, cfg_data, *, seed, start_step=0):
+    step = start_step
+    while True:
+      if step == self.sigterm_at:
+        os.kill(os.getpid(), signal.SIGTERM)   # preemption: the step in flight finishes
+      yield fake_batch(np.random.default_rng([seed, step]), cfg_data.batch_size // jax.process_count())
+      step += 1
+
+  def eval_batches(self, cfg_data, split):
+    rng = np.random.default_rng(99)
+    for i in range(2):
+      b = fake_batch(rng, cfg_data.eval_batch_size)
+      b["mask"] = np.array([1.0] * (cfg_data.eval_batch_size - i) + [0.0] * i, np.float32)
+      yield b
+
+
+def tiny_config(**train_overrides):
+  c = get_config("tiny")
+  c.model.temporal.dropout = 0.1        # exercises the per-step dropout rng
+  c.train.tensorboard = False
+  c.optimizer.lr = 3e-2
+  c.train.update(train_overrides)
+  return c
+
+
+def test_class_weights_by_hand():
+  w = losses.class_weights([400, 100, 0], "inv_sqrt")
+  np.testing.assert_allclose(w, [2 * (1 / 20) / (1 / 20 + 1 / 10), 2 * (1 / 10) / (1 / 20 + 1 / 10), 0],
+                             rtol=1e-6)
+  np.testing.assert_allclose(losses.class_weights([400, 100, 0], "inv"), [0.4, 1.6, 0], rtol=1e-6)
+  np.testing.assert_array_equal(losses.class_weights([5, 0], "none"), [1, 0])
+  with pytest.raises(ValueError, match="unknown class_weights 'sqrt'"):
+    losses.class_weights([1], "sqrt")
+
+
+def test_cross_entropy_by_hand():
+  logits = np.log(np.array([[[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [1 / 3, 1 / 3, 1 / 3]]]]))
+  label = np.array([[[0, 1, 255]]])
+  loss, n = losses.cross_entropy(logits, label)
+  assert int(n) == 2
+  np.testing.assert_allclose(loss, (-np.log(0.5) - np.log(0.8)) / 2, rtol=1e-6)
+  loss, _ = losses.cross_entropy(logits, label, weights=np.array([1.0, 3.0, 1.0]))
+  np.testing.assert_allclose(loss, (-np.log(0.5) - 3 * np.log(0.8)) / 4, rtol=1e-6)
+  loss, _ = losses.cross_entropy(logits, label, label_smoothing=0.3)
+  t0 = np.array([0.8, 0.1, 0.1]) @ -np.log([0.5, 0.25, 0.25])
+  t1 = np.array([0.1, 0.8, 0.1]) @ -np.log([0.1, 0.8, 0.1])
+  np.testing.assert_allclose(loss, (t0 + t1) / 2, rtol=1e-6)
+  assert float(losses.cross_entropy(logits, np.full((1, 1, 3), 255))[0]) == 0.0
+
+
+def params_of(workdir):
+  return checkpoint.load_trained(workdir, "last").variables
+
+
+def assert_trees_close(a, b, atol):
+  jax.tree.map(lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=atol), a, b)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("full")
+  result = train.train_and_evaluate(tiny_config(), workdir, data=FakeData())
+  return workdir, result
+
+
+def test_training_writes_outputs_and_learns(uninterrupted):
+  workdir, result = uninterrupted
+  assert result["step"] == 6 and result["model"]["params"] > 0
+  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [l["step"] for l in lines if "val_macro_f1" in l] == [3, 6]
+  assert json.loads((workdir / "config.json").read_text())["model"]["unet"]["widths"] == [8, 16]
+  assert json.loads((workdir / "dataset_meta.json").read_text())["num_classes"] == K
+  best = json.loads((workdir / "val_best.json").read_text())
+  assert best["macro_f1"] == pytest.approx(result["best_val_macro_f1"]) 
+  assert best["overall_accuracy"] > 0.6   # above the 0.5 of a coin flip after 6 steps
+  trained = checkpoint.load_trained(workdir, "best")
+  assert trained.step == best["step"]
+  x = fake_batch(np.random.default_rng(0), 2)["image"]
+  assert trained.model.apply(trained.variables, x).shape == (2, S, S, K)
+
+
+def test_sigterm_then_resume_equals_uninterrupted(uninterrupted, tmp_path, capsys):
+  full_dir, _ = uninterrupted
+  first = train.train_and_evaluate(tiny_config(), tmp_path, data=FakeData(sigterm_at=3))
+  assert first["step"] == 4   # the signal arrives while batch 3 is fetched; step 4 finishes
+  assert "SIGTERM" in capsys.readouterr().err
+  second = train.train_and_evaluate(tiny_config(), tmp_path, data=FakeData())
+  assert second["step"] == 6
+  assert "resuming from step 4" in capsys.readouterr().err
+  assert_trees_close(params_of(tmp_path), params_of(full_dir), atol=1e-6)
+
+
+def test_four_devices_equal_one(uninterrupted, tmp_path):
+  full_dir, _ = uninterrupted
+  code = ("import sys; sys.path.insert(0, '.');"
+          "import jax; assert jax.device_count() == 4;"
+          "from tests.test_train import FakeData, tiny_config; from jaxcrop import train;"
+          f"train.train_and_evaluate(tiny_config(), {str(tmp_path)!r}, data=FakeData())")
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+         "JAX_PLATFORMS": "cpu"}
+  subprocess.run([sys.executable, "-c", code], check=True, env=env,
+                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert_trees_close(params_of(tmp_path), params_of(full_dir), atol=1e-4)
