@@ -453,7 +453,10 @@ def _run(args) -> int:
   for z in zones:
     check_output(pathlib.Path(args.out) / z.zone_id, args.overwrite)
   from jaxcrop.checkpoint import load_trained
-  trained = load_trained(args.workdir, which=args.checkpoint)
+  try:
+    trained = load_trained(args.workdir, which=args.checkpoint)
+  except FileNotFoundError as e:
+    raise PredictError(f"--workdir {args.workdir}: {e}") from None
   meta = trained.meta
   nom = nomenclature_lib.load(meta.nomenclature_version)
   for z in zones:

@@ -273,3 +273,43 @@ def test_tile_that_the_model_cannot_take_is_a_one_line_error():
   with pytest.raises(predict.PredictError, match=r"^--tile 15 does not fit the model: "
                                                  r"patch sides 15x15 must be divisible by 2"):
     predict.check_tile(apply_fn, variables, pt.make_meta(), 15)
+
+
+def _workdir(path):
+  """A training workdir holding the tiny hybrid model's init as its `last` checkpoint."""
+  import jax
+  from configs import hybrid
+  from jaxcrop import checkpoint
+  from jaxcrop.models import build_model
+  cfg = hybrid.get_config("tiny")
+  meta = pt.make_meta()
+  model = build_model(cfg.model, meta.num_classes)
+  v = model.init(jax.random.PRNGKey(1), np.zeros((1, pt.T, 16, 16, 4), np.float32))
+  path.mkdir()
+  (path / "config.json").write_text(cfg.to_json())
+  (path / "dataset_meta.json").write_text(meta.to_json())
+  last, _ = checkpoint.managers(path)
+  checkpoint.save(last, 3, dict(v), {"step": np.int32(3)})
+  last.wait_until_finished()
+  return model, v, meta
+
+
+def test_cli_with_a_real_checkpoint_equals_predict_zone(zone, tmp_path, capsys):
+  model, v, meta = _workdir(tmp_path / "W")
+  rc = predict.main(["--workdir", str(tmp_path / "W"), "--zone", str(zone.path),
+                     "--out", str(tmp_path / "maps"), "--tile", "16", "--overlap", "4",
+                     "--checkpoint", "best"])             # no best yet → last
+  assert rc == 0, capsys.readouterr().err
+  want = predict.predict_zone(lambda v_, x: model.apply(v_, x, train=False), v, zone,
+                              meta, tile=16, overlap=4)
+  with rasterio.open(tmp_path / "maps" / "testz_0" / "classes.tif") as src:
+    np.testing.assert_array_equal(src.read(1), want.classes)
+
+
+def test_cli_missing_workdir_is_a_one_line_error(zone, tmp_path, capsys):
+  rc = predict.main(["--workdir", str(tmp_path / "W"), "--zone", str(zone.path),
+                     "--out", str(tmp_path / "maps")])
+  assert rc == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"error: --workdir {tmp_path / 'W'}: {tmp_path / 'W'}/config.json "
+                        f"not found: not a training workdir") and err.count("\n") == 1
