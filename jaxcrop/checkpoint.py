@@ -19,6 +19,7 @@ import json
 import pathlib
 from typing import Any
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -33,6 +34,8 @@ BEST_METRIC = "val_macro_f1"
 def managers(workdir, keep_last: int = 2, *, read_only: bool = False):
   """(last, best) Orbax CheckpointManagers under workdir/checkpoints."""
   root = pathlib.Path(workdir).absolute() / "checkpoints"
+  if read_only:   # Orbax warns that read-only managers ignore the retention options
+    logging.set_verbosity(min(logging.get_verbosity(), logging.ERROR))
   last = ocp.CheckpointManager(
       root / "last", options=ocp.CheckpointManagerOptions(
           max_to_keep=keep_last, create=not read_only, read_only=read_only))

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from absl import app, flags
+from absl import app, flags, logging
 import flax
 import jax
 import jax.numpy as jnp
@@ -33,6 +33,7 @@ import tqdm
 
 from jaxcrop import checkpoint, losses, metrics
 from jaxcrop.models import build_model
+from prep.errors import PrepError
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -147,6 +148,11 @@ class Writer:
       except ImportError:
         import tensorflow as tf  # pylint: disable=g-import-not-at-top
         tf.config.set_visible_devices([], "GPU")
+      # tf.summary.write with the "scalars" plugin tag is what
+      # tensorboard's tf.summary.scalar does; the tensorboard package is not needed.
+      from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
+      self.scalar_metadata = summary_pb2.SummaryMetadata(
+          plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
       self.tf = tf
       self.tb = tf.summary.create_file_writer(str(workdir / "tb"))
 
@@ -159,7 +165,8 @@ class Writer:
       with self.tb.as_default():
         for k, v in scalars.items():
           if isinstance(v, (int, float)):
-            self.tf.summary.scalar(k, v, step=int(step))
+            self.tf.summary.write(k, self.tf.constant(v, self.tf.float32), step=int(step),
+                                  metadata=self.scalar_metadata)
       self.tb.flush()
 
 
@@ -317,6 +324,7 @@ def maybe_initialize_distributed(multihost: bool):
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)   # Orbax logs every save at INFO
   if FLAGS.config is None or FLAGS.workdir is None:
     print("error: --config and --workdir are required "
           "(e.g. --config configs/hybrid.py:demo --workdir /tmp/w)", file=sys.stderr)
@@ -324,7 +332,7 @@ def main(argv):
   maybe_initialize_distributed(FLAGS.multihost)
   try:
     result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+  except (PrepError, ValueError, FileNotFoundError, FloatingPointError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   if jax.process_index() == 0:

@@ -1,0 +1,83 @@
+"""A per-pixel gradient-boosting baseline on the same normalized data as the model.
+
+Each labelled pixel is one sample of T·C features (its monthly band values, no
+spatial context): what the hybrid model adds over it is the temporal CNN and
+the U-Net's view of the neighbourhood. Trained on a random subsample of the
+training split's labelled pixels (at most `max_pixels`), cached in
+`workdir/baseline/` (reused while kind, max_pixels, split and seed match).
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pickle
+import numpy as np
+
+IGNORE = 255
+
+
+def pixel_features(image) -> np.ndarray:
+  """float [B, T, H, W, C] → float32 [B·H·W, T·C] (pixels in B, H, W order)."""
+  b, t, h, w, c = image.shape
+  return np.moveaxis(np.asarray(image, np.float32), 1, 3).reshape(b * h * w, t * c)
+
+
+def make_classifier(kind: str, seed: int):
+  from sklearn import ensemble  # pylint: disable=g-import-not-at-top
+  if kind == "hist_gb":
+    return ensemble.HistGradientBoostingClassifier(max_iter=100, early_stopping=False,
+                                                   random_state=seed)
+  if kind == "random_forest":
+    return ensemble.RandomForestClassifier(n_estimators=100, min_samples_leaf=2,
+                                           n_jobs=-1, random_state=seed)
+  raise ValueError(f"unknown baseline kind {kind!r}; expected hist_gb or random_forest")
+
+
+def sample_pixels(batches, total_labelled: int, max_pixels: int, seed: int):
+  """(features [N, T·C], labels [N]) from a random share of the labelled pixels.
+
+  Each labelled pixel is kept with probability max_pixels / total_labelled, so
+  one pass over the split gives ≈ max_pixels samples spread over all zones.
+  """
+  rng = np.random.default_rng(seed)
+  keep = min(1.0, max_pixels / max(total_labelled, 1))
+  xs, ys = [], []
+  for batch in batches:
+    label = np.asarray(batch["label"])
+    if "mask" in batch:
+      label = np.where(np.asarray(batch["mask"])[:, None, None] > 0, label, IGNORE)
+    y = label.reshape(-1)
+    chosen = (y != IGNORE) & (rng.random(y.shape) < keep)
+    xs.append(pixel_features(batch["image"])[chosen])
+    ys.append(y[chosen])
+  x, y = np.concatenate(xs), np.concatenate(ys)
+  if len(y) > max_pixels:
+    idx = rng.choice(len(y), max_pixels, replace=False)
+    x, y = x[idx], y[idx]
+  return x, y
+
+
+def fit_or_load(workdir, batches_fn, *, total_labelled: int, kind="hist_gb",
+                max_pixels=200_000, seed=0, train_split=""):
+  """The fitted classifier, from workdir/baseline/ when its settings match."""
+  folder = pathlib.Path(workdir) / "baseline"
+  settings = dict(kind=kind, max_pixels=int(max_pixels), seed=int(seed), train_split=train_split)
+  model_path, settings_path = folder / "model.pkl", folder / "settings.json"
+  if model_path.exists() and settings_path.exists() and \
+      json.loads(settings_path.read_text()) == settings:
+    return pickle.loads(model_path.read_bytes())
+  x, y = sample_pixels(batches_fn(), total_labelled, max_pixels, seed)
+  clf = make_classifier(kind, seed).fit(x, y)
+  folder.mkdir(parents=True, exist_ok=True)
+  tmp = folder / "model.pkl.tmp"
+  tmp.write_bytes(pickle.dumps(clf))
+  tmp.replace(model_path)
+  settings_path.write_text(json.dumps(settings))
+  return clf
+
+
+def predict(clf, image) -> np.ndarray:
+  """Per-pixel classes uint8 [B, H, W] for image float [B, T, H, W, C]."""
+  b, _, h, w, _ = image.shape
+  return clf.predict(pixel_features(image)).astype(np.uint8).reshape(b, h, w)

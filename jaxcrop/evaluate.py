@@ -1,0 +1,230 @@
+"""Evaluate a trained model on the test split, at pixel and parcel level, per region,
+side by side with the per-pixel baseline.
+
+  python -m jaxcrop.evaluate --workdir W [--which best] [--split test] [--nobaseline]
+
+Writes W/eval/metrics.json, W/eval/metrics.md and W/eval/confusion_<level>.png.
+Parcel level: each parcel (zone_id, parcel index ≠ 0) gets the majority class
+of its predicted pixels (ties → the lowest class id) and is compared with the
+majority of its labelled pixels (its RPG class); parcels without a labelled
+pixel are left out. Patches do not overlap, so every pixel votes once.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+from absl import app, flags, logging
+import jax
+import numpy as np
+import tqdm
+
+from jaxcrop import baseline, checkpoint, metrics
+from prep.errors import PrepError
+
+IGNORE = 255
+HEADLINE = ("overall_accuracy", "macro_f1", "macro_precision", "macro_recall", "miou")
+
+
+def collect(batches, predict_fns: dict, max_batches=None) -> dict:
+  """Flat per-pixel arrays over the unpadded examples of `batches`.
+
+  Returns dict: label uint8 [N], parcel uint32 [N], zone int32 [N] (index into
+  `zones`), region int32 [N] (index into `regions`), one uint8 [N] prediction
+  per entry of predict_fns (each maps image [B,T,H,W,C] → classes [B,H,W]).
+  """
+  parts = {k: [] for k in ("label", "parcel", "zone", "region", *predict_fns)}
+  zones, regions = {}, {}
+  for i, batch in enumerate(tqdm.tqdm(batches, desc="eval", leave=False)):
+    if max_batches is not None and i >= max_batches:
+      break
+    keep = np.asarray(batch["mask"]) > 0
+    if not keep.any():
+      continue
+    image = np.asarray(batch["image"])[keep]
+    label = np.asarray(batch["label"])[keep]
+    hw = label.shape[1:]
+    parts["label"].append(label.astype(np.uint8).ravel())
+    parts["parcel"].append(np.asarray(batch["parcels"])[keep].astype(np.uint32).ravel())
+    for key, table in (("zone", zones), ("region", regions)):
+      names = [v.decode() if isinstance(v, bytes) else str(v)
+               for v in np.asarray(batch["zone_id" if key == "zone" else "region"])[keep]]
+      ids = np.array([table.setdefault(n, len(table)) for n in names], np.int32)
+      parts[key].append(np.repeat(ids, np.prod(hw)))
+    for name, fn in predict_fns.items():
+      parts[name].append(np.asarray(fn(image)).astype(np.uint8).ravel())
+  if not parts["label"]:
+    raise ValueError("the evaluation split yielded no example")
+  out = {k: np.concatenate(v) for k, v in parts.items()}
+  out["zones"], out["regions"] = list(zones), list(regions)
+  return out
+
+
+def parcel_votes(zone, parcel, label, pred, num_classes: int):
+  """(true class [G], voted class [G]) for the G parcels with a labelled pixel.
+
+  Vectorized: one bincount over (parcel group, class) keys.
+  """
+  inside = parcel > 0
+  key = (zone[inside].astype(np.int64) << 32) | parcel[inside].astype(np.int64)
+  _, group = np.unique(key, return_inverse=True)
+  g = int(group.max()) + 1 if group.size else 0
+  votes = np.bincount(group * num_classes + pred[inside], minlength=g * num_classes)
+  lab = label[inside]
+  labelled = lab != IGNORE
+  truth = np.bincount(group[labelled] * num_classes + lab[labelled], minlength=g * num_classes)
+  votes, truth = votes.reshape(g, num_classes), truth.reshape(g, num_classes)
+  has_truth = truth.sum(1) > 0
+  return truth.argmax(1)[has_truth], votes.argmax(1)[has_truth]
+
+
+def headline(summary: dict) -> dict:
+  return {k: summary[k] for k in HEADLINE + ("num_pixels",)}
+
+
+def compute(pixels: dict, predictors, class_names) -> dict:
+  """metrics.json content (without metadata) from `collect` output."""
+  k = len(class_names)
+  out = {"pixel": {}, "parcel": {}, "per_region": {}, "confusion_matrix": {}}
+  for name in predictors:
+    cm = metrics.confusion_matrix_np(pixels["label"], pixels[name], k)
+    out["pixel"][name] = metrics.summarize(cm, class_names)
+    out["confusion_matrix"][f"pixel_{name}"] = cm.tolist()
+    truth, vote = parcel_votes(pixels["zone"], pixels["parcel"], pixels["label"], pixels[name], k)
+    pcm = metrics.confusion_matrix_np(truth, vote, k)
+    out["parcel"][name] = {**metrics.summarize(pcm, class_names), "num_parcels": int(len(truth))}
+    out["confusion_matrix"][f"parcel_{name}"] = pcm.tolist()
+    for r, region in enumerate(pixels["regions"]):
+      here = pixels["region"] == r
+      rcm = metrics.confusion_matrix_np(pixels["label"][here], pixels[name][here], k)
+      out["per_region"].setdefault(region, {})[name] = headline(metrics.summarize(rcm, class_names))
+  return out
+
+
+def markdown(result: dict, note: str = "") -> str:
+  names = list(result["pixel"])
+  lines = [f"# Evaluation: {result['split']} split, {result['checkpoint']} checkpoint", ""]
+  if note:
+    lines += [f"> {note}", ""]
+  for level in ("pixel", "parcel"):
+    lines += [f"## {level.capitalize()} level", "",
+              "| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for m in HEADLINE:
+      lines.append(f"| {m} | " + " | ".join(f"{result[level][n][m]:.4f}" for n in names) + " |")
+    lines.append("")
+  lines += ["## Per region (pixel level, macro-F1 / overall accuracy)", "",
+            "| region | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+  for region, by in result["per_region"].items():
+    lines.append(f"| {region} | " + " | ".join(
+        f"{by[n]['macro_f1']:.4f} / {by[n]['overall_accuracy']:.4f}" for n in names) + " |")
+  lines += ["", "## Per class (pixel level, model)", "", metrics.per_class_table(result["pixel"]["model"]), ""]
+  return "\n".join(lines)
+
+
+def plot_confusion(cm, class_names, path, title):
+  """Row-normalized confusion matrix (recall per true class) of the present classes."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  cm = np.asarray(cm, np.float64)
+  present = (cm.sum(0) + cm.sum(1)) > 0
+  cm = cm[present][:, present]
+  names = [n for n, p in zip(class_names, present) if p]
+  norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+  size = 2 + 0.35 * len(names)
+  fig, ax = plt.subplots(figsize=(size + 1, size))
+  im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+  ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+  ax.set_yticks(range(len(names)), names, fontsize=7)
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true")
+  ax.set_title(title, fontsize=9)
+  fig.colorbar(im, ax=ax, fraction=0.046)
+  fig.tight_layout()
+  tmp = path.with_name(path.stem + ".tmp.png")
+  fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  tmp.replace(path)
+
+
+def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None,
+             max_batches=None, data_dir=None) -> dict:
+  """Evaluate `workdir`'s checkpoint; writes workdir/eval/*; returns metrics.json content."""
+  if data is None:
+    from jaxcrop import input_pipeline as data  # pylint: disable=g-import-not-at-top
+  workdir = pathlib.Path(workdir)
+  trained = checkpoint.load_trained(workdir, which)
+  cfg = trained.config
+  if data_dir:
+    cfg.data.data_dir = data_dir
+  split = split or cfg.data.test_split
+  meta = trained.meta
+  get = lambda n: meta[n] if isinstance(meta, dict) else getattr(meta, n)
+  class_names = list(get("class_names"))
+  apply = jax.jit(lambda v, x: trained.model.apply(v, x, train=False).argmax(-1))
+  predictors = {"model": lambda x: apply(trained.variables, x)}
+  if with_baseline:
+    base_cfg = cfg.eval.baseline
+    clf = baseline.fit_or_load(
+        workdir, lambda: data.eval_batches(cfg.data, cfg.data.train_split),
+        total_labelled=int(np.sum(get("class_pixel_counts"))), kind=base_cfg.kind,
+        max_pixels=base_cfg.max_pixels, seed=cfg.seed, train_split=cfg.data.train_split)
+    predictors["baseline"] = lambda x: baseline.predict(clf, x)
+  pixels = collect(data.eval_batches(cfg.data, split), predictors, max_batches)
+  result = {"split": split, "checkpoint": which, "step": trained.step,
+            "dataset": cfg.data.builder_config, **compute(pixels, predictors, class_names)}
+  out = workdir / "eval"
+  out.mkdir(exist_ok=True)
+  note = ("synthetic demo dataset: these numbers test the pipeline, they are not "
+          "real-world results" if cfg.data.builder_config == "demo" else "")
+  for name, text in (("metrics.json", json.dumps(result, indent=1)),
+                     ("metrics.md", markdown(result, note))):
+    tmp = out / (name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(out / name)
+  for level in ("pixel", "parcel"):
+    plot_confusion(result["confusion_matrix"][f"{level}_model"], class_names,
+                   out / f"confusion_{level}.png", f"{level} level, {split} split (row-normalized)")
+  return result
+
+
+def compact_table(result: dict) -> str:
+  names = list(result["pixel"])
+  rows = [f"{'':18s}" + "".join(f"{n:>12s}" for n in names)]
+  for level in ("pixel", "parcel"):
+    for m in ("overall_accuracy", "macro_f1", "miou"):
+      rows.append(f"{level + ' ' + m:18s}" + "".join(f"{result[level][n][m]:12.4f}" for n in names))
+  return "\n".join(rows)
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints).")
+flags.DEFINE_enum("which", "best", ["best", "last"], "Checkpoint to evaluate.")
+flags.DEFINE_string("split", None, "Split (default: config.data.test_split).")
+flags.DEFINE_bool("baseline", True, "Also fit/evaluate the per-pixel baseline.")
+flags.DEFINE_string("data_dir", None, "Override config.data.data_dir.")
+flags.DEFINE_integer("max_batches", None, "Evaluate only this many batches (quick look).")
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)   # Orbax logs every save at INFO
+  if not FLAGS.workdir:
+    print("error: --workdir is required", file=sys.stderr)
+    sys.exit(2)
+  try:
+    result = evaluate(FLAGS.workdir, which=FLAGS.which, split=FLAGS.split,
+                      with_baseline=FLAGS.baseline, max_batches=FLAGS.max_batches,
+                      data_dir=FLAGS.data_dir)
+  except (PrepError, FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  if result["dataset"] == "demo":
+    print("(synthetic demo dataset — not a real-world result)")
+  print(compact_table(result))
+  print(f"written: {pathlib.Path(FLAGS.workdir) / 'eval'}/metrics.{{json,md}}, confusion_*.png")
+
+
+if __name__ == "__main__":
+  app.run(main)
