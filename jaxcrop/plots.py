@@ -3,7 +3,7 @@
   python -m jaxcrop.plots prediction --zone Z --pred OUT/<zone_id> --out pred.png
   python -m jaxcrop.plots errors     --zone Z --pred OUT/<zone_id> --out errors.png
   python -m jaxcrop.plots confusion  --zone Z --pred OUT/<zone_id> --out cm.png
-  python -m jaxcrop.plots confusion  --metrics W/eval/metrics.json --out cm.png
+  python -m jaxcrop.plots confusion  --metrics W/eval/metrics.json [--level parcel] --out cm.png
   python -m jaxcrop.plots f1         --metrics W/eval/metrics.json --out f1.png
   python -m jaxcrop.plots distribution --zones ZONES --out classes.png
   python -m jaxcrop.plots gif        --zone Z --out months.gif
@@ -155,6 +155,17 @@ def per_class_rows(metrics: dict) -> list[dict]:
     raise PrepError("metrics file has no per_class table (expected "
                     "{'pixel': {'model': {'per_class': [...]}}}); rerun jaxcrop.evaluate")
   return [dict(r, name=r.get("name", r.get("class"))) for r in m["per_class"]]
+
+
+def confusion_from_metrics(metrics: dict, level: str = "pixel"):
+  """(int [K, K], class names) of the model at `level` (pixel | parcel) from the
+  metrics.json of jaxcrop.evaluate: `confusion_matrix["<level>_model"]`."""
+  key = f"{level}_model"
+  if key not in metrics.get("confusion_matrix", {}):
+    raise PrepError(f"metrics file has no confusion_matrix[{key!r}]; rerun "
+                    f"jaxcrop.evaluate, or use --zone and --pred")
+  names = [r["name"] for r in per_class_rows(metrics)]
+  return np.asarray(metrics["confusion_matrix"][key]), names
 
 
 def plot_per_class_f1(metrics: dict, out, *, nom=None, title: str = "") -> pathlib.Path:
@@ -322,7 +333,8 @@ def main(argv=None) -> int:
     s.add_argument("--pred", help="prediction folder OUT/<zone_id> of jaxcrop.predict")
     s.add_argument("--out", required=True)
     if name == "confusion":
-      s.add_argument("--metrics", help="metrics.json holding a confusion_matrix instead")
+      s.add_argument("--metrics", help="W/eval/metrics.json of jaxcrop.evaluate instead")
+      s.add_argument("--level", default="pixel", choices=("pixel", "parcel"))
   s = sub.add_parser("f1")
   s.add_argument("--metrics", required=True, help="W/eval/metrics.json")
   s.add_argument("--out", required=True)
@@ -352,12 +364,9 @@ def _run(args) -> pathlib.Path:
     regions, counts, _ = region_class_counts(resolve_zones(args.zones))
     return plot_class_distribution(regions, counts, args.out)
   if args.figure == "confusion" and args.metrics:
-    m = _read_metrics(args.metrics)
-    m = m.get("pixel", {}).get("model", m)
-    if "confusion_matrix" not in m:
-      raise PrepError(f"{args.metrics}: no confusion_matrix; use --zone and --pred")
-    names = [r.get("name", r.get("class")) for r in per_class_rows(m)]
-    return plot_confusion(np.array(m["confusion_matrix"]), names, args.out)
+    cm, names = confusion_from_metrics(_read_metrics(args.metrics), args.level)
+    return plot_confusion(cm, names, args.out, title=f"{args.level} level, model "
+                                                      f"(rows normalized)")
   if not args.zone:
     raise PrepError(f"{args.figure}: --zone is required")
   zone = open_zone(args.zone, require_labels=args.figure != "gif")

@@ -125,3 +125,19 @@ def test_cli_prediction_and_errors_from_predict_outputs(zone, tmp_path, capsys):
   assert capsys.readouterr().err == (
       f"error: {tmp_path / 'nope' / 'classes.tif'}: not found; run `python -m "
       f"jaxcrop.predict` first (--pred is OUT/<zone_id>)\n")
+
+
+def test_confusion_from_evaluate_metrics_json(tmp_path):
+  from jaxcrop import metrics
+  cm = np.zeros((23, 23), int)
+  cm[2, 2], cm[2, 5], cm[5, 5] = 30, 10, 7
+  m = {"pixel": {"model": metrics.summarize(cm, list(NOM.tier3))},
+       "confusion_matrix": {"pixel_model": cm.tolist(), "parcel_model": (cm // 2).tolist()}}
+  got, names = plots.confusion_from_metrics(m, "parcel")
+  assert got[2, 2] == 15 and names == list(NOM.tier3)
+  (tmp_path / "m.json").write_text(json.dumps(m))
+  assert plots.main(["confusion", "--metrics", str(tmp_path / "m.json"), "--out",
+                     str(tmp_path / "c.png")]) == 0
+  assert _rgb(tmp_path / "c.png").shape == (1000, 1100, 3)
+  with pytest.raises(plots.PrepError, match=r"no confusion_matrix\['pixel_model'\]"):
+    plots.confusion_from_metrics({"pixel": m["pixel"]})
