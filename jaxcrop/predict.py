@@ -363,6 +363,7 @@ def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{zone.zone_id}.", suffix=".partial",
                                       dir=out_dir))
   try:
+    os.chmod(tmp, 0o777 & ~_umask())           # mkdtemp makes it private (0700)
     tags = class_tags(nomenclature)
     _cog(tmp, tmp / "classes.tif", zone, pred.classes[None], "nearest",
          ["tier-3 class"], tags, colormap(nomenclature))
@@ -392,6 +393,12 @@ def check_tile(apply_fn, variables, meta, tile: int) -> None:
     jax.eval_shape(apply_fn, variables, x)
   except ValueError as e:
     raise PredictError(f"--tile {tile} does not fit the model: {e}") from None
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
 
 def check_output(folder: pathlib.Path, overwrite: bool) -> None:

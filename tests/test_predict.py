@@ -114,6 +114,7 @@ def test_outputs_on_the_zone_grid_with_colors_names_and_cog_layout(zone, pixel_m
                               probs=True)
   folder = predict.write_outputs(zone, pred, NOM, tmp_path)
   assert folder == tmp_path / "testz_0"
+  assert folder.stat().st_mode & 0o777 == 0o777 & ~predict._umask()
   assert sorted(p.name for p in tmp_path.iterdir()) == ["testz_0"]   # no temp left
   assert sorted(p.name for p in folder.iterdir()) == [
       "classes.tif", "confidence.tif", "parcels.gpkg", "probabilities.tif"]
