@@ -86,6 +86,17 @@ def _model_pixels(size: int, tile: int, overlap: int, batch: int) -> int:
   return -(-n // b) * b * tile * tile
 
 
+def _gflop_per_zone(tile_fn, variables, size, months, tile, overlap, batch) -> float:
+  """XLA's count of the floating-point operations of one zone's model calls."""
+  from jaxcrop.predict import tile_starts
+  n = len(tile_starts(size, tile, overlap)) ** 2
+  b = min(batch, n)
+  x = np.zeros((b, months, tile, tile, 4), np.float32)
+  cost = tile_fn.lower(variables, x).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return round(float(cost.get("flops", float("nan"))) * -(-n // b) / 1e9, 1)
+
+
 def _best(fn, repeats: int) -> float:
   """Best wall time of `repeats` runs (its process CPU time goes to _CPU["s"]:
   on a shared machine CPU seconds are steadier than wall seconds)."""
@@ -145,6 +156,8 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int = 2
                ratio=round(ref_s / ours_s, 2),
                km2_per_s=round(km2 / ours_s, 3), target_s=20.0 if backend == "cpu" else None,
                model_pixels=_model_pixels(size, tile, overlap, batch),
+               gflop_per_zone=_gflop_per_zone(tile_fn, variables, size, months, tile,
+                                              overlap, batch),
                load_avg=round(os.getloadavg()[0], 1), cpus=os.cpu_count(), **base)
     if backend != "cpu":
       row["france_hours"] = round(FRANCE_KM2 / (km2 / ours_s) / 3600, 2)

@@ -173,9 +173,10 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
   if mesh is not None:
     P = jax.sharding.PartitionSpec
     variables = jax.device_put(variables, jax.sharding.NamedSharding(mesh, P()))
-  acc = None
+  acc = np.zeros((H + ph, W + pw, meta.num_classes), np.float32)
   weight = np.zeros((H + ph, W + pw), np.float32)
   bar = _progress(len(origins), zone.zone_id, progress)
+  pending = None
   for i in range(0, len(origins), batch):
     chunk = origins[i:i + batch]
     x = np.zeros((batch, T, tile, tile, C), np.float32)
@@ -183,13 +184,13 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
       x[j] = normalize(image[:, r:r + tile, c:c + tile], meta.mean, meta.std)
     if mesh is not None:
       x = jax.device_put(x, jax.sharding.NamedSharding(mesh, P("data")))
-    out = np.asarray(tile_fn(variables, x))                   # [B, t, t, K]
-    if acc is None:
-      acc = np.zeros((H + ph, W + pw, out.shape[-1]), np.float32)
-    for j, (r, c) in enumerate(chunk):
-      acc[r:r + tile, c:c + tile] += out[j]
-      weight[r:r + tile, c:c + tile] += window
-    bar.update(len(chunk))
+    out = tile_fn(variables, x)    # dispatched asynchronously: the device runs it
+    if pending:                    # while the host adds up the previous batch
+      _accumulate(acc, weight, window, *pending)
+      bar.update(len(pending[0]))
+    pending = (chunk, out)
+  _accumulate(acc, weight, window, *pending)
+  bar.update(len(pending[0]))
   bar.close()
   p = acc[:H, :W] / weight[:H, :W, None]                       # [H, W, K]
   classes = np.argmax(p, axis=-1).astype(np.uint8)
@@ -200,6 +201,15 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
     probabilities = np.rint(100 * p).astype(np.uint8).transpose(2, 0, 1)
     probabilities[:, nodata] = NODATA
   return Prediction(classes, confidence, probabilities)
+
+
+def _accumulate(acc, weight, window, chunk, out) -> None:
+  """Adds the weighted tile probabilities out [B, t, t, K] at their origins."""
+  out = np.asarray(out)
+  t = window.shape[0]
+  for j, (r, c) in enumerate(chunk):
+    acc[r:r + t, c:c + t] += out[j]
+    weight[r:r + t, c:c + t] += window
 
 
 def _progress(total: int, name: str, enabled: bool):
