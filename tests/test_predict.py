@@ -314,3 +314,21 @@ def test_cli_missing_workdir_is_a_one_line_error(zone, tmp_path, capsys):
   err = capsys.readouterr().err
   assert err.startswith(f"error: --workdir {tmp_path / 'W'}: {tmp_path / 'W'}/config.json "
                         f"not found: not a training workdir") and err.count("\n") == 1
+
+
+def test_zone_without_labels_gets_maps_but_no_parcels_or_scores(tmp_path, pixel_model):
+  z = pt.make_zone(tmp_path / "nolab_0", zone_id="nolab_0", labels=False)
+  pred = predict.predict_zone(*pixel_model, z, pt.make_meta(version="v9"), tile=16,
+                              overlap=4)                 # no labels → no version check
+  assert predict.score(z, pred, NOM.tier3) is None
+  folder = predict.write_outputs(z, pred, NOM, tmp_path / "out")
+  assert sorted(p.name for p in folder.iterdir()) == ["classes.tif", "confidence.tif"]
+
+
+def test_score_counts_labelled_predicted_pixels_only(zone, pixel_model):
+  pred = predict.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
+  s = predict.score(zone, pred, NOM.tier3)
+  labels = zone.read_labels()
+  scored = (labels != 255) & (pred.classes != 255)
+  assert s["num_pixels"] == scored.sum()
+  assert s["overall_accuracy"] == pytest.approx((labels == pred.classes)[scored].mean())
