@@ -441,21 +441,29 @@ def resolve_zones(paths: Sequence[str]) -> list[ZoneFolder]:
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m jaxcrop.predict",
-                               description="Crop-type maps of zone folders.")
+  ap = argparse.ArgumentParser(
+      prog="python -m jaxcrop.predict",
+      description="Crop-type maps of zone folders: OUT/<zone_id>/classes.tif, "
+                  "confidence.tif, [probabilities.tif], [parcels.gpkg] (Cloud-Optimized "
+                  "GeoTIFFs on the zone grid; see notes/predict.md).")
   ap.add_argument("--workdir", required=True, help="training workdir (checkpoints)")
   ap.add_argument("--zone", required=True, nargs="+",
                   help="zone folder(s), or folder(s) of zone folders")
   ap.add_argument("--out", required=True, help="output folder: OUT/<zone_id>/")
-  ap.add_argument("--checkpoint", default="best", choices=("best", "last"))
-  ap.add_argument("--tile", type=int, default=256)
-  ap.add_argument("--overlap", type=int, default=32)
+  ap.add_argument("--checkpoint", default="best", choices=("best", "last"),
+                  help="best validation macro-F1 (falls back to last) or the last one")
+  ap.add_argument("--tile", type=int, default=256,
+                  help="tile side in pixels; one shape for all tiles (512 with --overlap "
+                       "24 covers a 1000-px zone with 4 tiles)")
+  ap.add_argument("--overlap", type=int, default=32,
+                  help="pixels shared by neighbouring tiles, blended with a cosine ramp")
   ap.add_argument("--batch", type=int, default=4, help="tiles per model call")
   ap.add_argument("--probs", action="store_true", help="also write probabilities.tif")
   ap.add_argument("--rpg", default=None,
                   help="RPG file for parcel geometries (else the parcel raster is "
                        "polygonized)")
-  ap.add_argument("--overwrite", action="store_true")
+  ap.add_argument("--overwrite", action="store_true",
+                  help="replace existing OUT/<zone_id> folders")
   args = ap.parse_args(argv)
   try:
     return _run(args)
