@@ -385,9 +385,12 @@ def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
     if zone.has_labels:
       gdf = parcel_product(zone, pred, nomenclature, rpg)
       gdf.to_file(tmp / "parcels.gpkg", driver="GPKG", layer="parcels")
-    if final.exists():
-      shutil.rmtree(final)
+    old = tmp.with_name(tmp.name.replace(".partial", ".old")) if final.exists() else None
+    if old:
+      os.replace(final, old)                    # the old maps go only once the new are in
     os.replace(tmp, final)
+    if old:
+      shutil.rmtree(old)
   finally:
     if tmp.exists():
       shutil.rmtree(tmp)

@@ -154,6 +154,7 @@ def test_existing_output_folder_is_refused_without_overwrite(zone, pixel_model, 
     predict.write_outputs(zone, pred, NOM, tmp_path)
   pred.classes[:] = 2
   predict.write_outputs(zone, pred, NOM, tmp_path, overwrite=True)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["testz_0"]   # no .old/.partial
   with rasterio.open(tmp_path / "testz_0" / "classes.tif") as src:
     assert (src.read(1) == 2).all()
 
