@@ -3,9 +3,10 @@
   python -m jaxcrop.predict --workdir W --zone ZONES/chartres_2 --out maps
   python -m jaxcrop.predict --workdir W --zone ZONES --out maps --probs --rpg RPG.gpkg
 
-A zone (any size) is cut into overlapping tiles of ONE fixed shape [tile, tile]
-(the zone is padded by reflection at its edges so that the last row and column
-of tiles fit), so the model compiles once. Tiles go through the model in
+A zone (any size) is cut into overlapping tiles of ONE fixed shape [tile, tile],
+so the model compiles once: as few tiles as the overlap allows, spread evenly
+from edge to edge (every tile sees real data; a zone smaller than a tile is
+padded by reflection). Tiles go through the model in
 batches of a fixed size, sharded over the local devices (`data` mesh axis).
 Each tile's softmax probabilities are multiplied by a smooth 2D window — a
 cosine ramp over the `overlap` pixels of each edge, 1 inside, strictly positive
@@ -59,15 +60,15 @@ class Prediction:
 # Tiling and blending.
 
 def tile_starts(size: int, tile: int, overlap: int) -> np.ndarray:
-  """Start offsets of tiles of length `tile` with stride tile - overlap.
-
-  The last tile may run past `size`: the caller pads to starts[-1] + tile.
-  """
+  """int [N] start offsets of the fewest tiles of length `tile` that cover `size`
+  with neighbours sharing at least `overlap` pixels, spread evenly: the first
+  starts at 0, the last ends at `size` (or at `tile` when size < tile: the
+  caller pads)."""
   if not 0 <= overlap < tile:
     raise PredictError(f"--overlap {overlap} must be in [0, --tile {tile})")
   stride = tile - overlap
   n = 1 + max(0, -(-(size - tile) // stride))
-  return np.arange(n) * stride
+  return np.rint(np.linspace(0, max(size - tile, 0), n)).astype(int)
 
 
 def blend_window(tile: int, overlap: int) -> np.ndarray:
@@ -165,7 +166,8 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
   nodata = nodata_mask(image)
   rows, cols = tile_starts(H, tile, overlap), tile_starts(W, tile, overlap)
   ph, pw = rows[-1] + tile - H, cols[-1] + tile - W
-  image = np.pad(image, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="symmetric")
+  if ph or pw:                                 # only a zone smaller than a tile
+    image = np.pad(image, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="symmetric")
   window = blend_window(tile, overlap)
   tile_fn = tile_fn or make_tile_fn(apply_fn, window)
   origins = [(r, c) for r in rows for c in cols]

@@ -34,9 +34,11 @@ def _direct(apply_fn, variables, zone, meta, rows, cols):
 
 def test_tile_starts_cover_the_zone_with_one_tile_shape():
   assert predict.tile_starts(52, 16, 4).tolist() == [0, 12, 24, 36]   # 36 + 16 = 52
-  assert predict.tile_starts(40, 16, 4).tolist() == [0, 12, 24]       # pads 0
-  assert predict.tile_starts(41, 16, 4).tolist() == [0, 12, 24, 36]   # pads to 52
-  assert predict.tile_starts(10, 16, 4).tolist() == [0]
+  assert predict.tile_starts(40, 16, 4).tolist() == [0, 12, 24]
+  assert predict.tile_starts(41, 16, 4).tolist() == [0, 8, 17, 25]    # spread, overlap ≥ 4
+  assert predict.tile_starts(1000, 256, 32).tolist() == [0, 186, 372, 558, 744]
+  assert predict.tile_starts(1000, 512, 24).tolist() == [0, 488]
+  assert predict.tile_starts(10, 16, 4).tolist() == [0]               # caller pads to 16
   with pytest.raises(predict.PredictError, match="--overlap 16 must be in"):
     predict.tile_starts(52, 16, 16)
 
@@ -51,10 +53,12 @@ def test_blend_window_is_positive_smooth_and_symmetric():
   assert (predict.blend_window(16, 0) == 1).all()
 
 
-def test_pixelwise_model_map_equals_the_model_on_the_whole_zone(zone, pixel_model):
+@pytest.mark.parametrize("tile, overlap", [(16, 4), (24, 5), (64, 8)])  # 64: pads the zone
+def test_pixelwise_model_map_equals_the_model_on_the_whole_zone(zone, pixel_model, tile,
+                                                                overlap):
   apply_fn, variables = pixel_model
   meta = pt.make_meta()
-  pred = predict.predict_zone(apply_fn, variables, zone, meta, tile=16, overlap=4,
+  pred = predict.predict_zone(apply_fn, variables, zone, meta, tile=tile, overlap=overlap,
                               batch=3, probs=True)
   p = _direct(apply_fn, variables, zone, meta, slice(None), slice(None))
   ok = pred.classes != 255
