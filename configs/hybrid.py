@@ -54,7 +54,7 @@ def get_config(variant: str = ""):
   )
   c.eval = dict(
       max_batches=config_dict.placeholder(int),  # cap on val/test batches (None = all)
-      baseline=dict(kind="hist_gb", max_pixels=200_000),
+      baseline=dict(kind="hist_gb", max_pixels=200_000, max_iter=100),
   )
   c.cv = dict(folds=("fold0", "fold1", "fold2"),
               grid=dict(lr=(3e-4, 1e-3, 3e-3), kernel_size=(3, 5, 7)))
@@ -79,6 +79,6 @@ def get_config(variant: str = ""):
     c.optimizer.warmup_steps = 2
     c.train.update(num_steps=6, eval_every=3, checkpoint_every=2,
                    early_stopping_patience=2, log_every=1)
-    c.eval.baseline.max_pixels = 2_000
+    c.eval.baseline.update(max_pixels=2_000, max_iter=10)
     c.cv.grid = dict(lr=(1e-3,), kernel_size=(3, 5))
   return c

@@ -4,7 +4,8 @@ Each labelled pixel is one sample of T·C features (its monthly band values, no
 spatial context): what the hybrid model adds over it is the temporal CNN and
 the U-Net's view of the neighbourhood. Trained on a random subsample of the
 training split's labelled pixels (at most `max_pixels`), cached in
-`workdir/baseline/` (reused while kind, max_pixels, split and seed match).
+`workdir/baseline/` (reused while kind, max_pixels, max_iter, split and seed match);
+`max_iter` = boosting iterations (hist_gb) or trees (random_forest).
 """
 from __future__ import annotations
 
@@ -23,13 +24,13 @@ def pixel_features(image) -> np.ndarray:
   return np.moveaxis(np.asarray(image, np.float32), 1, 3).reshape(b * h * w, t * c)
 
 
-def make_classifier(kind: str, seed: int):
+def make_classifier(kind: str, seed: int, max_iter: int = 100):
   from sklearn import ensemble  # pylint: disable=g-import-not-at-top
   if kind == "hist_gb":
-    return ensemble.HistGradientBoostingClassifier(max_iter=100, early_stopping=False,
+    return ensemble.HistGradientBoostingClassifier(max_iter=max_iter, early_stopping=False,
                                                    random_state=seed)
   if kind == "random_forest":
-    return ensemble.RandomForestClassifier(n_estimators=100, min_samples_leaf=2,
+    return ensemble.RandomForestClassifier(n_estimators=max_iter, min_samples_leaf=2,
                                            n_jobs=-1, random_state=seed)
   raise ValueError(f"unknown baseline kind {kind!r}; expected hist_gb or random_forest")
 
@@ -59,16 +60,17 @@ def sample_pixels(batches, total_labelled: int, max_pixels: int, seed: int):
 
 
 def fit_or_load(workdir, batches_fn, *, total_labelled: int, kind="hist_gb",
-                max_pixels=200_000, seed=0, train_split=""):
+                max_pixels=200_000, max_iter=100, seed=0, train_split=""):
   """The fitted classifier, from workdir/baseline/ when its settings match."""
   folder = pathlib.Path(workdir) / "baseline"
-  settings = dict(kind=kind, max_pixels=int(max_pixels), seed=int(seed), train_split=train_split)
+  settings = dict(kind=kind, max_pixels=int(max_pixels), max_iter=int(max_iter), seed=int(seed),
+                  train_split=train_split)
   model_path, settings_path = folder / "model.pkl", folder / "settings.json"
   if model_path.exists() and settings_path.exists() and \
       json.loads(settings_path.read_text()) == settings:
     return pickle.loads(model_path.read_bytes())
   x, y = sample_pixels(batches_fn(), total_labelled, max_pixels, seed)
-  clf = make_classifier(kind, seed).fit(x, y)
+  clf = make_classifier(kind, seed, max_iter).fit(x, y)
   folder.mkdir(parents=True, exist_ok=True)
   tmp = folder / "model.pkl.tmp"
   tmp.write_bytes(pickle.dumps(clf))

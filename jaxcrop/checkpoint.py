@@ -26,6 +26,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxcrop.input_pipeline import DatasetMeta
 from jaxcrop.models import build_model
 
 BEST_METRIC = "val_macro_f1"
@@ -68,18 +69,8 @@ class Trained:
   config: ml_collections.ConfigDict
   model: Any
   variables: dict
-  meta: Any
+  meta: DatasetMeta
   step: int
-
-
-def load_meta_json(path):
-  """DatasetMeta from dataset_meta.json (the data helper's class when importable)."""
-  text = pathlib.Path(path).read_text()
-  try:
-    from jaxcrop.input_pipeline import DatasetMeta  # pylint: disable=g-import-not-at-top
-    return DatasetMeta.from_json(text)
-  except (ImportError, AttributeError):
-    return json.loads(text)
 
 
 def load_trained(workdir, which: str = "best") -> Trained:
@@ -94,13 +85,10 @@ def load_trained(workdir, which: str = "best") -> Trained:
     raise FileNotFoundError(f"{workdir}/config.json not found: not a training workdir "
                             "(run python -m jaxcrop.train --workdir first)")
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-  meta = load_meta_json(workdir / "dataset_meta.json")
-  num_classes = meta["num_classes"] if isinstance(meta, dict) else meta.num_classes
-  months = meta["months"] if isinstance(meta, dict) else meta.months
-  bands = meta["bands"] if isinstance(meta, dict) else meta.bands
-  model = build_model(config.model, num_classes)
+  meta = DatasetMeta.from_json((workdir / "dataset_meta.json").read_text())
+  model = build_model(config.model, meta.num_classes)
   m = 2 ** (len(config.model.unet.widths) - 1)
-  x = jnp.zeros((1, len(months), m, m, len(bands)), jnp.float32)
+  x = jnp.zeros((1, len(meta.months), m, m, len(meta.bands)), jnp.float32)
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
   # Restore replicated on this machine's devices, whatever topology saved it.
   replicated = jax.sharding.NamedSharding(

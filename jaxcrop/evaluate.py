@@ -160,16 +160,15 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
     cfg.data.data_dir = data_dir
   split = split or cfg.data.test_split
   meta = trained.meta
-  get = lambda n: meta[n] if isinstance(meta, dict) else getattr(meta, n)
-  class_names = list(get("class_names"))
+  class_names = list(meta.class_names)
   apply = jax.jit(lambda v, x: trained.model.apply(v, x, train=False).argmax(-1))
   predictors = {"model": lambda x: apply(trained.variables, x)}
   if with_baseline:
     base_cfg = cfg.eval.baseline
     clf = baseline.fit_or_load(
         workdir, lambda: data.eval_batches(cfg.data, cfg.data.train_split),
-        total_labelled=int(np.sum(get("class_pixel_counts"))), kind=base_cfg.kind,
-        max_pixels=base_cfg.max_pixels, seed=cfg.seed, train_split=cfg.data.train_split)
+        total_labelled=int(np.sum(meta.class_pixel_counts)), kind=base_cfg.kind,
+        max_pixels=base_cfg.max_pixels, max_iter=base_cfg.get("max_iter", 100), seed=cfg.seed, train_split=cfg.data.train_split)
     predictors["baseline"] = lambda x: baseline.predict(clf, x)
   pixels = collect(data.eval_batches(cfg.data, split), predictors, max_batches)
   result = {"split": split, "checkpoint": which, "step": trained.step,
@@ -199,12 +198,16 @@ def compact_table(result: dict) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints).")
-flags.DEFINE_enum("which", "best", ["best", "last"], "Checkpoint to evaluate.")
-flags.DEFINE_string("split", None, "Split (default: config.data.test_split).")
-flags.DEFINE_bool("baseline", True, "Also fit/evaluate the per-pixel baseline.")
-flags.DEFINE_string("data_dir", None, "Override config.data.data_dir.")
-flags.DEFINE_integer("max_batches", None, "Evaluate only this many batches (quick look).")
+
+
+def define_flags():
+  """Command-line flags (defined only when run as a program: modules import freely)."""
+  flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints).")
+  flags.DEFINE_enum("which", "best", ["best", "last"], "Checkpoint to evaluate.")
+  flags.DEFINE_string("split", None, "Split (default: config.data.test_split).")
+  flags.DEFINE_bool("baseline", True, "Also fit/evaluate the per-pixel baseline.")
+  flags.DEFINE_string("data_dir", None, "Override config.data.data_dir.")
+  flags.DEFINE_integer("max_batches", None, "Evaluate only this many batches (quick look).")
 
 
 def main(argv):
@@ -227,4 +230,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -177,14 +177,6 @@ def _write_json(path: pathlib.Path, obj_or_text):
   os.replace(tmp, path)
 
 
-def _meta_json(meta) -> str:
-  return meta.to_json() if hasattr(meta, "to_json") else json.dumps(meta)
-
-
-def _get(meta, name):
-  return meta[name] if isinstance(meta, dict) else getattr(meta, name)
-
-
 def train_and_evaluate(config, workdir, *, data=None) -> dict:
   """Train per `config` in `workdir` (resuming there); returns a summary dict.
 
@@ -195,10 +187,10 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
   workdir = pathlib.Path(workdir)
   main_process = jax.process_index() == 0
   cfg_t = config.train
+  meta = data.load_meta(config.data)      # fails first, before anything is written
   if main_process:
     workdir.mkdir(parents=True, exist_ok=True)
-  meta = data.load_meta(config.data)
-  num_classes = _get(meta, "num_classes")
+  num_classes = meta.num_classes
   n_dev = jax.device_count()
   if config.data.batch_size % n_dev:
     raise ValueError(f"data.batch_size={config.data.batch_size} must be a multiple of "
@@ -208,8 +200,8 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
 
   model = build_model(config.model, num_classes)
   tx = make_optimizer(config.optimizer, cfg_t.num_steps)
-  weights = losses.class_weights(_get(meta, "class_pixel_counts"), config.loss.class_weights)
-  sample = init_sample(config.model, len(_get(meta, "months")), len(_get(meta, "bands")))
+  weights = losses.class_weights(meta.class_pixel_counts, config.loss.class_weights)
+  sample = init_sample(config.model, len(meta.months), len(meta.bands))
   state = jax.jit(lambda: init_state(model, tx, sample, config.seed), out_shardings=replicated)()
   train_step = jax.jit(make_train_step(model, tx, weights, config.loss.label_smoothing, config.seed),
                        donate_argnums=0, out_shardings=replicated)
@@ -217,7 +209,7 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
 
   if main_process:
     _write_json(workdir / "config.json", config.to_json(indent=1))
-    _write_json(workdir / "dataset_meta.json", _meta_json(meta))
+    _write_json(workdir / "dataset_meta.json", meta.to_json())
   last_mgr, best_mgr = checkpoint.managers(workdir, cfg_t.keep_last)
   progress = {"best_f1": np.array(-1.0, np.float32), "bad_evals": np.array(0, np.int32)}
   start = last_mgr.latest_step()
@@ -275,7 +267,7 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
         cm = evaluate_split(eval_step, model_variables(state),
                             data.eval_batches(config.data, config.data.val_split), mesh,
                             num_classes, config.eval.get("max_batches"), desc="val")
-        val = metrics.summarize(cm, list(_get(meta, "class_names")))
+        val = metrics.summarize(cm, list(meta.class_names))
         scalars = {f"val_{k}": v for k, v in val.items() if isinstance(v, (int, float))}
         writer.write(step, scalars)
         bar.write(f"step {step}: val macro-F1 {val['macro_f1']:.4f}  OA "
@@ -311,10 +303,14 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
 
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "configs/hybrid.py[:variant]", lock_config=True)
-flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and config are written.")
-flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (TPU pod / multi-GPU "
-                  "hosts); implied when JAX_COORDINATOR_ADDRESS is set.")
+
+
+def define_flags():
+  """Command-line flags (defined only when run as a program: modules import freely)."""
+  config_flags.DEFINE_config_file("config", None, "configs/hybrid.py[:variant]", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and config are written.")
+  flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (TPU pod / multi-GPU "
+                    "hosts); implied when JAX_COORDINATOR_ADDRESS is set.")
 
 
 def maybe_initialize_distributed(multihost: bool):
@@ -340,4 +336,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -22,7 +22,7 @@ def init(model, x):
 X = jax.random.normal(jax.random.key(1), (2, 4, 16, 16, 4))
 
 
-@pytest.mark.parametrize("pooling", ["max", "mean", "attention"])
+@pytest.mark.parametrize("pooling", ["max", "mean", "attention", "flatten"])
 def test_output_shape_and_dtype(pooling):
   model = build_model(tiny_model_cfg(pooling=pooling), num_classes=5)
   logits = model.apply(init(model, X), X)
@@ -78,3 +78,16 @@ def test_param_count_by_hand():
   up = (4 * 16 * 8 + 8) + (9 * 16 * 8 + 8) + (9 * 8 * 8 + 8)
   head = 8 * K + K
   assert n == temporal + down + up + head == 7269
+
+
+@pytest.mark.parametrize("norm,pooling", [("batch", "attention"), ("group", "flatten")])
+def test_torch_reference_has_the_same_parameters(norm, pooling):
+  """bench_train's PyTorch twin is the same architecture: equal parameter counts."""
+  torch = pytest.importorskip("torch")
+  from jaxcrop import bench_train
+  cfg = tiny_model_cfg(norm=norm, pooling=pooling, layers=2)
+  cfg.unet.norm = norm
+  n_jax = sum(p.size for p in jax.tree.leaves(init(build_model(cfg, 5), X)["params"]))
+  twin = bench_train.torch_hybrid(cfg, 5, 4, months=4)
+  assert sum(p.numel() for p in twin.parameters()) == n_jax
+  assert tuple(twin(torch.zeros(2, 4, 16, 16, 4)).shape) == (2, 5, 16, 16)

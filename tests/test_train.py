@@ -1,5 +1,4 @@
 """Training: losses by hand, resume after SIGTERM == uninterrupted, 4 devices == 1."""
-import dataclasses
 import json
 import os
 import signal
@@ -11,12 +10,12 @@ import numpy as np
 import pytest
 
 from configs.hybrid import get_config
-from jaxcrop import checkpoint, losses, train
+from jaxcrop import checkpoint, input_pipeline, losses, train
 
 K, T, C, S = 3, 4, 4, 16
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
   """The runs below compile the same functions: share them through a disk cache."""
   cache = str(tmp_path_factory.mktemp("jax_cache"))
@@ -29,16 +28,14 @@ def compilation_cache(tmp_path_factory):
     jax.config.update(k, v)
 
 
-@dataclasses.dataclass
-class FakeMeta:
-  num_classes: int = K
-  class_names: tuple = ("wheat", "maize", "vines")
-  months: tuple = tuple(range(1, T + 1))
-  bands: tuple = ("B2", "B3", "B4", "B8")
-  class_pixel_counts: tuple = (400, 100, 0)
-
-  def to_json(self):
-    return json.dumps(dataclasses.asdict(self))
+def fake_meta():
+  return input_pipeline.DatasetMeta(
+      num_classes=K, class_names=["wheat", "maize", "vines"], tier2_names=["cereal", "vines"],
+      tier1_names=["crop"], tier2_of=np.array([0, 0, 1]), tier1_of=np.zeros(K, np.int32),
+      colors=["#ffff00", "#ff8800", "#880088"], months=list(range(1, T + 1)),
+      bands=["B2", "B3", "B4", "B8"], mean=np.zeros((T, C), np.float32),
+      std=np.ones((T, C), np.float32), class_pixel_counts=np.array([400, 100, 0]),
+      nomenclature_version="v1", version="1.0.0", builder_config="fake")
 
 
 def fake_batch(rng, b):
@@ -57,7 +54,7 @@ class FakeData:
     self.sigterm_at = sigterm_at
 
   def load_meta(self, cfg_data):
-    return FakeMeta()
+    return fake_meta()
 
   def train_iterator(self, cfg_data, *, seed, start_step=0):
     step = start_step
@@ -68,10 +65,16 @@ class FakeData:
       step += 1
 
   def eval_batches(self, cfg_data, split):
+    """Two batches, the second with one padding example; 4×4-pixel parcels."""
     rng = np.random.default_rng(99)
+    n = cfg_data.eval_batch_size
+    blocks = (np.arange(S)[:, None] // 4) * (S // 4) + np.arange(S)[None, :] // 4 + 1
     for i in range(2):
-      b = fake_batch(rng, cfg_data.eval_batch_size)
-      b["mask"] = np.array([1.0] * (cfg_data.eval_batch_size - i) + [0.0] * i, np.float32)
+      b = fake_batch(rng, n)
+      b["mask"] = np.array([1.0] * (n - i) + [0.0] * i, np.float32)
+      b["parcels"] = np.broadcast_to(blocks, (n, S, S)).astype(np.uint32)
+      b["zone_id"] = np.array([f"z{i}{j}".encode() for j in range(n)])
+      b["region"] = np.array([b"north", b"south"][i:i + 1] * n)
       yield b
 
 

@@ -62,7 +62,7 @@ class TemporalEncoder(nn.Module):
   kernel_size: int = 3
   norm: str = "batch"
   dropout: float = 0.0
-  pooling: str = "max"          # max | mean | attention
+  pooling: str = "max"          # max | mean | attention | flatten
   dtype: Any = jnp.float32
   axis_name: Any = None         # BatchNorm statistics axes when vmapped
 
@@ -85,7 +85,13 @@ class TemporalEncoder(nn.Module):
       score = nn.Dense(1, dtype=self.dtype)(x).astype(jnp.float32)
       weight = jax.nn.softmax(score, axis=-2).astype(x.dtype)
       return (weight * x).sum(axis=-2)
-    raise ValueError(f"unknown pooling {self.pooling!r}; expected max, mean or attention")
+    if self.pooling == "flatten":
+      # Keeps the month order (TempCNN, Pelletier et al. 2019): convolutions and
+      # max/mean/attention pooling are blind to *when* in the year a pattern
+      # occurs, which is what separates, e.g., winter wheat from maize.
+      x = x.reshape(x.shape[:-2] + (-1,))
+      return nn.relu(nn.Dense(self.features, dtype=self.dtype)(x))
+    raise ValueError(f"unknown pooling {self.pooling!r}; expected max, mean, attention or flatten")
 
 
 class ConvBlock(nn.Module):

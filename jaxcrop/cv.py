@@ -1,0 +1,138 @@
+"""Spatial cross-validation over the training folds, then a final retrain.
+
+  python -m jaxcrop.cv --config configs/hybrid.py:demo --workdir W
+  ... --config.cv.grid.lr='(3e-4,1e-3)' --config.cv.grid.kernel_size='(3,5,7)'
+
+For every setting of `config.cv.grid` (the product of its lists) and every fold
+k of `config.cv.folds`: train on the other folds, validate on fold k (the run's
+best validation macro-F1). Reports mean ± std over folds per setting in
+W/cv/results.json and W/cv/results.md, then retrains the best setting on all
+folds (W/final) for `train.num_steps` steps with a single evaluation at the end
+(the validation split is then inside the training data, so "best" = "last"
+and the test split stays untouched for `jaxcrop.evaluate --workdir W/final`).
+Every run lives in its own workdir and resumes, so an interrupted CV reruns
+only what is missing.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import pathlib
+import sys
+
+from absl import app, flags, logging
+import numpy as np
+from ml_collections import config_flags
+
+from jaxcrop import train
+from prep.errors import PrepError
+
+# Grid keys → config fields; any other key is a config path with "__" for ".".
+GRID_PATHS = {"lr": "optimizer.lr", "kernel_size": "model.temporal.kernel_size"}
+
+
+def settings(grid) -> list[dict]:
+  """The product of the grid's value lists: [{key: value}, …] in grid order."""
+  keys = list(grid)
+  return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def apply_setting(config, setting: dict):
+  """A copy of `config` with the setting's values written into their fields."""
+  c = config.copy_and_resolve_references()
+  c.unlock()
+  for key, value in setting.items():
+    *parents, leaf = GRID_PATHS.get(key, key.replace("__", ".")).split(".")
+    node = c
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def setting_name(setting: dict) -> str:
+  return "_".join(f"{k}={v}" for k, v in setting.items())
+
+
+def fold_config(config, folds, k: int):
+  c = config.copy_and_resolve_references()
+  c.unlock()
+  c.data.train_split = "+".join(f for i, f in enumerate(folds) if i != k)
+  c.data.val_split = folds[k]
+  return c
+
+
+def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
+  workdir = pathlib.Path(workdir)
+  folds = list(config.cv.folds)
+  if len(folds) < 2:
+    raise ValueError(f"config.cv.folds needs at least 2 folds, got {folds}")
+  rows = []
+  for setting in settings(config.cv.grid):
+    name = setting_name(setting)
+    scores = []
+    for k in range(len(folds)):
+      c = fold_config(apply_setting(config, setting), folds, k)
+      print(f"cv: {name}, validate on {folds[k]} (train {c.data.train_split})", file=sys.stderr)
+      result = train.train_and_evaluate(c, workdir / "cv" / name / f"val_{folds[k]}", data=data)
+      scores.append(result["best_val_macro_f1"])
+    rows.append({"setting": setting, "name": name, "val_macro_f1": scores,
+                 "mean": float(np.mean(scores)), "std": float(np.std(scores))})
+  best = max(rows, key=lambda r: r["mean"])
+  out = {"folds": folds, "results": rows, "best": best}
+  if retrain:
+    c = apply_setting(config, best["setting"])
+    c.data.train_split = "+".join(folds)
+    c.train.eval_every = c.train.num_steps
+    c.train.early_stopping_patience = max(c.train.early_stopping_patience, 1)
+    final = train.train_and_evaluate(c, workdir / "final", data=data)
+    out["final"] = {"workdir": str(workdir / "final"), "step": final["step"],
+                    "train_split": c.data.train_split}
+  (workdir / "cv").mkdir(parents=True, exist_ok=True)
+  for name, text in (("results.json", json.dumps(out, indent=1)), ("results.md", markdown(out))):
+    tmp = workdir / "cv" / (name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(workdir / "cv" / name)
+  return out
+
+
+def markdown(out: dict) -> str:
+  lines = ["# Cross-validation (validation macro-F1 over folds " + ", ".join(out["folds"]) + ")", "",
+           "| setting | " + " | ".join(out["folds"]) + " | mean ± std |",
+           "|---" * (len(out["folds"]) + 2) + "|"]
+  for r in sorted(out["results"], key=lambda r: -r["mean"]):
+    lines.append(f"| {r['name']} | " + " | ".join(f"{s:.4f}" for s in r["val_macro_f1"]) +
+                 f" | {r['mean']:.4f} ± {r['std']:.4f} |")
+  lines += ["", f"Best: {out['best']['name']}."]
+  if "final" in out:
+    lines.append(f"Retrained on {out['final']['train_split']}: {out['final']['workdir']}.")
+  return "\n".join(lines) + "\n"
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Command-line flags (defined only when run as a program: modules import freely)."""
+  config_flags.DEFINE_config_file("config", None, "configs/hybrid.py[:variant]", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Root of the CV runs (cv/<setting>/val_<fold>) and final/.")
+  flags.DEFINE_bool("retrain", True, "Retrain the best setting on all folds.")
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  if FLAGS.config is None or FLAGS.workdir is None:
+    print("error: --config and --workdir are required", file=sys.stderr)
+    sys.exit(2)
+  try:
+    out = run_cv(FLAGS.config, FLAGS.workdir, retrain=FLAGS.retrain)
+  except (PrepError, ValueError, FileNotFoundError, FloatingPointError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(markdown(out))
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
