@@ -76,8 +76,8 @@ def plot_prediction(classes: np.ndarray, labels: np.ndarray, out, *, nom=None,
     ax.imshow(class_rgb(nom, ids), interpolation="nearest")
     ax.set_title(name)
     ax.set_axis_off()
-  shown = sorted(set(np.unique(classes)) | set(np.unique(labels)) - {IGNORE})
-  shown = [int(k) for k in shown if k < nom.num_classes]
+  shown = np.union1d(np.unique(classes), np.unique(labels))
+  shown = [int(k) for k in shown if k < nom.num_classes]         # drops 255
   fig.legend(handles=legend_handles(nom, shown), loc="lower center",
              ncol=min(6, max(1, len(shown))), fontsize=8, frameon=False)
   fig.suptitle(title)
