@@ -68,7 +68,7 @@ def test_bfloat16_compute_float32_params_and_logits():
 
 
 def test_param_count_by_hand():
-  cfg = tiny_model_cfg(norm="none", layers=2, kernel_size=3, features=8)
+  cfg = tiny_model_cfg(norm="none", layers=2, kernel_size=3, features=8, pooling="max")
   cfg.unet.update(norm="none", widths=(8, 16))
   model = build_model(cfg, num_classes=5)
   n = sum(p.size for p in jax.tree.leaves(init(model, X)["params"]))
