@@ -1,0 +1,393 @@
+"""Figures of maps, scores and data: PNG (matplotlib, Agg) and animated GIF (Pillow).
+
+  python -m jaxcrop.plots prediction --zone Z --pred OUT/<zone_id> --out pred.png
+  python -m jaxcrop.plots errors     --zone Z --pred OUT/<zone_id> --out errors.png
+  python -m jaxcrop.plots confusion  --zone Z --pred OUT/<zone_id> --out cm.png
+  python -m jaxcrop.plots confusion  --metrics W/eval/metrics.json [--level parcel] --out cm.png
+  python -m jaxcrop.plots f1         --metrics W/eval/metrics.json --out f1.png
+  python -m jaxcrop.plots distribution --zones ZONES --out classes.png
+  python -m jaxcrop.plots gif        --zone Z --out months.gif
+
+A class has the same colour in every figure: its nomenclature colour
+(`prep/data/classes_<version>.csv`). Maps are drawn with nearest-neighbour
+sampling, so the colours in the PNG are exactly the nomenclature's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from prep import nomenclature as nomenclature_lib
+from prep.errors import PrepError
+
+IGNORE = 255
+NO_LABEL_RGB = (235, 235, 235)       # unlabelled / nodata pixels in maps
+ERROR_COLORS = {"correct": "#2ca02c", "wrong": "#d62728", "no label": "#ebebeb"}
+DPI = 100
+
+
+def _plt():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def class_rgb(nom, ids: np.ndarray) -> np.ndarray:
+  """uint8 [H, W, 3] nomenclature colours of class ids [H, W] (255 → light grey)."""
+  table = np.tile(np.array(NO_LABEL_RGB, np.uint8), (256, 1))
+  table[:nom.num_classes] = nom.rgb()
+  return table[ids]
+
+
+def legend_handles(nom, classes: Sequence[int]):
+  import matplotlib.patches as mpatches
+  return [mpatches.Patch(facecolor=nom.colors[k], edgecolor="none", label=nom.tier3[k])
+          for k in classes]
+
+
+def _save(fig, out) -> pathlib.Path:
+  from prep.atomic import atomic_path
+  out = pathlib.Path(out)
+  with atomic_path(out) as tmp:
+    fig.savefig(tmp, dpi=DPI, format=out.suffix.lstrip(".") or "png")
+  _plt().close(fig)
+  return out
+
+
+def plot_prediction(classes: np.ndarray, labels: np.ndarray, out, *, nom=None,
+                    title: str = "") -> pathlib.Path:
+  """Predicted map next to the ground truth, with one legend of the classes shown.
+
+  Args:
+    classes: uint8 [H, W] predicted classes (255 = nodata).
+    labels: uint8 [H, W] true classes (255 = no label).
+  Figure: 12 x 6.5 inches at 100 dpi.
+  """
+  nom = nom or nomenclature_lib.load()
+  plt = _plt()
+  fig, axes = plt.subplots(1, 2, figsize=(12, 6.5))
+  for ax, ids, name in zip(axes, (classes, labels), ("prediction", "ground truth (RPG)")):
+    ax.imshow(class_rgb(nom, ids), interpolation="nearest")
+    ax.set_title(name)
+    ax.set_axis_off()
+  shown = np.union1d(np.unique(classes), np.unique(labels))
+  shown = [int(k) for k in shown if k < nom.num_classes]         # drops 255
+  fig.legend(handles=legend_handles(nom, shown), loc="lower center",
+             ncol=min(6, max(1, len(shown))), fontsize=8, frameon=False)
+  fig.suptitle(title)
+  fig.subplots_adjust(bottom=0.18, top=0.9, left=0.02, right=0.98, wspace=0.05)
+  return _save(fig, out)
+
+
+def error_map(classes: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """uint8 [H, W]: 0 correct, 1 wrong, 2 no label (or no prediction)."""
+  scored = (labels != IGNORE) & (classes != IGNORE)
+  return np.where(scored, (classes != labels).astype(np.uint8), 2).astype(np.uint8)
+
+
+def plot_errors(classes: np.ndarray, labels: np.ndarray, out, *,
+                title: str = "") -> pathlib.Path:
+  """Map of correct / wrong / unlabelled pixels, with the pixel accuracy. 8 x 8.5 in."""
+  from matplotlib.colors import ListedColormap
+  import matplotlib.patches as mpatches
+  plt = _plt()
+  err = error_map(classes, labels)
+  fig, ax = plt.subplots(figsize=(8, 8.5))
+  cmap = ListedColormap(list(ERROR_COLORS.values()))
+  ax.imshow(err, cmap=cmap, vmin=0, vmax=2, interpolation="nearest")
+  ax.set_axis_off()
+  scored = err < 2
+  acc = float((err[scored] == 0).mean()) if scored.any() else float("nan")
+  ax.set_title(f"{title} pixel accuracy {acc:.3f} ({int(scored.sum())} labelled pixels)")
+  fig.legend(handles=[mpatches.Patch(facecolor=c, edgecolor="black", linewidth=0.5, label=n)
+                      for n, c in ERROR_COLORS.items()], loc="lower center", ncol=3,
+             frameon=False)
+  fig.subplots_adjust(bottom=0.08, top=0.94, left=0.02, right=0.98)
+  return _save(fig, out)
+
+
+def plot_confusion(cm: np.ndarray, class_names: Sequence[str], out, *,
+                   only_present: bool = True, title: str = "") -> pathlib.Path:
+  """Row-normalized confusion matrix (rows: truth), class names on both axes. 11 x 10 in.
+
+  only_present: drop classes absent from both truth and prediction.
+  """
+  plt = _plt()
+  cm = np.asarray(cm, np.float64)
+  keep = np.arange(len(cm))
+  if only_present:
+    keep = np.flatnonzero((cm.sum(0) + cm.sum(1)) > 0)
+  cm = cm[np.ix_(keep, keep)]
+  rows = cm.sum(1, keepdims=True)
+  norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+  names = [class_names[k] for k in keep]
+  fig, ax = plt.subplots(figsize=(11, 10))
+  im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+  ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
+  ax.set_yticks(range(len(names)), names, fontsize=8)
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true")
+  if len(names) <= 25:
+    for (i, j), v in np.ndenumerate(norm):
+      if v >= 0.005:
+        ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=6,
+                color="white" if v > 0.5 else "black")
+  fig.colorbar(im, ax=ax, fraction=0.04, label="share of the true class")
+  ax.set_title(title or "confusion matrix (rows normalized)")
+  fig.subplots_adjust(left=0.25, bottom=0.25, right=0.95, top=0.95)
+  return _save(fig, out)
+
+
+def per_class_rows(metrics: dict) -> list[dict]:
+  """Per-class rows of an evaluation: `metrics["pixel"]["model"]["per_class"]`, or a
+  `summarize()` dict directly. Each row gets `name` (from `name` or `class`)."""
+  m = metrics
+  for key in ("pixel", "model"):
+    if isinstance(m, dict) and key in m and "per_class" not in m:
+      m = m[key]
+  if "per_class" not in m:
+    raise PrepError("metrics file has no per_class table (expected "
+                    "{'pixel': {'model': {'per_class': [...]}}}); rerun jaxcrop.evaluate")
+  return [dict(r, name=r.get("name", r.get("class"))) for r in m["per_class"]]
+
+
+def confusion_from_metrics(metrics: dict, level: str = "pixel"):
+  """(int [K, K], class names) of the model at `level` (pixel | parcel) from the
+  metrics.json of jaxcrop.evaluate: `confusion_matrix["<level>_model"]`."""
+  key = f"{level}_model"
+  if key not in metrics.get("confusion_matrix", {}):
+    raise PrepError(f"metrics file has no confusion_matrix[{key!r}]; rerun "
+                    f"jaxcrop.evaluate, or use --zone and --pred")
+  names = [r["name"] for r in per_class_rows(metrics)]
+  return np.asarray(metrics["confusion_matrix"][key]), names
+
+
+def plot_per_class_f1(metrics: dict, out, *, nom=None, title: str = "") -> pathlib.Path:
+  """Per-class F1 bars (class colours) above the true pixel counts (log scale),
+  classes sorted by support: shows how scores follow the class imbalance. 12 x 8 in."""
+  nom = nom or nomenclature_lib.load()
+  plt = _plt()
+  rows = [r for r in per_class_rows(metrics) if r.get("support", 0) > 0]
+  rows.sort(key=lambda r: -r["support"])
+  names = [r["name"] for r in rows]
+  colors = [nom.colors[nom.tier3.index(n)] if n in nom.tier3 else "#777777" for n in names]
+  fig, (a1, a2) = plt.subplots(2, 1, figsize=(12, 8), sharex=True,
+                               gridspec_kw=dict(height_ratios=(2, 1)))
+  x = np.arange(len(rows))
+  a1.bar(x, [r["f1"] for r in rows], color=colors)
+  a1.set_ylim(0, 1)
+  a1.set_ylabel("F1")
+  a1.grid(axis="y", alpha=0.3)
+  support = np.array([r["support"] for r in rows], np.float64)
+  a2.bar(x, support, color=colors)
+  a2.set_yscale("log")
+  if len(support):
+    a2.set_ylim(0.5 * support.min(), 2 * support.max())
+  a2.set_ylabel("true pixels (log)")
+  a2.set_xticks(x, names, rotation=90, fontsize=8)
+  a1.set_title(title or "per-class F1 and support")
+  fig.subplots_adjust(bottom=0.24, top=0.95, left=0.08, right=0.98, hspace=0.05)
+  return _save(fig, out)
+
+
+def region_class_counts(zones) -> tuple[list[str], np.ndarray, list[str]]:
+  """(regions, int [R, K] labelled pixels per region and class, class names) from
+  the zone folders' meta.json `labels.class_pixel_counts` ({class name: pixels})."""
+  nom = None
+  by_region: dict[str, np.ndarray] = {}
+  for z in zones:
+    if not z.has_labels:
+      continue
+    nom = nom or nomenclature_lib.load(z.nomenclature)
+    counts = z.meta["labels"].get("class_pixel_counts", {})
+    v = np.array([counts.get(n, 0) for n in nom.tier3], np.int64)
+    by_region[z.zone.region] = by_region.get(z.zone.region, 0) + v
+  if not by_region:
+    raise PrepError("no labelled zone folder; run `python -m prep labels` first")
+  regions = sorted(by_region)
+  return regions, np.stack([by_region[r] for r in regions]), list(nom.tier3)
+
+
+def plot_class_distribution(regions: Sequence[str], counts: np.ndarray, out, *,
+                            nom=None, title: str = "") -> pathlib.Path:
+  """Stacked bars: share of each class in each region's labelled pixels. 12 x 7 in."""
+  nom = nom or nomenclature_lib.load()
+  plt = _plt()
+  counts = np.asarray(counts, np.float64)
+  share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+  fig, ax = plt.subplots(figsize=(12, 7))
+  left = np.zeros(len(regions))
+  present = np.flatnonzero(counts.sum(0) > 0)
+  for k in present:
+    ax.barh(regions, share[:, k], left=left, color=nom.colors[k], label=nom.tier3[k])
+    left += share[:, k]
+  ax.set_xlim(0, 1)
+  ax.set_xlabel("share of labelled pixels")
+  ax.invert_yaxis()
+  for i, n in enumerate(counts.sum(1)):
+    ax.text(1.01, i, f"{int(n):,} px", va="center", fontsize=8)
+  ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=6, fontsize=8,
+            frameon=False)
+  ax.set_title(title or "class distribution per region")
+  fig.subplots_adjust(left=0.15, right=0.9, top=0.94, bottom=0.3)
+  return _save(fig, out)
+
+
+def stretch(rgb: np.ndarray, valid: np.ndarray, lo: float = 2, hi: float = 98) -> np.ndarray:
+  """uint8 [..., 3]: each channel scaled between its lo/hi percentiles over valid pixels."""
+  out = np.zeros(rgb.shape, np.uint8)
+  for c in range(rgb.shape[-1]):
+    v = rgb[..., c][valid]
+    a, b = (np.percentile(v, (lo, hi)) if v.size else (0, 1))
+    out[..., c] = np.clip(255 * (rgb[..., c] - a) / max(b - a, 1e-6), 0, 255)
+  out[~valid] = 0
+  return out
+
+
+def ndvi(image: np.ndarray, bands: Sequence[str]) -> np.ndarray:
+  """float32 [T, H, W] (B8 - B4) / (B8 + B4); NaN where nodata."""
+  red = image[..., list(bands).index("B4")].astype(np.float32)
+  nir = image[..., list(bands).index("B8")].astype(np.float32)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    v = (nir - red) / (nir + red)
+  return np.where((red > 0) | (nir > 0), v, np.nan).astype(np.float32)
+
+
+def monthly_frames(image: np.ndarray, bands: Sequence[str], *, scale: int = 1,
+                   gap: int = 4) -> np.ndarray:
+  """uint8 [T, H*scale, (2W+gap)*scale, 3]: true colour (B4 B3 B2, one 2–98 %
+  stretch over the year) beside NDVI (RdYlGn, -0.2..0.9) for each month.
+
+  Args:
+    image: uint16 [T, H, W, C] composites, 0 = nodata.
+  """
+  import matplotlib
+  T, H, W, _ = image.shape
+  b = list(bands)
+  valid = np.any(image != 0, axis=-1)                          # [T, H, W]
+  rgb = stretch(image[..., [b.index("B4"), b.index("B3"), b.index("B2")]].astype(np.float32),
+                valid)
+  v = ndvi(image, bands)
+  cmap = matplotlib.colormaps["RdYlGn"]
+  vi = (cmap(np.clip((np.nan_to_num(v, nan=-0.2) + 0.2) / 1.1, 0, 1))[..., :3] * 255)
+  vi = np.where(valid[..., None], vi, 0).astype(np.uint8)
+  sep = np.full((T, H, gap, 3), 255, np.uint8)
+  frames = np.concatenate([rgb, sep, vi], axis=2)
+  return frames.repeat(scale, axis=1).repeat(scale, axis=2)
+
+
+def monthly_gif(image: np.ndarray, bands: Sequence[str], months: Sequence[str], out, *,
+                scale: int = 1, ms_per_frame: int = 700) -> pathlib.Path:
+  """Animated GIF of the monthly composites (true colour | NDVI), month in the corner.
+
+  Frames are [H*scale + 16, (2W+4)*scale] pixels: a 16-px caption strip on top.
+  """
+  from PIL import Image, ImageDraw
+  from prep.atomic import atomic_path
+  frames = monthly_frames(image, bands, scale=scale)
+  imgs = []
+  for f, month in zip(frames, months):
+    canvas = Image.new("RGB", (f.shape[1], f.shape[0] + 16), "white")
+    canvas.paste(Image.fromarray(f), (0, 16))
+    ImageDraw.Draw(canvas).text((2, 2), f"{month}  true colour | NDVI", fill="black")
+    imgs.append(canvas.convert("P", palette=Image.Palette.ADAPTIVE, colors=255))
+  out = pathlib.Path(out)
+  with atomic_path(out) as tmp:
+    imgs[0].save(tmp, format="GIF", save_all=True, append_images=imgs[1:],
+                 duration=ms_per_frame, loop=0)
+  return out
+
+
+# --------------------------------------------------------------------------- #
+# Command line.
+
+def _read_classes(pred_dir) -> np.ndarray:
+  import rasterio
+  p = pathlib.Path(pred_dir) / "classes.tif"
+  if not p.is_file():
+    raise PrepError(f"{p}: not found; run `python -m jaxcrop.predict` first (--pred is "
+                    f"OUT/<zone_id>)")
+  with rasterio.open(p) as src:
+    return src.read(1)
+
+
+def _read_metrics(path) -> dict:
+  p = pathlib.Path(path)
+  if not p.is_file():
+    raise PrepError(f"{p}: not found; run `python -m jaxcrop.evaluate` first")
+  return json.loads(p.read_text())
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(prog="python -m jaxcrop.plots", description=__doc__.split("\n")[0])
+  sub = ap.add_subparsers(dest="figure", required=True)
+  for name in ("prediction", "errors", "confusion"):
+    s = sub.add_parser(name)
+    s.add_argument("--zone", help="labelled zone folder")
+    s.add_argument("--pred", help="prediction folder OUT/<zone_id> of jaxcrop.predict")
+    s.add_argument("--out", required=True)
+    if name == "confusion":
+      s.add_argument("--metrics", help="W/eval/metrics.json of jaxcrop.evaluate instead")
+      s.add_argument("--level", default="pixel", choices=("pixel", "parcel"))
+  s = sub.add_parser("f1")
+  s.add_argument("--metrics", required=True, help="W/eval/metrics.json")
+  s.add_argument("--out", required=True)
+  s = sub.add_parser("distribution")
+  s.add_argument("--zones", required=True, nargs="+", help="zone folders or their parent(s)")
+  s.add_argument("--out", required=True)
+  s = sub.add_parser("gif")
+  s.add_argument("--zone", required=True)
+  s.add_argument("--out", required=True)
+  s.add_argument("--scale", type=int, default=1)
+  args = ap.parse_args(argv)
+  try:
+    out = _run(args)
+  except PrepError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"wrote {out}")
+  return 0
+
+
+def _run(args) -> pathlib.Path:
+  from prep.zonefolder import open_zone
+  if args.figure == "f1":
+    return plot_per_class_f1(_read_metrics(args.metrics), args.out)
+  if args.figure == "distribution":
+    from jaxcrop.predict import resolve_zones
+    regions, counts, _ = region_class_counts(resolve_zones(args.zones))
+    return plot_class_distribution(regions, counts, args.out)
+  if args.figure == "confusion" and args.metrics:
+    cm, names = confusion_from_metrics(_read_metrics(args.metrics), args.level)
+    return plot_confusion(cm, names, args.out, title=f"{args.level} level, model "
+                                                      f"(rows normalized)")
+  if not args.zone:
+    raise PrepError(f"{args.figure}: --zone is required")
+  zone = open_zone(args.zone, require_labels=args.figure != "gif")
+  if args.figure == "gif":
+    return monthly_gif(zone.read_image(), zone.bands, zone.months, args.out, scale=args.scale)
+  if not args.pred:
+    raise PrepError(f"{args.figure}: --pred OUT/<zone_id> is required")
+  classes, labels = _read_classes(args.pred), zone.read_labels()
+  if classes.shape != labels.shape:
+    raise PrepError(f"{args.pred}: map {classes.shape} is not on zone {zone.zone_id}'s "
+                    f"grid {labels.shape}; pass the prediction of this zone")
+  nom = nomenclature_lib.load(zone.nomenclature)
+  if args.figure == "prediction":
+    return plot_prediction(classes, labels, args.out, nom=nom, title=zone.zone_id)
+  if args.figure == "errors":
+    return plot_errors(classes, labels, args.out, title=zone.zone_id)
+  from jaxcrop import metrics
+  cm = metrics.confusion_matrix_np(np.where(classes != IGNORE, labels, IGNORE), classes,
+                                   nom.num_classes)
+  return plot_confusion(cm, nom.tier3, args.out, title=f"{zone.zone_id} confusion matrix")
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,339 @@
+"""Zone prediction: tiling, blending, nodata, outputs on the zone grid, parcels, errors."""
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+import rasterio
+
+from jaxcrop import predict
+from jaxcrop.input_pipeline import normalize
+from prep import nomenclature
+from tests import predict_testing as pt
+
+NOM = nomenclature.load("v1")
+
+
+@pytest.fixture(scope="module")
+def zone(tmp_path_factory):
+  return pt.make_zone(tmp_path_factory.mktemp("z") / "testz_0")
+
+
+@pytest.fixture(scope="module")
+def pixel_model():
+  return pt.init(pt.PixelModel())
+
+
+def _direct(apply_fn, variables, zone, meta, rows, cols):
+  """Softmax of the model on one window of the zone, no tiling: [h, w, K]."""
+  import jax
+  x = normalize(zone.read_image()[:, rows, cols], meta.mean, meta.std)[None]
+  return np.asarray(jax.nn.softmax(apply_fn(variables, x), -1))[0]
+
+
+def test_tile_starts_cover_the_zone_with_one_tile_shape():
+  assert predict.tile_starts(52, 16, 4).tolist() == [0, 12, 24, 36]   # 36 + 16 = 52
+  assert predict.tile_starts(40, 16, 4).tolist() == [0, 12, 24]
+  assert predict.tile_starts(41, 16, 4).tolist() == [0, 8, 17, 25]    # spread, overlap ≥ 4
+  assert predict.tile_starts(1000, 256, 32).tolist() == [0, 186, 372, 558, 744]
+  assert predict.tile_starts(1000, 512, 24).tolist() == [0, 488]
+  assert predict.tile_starts(10, 16, 4).tolist() == [0]               # caller pads to 16
+  with pytest.raises(predict.PredictError, match="--overlap 16 must be in"):
+    predict.tile_starts(52, 16, 16)
+
+
+def test_blend_window_is_positive_smooth_and_symmetric():
+  w = predict.blend_window(16, 4)
+  assert w.shape == (16, 16) and w.min() > 0 and w.max() == 1
+  np.testing.assert_allclose(w, w[::-1, ::-1])
+  np.testing.assert_allclose(w, w.T)
+  assert (w[4:12, 4:12] == 1).all()
+  assert np.all(np.diff(w[8, :5]) > 0)          # ramps up over the overlap
+  assert (predict.blend_window(16, 0) == 1).all()
+
+
+@pytest.mark.parametrize("tile, overlap", [(16, 4), (24, 5), (64, 8)])  # 64: pads the zone
+def test_pixelwise_model_map_equals_the_model_on_the_whole_zone(zone, pixel_model, tile,
+                                                                overlap):
+  apply_fn, variables = pixel_model
+  meta = pt.make_meta()
+  pred = predict.predict_zone(apply_fn, variables, zone, meta, tile=tile, overlap=overlap,
+                              batch=3, probs=True)
+  p = _direct(apply_fn, variables, zone, meta, slice(None), slice(None))
+  ok = pred.classes != 255
+  assert pred.classes.shape == (pt.H, pt.W) and pred.classes.dtype == np.uint8
+  np.testing.assert_array_equal(pred.classes[ok], p.argmax(-1)[ok])
+  np.testing.assert_array_equal(pred.confidence[ok], np.rint(100 * p.max(-1))[ok])
+  assert np.abs(pred.probabilities[:, ok].astype(int)
+                - np.rint(100 * p).transpose(2, 0, 1)[:, ok]).max() <= 1
+
+
+def test_no_seams_for_a_model_with_spatial_context(zone):
+  """Blended map = the model run once on a window, away from the window's edge."""
+  apply_fn, variables = pt.init(pt.ConvModel())
+  meta = pt.make_meta()
+  pred = predict.predict_zone(apply_fn, variables, zone, meta, tile=16, overlap=4,
+                              batch=4, probs=True)
+  rows, cols = slice(10, 36), slice(8, 48)          # spans several tile seams
+  p = _direct(apply_fn, variables, zone, meta, rows, cols)[1:-1, 1:-1]
+  got = pred.probabilities[:, 11:35, 9:47].transpose(1, 2, 0).astype(float)
+  ok = pred.classes[11:35, 9:47] != 255
+  diff = np.abs(got - 100 * p)[ok]
+  assert diff.max() <= 5 and diff.mean() < 0.5
+  assert (pred.classes[11:35, 9:47][ok] == p.argmax(-1)[ok]).mean() > 0.97
+
+
+def test_nodata_hole_is_nodata_in_every_output(zone, pixel_model):
+  pred = predict.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4,
+                              probs=True)
+  hole = np.zeros((pt.H, pt.W), bool)
+  hole[pt.HOLE] = True
+  assert (pred.classes[hole] == 255).all() and (pred.confidence[hole] == 255).all()
+  assert (pred.probabilities[:, hole] == 255).all()
+  assert (pred.classes[~hole] < NOM.num_classes).all()
+  assert (pred.confidence[~hole] <= 100).all()
+
+
+@pytest.mark.parametrize("meta_kwargs, message", [
+    (dict(t=2), "zone testz_0 ({path}) has 3 months, the checkpoint was trained on 2 "
+                "(2023-01..2023-02); composite the zone with the same months"),
+    (dict(bands=("B2", "B3", "B4", "B11")),
+     "zone testz_0 ({path}) has bands ['B2', 'B3', 'B4', 'B8'], the checkpoint was "
+     "trained on ['B2', 'B3', 'B4', 'B11']; composite the zone with the same bands"),
+    (dict(version="v2"),
+     "zone testz_0 ({path}) is labelled with nomenclature v1, the checkpoint predicts "
+     "nomenclature v2; relabel the zone or use a checkpoint trained on v1"),
+])
+def test_zone_checkpoint_mismatch_errors(zone, pixel_model, meta_kwargs, message):
+  with pytest.raises(predict.PredictError) as e:
+    predict.predict_zone(*pixel_model, zone, pt.make_meta(**meta_kwargs), tile=16,
+                         overlap=4)
+  assert str(e.value) == message.format(path=zone.path)
+
+
+def test_outputs_on_the_zone_grid_with_colors_names_and_cog_layout(zone, pixel_model,
+                                                                   tmp_path):
+  pred = predict.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4,
+                              probs=True)
+  folder = predict.write_outputs(zone, pred, NOM, tmp_path)
+  assert folder == tmp_path / "testz_0"
+  assert folder.stat().st_mode & 0o777 == 0o777 & ~predict._umask()
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["testz_0"]   # no temp left
+  assert sorted(p.name for p in folder.iterdir()) == [
+      "classes.tif", "confidence.tif", "parcels.gpkg", "probabilities.tif"]
+  with rasterio.open(folder / "classes.tif") as src:
+    assert src.crs.to_epsg() == 32631 and src.transform == zone.zone.transform
+    assert (src.dtypes[0], src.nodata, src.shape) == ("uint8", 255, (pt.H, pt.W))
+    np.testing.assert_array_equal(src.read(1), pred.classes)
+    cmap = src.colormap(1)
+    assert cmap[7] == tuple(NOM.rgb()[7]) + (255,)
+    assert json.loads(src.tags()["CLASS_NAMES"]) == list(NOM.tier3)
+    assert src.tags()["CLASS_7"] == NOM.tier3[7]
+    assert src.descriptions == ("tier-3 class",)
+    assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+    assert src.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"] == "DEFLATE"
+  with rasterio.open(folder / "confidence.tif") as src:
+    np.testing.assert_array_equal(src.read(1), pred.confidence)
+  with rasterio.open(folder / "probabilities.tif") as src:
+    assert src.count == NOM.num_classes
+    np.testing.assert_array_equal(src.read(), pred.probabilities)
+
+
+def test_large_zone_outputs_have_overviews(tmp_path, pixel_model):
+  z = pt.make_zone(tmp_path / "big_0", zone_id="big_0", h=600, w=560, t=1, labels=False)
+  pred = predict.Prediction(np.full((600, 560), 3, np.uint8), np.full((600, 560), 90, np.uint8))
+  folder = predict.write_outputs(z, pred, NOM, tmp_path / "out")
+  assert sorted(p.name for p in folder.iterdir()) == ["classes.tif", "confidence.tif"]
+  with rasterio.open(folder / "classes.tif") as src:
+    assert src.overviews(1) == [2, 4]
+    assert src.block_shapes[0] == (256, 256)
+
+
+def test_existing_output_folder_is_refused_without_overwrite(zone, pixel_model, tmp_path):
+  pred = predict.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
+  predict.write_outputs(zone, pred, NOM, tmp_path)
+  with pytest.raises(predict.PredictError, match=(
+      r"testz_0: output folder already exists; pass --overwrite to replace it")):
+    predict.write_outputs(zone, pred, NOM, tmp_path)
+  pred.classes[:] = 2
+  predict.write_outputs(zone, pred, NOM, tmp_path, overwrite=True)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["testz_0"]   # no .old/.partial
+  with rasterio.open(tmp_path / "testz_0" / "classes.tif") as src:
+    assert (src.read(1) == 2).all()
+
+
+def test_parcel_votes_by_hand():
+  parcels = np.array([[1, 1, 1, 2], [1, 2, 2, 0], [3, 3, 0, 0]], np.uint32)
+  classes = np.array([[4, 4, 0, 1], [255, 1, 2, 4], [255, 255, 0, 0]], np.uint8)
+  conf = np.array([[90, 70, 50, 60], [10, 80, 40, 0], [0, 0, 0, 0]], np.uint8)
+  v = predict.parcel_votes(parcels, classes, conf, num_classes=5, num_parcels=4)
+  assert v["pred_class"].tolist() == [4, 1, 255, 255]      # parcel 3: only nodata
+  np.testing.assert_allclose(v["pred_share"][:2], [2 / 3, 2 / 3])
+  np.testing.assert_allclose(v["mean_confidence"][:2], [70, 60])
+  assert v["n_pred_pixels"].tolist() == [3, 3, 0, 0]
+  assert np.isnan(v["pred_share"][2:]).all()
+
+
+def test_parcels_gpkg_majority_and_polygonized_geometry(zone, pixel_model, tmp_path):
+  import geopandas as gpd
+  pred = predict.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
+  folder = predict.write_outputs(zone, pred, NOM, tmp_path)
+  gdf = gpd.read_file(folder / "parcels.gpkg")
+  parcels, table = zone.read_parcels(), zone.parcel_table()
+  assert len(gdf) == len(table) and gdf.crs.to_epsg() == 32631
+  for i in (1, 2, 7, len(table)):                # hand majority of a few parcels
+    c = pred.classes[(parcels == i) & (pred.classes != 255)]
+    row = gdf[gdf.parcel_index == i].iloc[0]
+    if c.size == 0:
+      assert row.pred_class == 255
+      continue
+    counts = np.bincount(c, minlength=23)
+    assert row.pred_class == counts.argmax() and row.n_pred_pixels == c.size
+    assert row.pred_share == pytest.approx(counts.max() / c.size)
+    assert row.pred_name == NOM.tier3[counts.argmax()]
+    assert row.class_id == table.class_id[i - 1] and row.ID_PARCEL == table.ID_PARCEL[i - 1]
+    assert row.geometry.area == pytest.approx((parcels == i).sum() * 100.0)
+
+
+def test_parcels_take_rpg_geometries_when_given(zone, pixel_model, tmp_path):
+  import geopandas as gpd
+  import shapely
+  table = zone.parcel_table()
+  z = zone.zone
+  boxes = [shapely.box(z.x0 + 5 * i, z.y0 - 20, z.x0 + 5 * i + 3, z.y0 - 10)
+           for i in range(len(table))]
+  rpg = gpd.GeoDataFrame(dict(ID_PARCEL=table.ID_PARCEL, CODE_CULTU="BTH",
+                              CODE_GROUP="1", SURF_PARC=1.0),
+                         geometry=boxes, crs=z.crs).to_crs("EPSG:2154")
+  rpg.to_file(tmp_path / "rpg.gpkg", driver="GPKG")
+  pred = predict.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
+  folder = predict.write_outputs(zone, pred, NOM, tmp_path / "out", rpg=tmp_path / "rpg.gpkg")
+  gdf = gpd.read_file(folder / "parcels.gpkg")
+  assert gdf.geometry.area.to_numpy() == pytest.approx(np.full(len(table), 30.0), rel=1e-3)
+
+
+def test_cli_refuses_existing_output_before_loading_a_checkpoint(zone, tmp_path, capsys):
+  (tmp_path / "testz_0").mkdir()
+  rc = predict.main(["--workdir", str(tmp_path / "nowhere"), "--zone", str(zone.path),
+                     "--out", str(tmp_path)])
+  assert rc == 2
+  err = capsys.readouterr().err
+  assert err == (f"error: {tmp_path / 'testz_0'}: output folder already exists; pass "
+                 f"--overwrite to replace it or choose another --out\n")
+
+
+def test_cli_writes_maps_and_scores(zone, pixel_model, tmp_path, capsys, monkeypatch):
+  apply_fn, variables = pixel_model
+  model = pt.PixelModel()
+  trained = types.SimpleNamespace(config=None, model=model, variables=variables,
+                                  meta=pt.make_meta())
+  fake = types.ModuleType("jaxcrop.checkpoint")
+  fake.load_trained = lambda workdir, which="best": trained
+  monkeypatch.setitem(sys.modules, "jaxcrop.checkpoint", fake)
+  rc = predict.main(["--workdir", "W", "--zone", str(zone.path.parent), "--out",
+                     str(tmp_path), "--tile", "16", "--overlap", "4", "--probs"])
+  assert rc == 0
+  out = capsys.readouterr().out
+  assert f"testz_0: wrote classes.tif, confidence.tif, parcels.gpkg, probabilities.tif in {tmp_path / 'testz_0'}" in out
+  assert "testz_0: pixel accuracy " in out and "macro-F1" in out
+
+
+_MULTI_DEVICE = r"""
+import sys, numpy as np, jax
+from jaxcrop import predict
+from prep.zonefolder import open_zone
+from tests import predict_testing as pt
+assert jax.local_device_count() == 2, jax.local_devices()
+pred = predict.predict_zone(*pt.init(pt.ConvModel()), open_zone(sys.argv[1]),
+                            pt.make_meta(), tile=16, overlap=4, batch=3, probs=True)
+np.save(sys.argv[2], pred.probabilities)
+"""
+
+
+def test_tile_batch_sharded_over_two_devices_gives_the_same_map(zone, tmp_path):
+  """batch 3 → 4 (a multiple of 2 devices), tiles split over the `data` axis."""
+  import os
+  import subprocess
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu")
+  subprocess.run([sys.executable, "-c", _MULTI_DEVICE, str(zone.path),
+                  str(tmp_path / "p.npy")], check=True, env=env,
+                 cwd=os.path.dirname(os.path.dirname(__file__)))
+  pred = predict.predict_zone(*pt.init(pt.ConvModel()), zone, pt.make_meta(), tile=16,
+                              overlap=4, batch=3, probs=True)
+  got = np.load(tmp_path / "p.npy")
+  assert np.abs(got.astype(int) - pred.probabilities).max() <= 1
+
+
+def test_tile_that_the_model_cannot_take_is_a_one_line_error():
+  from configs import hybrid
+  from jaxcrop.models import build_model
+  cfg = hybrid.get_config("tiny")
+  model = build_model(cfg.model, 23)
+  import jax
+  variables = jax.eval_shape(lambda: model.init(
+      jax.random.PRNGKey(0), np.zeros((1, pt.T, 16, 16, 4), np.float32)))
+  apply_fn = lambda v, x: model.apply(v, x, train=False)
+  predict.check_tile(apply_fn, variables, pt.make_meta(), 16)
+  with pytest.raises(predict.PredictError, match=r"^--tile 15 does not fit the model: "
+                                                 r"patch sides 15x15 must be divisible by 2"):
+    predict.check_tile(apply_fn, variables, pt.make_meta(), 15)
+
+
+def _workdir(path):
+  """A training workdir holding the tiny hybrid model's init as its `last` checkpoint."""
+  import jax
+  from configs import hybrid
+  from jaxcrop import checkpoint
+  from jaxcrop.models import build_model
+  cfg = hybrid.get_config("tiny")
+  meta = pt.make_meta()
+  model = build_model(cfg.model, meta.num_classes)
+  v = model.init(jax.random.PRNGKey(1), np.zeros((1, pt.T, 16, 16, 4), np.float32))
+  path.mkdir()
+  (path / "config.json").write_text(cfg.to_json())
+  (path / "dataset_meta.json").write_text(meta.to_json())
+  last, _ = checkpoint.managers(path)
+  checkpoint.save(last, 3, dict(v), {"step": np.int32(3)})
+  last.wait_until_finished()
+  return model, v, meta
+
+
+def test_cli_with_a_real_checkpoint_equals_predict_zone(zone, tmp_path, capsys):
+  model, v, meta = _workdir(tmp_path / "W")
+  rc = predict.main(["--workdir", str(tmp_path / "W"), "--zone", str(zone.path),
+                     "--out", str(tmp_path / "maps"), "--tile", "16", "--overlap", "4",
+                     "--checkpoint", "best"])             # no best yet → last
+  assert rc == 0, capsys.readouterr().err
+  want = predict.predict_zone(lambda v_, x: model.apply(v_, x, train=False), v, zone,
+                              meta, tile=16, overlap=4)
+  with rasterio.open(tmp_path / "maps" / "testz_0" / "classes.tif") as src:
+    np.testing.assert_array_equal(src.read(1), want.classes)
+
+
+def test_cli_missing_workdir_is_a_one_line_error(zone, tmp_path, capsys):
+  rc = predict.main(["--workdir", str(tmp_path / "W"), "--zone", str(zone.path),
+                     "--out", str(tmp_path / "maps")])
+  assert rc == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"error: --workdir {tmp_path / 'W'}: {tmp_path / 'W'}/config.json "
+                        f"not found: not a training workdir") and err.count("\n") == 1
+
+
+def test_zone_without_labels_gets_maps_but_no_parcels_or_scores(tmp_path, pixel_model):
+  z = pt.make_zone(tmp_path / "nolab_0", zone_id="nolab_0", labels=False)
+  pred = predict.predict_zone(*pixel_model, z, pt.make_meta(version="v9"), tile=16,
+                              overlap=4)                 # no labels → no version check
+  assert predict.score(z, pred, NOM.tier3) is None
+  folder = predict.write_outputs(z, pred, NOM, tmp_path / "out")
+  assert sorted(p.name for p in folder.iterdir()) == ["classes.tif", "confidence.tif"]
+
+
+def test_score_counts_labelled_predicted_pixels_only(zone, pixel_model):
+  pred = predict.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
+  s = predict.score(zone, pred, NOM.tier3)
+  labels = zone.read_labels()
+  scored = (labels != 255) & (pred.classes != 255)
+  assert s["num_pixels"] == scored.sum()
+  assert s["overall_accuracy"] == pytest.approx((labels == pred.classes)[scored].mean())
