@@ -68,12 +68,21 @@ run_demo() {
   say "4/6 evaluate: test split, model vs pixel baseline"
   python -m jaxcrop.evaluate --workdir "$out/train"
   say "5/6 predict: maps of the test zones -> $out/maps"
-  python -m jaxcrop.predict --workdir "$out/train" --zone $(python -m jaxcrop.predict \
-    --list-test-zones --workdir "$out/train" --zones-root "$out/zones") \
-    --out "$out/maps" --rpg "$out/raw/rpg_demo.gpkg" --overwrite
+  # The test zones are those the dataset put in its `test` split.
+  local test_zones
+  test_zones=$(python - "$out" <<'PY'
+import glob, json, sys
+out = sys.argv[1]
+meta = json.load(open(sorted(glob.glob(f"{out}/tfds/cropmap/demo/*/metadata.json"))[-1]))
+print(" ".join(f"{out}/zones/{z}" for z in meta["zones_per_split"]["test"]))
+PY
+)
+  # shellcheck disable=SC2086
+  python -m jaxcrop.predict --workdir "$out/train" --zone $test_zones --out "$out/maps" \
+    --rpg "$out/raw/rpg_demo.gpkg" --overwrite
   say "6/6 figures -> $out/figures"
-  python -m jaxcrop.plots --workdir "$out/train" --zones-root "$out/zones" \
-    --maps "$out/maps" --out "$out/figures"
+  python -m jaxcrop.plots all --zones "$out/zones" --maps "$out/maps" \
+    --metrics "$out/train/eval/metrics.json" --out "$out/figures"
   cat <<EOF
 
 Demo done in $((SECONDS - t0)) s (synthetic demo region: its numbers say nothing about real-world accuracy).

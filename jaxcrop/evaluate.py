@@ -122,32 +122,6 @@ def markdown(result: dict, note: str = "") -> str:
   return "\n".join(lines)
 
 
-def plot_confusion(cm, class_names, path, title):
-  """Row-normalized confusion matrix (recall per true class) of the present classes."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  cm = np.asarray(cm, np.float64)
-  present = (cm.sum(0) + cm.sum(1)) > 0
-  cm = cm[present][:, present]
-  names = [n for n, p in zip(class_names, present) if p]
-  norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-  size = 2 + 0.35 * len(names)
-  fig, ax = plt.subplots(figsize=(size + 1, size))
-  im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-  ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
-  ax.set_yticks(range(len(names)), names, fontsize=7)
-  ax.set_xlabel("predicted")
-  ax.set_ylabel("true")
-  ax.set_title(title, fontsize=9)
-  fig.colorbar(im, ax=ax, fraction=0.046)
-  fig.tight_layout()
-  tmp = path.with_name(path.stem + ".tmp.png")
-  fig.savefig(tmp, dpi=120)
-  plt.close(fig)
-  tmp.replace(path)
-
-
 def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None,
              max_batches=None, data_dir=None) -> dict:
   """Evaluate `workdir`'s checkpoint; writes workdir/eval/*; returns metrics.json content."""
@@ -182,9 +156,11 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
     tmp = out / (name + ".tmp")
     tmp.write_text(text)
     tmp.replace(out / name)
+  from jaxcrop.plots import plot_confusion  # one confusion figure for every caller
   for level in ("pixel", "parcel"):
     plot_confusion(result["confusion_matrix"][f"{level}_model"], class_names,
-                   out / f"confusion_{level}.png", f"{level} level, {split} split (row-normalized)")
+                   out / f"confusion_{level}.png",
+                   title=f"{level} level, {split} split (rows normalized)")
   return result
 
 

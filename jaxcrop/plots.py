@@ -324,9 +324,54 @@ def _read_metrics(path) -> dict:
   return json.loads(p.read_text())
 
 
+def all_figures(zones, out, *, maps=None, metrics=None) -> list[pathlib.Path]:
+  """Every figure at once: what `./launch.sh demo` shows a person.
+
+  Args:
+    zones: ZoneFolders; the class distribution covers all of them, the per-zone
+      figures (prediction, errors, monthly GIF) those with a map in `maps`.
+    out: output folder.
+    maps: the OUT folder of `jaxcrop.predict` (maps/<zone_id>/classes.tif).
+    metrics: W/eval/metrics.json of `jaxcrop.evaluate`, for F1 bars and confusion.
+  """
+  out = pathlib.Path(out)
+  written = []
+  if metrics:
+    m = _read_metrics(metrics)
+    written.append(plot_per_class_f1(m, out / "f1_per_class.png"))
+    for level in ("pixel", "parcel"):
+      if f"{level}_model" not in m.get("confusion_matrix", {}):
+        continue
+      cm, names = confusion_from_metrics(m, level)
+      written.append(plot_confusion(cm, names, out / f"confusion_{level}.png",
+                                    title=f"{level} level, model (rows normalized)"))
+  regions, counts, _ = region_class_counts(zones)
+  written.append(plot_class_distribution(regions, counts, out / "class_distribution.png"))
+  for zone in zones:
+    pred = pathlib.Path(maps) / zone.zone_id if maps else None
+    if pred is None or not (pred / "classes.tif").is_file():
+      continue
+    classes = _read_classes(pred)
+    written.append(monthly_gif(zone.read_image(), zone.bands, zone.months,
+                               out / f"{zone.zone_id}_composites.gif"))
+    if zone.has_labels:
+      labels = zone.read_labels()
+      nom = nomenclature_lib.load(zone.nomenclature)
+      written.append(plot_prediction(classes, labels, out / f"{zone.zone_id}_prediction.png",
+                                     nom=nom, title=zone.zone_id))
+      written.append(plot_errors(classes, labels, out / f"{zone.zone_id}_errors.png",
+                                 title=zone.zone_id))
+  return written
+
+
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(prog="python -m jaxcrop.plots", description=__doc__.split("\n")[0])
   sub = ap.add_subparsers(dest="figure", required=True)
+  s = sub.add_parser("all", help="every figure: F1, confusion, distribution, per-zone maps and GIFs")
+  s.add_argument("--zones", required=True, nargs="+", help="zone folders or their parent(s)")
+  s.add_argument("--maps", help="OUT folder of jaxcrop.predict")
+  s.add_argument("--metrics", help="W/eval/metrics.json of jaxcrop.evaluate")
+  s.add_argument("--out", required=True, help="folder for the figures")
   for name in ("prediction", "errors", "confusion"):
     s = sub.add_parser(name)
     s.add_argument("--zone", help="labelled zone folder")
@@ -347,6 +392,12 @@ def main(argv=None) -> int:
   s.add_argument("--scale", type=int, default=1)
   args = ap.parse_args(argv)
   try:
+    if args.figure == "all":
+      from jaxcrop.predict import resolve_zones
+      outs = all_figures(resolve_zones(args.zones), args.out, maps=args.maps,
+                         metrics=args.metrics)
+      print(f"wrote {len(outs)} figures to {args.out}")
+      return 0
     out = _run(args)
   except PrepError as e:
     print(f"error: {e}", file=sys.stderr)

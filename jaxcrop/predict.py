@@ -14,7 +14,7 @@ everywhere — and summed into the zone; dividing by the summed weights gives a
 map without seams, in which the centre of a tile counts more than its edges
 (where the model sees less context).
 
-Outputs, on the zone's own grid, in `OUT/<zone_id>/` (see notes/predict.md):
+Outputs, on the zone's own grid, in `OUT/<zone_id>/` (see docs/predict.md):
   classes.tif        uint8 tier-3 class ids, 255 = nodata, colour table, names.
   confidence.tif     uint8 max softmax probability in percent, 255 = nodata.
   probabilities.tif  (--probs) uint8 [K bands] probability in percent.
@@ -279,23 +279,9 @@ def parcel_geometries(zone: ZoneFolder, parcels: np.ndarray, table, rpg=None):
 
 
 def _read_rpg(path, zone: ZoneFolder):
-  """RPG parcels meeting the zone: prep.labels.read_rpg when present, else pyogrio."""
-  path = pathlib.Path(path)
-  try:
-    from prep.labels import read_rpg  # the labels helper's reader (bbox, field names)
-  except ImportError:
-    read_rpg = None
-  if read_rpg is not None:
-    return read_rpg(path, zone.zone)
-  import pyogrio
-  if not path.exists():
-    raise PredictError(f"{path}: RPG file not found (--rpg)")
-  crs = pyogrio.read_info(path).get("crs") or "EPSG:2154"
-  gdf = pyogrio.read_dataframe(path, bbox=tuple(zone.zone.bounds_in(crs)))
-  if "ID_PARCEL" not in gdf:
-    raise PredictError(f"{path}: no ID_PARCEL field; pass an RPG PARCELLES_GRAPHIQUES file")
-  gdf["ID_PARCEL"] = gdf["ID_PARCEL"].astype(str).str.strip()
-  return gdf
+  """RPG parcels meeting the zone (bbox read, field checks: prep.labels)."""
+  from prep.labels import read_rpg
+  return read_rpg(pathlib.Path(path), zone.zone)
 
 
 def parcel_product(zone: ZoneFolder, pred: Prediction, nomenclature, rpg=None):
@@ -450,7 +436,7 @@ def main(argv=None) -> int:
       prog="python -m jaxcrop.predict",
       description="Crop-type maps of zone folders: OUT/<zone_id>/classes.tif, "
                   "confidence.tif, [probabilities.tif], [parcels.gpkg] (Cloud-Optimized "
-                  "GeoTIFFs on the zone grid; see notes/predict.md).")
+                  "GeoTIFFs on the zone grid; see docs/predict.md).")
   ap.add_argument("--workdir", required=True, help="training workdir (checkpoints)")
   ap.add_argument("--zone", required=True, nargs="+",
                   help="zone folder(s), or folder(s) of zone folders")

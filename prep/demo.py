@@ -69,8 +69,8 @@ class DemoSpec:
   north to south, `region_gap` apart; the scene covers them with `margin`.
   """
   regions: tuple[str, ...] = ("demo-north", "demo-south")
-  zones_per_region: int = 4
-  zone_pixels: int = 192
+  zones_per_region: int = 5
+  zone_pixels: int = 256
   gap: int = 10
   margin: int = 15
   region_gap: int = 30

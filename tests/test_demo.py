@@ -22,15 +22,15 @@ def _scene_dirs(raw):
   return sorted((raw / "scenes").iterdir(), key=lambda d: d.name.split("_")[2])
 
 
-def test_demo_zones_two_regions_of_four_on_the_10m_grid():
+def test_demo_zones_two_regions_of_five_on_the_10m_grid():
   zones = demo.demo_zones(demo.FULL)
   assert [z.zone_id for z in zones[:5]] == [
-      "demo-north_0", "demo-north_1", "demo-north_2", "demo-north_3", "demo-south_0"]
+      "demo-north_0", "demo-north_1", "demo-north_2", "demo-north_3", "demo-north_4"]
   assert sorted({z.region for z in zones}) == ["demo-north", "demo-south"]
-  assert [z.index for z in zones] == [0, 1, 2, 3] * 2
+  assert [z.index for z in zones] == [0, 1, 2, 3, 4] * 2
   h, w = demo.FULL.scene_shape
   for i, a in enumerate(zones):
-    assert (a.width, a.height, a.res, a.epsg, a.source) == (192, 192, 10.0, 32631, "demo")
+    assert (a.width, a.height, a.res, a.epsg, a.source) == (256, 256, 10.0, 32631, "demo")
     assert a.x0 % 10 == 0 and a.y0 % 10 == 0
     l, b, r, t = a.bounds
     assert l > demo.SCENE_X0 and r < demo.SCENE_X0 + w * 10

@@ -141,3 +141,24 @@ def test_confusion_from_evaluate_metrics_json(tmp_path):
   assert _rgb(tmp_path / "c.png").shape == (1000, 1100, 3)
   with pytest.raises(plots.PrepError, match=r"no confusion_matrix\['pixel_model'\]"):
     plots.confusion_from_metrics({"pixel": m["pixel"]})
+
+
+def test_all_figures_for_predicted_zones_only(tmp_path):
+  from jaxcrop import metrics, predict
+  zones = [pt.make_zone(tmp_path / "zones" / f"z_{i}", zone_id=f"z_{i}", seed=i)
+           for i in range(2)]
+  pred = predict.predict_zone(*pt.init(pt.PixelModel()), zones[0], pt.make_meta(),
+                              tile=16, overlap=4)
+  predict.write_outputs(zones[0], pred, NOM, tmp_path / "maps")
+  cm = np.zeros((23, 23), int)
+  cm[2, 2], cm[2, 5], cm[5, 5] = 30, 10, 7
+  m = {"pixel": {"model": metrics.summarize(cm, list(NOM.tier3))},
+       "confusion_matrix": {"pixel_model": cm.tolist()}}
+  (tmp_path / "m.json").write_text(json.dumps(m))
+  assert plots.main(["all", "--zones", str(tmp_path / "zones"), "--maps",
+                     str(tmp_path / "maps"), "--metrics", str(tmp_path / "m.json"),
+                     "--out", str(tmp_path / "fig")]) == 0
+  # No parcel confusion in these metrics, and z_1 has no map: neither is drawn.
+  assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == [
+      "class_distribution.png", "confusion_pixel.png", "f1_per_class.png",
+      "z_0_composites.gif", "z_0_errors.png", "z_0_prediction.png"]
