@@ -31,16 +31,26 @@ PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
               "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12}
 
 
-def _best_time(fn, repeats: int, steps: int) -> float:
-  """Best seconds per step over `repeats` runs of `steps` steps (after one warm-up)."""
-  fn()
-  best = float("inf")
+def _best_times(fns, repeats: int, steps: int) -> list[float]:
+  """Best seconds per step of each callable, their repeats interleaved.
+
+  Interleaving (a, b, a, b, …) gives both sides the same share of a noisy,
+  shared machine, which timing one after the other does not.
+  """
+  for fn in fns:
+    fn()                                       # warm-up: compilation, allocation
+  best = [float("inf")] * len(fns)
   for _ in range(repeats):
-    t0 = time.perf_counter()
-    for _ in range(steps):
-      fn()
-    best = min(best, (time.perf_counter() - t0) / steps)
+    for i, fn in enumerate(fns):
+      t0 = time.perf_counter()
+      for _ in range(steps):
+        fn()
+      best[i] = min(best[i], (time.perf_counter() - t0) / steps)
   return best
+
+
+def _best_time(fn, repeats: int, steps: int) -> float:
+  return _best_times([fn], repeats, steps)[0]
 
 
 def jax_step(config, batch: int, side: int):
@@ -163,9 +173,15 @@ def measures():
     batch, side = config.data.batch_size, 64
     if on_cpu:   # 2-core budget: keep each measure < 60 s
       batch, side = (4, 32) if variant == "" else (4, 64)
-    steps, repeats = (3, 2) if on_cpu else (20, 3)
+    steps, repeats = (5, 5) if on_cpu else (20, 3)   # 2 shared cores are noisy: best of 5
     run, flops = jax_step(config, batch, side)
-    ours = _best_time(run, repeats, steps)
+    try:
+      import torch  # pylint: disable=g-import-not-at-top
+      torch.set_num_threads(os.cpu_count() or 1)
+      ours, ref = _best_times([run, torch_step(config, batch, side)], repeats, steps)
+    except ImportError:
+      ref = None
+      ours = _best_time(run, repeats, steps)
     pixels = batch * side * side
     rec = {"name": f"train_step{'_' + variant if variant else '_default'}",
            "device": getattr(device, "device_kind", device.platform),
@@ -179,15 +195,12 @@ def measures():
     if peak:
       rec["mfu"] = flops / ours / peak
       rec["peak_flops"] = peak
-    try:
-      import torch  # pylint: disable=g-import-not-at-top
-      torch.set_num_threads(os.cpu_count() or 1)
-      ref = _best_time(torch_step(config, batch, side), repeats, steps)
-      rec.update(reference="PyTorch eager, same architecture (CPU)",
+    if ref is not None:
+      rec.update(reference="PyTorch eager, same architecture (CPU), repeats interleaved",
                  reference_steps_per_s=1 / ref, reference_pixels_per_s=pixels / ref,
                  ratio=ref / ours)
-    except ImportError:
-      rec["reference"] = "torch unavailable (import failed): no reference timing"
+    else:
+      rec["reference"] = "torch unavailable (pip install -r requirements-bench.txt)"
     yield rec
 
 
