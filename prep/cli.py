@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
       description=_doc("""
           Monthly median composites of each zone from local Sentinel-2 L2A
           scenes: DIR/<item_id>/<item_id>.json (STAC item) with B02 B03 B04 B08
-          (10 m) and SCL (20 m) GeoTIFF/COG assets; into OUT/<zone_id>/."""),
+          (10 m) and SCL (20 m) GeoTIFF/COG assets (or Earth Search's blue green
+          red nir scl), or *.SAFE products; into OUT/<zone_id>/."""),
       epilog=_doc("""
           examples:
             python -m prep composite --scenes /tmp/demo/raw/scenes \\

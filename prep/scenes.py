@@ -6,10 +6,13 @@ median and gap filling (`prep.composite`), the same zone folder.
 Accepted layouts under `scene_dir` (searched recursively, mixed freely):
 
   STAC/COG   `<item_id>/<item_id>.json`, a STAC Item with `properties.datetime`
-             (or `start_datetime`) and optionally `properties["proj:epsg"]`,
-             beside `<item_id>/B02.tif B03.tif B04.tif B08.tif SCL.tif`
-             (GeoTIFF/COG, bands uint16 at 10 m, SCL at 20 m, 0 = nodata).
-             This is what `prep.demo` writes.
+             (or `start_datetime`) and optionally `properties["proj:epsg"]`;
+             its assets `B02 B03 B04 B08 SCL` (or Earth Search's `blue green red
+             nir scl`) point to the rasters: a relative href from the item's
+             folder, a remote href to the downloaded file of that name beside
+             the item; without assets, `<item_id>/B02.tif … SCL.tif`.
+             (GeoTIFF/COG, bands uint16 at 10 m, SCL at 20 m, 0 = nodata.)
+             The layout `prep.demo` writes.
   SAFE       `<product>.SAFE/` as downloaded from Copernicus: the 10 m bands
              `GRANULE/*/IMG_DATA/R10m/*_B0{2,3,4,8}_10m.jp2` and the SCL
              `GRANULE/*/IMG_DATA/R20m/*_SCL_20m.jp2`; the date comes from the
@@ -92,9 +95,32 @@ def _stac_scene(item_json: pathlib.Path) -> Scene:
     offset = BASELINE_OFFSET
   else:
     offset = 0
+  assets = item.get("assets") or {}
   return Scene(item.get("id") or folder.name, date,
-               tuple(folder / f"{b}.tif" for b in BAND_FILES), folder / "SCL.tif",
-               offset)
+               tuple(_asset_path(folder, assets, b) for b in BAND_FILES),
+               _asset_path(folder, assets, "SCL"), offset)
+
+
+# STAC asset keys of each band: ours (and the Copernicus names), then Earth Search's.
+_ASSET_KEYS = {"B02": ("B02", "blue"), "B03": ("B03", "green"), "B04": ("B04", "red"),
+               "B08": ("B08", "nir"), "SCL": ("SCL", "scl")}
+
+
+def _asset_path(folder: pathlib.Path, assets: dict, band: str) -> pathlib.Path:
+  """Local file of `band`: the item's asset href, else `<folder>/<band>.tif`.
+
+  A relative href is taken from the item's folder; a remote one (https://, s3://)
+  from the downloaded copy of that file beside the item, as download tools keep
+  the file name.
+  """
+  import urllib.parse
+  for key in _ASSET_KEYS[band]:
+    href = (assets.get(key) or {}).get("href")
+    if href:
+      if "://" in href:
+        return folder / pathlib.PurePosixPath(urllib.parse.urlparse(href).path).name
+      return folder / href          # an absolute href stays absolute
+  return folder / f"{band}.tif"
 
 
 def _safe_offset(safe: pathlib.Path, baseline: int) -> int:

@@ -120,6 +120,33 @@ def test_output_raster_format(tmp_path, scene_dir):
     assert src.count == 12 and src.dtypes[0] == "uint8"
 
 
+def test_stac_asset_hrefs_and_earth_search_names(tmp_path):
+  """Assets may be named blue..scl and live elsewhere than <band>.tif."""
+  folder = write_item(tmp_path, "es", "2023-06-01", 1500)
+  (folder / "data").mkdir()
+  names = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "SCL": "scl"}
+  assets = {}
+  for band, key in names.items():
+    if band == "B08":   # remote href: the downloaded copy keeps the file name
+      (folder / "B08.tif").rename(folder / "T31UCP_B08.tif")
+      assets[key] = {"href": "https://example.invalid/tiles/31/U/CP/T31UCP_B08.tif"}
+    else:               # relative href into a sub-folder
+      (folder / f"{band}.tif").rename(folder / "data" / f"{key}.tif")
+      assets[key] = {"href": f"data/{key}.tif"}
+  item = json.loads((folder / "es.json").read_text())
+  (folder / "es.json").write_text(json.dumps(dict(item, assets=assets)))
+  scene = scenes._stac_scene(folder / "es.json")
+  assert scene.bands[0] == folder / "data" / "blue.tif"
+  assert scene.bands[3] == folder / "T31UCP_B08.tif"
+  assert scene.scl == folder / "data" / "scl.tif"
+  bands, valid = scenes.read_scene(scene, ZONE)
+  np.testing.assert_array_equal(bands[:, 0, 0], [1500, 1501, 1502, 1503])
+  assert valid.all()
+  (folder / "T31UCP_B08.tif").unlink()
+  with pytest.raises(PrepError, match="T31UCP_B08.tif: scene es lacks this band"):
+    scenes.read_scene(scene, ZONE)
+
+
 def test_harmonization_offset_from_baseline(tmp_path):
   folder = write_item(tmp_path, "new", "2023-06-01", 1500,
                       props={"s2:processing_baseline": "05.09"})
