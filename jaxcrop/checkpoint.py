@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
+import os
 from typing import Any
 
 from absl import logging
@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 import orbax.checkpoint as ocp
 
 from jaxcrop.input_pipeline import DatasetMeta
@@ -32,9 +33,18 @@ from jaxcrop.models import build_model
 BEST_METRIC = "val_macro_f1"
 
 
+def workdir_path(workdir) -> epath.Path:
+  """The workdir as a path that also takes `gs://…` (a Cloud TPU run writes to a bucket).
+
+  Local paths are made absolute (Orbax requires it); others pass through.
+  """
+  s = os.fspath(workdir)
+  return epath.Path(s if "://" in s else os.path.abspath(s))
+
+
 def managers(workdir, keep_last: int = 2, *, read_only: bool = False):
   """(last, best) Orbax CheckpointManagers under workdir/checkpoints."""
-  root = pathlib.Path(workdir).absolute() / "checkpoints"
+  root = workdir_path(workdir) / "checkpoints"
   if read_only:   # Orbax warns that read-only managers ignore the retention options
     logging.set_verbosity(min(logging.get_verbosity(), logging.ERROR))
   last = ocp.CheckpointManager(
@@ -78,7 +88,7 @@ def load_trained(workdir, which: str = "best") -> Trained:
 
   Needs only the workdir: config.json, dataset_meta.json and the checkpoint.
   """
-  workdir = pathlib.Path(workdir)
+  workdir = workdir_path(workdir)
   if which not in ("best", "last"):
     raise ValueError(f"which must be 'best' or 'last', not {which!r}")
   if not (workdir / "config.json").exists():

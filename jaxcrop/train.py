@@ -15,7 +15,6 @@ import functools
 import importlib
 import json
 import os
-import pathlib
 import signal
 import sys
 import time
@@ -137,7 +136,7 @@ def model_summary(model, variables, sample) -> dict:
 class Writer:
   """metrics.jsonl (+ TensorBoard scalars) from process 0 only."""
 
-  def __init__(self, workdir: pathlib.Path, tensorboard: bool):
+  def __init__(self, workdir, tensorboard: bool):
     self.active = jax.process_index() == 0
     self.path = workdir / "metrics.jsonl"
     self.tb = None
@@ -170,11 +169,12 @@ class Writer:
       self.tb.flush()
 
 
-def _write_json(path: pathlib.Path, obj_or_text):
+def _write_json(path, obj_or_text):
+  """Writes under a temporary name, then renames (local disk or gs://)."""
   text = obj_or_text if isinstance(obj_or_text, str) else json.dumps(obj_or_text, indent=1)
-  tmp = path.with_name(path.name + ".tmp")
+  tmp = path.parent / (path.name + ".tmp")
   tmp.write_text(text)
-  os.replace(tmp, path)
+  tmp.replace(path)
 
 
 def train_and_evaluate(config, workdir, *, data=None) -> dict:
@@ -184,7 +184,7 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
   jaxcrop.input_pipeline; tests inject fakes).
   """
   data = data or importlib.import_module("jaxcrop.input_pipeline")
-  workdir = pathlib.Path(workdir)
+  workdir = checkpoint.workdir_path(workdir)   # local or gs://
   main_process = jax.process_index() == 0
   cfg_t = config.train
   meta = data.load_meta(config.data)      # fails first, before anything is written
