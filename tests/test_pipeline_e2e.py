@@ -1,0 +1,264 @@
+"""The whole pipeline, end to end, on the small synthetic demo (what `./launch.sh demo`
+runs, shrunk to CI size): prep demo → TFDS build → train → evaluate → predict → plots.
+
+Every stage runs its real code path on the previous stage's real output; each test
+asserts one contract boundary. The small demo has 2 regions × 2 zones of 48 px, so
+the dataset is built with a builder config of 2 folds (index-1 zones: one fold each)
+and 16-px patches: test = the two index-0 zones, train = fold0, validation = fold1.
+Synthetic data: the scores are checked for consistency, never for quality.
+"""
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from jaxcrop.input_pipeline import import_tf  # noqa: E402
+
+import_tf()
+import jax  # noqa: E402
+import rasterio  # noqa: E402
+import tensorflow_datasets as tfds  # noqa: E402
+
+from configs.hybrid import get_config  # noqa: E402
+from jaxcrop import checkpoint, evaluate, input_pipeline, metrics, plots, predict, train  # noqa: E402
+from prep import demo, zonefolder  # noqa: E402
+from tfds_builder.cropmap import cropmap_dataset_builder as cb  # noqa: E402
+
+PATCH = 16
+STEPS = 4
+# A builder config of its own (own folder under data_dir): 2 folds, because the
+# small demo has only 2 non-test zones (the stock configs deal zones into 3 folds).
+BUILDER = cb.CropmapConfig(name="e2e", patch_size=PATCH, num_folds=2)
+TEST_ZONES = ["demo-north_0", "demo-south_0"]
+
+
+def labelled(zf) -> int:
+  return int((zf.read_labels() != zonefolder.IGNORE).sum())
+
+
+@pytest.fixture(scope="module")
+def zones_root(tmp_path_factory):
+  return demo.make_demo(tmp_path_factory.mktemp("demo"), small=True, progress=False)
+
+
+@pytest.fixture(scope="module")
+def zones(zones_root):
+  return {z.zone_id: z for z in zonefolder.find_zones(zones_root, require_labels=True)}
+
+
+@pytest.fixture(scope="module")
+def builder(zones_root, tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp("tfds")
+  b = cb.Builder(config=BUILDER, data_dir=str(data_dir))
+  b.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=str(zones_root)))
+  b.data_dir_used = str(data_dir)
+  return b
+
+
+@pytest.fixture(scope="module")
+def config(builder):
+  c = get_config("tiny")
+  c.data.update(builder_config=BUILDER.name, data_dir=builder.data_dir_used,
+                train_split="fold0", val_split="fold1", shuffle_buffer=16)
+  c.train.update(num_steps=STEPS, eval_every=2, checkpoint_every=2, tensorboard=False)
+  c.eval.baseline.update(max_iter=3)
+  return c
+
+
+@pytest.fixture(scope="module")
+def trained(config, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("train")
+  return workdir, train.train_and_evaluate(config, workdir)
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained):
+  workdir, _ = trained
+  result = evaluate.evaluate(workdir)
+  return workdir, result
+
+
+@pytest.fixture(scope="module")
+def maps(trained, zones_root, tmp_path_factory):
+  workdir, _ = trained
+  out = tmp_path_factory.mktemp("maps")
+  # Tiles of 32 with an overlap of 8 cover a 48-px zone with 2 × 2 blended tiles.
+  rc = predict.main(["--workdir", str(workdir), "--zone",
+                     *[str(zones_root / z) for z in TEST_ZONES], "--out", str(out),
+                     "--rpg", str(zones_root.parent / "raw" / "rpg_demo.gpkg"),
+                     "--tile", "32", "--overlap", "8", "--batch", "2"])
+  assert rc == 0
+  return out
+
+
+def test_demo_small_gives_two_regions_of_two_labelled_zones(zones):
+  assert sorted(zones) == ["demo-north_0", "demo-north_1", "demo-south_0", "demo-south_1"]
+  for zid, zf in zones.items():
+    assert zf.zone.shape == (48, 48) and zf.zone.index == int(zid[-1])
+    assert len(zf.months) == 12 and list(zf.bands) == list(zonefolder.BANDS)
+    assert zf.nomenclature == "v1" and labelled(zf) > 0
+
+
+def test_dataset_splits_are_whole_zones_test_is_index_0(builder, zones):
+  md = builder.info.metadata
+  assert md["zones_per_split"] == {"test": TEST_ZONES, "fold0": ["demo-north_1"],
+                                   "fold1": ["demo-south_1"]}
+  assert set(builder.info.splits) == {"test", "fold0", "fold1"}
+  # 48 px = 3 × 3 patches of 16 per zone; the test split covers both test zones whole.
+  assert builder.info.splits["test"].num_examples == 2 * 9
+  for split, members in md["zones_per_split"].items():
+    seen = {ex["zone_id"].decode() for ex in
+            tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))}
+    assert seen == set(members), split
+
+
+def test_test_patch_is_the_zone_window_on_the_zone_grid(builder, zones):
+  ex = next(ex for ex in tfds.as_numpy(builder.as_dataset(split="test", shuffle_files=False))
+            if ex["row"] == 16 and ex["col"] == 32)
+  zf = zones[ex["zone_id"].decode()]
+  win = ((16, 32), (32, 48))
+  assert ex["image"].dtype == np.uint16 and ex["image"].shape == (12, PATCH, PATCH, 4)
+  np.testing.assert_array_equal(ex["image"], zf.read_image(win))
+  np.testing.assert_array_equal(ex["label"], zf.read_labels(win))
+  np.testing.assert_array_equal(ex["parcels"], zf.read_parcels(win).astype(np.int32))
+  assert ex["epsg"] == zf.zone.epsg
+  x, y = zf.zone.x0 + 32 * 10.0, zf.zone.y0 - 16 * 10.0   # 10 m pixels, north up
+  np.testing.assert_allclose(ex["transform"], [10.0, 0.0, x, 0.0, -10.0, y])
+
+
+def test_normalization_comes_from_the_training_fold_only(config, zones):
+  meta = input_pipeline.load_meta(config.data)
+
+  def nonzero_mean(zfs):
+    img = np.concatenate([z.read_image().reshape(12, -1, 4) for z in zfs], 1).astype(np.float64)
+    return np.nanmean(np.where(img > 0, img, np.nan), axis=1)
+
+  # fold0 = demo-north_1: the moments of exactly that zone's valid pixels.
+  np.testing.assert_allclose(meta.mean, nonzero_mean([zones["demo-north_1"]]), rtol=1e-5)
+  all_zones = nonzero_mean(zones.values())
+  assert np.abs(meta.mean - all_zones).max() > 10   # reflectance × 10⁴: far from all zones'
+  counts = np.bincount(zones["demo-north_1"].read_labels().ravel(), minlength=256)[:23]
+  np.testing.assert_array_equal(meta.class_pixel_counts, counts)
+
+
+def test_train_batches_are_normalized_float_with_int_labels(config):
+  batch = next(input_pipeline.train_iterator(config.data, seed=0))
+  assert batch["image"].dtype == np.float32 and batch["image"].shape == (4, 12, PATCH, PATCH, 4)
+  assert batch["label"].dtype == np.int32 and batch["label"].shape == (4, PATCH, PATCH)
+  assert set(np.unique(batch["label"])) <= set(range(23)) | {255}
+  assert abs(float(batch["image"].mean())) < 2 and np.isfinite(batch["image"]).all()
+
+
+def test_training_writes_workdir_and_checkpoints_restore_the_model(trained, config):
+  workdir, result = trained
+  assert result["step"] == STEPS
+  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [l["step"] for l in lines if "val_macro_f1" in l] == [2, 4]
+  assert all(np.isfinite(l["train_loss"]) for l in lines if "train_loss" in l)
+  meta = input_pipeline.DatasetMeta.from_json((workdir / "dataset_meta.json").read_text())
+  np.testing.assert_array_equal(meta.mean, input_pipeline.load_meta(config.data).mean)
+  assert meta.builder_config == "e2e" and meta.train_split == "fold0"
+
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+
+  def val_confusion(t):
+    step = jax.jit(train.make_eval_step(t.model, t.meta.num_classes))
+    return train.evaluate_split(step, t.variables, input_pipeline.eval_batches(
+        t.config.data, "fold1"), mesh, t.meta.num_classes)
+
+  # `last` = the in-memory model at the end: its validation confusion is `result["val"]`.
+  last = checkpoint.load_trained(workdir, "last")
+  assert last.step == STEPS
+  cm = val_confusion(last)
+  assert metrics.summarize(cm, list(meta.class_names)) == result["val"]
+  # `best` = the model saved at its validation: same confusion matrix as recorded then.
+  best = checkpoint.load_trained(workdir, "best")
+  recorded = json.loads((workdir / "val_best.json").read_text())
+  assert best.step == recorded["step"]
+  np.testing.assert_array_equal(val_confusion(best), recorded["confusion_matrix"])
+  x = next(input_pipeline.eval_batches(config.data, "test"))["image"]
+  logits = best.model.apply(best.variables, x, train=False)
+  assert logits.shape == (4, PATCH, PATCH, 23) and logits.dtype == np.float32
+
+
+def test_evaluate_metrics_match_a_recomputed_confusion(evaluated, zones):
+  workdir, result = evaluated
+  saved = json.loads((workdir / "eval" / "metrics.json").read_text())
+  assert saved["split"] == "test" and saved["dataset"] == "e2e"
+  assert set(saved["pixel"]) == set(saved["parcel"]) == {"model", "baseline"}
+  # Full coverage of the test zones: every labelled pixel counted exactly once.
+  test_px = {z: labelled(zones[z]) for z in TEST_ZONES}
+  for name in ("model", "baseline"):
+    cm = np.array(saved["confusion_matrix"][f"pixel_{name}"])
+    assert cm.shape == (23, 23) and cm.sum() == sum(test_px.values())
+    s = metrics.summarize(cm)
+    for k in evaluate.HEADLINE:
+      assert 0.0 <= saved["pixel"][name][k] <= 1.0
+      assert saved["pixel"][name][k] == pytest.approx(s[k])
+    assert saved["pixel"][name]["num_pixels"] == sum(test_px.values())
+    for region, zid in (("demo-north", TEST_ZONES[0]), ("demo-south", TEST_ZONES[1])):
+      assert saved["per_region"][region][name]["num_pixels"] == test_px[zid]
+  # Parcels: those with a labelled pixel in each test zone.
+  n_parcels = sum(len(np.unique(zones[z].read_parcels()[
+      (zones[z].read_labels() != 255) & (zones[z].read_parcels() > 0)])) for z in TEST_ZONES)
+  assert saved["parcel"]["model"]["num_parcels"] == n_parcels
+  # The model's confusion from its own predictions on the test batches.
+  best = checkpoint.load_trained(workdir, "best")
+  cfg = best.config
+  label, pred = [], []
+  for b in input_pipeline.eval_batches(cfg.data, "test"):
+    keep = b["mask"] > 0
+    label.append(b["label"][keep])
+    pred.append(np.asarray(best.model.apply(best.variables, b["image"][keep], train=False)).argmax(-1))
+  cm = metrics.confusion_matrix_np(np.concatenate(label), np.concatenate(pred), 23)
+  np.testing.assert_array_equal(cm, saved["confusion_matrix"]["pixel_model"])
+  assert (workdir / "eval" / "metrics.md").is_file()
+
+
+def test_predict_writes_maps_on_the_zone_grid_and_parcels(maps, zones):
+  import geopandas as gpd
+  for zid in TEST_ZONES:
+    zf = zones[zid]
+    with rasterio.open(maps / zid / "classes.tif") as src:
+      assert src.crs == zf.zone.crs and src.transform == zf.zone.transform
+      assert src.shape == (48, 48) and src.dtypes[0] == "uint8" and src.nodata == 255
+      classes = src.read(1)
+    assert set(np.unique(classes)) <= set(range(23)) | {255}
+    with rasterio.open(maps / zid / "confidence.tif") as src:
+      conf = src.read(1)
+    assert (conf[classes != 255] <= 100).all()
+    table = zf.parcel_table()
+    gdf = gpd.read_file(maps / zid / "parcels.gpkg")
+    assert (table["n_pixels"] > 0).all()
+    assert sorted(gdf["ID_PARCEL"].astype(str)) == sorted(table["ID_PARCEL"])
+    assert gdf.crs == zf.zone.crs and gdf.geometry.notna().all()
+    # RPG polygons (not the polygonized raster): their area is the register's.
+    np.testing.assert_allclose(gdf.set_index("ID_PARCEL").loc[table["ID_PARCEL"]].area,
+                               table["area_m2"], rtol=1e-3)
+    # The parcel vote is the majority of the map's pixels in the parcel.
+    parcels = zf.read_parcels()
+    big = table.loc[table["n_pixels"].idxmax()]
+    votes = np.bincount(classes[(parcels == big["parcel_index"]) & (classes != 255)],
+                        minlength=23)
+    row = gdf.set_index("ID_PARCEL").loc[big["ID_PARCEL"]]
+    assert row["pred_class"] == votes.argmax()
+
+
+def test_plots_all_writes_every_figure(maps, evaluated, zones_root, tmp_path):
+  workdir, _ = evaluated
+  out = tmp_path / "figures"
+  assert plots.main(["all", "--zones", str(zones_root), "--maps", str(maps),
+                     "--metrics", str(workdir / "eval" / "metrics.json"), "--out", str(out)]) == 0
+  expected = {"f1_per_class.png", "confusion_pixel.png", "confusion_parcel.png",
+              "class_distribution.png"}
+  for zid in TEST_ZONES:
+    expected |= {f"{zid}_composites.gif", f"{zid}_prediction.png", f"{zid}_errors.png"}
+  assert {p.name for p in out.iterdir()} == expected
+  from PIL import Image
+  for p in out.iterdir():
+    with Image.open(p) as im:
+      assert im.size[0] > 50 and im.size[1] > 50
