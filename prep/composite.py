@@ -195,8 +195,8 @@ def missing_months(composite: np.ndarray) -> np.ndarray:
 def _steps_to_valid(pad: np.ndarray, start: np.ndarray, stride: int) -> np.ndarray:
   """Months from each missing entry to the nearest non-missing one, one way.
 
-  Walks only the missing entries (ever fewer at each step), so the cost
-  follows the number of gaps rather than T * H * W.
+  Used by `_gap_fill_walk` (series longer than `_TABLE_MAX_MONTHS`). Walks only
+  the missing entries (ever fewer at each step).
 
   Args:
     pad: bool [(T + 2) * P] missing mask with a False row before and after.
@@ -215,13 +215,56 @@ def _steps_to_valid(pad: np.ndarray, start: np.ndarray, stride: int) -> np.ndarr
   return steps
 
 
+_TABLE_MAX_MONTHS = 14        # tables of T * 2**T rows: 229k rows at T = 14
+_GAP_BLOCK_LOG2 = 15          # 2**15 pixels a block: T * C * 64 KiB (3 MiB at 12 x 4)
+# v = x0 * a + x1 * b + _HALF_UP, truncated. The exact value x0*a + x1*b + 1/2
+# is an integer or lies >= 1/(2 span) >= 1/(2 T) below the next one; float64
+# rounding of a, b and the sums stays below 2**-30 for values < 65536, so the
+# 2**-20 nudge makes half-way cases round up without moving any other one.
+_HALF_UP = 0.5 + 2.0**-20
+
+
+@functools.lru_cache(maxsize=None)
+def _fill_table(T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Source months and weights of every (month, missing pattern) pair.
+
+  Row `key = t * 2**T + bits`, where bit u of `bits` is set when month u is
+  missing, describes the entry at month t: `v = x[t + d0] * a + x[t + d1] * b`
+  (then + 1/2, floored). Between valid months t0 < t < t1: d0 = t0 - t,
+  d1 = t1 - t, a = (t1 - t) / (t1 - t0), b = 1 - a. Leading gap: both sources
+  the first valid month after t, a = 1, b = 0; trailing: the last one before.
+  No valid month: sources t itself and a = b = 0, so v = 0 (nodata).
+
+  Returns:
+    int64 [K] d0, int64 [K] d1, float64 [K] a, float64 [K] b; K = T * 2**T.
+  """
+  bits = np.arange(2**T)
+  months = np.arange(T)
+  valid = (bits[:, None] >> months) & 1 == 0                 # [2**T, T]
+  t = np.repeat(months, 2**T)                                # key order
+  valid = np.tile(valid, (T, 1))                             # [K, T]
+  before = valid & (months < t[:, None])
+  after = valid & (months > t[:, None])
+  has0, has1 = before.any(1), after.any(1)
+  t0 = np.where(has0, T - 1 - np.argmax(before[:, ::-1], 1), t)
+  t1 = np.where(has1, np.argmax(after, 1), t)
+  t0 = np.where(has0, t0, t1)                                # leading gap
+  t1 = np.where(has1, t1, t0)                                # trailing gap
+  span = np.maximum(t1 - t0, 1)
+  a = np.where(has0 & has1, (t1 - t) / span, (has0 | has1).astype(float))
+  b = np.where(has0 & has1, (t - t0) / span, 0.0)
+  return t0 - t, t1 - t, a, b
+
+
 def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Fills missing pixel-months by interpolation along time (module docstring).
 
   A pixel-month is missing where any of its bands is 0; all its bands are then
-  filled together from the same valid months. Only the missing entries are
-  computed, gathered by flat index, so the cost follows the gap count; the zone
-  is processed in blocks of rows that fit in cache.
+  filled together from the same valid months. The input is copied once into
+  the output, block of pixels by block of pixels, and each block is filled in
+  place while it is in cache. Only the missing entries are computed: their
+  sources and weights come from a table indexed by (month, the pixel's
+  12-bit pattern of missing months), so no per-entry search is needed.
 
   Args:
     composite: uint16 [T, C, H, W] monthly composites, 0 = missing.
@@ -230,6 +273,64 @@ def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     and bool [T, H, W], True where a value was filled.
   """
   composite = np.asarray(composite, np.uint16)
+  T, C, H, W = composite.shape
+  if T > _TABLE_MAX_MONTHS:
+    return _gap_fill_walk(composite)
+  out = np.empty((T, C, H, W), np.uint16)
+  filled = np.empty((T, H, W), bool)
+  if not out.size:
+    filled[...] = False
+    return out, filled
+  HW = H * W
+  src, dst = composite.reshape(T, C, HW), out.reshape(T, C, HW)
+  flat = out.reshape(-1)
+  bands = [flat[c * HW:] for c in range(C)]    # band c of month t at t * C * HW
+  Q = 2**_GAP_BLOCK_LOG2
+  d0, d1, a, b = _fill_table(T)
+  it_t = np.arange(T) * (C * HW - Q)           # flat offset of month t, minus t*Q
+  it_key = np.repeat(it_t, 2**T)              # it_t of each table row
+  i0_table = it_key + d0 * (C * HW)
+  i1_table = it_key + d1 * (C * HW)
+  mask = np.empty((T, Q), bool)
+  tmp = np.empty((T, Q), bool)
+  bits = np.empty(Q, np.uint16)
+  shifted = np.empty_like(bits)
+  for p0 in range(0, HW, Q):
+    q = min(Q, HW - p0)
+    np.copyto(dst[:, :, p0:p0 + q], src[:, :, p0:p0 + q])
+    block = dst[:, :, p0:p0 + q]                # [T, C, q], in cache now
+    m, m_tmp = mask[:, :q], tmp[:, :q]
+    np.equal(block[:, 0], NODATA, out=m)
+    for c in range(1, C):
+      np.equal(block[:, c], NODATA, out=m_tmp)
+      m |= m_tmp
+    mask[:, q:] = False
+    bits[:] = 0
+    for t in range(T):
+      np.left_shift(mask[t], t, out=shifted, dtype=shifted.dtype)
+      bits |= shifted
+    # Pixels with no valid month are missing everywhere and stay unfilled.
+    np.logical_and(m, bits[:q] != (1 << T) - 1, out=filled.reshape(T, HW)[:, p0:p0 + q])
+    entries = np.flatnonzero(mask)              # t * Q + pixel in the block
+    if not entries.size:
+      continue
+    t = entries >> _GAP_BLOCK_LOG2
+    key = (t << T) | bits[entries & (Q - 1)]
+    at = entries + p0
+    it = at + it_t[t]
+    i0 = at + i0_table[key]
+    i1 = at + i1_table[key]
+    wa, wb = a[key], b[key]
+    for band in bands:
+      v = band[i0] * wa
+      v += band[i1] * wb
+      v += _HALF_UP
+      band[it] = v                              # float -> uint16 truncates: floor
+  return out, filled
+
+
+def _gap_fill_walk(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """`gap_fill` for long series (T > `_TABLE_MAX_MONTHS`): walks to valid months."""
   T, C, H, W = composite.shape
   out = np.empty_like(composite)
   filled = np.empty((T, H, W), bool)
