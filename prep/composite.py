@@ -215,28 +215,32 @@ def _steps_to_valid(pad: np.ndarray, start: np.ndarray, stride: int) -> np.ndarr
   return steps
 
 
-_TABLE_MAX_MONTHS = 14        # tables of T * 2**T rows: 229k rows at T = 14
+_TABLE_MAX_MONTHS = 12        # the float32 rounding bound below needs T <= 12
 _GAP_BLOCK_LOG2 = 15          # 2**15 pixels a block: T * C * 64 KiB (3 MiB at 12 x 4)
-# v = x0 * a + x1 * b + _HALF_UP, truncated. The exact value x0*a + x1*b + 1/2
-# is an integer or lies >= 1/(2 span) >= 1/(2 T) below the next one; float64
-# rounding of a, b and the sums stays below 2**-30 for values < 65536, so the
-# 2**-20 nudge makes half-way cases round up without moving any other one.
-_HALF_UP = 0.5 + 2.0**-20
+# An entry is v = x1 + (x0 - x1) * a + 1/2, floored, with a = (t1 - t) / span:
+# the linear interpolation rounded half up. In exact arithmetic x1 + (x0 - x1) a
+# is a multiple of 1/span, so v is an integer or lies >= 1/(2 span) >= 1/22
+# (span <= T - 1 = 11) below the next one. float32 computes it within
+# 2**-8 + 3 * 2**-9 < 0.0098 (a rounded, one product and two sums < 65536), so
+# adding 3/128 instead of 0 to the 1/2 rounds half-way cases up and moves no
+# other: 0.0098 < 3/128 and 3/128 + 0.0098 < 1/22. The bound needs T <= 12.
+_HALF_UP = np.float32(0.5 + 3 / 128)
 
 
 @functools.lru_cache(maxsize=None)
-def _fill_table(T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """Source months and weights of every (month, missing pattern) pair.
+def _fill_table(T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Source months and weight of every (month, missing pattern) pair.
 
   Row `key = t * 2**T + bits`, where bit u of `bits` is set when month u is
-  missing, describes the entry at month t: `v = x[t + d0] * a + x[t + d1] * b`
-  (then + 1/2, floored). Between valid months t0 < t < t1: d0 = t0 - t,
-  d1 = t1 - t, a = (t1 - t) / (t1 - t0), b = 1 - a. Leading gap: both sources
-  the first valid month after t, a = 1, b = 0; trailing: the last one before.
-  No valid month: sources t itself and a = b = 0, so v = 0 (nodata).
+  missing, describes the entry at month t: with x0 = x[t + d0], x1 = x[t + d1],
+  `v = x1 + (x0 - x1) * a` (then + 1/2, floored). Between valid months
+  t0 < t < t1: d0 = t0 - t, d1 = t1 - t, a = (t1 - t) / (t1 - t0). Leading gap:
+  both sources the first valid month after t (a = 1, so v = that value);
+  trailing: both the last one before. No valid month: both sources t itself,
+  a = 0; `gap_fill` then sets such pixels to 0.
 
   Returns:
-    int64 [K] d0, int64 [K] d1, float64 [K] a, float64 [K] b; K = T * 2**T.
+    int64 [K] d0, int64 [K] d1, float64 [K] a; K = T * 2**T.
   """
   bits = np.arange(2**T)
   months = np.arange(T)
@@ -252,8 +256,7 @@ def _fill_table(T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
   t1 = np.where(has1, t1, t0)                                # trailing gap
   span = np.maximum(t1 - t0, 1)
   a = np.where(has0 & has1, (t1 - t) / span, (has0 | has1).astype(float))
-  b = np.where(has0 & has1, (t - t0) / span, 0.0)
-  return t0 - t, t1 - t, a, b
+  return t0 - t, t1 - t, a
 
 
 def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -263,8 +266,10 @@ def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   filled together from the same valid months. The input is copied once into
   the output, block of pixels by block of pixels, and each block is filled in
   place while it is in cache. Only the missing entries are computed: their
-  sources and weights come from a table indexed by (month, the pixel's
-  12-bit pattern of missing months), so no per-entry search is needed.
+  source months and weight come from a table indexed by (month, the pixel's
+  pattern of missing months, T bits), so no per-entry search is needed, and
+  the interpolation runs in float32, exact by the bound at `_HALF_UP`.
+  Series longer than 12 months take `_gap_fill_walk` (same results).
 
   Args:
     composite: uint16 [T, C, H, W] monthly composites, 0 = missing.
@@ -286,46 +291,57 @@ def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   flat = out.reshape(-1)
   bands = [flat[c * HW:] for c in range(C)]    # band c of month t at t * C * HW
   Q = 2**_GAP_BLOCK_LOG2
-  d0, d1, a, b = _fill_table(T)
-  it_t = np.arange(T) * (C * HW - Q)           # flat offset of month t, minus t*Q
-  it_key = np.repeat(it_t, 2**T)              # it_t of each table row
-  i0_table = it_key + d0 * (C * HW)
-  i1_table = it_key + d1 * (C * HW)
+  d0, d1, a = _fill_table(T)
+  a32 = a.astype(np.float32)
+  # Flat index in a band, from pixel p0, of entry t * Q + p: t * (C HW - Q).
+  it_table = np.repeat(np.arange(T) * (C * HW - Q), 2**T)
+  i0_table = it_table + d0 * (C * HW)
+  i1_table = it_table + d1 * (C * HW)
   mask = np.empty((T, Q), bool)
-  tmp = np.empty((T, Q), bool)
+  lowest = np.empty((T, Q), np.uint16)
   bits = np.empty(Q, np.uint16)
-  shifted = np.empty_like(bits)
+  month_bit = (np.uint16(1) << np.arange(T, dtype=np.uint16))[:, None]
   for p0 in range(0, HW, Q):
     q = min(Q, HW - p0)
     np.copyto(dst[:, :, p0:p0 + q], src[:, :, p0:p0 + q])
     block = dst[:, :, p0:p0 + q]                # [T, C, q], in cache now
-    m, m_tmp = mask[:, :q], tmp[:, :q]
-    np.equal(block[:, 0], NODATA, out=m)
+    m = mask[:, :q]
+    low = lowest[:, :q]                         # a band is 0 <=> the minimum is
+    np.copyto(low, block[:, 0])
     for c in range(1, C):
-      np.equal(block[:, c], NODATA, out=m_tmp)
-      m |= m_tmp
+      np.minimum(low, block[:, c], out=low)
+    np.equal(low, NODATA, out=m)
     mask[:, q:] = False
-    bits[:] = 0
-    for t in range(T):
-      np.left_shift(mask[t], t, out=shifted, dtype=shifted.dtype)
-      bits |= shifted
-    # Pixels with no valid month are missing everywhere and stay unfilled.
-    np.logical_and(m, bits[:q] != (1 << T) - 1, out=filled.reshape(T, HW)[:, p0:p0 + q])
+    np.multiply(mask, month_bit, out=lowest)    # reuses the buffer
+    np.bitwise_or.reduce(lowest, axis=0, out=bits)
+    filled2d = filled.reshape(T, HW)[:, p0:p0 + q]
+    filled2d[...] = m
     entries = np.flatnonzero(mask)              # t * Q + pixel in the block
     if not entries.size:
       continue
     t = entries >> _GAP_BLOCK_LOG2
     key = (t << T) | bits[entries & (Q - 1)]
-    at = entries + p0
-    it = at + it_t[t]
-    i0 = at + i0_table[key]
-    i1 = at + i1_table[key]
-    wa, wb = a[key], b[key]
+    it = entries + it_table[key]
+    i0 = entries + i0_table[key]
+    i1 = entries + i1_table[key]
+    wa = a32[key]
+    x0, x1 = np.empty(entries.size, np.uint16), np.empty(entries.size, np.uint16)
+    v = np.empty(entries.size, np.float32)
     for band in bands:
-      v = band[i0] * wa
-      v += band[i1] * wb
+      band = band[p0:]
+      np.take(band, i0, out=x0, mode="clip")   # indices are valid; "raise" buffers
+      np.take(band, i1, out=x1, mode="clip")
+      np.subtract(x0, x1, out=v, dtype=np.float32)
+      v *= wa
+      v += x1
       v += _HALF_UP
-      band[it] = v                              # float -> uint16 truncates: floor
+      x0[...] = v                               # float -> uint16 truncates: floor
+      band[it] = x0
+    # Pixels with no valid month stay 0 and unfilled (their sources were themselves).
+    nodata = np.flatnonzero(bits[:q] == (1 << T) - 1)
+    if nodata.size:
+      block[:, :, nodata] = NODATA
+      filled2d[:, nodata] = False
   return out, filled
 
 
