@@ -259,6 +259,29 @@ def _fill_table(T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   return t0 - t, t1 - t, a
 
 
+def _flatnonzero(mask: np.ndarray, words: np.ndarray) -> np.ndarray:
+  """`np.flatnonzero(mask)`, faster on scattered True values at 2-15 %.
+
+  numpy's nonzero takes a branchy path below ~15 % of True, several times
+  slower on scattered values (one mispredicted branch per value) than its
+  branch-free path above. In that range this runs numpy's on the non-zero
+  4-byte words (34 % of them at 10 % of True, scattered), then on the 4 bools
+  of each such word (~30 % True).
+
+  Args:
+    mask: bool [n], n a multiple of 4.
+    words: the same memory viewed as uint32 [n // 4].
+  Returns:
+    int64 [N] positions of the True values, ascending.
+  """
+  n_true = np.count_nonzero(mask)
+  if not 0.02 * mask.size < n_true < 0.15 * mask.size:
+    return np.flatnonzero(mask)
+  at = np.flatnonzero(words != 0)
+  k = np.flatnonzero(words[at].view(bool))    # word j * 4 + byte within it
+  return (at << 2)[k >> 2] + (k & 3)
+
+
 def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Fills missing pixel-months by interpolation along time (module docstring).
 
@@ -298,6 +321,8 @@ def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   i0_table = it_table + d0 * (C * HW)
   i1_table = it_table + d1 * (C * HW)
   mask = np.empty((T, Q), bool)
+  mask_flat = mask.reshape(-1)
+  mask_words = mask_flat.view(np.uint32)
   lowest = np.empty((T, Q), np.uint16)
   bits = np.empty(Q, np.uint16)
   month_bit = (np.uint16(1) << np.arange(T, dtype=np.uint16))[:, None]
@@ -316,7 +341,7 @@ def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     np.bitwise_or.reduce(lowest, axis=0, out=bits)
     filled2d = filled.reshape(T, HW)[:, p0:p0 + q]
     filled2d[...] = m
-    entries = np.flatnonzero(mask)              # t * Q + pixel in the block
+    entries = _flatnonzero(mask_flat, mask_words)   # t * Q + pixel in the block
     if not entries.size:
       continue
     t = entries >> _GAP_BLOCK_LOG2

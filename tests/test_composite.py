@@ -204,3 +204,26 @@ def test_gap_fill_rounding_every_span_and_position():
 def test_gap_fill_empty_zone():
   filled, was_filled = composite.gap_fill(np.zeros((12, 4, 0, 3), np.uint16))
   assert filled.shape == (12, 4, 0, 3) and was_filled.shape == (12, 0, 3)
+
+
+@pytest.mark.parametrize("density", [0.0, 0.01, 0.05, 0.1, 0.14, 0.5, 1.0])
+def test_flatnonzero_by_words_equals_numpy(density):
+  rng = np.random.default_rng(int(density * 100))
+  mask = rng.random(4 * 5003) < density
+  mask[-1] = density > 0.3                      # a True in the last word
+  got = composite._flatnonzero(mask, mask.view(np.uint32))
+  np.testing.assert_array_equal(got, np.flatnonzero(mask))
+
+
+@pytest.mark.parametrize("p_missing", [0.05, 0.1])
+def test_gap_fill_scattered_gaps_small_blocks(monkeypatch, p_missing):
+  # 10 % scattered gaps in blocks of 64 pixels take the word path of _flatnonzero.
+  monkeypatch.setattr(composite, "_GAP_BLOCK_LOG2", 6)
+  rng = np.random.default_rng(11)
+  comp = rng.integers(1, 65536, (12, 4, 31, 17), dtype=np.uint16)
+  missing = rng.random((12, 31, 17)) < p_missing
+  comp[np.broadcast_to(missing[:, None], comp.shape)] = 0
+  got, got_filled = composite.gap_fill(comp)
+  want, want_filled = composite.gap_fill_reference(comp)
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(got_filled, want_filled)
