@@ -317,7 +317,8 @@ def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   d0, d1, a = _fill_table(T)
   a32 = a.astype(np.float32)
   # Flat index in a band, from pixel p0, of entry t * Q + p: t * (C HW - Q).
-  it_table = np.repeat(np.arange(T) * (C * HW - Q), 2**T)
+  month_offset = np.arange(T) * (C * HW - Q)
+  it_table = np.repeat(month_offset, 2**T)
   i0_table = it_table + d0 * (C * HW)
   i1_table = it_table + d1 * (C * HW)
   mask = np.empty((T, Q), bool)
@@ -346,7 +347,7 @@ def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
       continue
     t = entries >> _GAP_BLOCK_LOG2
     key = (t << T) | bits[entries & (Q - 1)]
-    it = entries + it_table[key]
+    it = entries + month_offset[t]
     i0 = entries + i0_table[key]
     i1 = entries + i1_table[key]
     wa = a32[key]
