@@ -333,8 +333,8 @@ def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     block = dst[:, :, p0:p0 + q]                # [T, C, q], in cache now
     m = mask[:, :q]
     low = lowest[:, :q]                         # a band is 0 <=> the minimum is
-    np.copyto(low, block[:, 0])
-    for c in range(1, C):
+    np.minimum(block[:, 0], block[:, min(1, C - 1)], out=low)
+    for c in range(2, C):
       np.minimum(low, block[:, c], out=low)
     np.equal(low, NODATA, out=m)
     mask[:, q:] = False
