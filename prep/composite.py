@@ -279,7 +279,12 @@ def _flatnonzero(mask: np.ndarray, words: np.ndarray) -> np.ndarray:
     return np.flatnonzero(mask)
   at = np.flatnonzero(words != 0)
   k = np.flatnonzero(words[at].view(bool))    # word j * 4 + byte within it
-  return (at << 2)[k >> 2] + (k & 3)
+  at <<= 2
+  byte = k & 3
+  k >>= 2
+  entries = at[k]
+  entries += byte
+  return entries
 
 
 def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -346,11 +351,15 @@ def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not entries.size:
       continue
     t = entries >> _GAP_BLOCK_LOG2
-    key = (t << T) | bits[entries & (Q - 1)]
-    it = entries + month_offset[t]
-    i0 = entries + i0_table[key]
-    i1 = entries + i1_table[key]
-    wa = a32[key]
+    key = t << T
+    key |= bits[entries & (Q - 1)]
+    it = np.take(month_offset, t)
+    it += entries
+    i0 = np.take(i0_table, key)
+    i0 += entries
+    i1 = np.take(i1_table, key)
+    i1 += entries
+    wa = np.take(a32, key)
     x0, x1 = np.empty(entries.size, np.uint16), np.empty(entries.size, np.uint16)
     v = np.empty(entries.size, np.float32)
     for band in bands:
