@@ -27,7 +27,7 @@ import numpy as np
 
 NODATA = 0
 _BLOCK_BYTES = 2**20          # row blocks of ~1 MB keep the work in cache
-_GAP_BLOCK_BYTES = 4 * 2**20
+_GAP_BLOCK_BYTES = 4 * 2**20      # row blocks of `_gap_fill_walk` (T > 12)
 
 
 def round_half_up_div(num, den):
