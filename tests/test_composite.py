@@ -151,10 +151,79 @@ def test_row_blocks_give_the_same_result(monkeypatch):
   scenes = rng.integers(0, 65536, (5, 4, 23, 9), dtype=np.uint16)
   valid = rng.random((5, 23, 9)) < 0.6
   whole = composite.gap_fill(comp), composite.median_composite(scenes, valid)
-  monkeypatch.setattr(composite, "_GAP_BLOCK_BYTES", 12 * 4 * 9 * 2 * 3)   # 3 rows
+  monkeypatch.setattr(composite, "_GAP_BLOCK_LOG2", 3)                     # 8 pixels
   monkeypatch.setattr(composite, "_BLOCK_BYTES", 1)                        # 1 row
   blocked = composite.gap_fill(comp), composite.median_composite(scenes, valid)
   for a, b in zip(whole, blocked):
     for x, y in zip(a, b):
       np.testing.assert_array_equal(x, y)
   np.testing.assert_array_equal(blocked[0][0], composite.gap_fill_reference(comp)[0])
+
+
+@pytest.mark.parametrize("months", [13, 16])
+def test_long_series_walk_path_equals_loop_reference(monkeypatch, months):
+  # More than 12 months take `_gap_fill_walk`, also in row blocks.
+  rng = np.random.default_rng(months)
+  comp = rng.integers(1, 65536, (months, 2, 7, 5), dtype=np.uint16)
+  comp[np.broadcast_to(rng.random((months, 1, 7, 5)) < 0.5, comp.shape)] = 0
+  comp[:, 0, 6, 4] = 0                                    # no valid month
+  monkeypatch.setattr(composite, "_GAP_BLOCK_BYTES", months * 2 * 5 * 2 * 2)  # 2 rows
+  got, got_filled = composite.gap_fill(comp)
+  want, want_filled = composite.gap_fill_reference(comp)
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(got_filled, want_filled)
+
+
+def test_gap_fill_rounding_every_span_and_position():
+  # Every run between valid months t0 < t1 of 12, values over the whole uint16
+  # range: about 1 in span of them is a half-way case, which must round up.
+  # Checks the float32 bound at composite._HALF_UP against integer arithmetic.
+  rng = np.random.default_rng(3)
+  pairs = [(t0, t1) for t0 in range(12) for t1 in range(t0 + 2, 12)]
+  n = 400
+  comp = np.zeros((12, 1, len(pairs), n), np.uint16)
+  x0 = rng.integers(1, 65536, (len(pairs), n))
+  x1 = rng.integers(1, 65536, (len(pairs), n))
+  x0[:, :4], x1[:, :4] = [1, 65535, 65535, 1], [65535, 1, 65535, 1]
+  for i, (t0, t1) in enumerate(pairs):
+    comp[t0, 0, i], comp[t1, 0, i] = x0[i], x1[i]
+  filled, was_filled = composite.gap_fill(comp)
+  for i, (t0, t1) in enumerate(pairs):
+    span = t1 - t0
+    for t in range(12):
+      if t < t0:
+        want = x0[i]
+      elif t > t1:
+        want = x1[i]
+      else:
+        want = composite.round_half_up_div(x0[i] * (t1 - t) + x1[i] * (t - t0), span)
+      np.testing.assert_array_equal(filled[t, 0, i], want, err_msg=f"{t0} {t} {t1}")
+      assert was_filled[t, i].all() == (t not in (t0, t1))
+
+
+def test_gap_fill_empty_zone():
+  filled, was_filled = composite.gap_fill(np.zeros((12, 4, 0, 3), np.uint16))
+  assert filled.shape == (12, 4, 0, 3) and was_filled.shape == (12, 0, 3)
+
+
+@pytest.mark.parametrize("density", [0.0, 0.01, 0.05, 0.1, 0.14, 0.5, 1.0])
+def test_flatnonzero_by_words_equals_numpy(density):
+  rng = np.random.default_rng(int(density * 100))
+  mask = rng.random(4 * 5003) < density
+  mask[-1] = density > 0.3                      # a True in the last word
+  got = composite._flatnonzero(mask, mask.view(np.uint32))
+  np.testing.assert_array_equal(got, np.flatnonzero(mask))
+
+
+@pytest.mark.parametrize("p_missing", [0.05, 0.1])
+def test_gap_fill_scattered_gaps_small_blocks(monkeypatch, p_missing):
+  # 10 % scattered gaps in blocks of 64 pixels take the word path of _flatnonzero.
+  monkeypatch.setattr(composite, "_GAP_BLOCK_LOG2", 6)
+  rng = np.random.default_rng(11)
+  comp = rng.integers(1, 65536, (12, 4, 31, 17), dtype=np.uint16)
+  missing = rng.random((12, 31, 17)) < p_missing
+  comp[np.broadcast_to(missing[:, None], comp.shape)] = 0
+  got, got_filled = composite.gap_fill(comp)
+  want, want_filled = composite.gap_fill_reference(comp)
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(got_filled, want_filled)
