@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from absl import app, flags, logging
+from absl import flags, logging
 import flax
 import jax
 import jax.numpy as jnp
@@ -31,9 +31,8 @@ import numpy as np
 import optax
 import tqdm
 
-from jaxcrop import checkpoint, losses, metrics
+from jaxcrop import checkpoint, cli, losses, metrics
 from jaxcrop.models import build_model
-from prep.errors import PrepError
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -302,16 +301,17 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
           "val": val, "model": summary}
 
 
-FLAGS = flags.FLAGS
-
-
-def define_flags():
-  """Command-line flags (defined only when run as a program: modules import freely)."""
-  config_flags.DEFINE_config_file("config", None, "configs/hybrid.py[:variant]", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and config are written.")
+def define_flags(fv: flags.FlagValues, argv=None):
+  """Command-line flags, defined in fv (see jaxcrop.cli.absl_main)."""
+  config_flags.DEFINE_config_file(
+      "config", None, "Experiment config, configs/hybrid.py[:variant] (variants: demo, "
+      "tiny, comma-separated); override any field with --config.a.b=value.",
+      flag_values=fv, lock_config=True, sys_argv=argv)
+  flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and config are written "
+                      "(a rerun resumes from it; may be gs://).", flag_values=fv)
   flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (multi-GPU hosts); "
                     "implied by JAX_COORDINATOR_ADDRESS or a TPU pod (TPU_WORKER_HOSTNAMES "
-                    "lists several hosts).")
+                    "lists several hosts).", flag_values=fv)
 
 
 def is_multihost(multihost_flag: bool, environ=os.environ) -> bool:
@@ -325,23 +325,24 @@ def maybe_initialize_distributed(multihost: bool):
     jax.distributed.initialize()   # arguments from the environment (TPU/SLURM/coordinator)
 
 
-def main(argv):
-  del argv
+def _main(fv) -> int:
   logging.set_verbosity(logging.WARNING)   # Orbax logs every save at INFO
-  if FLAGS.config is None or FLAGS.workdir is None:
-    print("error: --config and --workdir are required "
-          "(e.g. --config configs/hybrid.py:demo --workdir /tmp/w)", file=sys.stderr)
-    sys.exit(2)
-  maybe_initialize_distributed(FLAGS.multihost)
-  try:
-    result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (PrepError, ValueError, FileNotFoundError, FloatingPointError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  if fv.config is None or fv.workdir is None:
+    raise cli.UsageError("--config and --workdir are required "
+                         "(e.g. --config configs/hybrid.py:demo --workdir /tmp/w)")
+  maybe_initialize_distributed(fv.multihost)
+  result = train_and_evaluate(fv.config, fv.workdir)
   if jax.process_index() == 0:
     print(json.dumps({k: v for k, v in result.items() if k != "val"}))
+  return 0
+
+
+def main(argv=None) -> int:
+  """`python -m jaxcrop.train`; argv without the program name (None: sys.argv)."""
+  # ValueError: a config value the code refuses (optimizer, norm, batch size …).
+  return cli.absl_main(__doc__, define_flags, _main, argv,
+                       user_errors=(ValueError, FloatingPointError))
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  sys.exit(main())
