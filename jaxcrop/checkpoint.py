@@ -84,6 +84,9 @@ def load_trained(workdir, which: str = "best") -> Trained:
   if not (workdir / "config.json").exists():
     raise FileNotFoundError(f"{workdir}/config.json not found: not a training workdir "
                             "(run python -m jaxcrop.train --workdir first)")
+  if not (workdir / "dataset_meta.json").exists():
+    raise FileNotFoundError(f"{workdir}/dataset_meta.json not found: an incomplete training "
+                            "workdir (rerun python -m jaxcrop.train --workdir on it)")
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
   meta = DatasetMeta.from_json((workdir / "dataset_meta.json").read_text())
   model = build_model(config.model, meta.num_classes)
