@@ -105,7 +105,9 @@ def load_trained(workdir, which: str = "best") -> Trained:
   if step is None and which == "best":        # no validation yet: fall back
     manager, step = last, last.latest_step()
   if step is None:
-    raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints")
+    raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints: training has not "
+                            f"saved one yet (run or resume python -m jaxcrop.train --workdir "
+                            f"{workdir})")
   variables, _ = restore(manager, step, target)
   variables = {k: v for k, v in variables.items() if v}
   return Trained(config, model, variables, meta, int(step))

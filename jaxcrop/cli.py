@@ -83,7 +83,7 @@ def _flag_error(e: flags.Error) -> str:
   m = re.match(r"flag --(\w+)=(.*?): Error whilst parsing config file", text)
   if m:
     return _config_error(m.group(1), m.group(2), e)
-  return text
+  return re.sub(r"^flag (--\S+?): ", r"\1: ", text)   # `flag --x=v: …` → `--x=v: …`
 
 
 def _config_flag_names(fv: flags.FlagValues) -> list[str]:
@@ -120,8 +120,8 @@ def parse_flags(fv: flags.FlagValues, argv: Sequence[str]) -> list[str]:
     if error is not None:   # config_flags defers a failed load to the first use
       raise UsageError(_config_error(name, _argv_value(argv, name), error))
   if len(rest) > 1:
-    raise UsageError(f"unexpected argument(s) {' '.join(rest[1:])}; "
-                     f"flags are written --name=value (see --help)")
+    raise UsageError(f"unexpected argument(s) {' '.join(rest[1:])}: every option is a "
+                     f"--flag (see --help)")
   return rest
 
 
