@@ -24,8 +24,8 @@ from absl import flags
 from prep.errors import PrepError
 
 # OSErrors that mean "the path the user gave is wrong", not a bug.
-USER_ERRORS = (PrepError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-               PermissionError)
+USER_ERRORS = (PrepError, FileNotFoundError, FileExistsError, NotADirectoryError,
+               IsADirectoryError, PermissionError)
 HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
 
 

@@ -33,6 +33,7 @@ import tqdm
 
 from jaxcrop import checkpoint, cli, losses, metrics
 from jaxcrop.models import build_model
+from prep.errors import PrepError
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -176,6 +177,40 @@ def _write_json(path: pathlib.Path, obj_or_text):
   os.replace(tmp, path)
 
 
+def _flatten(d: dict, prefix: str) -> dict:
+  """{'a': {'b': 1}} → {'prefix.a.b': 1}."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}.{k}"))
+    else:
+      out[f"{prefix}.{k}"] = v
+  return out
+
+
+def check_resume(workdir: pathlib.Path, config, meta) -> None:
+  """Raises PrepError when workdir holds checkpoints of another model or dataset layout.
+
+  Resuming them would fail deep inside Orbax (shape mismatch), after config.json
+  had been overwritten with the new config. Other changes (lr, num_steps, …) resume.
+  """
+  if not any((workdir / "checkpoints").glob("*/[0-9]*")) or \
+      not (workdir / "config.json").exists():
+    return
+  old = _flatten(json.loads((workdir / "config.json").read_text()).get("model", {}), "model")
+  new = _flatten(json.loads(config.to_json())["model"], "model")
+  diffs = [f"{k}: {old.get(k)} → {new.get(k)}" for k in sorted(set(old) | set(new))
+           if old.get(k) != new.get(k)]
+  if (workdir / "dataset_meta.json").exists():
+    saved = json.loads((workdir / "dataset_meta.json").read_text())
+    now = json.loads(meta.to_json())
+    diffs += [f"dataset {k}: {saved.get(k)} → {now.get(k)}"
+              for k in ("num_classes", "months", "bands") if saved.get(k) != now.get(k)]
+  if diffs:
+    raise PrepError(f"{workdir}: holds checkpoints of another model ({'; '.join(diffs)}); "
+                    f"pass a new --workdir, or the run's own settings to resume it")
+
+
 def train_and_evaluate(config, workdir, *, data=None) -> dict:
   """Train per `config` in `workdir` (resuming there); returns a summary dict.
 
@@ -187,6 +222,7 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
   main_process = jax.process_index() == 0
   cfg_t = config.train
   meta = data.load_meta(config.data)      # fails first, before anything is written
+  check_resume(workdir, config, meta)    # before config.json is overwritten
   if main_process:
     workdir.mkdir(parents=True, exist_ok=True)
   num_classes = meta.num_classes

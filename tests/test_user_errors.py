@@ -8,8 +8,9 @@ import types
 import pytest
 
 from configs.hybrid import get_config
-from jaxcrop import cv, evaluate, input_pipeline, plots, predict, train
+from jaxcrop import cli, cv, evaluate, input_pipeline, plots, predict, train
 from prep import cli as prep_cli
+from prep.errors import PrepError
 from tests import predict_testing as pt
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -74,6 +75,30 @@ def test_train_on_a_dataset_never_built(tmp_path, capsys):
                         f"`tfds build tfds_builder/cropmap --config=demo --data_dir={data} "
                         f"--overwrite`")
   assert not (tmp_path / "w" / "config.json").exists()
+
+
+def test_resume_with_another_model_is_refused_before_config_json_changes(tmp_path):
+  from tests.test_train import FakeData, fake_meta
+  w = tmp_path / "w"
+  (w / "checkpoints" / "last" / "6").mkdir(parents=True)   # a run that saved step 6
+  (w / "config.json").write_text(get_config("tiny").to_json())
+  (w / "dataset_meta.json").write_text(fake_meta().to_json())
+  before = (w / "config.json").read_text()
+  config = get_config("tiny")
+  config.model.unet.widths = (8, 32)
+  config.model.temporal.features = 4
+  with pytest.raises(PrepError) as e:
+    train.train_and_evaluate(config, w, data=FakeData())
+  assert str(e.value) == (f"{w}: holds checkpoints of another model (model.temporal.features: "
+                          f"8 → 4; model.unet.widths: [8, 16] → [8, 32]); pass a new "
+                          f"--workdir, or the run's own settings to resume it")
+  assert (w / "config.json").read_text() == before
+
+
+def test_a_path_that_is_a_file_where_a_folder_is_needed(tmp_path, capsys):
+  (tmp_path / "f").write_text("")
+  assert cli.run(lambda: (tmp_path / "f").mkdir(exist_ok=True)) == 2
+  assert_error(2, capsys.readouterr().err, f"{tmp_path}/f: File exists")
 
 
 @pytest.mark.parametrize("module, flag", [(train, "--config"), (evaluate, "--split"),
