@@ -21,6 +21,7 @@ import numpy as np
 import tqdm
 
 from jaxcrop import baseline, checkpoint, cli, metrics
+from prep.errors import PrepError
 
 IGNORE = 255
 HEADLINE = ("overall_accuracy", "macro_f1", "macro_precision", "macro_recall", "miou")
@@ -121,6 +122,20 @@ def markdown(result: dict, note: str = "") -> str:
   return "\n".join(lines)
 
 
+def check_same_layout(trained, current, workdir) -> None:
+  """Raises PrepError when the dataset's classes, months or bands are not the ones the
+  checkpoint was trained on (e.g. a rebuilt dataset of another version)."""
+  diffs = [f"{k}: {list(getattr(trained, k))} → {list(getattr(current, k))}"
+           for k in ("months", "bands") if list(getattr(trained, k)) != list(getattr(current, k))]
+  if list(trained.class_names) != list(current.class_names):
+    diffs.append(f"classes: {len(trained.class_names)} ({trained.nomenclature_version}) → "
+                 f"{len(current.class_names)} ({current.nomenclature_version})")
+  if diffs:
+    raise PrepError(f"dataset {current.builder_config} {current.version} is not the layout "
+                    f"{workdir} was trained on ({trained.version}): {'; '.join(diffs)}; pass "
+                    f"the data_dir it was trained on (--data_dir) or retrain")
+
+
 def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None,
              max_batches=None, data_dir=None) -> dict:
   """Evaluate `workdir`'s checkpoint; writes workdir/eval/*; returns metrics.json content."""
@@ -133,6 +148,7 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
     cfg.data.data_dir = data_dir
   split = split or cfg.data.test_split
   meta = trained.meta
+  check_same_layout(meta, data.load_meta(cfg.data), workdir)
   class_names = list(meta.class_names)
   apply = jax.jit(lambda v, x: trained.model.apply(v, x, train=False).argmax(-1))
   predictors = {"model": lambda x: apply(trained.variables, x)}

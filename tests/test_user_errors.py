@@ -145,6 +145,7 @@ def test_evaluate_unknown_split_before_any_progress_bar(tmp_path, monkeypatch, c
   info = types.SimpleNamespace(splits={"test": 1, "fold0": 1, "fold1": 1, "fold2": 1})
   monkeypatch.setattr(input_pipeline, "_builder", lambda c: types.SimpleNamespace(info=info))
   monkeypatch.setattr(input_pipeline, "dataset_dir", lambda c: "/data/cropmap/demo/1.0.0")
+  monkeypatch.setattr(input_pipeline, "load_meta", lambda c, builder=None: trained.meta)
   rc, _, err = run(evaluate.main, ["--workdir", tmp_path, "--split", "tset", "--nobaseline"],
                    capsys)
   assert_error(rc, err, "split 'tset': tset not in /data/cropmap/demo/1.0.0 "
@@ -153,6 +154,21 @@ def test_evaluate_unknown_split_before_any_progress_bar(tmp_path, monkeypatch, c
                                    "--nobaseline"], capsys)
   assert_error(rc, err, "split 'fold0+fold9[:50%]': fold9 not in /data/cropmap/demo/1.0.0 "
                         "(splits: test, fold0, fold1, fold2)")
+
+
+def test_evaluate_on_a_dataset_of_another_layout(tmp_path, monkeypatch, capsys):
+  trained = types.SimpleNamespace(config=get_config("demo,tiny"), meta=pt.make_meta(t=3),
+                                  step=0, variables={}, model=None)
+  monkeypatch.setattr(evaluate.checkpoint, "load_trained", lambda w, which: trained)
+  rebuilt = pt.make_meta(t=4, version="v2")
+  rebuilt.version, rebuilt.builder_config = "2.0.0", "demo"
+  monkeypatch.setattr(input_pipeline, "load_meta", lambda c: rebuilt)
+  rc, _, err = run(evaluate.main, ["--workdir", tmp_path, "--nobaseline"], capsys)
+  assert_error(rc, err, f"dataset demo 2.0.0 is not the layout {tmp_path} was trained on "
+                        f"(0.0.1): months: ['2023-01', '2023-02', '2023-03'] → ['2023-01', "
+                        f"'2023-02', '2023-03', '2023-04']; pass the data_dir it was trained on "
+                        f"(--data_dir) or retrain")
+  assert not (tmp_path / "eval").exists()
 
 
 # --------------------------------------------------------------------------- #
