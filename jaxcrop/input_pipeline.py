@@ -311,7 +311,7 @@ def eval_batches(cfg_data, split: str) -> Iterator[dict]:
 
 def check_split(cfg_data, builder, split: str) -> None:
   """Raises DatasetError when `split` names a split the dataset does not have."""
-  known = list(builder.info.splits)
+  known = list((builder or _builder(cfg_data)).info.splits)
   unknown = [s for s in _fold_names(split) if s not in known]
   if unknown:
     raise DatasetError(f"split {split!r}: {', '.join(unknown)} not in "

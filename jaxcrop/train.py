@@ -211,6 +211,20 @@ def check_resume(workdir: pathlib.Path, config, meta) -> None:
                     f"pass a new --workdir, or the run's own settings to resume it")
 
 
+POSITIVE_FIELDS = ("data.batch_size", "data.eval_batch_size", "train.num_steps",
+                   "train.eval_every", "train.checkpoint_every", "train.keep_last",
+                   "train.log_every")
+
+
+def check_config(config) -> None:
+  """Raises PrepError on a count or period that cannot work (0 or negative)."""
+  for path in POSITIVE_FIELDS:
+    section, field = path.split(".")
+    value = config[section].get(field)
+    if value is not None and value < 1:
+      raise PrepError(f"--config.{path}={value}: must be at least 1")
+
+
 def train_and_evaluate(config, workdir, *, data=None) -> dict:
   """Train per `config` in `workdir` (resuming there); returns a summary dict.
 
@@ -221,7 +235,10 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
   workdir = pathlib.Path(workdir)
   main_process = jax.process_index() == 0
   cfg_t = config.train
+  check_config(config)
   meta = data.load_meta(config.data)      # fails first, before anything is written
+  if hasattr(data, "check_split"):
+    data.check_split(config.data, None, config.data.val_split)
   check_resume(workdir, config, meta)    # before config.json is overwritten
   if main_process:
     workdir.mkdir(parents=True, exist_ok=True)

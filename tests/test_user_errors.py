@@ -56,6 +56,10 @@ W = "{workdir}"   # replaced by a fresh path: nothing may be written there
      "Unknown command line flag 'wrkdir'. Did you mean: workdir ?"),
     ([f"--config={CONFIG}:demo", f"--workdir={W}", "extra"],
      "unexpected argument(s) extra: every option is a --flag (see --help)"),
+    ([f"--config={CONFIG}:demo", "--workdir", W, "--config.train.eval_every=0"],
+     "--config.train.eval_every=0: must be at least 1"),
+    ([f"--config={CONFIG}:demo", "--workdir", W, "--config.data.batch_size=0"],
+     "--config.data.batch_size=0: must be at least 1"),
     ([f"--config={CONFIG}:demo"],
      "--config and --workdir are required (e.g. --config configs/hybrid.py:demo "
      "--workdir /tmp/w)"),
@@ -75,6 +79,23 @@ def test_train_on_a_dataset_never_built(tmp_path, capsys):
                         f"`tfds build tfds_builder/cropmap --config=demo --data_dir={data} "
                         f"--overwrite`")
   assert not (tmp_path / "w" / "config.json").exists()
+
+
+def fake_dataset(monkeypatch, meta):
+  """input_pipeline opening a stand-in dataset with splits test and fold0..2."""
+  info = types.SimpleNamespace(splits={"test": 1, "fold0": 1, "fold1": 1, "fold2": 1})
+  monkeypatch.setattr(input_pipeline, "_builder", lambda c: types.SimpleNamespace(info=info))
+  monkeypatch.setattr(input_pipeline, "dataset_dir", lambda c: "/data/cropmap/demo/1.0.0")
+  monkeypatch.setattr(input_pipeline, "load_meta", lambda c, builder=None: meta)
+
+
+def test_train_with_an_unknown_validation_split(tmp_path, monkeypatch, capsys):
+  fake_dataset(monkeypatch, pt.make_meta())
+  rc, _, err = run(train.main, ["--config", f"{CONFIG}:demo,tiny", "--workdir", tmp_path / "w",
+                                "--config.data.val_split=fold9"], capsys)
+  assert_error(rc, err, "split 'fold9': fold9 not in /data/cropmap/demo/1.0.0 "
+                        "(splits: test, fold0, fold1, fold2)")
+  assert not (tmp_path / "w").exists()
 
 
 def test_resume_with_another_model_is_refused_before_config_json_changes(tmp_path):
@@ -142,10 +163,7 @@ def test_evaluate_unknown_split_before_any_progress_bar(tmp_path, monkeypatch, c
   trained = types.SimpleNamespace(config=cfg, meta=pt.make_meta(), step=0, variables={},
                                   model=None)
   monkeypatch.setattr(evaluate.checkpoint, "load_trained", lambda w, which: trained)
-  info = types.SimpleNamespace(splits={"test": 1, "fold0": 1, "fold1": 1, "fold2": 1})
-  monkeypatch.setattr(input_pipeline, "_builder", lambda c: types.SimpleNamespace(info=info))
-  monkeypatch.setattr(input_pipeline, "dataset_dir", lambda c: "/data/cropmap/demo/1.0.0")
-  monkeypatch.setattr(input_pipeline, "load_meta", lambda c, builder=None: trained.meta)
+  fake_dataset(monkeypatch, trained.meta)
   rc, _, err = run(evaluate.main, ["--workdir", tmp_path, "--split", "tset", "--nobaseline"],
                    capsys)
   assert_error(rc, err, "split 'tset': tset not in /data/cropmap/demo/1.0.0 "
