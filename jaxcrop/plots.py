@@ -423,7 +423,26 @@ def main(argv=None) -> int:
   return cli.run(_main, args)
 
 
+def check_out(out, figure: str) -> None:
+  """Raises PrepError on an --out that cannot take the figure, before any work."""
+  out = pathlib.Path(out)
+  if figure == "all":
+    if out.exists() and not out.is_dir():
+      raise PrepError(f"{out}: --out is a file; `all` writes its figures into a folder")
+    return
+  if out.is_dir():
+    raise PrepError(f"{out}: --out is a folder; pass the figure's file, e.g. "
+                    f"{out / (figure + ('.gif' if figure == 'gif' else '.png'))}")
+  from matplotlib.figure import Figure
+  formats = ["gif"] if figure == "gif" else sorted(Figure().canvas.get_supported_filetypes())
+  if out.suffix.lower().lstrip(".") not in formats:
+    hint = ".gif" if figure == "gif" else ".png, .pdf or .svg"
+    raise PrepError(f"{out}: unknown figure format {out.suffix or '(no extension)'}; end "
+                    f"--out with {hint}")
+
+
 def _main(args) -> int:
+  check_out(args.out, args.figure)
   if args.figure == "all":
     from jaxcrop.predict import resolve_zones
     outs = all_figures(resolve_zones(args.zones), args.out, maps=args.maps,

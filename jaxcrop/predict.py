@@ -486,6 +486,9 @@ def _run(args) -> int:
   check_tiling(args.tile, args.overlap, args.batch)   # every check before any work
   if args.rpg:
     check_rpg(args.rpg)
+  if pathlib.Path(args.out).exists() and not pathlib.Path(args.out).is_dir():
+    raise PredictError(f"{args.out}: --out is a file; pass a folder (maps go to "
+                       f"OUT/<zone_id>/)")
   zones = resolve_zones(args.zone)
   for z in zones:
     check_output(pathlib.Path(args.out) / z.zone_id, args.overwrite)

@@ -224,6 +224,14 @@ def test_predict_arguments_fail_before_any_work(zone, extra, expected, tmp_path,
   assert not (tmp_path / "maps").exists()
 
 
+def test_predict_out_is_a_file(zone, tmp_path, capsys):
+  (tmp_path / "maps").write_text("")
+  rc, _, err = run(predict.main, ["--workdir", tmp_path / "never_read", "--zone", zone.path,
+                                  "--out", tmp_path / "maps"], capsys)
+  assert_error(rc, err, f"{tmp_path}/maps: --out is a file; pass a folder (maps go to "
+                        f"OUT/<zone_id>/)")
+
+
 def test_predict_zone_and_workdir_mistakes(zone, tmp_path, capsys):
   args = ["--out", tmp_path / "maps", "--workdir"]
   rc, _, err = run(predict.main, [*args, tmp_path, "--zone", tmp_path / "nozone"], capsys)
@@ -266,6 +274,23 @@ def test_plots_metrics_mistakes(tmp_path, capsys):
                         f"column 1 (char 0)); pass W/eval/metrics.json of "
                         f"`python -m jaxcrop.evaluate`")
   assert not out.exists()
+
+
+def test_plots_out_mistakes_fail_before_any_work(tmp_path, capsys):
+  metrics = tmp_path / "never_read.json"
+  rc, _, err = run(plots.main, ["f1", "--metrics", metrics, "--out", tmp_path], capsys)
+  assert_error(rc, err, f"{tmp_path}: --out is a folder; pass the figure's file, e.g. "
+                        f"{tmp_path}/f1.png")
+  rc, _, err = run(plots.main, ["f1", "--metrics", metrics, "--out", tmp_path / "f1.pgn"],
+                   capsys)
+  assert_error(rc, err, f"{tmp_path}/f1.pgn: unknown figure format .pgn; end --out with "
+                        f".png, .pdf or .svg")
+  rc, _, err = run(plots.main, ["gif", "--zone", tmp_path, "--out", tmp_path / "m.png"], capsys)
+  assert_error(rc, err, f"{tmp_path}/m.png: unknown figure format .png; end --out with .gif")
+  (tmp_path / "file").write_text("")
+  rc, _, err = run(plots.main, ["all", "--zones", tmp_path, "--out", tmp_path / "file"], capsys)
+  assert_error(rc, err, f"{tmp_path}/file: --out is a file; `all` writes its figures into a "
+                        f"folder")
 
 
 def test_plots_refuses_the_map_of_another_zone(zone, tmp_path, capsys):
