@@ -135,6 +135,12 @@ def _argv_value(argv: Sequence[str], name: str) -> str:
   return ""
 
 
+def flags_help(fv: flags.FlagValues) -> str:
+  """absl's help of fv without its module header line and `(default: 'None')`."""
+  lines = fv.get_help(prefix="", include_special_flags=False).splitlines()
+  return "\n".join(l for l in lines if l.startswith(" ") and l.strip() != "(default: 'None')")
+
+
 def absl_main(doc: str, define_flags: Callable[[flags.FlagValues, list], None],
               body: Callable[[flags.FlagValues], int | None], argv: Sequence[str] | None = None,
               *, user_errors: tuple = ()) -> int:
@@ -148,7 +154,7 @@ def absl_main(doc: str, define_flags: Callable[[flags.FlagValues, list], None],
   fv = flags.FlagValues()
   define_flags(fv, argv)
   if any(a in HELP_FLAGS for a in argv[1:]):
-    print(doc.strip() + "\n\nflags:\n" + fv.get_help(prefix="  ", include_special_flags=False))
+    print(doc.strip() + "\n\nflags:\n" + flags_help(fv))
     return 0
   if not flags.FLAGS.is_parsed():   # absl logging (Orbax) then logs without a warning
     flags.FLAGS.mark_as_parsed()
