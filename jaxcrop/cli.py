@@ -83,6 +83,9 @@ def _flag_error(e: flags.Error) -> str:
   m = re.match(r"flag --(\w+)=(.*?): Error whilst parsing config file", text)
   if m:
     return _config_error(m.group(1), m.group(2), e)
+  m = re.match(r"Found (\S+?)(=\S*)? in argv before a value for --(\w+) was specified", text)
+  if m:   # config_flags reads overrides in order: the file must come first
+    return f"{m.group(1)} comes before --{m.group(3)}; put --{m.group(3)} first"
   return re.sub(r"^flag (--\S+?): ", r"\1: ", text)   # `flag --x=v: …` → `--x=v: …`
 
 

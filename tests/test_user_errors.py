@@ -56,6 +56,8 @@ W = "{workdir}"   # replaced by a fresh path: nothing may be written there
      "Unknown command line flag 'wrkdir'. Did you mean: workdir ?"),
     ([f"--config={CONFIG}:demo", f"--workdir={W}", "extra"],
      "unexpected argument(s) extra: every option is a --flag (see --help)"),
+    (["--config.optimizer.lr=0.1", f"--config={CONFIG}:demo", "--workdir", W],
+     "--config.optimizer.lr comes before --config; put --config first"),
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.train.eval_every=0"],
      "--config.train.eval_every=0: must be at least 1"),
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.data.batch_size=0"],
