@@ -188,7 +188,7 @@ def _flatten(d: dict, prefix: str) -> dict:
   return out
 
 
-def check_resume(workdir: pathlib.Path, config, meta) -> None:
+def check_resume(workdir, config, meta) -> None:
   """Raises PrepError when workdir holds checkpoints of another model or dataset layout.
 
   Resuming them would fail deep inside Orbax (shape mismatch), after config.json
