@@ -118,6 +118,19 @@ def test_resume_with_another_model_is_refused_before_config_json_changes(tmp_pat
   assert (w / "config.json").read_text() == before
 
 
+def test_ctrl_c_is_one_line_and_a_bug_keeps_its_traceback(capsys):
+  def interrupted():
+    raise KeyboardInterrupt
+  assert cli.run(interrupted) == 130
+  assert capsys.readouterr().err == "interrupted\n"
+  with pytest.raises(ZeroDivisionError):      # not a user error: the traceback stays
+    cli.run(lambda: 1 // 0)
+  with pytest.raises(ValueError):             # a user error only where a program says so
+    cli.run(int, "x")
+  assert cli.run(int, "x", user_errors=(ValueError,)) == 2
+  assert_error(2, capsys.readouterr().err, "invalid literal for int() with base 10: 'x'")
+
+
 def test_a_path_that_is_a_file_where_a_folder_is_needed(tmp_path, capsys):
   (tmp_path / "f").write_text("")
   assert cli.run(lambda: (tmp_path / "f").mkdir(exist_ok=True)) == 2
