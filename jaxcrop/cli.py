@@ -96,17 +96,18 @@ def _config_flag_names(fv: flags.FlagValues) -> list[str]:
           if isinstance(f.parser, config_flags.ConfigFileFlagParser)]
 
 
-def _override_error(argv: Sequence[str], config_names: list[str], e: Exception) -> str:
-  """One line for `--config.a.b=v` naming a field the config does not have."""
-  text = one_line(str(e).replace("\\n", " ").strip("'\""))
-  hint = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"\?', str(e))
+def _override_error(argv: Sequence[str], config_names: list[str], e: Exception) -> str | None:
+  """One line for `--config.a.b=v` naming a field the config does not have (None when
+  no override on the command line names the missing field: then it is not the user's)."""
+  missing = re.match(r"""\W*(\w+)""", str(e))
+  hint = re.search(r'Did you mean "([^"]+)" instead of', str(e))
   for arg in argv:
     for name in config_names:
-      if arg.startswith(f"--{name}.") and (not hint or hint.group(2) in arg.split("=")[0]):
-        flag = arg.split("=", 1)[0]
+      flag = arg.split("=", 1)[0]
+      if missing and flag.startswith(f"--{name}.") and missing.group(1) in flag.split(".")[1:]:
         return f"{flag}: no such config field" + (
-            f" (did you mean {hint.group(1)!r}?)" if hint else f" ({text})")
-  return f"bad config override: {text}"
+            f" (did you mean {hint.group(1)!r}?)" if hint else "")
+  return None
 
 
 def parse_flags(fv: flags.FlagValues, argv: Sequence[str]) -> list[str]:
@@ -116,7 +117,10 @@ def parse_flags(fv: flags.FlagValues, argv: Sequence[str]) -> list[str]:
   except flags.Error as e:
     raise UsageError(_flag_error(e)) from None
   except (AttributeError, KeyError) as e:   # config_flags: override of a missing field
-    raise UsageError(_override_error(argv, _config_flag_names(fv), e)) from None
+    text = _override_error(argv, _config_flag_names(fv), e)
+    if text is None:
+      raise
+    raise UsageError(text) from None
   for name in _config_flag_names(fv):
     value = fv[name].value
     error = getattr(value, "_error", None) if type(value).__name__ == "_ErrorConfig" else None
