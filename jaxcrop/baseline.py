@@ -75,7 +75,9 @@ def fit_or_load(workdir, batches_fn, *, total_labelled: int, kind="hist_gb",
   tmp = folder / "model.pkl.tmp"
   tmp.write_bytes(pickle.dumps(clf))
   tmp.replace(model_path)
-  settings_path.write_text(json.dumps(settings))
+  tmp = folder / "settings.json.tmp"   # renamed: an interrupted run leaves no half file
+  tmp.write_text(json.dumps(settings))
+  tmp.replace(settings_path)
   return clf
 
 

@@ -94,6 +94,9 @@ def load_trained(workdir, which: str = "best") -> Trained:
   if not (workdir / "config.json").exists():
     raise FileNotFoundError(f"{workdir}/config.json not found: not a training workdir "
                             "(run python -m jaxcrop.train --workdir first)")
+  if not (workdir / "dataset_meta.json").exists():
+    raise FileNotFoundError(f"{workdir}/dataset_meta.json not found: an incomplete training "
+                            "workdir (rerun python -m jaxcrop.train --workdir on it)")
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
   meta = DatasetMeta.from_json((workdir / "dataset_meta.json").read_text())
   model = build_model(config.model, meta.num_classes)
@@ -112,7 +115,9 @@ def load_trained(workdir, which: str = "best") -> Trained:
   if step is None and which == "best":        # no validation yet: fall back
     manager, step = last, last.latest_step()
   if step is None:
-    raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints")
+    raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints: training has not "
+                            f"saved one yet (run or resume python -m jaxcrop.train --workdir "
+                            f"{workdir})")
   variables, _ = restore(manager, step, target)
   variables = {k: v for k, v in variables.items() if v}
   return Trained(config, model, variables, meta, int(step))

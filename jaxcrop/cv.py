@@ -20,12 +20,11 @@ import json
 import pathlib
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 import numpy as np
 from ml_collections import config_flags
 
-from jaxcrop import train
-from prep.errors import PrepError
+from jaxcrop import cli, train
 
 # Grid keys → config fields; any other key is a config path with "__" for ".".
 GRID_PATHS = {"lr": "optimizer.lr", "kernel_size": "model.temporal.kernel_size"}
@@ -108,30 +107,32 @@ def markdown(out: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-FLAGS = flags.FLAGS
+def define_flags(fv: flags.FlagValues, argv=None):
+  """Command-line flags, defined in fv (see jaxcrop.cli.absl_main)."""
+  config_flags.DEFINE_config_file(
+      "config", None, "Experiment config, configs/hybrid.py[:variant]; the grid is "
+      "config.cv.grid, the folds config.cv.folds.", flag_values=fv, lock_config=True,
+      sys_argv=argv)
+  flags.DEFINE_string("workdir", None, "Root of the CV runs (cv/<setting>/val_<fold>) and "
+                      "final/.", flag_values=fv)
+  flags.DEFINE_bool("retrain", True, "Retrain the best setting on all folds.", flag_values=fv)
 
 
-def define_flags():
-  """Command-line flags (defined only when run as a program: modules import freely)."""
-  config_flags.DEFINE_config_file("config", None, "configs/hybrid.py[:variant]", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Root of the CV runs (cv/<setting>/val_<fold>) and final/.")
-  flags.DEFINE_bool("retrain", True, "Retrain the best setting on all folds.")
-
-
-def main(argv):
-  del argv
+def _main(fv) -> int:
   logging.set_verbosity(logging.WARNING)
-  if FLAGS.config is None or FLAGS.workdir is None:
-    print("error: --config and --workdir are required", file=sys.stderr)
-    sys.exit(2)
-  try:
-    out = run_cv(FLAGS.config, FLAGS.workdir, retrain=FLAGS.retrain)
-  except (PrepError, ValueError, FileNotFoundError, FloatingPointError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  if fv.config is None or fv.workdir is None:
+    raise cli.UsageError("--config and --workdir are required "
+                         "(e.g. --config configs/hybrid.py:demo --workdir /tmp/cv)")
+  out = run_cv(fv.config, fv.workdir, retrain=fv.retrain)
   print(markdown(out))
+  return 0
+
+
+def main(argv=None) -> int:
+  """`python -m jaxcrop.cv`; argv without the program name (None: sys.argv)."""
+  return cli.absl_main(__doc__, define_flags, _main, argv,
+                       user_errors=(ValueError, FloatingPointError))
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  sys.exit(main())

@@ -15,12 +15,12 @@ import json
 import pathlib
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 import numpy as np
 import tqdm
 
-from jaxcrop import baseline, checkpoint, metrics
+from jaxcrop import baseline, checkpoint, cli, metrics
 from prep.errors import PrepError
 
 IGNORE = 255
@@ -122,6 +122,20 @@ def markdown(result: dict, note: str = "") -> str:
   return "\n".join(lines)
 
 
+def check_same_layout(trained, current, workdir) -> None:
+  """Raises PrepError when the dataset's classes, months or bands are not the ones the
+  checkpoint was trained on (e.g. a rebuilt dataset of another version)."""
+  diffs = [f"{k}: {list(getattr(trained, k))} → {list(getattr(current, k))}"
+           for k in ("months", "bands") if list(getattr(trained, k)) != list(getattr(current, k))]
+  if list(trained.class_names) != list(current.class_names):
+    diffs.append(f"classes: {len(trained.class_names)} ({trained.nomenclature_version}) → "
+                 f"{len(current.class_names)} ({current.nomenclature_version})")
+  if diffs:
+    raise PrepError(f"dataset {current.builder_config} {current.version} is not the layout "
+                    f"{workdir} was trained on ({trained.version}): {'; '.join(diffs)}; pass "
+                    f"the data_dir it was trained on (--data_dir) or retrain")
+
+
 def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None,
              max_batches=None, data_dir=None) -> dict:
   """Evaluate `workdir`'s checkpoint; writes workdir/eval/*; returns metrics.json content."""
@@ -134,6 +148,7 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
     cfg.data.data_dir = data_dir
   split = split or cfg.data.test_split
   meta = trained.meta
+  check_same_layout(meta, data.load_meta(cfg.data), workdir)
   class_names = list(meta.class_names)
   apply = jax.jit(lambda v, x: trained.model.apply(v, x, train=False).argmax(-1))
   predictors = {"model": lambda x: apply(trained.variables, x)}
@@ -166,45 +181,47 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
 
 def compact_table(result: dict) -> str:
   names = list(result["pixel"])
-  rows = [f"{'':18s}" + "".join(f"{n:>12s}" for n in names)]
+  rows = [f"{'':24s}" + "".join(f"{n:>12s}" for n in names)]
   for level in ("pixel", "parcel"):
     for m in ("overall_accuracy", "macro_f1", "miou"):
-      rows.append(f"{level + ' ' + m:18s}" + "".join(f"{result[level][n][m]:12.4f}" for n in names))
+      rows.append(f"{level + ' ' + m:24s}" + "".join(f"{result[level][n][m]:12.4f}" for n in names))
   return "\n".join(rows)
 
 
-FLAGS = flags.FLAGS
-
-
-def define_flags():
-  """Command-line flags (defined only when run as a program: modules import freely)."""
-  flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints).")
-  flags.DEFINE_enum("which", "best", ["best", "last"], "Checkpoint to evaluate.")
-  flags.DEFINE_string("split", None, "Split (default: config.data.test_split).")
-  flags.DEFINE_bool("baseline", True, "Also fit/evaluate the per-pixel baseline.")
-  flags.DEFINE_string("data_dir", None, "Override config.data.data_dir.")
-  flags.DEFINE_integer("max_batches", None, "Evaluate only this many batches (quick look).")
-
-
-def main(argv):
+def define_flags(fv: flags.FlagValues, argv=None):
+  """Command-line flags, defined in fv (see jaxcrop.cli.absl_main)."""
   del argv
+  flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints).",
+                      flag_values=fv)
+  flags.DEFINE_enum("which", "best", ["best", "last"], "Checkpoint to evaluate.",
+                    flag_values=fv)
+  flags.DEFINE_string("split", None, "Split, e.g. test or fold2 (default: the config's "
+                      "data.test_split).", flag_values=fv)
+  flags.DEFINE_bool("baseline", True, "Also fit/evaluate the per-pixel baseline.",
+                    flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: the one the model was "
+                      "trained on).", flag_values=fv)
+  flags.DEFINE_integer("max_batches", None, "Evaluate only this many batches (quick look).",
+                       lower_bound=1, flag_values=fv)
+
+
+def _main(fv) -> int:
   logging.set_verbosity(logging.WARNING)   # Orbax logs every save at INFO
-  if not FLAGS.workdir:
-    print("error: --workdir is required", file=sys.stderr)
-    sys.exit(2)
-  try:
-    result = evaluate(FLAGS.workdir, which=FLAGS.which, split=FLAGS.split,
-                      with_baseline=FLAGS.baseline, max_batches=FLAGS.max_batches,
-                      data_dir=FLAGS.data_dir)
-  except (PrepError, FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  if not fv.workdir:
+    raise cli.UsageError("--workdir is required (the workdir of python -m jaxcrop.train)")
+  result = evaluate(fv.workdir, which=fv.which, split=fv.split, with_baseline=fv.baseline,
+                    max_batches=fv.max_batches, data_dir=fv.data_dir)
   if result["dataset"] == "demo":
     print("(synthetic demo dataset — not a real-world result)")
   print(compact_table(result))
-  print(f"written: {pathlib.Path(FLAGS.workdir) / 'eval'}/metrics.{{json,md}}, confusion_*.png")
+  print(f"written: {pathlib.Path(fv.workdir) / 'eval'}/metrics.{{json,md}}, confusion_*.png")
+  return 0
+
+
+def main(argv=None) -> int:
+  """`python -m jaxcrop.evaluate`; argv without the program name (None: sys.argv)."""
+  return cli.absl_main(__doc__, define_flags, _main, argv, user_errors=(ValueError,))
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  sys.exit(main())

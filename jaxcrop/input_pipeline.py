@@ -304,9 +304,23 @@ def eval_batches(cfg_data, split: str) -> Iterator[dict]:
   (zeros; label 255) and every process yields the same number of batches, so
   collective ops in a multi-host evaluation never wait on a finished host.
   """
+  builder = _builder(cfg_data)   # opened here: a wrong split fails before any progress bar
+  check_split(cfg_data, builder, split)
+  return _eval_batches(cfg_data, builder, split)
+
+
+def check_split(cfg_data, builder, split: str) -> None:
+  """Raises DatasetError when `split` names a split the dataset does not have."""
+  known = list((builder or _builder(cfg_data)).info.splits)
+  unknown = [s for s in _fold_names(split) if s not in known]
+  if unknown:
+    raise DatasetError(f"split {split!r}: {', '.join(unknown)} not in "
+                       f"{dataset_dir(cfg_data)} (splits: {', '.join(known)})")
+
+
+def _eval_batches(cfg_data, builder, split: str) -> Iterator[dict]:
   tf = import_tf()
   import jax  # pylint: disable=g-import-not-at-top
-  builder = _builder(cfg_data)
   meta = load_meta(cfg_data, builder)
   batch = _process_share(cfg_data.eval_batch_size)
   count = jax.process_count()

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxcrop import cli
 from prep import nomenclature as nomenclature_lib
 from prep.errors import PrepError
 
@@ -307,13 +308,19 @@ def monthly_gif(image: np.ndarray, bands: Sequence[str], months: Sequence[str], 
 # --------------------------------------------------------------------------- #
 # Command line.
 
-def _read_classes(pred_dir) -> np.ndarray:
+def _read_classes(pred_dir, zone=None) -> np.ndarray:
+  """uint8 [H, W] classes.tif of a prediction folder; with `zone`, refuses a map of
+  another zone (a different grid: CRS or geotransform)."""
   import rasterio
   p = pathlib.Path(pred_dir) / "classes.tif"
   if not p.is_file():
     raise PrepError(f"{p}: not found; run `python -m jaxcrop.predict` first (--pred is "
                     f"OUT/<zone_id>)")
   with rasterio.open(p) as src:
+    if zone is not None and (src.crs != zone.zone.crs or
+                             not src.transform.almost_equals(zone.zone.transform)):
+      raise PrepError(f"{p}: map is not on zone {zone.zone_id}'s grid (another zone's "
+                      f"prediction?); pass --pred OUT/{zone.zone_id}")
     return src.read(1)
 
 
@@ -321,7 +328,11 @@ def _read_metrics(path) -> dict:
   p = pathlib.Path(path)
   if not p.is_file():
     raise PrepError(f"{p}: not found; run `python -m jaxcrop.evaluate` first")
-  return json.loads(p.read_text())
+  try:
+    return json.loads(p.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise PrepError(f"{p}: not a metrics JSON file ({e}); pass W/eval/metrics.json of "
+                    f"`python -m jaxcrop.evaluate`") from None
 
 
 def all_figures(zones, out, *, maps=None, metrics=None) -> list[pathlib.Path]:
@@ -351,7 +362,7 @@ def all_figures(zones, out, *, maps=None, metrics=None) -> list[pathlib.Path]:
     pred = pathlib.Path(maps) / zone.zone_id if maps else None
     if pred is None or not (pred / "classes.tif").is_file():
       continue
-    classes = _read_classes(pred)
+    classes = _read_classes(pred, zone)
     written.append(monthly_gif(zone.read_image(), zone.bands, zone.months,
                                out / f"{zone.zone_id}_composites.gif"))
     if zone.has_labels:
@@ -364,45 +375,81 @@ def all_figures(zones, out, *, maps=None, metrics=None) -> list[pathlib.Path]:
   return written
 
 
-def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m jaxcrop.plots", description=__doc__.split("\n")[0])
-  sub = ap.add_subparsers(dest="figure", required=True)
-  s = sub.add_parser("all", help="every figure: F1, confusion, distribution, per-zone maps and GIFs")
+def build_parser() -> argparse.ArgumentParser:
+  ap = argparse.ArgumentParser(prog="python -m jaxcrop.plots", description=__doc__.split("\n")[0],
+                               epilog="examples:\n" + __doc__.split("\n\n")[1],
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = ap.add_subparsers(dest="figure", required=True, metavar="figure")
+  zone_help = "zone folder (prep), labelled except for gif"
+  pred_help = "prediction folder OUT/<zone_id> of jaxcrop.predict"
+  metrics_help = "W/eval/metrics.json of jaxcrop.evaluate"
+  s = sub.add_parser("all", help="every figure: F1, confusion, distribution, per-zone maps "
+                     "and GIFs", description="Every figure at once (what ./launch.sh demo shows).")
   s.add_argument("--zones", required=True, nargs="+", help="zone folders or their parent(s)")
-  s.add_argument("--maps", help="OUT folder of jaxcrop.predict")
-  s.add_argument("--metrics", help="W/eval/metrics.json of jaxcrop.evaluate")
+  s.add_argument("--maps", help="OUT folder of jaxcrop.predict (per-zone map figures)")
+  s.add_argument("--metrics", help=metrics_help + " (F1 and confusion figures)")
   s.add_argument("--out", required=True, help="folder for the figures")
-  for name in ("prediction", "errors", "confusion"):
-    s = sub.add_parser(name)
-    s.add_argument("--zone", help="labelled zone folder")
-    s.add_argument("--pred", help="prediction folder OUT/<zone_id> of jaxcrop.predict")
-    s.add_argument("--out", required=True)
+  for name, text in (("prediction", "map of a zone beside its labels"),
+                     ("errors", "where a zone's map disagrees with its labels"),
+                     ("confusion", "row-normalized confusion matrix, of a zone (--zone, "
+                                   "--pred) or of an evaluation (--metrics)")):
+    s = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+    s.add_argument("--zone", help=zone_help)
+    s.add_argument("--pred", help=pred_help)
+    s.add_argument("--out", required=True, help="output PNG")
     if name == "confusion":
-      s.add_argument("--metrics", help="W/eval/metrics.json of jaxcrop.evaluate instead")
-      s.add_argument("--level", default="pixel", choices=("pixel", "parcel"))
-  s = sub.add_parser("f1")
-  s.add_argument("--metrics", required=True, help="W/eval/metrics.json")
-  s.add_argument("--out", required=True)
-  s = sub.add_parser("distribution")
+      s.add_argument("--metrics", help=metrics_help + " instead of --zone/--pred")
+      s.add_argument("--level", default="pixel", choices=("pixel", "parcel"),
+                     help="with --metrics: pixel or parcel confusion (default: %(default)s)")
+  s = sub.add_parser("f1", help="per-class F1 bars of an evaluation",
+                     description="Per-class F1 bars, model vs baseline, of an evaluation.")
+  s.add_argument("--metrics", required=True, help=metrics_help)
+  s.add_argument("--out", required=True, help="output PNG")
+  s = sub.add_parser("distribution", help="labelled pixels per class and region",
+                     description="Labelled pixels per class and region of zone folders.")
   s.add_argument("--zones", required=True, nargs="+", help="zone folders or their parent(s)")
-  s.add_argument("--out", required=True)
-  s = sub.add_parser("gif")
-  s.add_argument("--zone", required=True)
-  s.add_argument("--out", required=True)
-  s.add_argument("--scale", type=int, default=1)
-  args = ap.parse_args(argv)
-  try:
-    if args.figure == "all":
-      from jaxcrop.predict import resolve_zones
-      outs = all_figures(resolve_zones(args.zones), args.out, maps=args.maps,
-                         metrics=args.metrics)
-      print(f"wrote {len(outs)} figures to {args.out}")
-      return 0
-    out = _run(args)
-  except PrepError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(f"wrote {out}")
+  s.add_argument("--out", required=True, help="output PNG")
+  s = sub.add_parser("gif", help="animated monthly composites of a zone",
+                     description="Animated GIF of a zone's monthly composites (RGB).")
+  s.add_argument("--zone", required=True, help="zone folder (prep)")
+  s.add_argument("--out", required=True, help="output GIF")
+  s.add_argument("--scale", type=int, default=1,
+                 help="integer upscaling of the frames (default: %(default)s)")
+  return ap
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  return cli.run(_main, args)
+
+
+def check_out(out, figure: str) -> None:
+  """Raises PrepError on an --out that cannot take the figure, before any work."""
+  out = pathlib.Path(out)
+  if figure == "all":
+    if out.exists() and not out.is_dir():
+      raise PrepError(f"{out}: --out is a file; `all` writes its figures into a folder")
+    return
+  if out.is_dir():
+    raise PrepError(f"{out}: --out is a folder; pass the figure's file, e.g. "
+                    f"{out / (figure + ('.gif' if figure == 'gif' else '.png'))}")
+  from matplotlib.figure import Figure
+  formats = ["gif"] if figure == "gif" else sorted(Figure().canvas.get_supported_filetypes())
+  if out.suffix.lower().lstrip(".") not in formats:
+    hint = ".gif" if figure == "gif" else ".png, .pdf or .svg"
+    raise PrepError(f"{out}: unknown figure format {out.suffix or '(no extension)'}; end "
+                    f"--out with {hint}")
+
+
+def _main(args) -> int:
+  check_out(args.out, args.figure)
+  if args.figure == "all":
+    from jaxcrop.predict import resolve_zones
+    outs = all_figures(resolve_zones(args.zones), args.out, maps=args.maps,
+                       metrics=args.metrics)
+    print(f"wrote {len(outs)} figures to {args.out}")
+    return 0
+  print(f"wrote {_run(args)}")
   return 0
 
 
@@ -425,7 +472,7 @@ def _run(args) -> pathlib.Path:
     return monthly_gif(zone.read_image(), zone.bands, zone.months, args.out, scale=args.scale)
   if not args.pred:
     raise PrepError(f"{args.figure}: --pred OUT/<zone_id> is required")
-  classes, labels = _read_classes(args.pred), zone.read_labels()
+  classes, labels = _read_classes(args.pred, zone), zone.read_labels()
   if classes.shape != labels.shape:
     raise PrepError(f"{args.pred}: map {classes.shape} is not on zone {zone.zone_id}'s "
                     f"grid {labels.shape}; pass the prediction of this zone")

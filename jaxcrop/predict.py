@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from jaxcrop import cli
 from prep.errors import PrepError
 from prep.zonefolder import ZoneFolder, find_zones, open_zone
 
@@ -64,11 +65,30 @@ def tile_starts(size: int, tile: int, overlap: int) -> np.ndarray:
   with neighbours sharing at least `overlap` pixels, spread evenly: the first
   starts at 0, the last ends at `size` (or at `tile` when size < tile: the
   caller pads)."""
-  if not 0 <= overlap < tile:
-    raise PredictError(f"--overlap {overlap} must be in [0, --tile {tile})")
+  check_tiling(tile, overlap)
   stride = tile - overlap
   n = 1 + max(0, -(-(size - tile) // stride))
   return np.rint(np.linspace(0, max(size - tile, 0), n)).astype(int)
+
+
+def check_tiling(tile: int, overlap: int, batch: int = 1) -> None:
+  """Raises PredictError on a tile side, overlap or batch that cannot work."""
+  if tile < 1:
+    raise PredictError(f"--tile {tile} must be a positive number of pixels")
+  if not 0 <= overlap < tile:
+    raise PredictError(f"--overlap {overlap} must be in [0, --tile {tile})")
+  if batch < 1:
+    raise PredictError(f"--batch {batch} must be at least 1 tile")
+
+
+def check_rpg(path) -> None:
+  """Fails before any prediction on an RPG file that is missing or unreadable."""
+  from prep.labels import find_layer
+  p = pathlib.Path(path)
+  if not p.exists():
+    raise PredictError(f"{p}: RPG file not found (--rpg); pass the RPG file used by prep, "
+                       f"or leave --rpg out to polygonize the parcel raster")
+  find_layer(p)
 
 
 def blend_window(tile: int, overlap: int) -> np.ndarray:
@@ -442,13 +462,15 @@ def main(argv=None) -> int:
                   help="zone folder(s), or folder(s) of zone folders")
   ap.add_argument("--out", required=True, help="output folder: OUT/<zone_id>/")
   ap.add_argument("--checkpoint", default="best", choices=("best", "last"),
-                  help="best validation macro-F1 (falls back to last) or the last one")
+                  help="best validation macro-F1 (falls back to last) or the last one "
+                       "(default: %(default)s)")
   ap.add_argument("--tile", type=int, default=256,
                   help="tile side in pixels; one shape for all tiles (512 with --overlap "
-                       "24 covers a 1000-px zone with 4 tiles)")
+                       "24 covers a 1000-px zone with 4 tiles; default: %(default)s)")
   ap.add_argument("--overlap", type=int, default=32,
-                  help="pixels shared by neighbouring tiles, blended with a cosine ramp")
-  ap.add_argument("--batch", type=int, default=4, help="tiles per model call")
+                  help="pixels shared by neighbouring tiles, blended with a cosine ramp "
+                       "(default: %(default)s)")
+  ap.add_argument("--batch", type=int, default=4, help="tiles per model call (default: %(default)s)")
   ap.add_argument("--probs", action="store_true", help="also write probabilities.tif")
   ap.add_argument("--rpg", default=None,
                   help="RPG file for parcel geometries (else the parcel raster is "
@@ -456,15 +478,17 @@ def main(argv=None) -> int:
   ap.add_argument("--overwrite", action="store_true",
                   help="replace existing OUT/<zone_id> folders")
   args = ap.parse_args(argv)
-  try:
-    return _run(args)
-  except PrepError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  return cli.run(_run, args)
 
 
 def _run(args) -> int:
   from prep import nomenclature as nomenclature_lib
+  check_tiling(args.tile, args.overlap, args.batch)   # every check before any work
+  if args.rpg:
+    check_rpg(args.rpg)
+  if pathlib.Path(args.out).exists() and not pathlib.Path(args.out).is_dir():
+    raise PredictError(f"{args.out}: --out is a file; pass a folder (maps go to "
+                       f"OUT/<zone_id>/)")
   zones = resolve_zones(args.zone)
   for z in zones:
     check_output(pathlib.Path(args.out) / z.zone_id, args.overwrite)

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from absl import app, flags, logging
+from absl import flags, logging
 import flax
 import jax
 import jax.numpy as jnp
@@ -30,7 +30,7 @@ import numpy as np
 import optax
 import tqdm
 
-from jaxcrop import checkpoint, losses, metrics
+from jaxcrop import checkpoint, cli, losses, metrics
 from jaxcrop.models import build_model
 from prep.errors import PrepError
 
@@ -177,6 +177,54 @@ def _write_json(path, obj_or_text):
   tmp.replace(path)
 
 
+def _flatten(d: dict, prefix: str) -> dict:
+  """{'a': {'b': 1}} → {'prefix.a.b': 1}."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}.{k}"))
+    else:
+      out[f"{prefix}.{k}"] = v
+  return out
+
+
+def check_resume(workdir, config, meta) -> None:
+  """Raises PrepError when workdir holds checkpoints of another model or dataset layout.
+
+  Resuming them would fail deep inside Orbax (shape mismatch), after config.json
+  had been overwritten with the new config. Other changes (lr, num_steps, …) resume.
+  """
+  if not any((workdir / "checkpoints").glob("*/[0-9]*")) or \
+      not (workdir / "config.json").exists():
+    return
+  old = _flatten(json.loads((workdir / "config.json").read_text()).get("model", {}), "model")
+  new = _flatten(json.loads(config.to_json())["model"], "model")
+  diffs = [f"{k}: {old.get(k)} → {new.get(k)}" for k in sorted(set(old) | set(new))
+           if old.get(k) != new.get(k)]
+  if (workdir / "dataset_meta.json").exists():
+    saved = json.loads((workdir / "dataset_meta.json").read_text())
+    now = json.loads(meta.to_json())
+    diffs += [f"dataset {k}: {saved.get(k)} → {now.get(k)}"
+              for k in ("num_classes", "months", "bands") if saved.get(k) != now.get(k)]
+  if diffs:
+    raise PrepError(f"{workdir}: holds checkpoints of another model ({'; '.join(diffs)}); "
+                    f"pass a new --workdir, or the run's own settings to resume it")
+
+
+POSITIVE_FIELDS = ("data.batch_size", "data.eval_batch_size", "train.num_steps",
+                   "train.eval_every", "train.checkpoint_every", "train.keep_last",
+                   "train.log_every")
+
+
+def check_config(config) -> None:
+  """Raises PrepError on a count or period that cannot work (0 or negative)."""
+  for path in POSITIVE_FIELDS:
+    section, field = path.split(".")
+    value = config[section].get(field)
+    if value is not None and value < 1:
+      raise PrepError(f"--config.{path}={value}: must be at least 1")
+
+
 def train_and_evaluate(config, workdir, *, data=None) -> dict:
   """Train per `config` in `workdir` (resuming there); returns a summary dict.
 
@@ -187,7 +235,11 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
   workdir = checkpoint.workdir_path(workdir)   # local or gs://
   main_process = jax.process_index() == 0
   cfg_t = config.train
+  check_config(config)
   meta = data.load_meta(config.data)      # fails first, before anything is written
+  if hasattr(data, "check_split"):
+    data.check_split(config.data, None, config.data.val_split)
+  check_resume(workdir, config, meta)    # before config.json is overwritten
   if main_process:
     workdir.mkdir(parents=True, exist_ok=True)
   num_classes = meta.num_classes
@@ -302,16 +354,17 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
           "val": val, "model": summary}
 
 
-FLAGS = flags.FLAGS
-
-
-def define_flags():
-  """Command-line flags (defined only when run as a program: modules import freely)."""
-  config_flags.DEFINE_config_file("config", None, "configs/hybrid.py[:variant]", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and config are written.")
+def define_flags(fv: flags.FlagValues, argv=None):
+  """Command-line flags, defined in fv (see jaxcrop.cli.absl_main)."""
+  config_flags.DEFINE_config_file(
+      "config", None, "Experiment config, configs/hybrid.py[:variant] (variants: demo, "
+      "tiny, comma-separated); override any field with --config.a.b=value.",
+      flag_values=fv, lock_config=True, sys_argv=argv)
+  flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and config are written "
+                      "(a rerun resumes from it; may be gs://).", flag_values=fv)
   flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (multi-GPU hosts); "
                     "implied by JAX_COORDINATOR_ADDRESS or a TPU pod (TPU_WORKER_HOSTNAMES "
-                    "lists several hosts).")
+                    "lists several hosts).", flag_values=fv)
 
 
 def is_multihost(multihost_flag: bool, environ=os.environ) -> bool:
@@ -325,23 +378,24 @@ def maybe_initialize_distributed(multihost: bool):
     jax.distributed.initialize()   # arguments from the environment (TPU/SLURM/coordinator)
 
 
-def main(argv):
-  del argv
+def _main(fv) -> int:
   logging.set_verbosity(logging.WARNING)   # Orbax logs every save at INFO
-  if FLAGS.config is None or FLAGS.workdir is None:
-    print("error: --config and --workdir are required "
-          "(e.g. --config configs/hybrid.py:demo --workdir /tmp/w)", file=sys.stderr)
-    sys.exit(2)
-  maybe_initialize_distributed(FLAGS.multihost)
-  try:
-    result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (PrepError, ValueError, FileNotFoundError, FloatingPointError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  if fv.config is None or fv.workdir is None:
+    raise cli.UsageError("--config and --workdir are required "
+                         "(e.g. --config configs/hybrid.py:demo --workdir /tmp/w)")
+  maybe_initialize_distributed(fv.multihost)
+  result = train_and_evaluate(fv.config, fv.workdir)
   if jax.process_index() == 0:
     print(json.dumps({k: v for k, v in result.items() if k != "val"}))
+  return 0
+
+
+def main(argv=None) -> int:
+  """`python -m jaxcrop.train`; argv without the program name (None: sys.argv)."""
+  # ValueError: a config value the code refuses (optimizer, norm, batch size …).
+  return cli.absl_main(__doc__, define_flags, _main, argv,
+                       user_errors=(ValueError, FloatingPointError))
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  sys.exit(main())

@@ -170,10 +170,21 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _read_table(path) -> list:
+  """The zones of a zones table; a table without any zone row is a user error."""
+  from prep import zones as zones_lib
+  path = path or zones_lib.ZONES_CSV
+  table = zones_lib.read_zones(path)
+  if not table:
+    raise PrepError(f"{path}: zones table has no zone row (expected a CSV with columns "
+                    f"zone_id, region, town, index, epsg, x0, y0, width, height, res, …)")
+  return table
+
+
 def _zones(args) -> list:
   """The zones named by --zones/--all in the --zones-csv table."""
   from prep import zones as zones_lib
-  table = zones_lib.read_zones(args.zones_csv or zones_lib.ZONES_CSV)
+  table = _read_table(args.zones_csv)
   return zones_lib.select(table, None if getattr(args, "all", False) else args.zones)
 
 
@@ -202,7 +213,7 @@ def run_zones(args) -> None:
     zones_lib.write_zones(zones, args.out)
     print(f"wrote {len(zones)} zones to {args.out}")
     return
-  print(format_zones(zones_lib.read_zones(args.zones_csv or zones_lib.ZONES_CSV)))
+  print(format_zones(_read_table(args.zones_csv)))
 
 
 def format_zones(zones) -> str:
