@@ -26,12 +26,13 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$HERE"
 VENV="$HERE/.venv"
-export TF_CPP_MIN_LOG_LEVEL=2 PYTHONUNBUFFERED=1
+# TensorFlow (tf.data only) quiet, its oneDNN banner included.
+export TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0 PYTHONUNBUFFERED=1
 
 die() { echo "launch.sh: error: $*" >&2; exit 2; }
 say() { echo "[launch.sh] $*" >&2; }
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; }
 
 setup_venv() {
   local py="${PYTHON:-python3}"
@@ -156,9 +157,11 @@ run_tpu() {
       tpu_ssh "cd ~/$(basename "$HERE") 2>/dev/null || cd ~/jaxcrop; python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt && .venv/bin/pip install -q 'jax[tpu]==$jaxver' -f https://storage.googleapis.com/jax-releases/libtpu_releases.html"
       ;;
     train)
-      local args=("${rest[@]}")
-      [ ${#args[@]} -gt 0 ] || args=(--config configs/hybrid.py)
-      local cmd="cd ~/$(basename "$HERE") 2>/dev/null || cd ~/jaxcrop; TF_CPP_MIN_LOG_LEVEL=2 nohup .venv/bin/python -m jaxcrop.train --multihost --config.data.data_dir=$JAXCROP_BUCKET/tfds --workdir $JAXCROP_BUCKET/runs/$run ${args[*]} > ~/train-$run.log 2>&1 &"
+      # --config must come before any --config.x.y override (ml_collections refuses otherwise).
+      local args=("${rest[@]}") has_config=0 a
+      for a in "${args[@]}"; do case "$a" in --config|--config=*) has_config=1;; esac; done
+      [ "$has_config" = 1 ] || args=(--config configs/hybrid.py "${args[@]}")
+      local cmd="cd ~/$(basename "$HERE") 2>/dev/null || cd ~/jaxcrop; TF_CPP_MIN_LOG_LEVEL=2 nohup .venv/bin/python -m jaxcrop.train ${args[*]} --multihost --config.data.data_dir=$JAXCROP_BUCKET/tfds --workdir $JAXCROP_BUCKET/runs/$run > ~/train-$run.log 2>&1 &"
       tpu_ssh "$cmd"
       say "training started: workdir $JAXCROP_BUCKET/runs/$run; follow with: ./launch.sh tpu logs"
       ;;

@@ -23,6 +23,7 @@ def test_syntax():
 def test_help_and_unknown_command():
   r = _run("--help")
   assert r.returncode == 0 and "./launch.sh demo [OUT]" in r.stdout
+  assert "set -euo" not in r.stdout
   r = _run("fly")
   assert r.returncode == 2 and "unknown command 'fly'" in r.stderr
 
@@ -55,6 +56,12 @@ def test_tpu_dry_run_prints_the_gcloud_commands():
            env=TPU_ENV)
   assert "--worker=all" in r.stdout
   assert "--multihost" in r.stdout and "gs://bkt/runs/r1" in r.stdout
-  assert "--config.data.data_dir=gs://bkt/tfds" in r.stdout
+  # --config first: ml_collections refuses an override given before the config file.
+  out = r.stdout.replace("\\ ", " ")          # the dry run prints shell-quoted words
+  assert out.index("--config configs/hybrid.py") < out.index(
+      "--config.data.data_dir=gs://bkt/tfds")
+  r = _run("tpu", "train", "--dry-run", "--", "--config.optimizer.lr=3e-4", env=TPU_ENV)
+  out = r.stdout.replace("\\ ", " ")
+  assert out.index("--config configs/hybrid.py") < out.index("--config.optimizer.lr=3e-4")
   r = _run("tpu", "delete", "--dry-run", env=TPU_ENV)
   assert "tpu-vm delete jc" in r.stdout
