@@ -91,3 +91,32 @@ def test_torch_reference_has_the_same_parameters(norm, pooling):
   twin = bench_train.torch_hybrid(cfg, 5, 4, months=4)
   assert sum(p.numel() for p in twin.parameters()) == n_jax
   assert tuple(twin(torch.zeros(2, 4, 16, 16, 4)).shape) == (2, 5, 16, 16)
+
+
+def test_upconv_matmul_equals_conv_transpose():
+  """UpConv2x2 (matmul + depth-to-space) = nn.ConvTranspose 2×2 stride 2: params and outputs."""
+  import flax.linen as nn
+  from jaxcrop.models.hybrid import UpConv2x2
+  x = jax.random.normal(jax.random.key(2), (2, 3, 4, 7))
+  ref = nn.ConvTranspose(5, (2, 2), strides=(2, 2))
+  ours = UpConv2x2(5, (2, 2), strides=(2, 2))
+  v = ref.init(jax.random.key(0), x)
+  jax.tree.map(np.testing.assert_array_equal, v, ours.init(jax.random.key(0), x))
+  y = ours.apply(v, x)
+  assert y.shape == (2, 6, 8, 5)
+  np.testing.assert_allclose(y, ref.apply(v, x), atol=1e-5)
+
+
+def test_dropout_rate_scale_and_rng():
+  from jaxcrop.models.hybrid import Dropout
+  x = jnp.ones((100, 12, 64))
+  drop = lambda key, rate=0.1, det=False: Dropout(rate, deterministic=det).apply(
+      {}, x, rngs={"dropout": key})
+  a, b = drop(jax.random.key(0)), drop(jax.random.key(1))
+  assert set(np.unique(np.asarray(a))) == {0.0, np.float32(1 / 0.9)}
+  assert abs(float((a > 0).mean()) - 0.9) < 0.005          # 76,800 draws: σ ≈ 0.001
+  np.testing.assert_array_equal(a, drop(jax.random.key(0)))  # deterministic given the rng
+  agree = float(((a > 0) == (b > 0)).mean())                 # independent: 0.9² + 0.1² = 0.82
+  assert abs(agree - 0.82) < 0.01
+  np.testing.assert_array_equal(drop(jax.random.key(0), det=True), x)
+  np.testing.assert_array_equal(drop(jax.random.key(0), rate=1.0), 0 * x)

@@ -136,7 +136,9 @@ def test_training_writes_outputs_and_learns(uninterrupted):
   assert json.loads((workdir / "dataset_meta.json").read_text())["num_classes"] == K
   best = json.loads((workdir / "val_best.json").read_text())
   assert best["macro_f1"] == pytest.approx(result["best_val_macro_f1"]) 
-  assert best["overall_accuracy"] > 0.6   # above the 0.5 of a coin flip after 6 steps
+  # Above the 0.5 of a coin flip after 6 steps. Not higher: over seeds 0-3 the value spans
+  # 0.54-0.70 with flax dropout masks and 0.56-0.73 with the hash masks (same rate).
+  assert best["overall_accuracy"] > 0.5
   trained = checkpoint.load_trained(workdir, "best")
   assert trained.step == best["step"]
   x = fake_batch(np.random.default_rng(0), 2)["image"]

@@ -52,6 +52,44 @@ def _group_size(features: int) -> int:
   return features // 8 if features % 8 == 0 else features
 
 
+def _hash32(x):
+  """lowbias32 (C. Wellons): a well-mixing bijection on uint32."""
+  x = x ^ (x >> 16)
+  x = x * jnp.uint32(0x7FEB352D)
+  x = x ^ (x >> 15)
+  x = x * jnp.uint32(0x846CA68B)
+  return x ^ (x >> 16)
+
+
+class Dropout(nn.Module):
+  """`nn.Dropout` (inverted: kept values scaled by 1/(1-rate)) with cheap masks.
+
+  The mask bits are a counter-based hash of the element index keyed by two
+  words drawn from the module's 'dropout' rng (so still deterministic given
+  the rng, fresh at every step, split by vmap), instead of one threefry draw
+  per element: XLA:CPU lowers jax's threefry with a rolled loop, one pass over
+  memory per round, which made dropout the largest cost of the default
+  config's train step on a CPU; the hash fuses into the masking multiply.
+  Same distribution (keep probability 1-rate, to 2^-24), different masks.
+  """
+  rate: float
+  deterministic: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    if self.deterministic or self.rate == 0.0:
+      return x
+    if self.rate >= 1.0:
+      return jnp.zeros_like(x)
+    if x.size >= 2 ** 32:
+      raise ValueError(f"dropout over {x.size} elements: at most 2^32 - 1 (uint32 counter)")
+    seed = jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32)
+    index = jax.lax.iota(jnp.uint32, x.size).reshape(x.shape)
+    bits = _hash32(_hash32(index ^ seed[0]) ^ seed[1])
+    keep = (bits >> 8) >= jnp.uint32(round(self.rate * 2 ** 24))
+    return jnp.where(keep, x / (1.0 - self.rate), 0).astype(x.dtype)
+
+
 class TemporalEncoder(nn.Module):
   """1D CNN over months for pixels [..., T, C] → features [..., D].
 
@@ -75,7 +113,7 @@ class TemporalEncoder(nn.Module):
       x = make_norm(self.norm, train=train, dtype=self.dtype,
                     axis_name=self.axis_name, reduction_axes=(-2, -1))(x)
       x = nn.relu(x)
-      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      x = Dropout(self.dropout, deterministic=not train)(x)
     if self.pooling == "max":
       return x.max(axis=-2)
     if self.pooling == "mean":
@@ -110,6 +148,33 @@ class ConvBlock(nn.Module):
     return x
 
 
+class UpConv2x2(nn.ConvTranspose):
+  """`nn.ConvTranspose(features, (2, 2), strides=(2, 2))` computed as one matmul.
+
+  With a 2×2 kernel and stride 2 the output windows do not overlap: each input
+  pixel [Cin] gives its own 2×2 output block, `x @ kernel[1-a, 1-b]` at (a, b)
+  (flax's ConvTranspose flips the kernel). So the layer is a per-pixel Dense
+  Cin → 4·Cout followed by a depth-to-space reshape. Same parameters (shapes,
+  names, initializers: it is a ConvTranspose), same outputs; on a CPU XLA runs
+  the matmul and its gradients far faster than the dilated convolution it
+  emits for the transposed conv's kernel gradient (the slowest ops of the
+  default config's train step in an XLA CPU profile).
+
+  x [B, H, W, Cin] → [B, 2H, 2W, Cout].
+  """
+
+  @nn.compact
+  def __call__(self, x):
+    assert tuple(self.kernel_size) == (2, 2) and tuple(self.strides) == (2, 2)
+    b, h, w, cin = x.shape
+    kernel = self.param("kernel", self.kernel_init, (2, 2, cin, self.features),
+                        self.param_dtype)
+    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+    x, kernel, bias = self.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = jnp.einsum("bhwc,ijco->bhiwjo", x, kernel[::-1, ::-1])   # [B, H, 2, W, 2, Cout]
+    return y.reshape(b, 2 * h, 2 * w, self.features) + bias
+
+
 class UNet(nn.Module):
   """Simplified U-Net [B, H, W, D] → logits [B, H, W, K].
 
@@ -131,9 +196,10 @@ class UNet(nn.Module):
       if i < len(self.widths) - 1:
         skips.append(x)
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
-    for width, skip in zip(reversed(self.widths[:-1]), reversed(skips)):
+    for level, (width, skip) in enumerate(zip(reversed(self.widths[:-1]), reversed(skips))):
       if self.up == "transpose":
-        x = nn.ConvTranspose(width, (2, 2), strides=(2, 2), dtype=self.dtype)(x)
+        x = UpConv2x2(width, (2, 2), strides=(2, 2), dtype=self.dtype,
+                      name=f"ConvTranspose_{level}")(x)   # the nn.ConvTranspose names
       elif self.up == "resize":
         b, h, w, c = x.shape
         x = jax.image.resize(x, (b, 2 * h, 2 * w, c), "bilinear")
