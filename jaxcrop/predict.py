@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from jaxcrop import cli
+from prep import atomic
 from prep.errors import PrepError
 from prep.zonefolder import ZoneFolder, find_zones, open_zone
 
@@ -381,7 +382,7 @@ def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{zone.zone_id}.", suffix=".partial",
                                       dir=out_dir))
   try:
-    os.chmod(tmp, 0o777 & ~_umask())           # mkdtemp makes it private (0700)
+    os.chmod(tmp, 0o777 & ~atomic.umask())           # mkdtemp makes it private (0700)
     tags = class_tags(nomenclature)
     _cog(tmp, tmp / "classes.tif", zone, pred.classes[None], "nearest",
          ["tier-3 class"], tags, colormap(nomenclature))
@@ -414,12 +415,6 @@ def check_tile(apply_fn, variables, meta, tile: int) -> None:
     jax.eval_shape(apply_fn, variables, x)
   except ValueError as e:
     raise PredictError(f"--tile {tile} does not fit the model: {e}") from None
-
-
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask
 
 
 def check_output(folder: pathlib.Path, overwrite: bool) -> None:

@@ -13,9 +13,21 @@ import pathlib
 import tempfile
 
 
+def umask() -> int:
+  """The process's umask (read without changing it for good)."""
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-  """Yields a temporary path beside `path`; renames it to `path` on success."""
+  """Yields a temporary path beside `path`; renames it to `path` on success.
+
+  The file gets the permissions a plain `open(path, "w")` would give
+  (`mkstemp` makes it private, 0600, which would hide outputs from the
+  other users of a shared machine or bucket mount).
+  """
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
@@ -23,6 +35,8 @@ def atomic_path(path: str | os.PathLike):
   os.close(fd)
   try:
     yield pathlib.Path(tmp)
+    if os.path.exists(tmp):
+      os.chmod(tmp, 0o666 & ~umask())
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):

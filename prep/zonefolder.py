@@ -15,8 +15,10 @@ read only through `open_zone`:
                    pixel counts per class, gap-filled fraction, provenance.
 
 All rasters share the zone grid (CRS, transform, width, height). Every file is
-written atomically; meta.json is updated last, so a stage is complete for a zone
-exactly when its section (`imagery`, `labels`) is present in meta.json.
+written atomically; a rewrite first takes the stage's section out of meta.json,
+which is updated last, so a stage is complete for a zone exactly when its
+section (`imagery`, `labels`) is present in meta.json, also after a rerun that
+was interrupted.
 """
 from __future__ import annotations
 
@@ -105,6 +107,16 @@ def _claim(folder: pathlib.Path, zone: Zone) -> dict:
   return meta
 
 
+def _begin_stage(folder: pathlib.Path, meta: dict, section: str) -> None:
+  """Takes `section` out of meta.json before any of its files is replaced.
+
+  On a rerun the old section would otherwise vouch for a mix of old and new
+  files if the run stopped half-way; without it the stage reads as not done.
+  """
+  if meta.pop(section, None) is not None:
+    atomic.write_json(folder / "meta.json", meta)
+
+
 def write_imagery(folder, zone: Zone, composite: np.ndarray, valid_count: np.ndarray,
                   months, info: dict[str, Any] | None = None) -> None:
   """Writes s2.tif and valid_count.tif, then the `imagery` section of meta.json.
@@ -124,6 +136,7 @@ def write_imagery(folder, zone: Zone, composite: np.ndarray, valid_count: np.nda
   if composite.dtype != np.uint16 or C != len(BANDS) or len(months) != T:
     raise ValueError(f"composite must be uint16 [T, {len(BANDS)}, H, W] with T="
                      f"{len(months)} months, got {composite.dtype} {composite.shape}")
+  _begin_stage(folder, meta, "imagery")
   _write_tif(folder / "s2.tif", zone, composite.reshape(T * C, *zone.shape),
              NODATA, band_descriptions(months))
   counts = np.clip(np.asarray(valid_count), 0, 255).astype(np.uint8)
@@ -148,6 +161,7 @@ def write_labels(folder, zone: Zone, labels: np.ndarray, parcels: np.ndarray,
   meta = _claim(folder, zone)
   if "nomenclature" not in (info or {}):
     raise ValueError("info must name the nomenclature version")
+  _begin_stage(folder, meta, "labels")
   _write_tif(folder / "labels.tif", zone, np.asarray(labels, np.uint8)[None],
              IGNORE, ["tier-3 class"])
   _write_tif(folder / "parcels.tif", zone, np.asarray(parcels, np.uint32)[None],

@@ -100,3 +100,43 @@ def test_truncated_raster_is_reported(tmp_path):
   with pytest.raises(PrepError, match="s2.tif"):
     zf = ZF.open_zone(tmp_path / "z")
     zf.read_image()
+
+
+def test_interrupted_rerun_leaves_the_stage_incomplete(tmp_path, monkeypatch):
+  """A rerun that dies after labels.tif must not leave the old `labels` section
+  vouching for new labels.tif next to old parcels.tif / parcels.csv."""
+  zone = _zone()
+  _write(tmp_path / "z", zone)
+  real = ZF._write_tif
+
+  def dies_on_parcels(path, *args, **kwargs):
+    if path.name == "parcels.tif":
+      raise KeyboardInterrupt
+    return real(path, *args, **kwargs)
+
+  monkeypatch.setattr(ZF, "_write_tif", dies_on_parcels)
+  with pytest.raises(KeyboardInterrupt):
+    _write(tmp_path / "z", zone, seed=1)
+  monkeypatch.setattr(ZF, "_write_tif", real)
+  meta = json.loads((tmp_path / "z" / "meta.json").read_text())
+  assert "imagery" in meta and "labels" not in meta
+  ZF.open_zone(tmp_path / "z")                          # imagery is still whole
+  with pytest.raises(PrepError, match="labels"):
+    ZF.open_zone(tmp_path / "z", require_labels=True)
+  assert not list((tmp_path / "z").glob(".*partial"))
+
+
+def test_files_are_tiled_compressed_and_not_private(tmp_path):
+  import os
+  zone = _zone(px=300)
+  old = os.umask(0o022)
+  try:
+    _write(tmp_path / "z", zone, T=1)
+  finally:
+    os.umask(old)
+  for name in ("s2.tif", "valid_count.tif", "labels.tif", "parcels.tif"):
+    with rasterio.open(tmp_path / "z" / name) as src:
+      assert src.profile["tiled"] and src.block_shapes[0] == (256, 256), name
+      assert src.compression == rasterio.enums.Compression.deflate, name
+  for p in (tmp_path / "z").iterdir():
+    assert p.stat().st_mode & 0o777 == 0o644, p.name   # mkstemp alone gives 0600
