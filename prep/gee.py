@@ -30,6 +30,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import shutil
 import time
 import warnings
@@ -51,9 +52,14 @@ BYTES_PER_PIXEL = 2 * len(EE_BANDS) + 1     # uint16 bands + uint8 count
 MAX_REQUEST_BYTES = 32 * 2**20              # computePixels allows 48 MiB
 MAX_TILE_SIDE = 1024
 CACHE_DIR = ".gee_cache"
-_RETRYABLE = ("429", "too many concurrent", "quota", "rate limit", "500", "502",
-              "503", "504", "internal error", "service unavailable",
-              "backend error", "deadline exceeded", "temporarily unavailable")
+# earthengine-api turns an HTTP error into an EEException holding only the
+# reason text (`ee.data._translate_cloud_exception`), so a status code is
+# matched as a whole number (never inside "50000000 bytes") and the reasons
+# Google's APIs give for quota and server errors as phrases.
+_RETRYABLE = re.compile(
+    r"\b(?:429|500|502|503|504)\b|too many (?:requests|concurrent)|quota|rate limit"
+    r"|resource exhausted|internal error|unavailable|backend error|deadline exceeded"
+    r"|try again", re.IGNORECASE)
 
 
 def initialize(project: str | None = None) -> None:
@@ -172,8 +178,7 @@ def is_retryable(error: Exception) -> bool:
   """Quota, server and network errors, which a later try may not meet."""
   if isinstance(error, (ConnectionError, TimeoutError)):
     return True
-  text = str(error).lower()
-  return any(k in text for k in _RETRYABLE)
+  return _RETRYABLE.search(str(error)) is not None
 
 
 def with_retries(call: Callable, what: str, *, max_retries: int = 6,
@@ -231,7 +236,7 @@ def _done(folder: pathlib.Path, zone: Zone, year: int) -> dict | None:
     return None
   info = meta.get("imagery") or {}
   ok = (info.get("source") == "earth-engine" and info.get("year") == year
-        and meta.get("zone", {}).get("zone_id") == zone.zone_id)
+        and zonefolder.holds_zone(meta, zone))
   return info if ok and all((folder / f).is_file()
                             for f in zonefolder.IMAGERY_FILES) else None
 
@@ -260,6 +265,7 @@ def composite_zone_from_gee(zone: Zone, out_folder, *, year: int = 2023,
   import ee
   from tqdm import tqdm
   folder = pathlib.Path(out_folder)
+  zonefolder.check_folder(folder, zone)         # before any request is spent
   if not overwrite and (info := _done(folder, zone, year)) is not None:
     return info
   if initialize_ee:

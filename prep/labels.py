@@ -338,6 +338,7 @@ def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = No
   paths = [rpg_path] if isinstance(rpg_path, (str, os.PathLike)) else list(rpg_path)
   paths = [pathlib.Path(p) for p in paths]
   names = ", ".join(p.name for p in paths)
+  zonefolder.check_folder(out_folder, zone)     # before the RPG is read
   nom = nomenclature_lib.load()
   with tqdm(total=3, desc=f"labels {zone.zone_id}", unit="step",
             disable=not progress) as bar:

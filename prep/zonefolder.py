@@ -84,22 +84,39 @@ def _read_meta(folder: pathlib.Path) -> dict:
     raise PrepError(f"{p}: not valid JSON ({e}); delete the zone folder and rerun prep")
 
 
-def _claim(folder: pathlib.Path, zone: Zone) -> dict:
-  """Meta of `folder`, refusing a folder that already holds another zone."""
-  meta = _read_meta(folder)
-  if meta:
-    old = meta.get("zone", {})
-    same = (old.get("zone_id") == zone.zone_id and int(old.get("epsg", -1)) == zone.epsg
+def holds_zone(meta: dict, zone: Zone) -> bool:
+  """True when a zone folder's meta.json describes `zone` on the same grid."""
+  old = meta.get("zone", {})
+  try:
+    return (old.get("zone_id") == zone.zone_id and int(old.get("epsg", -1)) == zone.epsg
             and float(old.get("x0", "nan")) == zone.x0
             and float(old.get("y0", "nan")) == zone.y0
             and int(old.get("width", -1)) == zone.width
             and int(old.get("height", -1)) == zone.height)
-    if not same:
-      raise PrepError(
-          f"{folder}: already holds zone {old.get('zone_id')!r} on another grid; "
-          f"choose another output folder or delete it to write {zone.zone_id!r}")
-  else:
-    meta = {"format": FORMAT}
+  except (TypeError, ValueError):
+    return False
+
+
+def check_folder(folder, zone: Zone) -> dict:
+  """meta.json of `folder` ({} if none); a PrepError if it holds another zone.
+
+  Stages call it before any expensive work (reading scenes, Earth Engine
+  requests), not only when they write.
+  """
+  folder = pathlib.Path(folder)
+  if folder.exists() and not folder.is_dir():
+    raise PrepError(f"{folder}: is a file, not a zone folder; choose another output folder")
+  meta = _read_meta(folder)
+  if meta and not holds_zone(meta, zone):
+    raise PrepError(
+        f"{folder}: already holds zone {meta.get('zone', {}).get('zone_id')!r} on another "
+        f"grid; choose another output folder or delete it to write {zone.zone_id!r}")
+  return meta
+
+
+def _claim(folder: pathlib.Path, zone: Zone) -> dict:
+  """Meta of `folder` updated to `zone`, refusing a folder of another zone."""
+  meta = check_folder(folder, zone) or {"format": FORMAT}
   meta["zone"] = zone.to_row()
   meta["crs"] = zone.crs
   meta["transform"] = list(zone.transform)[:6]

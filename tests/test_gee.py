@@ -162,6 +162,47 @@ def test_other_errors_are_not_retried(tmp_path, monkeypatch):
   assert server.calls == 1
 
 
+@pytest.mark.parametrize("text, retry", [
+    ("Too Many Requests", True),                     # 429 reason, no code in the text
+    ("Too many concurrent aggregations.", True),
+    ("Quota exceeded for quota metric 'Requests'", True),
+    ("The service is currently unavailable.", True),  # the usual 503 reason
+    ("HTTP 502 Bad Gateway", True),
+    ("An internal error has occurred (request: 1f2e).", True),
+    ("Deadline exceeded", True),
+    ("Total request size (50000000 bytes) must be less than or equal to "
+     "50331648 bytes.", False),                      # "500" inside a number
+    ("User memory limit exceeded.", False),
+    ("Image.select: Pattern 'B5' did not match any bands.", False),
+    ("Computation timed out.", False),               # the same request would again
+])
+def test_retryable_errors_by_their_reason_text(text, retry):
+  assert gee.is_retryable(ee.EEException(text)) is retry
+
+
+def test_folder_of_another_zone_is_refused_before_any_request(tmp_path, monkeypatch):
+  other = Zone("o_0", "Test", "Town", 0, 32631, x0=500_000.0, y0=5_000_000.0,
+               width=30, height=20)
+  zonefolder.write_imagery(tmp_path / "t_0", other,
+                           np.ones((12, 4, 20, 30), np.uint16),
+                           np.ones((12, 20, 30), np.uint8),
+                           [f"2023-{m:02d}" for m in range(1, 13)], {"source": "test"})
+  server = FakeServer()
+  with pytest.raises(PrepError, match="already holds zone 'o_0'"):
+    _run(tmp_path, server, monkeypatch)
+  assert server.calls == 0 and not (tmp_path / "t_0" / gee.CACHE_DIR).exists()
+
+
+def test_zone_of_same_id_on_another_grid_is_not_taken_as_done(tmp_path, monkeypatch):
+  _run(tmp_path, FakeServer(), monkeypatch)
+  moved = Zone("t_0", "Test", "Town", 0, 32631, x0=400_010.0, y0=5_000_000.0,
+               width=30, height=20)
+  monkeypatch.setattr(ee.data, "computePixels", FakeServer())
+  with pytest.raises(PrepError, match="already holds zone 't_0' on another grid"):
+    gee.composite_zone_from_gee(moved, tmp_path / "t_0", progress=False,
+                                initialize_ee=False, sleep=lambda s: None)
+
+
 def test_resumes_from_cache_then_skips_done_zone(tmp_path, monkeypatch):
   first = FakeServer(stop_after=5)
   with pytest.raises(PrepError):
