@@ -32,6 +32,7 @@ def get_config(variant: str = ""):
       augment=True,
       cache=False,
       prefetch=2,
+      deterministic=True,                      # fixed order: exact resume; False: faster
   )
   c.model = dict(
       # pooling: max | mean | attention | flatten. flatten (TempCNN) keeps the

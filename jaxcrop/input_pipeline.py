@@ -192,9 +192,13 @@ def _process_split(split: str, index: int | None = None, count: int | None = Non
   return split if count == 1 else tfds.even_splits(split, count)[index]
 
 
-def _options(tf):
+def _options(tf, cfg_data):
+  """tf.data options. `deterministic` (default True) keeps the element order
+  fixed under parallel maps, which resume and the multi-device equality rely
+  on; False lets parallel maps hand out whatever is ready first (faster when
+  the host is busy; the data seen per epoch is unchanged)."""
   opts = tf.data.Options()
-  opts.deterministic = True
+  opts.deterministic = bool(cfg_data.get("deterministic", True))
   opts.experimental_optimization.map_parallelization = True
   return opts
 
@@ -284,7 +288,7 @@ def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict
   ds = ds.enumerate(start=first_epoch * n).skip(offset)
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch, drop_remainder=True).prefetch(cfg_data.get("prefetch", 2))
-  return _numpy(ds.with_options(_options(tf)), builder, split, cfg_data)
+  return _numpy(ds.with_options(_options(tf, cfg_data)), builder, split, cfg_data)
 
 
 # --------------------------------------------------------------------------- #
@@ -339,7 +343,7 @@ def _eval_batches(cfg_data, builder, split: str) -> Iterator[dict]:
 
   ds = builder.as_dataset(split=own, shuffle_files=False)
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch)
-  ds = ds.prefetch(cfg_data.get("prefetch", 2)).with_options(_options(tf))
+  ds = ds.prefetch(cfg_data.get("prefetch", 2)).with_options(_options(tf, cfg_data))
   done, template = 0, None
   for b in _numpy(ds, builder, own, cfg_data):
     template = template or b

@@ -54,7 +54,7 @@ def test_load_meta_stats_are_the_training_zones(data):
   labels = np.concatenate([z.read_labels()[:32, :32].ravel() for z in zfs])
   np.testing.assert_array_equal(meta.class_pixel_counts,
                                 np.bincount(labels[labels != 255], minlength=23))
-  assert (meta.num_classes, meta.months[0], meta.version) == (23, "2023-01", "1.0.0")
+  assert (meta.num_classes, meta.months[0], meta.version) == (23, "2023-01", str(cb.Builder.VERSION))
   back = ip.DatasetMeta.from_json(meta.to_json())
   np.testing.assert_array_equal(back.std, meta.std)
   assert back.std.dtype == np.float32 and back.class_names == meta.class_names
@@ -115,9 +115,12 @@ def _symmetries(image, label):
       yield (i[:, :, ::-1], l[:, ::-1]) if flip else (i, l)
 
 
-def test_train_epoch_is_a_permutation_of_augmented_examples(data):
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_train_epoch_is_a_permutation_of_augmented_examples(data, deterministic):
+  """Also with `deterministic=False` (order free, content the same)."""
   _, data_dir, builder = data
-  cfg = config(data_dir)
+  cfg = config(data_dir, deterministic=deterministic)
+  assert ip._options(tf, cfg).deterministic is deterministic
   meta = ip.load_meta(cfg)
   originals = [(ip.normalize(e["image"], meta.mean, meta.std), e["label"]) for e in
                tfds.as_numpy(builder.as_dataset("fold0+fold1", shuffle_files=False))]
@@ -168,7 +171,7 @@ def test_truncated_shard_names_file_and_rebuild(data, tmp_path):
   _, data_dir, _ = data
   copy = tmp_path / "data"
   shutil.copytree(data_dir / "cropmap", copy / "cropmap")
-  shard = copy / "cropmap" / "tiny" / "1.0.0" / "cropmap-fold1.tfrecord-00000-of-00001"
+  shard = copy / "cropmap" / "tiny" / str(cb.Builder.VERSION) / "cropmap-fold1.tfrecord-00000-of-00001"
   raw = shard.read_bytes()
   shard.write_bytes(raw[: len(raw) // 2])
   with pytest.raises(ip.DatasetError, match=r"cropmap-fold1.tfrecord-00000-of-00001: "

@@ -146,6 +146,14 @@ def test_metadata_stats_and_counts_equal_numpy(built, zones):
     labels = np.concatenate([z.read_labels()[:32, :32].ravel() for z in zfs])
     expected = np.bincount(labels[labels != 255], minlength=23)
     assert md["class_pixel_counts"][fold] == expected.tolist()
+  norm = md["normalization"]
+  assert norm["splits"] == "fold0+fold1+fold2"
+  x = np.concatenate([zonefolder.open_zone(zones / z).read_image().astype(np.float64)
+                      for f in ("fold0", "fold1", "fold2")
+                      for z in md["zones_per_split"][f]], axis=1)
+  x[x == 0] = np.nan
+  np.testing.assert_allclose(norm["mean"], np.nanmean(x, axis=(1, 2)), rtol=1e-6)
+  np.testing.assert_allclose(norm["std"], np.nanstd(x, axis=(1, 2)), rtol=1e-5)
   assert md["months"] == list(testing.MONTHS) and md["bands"] == ["B2", "B3", "B4", "B8"]
   assert md["class_names"][0] == "winter_wheat" and len(md["tier2_of"]) == 23
   assert md["nomenclature_version"] == "v1"
@@ -160,7 +168,7 @@ def test_tfds_build_cli_and_beam_match_builder_api(built, zones, tmp_path):
          f"--manual_dir={zones}"]
   run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
   assert run.returncode == 0, run.stderr[-3000:]
-  cli = tfds.builder_from_directory(tmp_path / "cli" / "cropmap" / "tiny" / "1.0.0")
+  cli = tfds.builder_from_directory(tmp_path / "cli" / "cropmap" / "tiny" / str(cb.Builder.VERSION))
   beam = build(zones, tmp_path / "beam", beam_options=(
       tfds.core.lazy_imports.apache_beam.options.pipeline_options.PipelineOptions(
           ["--runner=DirectRunner"])))
@@ -182,7 +190,7 @@ def test_empty_manual_dir_is_a_clear_error(tmp_path):
                      r"--manual_dir="):
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=str(tmp_path / "empty")))
-  assert not (tmp_path / "data" / "cropmap" / "france2023" / "1.0.0").exists()
+  assert not (tmp_path / "data" / "cropmap" / "france2023" / str(cb.Builder.VERSION)).exists()
 
 
 def _broken_copy(zones, tmp_path):
@@ -255,3 +263,78 @@ def test_demo_source_generates_zones_unless_manual_dir_has_them(zones, tmp_path,
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=str(zones)))
   assert len(calls) == 1 and builder.info.splits["fold0"].num_examples == 6
+
+
+_CLI_WITH_SMALL_DEMO = """
+import pathlib, sys
+import prep.demo
+from tfds_builder.cropmap import testing
+def make_demo(out_dir, seed=0):   # stands in for the real region (minutes to write)
+  return testing.write_zones(pathlib.Path(out_dir) / "zones", height=64, width=64)
+prep.demo.make_demo = make_demo
+from tensorflow_datasets.scripts.cli.main import launch_cli
+sys.argv[0] = "tfds"
+launch_cli()
+"""
+
+
+def _tfds_cli(args, small_demo=False):
+  """Runs the stock `tfds` command line in a subprocess (the code the script
+  `tfds` runs); `small_demo` replaces the demo region by 8 zones of 64 px."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+             PYTHONPATH=str(REPO))
+  if small_demo:
+    cmd = [sys.executable, "-c", _CLI_WITH_SMALL_DEMO, *args]
+  else:
+    cmd = [str(pathlib.Path(sys.executable).parent / "tfds"), *args]
+  return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+
+
+def test_bare_tfds_build_builds_the_demo_only(tmp_path):
+  """`tfds build tfds_builder/cropmap` with no --config: the demo, generated on
+  the fly, and no other config (france2023 needs a --manual_dir)."""
+  run = _tfds_cli(["build", "tfds_builder/cropmap", f"--data_dir={tmp_path / 'd'}"],
+                  small_demo=True)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert sorted(p.name for p in (tmp_path / "d" / "cropmap").iterdir()
+                if p.is_dir() and not p.name.startswith(".")) == ["demo"]
+  assert (tmp_path / "d" / "downloads" / "cropmap_demo" / "zones").is_dir()
+  ds = tfds.load("cropmap", split="test", data_dir=str(tmp_path / "d"))
+  first = next(iter(tfds.as_numpy(ds)))
+  assert first["image"].shape == (12, 64, 64, 4) and first["label"].shape == (64, 64)
+
+
+def test_tfds_cli_bad_input_is_one_line(tmp_path):
+  (tmp_path / "empty").mkdir()
+  run = _tfds_cli(["build", "tfds_builder/cropmap", "--config=france2023",
+                   f"--data_dir={tmp_path / 'd'}", f"--manual_dir={tmp_path / 'empty'}"])
+  assert run.returncode == 2
+  assert "Traceback" not in run.stderr
+  last = run.stderr.strip().splitlines()[-1]
+  assert last.startswith("tfds build cropmap: error: --manual_dir=") and "holds no zone" in last
+  assert not list((tmp_path / "d").glob("cropmap/france2023/*"))
+
+
+def test_france2023_is_found_by_name_but_not_listed():
+  assert [c.name for c in cb.Builder.BUILDER_CONFIGS] == ["demo"]
+  assert cb.Builder.get_builder_config("france2023").source == "manual"
+  assert cb.Builder(config="france2023", data_dir="/nonexistent").builder_config.name == \
+      "france2023"
+  assert cb.Builder.get_builder_config("nope") is None
+
+
+def test_dataset_version_follows_the_nomenclature():
+  """Moving prep to another nomenclature must come with a new dataset VERSION:
+  update cb.NOMENCLATURE, bump cb.Builder.VERSION and add a release note."""
+  from prep import nomenclature
+  assert cb.NOMENCLATURE == nomenclature.VERSION, (
+      "prep's nomenclature changed: bump the cropmap VERSION, add a RELEASE_NOTES "
+      "entry and set cropmap_dataset_builder.NOMENCLATURE")
+  assert str(cb.Builder.VERSION) in cb.Builder.RELEASE_NOTES
+  assert cb.CropmapConfig(name="x").nomenclature == cb.NOMENCLATURE
+
+
+def test_demo_on_a_bucket_is_generated_locally(tmp_path, monkeypatch):
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  assert cb._demo_dir("gs://b/tfds/downloads") == tmp_path / "jaxcrop" / "cropmap_demo"
+  assert cb._demo_dir(tmp_path / "dl") == tmp_path / "dl" / "cropmap_demo"

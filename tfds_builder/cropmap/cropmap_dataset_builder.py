@@ -3,6 +3,7 @@
 Built by the stock TFDS command line from the repository root:
 
   tfds build tfds_builder/cropmap --data_dir=~/tensorflow_datasets          # demo
+  tfds build tfds_builder/cropmap --config=demo --manual_dir=demo_run/zones  # its zones
   tfds build tfds_builder/cropmap --config=france2023 --manual_dir=out/zones
   tfds build tfds_builder/cropmap --config=france2023 --manual_dir=out/zones \
       --beam_pipeline_options="runner=DirectRunner"
@@ -16,6 +17,7 @@ whole zones dealt round-robin). See `patching.py` for the rules and
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import sys
 
@@ -23,7 +25,8 @@ _REPO = pathlib.Path(__file__).resolve().parents[2]
 if str(_REPO) not in sys.path:  # `tfds build` imports this file as `cropmap.…`
   sys.path.insert(0, str(_REPO))
 
-from absl import logging  # pylint: disable=g-import-not-at-top
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -33,6 +36,9 @@ from tfds_builder.cropmap import patching
 from tfds_builder.cropmap import stats
 
 BANDS = 4
+# The nomenclature of this dataset VERSION. prep moving to another one changes
+# every label, so it needs a new VERSION and release note (tests tie the two).
+NOMENCLATURE = "v1"
 
 
 @dataclasses.dataclass
@@ -57,27 +63,44 @@ class CropmapConfig(tfds.core.BuilderConfig):
   test_full_cover: bool = True
   test_zone_index: int = 0
   num_folds: int = 3
-  nomenclature: str = nomenclature_lib.VERSION
+  nomenclature: str = NOMENCLATURE
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Crop-type segmentation patches from jaxcrop zone folders."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Spatial test split + folds, patch moments per fold."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Spatial test split + folds, patch moments per fold.",
+      "1.1.0": "metadata `normalization`: mean and std over all training folds; "
+               "examples unchanged.",
+  }
+  # The stock `tfds build` without --config builds every config listed here,
+  # so only the demo, which needs nothing, is listed; configs that need a
+  # --manual_dir of zone folders are found by name (`get_builder_config`).
   BUILDER_CONFIGS = [
       CropmapConfig(name="demo", source="demo",
                     description="Synthetic demo region from prep.demo (laptop scale)."),
+  ]
+  ON_REQUEST_CONFIGS = [
       CropmapConfig(name="france2023", source="manual",
                     description="The 40 study zones (8 regions x 5), RPG 2023 labels."),
   ]
-  DEFAULT_CONFIG_NAME = "demo"
+  DEFAULT_BUILDER_CONFIG_NAME = "demo"
   builder_config_cls = CropmapConfig  # --config='{"name": "x", "patch_size": 32}' 
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   Point --manual_dir at the folder of zone folders written by prep
   (`python -m prep composite …` then `python -m prep labels …`), e.g. out/zones.
   The demo config generates its own zones when --manual_dir holds none.
   """
+
+  @classmethod
+  def get_builder_config(cls, name, version=None):
+    """A listed config, else one of `ON_REQUEST_CONFIGS` (e.g. france2023)."""
+    found = super().get_builder_config(name, version)
+    if found is None:
+      found = next((c for c in cls.ON_REQUEST_CONFIGS if c.name == name), None)
+    return found
 
   def _info(self) -> tfds.core.DatasetInfo:
     p = self.builder_config.patch_size
@@ -114,8 +137,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       return pathlib.Path(manual)
     if self.builder_config.source == "demo":
       from prep import demo  # pylint: disable=g-import-not-at-top
-      return pathlib.Path(demo.make_demo(
-          pathlib.Path(dl_manager.download_dir) / "cropmap_demo", seed=0))
+      return pathlib.Path(demo.make_demo(_demo_dir(dl_manager.download_dir), seed=0))
     raise PrepError(
         f"--manual_dir={manual}: {'holds no zone folder (no */meta.json)' if manual and pathlib.Path(manual).is_dir() else 'does not exist'}; "
         f"config {self.builder_config.name} needs the zone folders written by prep, "
@@ -175,7 +197,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         test_zone_index=cfg.test_zone_index, num_folds=cfg.num_folds,
         zones_per_split={s: [z.zone_id for z in zs] for s, zs in members.items()},
         class_pixel_counts=counts, patches_per_split=patches,
-        dropped_empty_patches=dropped, moments_per_fold=moments)
+        dropped_empty_patches=dropped, moments_per_fold=moments,
+        normalization=_normalization(moments))
 
   def _generate_examples(self, zone_paths, full_cover):
     p = self.builder_config.patch_size
@@ -189,3 +212,49 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _generate_local(zone_paths, patch, full_cover):
     for path in zone_paths:
       yield from patching.zone_patches(path, patch, full_cover)
+
+
+def _normalization(moments_per_fold: dict) -> dict:
+  """Mean and std [T][C] over all training zones (every fold; never test), for
+  readers that take the dataset as it is. Training with a subset of the folds
+  merges that subset's `moments_per_fold` instead (`input_pipeline.load_meta`),
+  so that validation zones stay out of the statistics."""
+  folds = sorted(moments_per_fold)
+  mean, std = stats.mean_std(stats.merge_all(
+      stats.Moments.from_json(moments_per_fold[f]) for f in folds))
+  return dict(splits="+".join(folds), mean=mean.tolist(), std=std.tolist())
+
+
+def _demo_dir(download_dir) -> pathlib.Path:
+  """Where the demo region is generated: `<download_dir>/cropmap_demo`.
+
+  prep writes with GDAL and plain files, so a download_dir on a bucket (the
+  default under a `gs://` --data_dir) is replaced by a local cache folder.
+  """
+  download_dir = os.fspath(download_dir)
+  if "://" in download_dir:
+    local = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
+    logging.info("cropmap demo: %s is not a local folder; generating the demo region "
+                 "under %s", download_dir, local / "jaxcrop")
+    return local / "jaxcrop" / "cropmap_demo"
+  return pathlib.Path(download_dir) / "cropmap_demo"
+
+
+class _OneLineErrors(app.ExceptionHandler):
+  """Under the `tfds` command line: a PrepError (a bad or missing input) is one
+  line naming the zone, the file and the fix, and exit status 2, not a
+  traceback. absl calls handlers once the stack has unwound (TFDS has already
+  removed its incomplete folders), and catches SystemExit raised in them, hence
+  `os._exit` after flushing."""
+
+  def wants(self, exc) -> bool:
+    return isinstance(exc, PrepError)
+
+  def handle(self, exc) -> None:
+    sys.stdout.flush()
+    print(f"tfds build cropmap: error: {exc}", file=sys.stderr, flush=True)
+    os._exit(2)  # pylint: disable=protected-access
+
+
+if "tensorflow_datasets.scripts.cli.main" in sys.modules:
+  app.install_exception_handler(_OneLineErrors())
