@@ -9,13 +9,14 @@ on the weights) on a synthetic zone folder of random reflectances. Measures:
   predict_compile     compilation: ours (one fixed tile shape) against the naive
                       approach (non-overlapping tiles one at a time, edge tiles
                       at their own shape: one compilation per shape).
-  predict_zone        warm, best of `repeats`: ours against the naive approach
-                      (warm; it computes fewer pixels but has seams and
-                      recompiles for every new edge shape); km²/s, CPU seconds,
-                      XLA GFLOP per zone and, on an accelerator, the hours for
-                      550,000 km² (metropolitan France).
-  predict_zone_tile512  ours with --tile 512 --overlap 24 (4 tiles cover 1000²
-                      exactly), against ours at the default tile.
+  predict_zone        warm, best of `repeats`, at the command's default tiling
+                      (`jaxcrop.predict.DEFAULT_*`: 512 px tiles, overlap 24,
+                      batch 1): ours against the naive approach (warm; no
+                      blending, so seams, and one compilation per edge shape);
+                      km²/s, CPU seconds, XLA GFLOP per zone and, on an
+                      accelerator, the hours for 550,000 km² (metropolitan France).
+  predict_zone_tile256  ours at the default tiling against ours with --tile 256
+                      --overlap 32 --batch 4 (5 x 5 tiles for 1000²).
   predict_zone_host_floor  the same with a model that costs nothing: the host's
                       share per zone (read, normalize, blend), a floor on any
                       accelerator, and France at that rate in one process.
@@ -121,12 +122,17 @@ def _best(fn, repeats: int) -> float:
   return wall
 
 
-def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int = 256,
-             overlap: int = 32, batch: int = 4):
-  """Yields one dict per measure (see the module docstring)."""
+def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int | None = None,
+             overlap: int | None = None, batch: int | None = None,
+             other=(256, 32, 4)):
+  """Yields one dict per measure (see the module docstring); tiling defaults to
+  the command's, `other` = (tile, overlap, batch) it is compared with."""
   import jax
   from configs import hybrid
   from jaxcrop import predict
+  tile = predict.DEFAULT_TILE if tile is None else tile
+  overlap = predict.DEFAULT_OVERLAP if overlap is None else overlap
+  batch = predict.DEFAULT_BATCH if batch is None else batch
   from jaxcrop.models import build_model
   from prep import nomenclature
   nom = nomenclature.load()
@@ -181,15 +187,15 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int = 2
       row["france_hours"] = round(FRANCE_KM2 / (km2 / ours_s) / 3600, 2)
     yield row
 
-    o512 = 24
-    fn512 = predict.make_tile_fn(apply_fn, predict.blend_window(512, o512))
-    ours(512, o512, fn512, b=1)                  # compile; batch 1 bounds memory
-    s512 = _best(lambda: ours(512, o512, fn512, b=1), repeats)
-    yield dict(name="predict_zone_tile512", ours_s=round(s512, 2), ours_cpu_s=round(_CPU["s"], 2),
-               reference=f"ours, --tile {tile} --overlap {overlap}",
-               reference_s=round(ours_s, 2), ratio=round(ours_s / s512, 2),
-               km2_per_s=round(km2 / s512, 3),
-               **dict(base, tile=512, overlap=o512, batch=1))
+    t256, o256, b256 = other
+    fn256 = predict.make_tile_fn(apply_fn, predict.blend_window(t256, o256))
+    ours(t256, o256, fn256, b=b256)              # compile
+    s256 = _best(lambda: ours(t256, o256, fn256, b=b256), repeats)
+    yield dict(name=f"predict_zone_tile{t256}", ours_s=round(ours_s, 2),
+               reference=f"ours, --tile {t256} --overlap {o256} --batch {b256}",
+               reference_s=round(s256, 2), reference_cpu_s=round(_CPU["s"], 2),
+               ratio=round(s256 / ours_s, 2),
+               reference_model_pixels=_model_pixels(size, t256, o256, b256), **base)
 
     # The host's share (read, pad, normalize, transfer, blend, argmax), with a model
     # that costs nothing: a floor per zone however fast the accelerator.

@@ -3,8 +3,9 @@
   python -m jaxcrop.predict --workdir W --zone ZONES/chartres_2 --out maps
   python -m jaxcrop.predict --workdir W --zone ZONES --out maps --probs --rpg RPG.gpkg
 
-A zone (any size) is cut into overlapping tiles of ONE fixed shape [tile, tile],
-so the model compiles once: as few tiles as the overlap allows, spread evenly
+A zone (any size) is cut into overlapping tiles of ONE fixed shape [tile, tile]
+(default 512 with 24 px overlap: 2 x 2 tiles for a 1000-px zone), so the model
+compiles once: as few tiles as the overlap allows, spread evenly
 from edge to edge (every tile sees real data; a zone smaller than a tile is
 padded by reflection). Tiles go through the model in
 batches of a fixed size, sharded over the local devices (`data` mesh axis).
@@ -16,6 +17,7 @@ map without seams, in which the centre of a tile counts more than its edges
 
 Outputs, on the zone's own grid, in `OUT/<zone_id>/` (see docs/predict.md):
   classes.tif        uint8 tier-3 class ids, 255 = nodata, colour table, names.
+  classes.qml        QGIS style of classes.tif (palette with class names).
   confidence.tif     uint8 max softmax probability in percent, 255 = nodata.
   probabilities.tif  (--probs) uint8 [K bands] probability in percent.
   parcels.gpkg       (zones with parcels) majority class per parcel.
@@ -43,6 +45,11 @@ from prep.zonefolder import ZoneFolder, find_zones, open_zone
 
 NODATA = 255
 BLOCK = 256
+# Default tiling: 2 x 2 tiles of 512 cover a 1000-px study zone exactly with 24 px
+# of overlap (1.05 M model pixels, against 1.8 M for 5 x 5 tiles of 256 with 32),
+# one tile per call keeps the default model within ~3 GB on a laptop. Every
+# zone size uses the same [1, T, 512, 512, C] shape: one compilation.
+DEFAULT_TILE, DEFAULT_OVERLAP, DEFAULT_BATCH = 512, 24, 1
 
 
 class PredictError(PrepError):
@@ -160,7 +167,8 @@ def _device_batch(batch: int):
 
 
 def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
-                 tile: int = 256, overlap: int = 32, batch: int = 4,
+                 tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+                 batch: int = DEFAULT_BATCH,
                  probs: bool = False, progress: bool = False,
                  tile_fn=None) -> Prediction:
   """Blended crop-type map of one zone.
@@ -361,6 +369,30 @@ def class_tags(nomenclature) -> dict:
   return tags
 
 
+def qgis_style(nomenclature) -> str:
+  """A QGIS layer style (.qml) for classes.tif: a paletted renderer with the
+  class names as labels. QGIS applies `<name>.qml` beside a raster as its
+  default style, so the map opens with its legend; GDAL's colour table alone
+  gives colours but shows values, not names."""
+  from xml.sax.saxutils import quoteattr
+  entries = "\n".join(
+      f'        <paletteEntry value="{k}" color="#{r:02x}{g:02x}{b:02x}" alpha="255" '
+      f'label={quoteattr(name)}/>'
+      for k, (name, (r, g, b)) in enumerate(zip(nomenclature.tier3, nomenclature.rgb())))
+  return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.28" styleCategories="Symbology">
+  <pipe>
+    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1">
+      <rasterTransparency/>
+      <colorPalette>
+{entries}
+      </colorPalette>
+    </rasterrenderer>
+  </pipe>
+</qgis>
+"""
+
+
 def colormap(nomenclature) -> dict:
   """GDAL colour table: class id → (r, g, b, 255); nodata transparent."""
   cmap = {k: tuple(int(v) for v in rgb) + (255,) for k, rgb in enumerate(nomenclature.rgb())}
@@ -370,7 +402,8 @@ def colormap(nomenclature) -> dict:
 
 def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
                   overwrite: bool = False, rpg=None) -> pathlib.Path:
-  """Writes OUT/<zone_id>/{classes,confidence[,probabilities]}.tif [+ parcels.gpkg].
+  """Writes OUT/<zone_id>/{classes,confidence[,probabilities]}.tif, classes.qml
+  (QGIS style) [+ parcels.gpkg].
 
   The folder is assembled under a temporary name beside it and renamed into
   place when complete; an existing folder is replaced only with `overwrite`.
@@ -386,6 +419,7 @@ def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
     tags = class_tags(nomenclature)
     _cog(tmp, tmp / "classes.tif", zone, pred.classes[None], "nearest",
          ["tier-3 class"], tags, colormap(nomenclature))
+    (tmp / "classes.qml").write_text(qgis_style(nomenclature), encoding="utf-8")
     _cog(tmp, tmp / "confidence.tif", zone, pred.confidence[None], "average",
          ["confidence (max probability, %)"])
     if pred.probabilities is not None:
@@ -415,6 +449,30 @@ def check_tile(apply_fn, variables, meta, tile: int) -> None:
     jax.eval_shape(apply_fn, variables, x)
   except ValueError as e:
     raise PredictError(f"--tile {tile} does not fit the model: {e}") from None
+
+
+def checkpoint_nomenclature(meta, workdir):
+  """The nomenclature table of the checkpoint's version, checked against the
+  class names and colours the checkpoint was trained with (the maps' names and
+  colour table come from the table)."""
+  from prep import nomenclature as nomenclature_lib
+  v = meta.nomenclature_version
+  try:
+    nom = nomenclature_lib.load(v)
+  except PrepError as e:
+    raise PredictError(f"--workdir {workdir}: the checkpoint predicts nomenclature {v}, "
+                       f"which this code does not have ({e}); use the jaxcrop version "
+                       f"it was trained with") from None
+  ours, theirs = list(nom.tier3), list(meta.class_names)
+  if ours != theirs:
+    k = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b),
+             min(len(ours), len(theirs)))
+    raise PredictError(
+        f"--workdir {workdir}: the checkpoint's classes differ from nomenclature {v} of "
+        f"this code from class {k} on ({theirs[k] if k < len(theirs) else 'none'!r} vs "
+        f"{ours[k] if k < len(ours) else 'none'!r}); the table was edited without a new "
+        f"version: restore it, or retrain")
+  return nom
 
 
 def check_output(folder: pathlib.Path, overwrite: bool) -> None:
@@ -459,13 +517,17 @@ def main(argv=None) -> int:
   ap.add_argument("--checkpoint", default="best", choices=("best", "last"),
                   help="best validation macro-F1 (falls back to last) or the last one "
                        "(default: %(default)s)")
-  ap.add_argument("--tile", type=int, default=256,
-                  help="tile side in pixels; one shape for all tiles (512 with --overlap "
-                       "24 covers a 1000-px zone with 4 tiles; default: %(default)s)")
-  ap.add_argument("--overlap", type=int, default=32,
+  ap.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                  help="tile side in pixels, one shape for all tiles and zones (with the "
+                       "default overlap, 2 x 2 tiles cover a 1000-px zone exactly; a zone "
+                       "smaller than a tile is padded; default: %(default)s)")
+  ap.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
                   help="pixels shared by neighbouring tiles, blended with a cosine ramp "
                        "(default: %(default)s)")
-  ap.add_argument("--batch", type=int, default=4, help="tiles per model call (default: %(default)s)")
+  ap.add_argument("--batch", type=int, default=DEFAULT_BATCH,
+                  help="tiles per model call; memory grows with batch x tile² (the "
+                       "default model needs ~3 GB for one tile of 512²; default: "
+                       "%(default)s)")
   ap.add_argument("--probs", action="store_true", help="also write probabilities.tif")
   ap.add_argument("--rpg", default=None,
                   help="RPG file for parcel geometries (else the parcel raster is "
@@ -477,7 +539,6 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-  from prep import nomenclature as nomenclature_lib
   check_tiling(args.tile, args.overlap, args.batch)   # every check before any work
   if args.rpg:
     check_rpg(args.rpg)
@@ -493,7 +554,7 @@ def _run(args) -> int:
   except FileNotFoundError as e:
     raise PredictError(f"--workdir {args.workdir}: {e}") from None
   meta = trained.meta
-  nom = nomenclature_lib.load(meta.nomenclature_version)
+  nom = checkpoint_nomenclature(meta, args.workdir)
   for z in zones:
     check_compatible(z, meta)
   apply_fn = lambda v, x: trained.model.apply(v, x, train=False)

@@ -9,7 +9,7 @@ import rasterio
 
 from jaxcrop import predict
 from jaxcrop.input_pipeline import normalize
-from prep import nomenclature
+from prep import atomic, nomenclature
 from tests import predict_testing as pt
 
 NOM = nomenclature.load("v1")
@@ -118,10 +118,10 @@ def test_outputs_on_the_zone_grid_with_colors_names_and_cog_layout(zone, pixel_m
                               probs=True)
   folder = predict.write_outputs(zone, pred, NOM, tmp_path)
   assert folder == tmp_path / "testz_0"
-  assert folder.stat().st_mode & 0o777 == 0o777 & ~predict._umask()
+  assert folder.stat().st_mode & 0o777 == 0o777 & ~atomic.umask()
   assert sorted(p.name for p in tmp_path.iterdir()) == ["testz_0"]   # no temp left
   assert sorted(p.name for p in folder.iterdir()) == [
-      "classes.tif", "confidence.tif", "parcels.gpkg", "probabilities.tif"]
+      "classes.qml", "classes.tif", "confidence.tif", "parcels.gpkg", "probabilities.tif"]
   with rasterio.open(folder / "classes.tif") as src:
     assert src.crs.to_epsg() == 32631 and src.transform == zone.zone.transform
     assert (src.dtypes[0], src.nodata, src.shape) == ("uint8", 255, (pt.H, pt.W))
@@ -144,7 +144,8 @@ def test_large_zone_outputs_have_overviews(tmp_path, pixel_model):
   z = pt.make_zone(tmp_path / "big_0", zone_id="big_0", h=600, w=560, t=1, labels=False)
   pred = predict.Prediction(np.full((600, 560), 3, np.uint8), np.full((600, 560), 90, np.uint8))
   folder = predict.write_outputs(z, pred, NOM, tmp_path / "out")
-  assert sorted(p.name for p in folder.iterdir()) == ["classes.tif", "confidence.tif"]
+  assert sorted(p.name for p in folder.iterdir()) == ["classes.qml", "classes.tif",
+                                                       "confidence.tif"]
   with rasterio.open(folder / "classes.tif") as src:
     assert src.overviews(1) == [2, 4]
     assert src.block_shapes[0] == (256, 256)
@@ -235,7 +236,8 @@ def test_cli_writes_maps_and_scores(zone, pixel_model, tmp_path, capsys, monkeyp
                      str(tmp_path), "--tile", "16", "--overlap", "4", "--probs"])
   assert rc == 0
   out = capsys.readouterr().out
-  assert f"testz_0: wrote classes.tif, confidence.tif, parcels.gpkg, probabilities.tif in {tmp_path / 'testz_0'}" in out
+  assert (f"testz_0: wrote classes.qml, classes.tif, confidence.tif, parcels.gpkg, "
+          f"probabilities.tif in {tmp_path / 'testz_0'}") in out
   assert "testz_0: pixel accuracy " in out and "macro-F1" in out
 
 
@@ -306,10 +308,62 @@ def test_cli_with_a_real_checkpoint_equals_predict_zone(zone, tmp_path, capsys):
                      "--out", str(tmp_path / "maps"), "--tile", "16", "--overlap", "4",
                      "--checkpoint", "best"])             # no best yet → last
   assert rc == 0, capsys.readouterr().err
-  want = predict.predict_zone(lambda v_, x: model.apply(v_, x, train=False), v, zone,
-                              meta, tile=16, overlap=4)
+  apply_fn = lambda v_, x: model.apply(v_, x, train=False)
+  want = predict.predict_zone(apply_fn, v, zone, meta, tile=16, overlap=4)
   with rasterio.open(tmp_path / "maps" / "testz_0" / "classes.tif") as src:
-    np.testing.assert_array_equal(src.read(1), want.classes)
+    assert src.crs.to_epsg() == zone.zone.epsg and src.transform == zone.zone.transform
+    got = src.read(1)
+  np.testing.assert_array_equal(got, want.classes)
+
+
+def test_classes_tif_equals_the_model_run_directly_on_a_tile(zone, tmp_path, capsys):
+  """The hybrid model (U-Net context) from a real checkpoint, default tiling: one
+  512 tile holds the whole 40 x 52 zone (padded), so inside it the map file is
+  exactly the model's argmax on that padded tile, computed here without predict."""
+  import jax
+  model, v, meta = _workdir(tmp_path / "W")
+  rc = predict.main(["--workdir", str(tmp_path / "W"), "--zone", str(zone.path),
+                     "--out", str(tmp_path / "maps")])
+  assert rc == 0, capsys.readouterr().err
+  image = np.pad(zone.read_image(), ((0, 0), (0, 512 - pt.H), (0, 512 - pt.W), (0, 0)),
+                 mode="symmetric")
+  x = normalize(image, meta.mean, meta.std)[None]
+  direct = np.asarray(jax.jit(lambda x: model.apply(v, x, train=False))(x))[0]
+  direct = direct[:pt.H, :pt.W].argmax(-1)
+  with rasterio.open(tmp_path / "maps" / "testz_0" / "classes.tif") as src:
+    assert src.crs.to_epsg() == 32631 and src.transform == zone.zone.transform
+    got = src.read(1)
+  ok = got != 255
+  assert ok.sum() == pt.H * pt.W - 40                     # only the nodata hole
+  np.testing.assert_array_equal(got[ok], direct[ok])
+
+
+def test_qgis_style_names_every_class_with_its_colour(zone, pixel_model, tmp_path):
+  import xml.etree.ElementTree as ET
+  pred = predict.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
+  folder = predict.write_outputs(zone, pred, NOM, tmp_path)
+  root = ET.parse(folder / "classes.qml").getroot()
+  renderer = root.find("pipe/rasterrenderer")
+  assert renderer.get("type") == "paletted" and renderer.get("band") == "1"
+  entries = renderer.findall("colorPalette/paletteEntry")
+  assert [e.get("label") for e in entries] == list(NOM.tier3)
+  assert [int(e.get("value")) for e in entries] == list(range(NOM.num_classes))
+  r, g, b = NOM.rgb()[5]
+  assert entries[5].get("color") == f"#{r:02x}{g:02x}{b:02x}"
+
+
+def test_checkpoint_classes_must_match_the_nomenclature_table(tmp_path):
+  meta = pt.make_meta()
+  assert predict.checkpoint_nomenclature(meta, "W").tier3 == NOM.tier3
+  meta.class_names = list(NOM.tier3[:5]) + ["rice"] + list(NOM.tier3[6:])
+  with pytest.raises(predict.PredictError, match=(
+      r"^--workdir W: the checkpoint's classes differ from nomenclature v1 of this code "
+      r"from class 5 on \('rice' vs 'maize'\); the table was edited")):
+    predict.checkpoint_nomenclature(meta, "W")
+  with pytest.raises(predict.PredictError, match=(
+      r"^--workdir W: the checkpoint predicts nomenclature v7, which this code does not "
+      r"have \(nomenclature v7: .*classes_v7.csv not found\)")):
+    predict.checkpoint_nomenclature(pt.make_meta(version="v7"), "W")
 
 
 def test_cli_missing_workdir_is_a_one_line_error(zone, tmp_path, capsys):
@@ -327,7 +381,8 @@ def test_zone_without_labels_gets_maps_but_no_parcels_or_scores(tmp_path, pixel_
                               overlap=4)                 # no labels → no version check
   assert predict.score(z, pred, NOM.tier3) is None
   folder = predict.write_outputs(z, pred, NOM, tmp_path / "out")
-  assert sorted(p.name for p in folder.iterdir()) == ["classes.tif", "confidence.tif"]
+  assert sorted(p.name for p in folder.iterdir()) == ["classes.qml", "classes.tif",
+                                                       "confidence.tif"]
 
 
 def test_score_counts_labelled_predicted_pixels_only(zone, pixel_model):
