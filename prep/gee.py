@@ -11,8 +11,9 @@ route (`prep.scenes`), so both routes give the same zone folder.
 Requests. One month of a zone is one image of 5 bands (4 x uint16 reflectance
 + uint8 count, 9 bytes per pixel). The zone is cut into tiles so that each
 response stays under `MAX_REQUEST_BYTES` (well under the 48 MiB computePixels
-limit); a 1000 x 1000 zone-month is 9 MB, one tile. Medians of even counts are
-rounded half up (`add(0.5).floor()`), like `composite.median_composite`.
+limit); a 1000 x 1000 zone-month is 9 MB, one tile. Medians are taken from the
+sorted per-pixel arrays (`median_half_up`): an even count gives the mean of the
+two middle values rounded half up, exactly like `composite.median_composite`.
 
 Resumable. Each fetched (month, tile) is saved atomically as
 `out_folder/.gee_cache/<YYYY-MM>_r<row>_c<col>.npy`, so a rerun after an
@@ -119,6 +120,24 @@ def month_range(year: int, month: int) -> tuple[str, str]:
   return f"{year}-{month:02d}-01", end
 
 
+def median_half_up(scenes, band: str):
+  """Per-pixel median of `band` over the scenes, exactly as the local route:
+  the mean of the two middle values of an even count, rounded half up
+  (`composite.median_composite`); masked where no scene is valid.
+
+  Built from the sorted per-pixel array of valid values rather than
+  `ee.Reducer.median`, whose handling of even counts is not documented (and
+  which switches to a histogram above `maxRaw` values), so that both routes
+  give the same composite by construction.
+  """
+  values = scenes.select(band).toArray().arrayProject([0]).arraySort()   # [n] a pixel
+  n = values.arrayLength(0)
+  some = n.gt(0)
+  lo = values.arrayGet(n.subtract(1).divide(2).floor().toInt().updateMask(some))
+  hi = values.arrayGet(n.divide(2).floor().toInt().updateMask(some))
+  return lo.add(hi).add(1).divide(2).floor().rename(band)
+
+
 def monthly_image(zone: Zone, year: int, month: int):
   """One month's composite: B2 B3 B4 B8 uint16 medians and a uint8 `count`.
 
@@ -131,7 +150,8 @@ def monthly_image(zone: Zone, year: int, month: int):
            .toFloat().updateMask(0))
   scenes = (scenes_of_year(zone, year).filterDate(start, end).map(mask_scene)
             .merge(ee.ImageCollection([empty])))
-  median = scenes.median().add(0.5).floor().unmask(0).toUint16()   # half up; 0 = none
+  median = ee.Image.cat([median_half_up(scenes, b) for b in EE_BANDS])
+  median = median.unmask(0).toUint16()                          # 0 = no valid scene
   count = scenes.select("B2").count().rename(COUNT_BAND).unmask(0).toUint8()
   return median.addBands(count)
 

@@ -80,7 +80,8 @@ def test_request_contents_and_tiling(tmp_path, monkeypatch):
   request, text = server.requests[0]
   for needle in ('"COPERNICUS/S2_SR_HARMONIZED"', '"2023-01-01"', '"2024-01-01"',
                  '"2023-02-01"', '"SCL"', '"B2"', '"B3"', '"B4"', '"B8"',
-                 '"reduce.median"', '"reduce.count"', '"Image.floor"', '"Image.gte"', '"Image.lte"', '"Reducer.min"',
+                 '"ImageCollection.toArray"', '"Image.arraySort"', '"Image.arrayGet"',
+                 '"Image.arrayLength"', '"reduce.count"', '"Image.floor"', '"Image.gte"', '"Image.lte"', '"Reducer.min"',
                  '"GeometryConstructors.Rectangle"', '"EPSG:32631"'):
     assert needle in text, needle
   assert '{"constantValue": 4}' in text and '{"constantValue": 7}' in text
