@@ -213,7 +213,17 @@ def run_zones(args) -> None:
     zones_lib.write_zones(zones, args.out)
     print(f"wrote {len(zones)} zones to {args.out}")
     return
-  print(format_zones(_read_table(args.zones_csv)))
+  zones = _read_table(args.zones_csv)
+  print(format_zones(zones))
+  provisional = sum(z.source == PROVISIONAL for z in zones)
+  if provisional:
+    print(f"\n{provisional} of {len(zones)} zones are provisional ({PROVISIONAL}: the 10 km "
+          f"squares W, E, S, N and NE of each town, 11 km from its centre, not yet chosen "
+          f"from ESA WorldCover); `python -m prep zones --select` (Earth Engine) replaces "
+          f"them, and their ids and test/fold membership may change then.")
+
+
+PROVISIONAL = "fallback-cross"
 
 
 def format_zones(zones) -> str:

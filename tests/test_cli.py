@@ -63,7 +63,11 @@ def test_zones_lists_the_table(raw, capsys):
   assert lines[1].split() == [z.zone_id, z.region, "32631", f"{z.center_lat:.4f},",
                               f"{z.center_lon:.4f}", f"{z.cropland_fraction:.2f}", "demo"]
   rc, out, _ = run(["zones", "--list"], capsys)
-  assert rc == 0 and len(out.splitlines()) == 41 and "chartres_0" in out
+  table, note = out.split("\n\n")
+  assert rc == 0 and len(table.splitlines()) == 41 and "chartres_0" in table
+  # The committed zones are a layout around each town until WorldCover selects them.
+  assert note.startswith("40 of 40 zones are provisional (fallback-cross:")
+  assert "`python -m prep zones --select` (Earth Engine) replaces them" in note
 
 
 def test_python_dash_m_prep_exits_2_without_traceback(tmp_path):
