@@ -2,7 +2,7 @@
 
   zones      list the study zones, or re-select them from ESA WorldCover (Earth Engine)
   gee        monthly composites of zones through Earth Engine
-  composite  monthly composites of zones from local Sentinel-2 L2A scenes (STAC + COG)
+  composite  monthly composites of zones from local Sentinel-2 L2A scenes (SAFE or STAC/COG)
   labels     parcel and class rasters of zones from the RPG
   demo       a synthetic demo region, raw inputs and zone folders, offline
 
@@ -154,8 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
           Write a synthetic demo region near Chartres in the real input formats
           (RPG-like GeoPackage, Sentinel-2 L2A-like STAC/COG scenes, zones
           table) under OUT/raw, then run the composite and labels routes into
-          OUT/zones/<zone_id>/ (2 regions x 4 zones of 192 x 192 pixels). A
-          rerun skips what is complete. Synthetic data: not a result."""),
+          OUT/zones/<zone_id>/ (2 regions x 5 zones of 256 x 256 pixels; --small:
+          2 x 2 zones of 48 x 48). A rerun skips what is complete. Synthetic
+          data: not a result."""),
       epilog=_doc("""
           examples:
             python -m prep demo --out /tmp/demo

@@ -206,8 +206,30 @@ def test_truncated_geotiff_scene(raw, scenes, tmp_path, capsys):
   band = _scene(scenes) / "B04.tif"
   band.write_bytes(band.read_bytes()[: band.stat().st_size // 2])
   rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
-  assert_user_error(rc, err, str(band.parent.name))
+  assert_user_error(rc, err, f"{band}: unreadable", band.parent.name)
   assert not (tmp_path / "z" / "demo-north_0" / "s2.tif").exists()
+
+
+def test_scenes_outside_the_zone(raw, scenes, tmp_path, capsys):
+  """chartres_0 (a study zone) is far from the demo scenes."""
+  rc, _, err = run(["composite", "--scenes", scenes, "--zones", "chartres_0",
+                    "--out", tmp_path / "z"], capsys)
+  assert_user_error(rc, err, "zone chartres_0: none of the", "covers the zone",
+                    "add scenes of that tile and year")
+  assert not (tmp_path / "z" / "chartres_0").exists()
+
+
+def test_scene_without_crs(raw, scenes, tmp_path, capsys):
+  import rasterio
+  band = _scene(scenes) / "B02.tif"
+  with rasterio.open(band) as src:
+    profile, data = src.profile, src.read()
+  profile.pop("crs")
+  band.unlink()
+  with rasterio.open(band, "w", **profile) as dst:
+    dst.write(data)
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert_user_error(rc, err, f"{band}: no CRS; re-download scene")
 
 
 def test_corrupt_jp2_scene(raw, scenes, tmp_path, capsys):
