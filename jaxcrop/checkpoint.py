@@ -47,14 +47,18 @@ def managers(workdir, keep_last: int = 2, *, read_only: bool = False):
   root = workdir_path(workdir) / "checkpoints"
   if read_only:   # Orbax warns that read-only managers ignore the retention options
     logging.set_verbosity(min(logging.get_verbosity(), logging.ERROR))
+  # Each manager its own barrier names: across processes Orbax keys its barriers
+  # by step, and `last` and `best` both save at an evaluation step.
+  sync = lambda name: ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
   last = ocp.CheckpointManager(
       root / "last", options=ocp.CheckpointManagerOptions(
-          max_to_keep=keep_last, create=not read_only, read_only=read_only))
+          max_to_keep=keep_last, create=not read_only, read_only=read_only,
+          multiprocessing_options=sync("last")))
   best = ocp.CheckpointManager(
       root / "best", options=ocp.CheckpointManagerOptions(
           max_to_keep=1, best_fn=lambda m: m[BEST_METRIC], best_mode="max",
           keep_checkpoints_without_metrics=False, create=not read_only,
-          read_only=read_only))
+          read_only=read_only, multiprocessing_options=sync("best")))
   return last, best
 
 

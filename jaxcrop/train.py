@@ -42,15 +42,23 @@ class TrainState(flax.struct.PyTreeNode):
   opt_state: Any
 
 
+def decay_mask(params):
+  """True for the kernels (ndim > 1): weight decay shrinks convolution and
+  dense weights, not biases or the scales and offsets of normalization layers."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
 def make_optimizer(cfg_opt, num_steps: int):
-  """AdamW, linear warm-up then cosine decay to 0, global-norm clipping."""
+  """AdamW (decay on kernels only), linear warm-up then cosine decay to 0,
+  global-norm clipping."""
   if cfg_opt.name != "adamw":
     raise ValueError(f"unknown optimizer {cfg_opt.name!r}; expected adamw")
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, cfg_opt.lr, cfg_opt.warmup_steps, max(num_steps, cfg_opt.warmup_steps + 1))
   return optax.chain(
       optax.clip_by_global_norm(cfg_opt.clip_norm),
-      optax.adamw(schedule, b1=cfg_opt.b1, b2=cfg_opt.b2, weight_decay=cfg_opt.weight_decay))
+      optax.adamw(schedule, b1=cfg_opt.b1, b2=cfg_opt.b2, weight_decay=cfg_opt.weight_decay,
+                  mask=decay_mask))
 
 
 def init_sample(cfg_model, months: int, bands: int):
@@ -188,6 +196,42 @@ def _flatten(d: dict, prefix: str) -> dict:
   return out
 
 
+class preemption_check:  # pylint: disable=invalid-name
+  """`preempted(step)`: True at the step where every process stops and saves.
+
+  One process: True from the first step that ends after a SIGTERM (our handler
+  sets a flag; a second SIGTERM exits at once). Several processes (a TPU pod):
+  JAX's preemption service (`jax.distributed.initialize` starts it and catches
+  SIGTERM itself) agrees on one step for all of them,
+  `multihost_utils.reached_preemption_sync_point`, called every step; a
+  per-process flag would have one host enter the checkpoint barrier while
+  another runs the next step's collectives, and both hang.
+  """
+
+  def __init__(self):
+    self.multi = jax.process_count() > 1
+    self.flag = False
+    self.previous = None
+    if not self.multi:
+      self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+  def _on_sigterm(self, signum, frame):  # pylint: disable=unused-argument
+    if self.flag:                        # asked twice: stop now, without the save
+      signal.signal(signal.SIGTERM, self.previous or signal.SIG_DFL)
+      raise SystemExit(128 + signal.SIGTERM)
+    self.flag = True
+
+  def __call__(self, step: int) -> bool:
+    if self.multi:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return bool(multihost_utils.reached_preemption_sync_point(step))
+    return self.flag
+
+  def close(self) -> None:
+    if not self.multi:
+      signal.signal(signal.SIGTERM, self.previous)
+
+
 def check_resume(workdir, config, meta) -> None:
   """Raises PrepError when workdir holds checkpoints of another model or dataset layout.
 
@@ -244,9 +288,10 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
   num_classes = meta.num_classes
   n_dev = jax.device_count()
-  if config.data.batch_size % n_dev:
-    raise ValueError(f"data.batch_size={config.data.batch_size} must be a multiple of "
-                     f"the {n_dev} devices")
+  for field in ("batch_size", "eval_batch_size"):
+    if config.data[field] % n_dev:
+      raise ValueError(f"data.{field}={config.data[field]} must be a multiple of "
+                       f"the {n_dev} devices")
   mesh = Mesh(np.array(jax.devices()), ("data",))
   replicated = NamedSharding(mesh, P())
 
@@ -279,11 +324,7 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
     checkpoint.save(last_mgr, step, model_variables(state),
                     {"opt_state": state.opt_state, "step": state.step, **progress})
 
-  stop = {"sigterm": False}
-  def on_sigterm(signum, frame):  # pylint: disable=unused-argument
-    stop["sigterm"] = True
-  previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
-
+  preempted = preemption_check()
   writer = Writer(workdir, cfg_t.get("tensorboard", True))
   it = data.train_iterator(config.data, seed=config.seed, start_step=start)
   summary = {}
@@ -334,11 +375,12 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
                         {"step": step, **val, "confusion_matrix": cm.tolist()})
         else:
           progress = {**progress, "bad_evals": np.array(progress["bad_evals"] + 1, np.int32)}
-      stop_now = stop["sigterm"] or step == cfg_t.get("stop_after")
+      sigterm = preempted(step)
+      stop_now = sigterm or step == cfg_t.get("stop_after")
       if step % cfg_t.checkpoint_every == 0 or step == cfg_t.num_steps or stop_now:
         save_last(step)
       if stop_now:
-        print(f"stopping at step {step} ({'SIGTERM' if stop['sigterm'] else 'stop_after'}); "
+        print(f"stopping at step {step} ({'SIGTERM' if sigterm else 'stop_after'}); "
               "rerun the same command to resume", file=sys.stderr)
         break
     else:
@@ -348,7 +390,7 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
     bar.close()
     last_mgr.wait_until_finished()
     best_mgr.wait_until_finished()
-    signal.signal(signal.SIGTERM, previous_handler)
+    preempted.close()
   return {"step": step, "best_val_macro_f1": float(progress["best_f1"]),
           "early_stopped": bool(progress["bad_evals"] >= cfg_t.early_stopping_patience),
           "val": val, "model": summary}

@@ -167,6 +167,10 @@ def test_four_devices_equal_one(uninterrupted, tmp_path):
   subprocess.run([sys.executable, "-c", code], check=True, env=env,
                  cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert_trees_close(params_of(tmp_path), params_of(full_dir), atol=1e-4)
+  losses_of = lambda d: [l["train_loss"] for l in map(
+      json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "train_loss" in l]
+  assert len(losses_of(tmp_path)) == 6                  # log_every 1 in the tiny config
+  np.testing.assert_allclose(losses_of(tmp_path), losses_of(full_dir), rtol=1e-5)
 
 
 class UnlabelledValData(FakeData):
@@ -191,3 +195,119 @@ def test_multihost_detection():
   assert train.is_multihost(False, {"TPU_WORKER_HOSTNAMES": "10.0.0.2,10.0.0.3"})
   assert train.is_multihost(False, {"JAX_COORDINATOR_ADDRESS": "10.0.0.2:1234"})
   assert train.is_multihost(True, {})
+
+
+_TWO_PROCESSES = r"""
+import sys
+pid, port, workdir, sigterm_at = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2,
+                           process_id=pid)
+sys.path.insert(0, ".")
+from tests.test_train import FakeData, tiny_config
+from jaxcrop import train
+data = FakeData(sigterm_at=sigterm_at if pid == 1 and sigterm_at >= 0 else None)
+result = train.train_and_evaluate(tiny_config(num_steps=10, eval_every=5), workdir, data=data)
+print("STEP", result["step"], flush=True)
+"""
+
+
+class DoubledData(FakeData):
+  """One process seeing what two processes of FakeData see together: each of them
+  yields the same half batch (same rng), so the global batch is that half twice."""
+
+  def train_iterator(self, cfg_data, *, seed, start_step=0):
+    half = cfg_data.copy_and_resolve_references()
+    half.batch_size //= 2
+    for b in super().train_iterator(half, seed=seed, start_step=start_step):
+      yield {k: np.concatenate([v, v]) for k, v in b.items()}
+
+
+def _two_processes(workdir, sigterm_at):
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = str(s.getsockname()[1])
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  procs = [subprocess.Popen([sys.executable, "-c", _TWO_PROCESSES, str(i), port,
+                             str(workdir), str(sigterm_at)], cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  outs = [p.communicate(timeout=240)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  return [int(out.rsplit("STEP ", 1)[1].split()[0]) for out in outs], outs
+
+
+def test_two_hosts_stop_together_on_sigterm_and_resume(tmp_path):
+  """A TPU pod's preemption, on 2 CPU processes: SIGTERM reaches one of them; both
+  stop at the same step, save it, and the rerun ends where an uninterrupted run
+  ends (the same as one process fed both processes' data)."""
+  steps, outs = _two_processes(tmp_path / "w", sigterm_at=3)
+  assert steps[0] == steps[1] < 10, outs
+  assert "SIGTERM" in outs[1] and "stopping at step" in outs[0]
+  assert checkpoint.load_trained(tmp_path / "w", "last").step == steps[0]
+  steps, outs = _two_processes(tmp_path / "w", sigterm_at=-1)
+  assert steps == [10, 10], outs
+  train.train_and_evaluate(tiny_config(num_steps=10, eval_every=5), tmp_path / "one",
+                           data=DoubledData())
+  assert_trees_close(params_of(tmp_path / "w"), params_of(tmp_path / "one"), atol=1e-5)
+
+
+def test_command_line_overrides_reach_the_run(tmp_path, monkeypatch, capsys):
+  """`python -m jaxcrop.train --config configs/hybrid.py:tiny --config.a.b=v …`: the
+  overrides (a float, a tuple, a string) are what config.json records and what
+  the model is built with."""
+  import importlib
+  real = importlib.import_module
+  monkeypatch.setattr(train.importlib, "import_module",
+                      lambda name: FakeData() if name == "jaxcrop.input_pipeline"
+                      else real(name))
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  rc = train.main([f"--config={repo}/configs/hybrid.py:tiny", f"--workdir={tmp_path}",
+                   "--config.optimizer.lr=3e-4", "--config.model.unet.widths=(4,8)",
+                   "--config.model.temporal.pooling=mean", "--config.train.num_steps=2",
+                   "--config.train.tensorboard=False"])
+  assert rc == 0, capsys.readouterr().err
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert saved["optimizer"]["lr"] == 3e-4 and saved["model"]["unet"]["widths"] == [4, 8]
+  assert saved["model"]["temporal"]["pooling"] == "mean"
+  assert json.loads(capsys.readouterr().out.splitlines()[-1])["step"] == 2
+  trained = checkpoint.load_trained(tmp_path, "last")
+  assert list(trained.config.model.unet.widths) == [4, 8]
+  widths = {p.shape[-1] for path, p in jax.tree_util.tree_leaves_with_path(
+      trained.variables["params"]) if "kernel" in jax.tree_util.keystr(path)
+      and p.ndim == 4}                                   # the U-Net's 2D convolutions
+  assert {4, 8} <= widths and 16 not in widths           # the tiny config's are (8, 16)
+
+
+def test_weight_decay_spares_biases_and_norm_parameters():
+  """Zero gradients: AdamW's update is then -lr * weight_decay * param, on kernels only."""
+  params = {"conv": {"kernel": np.ones((3, 3, 2, 4), np.float32), "bias": np.ones(4, np.float32)},
+            "norm": {"scale": np.ones(4, np.float32), "bias": np.ones(4, np.float32)}}
+  cfg = tiny_config().optimizer
+  cfg.update(lr=0.1, weight_decay=0.5, warmup_steps=1)
+  tx = train.make_optimizer(cfg, num_steps=10**6)      # cosine ~flat over 2 steps
+  zero = jax.tree.map(np.zeros_like, params)
+  state = tx.init(params)
+  _, state = tx.update(zero, state, params)            # step 0: lr 0 (warm-up start)
+  updates, _ = tx.update(zero, state, params)          # step 1: lr 0.1
+  np.testing.assert_allclose(updates["conv"]["kernel"], -0.1 * 0.5, rtol=1e-4)
+  for u in (updates["conv"]["bias"], updates["norm"]["scale"], updates["norm"]["bias"]):
+    assert float(np.abs(u).max()) == 0.0
+
+
+def test_eval_batch_must_split_over_the_devices(tmp_path):
+  code = ("import sys; sys.path.insert(0, '.');"
+          "from tests.test_train import FakeData, tiny_config; from jaxcrop import train;"
+          "c = tiny_config(); c.data.eval_batch_size = 3;"
+          f"train.train_and_evaluate(c, {str(tmp_path)!r}, data=FakeData())")
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "JAX_PLATFORMS": "cpu"}
+  run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert run.returncode != 0
+  assert "data.eval_batch_size=3 must be a multiple of the 2 devices" in run.stderr
+  assert not (tmp_path / "checkpoints").exists()
