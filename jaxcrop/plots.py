@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import pathlib
 import sys
 from typing import Sequence
@@ -27,8 +28,11 @@ from prep import nomenclature as nomenclature_lib
 from prep.errors import PrepError
 
 IGNORE = 255
-NO_LABEL_RGB = (235, 235, 235)       # unlabelled / nodata pixels in maps
-ERROR_COLORS = {"correct": "#2ca02c", "wrong": "#d62728", "no label": "#ebebeb"}
+NO_LABEL_RGB = (235, 235, 235)       # no RPG label (ground truth)
+NO_DATA_RGB = (0, 0, 0)              # no observation (prediction nodata), black as in the GIF
+# Okabe–Ito blue and vermillion: told apart under every common colour-vision deficiency.
+ERROR_COLORS = {"correct": "#0072b2", "wrong": "#d55e00", "no label": "#ebebeb",
+                "no data": "#000000"}
 DPI = 100
 
 
@@ -39,9 +43,13 @@ def _plt():
   return plt
 
 
-def class_rgb(nom, ids: np.ndarray) -> np.ndarray:
-  """uint8 [H, W, 3] nomenclature colours of class ids [H, W] (255 → light grey)."""
-  table = np.tile(np.array(NO_LABEL_RGB, np.uint8), (256, 1))
+def _hex(rgb) -> str:
+  return "#" + "".join(f"{int(c):02x}" for c in rgb)
+
+
+def class_rgb(nom, ids: np.ndarray, none_rgb=NO_LABEL_RGB) -> np.ndarray:
+  """uint8 [H, W, 3] nomenclature colours of class ids [H, W] (255 → `none_rgb`)."""
+  table = np.tile(np.array(none_rgb, np.uint8), (256, 1))
   table[:nom.num_classes] = nom.rgb()
   return table[ids]
 
@@ -50,6 +58,14 @@ def legend_handles(nom, classes: Sequence[int]):
   import matplotlib.patches as mpatches
   return [mpatches.Patch(facecolor=nom.colors[k], edgecolor="none", label=nom.tier3[k])
           for k in classes]
+
+
+def missing_handles(*, no_label: bool, no_data: bool):
+  """Legend patches for the pixels without a class that a figure shows."""
+  import matplotlib.patches as mpatches
+  shown = [("no label (RPG)", NO_LABEL_RGB, no_label), ("no data", NO_DATA_RGB, no_data)]
+  return [mpatches.Patch(facecolor=_hex(rgb), edgecolor="#555555", linewidth=0.5, label=name)
+          for name, rgb, on in shown if on]
 
 
 def _save(fig, out) -> pathlib.Path:
@@ -61,55 +77,80 @@ def _save(fig, out) -> pathlib.Path:
   return out
 
 
-def plot_prediction(classes: np.ndarray, labels: np.ndarray, out, *, nom=None,
+def plot_prediction(classes: np.ndarray, labels: np.ndarray | None, out, *, nom=None,
                     title: str = "") -> pathlib.Path:
-  """Predicted map next to the ground truth, with one legend of the classes shown.
+  """Predicted map next to the ground truth (alone without labels), one legend of the
+  classes shown plus "no label" / "no data" when such pixels are shown.
 
   Args:
-    classes: uint8 [H, W] predicted classes (255 = nodata).
-    labels: uint8 [H, W] true classes (255 = no label).
-  Figure: 12 x 6.5 inches at 100 dpi.
+    classes: uint8 [H, W] predicted classes (255 = no data, black).
+    labels: uint8 [H, W] true classes (255 = no label, light grey), or None for a zone
+      without labels.
+  Figure: 12 x 6.5 in with labels, 7 x 7.5 in without, at 100 dpi.
   """
   nom = nom or nomenclature_lib.load()
   plt = _plt()
-  fig, axes = plt.subplots(1, 2, figsize=(12, 6.5))
-  for ax, ids, name in zip(axes, (classes, labels), ("prediction", "ground truth (RPG)")):
-    ax.imshow(class_rgb(nom, ids), interpolation="nearest")
-    ax.set_title(name)
+  panels = [(class_rgb(nom, classes, NO_DATA_RGB), "prediction")]
+  if labels is not None:
+    panels.append((class_rgb(nom, labels), "ground truth (RPG)"))
+  width, height = (12, 6.5) if labels is not None else (7, 7.5)
+  fig, axes = plt.subplots(1, len(panels), figsize=(width, height), squeeze=False)
+  for ax, (rgb, name) in zip(axes[0], panels):
+    ax.imshow(rgb, interpolation="nearest")
+    ax.set_title(name if labels is not None or not title else f"{title}: {name}")
     ax.set_axis_off()
-  shown = np.union1d(np.unique(classes), np.unique(labels))
+  shown = np.unique(classes) if labels is None else np.union1d(np.unique(classes),
+                                                                np.unique(labels))
   shown = [int(k) for k in shown if k < nom.num_classes]         # drops 255
-  fig.legend(handles=legend_handles(nom, shown), loc="lower center",
-             ncol=min(6, max(1, len(shown))), fontsize=8, frameon=False)
-  fig.suptitle(title)
-  fig.subplots_adjust(bottom=0.18, top=0.9, left=0.02, right=0.98, wspace=0.05)
+  handles = legend_handles(nom, shown) + missing_handles(
+      no_label=labels is not None and bool((labels == IGNORE).any()),
+      no_data=bool((classes == IGNORE).any()))
+  ncol = min(6 if labels is not None else 4, len(handles) or 1)
+  fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.005), ncol=ncol,
+             fontsize=9, frameon=False)
+  if labels is not None:
+    fig.suptitle(title)
+  # Room for the legend's rows (~0.19 in each at 9 pt): the maps take the rest.
+  legend_h = (0.25 + 0.19 * math.ceil(len(handles) / ncol)) / height
+  fig.subplots_adjust(bottom=legend_h, top=0.9 if labels is not None else 0.94, left=0.02,
+                      right=0.98, wspace=0.05)
   return _save(fig, out)
 
 
 def error_map(classes: np.ndarray, labels: np.ndarray) -> np.ndarray:
-  """uint8 [H, W]: 0 correct, 1 wrong, 2 no label (or no prediction)."""
-  scored = (labels != IGNORE) & (classes != IGNORE)
-  return np.where(scored, (classes != labels).astype(np.uint8), 2).astype(np.uint8)
+  """uint8 [H, W]: 0 correct, 1 wrong, 2 no label, 3 no data (no prediction).
+
+  No data wins over no label: its area is then the same as in the prediction map.
+  """
+  err = np.where(labels == IGNORE, 2, (classes != labels).astype(np.uint8))
+  return np.where(classes == IGNORE, 3, err).astype(np.uint8)
 
 
 def plot_errors(classes: np.ndarray, labels: np.ndarray, out, *,
                 title: str = "") -> pathlib.Path:
-  """Map of correct / wrong / unlabelled pixels, with the pixel accuracy. 8 x 8.5 in."""
+  """Map of correct / wrong / no label / no data pixels, with the pixel accuracy.
+
+  Colour-blind safe: blue correct, vermillion wrong, light grey no label, black no
+  data; "no label" and "no data" are in the legend only when present. 8 x 8.5 in.
+  """
   from matplotlib.colors import ListedColormap
   import matplotlib.patches as mpatches
   plt = _plt()
   err = error_map(classes, labels)
   fig, ax = plt.subplots(figsize=(8, 8.5))
-  cmap = ListedColormap(list(ERROR_COLORS.values()))
-  ax.imshow(err, cmap=cmap, vmin=0, vmax=2, interpolation="nearest")
+  ax.imshow(err, cmap=ListedColormap(list(ERROR_COLORS.values())), vmin=0, vmax=3,
+            interpolation="nearest")
   ax.set_axis_off()
   scored = err < 2
   acc = float((err[scored] == 0).mean()) if scored.any() else float("nan")
-  ax.set_title(f"{title} pixel accuracy {acc:.3f} ({int(scored.sum())} labelled pixels)")
-  fig.legend(handles=[mpatches.Patch(facecolor=c, edgecolor="black", linewidth=0.5, label=n)
-                      for n, c in ERROR_COLORS.items()], loc="lower center", ncol=3,
-             frameon=False)
-  fig.subplots_adjust(bottom=0.08, top=0.94, left=0.02, right=0.98)
+  ax.set_title(f"{title + ': ' if title else ''}pixel accuracy {acc:.3f} over "
+               f"{int(scored.sum()):,} labelled pixels")
+  shown = [n for i, n in enumerate(ERROR_COLORS) if i < 2 or (err == i).any()]
+  fig.legend(handles=[mpatches.Patch(facecolor=ERROR_COLORS[n], edgecolor="#555555",
+                                     linewidth=0.5, label=n) for n in shown],
+             loc="lower center", ncol=len(shown), frameon=False)
+  # Fixed margins: constrained layout clips the title of a square image this tall.
+  fig.subplots_adjust(bottom=0.06, top=0.95, left=0.03, right=0.97)
   return _save(fig, out)
 
 
@@ -308,9 +349,10 @@ def monthly_gif(image: np.ndarray, bands: Sequence[str], months: Sequence[str], 
 # --------------------------------------------------------------------------- #
 # Command line.
 
-def _read_classes(pred_dir, zone=None) -> np.ndarray:
-  """uint8 [H, W] classes.tif of a prediction folder; with `zone`, refuses a map of
-  another zone (a different grid: CRS or geotransform)."""
+def _read_classes(pred_dir, zone=None) -> tuple[np.ndarray, str | None]:
+  """(uint8 [H, W] classes.tif of a prediction folder, its NOMENCLATURE tag or None);
+  with `zone`, refuses a map of another zone (a different grid: CRS, geotransform or
+  size)."""
   import rasterio
   p = pathlib.Path(pred_dir) / "classes.tif"
   if not p.is_file():
@@ -321,7 +363,10 @@ def _read_classes(pred_dir, zone=None) -> np.ndarray:
                              not src.transform.almost_equals(zone.zone.transform)):
       raise PrepError(f"{p}: map is not on zone {zone.zone_id}'s grid (another zone's "
                       f"prediction?); pass --pred OUT/{zone.zone_id}")
-    return src.read(1)
+    if zone is not None and src.shape != zone.zone.shape:
+      raise PrepError(f"{p}: map {src.shape} is not on zone {zone.zone_id}'s grid "
+                      f"{zone.zone.shape}; pass the prediction of this zone")
+    return src.read(1), src.tags().get("NOMENCLATURE")
 
 
 def _read_metrics(path) -> dict:
@@ -335,12 +380,36 @@ def _read_metrics(path) -> dict:
                     f"`python -m jaxcrop.evaluate`") from None
 
 
+def map_nomenclature(map_version: str | None, zone):
+  """The nomenclature of a map: its NOMENCLATURE tag, else the zone's labels', else
+  the default one."""
+  return nomenclature_lib.load(map_version or zone.nomenclature or nomenclature_lib.VERSION)
+
+
+def zone_figures(zone, pred_dir, out) -> list[pathlib.Path]:
+  """A zone's monthly GIF and prediction map; with labels, the map beside them and
+  the error map too."""
+  out = pathlib.Path(out)
+  classes, version = _read_classes(pred_dir, zone)
+  nom = map_nomenclature(version, zone)
+  labels = zone.read_labels() if zone.has_labels else None
+  written = [monthly_gif(zone.read_image(), zone.bands, zone.months,
+                         out / f"{zone.zone_id}_composites.gif"),
+             plot_prediction(classes, labels, out / f"{zone.zone_id}_prediction.png",
+                             nom=nom, title=zone.zone_id)]
+  if labels is not None:
+    written.append(plot_errors(classes, labels, out / f"{zone.zone_id}_errors.png",
+                               title=zone.zone_id))
+  return written
+
+
 def all_figures(zones, out, *, maps=None, metrics=None) -> list[pathlib.Path]:
-  """Every figure at once: what `./launch.sh demo` shows a person.
+  """Every figure that the inputs allow: what `./launch.sh demo` shows a person.
 
   Args:
-    zones: ZoneFolders; the class distribution covers all of them, the per-zone
-      figures (prediction, errors, monthly GIF) those with a map in `maps`.
+    zones: ZoneFolders; the class distribution covers the labelled ones (skipped,
+      with a note on stderr, when none is), the per-zone figures (monthly GIF and
+      prediction map; errors with labels) those with a map in `maps`.
     out: output folder.
     maps: the OUT folder of `jaxcrop.predict` (maps/<zone_id>/classes.tif).
     metrics: W/eval/metrics.json of `jaxcrop.evaluate`, for F1 bars and confusion.
@@ -356,22 +425,17 @@ def all_figures(zones, out, *, maps=None, metrics=None) -> list[pathlib.Path]:
       cm, names = confusion_from_metrics(m, level)
       written.append(plot_confusion(cm, names, out / f"confusion_{level}.png",
                                     title=f"{level} level, model (rows normalized)"))
-  regions, counts, _ = region_class_counts(zones)
-  written.append(plot_class_distribution(regions, counts, out / "class_distribution.png"))
+  labelled = [z for z in zones if z.has_labels]
+  if labelled:
+    regions, counts, _ = region_class_counts(labelled)
+    written.append(plot_class_distribution(regions, counts, out / "class_distribution.png"))
+  else:
+    print(f"note: class_distribution.png skipped: no labelled zone among the {len(zones)} "
+          f"zone folder(s)", file=sys.stderr)
   for zone in zones:
     pred = pathlib.Path(maps) / zone.zone_id if maps else None
-    if pred is None or not (pred / "classes.tif").is_file():
-      continue
-    classes = _read_classes(pred, zone)
-    written.append(monthly_gif(zone.read_image(), zone.bands, zone.months,
-                               out / f"{zone.zone_id}_composites.gif"))
-    if zone.has_labels:
-      labels = zone.read_labels()
-      nom = nomenclature_lib.load(zone.nomenclature)
-      written.append(plot_prediction(classes, labels, out / f"{zone.zone_id}_prediction.png",
-                                     nom=nom, title=zone.zone_id))
-      written.append(plot_errors(classes, labels, out / f"{zone.zone_id}_errors.png",
-                                 title=zone.zone_id))
+    if pred is not None and (pred / "classes.tif").is_file():
+      written += zone_figures(zone, pred, out)
   return written
 
 
@@ -380,16 +444,18 @@ def build_parser() -> argparse.ArgumentParser:
                                epilog="examples:\n" + __doc__.split("\n\n")[1],
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = ap.add_subparsers(dest="figure", required=True, metavar="figure")
-  zone_help = "zone folder (prep), labelled except for gif"
+  zone_help = "zone folder (prep), labelled except for prediction and gif"
   pred_help = "prediction folder OUT/<zone_id> of jaxcrop.predict"
   metrics_help = "W/eval/metrics.json of jaxcrop.evaluate"
   s = sub.add_parser("all", help="every figure: F1, confusion, distribution, per-zone maps "
-                     "and GIFs", description="Every figure at once (what ./launch.sh demo shows).")
+                     "and GIFs", description="Every figure the inputs allow (what "
+                     "./launch.sh demo shows); zones without labels get their GIF and "
+                     "prediction map only.")
   s.add_argument("--zones", required=True, nargs="+", help="zone folders or their parent(s)")
   s.add_argument("--maps", help="OUT folder of jaxcrop.predict (per-zone map figures)")
   s.add_argument("--metrics", help=metrics_help + " (F1 and confusion figures)")
   s.add_argument("--out", required=True, help="folder for the figures")
-  for name, text in (("prediction", "map of a zone beside its labels"),
+  for name, text in (("prediction", "map of a zone, beside its labels when it has some"),
                      ("errors", "where a zone's map disagrees with its labels"),
                      ("confusion", "row-normalized confusion matrix, of a zone (--zone, "
                                    "--pred) or of an evaluation (--metrics)")):
@@ -467,16 +533,14 @@ def _run(args) -> pathlib.Path:
                                                       f"(rows normalized)")
   if not args.zone:
     raise PrepError(f"{args.figure}: --zone is required")
-  zone = open_zone(args.zone, require_labels=args.figure != "gif")
+  zone = open_zone(args.zone, require_labels=args.figure not in ("gif", "prediction"))
   if args.figure == "gif":
     return monthly_gif(zone.read_image(), zone.bands, zone.months, args.out, scale=args.scale)
   if not args.pred:
     raise PrepError(f"{args.figure}: --pred OUT/<zone_id> is required")
-  classes, labels = _read_classes(args.pred, zone), zone.read_labels()
-  if classes.shape != labels.shape:
-    raise PrepError(f"{args.pred}: map {classes.shape} is not on zone {zone.zone_id}'s "
-                    f"grid {labels.shape}; pass the prediction of this zone")
-  nom = nomenclature_lib.load(zone.nomenclature)
+  classes, version = _read_classes(args.pred, zone)
+  labels = zone.read_labels() if zone.has_labels else None
+  nom = map_nomenclature(version, zone)
   if args.figure == "prediction":
     return plot_prediction(classes, labels, args.out, nom=nom, title=zone.zone_id)
   if args.figure == "errors":

@@ -1,5 +1,7 @@
-"""Figures: files decode with the expected size/frames, classes keep their colours."""
+"""Figures: files decode with the expected size/frames, classes keep their colours;
+texts (titles, legends, values) are read from SVG renderings that keep text as text."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -21,9 +23,40 @@ def _has_color(img, hex_color):
   return bool(np.all(img == rgb, axis=-1).any())
 
 
+def _texts(plot, *args, **kwargs) -> list[tuple[str, float]]:
+  """(text, font size in pt) of each text of the figure plot(...) writes to an .svg."""
+  import matplotlib
+  with matplotlib.rc_context({"svg.fonttype": "none"}):
+    path = plot(*args, **kwargs)
+  return [(t.strip(), float(size)) for size, t in
+          re.findall(r'<text style="font-size: ([\d.]+)px[^>]*>([^<]*)', path.read_text())]
+
+
+def _simulate_cvd(hex_color, kind):
+  """sRGB 0-255 of a colour as seen with full protanopia / deuteranopia / tritanopia
+  (Machado et al. 2009, severity 1, in linear RGB)."""
+  m = {"protan": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216],
+                  [-0.003882, -0.048116, 1.051998]],
+       "deutan": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413],
+                  [-0.011820, 0.042940, 0.968881]],
+       "tritan": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602],
+                  [0.004733, 0.691367, 0.303900]]}[kind]
+  c = np.array([int(hex_color[i:i + 2], 16) for i in (1, 3, 5)]) / 255
+  lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+  out = np.clip(np.array(m) @ lin, 0, 1)
+  return 255 * np.where(out <= 0.0031308, 12.92 * out, 1.055 * out ** (1 / 2.4) - 0.055)
+
+
 @pytest.fixture(scope="module")
 def zone(tmp_path_factory):
   return pt.make_zone(tmp_path_factory.mktemp("z") / "testz_0")
+
+
+def _predict(zone, maps):
+  from jaxcrop import predict
+  pred = predict.predict_zone(*pt.init(pt.PixelModel()), zone, pt.make_meta(), tile=16,
+                              overlap=4)
+  return predict.write_outputs(zone, pred, NOM, maps)
 
 
 def test_class_rgb_uses_nomenclature_colors_and_grey_for_ignore():
@@ -31,6 +64,7 @@ def test_class_rgb_uses_nomenclature_colors_and_grey_for_ignore():
   rgb = plots.class_rgb(NOM, ids)
   assert rgb[0, 1].tolist() == NOM.rgb()[5].tolist()
   assert rgb[1, 0].tolist() == list(plots.NO_LABEL_RGB)
+  assert plots.class_rgb(NOM, ids, plots.NO_DATA_RGB)[1, 0].tolist() == [0, 0, 0]
 
 
 def test_prediction_figure_size_and_class_colors(zone, tmp_path):
@@ -47,14 +81,59 @@ def test_prediction_figure_size_and_class_colors(zone, tmp_path):
   assert not any(_has_color(img, NOM.colors[k]) for k in absent[:3])
 
 
+def test_prediction_legend_names_no_label_and_no_data_when_shown(zone, tmp_path):
+  labels = zone.read_labels()                    # has a strip without parcel (255)
+  classes = np.where(labels == 255, 3, labels).astype(np.uint8)
+  names = [t for t, _ in _texts(plots.plot_prediction, classes, labels, tmp_path / "a.svg",
+                                nom=NOM)]
+  assert "no label (RPG)" in names and "no data" not in names
+  classes[:5] = 255                              # the map's nodata: black, in the legend
+  names = [t for t, _ in _texts(plots.plot_prediction, classes, labels, tmp_path / "b.svg",
+                                nom=NOM)]
+  assert "no label (RPG)" in names and "no data" in names
+  assert _has_color(_rgb(plots.plot_prediction(classes, labels, tmp_path / "b.png", nom=NOM)),
+                    "#000000")
+  names = [t for t, _ in _texts(plots.plot_prediction, np.full_like(labels, 3),
+                                np.full_like(labels, 3), tmp_path / "c.svg", nom=NOM)]
+  assert "no label (RPG)" not in names and "no data" not in names
+
+
+def test_prediction_alone_without_labels(zone, tmp_path):
+  classes = np.where(zone.read_labels() == 255, 255, 4).astype(np.uint8)
+  img = _rgb(plots.plot_prediction(classes, None, tmp_path / "p.png", nom=NOM))
+  assert img.shape == (750, 700, 3)
+  assert _has_color(img, NOM.colors[4]) and _has_color(img, "#000000")
+  names = [t for t, _ in _texts(plots.plot_prediction, classes, None, tmp_path / "p.svg",
+                                nom=NOM)]
+  assert "ground truth (RPG)" not in names and "no label (RPG)" not in names
+  assert {"prediction", NOM.tier3[4], "no data"} <= set(names)
+
+
 def test_error_map_and_figure(tmp_path):
+  # No prediction (classes 255) is "no data" (3), apart from "no label" (2) since the
+  # colour-blind-safe version; it used to be folded into "no label".
   classes = np.array([[1, 2, 255], [4, 4, 4]], np.uint8)
   labels = np.array([[1, 3, 2], [255, 4, 0]], np.uint8)
-  assert plots.error_map(classes, labels).tolist() == [[0, 1, 2], [2, 0, 1]]
+  assert plots.error_map(classes, labels).tolist() == [[0, 1, 3], [2, 0, 1]]
   img = _rgb(plots.plot_errors(classes, labels, tmp_path / "e.png"))
   assert img.shape == (850, 800, 3)
   for c in plots.ERROR_COLORS.values():
     assert _has_color(img, c)
+  names = [t for t, _ in _texts(plots.plot_errors, classes, labels, tmp_path / "e.svg",
+                                title="z")]
+  assert {"correct", "wrong", "no label", "no data"} <= set(names)
+  assert "z: pixel accuracy 0.500 over 4 labelled pixels" in names
+  names = [t for t, _ in _texts(plots.plot_errors, classes, np.where(labels == 255, 0, labels),
+                                tmp_path / "f.svg")]
+  assert "no label" not in names and "no data" in names
+
+
+def test_error_colors_stay_apart_with_colour_blindness():
+  # The former green/red pair comes within 30 sRGB units of each other for a deuteranope.
+  for kind in ("protan", "deutan", "tritan"):
+    good, bad = (_simulate_cvd(plots.ERROR_COLORS[n], kind) for n in ("correct", "wrong"))
+    assert np.linalg.norm(good - bad) > 150, kind
+  assert np.linalg.norm(_simulate_cvd("#2ca02c", "deutan") - _simulate_cvd("#d62728", "deutan")) < 30
 
 
 def test_confusion_figure_drops_absent_classes(tmp_path):
@@ -162,3 +241,30 @@ def test_all_figures_for_predicted_zones_only(tmp_path):
   assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == [
       "class_distribution.png", "confusion_pixel.png", "f1_per_class.png",
       "z_0_composites.gif", "z_0_errors.png", "z_0_prediction.png"]
+def test_all_figures_for_zones_without_labels(tmp_path, capsys):
+  root = tmp_path / "zones"
+  zones = [pt.make_zone(root / f"new_{i}", zone_id=f"new_{i}", seed=i, labels=False)
+           for i in range(2)]
+  for z in zones:
+    _predict(z, tmp_path / "maps")
+  capsys.readouterr()
+  assert plots.main(["all", "--zones", str(root), "--maps", str(tmp_path / "maps"),
+                     "--out", str(tmp_path / "fig")]) == 0
+  out, err = capsys.readouterr()
+  assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == [
+      "new_0_composites.gif", "new_0_prediction.png", "new_1_composites.gif",
+      "new_1_prediction.png"]
+  assert err == ("note: class_distribution.png skipped: no labelled zone among the 2 zone "
+                 "folder(s)\n")
+  assert out == f"wrote 4 figures to {tmp_path / 'fig'}\n"
+  img = _rgb(tmp_path / "fig" / "new_0_prediction.png")
+  assert img.shape == (750, 700, 3)                          # the map alone
+  assert _has_color(img, "#000000")                          # the nodata hole
+  # A labelled zone beside them brings the class distribution back (no --maps here).
+  pt.make_zone(root / "old_0", zone_id="old_0")
+  assert plots.main(["all", "--zones", str(root), "--out", str(tmp_path / "fig2")]) == 0
+  assert [p.name for p in (tmp_path / "fig2").iterdir()] == ["class_distribution.png"]
+  assert capsys.readouterr().err == ""
+  assert plots.main(["prediction", "--zone", str(zones[0].path), "--pred",
+                     str(tmp_path / "maps" / "new_0"), "--out", str(tmp_path / "p.png")]) == 0
+  assert _rgb(tmp_path / "p.png").shape == (750, 700, 3)
