@@ -32,6 +32,25 @@ def _texts(plot, *args, **kwargs) -> list[tuple[str, float]]:
           re.findall(r'<text style="font-size: ([\d.]+)px[^>]*>([^<]*)', path.read_text())]
 
 
+def _blank_rows_at_bottom(img) -> int:
+  """Rows of pure white under the lowest drawn pixel."""
+  return img.shape[0] - 1 - int(np.flatnonzero((img != 255).any(axis=(1, 2))).max())
+
+
+def _metrics(*, baseline=True):
+  """metrics.json of jaxcrop.evaluate for a tiny confusion matrix (classes 2, 5, 7)."""
+  from jaxcrop import metrics
+  cm = np.zeros((23, 23), int)
+  cm[2, 2], cm[2, 5], cm[5, 5], cm[7, 7], cm[7, 2] = 30, 10, 7, 12, 4
+  base = cm.copy()
+  base[2, 2], base[2, 7] = 20, 10
+  m = {"split": "test", "pixel": {"model": metrics.summarize(cm, list(NOM.tier3))},
+       "confusion_matrix": {"pixel_model": cm.tolist(), "parcel_model": (cm // 2).tolist()}}
+  if baseline:
+    m["pixel"]["baseline"] = metrics.summarize(base, list(NOM.tier3))
+  return m
+
+
 def _simulate_cvd(hex_color, kind):
   """sRGB 0-255 of a colour as seen with full protanopia / deuteranopia / tritanopia
   (Machado et al. 2009, severity 1, in linear RGB)."""
@@ -141,6 +160,23 @@ def test_confusion_figure_drops_absent_classes(tmp_path):
   cm[0, 0], cm[0, 1], cm[1, 1] = 8, 2, 5
   img = _rgb(plots.plot_confusion(cm, NOM.tier3, tmp_path / "c.png"))
   assert img.shape == (1000, 1100, 3)
+  assert _blank_rows_at_bottom(img) < 30          # was ~100 px of white under the labels
+  names = [t for t, _ in _texts(plots.plot_confusion, cm, NOM.tier3, tmp_path / "c.svg")]
+  assert "true class  (support)" in names          # no unit given: none named
+
+
+def test_confusion_numbers_readable_and_rows_carry_their_support(tmp_path):
+  cm = np.zeros((23, 23), int)
+  cm[np.arange(17), np.arange(17)] = 90 + np.arange(17)   # 17 classes, like the demo
+  cm[0, 1] = 1210
+  texts = dict(_texts(plots.plot_confusion, cm, NOM.tier3, tmp_path / "c.svg",
+                      title="pixel level, test split: x", unit="parcels"))
+  assert texts["winter_wheat  1,300"] >= 7 and "durum_wheat  91" in texts
+  assert texts["93"] >= 10                        # 1210 / 1300; the numbers were 6 pt
+  assert texts["true class  (support: parcels)"] and "pixel level, test split: x" in texts
+  assert plots.cell_fontsize(17) >= 10 and plots.cell_fontsize(23) >= 7.5
+  assert plots.cell_fontsize(40) < 6              # too small: no numbers drawn
+  assert plots.support_labels(["a", "b"], np.array([1234.0, 5])) == ["a  1,234", "b  5"]
 
 
 def test_per_class_f1_figure_reads_evaluate_format(tmp_path):
@@ -155,8 +191,39 @@ def test_per_class_f1_figure_reads_evaluate_format(tmp_path):
   assert img.shape == (800, 1200, 3)
   assert all(_has_color(img, NOM.colors[k]) for k in range(1, 6))
   assert not _has_color(img, NOM.colors[9])     # no support → not drawn
+  assert _blank_rows_at_bottom(img) < 30
+  texts = [t for t, _ in _texts(plots.plot_per_class_f1, metrics, tmp_path / "f1.svg")]
+  values = [t for t in texts if re.fullmatch(r"0\.\d\d", t)]        # ticks have 1 digit
+  assert values == ["0.50", "0.40", "0.30", "0.20", "0.10"]           # sorted by support
+  assert "pixel level: per-class F1, model" in texts and "baseline" not in texts
+  assert "class (sorted by true pixels)" in texts
   with pytest.raises(plots.PrepError, match="no per_class table"):
     plots.per_class_rows({"pixel": {}})
+
+
+def test_per_class_f1_draws_the_baseline_and_says_level_and_split(tmp_path):
+  m = _metrics()
+  base = plots.baseline_f1(m)
+  assert base["winter_barley"] == pytest.approx(
+      next(r["f1"] for r in m["pixel"]["baseline"]["per_class"] if r["name"] == "winter_barley"))
+  assert base["winter_barley"] < next(r["f1"] for r in plots.per_class_rows(m)
+                                      if r["name"] == "winter_barley")
+  assert plots.baseline_f1(_metrics(baseline=False)) is None
+  texts = [t for t, _ in _texts(plots.plot_per_class_f1, m, tmp_path / "f1.svg")]
+  assert "pixel level, test split: per-class F1, model vs baseline" in texts
+  assert {"baseline", "model (class colour)"} <= set(texts)
+  f1 = {r["name"]: r["f1"] for r in plots.per_class_rows(m)}
+  assert {f"{f1[n]:.2f}" for n in ("winter_barley", "maize", "rapeseed")} <= set(texts)
+  img = _rgb(plots.plot_per_class_f1(m, tmp_path / "f1.png"))
+  assert _has_color(img, "#000000")               # the baseline ticks
+
+
+def test_per_class_f1_colours_from_the_metrics_nomenclature():
+  assert plots.metrics_nomenclature({"nomenclature_version": "v1"}) is NOM
+  assert plots.metrics_nomenclature({}).version == nomenclature.VERSION
+  with pytest.raises(plots.PrepError, match="nomenclature v9"):
+    plots.metrics_nomenclature({"nomenclature_version": "v9"})   # not silently the default
+  assert plots.metrics_title({"split": "val"}, "parcel", "x") == "parcel level, val split: x"
 
 
 def test_class_distribution_per_region(tmp_path):
@@ -207,32 +274,26 @@ def test_cli_prediction_and_errors_from_predict_outputs(zone, tmp_path, capsys):
 
 
 def test_confusion_from_evaluate_metrics_json(tmp_path):
-  from jaxcrop import metrics
-  cm = np.zeros((23, 23), int)
-  cm[2, 2], cm[2, 5], cm[5, 5] = 30, 10, 7
-  m = {"pixel": {"model": metrics.summarize(cm, list(NOM.tier3))},
-       "confusion_matrix": {"pixel_model": cm.tolist(), "parcel_model": (cm // 2).tolist()}}
+  m = _metrics()
   got, names = plots.confusion_from_metrics(m, "parcel")
   assert got[2, 2] == 15 and names == list(NOM.tier3)
   (tmp_path / "m.json").write_text(json.dumps(m))
   assert plots.main(["confusion", "--metrics", str(tmp_path / "m.json"), "--out",
                      str(tmp_path / "c.png")]) == 0
   assert _rgb(tmp_path / "c.png").shape == (1000, 1100, 3)
+  texts = [t for t, _ in _texts(plots.plot_metrics_confusion, m, "parcel", tmp_path / "c.svg")]
+  assert "parcel level, test split: model confusion (rows: % of the true class)" in texts
+  assert "winter_barley  20" in texts and "true class  (support: parcels)" in texts
   with pytest.raises(plots.PrepError, match=r"no confusion_matrix\['pixel_model'\]"):
     plots.confusion_from_metrics({"pixel": m["pixel"]})
 
 
 def test_all_figures_for_predicted_zones_only(tmp_path):
-  from jaxcrop import metrics, predict
   zones = [pt.make_zone(tmp_path / "zones" / f"z_{i}", zone_id=f"z_{i}", seed=i)
            for i in range(2)]
-  pred = predict.predict_zone(*pt.init(pt.PixelModel()), zones[0], pt.make_meta(),
-                              tile=16, overlap=4)
-  predict.write_outputs(zones[0], pred, NOM, tmp_path / "maps")
-  cm = np.zeros((23, 23), int)
-  cm[2, 2], cm[2, 5], cm[5, 5] = 30, 10, 7
-  m = {"pixel": {"model": metrics.summarize(cm, list(NOM.tier3))},
-       "confusion_matrix": {"pixel_model": cm.tolist()}}
+  _predict(zones[0], tmp_path / "maps")
+  m = _metrics()
+  del m["confusion_matrix"]["parcel_model"]
   (tmp_path / "m.json").write_text(json.dumps(m))
   assert plots.main(["all", "--zones", str(tmp_path / "zones"), "--maps",
                      str(tmp_path / "maps"), "--metrics", str(tmp_path / "m.json"),
@@ -241,6 +302,8 @@ def test_all_figures_for_predicted_zones_only(tmp_path):
   assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == [
       "class_distribution.png", "confusion_pixel.png", "f1_per_class.png",
       "z_0_composites.gif", "z_0_errors.png", "z_0_prediction.png"]
+
+
 def test_all_figures_for_zones_without_labels(tmp_path, capsys):
   root = tmp_path / "zones"
   zones = [pt.make_zone(root / f"new_{i}", zone_id=f"new_{i}", seed=i, labels=False)
