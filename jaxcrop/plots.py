@@ -33,6 +33,10 @@ NO_DATA_RGB = (0, 0, 0)              # no observation (prediction nodata), black
 # Okabe–Ito blue and vermillion: told apart under every common colour-vision deficiency.
 ERROR_COLORS = {"correct": "#0072b2", "wrong": "#d55e00", "no label": "#ebebeb",
                 "no data": "#000000"}
+NDVI_RANGE = (-0.2, 0.9)
+NDVI_CMAP = "RdYlGn"
+GIF_MIN_WIDTH = 800                  # px: smaller frames hide the parcels
+GAP = 4                              # px between the GIF's two panels, before scaling
 DPI = 100
 
 
@@ -45,6 +49,12 @@ def _plt():
 
 def _hex(rgb) -> str:
   return "#" + "".join(f"{int(c):02x}" for c in rgb)
+
+
+def text_color(hex_color: str) -> str:
+  """'black' or 'white', whichever reads better on `hex_color` (sRGB luma)."""
+  r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+  return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "white"
 
 
 def class_rgb(nom, ids: np.ndarray, none_rgb=NO_LABEL_RGB) -> np.ndarray:
@@ -310,15 +320,24 @@ def plot_per_class_f1(metrics: dict, out, *, nom=None, level: str = "pixel",
   return _save(fig, out)
 
 
+def zones_nomenclature(zones):
+  """The nomenclature of the labelled zones (one version for all of them), else the
+  default one. Raises PrepError on zones labelled with different versions."""
+  versions = sorted({z.nomenclature for z in zones if z.has_labels and z.nomenclature})
+  if len(versions) > 1:
+    raise PrepError(f"zone folders labelled with different nomenclatures {versions}; "
+                    f"plot the zones of one version at a time")
+  return nomenclature_lib.load(*versions)
+
+
 def region_class_counts(zones) -> tuple[list[str], np.ndarray, list[str]]:
   """(regions, int [R, K] labelled pixels per region and class, class names) from
   the zone folders' meta.json `labels.class_pixel_counts` ({class name: pixels})."""
-  nom = None
+  nom = zones_nomenclature(zones)
   by_region: dict[str, np.ndarray] = {}
   for z in zones:
     if not z.has_labels:
       continue
-    nom = nom or nomenclature_lib.load(z.nomenclature)
     counts = z.meta["labels"].get("class_pixel_counts", {})
     v = np.array([counts.get(n, 0) for n in nom.tier3], np.int64)
     by_region[z.zone.region] = by_region.get(z.zone.region, 0) + v
@@ -329,37 +348,47 @@ def region_class_counts(zones) -> tuple[list[str], np.ndarray, list[str]]:
 
 
 def plot_class_distribution(regions: Sequence[str], counts: np.ndarray, out, *,
-                            nom=None, title: str = "") -> pathlib.Path:
-  """Stacked bars: share of each class in each region's labelled pixels. 12 x 7 in."""
+                            nom=None, title: str = "", min_label: float = 0.05) -> pathlib.Path:
+  """Stacked bars: share of each class in each region's labelled pixels, shares of at
+  least `min_label` written in their segment. 12 x 7 in.
+
+  counts: int [R, K], K classes of `nom` (pass the zones' nomenclature).
+  """
   nom = nom or nomenclature_lib.load()
   plt = _plt()
   counts = np.asarray(counts, np.float64)
   share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-  fig, ax = plt.subplots(figsize=(12, 7))
+  fig, ax = plt.subplots(figsize=(12, 7), layout="constrained")
   left = np.zeros(len(regions))
-  present = np.flatnonzero(counts.sum(0) > 0)
-  for k in present:
+  for k in np.flatnonzero(counts.sum(0) > 0):
     ax.barh(regions, share[:, k], left=left, color=nom.colors[k], label=nom.tier3[k])
+    for i in np.flatnonzero(share[:, k] >= min_label):
+      ax.text(left[i] + share[i, k] / 2, i, f"{100 * share[i, k]:.0f} %", ha="center",
+              va="center", fontsize=8, color=text_color(nom.colors[k]))
     left += share[:, k]
   ax.set_xlim(0, 1)
   ax.set_xlabel("share of labelled pixels")
   ax.invert_yaxis()
   for i, n in enumerate(counts.sum(1)):
     ax.text(1.01, i, f"{int(n):,} px", va="center", fontsize=8)
-  ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=6, fontsize=8,
-            frameon=False)
+  fig.legend(loc="outside lower center", ncol=6, fontsize=9, frameon=False)
   ax.set_title(title or "class distribution per region")
-  fig.subplots_adjust(left=0.15, right=0.9, top=0.94, bottom=0.3)
   return _save(fig, out)
 
 
 def stretch(rgb: np.ndarray, valid: np.ndarray, lo: float = 2, hi: float = 98) -> np.ndarray:
-  """uint8 [..., 3]: each channel scaled between its lo/hi percentiles over valid pixels."""
-  out = np.zeros(rgb.shape, np.uint8)
-  for c in range(rgb.shape[-1]):
-    v = rgb[..., c][valid]
-    a, b = (np.percentile(v, (lo, hi)) if v.size else (0, 1))
-    out[..., c] = np.clip(255 * (rgb[..., c] - a) / max(b - a, 1e-6), 0, 255)
+  """uint8 [..., 3]: the three channels scaled with ONE lo–hi percentile range, taken
+  over the valid pixels of all three channels together; 0 where not valid.
+
+  One range for all channels keeps the ratios between bands, so a pixel with equal
+  reflectance in B4, B3 and B2 stays grey and vegetation stays green. A separate
+  range per channel gives every channel the same histogram and so shifts the colour
+  balance: Sentinel-2's dim blue band is stretched most, the weak green least (the
+  magenta cast). Cost: the image is as bluish-dim as reflectance is.
+  """
+  v = rgb[valid]
+  a, b = np.percentile(v, (lo, hi)) if v.size else (0.0, 1.0)
+  out = np.clip(255 * (rgb.astype(np.float32) - a) / max(b - a, 1e-6), 0, 255).astype(np.uint8)
   out[~valid] = 0
   return out
 
@@ -373,44 +402,101 @@ def ndvi(image: np.ndarray, bands: Sequence[str]) -> np.ndarray:
   return np.where((red > 0) | (nir > 0), v, np.nan).astype(np.float32)
 
 
+def ndvi_rgb(v: np.ndarray) -> np.ndarray:
+  """uint8 [..., 3] RdYlGn colours of NDVI values, clipped to NDVI_RANGE (NaN → low end)."""
+  import matplotlib
+  lo, hi = NDVI_RANGE
+  t = np.clip((np.nan_to_num(v, nan=lo) - lo) / (hi - lo), 0, 1)
+  return (matplotlib.colormaps[NDVI_CMAP](t)[..., :3] * 255).astype(np.uint8)
+
+
 def monthly_frames(image: np.ndarray, bands: Sequence[str], *, scale: int = 1,
-                   gap: int = 4) -> np.ndarray:
-  """uint8 [T, H*scale, (2W+gap)*scale, 3]: true colour (B4 B3 B2, one 2–98 %
-  stretch over the year) beside NDVI (RdYlGn, -0.2..0.9) for each month.
+                   gap: int = GAP) -> np.ndarray:
+  """uint8 [T, H*scale, (2W+gap)*scale, 3]: true colour (B4 B3 B2, one common 2–98 %
+  stretch over the year, see `stretch`) beside NDVI (RdYlGn, NDVI_RANGE), nodata black.
 
   Args:
     image: uint16 [T, H, W, C] composites, 0 = nodata.
   """
-  import matplotlib
   T, H, W, _ = image.shape
   b = list(bands)
   valid = np.any(image != 0, axis=-1)                          # [T, H, W]
-  rgb = stretch(image[..., [b.index("B4"), b.index("B3"), b.index("B2")]].astype(np.float32),
-                valid)
-  v = ndvi(image, bands)
-  cmap = matplotlib.colormaps["RdYlGn"]
-  vi = (cmap(np.clip((np.nan_to_num(v, nan=-0.2) + 0.2) / 1.1, 0, 1))[..., :3] * 255)
-  vi = np.where(valid[..., None], vi, 0).astype(np.uint8)
+  rgb = stretch(image[..., [b.index("B4"), b.index("B3"), b.index("B2")]], valid)
+  vi = np.where(valid[..., None], ndvi_rgb(ndvi(image, bands)), 0).astype(np.uint8)
   sep = np.full((T, H, gap, 3), 255, np.uint8)
   frames = np.concatenate([rgb, sep, vi], axis=2)
   return frames.repeat(scale, axis=1).repeat(scale, axis=2)
 
 
-def monthly_gif(image: np.ndarray, bands: Sequence[str], months: Sequence[str], out, *,
-                scale: int = 1, ms_per_frame: int = 700) -> pathlib.Path:
-  """Animated GIF of the monthly composites (true colour | NDVI), month in the corner.
+def auto_scale(width: int, gap: int = GAP) -> int:
+  """Smallest integer scale that makes a frame of two W-wide panels >= GIF_MIN_WIDTH px."""
+  return max(1, math.ceil(GIF_MIN_WIDTH / (2 * width + gap)))
 
-  Frames are [H*scale + 16, (2W+4)*scale] pixels: a 16-px caption strip on top.
+
+def caption_font_px(panel_width: int) -> int:
+  """Caption font size in px for a panel `panel_width` px wide (11–26)."""
+  return int(np.clip(panel_width // 20, 11, 26))
+
+
+def _font(px: int):
+  from matplotlib import font_manager
+  from PIL import ImageFont
+  return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), px)
+
+
+def caption_frames(frames: np.ndarray, months: Sequence[str], *, panel_width: int,
+                   gap: int) -> np.ndarray:
+  """uint8 [T, Hf + 2S, Wf, 3]: frames [T, Hf, Wf, 3] with a caption strip of S px on
+  top (month and "true colour" / "NDVI" over each panel) and one below the NDVI panel
+  holding its colour scale (NDVI_RANGE, ends and middle labelled).
   """
   from PIL import Image, ImageDraw
-  from prep.atomic import atomic_path
-  frames = monthly_frames(image, bands, scale=scale)
-  imgs = []
+  T, Hf, Wf, _ = frames.shape
+  px = caption_font_px(panel_width)
+  strip, pad, font = 2 * px, px // 2, _font(px)
+  right = panel_width + gap
+  lo, hi = NDVI_RANGE
+  label_w = int(font.getlength(f"{lo:.1f}")) + pad
+  bar_x0, bar_x1 = right + label_w + pad, right + panel_width - label_w - pad
+  bar = ndvi_rgb(np.linspace(lo, hi, max(bar_x1 - bar_x0, 1)))      # [N, 3]
+  out = []
   for f, month in zip(frames, months):
-    canvas = Image.new("RGB", (f.shape[1], f.shape[0] + 16), "white")
-    canvas.paste(Image.fromarray(f), (0, 16))
-    ImageDraw.Draw(canvas).text((2, 2), f"{month}  true colour | NDVI", fill="black")
-    imgs.append(canvas.convert("P", palette=Image.Palette.ADAPTIVE, colors=255))
+    canvas = Image.new("RGB", (Wf, Hf + 2 * strip), "white")
+    canvas.paste(Image.fromarray(f), (0, strip))
+    d = ImageDraw.Draw(canvas)
+    y = (strip - px) // 2
+    d.text((pad, y), f"{month}  true colour", fill="black", font=font)
+    d.text((right + pad, y), f"{month}  NDVI", fill="black", font=font)
+    y0, h = Hf + strip, strip
+    bar_img = np.broadcast_to(bar[None], (h // 2, len(bar), 3))
+    canvas.paste(Image.fromarray(np.ascontiguousarray(bar_img)), (bar_x0, y0 + h // 4))
+    d.text((bar_x0 - pad, y0 + h // 2), f"{lo:.1f}", fill="black", font=font, anchor="rm")
+    d.text((bar_x1 + pad, y0 + h // 2), f"{hi:.1f}", fill="black", font=font, anchor="lm")
+    out.append(np.asarray(canvas))
+  return np.stack(out)
+
+
+def gif_frames(image: np.ndarray, bands: Sequence[str], months: Sequence[str], *,
+               scale: int = 1) -> np.ndarray:
+  """uint8 [T, H*scale + 2S, (2W+GAP)*scale, 3]: what `monthly_gif` animates
+  (monthly_frames with their captions and NDVI scale, S = 2 * caption_font_px)."""
+  frames = monthly_frames(image, bands, scale=scale)
+  return caption_frames(frames, months, panel_width=image.shape[2] * scale, gap=GAP * scale)
+
+
+def monthly_gif(image: np.ndarray, bands: Sequence[str], months: Sequence[str], out, *,
+                scale: int | None = None, ms_per_frame: int = 700) -> pathlib.Path:
+  """Animated GIF of the monthly composites (true colour | NDVI), one frame a month.
+
+  Args:
+    image: uint16 [T, H, W, C] composites, 0 = nodata.
+    scale: integer upscaling; None → auto_scale (frames >= GIF_MIN_WIDTH px wide).
+  """
+  from PIL import Image
+  from prep.atomic import atomic_path
+  scale = scale or auto_scale(image.shape[2])
+  imgs = [Image.fromarray(f).convert("P", palette=Image.Palette.ADAPTIVE, colors=255)
+          for f in gif_frames(image, bands, months, scale=scale)]
   out = pathlib.Path(out)
   with atomic_path(out) as tmp:
     imgs[0].save(tmp, format="GIF", save_all=True, append_images=imgs[1:],
@@ -497,7 +583,8 @@ def all_figures(zones, out, *, maps=None, metrics=None) -> list[pathlib.Path]:
   labelled = [z for z in zones if z.has_labels]
   if labelled:
     regions, counts, _ = region_class_counts(labelled)
-    written.append(plot_class_distribution(regions, counts, out / "class_distribution.png"))
+    written.append(plot_class_distribution(regions, counts, out / "class_distribution.png",
+                                           nom=zones_nomenclature(labelled)))
   else:
     print(f"note: class_distribution.png skipped: no labelled zone among the {len(zones)} "
           f"zone folder(s)", file=sys.stderr)
@@ -546,11 +633,13 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("--zones", required=True, nargs="+", help="zone folders or their parent(s)")
   s.add_argument("--out", required=True, help="output PNG")
   s = sub.add_parser("gif", help="animated monthly composites of a zone",
-                     description="Animated GIF of a zone's monthly composites (RGB).")
+                     description="Animated GIF of a zone's monthly composites (true colour "
+                                 "and NDVI).")
   s.add_argument("--zone", required=True, help="zone folder (prep)")
   s.add_argument("--out", required=True, help="output GIF")
-  s.add_argument("--scale", type=int, default=1,
-                 help="integer upscaling of the frames (default: %(default)s)")
+  s.add_argument("--scale", type=int, default=None,
+                 help=f"integer upscaling of the frames (default: the smallest giving "
+                      f"frames of at least {GIF_MIN_WIDTH} px)")
   return ap
 
 
@@ -595,8 +684,9 @@ def _run(args) -> pathlib.Path:
     return plot_per_class_f1(_read_metrics(args.metrics), args.out, level=args.level)
   if args.figure == "distribution":
     from jaxcrop.predict import resolve_zones
-    regions, counts, _ = region_class_counts(resolve_zones(args.zones))
-    return plot_class_distribution(regions, counts, args.out)
+    zones = resolve_zones(args.zones)
+    regions, counts, _ = region_class_counts(zones)
+    return plot_class_distribution(regions, counts, args.out, nom=zones_nomenclature(zones))
   if args.figure == "confusion" and args.metrics:
     return plot_metrics_confusion(_read_metrics(args.metrics), args.level, args.out)
   if not args.zone:

@@ -2,6 +2,7 @@
 texts (titles, legends, values) are read from SVG renderings that keep text as text."""
 import json
 import re
+import types
 
 import numpy as np
 import pytest
@@ -152,7 +153,8 @@ def test_error_colors_stay_apart_with_colour_blindness():
   for kind in ("protan", "deutan", "tritan"):
     good, bad = (_simulate_cvd(plots.ERROR_COLORS[n], kind) for n in ("correct", "wrong"))
     assert np.linalg.norm(good - bad) > 150, kind
-  assert np.linalg.norm(_simulate_cvd("#2ca02c", "deutan") - _simulate_cvd("#d62728", "deutan")) < 30
+  old_good, old_bad = (_simulate_cvd(c, "deutan") for c in ("#2ca02c", "#d62728"))
+  assert np.linalg.norm(old_good - old_bad) < 30
 
 
 def test_confusion_figure_drops_absent_classes(tmp_path):
@@ -243,12 +245,39 @@ def test_class_distribution_per_region(tmp_path):
   assert all(_has_color(img, NOM.colors[k]) for k in np.flatnonzero(expected)[:5])
 
 
+def test_class_distribution_labels_large_shares_and_uses_the_zones_nomenclature(tmp_path):
+  counts = np.zeros((2, 23), int)
+  counts[0, [0, 5, 7]] = 80, 16, 4
+  counts[1, [0, 7]] = 50, 50
+  texts = [t for t, _ in _texts(plots.plot_class_distribution, ["A", "B"], counts,
+                                tmp_path / "d.svg", nom=NOM)]
+  assert sorted(t for t in texts if t.endswith(" %")) == ["16 %", "50 %", "50 %", "80 %"]
+  zone = lambda v: types.SimpleNamespace(has_labels=True, nomenclature=v)
+  assert plots.zones_nomenclature([zone("v1"), types.SimpleNamespace(
+      has_labels=False, nomenclature=None)]) is NOM
+  with pytest.raises(plots.PrepError, match="nomenclature v9"):
+    plots.zones_nomenclature([zone("v9")])        # the zones' version, not the default
+  with pytest.raises(plots.PrepError, match=r"different nomenclatures \['v1', 'v2'\]"):
+    plots.zones_nomenclature([zone("v1"), zone("v2")])
+
+
+def test_stretch_keeps_greys_grey():
+  rng = np.random.default_rng(0)
+  rgb = np.stack([rng.uniform(500, 2000, 500), rng.uniform(300, 1200, 500),
+                  rng.uniform(100, 600, 500)], -1).astype(np.float32)   # red > green > blue
+  rgb[:10] = 550                                  # grey pixels: B4 = B3 = B2
+  out = plots.stretch(rgb, np.ones(500, bool)).astype(int)
+  assert (out[:10, 0] == out[:10, 1]).all() and (out[:10, 1] == out[:10, 2]).all()
+  assert (out[10:, 0] >= out[10:, 2]).mean() > 0.95    # the colour balance is kept
+
+
 def test_monthly_gif_frames_and_ndvi(zone, tmp_path):
   image = zone.read_image()
   out = plots.monthly_gif(image, zone.bands, zone.months, tmp_path / "m.gif", scale=2)
+  strip = 2 * plots.caption_font_px(2 * pt.W)
   with Image.open(out) as gif:
     assert gif.n_frames == pt.T
-    assert gif.size == ((2 * pt.W + 4) * 2, pt.H * 2 + 16)
+    assert gif.size == ((2 * pt.W + 4) * 2, pt.H * 2 + 2 * strip)
   v = plots.ndvi(np.array([[[[100, 100, 100, 300]], [[0, 0, 0, 0]]]], np.uint16), zone.bands)
   assert v[0, 0, 0] == pytest.approx(0.5) and np.isnan(v[0, 1, 0])
   frames = plots.monthly_frames(image, zone.bands)
@@ -256,16 +285,35 @@ def test_monthly_gif_frames_and_ndvi(zone, tmp_path):
   assert (frames[:, pt.HOLE[0], pt.HOLE[1]] == 0).all()     # nodata is black
 
 
+def test_monthly_gif_is_wide_with_a_caption_per_panel_and_an_ndvi_scale(zone):
+  image = zone.read_image()
+  scale = plots.auto_scale(pt.W)
+  assert (2 * pt.W + 4) * scale >= 800 > (2 * pt.W + 4) * (scale - 1)
+  assert plots.auto_scale(1000) == 1
+  frames = plots.gif_frames(image, zone.bands, zone.months, scale=scale)
+  px = plots.caption_font_px(pt.W * scale)
+  strip, panel = 2 * px, pt.W * scale
+  assert px >= 16
+  assert frames.shape == (pt.T, pt.H * scale + 2 * strip, (2 * pt.W + 4) * scale, 3)
+  top = frames[0, :strip].min(-1) < 100                      # dark text pixels
+  for x0 in (0, panel + 4 * scale):                           # one caption per panel
+    rows = np.flatnonzero(top[:, x0:x0 + panel].any(1))
+    assert rows.size and rows.max() - rows.min() >= 0.6 * px  # glyphs px tall, not 8
+  assert not top[:, panel:panel + 4 * scale].any()            # none across the gap
+  bottom = frames[0, -strip:, panel + 4 * scale:].reshape(-1, 3)
+  lo, hi = plots.ndvi_rgb(np.array(plots.NDVI_RANGE))
+  assert np.all(bottom == lo, -1).any() and np.all(bottom == hi, -1).any()
+
+
 def test_cli_prediction_and_errors_from_predict_outputs(zone, tmp_path, capsys):
-  from jaxcrop import predict
-  pred = predict.predict_zone(*pt.init(pt.PixelModel()), zone, pt.make_meta(), tile=16,
-                              overlap=4)
-  folder = predict.write_outputs(zone, pred, NOM, tmp_path)
+  folder = _predict(zone, tmp_path)
   for fig in ("prediction", "errors", "confusion"):
     assert plots.main([fig, "--zone", str(zone.path), "--pred", str(folder),
                        "--out", str(tmp_path / f"{fig}.png")]) == 0
     assert Image.open(tmp_path / f"{fig}.png").format == "PNG"
   assert plots.main(["gif", "--zone", str(zone.path), "--out", str(tmp_path / "g.gif")]) == 0
+  with Image.open(tmp_path / "g.gif") as gif:
+    assert gif.size[0] >= 800                    # auto scale without --scale
   assert plots.main(["errors", "--zone", str(zone.path), "--pred", str(tmp_path / "nope"),
                      "--out", str(tmp_path / "x.png")]) == 2
   assert capsys.readouterr().err == (
@@ -302,6 +350,8 @@ def test_all_figures_for_predicted_zones_only(tmp_path):
   assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == [
       "class_distribution.png", "confusion_pixel.png", "f1_per_class.png",
       "z_0_composites.gif", "z_0_errors.png", "z_0_prediction.png"]
+  with Image.open(tmp_path / "fig" / "z_0_composites.gif") as gif:
+    assert gif.size[0] >= 800
 
 
 def test_all_figures_for_zones_without_labels(tmp_path, capsys):
