@@ -1,16 +1,19 @@
 """Figures of maps, scores and data: PNG (matplotlib, Agg) and animated GIF (Pillow).
 
+  python -m jaxcrop.plots all        --zones ZONES [--maps OUT] [--metrics METRICS] --out FIGS
   python -m jaxcrop.plots prediction --zone Z --pred OUT/<zone_id> --out pred.png
   python -m jaxcrop.plots errors     --zone Z --pred OUT/<zone_id> --out errors.png
   python -m jaxcrop.plots confusion  --zone Z --pred OUT/<zone_id> --out cm.png
   python -m jaxcrop.plots confusion  --metrics W/eval/metrics.json [--level parcel] --out cm.png
-  python -m jaxcrop.plots f1         --metrics W/eval/metrics.json --out f1.png
+  python -m jaxcrop.plots f1         --metrics W/eval/metrics.json [--level parcel] --out f1.png
   python -m jaxcrop.plots distribution --zones ZONES --out classes.png
-  python -m jaxcrop.plots gif        --zone Z --out months.gif
+  python -m jaxcrop.plots gif        --zone Z --out months.gif [--scale 2]
 
 A class has the same colour in every figure: its nomenclature colour
-(`prep/data/classes_<version>.csv`). Maps are drawn with nearest-neighbour
-sampling, so the colours in the PNG are exactly the nomenclature's.
+(`prep/data/classes_<version>.csv`, the version the zones, the map or the metrics
+name). Maps are drawn with nearest-neighbour sampling, so the colours in the PNG are
+exactly the nomenclature's. Pixels without a class: light grey where the RPG gives no
+label, black where the imagery has no observation (no data), in maps and GIFs alike.
 """
 from __future__ import annotations
 
