@@ -10,7 +10,6 @@ training split's labelled pixels (at most `max_pixels`), cached in
 from __future__ import annotations
 
 import json
-import pathlib
 
 import pickle
 import numpy as np
@@ -62,7 +61,8 @@ def sample_pixels(batches, total_labelled: int, max_pixels: int, seed: int):
 def fit_or_load(workdir, batches_fn, *, total_labelled: int, kind="hist_gb",
                 max_pixels=200_000, max_iter=100, seed=0, train_split=""):
   """The fitted classifier, from workdir/baseline/ when its settings match."""
-  folder = pathlib.Path(workdir) / "baseline"
+  from jaxcrop.checkpoint import workdir_path  # pylint: disable=g-import-not-at-top
+  folder = workdir_path(workdir) / "baseline"   # local or gs://
   settings = dict(kind=kind, max_pixels=int(max_pixels), max_iter=int(max_iter), seed=int(seed),
                   train_split=train_split)
   model_path, settings_path = folder / "model.pkl", folder / "settings.json"

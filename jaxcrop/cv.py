@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import pathlib
 import sys
 
 from absl import flags, logging
 import numpy as np
 from ml_collections import config_flags
 
-from jaxcrop import cli, train
+from jaxcrop import checkpoint, cli, train
 
 # Grid keys → config fields; any other key is a config path with "__" for ".".
 GRID_PATHS = {"lr": "optimizer.lr", "kernel_size": "model.temporal.kernel_size"}
@@ -62,7 +61,7 @@ def fold_config(config, folds, k: int):
 
 
 def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
-  workdir = pathlib.Path(workdir)
+  workdir = checkpoint.workdir_path(workdir)   # local or gs://
   folds = list(config.cv.folds)
   if len(folds) < 2:
     raise ValueError(f"config.cv.folds needs at least 2 folds, got {folds}")

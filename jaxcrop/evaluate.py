@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
+import tempfile
 
 from absl import flags, logging
 import jax
@@ -98,7 +99,13 @@ def compute(pixels: dict, predictors, class_names) -> dict:
     for r, region in enumerate(pixels["regions"]):
       here = pixels["region"] == r
       rcm = metrics.confusion_matrix_np(pixels["label"][here], pixels[name][here], k)
-      out["per_region"].setdefault(region, {})[name] = headline(metrics.summarize(rcm, class_names))
+      rsum = metrics.summarize(rcm, class_names)
+      rtruth, rvote = parcel_votes(pixels["zone"][here], pixels["parcel"][here],
+                                   pixels["label"][here], pixels[name][here], k)
+      rpsum = metrics.summarize(metrics.confusion_matrix_np(rtruth, rvote, k), class_names)
+      out["per_region"].setdefault(region, {})[name] = {
+          **headline(rsum), "per_class": rsum["per_class"],
+          "parcel": {**headline(rpsum), "num_parcels": int(len(rtruth))}}
   return out
 
 
@@ -113,11 +120,14 @@ def markdown(result: dict, note: str = "") -> str:
     for m in HEADLINE:
       lines.append(f"| {m} | " + " | ".join(f"{result[level][n][m]:.4f}" for n in names) + " |")
     lines.append("")
-  lines += ["## Per region (pixel level, macro-F1 / overall accuracy)", "",
-            "| region | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+  lines += ["## Per region (macro-F1 / overall accuracy)", "",
+            "| region | " + " | ".join(f"{n} pixel | {n} parcel" for n in names) + " |",
+            "|---" * (2 * len(names) + 1) + "|"]
   for region, by in result["per_region"].items():
     lines.append(f"| {region} | " + " | ".join(
-        f"{by[n]['macro_f1']:.4f} / {by[n]['overall_accuracy']:.4f}" for n in names) + " |")
+        f"{by[n]['macro_f1']:.4f} / {by[n]['overall_accuracy']:.4f} | "
+        f"{by[n]['parcel']['macro_f1']:.4f} / {by[n]['parcel']['overall_accuracy']:.4f}"
+        for n in names) + " |")
   lines += ["", "## Per class (pixel level, model)", "", metrics.per_class_table(result["pixel"]["model"]), ""]
   return "\n".join(lines)
 
@@ -141,7 +151,7 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
   """Evaluate `workdir`'s checkpoint; writes workdir/eval/*; returns metrics.json content."""
   if data is None:
     from jaxcrop import input_pipeline as data  # pylint: disable=g-import-not-at-top
-  workdir = pathlib.Path(workdir)
+  workdir = checkpoint.workdir_path(workdir)   # local or gs://
   trained = checkpoint.load_trained(workdir, which)
   cfg = trained.config
   if data_dir:
@@ -161,9 +171,11 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
     predictors["baseline"] = lambda x: baseline.predict(clf, x)
   pixels = collect(data.eval_batches(cfg.data, split), predictors, max_batches)
   result = {"split": split, "checkpoint": which, "step": trained.step,
-            "dataset": cfg.data.builder_config, **compute(pixels, predictors, class_names)}
+            "dataset": cfg.data.builder_config,
+            "nomenclature_version": meta.nomenclature_version,
+            **compute(pixels, predictors, class_names)}
   out = workdir / "eval"
-  out.mkdir(exist_ok=True)
+  out.mkdir(parents=True, exist_ok=True)
   note = ("synthetic demo dataset: these numbers test the pipeline, they are not "
           "real-world results" if cfg.data.builder_config == "demo" else "")
   for name, text in (("metrics.json", json.dumps(result, indent=1)),
@@ -172,10 +184,14 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
     tmp.write_text(text)
     tmp.replace(out / name)
   from jaxcrop.plots import plot_confusion  # one confusion figure for every caller
-  for level in ("pixel", "parcel"):
-    plot_confusion(result["confusion_matrix"][f"{level}_model"], class_names,
-                   out / f"confusion_{level}.png",
-                   title=f"{level} level, {split} split (rows normalized)")
+  with tempfile.TemporaryDirectory() as tmp:  # matplotlib writes local files; out may be gs://
+    for level in ("pixel", "parcel"):
+      name = f"confusion_{level}.png"
+      plot_confusion(result["confusion_matrix"][f"{level}_model"], class_names,
+                     pathlib.Path(tmp) / name, unit=f"{level}s",
+                     title=f"{level} level, {split} split: model confusion "
+                           f"(rows: % of the true class)")
+      (out / name).write_bytes((pathlib.Path(tmp) / name).read_bytes())
   return result
 
 
@@ -214,7 +230,8 @@ def _main(fv) -> int:
   if result["dataset"] == "demo":
     print("(synthetic demo dataset — not a real-world result)")
   print(compact_table(result))
-  print(f"written: {pathlib.Path(fv.workdir) / 'eval'}/metrics.{{json,md}}, confusion_*.png")
+  print(f"written: {checkpoint.workdir_path(fv.workdir) / 'eval'}/metrics.{{json,md}}, "
+        f"confusion_*.png")
   return 0
 
 

@@ -45,9 +45,16 @@ def test_evaluate_writes_model_and_baseline_metrics(trained_dir):
   # 16 parcels (4×4 px) per example, one zone per example; every parcel has a labelled pixel.
   assert saved["parcel"]["model"]["num_parcels"] == 7 * 16
   assert set(saved["per_region"]) == {"north", "south"}
-  assert saved["per_region"]["south"]["model"]["num_pixels"] == 3 * 14 * 16
+  south = saved["per_region"]["south"]["model"]
+  assert south["num_pixels"] == 3 * 14 * 16
+  assert south["parcel"]["num_parcels"] == 3 * 16 and len(south["per_class"]) == 3
+  north = saved["per_region"]["north"]["model"]
+  assert north["parcel"]["num_parcels"] + south["parcel"]["num_parcels"] == \
+      saved["parcel"]["model"]["num_parcels"]
+  assert saved["nomenclature_version"] == "v1"
   assert (trained_dir / "eval" / "confusion_pixel.png").stat().st_size > 1000
-  assert "| macro_f1 |" in (trained_dir / "eval" / "metrics.md").read_text()
+  md = (trained_dir / "eval" / "metrics.md").read_text()
+  assert "| macro_f1 |" in md and "| region | model pixel | model parcel |" in md
   assert (trained_dir / "baseline" / "model.pkl").exists()
 
 

@@ -231,7 +231,7 @@ def zone(tmp_path_factory):
 
 
 @pytest.mark.parametrize("extra, expected", [
-    (["--tile", "30"], "--overlap 32 must be in [0, --tile 30)"),
+    (["--tile", "20"], "--overlap 24 must be in [0, --tile 20)"),   # the default overlap
     (["--tile", "0"], "--tile 0 must be a positive number of pixels"),
     (["--batch", "0"], "--batch 0 must be at least 1 tile"),
     (["--rpg", "/nowhere/rpg.gpkg"], "/nowhere/rpg.gpkg: RPG file not found (--rpg); pass the "
