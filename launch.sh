@@ -18,6 +18,8 @@
 #   JAXCROP_BUCKET        gs:// bucket holding the TFDS data_dir (gs://BUCKET/tfds) and workdirs
 # optional:
 #   JAXCROP_TPU_RUNTIME   TPU VM image (default tpu-ubuntu2204-base)
+#   JAXCROP_TPU_PYTHON    Python of the workers' .venv (default 3.11; uv downloads it, the image's
+#                         python3 is only used to install uv)
 #   JAXCROP_TPU_SPOT=1    create a Spot (preemptible) VM; training resumes from its checkpoints
 #   JAXCROP_REPO_URL      git URL to clone on the workers (default: copy this checkout with scp)
 #   JAXCROP_RUN           run name (default: date); workdir = $JAXCROP_BUCKET/runs/$JAXCROP_RUN
@@ -123,6 +125,12 @@ tpu_ssh() {  # tpu_ssh COMMAND: runs COMMAND on every worker of the TPU VM
     --zone="$JAXCROP_TPU_ZONE" --worker=all --command="$1"
 }
 
+all_of() {  # all_of CMD...: one shell line running each CMD while the previous ones succeed
+  local line="$1"; shift
+  for c in "$@"; do line+=" && $c"; done
+  printf '%s' "$line"
+}
+
 run_tpu() {
   local action="${1:-}"; shift || true
   DRY=0
@@ -140,6 +148,8 @@ run_tpu() {
   local runtime="${JAXCROP_TPU_RUNTIME:-tpu-ubuntu2204-base}"
   local run="${JAXCROP_RUN:-$(date +%Y%m%d-%H%M%S)}"
   local jaxver; jaxver="$(sed -n 's/^jax==//p' requirements.txt)"
+  [ -n "$jaxver" ] || die "requirements.txt pins no jax==VERSION (the TPU build needs it)"
+  local py="${JAXCROP_TPU_PYTHON:-3.11}"
   case "$action" in
     create)
       local spot=(); [ "${JAXCROP_TPU_SPOT:-0}" = 1 ] && spot=(--spot)
@@ -153,8 +163,14 @@ run_tpu() {
         x gcloud compute tpus tpu-vm scp --recurse "$HERE" "$JAXCROP_TPU_NAME:~/" --project="$JAXCROP_GCP_PROJECT" \
           --zone="$JAXCROP_TPU_ZONE" --worker=all
       fi
-      # The CPU requirements, then the TPU build of the same jax version on every worker.
-      tpu_ssh "cd ~/$(basename "$HERE") 2>/dev/null || cd ~/jaxcrop; python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt && .venv/bin/pip install -q 'jax[tpu]==$jaxver' -f https://storage.googleapis.com/jax-releases/libtpu_releases.html"
+      # The image's python3 (3.10 on tpu-ubuntu2204-base) is too old for requirements.txt: it only
+      # installs uv, which fetches a standalone CPython $py. One resolve: the CPU requirements and the
+      # TPU build of the same jax; jax[tpu] pins its libtpu, which is on PyPI (no -f find-links page).
+      tpu_ssh "$(all_of "{ cd ~/$(basename "$HERE") 2>/dev/null || cd ~/jaxcrop; }" \
+        'export PATH="$HOME/.local/bin:$PATH"' \
+        '{ command -v uv >/dev/null || python3 -m pip install -q --user uv || curl -LsSf https://astral.sh/uv/install.sh | sh; }' \
+        "rm -rf .venv" "uv venv -q --python $(printf %q "$py") .venv" \
+        "uv pip install -q --python .venv/bin/python -r requirements.txt \"jax[tpu]==$jaxver\"")"
       ;;
     train)
       # --config must come before any --config.x.y override (ml_collections refuses otherwise).
