@@ -147,6 +147,7 @@ run_tpu() {
   tpu_check
   local runtime="${JAXCROP_TPU_RUNTIME:-tpu-ubuntu2204-base}"
   local run="${JAXCROP_RUN:-$(date +%Y%m%d-%H%M%S)}"
+  [[ "$run" =~ ^[A-Za-z0-9._-]+$ ]] || die "JAXCROP_RUN must be letters, digits, . _ - (got '$run')"
   local jaxver; jaxver="$(sed -n 's/^jax==//p' requirements.txt)"
   [ -n "$jaxver" ] || die "requirements.txt pins no jax==VERSION (the TPU build needs it)"
   local py="${JAXCROP_TPU_PYTHON:-3.11}"
@@ -177,9 +178,12 @@ run_tpu() {
       local args=("${rest[@]}") has_config=0 a
       for a in "${args[@]}"; do case "$a" in --config|--config=*) has_config=1;; esac; done
       [ "$has_config" = 1 ] || args=(--config configs/hybrid.py "${args[@]}")
-      local cmd="cd ~/$(basename "$HERE") 2>/dev/null || cd ~/jaxcrop; TF_CPP_MIN_LOG_LEVEL=2 nohup .venv/bin/python -m jaxcrop.train ${args[*]} --multihost --config.data.data_dir=$JAXCROP_BUCKET/tfds --workdir $JAXCROP_BUCKET/runs/$run > ~/train-$run.log 2>&1 &"
-      tpu_ssh "$cmd"
-      say "training started: workdir $JAXCROP_BUCKET/runs/$run; follow with: ./launch.sh tpu logs"
+      # Each word quoted for the remote shell: an override such as widths='(32,64)' stays one word.
+      local workdir="$JAXCROP_BUCKET/runs/$run" q
+      q="$(printf '%q ' "${args[@]}" --multihost --config.data.data_dir="$JAXCROP_BUCKET/tfds" \
+        --workdir "$workdir")"
+      tpu_ssh "{ cd ~/$(basename "$HERE") 2>/dev/null || cd ~/jaxcrop; } && TF_CPP_MIN_LOG_LEVEL=2 nohup .venv/bin/python -m jaxcrop.train $q> ~/train-$run.log 2>&1 < /dev/null &"
+      say "training started: workdir $workdir; follow with: ./launch.sh tpu logs"
       ;;
     logs) tpu_ssh "tail -n 50 -f \$(ls -t ~/train-*.log | head -1)";;
     ssh) x gcloud compute tpus tpu-vm ssh "$JAXCROP_TPU_NAME" --project="$JAXCROP_GCP_PROJECT" --zone="$JAXCROP_TPU_ZONE";;

@@ -98,3 +98,18 @@ def test_tpu_setup_makes_a_python_311_venv_with_uv():
   assert setup.index("uv venv") < setup.index("uv pip install")
   r = _run("tpu", "setup", "--dry-run", env=dict(TPU_ENV, JAXCROP_TPU_PYTHON="3.12"))
   assert "uv venv -q --python 3.12 .venv" in _remote(r.stdout)[-1]
+
+
+def test_tpu_train_quotes_each_argument_for_the_remote_shell():
+  r = _run("tpu", "train", "--dry-run", "--", "--config.model.unet.widths=(32,64)",
+           "--config.note=a b;c", env=dict(TPU_ENV, JAXCROP_BUCKET="gs://bkt/my dir"))
+  assert r.returncode == 0, r.stderr
+  (train,) = _remote(r.stdout)
+  assert _bash_n(train), train
+  # The remote shell sees each argument as one word, unchanged.
+  words = shlex.split(train.split("jaxcrop.train", 1)[1].split(">", 1)[0])
+  assert words[:2] == ["--config", "configs/hybrid.py"]
+  assert "--config.model.unet.widths=(32,64)" in words
+  assert "--config.note=a b;c" in words
+  assert "--config.data.data_dir=gs://bkt/my dir/tfds" in words
+  assert words[words.index("--workdir") + 1] == "gs://bkt/my dir/runs/r1"
