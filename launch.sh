@@ -20,9 +20,14 @@
 #   JAXCROP_TPU_RUNTIME   TPU VM image (default tpu-ubuntu2204-base)
 #   JAXCROP_TPU_PYTHON    Python of the workers' .venv (default 3.11; uv downloads it, the image's
 #                         python3 is only used to install uv)
-#   JAXCROP_TPU_SPOT=1    create a Spot (preemptible) VM; training resumes from its checkpoints
+#   JAXCROP_TPU_SPOT=1    create a Spot (preemptible) VM; after a preemption, rerun
+#                         `tpu create`, `tpu setup`, `tpu train`: training resumes from its checkpoints
 #   JAXCROP_REPO_URL      git URL to clone on the workers (default: copy this checkout with scp)
-#   JAXCROP_RUN           run name (default: date); workdir = $JAXCROP_BUCKET/runs/$JAXCROP_RUN
+#   JAXCROP_RUN           run name (default: $JAXCROP_TPU_NAME); workdir = $JAXCROP_BUCKET/runs/$JAXCROP_RUN;
+#                         `tpu train` with the same name resumes it, a new experiment needs a new name
+#
+# `tpu create` describes the VM first: a READY one is reused, a STOPPED one started, a PREEMPTED
+# one deleted and recreated, a missing one created.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -131,6 +136,44 @@ all_of() {  # all_of CMD...: one shell line running each CMD while the previous 
   printf '%s' "$line"
 }
 
+tpu_state() {  # the VM's state (READY, STOPPED, PREEMPTED, ...), empty when there is none
+  local err state
+  err="$(mktemp)"
+  if state="$(gcloud compute tpus tpu-vm describe "$JAXCROP_TPU_NAME" --project="$JAXCROP_GCP_PROJECT" \
+      --zone="$JAXCROP_TPU_ZONE" --format='value(state)' 2>"$err")"; then
+    rm -f "$err"; echo "$state"
+  elif grep -q NOT_FOUND "$err"; then
+    rm -f "$err"
+  else
+    state="$(tail -n 1 "$err")"; rm -f "$err"
+    die "could not describe TPU VM $JAXCROP_TPU_NAME: $state"
+  fi
+}
+
+tpu_create() {  # tpu_create RUNTIME: reuse, start or (re)create the VM, after its state
+  local spot=(); [ "${JAXCROP_TPU_SPOT:-0}" = 1 ] && spot=(--spot)
+  local where=(--project="$JAXCROP_GCP_PROJECT" --zone="$JAXCROP_TPU_ZONE")
+  local create=(gcloud compute tpus tpu-vm create "$JAXCROP_TPU_NAME" "${where[@]}"
+    --accelerator-type="$JAXCROP_TPU_TYPE" --version="$1" "${spot[@]}")
+  if [ "$DRY" = 1 ]; then
+    x gcloud compute tpus tpu-vm describe "$JAXCROP_TPU_NAME" "${where[@]}" --format='value(state)'
+    say "dry run: state unknown; READY is reused, STOPPED started, PREEMPTED deleted and recreated, none created:"
+    x "${create[@]}"
+    return
+  fi
+  local state; state="$(tpu_state)"
+  case "$state" in
+    "") x "${create[@]}";;
+    READY) say "$JAXCROP_TPU_NAME is READY: reusing it";;
+    STOPPED) say "$JAXCROP_TPU_NAME is STOPPED: starting it"
+      x gcloud compute tpus tpu-vm start "$JAXCROP_TPU_NAME" "${where[@]}";;
+    PREEMPTED|TERMINATED) say "$JAXCROP_TPU_NAME was $state: recreating it (then run tpu setup again)"
+      x gcloud compute tpus tpu-vm delete "$JAXCROP_TPU_NAME" "${where[@]}" --quiet
+      x "${create[@]}";;
+    *) die "$JAXCROP_TPU_NAME is $state: rerun 'tpu create' once that is over, or 'tpu delete' it";;
+  esac
+}
+
 run_tpu() {
   local action="${1:-}"; shift || true
   DRY=0
@@ -146,17 +189,13 @@ run_tpu() {
   [ -n "$action" ] || die "tpu needs an action: create | setup | train | logs | ssh | delete"
   tpu_check
   local runtime="${JAXCROP_TPU_RUNTIME:-tpu-ubuntu2204-base}"
-  local run="${JAXCROP_RUN:-$(date +%Y%m%d-%H%M%S)}"
+  local run="${JAXCROP_RUN:-$JAXCROP_TPU_NAME}"
   [[ "$run" =~ ^[A-Za-z0-9._-]+$ ]] || die "JAXCROP_RUN must be letters, digits, . _ - (got '$run')"
   local jaxver; jaxver="$(sed -n 's/^jax==//p' requirements.txt)"
   [ -n "$jaxver" ] || die "requirements.txt pins no jax==VERSION (the TPU build needs it)"
   local py="${JAXCROP_TPU_PYTHON:-3.11}"
   case "$action" in
-    create)
-      local spot=(); [ "${JAXCROP_TPU_SPOT:-0}" = 1 ] && spot=(--spot)
-      x gcloud compute tpus tpu-vm create "$JAXCROP_TPU_NAME" --project="$JAXCROP_GCP_PROJECT" \
-        --zone="$JAXCROP_TPU_ZONE" --accelerator-type="$JAXCROP_TPU_TYPE" --version="$runtime" "${spot[@]}"
-      ;;
+    create) tpu_create "$runtime";;
     setup)
       if [ -n "${JAXCROP_REPO_URL:-}" ]; then
         tpu_ssh "rm -rf ~/jaxcrop && git clone --depth 1 $JAXCROP_REPO_URL ~/jaxcrop"
@@ -183,7 +222,8 @@ run_tpu() {
       q="$(printf '%q ' "${args[@]}" --multihost --config.data.data_dir="$JAXCROP_BUCKET/tfds" \
         --workdir "$workdir")"
       tpu_ssh "{ cd ~/$(basename "$HERE") 2>/dev/null || cd ~/jaxcrop; } && TF_CPP_MIN_LOG_LEVEL=2 nohup .venv/bin/python -m jaxcrop.train $q> ~/train-$run.log 2>&1 < /dev/null &"
-      say "training started: workdir $workdir; follow with: ./launch.sh tpu logs"
+      say "workdir $workdir (a rerun with this JAXCROP_RUN resumes from its checkpoints)"
+      [ "$DRY" = 1 ] || say "training started; follow with: ./launch.sh tpu logs"
       ;;
     logs) tpu_ssh "tail -n 50 -f \$(ls -t ~/train-*.log | head -1)";;
     ssh) x gcloud compute tpus tpu-vm ssh "$JAXCROP_TPU_NAME" --project="$JAXCROP_GCP_PROJECT" --zone="$JAXCROP_TPU_ZONE";;

@@ -31,6 +31,33 @@ def _bash_n(cmd):
   return subprocess.run(["bash", "-n"], input=cmd, text=True).returncode == 0
 
 
+FAKE_GCLOUD = """#!/usr/bin/env bash
+# Records each call; `describe` answers $FAKE_TPU_STATE, NOT_FOUND when empty, or fails.
+echo "$*" >> "$FAKE_GCLOUD_LOG"
+if [ "$4" = describe ]; then
+  case "$FAKE_TPU_STATE" in
+    "") echo "ERROR: (gcloud.compute.tpus.tpu-vm.describe) NOT_FOUND: Resource 'jc' was not found" >&2; exit 1;;
+    DENIED) echo "ERROR: (gcloud.compute.tpus.tpu-vm.describe) PERMISSION_DENIED: no access" >&2; exit 1;;
+    *) echo "$FAKE_TPU_STATE";;
+  esac
+fi
+"""
+
+
+def _fake_gcloud(tmp_path, state):
+  """Runs `tpu create` against a fake gcloud; returns (result, the gcloud verbs it called)."""
+  (tmp_path / "bin").mkdir(exist_ok=True)
+  gcloud = tmp_path / "bin" / "gcloud"
+  gcloud.write_text(FAKE_GCLOUD)
+  gcloud.chmod(0o755)
+  log = tmp_path / "gcloud.log"
+  log.unlink(missing_ok=True)
+  r = _run("tpu", "create", env=dict(TPU_ENV, FAKE_TPU_STATE=state, FAKE_GCLOUD_LOG=str(log),
+                                     PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}"))
+  calls = log.read_text().splitlines() if log.exists() else []
+  return r, [c.split()[3] for c in calls]
+
+
 def test_syntax():
   assert subprocess.run(["bash", "-n", str(ROOT / "launch.sh")]).returncode == 0
 
@@ -113,3 +140,37 @@ def test_tpu_train_quotes_each_argument_for_the_remote_shell():
   assert "--config.note=a b;c" in words
   assert "--config.data.data_dir=gs://bkt/my dir/tfds" in words
   assert words[words.index("--workdir") + 1] == "gs://bkt/my dir/runs/r1"
+
+
+def test_tpu_create_dry_run_prints_describe_then_create():
+  r = _run("tpu", "create", "--dry-run", env=TPU_ENV)
+  assert r.returncode == 0, r.stderr
+  describe, create = [shlex.split(l) for l in r.stdout.splitlines()]
+  assert describe[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "describe", "jc"]
+  assert "--format=value(state)" in describe
+  assert create[4:6] == ["create", "jc"] and "--accelerator-type=v4-8" in create
+  assert "state unknown" in r.stderr
+
+
+def test_tpu_create_reuses_starts_or_recreates_after_the_state(tmp_path):
+  assert _fake_gcloud(tmp_path, "")[1] == ["describe", "create"]
+  r, calls = _fake_gcloud(tmp_path, "READY")
+  assert r.returncode == 0 and calls == ["describe"] and "reusing" in r.stderr
+  assert _fake_gcloud(tmp_path, "STOPPED")[1] == ["describe", "start"]
+  assert _fake_gcloud(tmp_path, "PREEMPTED")[1] == ["describe", "delete", "create"]
+  r, calls = _fake_gcloud(tmp_path, "CREATING")
+  assert r.returncode == 2 and calls == ["describe"] and "is CREATING" in r.stderr
+  # Not a missing VM (no access, no network): say why, create nothing.
+  r, calls = _fake_gcloud(tmp_path, "DENIED")
+  assert r.returncode == 2 and calls == ["describe"] and "PERMISSION_DENIED" in r.stderr
+
+
+def test_tpu_train_default_run_is_stable_so_a_rerun_resumes():
+  env = {k: v for k, v in TPU_ENV.items() if k != "JAXCROP_RUN"}
+  r1 = _run("tpu", "train", "--dry-run", env=env)
+  r2 = _run("tpu", "train", "--dry-run", env=env)
+  assert r1.returncode == 0, r1.stderr
+  assert r1.stdout == r2.stdout and "--workdir gs://bkt/runs/jc " in _remote(r1.stdout)[0]
+  assert "workdir gs://bkt/runs/jc" in r1.stderr
+  r = _run("tpu", "train", "--dry-run", env=dict(env, JAXCROP_RUN="a/b"))
+  assert r.returncode == 2 and "JAXCROP_RUN" in r.stderr
