@@ -22,7 +22,9 @@
 #                         python3 is only used to install uv)
 #   JAXCROP_TPU_SPOT=1    create a Spot (preemptible) VM; after a preemption, rerun
 #                         `tpu create`, `tpu setup`, `tpu train`: training resumes from its checkpoints
-#   JAXCROP_REPO_URL      git URL to clone on the workers (default: copy this checkout with scp)
+#   JAXCROP_REPO_URL      git URL to clone on the workers (default: scp a tarball of this checkout's
+#                         files that git tracks or would track, uncommitted edits included; not .venv,
+#                         outputs or caches)
 #   JAXCROP_RUN           run name (default: $JAXCROP_TPU_NAME); workdir = $JAXCROP_BUCKET/runs/$JAXCROP_RUN;
 #                         `tpu train` with the same name resumes it, a new experiment needs a new name
 #
@@ -136,6 +138,22 @@ all_of() {  # all_of CMD...: one shell line running each CMD while the previous 
   printf '%s' "$line"
 }
 
+tpu_bundle() {  # sets BUNDLE: a tarball of the project files, what git tracks or would track
+  git -C "$HERE" rev-parse --is-inside-work-tree >/dev/null 2>&1 || die "$HERE is not a git" \
+    "checkout: tpu setup ships the files git lists (not .venv or outputs); run it from a clone, or set JAXCROP_REPO_URL"
+  BUNDLE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/jaxcrop-setup.XXXXXX")"
+  # Kept after a dry run, to look at: tar -tzf PATH.
+  [ "$DRY" = 1 ] || trap 'rm -rf "$BUNDLE_DIR"' EXIT
+  BUNDLE="$BUNDLE_DIR/jaxcrop.tar.gz"
+  local f
+  # Tracked and untracked-not-ignored files, uncommitted edits included; a tracked file deleted
+  # from the work tree is left out.
+  git -C "$HERE" ls-files -z -co --exclude-standard -- . ':!.venv' | while IFS= read -r -d '' f; do
+    if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\0' "$f"; fi
+  done | tar -czf "$BUNDLE" --null --no-recursion -T -
+  say "setup ships $(tar -tzf "$BUNDLE" | wc -l | tr -d ' ') files, $(du -k "$BUNDLE" | cut -f1) KiB: $BUNDLE"
+}
+
 tpu_state() {  # the VM's state (READY, STOPPED, PREEMPTED, ...), empty when there is none
   local err state
   err="$(mktemp)"
@@ -198,15 +216,18 @@ run_tpu() {
     create) tpu_create "$runtime";;
     setup)
       if [ -n "${JAXCROP_REPO_URL:-}" ]; then
-        tpu_ssh "rm -rf ~/jaxcrop && git clone --depth 1 $JAXCROP_REPO_URL ~/jaxcrop"
+        tpu_ssh "rm -rf ~/jaxcrop && git clone --depth 1 $(printf %q "$JAXCROP_REPO_URL") ~/jaxcrop"
       else
-        x gcloud compute tpus tpu-vm scp --recurse "$HERE" "$JAXCROP_TPU_NAME:~/" --project="$JAXCROP_GCP_PROJECT" \
+        tpu_bundle
+        x gcloud compute tpus tpu-vm scp "$BUNDLE" "$JAXCROP_TPU_NAME:jaxcrop.tar.gz" --project="$JAXCROP_GCP_PROJECT" \
           --zone="$JAXCROP_TPU_ZONE" --worker=all
+        tpu_ssh "$(all_of "rm -rf ~/jaxcrop" "mkdir ~/jaxcrop" "tar -xzf ~/jaxcrop.tar.gz -C ~/jaxcrop" \
+          "rm ~/jaxcrop.tar.gz")"
       fi
       # The image's python3 (3.10 on tpu-ubuntu2204-base) is too old for requirements.txt: it only
       # installs uv, which fetches a standalone CPython $py. One resolve: the CPU requirements and the
       # TPU build of the same jax; jax[tpu] pins its libtpu, which is on PyPI (no -f find-links page).
-      tpu_ssh "$(all_of "{ cd ~/$(basename "$HERE") 2>/dev/null || cd ~/jaxcrop; }" \
+      tpu_ssh "$(all_of "cd ~/jaxcrop" \
         'export PATH="$HOME/.local/bin:$PATH"' \
         '{ command -v uv >/dev/null || python3 -m pip install -q --user uv || curl -LsSf https://astral.sh/uv/install.sh | sh; }' \
         "rm -rf .venv" "uv venv -q --python $(printf %q "$py") .venv" \
@@ -221,7 +242,7 @@ run_tpu() {
       local workdir="$JAXCROP_BUCKET/runs/$run" q
       q="$(printf '%q ' "${args[@]}" --multihost --config.data.data_dir="$JAXCROP_BUCKET/tfds" \
         --workdir "$workdir")"
-      tpu_ssh "{ cd ~/$(basename "$HERE") 2>/dev/null || cd ~/jaxcrop; } && TF_CPP_MIN_LOG_LEVEL=2 nohup .venv/bin/python -m jaxcrop.train $q> ~/train-$run.log 2>&1 < /dev/null &"
+      tpu_ssh "cd ~/jaxcrop && TF_CPP_MIN_LOG_LEVEL=2 nohup .venv/bin/python -m jaxcrop.train $q> ~/train-$run.log 2>&1 < /dev/null &"
       say "workdir $workdir (a rerun with this JAXCROP_RUN resumes from its checkpoints)"
       [ "$DRY" = 1 ] || say "training started; follow with: ./launch.sh tpu logs"
       ;;

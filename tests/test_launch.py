@@ -1,8 +1,11 @@
 """launch.sh: syntax, fail-fast checks and the TPU commands it would run."""
 import os
 import pathlib
+import re
 import shlex
+import shutil
 import subprocess
+import tarfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TPU_ENV = {"JAXCROP_GCP_PROJECT": "proj", "JAXCROP_TPU_ZONE": "us-central2-b",
@@ -10,11 +13,19 @@ TPU_ENV = {"JAXCROP_GCP_PROJECT": "proj", "JAXCROP_TPU_ZONE": "us-central2-b",
            "JAXCROP_BUCKET": "gs://bkt", "JAXCROP_RUN": "r1"}
 
 
-def _run(*args, env=None):
+def _run(*args, env=None, root=ROOT):
   e = {k: v for k, v in os.environ.items() if not k.startswith("JAXCROP_")}
   e.update(env or {})
-  return subprocess.run(["bash", str(ROOT / "launch.sh"), *args], env=e,
-                        capture_output=True, text=True, timeout=60)
+  r = subprocess.run(["bash", str(root / "launch.sh"), *args], env=e,
+                     capture_output=True, text=True, timeout=60)
+  # A dry run of `tpu setup` keeps its tarball, to look at: read its names, remove it.
+  m = re.search(r"setup ships .*: (\S+)$", r.stderr, re.M)
+  r.bundle, r.bundle_names = (pathlib.Path(m.group(1)), set()) if m else (None, None)
+  if m:
+    with tarfile.open(r.bundle) as t:
+      r.bundle_names = set(t.getnames())
+    shutil.rmtree(r.bundle.parent)
+  return r
 
 
 def _remote(stdout):
@@ -174,3 +185,40 @@ def test_tpu_train_default_run_is_stable_so_a_rerun_resumes():
   assert "workdir gs://bkt/runs/jc" in r1.stderr
   r = _run("tpu", "train", "--dry-run", env=dict(env, JAXCROP_RUN="a/b"))
   assert r.returncode == 2 and "JAXCROP_RUN" in r.stderr
+
+
+def test_tpu_setup_ships_only_the_project_files(tmp_path):
+  repo = tmp_path / "repo"
+  repo.mkdir()
+  for f in ("launch.sh", "requirements.txt"):
+    shutil.copy(ROOT / f, repo / f)
+  (repo / ".gitignore").write_text(".venv/\n/demo_run/\n__pycache__/\n")
+  for f in (".venv/lib/big.so", "demo_run/maps/x.tif", "pkg/__pycache__/a.pyc",
+            "pkg/a.py", "pkg/new.py", "gone.py"):
+    (repo / f).parent.mkdir(parents=True, exist_ok=True)
+    (repo / f).write_text("x")
+  env = dict(TPU_ENV, GIT_CEILING_DIRECTORIES=str(tmp_path))
+  git = ["git", "-C", str(repo)]
+  subprocess.run(git + ["init", "-q"], check=True, env=env)
+  subprocess.run(git + ["add", "launch.sh", "requirements.txt", ".gitignore", "pkg/a.py",
+                        "gone.py"], check=True, env=env)
+  (repo / "gone.py").unlink()              # tracked, deleted from the work tree
+  r = _run("tpu", "setup", "--dry-run", env=env, root=repo)
+  assert r.returncode == 0, r.stderr
+  scp = shlex.split(next(l for l in r.stdout.splitlines() if " scp " in l))
+  assert "--recurse" not in scp and str(r.bundle) in scp and "jc:jaxcrop.tar.gz" in scp
+  assert r.bundle_names == {"launch.sh", "requirements.txt", ".gitignore", "pkg/a.py",
+                              "pkg/new.py"}
+  unpack, setup = _remote(r.stdout)
+  assert _bash_n(unpack) and "tar -xzf ~/jaxcrop.tar.gz -C ~/jaxcrop" in unpack
+  assert unpack.index("rm -rf ~/jaxcrop") < unpack.index("tar -xzf")
+  assert setup.startswith("cd ~/jaxcrop && ")
+  # Not a git checkout: no guess at what to ship.
+  shutil.rmtree(repo / ".git")
+  r = _run("tpu", "setup", "--dry-run", env=env, root=repo)
+  assert r.returncode == 2 and "not a git checkout" in r.stderr and r.stdout == ""
+  # A git URL instead: cloned on the workers, nothing shipped from here.
+  r = _run("tpu", "setup", "--dry-run", env=dict(env, JAXCROP_REPO_URL="https://x/y.git"),
+           root=repo)
+  assert r.returncode == 0 and r.bundle is None
+  assert "git clone --depth 1 https://x/y.git ~/jaxcrop" in _remote(r.stdout)[0]
