@@ -63,6 +63,11 @@ setup_venv() {
 }
 
 run_demo() {
+  case "${1:-}" in
+    -h|--help) usage; return;;
+    -*) die "demo takes no option '$1' (./launch.sh demo [OUT])";;
+  esac
+  [ $# -le 1 ] || die "demo takes one output folder at most, got $# arguments (./launch.sh demo [OUT])"
   local out="${1:-$HERE/demo_run}"
   mkdir -p "$out" && out="$(cd "$out" && pwd)"
   setup_venv
@@ -204,7 +209,11 @@ run_tpu() {
     esac
     shift
   done
-  [ -n "$action" ] || die "tpu needs an action: create | setup | train | logs | ssh | delete"
+  case "$action" in
+    create|setup|train|logs|ssh|delete) ;;
+    "") die "tpu needs an action: create | setup | train | logs | ssh | delete";;
+    *) die "unknown tpu action '$action' (create | setup | train | logs | ssh | delete)";;
+  esac
   tpu_check
   local runtime="${JAXCROP_TPU_RUNTIME:-tpu-ubuntu2204-base}"
   local run="${JAXCROP_RUN:-$JAXCROP_TPU_NAME}"
@@ -249,7 +258,6 @@ run_tpu() {
     logs) tpu_ssh "tail -n 50 -f \$(ls -t ~/train-*.log | head -1)";;
     ssh) x gcloud compute tpus tpu-vm ssh "$JAXCROP_TPU_NAME" --project="$JAXCROP_GCP_PROJECT" --zone="$JAXCROP_TPU_ZONE";;
     delete) x gcloud compute tpus tpu-vm delete "$JAXCROP_TPU_NAME" --project="$JAXCROP_GCP_PROJECT" --zone="$JAXCROP_TPU_ZONE" --quiet;;
-    *) die "unknown tpu action '$action' (create | setup | train | logs | ssh | delete)";;
   esac
 }
 
@@ -260,5 +268,5 @@ case "$cmd" in
   train) setup_venv; python -m jaxcrop.train "$@";;
   tpu) run_tpu "$@";;
   -h|--help|help|"") usage;;
-  *) usage >&2; die "unknown command '$cmd'";;
+  *) die "unknown command '$cmd' (demo | test | train | tpu; ./launch.sh --help)";;
 esac

@@ -1,4 +1,5 @@
 """launch.sh: syntax, fail-fast checks and the TPU commands it would run."""
+import hashlib
 import os
 import pathlib
 import re
@@ -6,6 +7,8 @@ import shlex
 import shutil
 import subprocess
 import tarfile
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TPU_ENV = {"JAXCROP_GCP_PROJECT": "proj", "JAXCROP_TPU_ZONE": "us-central2-b",
@@ -78,7 +81,37 @@ def test_help_and_unknown_command():
   assert r.returncode == 0 and "./launch.sh demo [OUT]" in r.stdout
   assert "set -euo" not in r.stdout
   r = _run("fly")
-  assert r.returncode == 2 and "unknown command 'fly'" in r.stderr
+  assert r.returncode == 2 and r.stdout == ""
+  assert r.stderr.splitlines() == [
+      "launch.sh: error: unknown command 'fly' (demo | test | train | tpu; ./launch.sh --help)"]
+  r = _run("tpu", "fly")                  # checked before the variables
+  assert r.returncode == 2 and "unknown tpu action 'fly'" in r.stderr
+  r = _run("tpu")
+  assert r.returncode == 2 and "tpu needs an action" in r.stderr
+
+
+def test_demo_arguments_are_checked_before_anything_runs(tmp_path):
+  # Neither a set-up nor a demo run: these return before setup_venv.
+  r = _run("demo", "--help")
+  assert r.returncode == 0 and "./launch.sh demo [OUT]" in r.stdout
+  r = _run("demo", "--fast")
+  assert r.returncode == 2 and "demo takes no option '--fast'" in r.stderr
+  r = _run("demo", str(tmp_path / "a"), str(tmp_path / "b"))
+  assert r.returncode == 2 and "one output folder at most" in r.stderr
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_train_runs_jaxcrop_train_in_the_venv():
+  venv = ROOT / ".venv"
+  want = hashlib.sha256((ROOT / "requirements.txt").read_bytes()).hexdigest()
+  stamp = venv / ".requirements.sha256"
+  if not (venv / "bin" / "python").exists() or not stamp.exists() or (
+      stamp.read_text().strip() != want):
+    pytest.skip("no up-to-date .venv here (./launch.sh test makes one); not installing one")
+  r = _run("train", "--help")
+  assert r.returncode == 0, r.stderr
+  assert "python -m jaxcrop.train --config" in r.stdout and "--workdir" in r.stdout
+  assert "installing" not in r.stderr and "creating" not in r.stderr
 
 
 def test_tpu_fails_fast_naming_missing_variables():
