@@ -122,13 +122,19 @@ def test_tpu_fails_fast_naming_missing_variables():
   assert r.returncode == 2 and "must start with gs://" in r.stderr
 
 
-def test_tpu_without_gcloud_says_how_to_get_it():
-  env = dict(TPU_ENV, PATH="/usr/bin:/bin")
-  if subprocess.run(["bash", "-c", "command -v gcloud"], env=env,
-                    capture_output=True).returncode == 0:
-    return  # gcloud installed here: nothing to check
+def test_tpu_without_gcloud_says_how_to_get_it(tmp_path):
+  # A PATH with every tool of this machine but gcloud.
+  bin_ = tmp_path / "bin"
+  bin_.mkdir()
+  for d in os.environ["PATH"].split(os.pathsep):
+    for tool in pathlib.Path(d).glob("*") if os.path.isdir(d) else ():
+      if tool.name != "gcloud" and not (bin_ / tool.name).exists():
+        (bin_ / tool.name).symlink_to(tool)
+  env = dict(TPU_ENV, PATH=str(bin_))
   r = _run("tpu", "create", env=env)
   assert r.returncode == 2 and "gcloud not found" in r.stderr
+  r = _run("tpu", "create", "--dry-run", env=env)    # a dry run needs no gcloud
+  assert r.returncode == 0 and "tpu-vm create jc" in r.stdout
 
 
 def test_tpu_dry_run_prints_the_gcloud_commands():
