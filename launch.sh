@@ -18,9 +18,18 @@
 #   JAXCROP_BUCKET        gs:// bucket holding the TFDS data_dir (gs://BUCKET/tfds) and workdirs
 # optional:
 #   JAXCROP_TPU_RUNTIME   TPU VM image (default tpu-ubuntu2204-base)
-#   JAXCROP_TPU_SPOT=1    create a Spot (preemptible) VM; training resumes from its checkpoints
-#   JAXCROP_REPO_URL      git URL to clone on the workers (default: copy this checkout with scp)
-#   JAXCROP_RUN           run name (default: date); workdir = $JAXCROP_BUCKET/runs/$JAXCROP_RUN
+#   JAXCROP_TPU_PYTHON    Python of the workers' .venv (default 3.11; uv downloads it, the image's
+#                         python3 is only used to install uv)
+#   JAXCROP_TPU_SPOT=1    create a Spot (preemptible) VM; after a preemption, rerun
+#                         `tpu create`, `tpu setup`, `tpu train`: training resumes from its checkpoints
+#   JAXCROP_REPO_URL      git URL to clone on the workers (default: scp a tarball of this checkout's
+#                         files that git tracks or would track, uncommitted edits included; not .venv,
+#                         outputs or caches)
+#   JAXCROP_RUN           run name (default: $JAXCROP_TPU_NAME); workdir = $JAXCROP_BUCKET/runs/$JAXCROP_RUN;
+#                         `tpu train` with the same name resumes it, a new experiment needs a new name
+#
+# `tpu create` describes the VM first: a READY one is reused, a STOPPED one started, a PREEMPTED
+# one deleted and recreated, a missing one created.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -54,6 +63,11 @@ setup_venv() {
 }
 
 run_demo() {
+  case "${1:-}" in
+    -h|--help) usage; return;;
+    -*) die "demo takes no option '$1' (./launch.sh demo [OUT])";;
+  esac
+  [ $# -le 1 ] || die "demo takes one output folder at most, got $# arguments (./launch.sh demo [OUT])"
   local out="${1:-$HERE/demo_run}"
   mkdir -p "$out" && out="$(cd "$out" && pwd)"
   setup_venv
@@ -123,6 +137,66 @@ tpu_ssh() {  # tpu_ssh COMMAND: runs COMMAND on every worker of the TPU VM
     --zone="$JAXCROP_TPU_ZONE" --worker=all --command="$1"
 }
 
+all_of() {  # all_of CMD...: one shell line running each CMD while the previous ones succeed
+  local line="$1"; shift
+  for c in "$@"; do line+=" && $c"; done
+  printf '%s' "$line"
+}
+
+tpu_bundle() {  # sets BUNDLE: a tarball of the project files, what git tracks or would track
+  git -C "$HERE" rev-parse --is-inside-work-tree >/dev/null 2>&1 || die "$HERE is not a git" \
+    "checkout: tpu setup ships the files git lists (not .venv or outputs); run it from a clone, or set JAXCROP_REPO_URL"
+  BUNDLE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/jaxcrop-setup.XXXXXX")"
+  # Kept after a dry run, to look at: tar -tzf PATH.
+  [ "$DRY" = 1 ] || trap 'rm -rf "$BUNDLE_DIR"' EXIT
+  BUNDLE="$BUNDLE_DIR/jaxcrop.tar.gz"
+  local f
+  # Tracked and untracked-not-ignored files, uncommitted edits included; a tracked file deleted
+  # from the work tree is left out.
+  git -C "$HERE" ls-files -z -co --exclude-standard -- . ':!.venv' | while IFS= read -r -d '' f; do
+    if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\0' "$f"; fi
+  done | tar -czf "$BUNDLE" --null --no-recursion -T -
+  say "setup ships $(tar -tzf "$BUNDLE" | wc -l | tr -d ' ') files, $(du -k "$BUNDLE" | cut -f1) KiB: $BUNDLE"
+}
+
+tpu_state() {  # the VM's state (READY, STOPPED, PREEMPTED, ...), empty when there is none
+  local err state
+  err="$(mktemp)"
+  if state="$(gcloud compute tpus tpu-vm describe "$JAXCROP_TPU_NAME" --project="$JAXCROP_GCP_PROJECT" \
+      --zone="$JAXCROP_TPU_ZONE" --format='value(state)' 2>"$err")"; then
+    rm -f "$err"; echo "$state"
+  elif grep -q NOT_FOUND "$err"; then
+    rm -f "$err"
+  else
+    state="$(tail -n 1 "$err")"; rm -f "$err"
+    die "could not describe TPU VM $JAXCROP_TPU_NAME: $state"
+  fi
+}
+
+tpu_create() {  # tpu_create RUNTIME: reuse, start or (re)create the VM, after its state
+  local spot=(); [ "${JAXCROP_TPU_SPOT:-0}" = 1 ] && spot=(--spot)
+  local where=(--project="$JAXCROP_GCP_PROJECT" --zone="$JAXCROP_TPU_ZONE")
+  local create=(gcloud compute tpus tpu-vm create "$JAXCROP_TPU_NAME" "${where[@]}"
+    --accelerator-type="$JAXCROP_TPU_TYPE" --version="$1" "${spot[@]}")
+  if [ "$DRY" = 1 ]; then
+    x gcloud compute tpus tpu-vm describe "$JAXCROP_TPU_NAME" "${where[@]}" --format='value(state)'
+    say "dry run: state unknown; READY is reused, STOPPED started, PREEMPTED deleted and recreated, none created:"
+    x "${create[@]}"
+    return
+  fi
+  local state; state="$(tpu_state)"
+  case "$state" in
+    "") x "${create[@]}";;
+    READY) say "$JAXCROP_TPU_NAME is READY: reusing it";;
+    STOPPED) say "$JAXCROP_TPU_NAME is STOPPED: starting it"
+      x gcloud compute tpus tpu-vm start "$JAXCROP_TPU_NAME" "${where[@]}";;
+    PREEMPTED|TERMINATED) say "$JAXCROP_TPU_NAME was $state: recreating it (then run tpu setup again)"
+      x gcloud compute tpus tpu-vm delete "$JAXCROP_TPU_NAME" "${where[@]}" --quiet
+      x "${create[@]}";;
+    *) die "$JAXCROP_TPU_NAME is $state: rerun 'tpu create' once that is over, or 'tpu delete' it";;
+  esac
+}
+
 run_tpu() {
   local action="${1:-}"; shift || true
   DRY=0
@@ -135,40 +209,55 @@ run_tpu() {
     esac
     shift
   done
-  [ -n "$action" ] || die "tpu needs an action: create | setup | train | logs | ssh | delete"
+  case "$action" in
+    create|setup|train|logs|ssh|delete) ;;
+    "") die "tpu needs an action: create | setup | train | logs | ssh | delete";;
+    *) die "unknown tpu action '$action' (create | setup | train | logs | ssh | delete)";;
+  esac
   tpu_check
   local runtime="${JAXCROP_TPU_RUNTIME:-tpu-ubuntu2204-base}"
-  local run="${JAXCROP_RUN:-$(date +%Y%m%d-%H%M%S)}"
+  local run="${JAXCROP_RUN:-$JAXCROP_TPU_NAME}"
+  [[ "$run" =~ ^[A-Za-z0-9._-]+$ ]] || die "JAXCROP_RUN must be letters, digits, . _ - (got '$run')"
   local jaxver; jaxver="$(sed -n 's/^jax==//p' requirements.txt)"
+  [ -n "$jaxver" ] || die "requirements.txt pins no jax==VERSION (the TPU build needs it)"
+  local py="${JAXCROP_TPU_PYTHON:-3.11}"
   case "$action" in
-    create)
-      local spot=(); [ "${JAXCROP_TPU_SPOT:-0}" = 1 ] && spot=(--spot)
-      x gcloud compute tpus tpu-vm create "$JAXCROP_TPU_NAME" --project="$JAXCROP_GCP_PROJECT" \
-        --zone="$JAXCROP_TPU_ZONE" --accelerator-type="$JAXCROP_TPU_TYPE" --version="$runtime" "${spot[@]}"
-      ;;
+    create) tpu_create "$runtime";;
     setup)
       if [ -n "${JAXCROP_REPO_URL:-}" ]; then
-        tpu_ssh "rm -rf ~/jaxcrop && git clone --depth 1 $JAXCROP_REPO_URL ~/jaxcrop"
+        tpu_ssh "rm -rf ~/jaxcrop && git clone --depth 1 $(printf %q "$JAXCROP_REPO_URL") ~/jaxcrop"
       else
-        x gcloud compute tpus tpu-vm scp --recurse "$HERE" "$JAXCROP_TPU_NAME:~/" --project="$JAXCROP_GCP_PROJECT" \
+        tpu_bundle
+        x gcloud compute tpus tpu-vm scp "$BUNDLE" "$JAXCROP_TPU_NAME:jaxcrop.tar.gz" --project="$JAXCROP_GCP_PROJECT" \
           --zone="$JAXCROP_TPU_ZONE" --worker=all
+        tpu_ssh "$(all_of "rm -rf ~/jaxcrop" "mkdir ~/jaxcrop" "tar -xzf ~/jaxcrop.tar.gz -C ~/jaxcrop" \
+          "rm ~/jaxcrop.tar.gz")"
       fi
-      # The CPU requirements, then the TPU build of the same jax version on every worker.
-      tpu_ssh "cd ~/$(basename "$HERE") 2>/dev/null || cd ~/jaxcrop; python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt && .venv/bin/pip install -q 'jax[tpu]==$jaxver' -f https://storage.googleapis.com/jax-releases/libtpu_releases.html"
+      # The image's python3 (3.10 on tpu-ubuntu2204-base) is too old for requirements.txt: it only
+      # installs uv, which fetches a standalone CPython $py. One resolve: the CPU requirements and the
+      # TPU build of the same jax; jax[tpu] pins its libtpu, which is on PyPI (no -f find-links page).
+      tpu_ssh "$(all_of "cd ~/jaxcrop" \
+        'export PATH="$HOME/.local/bin:$PATH"' \
+        '{ command -v uv >/dev/null || python3 -m pip install -q --user uv || curl -LsSf https://astral.sh/uv/install.sh | sh; }' \
+        "rm -rf .venv" "uv venv -q --python $(printf %q "$py") .venv" \
+        "uv pip install -q --python .venv/bin/python -r requirements.txt \"jax[tpu]==$jaxver\"")"
       ;;
     train)
       # --config must come before any --config.x.y override (ml_collections refuses otherwise).
       local args=("${rest[@]}") has_config=0 a
       for a in "${args[@]}"; do case "$a" in --config|--config=*) has_config=1;; esac; done
       [ "$has_config" = 1 ] || args=(--config configs/hybrid.py "${args[@]}")
-      local cmd="cd ~/$(basename "$HERE") 2>/dev/null || cd ~/jaxcrop; TF_CPP_MIN_LOG_LEVEL=2 nohup .venv/bin/python -m jaxcrop.train ${args[*]} --multihost --config.data.data_dir=$JAXCROP_BUCKET/tfds --workdir $JAXCROP_BUCKET/runs/$run > ~/train-$run.log 2>&1 &"
-      tpu_ssh "$cmd"
-      say "training started: workdir $JAXCROP_BUCKET/runs/$run; follow with: ./launch.sh tpu logs"
+      # Each word quoted for the remote shell: an override such as widths='(32,64)' stays one word.
+      local workdir="$JAXCROP_BUCKET/runs/$run" q
+      q="$(printf '%q ' "${args[@]}" --multihost --config.data.data_dir="$JAXCROP_BUCKET/tfds" \
+        --workdir "$workdir")"
+      tpu_ssh "cd ~/jaxcrop && TF_CPP_MIN_LOG_LEVEL=2 nohup .venv/bin/python -m jaxcrop.train $q> ~/train-$run.log 2>&1 < /dev/null &"
+      say "workdir $workdir (a rerun with this JAXCROP_RUN resumes from its checkpoints)"
+      [ "$DRY" = 1 ] || say "training started; follow with: ./launch.sh tpu logs"
       ;;
     logs) tpu_ssh "tail -n 50 -f \$(ls -t ~/train-*.log | head -1)";;
     ssh) x gcloud compute tpus tpu-vm ssh "$JAXCROP_TPU_NAME" --project="$JAXCROP_GCP_PROJECT" --zone="$JAXCROP_TPU_ZONE";;
     delete) x gcloud compute tpus tpu-vm delete "$JAXCROP_TPU_NAME" --project="$JAXCROP_GCP_PROJECT" --zone="$JAXCROP_TPU_ZONE" --quiet;;
-    *) die "unknown tpu action '$action' (create | setup | train | logs | ssh | delete)";;
   esac
 }
 
@@ -179,5 +268,5 @@ case "$cmd" in
   train) setup_venv; python -m jaxcrop.train "$@";;
   tpu) run_tpu "$@";;
   -h|--help|help|"") usage;;
-  *) usage >&2; die "unknown command '$cmd'";;
+  *) die "unknown command '$cmd' (demo | test | train | tpu; ./launch.sh --help)";;
 esac
