@@ -1,4 +1,4 @@
-"""bench_train: the PyTorch twin IS the Flax network (outputs with the Flax weights)."""
+"""bench_train: the PyTorch twin IS the Flax network; device choice, peaks and MFU by hand."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -100,6 +100,18 @@ def test_load_flax_variables_rejects_another_network():
   del torch
 
 
+def test_torch_step_runs_in_f32_and_bf16_autocast():
+  """The step the benchmark times (bf16: the autocast path, here on the CPU)."""
+  torch = pytest.importorskip("torch")
+  config = get_config("tiny")
+  for dtype in ("float32", "bfloat16"):
+    config.model.dtype = dtype
+    step = bench_train.torch_step(config, 2, 16, "cpu")
+    first, second = float(step()), float(step())
+    assert np.isfinite([first, second]).all() and first != second
+  del torch
+
+
 @pytest.mark.parametrize("key,value", [("up", "nearest"), ("norm", "instance")])
 def test_unimplemented_option_is_a_clear_error(key, value):
   cfg = model_cfg()
@@ -115,3 +127,33 @@ def test_unknown_option_is_a_clear_error():
     bench_train.check_torch_supported(cfg)
   bench_train.check_torch_supported(get_config().model)    # the real configs pass
   bench_train.check_torch_supported(get_config("demo").model)
+
+
+@pytest.mark.parametrize("backend,cuda,device,fair", [
+    ("gpu", True, "cuda", True), ("gpu", False, "cpu", False),
+    ("cpu", True, "cpu", True), ("cpu", False, "cpu", True), ("tpu", True, "cpu", False)])
+def test_torch_device_follows_jax_backend(backend, cuda, device, fair):
+  assert bench_train.torch_device(backend, cuda) == device
+  assert bench_train.same_kind(backend, device) is fair
+
+
+def test_ratio_only_on_the_same_kind_of_chip():
+  same = bench_train.compare(0.1, 0.15, 4096, "gpu", "cuda")
+  assert same["ratio"] == pytest.approx(1.5) and "on cuda" in same["reference"]
+  assert same["reference_pixels_per_s"] == pytest.approx(4096 / 0.15)
+  cross = bench_train.compare(0.1, 0.5, 4096, "gpu", "cpu")
+  assert "ratio" not in cross and "JAX on gpu, PyTorch on cpu" in cross["ratio_note"]
+  assert "torch unavailable" in bench_train.compare(0.1, None, 4096, "cpu", None)["reference"]
+
+
+def test_peak_by_chip_and_dtype_and_mfu_by_hand():
+  peak, basis = bench_train.peak_flops("NVIDIA H200", "float32")
+  assert peak == 495e12 and "TF32" in basis and "float32 run" in basis
+  peak, basis = bench_train.peak_flops("NVIDIA H200", "bfloat16")
+  assert peak == 989e12 and "bf16" in basis
+  assert bench_train.peak_flops("NVIDIA H100 PCIe", "bfloat16")[0] == 756e12  # not the SXM
+  assert bench_train.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16")[0] == 989e12
+  assert bench_train.peak_flops("TPU v4", "float32")[1].startswith("dense bf16")
+  assert bench_train.peak_flops("cpu", "float32") is None
+  # 2.97 TFLOP per step in 20 ms = 148.5 TFLOP/s; on 495 TFLOP/s: 0.30.
+  assert bench_train.mfu(2.97e12, 0.02, 495e12) == pytest.approx(0.30)
