@@ -1,0 +1,159 @@
+"""bench_train: the PyTorch twin IS the Flax network; device choice, peaks and MFU by hand."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs.hybrid import get_config
+from jaxcrop import bench_train
+from jaxcrop.models import build_model
+
+B, T, S, C, K = 2, 6, 16, 4, 5
+
+
+def model_cfg(tnorm="batch", unorm=None, pooling="max", kernel_size=3, up="transpose"):
+  c = get_config("tiny").model                      # widths (8, 16), features 8
+  c.temporal.update(norm=tnorm, pooling=pooling, kernel_size=kernel_size, layers=2)
+  c.unet.update(norm=unorm or tnorm, up=up)
+  return c
+
+
+def perturbed(variables, key):
+  """Every leaf moved off its initial value (zero biases, unit scales would hide a swap)."""
+  leaves, tree = jax.tree.flatten(variables)
+  keys = jax.random.split(key, len(leaves))
+  new = [v + 0.1 * jax.random.normal(k, v.shape) for v, k in zip(leaves, keys)]
+  out = jax.tree.unflatten(tree, new)
+  if "batch_stats" in out:                          # variances must stay positive
+    out["batch_stats"] = jax.tree_util.tree_map_with_path(
+        lambda p, v: jnp.abs(v) + 0.5 if p[-1].key == "var" else v, out["batch_stats"])
+  return out
+
+
+CASES = [  # temporal norm, unet norm, pooling, kernel size, up
+    ("batch", "batch", "max", 3, "transpose"),
+    ("none", "none", "mean", 5, "transpose"),
+    ("batch", "batch", "attention", 5, "resize"),
+    ("none", "none", "flatten", 3, "resize"),
+    ("group", "group", "attention", 3, "transpose"),
+    ("layer", "layer", "flatten", 5, "resize"),
+    ("layer", "group", "max", 3, "resize"),
+    ("group", "layer", "mean", 5, "transpose"),
+]
+
+
+@pytest.mark.parametrize("tnorm,unorm,pooling,kernel_size,up", CASES)
+def test_torch_twin_equals_flax_model(tnorm, unorm, pooling, kernel_size, up):
+  """Flax variables copied into the twin: the same logits (eval mode)."""
+  torch = pytest.importorskip("torch")
+  cfg = model_cfg(tnorm, unorm, pooling, kernel_size, up)
+  model = build_model(cfg, K)
+  x = jax.random.normal(jax.random.key(1), (B, T, S, S, C))
+  variables = perturbed(model.init(jax.random.key(0), x), jax.random.key(2))
+  ref = np.asarray(model.apply(variables, x))                         # [B, H, W, K]
+  twin = bench_train.torch_hybrid(cfg, K, C, months=T)
+  bench_train.load_flax_variables(twin, variables)
+  with torch.no_grad():
+    ours = twin.eval()(torch.from_numpy(np.array(x))).permute(0, 2, 3, 1).numpy()
+  np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+
+
+def test_torch_twin_batch_norm_train_mode_equals_flax():
+  """Train mode (no dropout): BatchNorm normalizes by the batch statistics in both."""
+  torch = pytest.importorskip("torch")
+  cfg = model_cfg("batch", pooling="flatten")
+  model = build_model(cfg, K)
+  x = jax.random.normal(jax.random.key(1), (B, T, S, S, C))
+  variables = perturbed(model.init(jax.random.key(0), x), jax.random.key(2))
+  ref, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  twin = bench_train.torch_hybrid(cfg, K, C, months=T)
+  bench_train.load_flax_variables(twin, variables)
+  with torch.no_grad():
+    ours = twin.train()(torch.from_numpy(np.array(x))).permute(0, 2, 3, 1).numpy()
+  ref = np.asarray(ref)
+  np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("kind", ["batch", "layer", "group"])
+def test_norm_eps_and_momentum_are_flax_s(kind):
+  """Checked directly: eps 1e-5 vs 1e-6 moves these well-scaled outputs by < 1e-4."""
+  torch = pytest.importorskip("torch")
+  import flax.linen as nn
+  flax_cls = {"batch": nn.BatchNorm, "layer": nn.LayerNorm, "group": nn.GroupNorm}[kind]
+  torch_cls = {"batch": torch.nn.modules.batchnorm._BatchNorm, "layer": torch.nn.LayerNorm,
+               "group": torch.nn.GroupNorm}[kind]
+  norms = [m for m in bench_train.torch_hybrid(model_cfg(kind), K, C, T).modules()
+           if isinstance(m, torch_cls)]
+  assert len(norms) == 2 + 2 * 3                    # 2 temporal layers, 3 ConvBlocks
+  assert {m.eps for m in norms} == {flax_cls.epsilon}
+  if kind == "batch":                               # torch: new weight; Flax (0.9): old weight
+    assert all(m.momentum == pytest.approx(0.1) for m in norms)
+
+
+def test_load_flax_variables_rejects_another_network():
+  torch = pytest.importorskip("torch")
+  x = jnp.zeros((1, T, S, S, C))
+  variables = build_model(model_cfg(up="resize"), K).init(jax.random.key(0), x)
+  twin = bench_train.torch_hybrid(model_cfg(up="transpose"), K, C, months=T)
+  with pytest.raises(ValueError, match="ConvTranspose_0"):
+    bench_train.load_flax_variables(twin, variables)
+  del torch
+
+
+def test_torch_step_runs_in_f32_and_bf16_autocast():
+  """The step the benchmark times (bf16: the autocast path, here on the CPU)."""
+  torch = pytest.importorskip("torch")
+  config = get_config("tiny")
+  for dtype in ("float32", "bfloat16"):
+    config.model.dtype = dtype
+    step = bench_train.torch_step(config, 2, 16, "cpu")
+    first, second = float(step()), float(step())
+    assert np.isfinite([first, second]).all() and first != second
+  del torch
+
+
+@pytest.mark.parametrize("key,value", [("up", "nearest"), ("norm", "instance")])
+def test_unimplemented_option_is_a_clear_error(key, value):
+  cfg = model_cfg()
+  cfg.unet[key] = value
+  with pytest.raises(ValueError, match=rf"model.unet.{key}='{value}' not implemented"):
+    bench_train.check_torch_supported(cfg)
+
+
+def test_unknown_option_is_a_clear_error():
+  cfg = model_cfg()
+  cfg.temporal.dilation = 2
+  with pytest.raises(ValueError, match=r"model.temporal option\(s\) \['dilation'\]"):
+    bench_train.check_torch_supported(cfg)
+  bench_train.check_torch_supported(get_config().model)    # the real configs pass
+  bench_train.check_torch_supported(get_config("demo").model)
+
+
+@pytest.mark.parametrize("backend,cuda,device,fair", [
+    ("gpu", True, "cuda", True), ("gpu", False, "cpu", False),
+    ("cpu", True, "cpu", True), ("cpu", False, "cpu", True), ("tpu", True, "cpu", False)])
+def test_torch_device_follows_jax_backend(backend, cuda, device, fair):
+  assert bench_train.torch_device(backend, cuda) == device
+  assert bench_train.same_kind(backend, device) is fair
+
+
+def test_ratio_only_on_the_same_kind_of_chip():
+  same = bench_train.compare(0.1, 0.15, 4096, "gpu", "cuda")
+  assert same["ratio"] == pytest.approx(1.5) and "on cuda" in same["reference"]
+  assert same["reference_pixels_per_s"] == pytest.approx(4096 / 0.15)
+  cross = bench_train.compare(0.1, 0.5, 4096, "gpu", "cpu")
+  assert "ratio" not in cross and "JAX on gpu, PyTorch on cpu" in cross["ratio_note"]
+  assert "torch unavailable" in bench_train.compare(0.1, None, 4096, "cpu", None)["reference"]
+
+
+def test_peak_by_chip_and_dtype_and_mfu_by_hand():
+  peak, basis = bench_train.peak_flops("NVIDIA H200", "float32")
+  assert peak == 495e12 and "TF32" in basis and "float32 run" in basis
+  peak, basis = bench_train.peak_flops("NVIDIA H200", "bfloat16")
+  assert peak == 989e12 and "bf16" in basis
+  assert bench_train.peak_flops("NVIDIA H100 PCIe", "bfloat16")[0] == 756e12  # not the SXM
+  assert bench_train.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16")[0] == 989e12
+  assert bench_train.peak_flops("TPU v4", "float32")[1].startswith("dense bf16")
+  assert bench_train.peak_flops("cpu", "float32") is None
+  # 2.97 TFLOP per step in 20 ms = 148.5 TFLOP/s; on 495 TFLOP/s: 0.30.
+  assert bench_train.mfu(2.97e12, 0.02, 495e12) == pytest.approx(0.30)
