@@ -1,4 +1,13 @@
-"""bench_train: the PyTorch twin IS the Flax network; device choice, peaks and MFU by hand."""
+"""bench_train: the PyTorch twin IS the Flax network; device choice, peaks and MFU by hand.
+
+PyTorch crashes (segfault) in a process where TensorFlow is loaded, which the rest of
+the suite does: there the torch tests run in a child pytest process of their own
+(`test_torch_tests_in_a_process_without_tensorflow`). Without torch (CI) they skip.
+"""
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +18,28 @@ from jaxcrop import bench_train
 from jaxcrop.models import build_model
 
 B, T, S, C, K = 2, 6, 16, 4, 5
+_CHILD = "JAXCROP_TORCH_TESTS_CHILD"
+
+
+def needs_torch():
+  """torch, or a skip: not installed, or TensorFlow already in this process."""
+  torch = pytest.importorskip("torch")
+  if "tensorflow" in sys.modules and not os.environ.get(_CHILD):
+    pytest.skip("runs in its own process (test_torch_tests_in_a_process_without_tensorflow)")
+  return torch
+
+
+def test_torch_tests_in_a_process_without_tensorflow():
+  pytest.importorskip("torch")
+  if "tensorflow" not in sys.modules or os.environ.get(_CHILD):
+    pytest.skip("the torch tests run in this process")
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        os.path.abspath(__file__)], cwd=repo, capture_output=True, text=True,
+                       env={**os.environ, _CHILD: "1"})
+  assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+  last = run.stdout.strip().splitlines()[-1]
+  assert " passed" in last and ("skipped" not in last or "1 skipped" in last), last  # itself
 
 
 def model_cfg(tnorm="batch", unorm=None, pooling="max", kernel_size=3, up="transpose"):
@@ -45,7 +76,7 @@ CASES = [  # temporal norm, unet norm, pooling, kernel size, up
 @pytest.mark.parametrize("tnorm,unorm,pooling,kernel_size,up", CASES)
 def test_torch_twin_equals_flax_model(tnorm, unorm, pooling, kernel_size, up):
   """Flax variables copied into the twin: the same logits (eval mode)."""
-  torch = pytest.importorskip("torch")
+  torch = needs_torch()
   cfg = model_cfg(tnorm, unorm, pooling, kernel_size, up)
   model = build_model(cfg, K)
   x = jax.random.normal(jax.random.key(1), (B, T, S, S, C))
@@ -60,7 +91,7 @@ def test_torch_twin_equals_flax_model(tnorm, unorm, pooling, kernel_size, up):
 
 def test_torch_twin_batch_norm_train_mode_equals_flax():
   """Train mode (no dropout): BatchNorm normalizes by the batch statistics in both."""
-  torch = pytest.importorskip("torch")
+  torch = needs_torch()
   cfg = model_cfg("batch", pooling="flatten")
   model = build_model(cfg, K)
   x = jax.random.normal(jax.random.key(1), (B, T, S, S, C))
@@ -77,7 +108,7 @@ def test_torch_twin_batch_norm_train_mode_equals_flax():
 @pytest.mark.parametrize("kind", ["batch", "layer", "group"])
 def test_norm_eps_and_momentum_are_flax_s(kind):
   """Checked directly: eps 1e-5 vs 1e-6 moves these well-scaled outputs by < 1e-4."""
-  torch = pytest.importorskip("torch")
+  torch = needs_torch()
   import flax.linen as nn
   flax_cls = {"batch": nn.BatchNorm, "layer": nn.LayerNorm, "group": nn.GroupNorm}[kind]
   torch_cls = {"batch": torch.nn.modules.batchnorm._BatchNorm, "layer": torch.nn.LayerNorm,
@@ -91,7 +122,7 @@ def test_norm_eps_and_momentum_are_flax_s(kind):
 
 
 def test_load_flax_variables_rejects_another_network():
-  torch = pytest.importorskip("torch")
+  torch = needs_torch()
   x = jnp.zeros((1, T, S, S, C))
   variables = build_model(model_cfg(up="resize"), K).init(jax.random.key(0), x)
   twin = bench_train.torch_hybrid(model_cfg(up="transpose"), K, C, months=T)
@@ -102,7 +133,7 @@ def test_load_flax_variables_rejects_another_network():
 
 def test_torch_step_runs_in_f32_and_bf16_autocast():
   """The step the benchmark times (bf16: the autocast path, here on the CPU)."""
-  torch = pytest.importorskip("torch")
+  torch = needs_torch()
   config = get_config("tiny")
   for dtype in ("float32", "bfloat16"):
     config.model.dtype = dtype
