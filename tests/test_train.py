@@ -156,16 +156,22 @@ def test_sigterm_then_resume_equals_uninterrupted(uninterrupted, tmp_path, capsy
   assert_trees_close(params_of(tmp_path), params_of(full_dir), atol=1e-6)
 
 
+def train_on_cpu_devices(n: int, workdir, config_code: str = "c = tiny_config()"):
+  """Trains on FakeData in a child process that sees `n` forced CPU devices."""
+  code = ("import sys; sys.path.insert(0, '.');"
+          f"import jax; assert jax.device_count() == {n};"
+          "from tests.test_train import FakeData, tiny_config; from jaxcrop import train;"
+          f"{config_code}; train.train_and_evaluate(c, {str(workdir)!r}, data=FakeData())")
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}",
+         "JAX_PLATFORMS": "cpu"}
+  return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def test_four_devices_equal_one(uninterrupted, tmp_path):
   full_dir, _ = uninterrupted
-  code = ("import sys; sys.path.insert(0, '.');"
-          "import jax; assert jax.device_count() == 4;"
-          "from tests.test_train import FakeData, tiny_config; from jaxcrop import train;"
-          f"train.train_and_evaluate(tiny_config(), {str(tmp_path)!r}, data=FakeData())")
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-         "JAX_PLATFORMS": "cpu"}
-  subprocess.run([sys.executable, "-c", code], check=True, env=env,
-                 cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  run = train_on_cpu_devices(4, tmp_path)
+  assert run.returncode == 0, run.stderr[-3000:]
   assert_trees_close(params_of(tmp_path), params_of(full_dir), atol=1e-4)
   losses_of = lambda d: [l["train_loss"] for l in map(
       json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "train_loss" in l]
@@ -300,14 +306,7 @@ def test_weight_decay_spares_biases_and_norm_parameters():
 
 
 def test_eval_batch_must_split_over_the_devices(tmp_path):
-  code = ("import sys; sys.path.insert(0, '.');"
-          "from tests.test_train import FakeData, tiny_config; from jaxcrop import train;"
-          "c = tiny_config(); c.data.eval_batch_size = 3;"
-          f"train.train_and_evaluate(c, {str(tmp_path)!r}, data=FakeData())")
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-         "JAX_PLATFORMS": "cpu"}
-  run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  run = train_on_cpu_devices(2, tmp_path, "c = tiny_config(); c.data.eval_batch_size = 3")
   assert run.returncode != 0
   assert "data.eval_batch_size=3 must be a multiple of the 2 devices" in run.stderr
   assert not (tmp_path / "checkpoints").exists()
