@@ -265,7 +265,7 @@ def confusion_from_metrics(metrics: dict, level: str = "pixel"):
 def plot_metrics_confusion(metrics: dict, level: str, out) -> pathlib.Path:
   """The model's confusion matrix of an evaluation, titled with level and split."""
   cm, names = confusion_from_metrics(metrics, level)
-  unit = "parcels" if level == "parcel" else "pixels"
+  unit = f"{level}s"                 # pixels | parcels
   return plot_confusion(cm, names, out, unit=unit, title=metrics_title(
       metrics, level, "model confusion (rows: % of the true class)"))
 
@@ -308,7 +308,7 @@ def plot_per_class_f1(metrics: dict, out, *, nom=None, level: str = "pixel",
   a1.grid(axis="y", alpha=0.3)
   a1.legend(handles=handles, loc="lower right", bbox_to_anchor=(1, 1), ncol=2, fontsize=9,
             frameon=False, borderaxespad=0.2)
-  unit = "parcels" if level == "parcel" else "pixels"
+  unit = f"{level}s"                 # pixels | parcels
   support = np.array([r["support"] for r in rows], np.float64)
   a2.bar(x, support, color=colors)
   a2.set_yscale("log")

@@ -376,9 +376,8 @@ def qgis_style(nomenclature) -> str:
   gives colours but shows values, not names."""
   from xml.sax.saxutils import quoteattr
   entries = "\n".join(
-      f'        <paletteEntry value="{k}" color="#{r:02x}{g:02x}{b:02x}" alpha="255" '
-      f'label={quoteattr(name)}/>'
-      for k, (name, (r, g, b)) in enumerate(zip(nomenclature.tier3, nomenclature.rgb())))
+      f'        <paletteEntry value="{k}" color="{color}" alpha="255" label={quoteattr(name)}/>'
+      for k, (name, color) in enumerate(zip(nomenclature.tier3, nomenclature.colors)))
   return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
 <qgis version="3.28" styleCategories="Symbology">
   <pipe>

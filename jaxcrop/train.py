@@ -196,7 +196,7 @@ def _flatten(d: dict, prefix: str) -> dict:
   return out
 
 
-class preemption_check:  # pylint: disable=invalid-name
+class PreemptionCheck:
   """`preempted(step)`: True at the step where every process stops and saves.
 
   One process: True from the first step that ends after a SIGTERM (our handler
@@ -324,7 +324,7 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
     checkpoint.save(last_mgr, step, model_variables(state),
                     {"opt_state": state.opt_state, "step": state.step, **progress})
 
-  preempted = preemption_check()
+  preempted = PreemptionCheck()
   writer = Writer(workdir, cfg_t.get("tensorboard", True))
   it = data.train_iterator(config.data, seed=config.seed, start_step=start)
   summary = {}

@@ -248,15 +248,14 @@ def _open_cache(folder: pathlib.Path, zone: Zone, year: int) -> pathlib.Path:
   return cache
 
 
-def _done(folder: pathlib.Path, zone: Zone, year: int) -> dict | None:
-  """The imagery info of a zone folder already composited from Earth Engine."""
-  try:
-    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-  except (OSError, ValueError):
-    return None
+def _done(folder: pathlib.Path, meta: dict, year: int) -> dict | None:
+  """The imagery info of a zone folder already composited from Earth Engine.
+
+  `meta`: the folder's meta.json from `zonefolder.check_folder`, which has
+  already refused a folder of another zone.
+  """
   info = meta.get("imagery") or {}
-  ok = (info.get("source") == "earth-engine" and info.get("year") == year
-        and zonefolder.holds_zone(meta, zone))
+  ok = info.get("source") == "earth-engine" and info.get("year") == year
   return info if ok and all((folder / f).is_file()
                             for f in zonefolder.IMAGERY_FILES) else None
 
@@ -285,8 +284,8 @@ def composite_zone_from_gee(zone: Zone, out_folder, *, year: int = 2023,
   import ee
   from tqdm import tqdm
   folder = pathlib.Path(out_folder)
-  zonefolder.check_folder(folder, zone)         # before any request is spent
-  if not overwrite and (info := _done(folder, zone, year)) is not None:
+  meta = zonefolder.check_folder(folder, zone)  # before any request is spent
+  if not overwrite and (info := _done(folder, meta, year)) is not None:
     return info
   if initialize_ee:
     initialize(project)
