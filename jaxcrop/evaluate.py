@@ -7,7 +7,9 @@ Writes W/eval/metrics.json, W/eval/metrics.md and W/eval/confusion_<level>.png.
 Parcel level: each parcel (zone_id, parcel index ≠ 0) gets the majority class
 of its predicted pixels (ties → the lowest class id) and is compared with the
 majority of its labelled pixels (its RPG class); parcels without a labelled
-pixel are left out. Patches do not overlap, so every pixel votes once.
+pixel are left out. Patches do not overlap, so every pixel votes once. Images are normalized with
+the checkpoint's stored mean and std (as in predict), never with moments
+recomputed from the dataset read.
 """
 from __future__ import annotations
 
@@ -165,11 +167,13 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
   if with_baseline:
     base_cfg = cfg.eval.baseline
     clf = baseline.fit_or_load(
-        workdir, lambda: data.eval_batches(cfg.data, cfg.data.train_split),
+        workdir, lambda: data.eval_batches(cfg.data, cfg.data.train_split, meta),
         total_labelled=int(np.sum(meta.class_pixel_counts)), kind=base_cfg.kind,
         max_pixels=base_cfg.max_pixels, max_iter=base_cfg.get("max_iter", 100), seed=cfg.seed, train_split=cfg.data.train_split)
     predictors["baseline"] = lambda x: baseline.predict(clf, x)
-  pixels = collect(data.eval_batches(cfg.data, split), predictors, max_batches)
+  # The checkpoint's statistics, as predict uses: a rebuilt dataset's own
+  # moments (other folds, other zones) would shift every input the model sees.
+  pixels = collect(data.eval_batches(cfg.data, split, meta), predictors, max_batches)
   result = {"split": split, "checkpoint": which, "step": trained.step,
             "dataset": cfg.data.builder_config,
             "nomenclature_version": meta.nomenclature_version,

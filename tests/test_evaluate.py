@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxcrop import baseline, cv, evaluate, train
+from jaxcrop import baseline, checkpoint, cv, evaluate, train
 from tests.test_train import FakeData, compilation_cache, tiny_config  # noqa: F401
 
 
@@ -56,6 +56,52 @@ def test_evaluate_writes_model_and_baseline_metrics(trained_dir):
   md = (trained_dir / "eval" / "metrics.md").read_text()
   assert "| macro_f1 |" in md and "| region | model pixel | model parcel |" in md
   assert (trained_dir / "baseline" / "model.pkl").exists()
+
+
+class RebuiltData(FakeData):
+  """The dataset rebuilt with other folds: its own moments (mean 3, std 2) are
+  not the checkpoint's (fake_meta: mean 0, std 1). Images are the same raw
+  values as FakeData's, normalized with the statistics eval_batches is given
+  (its own when none)."""
+
+  def __init__(self):
+    super().__init__()
+    self.given = []
+
+  def load_meta(self, cfg_data):
+    m = super().load_meta(cfg_data)
+    m.mean, m.std = m.mean + 3, m.std * 2
+    return m
+
+  def eval_batches(self, cfg_data, split, meta=None):
+    self.given.append(meta)
+    use = self.load_meta(cfg_data) if meta is None else meta
+    for b in super().eval_batches(cfg_data, split):
+      raw = b["image"]                  # FakeData's images are raw values at mean 0, std 1
+      yield {**b, "image": ((raw - use.mean[:, None, None]) / use.std[:, None, None]
+                            ).astype(np.float32)}
+
+
+def test_evaluate_normalizes_with_the_checkpoint_statistics(trained_dir):
+  """A rebuilt dataset whose folds differ gives the metrics of the original
+  one: evaluate hands eval_batches the checkpoint's mean and std."""
+  want = evaluate.evaluate(trained_dir, data=FakeData(), with_baseline=False)
+  rebuilt = RebuiltData()
+  got = evaluate.evaluate(trained_dir, data=rebuilt, with_baseline=False)
+  assert [m is not None for m in rebuilt.given] == [True]
+  np.testing.assert_array_equal(rebuilt.given[0].mean, np.zeros((4, 4)))
+  np.testing.assert_array_equal(rebuilt.given[0].std, np.ones((4, 4)))
+  assert got["confusion_matrix"] == want["confusion_matrix"]
+  # With the rebuilt dataset's own moments the inputs shift and the scores move.
+  cfg, model = tiny_config().data, {"model": _model_of(trained_dir)}
+  shifted = evaluate.collect(RebuiltData().eval_batches(cfg, "test"), model)
+  base = evaluate.collect(FakeData().eval_batches(cfg, "test"), model)
+  assert (shifted["model"] != base["model"]).any()
+
+
+def _model_of(workdir):
+  t = checkpoint.load_trained(workdir, "best")
+  return lambda x: t.model.apply(t.variables, x, train=False).argmax(-1)
 
 
 def test_cv_folds_scores_and_retrain(tmp_path, monkeypatch):
