@@ -83,7 +83,21 @@ def parcel_votes(zone, parcel, label, pred, num_classes: int):
 
 
 def headline(summary: dict) -> dict:
-  return {k: summary[k] for k in HEADLINE + ("num_pixels",)}
+  """The headline scores of a `metrics.summarize` dict, with the classes its macro
+  averages run over (they differ from region to region)."""
+  return {k: summary[k] for k in HEADLINE + ("num_pixels", "macro_rule", "macro_classes")}
+
+
+def macro_lines(result: dict, level: str, split: str) -> list[str]:
+  """Which classes enter the macro averages of `level`, per predictor: the rule
+  and the class list, so a macro-F1 can be compared with another study's."""
+  out = []
+  for name, summary in result[level].items():
+    classes = summary["macro_classes"]
+    out.append(f"Macro averages and mIoU of {name} run over the {len(classes)} "
+               f"{summary['macro_rule']} of the {split} split: "
+               f"{', '.join(classes) or 'none'}.")
+  return out
 
 
 def compute(pixels: dict, predictors, class_names) -> dict:
@@ -121,7 +135,7 @@ def markdown(result: dict, note: str = "") -> str:
               "| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for m in HEADLINE:
       lines.append(f"| {m} | " + " | ".join(f"{result[level][n][m]:.4f}" for n in names) + " |")
-    lines.append("")
+    lines += ["", *macro_lines(result, level, result["split"]), ""]
   lines += ["## Per region (macro-F1 / overall accuracy)", "",
             "| region | " + " | ".join(f"{n} pixel | {n} parcel" for n in names) + " |",
             "|---" * (2 * len(names) + 1) + "|"]
@@ -130,7 +144,9 @@ def markdown(result: dict, note: str = "") -> str:
         f"{by[n]['macro_f1']:.4f} / {by[n]['overall_accuracy']:.4f} | "
         f"{by[n]['parcel']['macro_f1']:.4f} / {by[n]['parcel']['overall_accuracy']:.4f}"
         for n in names) + " |")
-  lines += ["", "## Per class (pixel level, model)", "", metrics.per_class_table(result["pixel"]["model"]), ""]
+  lines += ["", "Per region, the macro averages run over the classes present in that region's "
+            "truth or prediction (`macro_classes` of each region in metrics.json).",
+            "", "## Per class (pixel level, model)", "", metrics.per_class_table(result["pixel"]["model"]), ""]
   return "\n".join(lines)
 
 
