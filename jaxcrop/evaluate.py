@@ -7,9 +7,9 @@ Writes W/eval/metrics.json, W/eval/metrics.md and W/eval/confusion_<level>.png.
 Parcel level: each parcel (zone_id, parcel index ≠ 0) gets the majority class
 of its predicted pixels (ties → the lowest class id) and is compared with the
 majority of its labelled pixels (its RPG class); parcels without a labelled
-pixel are left out. Patches do not overlap, so every pixel votes once. Images are normalized with
-the checkpoint's stored mean and std (as in predict), never with moments
-recomputed from the dataset read.
+pixel are left out. Patches do not overlap, so every pixel votes once.
+Images are normalized with the checkpoint's stored mean and std (as in
+predict), never with moments recomputed from the dataset read.
 """
 from __future__ import annotations
 

@@ -20,9 +20,9 @@ squares that are highly cultivated according to ESA WorldCover (10 m, class 40
 4. The test zone (index 0, see the builder's splits) is drawn among the
    region's chosen squares with `draw_test_rank(slug, n, seed)`: a uniform draw
    seeded by (seed, CRC-32 of the region's slug), the same on every machine.
-   Taking the most cultivated square as test would make every test zone the
-   easiest, least mixed landscape of its region. The other squares keep their
-   order of cultivation as indices 1..n-1.
+   Taking the most cultivated square as test would make every test zone its
+   region's most uniform cropland rather than a sample of the region. The other
+   squares keep their order of cultivation as indices 1..n-1.
 
 The squares' corners are multiples of `step_m` (hence of 10 m) in UTM, so they
 sit on the Sentinel-2 10 m grid. `prep/data/zones.csv` holds the committed
