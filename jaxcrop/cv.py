@@ -5,7 +5,8 @@
 
 For every setting of `config.cv.grid` (the product of its lists) and every fold
 k of `config.cv.folds`: train on the other folds, validate on fold k (the run's
-best validation macro-F1). Reports mean ± std over folds per setting in
+best validation macro-F1, averaged over the classes present in the fold's truth
+or prediction: listed per fold). Reports mean ± std over folds per setting in
 W/cv/results.json and W/cv/results.md, then retrains the best setting on all
 folds (W/final) for `train.num_steps` steps with a single evaluation at the end
 (the validation split is then inside the training data, so "best" = "last"
@@ -23,7 +24,7 @@ from absl import flags, logging
 import numpy as np
 from ml_collections import config_flags
 
-from jaxcrop import checkpoint, cli, train
+from jaxcrop import checkpoint, cli, metrics, train
 
 # Grid keys → config fields; any other key is a config path with "__" for ".".
 GRID_PATHS = {"lr": "optimizer.lr", "kernel_size": "model.temporal.kernel_size"}
@@ -68,16 +69,19 @@ def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
   rows = []
   for setting in settings(config.cv.grid):
     name = setting_name(setting)
-    scores = []
+    scores, classes = [], []
     for k in range(len(folds)):
       c = fold_config(apply_setting(config, setting), folds, k)
       print(f"cv: {name}, validate on {folds[k]} (train {c.data.train_split})", file=sys.stderr)
-      result = train.train_and_evaluate(c, workdir / "cv" / name / f"val_{folds[k]}", data=data)
+      run_dir = workdir / "cv" / name / f"val_{folds[k]}"
+      result = train.train_and_evaluate(c, run_dir, data=data)
       scores.append(result["best_val_macro_f1"])
+      classes.append(best_val_classes(run_dir))
     rows.append({"setting": setting, "name": name, "val_macro_f1": scores,
+                 "val_macro_classes": classes,
                  "mean": float(np.mean(scores)), "std": float(np.std(scores))})
   best = max(rows, key=lambda r: r["mean"])
-  out = {"folds": folds, "results": rows, "best": best}
+  out = {"folds": folds, "macro_rule": metrics.MACRO_RULE, "results": rows, "best": best}
   if retrain:
     c = apply_setting(config, best["setting"])
     c.data.train_split = "+".join(folds)
@@ -93,6 +97,13 @@ def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
   return out
 
 
+def best_val_classes(run_dir) -> list[str] | None:
+  """The classes the run's best validation macro-F1 averages over (its
+  val_best.json), None when the run never wrote one."""
+  path = run_dir / "val_best.json"
+  return json.loads(path.read_text()).get("macro_classes") if path.exists() else None
+
+
 def markdown(out: dict) -> str:
   lines = ["# Cross-validation (validation macro-F1 over folds " + ", ".join(out["folds"]) + ")", "",
            "| setting | " + " | ".join(out["folds"]) + " | mean ± std |",
@@ -100,7 +111,13 @@ def markdown(out: dict) -> str:
   for r in sorted(out["results"], key=lambda r: -r["mean"]):
     lines.append(f"| {r['name']} | " + " | ".join(f"{s:.4f}" for s in r["val_macro_f1"]) +
                  f" | {r['mean']:.4f} ± {r['std']:.4f} |")
-  lines += ["", f"Best: {out['best']['name']}."]
+  lines += ["", f"Best: {out['best']['name']}.", "",
+            f"Each validation macro-F1 averages over the {out['macro_rule']} of its fold "
+            f"(best setting):"]
+  for fold, classes in zip(out["folds"], out["best"]["val_macro_classes"]):
+    listed = "not recorded" if classes is None else f"{len(classes)}: {', '.join(classes)}"
+    lines.append(f"- {fold}: {listed}")
+  lines.append("")
   if "final" in out:
     lines.append(f"Retrained on {out['final']['train_split']}: {out['final']['workdir']}.")
   return "\n".join(lines) + "\n"

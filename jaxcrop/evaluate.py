@@ -8,6 +8,8 @@ Parcel level: each parcel (zone_id, parcel index ≠ 0) gets the majority class
 of its predicted pixels (ties → the lowest class id) and is compared with the
 majority of its labelled pixels (its RPG class); parcels without a labelled
 pixel are left out. Patches do not overlap, so every pixel votes once.
+Images are normalized with the checkpoint's stored mean and std (as in
+predict), never with moments recomputed from the dataset read.
 """
 from __future__ import annotations
 
@@ -81,7 +83,21 @@ def parcel_votes(zone, parcel, label, pred, num_classes: int):
 
 
 def headline(summary: dict) -> dict:
-  return {k: summary[k] for k in HEADLINE + ("num_pixels",)}
+  """The headline scores of a `metrics.summarize` dict, with the classes its macro
+  averages run over (they differ from region to region)."""
+  return {k: summary[k] for k in HEADLINE + ("num_pixels", "macro_rule", "macro_classes")}
+
+
+def macro_lines(result: dict, level: str, split: str) -> list[str]:
+  """Which classes enter the macro averages of `level`, per predictor: the rule
+  and the class list, so a macro-F1 can be compared with another study's."""
+  out = []
+  for name, summary in result[level].items():
+    classes = summary["macro_classes"]
+    out.append(f"Macro averages and mIoU of {name} run over the {len(classes)} "
+               f"{summary['macro_rule']} of the {split} split: "
+               f"{', '.join(classes) or 'none'}.")
+  return out
 
 
 def compute(pixels: dict, predictors, class_names) -> dict:
@@ -119,7 +135,7 @@ def markdown(result: dict, note: str = "") -> str:
               "| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for m in HEADLINE:
       lines.append(f"| {m} | " + " | ".join(f"{result[level][n][m]:.4f}" for n in names) + " |")
-    lines.append("")
+    lines += ["", *macro_lines(result, level, result["split"]), ""]
   lines += ["## Per region (macro-F1 / overall accuracy)", "",
             "| region | " + " | ".join(f"{n} pixel | {n} parcel" for n in names) + " |",
             "|---" * (2 * len(names) + 1) + "|"]
@@ -128,7 +144,9 @@ def markdown(result: dict, note: str = "") -> str:
         f"{by[n]['macro_f1']:.4f} / {by[n]['overall_accuracy']:.4f} | "
         f"{by[n]['parcel']['macro_f1']:.4f} / {by[n]['parcel']['overall_accuracy']:.4f}"
         for n in names) + " |")
-  lines += ["", "## Per class (pixel level, model)", "", metrics.per_class_table(result["pixel"]["model"]), ""]
+  lines += ["", "Per region, the macro averages run over the classes present in that region's "
+            "truth or prediction (`macro_classes` of each region in metrics.json).",
+            "", "## Per class (pixel level, model)", "", metrics.per_class_table(result["pixel"]["model"]), ""]
   return "\n".join(lines)
 
 
@@ -161,11 +179,13 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
   if with_baseline:
     base_cfg = cfg.eval.baseline
     clf = baseline.fit_or_load(
-        workdir, lambda: data.eval_batches(cfg.data, cfg.data.train_split),
+        workdir, lambda: data.eval_batches(cfg.data, cfg.data.train_split, meta),
         total_labelled=int(np.sum(meta.class_pixel_counts)), kind=base_cfg.kind,
         max_pixels=base_cfg.max_pixels, max_iter=base_cfg.get("max_iter", 100), seed=cfg.seed, train_split=cfg.data.train_split)
     predictors["baseline"] = lambda x: baseline.predict(clf, x)
-  pixels = collect(data.eval_batches(cfg.data, split), predictors, max_batches)
+  # The checkpoint's statistics, as predict uses: a rebuilt dataset's own
+  # moments (other folds, other zones) would shift every input the model sees.
+  pixels = collect(data.eval_batches(cfg.data, split, meta), predictors, max_batches)
   result = {"split": split, "checkpoint": which, "step": trained.step,
             "dataset": cfg.data.builder_config,
             "nomenclature_version": meta.nomenclature_version,

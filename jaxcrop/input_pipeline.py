@@ -162,11 +162,16 @@ def _options(tf, cfg_data):
 
 
 def _numpy(ds, builder, split, cfg_data) -> Iterator[dict]:
-  """Iterates a tf.data pipeline; a damaged shard becomes a DatasetError."""
-  data_loss = import_tf().errors.DataLossError  # bound now: usable at shutdown
+  """Iterates a tf.data pipeline; a damaged shard becomes a DatasetError (a
+  corrupt record, or fewer records than the dataset info counts: a shard cut
+  at a record boundary)."""
+  errors = import_tf().errors  # bound now: usable at shutdown
   try:
     yield from ds.as_numpy_iterator()
-  except data_loss as e:
+  except (errors.DataLossError, errors.FailedPreconditionError) as e:
+    if (isinstance(e, errors.FailedPreconditionError)
+        and "was expected to contain" not in e.message):
+      raise
     files = [os.fspath(p) for p in builder.info.splits[split].filepaths]
     bad = _corrupt_shards(files) or files
     raise DatasetError(f"{', '.join(bad)}: damaged or truncated TFRecord shard "
@@ -256,8 +261,13 @@ _EVAL_KEYS = ("image", "label", "parcels", "zone_id", "region", "row", "col",
               "epsg", "transform")
 
 
-def eval_batches(cfg_data, split: str) -> Iterator[dict]:
+def eval_batches(cfg_data, split: str, meta: DatasetMeta | None = None) -> Iterator[dict]:
   """Every example of `split` for this process once, in fixed-shape batches.
+
+  Images are normalized with `meta.mean` / `meta.std`: pass a checkpoint's
+  DatasetMeta to evaluate it with the statistics it was trained with, whatever
+  the dataset read now (a rebuilt one may have other folds, hence other
+  moments). Default: the dataset's own, merged over cfg_data.train_split.
 
   Yields dicts: `image` float32 [B, T, H, W, C], `label` int32 [B, H, W],
   `parcels` uint32 [B, H, W], `zone_id`, `region` bytes [B], `row`, `col`,
@@ -268,7 +278,7 @@ def eval_batches(cfg_data, split: str) -> Iterator[dict]:
   """
   builder = _builder(cfg_data)   # opened here: a wrong split fails before any progress bar
   check_split(cfg_data, builder, split)
-  return _eval_batches(cfg_data, builder, split)
+  return _eval_batches(cfg_data, builder, split, meta)
 
 
 def check_split(cfg_data, builder, split: str) -> None:
@@ -280,10 +290,10 @@ def check_split(cfg_data, builder, split: str) -> None:
                        f"{dataset_dir(cfg_data)} (splits: {', '.join(known)})")
 
 
-def _eval_batches(cfg_data, builder, split: str) -> Iterator[dict]:
+def _eval_batches(cfg_data, builder, split: str, meta=None) -> Iterator[dict]:
   tf = import_tf()
   import jax  # pylint: disable=g-import-not-at-top
-  meta = load_meta(cfg_data, builder)
+  meta = load_meta(cfg_data, builder) if meta is None else meta
   batch = _process_share(cfg_data.eval_batch_size)
   count = jax.process_count()
   per_process = [builder.info.splits[_process_split(split, i, count)].num_examples

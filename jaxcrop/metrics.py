@@ -10,7 +10,10 @@ Definitions (per class k, tp = cm[k, k]):
 Macro averages are over the classes present in the truth OR the prediction; a
 class absent from both has no errors to count and is excluded (reported with
 `present: false`), so an evaluation on a region without, say, rice is not
-dragged down by rice. overall_accuracy = trace / total.
+dragged down by rice. `summarize` states the rule (`macro_rule`) and lists the
+classes averaged (`macro_classes`), so a macro-F1 can be compared fairly with a
+study that averages over another set (e.g. the classes of the test truth only).
+overall_accuracy = trace / total.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import numpy as np
 
 from cropcontracts.zonefolder import NO_LABEL
 
+MACRO_RULE = "classes present in the truth or in the prediction"
 
 
 @functools.partial(jax.jit, static_argnames="num_classes")
@@ -60,7 +64,11 @@ def _div(a, b):
 
 
 def summarize(cm, class_names=None) -> dict:
-  """Overall accuracy, macro P/R/F1, mIoU and a per-class table from cm [K, K]."""
+  """Overall accuracy, macro P/R/F1, mIoU and a per-class table from cm [K, K].
+
+  `macro_classes` names the classes the macro averages and mIoU run over
+  (`macro_rule`: present in the truth or the prediction), in class-id order.
+  """
   cm = np.asarray(cm, np.float64)
   tp, true, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
   precision, recall = _div(tp, predicted), _div(tp, true)
@@ -77,6 +85,8 @@ def summarize(cm, class_names=None) -> dict:
   return dict(overall_accuracy=float(_div(tp.sum(), cm.sum())),
               macro_precision=macro(precision), macro_recall=macro(recall),
               macro_f1=macro(f1), miou=macro(iou), num_pixels=int(cm.sum()),
+              macro_rule=MACRO_RULE,
+              macro_classes=[names[k] for k in np.flatnonzero(present)],
               per_class=per_class)
 
 

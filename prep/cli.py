@@ -58,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
       description=_doc("""
           List the zones table (id, region, EPSG, centre, cropland fraction,
           source), or with --select re-derive the 40 study zones from ESA
-          WorldCover through Earth Engine and write the table."""),
+          WorldCover through Earth Engine and write the table: per region the
+          5 most cultivated 10 km squares, at least 1 km apart; the test zone
+          (index 0) is a seeded draw among them (--seed), not always the
+          most cultivated."""),
       epilog=_doc("""
           examples:
             python -m prep zones
@@ -74,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="zones table to list (default: prep/data/zones.csv)")
   p.add_argument("--project", default=None,
                  help="Google Cloud project for Earth Engine (default: $JAXCROP_EE_PROJECT)")
+  p.add_argument("--seed", type=int, default=0,
+                 help="seed of the draw of each region's test zone among its squares "
+                      "(default: %(default)s)")
   p.set_defaults(run=run_zones)
 
   p = sub.add_parser(
@@ -205,7 +211,8 @@ def run_zones(args) -> None:
   from prep import zones as zones_lib
   if args.select:
     from prep import select_zones
-    zones = select_zones.select_zones(progress=not args.quiet, project=args.project)
+    zones = select_zones.select_zones(progress=not args.quiet, project=args.project,
+                                      seed=args.seed)
     zones_lib.write_zones(zones, args.out)
     print(f"wrote {len(zones)} zones to {args.out}")
     return

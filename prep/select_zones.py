@@ -13,8 +13,16 @@ squares that are highly cultivated according to ESA WorldCover (10 m, class 40
 2. Locally, the fraction of every square of `square_m` aligned to that grid is
    the mean of its k x k cells (k = square_m / step_m), from a summed-area table.
 3. Greedy choice: the square with the highest fraction whose centre lies within
-   the radius, then the next highest that overlaps none already chosen, until
-   `n_per_region` (ties: nearer the town first).
+   the radius, then the next highest that keeps at least `gap_m` (default
+   1 km) from every square already chosen, until `n_per_region` (ties: nearer
+   the town first). Squares never touch, so no parcel lies in two zones, which
+   may belong to different splits.
+4. The test zone (index 0, see the builder's splits) is drawn among the
+   region's chosen squares with `draw_test_rank(slug, n, seed)`: a uniform draw
+   seeded by (seed, CRC-32 of the region's slug), the same on every machine.
+   Taking the most cultivated square as test would make every test zone its
+   region's most uniform cropland rather than a sample of the region. The other
+   squares keep their order of cultivation as indices 1..n-1.
 
 The squares' corners are multiples of `step_m` (hence of 10 m) in UTM, so they
 sit on the Sentinel-2 10 m grid. `prep/data/zones.csv` holds the committed
@@ -25,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import zlib
 from typing import Callable, Sequence
 
 import numpy as np
@@ -81,16 +90,18 @@ def square_fractions(cells: np.ndarray, k: int) -> np.ndarray:
 
 
 def greedy_squares(fractions: np.ndarray, k: int, n: int, allowed: np.ndarray | None = None,
-                   distance: np.ndarray | None = None) -> list[tuple[int, int]]:
-  """Greedy choice of up to n non-overlapping k x k squares, best fraction first.
+                   distance: np.ndarray | None = None, gap: int = 0) -> list[tuple[int, int]]:
+  """Greedy choice of up to n k x k squares at least `gap` cells apart, best first.
 
   Args:
     fractions: float [R, C], fraction of the square with upper-left cell (r, c).
-    k: square side in cells; squares (r, c), (r', c') overlap iff
-      |r - r'| < k and |c - c'| < k.
+    k: square side in cells; squares (r, c), (r', c') are too close iff
+      |r - r'| < k + gap and |c - c'| < k + gap (gap 0: they overlap).
     n: how many squares to choose.
     allowed: bool [R, C], candidates (e.g. centre within the radius).
     distance: float [R, C], tie-breaker (smaller first).
+    gap: cells of clearance between two chosen squares (along x or y; the
+      Euclidean distance between the squares is then at least as large).
   Returns:
     the chosen (r, c), best first; fewer than n if the candidates run out.
   """
@@ -98,6 +109,7 @@ def greedy_squares(fractions: np.ndarray, k: int, n: int, allowed: np.ndarray | 
                    fractions, -np.inf).astype(np.float64)
   score[np.isnan(score)] = -np.inf
   tie = np.zeros_like(score) if distance is None else distance
+  reach = k + gap
   chosen = []
   for _ in range(n):
     best = np.flatnonzero(score == score.max())
@@ -105,8 +117,17 @@ def greedy_squares(fractions: np.ndarray, k: int, n: int, allowed: np.ndarray | 
       break
     r, c = np.unravel_index(best[np.argmin(tie.flat[best])], score.shape)
     chosen.append((int(r), int(c)))
-    score[max(r - k + 1, 0):r + k, max(c - k + 1, 0):c + k] = -np.inf
+    score[max(r - reach + 1, 0):r + reach, max(c - reach + 1, 0):c + reach] = -np.inf
   return chosen
+
+
+def draw_test_rank(slug: str, n: int, seed: int = 0) -> int:
+  """Cultivation rank (0 = most cultivated) of the region's test zone among n.
+
+  A uniform draw from a generator seeded by (seed, CRC-32 of slug): reproducible
+  across machines and Python versions, different from region to region.
+  """
+  return int(np.random.default_rng([seed, zlib.crc32(slug.encode())]).integers(n))
 
 
 def cropland_image():
@@ -135,8 +156,13 @@ def fraction_request(grid: FractionGrid) -> dict:
 
 def choose_zones(cells: np.ndarray, grid: FractionGrid, region: str, town: str,
                  slug: str, *, n: int = 5, radius_km: float = 30.0,
-                 square_m: float = 10_000.0) -> list[Zone]:
-  """The region's zones from its fraction grid (pure: no Earth Engine)."""
+                 square_m: float = 10_000.0, gap_m: float = 1000.0,
+                 seed: int = 0) -> list[Zone]:
+  """The region's zones from its fraction grid (pure: no Earth Engine).
+
+  Index 0 (the test zone) is the square of cultivation rank
+  `draw_test_rank(slug, n, seed)`; indices 1..n-1 are the others, most cultivated first.
+  """
   import pyproj
   k = int(round(square_m / grid.step))
   frac = square_fractions(np.asarray(cells, np.float64), k)
@@ -144,10 +170,14 @@ def choose_zones(cells: np.ndarray, grid: FractionGrid, region: str, town: str,
   cx = grid.x0 + (c + k / 2) * grid.step
   cy = grid.y0 - (r + k / 2) * grid.step
   dist = np.hypot(cx - grid.tx, cy - grid.ty)
-  picks = greedy_squares(frac, k, n, allowed=dist <= radius_km * 1000, distance=dist)
+  picks = greedy_squares(frac, k, n, allowed=dist <= radius_km * 1000, distance=dist,
+                         gap=math.ceil(gap_m / grid.step))
   if len(picks) < n:
-    raise UserError(f"{region}: only {len(picks)} non-overlapping {square_m / 1000:g} km "
-                    f"squares fit within {radius_km:g} km of {town}; raise radius_km")
+    raise UserError(f"{region}: only {len(picks)} {square_m / 1000:g} km squares at least "
+                    f"{gap_m / 1000:g} km apart fit within {radius_km:g} km of {town}; "
+                    f"raise radius_km")
+  t = draw_test_rank(slug, n, seed)
+  picks = [picks[t]] + picks[:t] + picks[t + 1:]
   to_wgs = pyproj.Transformer.from_crs(f"EPSG:{grid.epsg}", "EPSG:4326", always_xy=True)
   pixels = int(round(square_m / zones_lib.RES))
   out = []
@@ -163,10 +193,11 @@ def choose_zones(cells: np.ndarray, grid: FractionGrid, region: str, town: str,
 
 def select_zones(regions: Sequence = zones_lib.REGIONS, *, n_per_region: int = 5,
                  radius_km: float = 30.0, step_m: float = 1000.0,
-                 square_m: float = 10_000.0, progress: bool = True,
+                 square_m: float = 10_000.0, gap_m: float = 1000.0, seed: int = 0,
+                 progress: bool = True,
                  project: str | None = None, initialize_ee: bool = True,
                  max_retries: int = 6, sleep: Callable = time.sleep) -> list[Zone]:
-  """The study zones: per region, the n most cultivated non-overlapping squares.
+  """The study zones: per region, the n most cultivated squares 1 km apart.
 
   Args:
     regions: (region, town, slug, lon, lat) tuples, as `prep.zones.REGIONS`.
@@ -174,6 +205,8 @@ def select_zones(regions: Sequence = zones_lib.REGIONS, *, n_per_region: int = 5
     radius_km: squares' centres lie within this distance of the town.
     step_m: fraction grid cell (squares move by this step); divides square_m.
     square_m: square side.
+    gap_m: least distance between two chosen squares of a region.
+    seed: seed of the test-zone draw (`draw_test_rank`).
   Returns:
     list[Zone] with cropland_fraction and source "worldcover-v200"; write them
     with `prep.zones.write_zones`.
@@ -194,5 +227,6 @@ def select_zones(regions: Sequence = zones_lib.REGIONS, *, n_per_region: int = 5
                             f"WorldCover fractions around {town}",
                             max_retries=max_retries, sleep=sleep)
     out += choose_zones(np.asarray(data["cropland"], np.float64), grid, region, town,
-                        slug, n=n_per_region, radius_km=radius_km, square_m=square_m)
+                        slug, n=n_per_region, radius_km=radius_km, square_m=square_m,
+                        gap_m=gap_m, seed=seed)
   return out

@@ -195,8 +195,9 @@ class FakeData:
       yield fake_batch(np.random.default_rng([seed, step]), cfg_data.batch_size // jax.process_count())
       step += 1
 
-  def eval_batches(self, cfg_data, split):
-    """Two batches, the second with one padding example; 4×4-pixel parcels."""
+  def eval_batches(self, cfg_data, split, meta=None):
+    """Two batches, the second with one padding example; 4×4-pixel parcels.
+    Images come normalized with fake_train_meta()'s statistics (mean 0, std 1)."""
     rng = np.random.default_rng(99)
     n = cfg_data.eval_batch_size
     blocks = (np.arange(S)[:, None] // 4) * (S // 4) + np.arange(S)[None, :] // 4 + 1

@@ -339,5 +339,7 @@ def test_zones_select_writes_the_table(raw, tmp_path, monkeypatch, capsys):
   rc, out, err = run(["zones", "--select", "--out", tmp_path / "z.csv"], capsys)
   assert rc == 0, err
   assert Z.read_zones(tmp_path / "z.csv") == chosen
-  assert seen == dict(progress=False, project=None)
+  assert seen == dict(progress=False, project=None, seed=0)
   assert out.strip() == f"wrote 3 zones to {tmp_path / 'z.csv'}"
+  rc, out, err = run(["zones", "--select", "--seed", "7", "--out", tmp_path / "z.csv"], capsys)
+  assert rc == 0 and seen["seed"] == 7, err

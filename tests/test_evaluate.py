@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxcrop import baseline, cv, evaluate, train
+from jaxcrop import baseline, checkpoint, cv, evaluate, train
 from tests.fixtures import FakeData, tiny_config
 
 
@@ -55,7 +55,63 @@ def test_evaluate_writes_model_and_baseline_metrics(trained_dir):
   assert (trained_dir / "eval" / "confusion_pixel.png").stat().st_size > 1000
   md = (trained_dir / "eval" / "metrics.md").read_text()
   assert "| macro_f1 |" in md and "| region | model pixel | model parcel |" in md
+  # Which classes each macro average runs over: the rule and the list, at every level.
+  for level in ("pixel", "parcel"):
+    for name in ("model", "baseline"):
+      s = saved[level][name]
+      listed = [r["name"] for r in s["per_class"] if r["support"] + r["predicted"] > 0]
+      assert s["macro_classes"] == listed and "vines" not in listed   # never true nor predicted
+      assert s["macro_rule"] == "classes present in the truth or in the prediction"
+      assert (f"Macro averages and mIoU of {name} run over the {len(listed)} classes present "
+              f"in the truth or in the prediction of the test split: {', '.join(listed)}.") in md
+  assert south["macro_classes"] and south["parcel"]["macro_classes"]
   assert (trained_dir / "baseline" / "model.pkl").exists()
+
+
+class RebuiltData(FakeData):
+  """The dataset rebuilt with other folds: its own moments (mean 3, std 2) are
+  not the checkpoint's (fake_meta: mean 0, std 1). Images are the same raw
+  values as FakeData's, normalized with the statistics eval_batches is given
+  (its own when none)."""
+
+  def __init__(self):
+    super().__init__()
+    self.given = []
+
+  def load_meta(self, cfg_data):
+    m = super().load_meta(cfg_data)
+    m.mean, m.std = m.mean + 3, m.std * 2
+    return m
+
+  def eval_batches(self, cfg_data, split, meta=None):
+    self.given.append(meta)
+    use = self.load_meta(cfg_data) if meta is None else meta
+    for b in super().eval_batches(cfg_data, split):
+      raw = b["image"]                  # FakeData's images are raw values at mean 0, std 1
+      yield {**b, "image": ((raw - use.mean[:, None, None]) / use.std[:, None, None]
+                            ).astype(np.float32)}
+
+
+def test_evaluate_normalizes_with_the_checkpoint_statistics(trained_dir):
+  """A rebuilt dataset whose folds differ gives the metrics of the original
+  one: evaluate hands eval_batches the checkpoint's mean and std."""
+  want = evaluate.evaluate(trained_dir, data=FakeData(), with_baseline=False)
+  rebuilt = RebuiltData()
+  got = evaluate.evaluate(trained_dir, data=rebuilt, with_baseline=False)
+  assert [m is not None for m in rebuilt.given] == [True]
+  np.testing.assert_array_equal(rebuilt.given[0].mean, np.zeros((4, 4)))
+  np.testing.assert_array_equal(rebuilt.given[0].std, np.ones((4, 4)))
+  assert got["confusion_matrix"] == want["confusion_matrix"]
+  # With the rebuilt dataset's own moments the inputs shift and the scores move.
+  cfg, model = tiny_config().data, {"model": _model_of(trained_dir)}
+  shifted = evaluate.collect(RebuiltData().eval_batches(cfg, "test"), model)
+  base = evaluate.collect(FakeData().eval_batches(cfg, "test"), model)
+  assert (shifted["model"] != base["model"]).any()
+
+
+def _model_of(workdir):
+  t = checkpoint.load_trained(workdir, "best")
+  return lambda x: t.model.apply(t.variables, x, train=False).argmax(-1)
 
 
 def test_cv_folds_scores_and_retrain(tmp_path, monkeypatch):
@@ -66,6 +122,10 @@ def test_cv_folds_scores_and_retrain(tmp_path, monkeypatch):
     calls.append((config.data.train_split, config.data.val_split, config.optimizer.lr,
                   config.train.eval_every, str(workdir)))
     fold = int(config.data.val_split[-1])
+    if fold < 2:     # the run's best validation, as train writes it (fold2: none recorded)
+      workdir.mkdir(parents=True, exist_ok=True)
+      (workdir / "val_best.json").write_text(json.dumps(
+          {"macro_f1": 0.5, "macro_classes": ["wheat", "maize"][:fold + 1]}))
     return {"best_val_macro_f1": config.optimizer.lr * 1000 + fold, "step": config.train.num_steps}
 
   monkeypatch.setattr(cv.train, "train_and_evaluate", fake_train)
@@ -82,8 +142,14 @@ def test_cv_folds_scores_and_retrain(tmp_path, monkeypatch):
   final = calls[-1]      # retrain: best lr, all folds, one evaluation at the end
   assert final[:4] == ("fold0+fold1+fold2", c.data.val_split, 2e-3, c.train.num_steps)
   assert final[4].endswith("final") and calls[3][4].endswith("cv/lr=0.002/val_fold0")
-  assert "| lr=0.002 | 2.0000 | 3.0000 | 4.0000 | 3.0000 ± 0.8165 |" in \
-      (tmp_path / "cv" / "results.md").read_text()
+  results_md = (tmp_path / "cv" / "results.md").read_text()
+  assert "| lr=0.002 | 2.0000 | 3.0000 | 4.0000 | 3.0000 ± 0.8165 |" in results_md
+  saved = json.loads((tmp_path / "cv" / "results.json").read_text())
+  assert saved["macro_rule"] == "classes present in the truth or in the prediction"
+  assert saved["best"]["val_macro_classes"] == [["wheat"], ["wheat", "maize"], None]
+  assert ("Each validation macro-F1 averages over the classes present in the truth or in the "
+          "prediction of its fold (best setting):\n- fold0: 1: wheat\n- fold1: 2: wheat, maize\n"
+          "- fold2: not recorded\n") in results_md
 
 
 def test_apply_setting_paths():

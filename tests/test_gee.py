@@ -264,6 +264,7 @@ def test_bad_service_account_key(tmp_path, monkeypatch):
 # --- zone selection from WorldCover (prep.select_zones) ---------------------
 
 from prep import select_zones as sz  # noqa: E402
+from prep import zones as zones_table  # noqa: E402
 
 
 def test_greedy_squares_hand_grid():
@@ -316,16 +317,88 @@ def test_select_zones_request_and_choice(monkeypatch):
   assert request["grid"]["affineTransform"]["scaleX"] == 1000
   assert request["grid"]["dimensions"] == {"width": grid.cols, "height": grid.rows}
   assert [z.zone_id for z in zones] == ["chartres_0", "chartres_1", "chartres_2"]
-  assert zones[0].cropland_fraction == 0.9 and zones[1].cropland_fraction == 0.5
-  assert zones[2].cropland_fraction < 0.1          # only a sliver of the corner
-  assert (zones[0].x0, zones[0].y0) == (grid.x0 + 12_000, grid.y0 - 10_000)
-  assert (zones[1].x0, zones[1].y0) == (grid.x0 + 26_000, grid.y0 - 26_000)
+  assert [z.index for z in zones] == [0, 1, 2]
+  # Index 0 (test) is the square of the seeded rank; the others keep their order.
+  assert sz.draw_test_rank("chartres", 3, 0) == 2
+  assert zones[1].cropland_fraction == 0.9 and zones[2].cropland_fraction == 0.5
+  assert zones[0].cropland_fraction < 0.1          # only a sliver of the corner
+  assert (zones[1].x0, zones[1].y0) == (grid.x0 + 12_000, grid.y0 - 10_000)
+  assert (zones[2].x0, zones[2].y0) == (grid.x0 + 26_000, grid.y0 - 26_000)
   for z in zones:
     assert z.x0 % 10 == 0 and z.y0 % 10 == 0 and z.width == z.height == 1000
     assert z.source == "worldcover-v200" and z.epsg == 32631
     cx, cy = z.x0 + 5000, z.y0 - 5000
     assert math.hypot(cx - grid.tx, cy - grid.ty) <= 20_000
-  for a in zones:                    # pairwise disjoint
+  _assert_apart(zones, 1000)
+
+
+def _assert_apart(zones, gap_m):
+  """No two squares closer than gap_m (the distance between two rectangles)."""
+  for a in zones:
     for b in zones:
       if a is not b:
-        assert abs(a.x0 - b.x0) >= 10_000 or abs(a.y0 - b.y0) >= 10_000
+        dx = max(a.x0, b.x0) - min(a.x0 + a.width * a.res, b.x0 + b.width * b.res)
+        dy = max(a.y0 - a.height * a.res, b.y0 - b.height * b.res) - min(a.y0, b.y0)
+        assert math.hypot(max(dx, 0), max(dy, 0)) >= gap_m, (a.zone_id, b.zone_id)
+
+
+def test_greedy_squares_keep_the_gap():
+  f = np.array([[1.0, .99, .98, .97, .96, .95, .94]])
+  # k = 2: touching squares (gap 0) share no cell; with gap 1 a cell stays between.
+  assert sz.greedy_squares(f, 1, 3) == [(0, 0), (0, 1), (0, 2)]
+  assert sz.greedy_squares(f, 2, 3) == [(0, 0), (0, 2), (0, 4)]
+  assert sz.greedy_squares(f, 2, 3, gap=1) == [(0, 0), (0, 3), (0, 6)]
+  g = np.zeros((5, 5))
+  g[0, 0], g[2, 2], g[3, 3] = 1.0, 0.9, 0.8        # (2, 2) touches (0, 0) at a corner
+  assert sz.greedy_squares(g, 2, 2) == [(0, 0), (2, 2)]
+  assert sz.greedy_squares(g, 2, 2, gap=1) == [(0, 0), (3, 3)]
+
+
+def test_chosen_squares_do_not_touch_on_a_uniform_cropland_grid():
+  """A 40 km x 12 km field of cropland: the five best squares would touch
+  side by side; 1 km of clearance is kept between any two."""
+  region = ("Paris Basin", "Chartres", "chartres", 1.4890, 48.4439)
+  grid = sz.fraction_grid(*region[3:], radius_km=30)
+  cells = np.zeros((grid.rows, grid.cols))
+  cells[30:42, 10:60] = 1.0
+  cells[30:42, 10:60] += np.linspace(0, 0.01, 50)  # no ties: east is better
+  zones = sz.choose_zones(cells, grid, *region[:3], n=5, radius_km=30)
+  assert len(zones) == 5
+  _assert_apart(zones, 1000)
+  xs = sorted(z.x0 - grid.x0 for z in zones)
+  # The best square ends at the block's east edge (col 50); then every 11 km.
+  assert xs == [6000.0, 17_000.0, 28_000.0, 39_000.0, 50_000.0]
+  touching = sz.choose_zones(cells, grid, *region[:3], n=5, radius_km=30, gap_m=0)
+  assert sorted(z.x0 - grid.x0 for z in touching) == [10_000.0, 20_000.0, 30_000.0,
+                                                     40_000.0, 50_000.0]
+  # Centres within 5 km are at most 10 km apart: a second square would touch.
+  near = sz.fraction_grid(*region[3:], radius_km=5)
+  with pytest.raises(UserError, match=r"Paris Basin: only 1 10 km squares at least 1 km "
+                     r"apart fit within 5 km of Chartres; raise radius_km"):
+    sz.choose_zones(np.ones((near.rows, near.cols)), near, *region[:3], n=2, radius_km=5)
+
+
+def test_test_zone_is_a_seeded_draw_not_always_the_top_square():
+  """Every study region on the same synthetic grid (five separate blocks of
+  decreasing cropland): index 0 is the square of rank draw_test_rank(slug),
+  the draw is reproducible, and across the 8 regions it is not always rank 0."""
+  tops = []
+  for seed in (0, 1):
+    test_fractions = []
+    for region, town, slug, lon, lat in zones_table.REGIONS:
+      grid = sz.fraction_grid(lon, lat, radius_km=30)
+      cells = np.zeros((grid.rows, grid.cols))
+      for j, value in enumerate((0.9, 0.8, 0.7, 0.6, 0.5)):
+        cells[30:40, 8 + 11 * j:18 + 11 * j] = value
+      zs = sz.choose_zones(cells, grid, region, town, slug, n=5, radius_km=30, seed=seed)
+      again = sz.choose_zones(cells, grid, region, town, slug, n=5, radius_km=30, seed=seed)
+      assert zs == again
+      rank = sz.draw_test_rank(slug, 5, seed)
+      assert zs[0].index == 0 and zs[0].zone_id == f"{slug}_0"
+      assert zs[0].cropland_fraction == (0.9, 0.8, 0.7, 0.6, 0.5)[rank]
+      rest = [z.cropland_fraction for z in zs[1:]]
+      assert rest == sorted(rest, reverse=True) and len(set(rest)) == 4
+      test_fractions.append(zs[0].cropland_fraction)
+    assert len(set(test_fractions)) > 1 and set(test_fractions) != {0.9}
+    tops.append(test_fractions)
+  assert tops[0] != tops[1]                        # the seed changes the draw

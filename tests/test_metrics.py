@@ -35,6 +35,17 @@ def test_summarize_by_hand():
   assert "| d |" not in metrics.per_class_table(s)
 
 
+def test_macro_averages_name_their_rule_and_classes():
+  """Class c only predicted (a false positive) enters; d, in neither, does not;
+  the list is what a comparison with another study's macro-F1 needs."""
+  cm = np.array([[3, 0, 1, 0], [0, 2, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+  s = metrics.summarize(cm, ["a", "b", "c", "d"])
+  assert s["macro_rule"] == "classes present in the truth or in the prediction"
+  assert s["macro_classes"] == ["a", "b", "c"]
+  assert s["macro_f1"] == pytest.approx((2 * 1 * .75 / 1.75 + 1 + 0) / 3)
+  assert metrics.summarize(np.zeros((2, 2)), ["a", "b"])["macro_classes"] == []
+
+
 def test_summarize_perfect_and_empty():
   assert metrics.summarize(np.eye(3) * 5)["macro_f1"] == 1.0
   assert metrics.summarize(np.zeros((3, 3)))["macro_f1"] == 0.0

@@ -73,8 +73,8 @@ def test_assign_splits_errors():
 
 
 def test_patch_origins():
-  assert patching.patch_origins(40, 36, 16, False) == ([0, 16], [0, 16])
-  assert patching.patch_origins(40, 36, 16, True) == ([0, 16, 32], [0, 16, 32])
+  assert patching.patch_origins(40, 36, 16) == ([0, 16, 32], [0, 16, 32])
+  assert patching.patch_origins(32, 33, 16) == ([0, 16], [0, 16, 32])
 
 
 def test_moments_merge_equals_direct():
@@ -90,9 +90,10 @@ def test_moments_merge_equals_direct():
 
 def test_splits_membership_and_dropped_patches(built):
   md = built.info.metadata
-  # test: 2 zones x 3 x 3 padded patches; folds: 2 zones x (2 x 2 - 1 empty corner).
+  # Every split: 3 x 3 patches of 16 px per 40 x 36 zone, the edge ones padded;
+  # test: 2 zones x 9; folds: 2 zones x (9 - 1 empty corner).
   assert {s: built.info.splits[s].num_examples for s in built.info.splits} == {
-      "test": 18, "fold0": 6, "fold1": 6, "fold2": 6}
+      "test": 18, "fold0": 16, "fold1": 16, "fold2": 16}
   assert md["dropped_empty_patches"] == {"test": 0, "fold0": 2, "fold1": 2, "fold2": 2}
   assert md["zones_per_split"]["test"] == ["alpha_0", "beta_0"]
   seen = {}
@@ -104,6 +105,29 @@ def test_splits_membership_and_dropped_patches(built):
   assert len(seen) == 8
   keys = {(ex["row"], ex["col"]) for ex in examples(built, "fold0")}
   assert (0, 0) not in keys  # the unlabelled corner patch was dropped
+
+
+def test_every_labelled_pixel_of_a_training_zone_is_in_exactly_one_patch(built, zones):
+  """The 40 x 36 zones leave an 8-row and a 4-column strip past the whole
+  16-px patches: they enter as padded patches, the padding labelled 255."""
+  md = built.info.metadata
+  for fold in ("fold0", "fold1", "fold2"):
+    by_zone = {}
+    for ex in examples(built, fold):
+      by_zone.setdefault(ex["zone_id"].decode(), []).append(ex)
+    assert sorted(by_zone) == md["zones_per_split"][fold]
+    for zone_id, exs in by_zone.items():
+      labels = zonefolder.open_zone(zones / zone_id).read_labels()
+      h, w = labels.shape
+      times = np.zeros((h, w), int)
+      for ex in exs:
+        r, c = int(ex["row"]), int(ex["col"])
+        inside = ex["label"][:h - r, :w - c]
+        np.testing.assert_array_equal(inside, labels[r:r + 16, c:c + 16])
+        assert (ex["label"][h - r:] == 255).all() and (ex["label"][:, w - c:] == 255).all()
+        times[r:r + 16, c:c + 16] += 1
+      assert (times[labels != 255] == 1).all(), zone_id
+      assert (labels[32:] != 255).any() and (labels[:, 32:] != 255).any()
 
 
 def test_patches_round_trip_to_zone_files(built, zones):
@@ -145,7 +169,7 @@ def test_metadata_stats_and_counts_equal_numpy(built, zones):
     mean, std = moments_lib.mean_std(moments_lib.Moments.from_json(md["moments_per_fold"][fold]))
     np.testing.assert_allclose(mean, np.nanmean(x, axis=(1, 2)), rtol=1e-6)
     np.testing.assert_allclose(std, np.nanstd(x, axis=(1, 2)), rtol=1e-5)
-    labels = np.concatenate([z.read_labels()[:32, :32].ravel() for z in zfs])
+    labels = np.concatenate([z.read_labels().ravel() for z in zfs])   # the whole zones
     expected = np.bincount(labels[labels != 255], minlength=23)
     assert md["class_pixel_counts"][fold] == expected.tolist()
   norm = md["normalization"]
@@ -270,7 +294,7 @@ def test_demo_source_generates_zones_unless_manual_dir_has_them(zones, tmp_path,
   builder = cb.Builder(config=config, data_dir=str(tmp_path / "b"))
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=str(zones)))
-  assert len(calls) == 1 and builder.info.splits["fold0"].num_examples == 6
+  assert len(calls) == 1 and builder.info.splits["fold0"].num_examples == 16
 
 
 _CLI_WITH_SMALL_DEMO = """

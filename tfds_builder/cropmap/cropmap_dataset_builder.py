@@ -10,8 +10,9 @@ Built by the stock TFDS command line from the repository root:
 
 Input: a folder of zone folders (`cropcontracts/zonefolder.py`), read one strip of
 patch rows at a time. Output splits: `test` (the zones with index
-`test_zone_index`, full coverage) and `fold0..fold{n-1}` (the other zones,
-whole zones dealt round-robin). See `patching.py` for the rules and
+`test_zone_index`, every patch) and `fold0..fold{n-1}` (the other zones,
+whole zones dealt round-robin, patches with a labelled pixel). Every split
+covers its zones whole: the edge patches are padded, the padding labelled 255. See `patching.py` for the rules and
 `info.metadata` for the normalization moments, class names and counts.
 """
 from __future__ import annotations
@@ -49,8 +50,10 @@ class CropmapConfig(tfds.core.BuilderConfig):
       depth <= 4 halves it cleanly down to 4x4, one patch sees 640 m of context
       (several parcels), and a batch of 32 x 12 months x 64 x 64 x 4 fits
       easily in accelerator memory.
-    test_full_cover: the test split covers the whole zone (padded edge patches,
-      empty patches kept) rather than only whole labelled patches.
+    test_full_cover: the test split keeps the patches without any labelled
+      pixel too (a map assembled from it covers the zone), rather than only
+      the labelled ones as the training folds do. Every split includes the
+      padded edge patches.
     test_zone_index: the zone index of each region that forms the test split.
     num_folds: number of training folds (fold0..).
     nomenclature: the nomenclature version every zone must be labelled with.
@@ -66,11 +69,15 @@ class CropmapConfig(tfds.core.BuilderConfig):
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Crop-type segmentation patches from jaxcrop zone folders."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {
       "1.0.0": "Spatial test split + folds, patch moments per fold.",
       "1.1.0": "metadata `normalization`: mean and std over all training folds; "
                "examples unchanged.",
+      "1.2.0": "Training folds cover their zones whole: the right and bottom strip "
+               "that whole patches left out (40 px of a 1000-px zone, ~8 % of the "
+               "labels) enters as padded edge patches, the padding labelled 255; "
+               "more fold examples and class_pixel_counts.",
   }
   # The stock `tfds build` without --config builds every config listed here,
   # so only the demo, which needs nothing, is listed; configs that need a
@@ -153,7 +160,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     self.info.metadata.update(self._metadata(zones, members))
     return {s: self._generate_examples(
                 zone_paths=[str(z.path) for z in members[s]],
-                full_cover=s == patching.TEST and cfg.test_full_cover)
+                keep_empty=s == patching.TEST and cfg.test_full_cover)
             for s in names}
 
   def _metadata(self, zones, members) -> dict:
@@ -161,7 +168,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     One streaming read of each zone's rasters (a strip at a time) before the
     examples are written; the moments cover every valid pixel of each training
-    zone (edge strips included), the counts the pixels each split keeps.
+    zone, the counts the labelled pixels of the patches each split keeps.
     """
     cfg = self.builder_config
     nom = nomenclature_lib.load(cfg.nomenclature)
@@ -197,18 +204,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         dropped_empty_patches=dropped, moments_per_fold=moments,
         normalization=_normalization(moments))
 
-  def _generate_examples(self, zone_paths, full_cover):
+  def _generate_examples(self, zone_paths, keep_empty):
     p = self.builder_config.patch_size
     if getattr(self, "_use_beam", False):
       beam = tfds.core.lazy_imports.apache_beam
       return (beam.Create(zone_paths)
-              | beam.FlatMap(patching.zone_patches, patch=p, full_cover=full_cover))
-    return self._generate_local(zone_paths, p, full_cover)
+              | beam.FlatMap(patching.zone_patches, patch=p, keep_empty=keep_empty))
+    return self._generate_local(zone_paths, p, keep_empty)
 
   @staticmethod
-  def _generate_local(zone_paths, patch, full_cover):
+  def _generate_local(zone_paths, patch, keep_empty):
     for path in zone_paths:
-      yield from patching.zone_patches(path, patch, full_cover)
+      yield from patching.zone_patches(path, patch, keep_empty)
 
 
 def _normalization(moments_per_fold: dict) -> dict:

@@ -6,11 +6,15 @@ Splits are spatial and never cut a zone: in every region the zone whose
 order, with one counter running across regions so the folds stay balanced.
 
 Patches lie on a regular grid of side P from the zone's upper-left corner,
-without overlap. Training folds keep only the whole patches that hold at least
-one labelled pixel (a border strip narrower than P is left out). The test
-split covers the whole zone: the last row and column of patches are padded
-with nodata (image 0, valid count 0, parcel 0) and label 255 (ignore), so a
-map assembled from test patches covers every pixel of the zone.
+without overlap, and cover the whole zone in every split: the last row and
+column of patches reach past the zone's right and bottom edges and are padded
+with nodata (image 0, valid count 0, parcel 0) and label 255 (ignore), so the
+padding never enters a loss or a metric. (With whole patches only, a 1000-px
+zone in patches of 64 px would leave out a strip of 40 px, about 8 % of its
+labels.) So every labelled pixel of a zone is in exactly one patch. Training
+folds keep only the patches that hold at least one labelled pixel; the test
+split keeps every patch (`keep_empty`), so a map assembled from test patches
+covers every pixel of the zone.
 
 Everything here reads a zone one strip of P rows at a time, so memory stays at
 one strip whatever the number or size of zones.
@@ -64,12 +68,10 @@ def assign_splits(zones: Sequence, test_zone_index: int = 0,
   return split
 
 
-def patch_origins(height: int, width: int, patch: int,
-                  full_cover: bool) -> tuple[list[int], list[int]]:
-  """Row and column origins of the patch grid (whole patches only unless full_cover)."""
-  stop_r = height if full_cover else height - patch + 1
-  stop_c = width if full_cover else width - patch + 1
-  return list(range(0, max(stop_r, 0), patch)), list(range(0, max(stop_c, 0), patch))
+def patch_origins(height: int, width: int, patch: int) -> tuple[list[int], list[int]]:
+  """Row and column origins of the patch grid covering the whole zone (the last
+  row and column of patches padded past the zone's edge)."""
+  return list(range(0, height, patch)), list(range(0, width, patch))
 
 
 def patch_transform(zone_transform, row: int, col: int) -> list[float]:
@@ -108,25 +110,25 @@ def _strip(zf: zonefolder.ZoneFolder, r0: int, rows: int, cols: int) -> dict:
       parcels=_pad(zf.read_parcels(win), rows, cols, 0))
 
 
-def zone_patches(zone_path: str, patch: int, full_cover: bool,
+def zone_patches(zone_path: str, patch: int, keep_empty: bool,
                  ) -> Iterator[tuple[str, dict]]:
   """(key, example) of every patch kept from one zone folder, strip by strip.
 
   Example features: image uint16 [T, P, P, C], label uint8 [P, P], parcels
   uint32 [P, P], valid_count uint8 [T, P, P], zone_id, region, row, col (patch
   origin in zone pixels), epsg, transform float64 [6]. Key `<zone_id>_<row>_<col>`.
-  Without full_cover, patches with no labelled pixel are skipped.
+  Without keep_empty, patches with no labelled pixel are skipped.
   """
   zf = zonefolder.open_zone(zone_path, require_labels=True)
   z = zf.zone
-  rows, cols = patch_origins(z.height, z.width, patch, full_cover)
+  rows, cols = patch_origins(z.height, z.width, patch)
   width = len(cols) * patch
   for r in rows:
     s = _strip(zf, r, patch, width)
     for c in cols:
       cut = np.s_[..., c:c + patch]
       label = s["label"][:, c:c + patch]
-      if not full_cover and not (label != zonefolder.NO_LABEL).any():
+      if not keep_empty and not (label != zonefolder.NO_LABEL).any():
         continue
       yield f"{z.zone_id}_{r}_{c}", dict(
           image=np.ascontiguousarray(s["image"][:, :, c:c + patch]),
@@ -137,18 +139,18 @@ def zone_patches(zone_path: str, patch: int, full_cover: bool,
           transform=np.array(patch_transform(z.transform, r, c), np.float64))
 
 
-def zone_summary(zf: zonefolder.ZoneFolder, patch: int, full_cover: bool,
+def zone_summary(zf: zonefolder.ZoneFolder, patch: int, keep_empty: bool,
                  num_classes: int, with_moments: bool) -> dict:
   """What the metadata needs from one zone, read strip by strip.
 
   Returns:
     dict: `moments` (moments_lib.Moments [T, C] of the whole zone, or None),
     `class_pixels` int [K] over the area the split keeps, `patches` kept,
-    `dropped` (whole patches without any labelled pixel, dropped when not
-    full_cover).
+    `dropped` (patches without any labelled pixel, dropped when not
+    keep_empty).
   """
   z = zf.zone
-  rows, cols = patch_origins(z.height, z.width, patch, full_cover)
+  _, cols = patch_origins(z.height, z.width, patch)
   moments = None
   class_pixels = np.zeros(num_classes, np.int64)
   kept = dropped = 0
@@ -157,12 +159,10 @@ def zone_summary(zf: zonefolder.ZoneFolder, patch: int, full_cover: bool,
     if with_moments:
       m = moments_lib.moments_of(zf.read_image(win))
       moments = m if moments is None else moments_lib.merge(moments, m)
-    if r not in rows:
-      continue
     label = _pad(zf.read_labels(win), patch, len(cols) * patch, zonefolder.NO_LABEL)
     per_patch = label.reshape(patch, len(cols), patch).transpose(1, 0, 2)
     labelled = (per_patch != zonefolder.NO_LABEL).any(axis=(1, 2))
-    keep = labelled | full_cover
+    keep = labelled | keep_empty
     kept += int(keep.sum())
     dropped += int((~keep).sum())
     values = per_patch[keep]
