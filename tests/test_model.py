@@ -82,13 +82,13 @@ def test_param_count_by_hand():
 
 @pytest.mark.parametrize("norm,pooling", [("batch", "attention"), ("group", "flatten")])
 def test_torch_reference_has_the_same_parameters(norm, pooling):
-  """bench_train's PyTorch twin is the same architecture: equal parameter counts."""
+  """benchmarks.torch_twin is the same architecture: equal parameter counts."""
   torch = pytest.importorskip("torch")
-  from jaxcrop import bench_train
+  from benchmarks import torch_twin
   cfg = tiny_model_cfg(norm=norm, pooling=pooling, layers=2)
   cfg.unet.norm = norm
   n_jax = sum(p.size for p in jax.tree.leaves(init(build_model(cfg, 5), X)["params"]))
-  twin = bench_train.torch_hybrid(cfg, 5, 4, months=4)
+  twin = torch_twin.torch_hybrid(cfg, 5, 4, months=4)
   assert sum(p.numel() for p in twin.parameters()) == n_jax
   assert tuple(twin(torch.zeros(2, 4, 16, 16, 4)).shape) == (2, 5, 16, 16)
 
