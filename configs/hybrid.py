@@ -10,12 +10,14 @@ a small model, ~2–3 min on 2 CPU cores), `tiny` (unit tests: a few steps).
 import ml_collections
 from ml_collections import config_dict
 
+from jaxcrop.config import ConfigError
+
 
 def get_config(variant: str = ""):
   variants = set(filter(None, (variant or "").split(",")))
   unknown = variants - {"demo", "tiny"}
   if unknown:
-    raise ValueError(f"unknown config variant(s) {sorted(unknown)}; expected demo, tiny")
+    raise ConfigError(f"unknown config variant(s) {sorted(unknown)}; expected demo, tiny")
   c = ml_collections.ConfigDict()
   c.seed = 0
 
@@ -59,7 +61,7 @@ def get_config(variant: str = ""):
   )
   c.eval = dict(
       max_batches=config_dict.placeholder(int),  # cap on val/test batches (None = all)
-      baseline=dict(kind="hist_gb", max_pixels=200_000, max_iter=100),
+      baseline=dict(max_pixels=200_000, max_iter=100),   # HistGradientBoosting per pixel
   )
   c.cv = dict(folds=("fold0", "fold1", "fold2"),
               grid=dict(lr=(3e-4, 1e-3, 3e-3), kernel_size=(3, 5, 7)))

@@ -25,6 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
+from jaxcrop.config import ConfigError
 from prep.errors import PrepError
 
 IGNORE = 255
@@ -179,8 +180,8 @@ def _process_share(global_batch: int) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   n = jax.process_count()
   if global_batch % n:
-    raise ValueError(f"batch size {global_batch} is not divisible by the "
-                     f"{n} processes")
+    raise ConfigError(f"batch size {global_batch} is not divisible by the "
+                      f"{n} processes")
   return global_batch // n
 
 

@@ -5,6 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcrop.config import ConfigError
+
 IGNORE = 255
 
 
@@ -23,7 +25,8 @@ def class_weights(class_pixel_counts, kind: str = "inv_sqrt") -> np.ndarray:
     w = np.zeros_like(n)
     w[present] = n[present] ** (-0.5 if kind == "inv_sqrt" else -1.0)
   else:
-    raise ValueError(f"unknown class_weights {kind!r}; expected none, inv_sqrt or inv")
+    raise ConfigError(f"unknown class_weights {kind!r} (config.loss.class_weights); "
+                      f"expected none, inv_sqrt or inv")
   w[~present] = 0.0
   return (w / w[present].mean()).astype(np.float32) if present.any() else w.astype(np.float32)
 

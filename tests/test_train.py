@@ -11,6 +11,7 @@ import pytest
 
 from configs.hybrid import get_config
 from jaxcrop import checkpoint, input_pipeline, losses, train
+from jaxcrop.config import ConfigError
 
 K, T, C, S = 3, 4, 4, 16
 
@@ -93,7 +94,7 @@ def test_class_weights_by_hand():
                              rtol=1e-6)
   np.testing.assert_allclose(losses.class_weights([400, 100, 0], "inv"), [0.4, 1.6, 0], rtol=1e-6)
   np.testing.assert_array_equal(losses.class_weights([5, 0], "none"), [1, 0])
-  with pytest.raises(ValueError, match="unknown class_weights 'sqrt'"):
+  with pytest.raises(ConfigError, match="unknown class_weights 'sqrt'"):
     losses.class_weights([1], "sqrt")
 
 
