@@ -12,7 +12,7 @@ import numpy as np
 
 T = 12   # months of the default dataset
 
-TEMPORAL_OPTIONS = {"features", "layers", "kernel_size", "norm", "dropout", "pooling", "impl"}
+TEMPORAL_OPTIONS = {"features", "layers", "kernel_size", "norm", "dropout", "pooling"}
 UNET_OPTIONS = {"widths", "norm", "up"}
 CHOICES = {"norm": ("batch", "layer", "group", "none"),
            "pooling": ("max", "mean", "attention", "flatten"), "up": ("transpose", "resize")}
@@ -44,7 +44,7 @@ def torch_hybrid(cfg_model, num_classes: int, bands: int, months: int = T):
   1e-6; layer norm over channels only, group norm with 8 groups or 1), pooling max | mean |
   attention | flatten, up-path transpose (2×2 stride 2) | resize (bilinear ×2, half-pixel
   centres, then 3×3 conv), skip concatenation [up, skip]. Options it does not implement raise
-  (`check_torch_supported`). `impl` and `dtype` do not change the network. Left different, as
+  (`check_torch_supported`). `dtype` does not change the network. Left different, as
   they change neither eval outputs nor the cost of a step: dropout masks (torch's RNG, not the
   hash) and the running variance (unbiased in torch, biased in Flax).
   `load_flax_variables` copies a Flax model's variables in (outputs tested equal).
@@ -133,7 +133,7 @@ def load_flax_variables(twin, variables) -> None:
 
   Args:
     twin: `torch_hybrid(cfg_model, K, C, T)`, the same `cfg_model` as the Flax model.
-    variables: `{"params": …, "batch_stats": …}` of that Flax model (either impl).
+    variables: `{"params": …, "batch_stats": …}` of that Flax model.
   Layouts: Conv kernel [*k, Cin, Cout] → weight [Cout, Cin, *k] (both cross-correlate);
   Dense [in, out] → Linear weight [out, in]; `UpConv2x2` kernel [2, 2, Cin, Cout], applied
   flipped (output (a, b) of a 2×2 block = x @ kernel[1-a, 1-b]) → ConvTranspose2d weight

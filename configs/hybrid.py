@@ -41,7 +41,7 @@ def get_config(variant: str = ""):
       # month order; the others cannot tell *when* a pattern occurs (on the demo:
       # val macro-F1 0.88 with flatten vs 0.82 max / attention, same steps).
       temporal=dict(features=64, layers=3, kernel_size=3, norm="batch",
-                    dropout=0.1, pooling="flatten", impl="reshape"),
+                    dropout=0.1, pooling="flatten"),
       unet=dict(widths=(64, 128, 256), norm="batch", up="transpose"),
       dtype="float32",                         # or bfloat16 (params stay f32)
   )
@@ -57,7 +57,6 @@ def get_config(variant: str = ""):
       early_stopping_patience=5,    # evaluations without a better val macro-F1
       log_every=50,
       tensorboard=True,             # tb/ summaries besides metrics.jsonl
-      stop_after=config_dict.placeholder(int),  # stop (with a save) after this step: tests
   )
   c.eval = dict(
       max_batches=config_dict.placeholder(int),  # cap on val/test batches (None = all)

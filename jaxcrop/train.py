@@ -377,12 +377,11 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
         else:
           progress = {**progress, "bad_evals": np.array(progress["bad_evals"] + 1, np.int32)}
       sigterm = preempted(step)
-      stop_now = sigterm or step == cfg_t.get("stop_after")
-      if step % cfg_t.checkpoint_every == 0 or step == cfg_t.num_steps or stop_now:
+      if step % cfg_t.checkpoint_every == 0 or step == cfg_t.num_steps or sigterm:
         save_last(step)
-      if stop_now:
-        print(f"stopping at step {step} ({'SIGTERM' if sigterm else 'stop_after'}); "
-              "rerun the same command to resume", file=sys.stderr)
+      if sigterm:
+        print(f"stopping at step {step} (SIGTERM); rerun the same command to resume",
+              file=sys.stderr)
         break
     else:
       if step > start and last_mgr.latest_step() != step:

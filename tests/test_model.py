@@ -1,4 +1,4 @@
-"""Hybrid model: shapes, vmap == reshape, side check, bf16, parameter count."""
+"""Hybrid model: shapes, side check, bf16, parameter count."""
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -27,23 +27,6 @@ def test_output_shape_and_dtype(pooling):
   model = build_model(tiny_model_cfg(pooling=pooling), num_classes=5)
   logits = model.apply(init(model, X), X)
   assert logits.shape == (2, 16, 16, 5) and logits.dtype == jnp.float32
-
-
-@pytest.mark.parametrize("norm", ["batch", "group", "layer"])
-def test_vmap_equals_reshape(norm):
-  cfg = tiny_model_cfg(norm=norm, pooling="attention", layers=2)
-  cfg.unet.norm = norm
-  a = build_model(cfg, 5)
-  cfg.temporal.impl = "vmap"
-  b = build_model(cfg, 5)
-  variables = init(a, X)
-  assert jax.tree.structure(variables) == jax.tree.structure(init(b, X))
-  np.testing.assert_allclose(a.apply(variables, X), b.apply(variables, X), atol=1e-5)
-  # Training mode: BatchNorm statistics over all pixels in both (no dropout here).
-  (la, sa), (lb, sb) = (m.apply(variables, X, train=True, mutable=["batch_stats"])
-                        for m in (a, b))
-  np.testing.assert_allclose(la, lb, atol=1e-4)
-  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-5), sa, sb)
 
 
 def test_side_not_divisible_is_a_clear_error():
@@ -120,3 +103,16 @@ def test_dropout_rate_scale_and_rng():
   assert abs(agree - 0.82) < 0.01
   np.testing.assert_array_equal(drop(jax.random.key(0), det=True), x)
   np.testing.assert_array_equal(drop(jax.random.key(0), rate=1.0), 0 * x)
+
+
+@pytest.mark.parametrize("part,key,value,expected", [
+    ("temporal", "norm", "instance", "unknown norm 'instance'"),
+    ("temporal", "pooling", "last", "unknown pooling 'last'"),
+    ("unet", "up", "nearest", "unknown up 'nearest'")])
+def test_unknown_config_value_is_a_config_error(part, key, value, expected):
+  """A user error (one line at the command line), raised where the model reads the value."""
+  from jaxcrop.config import ConfigError
+  cfg = tiny_model_cfg()
+  cfg[part][key] = value
+  with pytest.raises(ConfigError, match=expected):
+    init(build_model(cfg, 5), X)

@@ -67,6 +67,8 @@ W = "{workdir}"   # replaced by a fresh path: nothing may be written there
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.model=1"],
      "--config.model: a group of fields; set one of them, e.g. --config.model.dtype=…"),
     ([f"--config={CONFIG}:demo", "--workdir"], "--workdir: needs a value (--workdir=VALUE)"),
+    ([f"--config={CONFIG}:demo", "--workdir", W, "--config.eval.max_batches=x"],   # placeholder
+     "--config.eval.max_batches=x: invalid literal for int() with base 10: 'x'"),
     ([f"--config={CONFIG}:demo", f"--workdir={W}", "extra"],
      "unexpected argument(s) extra: every option is a --flag (see --help)"),
     (["--config.optimizer.lr=0.1", f"--config={CONFIG}:demo", "--workdir", W],
