@@ -214,28 +214,35 @@ def _valid_months_around(missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fill_block(block: np.ndarray) -> np.ndarray:
-  """Fills a uint16 [T, C, P] block (a view) in place (`gap_fill`); bool [T, P] filled.
+  """Fills a contiguous uint16 [T, C, P] block in place (`gap_fill`); bool [T, P] filled.
 
-  Only the missing entries are computed, all months at once.
+  Only the missing entries are computed, all months at once, through flat
+  indices into the block (twice as fast as 3-axis fancy indexing).
   """
+  T, C, P = block.shape
+  flat = block.reshape(T * C * P)               # band c of month t at (t * C + c) * P + p
   missing = missing_months(block)               # [T, P]
   nodata = missing.all(axis=0)                  # [P] no valid month in the whole series
   filled = missing & ~nodata
   before, after = _valid_months_around(missing)
   t, p = np.nonzero(filled)                     # the entries to fill, [n] each
-  t0, t1 = before[t, p].astype(np.int32), after[t, p].astype(np.int32)
-  leading, trailing = t0 < 0, t1 == block.shape[0]
+  t0, t1 = before[t, p].astype(np.intp), after[t, p].astype(np.intp)
+  leading, trailing = t0 < 0, t1 == T
   t0[leading] = t1[leading]                     # leading run: the first valid month
   t1[trailing] = t0[trailing]                   # trailing run: the last one
   span = t1 - t0
   single = span == 0                            # leading or trailing: that month's value
-  w1 = np.where(single, 0, t - t0).astype(np.int32)
+  w1 = np.where(single, 0, t - t0)
   span[single] = 1
   w0 = span - w1
-  for c in range(block.shape[1]):
-    num = block[t0, c, p] * w0
-    num += block[t1, c, p] * w1
-    block[t, c, p] = round_half_up_div(num, span)
+  i0, i1, i = t0 * (C * P) + p, t1 * (C * P) + p, t * (C * P) + p   # band 0
+  for c in range(C):
+    num = np.take(flat, i0) * w0
+    num += np.take(flat, i1) * w1
+    flat[i] = round_half_up_div(num, span)
+    i0 += P
+    i1 += P
+    i += P
   block[:, :, nodata] = NODATA
   return filled
 
@@ -247,8 +254,8 @@ def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   filled together from the same valid months t0 < t < t1:
   `round_half_up_div(x0 (t1 - t) + x1 (t - t0), t1 - t0)`, in integers, exact for
   any T. A leading run has only t1 and a trailing run only t0: they take that
-  month's value. The input is copied into the output `_GAP_BLOCK_PIXELS` pixels
-  at a time and each block is filled in place while it is in cache (`_fill_block`).
+  month's value. The zone goes `_GAP_BLOCK_PIXELS` pixels at a time through a
+  contiguous copy, filled in place while it is in cache (`_fill_block`).
 
   Args:
     composite: uint16 [T, C, H, W] monthly composites, 0 = missing.
@@ -263,6 +270,7 @@ def gap_fill(composite: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   filled = np.empty((T, H * W), bool)
   for p0 in range(0, H * W, _GAP_BLOCK_PIXELS):
     pixels = slice(p0, p0 + _GAP_BLOCK_PIXELS)
-    out[:, :, pixels] = src[:, :, pixels]
-    filled[:, pixels] = _fill_block(out[:, :, pixels])
+    block = src[:, :, pixels].copy()            # contiguous, never the input
+    filled[:, pixels] = _fill_block(block)
+    out[:, :, pixels] = block
   return out.reshape(T, C, H, W), filled.reshape(T, H, W)
