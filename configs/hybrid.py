@@ -10,14 +10,14 @@ a small model, ~2–3 min on 2 CPU cores), `tiny` (unit tests: a few steps).
 import ml_collections
 from ml_collections import config_dict
 
-from jaxcrop.config import ConfigError
+from cropcontracts.errors import UserError
 
 
 def get_config(variant: str = ""):
   variants = set(filter(None, (variant or "").split(",")))
   unknown = variants - {"demo", "tiny"}
   if unknown:
-    raise ConfigError(f"unknown config variant(s) {sorted(unknown)}; expected demo, tiny")
+    raise UserError(f"unknown config variant(s) {sorted(unknown)}; expected demo, tiny")
   c = ml_collections.ConfigDict()
   c.seed = 0
 

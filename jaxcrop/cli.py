@@ -1,11 +1,10 @@
 """Command-line plumbing shared by jaxcrop's programs: a user mistake is one line.
 
 Every program (`train`, `evaluate`, `cv`: `main_with_flags`; `predict`, `plots`:
-argparse) runs its work through `run`: a user error (`PrepError` and its kin
-`DatasetError`, `PredictError`, `ConfigError`, `UsageError`; an OSError naming a
-path: one that does not exist, a file where a folder is needed) prints
-`error: <message>` as one line on stderr and gives exit status 2, without a
-traceback; Ctrl-C prints `interrupted` (status 130). Anything else, ValueError
+argparse) runs its work through the one handler, `cropcontracts.errors.run`: a
+`UserError` (and its kin `DatasetError`, `PredictError`, `ConfigError`,
+`UsageError`) or an OSError naming a path prints `error: <message>` as one line,
+exit status 2; Ctrl-C prints `interrupted` (130). Anything else, ValueError
 included, is a bug and keeps its traceback: a config value the code refuses is
 raised as a `ConfigError` where it is checked.
 
@@ -24,46 +23,15 @@ import sys
 import types
 from typing import Any, Callable, Sequence
 
+from cropcontracts import errors
+from cropcontracts.errors import UserError
 from jaxcrop import config as config_lib
-from prep.errors import PrepError
 
-# OSErrors that mean "the path the user gave is wrong", not a bug.
-USER_ERRORS = (PrepError, FileNotFoundError, FileExistsError, NotADirectoryError,
-               IsADirectoryError, PermissionError)
 HELP_FLAGS = ("-h", "--help", "-help", "-?")
 
 
-class UsageError(PrepError):
+class UsageError(UserError):
   """A flag mistake: the message is printed as `error: …`."""
-
-
-def one_line(text: str) -> str:
-  """The message on one line (whitespace runs → one space)."""
-  return " ".join(str(text).split())
-
-
-def message(e: BaseException) -> str:
-  """What the user reads: the PrepError's text, or `PATH: reason` for an OSError."""
-  if isinstance(e, OSError) and not isinstance(e, PrepError) and e.filename:
-    return f"{e.filename}: {e.strerror}"
-  return str(e)
-
-
-def print_error(text: str) -> None:
-  print(f"error: {one_line(text)}", file=sys.stderr)
-
-
-def run(fn: Callable[..., int | None], *args, **kwargs) -> int:
-  """fn(*args, **kwargs) → its exit status (None → 0); user errors → 2, Ctrl-C → 130."""
-  try:
-    rc = fn(*args, **kwargs)
-  except USER_ERRORS as e:
-    print_error(message(e))
-    return 2
-  except KeyboardInterrupt:
-    print("interrupted", file=sys.stderr)
-    return 130
-  return 0 if rc is None else rc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,4 +161,4 @@ def main_with_flags(doc: str, flags: Sequence[Flag],
   from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
   if not absl_flags.FLAGS.is_parsed():   # absl logging (Orbax) then logs without a warning
     absl_flags.FLAGS.mark_as_parsed()
-  return run(lambda: body(parse_flags(flags, argv)))
+  return errors.run(lambda: body(parse_flags(flags, argv)))

@@ -19,10 +19,10 @@ import pathlib
 
 from ml_collections import config_dict
 
-from prep.errors import PrepError
+from cropcontracts.errors import UserError
 
 
-class ConfigError(PrepError):
+class ConfigError(UserError):
   """A config file, variant, field or value the program cannot use; the message says which."""
 
 
@@ -40,7 +40,7 @@ def load(spec: str, flag: str = "--config") -> config_dict.ConfigDict:
     raise ConfigError(f"{where}: {path} defines no get_config(variant)")
   try:
     config = module.get_config(variant) if variant else module.get_config()
-  except ConfigError as e:   # the file's own check of the variant: say which flag
+  except UserError as e:   # the file's own check of the variant: say which flag
     raise ConfigError(f"{where}: {e}") from None
   config.lock()
   return config
