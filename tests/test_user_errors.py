@@ -8,9 +8,10 @@ import types
 import pytest
 
 from configs.hybrid import get_config
-from jaxcrop import cli, cv, evaluate, input_pipeline, plots, predict, train
+from jaxcrop import cv, evaluate, input_pipeline, plots, predict, train
 from jaxcrop.config import ConfigError
 from prep import cli as prep_cli
+from cropcontracts import errors
 from cropcontracts.errors import UserError
 from tests import fixtures as pt
 
@@ -136,12 +137,12 @@ def test_resume_with_another_model_is_refused_before_config_json_changes(tmp_pat
 def test_ctrl_c_is_one_line_and_a_bug_keeps_its_traceback(capsys):
   def interrupted():
     raise KeyboardInterrupt
-  assert cli.run(interrupted) == 130
+  assert errors.run(interrupted) == 130
   assert capsys.readouterr().err == "interrupted\n"
   with pytest.raises(ZeroDivisionError):      # not a user error: the traceback stays
-    cli.run(lambda: 1 // 0)
+    errors.run(lambda: 1 // 0)
   with pytest.raises(ValueError):             # never a user error: raise ConfigError instead
-    cli.run(int, "x")
+    errors.run(int, "x")
 
 
 def test_a_value_error_inside_training_keeps_its_traceback(tmp_path, monkeypatch):
@@ -157,18 +158,18 @@ def test_floating_point_error_is_a_bug_and_a_diverged_loss_a_user_error(capsys):
   def overflow():
     raise FloatingPointError("overflow encountered in multiply")
   with pytest.raises(FloatingPointError):
-    cli.run(overflow)
+    errors.run(overflow)
   def diverged():   # what train raises where it checks the loss
     raise ConfigError("loss is nan at step 3; lower optimizer.lr or check the input "
                       "normalization")
-  assert cli.run(diverged) == 2
+  assert errors.run(diverged) == 2
   assert_error(2, capsys.readouterr().err, "loss is nan at step 3; lower optimizer.lr or "
                                            "check the input normalization")
 
 
 def test_a_path_that_is_a_file_where_a_folder_is_needed(tmp_path, capsys):
   (tmp_path / "f").write_text("")
-  assert cli.run(lambda: (tmp_path / "f").mkdir(exist_ok=True)) == 2
+  assert errors.run(lambda: (tmp_path / "f").mkdir(exist_ok=True)) == 2
   assert_error(2, capsys.readouterr().err, f"{tmp_path}/f: File exists")
 
 
