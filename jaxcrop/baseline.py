@@ -4,8 +4,8 @@ Each labelled pixel is one sample of T·C features (its monthly band values, no
 spatial context): what the hybrid model adds over it is the temporal CNN and
 the U-Net's view of the neighbourhood. Trained on a random subsample of the
 training split's labelled pixels (at most `max_pixels`), cached in
-`workdir/baseline/` (reused while kind, max_pixels, max_iter, split and seed match);
-`max_iter` = boosting iterations (hist_gb) or trees (random_forest).
+`workdir/baseline/` (reused while max_pixels, max_iter, split and seed match);
+`max_iter` = boosting iterations.
 """
 from __future__ import annotations
 
@@ -23,15 +23,11 @@ def pixel_features(image) -> np.ndarray:
   return np.moveaxis(np.asarray(image, np.float32), 1, 3).reshape(b * h * w, t * c)
 
 
-def make_classifier(kind: str, seed: int, max_iter: int = 100):
+def make_classifier(seed: int, max_iter: int = 100):
+  """scikit-learn's histogram gradient boosting, `max_iter` iterations, no early stop."""
   from sklearn import ensemble  # pylint: disable=g-import-not-at-top
-  if kind == "hist_gb":
-    return ensemble.HistGradientBoostingClassifier(max_iter=max_iter, early_stopping=False,
-                                                   random_state=seed)
-  if kind == "random_forest":
-    return ensemble.RandomForestClassifier(n_estimators=max_iter, min_samples_leaf=2,
-                                           n_jobs=-1, random_state=seed)
-  raise ValueError(f"unknown baseline kind {kind!r}; expected hist_gb or random_forest")
+  return ensemble.HistGradientBoostingClassifier(max_iter=max_iter, early_stopping=False,
+                                                 random_state=seed)
 
 
 def sample_pixels(batches, total_labelled: int, max_pixels: int, seed: int):
@@ -58,19 +54,19 @@ def sample_pixels(batches, total_labelled: int, max_pixels: int, seed: int):
   return x, y
 
 
-def fit_or_load(workdir, batches_fn, *, total_labelled: int, kind="hist_gb",
-                max_pixels=200_000, max_iter=100, seed=0, train_split=""):
+def fit_or_load(workdir, batches_fn, *, total_labelled: int, max_pixels=200_000,
+                max_iter=100, seed=0, train_split=""):
   """The fitted classifier, from workdir/baseline/ when its settings match."""
   from jaxcrop.checkpoint import workdir_path  # pylint: disable=g-import-not-at-top
   folder = workdir_path(workdir) / "baseline"   # local or gs://
-  settings = dict(kind=kind, max_pixels=int(max_pixels), max_iter=int(max_iter), seed=int(seed),
+  settings = dict(max_pixels=int(max_pixels), max_iter=int(max_iter), seed=int(seed),
                   train_split=train_split)
   model_path, settings_path = folder / "model.pkl", folder / "settings.json"
   if model_path.exists() and settings_path.exists() and \
       json.loads(settings_path.read_text()) == settings:
     return pickle.loads(model_path.read_bytes())
   x, y = sample_pixels(batches_fn(), total_labelled, max_pixels, seed)
-  clf = make_classifier(kind, seed, max_iter).fit(x, y)
+  clf = make_classifier(seed, max_iter).fit(x, y)
   folder.mkdir(parents=True, exist_ok=True)
   tmp = folder / "model.pkl.tmp"
   tmp.write_bytes(pickle.dumps(clf))

@@ -1,151 +1,164 @@
 """Command-line plumbing shared by jaxcrop's programs: a user mistake is one line.
 
-Every program (`train`, `evaluate`, `cv` on absl flags; `predict`, `plots` on
-argparse) runs its work through `run`: a user error (`UserError` and its kin
-`DatasetError`, `PredictError`; a path that does not exist) prints
-`error: <message>` as one line on stderr and gives exit status 2, without a
-traceback; Ctrl-C prints `interrupted` (status 130). Anything else is a bug and
-keeps its traceback.
+Every program (`train`, `evaluate`, `cv`: `main_with_flags`; `predict`, `plots`:
+argparse) runs its work through the one handler, `cropcontracts.errors.run`: a
+`UserError` (and its kin `DatasetError`, `PredictError`, `ConfigError`,
+`UsageError`) or an OSError naming a path prints `error: <message>` as one line,
+exit status 2; Ctrl-C prints `interrupted` (130). Anything else, ValueError
+included, is a bug and keeps its traceback: a config value the code refuses is
+raised as a `ConfigError` where it is checked.
 
-`absl_main` parses absl flags (and `--config` files with `--config.a.b=v`
-overrides) into a fresh `FlagValues`, so that `main(argv)` can be called more
-than once in a process (tests), and turns every flag mistake (unknown flag, bad
-value, missing config file, unknown config variant or field) into that same
-one line.
+`main_with_flags` parses absl-style flags (`--name=value`, `--name value`,
+`--[no]flag`) and, for programs with a `--config` flag, loads the config file
+and applies `--config.a.b=v` overrides (`jaxcrop.config`). Each mistake (unknown
+flag, bad value, missing config file, unknown variant or field, an override
+before --config) is a `UsageError` or `ConfigError` raised where it is detected,
+with its own message.
 """
 from __future__ import annotations
 
-import re
+import dataclasses
+import difflib
 import sys
-from typing import Callable, Sequence
-
-from absl import flags
+import types
+from typing import Any, Callable, Sequence
 
 from cropcontracts import errors
 from cropcontracts.errors import UserError
+from jaxcrop import config as config_lib
 
-HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
-print_error = errors.print_error
-one_line = errors.one_line
-
-
-def run(fn: Callable[..., int | None], *args, user_errors: tuple = (), **kwargs) -> int:
-  """errors.run(fn, …), with `user_errors` (extra exception types this program
-  declares user mistakes) reported as UserErrors."""
-  def body():
-    try:
-      return fn(*args, **kwargs)
-    except tuple(user_errors) as e:
-      raise UserError(str(e)) from None
-  return errors.run(body)
+HELP_FLAGS = ("-h", "--help", "-help", "-?")
 
 
 class UsageError(UserError):
   """A flag mistake: the message is printed as `error: …`."""
 
 
-def _config_error(name: str, value: str, e: BaseException) -> str:
-  """One line for a --config file that failed to load or to run get_config()."""
-  text = str(e)
-  if "[Errno 2]" in text or "No such file" in text:
-    path = value.split(":", 1)[0]
-    return f"--{name}={value}: config file {path} not found (e.g. configs/hybrid.py:demo)"
-  # config_flags embeds the traceback of get_config: keep its last line (`ValueError: …`).
-  last = [l for l in text.strip().splitlines() if l.strip()][-1].strip()
-  last = re.sub(r"^\w+(Error|Exception): ", "", last)
-  return f"--{name}={value}: {last}"
+@dataclasses.dataclass(frozen=True)
+class Flag:
+  """One command-line flag.
 
-
-def _flag_error(e: flags.Error) -> str:
-  text = str(e)
-  m = re.match(r"flag --(\w+)=(.*?): Error whilst parsing config file", text)
-  if m:
-    return _config_error(m.group(1), m.group(2), e)
-  m = re.match(r"Found (\S+?)(=\S*)? in argv before a value for --(\w+) was specified", text)
-  if m:   # config_flags reads overrides in order: the file must come first
-    return f"{m.group(1)} comes before --{m.group(3)}; put --{m.group(3)} first"
-  return re.sub(r"^flag (--\S+?): ", r"\1: ", text)   # `flag --x=v: …` → `--x=v: …`
-
-
-def _config_flag_names(fv: flags.FlagValues) -> list[str]:
-  """Names of the --config-file flags of fv."""
-  from ml_collections.config_flags import config_flags  # pylint: disable=g-import-not-at-top
-  return [n for n, f in fv._flags().items()  # pylint: disable=protected-access
-          if isinstance(f.parser, config_flags.ConfigFileFlagParser)]
-
-
-def _override_error(argv: Sequence[str], config_names: list[str], e: Exception) -> str | None:
-  """One line for `--config.a.b=v` naming a field the config does not have (None when
-  no override on the command line names the missing field: then it is not the user's)."""
-  missing = re.match(r"""\W*(\w+)""", str(e))
-  hint = re.search(r'Did you mean "([^"]+)" instead of', str(e))
-  for arg in argv:
-    for name in config_names:
-      flag = arg.split("=", 1)[0]
-      if missing and flag.startswith(f"--{name}.") and missing.group(1) in flag.split(".")[1:]:
-        return f"{flag}: no such config field" + (
-            f" (did you mean {hint.group(1)!r}?)" if hint else "")
-  return None
-
-
-def parse_flags(fv: flags.FlagValues, argv: Sequence[str]) -> list[str]:
-  """Parses argv into fv; every mistake raises UsageError with a one-line message."""
-  try:
-    rest = fv(list(argv))
-  except flags.Error as e:
-    raise UsageError(_flag_error(e)) from None
-  except (AttributeError, KeyError) as e:   # config_flags: override of a missing field
-    text = _override_error(argv, _config_flag_names(fv), e)
-    if text is None:
-      raise
-    raise UsageError(text) from None
-  for name in _config_flag_names(fv):
-    value = fv[name].value
-    error = getattr(value, "_error", None) if type(value).__name__ == "_ErrorConfig" else None
-    if error is not None:   # config_flags defers a failed load to the first use
-      raise UsageError(_config_error(name, _argv_value(argv, name), error))
-  if len(rest) > 1:
-    raise UsageError(f"unexpected argument(s) {' '.join(rest[1:])}: every option is a "
-                     f"--flag (see --help)")
-  return rest
-
-
-def _argv_value(argv: Sequence[str], name: str) -> str:
-  """The value given to --name on the command line ('' when absent)."""
-  for i, arg in enumerate(argv):
-    if arg in (f"--{name}", f"-{name}") and i + 1 < len(argv):
-      return argv[i + 1]
-    if arg.startswith((f"--{name}=", f"-{name}=")):
-      return arg.split("=", 1)[1]
-  return ""
-
-
-def flags_help(fv: flags.FlagValues) -> str:
-  """absl's help of fv without its module header line and `(default: 'None')`."""
-  lines = fv.get_help(prefix="", include_special_flags=False).splitlines()
-  return "\n".join(l for l in lines if l.startswith(" ") and l.strip() != "(default: 'None')")
-
-
-def absl_main(doc: str, define_flags: Callable[[flags.FlagValues, list], None],
-              body: Callable[[flags.FlagValues], int | None], argv: Sequence[str] | None = None,
-              *, user_errors: tuple = ()) -> int:
-  """Runs an absl-flags program: parse argv (sys.argv when None), then body(flag values).
-
-  define_flags(fv, argv) defines the program's flags in fv (argv is what
-  `--config.x=v` overrides are read from). `--help` prints doc and the flags
-  (status 0). Returns the exit status: 0, 2 for a user mistake, 130 on Ctrl-C.
+  kind: str | int | bool, a tuple of allowed strings (an enum), or "config" (a
+  `configs/*.py[:variant]` file, loaded; `--config.a.b=v` overrides its fields).
   """
-  argv = list(sys.argv if argv is None else [sys.argv[0], *argv])
-  fv = flags.FlagValues()
-  define_flags(fv, argv)
-  if any(a in HELP_FLAGS for a in argv[1:]):
-    print(doc.strip() + "\n\nflags:\n" + flags_help(fv))
+  name: str
+  kind: Any
+  help: str
+  default: Any = None
+  lower_bound: int | None = None
+
+  def usage(self) -> str:
+    """The flag's lines of --help."""
+    if self.kind is bool:
+      head = f"--[no]{self.name}"
+    elif isinstance(self.kind, tuple):
+      head = f"--{self.name}: <{'|'.join(self.kind)}>"
+    else:
+      head = f"--{self.name}"
+    default = f"\n    (default: {self.default!r})" if self.default is not None else ""
+    return f"  {head}: {self.help}{default}"
+
+  def parse(self, text: str) -> Any:
+    """The value of `--name=text`; UsageError naming the flag when it is not one."""
+    where = f"--{self.name}={text}"
+    if self.kind is bool:
+      value = {"true": True, "1": True, "false": False, "0": False}.get(text.lower())
+      if value is None:
+        raise UsageError(f"{where}: expected true or false")
+      return value
+    if isinstance(self.kind, tuple):
+      if text not in self.kind:
+        raise UsageError(f"{where}: value should be one of <{'|'.join(self.kind)}>")
+      return text
+    if self.kind is int:
+      try:
+        value = int(text)
+      except ValueError:
+        raise UsageError(f"{where}: expected an integer") from None
+      if self.lower_bound is not None and value < self.lower_bound:
+        raise UsageError(f"{where}: must be at least {self.lower_bound}")
+      return value
+    return text
+
+
+def flags_help(flags: Sequence[Flag]) -> str:
+  return "\n".join(f.usage() for f in flags)
+
+
+def _did_you_mean(name: str, names) -> str:
+  close = difflib.get_close_matches(name, list(names), n=1)
+  return f" (did you mean --{close[0]}?)" if close else ""
+
+
+def parse_flags(flags: Sequence[Flag], argv: Sequence[str]) -> types.SimpleNamespace:
+  """argv (without the program name) → one attribute per flag.
+
+  A flag of kind "config" becomes the loaded, locked ConfigDict, its
+  `--config.a.b=v` overrides applied in command-line order (they must come after
+  --config). Every mistake raises UsageError or ConfigError with a one-line message.
+  """
+  by_name = {f.name: f for f in flags}
+  values = {f.name: f.default for f in flags}
+  config_flag = next((f.name for f in flags if f.kind == "config"), None)
+  overrides, rest = [], []
+  argv = list(argv)
+  i = 0
+  while i < len(argv):
+    arg = argv[i]
+    i += 1
+    if not arg.startswith("-") or arg in ("-", "--"):
+      rest.append(arg)
+      continue
+    name, eq, text = arg.lstrip("-").partition("=")
+    flag = by_name.get(name)
+    if flag is None and config_flag and name.startswith(f"{config_flag}."):
+      if values[config_flag] is None:
+        raise UsageError(f"--{name} comes before --{config_flag}; put --{config_flag} first")
+      if not eq:
+        if i == len(argv):
+          raise UsageError(f"--{name}: needs a value (--{name}=VALUE)")
+        text, i = argv[i], i + 1
+      overrides.append((name[len(config_flag) + 1:], text))
+      continue
+    if flag is None and name.startswith("no") and not eq and \
+        getattr(by_name.get(name[2:]), "kind", None) is bool:
+      values[name[2:]] = False
+      continue
+    if flag is None:
+      raise UsageError(f"--{name}: unknown flag{_did_you_mean(name, by_name)}")
+    if flag.kind is bool and not eq:
+      values[name] = True
+      continue
+    if not eq:
+      if i == len(argv):
+        raise UsageError(f"--{name}: needs a value (--{name}=VALUE)")
+      text, i = argv[i], i + 1
+    values[name] = text if flag.kind == "config" else flag.parse(text)
+  if rest:
+    raise UsageError(f"unexpected argument(s) {' '.join(rest)}: every option is a --flag "
+                     f"(see --help)")
+  if config_flag and values[config_flag] is not None:
+    spec = values[config_flag]
+    config = config_lib.load(spec, flag=f"--{config_flag}")
+    for path, text in overrides:
+      config_lib.override(config, path, text, flag=f"--{config_flag}")
+    values[config_flag] = config
+  return types.SimpleNamespace(**values)
+
+
+def main_with_flags(doc: str, flags: Sequence[Flag],
+                    body: Callable[[types.SimpleNamespace], int | None],
+                    argv: Sequence[str] | None = None) -> int:
+  """Runs a flags program: parse argv (sys.argv[1:] when None), then body(values).
+
+  `--help` prints doc and the flags (status 0). Returns the exit status: 0, 2 for
+  a user mistake, 130 on Ctrl-C.
+  """
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if any(a in HELP_FLAGS for a in argv):
+    print(doc.strip() + "\n\nflags:\n" + flags_help(flags))
     return 0
-  if not flags.FLAGS.is_parsed():   # absl logging (Orbax) then logs without a warning
-    flags.FLAGS.mark_as_parsed()
-  try:
-    parse_flags(fv, argv)
-  except UsageError as e:
-    print_error(str(e))
-    return 2
-  return run(body, fv, user_errors=user_errors)
+  from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
+  if not absl_flags.FLAGS.is_parsed():   # absl logging (Orbax) then logs without a warning
+    absl_flags.FLAGS.mark_as_parsed()
+  return errors.run(lambda: body(parse_flags(flags, argv)))

@@ -20,11 +20,11 @@ import itertools
 import json
 import sys
 
-from absl import flags, logging
+from absl import logging
 import numpy as np
-from ml_collections import config_flags
 
 from jaxcrop import checkpoint, cli, metrics, train
+from jaxcrop.config import ConfigError
 
 # Grid keys → config fields; any other key is a config path with "__" for ".".
 GRID_PATHS = {"lr": "optimizer.lr", "kernel_size": "model.temporal.kernel_size"}
@@ -65,7 +65,7 @@ def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
   workdir = checkpoint.workdir_path(workdir)   # local or gs://
   folds = list(config.cv.folds)
   if len(folds) < 2:
-    raise ValueError(f"config.cv.folds needs at least 2 folds, got {folds}")
+    raise ConfigError(f"config.cv.folds needs at least 2 folds, got {folds}")
   rows = []
   for setting in settings(config.cv.grid):
     name = setting_name(setting)
@@ -123,15 +123,12 @@ def markdown(out: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def define_flags(fv: flags.FlagValues, argv=None):
-  """Command-line flags, defined in fv (see jaxcrop.cli.absl_main)."""
-  config_flags.DEFINE_config_file(
-      "config", None, "Experiment config, configs/hybrid.py[:variant]; the grid is "
-      "config.cv.grid, the folds config.cv.folds.", flag_values=fv, lock_config=True,
-      sys_argv=argv)
-  flags.DEFINE_string("workdir", None, "Root of the CV runs (cv/<setting>/val_<fold>) and "
-                      "final/.", flag_values=fv)
-  flags.DEFINE_bool("retrain", True, "Retrain the best setting on all folds.", flag_values=fv)
+FLAGS = (
+    cli.Flag("config", "config", "Experiment config, configs/hybrid.py[:variant]; the grid is "
+             "config.cv.grid, the folds config.cv.folds."),
+    cli.Flag("workdir", str, "Root of the CV runs (cv/<setting>/val_<fold>) and final/."),
+    cli.Flag("retrain", bool, "Retrain the best setting on all folds.", default=True),
+)
 
 
 def _main(fv) -> int:
@@ -146,8 +143,7 @@ def _main(fv) -> int:
 
 def main(argv=None) -> int:
   """`python -m jaxcrop.cv`; argv without the program name (None: sys.argv)."""
-  return cli.absl_main(__doc__, define_flags, _main, argv,
-                       user_errors=(ValueError, FloatingPointError))
+  return cli.main_with_flags(__doc__, FLAGS, _main, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import pathlib
 import sys
 import tempfile
 
-from absl import flags, logging
+from absl import logging
 import jax
 import numpy as np
 import tqdm
@@ -58,7 +58,7 @@ def collect(batches, predict_fns: dict, max_batches=None) -> dict:
     for name, fn in predict_fns.items():
       parts[name].append(np.asarray(fn(image)).astype(np.uint8).ravel())
   if not parts["label"]:
-    raise ValueError("the evaluation split yielded no example")
+    raise UserError("the evaluation split yielded no example; pass another --split")
   out = {k: np.concatenate(v) for k, v in parts.items()}
   out["zones"], out["regions"] = list(zones), list(regions)
   return out
@@ -180,8 +180,8 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
     base_cfg = cfg.eval.baseline
     clf = baseline.fit_or_load(
         workdir, lambda: data.eval_batches(cfg.data, cfg.data.train_split, meta),
-        total_labelled=int(np.sum(meta.class_pixel_counts)), kind=base_cfg.kind,
-        max_pixels=base_cfg.max_pixels, max_iter=base_cfg.get("max_iter", 100), seed=cfg.seed, train_split=cfg.data.train_split)
+        total_labelled=int(np.sum(meta.class_pixel_counts)), max_pixels=base_cfg.max_pixels,
+        max_iter=base_cfg.get("max_iter", 100), seed=cfg.seed, train_split=cfg.data.train_split)
     predictors["baseline"] = lambda x: baseline.predict(clf, x)
   # The checkpoint's statistics, as predict uses: a rebuilt dataset's own
   # moments (other folds, other zones) would shift every input the model sees.
@@ -220,21 +220,16 @@ def compact_table(result: dict) -> str:
   return "\n".join(rows)
 
 
-def define_flags(fv: flags.FlagValues, argv=None):
-  """Command-line flags, defined in fv (see jaxcrop.cli.absl_main)."""
-  del argv
-  flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints).",
-                      flag_values=fv)
-  flags.DEFINE_enum("which", "best", ["best", "last"], "Checkpoint to evaluate.",
-                    flag_values=fv)
-  flags.DEFINE_string("split", None, "Split, e.g. test or fold2 (default: the config's "
-                      "data.test_split).", flag_values=fv)
-  flags.DEFINE_bool("baseline", True, "Also fit/evaluate the per-pixel baseline.",
-                    flag_values=fv)
-  flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: the one the model was "
-                      "trained on).", flag_values=fv)
-  flags.DEFINE_integer("max_batches", None, "Evaluate only this many batches (quick look).",
-                       lower_bound=1, flag_values=fv)
+FLAGS = (
+    cli.Flag("workdir", str, "Training workdir (config.json + checkpoints)."),
+    cli.Flag("which", ("best", "last"), "Checkpoint to evaluate.", default="best"),
+    cli.Flag("split", str, "Split, e.g. test or fold2 (default: the config's "
+             "data.test_split)."),
+    cli.Flag("baseline", bool, "Also fit/evaluate the per-pixel baseline.", default=True),
+    cli.Flag("data_dir", str, "TFDS data_dir (default: the one the model was trained on)."),
+    cli.Flag("max_batches", int, "Evaluate only this many batches (quick look).",
+             lower_bound=1),
+)
 
 
 def _main(fv) -> int:
@@ -253,7 +248,7 @@ def _main(fv) -> int:
 
 def main(argv=None) -> int:
   """`python -m jaxcrop.evaluate`; argv without the program name (None: sys.argv)."""
-  return cli.absl_main(__doc__, define_flags, _main, argv, user_errors=(ValueError,))
+  return cli.main_with_flags(__doc__, FLAGS, _main, argv)
 
 
 if __name__ == "__main__":

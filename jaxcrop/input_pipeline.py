@@ -26,6 +26,7 @@ import numpy as np
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import NO_LABEL
 from cropcontracts.dataset_meta import DatasetMeta
+from jaxcrop.config import ConfigError
 
 _SEED_STRIDE = 1_000_003  # epoch seeds: seed * stride + epoch
 
@@ -137,8 +138,8 @@ def _process_share(global_batch: int) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   n = jax.process_count()
   if global_batch % n:
-    raise ValueError(f"batch size {global_batch} is not divisible by the "
-                     f"{n} processes")
+    raise ConfigError(f"batch size {global_batch} is not divisible by the "
+                      f"{n} processes")
   return global_batch // n
 
 

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxcrop import cli
+from cropcontracts import errors
 from cropcontracts import nomenclature as nomenclature_lib
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import NO_LABEL
@@ -648,7 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
-  return cli.run(_main, args)
+  return errors.run(_main, args)
 
 
 def check_out(out, figure: str) -> None:

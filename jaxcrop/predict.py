@@ -38,7 +38,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from jaxcrop import cli
+from cropcontracts import errors
 from cropcontracts import atomic
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import ZoneFolder, find_zones, open_zone
@@ -534,7 +534,7 @@ def main(argv=None) -> int:
   ap.add_argument("--overwrite", action="store_true",
                   help="replace existing OUT/<zone_id> folders")
   args = ap.parse_args(argv)
-  return cli.run(_run, args)
+  return errors.run(_run, args)
 
 
 def _run(args) -> int:

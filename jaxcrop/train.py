@@ -20,17 +20,17 @@ import sys
 import time
 from typing import Any
 
-from absl import flags, logging
+from absl import logging
 import flax
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-from ml_collections import config_flags
 import numpy as np
 import optax
 import tqdm
 
 from jaxcrop import checkpoint, cli, losses, metrics
+from jaxcrop.config import ConfigError
 from jaxcrop.models import build_model
 from cropcontracts.dataset_meta import DatasetMeta, unet_min_side
 from cropcontracts.errors import UserError
@@ -53,7 +53,8 @@ def make_optimizer(cfg_opt, num_steps: int):
   """AdamW (decay on kernels only), linear warm-up then cosine decay to 0,
   global-norm clipping."""
   if cfg_opt.name != "adamw":
-    raise ValueError(f"unknown optimizer {cfg_opt.name!r}; expected adamw")
+    raise ConfigError(f"unknown optimizer {cfg_opt.name!r} (config.optimizer.name); "
+                      f"expected adamw")
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, cfg_opt.lr, cfg_opt.warmup_steps, max(num_steps, cfg_opt.warmup_steps + 1))
   return optax.chain(
@@ -289,7 +290,7 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
   n_dev = jax.device_count()
   for field in ("batch_size", "eval_batch_size"):
     if config.data[field] % n_dev:
-      raise ValueError(f"data.{field}={config.data[field]} must be a multiple of "
+      raise ConfigError(f"data.{field}={config.data[field]} must be a multiple of "
                        f"the {n_dev} devices")
   mesh = Mesh(np.array(jax.devices()), ("data",))
   replicated = NamedSharding(mesh, P())
@@ -348,8 +349,8 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
       if step % cfg_t.log_every == 0 or step == cfg_t.num_steps:
         measured = {k: float(v) for k, v in jax.device_get(measured).items()}
         if not np.isfinite(measured["loss"]):
-          raise FloatingPointError(f"loss is {measured['loss']} at step {step}; "
-                                   "lower optimizer.lr or check the input normalization")
+          raise ConfigError(f"loss is {measured['loss']} at step {step}; "
+                            "lower optimizer.lr or check the input normalization")
         dt = time.perf_counter() - t_log
         measured["pixels_per_s"] = n_px / dt
         t_log, n_px = time.perf_counter(), 0
@@ -375,12 +376,11 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
         else:
           progress = {**progress, "bad_evals": np.array(progress["bad_evals"] + 1, np.int32)}
       sigterm = preempted(step)
-      stop_now = sigterm or step == cfg_t.get("stop_after")
-      if step % cfg_t.checkpoint_every == 0 or step == cfg_t.num_steps or stop_now:
+      if step % cfg_t.checkpoint_every == 0 or step == cfg_t.num_steps or sigterm:
         save_last(step)
-      if stop_now:
-        print(f"stopping at step {step} ({'SIGTERM' if sigterm else 'stop_after'}); "
-              "rerun the same command to resume", file=sys.stderr)
+      if sigterm:
+        print(f"stopping at step {step} (SIGTERM); rerun the same command to resume",
+              file=sys.stderr)
         break
     else:
       if step > start and last_mgr.latest_step() != step:
@@ -395,17 +395,15 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
           "val": val, "model": summary}
 
 
-def define_flags(fv: flags.FlagValues, argv=None):
-  """Command-line flags, defined in fv (see jaxcrop.cli.absl_main)."""
-  config_flags.DEFINE_config_file(
-      "config", None, "Experiment config, configs/hybrid.py[:variant] (variants: demo, "
-      "tiny, comma-separated); override any field with --config.a.b=value.",
-      flag_values=fv, lock_config=True, sys_argv=argv)
-  flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and config are written "
-                      "(a rerun resumes from it; may be gs://).", flag_values=fv)
-  flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (multi-GPU hosts); "
-                    "implied by JAX_COORDINATOR_ADDRESS or a TPU pod (TPU_WORKER_HOSTNAMES "
-                    "lists several hosts).", flag_values=fv)
+FLAGS = (
+    cli.Flag("config", "config", "Experiment config, configs/hybrid.py[:variant] (variants: "
+             "demo, tiny, comma-separated); override any field with --config.a.b=value."),
+    cli.Flag("workdir", str, "Where checkpoints, metrics and config are written (a rerun "
+             "resumes from it; may be gs://)."),
+    cli.Flag("multihost", bool, "Call jax.distributed.initialize() (multi-GPU hosts); implied "
+             "by JAX_COORDINATOR_ADDRESS or a TPU pod (TPU_WORKER_HOSTNAMES lists several "
+             "hosts).", default=False),
+)
 
 
 def is_multihost(multihost_flag: bool, environ=os.environ) -> bool:
@@ -433,9 +431,7 @@ def _main(fv) -> int:
 
 def main(argv=None) -> int:
   """`python -m jaxcrop.train`; argv without the program name (None: sys.argv)."""
-  # ValueError: a config value the code refuses (optimizer, norm, batch size …).
-  return cli.absl_main(__doc__, define_flags, _main, argv,
-                       user_errors=(ValueError, FloatingPointError))
+  return cli.main_with_flags(__doc__, FLAGS, _main, argv)
 
 
 if __name__ == "__main__":

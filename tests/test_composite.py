@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
+from benchmarks.composite import gap_fill_reference
 from prep import composite
 
 
@@ -128,7 +129,7 @@ def test_gap_fill_equals_loop_reference(p_missing):
   comp[3, 2, 0, 0] = 0                 # one band missing
   comp[:, 1, 1, 1] = 0                 # a band missing every month
   got, got_filled = composite.gap_fill(comp)
-  want, want_filled = composite.gap_fill_reference(comp)
+  want, want_filled = gap_fill_reference(comp)
   np.testing.assert_array_equal(got, want)
   np.testing.assert_array_equal(got_filled, want_filled)
   assert not got[:, :, 1, 1].any()     # no valid month: stays 0
@@ -151,33 +152,18 @@ def test_row_blocks_give_the_same_result(monkeypatch):
   scenes = rng.integers(0, 65536, (5, 4, 23, 9), dtype=np.uint16)
   valid = rng.random((5, 23, 9)) < 0.6
   whole = composite.gap_fill(comp), composite.median_composite(scenes, valid)
-  monkeypatch.setattr(composite, "_GAP_BLOCK_LOG2", 3)                     # 8 pixels
+  monkeypatch.setattr(composite, "_GAP_BLOCK_PIXELS", 8)
   monkeypatch.setattr(composite, "_BLOCK_BYTES", 1)                        # 1 row
   blocked = composite.gap_fill(comp), composite.median_composite(scenes, valid)
   for a, b in zip(whole, blocked):
     for x, y in zip(a, b):
       np.testing.assert_array_equal(x, y)
-  np.testing.assert_array_equal(blocked[0][0], composite.gap_fill_reference(comp)[0])
-
-
-@pytest.mark.parametrize("months", [13, 16])
-def test_long_series_walk_path_equals_loop_reference(monkeypatch, months):
-  # More than 12 months take `_gap_fill_walk`, also in row blocks.
-  rng = np.random.default_rng(months)
-  comp = rng.integers(1, 65536, (months, 2, 7, 5), dtype=np.uint16)
-  comp[np.broadcast_to(rng.random((months, 1, 7, 5)) < 0.5, comp.shape)] = 0
-  comp[:, 0, 6, 4] = 0                                    # no valid month
-  monkeypatch.setattr(composite, "_GAP_BLOCK_BYTES", months * 2 * 5 * 2 * 2)  # 2 rows
-  got, got_filled = composite.gap_fill(comp)
-  want, want_filled = composite.gap_fill_reference(comp)
-  np.testing.assert_array_equal(got, want)
-  np.testing.assert_array_equal(got_filled, want_filled)
+  np.testing.assert_array_equal(blocked[0][0], gap_fill_reference(comp)[0])
 
 
 def test_gap_fill_rounding_every_span_and_position():
   # Every run between valid months t0 < t1 of 12, values over the whole uint16
   # range: about 1 in span of them is a half-way case, which must round up.
-  # Checks the float32 bound at composite._HALF_UP against integer arithmetic.
   rng = np.random.default_rng(3)
   pairs = [(t0, t1) for t0 in range(12) for t1 in range(t0 + 2, 12)]
   n = 400
@@ -206,24 +192,34 @@ def test_gap_fill_empty_zone():
   assert filled.shape == (12, 4, 0, 3) and was_filled.shape == (12, 0, 3)
 
 
-@pytest.mark.parametrize("density", [0.0, 0.01, 0.05, 0.1, 0.14, 0.5, 1.0])
-def test_flatnonzero_by_words_equals_numpy(density):
-  rng = np.random.default_rng(int(density * 100))
-  mask = rng.random(4 * 5003) < density
-  mask[-1] = density > 0.3                      # a True in the last word
-  got = composite._flatnonzero(mask, mask.view(np.uint32))
-  np.testing.assert_array_equal(got, np.flatnonzero(mask))
-
-
 @pytest.mark.parametrize("p_missing", [0.05, 0.1])
 def test_gap_fill_scattered_gaps_small_blocks(monkeypatch, p_missing):
-  # 10 % scattered gaps in blocks of 64 pixels take the word path of _flatnonzero.
-  monkeypatch.setattr(composite, "_GAP_BLOCK_LOG2", 6)
+  # Scattered gaps in blocks of 64 pixels (a block boundary inside a row).
+  monkeypatch.setattr(composite, "_GAP_BLOCK_PIXELS", 64)
   rng = np.random.default_rng(11)
   comp = rng.integers(1, 65536, (12, 4, 31, 17), dtype=np.uint16)
   missing = rng.random((12, 31, 17)) < p_missing
   comp[np.broadcast_to(missing[:, None], comp.shape)] = 0
   got, got_filled = composite.gap_fill(comp)
-  want, want_filled = composite.gap_fill_reference(comp)
+  want, want_filled = gap_fill_reference(comp)
   np.testing.assert_array_equal(got, want)
   np.testing.assert_array_equal(got_filled, want_filled)
+
+
+@pytest.mark.parametrize("months", [12, 15])
+def test_gap_fill_random_series_equal_loop_reference(monkeypatch, months):
+  """Random gap patterns of 12 and 15 months (any T, one implementation), in blocks of 32
+  pixels; runs of every length, leading, trailing and pixels with no valid month."""
+  monkeypatch.setattr(composite, "_GAP_BLOCK_PIXELS", 32)
+  rng = np.random.default_rng(months)
+  comp = rng.integers(1, 65536, (months, 3, 19, 13), dtype=np.uint16)
+  p_missing = rng.choice([0.1, 0.5, 0.9], (1, 1, 19, 13))      # per pixel
+  comp[np.broadcast_to(rng.random((months, 1, 19, 13)) < p_missing, comp.shape)] = 0
+  comp[:, :, 18, 12] = 0                                    # no valid month
+  comp[:, 1, 18, 11] = 0                                    # one band missing every month
+  comp[3, 2, 0, 0] = 0                                      # one band of one month
+  got, got_filled = composite.gap_fill(comp)
+  want, want_filled = gap_fill_reference(comp)
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(got_filled, want_filled)
+  assert got_filled.sum() > 0.3 * got_filled.size and not got[:, :, 18, 11:].any()

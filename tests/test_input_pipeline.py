@@ -8,6 +8,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from jaxcrop import input_pipeline as ip  # noqa: E402
+from jaxcrop.config import ConfigError  # noqa: E402
 
 tf = ip.import_tf()
 import jax  # noqa: E402
@@ -178,7 +179,7 @@ def test_processes_share_batches_and_examples(data, monkeypatch):
              zip(b["zone_id"], b["row"], b["col"], b["mask"]) if m]
     assert next(ip.train_iterator(config(data_dir), seed=0))["image"].shape[0] == 2
   assert lengths[0] == lengths[1] and len(keys) == len(set(keys)) == 16
-  with pytest.raises(ValueError, match="batch size 5 is not divisible by the 2 processes"):
+  with pytest.raises(ConfigError, match="batch size 5 is not divisible by the 2 processes"):
     next(ip.train_iterator(config(data_dir, batch_size=5), seed=0))
 
 

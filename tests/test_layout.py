@@ -20,8 +20,8 @@ FORBIDDEN = {
     "configs": {"prep", "tfds_builder", "jaxcrop", "benchmarks", "tests"},
 }
 ALLOWED = {("tfds_builder", "prep.demo"),   # the demo config's one entry point
-           # TODO(layout): go with the benchmarks/ move and parcels.gpkg in the zone folder.
-           ("jaxcrop", "tfds_builder.cropmap"), ("jaxcrop", "prep.labels"), ("jaxcrop", "tests")}
+           # TODO(layout): goes with parcels.gpkg in the zone folder.
+           ("jaxcrop", "prep.labels")}
 
 
 def imports_of(path: pathlib.Path) -> list[str]:

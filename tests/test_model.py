@@ -1,4 +1,4 @@
-"""Hybrid model: shapes, vmap == reshape, side check, bf16, parameter count."""
+"""Hybrid model: shapes, side check, bf16, parameter count."""
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -27,23 +27,6 @@ def test_output_shape_and_dtype(pooling):
   model = build_model(tiny_model_cfg(pooling=pooling), num_classes=5)
   logits = model.apply(init(model, X), X)
   assert logits.shape == (2, 16, 16, 5) and logits.dtype == jnp.float32
-
-
-@pytest.mark.parametrize("norm", ["batch", "group", "layer"])
-def test_vmap_equals_reshape(norm):
-  cfg = tiny_model_cfg(norm=norm, pooling="attention", layers=2)
-  cfg.unet.norm = norm
-  a = build_model(cfg, 5)
-  cfg.temporal.impl = "vmap"
-  b = build_model(cfg, 5)
-  variables = init(a, X)
-  assert jax.tree.structure(variables) == jax.tree.structure(init(b, X))
-  np.testing.assert_allclose(a.apply(variables, X), b.apply(variables, X), atol=1e-5)
-  # Training mode: BatchNorm statistics over all pixels in both (no dropout here).
-  (la, sa), (lb, sb) = (m.apply(variables, X, train=True, mutable=["batch_stats"])
-                        for m in (a, b))
-  np.testing.assert_allclose(la, lb, atol=1e-4)
-  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-5), sa, sb)
 
 
 def test_side_not_divisible_is_a_clear_error():
@@ -82,13 +65,13 @@ def test_param_count_by_hand():
 
 @pytest.mark.parametrize("norm,pooling", [("batch", "attention"), ("group", "flatten")])
 def test_torch_reference_has_the_same_parameters(norm, pooling):
-  """bench_train's PyTorch twin is the same architecture: equal parameter counts."""
+  """benchmarks.torch_twin is the same architecture: equal parameter counts."""
   torch = pytest.importorskip("torch")
-  from jaxcrop import bench_train
+  from benchmarks import torch_twin
   cfg = tiny_model_cfg(norm=norm, pooling=pooling, layers=2)
   cfg.unet.norm = norm
   n_jax = sum(p.size for p in jax.tree.leaves(init(build_model(cfg, 5), X)["params"]))
-  twin = bench_train.torch_hybrid(cfg, 5, 4, months=4)
+  twin = torch_twin.torch_hybrid(cfg, 5, 4, months=4)
   assert sum(p.numel() for p in twin.parameters()) == n_jax
   assert tuple(twin(torch.zeros(2, 4, 16, 16, 4)).shape) == (2, 5, 16, 16)
 
@@ -120,3 +103,16 @@ def test_dropout_rate_scale_and_rng():
   assert abs(agree - 0.82) < 0.01
   np.testing.assert_array_equal(drop(jax.random.key(0), det=True), x)
   np.testing.assert_array_equal(drop(jax.random.key(0), rate=1.0), 0 * x)
+
+
+@pytest.mark.parametrize("part,key,value,expected", [
+    ("temporal", "norm", "instance", "unknown norm 'instance'"),
+    ("temporal", "pooling", "last", "unknown pooling 'last'"),
+    ("unet", "up", "nearest", "unknown up 'nearest'")])
+def test_unknown_config_value_is_a_config_error(part, key, value, expected):
+  """A user error (one line at the command line), raised where the model reads the value."""
+  from jaxcrop.config import ConfigError
+  cfg = tiny_model_cfg()
+  cfg[part][key] = value
+  with pytest.raises(ConfigError, match=expected):
+    init(build_model(cfg, 5), X)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jaxcrop import checkpoint, losses, train
+from jaxcrop.config import ConfigError
 from tests.fixtures import FakeData, fake_batch, tiny_config
 
 K, T, C, S = 3, 4, 4, 16
@@ -19,7 +20,7 @@ def test_class_weights_by_hand():
                              rtol=1e-6)
   np.testing.assert_allclose(losses.class_weights([400, 100, 0], "inv"), [0.4, 1.6, 0], rtol=1e-6)
   np.testing.assert_array_equal(losses.class_weights([5, 0], "none"), [1, 0])
-  with pytest.raises(ValueError, match="unknown class_weights 'sqrt'"):
+  with pytest.raises(ConfigError, match="unknown class_weights 'sqrt'"):
     losses.class_weights([1], "sqrt")
 
 

@@ -8,8 +8,10 @@ import types
 import pytest
 
 from configs.hybrid import get_config
-from jaxcrop import cli, cv, evaluate, input_pipeline, plots, predict, train
+from jaxcrop import cv, evaluate, input_pipeline, plots, predict, train
+from jaxcrop.config import ConfigError
 from prep import cli as prep_cli
+from cropcontracts import errors
 from cropcontracts.errors import UserError
 from tests import fixtures as pt
 
@@ -35,7 +37,7 @@ def assert_error(rc, err, expected):
 
 
 # --------------------------------------------------------------------------- #
-# jaxcrop.train (absl flags + config file)
+# jaxcrop.train (flags + config file)
 
 W = "{workdir}"   # replaced by a fresh path: nothing may be written there
 
@@ -58,7 +60,16 @@ W = "{workdir}"   # replaced by a fresh path: nothing may be written there
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.optimizer.lr=abc"],
      "--config.optimizer.lr=abc: could not convert string to float: 'abc'"),
     ([f"--config={CONFIG}:demo", f"--wrkdir={W}"],
-     "Unknown command line flag 'wrkdir'. Did you mean: workdir ?"),
+     "--wrkdir: unknown flag (did you mean --workdir?)"),
+    ([f"--config={CONFIG}:demo", "--workdir", W, "--config.model.unet.widths=8"],
+     "--config.model.unet.widths=8: expected a tuple such as (8, 16)"),
+    ([f"--config={CONFIG}:demo", "--workdir", W, "--config.train.tensorboard=maybe"],
+     "--config.train.tensorboard=maybe: expected true or false, got 'maybe'"),
+    ([f"--config={CONFIG}:demo", "--workdir", W, "--config.model=1"],
+     "--config.model: a group of fields; set one of them, e.g. --config.model.dtype=…"),
+    ([f"--config={CONFIG}:demo", "--workdir"], "--workdir: needs a value (--workdir=VALUE)"),
+    ([f"--config={CONFIG}:demo", "--workdir", W, "--config.eval.max_batches=x"],   # placeholder
+     "--config.eval.max_batches=x: invalid literal for int() with base 10: 'x'"),
     ([f"--config={CONFIG}:demo", f"--workdir={W}", "extra"],
      "unexpected argument(s) extra: every option is a --flag (see --help)"),
     (["--config.optimizer.lr=0.1", f"--config={CONFIG}:demo", "--workdir", W],
@@ -126,19 +137,39 @@ def test_resume_with_another_model_is_refused_before_config_json_changes(tmp_pat
 def test_ctrl_c_is_one_line_and_a_bug_keeps_its_traceback(capsys):
   def interrupted():
     raise KeyboardInterrupt
-  assert cli.run(interrupted) == 130
+  assert errors.run(interrupted) == 130
   assert capsys.readouterr().err == "interrupted\n"
   with pytest.raises(ZeroDivisionError):      # not a user error: the traceback stays
-    cli.run(lambda: 1 // 0)
-  with pytest.raises(ValueError):             # a user error only where a program says so
-    cli.run(int, "x")
-  assert cli.run(int, "x", user_errors=(ValueError,)) == 2
-  assert_error(2, capsys.readouterr().err, "invalid literal for int() with base 10: 'x'")
+    errors.run(lambda: 1 // 0)
+  with pytest.raises(ValueError):             # never a user error: raise ConfigError instead
+    errors.run(int, "x")
+
+
+def test_a_value_error_inside_training_keeps_its_traceback(tmp_path, monkeypatch):
+  """A shape bug inside the model is a bug: train.main lets its ValueError through."""
+  def shape_bug(*args, **kwargs):
+    raise ValueError("Incompatible shapes for broadcasting: (4, 16) and (4, 8)")
+  monkeypatch.setattr(train, "train_and_evaluate", shape_bug)
+  with pytest.raises(ValueError, match="Incompatible shapes"):
+    train.main(["--config", f"{CONFIG}:demo,tiny", "--workdir", str(tmp_path / "w")])
+
+
+def test_floating_point_error_is_a_bug_and_a_diverged_loss_a_user_error(capsys):
+  def overflow():
+    raise FloatingPointError("overflow encountered in multiply")
+  with pytest.raises(FloatingPointError):
+    errors.run(overflow)
+  def diverged():   # what train raises where it checks the loss
+    raise ConfigError("loss is nan at step 3; lower optimizer.lr or check the input "
+                      "normalization")
+  assert errors.run(diverged) == 2
+  assert_error(2, capsys.readouterr().err, "loss is nan at step 3; lower optimizer.lr or "
+                                           "check the input normalization")
 
 
 def test_a_path_that_is_a_file_where_a_folder_is_needed(tmp_path, capsys):
   (tmp_path / "f").write_text("")
-  assert cli.run(lambda: (tmp_path / "f").mkdir(exist_ok=True)) == 2
+  assert errors.run(lambda: (tmp_path / "f").mkdir(exist_ok=True)) == 2
   assert_error(2, capsys.readouterr().err, f"{tmp_path}/f: File exists")
 
 

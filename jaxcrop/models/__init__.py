@@ -15,8 +15,6 @@ def build_model(cfg_model, num_classes: int) -> HybridModel:
   `cfg_model.dtype` = "float32" | "bfloat16": the compute dtype; parameters stay
   float32 and logits are returned as float32 either way.
   """
-  temporal = dict(cfg_model.temporal)
-  impl = temporal.pop("impl", "reshape")
   return HybridModel(
-      num_classes=num_classes, temporal=temporal, unet=dict(cfg_model.unet),
-      impl=impl, dtype=jnp.dtype(cfg_model.get("dtype", "float32")))
+      num_classes=num_classes, temporal=dict(cfg_model.temporal), unet=dict(cfg_model.unet),
+      dtype=jnp.dtype(cfg_model.get("dtype", "float32")))

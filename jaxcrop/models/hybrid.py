@@ -6,11 +6,9 @@ encoder (1D convolutions over months, pooled over T) giving D features; the
 resulting pseudo-image [B, H, W, D] goes through a small U-Net that adds
 spatial context; a 1×1 convolution gives per-pixel class logits [B, H, W, K].
 
-The temporal encoder is applied to every pixel in one of two equivalent ways:
-`impl="reshape"` folds pixels into the batch ([B·H·W, T, C], one big batched
-convolution) and `impl="vmap"` maps the per-pixel encoder over B, H and W with
-`nn.vmap` (BatchNorm then averages its statistics over the mapped axes, so both
-give the same outputs; only dropout masks differ since vmap splits the rng).
+The temporal encoder sees every pixel at once: pixels are folded into the batch
+([B·H·W, T, C], one big batched convolution), so BatchNorm's statistics are
+over all pixels of the batch.
 """
 from __future__ import annotations
 
@@ -22,31 +20,27 @@ import jax
 import jax.numpy as jnp
 
 from cropcontracts.dataset_meta import unet_min_side
+from jaxcrop.config import ConfigError
 
-PIXEL_AXES = ("batch", "row", "col")   # nn.vmap axis names in impl="vmap"
-
-
-def make_norm(kind: str, *, train: bool, dtype: Any, axis_name=None,
-              reduction_axes=None):
+def make_norm(kind: str, *, train: bool, dtype: Any, reduction_axes=None):
   """A normalization layer by name: batch | layer | group | none.
 
   Convolutions before a BatchNorm have no bias: it would be cancelled by the
   mean subtraction (zero gradient, which Adam turns into float-noise updates).
   """
   if kind == "batch":
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                        axis_name=axis_name, dtype=dtype)
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype)
   if kind == "layer":
     return nn.LayerNorm(dtype=dtype)
   if kind == "group":
-    # Explicit reduction axes: the default ("all but the first") would treat T
-    # as a batch axis when the encoder sees one unbatched pixel [T, C].
+    # Explicit reduction axes: per pixel over (T, C) in the encoder, where the
+    # default ("all but the first") would also be right only for [N, T, C].
     return lambda x: nn.GroupNorm(
         num_groups=None, group_size=_group_size(x.shape[-1]),
         reduction_axes=reduction_axes, dtype=dtype)(x)
   if kind == "none":
     return lambda x: x
-  raise ValueError(f"unknown norm {kind!r}; expected batch, layer, group or none")
+  raise ConfigError(f"unknown norm {kind!r}; expected batch, layer, group or none")
 
 
 def _group_size(features: int) -> int:
@@ -93,10 +87,7 @@ class Dropout(nn.Module):
 
 
 class TemporalEncoder(nn.Module):
-  """1D CNN over months for pixels [..., T, C] → features [..., D].
-
-  Works on any number of leading pixel axes (including none, under vmap).
-  """
+  """1D CNN over months for pixels [N, T, C] → features [N, D]."""
   features: int = 64
   layers: int = 3
   kernel_size: int = 3
@@ -104,7 +95,6 @@ class TemporalEncoder(nn.Module):
   dropout: float = 0.0
   pooling: str = "max"          # max | mean | attention | flatten
   dtype: Any = jnp.float32
-  axis_name: Any = None         # BatchNorm statistics axes when vmapped
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -112,8 +102,7 @@ class TemporalEncoder(nn.Module):
     for _ in range(self.layers):
       x = nn.Conv(self.features, (self.kernel_size,), padding="SAME",
                   use_bias=self.norm != "batch", dtype=self.dtype)(x)
-      x = make_norm(self.norm, train=train, dtype=self.dtype,
-                    axis_name=self.axis_name, reduction_axes=(-2, -1))(x)
+      x = make_norm(self.norm, train=train, dtype=self.dtype, reduction_axes=(-2, -1))(x)
       x = nn.relu(x)
       x = Dropout(self.dropout, deterministic=not train)(x)
     if self.pooling == "max":
@@ -131,7 +120,8 @@ class TemporalEncoder(nn.Module):
       # occurs, which is what separates, e.g., winter wheat from maize.
       x = x.reshape(x.shape[:-2] + (-1,))
       return nn.relu(nn.Dense(self.features, dtype=self.dtype)(x))
-    raise ValueError(f"unknown pooling {self.pooling!r}; expected max, mean, attention or flatten")
+    raise ConfigError(f"unknown pooling {self.pooling!r}; expected max, mean, attention or "
+                      f"flatten")
 
 
 class ConvBlock(nn.Module):
@@ -207,7 +197,7 @@ class UNet(nn.Module):
         x = jax.image.resize(x, (b, 2 * h, 2 * w, c), "bilinear")
         x = nn.Conv(width, (3, 3), padding="SAME", dtype=self.dtype)(x)
       else:
-        raise ValueError(f"unknown up {self.up!r}; expected transpose or resize")
+        raise ConfigError(f"unknown up {self.up!r}; expected transpose or resize")
       x = block(width)(jnp.concatenate([x, skip], axis=-1), train)
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x)
 
@@ -217,7 +207,6 @@ class HybridModel(nn.Module):
   num_classes: int
   temporal: dict
   unet: dict
-  impl: str = "reshape"         # reshape | vmap
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -229,20 +218,8 @@ class HybridModel(nn.Module):
       raise ValueError(
           f"patch sides {h}x{w} must be divisible by {m} (2^(depth-1) for a "
           f"U-Net of depth {levels}); crop or pad the input")
-    pixels = jnp.moveaxis(x, 1, 3)                  # [B, H, W, T, C]
-    if self.impl == "reshape":
-      enc = TemporalEncoder(**self.temporal, dtype=self.dtype, name="temporal")
-      feats = enc(pixels.reshape(b * h * w, t, c), train).reshape(b, h, w, -1)
-    elif self.impl == "vmap":
-      cls = TemporalEncoder
-      for axis in reversed(PIXEL_AXES):             # innermost = col
-        cls = nn.vmap(cls, in_axes=(0, None), out_axes=0, axis_name=axis,
-                      variable_axes={"params": None, "batch_stats": None},
-                      split_rngs={"params": False, "dropout": True})
-      enc = cls(**self.temporal, dtype=self.dtype, axis_name=PIXEL_AXES,
-                name="temporal")
-      feats = enc(pixels, train)
-    else:
-      raise ValueError(f"unknown impl {self.impl!r}; expected reshape or vmap")
+    pixels = jnp.moveaxis(x, 1, 3).reshape(b * h * w, t, c)   # [B·H·W, T, C]
+    enc = TemporalEncoder(**self.temporal, dtype=self.dtype, name="temporal")
+    feats = enc(pixels, train).reshape(b, h, w, -1)
     logits = UNet(self.num_classes, **self.unet, dtype=self.dtype, name="unet")(feats, train)
     return logits.astype(jnp.float32)

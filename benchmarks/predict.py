@@ -1,7 +1,7 @@
 """Benchmark of whole-zone prediction: one JSON line per measure.
 
-  python -m jaxcrop.bench_predict                 # 1000 x 1000 zone, 12 months
-  python -m jaxcrop.bench_predict --size 256 --repeats 1   # quick look
+  python -m benchmarks predict                      # 1000 x 1000 zone, 12 months
+  python -m benchmarks.predict --size 256 --repeats 1   # quick look
 
 The model is `configs/hybrid.py`'s default (random init: speed does not depend
 on the weights) on a synthetic zone folder of random reflectances. Measures:
@@ -223,7 +223,7 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int | N
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(prog="python -m jaxcrop.bench_predict")
+  ap = argparse.ArgumentParser(prog="python -m benchmarks.predict")
   ap.add_argument("--size", type=int, default=1000)
   ap.add_argument("--months", type=int, default=12)
   ap.add_argument("--repeats", type=int, default=2)

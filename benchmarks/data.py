@@ -1,6 +1,6 @@
 """Input pipeline throughput: examples/s of `train_iterator` on the demo dataset.
 
-  python -m jaxcrop.bench_data      # one JSON line per measure
+  python -m benchmarks data         # one JSON line per measure
 
 Uses the prepared `demo` dataset of cfg_data (data_dir) when there is one;
 otherwise builds a demo-shaped stand-in in a temporary folder (synthetic zone

@@ -1,4 +1,4 @@
-"""bench_train: the PyTorch twin IS the Flax network; device choice, peaks and MFU by hand.
+"""benchmarks.train and benchmarks.torch_twin: the PyTorch twin IS the Flax network; device choice, peaks and MFU by hand.
 
 PyTorch crashes (segfault) in a process where TensorFlow is loaded, which the rest of
 the suite does: there the torch tests run in a child pytest process of their own
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from configs.hybrid import get_config
-from jaxcrop import bench_train
+from benchmarks import torch_twin
+from benchmarks import train as bench_train
 from jaxcrop.models import build_model
 
 B, T, S, C, K = 2, 6, 16, 4, 5
@@ -82,8 +83,8 @@ def test_torch_twin_equals_flax_model(tnorm, unorm, pooling, kernel_size, up):
   x = jax.random.normal(jax.random.key(1), (B, T, S, S, C))
   variables = perturbed(model.init(jax.random.key(0), x), jax.random.key(2))
   ref = np.asarray(model.apply(variables, x))                         # [B, H, W, K]
-  twin = bench_train.torch_hybrid(cfg, K, C, months=T)
-  bench_train.load_flax_variables(twin, variables)
+  twin = torch_twin.torch_hybrid(cfg, K, C, months=T)
+  torch_twin.load_flax_variables(twin, variables)
   with torch.no_grad():
     ours = twin.eval()(torch.from_numpy(np.array(x))).permute(0, 2, 3, 1).numpy()
   np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
@@ -97,8 +98,8 @@ def test_torch_twin_batch_norm_train_mode_equals_flax():
   x = jax.random.normal(jax.random.key(1), (B, T, S, S, C))
   variables = perturbed(model.init(jax.random.key(0), x), jax.random.key(2))
   ref, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
-  twin = bench_train.torch_hybrid(cfg, K, C, months=T)
-  bench_train.load_flax_variables(twin, variables)
+  twin = torch_twin.torch_hybrid(cfg, K, C, months=T)
+  torch_twin.load_flax_variables(twin, variables)
   with torch.no_grad():
     ours = twin.train()(torch.from_numpy(np.array(x))).permute(0, 2, 3, 1).numpy()
   ref = np.asarray(ref)
@@ -113,7 +114,7 @@ def test_norm_eps_and_momentum_are_flax_s(kind):
   flax_cls = {"batch": nn.BatchNorm, "layer": nn.LayerNorm, "group": nn.GroupNorm}[kind]
   torch_cls = {"batch": torch.nn.modules.batchnorm._BatchNorm, "layer": torch.nn.LayerNorm,
                "group": torch.nn.GroupNorm}[kind]
-  norms = [m for m in bench_train.torch_hybrid(model_cfg(kind), K, C, T).modules()
+  norms = [m for m in torch_twin.torch_hybrid(model_cfg(kind), K, C, T).modules()
            if isinstance(m, torch_cls)]
   assert len(norms) == 2 + 2 * 3                    # 2 temporal layers, 3 ConvBlocks
   assert {m.eps for m in norms} == {flax_cls.epsilon}
@@ -125,9 +126,9 @@ def test_load_flax_variables_rejects_another_network():
   torch = needs_torch()
   x = jnp.zeros((1, T, S, S, C))
   variables = build_model(model_cfg(up="resize"), K).init(jax.random.key(0), x)
-  twin = bench_train.torch_hybrid(model_cfg(up="transpose"), K, C, months=T)
+  twin = torch_twin.torch_hybrid(model_cfg(up="transpose"), K, C, months=T)
   with pytest.raises(ValueError, match="ConvTranspose_0"):
-    bench_train.load_flax_variables(twin, variables)
+    torch_twin.load_flax_variables(twin, variables)
   del torch
 
 
@@ -148,16 +149,16 @@ def test_unimplemented_option_is_a_clear_error(key, value):
   cfg = model_cfg()
   cfg.unet[key] = value
   with pytest.raises(ValueError, match=rf"model.unet.{key}='{value}' not implemented"):
-    bench_train.check_torch_supported(cfg)
+    torch_twin.check_torch_supported(cfg)
 
 
 def test_unknown_option_is_a_clear_error():
   cfg = model_cfg()
   cfg.temporal.dilation = 2
   with pytest.raises(ValueError, match=r"model.temporal option\(s\) \['dilation'\]"):
-    bench_train.check_torch_supported(cfg)
-  bench_train.check_torch_supported(get_config().model)    # the real configs pass
-  bench_train.check_torch_supported(get_config("demo").model)
+    torch_twin.check_torch_supported(cfg)
+  torch_twin.check_torch_supported(get_config().model)    # the real configs pass
+  torch_twin.check_torch_supported(get_config("demo").model)
 
 
 @pytest.mark.parametrize("backend,cuda,device,fair", [

@@ -1,7 +1,7 @@
-"""`python -m prep.bench` on a small zone: its lines, their fields and the identity check."""
+"""`python -m benchmarks prep` on a small zone: its lines, their fields and the identity check."""
 import json
 
-from prep import bench
+from benchmarks import composite as bench
 
 
 def test_prep_bench_lines(capsys):

@@ -1,0 +1,83 @@
+"""`python -m benchmarks [STAGE ...]`: one JSON line per speed measure, each against a reference.
+
+  python -m benchmarks                 # every stage: prep, data, train, predict
+  python -m benchmarks prep            # gap filling and median compositing only
+  python -m benchmarks data train      # the input pipeline and the train step
+
+Stages: `prep` (median composite, gap fill: benchmarks/composite.py), `data` (the
+input pipeline: benchmarks/data.py), `train` (the train step against the same
+network in PyTorch: benchmarks/train.py), `predict` (whole-zone prediction:
+benchmarks/predict.py). Each stage runs in its own process: TensorFlow and
+PyTorch do not share a process safely, and a fresh process keeps one stage's
+threads and caches out of another's timings. When both `data` and `train` run,
+a last line ties them together: how many times faster the input pipeline
+delivers pixels than the train step of the default config consumes them
+(training must never wait for data; target >= 3). Exit status 1 when a stage
+fails or a result differs from its reference.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+STAGES = {"prep": "benchmarks.composite", "data": "benchmarks.data",
+          "train": "benchmarks.train", "predict": "benchmarks.predict"}
+
+
+def pipeline_vs_step(lines: list[dict]) -> dict | None:
+  """Input-pipeline pixels/s over the default config's train-step pixels/s.
+
+  In pixels, not examples, because on a CPU the train-step measure runs on
+  smaller patches than the dataset's (it says so in its `note`).
+  """
+  data = next((l for l in lines if l.get("name", "").startswith("input_pipeline")), None)
+  step = next((l for l in lines if l.get("name") == "train_step_default"), None)
+  if not data or not step or not step.get("ours_pixels_per_s"):
+    return None
+  h, w = data["patch"][:2]
+  ours = data["ours_examples_per_s"] * h * w
+  ref = step["ours_pixels_per_s"]
+  return {"name": "input_pipeline_vs_train_step", "ours_pixels_per_s": round(ours),
+          "reference": "train step of the default config (pixels consumed per s)",
+          "reference_pixels_per_s": round(ref), "ratio": round(ours / ref, 1),
+          "target_ratio": 3.0, "device": step.get("device", "")}
+
+
+def run_stage(module: str) -> list[dict]:
+  """Runs `python -m module`, echoes and returns its JSON lines."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+  proc = subprocess.Popen([sys.executable, "-m", module], stdout=subprocess.PIPE,
+                          text=True, env=env)
+  lines = []
+  for raw in proc.stdout:
+    raw = raw.strip()
+    if raw.startswith("{"):
+      lines.append(json.loads(raw))
+      print(raw, flush=True)
+  if proc.wait() != 0:
+    lines.append({"name": f"{module} failed", "returncode": proc.returncode})
+    print(json.dumps(lines[-1]), flush=True)
+  return lines
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("stages", nargs="*", metavar="STAGE",
+                 help=f"run only these stages ({', '.join(STAGES)}; default: all)")
+  args = p.parse_args(argv)
+  unknown = [s for s in args.stages if s not in STAGES]
+  if unknown:   # not argparse's choices: they refuse an empty list of a nargs="*" positional
+    p.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+  lines = []
+  for key in args.stages or STAGES:
+    lines += run_stage(STAGES[key])
+  tie = pipeline_vs_step(lines)
+  if tie:
+    print(json.dumps(tie), flush=True)
+  failed = any("returncode" in l or l.get("identical") is False for l in lines)
+  return 1 if failed else 0
+
