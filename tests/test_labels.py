@@ -45,6 +45,7 @@ def write_rpg(path, rows, *, layer="PARCELLES_GRAPHIQUES", crs="EPSG:2154",
 
 
 def run(tmp_path, rows, name="rpg.gpkg", out="zone", **kw):
+  kw.setdefault("edition", 2023)
   rpg = write_rpg(tmp_path / name, rows)
   summary = make_zone_labels(rpg, ZONE, tmp_path / out, progress=False, **kw)
   with rasterio.open(tmp_path / out / "labels.tif") as src:
@@ -76,8 +77,10 @@ def test_square_parcel_pixel_count_outputs_and_meta(tmp_path):
   assert (summary["parcels"], summary["parcels_ignored"], summary["invalid_repaired"],
           summary["invalid_dropped"], summary["duplicates_dropped"],
           summary["drop_border"], summary["nomenclature"], summary["rpg_file"],
-          summary["layer"]) == (1, 0, 0, 0, 0, False, "v1", "rpg.gpkg",
+          summary["layer"]) == (1, 0, 0, 0, 0, False, "v2", "rpg.gpkg",
                                 "PARCELLES_GRAPHIQUES")
+  assert (summary["rpg_edition"], summary["rpg_edition_from"], summary["unknown_codes"],
+          summary["unknown_codes_ignored"]) == (2023, "--rpg-year", "error", [])
   meta = json.loads((tmp_path / "zone" / "meta.json").read_text(encoding="utf-8"))
   assert meta["labels"] == summary
   for name, dtype, nodata in [("labels.tif", "uint8", 255), ("parcels.tif", "uint32", 0)]:
@@ -293,9 +296,11 @@ def test_error_unknown_codes_name_the_file(tmp_path):
                                         parcel(2, "BTH", rect(5, 5, 9, 9)),
                                         parcel(3, "XXZ", rect(100, 0, 101, 1))])
   with pytest.raises(UnknownCodeError) as e:
-    make_zone_labels(rpg, ZONE, tmp_path / "z", progress=False)
+    make_zone_labels(rpg, ZONE, tmp_path / "z", progress=False, edition=2023)
   assert e.value.codes == ["QQQ"]  # XXZ lies outside the zone
-  assert str(e.value).startswith("r.gpkg: 1 RPG CODE_CULTU value(s) not in nomenclature v1: QQQ;")
+  assert str(e.value).startswith("r.gpkg: 1 RPG CODE_CULTU value(s) not in nomenclature v2 "
+                                 "for RPG edition 2023: QQQ (1 parcel, 0.25 ha); add them")
+  assert not (tmp_path / "z" / "labels.tif").exists()
 
 
 def test_error_missing_or_unreadable_file(tmp_path):
@@ -318,10 +323,11 @@ def test_zone_folder_with_imagery_reads_back(tmp_path, capsys):
                            np.ones((2, 40, 40), np.uint8), months)
   rpg = write_rpg(tmp_path / "r.gpkg", [parcel("0042", "VRC", rect(0, 0, 3, 2)),
                                         parcel(9, "OLI", rect(3, 0, 4, 1))])
-  make_zone_labels(rpg, ZONE, tmp_path / "zone", progress=True)
+  summary = make_zone_labels(rpg, ZONE, tmp_path / "zone", progress=True)
   assert "labels chartres_test" in capsys.readouterr().err
+  assert (summary["rpg_edition"], summary["rpg_edition_from"]) == (2023, "composites")
   z = zonefolder.open_zone(tmp_path / "zone", require_labels=True)
-  assert z.nomenclature == "v1" and z.months == months
+  assert z.nomenclature == "v2" and z.months == months
   table = z.parcel_table()
   assert table.ID_PARCEL.tolist() == ["9", "0042"]  # numeric order, text kept
   np.testing.assert_array_equal(z.read_parcels()[:2, :4], [[2, 2, 2, 1], [2, 2, 2, 0]])
