@@ -329,7 +329,8 @@ def unknown_code_counts(gdf, codes: Sequence[str]) -> list:
   out = []
   for c in codes:
     sel = (gdf["CODE_CULTU"] == c).to_numpy()
-    out.append(dict(code=c, parcels=int(sel.sum()), area_ha=round(float(area[sel].sum()) / 1e4, 2)))
+    out.append(dict(code=c, parcels=int(sel.sum()),
+                    area_ha=round(float(area[sel].sum()) / 1e4, 2)))
   return out
 
 
@@ -431,7 +432,8 @@ def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = No
   paths = [pathlib.Path(p) for p in paths]
   names = ", ".join(p.name for p in paths)
   if unknown_codes not in UNKNOWN_CODES:
-    raise PrepError(f"unknown_codes={unknown_codes!r}: expected one of {', '.join(UNKNOWN_CODES)}")
+    raise PrepError(f"unknown_codes={unknown_codes!r}: expected one of "
+                    f"{', '.join(UNKNOWN_CODES)}")
   meta = zonefolder.check_folder(out_folder, zone)     # before the RPG is read
   nom = nomenclature_lib.load()
   with tqdm(total=3, desc=f"labels {zone.zone_id}", unit="step",

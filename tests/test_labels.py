@@ -514,6 +514,9 @@ def test_real_rpg_2022_sample_through_prep_labels(tmp_path, capsys):
   args = ["-q", "labels", "--rpg", str(SAMPLE), "--all", *_cli_zone(tmp_path, zones)]
   assert cli.main(args) == 0, capsys.readouterr().err
   ref = gpd.read_file(SAMPLE)  # the whole file, read independently of prep's bbox read
+  # Every code of the sample is valid in 2022, with the group the table gives it.
+  assert NOM.unknown_codes(ref.code_cultu.tolist(), 2022) == []
+  assert [NOM.row(c, 2022).code_group for c in ref.code_cultu] == ref.code_group.tolist()
   for zone in zones:
     folder = tmp_path / "out" / zone.zone_id
     meta = json.loads((folder / "meta.json").read_text())["labels"]

@@ -234,7 +234,8 @@ def test_duplicate_code_in_undated_table_is_an_error(tmp_path, monkeypatch):
 
 
 def test_overlapping_editions_are_an_error(tmp_path, monkeypatch):
-  load = _table(tmp_path, monkeypatch, "t_overlap", "CPL,2015,2023,a,16,ignore\nCPL,2023,,b,16,ignore\n")
+  load = _table(tmp_path, monkeypatch, "t_overlap",
+                "CPL,2015,2023,a,16,ignore\nCPL,2023,,b,16,ignore\n")
   with pytest.raises(nomenclature.PrepError,
                      match=r"CODE_CULTU CPL has overlapping editions \(2015–2023 and 2023 on\)"):
     load()

@@ -230,7 +230,7 @@ def test_nomenclature_version_mismatch(zones, tmp_path):
   meta["labels"]["nomenclature"] = "v0"
   meta_path.write_text(json.dumps(meta))
   with pytest.raises(PrepError, match=r"zone beta_3: .*meta.json says nomenclature 'v0', "
-                     r"the builder config expects 'v1'"):
+                     rf"the builder config expects '{cb.NOMENCLATURE}'"):
     build(root, tmp_path / "data")
 
 
