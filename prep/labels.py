@@ -145,8 +145,18 @@ def read_rpg(path, zone: Zone, layer: str | None = None):
   info = pyogrio.read_info(path, layer=layer)
   _check_crs(path, info.get("crs"))
   fields = _field_map(path, layer, [str(f) for f in info["fields"]])
-  gdf = pyogrio.read_dataframe(path, layer=layer, columns=list(fields.values()),
-                               bbox=tuple(zone.bounds_in(RPG_CRS)))
+  try:
+    gdf = pyogrio.read_dataframe(path, layer=layer, columns=list(fields.values()),
+                                 bbox=tuple(zone.bounds_in(RPG_CRS)))
+  except Exception as e:  # pyogrio.errors.FeatureError and friends
+    if "no such module: rtree" not in str(e):
+      raise
+    # TensorFlow imported before GDAL brings a SQLite without R*Tree, and a
+    # GeoPackage's spatial index (every IGN delivery has one) cannot be read.
+    raise PrepError(f"{path}: its spatial index cannot be read in this process (its SQLite "
+                    f"lacks the R*Tree module, as when TensorFlow is imported before GDAL); "
+                    f"run `python -m prep labels` in a process of its own, or import "
+                    f"pyogrio before tensorflow") from None
   gdf = gdf.rename(columns={v: k for k, v in fields.items()})
   gdf["ID_PARCEL"] = _text(gdf["ID_PARCEL"])
   code = _text(gdf["CODE_CULTU"])

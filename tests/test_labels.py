@@ -1,5 +1,6 @@
 """Zone labels from tiny hand-made RPG files (EPSG:2154) on a 40 x 40 zone."""
 import json
+import pathlib
 
 import geopandas
 import numpy as np
@@ -18,6 +19,7 @@ from prep.zones import zone_around
 ZONE = zone_around("chartres_test", "Paris Basin", "Chartres", 0, 1.4890, 48.4439,
                    pixels=40)  # 400 m x 400 m in EPSG:32631
 NOM = nomenclature.load()
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def pix(x, y):
@@ -503,17 +505,27 @@ BY_HAND_2022 = {"VRC": "vineyard", "PRL": "permanent_grassland", "J5M": "fallow"
                 "MIE": "maize", "DTY": "temporary_grassland"}
 
 
+def _prep(*args):
+  """`python -m prep ARGS` in a process of its own, as a user runs it (a test
+  process that imported TensorFlow first has a SQLite without R*Tree)."""
+  import subprocess
+  import sys
+  return subprocess.run([sys.executable, "-m", "prep", *map(str, args)], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+
+
+
 @needs_real
-def test_real_rpg_2022_sample_through_prep_labels(tmp_path, capsys):
-  import geopandas as gpd
+def test_real_rpg_2022_sample_through_prep_labels(tmp_path):
   import pandas as pd
-  from prep import cli
+  import pyogrio
   from prep.zones import Zone
   zones = [Zone(zone_id=z, region="real", town=z, index=i, epsg=e, x0=x, y0=y)
            for i, (z, e, x, y) in enumerate(REAL_ZONES)]
-  args = ["-q", "labels", "--rpg", str(SAMPLE), "--all", *_cli_zone(tmp_path, zones)]
-  assert cli.main(args) == 0, capsys.readouterr().err
-  ref = gpd.read_file(SAMPLE)  # the whole file, read independently of prep's bbox read
+  res = _prep("-q", "labels", "--rpg", SAMPLE, "--all", *_cli_zone(tmp_path, zones))
+  assert res.returncode == 0, res.stderr
+  # The whole file, read independently of prep's bbox read (no spatial index).
+  ref = pyogrio.read_dataframe(SAMPLE)
   # Every code of the sample is valid in 2022, with the group the table gives it.
   assert NOM.unknown_codes(ref.code_cultu.tolist(), 2022) == []
   assert [NOM.row(c, 2022).code_group for c in ref.code_cultu] == ref.code_group.tolist()
@@ -541,14 +553,29 @@ def test_real_rpg_2022_sample_through_prep_labels(tmp_path, capsys):
       x, y = zone.x0 + cols * zone.res, zone.y0 - rows * zone.res
       n = int(shapely.contains_xy(p.geometry, x, y).sum())
       assert row.n_pixels == n == int((parcels == row.parcel_index).sum()) > 0
-  # Read as the 2023 edition, the sample's pre-2023 codes are unknown, with counts.
+  # Read as the 2023 edition, the sample's pre-2023 codes are unknown, with counts
+  # (the sample's parcels of one zone, copied without spatial index: in process).
   zone = zones[1]
   prl = ref.to_crs(zone.crs)
   prl = prl[shapely.intersects(prl.geometry.values, shapely.box(*zone.bounds))]
+  copy = tmp_path / "prl.gpkg"
+  pyogrio.write_dataframe(ref[ref.id_parcel.isin(prl.id_parcel)], copy,
+                          layer="parcelles_graphiques", layer_options={"SPATIAL_INDEX": "NO"})
+  with pytest.raises(UnknownCodeError) as e:
+    make_zone_labels(copy, zone, tmp_path / "o23", progress=False, edition=2023)
   ha = prl.geometry.area.sum() / 1e4
-  rc = cli.main(["-q", "labels", "--rpg", str(SAMPLE), "--zones", "prl_grass",
-                 "--zones-csv", str(tmp_path / "zones.csv"), "--out", str(tmp_path / "o23"),
-                 "--rpg-year", "2023"])
-  assert rc == 2
-  assert (f"for RPG edition 2023: PRL (1 parcel, {ha:.2f} ha; valid in editions 2015–2022)"
-          in capsys.readouterr().err)
+  assert (f"prl.gpkg: 1 RPG CODE_CULTU value(s) not in nomenclature v2 for RPG edition 2023: "
+          f"PRL (1 parcel, {ha:.2f} ha; valid in editions 2015–2022)") in str(e.value)
+
+
+def test_spatial_index_unreadable_in_this_process_is_one_line(tmp_path, monkeypatch):
+  import pyogrio
+  rpg = write_rpg(tmp_path / "r.gpkg", [parcel(1, "BTH", rect(0, 0, 4, 4))])
+
+  def no_rtree(*a, **k):
+    raise pyogrio.errors.FeatureError('Failed to prepare SQL SELECT … JOIN "rtree_r_geom" '
+                                      'r ON …: no such module: rtree')
+  monkeypatch.setattr(pyogrio, "read_dataframe", no_rtree)
+  with pytest.raises(PrepError, match=r"r.gpkg: its spatial index cannot be read in this "
+                                      r"process \(its SQLite lacks the R\*Tree module"):
+    make_zone_labels(rpg, ZONE, tmp_path / "z", progress=False, edition=2023)
