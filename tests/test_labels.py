@@ -10,10 +10,11 @@ import shapely
 from shapely.geometry import Polygon, box
 
 from prep import labels as labels_lib
-from prep import nomenclature
-from prep.errors import PrepError
+from cropcontracts import nomenclature
+from cropcontracts.errors import UserError
 from prep.labels import make_zone_labels
-from prep.nomenclature import IGNORE, UnknownCodeError
+from cropcontracts.nomenclature import UnknownCodeError
+from cropcontracts.zonefolder import NO_LABEL
 from prep.zones import zone_around
 
 ZONE = zone_around("chartres_test", "Paris Basin", "Chartres", 0, 1.4890, 48.4439,
@@ -65,7 +66,7 @@ def test_square_parcel_pixel_count_outputs_and_meta(tmp_path):
   expect = np.zeros(ZONE.shape, bool)
   expect[2:10, 2:10] = True
   np.testing.assert_array_equal(par == 1, expect)
-  np.testing.assert_array_equal(lab, np.where(expect, NOM.class_id("winter_wheat"), IGNORE))
+  np.testing.assert_array_equal(lab, np.where(expect, NOM.class_id("winter_wheat"), NO_LABEL))
   row = table.iloc[0]
   assert (row.parcel_index, row.ID_PARCEL, row.CODE_CULTU, row.class_id, row.class_name,
           row.tier2, row.tier1, row.n_pixels) == (
@@ -98,7 +99,7 @@ def test_labels_follow_parcels_ignore_codes_and_optional_fields(tmp_path):
           parcel(3, "PPH", rect(0, 20, 40, 40), CULTURE_D1=None, CULTURE_D2=None),
           parcel(4, None, rect(30, 0, 40, 5), CULTURE_D1=None, CULTURE_D2=None)]
   summary, lab, par, table = run(tmp_path, rows)
-  class_of = np.concatenate([[IGNORE], table.class_id.to_numpy()]).astype(np.uint8)
+  class_of = np.concatenate([[NO_LABEL], table.class_id.to_numpy()]).astype(np.uint8)
   np.testing.assert_array_equal(lab, class_of[par])
   assert table.CODE_CULTU.tolist() == ["MIS", "BOR", "PPH", "NR"]  # null code -> NR
   assert table.class_name.tolist() == ["maize", "ignore", "permanent_grassland", "ignore"]
@@ -107,7 +108,7 @@ def test_labels_follow_parcels_ignore_codes_and_optional_fields(tmp_path):
   assert summary["parcels_ignored"] == 2
   assert summary["class_pixel_counts"]["maize"] == 100
   assert summary["unlabelled_pixels"] == 1600 - 900
-  assert (lab[(par == 2) | (par == 4)] == IGNORE).all()
+  assert (lab[(par == 2) | (par == 4)] == NO_LABEL).all()
 
 
 def test_without_optional_fields(tmp_path):
@@ -200,7 +201,7 @@ def test_drop_border_unaligned_square(tmp_path):
   expect = np.zeros(ZONE.shape, bool)
   expect[3:9, 3:9] = True
   np.testing.assert_array_equal(par == 1, expect)
-  np.testing.assert_array_equal(lab != IGNORE, expect)
+  np.testing.assert_array_equal(lab != NO_LABEL, expect)
   assert table.n_pixels.tolist() == [36]
   assert (s["drop_border"], s["border_pixels_dropped"]) == (True, 64 - 36)
 
@@ -226,7 +227,7 @@ def test_drop_border_matches_exact_cell_containment(tmp_path):
     inside = shapely.within(cells, shapely.buffer(geom, 1e-6))
     assert inside.sum() > 20
     np.testing.assert_array_equal(par == i, inside, err_msg=f"parcel {i}")
-  assert (lab[par == 0] == IGNORE).all()
+  assert (lab[par == 0] == NO_LABEL).all()
 
 
 def test_rerun_and_folder_of_another_zone(tmp_path):
@@ -236,7 +237,7 @@ def test_rerun_and_folder_of_another_zone(tmp_path):
   assert first == again
   other = zone_around("chartres_other", "Paris Basin", "Chartres", 1, 1.4890, 48.4439,
                       pixels=40)
-  with pytest.raises(PrepError, match=r"already holds zone 'chartres_test'"):
+  with pytest.raises(UserError, match=r"already holds zone 'chartres_test'"):
     make_zone_labels(tmp_path / "rpg.gpkg", other, tmp_path / "zone", progress=False)
 
 
@@ -258,7 +259,7 @@ def test_regional_shapefile_and_layer_names(tmp_path):
 def test_error_wrong_crs(tmp_path):
   rpg = write_rpg(tmp_path / "wgs.gpkg", [parcel(1, "BTH", rect(0, 0, 5, 5))],
                   crs="EPSG:4326")
-  with pytest.raises(PrepError) as e:
+  with pytest.raises(UserError) as e:
     make_zone_labels(rpg, ZONE, tmp_path / "z", progress=False)
   msg = str(e.value)
   assert msg.startswith(f"{rpg}: CRS is EPSG:4326, expected EPSG:2154")
@@ -270,24 +271,24 @@ def test_error_layers(tmp_path):
   rows = [parcel(1, "BTH", rect(0, 0, 5, 5))]
   path = write_rpg(tmp_path / "two.gpkg", rows, layer="alpha")
   write_rpg(path, rows, layer="beta")
-  with pytest.raises(PrepError, match=r"two.gpkg: layer 'PARCELLES_GRAPHIQUES' not found; "
+  with pytest.raises(UserError, match=r"two.gpkg: layer 'PARCELLES_GRAPHIQUES' not found; "
                      r"layers found: alpha, beta; pass --layer"):
     make_zone_labels(path, ZONE, tmp_path / "z", progress=False)
-  with pytest.raises(PrepError, match=r"layer 'gamma' not found; layers found: alpha, beta"):
+  with pytest.raises(UserError, match=r"layer 'gamma' not found; layers found: alpha, beta"):
     make_zone_labels(path, ZONE, tmp_path / "z", layer="gamma", progress=False)
 
 
 def test_error_missing_fields(tmp_path):
   rpg = write_rpg(tmp_path / "r.gpkg", [parcel(1, "BTH", rect(0, 0, 5, 5))],
                   drop=("CODE_CULTU",))
-  with pytest.raises(PrepError, match=r"r.gpkg \(layer PARCELLES_GRAPHIQUES\): missing "
+  with pytest.raises(UserError, match=r"r.gpkg \(layer PARCELLES_GRAPHIQUES\): missing "
                      r"field\(s\) CODE_CULTU; fields found: ID_PARCEL, CODE_GROUP, SURF_PARC;"):
     make_zone_labels(rpg, ZONE, tmp_path / "z", progress=False)
 
 
 def test_error_zone_without_parcel(tmp_path):
   rpg = write_rpg(tmp_path / "r.gpkg", [parcel(1, "BTH", rect(100, 100, 105, 105))])
-  with pytest.raises(PrepError) as e:
+  with pytest.raises(UserError) as e:
     make_zone_labels(rpg, ZONE, tmp_path / "z", progress=False)
   assert str(e.value) == ("zone chartres_test has no RPG parcel in r.gpkg; is it the right "
                           "region/vintage?")
@@ -306,20 +307,20 @@ def test_error_unknown_codes_name_the_file(tmp_path):
 
 
 def test_error_missing_or_unreadable_file(tmp_path):
-  with pytest.raises(PrepError, match=r"nope.gpkg: RPG file not found"):
+  with pytest.raises(UserError, match=r"nope.gpkg: RPG file not found"):
     make_zone_labels(tmp_path / "nope.gpkg", ZONE, tmp_path / "z", progress=False)
   bad = tmp_path / "bad.gpkg"
   bad.write_text("not a geopackage")
-  with pytest.raises(PrepError, match=r"bad.gpkg: not a readable GeoPackage/Shapefile"):
+  with pytest.raises(UserError, match=r"bad.gpkg: not a readable GeoPackage/Shapefile"):
     make_zone_labels(bad, ZONE, tmp_path / "z", progress=False)
   archive = tmp_path / "RPG_2023.7z"
   archive.write_bytes(b"7z")
-  with pytest.raises(PrepError, match=r"RPG_2023.7z: a 7-Zip archive; extract it first"):
+  with pytest.raises(UserError, match=r"RPG_2023.7z: a 7-Zip archive; extract it first"):
     make_zone_labels(archive, ZONE, tmp_path / "z", progress=False)
 
 
 def test_zone_folder_with_imagery_reads_back(tmp_path, capsys):
-  from prep import zonefolder
+  from cropcontracts import zonefolder
   months = [f"2023-{m:02d}" for m in range(1, 3)]
   zonefolder.write_imagery(tmp_path / "zone", ZONE, np.ones((2, 4, 40, 40), np.uint16),
                            np.ones((2, 40, 40), np.uint8), months)
@@ -334,7 +335,7 @@ def test_zone_folder_with_imagery_reads_back(tmp_path, capsys):
   assert table.ID_PARCEL.tolist() == ["9", "0042"]  # numeric order, text kept
   np.testing.assert_array_equal(z.read_parcels()[:2, :4], [[2, 2, 2, 1], [2, 2, 2, 0]])
   np.testing.assert_array_equal(z.read_labels()[:2, :4],
-                                [[20, 20, 20, 22], [20, 20, 20, IGNORE]])
+                                [[20, 20, 20, 22], [20, 20, 20, NO_LABEL]])
 
 
 def test_numeric_id_and_group_fields_read_as_text(tmp_path):
@@ -359,7 +360,7 @@ def test_unknown_codes_error_lists_each_code_with_parcels_and_area(tmp_path):
   assert str(e.value) == (
       "rpg.gpkg: 2 RPG CODE_CULTU value(s) not in nomenclature v2 for RPG edition 2023: "
       "J5M (1 parcel, 4.00 ha; valid in editions 2015–2022), QQQ (2 parcels, 0.75 ha); "
-      "is the RPG edition right? (--rpg-year); add them to prep/data/rpg_codes_v2.csv "
+      "is the RPG edition right? (--rpg-year); add them to cropcontracts/data/rpg_codes_v2.csv "
       "(tier3 `ignore` to skip them) and bump the version, or pass --unknown-codes ignore "
       "to leave them unlabelled")
   assert e.value.details == {"J5M": (1, 4.0), "QQQ": (2, 0.75)}
@@ -381,7 +382,7 @@ def test_unknown_codes_ignore_leaves_them_unlabelled_warns_and_records(tmp_path)
   assert meta["labels"]["unknown_codes_ignored"] == recorded
   assert table.class_name.tolist() == ["ignore", "ignore", "fallow", "ignore"]
   assert summary["parcels_ignored"] == 3
-  assert (lab[par != 3] == IGNORE).all() and (lab[par == 3] == NOM.class_id("fallow")).all()
+  assert (lab[par != 3] == NO_LABEL).all() and (lab[par == 3] == NOM.class_id("fallow")).all()
   assert summary["class_pixel_counts"]["fallow"] == 400
 
 
@@ -405,7 +406,7 @@ def test_prl_reads_in_2019_and_stops_2023(tmp_path):
 
 
 def test_edition_from_the_file_name_then_composites_then_default(tmp_path):
-  from prep import zonefolder
+  from cropcontracts import zonefolder
   rows = [parcel(1, "CPL", rect(0, 0, 10, 10))]
   rpg = write_rpg(tmp_path / "RPG_2-0__GPKG_LAMB93_FXX_2022-01-01.gpkg", rows)
   summary = make_zone_labels(rpg, ZONE, tmp_path / "a", progress=False)
@@ -438,18 +439,18 @@ def test_edition_in_path(path, year):
 
 
 def test_edition_errors(tmp_path):
-  with pytest.raises(PrepError, match=r"the name 'RPG_2023_2024' holds several years "
+  with pytest.raises(UserError, match=r"the name 'RPG_2023_2024' holds several years "
                                       r"\(2023, 2024\); pass the RPG edition with --rpg-year"):
     labels_lib.edition_in_path("RPG_2023_2024.gpkg")
   a = write_rpg(tmp_path / "RPG_2022.gpkg", [parcel(1, "BTH", rect(0, 0, 4, 4))])
   b = write_rpg(tmp_path / "RPG_2023.gpkg", [parcel(2, "BTH", rect(4, 4, 8, 8))])
-  with pytest.raises(PrepError, match=r"RPG files of different editions: RPG_2022.gpkg "
+  with pytest.raises(UserError, match=r"RPG files of different editions: RPG_2022.gpkg "
                                       r"\(2022\), RPG_2023.gpkg \(2023\)"):
     make_zone_labels([a, b], ZONE, tmp_path / "z", progress=False)
-  with pytest.raises(PrepError, match=r"RPG edition 2012 \(--rpg-year\): the nomenclature "
+  with pytest.raises(UserError, match=r"RPG edition 2012 \(--rpg-year\): the nomenclature "
                                       r"covers RPG 2.x editions from 2015 on"):
     make_zone_labels(a, ZONE, tmp_path / "z", progress=False, edition=2012)
-  with pytest.raises(PrepError, match=r"unknown_codes='skip'"):
+  with pytest.raises(UserError, match=r"unknown_codes='skip'"):
     make_zone_labels(a, ZONE, tmp_path / "z", progress=False, unknown_codes="skip")
 
 
@@ -500,7 +501,7 @@ REAL_ZONES = [("nantes_vines", 32630, 625280.0, 5230240.0),
               ("j5m_fallow", 32631, 352840.0, 5335130.0),
               ("mie_maize", 32630, 614180.0, 5444810.0),
               ("dty_grass", 32630, 409800.0, 5369830.0)]
-# By hand from prep/data/rpg_codes_v2.csv, rows holding edition 2022.
+# By hand from cropcontracts/data/rpg_codes_v2.csv, rows holding edition 2022.
 BY_HAND_2022 = {"VRC": "vineyard", "PRL": "permanent_grassland", "J5M": "fallow",
                 "MIE": "maize", "DTY": "temporary_grassland"}
 
@@ -519,7 +520,7 @@ def _prep(*args):
 def test_real_rpg_2022_sample_through_prep_labels(tmp_path):
   import pandas as pd
   import pyogrio
-  from prep.zones import Zone
+  from cropcontracts.zone import Zone
   zones = [Zone(zone_id=z, region="real", town=z, index=i, epsg=e, x0=x, y0=y)
            for i, (z, e, x, y) in enumerate(REAL_ZONES)]
   res = _prep("-q", "labels", "--rpg", SAMPLE, "--all", *_cli_zone(tmp_path, zones))
@@ -576,6 +577,6 @@ def test_spatial_index_unreadable_in_this_process_is_one_line(tmp_path, monkeypa
     raise pyogrio.errors.FeatureError('Failed to prepare SQL SELECT … JOIN "rtree_r_geom" '
                                       'r ON …: no such module: rtree')
   monkeypatch.setattr(pyogrio, "read_dataframe", no_rtree)
-  with pytest.raises(PrepError, match=r"r.gpkg: its spatial index cannot be read in this "
+  with pytest.raises(UserError, match=r"r.gpkg: its spatial index cannot be read in this "
                                       r"process \(its SQLite lacks the R\*Tree module"):
     make_zone_labels(rpg, ZONE, tmp_path / "z", progress=False, edition=2023)

@@ -8,11 +8,13 @@ import unicodedata
 import numpy as np
 import pytest
 
-from prep import nomenclature
-from prep.nomenclature import IGNORE, UnknownCodeError
+from cropcontracts import nomenclature
+from cropcontracts.errors import UserError
+from cropcontracts.zonefolder import NO_LABEL
+from cropcontracts.nomenclature import UnknownCodeError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DATA = ROOT / "prep" / "data"
+DATA = ROOT / "cropcontracts" / "data"
 CODES_CSV = DATA / "rpg_codes_v2.csv"
 # The official code lists live outside the repo, in a `shared/` folder beside the
 # checkout (or beside a parent of it, for worktrees).
@@ -47,7 +49,7 @@ def _new_list():
 
 def name(nom, code, edition):
   i = nom.classes_of_codes([code], edition)[0]
-  return "ignore" if i == IGNORE else nom.tier3[i]
+  return "ignore" if i == NO_LABEL else nom.tier3[i]
 
 
 @pytest.fixture(scope="module")
@@ -177,13 +179,13 @@ def test_pre_2023_only_codes_read_before_2023_and_not_after(nom, code, cls):
 
 @pytest.mark.parametrize("code", ["BOR", "BTA", "SNE", "TCR", "ZZZ", "NR", "CSS"])
 def test_non_crop_codes_are_ignored(nom, code):
-  assert nom.classes_of_codes([code])[0] == IGNORE
+  assert nom.classes_of_codes([code])[0] == NO_LABEL
 
 
 def test_classes_of_codes_vectorized_and_strips(nom):
   out = nom.classes_of_codes([" BTH", "BOR", "MIS "])
   assert out.dtype == np.uint8
-  np.testing.assert_array_equal(out, [0, IGNORE, 5])
+  np.testing.assert_array_equal(out, [0, NO_LABEL, 5])
 
 
 def test_unknown_codes_are_listed(nom):
@@ -192,10 +194,10 @@ def test_unknown_codes_are_listed(nom):
   assert e.value.codes == ["QQQ", "XYZ"]
   assert str(e.value) == (
       "2 RPG CODE_CULTU value(s) not in nomenclature v2 for RPG edition 2023: QQQ, XYZ; "
-      "add them to prep/data/rpg_codes_v2.csv (tier3 `ignore` to skip them) and bump "
+      "add them to cropcontracts/data/rpg_codes_v2.csv (tier3 `ignore` to skip them) and bump "
       "the version, or pass --unknown-codes ignore to leave them unlabelled")
   np.testing.assert_array_equal(
-      nom.classes_of_codes(["BTH", "QQQ"], 2023, unknown="ignore"), [0, IGNORE])
+      nom.classes_of_codes(["BTH", "QQQ"], 2023, unknown="ignore"), [0, NO_LABEL])
 
 
 def test_unknown_code_error_with_counts():
@@ -229,14 +231,14 @@ def _table(tmp_path, monkeypatch, version, body,
 def test_duplicate_code_in_undated_table_is_an_error(tmp_path, monkeypatch):
   load = _table(tmp_path, monkeypatch, "t_dup", "BTH,a,1,winter_wheat\nBTH,b,1,ignore\n",
                 header="CODE_CULTU,label_fr,CODE_GROUP,tier3")
-  with pytest.raises(nomenclature.PrepError, match=r"duplicate CODE_CULTU \['BTH'\]"):
+  with pytest.raises(UserError, match=r"duplicate CODE_CULTU \['BTH'\]"):
     load()
 
 
 def test_overlapping_editions_are_an_error(tmp_path, monkeypatch):
   load = _table(tmp_path, monkeypatch, "t_overlap",
                 "CPL,2015,2023,a,16,ignore\nCPL,2023,,b,16,ignore\n")
-  with pytest.raises(nomenclature.PrepError,
+  with pytest.raises(UserError,
                      match=r"CODE_CULTU CPL has overlapping editions \(2015–2023 and 2023 on\)"):
     load()
 
@@ -249,5 +251,5 @@ def test_edition_ranges_read_and_checked(tmp_path, monkeypatch):
   with pytest.raises(UnknownCodeError, match=r"CPL \(valid in editions 2015–2019, 2021 on\)"):
     nom.classes_of_codes(["CPL"], 2020)
   load = _table(tmp_path, monkeypatch, "t_order", "CPL,2019,2015,a,16,ignore\n")
-  with pytest.raises(nomenclature.PrepError, match=r"line 2: CPL last_edition 2015 is before"):
+  with pytest.raises(UserError, match=r"line 2: CPL last_edition 2015 is before"):
     load()

@@ -1,6 +1,6 @@
 """The crop nomenclature: RPG CODE_CULTU -> 3-tier classes (after Turkoglu et al. 2021).
 
-Two versioned tables in `prep/data/`, read only through `load()`:
+Two versioned tables in `cropcontracts/data/`, read only through `load()`:
 
   classes_<version>.csv      one row per tier-3 class, in class-id order:
                              class_id, tier3, tier2, tier1, color (#rrggbb).
@@ -24,15 +24,16 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
+import pathlib
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from prep.errors import PrepError
-from prep.zones import DATA_DIR
+from cropcontracts.errors import UserError
+from cropcontracts.zonefolder import NO_LABEL
 
+DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
 VERSION = "v2"
-IGNORE = 255
 IGNORE_NAME = "ignore"
 # The RPG edition a code list is read in when none is given: the study's year.
 DEFAULT_EDITION = 2023
@@ -40,7 +41,7 @@ FIRST_EDITION = 2015  # RPG 2.x; the tables do not cover the older RPG 1.x
 
 
 def table_path(version: str, kind: str = "rpg_codes") -> str:
-  """`prep/data/rpg_codes_v2.csv`: a table's path as a user finds it in the repo."""
+  """`cropcontracts/data/rpg_codes_v2.csv`: a table's path as a user finds it in the repo."""
   return f"{DATA_DIR.parent.name}/{DATA_DIR.name}/{kind}_{version}.csv"
 
 
@@ -67,7 +68,7 @@ class CodeRow:
     return _editions(self.first_edition, self.last_edition)
 
 
-class UnknownCodeError(PrepError):
+class UnknownCodeError(UserError):
   """RPG codes that the nomenclature does not list for the edition read.
 
   Attributes:
@@ -159,12 +160,12 @@ class Nomenclature:
 
   def classes_of_codes(self, codes: Sequence[str], edition: int = DEFAULT_EDITION, *,
                        unknown: str = "error") -> np.ndarray:
-    """uint8 [N] tier-3 class ids of RPG codes read in `edition`; IGNORE for `ignore` codes.
+    """uint8 [N] tier-3 class ids of RPG codes read in `edition`; NO_LABEL for `ignore` codes.
 
     Each code takes the meaning of the row whose edition range holds `edition`
     (CPL is a cereal-dominated forage up to 2022, a multi-species mixture
     from 2023). unknown: "error" raises UnknownCodeError listing every code
-    without such a row; "ignore" maps them to IGNORE.
+    without such a row; "ignore" maps them to NO_LABEL.
     """
     if unknown not in ("error", "ignore"):
       raise ValueError(f"unknown={unknown!r}: expected 'error' or 'ignore'")
@@ -175,7 +176,7 @@ class Nomenclature:
       raise UnknownCodeError(missing, self.version, edition,
                              elsewhere=self.other_editions(missing))
     ids = {n: i for i, n in enumerate(self.tier3)}
-    return np.array([ids.get(valid[c].tier3, IGNORE) if c in valid else IGNORE
+    return np.array([ids.get(valid[c].tier3, NO_LABEL) if c in valid else NO_LABEL
                      for c in codes], np.uint8)
 
   def rgb(self) -> np.ndarray:
@@ -191,11 +192,11 @@ def _edition(value: str, where: str, *, optional: bool) -> int | None:
   try:
     return int(value)
   except ValueError:
-    raise PrepError(f"{where}: edition {value!r} is not a year") from None
+    raise UserError(f"{where}: edition {value!r} is not a year") from None
 
 
 def _code_rows(rows: list, rpath) -> dict:
-  """{code: (CodeRow, …)} sorted by first edition; PrepError on overlapping ranges.
+  """{code: (CodeRow, …)} sorted by first edition; UserError on overlapping ranges.
 
   A table without edition columns (v1) holds each row for every edition.
   """
@@ -206,7 +207,7 @@ def _code_rows(rows: list, rpath) -> dict:
     first = _edition(r["first_edition"], where, optional=False) if dated else FIRST_EDITION
     last = _edition(r["last_edition"], where, optional=True) if dated else None
     if last is not None and last < first:
-      raise PrepError(f"{where}: {code} last_edition {last} is before first_edition {first}")
+      raise UserError(f"{where}: {code} last_edition {last} is before first_edition {first}")
     by_code.setdefault(code, []).append(CodeRow(code, first, last, r["label_fr"],
                                                 (r["CODE_GROUP"] or "").strip(), r["tier3"]))
   bad = []
@@ -215,11 +216,11 @@ def _code_rows(rows: list, rpath) -> dict:
     bad += [(code, a, b) for a, b in zip(rs, rs[1:])
             if a.last_edition is None or a.last_edition >= b.first_edition]
   if bad and not dated:
-    raise PrepError(f"{rpath}: duplicate CODE_CULTU {sorted({c for c, _, _ in bad})}; "
+    raise UserError(f"{rpath}: duplicate CODE_CULTU {sorted({c for c, _, _ in bad})}; "
                     f"keep one row per code")
   if bad:
     code, a, b = bad[0]
-    raise PrepError(f"{rpath}: CODE_CULTU {code} has overlapping editions ({a.editions} and "
+    raise UserError(f"{rpath}: CODE_CULTU {code} has overlapping editions ({a.editions} and "
                     f"{b.editions}); keep one row per code and edition")
   return {code: tuple(rs) for code, rs in by_code.items()}
 
@@ -231,20 +232,20 @@ def load(version: str = VERSION) -> Nomenclature:
   rpath = DATA_DIR / f"rpg_codes_{version}.csv"
   for p in (cpath, rpath):
     if not p.is_file():
-      raise PrepError(f"nomenclature {version}: {p} not found")
+      raise UserError(f"nomenclature {version}: {p} not found")
   with cpath.open(encoding="utf-8", newline="") as f:
     classes = list(csv.DictReader(f))
   if [int(r["class_id"]) for r in classes] != list(range(len(classes))):
-    raise PrepError(f"{cpath}: class_id must run 0..K-1 in order")
-  if len(classes) >= IGNORE:
-    raise PrepError(f"{cpath}: at most {IGNORE} classes fit in uint8")
+    raise UserError(f"{cpath}: class_id must run 0..K-1 in order")
+  if len(classes) >= NO_LABEL:
+    raise UserError(f"{cpath}: at most {NO_LABEL} classes fit in uint8")
   with rpath.open(encoding="utf-8", newline="") as f:
     rows = list(csv.DictReader(f))
   code_rows = _code_rows(rows, rpath)
   names = {r["tier3"] for r in classes}
   bad = sorted({r["tier3"] for r in rows} - names - {IGNORE_NAME})
   if bad:
-    raise PrepError(f"{rpath}: tier3 names {bad} are not in {cpath.name}")
+    raise UserError(f"{rpath}: tier3 names {bad} are not in {cpath.name}")
   return Nomenclature(
       version=version,
       tier3=tuple(r["tier3"] for r in classes),
