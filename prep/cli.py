@@ -132,12 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
       description=_doc("""
           Parcel raster, tier-3 class raster and parcel table of each zone from
           the RPG (GeoPackage or regional Shapefiles, Lambert-93), into
-          OUT/<zone_id>/. Several files (neighbouring regions) may be given."""),
+          OUT/<zone_id>/. Several files (neighbouring regions) may be given.
+          Codes are read with their meaning in the RPG edition: --rpg-year,
+          else the year in the file's name (or in a folder above it named
+          RPG…), else the year of the zone's composites, else 2023 (with a
+          warning). A code the nomenclature lacks for that edition stops the
+          run, listing each code with its parcels and area, unless
+          --unknown-codes ignore."""),
       epilog=_doc("""
           examples:
             python -m prep labels --rpg RPG_2-2__GPKG_LAMB93_FXX_2023.gpkg --all --out data/zones
             python -m prep labels --rpg R24.shp R28.shp --zones chartres_0 --out data/zones \\
-                --drop-border"""))
+                --drop-border
+            python -m prep labels --rpg PARCELLES_GRAPHIQUES.gpkg --rpg-year 2024 \\
+                --all --out data/zones --unknown-codes ignore"""))
   p.add_argument("--rpg", type=pathlib.Path, nargs="+", required=True, metavar="FILE",
                  help="RPG GeoPackage or Shapefile(s)")
   _zone_args(p)
@@ -147,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
                  help="layer name (default: PARCELLES_GRAPHIQUES, or the only layer)")
   p.add_argument("--drop-border", action="store_true",
                  help="leave unlabelled the pixels crossed by a parcel boundary")
+  p.add_argument("--rpg-year", type=int, default=None, metavar="YEAR",
+                 help="RPG edition (declaration year) of the files (default: the year "
+                      "in their name, else the composites' year, else 2023)")
+  p.add_argument("--unknown-codes", choices=("error", "ignore"), default="error",
+                 help="codes the nomenclature lacks for the edition: stop (error, the "
+                      "default) or leave their parcels unlabelled with a warning, "
+                      "recorded in meta.json (ignore)")
   p.set_defaults(run=run_labels)
 
   p = sub.add_parser(
@@ -262,7 +277,7 @@ def run_labels(args) -> None:
   rpg = args.rpg[0] if len(args.rpg) == 1 else args.rpg
   _each_zone(args, "labels", lambda zone, folder: labels.make_zone_labels(
       rpg, zone, folder, layer=args.layer, drop_border=args.drop_border,
-      progress=False))
+      progress=False, edition=args.rpg_year, unknown_codes=args.unknown_codes))
 
 
 def run_demo(args) -> None:

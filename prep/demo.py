@@ -115,8 +115,7 @@ CODES = {
     "BDH": ("4", "durum_wheat"),        # blé dur d'hiver
     "ORH": ("3", "winter_barley"),      # orge d'hiver
     "ORP": ("3", "spring_barley"),      # orge de printemps
-    "MIS": ("2", "maize"),              # maïs
-    "MIE": ("2", "silage_maize"),       # maïs ensilage
+    "MIS": ("2", "maize"),              # maïs (grain and silage since 2023)
     "MID": ("2", "sweet_maize"),        # maïs doux
     "CZH": ("5", "rapeseed"),           # colza d'hiver
     "TRN": ("6", "sunflower"),          # tournesol
@@ -127,7 +126,7 @@ CODES = {
     "PPH": ("18", "grazed_grass"),      # prairie permanente
     "PTR": ("19", "mown_grass"),        # prairie temporaire
     "LUZ": ("16", "alfalfa"),           # autre luzerne
-    "J5M": ("11", "fallow"),            # jachère de 5 ans ou moins
+    "JAC": ("11", "fallow"),            # jachère (terre arable)
     "VRC": ("21", "vineyard"),          # vigne : raisins de cuve
     "VRG": ("20", "orchard"),           # verger
     "BOR": ("28", "border"),            # bordure de champ
@@ -135,8 +134,10 @@ CODES = {
 }
 # Grassland is managed by the farm, not by its RPG code: most temporary grassland
 # is mown three times, most permanent grassland grazed with one cut, not all.
+# Maize: RPG 2023 declares grain and silage maize alike as MIS.
 MANAGEMENT = {"PTR": (("mown_grass", 0.7), ("grazed_grass", 0.3)),
-              "PPH": (("mown_grass", 0.3), ("grazed_grass", 0.7))}
+              "PPH": (("mown_grass", 0.3), ("grazed_grass", 0.7)),
+              "MIS": (("maize", 0.75), ("silage_maize", 0.25))}
 CATCH_CROPS = ("MOT", "PCL")            # moutarde, phacélie (CULTURE_D1/D2)
 # Crops after which a catch crop is sown in late summer.
 _CATCH_AFTER = ("BTH", "BDH", "ORH", "ORP", "CZH", "PPR")
@@ -144,12 +145,12 @@ _CATCH_AFTER = ("BTH", "BDH", "ORH", "ORP", "CZH", "PPR")
 # Share of the parcels per code in each region (the south is warmer: more
 # maize, sunflower, durum, vines; the north more beet, potato, peas).
 MIX = {
-    "demo-north": dict(BTH=.30, ORH=.10, BDH=.02, ORP=.04, MIS=.07, MIE=.02,
+    "demo-north": dict(BTH=.30, ORH=.10, BDH=.02, ORP=.04, MIS=.09,
                        CZH=.10, TRN=.02, BTN=.07, PTC=.04, PPR=.04, PPH=.06,
-                       PTR=.04, LUZ=.03, J5M=.03, BOR=.01, SNE=.01),
-    "demo-south": dict(BTH=.18, ORH=.06, BDH=.07, ORP=.02, MIS=.12, MIE=.04,
+                       PTR=.04, LUZ=.03, JAC=.03, BOR=.01, SNE=.01),
+    "demo-south": dict(BTH=.18, ORH=.06, BDH=.07, ORP=.02, MIS=.16,
                        MID=.01, CZH=.06, TRN=.10, SOJ=.04, BTN=.01, PTC=.01,
-                       PPR=.02, PPH=.08, PTR=.05, LUZ=.03, J5M=.03, VRC=.04,
+                       PPR=.02, PPH=.08, PTR=.05, LUZ=.03, JAC=.03, VRC=.04,
                        VRG=.02, BOR=.01, SNE=.01),
 }
 REGION_SHIFT_DAYS = {"demo-north": 0.0, "demo-south": -7.0}

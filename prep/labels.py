@@ -32,11 +32,19 @@ Rules:
     are dropped. Parcels repeated under one ID_PARCEL (regional files overlap at
     their borders) are kept once. Every such count goes to meta.json.
   * A missing CODE_CULTU is read as `NR`, the producer's "not filled in".
+  * Codes take their meaning in the RPG edition read (`rpg_edition`): the
+    `edition` argument (`--rpg-year`), else the year in the RPG file's name or
+    in a folder above it named RPG…, else the year of the zone's composites,
+    else 2023 with a warning. A code the nomenclature lacks for that edition
+    is an error listing each code with its parcels and area;
+    `unknown_codes="ignore"` leaves them unlabelled, warns and records them.
 """
 from __future__ import annotations
 
 import os
 import pathlib
+import re
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -138,8 +146,18 @@ def read_rpg(path, zone: Zone, layer: str | None = None):
   info = pyogrio.read_info(path, layer=layer)
   _check_crs(path, info.get("crs"))
   fields = _field_map(path, layer, [str(f) for f in info["fields"]])
-  gdf = pyogrio.read_dataframe(path, layer=layer, columns=list(fields.values()),
-                               bbox=tuple(zone.bounds_in(RPG_CRS)))
+  try:
+    gdf = pyogrio.read_dataframe(path, layer=layer, columns=list(fields.values()),
+                                 bbox=tuple(zone.bounds_in(RPG_CRS)))
+  except Exception as e:  # pyogrio.errors.FeatureError and friends
+    if "no such module: rtree" not in str(e):
+      raise
+    # TensorFlow imported before GDAL brings a SQLite without R*Tree, and a
+    # GeoPackage's spatial index (every IGN delivery has one) cannot be read.
+    raise UserError(f"{path}: its spatial index cannot be read in this process (its SQLite "
+                    f"lacks the R*Tree module, as when TensorFlow is imported before GDAL); "
+                    f"run `python -m prep labels` in a process of its own, or import "
+                    f"pyogrio before tensorflow") from None
   gdf = gdf.rename(columns={v: k for k, v in fields.items()})
   gdf["ID_PARCEL"] = _text(gdf["ID_PARCEL"])
   code = _text(gdf["CODE_CULTU"])
@@ -250,9 +268,86 @@ def border_mask(geoms: np.ndarray, zone: Zone) -> np.ndarray:
   return hit.astype(bool)
 
 
-def _class_columns(codes, nom) -> dict:
-  """class_id (255 = ignore), class_name, tier2, tier1 of each parcel's code."""
-  ids = nom.classes_of_codes(codes)
+_YEAR = re.compile(r"(?<!\d)(20\d\d)(?!\d)")
+UNKNOWN_CODES = ("error", "ignore")
+
+
+def edition_in_path(path) -> int | None:
+  """The RPG edition written in an RPG file's path, None when it says none.
+
+  The file's own name first (`RPG_2023.gpkg`, IGN's
+  `RPG_2-2__GPKG_LAMB93_FXX_2023-01-01.gpkg`), then the folders above it whose
+  name starts with RPG (IGN archives extract to `RPG_2-0__GPKG_LAMB93_FXX_2022-01-01/
+  …/RPG_2-0_GPKG_LAMB93_FXX-2022/PARCELLES_GRAPHIQUES.gpkg`; their
+  `1_DONNEES_LIVRAISON_<date>` folder carries the delivery date, not the edition).
+  """
+  path = pathlib.Path(path)
+  for i, name in enumerate([path.stem] + [p.name for p in path.parents]):
+    if i and not name.upper().startswith("RPG"):
+      continue
+    years = sorted(set(_YEAR.findall(name)))
+    if len(years) > 1:
+      raise UserError(f"{path}: the name {name!r} holds several years ({', '.join(years)}); "
+                      f"pass the RPG edition with --rpg-year")
+    if years:
+      return int(years[0])
+  return None
+
+
+def rpg_edition(paths: Sequence[pathlib.Path], meta: dict,
+                edition: int | None = None) -> tuple[int, str]:
+  """(RPG edition, where it came from) for reading the codes of `paths`.
+
+  Args:
+    paths: the RPG files; meta: the zone folder's meta.json ({} if none);
+    edition: the edition given by the user (`--rpg-year`), if any.
+  Returns:
+    `edition` ("--rpg-year"), else the year in the files' names ("file name"),
+    else the year of the zone's composites ("composites"), else
+    nomenclature.DEFAULT_EDITION ("default", with a warning).
+  """
+  if edition is not None:
+    found = (int(edition), "--rpg-year")
+  else:
+    years = {p: y for p in paths if (y := edition_in_path(p)) is not None}
+    if len(set(years.values())) > 1:
+      raise UserError(f"RPG files of different editions: "
+                      f"{', '.join(f'{p.name} ({y})' for p, y in years.items())}; "
+                      f"label a zone from one edition")
+    months = meta.get("imagery", {}).get("months") or []
+    if years:
+      found = (next(iter(years.values())), "file name")
+    elif months:
+      found = (int(str(months[0])[:4]), "composites")
+    else:
+      found = (nomenclature_lib.DEFAULT_EDITION, "default")
+      warnings.warn(f"{', '.join(p.name for p in paths)}: no year in the file name and no "
+                    f"composites in the zone folder; codes read as RPG edition {found[0]} "
+                    f"(pass --rpg-year to say the edition)")
+  if found[0] < nomenclature_lib.FIRST_EDITION:
+    raise UserError(f"RPG edition {found[0]} ({found[1]}): the nomenclature covers RPG 2.x "
+                    f"editions from {nomenclature_lib.FIRST_EDITION} on; pass --rpg-year")
+  return found
+
+
+def unknown_code_counts(gdf, codes: Sequence[str]) -> list:
+  """[{code, parcels, area_ha}] of `codes` among the zone's parcels, by code.
+
+  area_ha: the parcels' whole polygon area (as parcels.csv area_m2), hectares.
+  """
+  import shapely
+  area = shapely.area(gdf.geometry.to_numpy())
+  out = []
+  for c in codes:
+    sel = (gdf["CODE_CULTU"] == c).to_numpy()
+    out.append(dict(code=c, parcels=int(sel.sum()),
+                    area_ha=round(float(area[sel].sum()) / 1e4, 2)))
+  return out
+
+
+def _class_columns(codes, nom, edition: int) -> dict:
+  """class_id (255 = ignore or unknown), class_name, tier2, tier1 of each parcel's code."""
+  ids = nom.classes_of_codes(codes, edition, unknown="ignore")
   names = np.array(list(nom.tier3) + [nomenclature_lib.IGNORE_NAME], dtype=object)
   tier2 = np.array(list(nom.tier2) + [nomenclature_lib.IGNORE_NAME], dtype=object)
   tier1 = np.array(list(nom.tier1) + [nomenclature_lib.IGNORE_NAME], dtype=object)
@@ -315,7 +410,8 @@ def parcel_table(gdf, classes: dict, parcels: np.ndarray):
 
 
 def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = None,
-                     drop_border: bool = False, progress: bool = True) -> dict:
+                     drop_border: bool = False, progress: bool = True,
+                     edition: int | None = None, unknown_codes: str = "error") -> dict:
   """Rasterizes the RPG parcels of `zone` into its zone folder.
 
   Args:
@@ -326,29 +422,48 @@ def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = No
     layer: layer name; default PARCELLES_GRAPHIQUES (any case) or the only layer.
     drop_border: keep only pixels whose cell lies whole inside one parcel.
     progress: show a progress bar.
+    edition: the RPG edition (declaration year) the codes are read in; None:
+      see `rpg_edition`.
+    unknown_codes: "error" (default) stops on codes the nomenclature lacks for
+      the edition; "ignore" leaves their parcels unlabelled, with a warning.
   Returns:
-    The `labels` section written to meta.json: nomenclature, rpg_file, layer,
-    parcels, parcels_ignored, invalid_repaired, invalid_dropped,
+    The `labels` section written to meta.json: nomenclature, rpg_edition,
+    rpg_edition_from, rpg_file, layer, parcels, parcels_ignored (ignored and
+    unknown codes), unknown_codes (the policy), unknown_codes_ignored
+    [{code, parcels, area_ha}], invalid_repaired, invalid_dropped,
     duplicates_dropped, drop_border, border_pixels_dropped, overlap_rule,
     class_pixel_counts {class name: pixels}, unlabelled_pixels.
   Raises:
     UserError (one line naming the file and the fix) on a bad input;
-    UnknownCodeError when a parcel's CODE_CULTU is not in the nomenclature.
+    UnknownCodeError (unknown_codes="error") listing each CODE_CULTU the
+    nomenclature lacks for the edition, with its parcels and area.
   """
   from tqdm import tqdm
   paths = [rpg_path] if isinstance(rpg_path, (str, os.PathLike)) else list(rpg_path)
   paths = [pathlib.Path(p) for p in paths]
   names = ", ".join(p.name for p in paths)
-  zonefolder.check_folder(out_folder, zone)     # before the RPG is read
+  if unknown_codes not in UNKNOWN_CODES:
+    raise UserError(f"unknown_codes={unknown_codes!r}: expected one of "
+                    f"{', '.join(UNKNOWN_CODES)}")
+  meta = zonefolder.check_folder(out_folder, zone)     # before the RPG is read
   nom = nomenclature_lib.load()
   with tqdm(total=3, desc=f"labels {zone.zone_id}", unit="step",
             disable=not progress) as bar:
     gdf, counts = zone_parcels(paths, zone, layer)
-    try:
-      classes = _class_columns(gdf["CODE_CULTU"].tolist(), nom)
-    except nomenclature_lib.UnknownCodeError as e:
-      e.args = (f"{names}: {e}",)
-      raise
+    edition, edition_from = rpg_edition(paths, meta, edition)
+    unknown = nom.unknown_codes(gdf["CODE_CULTU"].tolist(), edition)
+    found = unknown_code_counts(gdf, unknown)
+    if unknown:
+      err = nomenclature_lib.UnknownCodeError(
+          unknown, nom.version, edition, {u["code"]: (u["parcels"], u["area_ha"]) for u in found},
+          nom.other_editions(unknown))
+      if unknown_codes == "error":
+        err.args = (f"{names}: {err}",)
+        raise err
+      warnings.warn(f"{names}: zone {zone.zone_id}: {sum(u['parcels'] for u in found)} "
+                    f"parcel(s) left unlabelled (--unknown-codes ignore), {err.listing}; "
+                    f"recorded in meta.json")
+    classes = _class_columns(gdf["CODE_CULTU"].tolist(), nom, edition)
     bar.update()
 
     geoms = gdf.geometry.to_numpy()
@@ -363,8 +478,10 @@ def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = No
 
     pixels = np.bincount(labels.ravel(), minlength=256)
     info = dict(
-        nomenclature=nom.version, rpg_file=names, layer=counts["layer"], parcels=len(gdf),
+        nomenclature=nom.version, rpg_edition=edition, rpg_edition_from=edition_from,
+        rpg_file=names, layer=counts["layer"], parcels=len(gdf),
         parcels_ignored=int((classes["class_id"] == NO_LABEL).sum()),
+        unknown_codes=unknown_codes, unknown_codes_ignored=found,
         invalid_repaired=counts["invalid_repaired"],
         invalid_dropped=counts["invalid_dropped"],
         duplicates_dropped=counts["duplicates_dropped"],

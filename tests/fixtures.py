@@ -33,7 +33,8 @@ def synthetic_zone(region: str, town: str, index: int, height: int, width: int) 
 
 
 def write_zone(root, zone: Zone, *, seed: int, months=MONTHS, empty: int = 16,
-               nomenclature: str = "v1", num_classes: int = 23) -> pathlib.Path:
+               nomenclature: str = nomenclature.VERSION,
+               num_classes: int = 23) -> pathlib.Path:
   """Writes one labelled zone folder under root; returns its path.
 
   Imagery: uint16 in [1, 3000) with ~5 % nodata zeros; labels: random classes,

@@ -139,8 +139,8 @@ def test_unknown_rpg_code(raw, tmp_path, capsys):
   gdf.loc[gdf.index[::7], "CODE_CULTU"] = "QQQ"
   path = tmp_path / "codes.gpkg"
   gdf.to_file(path, layer=demo.RPG_LAYER)
-  rc, _, err = _labels(raw, path, capsys)
-  assert_user_error(rc, err, "codes.gpkg", "not in nomenclature v1: QQQ")
+  rc, _, err = _labels(raw, path, capsys, "--rpg-year", "2023")
+  assert_user_error(rc, err, "codes.gpkg", "not in nomenclature v2 for RPG edition 2023: QQQ (")
 
 
 def test_zone_without_parcels(raw, capsys):

@@ -1,5 +1,6 @@
 """Zone labels from tiny hand-made RPG files (EPSG:2154) on a 40 x 40 zone."""
 import json
+import pathlib
 
 import geopandas
 import numpy as np
@@ -19,6 +20,7 @@ from prep.zones import zone_around
 ZONE = zone_around("chartres_test", "Paris Basin", "Chartres", 0, 1.4890, 48.4439,
                    pixels=40)  # 400 m x 400 m in EPSG:32631
 NOM = nomenclature.load()
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def pix(x, y):
@@ -46,6 +48,7 @@ def write_rpg(path, rows, *, layer="PARCELLES_GRAPHIQUES", crs="EPSG:2154",
 
 
 def run(tmp_path, rows, name="rpg.gpkg", out="zone", **kw):
+  kw.setdefault("edition", 2023)
   rpg = write_rpg(tmp_path / name, rows)
   summary = make_zone_labels(rpg, ZONE, tmp_path / out, progress=False, **kw)
   with rasterio.open(tmp_path / out / "labels.tif") as src:
@@ -77,8 +80,10 @@ def test_square_parcel_pixel_count_outputs_and_meta(tmp_path):
   assert (summary["parcels"], summary["parcels_ignored"], summary["invalid_repaired"],
           summary["invalid_dropped"], summary["duplicates_dropped"],
           summary["drop_border"], summary["nomenclature"], summary["rpg_file"],
-          summary["layer"]) == (1, 0, 0, 0, 0, False, "v1", "rpg.gpkg",
+          summary["layer"]) == (1, 0, 0, 0, 0, False, "v2", "rpg.gpkg",
                                 "PARCELLES_GRAPHIQUES")
+  assert (summary["rpg_edition"], summary["rpg_edition_from"], summary["unknown_codes"],
+          summary["unknown_codes_ignored"]) == (2023, "--rpg-year", "error", [])
   meta = json.loads((tmp_path / "zone" / "meta.json").read_text(encoding="utf-8"))
   assert meta["labels"] == summary
   for name, dtype, nodata in [("labels.tif", "uint8", 255), ("parcels.tif", "uint32", 0)]:
@@ -294,9 +299,11 @@ def test_error_unknown_codes_name_the_file(tmp_path):
                                         parcel(2, "BTH", rect(5, 5, 9, 9)),
                                         parcel(3, "XXZ", rect(100, 0, 101, 1))])
   with pytest.raises(UnknownCodeError) as e:
-    make_zone_labels(rpg, ZONE, tmp_path / "z", progress=False)
+    make_zone_labels(rpg, ZONE, tmp_path / "z", progress=False, edition=2023)
   assert e.value.codes == ["QQQ"]  # XXZ lies outside the zone
-  assert str(e.value).startswith("r.gpkg: 1 RPG CODE_CULTU value(s) not in nomenclature v1: QQQ;")
+  assert str(e.value).startswith("r.gpkg: 1 RPG CODE_CULTU value(s) not in nomenclature v2 "
+                                 "for RPG edition 2023: QQQ (1 parcel, 0.25 ha); add them")
+  assert not (tmp_path / "z" / "labels.tif").exists()
 
 
 def test_error_missing_or_unreadable_file(tmp_path):
@@ -319,10 +326,11 @@ def test_zone_folder_with_imagery_reads_back(tmp_path, capsys):
                            np.ones((2, 40, 40), np.uint8), months)
   rpg = write_rpg(tmp_path / "r.gpkg", [parcel("0042", "VRC", rect(0, 0, 3, 2)),
                                         parcel(9, "OLI", rect(3, 0, 4, 1))])
-  make_zone_labels(rpg, ZONE, tmp_path / "zone", progress=True)
+  summary = make_zone_labels(rpg, ZONE, tmp_path / "zone", progress=True)
   assert "labels chartres_test" in capsys.readouterr().err
+  assert (summary["rpg_edition"], summary["rpg_edition_from"]) == (2023, "composites")
   z = zonefolder.open_zone(tmp_path / "zone", require_labels=True)
-  assert z.nomenclature == "v1" and z.months == months
+  assert z.nomenclature == "v2" and z.months == months
   table = z.parcel_table()
   assert table.ID_PARCEL.tolist() == ["9", "0042"]  # numeric order, text kept
   np.testing.assert_array_equal(z.read_parcels()[:2, :4], [[2, 2, 2, 1], [2, 2, 2, 0]])
@@ -339,3 +347,236 @@ def test_numeric_id_and_group_fields_read_as_text(tmp_path):
   assert table.ID_PARCEL.tolist() == ["3", "12"]
   assert table.CODE_GROUP.tolist() == [3, 1]  # read back by pandas without dtype
   assert np.isnan(table.surf_parc_ha.iloc[0]) and table.surf_parc_ha.iloc[1] == 0.5
+
+
+# --- RPG edition and unknown codes --------------------------------------------
+
+def test_unknown_codes_error_lists_each_code_with_parcels_and_area(tmp_path):
+  rows = [parcel(1, "QQQ", rect(0, 0, 5, 5)), parcel(2, "QQQ", rect(5, 0, 10, 10)),
+          parcel(3, "J5M", rect(10, 10, 30, 30)), parcel(4, "BTH", rect(30, 30, 40, 40))]
+  with pytest.raises(UnknownCodeError) as e:
+    run(tmp_path, rows)
+  # QQQ: 50 m x 50 m + 50 m x 100 m = 0.75 ha; J5M: 200 m x 200 m = 4 ha.
+  assert str(e.value) == (
+      "rpg.gpkg: 2 RPG CODE_CULTU value(s) not in nomenclature v2 for RPG edition 2023: "
+      "J5M (1 parcel, 4.00 ha; valid in editions 2015–2022), QQQ (2 parcels, 0.75 ha); "
+      "is the RPG edition right? (--rpg-year); add them to cropcontracts/data/rpg_codes_v2.csv "
+      "(tier3 `ignore` to skip them) and bump the version, or pass --unknown-codes ignore "
+      "to leave them unlabelled")
+  assert e.value.details == {"J5M": (1, 4.0), "QQQ": (2, 0.75)}
+
+
+def test_unknown_codes_ignore_leaves_them_unlabelled_warns_and_records(tmp_path):
+  rows = [parcel(1, "QQQ", rect(0, 0, 5, 5)), parcel(2, "QQQ", rect(5, 0, 10, 10)),
+          parcel(3, "JAC", rect(10, 10, 30, 30)), parcel(4, "XYZ", rect(30, 30, 40, 40))]
+  with pytest.warns(UserWarning) as w:
+    summary, lab, par, table = run(tmp_path, rows, unknown_codes="ignore")
+  msg = [str(x.message) for x in w if "unlabelled" in str(x.message)]
+  assert msg == ["rpg.gpkg: zone chartres_test: 3 parcel(s) left unlabelled (--unknown-codes "
+                 "ignore), 2 RPG CODE_CULTU value(s) not in nomenclature v2 for RPG edition "
+                 "2023: QQQ (2 parcels, 0.75 ha), XYZ (1 parcel, 1.00 ha); recorded in meta.json"]
+  recorded = [dict(code="QQQ", parcels=2, area_ha=0.75), dict(code="XYZ", parcels=1, area_ha=1.0)]
+  assert summary["unknown_codes"] == "ignore"
+  assert summary["unknown_codes_ignored"] == recorded
+  meta = json.loads((tmp_path / "zone" / "meta.json").read_text())
+  assert meta["labels"]["unknown_codes_ignored"] == recorded
+  assert table.class_name.tolist() == ["ignore", "ignore", "fallow", "ignore"]
+  assert summary["parcels_ignored"] == 3
+  assert (lab[par != 3] == NO_LABEL).all() and (lab[par == 3] == NOM.class_id("fallow")).all()
+  assert summary["class_pixel_counts"]["fallow"] == 400
+
+
+@pytest.mark.parametrize("edition,cpl,ges", [(2019, "other_winter_cereal", "fodder_legumes"),
+                                             (2023, "ignore", "protein_legumes")])
+def test_changed_meaning_codes_follow_the_edition(tmp_path, edition, cpl, ges):
+  rows = [parcel(1, "CPL", rect(0, 0, 10, 10)), parcel(2, "GES", rect(10, 0, 20, 10)),
+          parcel(3, "PPH", rect(0, 10, 20, 20))]
+  summary, lab, par, table = run(tmp_path, rows, edition=edition)
+  assert table.class_name.tolist() == [cpl, ges, "permanent_grassland"]
+  assert summary["rpg_edition"] == edition
+
+
+def test_prl_reads_in_2019_and_stops_2023(tmp_path):
+  rows = [parcel(1, "PRL", rect(0, 0, 10, 10))]
+  summary, _, _, table = run(tmp_path, rows, edition=2019)
+  assert table.class_name.tolist() == ["permanent_grassland"]
+  with pytest.raises(UnknownCodeError, match=r"PRL \(1 parcel, 1.00 ha; valid in editions "
+                                             r"2015–2022\)"):
+    run(tmp_path, rows, out="zone2023", edition=2023)
+
+
+def test_edition_from_the_file_name_then_composites_then_default(tmp_path):
+  from cropcontracts import zonefolder
+  rows = [parcel(1, "CPL", rect(0, 0, 10, 10))]
+  rpg = write_rpg(tmp_path / "RPG_2-0__GPKG_LAMB93_FXX_2022-01-01.gpkg", rows)
+  summary = make_zone_labels(rpg, ZONE, tmp_path / "a", progress=False)
+  assert (summary["rpg_edition"], summary["rpg_edition_from"]) == (2022, "file name")
+  assert zonefolder_table(tmp_path / "a").class_name.tolist() == ["other_winter_cereal"]
+  summary = make_zone_labels(rpg, ZONE, tmp_path / "b", progress=False, edition=2023)
+  assert (summary["rpg_edition"], summary["rpg_edition_from"]) == (2023, "--rpg-year")
+  plain = write_rpg(tmp_path / "parcels.gpkg", rows)
+  zonefolder.write_imagery(tmp_path / "c", ZONE, np.ones((1, 4, 40, 40), np.uint16),
+                           np.ones((1, 40, 40), np.uint8), ["2019-06"])
+  summary = make_zone_labels(plain, ZONE, tmp_path / "c", progress=False)
+  assert (summary["rpg_edition"], summary["rpg_edition_from"]) == (2019, "composites")
+  with pytest.warns(UserWarning, match=r"^parcels.gpkg: no year in the file name and no "
+                                       r"composites in the zone folder; codes read as RPG "
+                                       r"edition 2023 \(pass --rpg-year"):
+    summary = make_zone_labels(plain, ZONE, tmp_path / "d", progress=False)
+  assert (summary["rpg_edition"], summary["rpg_edition_from"]) == (2023, "default")
+
+
+@pytest.mark.parametrize("path,year", [
+    ("RPG_2-2__GPKG_LAMB93_FXX_2023-01-01.gpkg", 2023),
+    ("R24_2021.shp", 2021),
+    ("RPG_2-0__SHP_LAMB93_R24_2020-01-01/RPG/1_DONNEES_LIVRAISON_2021-06-00169/"
+     "RPG_2-0_SHP_LAMB93_R24-2020/PARCELLES_GRAPHIQUES.shp", 2020),
+    ("data/2024/PARCELLES_GRAPHIQUES.gpkg", None),   # only folders named RPG… count
+    ("rpg2022_sample/PARCELLES_GRAPHIQUES.gpkg", 2022),
+    ("RPG_2-2__GPKG_LAMB93_FXX.gpkg", None)])
+def test_edition_in_path(path, year):
+  assert labels_lib.edition_in_path(path) == year
+
+
+def test_edition_errors(tmp_path):
+  with pytest.raises(UserError, match=r"the name 'RPG_2023_2024' holds several years "
+                                      r"\(2023, 2024\); pass the RPG edition with --rpg-year"):
+    labels_lib.edition_in_path("RPG_2023_2024.gpkg")
+  a = write_rpg(tmp_path / "RPG_2022.gpkg", [parcel(1, "BTH", rect(0, 0, 4, 4))])
+  b = write_rpg(tmp_path / "RPG_2023.gpkg", [parcel(2, "BTH", rect(4, 4, 8, 8))])
+  with pytest.raises(UserError, match=r"RPG files of different editions: RPG_2022.gpkg "
+                                      r"\(2022\), RPG_2023.gpkg \(2023\)"):
+    make_zone_labels([a, b], ZONE, tmp_path / "z", progress=False)
+  with pytest.raises(UserError, match=r"RPG edition 2012 \(--rpg-year\): the nomenclature "
+                                      r"covers RPG 2.x editions from 2015 on"):
+    make_zone_labels(a, ZONE, tmp_path / "z", progress=False, edition=2012)
+  with pytest.raises(UserError, match=r"unknown_codes='skip'"):
+    make_zone_labels(a, ZONE, tmp_path / "z", progress=False, unknown_codes="skip")
+
+
+def _cli_zone(tmp_path, zones=(ZONE,)):
+  from prep import zones as zones_lib
+  zones_lib.write_zones(list(zones), tmp_path / "zones.csv")
+  return ["--zones-csv", str(tmp_path / "zones.csv"), "--out", str(tmp_path / "out")]
+
+
+def test_cli_unknown_codes_flags(tmp_path, capsys):
+  from prep import cli
+  rpg = write_rpg(tmp_path / "rpg.gpkg", [parcel(1, "QQQ", rect(0, 0, 10, 10)),
+                                          parcel(2, "CPL", rect(10, 0, 20, 10))])
+  base = ["-q", "labels", "--rpg", str(rpg), "--all", *_cli_zone(tmp_path)]
+  assert cli.main(base + ["--rpg-year", "2023"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: rpg.gpkg: 1 RPG CODE_CULTU value(s) not in nomenclature v2 "
+                        "for RPG edition 2023: QQQ (1 parcel, 1.00 ha); add them to ")
+  assert err.count("\n") == 1
+  assert cli.main(base + ["--rpg-year", "2019", "--unknown-codes", "ignore"]) == 0
+  err = capsys.readouterr().err
+  warn = [line for line in err.splitlines() if "unlabelled" in line]
+  assert warn == ["warning: rpg.gpkg: zone chartres_test: 1 parcel(s) left unlabelled "
+                  "(--unknown-codes ignore), 1 RPG CODE_CULTU value(s) not in nomenclature "
+                  "v2 for RPG edition 2019: QQQ (1 parcel, 1.00 ha); recorded in meta.json"]
+  meta = json.loads((tmp_path / "out" / "chartres_test" / "meta.json").read_text())
+  assert meta["labels"]["unknown_codes_ignored"] == [dict(code="QQQ", parcels=1, area_ha=1.0)]
+  assert (meta["labels"]["rpg_edition"], meta["labels"]["rpg_edition_from"]) == (2019,
+                                                                               "--rpg-year")
+  table = zonefolder_table(tmp_path / "out" / "chartres_test")
+  assert table.class_name.tolist() == ["ignore", "other_winter_cereal"]  # CPL before 2023
+
+
+def zonefolder_table(folder):
+  import pandas as pd
+  return pd.read_csv(folder / "parcels.csv", dtype={"ID_PARCEL": str})
+
+
+# --- the real RPG 2022 sample (shared/real/rpg2022_sample) --------------------
+
+from tests.real_samples import REAL, needs_real  # noqa: E402
+
+SAMPLE = REAL / "rpg2022_sample" / "PARCELLES_GRAPHIQUES.gpkg"
+# Zones on the 10 m UTM grid (1000 x 1000 px, each zone in its own UTM zone)
+# around parcels of the sample; the sample has at most 2 parcels per 10 km square.
+REAL_ZONES = [("nantes_vines", 32630, 625280.0, 5230240.0),
+              ("prl_grass", 32630, 575970.0, 5237520.0),
+              ("j5m_fallow", 32631, 352840.0, 5335130.0),
+              ("mie_maize", 32630, 614180.0, 5444810.0),
+              ("dty_grass", 32630, 409800.0, 5369830.0)]
+# By hand from cropcontracts/data/rpg_codes_v2.csv, rows holding edition 2022.
+BY_HAND_2022 = {"VRC": "vineyard", "PRL": "permanent_grassland", "J5M": "fallow",
+                "MIE": "maize", "DTY": "temporary_grassland"}
+
+
+def _prep(*args):
+  """`python -m prep ARGS` in a process of its own, as a user runs it (a test
+  process that imported TensorFlow first has a SQLite without R*Tree)."""
+  import subprocess
+  import sys
+  return subprocess.run([sys.executable, "-m", "prep", *map(str, args)], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+
+
+
+@needs_real
+def test_real_rpg_2022_sample_through_prep_labels(tmp_path):
+  import pandas as pd
+  import pyogrio
+  from cropcontracts.zone import Zone
+  zones = [Zone(zone_id=z, region="real", town=z, index=i, epsg=e, x0=x, y0=y)
+           for i, (z, e, x, y) in enumerate(REAL_ZONES)]
+  res = _prep("-q", "labels", "--rpg", SAMPLE, "--all", *_cli_zone(tmp_path, zones))
+  assert res.returncode == 0, res.stderr
+  # The whole file, read independently of prep's bbox read (no spatial index).
+  ref = pyogrio.read_dataframe(SAMPLE)
+  # Every code of the sample is valid in 2022, with the group the table gives it.
+  assert NOM.unknown_codes(ref.code_cultu.tolist(), 2022) == []
+  assert [NOM.row(c, 2022).code_group for c in ref.code_cultu] == ref.code_group.tolist()
+  for zone in zones:
+    folder = tmp_path / "out" / zone.zone_id
+    meta = json.loads((folder / "meta.json").read_text())["labels"]
+    # The edition comes from the folder name `rpg2022_sample`.
+    assert (meta["rpg_edition"], meta["rpg_edition_from"]) == (2022, "file name")
+    assert meta["layer"] == "parcelles_graphiques"
+    inside = ref.to_crs(zone.crs)
+    inside = inside[shapely.intersects(inside.geometry.values, shapely.box(*zone.bounds))]
+    table = pd.read_csv(folder / "parcels.csv", dtype={"ID_PARCEL": str, "CODE_GROUP": str})
+    assert meta["parcels"] == len(inside) == len(table) >= 1
+    assert sorted(table.ID_PARCEL) == sorted(inside.id_parcel)
+    got = table.set_index("ID_PARCEL")
+    with rasterio.open(folder / "parcels.tif") as src:
+      parcels = src.read(1)
+    cols, rows = np.meshgrid(np.arange(zone.width) + 0.5, np.arange(zone.height) + 0.5)
+    for _, p in inside.iterrows():
+      row = got.loc[p.id_parcel]
+      assert (row.CODE_CULTU, row.CODE_GROUP) == (p.code_cultu, p.code_group)
+      assert row.class_name == BY_HAND_2022[p.code_cultu]
+      assert row.surf_parc_ha == pytest.approx(p.surf_parc)
+      # Pixels whose centre lies in the parcel, counted with shapely on the grid.
+      x, y = zone.x0 + cols * zone.res, zone.y0 - rows * zone.res
+      n = int(shapely.contains_xy(p.geometry, x, y).sum())
+      assert row.n_pixels == n == int((parcels == row.parcel_index).sum()) > 0
+  # Read as the 2023 edition, the sample's pre-2023 codes are unknown, with counts
+  # (the sample's parcels of one zone, copied without spatial index: in process).
+  zone = zones[1]
+  prl = ref.to_crs(zone.crs)
+  prl = prl[shapely.intersects(prl.geometry.values, shapely.box(*zone.bounds))]
+  copy = tmp_path / "prl.gpkg"
+  pyogrio.write_dataframe(ref[ref.id_parcel.isin(prl.id_parcel)], copy,
+                          layer="parcelles_graphiques", layer_options={"SPATIAL_INDEX": "NO"})
+  with pytest.raises(UnknownCodeError) as e:
+    make_zone_labels(copy, zone, tmp_path / "o23", progress=False, edition=2023)
+  ha = prl.geometry.area.sum() / 1e4
+  assert (f"prl.gpkg: 1 RPG CODE_CULTU value(s) not in nomenclature v2 for RPG edition 2023: "
+          f"PRL (1 parcel, {ha:.2f} ha; valid in editions 2015–2022)") in str(e.value)
+
+
+def test_spatial_index_unreadable_in_this_process_is_one_line(tmp_path, monkeypatch):
+  import pyogrio
+  rpg = write_rpg(tmp_path / "r.gpkg", [parcel(1, "BTH", rect(0, 0, 4, 4))])
+
+  def no_rtree(*a, **k):
+    raise pyogrio.errors.FeatureError('Failed to prepare SQL SELECT … JOIN "rtree_r_geom" '
+                                      'r ON …: no such module: rtree')
+  monkeypatch.setattr(pyogrio, "read_dataframe", no_rtree)
+  with pytest.raises(UserError, match=r"r.gpkg: its spatial index cannot be read in this "
+                                      r"process \(its SQLite lacks the R\*Tree module"):
+    make_zone_labels(rpg, ZONE, tmp_path / "z", progress=False, edition=2023)

@@ -24,7 +24,7 @@ import tensorflow_datasets as tfds  # noqa: E402
 
 from configs.hybrid import get_config  # noqa: E402
 from jaxcrop import checkpoint, evaluate, input_pipeline, metrics, plots, predict, train  # noqa: E402
-from cropcontracts import zonefolder
+from cropcontracts import nomenclature, zonefolder  # noqa: E402
 from prep import demo  # noqa: E402
 from tfds_builder.cropmap import cropmap_dataset_builder as cb  # noqa: E402
 
@@ -101,7 +101,7 @@ def test_demo_small_gives_two_regions_of_two_labelled_zones(zones):
   for zid, zf in zones.items():
     assert zf.zone.shape == (48, 48) and zf.zone.index == int(zid[-1])
     assert len(zf.months) == 12 and list(zf.bands) == list(zonefolder.BANDS)
-    assert zf.nomenclature == "v1" and labelled(zf) > 0
+    assert zf.nomenclature == nomenclature.VERSION and labelled(zf) > 0
 
 
 def test_dataset_splits_are_whole_zones_test_is_index_0(builder, zones):

@@ -182,7 +182,7 @@ def test_metadata_stats_and_counts_equal_numpy(built, zones):
   np.testing.assert_allclose(norm["std"], np.nanstd(x, axis=(1, 2)), rtol=1e-5)
   assert md["months"] == list(testing.MONTHS) and md["bands"] == ["B2", "B3", "B4", "B8"]
   assert md["class_names"][0] == "winter_wheat" and len(md["tier2_of"]) == 23
-  assert md["nomenclature_version"] == "v1"
+  assert md["nomenclature_version"] == cb.NOMENCLATURE
 
 
 def test_tfds_build_cli_and_beam_match_builder_api(built, zones, tmp_path):
@@ -257,7 +257,7 @@ def test_nomenclature_version_mismatch(zones, tmp_path):
   meta["labels"]["nomenclature"] = "v0"
   meta_path.write_text(json.dumps(meta))
   with pytest.raises(UserError, match=r"zone beta_3: .*meta.json says nomenclature 'v0', "
-                     r"the builder config expects 'v1'"):
+                     rf"the builder config expects '{cb.NOMENCLATURE}'"):
     build(root, tmp_path / "data")
 
 

@@ -36,7 +36,7 @@ from tfds_builder.cropmap import patching
 
 # The nomenclature of this dataset VERSION. prep moving to another one changes
 # every label, so it needs a new VERSION and release note (tests tie the two).
-NOMENCLATURE = "v1"
+NOMENCLATURE = "v2"
 
 
 @dataclasses.dataclass
@@ -69,15 +69,18 @@ class CropmapConfig(tfds.core.BuilderConfig):
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Crop-type segmentation patches from jaxcrop zone folders."""
 
-  VERSION = tfds.core.Version("1.2.0")
+  VERSION = tfds.core.Version("2.0.0")
   RELEASE_NOTES = {
       "1.0.0": "Spatial test split + folds, patch moments per fold.",
       "1.1.0": "metadata `normalization`: mean and std over all training folds; "
                "examples unchanged.",
-      "1.2.0": "Training folds cover their zones whole: the right and bottom strip "
-               "that whole patches left out (40 px of a 1000-px zone, ~8 % of the "
-               "labels) enters as padded edge patches, the padding labelled 255; "
-               "more fold examples and class_pixel_counts.",
+      "2.0.0": "Labels of nomenclature v2: RPG codes read with their meaning in the "
+               "RPG edition (2023 list: JAC fallow, CAH/MCS cereals, CPL and PAG "
+               "mixtures unlabelled, GES grain legumes); same 23 classes, zones "
+               "must be relabelled with `python -m prep labels`. Training folds cover "
+               "their zones whole: the right and bottom strip that whole patches left "
+               "out (40 px of a 1000-px zone, ~8 % of the labels) enters as padded "
+               "edge patches, the padding labelled 255.",
   }
   # The stock `tfds build` without --config builds every config listed here,
   # so only the demo, which needs nothing, is listed; configs that need a
