@@ -45,6 +45,7 @@ import json
 import pathlib
 import re
 import warnings
+from typing import Any, Callable
 
 import numpy as np
 
@@ -69,44 +70,85 @@ class Scene:
     bands: paths of B02 B03 B04 B08, in that order.
     scl: path of the scene classification layer (20 m).
     offset: DN offset to add (BOA_ADD_OFFSET, -1000 or 0).
+    offset_overruled: the item's `earthsearch:boa_offset_applied` flag said
+      otherwise and the processing baseline was preferred (`stac_offset`).
   """
   scene_id: str
   date: datetime.date
   bands: tuple[pathlib.Path, ...]
   scl: pathlib.Path
   offset: int = 0
+  offset_overruled: bool = False
+
+
+def stac_offset(props: dict) -> tuple[int, bool]:
+  """BOA_ADD_OFFSET of a STAC item, and whether its boa-offset flag was overruled.
+
+  `s2:boa_add_offset` when given; else the processing baseline (-1000 from
+  04.00). Earth Search's `earthsearch:boa_offset_applied` decides only without a
+  baseline: the flag is wrong on some items, so when it says "applied" (0) and
+  the baseline says 04.00 or later (-1000), the baseline wins and the second
+  value is True, for meta.json.
+  """
+  if "s2:boa_add_offset" in props:
+    return int(props["s2:boa_add_offset"]), False
+  flag = props.get("earthsearch:boa_offset_applied")
+  baseline = props.get("s2:processing_baseline")
+  if baseline is None:
+    return 0, False
+  offset = BASELINE_OFFSET if float(baseline) >= 4.0 else 0
+  return offset, bool(flag) and offset != 0
+
+
+def item_scene(item: dict, resolve: Callable[[str, str | None], Any]) -> Scene:
+  """The Scene of a STAC item (a dict), for a local or a remote route.
+
+  Args:
+    item: the STAC item; `properties.datetime` (or `start_datetime`) needed.
+    resolve: resolve(band, href) -> where the raster of `band` is read (a local
+      path, a GDAL `/vsicurl/` path…); href is the item's asset href of that
+      band, None when the item has no such asset.
+  Raises:
+    KeyError, ValueError, TypeError on an item without a usable date.
+  """
+  props = item["properties"]
+  stamp = props.get("datetime") or props["start_datetime"]
+  date = datetime.date.fromisoformat(str(stamp)[:10])
+  offset, overruled = stac_offset(props)
+  assets = item.get("assets") or {}
+  return Scene(item.get("id"), date,
+               tuple(resolve(b, asset_href(assets, b)) for b in BAND_FILES),
+               resolve("SCL", asset_href(assets, "SCL")), offset, overruled)
 
 
 def _stac_scene(item_json: pathlib.Path) -> Scene:
   folder = item_json.parent
   try:
     item = json.loads(item_json.read_text(encoding="utf-8"))
-    props = item["properties"]
-    stamp = props.get("datetime") or props["start_datetime"]
-    date = datetime.date.fromisoformat(str(stamp)[:10])
+    scene = item_scene(item, lambda band, href: _asset_path(folder, href, band))
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise PrepError(f"{item_json}: not a STAC item with properties.datetime ({e!r}); "
                     f"fix or remove the scene folder {folder}") from None
-  if "s2:boa_add_offset" in props:
-    offset = int(props["s2:boa_add_offset"])
-  elif props.get("earthsearch:boa_offset_applied"):
-    offset = 0
-  elif float(props.get("s2:processing_baseline") or 0) >= 4.0:
-    offset = BASELINE_OFFSET
-  else:
-    offset = 0
-  assets = item.get("assets") or {}
-  return Scene(item.get("id") or folder.name, date,
-               tuple(_asset_path(folder, assets, b) for b in BAND_FILES),
-               _asset_path(folder, assets, "SCL"), offset)
+  return scene if scene.scene_id else dataclasses.replace(scene, scene_id=folder.name)
 
 
-# STAC asset keys of each band: ours (and the Copernicus names), then Earth Search's.
-_ASSET_KEYS = {"B02": ("B02", "blue"), "B03": ("B03", "green"), "B04": ("B04", "red"),
-               "B08": ("B08", "nir"), "SCL": ("SCL", "scl")}
+# STAC asset keys of each band: ours (and Planetary Computer's), Earth Search's,
+# Copernicus Data Space's.
+_ASSET_KEYS = {"B02": ("B02", "blue", "B02_10m"), "B03": ("B03", "green", "B03_10m"),
+               "B04": ("B04", "red", "B04_10m"), "B08": ("B08", "nir", "B08_10m"),
+               "SCL": ("SCL", "scl", "SCL_20m")}
 
 
-def _asset_path(folder: pathlib.Path, assets: dict, band: str) -> pathlib.Path:
+def asset_href(assets: dict, band: str) -> str | None:
+  """The href of `band` among a STAC item's assets (any known key), or None."""
+  for key in _ASSET_KEYS[band]:
+    href = (assets.get(key) or {}).get("href")
+    if href:
+      return href
+  return None
+
+
+def _asset_path(folder: pathlib.Path, href: str | None, band: str) -> pathlib.Path:
   """Local file of `band`: the item's asset href, else `<folder>/<band>.tif`.
 
   A relative href is taken from the item's folder; a remote one (https://, s3://)
@@ -114,13 +156,11 @@ def _asset_path(folder: pathlib.Path, assets: dict, band: str) -> pathlib.Path:
   the file name.
   """
   import urllib.parse
-  for key in _ASSET_KEYS[band]:
-    href = (assets.get(key) or {}).get("href")
-    if href:
-      if "://" in href:
-        return folder / pathlib.PurePosixPath(urllib.parse.urlparse(href).path).name
-      return folder / href          # an absolute href stays absolute
-  return folder / f"{band}.tif"
+  if href is None:
+    return folder / f"{band}.tif"
+  if "://" in href:
+    return folder / pathlib.PurePosixPath(urllib.parse.urlparse(href).path).name
+  return folder / href          # an absolute href stays absolute
 
 
 def _safe_offset(safe: pathlib.Path, baseline: int) -> int:
@@ -206,38 +246,110 @@ def covers(scene: Scene, zone: Zone) -> bool:
     return left < b.right and right > b.left and bottom < b.top and top > b.bottom
 
 
-def _warp(path: pathlib.Path, scene: Scene, zone: Zone, dtype) -> np.ndarray:
-  """One raster onto the zone grid, nearest neighbour, 0 outside: [H, W]."""
+def warp_band(src, zone: Zone, dtype) -> np.ndarray:
+  """Band 1 of an open raster onto the zone grid, nearest neighbour, 0 outside.
+
+  The one resampling rule of both scene routes (module docstring). GDAL's
+  warper reads only the source blocks under the zone, which is what keeps
+  a remote COG read to the zone's window.
+
+  Returns:
+    [H, W] of `dtype`.
+  """
   import rasterio
-  from rasterio._err import CPLE_BaseError
   from rasterio.warp import Resampling, reproject
   out = np.zeros(zone.shape, dtype)
-  with _open(path, scene) as src:
-    try:
-      reproject(rasterio.band(src, 1), out, dst_transform=zone.transform,
-                dst_crs=zone.crs, resampling=Resampling.nearest,
-                src_nodata=0, dst_nodata=0)
-    except (rasterio.errors.RasterioError, CPLE_BaseError) as e:
-      raise PrepError(f"{path}: unreadable ({e}); the file may be truncated or "
-                      f"corrupt — re-download scene {scene.scene_id} or remove it") from None
+  reproject(rasterio.band(src, 1), out, dst_transform=zone.transform,
+            dst_crs=zone.crs, resampling=Resampling.nearest,
+            src_nodata=0, dst_nodata=0)
   return out
 
 
-def read_scene(scene: Scene, zone: Zone) -> tuple[np.ndarray, np.ndarray]:
+def _warp(path: pathlib.Path, scene: Scene, zone: Zone, dtype) -> np.ndarray:
+  """One local raster onto the zone grid (`warp_band`): [H, W]."""
+  import rasterio
+  from rasterio._err import CPLE_BaseError
+  with _open(path, scene) as src:
+    try:
+      return warp_band(src, zone, dtype)
+    except (rasterio.errors.RasterioError, CPLE_BaseError) as e:
+      raise PrepError(f"{path}: unreadable ({e}); the file may be truncated or "
+                      f"corrupt — re-download scene {scene.scene_id} or remove it") from None
+
+
+def read_scene(scene: Scene, zone: Zone, warp: Callable = _warp
+               ) -> tuple[np.ndarray, np.ndarray]:
   """A scene on the zone grid, harmonized.
 
+  Args:
+    warp: warp(location, scene, zone, dtype) -> [H, W], one raster of the scene
+      on the zone grid; the local files by default (`prep.stac` passes its
+      remote, cached reader).
   Returns:
     uint16 [C, H, W] reflectance x 10000 (0 = nodata) in B2 B3 B4 B8 order,
     and bool [H, W], True where the SCL class is 4-7 and every band is > 0.
   """
-  bands = np.stack([_warp(p, scene, zone, np.uint16) for p in scene.bands])
-  scl = _warp(scene.scl, scene, zone, np.uint8)
+  bands = np.stack([warp(p, scene, zone, np.uint16) for p in scene.bands])
+  scl = warp(scene.scl, scene, zone, np.uint8)
   if scene.offset:
     nodata = bands == 0
     shifted = np.maximum(bands.astype(np.int32) + scene.offset, 1)
     bands = np.where(nodata, 0, shifted).astype(np.uint16)
   valid = np.isin(scl, VALID_SCL) & (bands > 0).all(axis=0)
   return bands, valid
+
+
+def composite_scenes(scenes: list[Scene], zone: Zone, out_folder, *, year: int,
+                     read: Callable[[Scene], tuple[np.ndarray, np.ndarray]],
+                     info: dict, progress: bool = True) -> dict:
+  """Monthly median of `scenes` over `zone`, gap filled, written: both scene routes.
+
+  Scenes are read one month at a time (one month's scenes in memory) with
+  `read(scene) -> (uint16 [C, H, W], bool [H, W])` (`read_scene`), reduced by
+  `composite.median_composite`, then `composite.gap_fill`, and written with
+  `zonefolder.write_imagery`; `info` (the route's provenance) is completed with
+  the per-month counts, gap-filled fraction and nodata pixels.
+
+  Returns:
+    the `imagery` info written to meta.json.
+  """
+  from tqdm import tqdm
+  T = 12
+  months = [f"{year}-{m:02d}" for m in range(1, T + 1)]
+  comp = np.zeros((T, len(BAND_FILES), *zone.shape), np.uint16)
+  counts = np.zeros((T, *zone.shape), np.uint8)
+  per_month = [0] * T
+  with tqdm(total=len(scenes), desc=f"{zone.zone_id} scenes", unit="scene",
+            disable=not progress) as bar:
+    for t in range(T):
+      month = [s for s in scenes if s.date.month == t + 1]
+      per_month[t] = len(month)
+      if not month:
+        continue
+      stack = np.zeros((len(month), len(BAND_FILES), *zone.shape), np.uint16)
+      valid = np.zeros((len(month), *zone.shape), bool)
+      for i, scene in enumerate(month):
+        stack[i], valid[i] = read(scene)
+        bar.update(1)
+      comp[t], counts[t] = composite_lib.median_composite(stack, valid)
+      del stack, valid
+  empty = [m for m, n in zip(months, per_month) if n == 0]
+  if empty:
+    warnings.warn(f"zone {zone.zone_id}: no scene in {', '.join(empty)}; these "
+                  f"months are gap filled from their neighbours", stacklevel=3)
+  filled, was_filled = composite_lib.gap_fill(comp)
+  never = ~(counts > 0).any(axis=0)
+  info = dict(
+      info, year=year, scenes_used=len(scenes),
+      scenes_per_month=per_month, months_without_scene=empty,
+      harmonization_offsets=sorted({s.offset for s in scenes}),
+      gap_filled_fraction=round(float(was_filled.mean()), 6),
+      nodata_pixels=int(never.sum()))
+  overruled = sorted(s.scene_id for s in scenes if s.offset_overruled)
+  if overruled:
+    info["boa_offset_flag_overruled"] = overruled
+  zonefolder.write_imagery(out_folder, zone, filled, counts, months, info)
+  return info
 
 
 def composite_zone_from_scenes(scene_dir, zone: Zone, out_folder, *, year: int = 2023,
@@ -256,7 +368,6 @@ def composite_zone_from_scenes(scene_dir, zone: Zone, out_folder, *, year: int =
     PrepError on a missing folder, no scene, no scene of `year` over the zone,
     a scene missing a band, or an unreadable raster (naming the file).
   """
-  from tqdm import tqdm
   scene_dir = pathlib.Path(scene_dir)
   zonefolder.check_folder(out_folder, zone)     # before any scene is read
   found = discover_scenes(scene_dir)
@@ -267,38 +378,9 @@ def composite_zone_from_scenes(scene_dir, zone: Zone, out_folder, *, year: int =
         f"zone {zone.zone_id}: none of the {len(found)} scenes in {scene_dir} is of "
         f"{year} and covers the zone ({len(of_year)} of {year}, bounds "
         f"{zone.bounds} in {zone.crs}); add scenes of that tile and year")
-  T = 12
-  months = [f"{year}-{m:02d}" for m in range(1, T + 1)]
-  comp = np.zeros((T, len(BAND_FILES), *zone.shape), np.uint16)
-  counts = np.zeros((T, *zone.shape), np.uint8)
-  per_month = [0] * T
-  with tqdm(total=len(inside), desc=f"{zone.zone_id} scenes", unit="scene",
-            disable=not progress) as bar:
-    for t in range(T):
-      month = [s for s in inside if s.date.month == t + 1]
-      per_month[t] = len(month)
-      if not month:
-        continue
-      stack = np.zeros((len(month), len(BAND_FILES), *zone.shape), np.uint16)
-      valid = np.zeros((len(month), *zone.shape), bool)
-      for i, scene in enumerate(month):
-        stack[i], valid[i] = read_scene(scene, zone)
-        bar.update(1)
-      comp[t], counts[t] = composite_lib.median_composite(stack, valid)
-      del stack, valid
-  empty = [m for m, n in zip(months, per_month) if n == 0]
-  if empty:
-    warnings.warn(f"zone {zone.zone_id}: no scene in {', '.join(empty)}; these "
-                  f"months are gap filled from their neighbours", stacklevel=2)
-  filled, was_filled = composite_lib.gap_fill(comp)
-  never = ~(counts > 0).any(axis=0)
-  info = dict(
-      source="local-scenes", year=year, scene_dir=str(scene_dir),
-      scenes_used=len(inside), scenes_outside_zone=len(of_year) - len(inside),
-      scenes_other_years=len(found) - len(of_year),
-      scenes_per_month=per_month, months_without_scene=empty,
-      harmonization_offsets=sorted({s.offset for s in inside}),
-      gap_filled_fraction=round(float(was_filled.mean()), 6),
-      nodata_pixels=int(never.sum()))
-  zonefolder.write_imagery(out_folder, zone, filled, counts, months, info)
-  return info
+  info = dict(source="local-scenes", year=year, scene_dir=str(scene_dir),
+              scenes_used=len(inside), scenes_outside_zone=len(of_year) - len(inside),
+              scenes_other_years=len(found) - len(of_year))
+  return composite_scenes(inside, zone, out_folder, year=year,
+                          read=lambda scene: read_scene(scene, zone), info=info,
+                          progress=progress)

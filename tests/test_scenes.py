@@ -158,7 +158,14 @@ def test_harmonization_offset_from_baseline(tmp_path):
   folder = write_item(tmp_path, "done", "2023-06-01", 1500,
                       props={"s2:processing_baseline": "05.09",
                              "earthsearch:boa_offset_applied": True})
-  assert scenes._stac_scene(folder / "done.json").offset == 0
+  done = scenes._stac_scene(folder / "done.json")
+  # Earth Search's flag is wrong on some items: the baseline wins, and it is said.
+  assert (done.offset, done.offset_overruled) == (-1000, True)
+  assert scenes.stac_offset({"s2:processing_baseline": "02.14",
+                             "earthsearch:boa_offset_applied": True}) == (0, False)
+  assert scenes.stac_offset({"earthsearch:boa_offset_applied": False}) == (0, False)
+  assert scenes.stac_offset({"s2:boa_add_offset": 0,
+                             "s2:processing_baseline": "05.09"}) == (0, False)
 
 
 def test_dark_pixel_stays_valid_after_offset(tmp_path):
