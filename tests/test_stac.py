@@ -294,3 +294,13 @@ def test_catalog_names_paths_env_and_error_kinds(monkeypatch):
   assert stac.classify("HTTP response code: 404") == "not-found"
   assert stac.classify("HTTP response code: 403") == "forbidden"
   assert stac.classify("not recognized as being in a supported file format") == "corrupt"
+
+
+def test_bench_line_stac_vs_local(small_demo, capsys):
+  from prep import bench
+  root, zones = small_demo
+  rec = bench.bench_stac(root, small=True, workers=2)
+  assert json.loads(capsys.readouterr().out) == rec
+  assert rec["identical"] is True and rec["items"] == 25 and rec["search_pages"] == 2
+  assert rec["ratio"] > 0 and 0 < rec["bytes_requested"] <= 1.05 * rec["bytes_of_files"]
+  assert rec["bytes_ratio"] == round(rec["bytes_requested"] / rec["bytes_of_files"], 3)
