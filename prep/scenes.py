@@ -24,9 +24,9 @@ BOA_ADD_OFFSET = -1000. Earth Engine's COPERNICUS/S2_SR_HARMONIZED removes it,
 so we do too: SAFE products use the BOA_ADD_OFFSET of MTD_MSIL2A.xml when
 present, else -1000 when the name's baseline is N0400 or later; STAC items use
 `properties["s2:boa_add_offset"]`, else -1000 when
-`properties["s2:processing_baseline"]` >= 04.00 (unless
-`earthsearch:boa_offset_applied` is true), else 0 (the demo writes harmonized
-values). A DN of 0 stays nodata; other DNs become max(DN + offset, 1), so a
+`properties["s2:processing_baseline"]` >= 04.00, else 0 (the demo writes
+harmonized values); a contradicting `earthsearch:boa_offset_applied` flag is
+overruled by the baseline (`stac_offset`). A DN of 0 stays nodata; other DNs become max(DN + offset, 1), so a
 valid dark pixel is not mistaken for nodata.
 
 Resampling. Every raster is warped onto the zone grid with nearest neighbour.
@@ -356,10 +356,9 @@ def composite_zone_from_scenes(scene_dir, zone: Zone, out_folder, *, year: int =
                                progress: bool = True) -> dict:
   """Monthly median composites of `zone` from local scenes, gap filled, written.
 
-  Scenes of `year` whose footprint overlaps the zone are read one month at a
-  time (one month's scenes in memory), masked by SCL 4-7, reduced by
-  `composite.median_composite`, then `composite.gap_fill`, and written with
-  `zonefolder.write_imagery`.
+  Scenes of `year` whose footprint overlaps the zone go to `composite_scenes`
+  (read one month at a time, masked by SCL 4-7, monthly median, gap filling,
+  `zonefolder.write_imagery`), the step `prep.stac` shares.
 
   Returns:
     the `imagery` info written to meta.json (scenes used and skipped, scenes
