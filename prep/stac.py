@@ -177,11 +177,15 @@ def search_items(cat: Catalog, zone: Zone, year: int, *,
   """The items of `cat.collection` intersecting `zone` in `year`, all pages.
 
   Raises:
-    PrepError (one line) when the catalogue is unreachable or refuses the search.
+    PrepError (one line) when the catalogue is unreachable, is not a STAC API
+    with item search, or refuses the search.
   """
+  import pystac
   import pystac_client
   import requests
+  from pystac_client.errors import ClientTypeError
   from pystac_client.exceptions import APIError
+  where = cat.name if cat.name == cat.url else f"{cat.name} ({cat.url})"
   try:
     client = pystac_client.Client.open(cat.url, timeout=60)
     search = client.search(collections=[cat.collection],
@@ -189,9 +193,10 @@ def search_items(cat: Catalog, zone: Zone, year: int, *,
                            datetime=f"{year}-01-01T00:00:00Z/{year}-12-31T23:59:59Z",
                            limit=page_size)
     return list(search.items_as_dicts())
-  except (APIError, requests.RequestException, OSError) as e:
+  except (APIError, ClientTypeError, NotImplementedError, pystac.STACError,
+          pystac.STACTypeError, requests.RequestException, OSError, ValueError) as e:
     reason = " ".join(str(e).split())[:200]
-    raise PrepError(f"catalogue {cat.name} ({cat.url}): unreachable or refused the "
+    raise PrepError(f"catalogue {where}: unreachable, not a STAC API or refused the "
                     f"search of {cat.collection} ({type(e).__name__}: {reason}); check "
                     f"the network and --catalog, or rerun later") from None
 

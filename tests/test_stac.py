@@ -230,8 +230,18 @@ def test_catalogue_unreachable_is_one_line(tmp_path, capsys, small_demo):
                  "--catalog", f"http://127.0.0.1:{port}", "--out", str(tmp_path)])
   err = capsys.readouterr().err.strip().splitlines()
   assert rc == 2 and len(err) == 1
-  assert err[0].startswith(f"error: catalogue http://127.0.0.1:{port} "
-                           f"(http://127.0.0.1:{port}): unreachable or refused the search")
+  assert err[0].startswith(f"error: catalogue http://127.0.0.1:{port}: unreachable, not a "
+                           f"STAC API or refused the search of sentinel-2-l2a")
+
+
+def test_not_a_stac_api_is_one_line(few):
+  d, zone, names = few
+  with StacServer(d) as server:
+    for url in (f"{server.url}/files/{names[0]}/{names[0]}.json",    # an item
+                f"{server.url}/files/{names[0]}/B02.tif",             # not JSON
+                f"{server.url}/nowhere"):                             # 404
+      with pytest.raises(PrepError, match=f"catalogue {url}: unreachable, not a STAC API"):
+        stac.search_items(stac.catalog(url), zone, 2023)
 
 
 def test_cli_stac_on_the_loopback_catalogue(few, tmp_path, capsys, small_demo):
@@ -304,3 +314,18 @@ def test_bench_line_stac_vs_local(small_demo, capsys):
   assert rec["identical"] is True and rec["items"] == 25 and rec["search_pages"] == 2
   assert rec["ratio"] > 0 and 0 < rec["bytes_requested"] <= 1.05 * rec["bytes_of_files"]
   assert rec["bytes_ratio"] == round(rec["bytes_requested"] / rec["bytes_of_files"], 3)
+
+
+@pytest.mark.parametrize("catalogue, fragment", [
+    ("aws", "error: --catalog 'aws': not a known catalogue (earth-search, "
+            "planetary-computer, cdse) nor an http(s):// STAC API URL"),
+    ("cdse", "error: catalogue cdse: set CDSE_S3_ACCESS_KEY and CDSE_S3_SECRET_KEY")])
+def test_cli_catalogue_mistakes_are_one_line(catalogue, fragment, small_demo, tmp_path,
+                                             capsys, monkeypatch):
+  monkeypatch.delenv("CDSE_S3_ACCESS_KEY", raising=False)
+  monkeypatch.delenv("CDSE_S3_SECRET_KEY", raising=False)
+  root, _ = small_demo
+  rc = cli.main(["-q", "stac", "--zones-csv", str(root / "raw" / "zones.csv"), "--all",
+                 "--catalog", catalogue, "--out", str(tmp_path)])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert rc == 2 and len(err) == 1 and err[0].startswith(fragment), err
