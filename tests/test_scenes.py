@@ -20,11 +20,11 @@ ZONE = Zone("t_0", "Test", "Town", 0, EPSG, x0=400_000.0, y0=5_000_000.0,
 SX0, SY0 = 399_900.0, 5_000_100.0
 
 
-def _write(path, arr, res, x0=SX0, y0=SY0, driver="GTiff", **opts):
+def _write(path, arr, res, x0=SX0, y0=SY0, driver="GTiff", epsg=EPSG, **opts):
   path.parent.mkdir(parents=True, exist_ok=True)
   with rasterio.open(path, "w", driver=driver, width=arr.shape[1],
                      height=arr.shape[0], count=1, dtype=arr.dtype.name,
-                     crs=f"EPSG:{EPSG}", transform=Affine(res, 0, x0, 0, -res, y0),
+                     crs=f"EPSG:{epsg}", transform=Affine(res, 0, x0, 0, -res, y0),
                      nodata=0, **opts) as dst:
     dst.write(arr, 1)
 
@@ -38,18 +38,24 @@ def _scl(clouds=(), cls=9, base=4):
 
 
 def write_item(root, item_id, date, value, *, scl=None, props=None,
-               x0=SX0, y0=SY0, zero_at=None):
-  """A STAC item whose band c is `value + c` everywhere (B08 0 at `zero_at`)."""
+               x0=SX0, y0=SY0, zero_at=None, epsg=EPSG, size=40):
+  """A STAC item whose band c is `value + c` everywhere (B08 0 at `zero_at`).
+
+  Without `props` the item says its offset is already removed, as Earth
+  Search's do (`earthsearch:boa_offset_applied`).
+  """
   folder = pathlib.Path(root) / item_id
   for c, band in enumerate(scenes.BAND_FILES):
-    arr = np.full((40, 40), value + c, np.uint16)
+    arr = np.full((size, size), value + c, np.uint16)
     if zero_at is not None and band == "B08":
       arr[zero_at[0] + 10, zero_at[1] + 10] = 0
-    _write(folder / f"{band}.tif", arr, 10.0, x0, y0)
-  _write(folder / "SCL.tif", _scl() if scl is None else scl, 20.0, x0, y0)
+    _write(folder / f"{band}.tif", arr, 10.0, x0, y0, epsg=epsg)
+  _write(folder / "SCL.tif", _scl() if scl is None else scl, 20.0, x0, y0, epsg=epsg)
+  if props is None:
+    props = {"earthsearch:boa_offset_applied": True}
   item = {"type": "Feature", "stac_version": "1.0.0", "id": item_id,
-          "properties": {"datetime": f"{date}T10:56:21Z", "proj:epsg": EPSG,
-                         **(props or {})}}
+          "properties": {"datetime": f"{date}T10:56:21Z", "proj:epsg": epsg,
+                         **props}}
   (folder / f"{item_id}.json").write_text(json.dumps(item))
   return folder
 
@@ -151,14 +157,25 @@ def test_harmonization_offset_from_baseline(tmp_path):
   folder = write_item(tmp_path, "new", "2023-06-01", 1500,
                       props={"s2:processing_baseline": "05.09"})
   scene = scenes._stac_scene(folder / "new.json")
-  assert scene.offset == -1000
+  assert scene.offsets == (-1000,) * 4
   bands, valid = scenes.read_scene(scene, ZONE)
   np.testing.assert_array_equal(bands[:, 0, 0], [500, 501, 502, 503])
   assert valid.all()
   folder = write_item(tmp_path, "done", "2023-06-01", 1500,
                       props={"s2:processing_baseline": "05.09",
                              "earthsearch:boa_offset_applied": True})
-  assert scenes._stac_scene(folder / "done.json").offset == 0
+  assert scenes._stac_scene(folder / "done.json").offsets == (0,) * 4
+  # Keyed on the baseline, not the date: a reprocessed 2019 product has the offset.
+  folder = write_item(tmp_path, "old", "2019-06-01", 1500,
+                      props={"s2:processing_baseline": "05.00"})
+  assert scenes._stac_scene(folder / "old.json").offsets == (-1000,) * 4
+
+
+def test_item_after_2022_without_baseline_is_refused(tmp_path):
+  write_item(tmp_path / "s", "nobase", "2023-06-01", 1500, props={})
+  with pytest.raises(PrepError, match=r"^STAC item nobase: acquired 2023-06-01 but no "
+                                      r"processing baseline found"):
+    scenes.discover_scenes(tmp_path / "s")
 
 
 def test_dark_pixel_stays_valid_after_offset(tmp_path):
@@ -242,7 +259,8 @@ def test_safe_products(tmp_path):
   _write_safe(d, "S2A_MSIL2A_20230801T105619_N0300_R094_T31UCP_20230801T140000",
               700)                                      # old baseline: no offset
   found = scenes.discover_scenes(d)
-  assert [s.offset for s in found] == [-1000, -1000, 0]
+  assert [s.offsets for s in found] == [(-1000,) * 4, (-1000,) * 4, (0,) * 4]
+  assert [s.spacecraft for s in found] == ["B", "A", "A"]
   assert [str(s.date) for s in found] == ["2023-06-12", "2023-06-20", "2023-08-01"]
   out = tmp_path / "out"
   with warnings.catch_warnings():
@@ -266,3 +284,89 @@ def test_truncated_jp2_names_the_file(tmp_path):
   with pytest.raises(PrepError, match=r"B03_10m\.jp2: unreadable .*re-download scene S2B"):
     scenes.composite_zone_from_scenes(tmp_path / "safe", ZONE, tmp_path / "out",
                                       progress=False)
+
+
+# --- one acquisition, several tiles -----------------------------------------
+
+A, B = {"platform": "sentinel-2a"}, {"platform": "sentinel-2b"}
+
+
+def _props(extra):
+  return {"earthsearch:boa_offset_applied": True, **extra}
+
+
+def _june(tmp_path, d):
+  out = tmp_path / "out"
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    info = scenes.composite_zone_from_scenes(d, ZONE, out, progress=False)
+  zf = zonefolder.open_zone(out)
+  return zf.read_image()[5], zf.read_valid_count()[5], info
+
+
+def test_same_acquisition_on_two_tiles_is_one_observation(tmp_path):
+  d = tmp_path / "scenes"
+  write_item(d, "a_T31TCJ", "2023-06-01", 1000, props=_props(A))
+  # The neighbouring tile of the same UTM zone, same acquisition: values differ a
+  # little (tile-wise processing) and its first 20 m row is cloudy on the first tile.
+  write_item(d, "a_T31TDJ", "2023-06-01", 1010, props=_props(A))
+  cloudy = _scl([(r, c) for r in (0,) for c in range(0, 30, 2)])
+  _write(d / "a_T31TCJ" / "SCL.tif", cloudy, 20.0)
+  write_item(d, "b", "2023-06-11", 2000, props=_props(B))
+  img, count, info = _june(tmp_path, d)
+  c = np.arange(4)
+  # One observation per acquisition: median of (1000, 2000), not of (1000, 1010, 2000).
+  np.testing.assert_array_equal(img[15, 15], 1500 + c)
+  assert count[15, 15] == 2 and count.max() == 2
+  # Where the first tile is cloudy the other tile of the acquisition fills in.
+  np.testing.assert_array_equal(img[0, 3], (1010 + 2000 + 1) // 2 + c)
+  assert count[0, 3] == 2
+  assert info["scenes_per_month"][5] == 3 and info["acquisitions_per_month"][5] == 2
+  # Another spacecraft on the same date is another acquisition.
+  write_item(d, "c", "2023-06-11", 3000, props=_props(A))
+  img, count, _ = _june(tmp_path, d)
+  assert count[15, 15] == 3
+  np.testing.assert_array_equal(img[15, 15], 2000 + c)
+
+
+def test_neighbouring_utm_zone_fills_only_where_own_tile_is_invalid(tmp_path):
+  import rasterio.warp
+  d = tmp_path / "scenes"
+  # The zone's own tile (EPSG:32631): clouds on the zone's first 20 m row and the
+  # right part of the zone outside its footprint (it ends at zone column 20).
+  own = write_item(d, "z_own", "2023-06-01", 1000, props=_props(A), size=30)
+  _write(own / "SCL.tif", _scl([(0, c) for c in range(0, 20, 2)]), 20.0)
+  # The same acquisition on a tile of UTM zone 30 (sorts first by id): 3000.
+  left, bottom, right, top = rasterio.warp.transform_bounds(
+      f"EPSG:{EPSG}", "EPSG:32630", *ZONE.bounds, densify_pts=21)
+  x0, y0 = np.floor(left / 10) * 10 - 200, np.ceil(top / 10) * 10 + 200
+  size = int(max(right - left, top - bottom) / 10) + 60
+  folder = d / "a_utm30"
+  for c, band in enumerate(scenes.BAND_FILES):
+    _write(folder / f"{band}.tif", np.full((size, size), 3000 + c, np.uint16), 10.0,
+           x0, y0, epsg=32630)
+  _write(folder / "SCL.tif", np.full((size // 2, size // 2), 4, np.uint8), 20.0,
+         x0, y0, epsg=32630)
+  (folder / "a_utm30.json").write_text(json.dumps(
+      {"type": "Feature", "id": "a_utm30", "properties": dict(
+          _props(A), datetime="2023-06-01T10:56:21Z", **{"proj:epsg": 32630})}))
+  found = [s for s in scenes.discover_scenes(d)]
+  assert [s.scene_id for g in scenes.acquisitions(found, ZONE) for s in g] == [
+      "z_own", "a_utm30"]
+  img, count, info = _june(tmp_path, d)
+  c = np.arange(4)
+  np.testing.assert_array_equal(img[10, 10], 1000 + c)    # own tile valid: own value
+  np.testing.assert_array_equal(img[0, 5], 3000 + c)      # own tile cloudy: zone 30
+  np.testing.assert_array_equal(img[10, 25], 3000 + c)    # outside own footprint
+  assert (count == 1).all()                               # one acquisition everywhere
+  assert (img[:, :, 0] > 0).all()
+  assert info["acquisitions_per_month"][5] == 1 and info["scenes_per_month"][5] == 2
+
+
+def test_zone_off_the_grid_is_refused_before_reading(tmp_path, scene_dir):
+  off = Zone("t_0", "Test", "Town", 0, EPSG, x0=400_005.0, y0=5_000_000.0,
+             width=30, height=30)
+  with pytest.raises(PrepError, match=r"^zone t_0: corner x0=400005\.0.* off the 10 m "
+                                      r"Sentinel-2 grid"):
+    scenes.composite_zone_from_scenes(scene_dir, off, tmp_path / "out", progress=False)
+  assert not (tmp_path / "out").exists()
