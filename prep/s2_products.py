@@ -217,8 +217,10 @@ def spacecraft_of(product_id: str = "", properties: dict | None = None) -> str:
   return m.group(1).upper() if m else ""
 
 
-def check_zone_grid(zone) -> None:
+def check_zone_grid(zone, table=None) -> None:
   """PrepError unless the zone's corner lies on the 10 m Sentinel-2 grid.
+
+  `table`: the zones table the zone comes from, named in the message.
 
   Sentinel-2 tiles have their 10 m pixel edges on multiples of 10 m of their
   UTM CRS; a zone corner off that grid (a hand-edited zones table) would make
@@ -229,8 +231,9 @@ def check_zone_grid(zone) -> None:
 
   if zone.res != RES or off(zone.x0) or off(zone.y0):
     fix_x, fix_y = round(zone.x0 / RES) * RES, round(zone.y0 / RES) * RES
+    where = f"{table}: " if table else ""
     raise PrepError(
-        f"zone {zone.zone_id}: corner x0={zone.x0!r}, y0={zone.y0!r}, res={zone.res!r} "
+        f"{where}zone {zone.zone_id}: corner x0={zone.x0!r}, y0={zone.y0!r}, res={zone.res!r} "
         f"is off the 10 m Sentinel-2 grid of {zone.crs} (imagery would be resampled "
         f"with a sub-pixel shift); set x0={fix_x:.0f}, y0={fix_y:.0f}, res=10 in "
-        f"its zones table row")
+        f"its row of the zones table")

@@ -370,3 +370,138 @@ def test_zone_off_the_grid_is_refused_before_reading(tmp_path, scene_dir):
                                       r"Sentinel-2 grid"):
     scenes.composite_zone_from_scenes(scene_dir, off, tmp_path / "out", progress=False)
   assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_an_off_grid_zones_row_before_any_zone(tmp_path, scene_dir, capsys):
+  from prep import cli
+  from prep import zones as zones_lib
+  ok = Zone("a_0", "Test", "Town", 0, EPSG, x0=400_000.0, y0=5_000_000.0,
+            width=30, height=30)
+  off = Zone("b_0", "Test", "Town", 1, EPSG, x0=400_000.0, y0=5_000_005.0,
+             width=30, height=30)
+  table = tmp_path / "zones.csv"
+  zones_lib.write_zones([ok, off], table)
+  rc = cli.main(["--quiet", "composite", "--scenes", str(scene_dir), "--zones-csv",
+                 str(table), "--all", "--out", str(tmp_path / "zones")])
+  err = capsys.readouterr().err.strip()
+  assert rc == 2 and len(err.splitlines()) == 1, err
+  assert err.startswith(f"error: {table}: zone b_0: corner x0=400000.0, y0=5000005.0")
+  assert "set x0=400000, y0=5000000, res=10 in its row of the zones table" in err
+  assert not (tmp_path / "zones").exists()            # not even the good zone
+
+
+# --- the real Flanders series through `prep composite` -----------------------
+
+from tests.real_samples import REAL, needs_real  # noqa: E402
+
+FLANDERS = REAL / "flanders_patch_0000280849BAC91C"
+_NC = "S2_L2A_{res}_0000280849BAC91C_32631_2018-08-01_2019-11-30.nc"
+
+
+def _read_flanders():
+  """The real series: datetimes [T], uint16 [T, 4, 64, 64], uint8 SCL [T, 32, 32],
+  and the upper-left corners of the 10 m and 20 m grids (from the pixel centres)."""
+  import datetime
+  h5py = pytest.importorskip("h5py")            # NetCDF4 files are HDF5
+  with h5py.File(FLANDERS / _NC.format(res="10m")) as f10, \
+       h5py.File(FLANDERS / _NC.format(res="20m")) as f20:
+    units = f10["timestamp"].attrs["units"]
+    t0 = datetime.datetime.fromisoformat(units.removeprefix("seconds since "))
+    stamps = [t0 + datetime.timedelta(seconds=int(s)) for s in f10["timestamp"][:]]
+    assert (f20["timestamp"][:] == f10["timestamp"][:]).all()
+    bands = np.stack([f10[b][:] for b in ("B02", "B03", "B04", "B08")], axis=1)
+    scl = f20["SCL"][:]
+    corners = [(float(f["x"][0]) - r / 2, float(f["y"][0]) + r / 2)
+               for f, r in ((f10, 10), (f20, 20))]
+  return stamps, bands, scl, corners
+
+
+def _write_flanders_items(root, stamps, bands, scl, corners):
+  """One Earth Search-like STAC item + tiled GeoTIFFs per date: the layout users
+  download (COGs are read the same way; GDAL's COG writer is 4x slower here)."""
+  (x10, y10), (x20, y20) = corners
+  for stamp, dn, cls in zip(stamps, bands, scl):
+    iid = f"S2_31UES_{stamp:%Y%m%d}_0_L2A"        # spacecraft unknown in the source
+    folder = root / iid
+    for band, arr in zip(("B02", "B03", "B04", "B08"), dn):
+      _write(folder / f"{band}.tif", arr, 10.0, x10, y10, epsg=32631, tiled=True,
+             blockxsize=64, blockysize=64, compress="deflate")
+    _write(folder / "SCL.tif", cls, 20.0, x20, y20, epsg=32631, tiled=True,
+           blockxsize=32, blockysize=32, compress="deflate")
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": iid,
+            "properties": {"datetime": f"{stamp:%Y-%m-%dT%H:%M:%S}Z",
+                           "proj:epsg": 32631, "s2:mgrs_tile": "31UES"},
+            "assets": {b: {"href": f"{b}.tif"} for b in (*scenes.BAND_FILES, "SCL")}}
+    (folder / f"{iid}.json").write_text(json.dumps(item))
+
+
+@needs_real
+def test_real_flanders_series_through_prep_composite(tmp_path, capsys):
+  from prep import cli
+  from prep import zones as zones_lib
+  stamps, bands, scl, corners = _read_flanders()
+  assert len(stamps) == 72 and corners == [(574680.0, 5622440.0)] * 2
+  # dates.txt's clear fractions are those of this SCL (read check).
+  lines = [l.split() for l in (FLANDERS / "dates.txt").read_text().splitlines()
+           if l and not l.startswith("#")]
+  assert [l[0] for l in lines] == [f"{s:%Y-%m-%dT%H:%M:%S}" for s in stamps]
+  clear = np.isin(scl, (4, 5, 6, 7)).mean(axis=(1, 2))
+  np.testing.assert_allclose(clear, [float(l[1]) for l in lines], atol=5e-4)
+  # 2019, plus the last two scenes of 2018 (skipped as of another year).
+  keep = [i for i, s in enumerate(stamps) if s.year == 2019 or s.month == 12][-50:]
+  _write_flanders_items(tmp_path / "scenes", [stamps[i] for i in keep], bands[keep],
+                        scl[keep], corners)
+  zone = Zone("flanders_0", "Flanders", "Gent", 0, 32631, x0=574680.0, y0=5622440.0,
+              width=64, height=64, source="real-sample")
+  zones_lib.write_zones([zone], tmp_path / "zones.csv")
+  rc = cli.main(["--quiet", "composite", "--scenes", str(tmp_path / "scenes"),
+                 "--zones-csv", str(tmp_path / "zones.csv"), "--all",
+                 "--out", str(tmp_path / "zones"), "--year", "2019"])
+  assert rc == 0, capsys.readouterr().err
+  zf = zonefolder.open_zone(tmp_path / "zones" / "flanders_0")
+  img, count = zf.read_image(), zf.read_valid_count()        # [T, H, W, C], [T, H, W]
+  info = zf.meta["imagery"]
+  n_2019 = sum(s.year == 2019 for s in stamps)
+  assert info["scenes_used"] == n_2019 == 48 and info["scenes_other_years"] == 2
+  assert info["acquisitions_per_month"] == info["scenes_per_month"]   # one tile a date
+  assert info["harmonization_offsets"] == [0]               # pre-2022, no baseline
+  assert info["months_without_scene"] == ["2019-12"]
+
+  # By hand, in numpy: SCL 4-7 (each 10 m pixel in its 20 m pixel) and bands > 0.
+  year = np.array([s.year == 2019 for s in stamps])
+  month = np.array([s.month for s in stamps])
+  scl10 = scl.repeat(2, axis=1).repeat(2, axis=2)
+  valid = np.isin(scl10, (4, 5, 6, 7)) & (bands > 0).all(axis=1)       # [T, H, W]
+  want = np.zeros((12, 64, 64, 4))
+  for m in range(1, 13):
+    sel = year & (month == m)
+    obs = np.where(valid[sel][:, None], bands[sel].astype(float), np.nan)  # [S, 4, H, W]
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", RuntimeWarning)        # all-NaN pixels
+      med = np.nanmedian(obs, axis=0) if sel.any() else np.full((4, 64, 64), np.nan)
+    want[m - 1] = np.floor(med + 0.5).transpose(1, 2, 0)     # half up
+    np.testing.assert_array_equal(count[m - 1], valid[sel].sum(axis=0))
+  observed = ~np.isnan(want[..., 0])
+  np.testing.assert_array_equal(img[observed], want[observed])
+  # Masking mattered: pixels where the unmasked median differs from ours.
+  sep = year & (month == 9)
+  assert (scl[sep] == 11).any()                              # Sen2Cor's "snow" clouds
+  raw_median = np.floor(np.median(bands[sep], axis=0) + 0.5).transpose(1, 2, 0)
+  differs = (raw_median != want[8]).any(-1) & observed[8]
+  assert differs.mean() > 0.5
+  # A few pixels by hand, from the scene list alone.
+  for r, c, m in ((0, 0, 4), (40, 17, 6), (63, 63, 11)):
+    days = [i for i, s in enumerate(stamps) if s.year == 2019 and s.month == m
+            and scl[i, r // 2, c // 2] in (4, 5, 6, 7)]
+    vals = sorted(int(bands[i, 0, r, c]) for i in days)
+    k = len(vals)
+    assert img[m - 1, r, c, 0] == (vals[(k - 1) // 2] + vals[k // 2] + 1) // 2
+  # Gaps: January's cloudy pixels take February (leading), September's the
+  # rounded mean of August and October, December (no scene) November.
+  jan, sept = ~observed[0], ~observed[8]
+  assert jan.sum() == 36 and sept.sum() == 288
+  np.testing.assert_array_equal(img[0][jan], want[1][jan])
+  np.testing.assert_array_equal(img[8][sept],
+                                np.floor((want[7][sept] + want[9][sept]) / 2 + 0.5))
+  np.testing.assert_array_equal(img[11], want[10])
+  assert info["nodata_pixels"] == 0
