@@ -505,3 +505,12 @@ def test_real_flanders_series_through_prep_composite(tmp_path, capsys):
                                 np.floor((want[7][sept] + want[9][sept]) / 2 + 0.5))
   np.testing.assert_array_equal(img[11], want[10])
   assert info["nodata_pixels"] == 0
+
+
+@needs_real
+def test_real_tiny_safe_is_refused_for_lacking_b08(tmp_path):
+  """The real SAFE of baseline 04.00 has B02-B04 only: the reader names what is missing."""
+  safe = next((REAL / "safe_tiny_T34TGN_N0400").glob("*.SAFE"))
+  with pytest.raises(PrepError, match=rf"{safe.name}: scene lacks B08 "
+                                      r"\(GRANULE/\*/IMG_DATA/R10m/\*_B08_10m\.jp2\)"):
+    scenes.discover_scenes(safe.parent)
