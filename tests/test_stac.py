@@ -98,7 +98,8 @@ def _wide_item(folder: pathlib.Path, iid: str) -> None:
       dst.write(arr, 1)
   item = {"type": "Feature", "stac_version": "1.0.0", "id": iid,
           "bbox": [1.5, 45.0, 1.8, 45.3], "geometry": None,
-          "properties": {"datetime": "2023-06-01T10:56:21Z"},
+          "properties": {"datetime": "2023-06-01T10:56:21Z",
+                         "earthsearch:boa_offset_applied": True},
           "assets": {b: {"href": f"{b}.tif"} for b in (*scenes.BAND_FILES, "SCL")}}
   (folder / f"{iid}.json").write_text(json.dumps(item))
 
