@@ -330,3 +330,30 @@ def test_cli_catalogue_mistakes_are_one_line(catalogue, fragment, small_demo, tm
                  "--catalog", catalogue, "--out", str(tmp_path)])
   err = capsys.readouterr().err.strip().splitlines()
   assert rc == 2 and len(err) == 1 and err[0].startswith(fragment), err
+
+
+def test_tiles_of_one_acquisition_are_mosaicked_as_in_the_local_route(few, tmp_path):
+  """A second tile of one (date, spacecraft): one observation, in both routes."""
+  d, zone, names = few
+  for name in names:                  # each item gets a twin tile, same acquisition
+    twin = name.replace("31UCP", "31UDP")
+    shutil.copytree(d / name, d / twin)
+    item = json.loads((d / twin / f"{name}.json").read_text())
+    (d / twin / f"{name}.json").unlink()
+    (d / twin / f"{twin}.json").write_text(json.dumps(dict(item, id=twin)))
+  with StacServer(d) as server, pytest.warns(UserWarning):
+    info = _run(server, zone, tmp_path / "stac")
+  with pytest.warns(UserWarning):
+    local = scenes.composite_zone_from_scenes(d, zone, tmp_path / "local", progress=False)
+  _same_imagery(tmp_path / "stac", tmp_path / "local")
+  assert info["scenes_per_month"][0] == 2 and info["acquisitions_per_month"][0] == 1
+  assert info["acquisitions_per_month"] == local["acquisitions_per_month"]
+  assert zonefolder.open_zone(tmp_path / "stac").read_valid_count().max() == 1
+
+
+def test_item_epsg_from_the_item():
+  assert scenes.item_epsg({"proj:epsg": 32631}) == 32631
+  assert scenes.item_epsg({"proj:code": "EPSG:32630"}) == 32630
+  assert scenes.item_epsg({"s2:mgrs_tile": "31UCP"}) == 32631
+  assert scenes.item_epsg({"s2:mgrs_tile": "21JUK"}) == 32721     # south of the equator
+  assert scenes.item_epsg({}) is None
