@@ -315,11 +315,12 @@ def run_composite(args) -> None:
 
 
 def run_stac(args) -> None:
-  from prep import stac
+  from prep import s2_products, stac
   cat = stac.catalog(args.catalog, args.collection)
   _each_zone(args, "stac composites", lambda zone, folder: stac.composite_zone_from_stac(
       zone, folder, cat=cat, year=args.year, max_cloud=args.max_cloud,
-      workers=args.workers, overwrite=args.overwrite, progress=False))
+      workers=args.workers, overwrite=args.overwrite, progress=False),
+      check=s2_products.check_zone_grid)
 
 
 def run_labels(args) -> None:

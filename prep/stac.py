@@ -63,7 +63,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from prep import atomic, scenes, zonefolder
+from prep import atomic, s2_products, scenes, zonefolder
 from prep.errors import PrepError
 from prep.zones import Zone
 
@@ -211,6 +211,10 @@ class Transient(Exception):
   """A read error a later try may not meet (5xx, time-out, truncated tile)."""
 
 
+class Forbidden(Exception):
+  """HTTP 401/403: an expired signature (re-signed once) or missing credentials."""
+
+
 class Defect(Exception):
   """An archive defect no retry cures (404, not a raster): the item is skipped."""
 
@@ -284,7 +288,8 @@ class WindowReader:
     self.read_now = 0          # windows read from the catalogue in this run
 
   def _path(self, scene: scenes.Scene, band: str) -> pathlib.Path:
-    return self.cache / f"{scene.scene_id}.{band}.npy"
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", scene.scene_id)   # ids name files here
+    return self.cache / f"{name}.{band}.npy"
 
   def _read_once(self, href: str, dtype, fresh_cache: bool) -> np.ndarray:
     import rasterio
@@ -300,7 +305,7 @@ class WindowReader:
     except (rasterio.errors.RasterioError, CPLE_BaseError) as e:
       message = _messages(e)
       kind = classify(message, http_status(href))
-      raise {"transient": Transient, "forbidden": PermissionError}.get(
+      raise {"transient": Transient, "forbidden": Forbidden}.get(
           kind, Defect)(f"{kind}: {message[:300]}") from None
 
   def _read(self, scene: scenes.Scene, asset: Asset, dtype) -> np.ndarray:
@@ -311,7 +316,7 @@ class WindowReader:
     for attempt in range(self.retries + 1):
       try:
         return self._read_once(href, dtype, fresh_cache=attempt > 0 or resigned)
-      except PermissionError as e:
+      except Forbidden as e:
         if resigned or self.cat.sign is None:
           raise PrepError(f"{where}: access refused ({e}) at {asset.href}; "
                           f"{'the signature was renewed once; ' if resigned else ''}"
@@ -451,9 +456,11 @@ def composite_zone_from_stac(zone: Zone, out_folder, *, cat: Catalog,
   Returns:
     the `imagery` info written to meta.json.
   Raises:
-    PrepError on an unreachable catalogue, no usable item, a read that keeps
+    PrepError on a zone off the 10 m grid, an unreachable catalogue, an item
+    without the baseline its date needs, no usable item, a read that keeps
     failing or refused access (one line naming item and band).
   """
+  s2_products.check_zone_grid(zone)
   folder = pathlib.Path(out_folder)
   meta = zonefolder.check_folder(folder, zone)      # before any request is spent
   if not overwrite and (info := _done(folder, meta, cat, year)) is not None:

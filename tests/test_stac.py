@@ -357,3 +357,12 @@ def test_item_epsg_from_the_item():
   assert scenes.item_epsg({"s2:mgrs_tile": "31UCP"}) == 32631
   assert scenes.item_epsg({"s2:mgrs_tile": "21JUK"}) == 32721     # south of the equator
   assert scenes.item_epsg({}) is None
+
+
+def test_zone_off_the_10m_grid_is_refused_before_any_request(few, tmp_path):
+  import dataclasses
+  d, zone, _ = few
+  with StacServer(d) as server:
+    with pytest.raises(PrepError, match="off the 10 m Sentinel-2 grid"):
+      _run(server, dataclasses.replace(zone, x0=zone.x0 + 5), tmp_path / "z")
+    assert server.requests == {}
