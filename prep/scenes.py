@@ -110,7 +110,8 @@ def item_epsg(props: dict) -> int | None:
   code = str(props.get("proj:code") or "")
   if code.upper().startswith("EPSG:"):
     return int(code[5:])
-  mgrs = str(props.get("s2:mgrs_tile") or props.get("mgrs:utm_zone") or "")
+  mgrs = str(props.get("s2:mgrs_tile") or f"{props.get('mgrs:utm_zone', '')}"
+             f"{props.get('mgrs:latitude_band', '')}")
   m = re.match(r"^(\d{1,2})([C-X])", mgrs.upper())
   if m:
     return (32600 if m.group(2) >= "N" else 32700) + int(m.group(1))

@@ -356,6 +356,7 @@ def test_item_epsg_from_the_item():
   assert scenes.item_epsg({"proj:code": "EPSG:32630"}) == 32630
   assert scenes.item_epsg({"s2:mgrs_tile": "31UCP"}) == 32631
   assert scenes.item_epsg({"s2:mgrs_tile": "21JUK"}) == 32721     # south of the equator
+  assert scenes.item_epsg({"mgrs:utm_zone": 30, "mgrs:latitude_band": "T"}) == 32630
   assert scenes.item_epsg({}) is None
 
 
