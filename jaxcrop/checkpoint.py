@@ -27,7 +27,7 @@ import numpy as np
 from etils import epath
 import orbax.checkpoint as ocp
 
-from jaxcrop.input_pipeline import DatasetMeta
+from cropcontracts.dataset_meta import DatasetMeta, unet_min_side
 from jaxcrop.models import build_model
 
 BEST_METRIC = "val_macro_f1"
@@ -104,7 +104,7 @@ def load_trained(workdir, which: str = "best") -> Trained:
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
   meta = DatasetMeta.from_json((workdir / "dataset_meta.json").read_text())
   model = build_model(config.model, meta.num_classes)
-  m = 2 ** (len(config.model.unet.widths) - 1)
+  m = unet_min_side(len(config.model.unet.widths))
   x = jnp.zeros((1, len(meta.months), m, m, len(meta.bands)), jnp.float32)
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
   # Restore replicated on this machine's devices, whatever topology saved it.

@@ -14,17 +14,8 @@ findings about Sentinel-2 imagery.
   (said in the line: `reference_timed_pixels`, `reference_scaled_to_pixels`);
   ours always runs on the whole zone. Repeats of ours and of the loop
   alternate, so that both see the same load on a shared machine.
-- stac_zone_year: one zone-year of the demo region through `prep stac` from a
-  STAC API + COG server on 127.0.0.1 (tests/stac_server.py: real pystac-client
-  paging, real GDAL HTTP range reads) vs the local route on the same files;
-  `identical` = both zone folders' s2.tif and valid_count.tif are the same
-  bytes; `bytes_ratio` = bytes the server sent / size of the zone's items'
-  files (B02 B03 B04 B08 SCL), the evidence that only the zone's window is
-  read. The full demo (256-px zones in 1636 x 552 px scenes of 256-px tiles) is
-  written first unless `--stac-demo DIR` holds one (`--stac-small`: the small
-  demo, whose 20 kB files are read almost whole: GDAL's first request of a file
-  is 16 kB). Loopback: no network latency, so the time ratio is the cost of
-  HTTP + GDAL's /vsicurl/ over local files, not a forecast for a real archive.
+- stac_zone_year: in `python -m benchmarks.stac` (it needs the loopback
+  catalogue of tests/, which prep may not import).
 """
 from __future__ import annotations
 
@@ -99,45 +90,6 @@ def bench_gap_fill(size: int = 1000, months: int = 12, p_missing: float = 0.1,
                shape=f"T={months} C=4 H=W={size}", missing_fraction=p_missing)
 
 
-def bench_stac(demo_dir=None, *, small: bool = False, workers: int = 4) -> dict:
-  """One zone-year, STAC route on the loopback server vs the local route."""
-  import pathlib
-  import tempfile
-  from prep import demo, scenes, stac
-  from prep.zones import read_zones
-  from tests.stac_server import StacServer      # a repository checkout's helper
-  with tempfile.TemporaryDirectory() as tmp:
-    tmp = pathlib.Path(tmp)
-    raw = pathlib.Path(demo_dir) / "raw" if demo_dir else tmp / "demo" / "raw"
-    demo.write_raw(raw, small=small, progress=False)
-    zone = read_zones(raw / "zones.csv")[0]
-    with warnings.catch_warnings():
-      warnings.simplefilter("ignore", UserWarning)        # months gap filled
-      local_s, _ = _best(lambda: scenes.composite_zone_from_scenes(
-          raw / "scenes", zone, tmp / "local" / zone.zone_id, progress=False), 1)
-      with StacServer(raw / "scenes", page_size=20) as server:
-        cat = stac.catalog(server.url)
-        stac_s, info = _best(lambda: stac.composite_zone_from_stac(
-            zone, tmp / "stac" / zone.zone_id, cat=cat, workers=workers,
-            progress=False), 1)
-        sent = sum(server.bytes_sent.values())
-        pages = server.requests["/search"]
-    files = [p for p in (raw / "scenes").glob("*/*.tif")]
-    size = sum(p.stat().st_size for p in files)
-    same = all((tmp / "local" / zone.zone_id / f).read_bytes()
-               == (tmp / "stac" / zone.zone_id / f).read_bytes()
-               for f in ("s2.tif", "valid_count.tif"))
-  rec = dict(name="stac_zone_year", ours_s=round(stac_s, 3),
-             reference="local route on the same COG files", reference_s=round(local_s, 3),
-             ratio=round(local_s / stac_s, 2), identical=bool(same),
-             zone=f"{zone.zone_id} {zone.width}x{zone.height}", items=info["scenes_used"],
-             search_pages=pages, workers=workers, bytes_requested=sent,
-             bytes_of_files=size, bytes_ratio=round(sent / size, 3),
-             demo="small" if small else "full")
-  print(json.dumps(rec), flush=True)
-  return rec
-
-
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(prog="python -m prep.bench", description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -145,16 +97,10 @@ def main(argv=None) -> int:
   ap.add_argument("--repeats", type=int, default=3, help="composite_median repeats")
   ap.add_argument("--gap-repeats", type=int, default=5,
                   help="gap_fill repeats (alternating ours / loop; both are short)")
-  ap.add_argument("--stac", choices=("full", "small", "no"), default="full",
-                  help="stac_zone_year on the full demo (written first, ~2-3 min), "
-                       "the small one, or not at all (default: %(default)s)")
-  ap.add_argument("--stac-demo", default=None, metavar="DIR",
-                  help="a demo folder (python -m prep demo --out DIR) to reuse")
   args = ap.parse_args(argv)
   results = [bench_median(args.size, repeats=args.repeats),
              bench_gap_fill(args.size, repeats=args.gap_repeats)]
-  if args.stac != "no":
-    results.append(bench_stac(args.stac_demo, small=args.stac == "small"))
+
   return 0 if all(r["identical"] for r in results) else 1
 
 

@@ -60,12 +60,12 @@ import numpy as np
 
 from prep import composite as composite_lib
 from prep import s2_products
-from prep import zonefolder
-from prep.errors import PrepError
-from prep.zones import Zone
+from cropcontracts import zonefolder
+from cropcontracts.errors import UserError
+from cropcontracts.zone import Zone
 
-BAND_FILES = ("B02", "B03", "B04", "B08")   # zonefolder.BANDS B2 B3 B4 B8
-VALID_SCL = (4, 5, 6, 7)                    # vegetation, bare soil, water, unclassified
+BAND_FILES = tuple(f"B{b[1:]:0>2}" for b in zonefolder.BANDS)  # B02 B03 B04 B08
+VALID_SCL = tuple(sorted(zonefolder.VALID_SCL))
 _SAFE_NAME = re.compile(r"^S2[ABCD]_MSIL2A_(\d{8})T\d{6}_")
 
 
@@ -128,7 +128,7 @@ def item_scene(item: dict, resolve: Callable[[str, str | None], Any]) -> Scene:
       when the item has no such asset.
   Raises:
     KeyError, ValueError, TypeError on an item without a usable date;
-    PrepError on an item without the baseline its date needs (`s2_products`).
+    UserError on an item without the baseline its date needs (`s2_products`).
   """
   props = item["properties"]
   stamp = props.get("datetime") or props["start_datetime"]
@@ -150,7 +150,7 @@ def _stac_scene(item_json: pathlib.Path) -> Scene:
     item = dict(item, id=item.get("id") or folder.name)
     scene = item_scene(item, lambda band, href: _asset_path(folder, href, band))
   except (OSError, ValueError, KeyError, TypeError) as e:
-    raise PrepError(f"{item_json}: not a STAC item with properties.datetime ({e!r}); "
+    raise UserError(f"{item_json}: not a STAC item with properties.datetime ({e!r}); "
                     f"fix or remove the scene folder {folder}") from None
   return dataclasses.replace(scene, epsg=None)     # local files: their header decides
 
@@ -189,14 +189,14 @@ def _asset_path(folder: pathlib.Path, href: str | None, band: str) -> pathlib.Pa
 def _safe_scene(safe: pathlib.Path) -> Scene:
   m = _SAFE_NAME.match(safe.name)
   if not m:
-    raise PrepError(f"{safe}: not a Sentinel-2 L2A product name (expected "
+    raise UserError(f"{safe}: not a Sentinel-2 L2A product name (expected "
                     f"S2A_MSIL2A_YYYYMMDDTHHMMSS_Nxxxx_…); rename or remove it")
   date = datetime.datetime.strptime(m.group(1), "%Y%m%d").date()
 
   def one(pattern: str, what: str) -> pathlib.Path:
     hits = sorted(safe.glob(f"GRANULE/*/IMG_DATA/{pattern}"))
     if not hits:
-      raise PrepError(f"{safe}: scene lacks {what} (GRANULE/*/IMG_DATA/{pattern}); "
+      raise UserError(f"{safe}: scene lacks {what} (GRANULE/*/IMG_DATA/{pattern}); "
                       f"re-download the product or remove it")
     return hits[0]
 
@@ -210,11 +210,11 @@ def _safe_scene(safe: pathlib.Path) -> Scene:
 def discover_scenes(scene_dir) -> list[Scene]:
   """All scenes under `scene_dir` (module docstring), sorted by date and id.
 
-  Raises PrepError when the folder is missing or holds no scene.
+  Raises UserError when the folder is missing or holds no scene.
   """
   root = pathlib.Path(scene_dir)
   if not root.is_dir():
-    raise PrepError(f"{root}: scene folder not found")
+    raise UserError(f"{root}: scene folder not found")
   scenes = [_safe_scene(p) for p in sorted(root.rglob("*.SAFE")) if p.is_dir()]
   for item in sorted(root.rglob("*.json")):
     if item.stem == item.parent.name and ".SAFE" not in str(item):
@@ -223,7 +223,7 @@ def discover_scenes(scene_dir) -> list[Scene]:
     zipped = sorted(root.rglob("S2*_MSIL2A_*.zip"))
     hint = (f"; {zipped[0].name} and {len(zipped) - 1} more are zipped: unzip them "
             f"first" if zipped else "")
-    raise PrepError(f"{root}: no Sentinel-2 L2A scene found; expected "
+    raise UserError(f"{root}: no Sentinel-2 L2A scene found; expected "
                     f"<item_id>/<item_id>.json STAC items with B02 B03 B04 B08 SCL "
                     f".tif beside them, or *.SAFE products{hint}")
   return sorted(scenes, key=lambda s: (s.date, s.scene_id))
@@ -232,12 +232,12 @@ def discover_scenes(scene_dir) -> list[Scene]:
 def _open(path: pathlib.Path, scene: Scene):
   import rasterio
   if not path.is_file():
-    raise PrepError(f"{path}: scene {scene.scene_id} lacks this band; re-download "
+    raise UserError(f"{path}: scene {scene.scene_id} lacks this band; re-download "
                     f"the scene or remove its folder")
   try:
     return rasterio.open(path)
   except rasterio.errors.RasterioError as e:
-    raise PrepError(f"{path}: unreadable ({e}); the file may be truncated or "
+    raise UserError(f"{path}: unreadable ({e}); the file may be truncated or "
                     f"corrupt — re-download scene {scene.scene_id} or remove it") from None
 
 
@@ -248,11 +248,11 @@ def footprint(scene: Scene) -> tuple[str, tuple[float, float, float, float]]:
   """
   for path in (*scene.bands, scene.scl):
     if not path.is_file():
-      raise PrepError(f"{path}: scene {scene.scene_id} lacks this band; re-download "
+      raise UserError(f"{path}: scene {scene.scene_id} lacks this band; re-download "
                       f"the scene or remove its folder")
   with _open(scene.bands[0], scene) as src:
     if src.crs is None:
-      raise PrepError(f"{scene.bands[0]}: no CRS; re-download scene {scene.scene_id}")
+      raise UserError(f"{scene.bands[0]}: no CRS; re-download scene {scene.scene_id}")
     return src.crs.to_string(), tuple(src.bounds)
 
 
@@ -336,7 +336,7 @@ def _warp(path: pathlib.Path, scene: Scene, zone: Zone, dtype) -> np.ndarray:
     try:
       return warp_band(src, zone, dtype)
     except (rasterio.errors.RasterioError, CPLE_BaseError) as e:
-      raise PrepError(f"{path}: unreadable ({e}); the file may be truncated or "
+      raise UserError(f"{path}: unreadable ({e}); the file may be truncated or "
                       f"corrupt — re-download scene {scene.scene_id} or remove it") from None
 
 
@@ -391,7 +391,7 @@ def composite_scenes(scenes: list[Scene], zone: Zone, out_folder, *, year: int,
   """
   from tqdm import tqdm
   T = 12
-  months = [f"{year}-{m:02d}" for m in range(1, T + 1)]
+  months = zonefolder.month_labels(year, T)
   comp = np.zeros((T, len(BAND_FILES), *zone.shape), np.uint16)
   counts = np.zeros((T, *zone.shape), np.uint8)
   per_month = [0] * T
@@ -444,7 +444,7 @@ def composite_zone_from_scenes(scene_dir, zone: Zone, out_folder, *, year: int =
     and acquisitions per month, months without scene, gap-filled fraction,
     nodata pixels).
   Raises:
-    PrepError on a zone off the 10 m grid, a missing folder, no scene, no
+    UserError on a zone off the 10 m grid, a missing folder, no scene, no
     scene of `year` over the zone, a scene missing a band or its baseline, or
     an unreadable raster (naming the file).
   """
@@ -455,7 +455,7 @@ def composite_zone_from_scenes(scene_dir, zone: Zone, out_folder, *, year: int =
   of_year = [s for s in found if s.date.year == year]
   inside = [s for s in of_year if covers(s, zone)]
   if not inside:
-    raise PrepError(
+    raise UserError(
         f"zone {zone.zone_id}: none of the {len(found)} scenes in {scene_dir} is of "
         f"{year} and covers the zone ({len(of_year)} of {year}, bounds "
         f"{zone.bounds} in {zone.crs}); add scenes of that tile and year")

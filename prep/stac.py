@@ -63,9 +63,10 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from prep import atomic, s2_products, scenes, zonefolder
-from prep.errors import PrepError
-from prep.zones import Zone
+from cropcontracts import atomic, zonefolder
+from cropcontracts.errors import UserError
+from cropcontracts.zone import Zone
+from prep import s2_products, scenes
 
 CACHE_DIR = ".stac_cache"
 SOURCE = "stac"
@@ -116,7 +117,7 @@ def catalog(name_or_url: str, collection: str | None = None) -> Catalog:
   elif re.match(r"^https?://", name_or_url):
     cat = Catalog(name_or_url, name_or_url.rstrip("/"))
   else:
-    raise PrepError(f"--catalog {name_or_url!r}: not a known catalogue "
+    raise UserError(f"--catalog {name_or_url!r}: not a known catalogue "
                     f"({', '.join(CATALOGS)}) nor an http(s):// STAC API URL")
   return dataclasses.replace(cat, collection=collection) if collection else cat
 
@@ -140,10 +141,10 @@ def gdal_options(cat: Catalog, *, http_retries: int = 3, timeout_s: int = 30) ->
 
 
 def check_env(cat: Catalog) -> None:
-  """A PrepError naming the missing environment variables of `cat`, if any."""
+  """A UserError naming the missing environment variables of `cat`, if any."""
   missing = [v for v in cat.env if not os.environ.get(v)]
   if missing:
-    raise PrepError(f"catalogue {cat.name}: set {' and '.join(missing)} (the S3 keys "
+    raise UserError(f"catalogue {cat.name}: set {' and '.join(missing)} (the S3 keys "
                     f"of a Copernicus Data Space account, "
                     f"https://eodata-s3keysmanager.dataspace.copernicus.eu)")
 
@@ -177,7 +178,7 @@ def search_items(cat: Catalog, zone: Zone, year: int, *,
   """The items of `cat.collection` intersecting `zone` in `year`, all pages.
 
   Raises:
-    PrepError (one line) when the catalogue is unreachable, is not a STAC API
+    UserError (one line) when the catalogue is unreachable, is not a STAC API
     with item search, or refuses the search.
   """
   import pystac
@@ -196,7 +197,7 @@ def search_items(cat: Catalog, zone: Zone, year: int, *,
   except (APIError, ClientTypeError, NotImplementedError, pystac.STACError,
           pystac.STACTypeError, requests.RequestException, OSError, ValueError) as e:
     reason = " ".join(str(e).split())[:200]
-    raise PrepError(f"catalogue {where}: unreachable, not a STAC API or refused the "
+    raise UserError(f"catalogue {where}: unreachable, not a STAC API or refused the "
                     f"search of {cat.collection} ({type(e).__name__}: {reason}); check "
                     f"the network and --catalog, or rerun later") from None
 
@@ -318,24 +319,24 @@ class WindowReader:
         return self._read_once(href, dtype, fresh_cache=attempt > 0 or resigned)
       except Forbidden as e:
         if resigned or self.cat.sign is None:
-          raise PrepError(f"{where}: access refused ({e}) at {asset.href}; "
+          raise UserError(f"{where}: access refused ({e}) at {asset.href}; "
                           f"{'the signature was renewed once; ' if resigned else ''}"
                           f"check the catalogue's credentials") from None
         href, resigned = sign(asset.href, True), True
       except Transient as e:
         if attempt == self.retries:
-          raise PrepError(f"{where}: still failing after {self.retries} retries ({e}) "
+          raise UserError(f"{where}: still failing after {self.retries} retries ({e}) "
                           f"at {asset.href}; rerun the same command later, it resumes "
                           f"where it stopped") from None
         self.sleep(self.base_delay * 2**attempt)
-    raise PrepError(f"{where}: access refused after re-signing at {asset.href}")
+    raise UserError(f"{where}: access refused after re-signing at {asset.href}")
 
   def fetch(self, scene: scenes.Scene) -> None:
     """The five zone windows of `scene` into the cache (only those missing).
 
     Raises:
       Defect when an asset is not found or not a raster (skip the item);
-      PrepError when a read keeps failing or access is refused.
+      UserError when a read keeps failing or access is refused.
     """
     for asset in (*scene.bands, scene.scl):
       path = self._path(scene, asset.band)
@@ -395,10 +396,10 @@ def _scene(item: dict) -> scenes.Scene:
   try:
     scene = scenes.item_scene(item, Asset)
   except (KeyError, ValueError, TypeError) as e:
-    raise PrepError(f"item {item.get('id')!r}: no usable properties.datetime ({e!r}); "
+    raise UserError(f"item {item.get('id')!r}: no usable properties.datetime ({e!r}); "
                     f"the catalogue answered a malformed item") from None
   if not scene.scene_id:
-    raise PrepError("the catalogue answered an item without id")
+    raise UserError("the catalogue answered an item without id")
   return scene
 
 
@@ -406,7 +407,7 @@ def _fetch_all(reader: WindowReader, items: list[scenes.Scene], workers: int,
                progress: bool) -> dict[str, str]:
   """`reader.fetch` of every item, `workers` at once; {item id: defect} of those skipped.
 
-  The first PrepError cancels what has not started and is raised.
+  The first UserError cancels what has not started and is raised.
   """
   from rasterio.errors import NotGeoreferencedWarning
   from tqdm import tqdm
@@ -456,7 +457,7 @@ def composite_zone_from_stac(zone: Zone, out_folder, *, cat: Catalog,
   Returns:
     the `imagery` info written to meta.json.
   Raises:
-    PrepError on a zone off the 10 m grid, an unreachable catalogue, an item
+    UserError on a zone off the 10 m grid, an unreachable catalogue, an item
     without the baseline its date needs, no usable item, a read that keeps
     failing or refused access (one line naming item and band).
   """
@@ -491,7 +492,7 @@ def composite_zone_from_stac(zone: Zone, out_folder, *, cat: Catalog,
                   stacklevel=2)
   inside = [s for s in usable if s.scene_id not in unreadable]
   if not inside:
-    raise PrepError(
+    raise UserError(
         f"zone {zone.zone_id}: catalogue {cat.name} has no readable item of "
         f"{cat.collection} over the zone in {year} ({len(items)} found, "
         f"{len(of_year) - len(kept)} above --max-cloud, {len(missing)} lacking an "

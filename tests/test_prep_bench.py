@@ -5,7 +5,7 @@ from prep import bench
 
 
 def test_prep_bench_lines(capsys):
-  rc = bench.main(["--size", "64", "--repeats", "1", "--gap-repeats", "1", "--stac", "no"])
+  rc = bench.main(["--size", "64", "--repeats", "1", "--gap-repeats", "1"])
   lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
   assert rc == 0
   assert [l["name"] for l in lines] == ["composite_median", "gap_fill"]

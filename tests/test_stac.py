@@ -11,8 +11,9 @@ import warnings
 import numpy as np
 import pytest
 
-from prep import cli, demo, scenes, stac, zonefolder
-from prep.errors import PrepError
+from cropcontracts import zonefolder
+from cropcontracts.errors import UserError
+from prep import cli, demo, scenes, stac
 from prep.zones import read_zones
 from tests.stac_server import StacServer
 
@@ -106,7 +107,7 @@ def _wide_item(folder: pathlib.Path, iid: str) -> None:
 
 def test_only_the_zone_window_is_read(tmp_path):
   """Range reads: a 40 px zone inside one 256-px tile of a 1024 px scene reads ~1/16."""
-  from prep.zones import Zone
+  from cropcontracts.zone import Zone
   _wide_item(tmp_path / "scenes" / "wide", "wide")
   zone = Zone("w_0", "Test", "Town", 0, 32631, x0=403_000.0, y0=5_007_240.0,
               width=40, height=40)
@@ -152,7 +153,7 @@ def test_read_that_keeps_failing_stops_and_a_rerun_reads_only_the_rest(few, tmp_
   out = tmp_path / "stac"
   with StacServer(d) as server:
     server.fail(f"{names[2]}/SCL.tif", 500)
-    with pytest.raises(PrepError) as e:
+    with pytest.raises(UserError) as e:
       _run(server, zone, out, workers=1, retries=2)
     msg = str(e.value)
     assert "\n" not in msg
@@ -215,7 +216,7 @@ def test_403_re_signs_once(few, tmp_path):
   with StacServer(d) as server:
     cat = stac.Catalog("signed", server.url, sign=lambda href, fresh: href + "?sig=x")
     server.require_sig(f"{names[0]}/B02.tif", "new")
-    with pytest.raises(PrepError, match=f"item {names[0]} band B02: access refused .*"
+    with pytest.raises(UserError, match=f"item {names[0]} band B02: access refused .*"
                        "the signature was renewed once; check the catalogue's"):
       _run(server, zone, tmp_path / "refused", cat=cat)
   assert not (tmp_path / "refused" / "meta.json").exists()
@@ -241,7 +242,7 @@ def test_not_a_stac_api_is_one_line(few):
     for url in (f"{server.url}/files/{names[0]}/{names[0]}.json",    # an item
                 f"{server.url}/files/{names[0]}/B02.tif",             # not JSON
                 f"{server.url}/nowhere"):                             # 404
-      with pytest.raises(PrepError, match=f"catalogue {url}: unreachable, not a STAC API"):
+      with pytest.raises(UserError, match=f"catalogue {url}: unreachable, not a STAC API"):
         stac.search_items(stac.catalog(url), zone, 2023)
 
 
@@ -290,13 +291,13 @@ def test_catalog_names_paths_env_and_error_kinds(monkeypatch):
   assert stac.catalog("earth-search").url == "https://earth-search.aws.element84.com/v1"
   assert stac.catalog("planetary-computer").sign is not None
   assert stac.catalog("https://x.test/api/", "s2").collection == "s2"
-  with pytest.raises(PrepError, match="--catalog 'aws': not a known catalogue"):
+  with pytest.raises(UserError, match="--catalog 'aws': not a known catalogue"):
     stac.catalog("aws")
   assert stac.gdal_path("https://h/a.tif") == "/vsicurl/https://h/a.tif"
   assert stac.gdal_path("s3://eodata/S2/B02.jp2") == "/vsis3/eodata/S2/B02.jp2"
   monkeypatch.delenv("CDSE_S3_SECRET_KEY", raising=False)
   monkeypatch.setenv("CDSE_S3_ACCESS_KEY", "k")
-  with pytest.raises(PrepError, match="catalogue cdse: set CDSE_S3_SECRET_KEY"):
+  with pytest.raises(UserError, match="catalogue cdse: set CDSE_S3_SECRET_KEY"):
     stac.check_env(stac.catalog("cdse"))
   opts = stac.gdal_options(stac.catalog("cdse"))
   assert opts["AWS_ACCESS_KEY_ID"] == "k" and opts["AWS_VIRTUAL_HOSTING"] == "FALSE"
@@ -308,7 +309,7 @@ def test_catalog_names_paths_env_and_error_kinds(monkeypatch):
 
 
 def test_bench_line_stac_vs_local(small_demo, capsys):
-  from prep import bench
+  from benchmarks import stac as bench
   root, zones = small_demo
   rec = bench.bench_stac(root, small=True, workers=2)
   assert json.loads(capsys.readouterr().out) == rec
@@ -364,6 +365,6 @@ def test_zone_off_the_10m_grid_is_refused_before_any_request(few, tmp_path):
   import dataclasses
   d, zone, _ = few
   with StacServer(d) as server:
-    with pytest.raises(PrepError, match="off the 10 m Sentinel-2 grid"):
+    with pytest.raises(UserError, match="off the 10 m Sentinel-2 grid"):
       _run(server, dataclasses.replace(zone, x0=zone.x0 + 5), tmp_path / "z")
     assert server.requests == {}

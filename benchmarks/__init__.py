@@ -1,0 +1,1 @@
+"""Benchmarks beside the library: `python -m benchmarks.<name>`."""
