@@ -1,13 +1,14 @@
 """`python -m benchmarks [STAGE ...]`: one JSON line per speed measure, each against a reference.
 
-  python -m benchmarks                 # every stage: prep, data, train, predict
+  python -m benchmarks                 # every stage: prep, data, train, predict, stac
   python -m benchmarks prep            # gap filling and median compositing only
   python -m benchmarks data train      # the input pipeline and the train step
 
 Stages: `prep` (median composite, gap fill: benchmarks/composite.py), `data` (the
 input pipeline: benchmarks/data.py), `train` (the train step against the same
 network in PyTorch: benchmarks/train.py), `predict` (whole-zone prediction:
-benchmarks/predict.py). Each stage runs in its own process: TensorFlow and
+benchmarks/predict.py), `stac` (a zone-year through a loopback STAC catalogue against
+the local route: benchmarks/stac.py). Each stage runs in its own process: TensorFlow and
 PyTorch do not share a process safely, and a fresh process keeps one stage's
 threads and caches out of another's timings. When both `data` and `train` run,
 a last line ties them together: how many times faster the input pipeline
@@ -24,7 +25,8 @@ import subprocess
 import sys
 
 STAGES = {"prep": "benchmarks.composite", "data": "benchmarks.data",
-          "train": "benchmarks.train", "predict": "benchmarks.predict"}
+          "train": "benchmarks.train", "predict": "benchmarks.predict",
+          "stac": "benchmarks.stac"}
 
 
 def pipeline_vs_step(lines: list[dict]) -> dict | None:

@@ -15,6 +15,8 @@ findings about Sentinel-2 imagery.
   (said in the line: `reference_timed_pixels`, `reference_scaled_to_pixels`);
   ours always runs on the whole zone. Repeats of ours and of the loop
   alternate, so that both see the same load on a shared machine.
+- stac_zone_year: in `python -m benchmarks.stac` (it needs the loopback
+  catalogue of tests/, which prep may not import).
 """
 from __future__ import annotations
 
@@ -141,6 +143,7 @@ def main(argv=None) -> int:
   args = ap.parse_args(argv)
   results = [bench_median(args.size, repeats=args.repeats),
              bench_gap_fill(args.size, repeats=args.gap_repeats)]
+
   return 0 if all(r["identical"] for r in results) else 1
 
 

@@ -3,6 +3,7 @@
   zones      list the study zones, or re-select them from ESA WorldCover (Earth Engine)
   gee        monthly composites of zones through Earth Engine
   composite  monthly composites of zones from local Sentinel-2 L2A scenes (SAFE or STAC/COG)
+  stac       monthly composites of zones from a STAC catalogue's COGs (zone windows only)
   labels     parcel and class rasters of zones from the RPG
   demo       a synthetic demo region, raw inputs and zone folders, offline
 
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
             python -m prep zones
             python -m prep demo --out /tmp/demo
             python -m prep composite --scenes scenes/ --all --out data/zones
+            python -m prep stac --catalog earth-search --all --out data/zones
             python -m prep labels --rpg RPG_2023.gpkg --all --out data/zones
           Run `python -m prep <command> --help` for each command."""))
   parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -128,6 +130,57 @@ def build_parser() -> argparse.ArgumentParser:
   p.set_defaults(run=run_composite)
 
   p = sub.add_parser(
+      "stac", formatter_class=_Formatter, help="composites from a STAC catalogue's COGs",
+      description=_doc("""
+          Monthly median composites of each zone from a public STAC catalogue
+          of Sentinel-2 L2A Cloud-Optimized GeoTIFFs, without downloading whole
+          tiles: the items intersecting the zone in the year are searched
+          (pystac-client, all pages) and only the zone's window of B02 B03 B04
+          B08 and SCL is read from each (GDAL HTTP range requests), then the
+          local route's masking, harmonization, median, gap filling and zone
+          folder, into OUT/<zone_id>/. Fetched windows are cached in
+          OUT/<zone_id>/.stac_cache, so an interrupted run resumes; a zone
+          already composited from the same catalogue and year is skipped.
+          Items lacking an asset, or whose asset answers 404 or is not a
+          raster, are skipped with a warning and listed in meta.json.
+
+          catalogues:
+            earth-search        Earth Search (AWS), public, no account
+            planetary-computer  Microsoft Planetary Computer; URLs signed by the
+                                planetary-computer package (optional
+                                PC_SDK_SUBSCRIPTION_KEY), re-signed once on 403
+            cdse                Copernicus Data Space; its S3 keys in
+                                CDSE_S3_ACCESS_KEY and CDSE_S3_SECRET_KEY
+            <URL>               any STAC API serving the collection"""),
+      epilog=_doc("""
+          examples:
+            python -m prep stac --catalog earth-search --zones chartres_0 --out data/zones
+            python -m prep stac --catalog planetary-computer --all --year 2023 --out data/zones
+            CDSE_S3_ACCESS_KEY=… CDSE_S3_SECRET_KEY=… \\
+                python -m prep stac --catalog cdse --all --out data/zones"""))
+  _zone_args(p)
+  p.add_argument("--catalog", default="earth-search", metavar="NAME|URL",
+                 help="earth-search, planetary-computer, cdse or a STAC API URL "
+                      "(default: %(default)s)")
+  p.add_argument("--collection", default=None,
+                 help="collection id (default: sentinel-2-l2a)")
+  p.add_argument("--out", type=pathlib.Path, required=True, metavar="DIR",
+                 help="folder of zone folders")
+  p.add_argument("--year", type=int, default=2023,
+                 help="year of the composites (default: %(default)s)")
+  p.add_argument("--max-cloud", type=float, default=None, metavar="PERCENT",
+                 help="skip items whose tile eo:cloud_cover exceeds PERCENT before "
+                      "reading them. A speed knob only: the figure is the whole "
+                      "110 km tile's, so a cloudy tile may be clear over the zone "
+                      "and months with few acquisitions lose them (default: no "
+                      "filter)")
+  p.add_argument("--workers", type=int, default=4,
+                 help="remote windows read at once (default: %(default)s)")
+  p.add_argument("--overwrite", action="store_true",
+                 help="recompute zones already composited from this catalogue and year")
+  p.set_defaults(run=run_stac)
+
+  p = sub.add_parser(
       "labels", formatter_class=_Formatter, help="labels from the RPG",
       description=_doc("""
           Parcel raster, tier-3 class raster and parcel table of each zone from
@@ -205,10 +258,17 @@ def _zones(args) -> list:
   return zones_lib.select(table, None if getattr(args, "all", False) else args.zones)
 
 
-def _each_zone(args, desc: str, fn) -> list:
-  """Runs fn(zone, folder) for the selected zones, with a progress bar."""
+def _each_zone(args, desc: str, fn, *, check=None) -> list:
+  """Runs fn(zone, folder) for the selected zones, with a progress bar.
+
+  `check(zone, table)` runs first on every selected zone, so that a bad row
+  stops the run before any zone is processed.
+  """
+  from prep import zones as zones_lib
   from tqdm import tqdm
   zones = _zones(args)
+  for zone in zones if check else ():
+    check(zone, args.zones_csv or zones_lib.ZONES_CSV)
   with tqdm(zones, desc=desc, unit="zone", disable=args.quiet) as bar:
     for zone in bar:
       fn(zone, args.out / zone.zone_id)
@@ -257,17 +317,27 @@ def format_zones(zones) -> str:
 
 
 def run_gee(args) -> None:
-  from prep import gee
+  from prep import gee, s2_products
   _each_zone(args, "gee composites", lambda zone, folder: gee.composite_zone_from_gee(
       zone, folder, year=args.year, progress=False, project=args.project,
-      overwrite=args.overwrite))
+      overwrite=args.overwrite), check=s2_products.check_zone_grid)
 
 
 def run_composite(args) -> None:
   _need(args.scenes, "scene folder", folder=True)
-  from prep import scenes
+  from prep import s2_products, scenes
   _each_zone(args, "composites", lambda zone, folder: scenes.composite_zone_from_scenes(
-      args.scenes, zone, folder, year=args.year, progress=False))
+      args.scenes, zone, folder, year=args.year, progress=False),
+      check=s2_products.check_zone_grid)
+
+
+def run_stac(args) -> None:
+  from prep import s2_products, stac
+  cat = stac.catalog(args.catalog, args.collection)
+  _each_zone(args, "stac composites", lambda zone, folder: stac.composite_zone_from_stac(
+      zone, folder, cat=cat, year=args.year, max_cloud=args.max_cloud,
+      workers=args.workers, overwrite=args.overwrite, progress=False),
+      check=s2_products.check_zone_grid)
 
 
 def run_labels(args) -> None:

@@ -28,7 +28,7 @@ def test_every_stage_by_default_a_subset_on_request(monkeypatch, capsys):
   with pytest.raises(SystemExit) as e:
     cli.main(["prep", "trian"])
   assert e.value.code == 2
-  assert "unknown stage(s) trian; choose from prep, data, train, predict" in \
+  assert "unknown stage(s) trian; choose from prep, data, train, predict, stac" in \
       capsys.readouterr().err
 
 

@@ -10,7 +10,7 @@ from prep import cli
 from prep import demo
 from prep import zones as Z
 
-COMMANDS = ("zones", "gee", "composite", "labels", "demo")
+COMMANDS = ("zones", "gee", "composite", "stac", "labels", "demo")
 
 
 @pytest.fixture(scope="module")
