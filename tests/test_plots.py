@@ -73,10 +73,10 @@ def zone(tmp_path_factory):
 
 
 def _predict(zone, maps):
-  from jaxcrop import predict
-  pred = predict.predict_zone(*pt.init(pt.PixelModel()), zone, pt.make_meta(), tile=16,
+  from jaxcrop.maps import geotiff, tiling
+  pred = tiling.predict_zone(*pt.init(pt.PixelModel()), zone, pt.make_meta(), tile=16,
                               overlap=4)
-  return predict.write_outputs(zone, pred, NOM, maps)
+  return geotiff.write_outputs(zone, pred, NOM, maps)
 
 
 def test_class_rgb_uses_nomenclature_colors_and_grey_for_ignore():
