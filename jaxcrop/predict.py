@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
-from typing import Sequence
-
 from jaxcrop import cli
 from jaxcrop.maps.checks import (PredictError, check_compatible, check_output, check_tile,
                                  check_tiling, checkpoint_nomenclature)
@@ -23,15 +21,7 @@ from jaxcrop.maps.geotiff import write_outputs
 from jaxcrop.maps.parcels import check_rpg
 from jaxcrop.maps.tiling import (DEFAULT_BATCH, DEFAULT_OVERLAP, DEFAULT_TILE, blend_window,
                                  make_tile_fn, predict_zone, score)
-from prep.zonefolder import ZoneFolder, find_zones, open_zone
-
-
-def resolve_zones(paths: Sequence[str]) -> list[ZoneFolder]:
-  """Zone folders from a list of zone folders or folders of zone folders."""
-  zones = []
-  for p in map(pathlib.Path, paths):
-    zones += [open_zone(p)] if (p / "meta.json").is_file() else find_zones(p)
-  return zones
+from prep.zonefolder import resolve_zones
 
 
 def main(argv=None) -> int:

@@ -312,3 +312,11 @@ def find_zones(root, *, require_labels: bool = False) -> list[ZoneFolder]:
   if not found:
     raise PrepError(f"{root}: holds no zone folder (no */meta.json); run prep first")
   return sorted(found, key=lambda z: z.zone_id)
+
+
+def resolve_zones(paths) -> list[ZoneFolder]:
+  """Zone folders from a list of zone folders and/or folders of zone folders."""
+  zones = []
+  for p in map(pathlib.Path, paths):
+    zones += [open_zone(p)] if (p / "meta.json").is_file() else find_zones(p)
+  return zones
