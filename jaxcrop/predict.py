@@ -1,7 +1,12 @@
 """Crop-type maps of whole zones from a trained model: the command line.
 
   python -m jaxcrop.predict --workdir W --zone ZONES/chartres_2 --out maps
-  python -m jaxcrop.predict --workdir W --zone ZONES --out maps --probs --rpg RPG.gpkg
+  python -m jaxcrop.predict --workdir W --zone ZONES --out maps --probs
+  python -m jaxcrop.predict --workdir W --zone OLD_ZONES --out maps --rpg RPG.gpkg
+
+The parcel product takes its geometries from the zone folder (parcels.gpkg);
+only folders of format jaxcrop-zone/1, written before prep labels stored them,
+need `--rpg` (the RPG file prep read) — or a rerun of `python -m prep labels`.
 
 Each zone is cut into fixed-shape overlapping tiles, blended without seams
 (`jaxcrop.maps.tiling`), and written to `OUT/<zone_id>/` as Cloud-Optimized
@@ -14,11 +19,12 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+
 from jaxcrop import cli
 from jaxcrop.maps.checks import (PredictError, check_compatible, check_output, check_tile,
                                  check_tiling, checkpoint_nomenclature)
 from jaxcrop.maps.geotiff import write_outputs
-from jaxcrop.maps.parcels import check_rpg
+from jaxcrop.maps.parcels import check_geometries_source, check_rpg
 from jaxcrop.maps.tiling import (DEFAULT_BATCH, DEFAULT_OVERLAP, DEFAULT_TILE, blend_window,
                                  make_tile_fn, predict_zone, score)
 from prep.zonefolder import resolve_zones
@@ -50,8 +56,8 @@ def main(argv=None) -> int:
                        "%(default)s)")
   ap.add_argument("--probs", action="store_true", help="also write probabilities.tif")
   ap.add_argument("--rpg", default=None,
-                  help="RPG file for parcel geometries (else the parcel raster is "
-                       "polygonized)")
+                  help="RPG file used by prep, read only for zone folders of format "
+                       "jaxcrop-zone/1 (format 2 folders carry their parcels.gpkg)")
   ap.add_argument("--overwrite", action="store_true",
                   help="replace existing OUT/<zone_id> folders")
   args = ap.parse_args(argv)
@@ -68,6 +74,10 @@ def _run(args) -> int:
   zones = resolve_zones(args.zone)
   for z in zones:
     check_output(pathlib.Path(args.out) / z.zone_id, args.overwrite)
+    check_geometries_source(z, args.rpg)
+  if args.rpg and not any(z.has_labels and not z.has_parcel_geometries for z in zones):
+    print(f"note: --rpg {args.rpg} not read: the zone folders carry parcels.gpkg",
+          file=sys.stderr)
   from jaxcrop.checkpoint import load_trained
   try:
     trained = load_trained(args.workdir, which=args.checkpoint)

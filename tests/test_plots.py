@@ -13,7 +13,7 @@ from jaxcrop.figures import common, distribution, scores
 from jaxcrop.figures import gif as gif_figures
 from jaxcrop.figures import maps as map_figures
 from prep import nomenclature
-from tests import predict_testing as pt
+from tests import fixtures as pt
 
 NOM = nomenclature.load("v1")
 

@@ -12,7 +12,7 @@ from jaxcrop.maps import checks, geotiff, tiling
 from jaxcrop.maps import parcels as maps_parcels
 from jaxcrop.input_pipeline import normalize
 from prep import atomic, nomenclature
-from tests import predict_testing as pt
+from tests import fixtures as pt
 
 NOM = nomenclature.load("v1")
 
@@ -178,7 +178,7 @@ def test_parcel_votes_by_hand():
   assert np.isnan(v["pred_share"][2:]).all()
 
 
-def test_parcels_gpkg_majority_and_polygonized_geometry(zone, pixel_model, tmp_path):
+def test_parcels_gpkg_majority_and_the_zone_folders_geometry(zone, pixel_model, tmp_path):
   import geopandas as gpd
   pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
   folder = geotiff.write_outputs(zone, pred, NOM, tmp_path)
@@ -197,9 +197,21 @@ def test_parcels_gpkg_majority_and_polygonized_geometry(zone, pixel_model, tmp_p
     assert row.pred_name == NOM.tier3[counts.argmax()]
     assert row.class_id == table.class_id[i - 1] and row.ID_PARCEL == table.ID_PARCEL[i - 1]
     assert row.geometry.area == pytest.approx((parcels == i).sum() * 100.0)
+  assert gdf.geometry.geom_equals_exact(zone.read_parcel_geometries().geometry, 0).all()
 
 
-def test_parcels_take_rpg_geometries_when_given(zone, pixel_model, tmp_path):
+def _format_1_twin(zone, folder):
+  """A copy of the zone folder as jaxcrop-zone/1 wrote it (no parcels.gpkg)."""
+  import shutil
+  from prep.zonefolder import open_zone
+  shutil.copytree(zone.path, folder)
+  (folder / "parcels.gpkg").unlink()
+  meta = json.loads((folder / "meta.json").read_text())
+  (folder / "meta.json").write_text(json.dumps({**meta, "format": "jaxcrop-zone/1"}))
+  return open_zone(folder)
+
+
+def test_parcels_of_a_format_1_folder_take_the_rpg_geometries(zone, pixel_model, tmp_path):
   import geopandas as gpd
   import shapely
   table = zone.parcel_table()
@@ -210,10 +222,28 @@ def test_parcels_take_rpg_geometries_when_given(zone, pixel_model, tmp_path):
                               CODE_GROUP="1", SURF_PARC=1.0),
                          geometry=boxes, crs=z.crs).to_crs("EPSG:2154")
   rpg.to_file(tmp_path / "rpg.gpkg", driver="GPKG")
-  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
-  folder = geotiff.write_outputs(zone, pred, NOM, tmp_path / "out", rpg=tmp_path / "rpg.gpkg")
+  old = _format_1_twin(zone, tmp_path / "old" / zone.zone_id)
+  pred = tiling.predict_zone(*pixel_model, old, pt.make_meta(), tile=16, overlap=4)
+  folder = geotiff.write_outputs(old, pred, NOM, tmp_path / "out", rpg=tmp_path / "rpg.gpkg")
   gdf = gpd.read_file(folder / "parcels.gpkg")
   assert gdf.geometry.area.to_numpy() == pytest.approx(np.full(len(table), 30.0), rel=1e-3)
+  with pytest.raises(checks.PredictError, match=(
+      r"zone testz_0 \(.*old/testz_0\) is a jaxcrop-zone/1 folder without parcels.gpkg; "
+      r"pass --rpg with the RPG file used by prep, or rerun `python -m prep labels` for it")):
+    geotiff.write_outputs(old, pred, NOM, tmp_path / "out2")
+  # A format-2 folder's own geometries win: the RPG file is not read for it.
+  folder = geotiff.write_outputs(zone, pred, NOM, tmp_path / "out3", rpg=tmp_path / "rpg.gpkg")
+  assert gpd.read_file(folder / "parcels.gpkg").geometry.area.max() == pytest.approx(1e4)
+
+
+def test_cli_refuses_a_format_1_folder_without_rpg_before_loading(zone, tmp_path, capsys):
+  old = _format_1_twin(zone, tmp_path / "old" / zone.zone_id)
+  rc = predict.main(["--workdir", str(tmp_path / "nowhere"), "--zone", str(old.path),
+                     "--out", str(tmp_path / "maps")])
+  assert rc == 2
+  assert capsys.readouterr().err == (
+      f"error: zone testz_0 ({old.path}) is a jaxcrop-zone/1 folder without parcels.gpkg; "
+      f"pass --rpg with the RPG file used by prep, or rerun `python -m prep labels` for it\n")
 
 
 def test_cli_refuses_existing_output_before_loading_a_checkpoint(zone, tmp_path, capsys):
@@ -247,7 +277,7 @@ _MULTI_DEVICE = r"""
 import sys, numpy as np, jax
 from jaxcrop.maps import tiling
 from prep.zonefolder import open_zone
-from tests import predict_testing as pt
+from tests import fixtures as pt
 assert jax.local_device_count() == 2, jax.local_devices()
 pred = tiling.predict_zone(*pt.init(pt.ConvModel()), open_zone(sys.argv[1]),
                             pt.make_meta(), tile=16, overlap=4, batch=3, probs=True)

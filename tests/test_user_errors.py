@@ -11,7 +11,7 @@ from configs.hybrid import get_config
 from jaxcrop import cli, cv, evaluate, input_pipeline, plots, predict, train
 from prep import cli as prep_cli
 from prep.errors import PrepError
-from tests import predict_testing as pt
+from tests import fixtures as pt
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "hybrid.py"
@@ -235,7 +235,7 @@ def zone(tmp_path_factory):
     (["--tile", "0"], "--tile 0 must be a positive number of pixels"),
     (["--batch", "0"], "--batch 0 must be at least 1 tile"),
     (["--rpg", "/nowhere/rpg.gpkg"], "/nowhere/rpg.gpkg: RPG file not found (--rpg); pass the "
-     "RPG file used by prep, or leave --rpg out to polygonize the parcel raster"),
+     "RPG file used by prep, or leave --rpg out (zone folders of format 2 carry parcels.gpkg)"),
 ])
 def test_predict_arguments_fail_before_any_work(zone, extra, expected, tmp_path, capsys):
   rc, _, err = run(predict.main, ["--workdir", tmp_path / "never_read", "--zone", zone.path,

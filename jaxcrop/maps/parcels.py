@@ -1,5 +1,9 @@
 """The parcel product: the majority predicted class of every parcel of a zone, with
-its RPG attributes and geometry (one row per row of the zone's parcels.csv)."""
+its RPG attributes and geometry (one row per row of the zone's parcels.csv).
+
+Geometries come from the zone folder (parcels.gpkg, format jaxcrop-zone/2); only a
+jaxcrop-zone/1 folder needs the RPG file again (`--rpg`).
+"""
 from __future__ import annotations
 
 import pathlib
@@ -17,7 +21,7 @@ def check_rpg(path) -> None:
   p = pathlib.Path(path)
   if not p.exists():
     raise PredictError(f"{p}: RPG file not found (--rpg); pass the RPG file used by prep, "
-                       f"or leave --rpg out to polygonize the parcel raster")
+                       f"or leave --rpg out (zone folders of format 2 carry parcels.gpkg)")
   find_layer(p)
 
 
@@ -51,29 +55,37 @@ def parcel_votes(parcels: np.ndarray, classes: np.ndarray, confidence: np.ndarra
                 n_pred_pixels=n.astype(np.int64))
 
 
-def parcel_geometries(zone: ZoneFolder, parcels: np.ndarray, table, rpg=None):
-  """GeoSeries (zone CRS) indexed by parcel_index: the RPG polygons when `rpg` is
-  given (joined on ID_PARCEL), else the polygonized parcel raster."""
+def parcel_geometries(zone: ZoneFolder, table, rpg=None):
+  """GeoSeries (zone CRS) indexed by parcel_index, in the order of `table`.
+
+  A jaxcrop-zone/2 folder carries them (parcels.gpkg, what prep labels rasterized);
+  a jaxcrop-zone/1 folder needs the RPG file prep read (`rpg`), whose polygons are
+  joined on ID_PARCEL and reprojected (unrepaired, as the file holds them).
+  """
   import geopandas as gpd
-  if rpg is not None:
-    gdf = _read_rpg(rpg, zone)
-    gdf = gdf.drop_duplicates("ID_PARCEL").set_index("ID_PARCEL")
-    ids = table["ID_PARCEL"].astype(str).str.strip()
-    geoms = gdf.geometry.to_crs(zone.zone.crs).reindex(ids.values)
-    if geoms.isna().all():
-      raise PredictError(f"{rpg}: none of zone {zone.zone_id}'s {len(ids)} parcels "
-                         f"(ID_PARCEL) are in this file; pass the RPG file used by prep")
-    return gpd.GeoSeries(geoms.values, index=table["parcel_index"].values,
-                         crs=zone.zone.crs)
-  import rasterio.features
-  import shapely.geometry
-  shapes = rasterio.features.shapes(parcels.astype(np.int32), mask=parcels > 0,
-                                    transform=zone.zone.transform)
-  polys = [(shapely.geometry.shape(g), int(v)) for g, v in shapes]
-  g = gpd.GeoDataFrame({"parcel_index": [v for _, v in polys]},
-                       geometry=[s for s, _ in polys], crs=zone.zone.crs)
-  g = g.dissolve(by="parcel_index")
-  return g.geometry.reindex(table["parcel_index"].values)
+  if zone.has_parcel_geometries:
+    g = zone.read_parcel_geometries().set_index("parcel_index").geometry
+    return g.reindex(table["parcel_index"].values)
+  check_geometries_source(zone, rpg)
+  gdf = _read_rpg(rpg, zone)
+  gdf = gdf.drop_duplicates("ID_PARCEL").set_index("ID_PARCEL")
+  ids = table["ID_PARCEL"].astype(str).str.strip()
+  geoms = gdf.geometry.to_crs(zone.zone.crs).reindex(ids.values)
+  if geoms.isna().all():
+    raise PredictError(f"{rpg}: none of zone {zone.zone_id}'s {len(ids)} parcels "
+                       f"(ID_PARCEL) are in this file; pass the RPG file used by prep")
+  return gpd.GeoSeries(geoms.values, index=table["parcel_index"].values,
+                       crs=zone.zone.crs)
+
+
+def check_geometries_source(zone: ZoneFolder, rpg) -> None:
+  """Raises PredictError for a labelled jaxcrop-zone/1 folder without `rpg`: its
+  parcel product has no geometries (format 2 folders carry parcels.gpkg)."""
+  if zone.has_labels and not zone.has_parcel_geometries and rpg is None:
+    raise PredictError(
+        f"zone {zone.zone_id} ({zone.path}) is a {zone.format} folder without "
+        f"parcels.gpkg; pass --rpg with the RPG file used by prep, or rerun "
+        f"`python -m prep labels` for it")
 
 
 def _read_rpg(path, zone: ZoneFolder):
@@ -83,7 +95,9 @@ def _read_rpg(path, zone: ZoneFolder):
 
 
 def parcel_product(zone: ZoneFolder, pred: Prediction, nomenclature, rpg=None):
-  """GeoDataFrame: one row per parcel of the zone, RPG attributes + prediction."""
+  """GeoDataFrame (zone CRS): one row per parcel of the zone, its parcels.csv
+  attributes + the prediction (parcel_votes, pred_name, correct) + its geometry
+  (parcel_geometries; `rpg` is read only for a jaxcrop-zone/1 folder)."""
   import geopandas as gpd
   parcels = zone.read_parcels()
   table = zone.parcel_table()
@@ -96,5 +110,5 @@ def parcel_product(zone: ZoneFolder, pred: Prediction, nomenclature, rpg=None):
   table["pred_name"] = names[table["pred_class"].to_numpy()]
   if "class_id" in table:
     table["correct"] = (table["class_id"] == table["pred_class"]) & (table["class_id"] != NODATA)
-  geoms = parcel_geometries(zone, parcels, table, rpg)
+  geoms = parcel_geometries(zone, table, rpg)
   return gpd.GeoDataFrame(table, geometry=geoms.values, crs=zone.zone.crs)

@@ -27,7 +27,8 @@ def write_zone(root, zone: Zone, *, seed: int, months=MONTHS, empty: int = 16,
   """Writes one labelled zone folder under root; returns its path.
 
   Imagery: uint16 in [1, 3000) with ~5 % nodata zeros; labels: random classes,
-  255 on ~20 % of pixels and on the [0:empty, 0:empty] corner; parcels: 1..4.
+  255 on ~20 % of pixels and on the [0:empty, 0:empty] corner; parcels: the four
+  quadrants 1..4 (row-major), their geometries the quadrants' boxes.
   """
   import pandas as pd
   rng = np.random.default_rng(seed)
@@ -38,7 +39,10 @@ def write_zone(root, zone: Zone, *, seed: int, months=MONTHS, empty: int = 16,
   labels = rng.integers(0, num_classes, (H, W)).astype(np.uint8)
   labels[rng.random((H, W)) < 0.2] = zonefolder.IGNORE
   labels[:empty, :empty] = zonefolder.IGNORE
-  parcels = rng.integers(0, 5, (H, W)).astype(np.uint32)
+  rr, cc = np.mgrid[:H, :W]
+  parcels = (1 + 2 * (rr >= H // 2) + (cc >= W // 2)).astype(np.uint32)
+  geometries = [_pixel_box(zone, r0, r1, c0, c1) for r0, r1 in ((0, H // 2), (H // 2, H))
+                for c0, c1 in ((0, W // 2), (W // 2, W))]
   table = pd.DataFrame(dict(parcel_index=[1, 2, 3, 4], ID_PARCEL=["a", "b", "c", "d"],
                             CODE_CULTU=["BTH"] * 4, CODE_GROUP=["1"] * 4,
                             class_id=[0] * 4, class_name=["x"] * 4, tier2=["x"] * 4,
@@ -47,8 +51,15 @@ def write_zone(root, zone: Zone, *, seed: int, months=MONTHS, empty: int = 16,
   folder = pathlib.Path(root) / zone.zone_id
   zonefolder.write_imagery(folder, zone, comp, counts, list(months), {"source": "synthetic"})
   zonefolder.write_labels(folder, zone, labels, parcels, table,
-                          {"nomenclature": nomenclature})
+                          {"nomenclature": nomenclature}, geometries=geometries)
   return folder
+
+
+def _pixel_box(zone: Zone, r0: int, r1: int, c0: int, c1: int):
+  """Polygon (zone CRS) covering pixel rows r0:r1 and columns c0:c1."""
+  import shapely
+  return shapely.box(zone.x0 + c0 * zone.res, zone.y0 - r1 * zone.res,
+                     zone.x0 + c1 * zone.res, zone.y0 - r0 * zone.res)
 
 
 def write_zones(root, *, regions=("Alpha", "Beta"), per_region: int = 4,
