@@ -19,9 +19,7 @@ FORBIDDEN = {
     "tfds_builder": {"jaxcrop", "benchmarks", "tests"},
     "configs": {"prep", "tfds_builder", "jaxcrop", "benchmarks", "tests"},
 }
-ALLOWED = {("tfds_builder", "prep.demo"),   # the demo config's one entry point
-           # TODO(layout): goes with parcels.gpkg in the zone folder.
-           ("jaxcrop", "prep.labels")}
+ALLOWED = {("tfds_builder", "prep.demo")}   # the demo config's one entry point
 
 
 def imports_of(path: pathlib.Path) -> list[str]:

@@ -90,7 +90,6 @@ def maps(trained, zones_root, tmp_path_factory):
   # Tiles of 32 with an overlap of 8 cover a 48-px zone with 2 × 2 blended tiles.
   rc = predict.main(["--workdir", str(workdir), "--zone",
                      *[str(zones_root / z) for z in TEST_ZONES], "--out", str(out),
-                     "--rpg", str(zones_root.parent / "raw" / "rpg_demo.gpkg"),
                      "--tile", "32", "--overlap", "8", "--batch", "2"])
   assert rc == 0
   return out
@@ -237,7 +236,8 @@ def test_predict_writes_maps_on_the_zone_grid_and_parcels(maps, zones):
     assert (table["n_pixels"] > 0).all()
     assert sorted(gdf["ID_PARCEL"].astype(str)) == sorted(table["ID_PARCEL"])
     assert gdf.crs == zf.zone.crs and gdf.geometry.notna().all()
-    # RPG polygons (not the polygonized raster): their area is the register's.
+    # The zone folder's parcel geometries (prep's cleaned RPG polygons): the area is
+    # the one prep measured.
     np.testing.assert_allclose(gdf.set_index("ID_PARCEL").loc[table["ID_PARCEL"]].area,
                                table["area_m2"], rtol=1e-3)
     # The parcel vote is the majority of the map's pixels in the parcel.
@@ -263,3 +263,29 @@ def test_plots_all_writes_every_figure(maps, evaluated, zones_root, tmp_path):
   for p in out.iterdir():
     with Image.open(p) as im:
       assert im.size[0] > 50 and im.size[1] > 50
+
+
+def test_parcel_product_from_the_zone_folder_equals_the_rpg(zones, zones_root):
+  """A jaxcrop-zone/2 folder's parcels.gpkg gives predict the RPG's polygons without the
+  RPG: the parcel product's geometries equal the RPG file's (read here, reprojected to
+  the zone CRS), except the one invalid RPG polygon, which parcels.gpkg holds repaired
+  as labels did (the same polygon up to rounding, 1 µm)."""
+  import shapely
+  from jaxcrop.maps.parcels import parcel_product
+  from jaxcrop.maps.tiling import Prediction
+  from prep import labels as labels_lib
+  from cropcontracts import nomenclature
+  rpg = zones_root.parent / "raw" / "rpg_demo.gpkg"
+  nom = nomenclature.load()
+  for zid, zf in zones.items():
+    labels = zf.read_labels()                     # any map will do: labels as the map
+    pred = Prediction(labels, np.where(labels == 255, 255, 100).astype(np.uint8))
+    a = parcel_product(zf, pred, nom)
+    assert a.crs == zf.zone.crs and len(a) == len(zf.parcel_table())
+    raw = labels_lib.read_rpg(rpg, zf.zone).drop_duplicates("ID_PARCEL").set_index("ID_PARCEL")
+    b = raw.geometry.to_crs(zf.zone.crs).reindex(a["ID_PARCEL"].astype(str).values).values
+    b = [g if g.geom_type == "MultiPolygon" else shapely.MultiPolygon([g]) for g in b]
+    valid = shapely.is_valid(b)
+    assert shapely.equals_exact(a.geometry.values[valid], np.array(b)[valid], 1e-6).all()
+    fixed, _, _ = labels_lib.repair_geometries(np.array(b)[~valid])
+    assert shapely.equals_exact(a.geometry.values[~valid], fixed, 1e-6).all()
