@@ -82,7 +82,9 @@ def get_config(variant: str = ""):
       baseline=dict(kind="hist_gb", max_pixels=200_000, max_iter=100),
   )
   c.cv = dict(folds=("fold0", "fold1", "fold2"),
-              grid=dict(lr=(3e-4, 1e-3, 3e-3), kernel_size=(3, 5, 7)))
+              grid=dict(lr=(3e-4, 1e-3, 3e-3), kernel_size=(3, 5, 7)),
+              evaluate=True,     # jaxcrop.evaluate on each validation fold (all tiers)
+              baseline=True)     # … with the per-pixel baseline beside the model
 
   if "demo" in variants:
     c.data.builder_config = "demo"
