@@ -30,7 +30,7 @@ import numpy as np
 import optax
 import tqdm
 
-from jaxcrop import checkpoint, cli, losses, metrics
+from jaxcrop import checkpoint, cli, hierarchy, losses, metrics
 from jaxcrop.hierarchy import Tree
 from jaxcrop.models import build_model, head_kind, needs_valid_count
 from prep.errors import PrepError
@@ -410,6 +410,9 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
                             data.eval_batches(config.data, config.data.val_split), mesh,
                             num_classes, config.eval.get("max_batches"), desc="val")
         val = metrics.summarize(cm, list(meta.class_names))
+        for tier in (2, 1):   # the tier-3 confusion mapped up the tree
+          val[f"tier{tier}_macro_f1"] = metrics.summarize(hierarchy.tier_confusion(
+              cm, tree.parents(tier), tree.sizes[tier - 1]))["macro_f1"]
         scalars = {f"val_{k}": v for k, v in val.items() if isinstance(v, (int, float))}
         writer.write(step, scalars)
         bar.write(f"step {step}: val macro-F1 {val['macro_f1']:.4f}  OA "
