@@ -29,7 +29,7 @@ import numpy as np
 
 from configs.hybrid import get_config
 from jaxcrop import losses, train
-from jaxcrop.models import build_model
+from jaxcrop.models import build_model, head_kind
 
 K, T, C = 23, 12, 4
 # Dense (no sparsity) peak FLOP/s per chip, by the dtype the model is run in. On NVIDIA GPUs
@@ -112,6 +112,12 @@ def check_torch_supported(cfg_model) -> None:
       if key in cfg and cfg[key] not in allowed:
         raise ValueError(f"torch reference: model.{part}.{key}={cfg[key]!r} not implemented; "
                          f"expected one of {', '.join(allowed)}")
+  chosen = {"encoder": cfg_model.get("encoder", "cnn"), "head.kind": head_kind(cfg_model),
+            "valid_count": cfg_model.get("valid_count", "none")}
+  for key, value in chosen.items():
+    if value != {"encoder": "cnn", "head.kind": "flat", "valid_count": "none"}[key]:
+      raise ValueError(f"torch reference: model.{key}={value!r} not implemented in "
+                       f"bench_train.torch_hybrid (the 1D CNN, flat head, no valid counts)")
 
 
 def torch_hybrid(cfg_model, num_classes: int, bands: int, months: int = T):
