@@ -27,7 +27,7 @@ import numpy as np
 from etils import epath
 import orbax.checkpoint as ocp
 
-from jaxcrop.input_pipeline import DatasetMeta
+from cropcontracts.dataset_meta import DatasetMeta, unet_min_side
 from jaxcrop.hierarchy import Tree
 from jaxcrop.models import build_model, needs_valid_count
 
@@ -106,7 +106,7 @@ def load_trained(workdir, which: str = "best") -> Trained:
   meta = DatasetMeta.from_json((workdir / "dataset_meta.json").read_text())
   # config.json records the model: encoder, head kind (flat | hierarchical), inputs.
   model = build_model(config.model, meta.num_classes, tree=Tree.of(meta))
-  m = 2 ** (len(config.model.unet.widths) - 1)
+  m = unet_min_side(len(config.model.unet.widths))
   x = jnp.zeros((1, len(meta.months), m, m, len(meta.bands)), jnp.float32)
   inputs = {"valid_count": jnp.zeros(x.shape[:-1])} if needs_valid_count(config.model) else {}
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), x, **inputs))

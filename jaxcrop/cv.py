@@ -105,7 +105,7 @@ def _mean_std(values) -> dict:
 def _read_run(run_dir):
   """(best confusion matrix, class_pixel_counts, Tree) of a finished run, or None
   when the run wrote no val_best.json (no validation)."""
-  from jaxcrop.input_pipeline import DatasetMeta  # pylint: disable=g-import-not-at-top
+  from cropcontracts.dataset_meta import DatasetMeta  # pylint: disable=g-import-not-at-top
   if not (run_dir / "val_best.json").exists() or not (run_dir / "dataset_meta.json").exists():
     return None
   meta = DatasetMeta.from_json((run_dir / "dataset_meta.json").read_text())

@@ -18,7 +18,7 @@ import dataclasses
 
 import numpy as np
 
-IGNORE = 255
+from cropcontracts.zonefolder import NO_LABEL as IGNORE
 TIERS = (1, 2, 3)
 
 

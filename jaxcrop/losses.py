@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-IGNORE = 255
+from cropcontracts.zonefolder import NO_LABEL
+
 
 
 def class_weights(class_pixel_counts, kind: str = "inv_sqrt") -> np.ndarray:
@@ -29,11 +30,11 @@ def class_weights(class_pixel_counts, kind: str = "inv_sqrt") -> np.ndarray:
 
 
 def cross_entropy(logits, label, *, weights=None, label_smoothing: float = 0.0):
-  """Mean cross-entropy over labelled pixels (label != IGNORE).
+  """Mean cross-entropy over labelled pixels (label != NO_LABEL).
 
   Args:
     logits: float [B, H, W, K].
-    label: int [B, H, W], IGNORE = unlabelled.
+    label: int [B, H, W], NO_LABEL = unlabelled.
     weights: optional float [K] class weights; the loss is then the weighted
       mean sum_i w_{y_i} ce_i / sum_i w_{y_i} (PyTorch `weight=` semantics).
     label_smoothing: ε, target = (1 - ε)·onehot + ε/K.
@@ -41,7 +42,7 @@ def cross_entropy(logits, label, *, weights=None, label_smoothing: float = 0.0):
     (scalar loss, number of labelled pixels). 0 when no pixel is labelled.
   """
   k = logits.shape[-1]
-  valid = label != IGNORE
+  valid = label != NO_LABEL
   safe = jnp.where(valid, label, 0)
   target = jax.nn.one_hot(safe, k) * (1.0 - label_smoothing) + label_smoothing / k
   ce = -(target * jax.nn.log_softmax(logits.astype(jnp.float32))).sum(-1)
@@ -66,9 +67,9 @@ def tier_class_weights(class_pixel_counts, tree, kind: str = "inv_sqrt") -> dict
 
 
 def tier_labels(label, parents):
-  """Tier-3 labels int [...] → the parents' labels (IGNORE kept); parents int [K3]."""
-  valid = label != IGNORE
-  return jnp.where(valid, jnp.asarray(parents)[jnp.where(valid, label, 0)], IGNORE)
+  """Tier-3 labels int [...] → the parents' labels (NO_LABEL kept); parents int [K3]."""
+  valid = label != NO_LABEL
+  return jnp.where(valid, jnp.asarray(parents)[jnp.where(valid, label, 0)], NO_LABEL)
 
 
 def tier_loss(logits: dict, label, *, tree, tier_weights, weights=None,
@@ -79,13 +80,13 @@ def tier_loss(logits: dict, label, *, tree, tier_weights, weights=None,
   loss is the plain tier-3 cross-entropy times tier_weights[3]).
   Args:
     logits: {"tier1": [B,H,W,K1], "tier2": …, "tier3": [B,H,W,K3]}, any subset.
-    label: int [B, H, W] tier-3 classes, IGNORE = unlabelled.
+    label: int [B, H, W] tier-3 classes, NO_LABEL = unlabelled.
     tree: jaxcrop.hierarchy.Tree; tier_weights: (w1, w2, w3).
     weights: optional {"tier<t>": class weights [K_t]} (`tier_class_weights`).
   Returns:
     (scalar loss, number of labelled pixels).
   """
-  total, n = 0.0, (label != IGNORE).sum()
+  total, n = 0.0, (label != NO_LABEL).sum()
   for name, lg in logits.items():
     tier = TIER_NAMES.index(name) + 1
     lab = label if tier == 3 else tier_labels(label, tree.parents(tier))

@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-IGNORE = 255
+from cropcontracts.zonefolder import NO_LABEL
+
 
 
 @functools.partial(jax.jit, static_argnames="num_classes")
@@ -28,7 +29,7 @@ def confusion_matrix(label, pred, mask=None, *, num_classes: int):
   """Counts of (true, predicted) pairs over labelled pixels.
 
   Args:
-    label: int [...] true classes, IGNORE (255) = unlabelled.
+    label: int [...] true classes, NO_LABEL (255) = unlabelled.
     pred: int [...] predicted classes, same shape.
     mask: optional bool/float [...] or [B] (broadcast over trailing axes); 0 excludes
       (e.g. padding examples of the last eval batch).
@@ -36,7 +37,7 @@ def confusion_matrix(label, pred, mask=None, *, num_classes: int):
   Returns:
     int32 [K, K].
   """
-  valid = (label != IGNORE) & (label >= 0) & (label < num_classes)
+  valid = (label != NO_LABEL) & (label >= 0) & (label < num_classes)
   if mask is not None:
     mask = jnp.reshape(mask, mask.shape + (1,) * (label.ndim - mask.ndim))
     valid &= mask.astype(bool)
@@ -49,7 +50,7 @@ def confusion_matrix(label, pred, mask=None, *, num_classes: int):
 def confusion_matrix_np(label, pred, num_classes: int) -> np.ndarray:
   """numpy twin of `confusion_matrix` (no mask): int64 [K, K]."""
   label, pred = np.asarray(label).ravel(), np.asarray(pred).ravel()
-  valid = (label != IGNORE) & (label < num_classes)
+  valid = (label != NO_LABEL) & (label < num_classes)
   keys = label[valid].astype(np.int64) * num_classes + pred[valid]
   return np.bincount(keys, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 

@@ -49,12 +49,12 @@ import warnings
 import numpy as np
 
 from prep import composite as composite_lib
-from prep import zonefolder
-from prep.errors import PrepError
-from prep.zones import Zone
+from cropcontracts import zonefolder
+from cropcontracts.errors import UserError
+from cropcontracts.zone import Zone
 
-BAND_FILES = ("B02", "B03", "B04", "B08")   # zonefolder.BANDS B2 B3 B4 B8
-VALID_SCL = (4, 5, 6, 7)                    # vegetation, bare soil, water, unclassified
+BAND_FILES = tuple(f"B{b[1:]:0>2}" for b in zonefolder.BANDS)  # B02 B03 B04 B08
+VALID_SCL = tuple(sorted(zonefolder.VALID_SCL))
 BASELINE_OFFSET = -1000                     # BOA_ADD_OFFSET from baseline 04.00
 _SAFE_NAME = re.compile(r"^S2[ABCD]_MSIL2A_(\d{8})T\d{6}_N(\d{4})_")
 
@@ -85,7 +85,7 @@ def _stac_scene(item_json: pathlib.Path) -> Scene:
     stamp = props.get("datetime") or props["start_datetime"]
     date = datetime.date.fromisoformat(str(stamp)[:10])
   except (OSError, ValueError, KeyError, TypeError) as e:
-    raise PrepError(f"{item_json}: not a STAC item with properties.datetime ({e!r}); "
+    raise UserError(f"{item_json}: not a STAC item with properties.datetime ({e!r}); "
                     f"fix or remove the scene folder {folder}") from None
   if "s2:boa_add_offset" in props:
     offset = int(props["s2:boa_add_offset"])
@@ -138,14 +138,14 @@ def _safe_offset(safe: pathlib.Path, baseline: int) -> int:
 def _safe_scene(safe: pathlib.Path) -> Scene:
   m = _SAFE_NAME.match(safe.name)
   if not m:
-    raise PrepError(f"{safe}: not a Sentinel-2 L2A product name (expected "
+    raise UserError(f"{safe}: not a Sentinel-2 L2A product name (expected "
                     f"S2A_MSIL2A_YYYYMMDDTHHMMSS_Nxxxx_…); rename or remove it")
   date = datetime.datetime.strptime(m.group(1), "%Y%m%d").date()
 
   def one(pattern: str, what: str) -> pathlib.Path:
     hits = sorted(safe.glob(f"GRANULE/*/IMG_DATA/{pattern}"))
     if not hits:
-      raise PrepError(f"{safe}: scene lacks {what} (GRANULE/*/IMG_DATA/{pattern}); "
+      raise UserError(f"{safe}: scene lacks {what} (GRANULE/*/IMG_DATA/{pattern}); "
                       f"re-download the product or remove it")
     return hits[0]
 
@@ -158,11 +158,11 @@ def _safe_scene(safe: pathlib.Path) -> Scene:
 def discover_scenes(scene_dir) -> list[Scene]:
   """All scenes under `scene_dir` (module docstring), sorted by date and id.
 
-  Raises PrepError when the folder is missing or holds no scene.
+  Raises UserError when the folder is missing or holds no scene.
   """
   root = pathlib.Path(scene_dir)
   if not root.is_dir():
-    raise PrepError(f"{root}: scene folder not found")
+    raise UserError(f"{root}: scene folder not found")
   scenes = [_safe_scene(p) for p in sorted(root.rglob("*.SAFE")) if p.is_dir()]
   for item in sorted(root.rglob("*.json")):
     if item.stem == item.parent.name and ".SAFE" not in str(item):
@@ -171,7 +171,7 @@ def discover_scenes(scene_dir) -> list[Scene]:
     zipped = sorted(root.rglob("S2*_MSIL2A_*.zip"))
     hint = (f"; {zipped[0].name} and {len(zipped) - 1} more are zipped: unzip them "
             f"first" if zipped else "")
-    raise PrepError(f"{root}: no Sentinel-2 L2A scene found; expected "
+    raise UserError(f"{root}: no Sentinel-2 L2A scene found; expected "
                     f"<item_id>/<item_id>.json STAC items with B02 B03 B04 B08 SCL "
                     f".tif beside them, or *.SAFE products{hint}")
   return sorted(scenes, key=lambda s: (s.date, s.scene_id))
@@ -180,12 +180,12 @@ def discover_scenes(scene_dir) -> list[Scene]:
 def _open(path: pathlib.Path, scene: Scene):
   import rasterio
   if not path.is_file():
-    raise PrepError(f"{path}: scene {scene.scene_id} lacks this band; re-download "
+    raise UserError(f"{path}: scene {scene.scene_id} lacks this band; re-download "
                     f"the scene or remove its folder")
   try:
     return rasterio.open(path)
   except rasterio.errors.RasterioError as e:
-    raise PrepError(f"{path}: unreadable ({e}); the file may be truncated or "
+    raise UserError(f"{path}: unreadable ({e}); the file may be truncated or "
                     f"corrupt — re-download scene {scene.scene_id} or remove it") from None
 
 
@@ -196,11 +196,11 @@ def covers(scene: Scene, zone: Zone) -> bool:
   """
   for path in (*scene.bands, scene.scl):
     if not path.is_file():
-      raise PrepError(f"{path}: scene {scene.scene_id} lacks this band; re-download "
+      raise UserError(f"{path}: scene {scene.scene_id} lacks this band; re-download "
                       f"the scene or remove its folder")
   with _open(scene.bands[0], scene) as src:
     if src.crs is None:
-      raise PrepError(f"{scene.bands[0]}: no CRS; re-download scene {scene.scene_id}")
+      raise UserError(f"{scene.bands[0]}: no CRS; re-download scene {scene.scene_id}")
     left, bottom, right, top = zone.bounds_in(src.crs.to_string())
     b = src.bounds
     return left < b.right and right > b.left and bottom < b.top and top > b.bottom
@@ -218,7 +218,7 @@ def _warp(path: pathlib.Path, scene: Scene, zone: Zone, dtype) -> np.ndarray:
                 dst_crs=zone.crs, resampling=Resampling.nearest,
                 src_nodata=0, dst_nodata=0)
     except (rasterio.errors.RasterioError, CPLE_BaseError) as e:
-      raise PrepError(f"{path}: unreadable ({e}); the file may be truncated or "
+      raise UserError(f"{path}: unreadable ({e}); the file may be truncated or "
                       f"corrupt — re-download scene {scene.scene_id} or remove it") from None
   return out
 
@@ -253,7 +253,7 @@ def composite_zone_from_scenes(scene_dir, zone: Zone, out_folder, *, year: int =
     the `imagery` info written to meta.json (scenes used and skipped, scenes
     per month, months without scene, gap-filled fraction, nodata pixels).
   Raises:
-    PrepError on a missing folder, no scene, no scene of `year` over the zone,
+    UserError on a missing folder, no scene, no scene of `year` over the zone,
     a scene missing a band, or an unreadable raster (naming the file).
   """
   from tqdm import tqdm
@@ -263,12 +263,12 @@ def composite_zone_from_scenes(scene_dir, zone: Zone, out_folder, *, year: int =
   of_year = [s for s in found if s.date.year == year]
   inside = [s for s in of_year if covers(s, zone)]
   if not inside:
-    raise PrepError(
+    raise UserError(
         f"zone {zone.zone_id}: none of the {len(found)} scenes in {scene_dir} is of "
         f"{year} and covers the zone ({len(of_year)} of {year}, bounds "
         f"{zone.bounds} in {zone.crs}); add scenes of that tile and year")
   T = 12
-  months = [f"{year}-{m:02d}" for m in range(1, T + 1)]
+  months = zonefolder.month_labels(year, T)
   comp = np.zeros((T, len(BAND_FILES), *zone.shape), np.uint16)
   counts = np.zeros((T, *zone.shape), np.uint8)
   per_month = [0] * T

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cropcontracts.dataset_meta import unet_min_side
 from jaxcrop.models.temporal import AttentionEncoder
 
 PIXEL_AXES = ("batch", "row", "col")   # nn.vmap axis names in impl="vmap"
@@ -236,7 +237,7 @@ class HybridModel(nn.Module):
     x, valid = valid_count_inputs(x, valid_count, self.valid_count, self.encoder)
     b, t, h, w, c = x.shape
     levels = len(self.unet.get("widths", UNet.widths))
-    m = 2 ** (levels - 1)
+    m = unet_min_side(levels)
     if h % m or w % m:
       raise ValueError(
           f"patch sides {h}x{w} must be divisible by {m} (2^(depth-1) for a "
