@@ -34,6 +34,14 @@ def check_torch_supported(cfg_model) -> None:
       if key in cfg and cfg[key] not in allowed:
         raise ValueError(f"torch reference: model.{part}.{key}={cfg[key]!r} not implemented; "
                          f"expected one of {', '.join(allowed)}")
+  from jaxcrop.models import head_kind  # pylint: disable=g-import-not-at-top
+  chosen = {"encoder": cfg_model.get("encoder", "cnn"), "head.kind": head_kind(cfg_model),
+            "valid_count": cfg_model.get("valid_count", "none")}
+  for key, value in chosen.items():
+    if value != {"encoder": "cnn", "head.kind": "flat", "valid_count": "none"}[key]:
+      raise ValueError(f"torch reference: model.{key}={value!r} not implemented in "
+                       f"benchmarks.torch_twin.torch_hybrid (the 1D CNN, flat head, no valid "
+                       f"counts)")
 
 
 def torch_hybrid(cfg_model, num_classes: int, bands: int, months: int = T):

@@ -4,8 +4,11 @@
   python -m jaxcrop.train --config configs/hybrid.py:demo --workdir W     # laptop demo
   ... --config.optimizer.lr=3e-4 --config.model.unet.widths='(32,64)'    # any field
 
-Variants (comma-separated after the colon): `demo` (the synthetic demo dataset,
-a small model, ~2–3 min on 2 CPU cores), `tiny` (unit tests: a few steps).
+Variants (comma-separated after the colon, in any order): sizes `demo` (the
+synthetic demo dataset, a small model, ~2–3 min on 2 CPU cores), `tiny` (unit
+tests: a few steps); models `attention` (the L-TAE-style temporal encoder
+instead of the 1D CNN), `hierarchical` (tier 1/2/3 heads); `compare` (a CV grid
+of flat/hierarchical × cnn/attention). E.g. `configs/hybrid.py:demo,attention`.
 """
 import ml_collections
 from ml_collections import config_dict
@@ -15,9 +18,11 @@ from cropcontracts.errors import UserError
 
 def get_config(variant: str = ""):
   variants = set(filter(None, (variant or "").split(",")))
-  unknown = variants - {"demo", "tiny"}
+  known = {"demo", "tiny", "attention", "hierarchical", "compare"}
+  unknown = variants - known
   if unknown:
-    raise UserError(f"unknown config variant(s) {sorted(unknown)}; expected demo, tiny")
+    raise UserError(f"unknown config variant(s) {sorted(unknown)}; expected "
+                    f"{', '.join(sorted(known))} (comma-separated)")
   c = ml_collections.ConfigDict()
   c.seed = 0
 
@@ -35,6 +40,8 @@ def get_config(variant: str = ""):
       cache=False,
       prefetch=2,
       deterministic=True,                      # fixed order: exact resume; False: faster
+      valid_count=False,                       # also deliver valid_count [B, T, H, W]
+                                               # (set by train when model.valid_count needs it)
   )
   c.model = dict(
       # pooling: max | mean | attention | flatten. flatten (TempCNN) keeps the
@@ -43,12 +50,25 @@ def get_config(variant: str = ""):
       temporal=dict(features=64, layers=3, kernel_size=3, norm="batch",
                     dropout=0.1, pooling="flatten"),
       unet=dict(widths=(64, 128, 256), norm="batch", up="transpose"),
+      # encoder: cnn (the study's 1D CNN, `temporal`) | attention (L-TAE-style
+      # attention pooling, `attention`; jaxcrop/models/temporal.py).
+      encoder="cnn",
+      attention=dict(features=64, d_model=128, heads=8, key_dim=8, dropout=0.1),
+      # head: flat (tier-3 logits) | hierarchical (tiers 1, 2, 3 from the shared
+      # U-Net features; consistency joint | none, jaxcrop/models/heads.py).
+      head=dict(kind="flat", consistency="joint"),
+      # valid_count: none | channel (log1p(count) as an extra band) | mask
+      # (attention only: gap-filled months get no weight).
+      valid_count="none",
       dtype="float32",                         # or bfloat16 (params stay f32)
   )
   c.optimizer = dict(name="adamw", lr=1e-3, weight_decay=1e-4, warmup_steps=500,
                      b1=0.9, b2=0.999, clip_norm=1.0)
-  c.loss = dict(class_weights="inv_sqrt",      # none | inv_sqrt | inv
-                label_smoothing=0.0)
+  c.loss = dict(class_weights="inv_sqrt",      # none | inv_sqrt | inv (per tier)
+                label_smoothing=0.0,
+                # hierarchical head: loss = Σ_t w_t CE_t over tiers (1, 2, 3);
+                # ms-convSTAR's (Turkoglu et al. 2021) 0.1 / 0.5 / 1 as the start.
+                tier_weights=(0.1, 0.5, 1.0))
   c.train = dict(
       num_steps=20_000,
       eval_every=1_000,             # validation (and best-checkpoint) period, steps
@@ -63,7 +83,9 @@ def get_config(variant: str = ""):
       baseline=dict(max_pixels=200_000, max_iter=100),   # HistGradientBoosting per pixel
   )
   c.cv = dict(folds=("fold0", "fold1", "fold2"),
-              grid=dict(lr=(3e-4, 1e-3, 3e-3), kernel_size=(3, 5, 7)))
+              grid=dict(lr=(3e-4, 1e-3, 3e-3), kernel_size=(3, 5, 7)),
+              evaluate=True,     # jaxcrop.evaluate on each validation fold (all tiers)
+              baseline=True)     # … with the per-pixel baseline beside the model
 
   if "demo" in variants:
     c.data.builder_config = "demo"
@@ -76,6 +98,7 @@ def get_config(variant: str = ""):
     c.train.update(num_steps=600, eval_every=150, checkpoint_every=150,
                    early_stopping_patience=3, log_every=20)
     c.eval.baseline.max_pixels = 50_000
+    c.model.attention.update(features=16, d_model=32, heads=4, key_dim=8, dropout=0.0)
     c.cv.grid = dict(lr=(1e-3, 3e-3), kernel_size=(3, 5))
   if "tiny" in variants:
     c.data.batch_size = 4
@@ -86,5 +109,19 @@ def get_config(variant: str = ""):
     c.train.update(num_steps=6, eval_every=3, checkpoint_every=2,
                    early_stopping_patience=2, log_every=1)
     c.eval.baseline.update(max_pixels=2_000, max_iter=10)
+    c.model.attention.update(features=8, d_model=8, heads=2, key_dim=4, dropout=0.0)
     c.cv.grid = dict(lr=(1e-3,), kernel_size=(3, 5))
+  # Model variants: after the size variants, so `demo,attention` is the demo's
+  # sizes with the attention encoder (the order in the list does not matter).
+  if "attention" in variants:
+    c.model.encoder = "attention"
+    c.cv.grid = {k: v for k, v in c.cv.grid.items() if k != "kernel_size"}   # a CNN field
+  if "hierarchical" in variants:
+    c.model.head.kind = "hierarchical"
+  if "compare" in variants:
+    # The issue-14 comparison: flat vs hierarchical × CNN vs attention, one
+    # setting each (the demo's lr), 3 folds: python -m jaxcrop.cv --config
+    # configs/hybrid.py:demo,compare --workdir W --noretrain
+    c.cv.grid = dict(model__head__kind=("flat", "hierarchical"),
+                     model__encoder=("cnn", "attention"))
   return c

@@ -28,7 +28,8 @@ from etils import epath
 import orbax.checkpoint as ocp
 
 from cropcontracts.dataset_meta import DatasetMeta, unet_min_side
-from jaxcrop.models import build_model
+from jaxcrop.hierarchy import Tree
+from jaxcrop.models import build_model, needs_valid_count
 
 BEST_METRIC = "val_macro_f1"
 
@@ -103,10 +104,12 @@ def load_trained(workdir, which: str = "best") -> Trained:
                             "workdir (rerun python -m jaxcrop.train --workdir on it)")
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
   meta = DatasetMeta.from_json((workdir / "dataset_meta.json").read_text())
-  model = build_model(config.model, meta.num_classes)
+  # config.json records the model: encoder, head kind (flat | hierarchical), inputs.
+  model = build_model(config.model, meta.num_classes, tree=Tree.of(meta))
   m = unet_min_side(len(config.model.unet.widths))
   x = jnp.zeros((1, len(meta.months), m, m, len(meta.bands)), jnp.float32)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+  inputs = {"valid_count": jnp.zeros(x.shape[:-1])} if needs_valid_count(config.model) else {}
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), x, **inputs))
   # Restore replicated on this machine's devices, whatever topology saved it.
   replicated = jax.sharding.NamedSharding(
       jax.sharding.Mesh(np.array(jax.local_devices()), ("data",)), jax.sharding.PartitionSpec())

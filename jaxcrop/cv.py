@@ -23,7 +23,7 @@ import sys
 from absl import logging
 import numpy as np
 
-from jaxcrop import checkpoint, cli, metrics, train
+from jaxcrop import checkpoint, cli, hierarchy, metrics, train
 from jaxcrop.config import ConfigError
 
 # Grid keys → config fields; any other key is a config path with "__" for ".".
@@ -61,15 +61,73 @@ def fold_config(config, folds, k: int):
   return c
 
 
+RARE = 5   # the F1 of the RARE rarest classes is reported beside the macro-F1
+
+
+def rarest_classes(class_pixel_counts, n: int = RARE) -> list[int]:
+  """Ids of the n classes with the fewest training pixels (> 0), rarest first (ties: lower id)."""
+  counts = np.asarray(class_pixel_counts)
+  present = np.flatnonzero(counts > 0)
+  return [int(k) for k in present[np.argsort(counts[present], kind="stable")][:n]]
+
+
+def fold_scores(cm, tree, rare) -> dict:
+  """Validation scores of one run from its best confusion matrix [K3, K3]:
+  macro-F1 at tiers 1, 2, 3 and the mean F1 of the `rare` classes present in
+  the fold (truth or prediction; NaN when none is)."""
+  out = {}
+  for tier in (1, 2, 3):
+    tcm = hierarchy.tier_confusion(cm, tree.parents(tier), tree.sizes[tier - 1])
+    out[f"tier{tier}_macro_f1"] = metrics.summarize(tcm)["macro_f1"]
+  per_class = metrics.summarize(cm)["per_class"]
+  f1 = [per_class[k]["f1"] for k in rare if per_class[k]["present"]]
+  out[f"rare{len(rare)}_f1"] = float(np.mean(f1)) if f1 else float("nan")
+  return out
+
+
+def eval_scores(result: dict) -> dict:
+  """{"tier<t>/<level>/<predictor>/<metric>": value} from an evaluate() result."""
+  out = {}
+  for tier, by in result.get("tiers", {}).items():
+    for level in ("pixel", "parcel"):
+      for name, summary in by[level].items():
+        for m in ("macro_f1", "overall_accuracy"):
+          out[f"{tier}/{level}/{name}/{m}"] = summary[m]
+  return out
+
+
+def _mean_std(values) -> dict:
+  v = np.asarray(values, np.float64)
+  ok = v[np.isfinite(v)]
+  return {"mean": float(ok.mean()) if ok.size else float("nan"),
+          "std": float(ok.std()) if ok.size else float("nan")}
+
+
+def _read_run(run_dir):
+  """(best confusion matrix, class_pixel_counts, Tree) of a finished run, or None
+  when the run wrote no val_best.json (no validation)."""
+  from cropcontracts.dataset_meta import DatasetMeta  # pylint: disable=g-import-not-at-top
+  if not (run_dir / "val_best.json").exists() or not (run_dir / "dataset_meta.json").exists():
+    return None
+  meta = DatasetMeta.from_json((run_dir / "dataset_meta.json").read_text())
+  cm = np.asarray(json.loads((run_dir / "val_best.json").read_text())["confusion_matrix"])
+  return cm, meta.class_pixel_counts, hierarchy.Tree.of(meta)
+
+
 def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
+  """See the module doc. Per run (setting × fold) also: macro-F1 at tiers 1, 2, 3
+  and the F1 of the 5 rarest classes (from val_best.json); with
+  `config.cv.evaluate`, `jaxcrop.evaluate` on the validation fold (pixel and
+  parcel level, per region, every tier, the baseline beside the model with
+  `config.cv.baseline`; one baseline per fold, shared by the settings)."""
   workdir = checkpoint.workdir_path(workdir)   # local or gs://
   folds = list(config.cv.folds)
   if len(folds) < 2:
     raise ConfigError(f"config.cv.folds needs at least 2 folds, got {folds}")
-  rows = []
+  rows, runs = [], []
   for setting in settings(config.cv.grid):
     name = setting_name(setting)
-    scores, classes = [], []
+    scores, evals, classes = [], [], []
     for k in range(len(folds)):
       c = fold_config(apply_setting(config, setting), folds, k)
       print(f"cv: {name}, validate on {folds[k]} (train {c.data.train_split})", file=sys.stderr)
@@ -77,9 +135,18 @@ def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
       result = train.train_and_evaluate(c, run_dir, data=data)
       scores.append(result["best_val_macro_f1"])
       classes.append(best_val_classes(run_dir))
-    rows.append({"setting": setting, "name": name, "val_macro_f1": scores,
-                 "val_macro_classes": classes,
-                 "mean": float(np.mean(scores)), "std": float(np.std(scores))})
+      runs.append((len(rows), k, _read_run(run_dir)))
+      evals.append(_evaluate_fold(c, run_dir, workdir / "cv" / "baseline" / folds[k], data)
+                   if config.cv.get("evaluate", False) else {})
+    row = {"setting": setting, "name": name, "val_macro_f1": scores,
+           "val_macro_classes": classes,
+           "mean": float(np.mean(scores)), "std": float(np.std(scores))}
+    if any(evals):
+      row["eval"] = {key: {"per_fold": [e.get(key) for e in evals],
+                           **_mean_std([e.get(key, np.nan) for e in evals])}
+                     for key in evals[0]}
+    rows.append(row)
+  _add_tier_scores(rows, runs)
   best = max(rows, key=lambda r: r["mean"])
   out = {"folds": folds, "macro_rule": metrics.MACRO_RULE, "results": rows, "best": best}
   if retrain:
@@ -104,6 +171,33 @@ def best_val_classes(run_dir) -> list[str] | None:
   return json.loads(path.read_text()).get("macro_classes") if path.exists() else None
 
 
+def _evaluate_fold(c, run_dir, baseline_dir, data) -> dict:
+  from jaxcrop import evaluate  # pylint: disable=g-import-not-at-top
+  result = evaluate.evaluate(run_dir, split=c.data.val_split, data=data,
+                             with_baseline=bool(c.cv.get("baseline", True)),
+                             baseline_dir=baseline_dir, out_dir=run_dir / "eval_val")
+  return eval_scores(result)
+
+
+def _add_tier_scores(rows, runs) -> None:
+  """Adds `tiers` {score: {per_fold, mean, std}} and `rare_classes` to each row."""
+  done = [r for r in runs if r[2] is not None]
+  if not done:
+    return
+  total = np.sum([counts for _, _, (_, counts, _) in done], 0)   # ∝ all folds' pixels
+  rare = rarest_classes(total)
+  per_row = {}
+  for i, k, read in done:
+    cm, _, tree = read
+    per_row.setdefault(i, {})[k] = fold_scores(cm, tree, rare)
+  for i, by_fold in per_row.items():
+    keys = next(iter(by_fold.values()))
+    folds = sorted(by_fold)
+    rows[i]["rare_classes"] = rare
+    rows[i]["tiers"] = {key: {"per_fold": [by_fold[k][key] for k in folds],
+                              **_mean_std([by_fold[k][key] for k in folds])} for key in keys}
+
+
 def markdown(out: dict) -> str:
   lines = ["# Cross-validation (validation macro-F1 over folds " + ", ".join(out["folds"]) + ")", "",
            "| setting | " + " | ".join(out["folds"]) + " | mean ± std |",
@@ -111,6 +205,24 @@ def markdown(out: dict) -> str:
   for r in sorted(out["results"], key=lambda r: -r["mean"]):
     lines.append(f"| {r['name']} | " + " | ".join(f"{s:.4f}" for s in r["val_macro_f1"]) +
                  f" | {r['mean']:.4f} ± {r['std']:.4f} |")
+  tiered = [r for r in out["results"] if "tiers" in r]
+  if tiered:
+    keys = list(tiered[0]["tiers"])
+    lines += ["", f"Per tier, and the F1 of the {RARE} rarest training classes (ids "
+              f"{tiered[0]['rare_classes']}) — validation, mean ± std over folds:", "",
+              "| setting | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for r in sorted(tiered, key=lambda r: -r["mean"]):
+      lines.append(f"| {r['name']} | " + " | ".join(
+          f"{r['tiers'][k]['mean']:.4f} ± {r['tiers'][k]['std']:.4f}" for k in keys) + " |")
+  evaluated = [r for r in out["results"] if "eval" in r]
+  if evaluated:
+    keys = [k for k in evaluated[0]["eval"] if k.endswith("macro_f1")]
+    lines += ["", "jaxcrop.evaluate on each validation fold (macro-F1, mean ± std; "
+              "tier/level/predictor):", "",
+              "| setting | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for r in evaluated:
+      lines.append(f"| {r['name']} | " + " | ".join(
+          f"{r['eval'][k]['mean']:.4f} ± {r['eval'][k]['std']:.4f}" for k in keys) + " |")
   lines += ["", f"Best: {out['best']['name']}.", "",
             f"Each validation macro-F1 averages over the {out['macro_rule']} of its fold "
             f"(best setting):"]

@@ -23,7 +23,8 @@ import jax
 import numpy as np
 import tqdm
 
-from jaxcrop import baseline, checkpoint, cli, metrics
+from jaxcrop import baseline, checkpoint, cli, hierarchy, metrics, train
+from jaxcrop.hierarchy import Tree
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import NO_LABEL
 
@@ -35,7 +36,8 @@ def collect(batches, predict_fns: dict, max_batches=None) -> dict:
 
   Returns dict: label uint8 [N], parcel uint32 [N], zone int32 [N] (index into
   `zones`), region int32 [N] (index into `regions`), one uint8 [N] prediction
-  per entry of predict_fns (each maps image [B,T,H,W,C] → classes [B,H,W]).
+  per entry of predict_fns (each maps image [B,T,H,W,C] → classes [B,H,W]; it
+  is also given `valid_count=` [B,T,H,W] when the batches carry it).
   """
   parts = {k: [] for k in ("label", "parcel", "zone", "region", *predict_fns)}
   zones, regions = {}, {}
@@ -46,6 +48,8 @@ def collect(batches, predict_fns: dict, max_batches=None) -> dict:
     if not keep.any():
       continue
     image = np.asarray(batch["image"])[keep]
+    inputs = ({"valid_count": np.asarray(batch["valid_count"])[keep]}
+              if "valid_count" in batch else {})
     label = np.asarray(batch["label"])[keep]
     hw = label.shape[1:]
     parts["label"].append(label.astype(np.uint8).ravel())
@@ -56,7 +60,7 @@ def collect(batches, predict_fns: dict, max_batches=None) -> dict:
       ids = np.array([table.setdefault(n, len(table)) for n in names], np.int32)
       parts[key].append(np.repeat(ids, np.prod(hw)))
     for name, fn in predict_fns.items():
-      parts[name].append(np.asarray(fn(image)).astype(np.uint8).ravel())
+      parts[name].append(np.asarray(fn(image, **inputs)).astype(np.uint8).ravel())
   if not parts["label"]:
     raise UserError("the evaluation split yielded no example; pass another --split")
   out = {k: np.concatenate(v) for k, v in parts.items()}
@@ -100,8 +104,32 @@ def macro_lines(result: dict, level: str, split: str) -> list[str]:
   return out
 
 
-def compute(pixels: dict, predictors, class_names) -> dict:
-  """metrics.json content (without metadata) from `collect` output."""
+def compute(pixels: dict, predictors, class_names, tree=None, names_by_tier=None) -> dict:
+  """metrics.json content (without metadata) from `collect` output.
+
+  The top-level pixel / parcel / per_region / confusion_matrix are tier 3 (the
+  classes). With `tree` (jaxcrop.hierarchy.Tree) and `names_by_tier`
+  {1: [K1 names], 2: […], 3: […]}, `tiers` = {"tier1": {…}, "tier2": {…},
+  "tier3": {…}} holds the same content at each tier plus its `class_names`:
+  labels and every predictor's pixels mapped to their tier-t parent, then
+  scored and voted per parcel at that tier (a parcel's tier-2 vote is the
+  majority of its pixels' groups, not the group of its tier-3 vote).
+  """
+  out = compute_tier(pixels, predictors, class_names)
+  if tree is not None:
+    out["tiers"] = {}
+    for tier in (1, 2, 3):
+      mapped = dict(pixels)
+      for key in ("label", *predictors):
+        mapped[key] = hierarchy.to_tier(pixels[key], tree.parents(tier))
+      names = list(names_by_tier[tier])
+      out["tiers"][f"tier{tier}"] = {"class_names": names,
+                                     **compute_tier(mapped, predictors, names)}
+  return out
+
+
+def compute_tier(pixels: dict, predictors, class_names) -> dict:
+  """pixel / parcel / per_region / confusion_matrix of the classes in `pixels`."""
   k = len(class_names)
   out = {"pixel": {}, "parcel": {}, "per_region": {}, "confusion_matrix": {}}
   for name in predictors:
@@ -144,6 +172,23 @@ def markdown(result: dict, note: str = "") -> str:
         f"{by[n]['macro_f1']:.4f} / {by[n]['overall_accuracy']:.4f} | "
         f"{by[n]['parcel']['macro_f1']:.4f} / {by[n]['parcel']['overall_accuracy']:.4f}"
         for n in names) + " |")
+  if "tiers" in result:
+    lines += ["", "## Per tier (1: families, 2: groups, 3: classes)", "",
+              "| tier | " + " | ".join(f"{n} pixel macro-F1 | {n} pixel OA | {n} parcel macro-F1 | "
+                                       f"{n} parcel OA" for n in names) + " |",
+              "|---" * (4 * len(names) + 1) + "|"]
+    for tier, by in result["tiers"].items():
+      lines.append(f"| {tier[-1]} ({len(by['class_names'])} classes) | " + " | ".join(
+          f"{by['pixel'][n]['macro_f1']:.4f} | {by['pixel'][n]['overall_accuracy']:.4f} | "
+          f"{by['parcel'][n]['macro_f1']:.4f} | {by['parcel'][n]['overall_accuracy']:.4f}"
+          for n in names) + " |")
+    lines += ["", "Per region and tier (pixel macro-F1 / parcel macro-F1):", "",
+              "| region | tier | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for region in result["per_region"]:
+      for tier, by in result["tiers"].items():
+        lines.append(f"| {region} | {tier[-1]} | " + " | ".join(
+            f"{by['per_region'][region][n]['macro_f1']:.4f} / "
+            f"{by['per_region'][region][n]['parcel']['macro_f1']:.4f}" for n in names) + " |")
   lines += ["", "Per region, the macro averages run over the classes present in that region's "
             "truth or prediction (`macro_classes` of each region in metrics.json).",
             "", "## Per class (pixel level, model)", "", metrics.per_class_table(result["pixel"]["model"]), ""]
@@ -161,36 +206,41 @@ def check_same_layout(trained, current, workdir) -> None:
 
 
 def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None,
-             max_batches=None, data_dir=None) -> dict:
-  """Evaluate `workdir`'s checkpoint; writes workdir/eval/*; returns metrics.json content."""
+             max_batches=None, data_dir=None, baseline_dir=None, out_dir=None) -> dict:
+  """Evaluate `workdir`'s checkpoint; writes workdir/eval/*; returns metrics.json content.
+
+  baseline_dir: where the baseline is cached (default: workdir; cross-validation
+  shares one per fold between its settings). out_dir: instead of workdir/eval.
+  """
   if data is None:
     from jaxcrop import input_pipeline as data  # pylint: disable=g-import-not-at-top
   workdir = checkpoint.workdir_path(workdir)   # local or gs://
   trained = checkpoint.load_trained(workdir, which)
-  cfg = trained.config
+  cfg = train.with_data_inputs(trained.config)   # valid_count when the model takes it
   if data_dir:
     cfg.data.data_dir = data_dir
   split = split or cfg.data.test_split
   meta = trained.meta
   check_same_layout(meta, data.load_meta(cfg.data), workdir)
   class_names = list(meta.class_names)
-  apply = jax.jit(lambda v, x: trained.model.apply(v, x, train=False).argmax(-1))
-  predictors = {"model": lambda x: apply(trained.variables, x)}
+  apply = jax.jit(lambda v, x, kw: trained.model.apply(v, x, train=False, **kw).argmax(-1))
+  predictors = {"model": lambda x, **kw: apply(trained.variables, x, kw)}
   if with_baseline:
     base_cfg = cfg.eval.baseline
     clf = baseline.fit_or_load(
-        workdir, lambda: data.eval_batches(cfg.data, cfg.data.train_split, meta),
+        baseline_dir or workdir, lambda: data.eval_batches(cfg.data, cfg.data.train_split, meta),
         total_labelled=int(np.sum(meta.class_pixel_counts)), max_pixels=base_cfg.max_pixels,
         max_iter=base_cfg.get("max_iter", 100), seed=cfg.seed, train_split=cfg.data.train_split)
-    predictors["baseline"] = lambda x: baseline.predict(clf, x)
+    predictors["baseline"] = lambda x, **_: baseline.predict(clf, x)
   # The checkpoint's statistics, as predict uses: a rebuilt dataset's own
   # moments (other folds, other zones) would shift every input the model sees.
   pixels = collect(data.eval_batches(cfg.data, split, meta), predictors, max_batches)
   result = {"split": split, "checkpoint": which, "step": trained.step,
             "dataset": cfg.data.builder_config,
             "nomenclature_version": meta.nomenclature_version,
-            **compute(pixels, predictors, class_names)}
-  out = workdir / "eval"
+            **compute(pixels, predictors, class_names, Tree.of(meta),
+                      {t: hierarchy.tier_names(meta, t) for t in (1, 2, 3)})}
+  out = checkpoint.workdir_path(out_dir) if out_dir else workdir / "eval"
   out.mkdir(parents=True, exist_ok=True)
   note = ("synthetic demo dataset: these numbers test the pipeline, they are not "
           "real-world results" if cfg.data.builder_config == "demo" else "")
@@ -217,6 +267,11 @@ def compact_table(result: dict) -> str:
   for level in ("pixel", "parcel"):
     for m in ("overall_accuracy", "macro_f1", "miou"):
       rows.append(f"{level + ' ' + m:24s}" + "".join(f"{result[level][n][m]:12.4f}" for n in names))
+  for tier in ("tier2", "tier1"):
+    for level in ("pixel", "parcel") if tier in result.get("tiers", {}) else ():
+      by = result["tiers"][tier][level]
+      rows.append(f"{tier + ' ' + level + ' macro_f1':24s}" +
+                  "".join(f"{by[n]['macro_f1']:12.4f}" for n in names))
   return "\n".join(rows)
 
 

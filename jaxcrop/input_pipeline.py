@@ -215,7 +215,9 @@ def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict
   """Infinite batches of this process's training examples.
 
   Yields dicts of numpy arrays: `image` float32 [B, T, H, W, C] normalized,
-  `label` int32 [B, H, W] (255 = ignore), B = cfg_data.batch_size // processes.
+  `label` int32 [B, H, W] (255 = ignore), B = cfg_data.batch_size // processes;
+  with `cfg_data.valid_count`, also `valid_count` float32 [B, T, H, W] (valid
+  observations per month, 0 = a gap-filled month; augmented like the image).
   The batches from start_step=k equal batches k, k+1, … of start_step=0.
   """
   tf = import_tf()
@@ -227,9 +229,10 @@ def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict
   if n < batch:
     raise DatasetError(f"{dataset_dir(cfg_data)}: split {split} has {n} examples, "
                        f"fewer than one batch of {batch}")
+  with_count = bool(cfg_data.get("valid_count", False))
   base = builder.as_dataset(split=split, shuffle_files=False)
   base = base.map(tf.autograph.experimental.do_not_convert(
-      lambda ex: (ex["image"], ex["label"])))
+      lambda ex: (ex["image"], ex["label"], ex["valid_count"] if with_count else 0)))
   if cfg_data.get("cache", False):
     base = base.cache()
   buffer = max(1, min(int(cfg_data.shuffle_buffer), n))
@@ -241,12 +244,17 @@ def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict
 
   @tf.autograph.experimental.do_not_convert
   def prepare(index, example):
-    image, label = example
+    image, label, count = example
     image = normalize(image, meta.mean, meta.std)
+    if with_count:   # one more channel through the same symmetry, then split off
+      image = tf.concat([image, tf.cast(count, tf.float32)[..., None]], -1)
     if cfg_data.get("augment", True):
       key = tf.stack([tf.constant(seed, tf.int64), index])
       image, label = augment(image, label, key)
-    return {"image": image, "label": tf.cast(label, tf.int32)}
+    out = {"image": image, "label": tf.cast(label, tf.int32)}
+    if with_count:
+      out["image"], out["valid_count"] = image[..., :-1], image[..., -1]
+    return out
 
   ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch)
   ds = ds.enumerate(start=first_epoch * n).skip(offset)
@@ -271,6 +279,7 @@ def eval_batches(cfg_data, split: str, meta: DatasetMeta | None = None) -> Itera
   moments). Default: the dataset's own, merged over cfg_data.train_split.
 
   Yields dicts: `image` float32 [B, T, H, W, C], `label` int32 [B, H, W],
+  (`valid_count` float32 [B, T, H, W] when `cfg_data.valid_count`),
   `parcels` uint32 [B, H, W], `zone_id`, `region` bytes [B], `row`, `col`,
   `epsg` int32 [B], `transform` float64 [B, 6], `mask` float32 [B] (0 on
   padding). B = cfg_data.eval_batch_size // processes. The last batch is padded
@@ -305,6 +314,8 @@ def _eval_batches(cfg_data, builder, split: str, meta=None) -> Iterator[dict]:
   @tf.autograph.experimental.do_not_convert
   def prepare(ex):
     out = {k: ex[k] for k in _EVAL_KEYS}
+    if cfg_data.get("valid_count", False):
+      out["valid_count"] = tf.cast(ex["valid_count"], tf.float32)
     out["image"] = normalize(ex["image"], meta.mean, meta.std)
     out["label"] = tf.cast(ex["label"], tf.int32)
     out["parcels"] = tf.cast(ex["parcels"], tf.uint32)

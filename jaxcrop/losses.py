@@ -52,3 +52,47 @@ def cross_entropy(logits, label, *, weights=None, label_smoothing: float = 0.0):
   if weights is not None:
     w = w * jnp.asarray(weights, jnp.float32)[safe]
   return (w * ce).sum() / jnp.maximum(w.sum(), 1e-12), valid.sum()
+
+
+TIER_NAMES = ("tier1", "tier2", "tier3")
+
+
+def tier_class_weights(class_pixel_counts, tree, kind: str = "inv_sqrt") -> dict:
+  """{"tier1": [K1], "tier2": [K2], "tier3": [K3]}: `class_weights` of the pixel
+  counts summed per group / family (a parent's pixels are its children's)."""
+  n = np.asarray(class_pixel_counts, np.float64)
+  out = {}
+  for tier, name in zip((1, 2, 3), TIER_NAMES):
+    counts = np.bincount(tree.parents(tier), weights=n, minlength=tree.sizes[tier - 1])
+    out[name] = class_weights(counts, kind)
+  return out
+
+
+def tier_labels(label, parents):
+  """Tier-3 labels int [...] → the parents' labels (NO_LABEL kept); parents int [K3]."""
+  valid = label != NO_LABEL
+  return jnp.where(valid, jnp.asarray(parents)[jnp.where(valid, label, 0)], NO_LABEL)
+
+
+def tier_loss(logits: dict, label, *, tree, tier_weights, weights=None,
+              label_smoothing: float = 0.0):
+  """Σ_t tier_weights[t] · cross_entropy(logits["tier<t>"], label at tier t).
+
+  Over the tiers present in `logits` (a flat model gives tier 3 only, so its
+  loss is the plain tier-3 cross-entropy times tier_weights[3]).
+  Args:
+    logits: {"tier1": [B,H,W,K1], "tier2": …, "tier3": [B,H,W,K3]}, any subset.
+    label: int [B, H, W] tier-3 classes, NO_LABEL = unlabelled.
+    tree: jaxcrop.hierarchy.Tree; tier_weights: (w1, w2, w3).
+    weights: optional {"tier<t>": class weights [K_t]} (`tier_class_weights`).
+  Returns:
+    (scalar loss, number of labelled pixels).
+  """
+  total, n = 0.0, (label != NO_LABEL).sum()
+  for name, lg in logits.items():
+    tier = TIER_NAMES.index(name) + 1
+    lab = label if tier == 3 else tier_labels(label, tree.parents(tier))
+    ce, _ = cross_entropy(lg, lab, weights=None if weights is None else weights[name],
+                          label_smoothing=label_smoothing)
+    total = total + float(tier_weights[tier - 1]) * ce
+  return total, n

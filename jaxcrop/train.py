@@ -29,9 +29,10 @@ import numpy as np
 import optax
 import tqdm
 
-from jaxcrop import checkpoint, cli, losses, metrics
+from jaxcrop import checkpoint, cli, hierarchy, losses, metrics
 from jaxcrop.config import ConfigError
-from jaxcrop.models import build_model
+from jaxcrop.hierarchy import Tree
+from jaxcrop.models import build_model, head_kind, needs_valid_count
 from cropcontracts.dataset_meta import DatasetMeta, unet_min_side
 from cropcontracts.errors import UserError
 
@@ -69,8 +70,20 @@ def init_sample(cfg_model, months: int, bands: int):
   return jnp.zeros((1, months, m, m, bands), jnp.float32)
 
 
-def init_state(model, tx, sample, seed: int) -> TrainState:
-  variables = model.init(jax.random.key(seed), sample)
+def model_inputs(batch) -> dict:
+  """Keyword inputs of `model.apply` besides the image: `valid_count` when the batch has it."""
+  return {"valid_count": batch["valid_count"]} if "valid_count" in batch else {}
+
+
+def sample_inputs(cfg_model, sample) -> dict:
+  """`model_inputs` of a zero sample [1, T, m, m, C] (valid counts [1, T, m, m])."""
+  if not needs_valid_count(cfg_model):
+    return {}
+  return {"valid_count": jnp.zeros(sample.shape[:-1], jnp.float32)}
+
+
+def init_state(model, tx, sample, seed: int, inputs=None) -> TrainState:
+  variables = model.init(jax.random.key(seed), sample, **(inputs or {}))
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}),
@@ -84,17 +97,29 @@ def model_variables(state: TrainState) -> dict:
   return v
 
 
-def make_train_step(model, tx, weights, label_smoothing: float, seed: int):
-  """Pure step (state, batch {image [B,T,H,W,C], label [B,H,W]}) → (state, measurements)."""
+def make_train_step(model, tx, weights, label_smoothing: float, seed: int, *,
+                    tree=None, tier_weights=None):
+  """Pure step (state, batch {image [B,T,H,W,C], label [B,H,W], valid_count?}) →
+  (state, measurements).
+
+  Without `tree`: the tier-3 cross-entropy with class weights `weights` [K].
+  With `tree` (a jaxcrop.hierarchy.Tree): `losses.tier_loss` over the tiers the
+  model outputs, `weights` = {"tier<t>": [K_t]}, `tier_weights` = (w1, w2, w3).
+  """
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
 
     def loss_fn(params):
-      logits, new = model.apply(
+      out, new = model.apply(
           model_variables(state.replace(params=params)), batch["image"], train=True,
-          rngs={"dropout": rng}, mutable=["batch_stats"])
-      loss, n = losses.cross_entropy(logits, batch["label"], weights=weights,
-                                     label_smoothing=label_smoothing)
+          rngs={"dropout": rng}, mutable=["batch_stats"], tiers=tree is not None,
+          **model_inputs(batch))
+      if tree is None:
+        loss, n = losses.cross_entropy(out, batch["label"], weights=weights,
+                                       label_smoothing=label_smoothing)
+      else:
+        loss, n = losses.tier_loss(out, batch["label"], tree=tree, tier_weights=tier_weights,
+                                   weights=weights, label_smoothing=label_smoothing)
       return loss, (new.get("batch_stats", {}), n)
 
     (loss, (batch_stats, n)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -106,16 +131,18 @@ def make_train_step(model, tx, weights, label_smoothing: float, seed: int):
 
 
 def make_eval_step(model, num_classes: int):
-  """(variables, batch {image, label, mask [B]}) → confusion matrix int32 [K, K]."""
+  """(variables, batch {image, label, mask [B], valid_count?}) → confusion matrix int32 [K, K]."""
   def eval_step(variables, batch):
-    pred = model.apply(variables, batch["image"], train=False).argmax(-1)
+    pred = model.apply(variables, batch["image"], train=False, **model_inputs(batch)).argmax(-1)
     return metrics.confusion_matrix(batch["label"], pred, batch["mask"], num_classes=num_classes)
   return eval_step
 
 
 def put_batch(mesh, batch, keys=("image", "label")):
-  """This process's share of a global batch → global arrays sharded on `data`."""
+  """This process's share of a global batch → global arrays sharded on `data`
+  (`keys`, plus `valid_count` when the batch carries it)."""
   sharding = NamedSharding(mesh, P("data"))
+  keys = tuple(keys) + (("valid_count",) if "valid_count" in batch else ())
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])) for k in keys}
 
 
@@ -131,10 +158,11 @@ def evaluate_split(eval_step, variables, batches, mesh, num_classes: int,
   return np.asarray(jax.device_get(cm), np.int64)
 
 
-def model_summary(model, variables, sample) -> dict:
+def model_summary(model, variables, sample, inputs=None) -> dict:
   """Parameter count and forward FLOPs per pixel (XLA cost_analysis, eval mode)."""
   n_params = sum(int(p.size) for p in jax.tree.leaves(variables["params"]))
-  compiled = jax.jit(functools.partial(model.apply, train=False)).lower(variables, sample).compile()
+  compiled = jax.jit(functools.partial(model.apply, train=False)).lower(
+      variables, sample, **(inputs or {})).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   b, _, h, w, _ = sample.shape
@@ -255,6 +283,17 @@ def check_resume(workdir, config, meta) -> None:
                     f"pass a new --workdir, or the run's own settings to resume it")
 
 
+def with_data_inputs(config):
+  """`config`, or a copy with data.valid_count=True when the model takes the
+  per-month valid-observation counts (one switch: model.valid_count)."""
+  if not needs_valid_count(config.model) or config.data.get("valid_count"):
+    return config
+  c = config.copy_and_resolve_references()
+  c.unlock()
+  c.data.valid_count = True
+  return c
+
+
 POSITIVE_FIELDS = ("data.batch_size", "data.eval_batch_size", "train.num_steps",
                    "train.eval_every", "train.checkpoint_every", "train.keep_last",
                    "train.log_every")
@@ -278,6 +317,7 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
   data = data or importlib.import_module("jaxcrop.input_pipeline")
   workdir = checkpoint.workdir_path(workdir)   # local or gs://
   main_process = jax.process_index() == 0
+  config = with_data_inputs(config)
   cfg_t = config.train
   check_config(config)
   meta = data.load_meta(config.data)      # fails first, before anything is written
@@ -295,13 +335,21 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
   mesh = Mesh(np.array(jax.devices()), ("data",))
   replicated = NamedSharding(mesh, P())
 
-  model = build_model(config.model, num_classes)
+  tree = Tree.of(meta)
+  model = build_model(config.model, num_classes, tree=tree)
   tx = make_optimizer(config.optimizer, cfg_t.num_steps)
-  weights = losses.class_weights(meta.class_pixel_counts, config.loss.class_weights)
   sample = init_sample(config.model, len(meta.months), len(meta.bands))
-  state = jax.jit(lambda: init_state(model, tx, sample, config.seed), out_shardings=replicated)()
-  train_step = jax.jit(make_train_step(model, tx, weights, config.loss.label_smoothing, config.seed),
-                       donate_argnums=0, out_shardings=replicated)
+  inputs = sample_inputs(config.model, sample)
+  state = jax.jit(lambda: init_state(model, tx, sample, config.seed, inputs),
+                  out_shardings=replicated)()
+  if head_kind(config.model) == "hierarchical":
+    weights = losses.tier_class_weights(meta.class_pixel_counts, tree, config.loss.class_weights)
+    step_fn = make_train_step(model, tx, weights, config.loss.label_smoothing, config.seed,
+                              tree=tree, tier_weights=tuple(config.loss.tier_weights))
+  else:
+    weights = losses.class_weights(meta.class_pixel_counts, config.loss.class_weights)
+    step_fn = make_train_step(model, tx, weights, config.loss.label_smoothing, config.seed)
+  train_step = jax.jit(step_fn, donate_argnums=0, out_shardings=replicated)
   eval_step = jax.jit(make_eval_step(model, num_classes), out_shardings=replicated)
 
   if main_process:
@@ -336,7 +384,8 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
     while step < cfg_t.num_steps and progress["bad_evals"] < cfg_t.early_stopping_patience:
       batch = next(it)
       if not summary:
-        summary = model_summary(model, model_variables(state), jnp.asarray(batch["image"][:1]))
+        summary = model_summary(model, model_variables(state), jnp.asarray(batch["image"][:1]),
+                                {k: jnp.asarray(v[:1]) for k, v in model_inputs(batch).items()})
         if main_process:
           print(f"model: {summary['params']:,} parameters, "
                 f"{summary['flops_per_pixel']:,.0f} FLOPs/pixel forward ({summary['flops_source']})",
@@ -361,6 +410,9 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
                             data.eval_batches(config.data, config.data.val_split), mesh,
                             num_classes, config.eval.get("max_batches"), desc="val")
         val = metrics.summarize(cm, list(meta.class_names))
+        for tier in (2, 1):   # the tier-3 confusion mapped up the tree
+          val[f"tier{tier}_macro_f1"] = metrics.summarize(hierarchy.tier_confusion(
+              cm, tree.parents(tier), tree.sizes[tier - 1]))["macro_f1"]
         scalars = {f"val_{k}": v for k, v in val.items() if isinstance(v, (int, float))}
         writer.write(step, scalars)
         bar.write(f"step {step}: val macro-F1 {val['macro_f1']:.4f}  OA "

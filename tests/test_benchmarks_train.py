@@ -189,3 +189,11 @@ def test_peak_by_chip_and_dtype_and_mfu_by_hand():
   assert bench_train.peak_flops("cpu", "float32") is None
   # 2.97 TFLOP per step in 20 ms = 148.5 TFLOP/s; on 495 TFLOP/s: 0.30.
   assert bench_train.mfu(2.97e12, 0.02, 495e12) == pytest.approx(0.30)
+
+
+@pytest.mark.parametrize("variant,message", [
+    ("demo,attention", "model.encoder='attention'"),
+    ("demo,hierarchical", "model.head.kind='hierarchical'")])
+def test_encoder_and_head_the_twin_lacks_are_clear_errors(variant, message):
+  with pytest.raises(ValueError, match=message + " not implemented"):
+    torch_twin.check_torch_supported(get_config(variant).model)

@@ -66,6 +66,31 @@ def test_evaluate_writes_model_and_baseline_metrics(trained_dir):
               f"in the truth or in the prediction of the test split: {', '.join(listed)}.") in md
   assert south["macro_classes"] and south["parcel"]["macro_classes"]
   assert (trained_dir / "baseline" / "model.pkl").exists()
+  # Every tier, model and baseline side by side (fake tree: wheat, maize → cereal; vines).
+  tiers = saved["tiers"]
+  assert tiers["tier3"]["pixel"] == saved["pixel"] and tiers["tier1"]["class_names"] == ["crop"]
+  assert set(tiers["tier2"]["pixel"]) == {"model", "baseline"}
+  assert tiers["tier2"]["parcel"]["model"]["num_parcels"] == 7 * 16
+  assert set(tiers["tier2"]["per_region"]) == {"north", "south"}
+  assert tiers["tier1"]["pixel"]["model"]["overall_accuracy"] == 1.0    # one family
+  assert "## Per tier" in md
+  # The cross-validation's per-fold scores read the same result.
+  scores = cv.eval_scores(result)
+  assert scores["tier2/parcel/baseline/macro_f1"] == \
+      tiers["tier2"]["parcel"]["baseline"]["macro_f1"] and len(scores) == 3 * 2 * 2 * 2
+
+
+def test_hierarchical_attention_workdir_trains_reloads_and_evaluates(tmp_path):
+  c = tiny_config()
+  c.model.update(encoder="attention")
+  c.model.head.kind = "hierarchical"
+  train.train_and_evaluate(c, tmp_path, data=FakeData())
+  t = checkpoint.load_trained(tmp_path)
+  assert type(t.model).__name__ == "HierarchicalModel" and t.model.encoder == "attention"
+  result = evaluate.evaluate(tmp_path, data=FakeData(), with_baseline=False,
+                             out_dir=tmp_path / "eval_val")
+  assert (tmp_path / "eval_val" / "metrics.json").exists()
+  assert result["tiers"]["tier2"]["pixel"]["model"]["num_pixels"] == 7 * 14 * 16
 
 
 class RebuiltData(FakeData):
@@ -131,6 +156,7 @@ def test_cv_folds_scores_and_retrain(tmp_path, monkeypatch):
   monkeypatch.setattr(cv.train, "train_and_evaluate", fake_train)
   c = tiny_config()
   c.cv.grid = dict(lr=(1e-3, 2e-3))
+  c.cv.evaluate = False            # no checkpoint to evaluate: training is stubbed
   out = cv.run_cv(c, tmp_path)
   assert [call[:2] for call in calls[:3]] == [("fold1+fold2", "fold0"), ("fold0+fold2", "fold1"),
                                              ("fold0+fold1", "fold2")]

@@ -200,3 +200,23 @@ def test_missing_dataset_says_how_to_build(tmp_path):
   with pytest.raises(ip.DatasetError, match=r"no prepared cropmap dataset; build it with "
                      r"`tfds build tfds_builder/cropmap --config=tiny"):
     ip.load_meta(config(tmp_path))
+
+
+def test_valid_count_delivered_when_asked_and_augmented_with_the_image(data):
+  _, data_dir, builder = data
+  cfg = config(data_dir, valid_count=True)
+  meta = ip.load_meta(cfg)
+  originals = [(np.concatenate([ip.normalize(e["image"], meta.mean, meta.std),
+                                e["valid_count"][..., None].astype(np.float32)], -1), e["label"])
+               for e in tfds.as_numpy(builder.as_dataset("fold0+fold1", shuffle_files=False))]
+  assert any(o[0][..., -1].min() == 0 and o[0][..., -1].max() > 0 for o in originals)
+  b = next(ip.train_iterator(cfg, seed=0))
+  assert b["valid_count"].shape == (4, 12, 16, 16) and b["valid_count"].dtype == np.float32
+  for image, count, label in zip(b["image"], b["valid_count"], b["label"]):
+    both = np.concatenate([image, count[..., None]], -1)
+    assert sum(any(np.array_equal(si, both) and np.array_equal(sl, label)
+                   for si, sl in _symmetries(oi, ol)) for oi, ol in originals) == 1
+  assert "valid_count" not in next(ip.train_iterator(config(data_dir), seed=0))
+  e = next(ip.eval_batches(cfg, "test"))
+  assert e["valid_count"].shape == (5, 12, 16, 16)
+  assert "valid_count" not in next(ip.eval_batches(config(data_dir), "test"))

@@ -59,6 +59,8 @@ def test_training_writes_outputs_and_learns(uninterrupted):
   assert result["step"] == 6 and result["model"]["params"] > 0
   lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert [l["step"] for l in lines if "val_macro_f1" in l] == [3, 6]
+  # The fake tree has one family: every pixel is right at tier 1.
+  assert [l["val_tier1_macro_f1"] for l in lines if "val_macro_f1" in l] == [1.0, 1.0]
   assert json.loads((workdir / "config.json").read_text())["model"]["unet"]["widths"] == [8, 16]
   assert json.loads((workdir / "dataset_meta.json").read_text())["num_classes"] == K
   best = json.loads((workdir / "val_best.json").read_text())

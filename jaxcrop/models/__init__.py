@@ -1,20 +1,51 @@
-"""Models: `build_model(cfg_model, num_classes)` → a flax.linen Module.
+"""Models: `build_model(cfg_model, num_classes, tree=None)` → a flax.linen Module.
 
-`model.apply(variables, x [B, T, H, W, C], train=False)` → logits f32 [B, H, W, K].
+`model.apply(variables, x [B, T, H, W, C], train=False)` → logits f32 [B, H, W, K]
+(for a hierarchical head: tier-3 scores made consistent with tiers 1 and 2,
+see jaxcrop/models/heads.py); `tiers=True` → {"tier1"?, "tier2"?, "tier3"} logits;
+`valid_count=` [B, T, H, W] when `cfg_model.valid_count` is not "none".
 """
 from __future__ import annotations
 
 import jax.numpy as jnp
 
+from jaxcrop.config import ConfigError
+from jaxcrop.models.heads import HierarchicalModel  # noqa: F401
 from jaxcrop.models.hybrid import HybridModel, TemporalEncoder, UNet  # noqa: F401
+from jaxcrop.models.temporal import AttentionEncoder  # noqa: F401
+
+HEADS = ("flat", "hierarchical")
 
 
-def build_model(cfg_model, num_classes: int) -> HybridModel:
-  """The hybrid model from `config.model` (see configs/hybrid.py).
+def head_kind(cfg_model) -> str:
+  """flat | hierarchical (a config without `head`, from before heads existed: flat)."""
+  return (cfg_model.get("head") or {}).get("kind", "flat")
+
+
+def needs_valid_count(cfg_model) -> bool:
+  """True when the model takes the per-month valid-observation counts as input."""
+  return cfg_model.get("valid_count", "none") != "none"
+
+
+def build_model(cfg_model, num_classes: int, tree=None):
+  """The model from `config.model` (see configs/hybrid.py).
 
   `cfg_model.dtype` = "float32" | "bfloat16": the compute dtype; parameters stay
-  float32 and logits are returned as float32 either way.
+  float32 and logits are returned as float32 either way. `head.kind` =
+  "hierarchical" needs `tree` (a `jaxcrop.hierarchy.Tree`, e.g. `Tree.of(meta)`).
   """
-  return HybridModel(
-      num_classes=num_classes, temporal=dict(cfg_model.temporal), unet=dict(cfg_model.unet),
-      dtype=jnp.dtype(cfg_model.get("dtype", "float32")))
+  common = dict(temporal=dict(cfg_model.temporal), unet=dict(cfg_model.unet),
+                encoder=cfg_model.get("encoder", "cnn"),
+                attention=dict(cfg_model.get("attention") or {}),
+                valid_count=cfg_model.get("valid_count", "none"),
+                dtype=jnp.dtype(cfg_model.get("dtype", "float32")))
+  kind = head_kind(cfg_model)
+  if kind == "flat":
+    return HybridModel(num_classes=num_classes, **common)
+  if kind != "hierarchical":
+    raise ConfigError(f"unknown model.head.kind {kind!r}; expected one of {HEADS}")
+  if tree is None or tree.sizes[2] != num_classes:
+    raise ValueError(f"model.head.kind='hierarchical' needs the class tree of the "
+                     f"{num_classes} classes (build_model(…, tree=Tree.of(meta)))")
+  return HierarchicalModel(tree=tree, consistency=cfg_model.head.get("consistency", "joint"),
+                           **common)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from cropcontracts.dataset_meta import unet_min_side
 from jaxcrop.config import ConfigError
+from jaxcrop.models.temporal import AttentionEncoder
 
 def make_norm(kind: str, *, train: bool, dtype: Any, reduction_axes=None):
   """A normalization layer by name: batch | layer | group | none.
@@ -203,14 +204,26 @@ class UNet(nn.Module):
 
 
 class HybridModel(nn.Module):
-  """Temporal encoder per pixel, then U-Net: x [B, T, H, W, C] → logits f32 [B, H, W, K]."""
+  """Temporal encoder per pixel, then U-Net: x [B, T, H, W, C] → logits f32 [B, H, W, K].
+
+  encoder: cnn (`TemporalEncoder`, fields `temporal`) | attention
+  (`temporal.AttentionEncoder`, fields `attention`). valid_count: none | channel
+  (log1p of the month's valid-observation count appended as a band) | mask
+  (attention only: gap-filled months, count 0, get no attention weight); the
+  call then takes `valid_count` [B, T, H, W]. `tiers=True` returns
+  {"tier3": logits} (the interface of `heads.HierarchicalModel`).
+  """
   num_classes: int
   temporal: dict
   unet: dict
+  encoder: str = "cnn"          # cnn | attention
+  attention: Any = None         # AttentionEncoder fields
+  valid_count: str = "none"     # none | channel | mask
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, valid_count=None, tiers: bool = False):
+    x, valid = valid_count_inputs(x, valid_count, self.valid_count, self.encoder)
     b, t, h, w, c = x.shape
     levels = len(self.unet.get("widths", UNet.widths))
     m = unet_min_side(levels)
@@ -219,7 +232,40 @@ class HybridModel(nn.Module):
           f"patch sides {h}x{w} must be divisible by {m} (2^(depth-1) for a "
           f"U-Net of depth {levels}); crop or pad the input")
     pixels = jnp.moveaxis(x, 1, 3).reshape(b * h * w, t, c)   # [B·H·W, T, C]
-    enc = TemporalEncoder(**self.temporal, dtype=self.dtype, name="temporal")
-    feats = enc(pixels, train).reshape(b, h, w, -1)
+    if self.encoder == "attention":
+      enc = AttentionEncoder(**dict(self.attention or {}), dtype=self.dtype, name="temporal")
+      flat_valid = None if valid is None else jnp.moveaxis(valid, 1, 3).reshape(b * h * w, t)
+      feats = enc(pixels, train, valid=flat_valid).reshape(b, h, w, -1)
+    elif self.encoder == "cnn":
+      enc = TemporalEncoder(**self.temporal, dtype=self.dtype, name="temporal")
+      feats = enc(pixels, train).reshape(b, h, w, -1)
+    else:
+      raise ConfigError(f"unknown model.encoder {self.encoder!r}; expected cnn or attention")
     logits = UNet(self.num_classes, **self.unet, dtype=self.dtype, name="unet")(feats, train)
-    return logits.astype(jnp.float32)
+    logits = logits.astype(jnp.float32)
+    return {"tier3": logits} if tiers else logits
+
+
+VALID_COUNT = ("none", "channel", "mask")
+
+
+def valid_count_inputs(x, valid_count, mode: str, encoder: str):
+  """(x, valid) for the encoder: x [B, T, H, W, C(+1)], valid bool [B, T, H, W] or None.
+
+  channel: log1p(count) appended as one more band; mask: valid = count > 0.
+  """
+  if mode not in VALID_COUNT:
+    raise ConfigError(f"unknown valid_count {mode!r}; expected one of {VALID_COUNT}")
+  if mode == "none":
+    return x, None
+  if valid_count is None:
+    raise ValueError(f"model.valid_count={mode!r} needs the per-month valid-observation "
+                     "counts [B, T, H, W] (valid_count=…); the input pipeline delivers "
+                     "them with data.valid_count=True")
+  if mode == "mask":
+    if encoder != "attention":
+      raise ConfigError("model.valid_count='mask' masks attention weights: it needs "
+                       "model.encoder='attention' (use 'channel' with the CNN)")
+    return x, jnp.asarray(valid_count) > 0
+  count = jnp.log1p(jnp.asarray(valid_count, jnp.float32))[..., None].astype(x.dtype)
+  return jnp.concatenate([x, count], axis=-1), None
