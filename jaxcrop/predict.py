@@ -2,6 +2,7 @@
 
   python -m jaxcrop.predict --workdir W --zone ZONES/chartres_2 --out maps
   python -m jaxcrop.predict --workdir W --zone ZONES --out maps --probs
+  python -m jaxcrop.predict --workdir W --zone ZONES --out maps --tiers
 
 The parcel product takes its geometries from the zone folder (parcels.gpkg):
 predict never reads the RPG. A labelled folder of format jaxcrop-zone/1, written
@@ -10,8 +11,11 @@ before prep labels stored them, is refused: rerun `python -m prep labels` for it
 Each zone is cut into fixed-shape overlapping tiles, blended without seams
 (`jaxcrop.maps.tiling`), and written to `OUT/<zone_id>/` as Cloud-Optimized
 GeoTIFFs with a QGIS style and, for labelled zones, the parcel product
-(`jaxcrop.maps.geotiff`, `jaxcrop.maps.parcels`); see docs/predict.md. Every
-argument is checked before the model or a zone is read.
+(`jaxcrop.maps.geotiff`, `jaxcrop.maps.parcels`); see docs/predict.md. With
+--tiers, also the tier-1 / tier-2 maps (the parents of the tier-3 map:
+`jaxcrop.maps.tiling.tier_maps`). A model trained with per-month valid-observation
+counts (model.valid_count) is given the zone's valid_count.tif, tiled like the
+image. Every argument is checked before the model or a zone is read.
 """
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ def main(argv=None) -> int:
   ap = argparse.ArgumentParser(
       prog="python -m jaxcrop.predict",
       description="Crop-type maps of zone folders: OUT/<zone_id>/classes.tif, "
-                  "confidence.tif, [probabilities.tif], [parcels.gpkg] (Cloud-Optimized "
+                  "confidence.tif, [probabilities.tif], [classes_tier1.tif, "
+                  "classes_tier2.tif], [parcels.gpkg] (Cloud-Optimized "
                   "GeoTIFFs on the zone grid; see docs/predict.md).")
   ap.add_argument("--workdir", required=True, help="training workdir (checkpoints)")
   ap.add_argument("--zone", required=True, nargs="+",
@@ -54,6 +59,11 @@ def main(argv=None) -> int:
                        "default model needs ~3 GB for one tile of 512²; default: "
                        "%(default)s)")
   ap.add_argument("--probs", action="store_true", help="also write probabilities.tif")
+  ap.add_argument("--tiers", action="store_true",
+                  help="also write classes_tier1.tif and classes_tier2.tif (+ .qml styles): "
+                       "each pixel's tier-1 family / tier-2 group, the parents of its tier-3 "
+                       "class in classes.tif (for a hierarchical model, its tier heads' "
+                       "consistent decoding)")
   ap.add_argument("--overwrite", action="store_true",
                   help="replace existing OUT/<zone_id> folders")
   args = ap.parse_args(argv)
@@ -78,13 +88,17 @@ def _run(args) -> int:
   nom = checkpoint_nomenclature(meta, args.workdir)
   for z in zones:
     check_compatible(z, meta)
-  apply_fn = lambda v, x: trained.model.apply(v, x, train=False)
-  check_tile(apply_fn, trained.variables, meta, args.tile)
+  from jaxcrop.hierarchy import Tree
+  from jaxcrop.models import needs_valid_count
+  with_count = needs_valid_count(trained.config.model)
+  apply_fn = lambda v, x, **inputs: trained.model.apply(v, x, train=False, **inputs)
+  check_tile(apply_fn, trained.variables, meta, args.tile, valid_count=with_count)
   tile_fn = make_tile_fn(apply_fn, blend_window(args.tile, args.overlap))
+  tree = Tree.of(meta) if args.tiers else None
   for z in zones:
     pred = predict_zone(apply_fn, trained.variables, z, meta, tile=args.tile,
                         overlap=args.overlap, batch=args.batch, probs=args.probs,
-                        progress=True, tile_fn=tile_fn)
+                        progress=True, tile_fn=tile_fn, valid_count=with_count, tree=tree)
     folder = write_outputs(z, pred, nom, args.out, overwrite=args.overwrite)
     print(f"{z.zone_id}: wrote {', '.join(sorted(p.name for p in folder.iterdir()))} "
           f"in {folder}")

@@ -248,8 +248,8 @@ def test_cli_refuses_existing_output_before_loading_a_checkpoint(zone, tmp_path,
 def test_cli_writes_maps_and_scores(zone, pixel_model, tmp_path, capsys, monkeypatch):
   apply_fn, variables = pixel_model
   model = pt.PixelModel()
-  trained = types.SimpleNamespace(config=None, model=model, variables=variables,
-                                  meta=pt.make_meta())
+  trained = types.SimpleNamespace(config=types.SimpleNamespace(model={}), model=model,
+                                  variables=variables, meta=pt.make_meta())
   fake = types.ModuleType("jaxcrop.checkpoint")
   fake.load_trained = lambda workdir, which="best": trained
   monkeypatch.setitem(sys.modules, "jaxcrop.checkpoint", fake)
@@ -304,16 +304,21 @@ def test_tile_that_the_model_cannot_take_is_a_one_line_error():
     checks.check_tile(apply_fn, variables, pt.make_meta(), 15)
 
 
-def _workdir(path):
-  """A training workdir holding the tiny hybrid model's init as its `last` checkpoint."""
+def _workdir(path, variant="tiny", **model_fields):
+  """A training workdir holding a tiny hybrid model's init as its `last` checkpoint
+  (`variant` of configs/hybrid.py, `model_fields` set on config.model)."""
   import jax
   from configs import hybrid
   from jaxcrop import checkpoint
-  from jaxcrop.models import build_model
-  cfg = hybrid.get_config("tiny")
+  from jaxcrop.hierarchy import Tree
+  from jaxcrop.models import build_model, needs_valid_count
+  cfg = hybrid.get_config(variant)
+  cfg.model.update(model_fields)
   meta = pt.make_meta()
-  model = build_model(cfg.model, meta.num_classes)
-  v = model.init(jax.random.PRNGKey(1), np.zeros((1, pt.T, 16, 16, 4), np.float32))
+  model = build_model(cfg.model, meta.num_classes, tree=Tree.of(meta))
+  x = np.zeros((1, pt.T, 16, 16, 4), np.float32)
+  inputs = {"valid_count": np.zeros(x.shape[:-1], np.float32)} if needs_valid_count(cfg.model) else {}
+  v = model.init(jax.random.PRNGKey(1), x, **inputs)
   path.mkdir()
   (path / "config.json").write_text(cfg.to_json())
   (path / "dataset_meta.json").write_text(meta.to_json())
@@ -413,3 +418,99 @@ def test_score_counts_labelled_predicted_pixels_only(zone, pixel_model):
   scored = (labels != 255) & (pred.classes != 255)
   assert s["num_pixels"] == scored.sum()
   assert s["overall_accuracy"] == pytest.approx((labels == pred.classes)[scored].mean())
+
+
+def _read(path):
+  """(band 1, tags, colour table or None) of a GeoTIFF."""
+  with rasterio.open(path) as src:
+    try:
+      cmap = src.colormap(1)
+    except ValueError:                       # no colour table (confidence.tif)
+      cmap = None
+    return src.read(1), src.tags(), cmap
+
+
+def test_tier_maps_of_a_flat_model_are_its_classes_mapped_up_the_tree(zone, pixel_model,
+                                                                      tmp_path):
+  from jaxcrop.hierarchy import Tree, to_tier
+  meta = pt.make_meta()
+  pred = tiling.predict_zone(*pixel_model, zone, meta, tile=16, overlap=4, tree=Tree.of(meta))
+  folder = geotiff.write_outputs(zone, pred, NOM, tmp_path)
+  classes, _, _ = _read(folder / "classes.tif")
+  for tier, table, names in ((2, NOM.tier2_of(), NOM.tier2_names),
+                             (1, NOM.tier1_of(), NOM.tier1_names)):
+    got, tags, cmap = _read(folder / f"classes_tier{tier}.tif")
+    np.testing.assert_array_equal(got, to_tier(classes, table))
+    assert (got[classes == 255] == 255).all() and (got[classes != 255] < len(names)).all()
+    assert json.loads(tags["CLASS_NAMES"]) == list(names) and tags["TIER"] == str(tier)
+    # a group's colour is its first tier-3 class's
+    first = int(np.flatnonzero(table == 1)[0])
+    assert cmap[1][:3] == tuple(int(v) for v in NOM.rgb()[first])
+  import xml.etree.ElementTree as ET
+  entries = ET.parse(folder / "classes_tier2.qml").getroot().findall(
+      "pipe/rasterrenderer/colorPalette/paletteEntry")
+  assert [e.get("label") for e in entries] == list(NOM.tier2_names)
+
+
+def test_tier_legend_by_hand():
+  names, colors = geotiff.tier_legend(NOM, 1)
+  assert names == list(NOM.tier1_names)
+  assert colors[0] == NOM.colors[list(NOM.tier1).index(names[0])]
+  assert geotiff.tier_legend(NOM, 3) == (list(NOM.tier3), list(NOM.colors))
+
+
+def test_hierarchical_model_tier_maps_through_the_cli_are_its_consistent_decoding(
+    zone, tmp_path, capsys):
+  """One 512 tile holds the whole zone: the tier-2 / tier-1 files equal the tier
+  heads' consistent decoding (heads.tier_outputs) of the model run directly, and
+  no tier-3 pixel has a parent other than the tier-2 map's."""
+  import jax
+  from jaxcrop.hierarchy import Tree, to_tier
+  from jaxcrop.models import heads
+  model, v, meta = _workdir(tmp_path / "W", "tiny,hierarchical")
+  rc = predict.main(["--workdir", str(tmp_path / "W"), "--zone", str(zone.path),
+                     "--out", str(tmp_path / "maps"), "--tiers"])
+  assert rc == 0, capsys.readouterr().err
+  out = tmp_path / "maps" / "testz_0"
+  assert {"classes_tier1.tif", "classes_tier1.qml", "classes_tier2.tif",
+          "classes_tier2.qml"} <= {p.name for p in out.iterdir()}
+  image = np.pad(zone.read_image(), ((0, 0), (0, 512 - pt.H), (0, 512 - pt.W), (0, 0)),
+                 mode="symmetric")
+  scores = jax.jit(lambda x: model.apply(v, x, train=False))(
+      normalize(image, meta.mean, meta.std)[None])
+  decoded = {k: np.asarray(a)[0, :pt.H, :pt.W] for k, a in
+             heads.tier_outputs(scores, Tree.of(meta)).items()}
+  classes, _, _ = _read(out / "classes.tif")
+  ok = classes != 255
+  for tier in (1, 2):
+    got, _, _ = _read(out / f"classes_tier{tier}.tif")
+    np.testing.assert_array_equal(got[ok], decoded[f"tier{tier}"][ok])
+  tier2, _, _ = _read(out / "classes_tier2.tif")
+  assert (to_tier(classes, meta.tier2_of)[ok] == tier2[ok]).all()
+  np.testing.assert_array_equal(classes[ok], decoded["tier3"][ok])
+
+
+def test_valid_count_model_predicts_through_the_cli_with_the_zone_counts(tmp_path, capsys):
+  """A model trained with model.valid_count='channel' is given the zone's
+  valid_count.tif, tiled like the image (here random counts, one 512 tile)."""
+  import jax
+  from cropcontracts import zonefolder
+  z = pt.make_zone(tmp_path / "z" / "testz_0")
+  counts = np.random.default_rng(3).integers(0, 6, (pt.T, pt.H, pt.W)).astype(np.uint8)
+  zonefolder.write_imagery(z.path, z.zone, z.read_image().transpose(0, 3, 1, 2), counts,
+                           pt.months())
+  model, v, meta = _workdir(tmp_path / "W", valid_count="channel")
+  rc = predict.main(["--workdir", str(tmp_path / "W"), "--zone", str(z.path),
+                     "--out", str(tmp_path / "maps")])
+  assert rc == 0, capsys.readouterr().err
+  pad = lambda a, *rest: np.pad(a, ((0, 0), (0, 512 - pt.H), (0, 512 - pt.W)) + rest,
+                                mode="symmetric")
+  x = normalize(pad(z.read_image(), (0, 0)), meta.mean, meta.std)[None]
+  run = jax.jit(lambda x, c: model.apply(v, x, train=False, valid_count=c))
+  direct = np.asarray(run(x, pad(counts)[None].astype(np.float32)))[0, :pt.H, :pt.W]
+  got, _, _ = _read(tmp_path / "maps" / "testz_0" / "confidence.tif")
+  ok = got != 255
+  np.testing.assert_array_equal(
+      got[ok], np.rint(100 * np.asarray(jax.nn.softmax(direct, -1)).max(-1))[ok])
+  without = np.asarray(run(x, np.zeros((1, pt.T, 512, 512), np.float32)))[0, :pt.H, :pt.W]
+  assert not np.allclose(without, direct)          # the counts reach the model

@@ -44,13 +44,16 @@ def check_compatible(zone: ZoneFolder, meta) -> None:
         f"checkpoint trained on {zone.nomenclature}")
 
 
-def check_tile(apply_fn, variables, meta, tile: int) -> None:
+def check_tile(apply_fn, variables, meta, tile: int, valid_count: bool = False) -> None:
   """Traces the model on one tile (no compute): a tile the model cannot take (e.g. a
-  side not divisible by the U-Net's downsampling) becomes a one-line error."""
+  side not divisible by the U-Net's downsampling) becomes a one-line error.
+  valid_count: the model also takes valid_count [B, T, tile, tile]."""
   import jax
-  x = jax.ShapeDtypeStruct((1, len(meta.months), tile, tile, len(meta.bands)), np.float32)
+  shape = (1, len(meta.months), tile, tile)
+  x = jax.ShapeDtypeStruct(shape + (len(meta.bands),), np.float32)
+  inputs = {"valid_count": jax.ShapeDtypeStruct(shape, np.float32)} if valid_count else {}
   try:
-    jax.eval_shape(apply_fn, variables, x)
+    jax.eval_shape(lambda v, x, i: apply_fn(v, x, **i), variables, x, inputs)
   except ValueError as e:
     raise PredictError(f"--tile {tile} does not fit the model: {e}") from None
 

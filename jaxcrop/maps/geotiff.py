@@ -3,6 +3,9 @@ and the parcel GeoPackage, assembled in a temporary folder renamed when complete
 
   classes.tif        uint8 tier-3 class ids, 255 = nodata, colour table, names.
   classes.qml        QGIS style of classes.tif (palette with class names).
+  classes_tier{1,2}.tif/.qml  (with tier maps) uint8 tier-1 / tier-2 ids, the same
+                     layout; names from the nomenclature, each group / family in
+                     the colour of its first tier-3 class (`tier_legend`).
   confidence.tif     uint8 max softmax probability in percent, 255 = nodata.
   probabilities.tif  (with probabilities) uint8 [K bands] probability in percent.
   parcels.gpkg       (zones with parcels) majority class per parcel.
@@ -55,23 +58,40 @@ def _cog(tmpdir: pathlib.Path, path: pathlib.Path, zone: ZoneFolder, bands: np.n
   src.unlink()
 
 
-def class_tags(nomenclature) -> dict:
-  """GeoTIFF metadata naming the classes: CLASS_NAMES (JSON list) and CLASS_<k>."""
-  tags = {"CLASS_NAMES": json.dumps(list(nomenclature.tier3)),
-          "NOMENCLATURE": nomenclature.version}
-  tags.update({f"CLASS_{k}": n for k, n in enumerate(nomenclature.tier3)})
+def tier_legend(nomenclature, tier: int = 3) -> tuple[list, list]:
+  """(names, '#rrggbb' colours) of the tier-`tier` classes, in id order (the
+  ids of `Nomenclature.tier2_of()` / `tier1_of()`). A group or family takes
+  the colour of its first tier-3 class: the tables have colours per tier-3
+  class only, and this keeps a tier map's colours those of its first member."""
+  if tier == 3:
+    return list(nomenclature.tier3), list(nomenclature.colors)
+  names = list(nomenclature.tier2_names if tier == 2 else nomenclature.tier1_names)
+  parents = nomenclature.tier2 if tier == 2 else nomenclature.tier1
+  first = {}
+  for parent, color in zip(parents, nomenclature.colors):
+    first.setdefault(parent, color)
+  return names, [first[n] for n in names]
+
+
+def class_tags(nomenclature, tier: int = 3) -> dict:
+  """GeoTIFF metadata naming the classes: CLASS_NAMES (JSON list) and CLASS_<k>
+  (+ TIER)."""
+  names, _ = tier_legend(nomenclature, tier)
+  tags = {"CLASS_NAMES": json.dumps(names), "NOMENCLATURE": nomenclature.version,
+          "TIER": str(tier)}
+  tags.update({f"CLASS_{k}": n for k, n in enumerate(names)})
   return tags
 
 
-def qgis_style(nomenclature) -> str:
-  """A QGIS layer style (.qml) for classes.tif: a paletted renderer with the
-  class names as labels. QGIS applies `<name>.qml` beside a raster as its
-  default style, so the map opens with its legend; GDAL's colour table alone
-  gives colours but shows values, not names."""
+def qgis_style(nomenclature, tier: int = 3) -> str:
+  """A QGIS layer style (.qml) for classes.tif (or a tier map): a paletted
+  renderer with the class names as labels. QGIS applies `<name>.qml` beside a
+  raster as its default style, so the map opens with its legend; GDAL's colour
+  table alone gives colours but shows values, not names."""
   from xml.sax.saxutils import quoteattr
   entries = "\n".join(
       f'        <paletteEntry value="{k}" color="{color}" alpha="255" label={quoteattr(name)}/>'
-      for k, (name, color) in enumerate(zip(nomenclature.tier3, nomenclature.colors)))
+      for k, (name, color) in enumerate(zip(*tier_legend(nomenclature, tier))))
   return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
 <qgis version="3.28" styleCategories="Symbology">
   <pipe>
@@ -86,9 +106,11 @@ def qgis_style(nomenclature) -> str:
 """
 
 
-def colormap(nomenclature) -> dict:
+def colormap(nomenclature, tier: int = 3) -> dict:
   """GDAL colour table: class id → (r, g, b, 255); nodata transparent."""
-  cmap = {k: tuple(int(v) for v in rgb) + (255,) for k, rgb in enumerate(nomenclature.rgb())}
+  _, colors = tier_legend(nomenclature, tier)
+  cmap = {k: tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) + (255,)
+          for k, c in enumerate(colors)}
   cmap[NODATA] = (0, 0, 0, 0)
   return cmap
 
@@ -96,7 +118,7 @@ def colormap(nomenclature) -> dict:
 def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
                   overwrite: bool = False) -> pathlib.Path:
   """Writes OUT/<zone_id>/{classes,confidence[,probabilities]}.tif, classes.qml
-  (QGIS style) [+ parcels.gpkg].
+  (QGIS style) [+ classes_tier{1,2}.{tif,qml} when pred.tiers] [+ parcels.gpkg].
 
   The folder is assembled under a temporary name beside it and renamed into
   place when complete; an existing folder is replaced only with `overwrite`.
@@ -113,6 +135,11 @@ def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
     _cog(tmp, tmp / "classes.tif", zone, pred.classes[None], "nearest",
          ["tier-3 class"], tags, colormap(nomenclature))
     (tmp / "classes.qml").write_text(qgis_style(nomenclature), encoding="utf-8")
+    for tier, tier_map in sorted((pred.tiers or {}).items()):
+      name = f"classes_tier{tier}"
+      _cog(tmp, tmp / f"{name}.tif", zone, tier_map[None], "nearest", [f"tier-{tier} class"],
+           class_tags(nomenclature, tier), colormap(nomenclature, tier))
+      (tmp / f"{name}.qml").write_text(qgis_style(nomenclature, tier), encoding="utf-8")
     _cog(tmp, tmp / "confidence.tif", zone, pred.confidence[None], "average",
          ["confidence (max probability, %)"])
     if pred.probabilities is not None:

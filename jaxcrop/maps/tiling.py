@@ -10,6 +10,15 @@ multiplied by a smooth 2D window — a cosine ramp over the `overlap` pixels of
 each edge, 1 inside, strictly positive everywhere — and summed into the zone;
 dividing by the summed weights gives a map without seams, in which the centre of
 a tile counts more than its edges (where the model sees less context).
+
+Maps per tier (`tier_maps`): the tier-2 / tier-1 map is the parent of the tier-3
+map, pixel by pixel (`hierarchy.to_tier`), for every model. For a flat model this
+maps its tier-3 classes up the tree; for a hierarchical model it is its tier
+heads' consistent decoding (`heads.tier_outputs`: the best path's group and
+family are the parents of the tier-3 argmax), so a tier-3 pixel never has a
+parent other than the tier-2 map's. (Summing the probabilities of a group's
+classes, `hierarchy.tier_log_probs`, can pick a group other than the tier-3
+class's: a map set made that way would contradict itself, so it is not used.)
 """
 from __future__ import annotations
 
@@ -32,10 +41,19 @@ DEFAULT_TILE, DEFAULT_OVERLAP, DEFAULT_BATCH = 512, 24, 1
 @dataclasses.dataclass
 class Prediction:
   """A zone's map. classes, confidence: uint8 [H, W] (255 = nodata);
-  probabilities: uint8 [K, H, W] percent (255 = nodata) or None."""
+  probabilities: uint8 [K, H, W] percent (255 = nodata) or None;
+  tiers: {1: uint8 [H, W], 2: uint8 [H, W]} tier-1 / tier-2 maps (255 = nodata) or None."""
   classes: np.ndarray
   confidence: np.ndarray
   probabilities: np.ndarray | None = None
+  tiers: dict | None = None
+
+
+def tier_maps(classes: np.ndarray, tree) -> dict:
+  """{1: uint8 [H, W], 2: uint8 [H, W]}: the parents of the tier-3 map `classes`
+  (uint8 [H, W], 255 = nodata stays nodata); see the module doc for why."""
+  from jaxcrop.hierarchy import to_tier
+  return {t: to_tier(classes, tree.parents(t)).astype(np.uint8) for t in (1, 2)}
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> np.ndarray:
@@ -69,14 +87,15 @@ def nodata_mask(image: np.ndarray) -> np.ndarray:
 
 
 def make_tile_fn(apply_fn: Callable, window: np.ndarray):
-  """Jitted (variables, x [B, T, t, t, C]) → window-weighted softmax [B, t, t, K]."""
+  """Jitted (variables, x [B, T, t, t, C], **inputs) → window-weighted softmax
+  [B, t, t, K]; inputs (e.g. valid_count [B, T, t, t]) go to apply_fn."""
   import jax
   import jax.numpy as jnp
   window = jnp.asarray(window)[None, :, :, None]
 
   @jax.jit
-  def tile_fn(variables, x):
-    logits = apply_fn(variables, x).astype(jnp.float32)
+  def tile_fn(variables, x, **inputs):
+    logits = apply_fn(variables, x, **inputs).astype(jnp.float32)
     return jax.nn.softmax(logits, axis=-1) * window
   return tile_fn
 
@@ -100,11 +119,12 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
                  tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                  batch: int = DEFAULT_BATCH,
                  probs: bool = False, progress: bool = False,
-                 tile_fn=None) -> Prediction:
+                 tile_fn=None, valid_count: bool = False, tree=None) -> Prediction:
   """Blended crop-type map of one zone.
 
   Args:
-    apply_fn: (variables, x float32 [B, T, tile, tile, C]) → logits [B, tile, tile, K].
+    apply_fn: (variables, x float32 [B, T, tile, tile, C][, valid_count=float32
+      [B, T, tile, tile]]) → logits [B, tile, tile, K].
     variables: the model's variables (params, batch stats).
     zone: the zone folder; s2.tif is read and normalized with meta.mean/std.
     meta: DatasetMeta of the checkpoint (months, bands, mean, std, nomenclature).
@@ -114,8 +134,13 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
     probs: also return per-class probabilities.
     tile_fn: a prebuilt `make_tile_fn(apply_fn, blend_window(tile, overlap))`
       to reuse its compilation across zones.
+    valid_count: also read the zone's valid_count.tif (valid observations per
+      month), tile it like the image and pass it as `valid_count=` (models
+      trained with model.valid_count != "none").
+    tree: a `hierarchy.Tree`: also return the tier-1 / tier-2 maps (`tier_maps`).
   Returns:
-    Prediction with classes/confidence uint8 [H, W] (and probabilities [K, H, W]).
+    Prediction with classes/confidence uint8 [H, W] (and probabilities [K, H, W],
+    tier maps).
   """
   import jax
   from jaxcrop.input_pipeline import normalize
@@ -125,8 +150,11 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
   nodata = nodata_mask(image)
   rows, cols = tile_starts(H, tile, overlap), tile_starts(W, tile, overlap)
   ph, pw = rows[-1] + tile - H, cols[-1] + tile - W
+  counts = zone.read_valid_count() if valid_count else None   # uint8 [T, H, W]
   if ph or pw:                                 # only a zone smaller than a tile
     image = np.pad(image, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="symmetric")
+    if counts is not None:
+      counts = np.pad(counts, ((0, 0), (0, ph), (0, pw)), mode="symmetric")
   window = blend_window(tile, overlap)
   tile_fn = tile_fn or make_tile_fn(apply_fn, window)
   origins = [(r, c) for r in rows for c in cols]
@@ -141,11 +169,14 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
   for i in range(0, len(origins), batch):
     chunk = origins[i:i + batch]
     x = np.zeros((batch, T, tile, tile, C), np.float32)
+    inputs = {"valid_count": np.zeros((batch, T, tile, tile), np.float32)} if valid_count else {}
     for j, (r, c) in enumerate(chunk):
       x[j] = normalize(image[:, r:r + tile, c:c + tile], meta.mean, meta.std)
+      if valid_count:
+        inputs["valid_count"][j] = counts[:, r:r + tile, c:c + tile]
     if mesh is not None:
-      x = jax.device_put(x, jax.sharding.NamedSharding(mesh, P("data")))
-    out = tile_fn(variables, x)    # dispatched asynchronously: the device runs it
+      x, inputs = jax.device_put((x, inputs), jax.sharding.NamedSharding(mesh, P("data")))
+    out = tile_fn(variables, x, **inputs)    # dispatched asynchronously: the device runs it
     if pending:                    # while the host adds up the previous batch
       _accumulate(acc, weight, window, *pending)
       bar.update(len(pending[0]))
@@ -161,7 +192,8 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
   if probs:
     probabilities = np.rint(100 * p).astype(np.uint8).transpose(2, 0, 1)
     probabilities[:, nodata] = NODATA
-  return Prediction(classes, confidence, probabilities)
+  return Prediction(classes, confidence, probabilities,
+                    tier_maps(classes, tree) if tree is not None else None)
 
 
 def _accumulate(acc, weight, window, chunk, out) -> None:
