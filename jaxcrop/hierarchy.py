@@ -11,6 +11,7 @@ output of any model:
   tier_confusion(cm, tier_of, n)     confusion [K3, K3] → [n, n]
 
 `Tree.of(meta)` gathers the tables and sizes; tier numbers are 1, 2, 3.
+`tier_legend(nomenclature, tier)` gives the names and colours of a tier (maps, figures).
 """
 from __future__ import annotations
 
@@ -111,3 +112,18 @@ def tier_confusion(cm, tier_of, num: int) -> np.ndarray:
 
 def tier_names(meta, tier: int) -> list:
   return list({1: meta.tier1_names, 2: meta.tier2_names, 3: meta.class_names}[tier])
+
+
+def tier_legend(nomenclature, tier: int = 3) -> tuple[list, list]:
+  """(names, '#rrggbb' colours) of the tier-`tier` classes, in id order (the
+  ids of `Nomenclature.tier2_of()` / `tier1_of()`). A group or family takes
+  the colour of its first tier-3 class: the tables have colours per tier-3
+  class only, and this keeps a tier map's colours those of its first member."""
+  if tier == 3:
+    return list(nomenclature.tier3), list(nomenclature.colors)
+  names = list(nomenclature.tier2_names if tier == 2 else nomenclature.tier1_names)
+  parents = nomenclature.tier2 if tier == 2 else nomenclature.tier1
+  first = {}
+  for parent, color in zip(parents, nomenclature.colors):
+    first.setdefault(parent, color)
+  return names, [first[n] for n in names]

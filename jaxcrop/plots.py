@@ -6,12 +6,16 @@
   python -m jaxcrop.plots confusion  --zone Z --pred OUT/<zone_id> --out cm.png
   python -m jaxcrop.plots confusion  --metrics W/eval/metrics.json [--level parcel] --out cm.png
   python -m jaxcrop.plots f1         --metrics W/eval/metrics.json [--level parcel] --out f1.png
+  python -m jaxcrop.plots f1         --metrics W/eval/metrics.json --tier 2 --out f1_groups.png
+  python -m jaxcrop.plots confusion  --metrics W/eval/metrics.json --tier all --out cm.png
   python -m jaxcrop.plots distribution --zones ZONES --out classes.png
   python -m jaxcrop.plots gif        --zone Z --out months.gif [--scale 2]
 
 A class has the same colour in every figure: its nomenclature colour
 (`prep/data/classes_<version>.csv`, the version the zones, the map or the metrics
-name). Maps are drawn with nearest-neighbour sampling, so the colours in the PNG are
+name). Scores at tier 1 or 2 (--tier; `all` writes one figure per tier, OUT
+with _tier1, _tier2, _tier3 before its extension) come from the `tiers` section
+of metrics.json, with the tier's names. Maps are drawn with nearest-neighbour sampling, so the colours in the PNG are
 exactly the nomenclature's. Pixels without a class: light grey where the RPG gives no
 label, black where the imagery has no observation (no data), in maps and GIFs alike.
 """
@@ -31,7 +35,8 @@ from jaxcrop.figures.distribution import (plot_class_distribution, region_class_
 from jaxcrop.figures.gif import GIF_MIN_WIDTH, monthly_gif
 from jaxcrop.figures.inputs import map_nomenclature, read_classes, read_metrics
 from jaxcrop.figures.maps import plot_errors, plot_prediction
-from jaxcrop.figures.scores import plot_confusion, plot_metrics_confusion, plot_per_class_f1
+from jaxcrop.figures.scores import (plot_confusion, plot_metrics_confusion, plot_per_class_f1,
+                                    tier_metrics)
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import resolve_zones
 
@@ -45,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
   pred_help = "prediction folder OUT/<zone_id> of jaxcrop.predict"
   metrics_help = "W/eval/metrics.json of jaxcrop.evaluate"
   level_help = "with --metrics: pixel or parcel scores (default: %(default)s)"
+  tier_help = ("with --metrics: the tier scored: 3 (classes), 2 (groups), 1 (families), "
+               "or all (one figure per tier: OUT_tier1.png, OUT_tier2.png, OUT_tier3.png; "
+               "default: %(default)s)")
   s = sub.add_parser("all", help="every figure: F1, confusion, distribution, per-zone maps "
                      "and GIFs", description="Every figure the inputs allow (what "
                      "./launch.sh demo shows); zones without labels get their GIF and "
@@ -64,10 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     if name == "confusion":
       s.add_argument("--metrics", help=metrics_help + " instead of --zone/--pred")
       s.add_argument("--level", default="pixel", choices=("pixel", "parcel"), help=level_help)
+      s.add_argument("--tier", default="3", choices=TIER_CHOICES, help=tier_help)
   s = sub.add_parser("f1", help="per-class F1 bars of an evaluation",
                      description="Per-class F1 bars, model vs baseline, of an evaluation.")
   s.add_argument("--metrics", required=True, help=metrics_help)
   s.add_argument("--level", default="pixel", choices=("pixel", "parcel"), help=level_help)
+  s.add_argument("--tier", default="3", choices=TIER_CHOICES, help=tier_help)
   s.add_argument("--out", required=True, help="output PNG")
   s = sub.add_parser("distribution", help="labelled pixels per class and region",
                      description="Labelled pixels per class and region of zone folders.")
@@ -82,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
                  help=f"integer upscaling of the frames (default: the smallest giving "
                       f"frames of at least {GIF_MIN_WIDTH} px)")
   return ap
+
+
+TIER_CHOICES = ("1", "2", "3", "all")
+
+
+def tier_outputs(tier: str, out) -> list[tuple[int, pathlib.Path]]:
+  """[(tier, file)] of a --tier choice: one tier → --out itself; all → --out
+  with _tier1, _tier2, _tier3 before its extension."""
+  out = pathlib.Path(out)
+  if tier != "all":
+    return [(int(tier), out)]
+  return [(t, out.with_name(f"{out.stem}_tier{t}{out.suffix}")) for t in (1, 2, 3)]
 
 
 def main(argv=None) -> int:
@@ -114,20 +136,25 @@ def _main(args) -> int:
                        metrics=args.metrics)
     print(f"wrote {len(outs)} figures to {args.out}")
     return 0
+  if args.figure in ("f1", "confusion") and args.metrics:
+    metrics = read_metrics(args.metrics)
+    for tier, out in tier_outputs(args.tier, args.out):
+      m = tier_metrics(metrics, tier)
+      if args.figure == "f1":
+        print(f"wrote {plot_per_class_f1(m, out, level=args.level)}")
+      else:
+        print(f"wrote {plot_metrics_confusion(m, args.level, out)}")
+    return 0
   print(f"wrote {_run(args)}")
   return 0
 
 
 def _run(args) -> pathlib.Path:
   from cropcontracts.zonefolder import open_zone
-  if args.figure == "f1":
-    return plot_per_class_f1(read_metrics(args.metrics), args.out, level=args.level)
   if args.figure == "distribution":
     zones = resolve_zones(args.zones)
     regions, counts, _ = region_class_counts(zones)
     return plot_class_distribution(regions, counts, args.out, nom=zones_nomenclature(zones))
-  if args.figure == "confusion" and args.metrics:
-    return plot_metrics_confusion(read_metrics(args.metrics), args.level, args.out)
   if not args.zone:
     raise UserError(f"{args.figure}: --zone is required")
   zone = open_zone(args.zone, require_labels=args.figure not in ("gif", "prediction"))

@@ -216,3 +216,15 @@ def test_cv_rarest_classes_and_fold_scores_by_hand():
   assert s["tier3_macro_f1"] == pytest.approx((6 / 7 + 0 + 2 / 3 + 0.8) / 4)
   assert np.isnan(cv.fold_scores(np.diag([1, 0, 0, 0]), TREE, rare=[2])["rare1_f1"])
   assert list(itertools.islice(cv.settings({"a": (1, 2)}), 2)) == [{"a": 1}, {"a": 2}]
+
+
+def test_tier_legend_names_and_first_member_colours():
+  from cropcontracts import nomenclature
+  nom = nomenclature.load("v1")
+  names, colors = hierarchy.tier_legend(nom, 2)
+  assert names == list(nom.tier2_names) and len(colors) == len(names)
+  for g, name in enumerate(names):
+    assert colors[g] == nom.colors[list(nom.tier2).index(name)]   # its first class's
+    assert name == nom.tier2[int(np.flatnonzero(nom.tier2_of() == g)[0])]  # id order
+  assert hierarchy.tier_legend(nom, 1)[0] == list(nom.tier1_names)
+  assert hierarchy.tier_legend(nom, 3) == (list(nom.tier3), list(nom.colors))

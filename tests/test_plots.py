@@ -384,3 +384,79 @@ def test_all_figures_for_zones_without_labels(tmp_path, capsys):
   assert plots.main(["prediction", "--zone", str(zones[0].path), "--pred",
                      str(tmp_path / "maps" / "new_0"), "--out", str(tmp_path / "p.png")]) == 0
   assert _rgb(tmp_path / "p.png").shape == (750, 700, 3)
+
+
+def _tiered_metrics():
+  """_metrics() with a `tiers` section as jaxcrop.evaluate writes it: each tier's
+  confusion matrices and summaries from the tier-3 ones mapped up the tree."""
+  from jaxcrop import hierarchy, metrics
+  m = _metrics()
+  tables = {1: NOM.tier1_of(), 2: NOM.tier2_of(), 3: np.arange(NOM.num_classes)}
+  m["tiers"] = {}
+  for tier, table in tables.items():
+    names = hierarchy.tier_legend(NOM, tier)[0]
+    up = lambda cm: hierarchy.tier_confusion(np.asarray(cm), table, len(names))
+    model = up(m["confusion_matrix"]["pixel_model"])
+    m["tiers"][f"tier{tier}"] = {
+        "class_names": names,
+        "pixel": {"model": metrics.summarize(model, names),
+                  "baseline": metrics.summarize(np.diag(np.diag(model)), names)},
+        "confusion_matrix": {"pixel_model": model.tolist(),
+                             "parcel_model": up(m["confusion_matrix"]["parcel_model"]).tolist()}}
+  m["nomenclature_version"] = "v1"
+  return m
+
+
+def test_tier_metrics_is_the_tier_section_with_the_split_and_tier():
+  m = _tiered_metrics()
+  t2 = scores.tier_metrics(m, 2)
+  assert t2["tier"] == 2 and t2["split"] == "test" and t2["nomenclature_version"] == "v1"
+  assert t2["class_names"] == list(NOM.tier2_names)
+  assert scores.tier_metrics(_metrics(), 3)["pixel"] == _metrics()["pixel"]   # no tiers: top
+  with pytest.raises(plots.UserError, match=r"no tiers\['tier1'\] section"):
+    scores.tier_metrics(_metrics(), 1)
+
+
+def test_tier2_confusion_figure_shows_the_tier2_names(tmp_path):
+  m = _tiered_metrics()
+  g2, g5, g7 = (NOM.tier2[k] for k in (2, 5, 7))          # the groups of classes 2, 5, 7
+  texts = [t for t, _ in _texts(scores.plot_metrics_confusion, scores.tier_metrics(m, 2),
+                                "pixel", tmp_path / "c.svg")]
+  cm = np.asarray(m["tiers"]["tier2"]["confusion_matrix"]["pixel_model"])
+  support = cm.sum(1)
+  for g in {g2, g5, g7}:
+    k = NOM.tier2_names.index(g)
+    assert f"{g}  {support[k]:,}" in texts and g in texts    # row (with support), column
+  assert not {"winter_barley", "maize", "rapeseed"} & set(texts)   # no tier-3 names
+  assert "pixel level, test split, tier 2 (groups): model confusion (rows: % of the true " \
+         "class)" in texts
+
+
+def test_cli_tier_all_writes_each_tiers_confusion_and_f1(tmp_path, capsys):
+  (tmp_path / "m.json").write_text(json.dumps(_tiered_metrics()))
+  for figure in ("confusion", "f1"):
+    assert plots.main([figure, "--metrics", str(tmp_path / "m.json"), "--tier", "all",
+                       "--out", str(tmp_path / f"{figure}.png")]) == 0
+  assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+      f"{f}_tier{t}.png" for f in ("confusion", "f1") for t in (1, 2, 3)]
+  img = _rgb(tmp_path / "f1_tier1.png")
+  names, colors = scores.tier_legend(NOM, 1)
+  fam = NOM.tier1[2]                                    # a family of the metrics' classes
+  assert _has_color(img, colors[names.index(fam)])       # bars in the family's colour
+  assert plots.main(["f1", "--metrics", str(tmp_path / "m.json"), "--tier", "2",
+                     "--out", str(tmp_path / "g.svg")]) == 0
+  assert "tier 2 (groups): per-class F1, model vs baseline" in (tmp_path / "g.svg").read_text()
+  (tmp_path / "old.json").write_text(json.dumps(_metrics()))
+  assert plots.main(["f1", "--metrics", str(tmp_path / "old.json"), "--tier", "1",
+                     "--out", str(tmp_path / "x.png")]) == 2
+  assert "no tiers['tier1'] section" in capsys.readouterr().err
+
+
+def test_all_figures_draw_every_tier_of_the_metrics(tmp_path):
+  zone = pt.make_zone(tmp_path / "zones" / "z_0", zone_id="z_0")
+  (tmp_path / "m.json").write_text(json.dumps(_tiered_metrics()))
+  assert plots.main(["all", "--zones", str(zone.path), "--metrics", str(tmp_path / "m.json"),
+                     "--out", str(tmp_path / "fig")]) == 0
+  got = {p.name for p in (tmp_path / "fig").iterdir()}
+  assert {f"{f}{t}.png" for f in ("f1_per_class", "confusion_pixel", "confusion_parcel")
+          for t in ("", "_tier1", "_tier2")} <= got

@@ -452,13 +452,6 @@ def test_tier_maps_of_a_flat_model_are_its_classes_mapped_up_the_tree(zone, pixe
   assert [e.get("label") for e in entries] == list(NOM.tier2_names)
 
 
-def test_tier_legend_by_hand():
-  names, colors = geotiff.tier_legend(NOM, 1)
-  assert names == list(NOM.tier1_names)
-  assert colors[0] == NOM.colors[list(NOM.tier1).index(names[0])]
-  assert geotiff.tier_legend(NOM, 3) == (list(NOM.tier3), list(NOM.colors))
-
-
 def test_hierarchical_model_tier_maps_through_the_cli_are_its_consistent_decoding(
     zone, tmp_path, capsys):
   """One 512 tile holds the whole zone: the tier-2 / tier-1 files equal the tier

@@ -20,7 +20,25 @@ from jaxcrop.figures.distribution import (plot_class_distribution, region_class_
 from jaxcrop.figures.gif import monthly_gif
 from jaxcrop.figures.inputs import map_nomenclature, read_classes, read_metrics
 from jaxcrop.figures.maps import plot_errors, plot_prediction
-from jaxcrop.figures.scores import plot_metrics_confusion, plot_per_class_f1
+from jaxcrop.figures.scores import (plot_metrics_confusion, plot_per_class_f1,
+                                    tier_metrics)
+
+
+def score_figures(metrics: dict, out, tiers=(3,)) -> list[pathlib.Path]:
+  """Per-class F1 (pixel level) and confusion (pixel, parcel: those the metrics
+  hold) figures of each tier in `tiers`: f1_per_class[_tier<t>].png,
+  confusion_<level>[_tier<t>].png in `out`; tier 3 keeps the bare names, tiers
+  1 and 2 get the suffix."""
+  out = pathlib.Path(out)
+  written = []
+  for tier in tiers:
+    m = tier_metrics(metrics, tier)
+    tag = "" if tier == 3 else f"_tier{tier}"
+    written.append(plot_per_class_f1(m, out / f"f1_per_class{tag}.png"))
+    for level in ("pixel", "parcel"):
+      if f"{level}_model" in m.get("confusion_matrix", {}):
+        written.append(plot_metrics_confusion(m, level, out / f"confusion_{level}{tag}.png"))
+  return written
 
 
 def zone_figures(zone, pred_dir, out) -> list[pathlib.Path]:
@@ -49,16 +67,15 @@ def all_figures(zones, out, *, maps=None, metrics=None) -> list[pathlib.Path]:
       prediction map; errors with labels) those with a map in `maps`.
     out: output folder.
     maps: the OUT folder of `jaxcrop.predict` (maps/<zone_id>/classes.tif).
-    metrics: W/eval/metrics.json of `jaxcrop.evaluate`, for F1 bars and confusion.
+    metrics: W/eval/metrics.json of `jaxcrop.evaluate`, for F1 bars and confusion
+      (of every tier its `tiers` section holds: `score_figures`).
   """
   out = pathlib.Path(out)
   written = []
   if metrics:
     m = read_metrics(metrics)
-    written.append(plot_per_class_f1(m, out / "f1_per_class.png"))
-    for level in ("pixel", "parcel"):
-      if f"{level}_model" in m.get("confusion_matrix", {}):
-        written.append(plot_metrics_confusion(m, level, out / f"confusion_{level}.png"))
+    tiers = [t for t in (1, 2) if f"tier{t}" in m.get("tiers", {})] + [3]
+    written += score_figures(m, out, tiers)
   labelled = [z for z in zones if z.has_labels]
   if labelled:
     regions, counts, _ = region_class_counts(labelled)

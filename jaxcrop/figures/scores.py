@@ -1,6 +1,12 @@
 """Score figures of an evaluation: the row-normalized confusion matrix and the
 per-class F1 bars (model vs baseline) over the class supports, read from the
-metrics.json of `jaxcrop.evaluate` or from a confusion matrix."""
+metrics.json of `jaxcrop.evaluate` or from a confusion matrix.
+
+At any tier: `tier_metrics(metrics, t)` is the `tiers["tier<t>"]` section of
+metrics.json (tier-2 groups, tier-1 families) in the layout of the top level,
+so the same figure functions draw it, with the tier's names and colours
+(`hierarchy.tier_legend`) and the tier in the title.
+"""
 from __future__ import annotations
 
 import pathlib
@@ -9,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from jaxcrop.figures.common import pyplot, save
+from jaxcrop.hierarchy import TIERS, tier_legend
 from cropcontracts import nomenclature as nomenclature_lib
 from cropcontracts.errors import UserError
 
@@ -91,10 +98,37 @@ def metrics_nomenclature(metrics: dict):
   return nomenclature_lib.load(version) if isinstance(version, str) else nomenclature_lib.load()
 
 
+TIER_WORDS = {1: "tier 1 (families)", 2: "tier 2 (groups)", 3: "tier 3 (classes)"}
+# Keys of the top level that a tier section shares (it holds only the scores).
+_SHARED_KEYS = ("split", "checkpoint", "step", "dataset", "nomenclature_version",
+                "nomenclature")
+
+
+def tier_metrics(metrics: dict, tier: int) -> dict:
+  """The metrics of tier `tier` (1, 2, 3) in the layout of the top level of
+  metrics.json, with `tier` set: `metrics["tiers"]["tier<t>"]` plus the split
+  and nomenclature of the top level. Tier 3 of a metrics file without a
+  `tiers` section is its top level (the classes)."""
+  if tier not in TIERS:
+    raise UserError(f"--tier {tier}: expected 1, 2, 3 or all")
+  section = metrics.get("tiers", {}).get(f"tier{tier}")
+  if section is None:
+    if tier != 3:
+      raise UserError(f"metrics file has no tiers['tier{tier}'] section (written before "
+                      f"per-tier scores); rerun jaxcrop.evaluate")
+    section = metrics
+  out = dict(section, tier=tier)
+  out.update({k: metrics[k] for k in _SHARED_KEYS if k in metrics and k not in section})
+  return out
+
+
 def metrics_title(metrics: dict, level: str, what: str) -> str:
-  """'<level> level, <split> split: <what>' (no split when the metrics lack one)."""
+  """'<level> level, <split> split[, tier t (…)]: <what>' (no split when the
+  metrics lack one; the tier when they are a `tier_metrics` section)."""
   split = metrics.get("split")
-  return f"{level} level{f', {split} split' if split else ''}: {what}"
+  tier = metrics.get("tier")
+  return (f"{level} level{f', {split} split' if split else ''}"
+          f"{f', {TIER_WORDS[tier]}' if tier else ''}: {what}")
 
 
 def confusion_from_metrics(metrics: dict, level: str = "pixel"):
@@ -122,7 +156,8 @@ def plot_per_class_f1(metrics: dict, out, *, nom=None, level: str = "pixel",
   baseline (black ticks), above the true pixel counts (log scale); classes sorted by
   support: shows how scores follow the class imbalance. 12 x 8 in.
 
-  nom: colours; default the nomenclature the metrics name (see metrics_nomenclature).
+  nom: colours; default the nomenclature the metrics name (see metrics_nomenclature);
+  a `tier_metrics` section takes its tier's colours (`hierarchy.tier_legend`).
   """
   import matplotlib.lines as mlines
   import matplotlib.patches as mpatches
@@ -131,7 +166,8 @@ def plot_per_class_f1(metrics: dict, out, *, nom=None, level: str = "pixel",
   rows = [r for r in per_class_rows(metrics, level) if r.get("support", 0) > 0]
   rows.sort(key=lambda r: -r["support"])
   names = [r["name"] for r in rows]
-  colors = [nom.colors[nom.tier3.index(n)] if n in nom.tier3 else "#777777" for n in names]
+  legend = dict(zip(*tier_legend(nom, metrics.get("tier", 3))))
+  colors = [legend.get(n, "#777777") for n in names]
   f1 = np.array([r["f1"] for r in rows], np.float64)
   base = baseline_f1(metrics, level)
   fig, (a1, a2) = plt.subplots(2, 1, figsize=(12, 8), sharex=True, layout="constrained",

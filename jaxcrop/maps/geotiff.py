@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxcrop.hierarchy import tier_legend
 from jaxcrop.maps.checks import check_output
 from jaxcrop.maps.parcels import parcel_product
 from jaxcrop.maps.tiling import NODATA, Prediction
@@ -56,21 +57,6 @@ def _cog(tmpdir: pathlib.Path, path: pathlib.Path, zone: ZoneFolder, bands: np.n
   rasterio.shutil.copy(src, path, driver="COG", compress="DEFLATE", blocksize=BLOCK,
                        overview_resampling=resampling, overviews="AUTO")
   src.unlink()
-
-
-def tier_legend(nomenclature, tier: int = 3) -> tuple[list, list]:
-  """(names, '#rrggbb' colours) of the tier-`tier` classes, in id order (the
-  ids of `Nomenclature.tier2_of()` / `tier1_of()`). A group or family takes
-  the colour of its first tier-3 class: the tables have colours per tier-3
-  class only, and this keeps a tier map's colours those of its first member."""
-  if tier == 3:
-    return list(nomenclature.tier3), list(nomenclature.colors)
-  names = list(nomenclature.tier2_names if tier == 2 else nomenclature.tier1_names)
-  parents = nomenclature.tier2 if tier == 2 else nomenclature.tier1
-  first = {}
-  for parent, color in zip(parents, nomenclature.colors):
-    first.setdefault(parent, color)
-  return names, [first[n] for n in names]
 
 
 def class_tags(nomenclature, tier: int = 3) -> dict:
