@@ -12,7 +12,9 @@ folds (W/final) for `train.num_steps` steps with a single evaluation at the end
 (the validation split is then inside the training data, so "best" = "last"
 and the test split stays untouched for `jaxcrop.evaluate --workdir W/final`).
 Every run lives in its own workdir and resumes, so an interrupted CV reruns
-only what is missing.
+only what is missing. SIGTERM stops the whole CV (the run in flight saves, the
+results so far are written with "—" for the folds not run, exit 143); rerun
+the same command to resume.
 """
 from __future__ import annotations
 
@@ -97,7 +99,8 @@ def eval_scores(result: dict) -> dict:
 
 
 def _mean_std(values) -> dict:
-  v = np.asarray(values, np.float64)
+  """Mean and std of the finite values (None: a fold not run); NaN when none is."""
+  v = np.asarray([np.nan if x is None else x for x in values], np.float64)
   ok = v[np.isfinite(v)]
   return {"mean": float(ok.mean()) if ok.size else float("nan"),
           "std": float(ok.std()) if ok.size else float("nan")}
@@ -114,48 +117,96 @@ def _read_run(run_dir):
   return cm, meta.class_pixel_counts, hierarchy.Tree.of(meta)
 
 
+class Stopped(Exception):
+  """SIGTERM during the CV: the run in flight has saved; rerun to resume."""
+
+
+class _StopOnSigterm:
+  """A SIGTERM between runs (evaluation, baseline) sets `flag`; during a run,
+  train's own handler takes it (the run saves and returns `preempted`)."""
+
+  def __init__(self):
+    import signal  # pylint: disable=g-import-not-at-top
+    import jax  # pylint: disable=g-import-not-at-top
+    self.flag, self.previous = False, None
+    if jax.process_count() == 1:
+      self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+  def _on_sigterm(self, signum, frame):  # pylint: disable=unused-argument
+    self.flag = True
+
+  def close(self):
+    import signal  # pylint: disable=g-import-not-at-top
+    if self.previous is not None:
+      signal.signal(signal.SIGTERM, self.previous)
+
+
 def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
   """See the module doc. Per run (setting × fold) also: macro-F1 at tiers 1, 2, 3
   and the F1 of the 5 rarest classes (from val_best.json); with
   `config.cv.evaluate`, `jaxcrop.evaluate` on the validation fold (pixel and
   parcel level, per region, every tier, the baseline beside the model with
-  `config.cv.baseline`; one baseline per fold, shared by the settings)."""
+  `config.cv.baseline`; one baseline per fold, shared by the settings).
+
+  SIGTERM stops the whole CV: the run in flight saves its checkpoint (as
+  `jaxcrop.train` does), results.{json,md} are written for the runs finished so
+  far (a fold not run is None / "—"; `stopped` names the run), the retrain is
+  skipped, and the result has `stopped`. Rerunning the same command resumes.
+  """
   workdir = checkpoint.workdir_path(workdir)   # local or gs://
   folds = list(config.cv.folds)
   if len(folds) < 2:
     raise ConfigError(f"config.cv.folds needs at least 2 folds, got {folds}")
-  rows, runs = [], []
-  for setting in settings(config.cv.grid):
-    name = setting_name(setting)
-    scores, evals, classes = [], [], []
-    for k in range(len(folds)):
-      c = fold_config(apply_setting(config, setting), folds, k)
-      print(f"cv: {name}, validate on {folds[k]} (train {c.data.train_split})", file=sys.stderr)
-      run_dir = workdir / "cv" / name / f"val_{folds[k]}"
-      result = train.train_and_evaluate(c, run_dir, data=data)
-      scores.append(result["best_val_macro_f1"])
-      classes.append(best_val_classes(run_dir))
-      runs.append((len(rows), k, _read_run(run_dir)))
-      evals.append(_evaluate_fold(c, run_dir, workdir / "cv" / "baseline" / folds[k], data)
-                   if config.cv.get("evaluate", False) else {})
-    row = {"setting": setting, "name": name, "val_macro_f1": scores,
-           "val_macro_classes": classes,
-           "mean": float(np.mean(scores)), "std": float(np.std(scores))}
-    if any(evals):
-      row["eval"] = {key: {"per_fold": [e.get(key) for e in evals],
-                           **_mean_std([e.get(key, np.nan) for e in evals])}
-                     for key in evals[0]}
-    rows.append(row)
-  _add_tier_scores(rows, runs)
-  best = max(rows, key=lambda r: r["mean"])
+  grid = settings(config.cv.grid)
+  n = len(folds)
+  rows = [{"setting": s, "name": setting_name(s), "val_macro_f1": [None] * n,
+           "val_macro_classes": [None] * n} for s in grid]
+  evals = [[{} for _ in folds] for _ in grid]
+  runs = []
+  stop, stopped = _StopOnSigterm(), None
+  try:
+    for i, setting in enumerate(grid):
+      for k in range(n):
+        c = fold_config(apply_setting(config, setting), folds, k)
+        run_dir = workdir / "cv" / rows[i]["name"] / f"val_{folds[k]}"
+        if stop.flag:
+          raise Stopped(run_dir)
+        print(f"cv: {rows[i]['name']}, validate on {folds[k]} (train {c.data.train_split})",
+              file=sys.stderr)
+        result = train.train_and_evaluate(c, run_dir, data=data)
+        if result.get("preempted"):
+          raise Stopped(run_dir)
+        rows[i]["val_macro_f1"][k] = result["best_val_macro_f1"]
+        rows[i]["val_macro_classes"][k] = best_val_classes(run_dir)
+        runs.append((i, k, _read_run(run_dir)))
+        if config.cv.get("evaluate", False):
+          evals[i][k] = _evaluate_fold(c, run_dir, workdir / "cv" / "baseline" / folds[k], data)
+  except Stopped as e:
+    stopped = str(e.args[0])
+  finally:
+    stop.close()
+  for row, by_fold in zip(rows, evals):
+    row.update(_mean_std(row["val_macro_f1"]))
+    row["folds_done"] = sum(v is not None for v in row["val_macro_f1"])
+    keys = next((list(e) for e in by_fold if e), [])
+    if keys:
+      row["eval"] = {key: {"per_fold": [e.get(key) for e in by_fold],
+                           **_mean_std([e.get(key) for e in by_fold])} for key in keys}
+  _add_tier_scores(rows, runs, n)
+  done = [r for r in rows if r["folds_done"]]
+  best = max(done, key=lambda r: r["mean"]) if done else None
   out = {"folds": folds, "macro_rule": metrics.MACRO_RULE, "results": rows, "best": best}
-  if retrain:
+  if stopped:
+    out["stopped"] = stopped
+  elif retrain:
     c = apply_setting(config, best["setting"])
     c.data.train_split = "+".join(folds)
     c.train.eval_every = c.train.num_steps
     final = train.train_and_evaluate(c, workdir / "final", data=data)
     out["final"] = {"workdir": str(workdir / "final"), "step": final["step"],
                     "train_split": c.data.train_split}
+    if final.get("preempted"):
+      out["stopped"] = str(workdir / "final")
   (workdir / "cv").mkdir(parents=True, exist_ok=True)
   for name, text in (("results.json", json.dumps(out, indent=1)), ("results.md", markdown(out))):
     tmp = workdir / "cv" / (name + ".tmp")
@@ -179,8 +230,9 @@ def _evaluate_fold(c, run_dir, baseline_dir, data) -> dict:
   return eval_scores(result)
 
 
-def _add_tier_scores(rows, runs) -> None:
-  """Adds `tiers` {score: {per_fold, mean, std}} and `rare_classes` to each row."""
+def _add_tier_scores(rows, runs, num_folds: int) -> None:
+  """Adds `tiers` {score: {per_fold (None: fold not run), mean, std}} and
+  `rare_classes` to each row with a finished run."""
   done = [r for r in runs if r[2] is not None]
   if not done:
     return
@@ -192,28 +244,52 @@ def _add_tier_scores(rows, runs) -> None:
     per_row.setdefault(i, {})[k] = fold_scores(cm, tree, rare)
   for i, by_fold in per_row.items():
     keys = next(iter(by_fold.values()))
-    folds = sorted(by_fold)
     rows[i]["rare_classes"] = rare
-    rows[i]["tiers"] = {key: {"per_fold": [by_fold[k][key] for k in folds],
-                              **_mean_std([by_fold[k][key] for k in folds])} for key in keys}
+    per_fold = lambda key: [by_fold[k][key] if k in by_fold else None
+                            for k in range(num_folds)]
+    rows[i]["tiers"] = {key: {"per_fold": per_fold(key), **_mean_std(per_fold(key))}
+                        for key in keys}
+
+
+def _cell(value) -> str:
+  return "—" if value is None else f"{value:.4f}"
+
+
+def _mean_cell(d: dict, folds_done: int, num_folds: int) -> str:
+  """'mean ± std', with '(n of N folds)' when some folds are missing."""
+  if not folds_done:
+    return "—"
+  part = "" if folds_done == num_folds else f" ({folds_done} of {num_folds} folds)"
+  return f"{d['mean']:.4f} ± {d['std']:.4f}{part}"
+
+
+def _done(per_fold) -> int:
+  return sum(v is not None for v in per_fold)
 
 
 def markdown(out: dict) -> str:
-  lines = ["# Cross-validation (validation macro-F1 over folds " + ", ".join(out["folds"]) + ")", "",
-           "| setting | " + " | ".join(out["folds"]) + " | mean ± std |",
-           "|---" * (len(out["folds"]) + 2) + "|"]
-  for r in sorted(out["results"], key=lambda r: -r["mean"]):
-    lines.append(f"| {r['name']} | " + " | ".join(f"{s:.4f}" for s in r["val_macro_f1"]) +
-                 f" | {r['mean']:.4f} ± {r['std']:.4f} |")
+  """results.md: one column per fold in every table ("—" for a fold not run)."""
+  folds, n = out["folds"], len(out["folds"])
+  lines = []
+  if out.get("stopped"):
+    lines += [f"**Stopped (SIGTERM) at {out['stopped']}: partial results; rerun the same "
+              f"command to resume.**", ""]
+  lines += ["# Cross-validation (validation macro-F1 over folds " + ", ".join(folds) + ")", "",
+            "| setting | " + " | ".join(folds) + " | mean ± std |",
+            "|---" * (n + 2) + "|"]
+  order = lambda rs: sorted(rs, key=lambda r: -r["mean"] if r.get("folds_done", n) else np.inf)
+  for r in order(out["results"]):
+    lines.append(f"| {r['name']} | " + " | ".join(_cell(s) for s in r["val_macro_f1"]) +
+                 f" | {_mean_cell(r, _done(r['val_macro_f1']), n)} |")
   tiered = [r for r in out["results"] if "tiers" in r]
   if tiered:
     keys = list(tiered[0]["tiers"])
     lines += ["", f"Per tier, and the F1 of the {RARE} rarest training classes (ids "
               f"{tiered[0]['rare_classes']}) — validation, mean ± std over folds:", "",
               "| setting | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for r in sorted(tiered, key=lambda r: -r["mean"]):
+    for r in order(tiered):
       lines.append(f"| {r['name']} | " + " | ".join(
-          f"{r['tiers'][k]['mean']:.4f} ± {r['tiers'][k]['std']:.4f}" for k in keys) + " |")
+          _mean_cell(r["tiers"][k], _done(r["tiers"][k]["per_fold"]), n) for k in keys) + " |")
   evaluated = [r for r in out["results"] if "eval" in r]
   if evaluated:
     keys = [k for k in evaluated[0]["eval"] if k.endswith("macro_f1")]
@@ -221,12 +297,16 @@ def markdown(out: dict) -> str:
               "tier/level/predictor):", "",
               "| setting | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for r in evaluated:
+      cells = [r["eval"].get(k) for k in keys]
       lines.append(f"| {r['name']} | " + " | ".join(
-          f"{r['eval'][k]['mean']:.4f} ± {r['eval'][k]['std']:.4f}" for k in keys) + " |")
+          "—" if c is None else _mean_cell(c, _done(c["per_fold"]), n) for c in cells) + " |")
+  if out["best"] is None:
+    lines += ["", "No run finished yet.", ""]
+    return "\n".join(lines) + "\n"
   lines += ["", f"Best: {out['best']['name']}.", "",
             f"Each validation macro-F1 averages over the {out['macro_rule']} of its fold "
             f"(best setting):"]
-  for fold, classes in zip(out["folds"], out["best"]["val_macro_classes"]):
+  for fold, classes in zip(folds, out["best"]["val_macro_classes"]):
     listed = "not recorded" if classes is None else f"{len(classes)}: {', '.join(classes)}"
     lines.append(f"- {fold}: {listed}")
   lines.append("")
@@ -250,6 +330,10 @@ def _main(fv) -> int:
                          "(e.g. --config configs/hybrid.py:demo --workdir /tmp/cv)")
   out = run_cv(fv.config, fv.workdir, retrain=fv.retrain)
   print(markdown(out))
+  if out.get("stopped"):
+    print(f"cv: stopped (SIGTERM) at {out['stopped']}; rerun the same command to resume",
+          file=sys.stderr)
+    return 128 + 15      # like a process ended by SIGTERM: a script does not go on
   return 0
 
 

@@ -380,6 +380,7 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
   bar = tqdm.tqdm(total=cfg_t.num_steps, initial=start, desc="train", disable=not main_process)
   t_log, n_px = time.perf_counter(), 0
   val = None
+  sigterm = False
   try:
     while step < cfg_t.num_steps and progress["bad_evals"] < cfg_t.early_stopping_patience:
       batch = next(it)
@@ -444,6 +445,7 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
     preempted.close()
   return {"step": step, "best_val_macro_f1": float(progress["best_f1"]),
           "early_stopped": bool(progress["bad_evals"] >= cfg_t.early_stopping_patience),
+          "preempted": bool(sigterm or preempted.flag),   # asked to stop (SIGTERM)
           "val": val, "model": summary}
 
 

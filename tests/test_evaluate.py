@@ -181,3 +181,73 @@ def test_cv_folds_scores_and_retrain(tmp_path, monkeypatch):
 def test_apply_setting_paths():
   c = cv.apply_setting(tiny_config(), {"kernel_size": 7, "model__unet__norm": "group"})
   assert c.model.temporal.kernel_size == 7 and c.model.unet.norm == "group"
+
+
+def _table_widths(md: str) -> list[set]:
+  """The cell counts of each markdown table's lines (one set per table)."""
+  tables, current = [], []
+  for line in md.splitlines() + [""]:
+    if line.startswith("|"):
+      current.append(line.count("|"))
+    elif current:
+      tables.append(set(current))
+      current = []
+  return tables
+
+
+def test_cv_sigterm_in_a_run_stops_the_whole_cv_and_a_rerun_resumes(tmp_path, monkeypatch,
+                                                                     capsys):
+  """train returns `preempted` after a SIGTERM (its run saved): the CV runs nothing
+  more, skips the retrain, writes the finished folds with "—" for the others in
+  aligned tables, exits 143; the same command then finishes."""
+  calls = []
+
+  def fake_train(config, workdir, *, data=None, stop_at=1):
+    calls.append(str(workdir))
+    if len(calls) == stop_at + 1:
+      return {"best_val_macro_f1": 0.0, "step": 2, "preempted": True}
+    return {"best_val_macro_f1": 0.1 * len(calls), "step": config.train.num_steps,
+            "preempted": False}
+
+  monkeypatch.setattr(cv.train, "train_and_evaluate", fake_train)
+  argv = ["--config", "configs/hybrid.py:tiny", "--workdir", str(tmp_path),
+          "--config.cv.evaluate=False"]
+  assert cv.main(argv) == 143
+  assert len(calls) == 2 and not any(c.endswith("final") for c in calls)
+  assert "cv: stopped (SIGTERM) at " in capsys.readouterr().err
+  md = (tmp_path / "cv" / "results.md").read_text()
+  assert md.startswith("**Stopped (SIGTERM) at ")
+  assert "| kernel_size=3_lr=0.001 | 0.1000 | — | — | 0.1000 ± 0.0000 (1 of 3 folds) |" in md
+  assert "| kernel_size=5_lr=0.001 | — | — | — | — |" in md
+  assert all(len(w) == 1 for w in _table_widths(md))          # header and rows aligned
+  saved = json.loads((tmp_path / "cv" / "results.json").read_text())
+  assert saved["results"][0]["val_macro_f1"] == [pytest.approx(0.1), None, None]
+  assert saved["stopped"].endswith("cv/kernel_size=3_lr=0.001/val_fold1")
+  calls.clear()
+  monkeypatch.setattr(cv.train, "train_and_evaluate",
+                      lambda *a, **k: fake_train(*a, **k, stop_at=99))
+  assert cv.main(argv) == 0
+  assert len(calls) == 7 and calls[-1].endswith("final")      # 2 settings × 3 folds + final
+  md = (tmp_path / "cv" / "results.md").read_text()
+  assert "Stopped" not in md and "of 3 folds" not in md
+
+
+def test_cv_sigterm_between_runs_stops_before_the_next_run(tmp_path, monkeypatch):
+  """A SIGTERM outside train (e.g. during an evaluation) stops the CV before the
+  next run; the run that finished is kept."""
+  import os
+  import signal
+  calls = []
+
+  def fake_train(config, workdir, *, data=None):
+    calls.append(str(workdir))
+    os.kill(os.getpid(), signal.SIGTERM)          # after the run: the CV's handler
+    return {"best_val_macro_f1": 0.5, "step": 6}
+
+  monkeypatch.setattr(cv.train, "train_and_evaluate", fake_train)
+  c = tiny_config()
+  c.cv.evaluate = False
+  out = cv.run_cv(c, tmp_path)
+  assert len(calls) == 1 and out["stopped"].endswith("val_fold1")
+  assert out["results"][0]["val_macro_f1"] == [0.5, None, None]
+  assert signal.getsignal(signal.SIGTERM) is not None        # handler restored

@@ -78,9 +78,10 @@ def test_sigterm_then_resume_equals_uninterrupted(uninterrupted, tmp_path, capsy
   full_dir, _ = uninterrupted
   first = train.train_and_evaluate(tiny_config(), tmp_path, data=FakeData(sigterm_at=3))
   assert first["step"] == 4   # the signal arrives while batch 3 is fetched; step 4 finishes
+  assert first["preempted"]     # callers (jaxcrop.cv) stop too
   assert "SIGTERM" in capsys.readouterr().err
   second = train.train_and_evaluate(tiny_config(), tmp_path, data=FakeData())
-  assert second["step"] == 6
+  assert second["step"] == 6 and not second["preempted"]
   assert "resuming from step 4" in capsys.readouterr().err
   assert_trees_close(params_of(tmp_path), params_of(full_dir), atol=1e-6)
 
