@@ -18,7 +18,6 @@ label, black where the imagery has no observation (no data), in maps and GIFs al
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import pathlib
 import sys
@@ -531,14 +530,8 @@ def _read_classes(pred_dir, zone=None) -> tuple[np.ndarray, str | None]:
 
 
 def _read_metrics(path) -> dict:
-  p = pathlib.Path(path)
-  if not p.is_file():
-    raise PrepError(f"{p}: not found; run `python -m jaxcrop.evaluate` first")
-  try:
-    return json.loads(p.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise PrepError(f"{p}: not a metrics JSON file ({e}); pass W/eval/metrics.json of "
-                    f"`python -m jaxcrop.evaluate`") from None
+  from jaxcrop.metrics import read_metrics  # pylint: disable=g-import-not-at-top
+  return read_metrics(path)
 
 
 def map_nomenclature(map_version: str | None, zone):
