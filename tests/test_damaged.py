@@ -5,6 +5,7 @@ import csv
 import json
 import pathlib
 
+import numpy as np
 import pytest
 
 from prep import cli as prep_cli
@@ -126,3 +127,119 @@ def test_a_consistent_metrics_file_is_read_and_plotted(tmp_path, capsys):
   path.write_text("[1, 2]")
   with pytest.raises(PrepError, match="not a metrics file .a JSON list, not an object."):
     metrics.read_metrics(path)
+
+
+# --------------------------------------------------------------------------- #
+# checkpoints (jaxcrop.checkpoint.load_trained, used by evaluate and predict)
+
+@pytest.fixture(scope="module")
+def trained_workdir(tmp_path_factory):
+  """A workdir as training leaves it (random weights: no compile): config.json,
+  dataset_meta.json, checkpoints last/4, last/6 and best/6."""
+  import jax
+  import jax.numpy as jnp
+  from jaxcrop import checkpoint
+  from jaxcrop.models import build_model
+  from tests.test_train import fake_meta, tiny_config
+  w = tmp_path_factory.mktemp("trained") / "w"
+  w.mkdir()
+  config, meta = tiny_config(), fake_meta()
+  (w / "config.json").write_text(config.to_json())
+  (w / "dataset_meta.json").write_text(meta.to_json())
+  model = build_model(config.model, meta.num_classes)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                              jnp.zeros((1, len(meta.months), 4, 4, 4))))
+  rng = np.random.default_rng(0)   # any values: these tests restore, they never apply
+  variables = {k: jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), a.dtype),
+                               shapes[k]) for k in ("params", "batch_stats")}
+  last, best = checkpoint.managers(w)
+  for step in (4, 6):
+    checkpoint.save(last, step, variables, {"step": step})
+  checkpoint.save(best, 6, variables, {"step": 6}, metrics={checkpoint.BEST_METRIC: 0.5})
+  last.wait_until_finished()
+  best.wait_until_finished()
+  assert sorted(p.name for p in (w / "checkpoints" / "last").iterdir()) == ["4", "6"]
+  assert [p.name for p in (w / "checkpoints" / "best").iterdir()] == ["6"]
+  return w
+
+
+def _copy(w, tmp_path) -> pathlib.Path:
+  import shutil
+  return pathlib.Path(shutil.copytree(w, tmp_path / "w"))
+
+
+def _arrays(step_dir: pathlib.Path) -> list:
+  """The array chunk files of a checkpoint's model item."""
+  return sorted(p for p in (step_dir / "model").rglob("d/*") if p.is_file())
+
+
+def _truncate(step_dir):
+  for p in _arrays(step_dir):
+    p.write_bytes(p.read_bytes()[:p.stat().st_size // 2])
+
+
+def _delete(step_dir):
+  for p in _arrays(step_dir):
+    p.unlink()
+
+
+DAMAGED = "checkpoint step {s} ({k}) is damaged (array files truncated or missing)"
+
+
+@pytest.mark.parametrize("damage", [_truncate, _delete])
+def test_evaluate_and_predict_name_the_damaged_checkpoint_and_offer_the_other(
+    damage, trained_workdir, tmp_path, capsys):
+  from jaxcrop import evaluate, predict
+  from tests import predict_testing as pt
+  w = _copy(trained_workdir, tmp_path)
+  best = w / "checkpoints" / "best" / "6"
+  damage(best)
+  expected = (f"{best}: {DAMAGED.format(s=6, k='best')}; the last checkpoint, step 6, is "
+              f"complete: use it (evaluate --which last, predict --checkpoint last)")
+  rc, _, err = run(evaluate.main, ["--workdir", w, "--which", "best", "--nobaseline"], capsys)
+  assert_error(rc, err, expected)
+  zone = pt.make_zone(tmp_path / "zones" / "testz_0")
+  rc, _, err = run(predict.main, ["--workdir", w, "--zone", zone.path, "--out",
+                                  tmp_path / "maps"], capsys)
+  assert_error(rc, err, expected)
+  assert not (w / "eval").exists() and not (tmp_path / "maps").exists()
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_an_older_step_or_says_retrain(
+    trained_workdir, tmp_path, capsys):
+  from jaxcrop import checkpoint, evaluate
+  w = _copy(trained_workdir, tmp_path)
+  last6 = w / "checkpoints" / "last" / "6"
+  _delete(last6)
+  _truncate(w / "checkpoints" / "best" / "6")
+  rc, _, err = run(evaluate.main, ["--workdir", w, "--which", "last", "--nobaseline"], capsys)
+  assert_error(rc, err, f"{last6}: {DAMAGED.format(s=6, k='last')}; step 4 of last is "
+                        f"complete: remove {last6} to fall back to it")
+  import shutil
+  shutil.rmtree(last6)                     # the fix the message gives
+  assert checkpoint.load_trained(w, "last").step == 4
+  _truncate(w / "checkpoints" / "last" / "4")
+  with pytest.raises(PrepError) as e:
+    checkpoint.load_trained(w, "last")
+  last4 = w / "checkpoints" / "last" / "4"
+  assert str(e.value) == (f"{last4}: {DAMAGED.format(s=4, k='last')}; no other complete "
+                          f"checkpoint: retrain (python -m jaxcrop.train --workdir {w}, "
+                          f"after removing {last4})")
+
+
+def test_a_checkpoint_of_another_model_config(trained_workdir, tmp_path, capsys):
+  from jaxcrop import evaluate
+  w = _copy(trained_workdir, tmp_path)
+  config = json.loads((w / "config.json").read_text())
+  for key, value in (("widths", [8, 32]), ("layers", 2)):
+    edited = json.loads(json.dumps(config))
+    if key == "widths":
+      edited["model"]["unet"]["widths"] = value        # other shapes
+    else:
+      edited["model"]["temporal"]["layers"] = value    # other arrays
+    (w / "config.json").write_text(json.dumps(edited))
+    rc, _, err = run(evaluate.main, ["--workdir", w, "--which", "last", "--nobaseline"],
+                     capsys)
+    assert_error(rc, err, f"{w}/checkpoints/last/6: checkpoint step 6 holds another model "
+                          f"than {w}/config.json (arrays of other shapes or names); pass the "
+                          f"workdir it was trained in, or retrain")
