@@ -243,3 +243,66 @@ def test_a_checkpoint_of_another_model_config(trained_workdir, tmp_path, capsys)
     assert_error(rc, err, f"{w}/checkpoints/last/6: checkpoint step 6 holds another model "
                           f"than {w}/config.json (arrays of other shapes or names); pass the "
                           f"workdir it was trained in, or retrain")
+
+
+# --------------------------------------------------------------------------- #
+# TFRecord shards (jaxcrop.input_pipeline.check_shards, before training writes anything)
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+  """A built cropmap dataset of tiny synthetic zones (config `tiny`, 16-px patches)."""
+  import tensorflow_datasets as tfds
+  from tfds_builder.cropmap import cropmap_dataset_builder as cb
+  from tfds_builder.cropmap import testing
+  zones = testing.write_zones(tmp_path_factory.mktemp("zones"))
+  data_dir = tmp_path_factory.mktemp("data")
+  cb.Builder(config=cb.CropmapConfig(name="tiny", patch_size=16),
+             data_dir=str(data_dir)).download_and_prepare(
+                 download_config=tfds.download.DownloadConfig(manual_dir=str(zones)))
+  return data_dir / "cropmap" / "tiny" / str(cb.Builder.VERSION)
+
+
+def _train(data_dir, workdir, capsys):
+  from jaxcrop import train
+  config = pathlib.Path(__file__).resolve().parents[1] / "configs" / "hybrid.py"
+  return run(train.main, [f"--config={config}:demo,tiny", "--workdir", workdir,
+                          f"--config.data.data_dir={data_dir}",
+                          "--config.data.builder_config=tiny"], capsys)
+
+
+def _rebuild(data_dir) -> str:
+  return f"tfds build tfds_builder/cropmap --config=tiny --data_dir={data_dir} --overwrite"
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda f: f.write_bytes(f.read_bytes()[:f.stat().st_size // 2]),
+     "damaged or truncated TFRecord shard (not the size dataset_info.json records)"),
+    (lambda f: f.write_bytes(f.read_bytes()[:-1000]),   # cut short: whole records lost
+     "damaged or truncated TFRecord shard (not the size dataset_info.json records)"),
+    (lambda f: f.unlink(), "TFRecord shard missing"),
+])
+def test_training_on_a_damaged_shard_names_it_and_writes_no_workdir(
+    damage, problem, dataset, tmp_path, capsys):
+  import shutil
+  data_dir = tmp_path / "data"
+  copy = pathlib.Path(shutil.copytree(dataset, data_dir / "cropmap" / "tiny" / dataset.name))
+  shard = copy / "cropmap-fold1.tfrecord-00000-of-00001"
+  damage(shard)
+  rc, _, err = _train(data_dir, tmp_path / "w", capsys)
+  assert_error(rc, err, f"{shard}: {problem}; rebuild with `{_rebuild(data_dir)}`")
+  assert not (tmp_path / "w").exists()
+
+
+def test_a_dataset_of_another_major_version_is_refused(dataset, tmp_path, capsys):
+  import shutil
+  from jaxcrop import input_pipeline
+  from tfds_builder.cropmap import cropmap_dataset_builder as cb
+  assert input_pipeline.DATASET_MAJOR == cb.Builder.VERSION.major
+  data_dir = tmp_path / "data"
+  future = data_dir / "cropmap" / "tiny" / "2.0.0"
+  shutil.copytree(dataset, future)
+  rc, _, err = _train(data_dir, tmp_path / "w", capsys)
+  assert_error(rc, err, f"{future}: cropmap dataset version 2.0.0, this code reads 1.x.x; "
+                        f"rebuild it with `{_rebuild(data_dir)}` (or use the jaxcrop version "
+                        f"that built it)")
+  assert not (tmp_path / "w").exists()
