@@ -248,9 +248,13 @@ def test_a_checkpoint_of_another_model_config(trained_workdir, tmp_path, capsys)
 # --------------------------------------------------------------------------- #
 # TFRecord shards (jaxcrop.input_pipeline.check_shards, before training writes anything)
 
+TINY = '{"name": "tiny", "patch_size": 16}'
+
+
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-  """A built cropmap dataset of tiny synthetic zones (config `tiny`, 16-px patches)."""
+def zones_and_dataset(tmp_path_factory):
+  """Tiny synthetic zone folders and their cropmap dataset (config `tiny`, 16-px
+  patches): (zones root, version folder)."""
   import tensorflow_datasets as tfds
   from tfds_builder.cropmap import cropmap_dataset_builder as cb
   from tfds_builder.cropmap import testing
@@ -259,7 +263,85 @@ def dataset(tmp_path_factory):
   cb.Builder(config=cb.CropmapConfig(name="tiny", patch_size=16),
              data_dir=str(data_dir)).download_and_prepare(
                  download_config=tfds.download.DownloadConfig(manual_dir=str(zones)))
-  return data_dir / "cropmap" / "tiny" / str(cb.Builder.VERSION)
+  return zones, data_dir / "cropmap" / "tiny" / str(cb.Builder.VERSION)
+
+
+@pytest.fixture(scope="module")
+def dataset(zones_and_dataset):
+  return zones_and_dataset[1]
+
+
+def _files(folder: pathlib.Path) -> dict:
+  return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _broken_zones(zones, tmp_path) -> pathlib.Path:
+  """A copy of the zone folders whose last zone lost labels.tif."""
+  import shutil
+  copy = pathlib.Path(shutil.copytree(zones, tmp_path / "zones"))
+  last = sorted(p for p in copy.iterdir() if (p / "meta.json").is_file())[-1]
+  (last / "labels.tif").unlink()
+  return copy
+
+
+def test_tfds_build_overwrite_over_a_good_dataset_checks_the_zones_first(
+    zones_and_dataset, tmp_path):
+  """The stock command: the good dataset was deleted before a bad zone was found."""
+  import os
+  import shutil
+  import subprocess
+  import sys
+  zones, dataset = zones_and_dataset
+  data_dir = tmp_path / "data"
+  version = pathlib.Path(shutil.copytree(dataset, data_dir / "cropmap" / "tiny" / dataset.name))
+  before = _files(version)
+  broken = _broken_zones(zones, tmp_path)
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  cmd = [str(pathlib.Path(sys.executable).parent / "tfds"), "build",
+         str(repo / "tfds_builder" / "cropmap"), f"--config={TINY}",
+         f"--data_dir={data_dir}", f"--manual_dir={broken}", "--overwrite"]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
+  last = sorted(p for p in broken.iterdir() if p.is_dir())[-1]
+  assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+  assert done.stderr.strip().splitlines()[-1] == (
+      f"tfds build cropmap: error: zone {last.name}: {last / 'labels.tif'} is missing; rerun "
+      f"prep for this zone")
+  assert _files(version) == before
+  assert sorted(p.name for p in version.parent.iterdir()) == [dataset.name]
+
+
+def test_an_overwrite_that_fails_mid_build_puts_the_old_dataset_back(
+    zones_and_dataset, tmp_path, monkeypatch):
+  import shutil
+  import tensorflow_datasets as tfds
+  from tfds_builder.cropmap import cropmap_dataset_builder as cb
+  from tfds_builder.cropmap import patching
+  zones, dataset = zones_and_dataset
+  data_dir = tmp_path / "data"
+  version = pathlib.Path(shutil.copytree(dataset, data_dir / "cropmap" / "tiny" / dataset.name))
+  before = _files(version)
+
+  def damaged_read(*a, **k):
+    raise PrepError("zone x: s2.tif: unreadable")   # a raster damaged past open_zone's checks
+  monkeypatch.setattr(patching, "zone_summary", damaged_read)
+  builder = cb.Builder(config=cb.CropmapConfig(name="tiny", patch_size=16),
+                       data_dir=str(data_dir))
+  overwrite = tfds.download.DownloadConfig(
+      manual_dir=str(zones), download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)
+  with pytest.raises(PrepError, match="s2.tif: unreadable"):
+    builder.download_and_prepare(download_config=overwrite)
+  assert _files(version) == before
+  assert sorted(p.name for p in version.parent.iterdir()) == [dataset.name]
+  # A run killed mid-overwrite left the old dataset aside: the next start puts it back.
+  version.rename(version.parent / f".{dataset.name}.previous")
+  monkeypatch.undo()
+  builder = cb.Builder(config=cb.CropmapConfig(name="tiny", patch_size=16),
+                       data_dir=str(data_dir))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=str(zones)))         # no --overwrite: the restored dataset is reused
+  assert _files(version) == before
+  assert sorted(p.name for p in version.parent.iterdir()) == [dataset.name]
 
 
 def _train(data_dir, workdir, capsys):
