@@ -30,6 +30,7 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
+from prep import atomic
 from prep import nomenclature as nomenclature_lib
 from prep.errors import PrepError
 from tfds_builder.cropmap import patching
@@ -136,7 +137,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     return False if _UNDER_TFDS_CLI else super().is_prepared()
 
   def download_and_prepare(self, *, download_config=None, **kwargs):
-    """TFDS's download_and_prepare; an --overwrite never loses a good dataset.
+    """TFDS's download_and_prepare, one build per data_dir and config at a time
+    (a second one is refused); an --overwrite never loses a good dataset.
 
     Overwriting, every zone folder is checked before anything is removed; the
     old version folder then waits beside the new build (`.<version>.previous`)
@@ -144,7 +146,21 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     at the next start.
     """
     download_config = download_config or tfds.download.DownloadConfig()
+    if "://" in os.fspath(self.data_path):   # a bucket: no local lock to take
+      return self._download_and_prepare_alone(download_config, **kwargs)
+    lock = pathlib.Path(os.fspath(self.data_path)).parent / ".build.lock"
+    try:
+      with atomic.file_lock(lock, wait=False):
+        return self._download_and_prepare_alone(download_config, **kwargs)
+    except atomic.LockHeld:
+      raise PrepError(f"{lock}: another build of cropmap/{self.builder_config.name} is "
+                      f"running on this data_dir; wait for it to finish (a killed build "
+                      f"holds no lock), then rerun") from None
+
+  def _download_and_prepare_alone(self, download_config, **kwargs):
     path = self.data_path
+    for stale in path.parent.glob(f"incomplete.*_{path.name}"):
+      stale.rmtree()             # the lock is ours: left by a killed build
     backup = path.parent / f".{path.name}.previous"
     if backup.exists():
       if path.exists():
