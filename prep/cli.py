@@ -189,10 +189,17 @@ def _zones(args) -> list:
   return zones_lib.select(table, None if getattr(args, "all", False) else args.zones)
 
 
-def _each_zone(args, desc: str, fn) -> list:
-  """Runs fn(zone, folder) for the selected zones, with a progress bar."""
+def _each_zone(args, desc: str, fn, *, check=None) -> list:
+  """Runs fn(zone, folder) for the selected zones, with a progress bar.
+
+  `check(zone, table)` runs first on every selected zone, so that a bad row
+  stops the run before any zone is processed.
+  """
+  from prep import zones as zones_lib
   from tqdm import tqdm
   zones = _zones(args)
+  for zone in zones if check else ():
+    check(zone, args.zones_csv or zones_lib.ZONES_CSV)
   with tqdm(zones, desc=desc, unit="zone", disable=args.quiet) as bar:
     for zone in bar:
       fn(zone, args.out / zone.zone_id)
@@ -240,17 +247,18 @@ def format_zones(zones) -> str:
 
 
 def run_gee(args) -> None:
-  from prep import gee
+  from prep import gee, s2_products
   _each_zone(args, "gee composites", lambda zone, folder: gee.composite_zone_from_gee(
       zone, folder, year=args.year, progress=False, project=args.project,
-      overwrite=args.overwrite))
+      overwrite=args.overwrite), check=s2_products.check_zone_grid)
 
 
 def run_composite(args) -> None:
   _need(args.scenes, "scene folder", folder=True)
-  from prep import scenes
+  from prep import s2_products, scenes
   _each_zone(args, "composites", lambda zone, folder: scenes.composite_zone_from_scenes(
-      args.scenes, zone, folder, year=args.year, progress=False))
+      args.scenes, zone, folder, year=args.year, progress=False),
+      check=s2_products.check_zone_grid)
 
 
 def run_labels(args) -> None:

@@ -674,7 +674,8 @@ def stac_item(iid: str, date: datetime.date, spec: DemoSpec, facts: dict) -> dic
       "properties": {"datetime": f"{date:%Y-%m-%d}T10:56:21.024000Z",
                      "platform": f"sentinel-2{iid[2].lower()}",
                      "constellation": "sentinel-2", "proj:epsg": EPSG,
-                     "s2:mgrs_tile": TILE, "demo": True, **facts},
+                     "s2:mgrs_tile": TILE, "demo": True,
+                     "earthsearch:boa_offset_applied": True, **facts},
       "assets": assets,
   }
 

@@ -2,7 +2,9 @@
 
 Provenance: `COPERNICUS/S2_SR_HARMONIZED`, Sentinel-2 L2A surface reflectance
 (x 10000) with the processing-baseline-04.00 offset already removed. Earth
-Engine computes, per month, the median of B2 B3 B4 B8 over the scenes whose SCL
+Engine groups the scenes into acquisitions (date, spacecraft), mosaics the
+tiles of each (the zone's own UTM CRS on top, `acquisition_mosaics`), and
+computes, per month, the median of B2 B3 B4 B8 over the acquisitions whose SCL
 class is 4-7 (and whose bands are > 0), and the count of those observations;
 we fetch them on the zone grid with `ee.data.computePixels` and finish locally
 with the same `composite.gap_fill` and `zonefolder.write_imagery` as the local
@@ -41,6 +43,7 @@ import numpy as np
 
 from prep import atomic
 from prep import composite as composite_lib
+from prep import s2_products
 from prep import zonefolder
 from prep.errors import PrepError
 from prep.zones import Zone
@@ -138,17 +141,53 @@ def median_half_up(scenes, band: str):
   return lo.add(hi).add(1).divide(2).floor().rename(band)
 
 
+def tag_acquisition(zone: Zone):
+  """A function image -> image setting `acquisition` ("YYYY-MM-dd_Sentinel-2A":
+  UTC date and spacecraft) and `own_crs` (1 when the tile's B2 is in the
+  zone's CRS, else 0)."""
+  import ee
+
+  def tag(image):
+    date = ee.Date(image.get("system:time_start")).format("YYYY-MM-dd")
+    key = date.cat("_").cat(ee.String(image.get("SPACECRAFT_NAME")))
+    own = ee.Number(ee.String(image.select("B2").projection().crs())
+                    .compareTo(zone.crs)).eq(0)
+    return image.set({"acquisition": key, "own_crs": own})
+  return tag
+
+
+def acquisition_mosaics(scenes, zone: Zone):
+  """One masked image per acquisition (date, spacecraft) of the collection.
+
+  Neighbouring MGRS tiles overlap and deliver the same acquisition once per
+  tile, so the tiles of an acquisition are mosaicked into one observation
+  before the median, as in the local route (`prep.scenes.mosaic`): each group
+  sorted by `own_crs` so that the zone's own-CRS tiles are painted last (on
+  top, `ImageCollection.mosaic`), after masking, so that a tile of the
+  neighbouring UTM zone shows only where the own tile has no valid pixel.
+  """
+  import ee
+  tagged = scenes.map(tag_acquisition(zone))
+  keys = tagged.aggregate_array("acquisition").distinct()
+
+  def one(key):
+    group = tagged.filter(ee.Filter.eq("acquisition", key)).sort("own_crs")
+    return group.map(mask_scene).mosaic().set("acquisition", key)
+  return ee.ImageCollection.fromImages(keys.map(one))
+
+
 def monthly_image(zone: Zone, year: int, month: int):
   """One month's composite: B2 B3 B4 B8 uint16 medians and a uint8 `count`.
 
-  A fully masked placeholder joins the collection so that a month without any
-  scene still has the bands (then 0 everywhere) instead of failing.
+  The median and the count run over acquisitions (`acquisition_mosaics`),
+  not tiles. A fully masked placeholder joins the collection so that a month
+  without any scene still has the bands (then 0 everywhere) instead of failing.
   """
   import ee
   start, end = month_range(year, month)
   empty = (ee.Image.constant([0] * len(EE_BANDS)).rename(list(EE_BANDS))
            .toFloat().updateMask(0))
-  scenes = (scenes_of_year(zone, year).filterDate(start, end).map(mask_scene)
+  scenes = (acquisition_mosaics(scenes_of_year(zone, year).filterDate(start, end), zone)
             .merge(ee.ImageCollection([empty])))
   median = ee.Image.cat([median_half_up(scenes, b) for b in EE_BANDS])
   median = median.unmask(0).toUint16()                          # 0 = no valid scene
@@ -283,6 +322,7 @@ def composite_zone_from_gee(zone: Zone, out_folder, *, year: int = 2023,
   """
   import ee
   from tqdm import tqdm
+  s2_products.check_zone_grid(zone)
   folder = pathlib.Path(out_folder)
   meta = zonefolder.check_folder(folder, zone)  # before any request is spent
   if not overwrite and (info := _done(folder, meta, year)) is not None:

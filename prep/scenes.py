@@ -18,24 +18,33 @@ Accepted layouts under `scene_dir` (searched recursively, mixed freely):
              `GRANULE/*/IMG_DATA/R20m/*_SCL_20m.jp2`; the date comes from the
              product name (`S2A_MSIL2A_20230415T105031_N0509_…`).
 
-Harmonization. Since processing baseline 04.00 (25 Jan 2022) L2A digital
-numbers carry an offset: reflectance = (DN + BOA_ADD_OFFSET) / 10000 with
-BOA_ADD_OFFSET = -1000. Earth Engine's COPERNICUS/S2_SR_HARMONIZED removes it,
-so we do too: SAFE products use the BOA_ADD_OFFSET of MTD_MSIL2A.xml when
-present, else -1000 when the name's baseline is N0400 or later; STAC items use
-`properties["s2:boa_add_offset"]`, else -1000 when
-`properties["s2:processing_baseline"]` >= 04.00 (unless
-`earthsearch:boa_offset_applied` is true), else 0 (the demo writes harmonized
-values). A DN of 0 stays nodata; other DNs become max(DN + offset, 1), so a
+Harmonization. Since processing baseline 04.00, L2A digital numbers carry an
+offset: reflectance = (DN + BOA_ADD_OFFSET) / 10000 with BOA_ADD_OFFSET =
+-1000. Earth Engine's COPERNICUS/S2_SR_HARMONIZED removes it, so we do too.
+The offset is keyed on the product's processing baseline, never on its date
+(`prep.s2_products`: STAC `s2:boa_add_offset`, `s2:processing_baseline`,
+`processing:version`, the id's `_Nxxyy_`; SAFE `MTD_MSIL2A.xml`, per band, then
+the name's `_Nxxyy_`); an acquisition from 2022-01-25 on without any is an
+error. A DN of 0 stays nodata; other DNs become max(DN + offset, 1), so a
 valid dark pixel is not mistaken for nodata.
+
+Acquisitions, not tiles. Neighbouring MGRS tiles overlap (~10 km) and the
+same acquisition is delivered once per tile, possibly in two UTM zones. The
+scenes of one (acquisition date, spacecraft) are mosaicked into one
+observation before the median (`mosaic`): tiles in the zone's own CRS first
+(by id), then those of another UTM zone, each pixel taken from the first tile
+where it is valid. So a neighbouring zone's tile, reprojected, fills only the
+pixels the zone's own tiles leave without a valid value, and `valid_count`
+counts acquisitions.
 
 Resampling. Every raster is warped onto the zone grid with nearest neighbour.
 Zones and Sentinel-2 tiles are both 10 m grids on multiples of 10 m in the same
-UTM CRS, so each zone pixel centre is a band pixel centre and nearest neighbour
-copies values exactly (bilinear would too, but would blend across any
-misalignment and across nodata edges). SCL at 20 m: each 10 m pixel takes the
-class of the 20 m pixel containing it. A scene in another UTM zone is
-reprojected, again by nearest neighbour, which keeps reflectances unblended.
+UTM CRS (a zone off that grid is refused, `s2_products.check_zone_grid`), so
+each zone pixel centre is a band pixel centre and nearest neighbour copies
+values exactly (bilinear would too, but would blend across any misalignment and
+across nodata edges). SCL at 20 m: each 10 m pixel takes the class of the 20 m
+pixel containing it. A scene in another UTM zone is reprojected, again by
+nearest neighbour, which keeps reflectances unblended.
 """
 from __future__ import annotations
 
@@ -49,14 +58,14 @@ import warnings
 import numpy as np
 
 from prep import composite as composite_lib
+from prep import s2_products
 from prep import zonefolder
 from prep.errors import PrepError
 from prep.zones import Zone
 
 BAND_FILES = ("B02", "B03", "B04", "B08")   # zonefolder.BANDS B2 B3 B4 B8
 VALID_SCL = (4, 5, 6, 7)                    # vegetation, bare soil, water, unclassified
-BASELINE_OFFSET = -1000                     # BOA_ADD_OFFSET from baseline 04.00
-_SAFE_NAME = re.compile(r"^S2[ABCD]_MSIL2A_(\d{8})T\d{6}_N(\d{4})_")
+_SAFE_NAME = re.compile(r"^S2[ABCD]_MSIL2A_(\d{8})T\d{6}_")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,13 +77,22 @@ class Scene:
     date: acquisition date (UTC).
     bands: paths of B02 B03 B04 B08, in that order.
     scl: path of the scene classification layer (20 m).
-    offset: DN offset to add (BOA_ADD_OFFSET, -1000 or 0).
+    offsets: DN offset to add to each band (BOA_ADD_OFFSET, -1000 or 0),
+      from `prep.s2_products`.
+    spacecraft: "A", "B", "C"… (Sentinel-2A…), "" when unknown; with `date`
+      it names the acquisition (`acquisition`).
   """
   scene_id: str
   date: datetime.date
   bands: tuple[pathlib.Path, ...]
   scl: pathlib.Path
-  offset: int = 0
+  offsets: tuple[int, ...] = (0, 0, 0, 0)
+  spacecraft: str = ""
+
+  @property
+  def acquisition(self) -> tuple[datetime.date, str]:
+    """(date, spacecraft): the tiles of one acquisition share it."""
+    return (self.date, self.spacecraft)
 
 
 def _stac_scene(item_json: pathlib.Path) -> Scene:
@@ -87,18 +105,13 @@ def _stac_scene(item_json: pathlib.Path) -> Scene:
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise PrepError(f"{item_json}: not a STAC item with properties.datetime ({e!r}); "
                     f"fix or remove the scene folder {folder}") from None
-  if "s2:boa_add_offset" in props:
-    offset = int(props["s2:boa_add_offset"])
-  elif props.get("earthsearch:boa_offset_applied"):
-    offset = 0
-  elif float(props.get("s2:processing_baseline") or 0) >= 4.0:
-    offset = BASELINE_OFFSET
-  else:
-    offset = 0
+  item_id = item.get("id") or folder.name
+  offset = s2_products.stac_offset(props, item_id, date)
   assets = item.get("assets") or {}
-  return Scene(item.get("id") or folder.name, date,
+  return Scene(item_id, date,
                tuple(_asset_path(folder, assets, b) for b in BAND_FILES),
-               _asset_path(folder, assets, "SCL"), offset)
+               _asset_path(folder, assets, "SCL"), (offset,) * len(BAND_FILES),
+               s2_products.spacecraft_of(item_id, props))
 
 
 # STAC asset keys of each band: ours (and the Copernicus names), then Earth Search's.
@@ -123,18 +136,6 @@ def _asset_path(folder: pathlib.Path, assets: dict, band: str) -> pathlib.Path:
   return folder / f"{band}.tif"
 
 
-def _safe_offset(safe: pathlib.Path, baseline: int) -> int:
-  """BOA_ADD_OFFSET of a SAFE product: from MTD_MSIL2A.xml, else the baseline."""
-  mtd = safe / "MTD_MSIL2A.xml"
-  if mtd.is_file():
-    found = re.findall(r"<BOA_ADD_OFFSET[^>]*>\s*(-?\d+)\s*<",
-                       mtd.read_text(encoding="utf-8", errors="replace"))
-    if found:
-      return int(found[0])
-    return 0
-  return BASELINE_OFFSET if baseline >= 400 else 0
-
-
 def _safe_scene(safe: pathlib.Path) -> Scene:
   m = _SAFE_NAME.match(safe.name)
   if not m:
@@ -152,7 +153,8 @@ def _safe_scene(safe: pathlib.Path) -> Scene:
   bands = tuple(one(f"R10m/*_{b}_10m.jp2", b) for b in BAND_FILES)
   return Scene(safe.name.removesuffix(".SAFE"), date, bands,
                one("R20m/*_SCL_20m.jp2", "SCL"),
-               _safe_offset(safe, int(m.group(2))))
+               s2_products.safe_offsets(safe, BAND_FILES, date),
+               s2_products.spacecraft_of(safe.name))
 
 
 def discover_scenes(scene_dir) -> list[Scene]:
@@ -189,8 +191,8 @@ def _open(path: pathlib.Path, scene: Scene):
                     f"corrupt — re-download scene {scene.scene_id} or remove it") from None
 
 
-def covers(scene: Scene, zone: Zone) -> bool:
-  """Whether the scene's first band overlaps the zone (from its header only).
+def footprint(scene: Scene) -> tuple[str, tuple[float, float, float, float]]:
+  """(CRS, bounds) of the scene's first band, from its header only.
 
   Also checks that every raster of the scene exists, before any is read.
   """
@@ -201,9 +203,53 @@ def covers(scene: Scene, zone: Zone) -> bool:
   with _open(scene.bands[0], scene) as src:
     if src.crs is None:
       raise PrepError(f"{scene.bands[0]}: no CRS; re-download scene {scene.scene_id}")
-    left, bottom, right, top = zone.bounds_in(src.crs.to_string())
-    b = src.bounds
-    return left < b.right and right > b.left and bottom < b.top and top > b.bottom
+    return src.crs.to_string(), tuple(src.bounds)
+
+
+def covers(scene: Scene, zone: Zone) -> bool:
+  """Whether the scene's first band overlaps the zone (from its header only)."""
+  crs, (b_left, b_bottom, b_right, b_top) = footprint(scene)
+  left, bottom, right, top = zone.bounds_in(crs)
+  return left < b_right and right > b_left and bottom < b_top and top > b_bottom
+
+
+def in_zone_crs(scene: Scene, zone: Zone) -> bool:
+  """Whether the scene's tile is in the zone's own UTM CRS (header only)."""
+  import rasterio.crs
+  return rasterio.crs.CRS.from_string(footprint(scene)[0]).to_epsg() == zone.epsg
+
+
+def acquisitions(scenes: list[Scene], zone: Zone) -> list[list[Scene]]:
+  """The scenes grouped by (date, spacecraft), in date order.
+
+  Within a group, the tiles in the zone's own CRS come first (by id), then the
+  others (by id): the order in which `mosaic` prefers them.
+  """
+  groups: dict[tuple, list[Scene]] = {}
+  for s in sorted(scenes, key=lambda s: (s.acquisition, s.scene_id)):
+    groups.setdefault(s.acquisition, []).append(s)
+  return [sorted(g, key=lambda s: (not in_zone_crs(s, zone), s.scene_id)) if len(g) > 1
+          else g for g in groups.values()]
+
+
+def mosaic(reads) -> tuple[np.ndarray, np.ndarray]:
+  """One observation from the tiles of one acquisition, first valid tile wins.
+
+  Args:
+    reads: iterable of (uint16 [C, H, W] bands, bool [H, W] valid), the tiles
+      in order of preference (`acquisitions`).
+  Returns:
+    uint16 [C, H, W] bands and bool [H, W] valid of the acquisition: each
+    pixel from the first tile where it is valid (invalid where none is).
+  """
+  reads = iter(reads)
+  bands, valid = next(reads)
+  bands, valid = bands.copy(), valid.copy()
+  for more, ok in reads:
+    take = ok & ~valid
+    bands[:, take] = more[:, take]
+    valid |= take
+  return bands, valid
 
 
 def _warp(path: pathlib.Path, scene: Scene, zone: Zone, dtype) -> np.ndarray:
@@ -232,31 +278,41 @@ def read_scene(scene: Scene, zone: Zone) -> tuple[np.ndarray, np.ndarray]:
   """
   bands = np.stack([_warp(p, scene, zone, np.uint16) for p in scene.bands])
   scl = _warp(scene.scl, scene, zone, np.uint8)
-  if scene.offset:
-    nodata = bands == 0
-    shifted = np.maximum(bands.astype(np.int32) + scene.offset, 1)
-    bands = np.where(nodata, 0, shifted).astype(np.uint16)
+  if any(scene.offsets):
+    offsets = np.asarray(scene.offsets, np.int32)[:, None, None]
+    shifted = np.maximum(bands.astype(np.int32) + offsets, 1)
+    bands = np.where(bands == 0, 0, shifted).astype(np.uint16)
   valid = np.isin(scl, VALID_SCL) & (bands > 0).all(axis=0)
   return bands, valid
+
+
+def read_acquisition(tiles: list[Scene], zone: Zone) -> tuple[np.ndarray, np.ndarray]:
+  """`mosaic` of the tiles of one acquisition, read one after the other."""
+  return mosaic(read_scene(s, zone) for s in tiles)
 
 
 def composite_zone_from_scenes(scene_dir, zone: Zone, out_folder, *, year: int = 2023,
                                progress: bool = True) -> dict:
   """Monthly median composites of `zone` from local scenes, gap filled, written.
 
-  Scenes of `year` whose footprint overlaps the zone are read one month at a
-  time (one month's scenes in memory), masked by SCL 4-7, reduced by
-  `composite.median_composite`, then `composite.gap_fill`, and written with
-  `zonefolder.write_imagery`.
+  Scenes of `year` whose footprint overlaps the zone are grouped into
+  acquisitions (date, spacecraft) and each acquisition's tiles mosaicked into
+  one observation (module docstring); a month's acquisitions (one month in
+  memory) are reduced by `composite.median_composite` (SCL 4-7 valid), then
+  `composite.gap_fill`, and written with `zonefolder.write_imagery`.
+  `valid_count` counts valid acquisitions.
 
   Returns:
     the `imagery` info written to meta.json (scenes used and skipped, scenes
-    per month, months without scene, gap-filled fraction, nodata pixels).
+    and acquisitions per month, months without scene, gap-filled fraction,
+    nodata pixels).
   Raises:
-    PrepError on a missing folder, no scene, no scene of `year` over the zone,
-    a scene missing a band, or an unreadable raster (naming the file).
+    PrepError on a zone off the 10 m grid, a missing folder, no scene, no
+    scene of `year` over the zone, a scene missing a band or its baseline, or
+    an unreadable raster (naming the file).
   """
   from tqdm import tqdm
+  s2_products.check_zone_grid(zone)
   scene_dir = pathlib.Path(scene_dir)
   zonefolder.check_folder(out_folder, zone)     # before any scene is read
   found = discover_scenes(scene_dir)
@@ -272,18 +328,20 @@ def composite_zone_from_scenes(scene_dir, zone: Zone, out_folder, *, year: int =
   comp = np.zeros((T, len(BAND_FILES), *zone.shape), np.uint16)
   counts = np.zeros((T, *zone.shape), np.uint8)
   per_month = [0] * T
+  acq_per_month = [0] * T
   with tqdm(total=len(inside), desc=f"{zone.zone_id} scenes", unit="scene",
             disable=not progress) as bar:
     for t in range(T):
-      month = [s for s in inside if s.date.month == t + 1]
-      per_month[t] = len(month)
+      month = acquisitions([s for s in inside if s.date.month == t + 1], zone)
+      per_month[t] = sum(len(a) for a in month)
+      acq_per_month[t] = len(month)
       if not month:
         continue
       stack = np.zeros((len(month), len(BAND_FILES), *zone.shape), np.uint16)
       valid = np.zeros((len(month), *zone.shape), bool)
-      for i, scene in enumerate(month):
-        stack[i], valid[i] = read_scene(scene, zone)
-        bar.update(1)
+      for i, tiles in enumerate(month):
+        stack[i], valid[i] = read_acquisition(tiles, zone)
+        bar.update(len(tiles))
       comp[t], counts[t] = composite_lib.median_composite(stack, valid)
       del stack, valid
   empty = [m for m, n in zip(months, per_month) if n == 0]
@@ -296,8 +354,9 @@ def composite_zone_from_scenes(scene_dir, zone: Zone, out_folder, *, year: int =
       source="local-scenes", year=year, scene_dir=str(scene_dir),
       scenes_used=len(inside), scenes_outside_zone=len(of_year) - len(inside),
       scenes_other_years=len(found) - len(of_year),
-      scenes_per_month=per_month, months_without_scene=empty,
-      harmonization_offsets=sorted({s.offset for s in inside}),
+      scenes_per_month=per_month, acquisitions_per_month=acq_per_month,
+      months_without_scene=empty,
+      harmonization_offsets=sorted({o for s in inside for o in s.offsets}),
       gap_filled_fraction=round(float(was_filled.mean()), 6),
       nodata_pixels=int(never.sum()))
   zonefolder.write_imagery(out_folder, zone, filled, counts, months, info)

@@ -328,3 +328,98 @@ def test_select_zones_request_and_choice(monkeypatch):
     for b in zones:
       if a is not b:
         assert abs(a.x0 - b.x0) >= 10_000 or abs(a.y0 - b.y0) >= 10_000
+
+
+# --- one acquisition, several tiles: mosaic per (date, spacecraft) -----------
+
+def _resolved(image):
+  """The serialized expression as one tree (value references resolved)."""
+  graph = ee.serializer.encode(image, for_cloud_api=True)
+  values = graph["values"]
+
+  def resolve(node):
+    if isinstance(node, dict):
+      if set(node) == {"valueReference"}:
+        return resolve(values[node["valueReference"]])
+      if "functionDefinitionValue" in node:
+        d = node["functionDefinitionValue"]
+        return {"functionDefinitionValue": {"argumentNames": d["argumentNames"],
+                                            "body": resolve(values[d["body"]])}}
+      return {k: resolve(v) for k, v in node.items()}
+    if isinstance(node, list):
+      return [resolve(v) for v in node]
+    return node
+  return resolve(values[graph["result"]])
+
+
+def _calls(node, name):
+  """Arguments of every invocation of `name` in the tree, outermost first."""
+  if isinstance(node, dict):
+    f = node.get("functionInvocationValue")
+    if f and f.get("functionName") == name:
+      yield f["arguments"]
+    for v in node.values():
+      yield from _calls(v, name)
+  elif isinstance(node, list):
+    for v in node:
+      yield from _calls(v, name)
+
+
+def _fn(node):
+  return node["functionInvocationValue"]["functionName"]
+
+
+def _args(node):
+  return node["functionInvocationValue"]["arguments"]
+
+
+def test_month_is_the_median_of_acquisition_mosaics():
+  tree = _resolved(gee.monthly_image(ZONE, 2023, 6))
+  # The median and the count both read the month's collection of mosaics.
+  (array,) = list(_calls(tree, "ImageCollection.toArray"))[:1]
+  month = array["collection"]
+  while _fn(month) == "Collection.map":               # select(band)
+    month = _args(month)["collection"]
+  assert _fn(month) == "ImageCollection.merge"
+  mosaics = _args(month)["collection1"]
+  assert _fn(mosaics) == "ImageCollection.fromImages"
+  per_key = _args(mosaics)["images"]
+  assert _fn(per_key) == "List.map"
+  keys = _args(per_key)["list"]
+  assert _fn(keys) == "List.distinct"
+  agg = _args(_args(keys)["list"])
+  assert agg["property"] == {"constantValue": "acquisition"}
+  # Each key: filter on it, sort by own_crs (own CRS last = on top), mask, mosaic.
+  body = _args(per_key)["baseAlgorithm"]["functionDefinitionValue"]["body"]
+  (mosaic,) = list(_calls(body, "ImageCollection.mosaic"))
+  masked = mosaic["collection"]
+  assert _fn(masked) == "Collection.map"
+  assert list(_calls(masked, "Image.updateMask"))          # mask_scene per tile
+  ordered = _args(masked)["collection"]
+  assert _fn(ordered) == "Collection.limit"
+  assert _args(ordered)["key"] == {"constantValue": "own_crs"}
+  assert _args(ordered).get("ascending") in (None, {"constantValue": True})
+  (eq,) = list(_calls(_args(ordered)["collection"], "Filter.equals"))
+  assert eq["leftField"] == {"constantValue": "acquisition"}
+  # The acquisition key: UTC date and spacecraft; own_crs compares B2's CRS.
+  text = json.dumps(tree)
+  for needle in ('"system:time_start"', '"YYYY-MM-dd"', '"SPACECRAFT_NAME"',
+                 '"Projection.crs"', '"String.compareTo"', '"EPSG:32631"'):
+    assert needle in text, needle
+  (count,) = list(_calls(tree, "reduce.count"))
+  inner = count["collection"]
+  while _fn(inner) == "Collection.map":
+    inner = _args(inner)["collection"]
+  assert inner == month                                # counts acquisitions
+
+
+def test_zone_off_the_grid_is_refused_before_any_request(tmp_path, monkeypatch):
+  server = FakeServer()
+  monkeypatch.setattr(ee.data, "computePixels", server)
+  off = Zone("t_0", "Test", "Town", 0, 32631, x0=400_000.0, y0=5_000_003.0,
+             width=30, height=20)
+  with pytest.raises(PrepError, match=r"^zone t_0: corner .*y0=5000003\.0.* off the "
+                                      r"10 m Sentinel-2 grid"):
+    gee.composite_zone_from_gee(off, tmp_path / "t_0", progress=False,
+                                initialize_ee=False)
+  assert server.calls == 0 and not (tmp_path / "t_0").exists()
