@@ -388,3 +388,122 @@ def test_a_dataset_of_another_major_version_is_refused(dataset, tmp_path, capsys
                         f"rebuild it with `{_rebuild(data_dir)}` (or use the jaxcrop version "
                         f"that built it)")
   assert not (tmp_path / "w").exists()
+
+
+# --------------------------------------------------------------------------- #
+# scenes (prep.scenes): a band unlike its siblings, all cloud, a renamed copy, a
+# damaged band in the middle of a run of many scenes
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+  from prep import demo
+  path = tmp_path_factory.mktemp("raw") / "raw"
+  demo.write_raw(path, seed=0, small=True, progress=False)
+  return path
+
+
+@pytest.fixture
+def scenes(raw, tmp_path):
+  import shutil
+  return pathlib.Path(shutil.copytree(raw / "scenes", tmp_path / "scenes"))
+
+
+def _composite(raw, scenes, out, capsys):
+  return run(prep_cli.main, ["--quiet", "composite", "--scenes", scenes, "--zones",
+                             "demo-north_0", "--zones-csv", raw / "zones.csv", "--out", out],
+             capsys)
+
+
+def _rewrite(band: pathlib.Path, *, crs=None, every: int = 1, as_float: bool = False):
+  """Rewrites a band in place: another CRS, every n-th pixel (n x coarser), or
+  float reflectance (DN / 10000)."""
+  import rasterio
+  from rasterio.transform import Affine
+  with rasterio.open(band) as src:
+    profile, data = src.profile, src.read(1)
+  data = data[::every, ::every]
+  if as_float:
+    data = data.astype("float32") / 10000
+  t = profile["transform"]
+  profile.update(crs=crs or profile["crs"], height=data.shape[0], width=data.shape[1],
+                 transform=Affine(t.a * every, 0, t.c, 0, t.e * every, t.f),
+                 dtype=data.dtype.name, predictor=3 if as_float else 2,
+                 blockxsize=128, blockysize=128)
+  band.unlink()
+  with rasterio.open(band, "w", **profile) as dst:
+    dst.write(data, 1)
+
+
+def _middle_scene(scenes) -> pathlib.Path:
+  items = sorted(d for d in scenes.iterdir() if d.is_dir())
+  return items[len(items) // 2]
+
+
+REDO = "re-download scene {s} or remove its folder"
+
+
+@pytest.mark.parametrize("kind", ["crs", "20m", "float"])
+def test_a_band_unlike_its_siblings_is_one_line(kind, raw, scenes, tmp_path, capsys):
+  scene = _middle_scene(scenes)
+  if kind == "crs":
+    band = scene / "B03.tif"
+    _rewrite(band, crs="EPSG:32630")
+    problem = "in EPSG:32630, its sibling B02.tif in EPSG:32631; the bands of a scene share one grid"
+  elif kind == "20m":
+    band = scene / "B04.tif"
+    _rewrite(band, every=2)
+    problem = "20 x 20 m pixels, expected the band's native 10 m (a resampled product?)"
+  else:
+    band = scene / "B08.tif"
+    _rewrite(band, as_float=True)
+    problem = ("float32 values, expected uint16 digital numbers (reflectance x 10000, as ESA "
+               "and STAC deliver L2A; float reflectance would round to 0 and 1)")
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert_error(rc, err, f"{band}: {problem} — {REDO.format(s=scene.name)}")
+  assert not (tmp_path / "z" / "demo-north_0" / "s2.tif").exists()
+
+
+def test_a_year_of_all_cloud_is_an_error_not_an_all_zero_composite(raw, scenes, tmp_path,
+                                                                   capsys):
+  import rasterio
+  for scl in scenes.glob("*/SCL.tif"):
+    with rasterio.open(scl, "r+") as dst:
+      dst.write(np.full((dst.height, dst.width), 9, "uint8"), 1)   # cloud, high probability
+  n = sum(1 for d in scenes.iterdir() if d.is_dir())
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert_error(rc, err, f"zone demo-north_0: not one valid pixel (SCL 4-7) in the {n} scenes "
+                        f"of 2023 over the zone in {scenes}: all cloud, shadow, snow or "
+                        f"nodata; add scenes of that year (or check their SCL band); no "
+                        f"s2.tif written")
+  assert not (tmp_path / "z" / "demo-north_0" / "s2.tif").exists()
+
+
+def test_a_scene_folder_renamed_away_from_its_item_is_named(raw, scenes, tmp_path, capsys):
+  scene = _middle_scene(scenes)
+  copy = scene.rename(scene.parent / f"{scene.name} (copy)")
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert_error(rc, err, f"{copy / (scene.name + '.json')}: a STAC item in folder "
+                        f"{copy.name!r}, whose name is not the item's ({scene.name!r}), so it "
+                        f"would be skipped; rename the folder to {scene.name!r} or remove "
+                        f"the copy")
+
+
+def test_a_bit_flipped_band_in_the_middle_of_many_scenes(raw, scenes, tmp_path, capsys):
+  scene = _middle_scene(scenes)
+  band = scene / "B02.tif"
+  import rasterio
+  with rasterio.open(band) as src:        # where each tile's deflate stream lies
+    (bh, bw), = src.block_shapes
+    tiles = [(int(src.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=1)),
+              int(src.get_tag_item(f"BLOCK_SIZE_{j}_{i}", "TIFF", bidx=1)))
+             for i in range(-(-src.height // bh)) for j in range(-(-src.width // bw))]
+  data = bytearray(band.read_bytes())
+  for offset, size in tiles:
+    data[offset + size // 2] ^= 0x10       # one bit in the middle of every tile
+  band.write_bytes(bytes(data))
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert "Traceback" not in err and rc == 2, err
+  [line] = err.strip().splitlines()
+  assert line.startswith(f"error: {band}: unreadable (") and line.endswith(
+      f"the file may be truncated or corrupt — re-download scene {scene.name} or remove it")
+  assert not (tmp_path / "z" / "demo-north_0").exists()
