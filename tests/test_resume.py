@@ -153,7 +153,9 @@ def _dataset(version: pathlib.Path) -> tuple:
     shards[name] = [
         {k: v for k, v in sorted(tf.train.Example.FromString(r.numpy()).features.feature.items())}
         for r in tf.data.TFRecordDataset(str(version / name))]
-  return shards, got, {k: v for k, v in info.items() if k != "downloadSize"}
+  # moduleName: the builder's import path (`cropmap.…` under the tfds command, the
+  # package path imported), downloadSize: 0 or the demo's; neither is data.
+  return shards, got, {k: v for k, v in info.items() if k not in ("downloadSize", "moduleName")}
 
 
 def _build_in_process(zones, data_dir) -> pathlib.Path:
