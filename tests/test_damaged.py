@@ -308,7 +308,7 @@ def test_tfds_build_overwrite_over_a_good_dataset_checks_the_zones_first(
       f"tfds build cropmap: error: zone {last.name}: {last / 'labels.tif'} is missing; rerun "
       f"prep for this zone")
   assert _files(version) == before
-  assert sorted(p.name for p in version.parent.iterdir()) == [dataset.name]
+  assert sorted(p.name for p in version.parent.iterdir()) == [".build.lock", dataset.name]
 
 
 def test_an_overwrite_that_fails_mid_build_puts_the_old_dataset_back(
@@ -332,7 +332,7 @@ def test_an_overwrite_that_fails_mid_build_puts_the_old_dataset_back(
   with pytest.raises(PrepError, match="s2.tif: unreadable"):
     builder.download_and_prepare(download_config=overwrite)
   assert _files(version) == before
-  assert sorted(p.name for p in version.parent.iterdir()) == [dataset.name]
+  assert sorted(p.name for p in version.parent.iterdir()) == [".build.lock", dataset.name]
   # A run killed mid-overwrite left the old dataset aside: the next start puts it back.
   version.rename(version.parent / f".{dataset.name}.previous")
   monkeypatch.undo()
@@ -341,7 +341,7 @@ def test_an_overwrite_that_fails_mid_build_puts_the_old_dataset_back(
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=str(zones)))         # no --overwrite: the restored dataset is reused
   assert _files(version) == before
-  assert sorted(p.name for p in version.parent.iterdir()) == [dataset.name]
+  assert sorted(p.name for p in version.parent.iterdir()) == [".build.lock", dataset.name]
 
 
 def _train(data_dir, workdir, capsys):
