@@ -51,11 +51,14 @@ setup_venv() {
     "$py" -m venv "$VENV" || die "could not create $VENV (Debian/Ubuntu: apt-get install python3-venv)"
   fi
   local stamp="$VENV/.requirements.sha256" want
-  want="$(sha256sum requirements.txt | cut -d' ' -f1)"
+  want="$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    say "installing requirements.txt into $VENV (first time: about a minute)"
+    say "installing requirements.txt and the project (pip install -e .) into $VENV (first time: about a minute)"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -r requirements.txt
+    # compat mode: a path entry, so a checkout's own code (worktrees, CI clones) comes first.
+    "$VENV/bin/python" -m pip install -q --no-deps -e . \
+      --config-settings editable_mode=compat
     echo "$want" > "$stamp"
   fi
   # shellcheck disable=SC1091

@@ -13,8 +13,8 @@ import json
 
 import pickle
 import numpy as np
+from cropcontracts.zonefolder import NO_LABEL
 
-IGNORE = 255
 
 
 def pixel_features(image) -> np.ndarray:
@@ -46,9 +46,9 @@ def sample_pixels(batches, total_labelled: int, max_pixels: int, seed: int):
   for batch in batches:
     label = np.asarray(batch["label"])
     if "mask" in batch:
-      label = np.where(np.asarray(batch["mask"])[:, None, None] > 0, label, IGNORE)
+      label = np.where(np.asarray(batch["mask"])[:, None, None] > 0, label, NO_LABEL)
     y = label.reshape(-1)
-    chosen = (y != IGNORE) & (rng.random(y.shape) < keep)
+    chosen = (y != NO_LABEL) & (rng.random(y.shape) < keep)
     xs.append(pixel_features(batch["image"])[chosen])
     ys.append(y[chosen])
   x, y = np.concatenate(xs), np.concatenate(ys)

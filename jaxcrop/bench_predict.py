@@ -38,8 +38,8 @@ FRANCE_KM2 = 550_000
 
 
 def _zone(folder: pathlib.Path, size: int, months: int):
-  from prep import zonefolder
-  from prep.zones import Zone
+  from cropcontracts import zonefolder
+  from cropcontracts.zone import Zone
   rng = np.random.default_rng(0)
   zone = Zone(zone_id="bench_0", region="bench", town="bench", index=0, epsg=32631,
               x0=500000.0, y0=5000000.0, width=size, height=size, source="bench")
@@ -50,7 +50,7 @@ def _zone(folder: pathlib.Path, size: int, months: int):
 
 
 def _meta(zone, num_classes: int):
-  from jaxcrop.input_pipeline import DatasetMeta
+  from cropcontracts.dataset_meta import DatasetMeta
   T, C = len(zone.months), len(zone.bands)
   names = [f"c{k}" for k in range(num_classes)]
   return DatasetMeta(
@@ -134,7 +134,7 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int | N
   overlap = predict.DEFAULT_OVERLAP if overlap is None else overlap
   batch = predict.DEFAULT_BATCH if batch is None else batch
   from jaxcrop.models import build_model
-  from prep import nomenclature
+  from cropcontracts import nomenclature
   nom = nomenclature.load()
   K = nom.num_classes
   cfg = hybrid.get_config()

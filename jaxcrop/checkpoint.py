@@ -27,8 +27,8 @@ import numpy as np
 from etils import epath
 import orbax.checkpoint as ocp
 
-from jaxcrop.input_pipeline import DatasetMeta
-from prep.errors import PrepError
+from cropcontracts.dataset_meta import DatasetMeta, unet_min_side
+from cropcontracts.errors import UserError
 from jaxcrop.models import build_model
 
 BEST_METRIC = "val_macro_f1"
@@ -105,7 +105,7 @@ def load_trained(workdir, which: str = "best") -> Trained:
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
   meta = DatasetMeta.from_json((workdir / "dataset_meta.json").read_text())
   model = build_model(config.model, meta.num_classes)
-  m = 2 ** (len(config.model.unet.widths) - 1)
+  m = unet_min_side(len(config.model.unet.widths))
   x = jnp.zeros((1, len(meta.months), m, m, len(meta.bands)), jnp.float32)
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
   # Restore replicated on this machine's devices, whatever topology saved it.
@@ -142,13 +142,13 @@ def _another_model(e: Exception) -> bool:
 
 
 def _unreadable(workdir, kind: str, step: int, e: Exception, mgrs: dict,
-                target: dict) -> PrepError:
+                target: dict) -> UserError:
   """The user error for checkpoint `kind`/`step` that failed to restore with `e`:
   another model than config.json's, or damaged files; then names the other
   complete checkpoint if there is one (tried in full, newest first)."""
   folder = workdir / "checkpoints" / kind / str(step)
   if _another_model(e):
-    return PrepError(f"{folder}: checkpoint step {step} holds another model than "
+    return UserError(f"{folder}: checkpoint step {step} holds another model than "
                      f"{workdir}/config.json (arrays of other shapes or names); pass the "
                      f"workdir it was trained in, or retrain")
   what = (f"{folder}: checkpoint step {step} ({kind}) is damaged (array files truncated "
@@ -159,12 +159,12 @@ def _unreadable(workdir, kind: str, step: int, e: Exception, mgrs: dict,
     except Exception:  # pylint: disable=broad-except
       continue
     if other_kind == kind:
-      return PrepError(f"{what}; step {other_step} of {kind} is complete: remove {folder} "
+      return UserError(f"{what}; step {other_step} of {kind} is complete: remove {folder} "
                        f"to fall back to it")
-    return PrepError(f"{what}; the {other_kind} checkpoint, step {other_step}, is complete: "
+    return UserError(f"{what}; the {other_kind} checkpoint, step {other_step}, is complete: "
                      f"use it (evaluate --which {other_kind}, predict --checkpoint "
                      f"{other_kind})")
-  return PrepError(f"{what}; no other complete checkpoint: retrain (python -m "
+  return UserError(f"{what}; no other complete checkpoint: retrain (python -m "
                    f"jaxcrop.train --workdir {workdir}, after removing {folder})")
 
 

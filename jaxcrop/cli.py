@@ -1,7 +1,7 @@
 """Command-line plumbing shared by jaxcrop's programs: a user mistake is one line.
 
 Every program (`train`, `evaluate`, `cv` on absl flags; `predict`, `plots` on
-argparse) runs its work through `run`: a user error (`PrepError` and its kin
+argparse) runs its work through `run`: a user error (`UserError` and its kin
 `DatasetError`, `PredictError`; a path that does not exist) prints
 `error: <message>` as one line on stderr and gives exit status 2, without a
 traceback; Ctrl-C prints `interrupted` (status 130). Anything else is a bug and
@@ -21,48 +21,26 @@ from typing import Callable, Sequence
 
 from absl import flags
 
-from prep.errors import PrepError
+from cropcontracts import errors
+from cropcontracts.errors import UserError
 
-# OSErrors that mean "the path the user gave is wrong", not a bug.
-USER_ERRORS = (PrepError, FileNotFoundError, FileExistsError, NotADirectoryError,
-               IsADirectoryError, PermissionError)
 HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
-
-
-def one_line(text: str) -> str:
-  """The message on one line (whitespace runs → one space)."""
-  return " ".join(str(text).split())
-
-
-def message(e: BaseException) -> str:
-  """What the user reads: the PrepError's text, or `PATH: reason` for an OSError."""
-  if isinstance(e, OSError) and not isinstance(e, PrepError) and e.filename:
-    return f"{e.filename}: {e.strerror}"
-  return str(e)
-
-
-def print_error(text: str) -> None:
-  print(f"error: {one_line(text)}", file=sys.stderr)
+print_error = errors.print_error
+one_line = errors.one_line
 
 
 def run(fn: Callable[..., int | None], *args, user_errors: tuple = (), **kwargs) -> int:
-  """fn(*args, **kwargs) → its exit status (None → 0); user errors → 2.
-
-  `user_errors` adds exception types that are user mistakes for this program
-  (e.g. ValueError raised by a config check), beyond USER_ERRORS.
-  """
-  try:
-    rc = fn(*args, **kwargs)
-  except USER_ERRORS + tuple(user_errors) as e:
-    print_error(message(e))
-    return 2
-  except KeyboardInterrupt:
-    print("interrupted", file=sys.stderr)
-    return 130
-  return 0 if rc is None else rc
+  """errors.run(fn, …), with `user_errors` (extra exception types this program
+  declares user mistakes) reported as UserErrors."""
+  def body():
+    try:
+      return fn(*args, **kwargs)
+    except tuple(user_errors) as e:
+      raise UserError(str(e)) from None
+  return errors.run(body)
 
 
-class UsageError(PrepError):
+class UsageError(UserError):
   """A flag mistake: the message is printed as `error: …`."""
 
 

@@ -22,9 +22,9 @@ import numpy as np
 import tqdm
 
 from jaxcrop import baseline, checkpoint, cli, metrics
-from prep.errors import PrepError
+from cropcontracts.errors import UserError
+from cropcontracts.zonefolder import NO_LABEL
 
-IGNORE = 255
 HEADLINE = ("overall_accuracy", "macro_f1", "macro_precision", "macro_recall", "miou")
 
 
@@ -73,7 +73,7 @@ def parcel_votes(zone, parcel, label, pred, num_classes: int):
   g = int(group.max()) + 1 if group.size else 0
   votes = np.bincount(group * num_classes + pred[inside], minlength=g * num_classes)
   lab = label[inside]
-  labelled = lab != IGNORE
+  labelled = lab != NO_LABEL
   truth = np.bincount(group[labelled] * num_classes + lab[labelled], minlength=g * num_classes)
   votes, truth = votes.reshape(g, num_classes), truth.reshape(g, num_classes)
   has_truth = truth.sum(1) > 0
@@ -133,15 +133,11 @@ def markdown(result: dict, note: str = "") -> str:
 
 
 def check_same_layout(trained, current, workdir) -> None:
-  """Raises PrepError when the dataset's classes, months or bands are not the ones the
+  """Raises UserError when the dataset's classes, months or bands are not the ones the
   checkpoint was trained on (e.g. a rebuilt dataset of another version)."""
-  diffs = [f"{k}: {list(getattr(trained, k))} → {list(getattr(current, k))}"
-           for k in ("months", "bands") if list(getattr(trained, k)) != list(getattr(current, k))]
-  if list(trained.class_names) != list(current.class_names):
-    diffs.append(f"classes: {len(trained.class_names)} ({trained.nomenclature_version}) → "
-                 f"{len(current.class_names)} ({current.nomenclature_version})")
+  diffs = trained.compatible_with(current)
   if diffs:
-    raise PrepError(f"dataset {current.builder_config} {current.version} is not the layout "
+    raise UserError(f"dataset {current.builder_config} {current.version} is not the layout "
                     f"{workdir} was trained on ({trained.version}): {'; '.join(diffs)}; pass "
                     f"the data_dir it was trained on (--data_dir) or retrain")
 

@@ -17,21 +17,20 @@ TensorFlow runs on the CPU only (`import_tf`): the accelerator belongs to JAX.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import re
 from typing import Iterator
 
 import numpy as np
 
-from prep.errors import PrepError
+from cropcontracts.errors import UserError
+from cropcontracts.zonefolder import NO_LABEL
+from cropcontracts.dataset_meta import DatasetMeta
 
-IGNORE = 255
 _SEED_STRIDE = 1_000_003  # epoch seeds: seed * stride + epoch
 
 
-class DatasetError(PrepError):
+class DatasetError(UserError):
   """The prepared dataset is missing or damaged; the message says how to rebuild."""
 
 
@@ -45,47 +44,6 @@ def import_tf():
     except (RuntimeError, ValueError):  # already initialized, or no such kind
       pass
   return tf
-
-
-@dataclasses.dataclass
-class DatasetMeta:
-  """What a model needs to know about the dataset, without reading it.
-
-  mean, std: float32 [T, C] over the valid pixels of the training split's zones.
-  class_pixel_counts: int [K] labelled pixels per class in the training split.
-  tier2_of, tier1_of: int [K] parent index of each tier-3 class.
-  """
-  num_classes: int
-  class_names: list
-  tier2_names: list
-  tier1_names: list
-  tier2_of: np.ndarray
-  tier1_of: np.ndarray
-  colors: list
-  months: list
-  bands: list
-  mean: np.ndarray
-  std: np.ndarray
-  class_pixel_counts: np.ndarray
-  nomenclature_version: str
-  version: str
-  builder_config: str = ""
-  patch_size: int = 0
-  train_split: str = ""
-
-  def to_json(self) -> str:
-    d = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
-         for k, v in dataclasses.asdict(self).items()}
-    return json.dumps(d, indent=1)
-
-  @classmethod
-  def from_json(cls, text: str | dict) -> "DatasetMeta":
-    d = json.loads(text) if isinstance(text, str) else dict(text)
-    arrays = dict(tier2_of=np.int32, tier1_of=np.int32, mean=np.float32,
-                  std=np.float32, class_pixel_counts=np.int64)
-    for k, dtype in arrays.items():
-      d[k] = np.asarray(d[k], dtype)
-    return cls(**d)
 
 
 def normalize(image, mean, std):
@@ -186,7 +144,7 @@ def _fold_names(split: str) -> list[str]:
 
 def load_meta(cfg_data, builder=None) -> DatasetMeta:
   """DatasetMeta of the prepared dataset; moments merged over cfg_data.train_split."""
-  from tfds_builder.cropmap import stats  # pylint: disable=g-import-not-at-top
+  from cropcontracts import moments as moments_lib  # pylint: disable=g-import-not-at-top
   builder = builder or _builder(cfg_data)
   md = builder.info.metadata
   folds = _fold_names(cfg_data.train_split)
@@ -195,9 +153,9 @@ def load_meta(cfg_data, builder=None) -> DatasetMeta:
     raise DatasetError(f"train_split {cfg_data.train_split!r}: {unknown} are not "
                        f"training folds of {dataset_dir(cfg_data)} (folds: "
                        f"{sorted(md['moments_per_fold'])})")
-  moments = stats.merge_all(stats.Moments.from_json(md["moments_per_fold"][f])
+  moments = moments_lib.merge_all(moments_lib.Moments.from_json(md["moments_per_fold"][f])
                             for f in folds)
-  mean, std = stats.mean_std(moments)
+  mean, std = moments_lib.mean_std(moments)
   counts = np.sum([md["class_pixel_counts"][f] for f in folds], 0).astype(np.int64)
   return DatasetMeta(
       num_classes=len(md["class_names"]), class_names=list(md["class_names"]),
@@ -401,7 +359,7 @@ def _pad_batch(b: dict, size: int) -> dict:
   n = len(b["label"])
   out = {}
   for k, v in b.items():
-    fill = IGNORE if k == "label" else (b"" if v.dtype.kind in "OSU" else 0)
+    fill = NO_LABEL if k == "label" else (b"" if v.dtype.kind in "OSU" else 0)
     pad = np.full((size - n,) + v.shape[1:], fill, v.dtype)
     out[k] = np.concatenate([v, pad]) if n < size else v
   out["mask"] = (np.arange(size) < n).astype(np.float32)

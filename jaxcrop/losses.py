@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-IGNORE = 255
+from cropcontracts.zonefolder import NO_LABEL
+
 
 
 def class_weights(class_pixel_counts, kind: str = "inv_sqrt") -> np.ndarray:
@@ -29,11 +30,11 @@ def class_weights(class_pixel_counts, kind: str = "inv_sqrt") -> np.ndarray:
 
 
 def cross_entropy(logits, label, *, weights=None, label_smoothing: float = 0.0):
-  """Mean cross-entropy over labelled pixels (label != IGNORE).
+  """Mean cross-entropy over labelled pixels (label != NO_LABEL).
 
   Args:
     logits: float [B, H, W, K].
-    label: int [B, H, W], IGNORE = unlabelled.
+    label: int [B, H, W], NO_LABEL = unlabelled.
     weights: optional float [K] class weights; the loss is then the weighted
       mean sum_i w_{y_i} ce_i / sum_i w_{y_i} (PyTorch `weight=` semantics).
     label_smoothing: ε, target = (1 - ε)·onehot + ε/K.
@@ -41,7 +42,7 @@ def cross_entropy(logits, label, *, weights=None, label_smoothing: float = 0.0):
     (scalar loss, number of labelled pixels). 0 when no pixel is labelled.
   """
   k = logits.shape[-1]
-  valid = label != IGNORE
+  valid = label != NO_LABEL
   safe = jnp.where(valid, label, 0)
   target = jax.nn.one_hot(safe, k) * (1.0 - label_smoothing) + label_smoothing / k
   ce = -(target * jax.nn.log_softmax(logits.astype(jnp.float32))).sum(-1)

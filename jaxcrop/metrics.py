@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-IGNORE = 255
+from cropcontracts.zonefolder import NO_LABEL
+
 
 
 @functools.partial(jax.jit, static_argnames="num_classes")
@@ -28,7 +29,7 @@ def confusion_matrix(label, pred, mask=None, *, num_classes: int):
   """Counts of (true, predicted) pairs over labelled pixels.
 
   Args:
-    label: int [...] true classes, IGNORE (255) = unlabelled.
+    label: int [...] true classes, NO_LABEL (255) = unlabelled.
     pred: int [...] predicted classes, same shape.
     mask: optional bool/float [...] or [B] (broadcast over trailing axes); 0 excludes
       (e.g. padding examples of the last eval batch).
@@ -36,7 +37,7 @@ def confusion_matrix(label, pred, mask=None, *, num_classes: int):
   Returns:
     int32 [K, K].
   """
-  valid = (label != IGNORE) & (label >= 0) & (label < num_classes)
+  valid = (label != NO_LABEL) & (label >= 0) & (label < num_classes)
   if mask is not None:
     mask = jnp.reshape(mask, mask.shape + (1,) * (label.ndim - mask.ndim))
     valid &= mask.astype(bool)
@@ -49,7 +50,7 @@ def confusion_matrix(label, pred, mask=None, *, num_classes: int):
 def confusion_matrix_np(label, pred, num_classes: int) -> np.ndarray:
   """numpy twin of `confusion_matrix` (no mask): int64 [K, K]."""
   label, pred = np.asarray(label).ravel(), np.asarray(pred).ravel()
-  valid = (label != IGNORE) & (label < num_classes)
+  valid = (label != NO_LABEL) & (label < num_classes)
   keys = label[valid].astype(np.int64) * num_classes + pred[valid]
   return np.bincount(keys, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
@@ -101,22 +102,22 @@ def read_metrics(path) -> dict:
   """
   import json
   import pathlib
-  from prep.errors import PrepError  # pylint: disable=g-import-not-at-top
+  from cropcontracts.errors import UserError  # pylint: disable=g-import-not-at-top
   p = pathlib.Path(path)
   fix = "pass W/eval/metrics.json of `python -m jaxcrop.evaluate` (or rerun it)"
   if not p.is_file():
-    raise PrepError(f"{p}: not found; run `python -m jaxcrop.evaluate` first")
+    raise UserError(f"{p}: not found; run `python -m jaxcrop.evaluate` first")
   try:
     m = json.loads(p.read_text())
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise PrepError(f"{p}: not a metrics JSON file ({e}); pass W/eval/metrics.json of "
+    raise UserError(f"{p}: not a metrics JSON file ({e}); pass W/eval/metrics.json of "
                     f"`python -m jaxcrop.evaluate`") from None
   if not isinstance(m, dict):
-    raise PrepError(f"{p}: not a metrics file (a JSON {type(m).__name__}, not an object); "
+    raise UserError(f"{p}: not a metrics file (a JSON {type(m).__name__}, not an object); "
                     f"{fix}")
   problem = _metrics_problem(m)
   if problem:
-    raise PrepError(f"{p}: {problem}; {fix}")
+    raise UserError(f"{p}: {problem}; {fix}")
   return m
 
 

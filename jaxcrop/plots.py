@@ -10,7 +10,7 @@
   python -m jaxcrop.plots gif        --zone Z --out months.gif [--scale 2]
 
 A class has the same colour in every figure: its nomenclature colour
-(`prep/data/classes_<version>.csv`, the version the zones, the map or the metrics
+(`cropcontracts/data/classes_<version>.csv`, the version the zones, the map or the metrics
 name). Maps are drawn with nearest-neighbour sampling, so the colours in the PNG are
 exactly the nomenclature's. Pixels without a class: light grey where the RPG gives no
 label, black where the imagery has no observation (no data), in maps and GIFs alike.
@@ -26,10 +26,10 @@ from typing import Sequence
 import numpy as np
 
 from jaxcrop import cli
-from prep import nomenclature as nomenclature_lib
-from prep.errors import PrepError
+from cropcontracts import nomenclature as nomenclature_lib
+from cropcontracts.errors import UserError
+from cropcontracts.zonefolder import NO_LABEL
 
-IGNORE = 255
 NO_LABEL_RGB = (235, 235, 235)       # no RPG label (ground truth)
 NO_DATA_RGB = (0, 0, 0)              # no observation (prediction nodata), black as in the GIF
 # Okabe–Ito blue and vermillion: told apart under every common colour-vision deficiency.
@@ -81,7 +81,7 @@ def missing_handles(*, no_label: bool, no_data: bool):
 
 
 def _save(fig, out) -> pathlib.Path:
-  from prep.atomic import atomic_path
+  from cropcontracts.atomic import atomic_path
   out = pathlib.Path(out)
   with atomic_path(out) as tmp:
     fig.savefig(tmp, dpi=DPI, format=out.suffix.lstrip(".") or "png")
@@ -115,8 +115,8 @@ def plot_prediction(classes: np.ndarray, labels: np.ndarray | None, out, *, nom=
                                                                 np.unique(labels))
   shown = [int(k) for k in shown if k < nom.num_classes]         # drops 255
   handles = legend_handles(nom, shown) + missing_handles(
-      no_label=labels is not None and bool((labels == IGNORE).any()),
-      no_data=bool((classes == IGNORE).any()))
+      no_label=labels is not None and bool((labels == NO_LABEL).any()),
+      no_data=bool((classes == NO_LABEL).any()))
   ncol = min(6 if labels is not None else 4, len(handles) or 1)
   fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.005), ncol=ncol,
              fontsize=9, frameon=False)
@@ -134,8 +134,8 @@ def error_map(classes: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
   No data wins over no label: its area is then the same as in the prediction map.
   """
-  err = np.where(labels == IGNORE, 2, (classes != labels).astype(np.uint8))
-  return np.where(classes == IGNORE, 3, err).astype(np.uint8)
+  err = np.where(labels == NO_LABEL, 2, (classes != labels).astype(np.uint8))
+  return np.where(classes == NO_LABEL, 3, err).astype(np.uint8)
 
 
 def plot_errors(classes: np.ndarray, labels: np.ndarray, out, *,
@@ -223,7 +223,7 @@ def per_class_rows(metrics: dict, level: str = "pixel", which: str = "model") ->
     if isinstance(m, dict) and key in m and "per_class" not in m:
       m = m[key]
   if "per_class" not in m:
-    raise PrepError("metrics file has no per_class table (expected "
+    raise UserError("metrics file has no per_class table (expected "
                     "{'pixel': {'model': {'per_class': [...]}}}); rerun jaxcrop.evaluate")
   return [dict(r, name=r.get("name", r.get("class"))) for r in m["per_class"]]
 
@@ -255,7 +255,7 @@ def confusion_from_metrics(metrics: dict, level: str = "pixel"):
   metrics.json of jaxcrop.evaluate: `confusion_matrix["<level>_model"]`."""
   key = f"{level}_model"
   if key not in metrics.get("confusion_matrix", {}):
-    raise PrepError(f"metrics file has no confusion_matrix[{key!r}]; rerun "
+    raise UserError(f"metrics file has no confusion_matrix[{key!r}]; rerun "
                     f"jaxcrop.evaluate, or use --zone and --pred")
   names = [r["name"] for r in per_class_rows(metrics)]
   return np.asarray(metrics["confusion_matrix"][key]), names
@@ -324,10 +324,10 @@ def plot_per_class_f1(metrics: dict, out, *, nom=None, level: str = "pixel",
 
 def zones_nomenclature(zones):
   """The nomenclature of the labelled zones (one version for all of them), else the
-  default one. Raises PrepError on zones labelled with different versions."""
+  default one. Raises UserError on zones labelled with different versions."""
   versions = sorted({z.nomenclature for z in zones if z.has_labels and z.nomenclature})
   if len(versions) > 1:
-    raise PrepError(f"zone folders labelled with different nomenclatures {versions}; "
+    raise UserError(f"zone folders labelled with different nomenclatures {versions}; "
                     f"plot the zones of one version at a time")
   return nomenclature_lib.load(*versions)
 
@@ -344,7 +344,7 @@ def region_class_counts(zones) -> tuple[list[str], np.ndarray, list[str]]:
     v = np.array([counts.get(n, 0) for n in nom.tier3], np.int64)
     by_region[z.zone.region] = by_region.get(z.zone.region, 0) + v
   if not by_region:
-    raise PrepError("no labelled zone folder; run `python -m prep labels` first")
+    raise UserError("no labelled zone folder; run `python -m prep labels` first")
   regions = sorted(by_region)
   return regions, np.stack([by_region[r] for r in regions]), list(nom.tier3)
 
@@ -495,7 +495,7 @@ def monthly_gif(image: np.ndarray, bands: Sequence[str], months: Sequence[str], 
     scale: integer upscaling; None → auto_scale (frames >= GIF_MIN_WIDTH px wide).
   """
   from PIL import Image
-  from prep.atomic import atomic_path
+  from cropcontracts.atomic import atomic_path
   scale = scale or auto_scale(image.shape[2])
   imgs = [Image.fromarray(f).convert("P", palette=Image.Palette.ADAPTIVE, colors=255)
           for f in gif_frames(image, bands, months, scale=scale)]
@@ -516,15 +516,15 @@ def _read_classes(pred_dir, zone=None) -> tuple[np.ndarray, str | None]:
   import rasterio
   p = pathlib.Path(pred_dir) / "classes.tif"
   if not p.is_file():
-    raise PrepError(f"{p}: not found; run `python -m jaxcrop.predict` first (--pred is "
+    raise UserError(f"{p}: not found; run `python -m jaxcrop.predict` first (--pred is "
                     f"OUT/<zone_id>)")
   with rasterio.open(p) as src:
     if zone is not None and (src.crs != zone.zone.crs or
                              not src.transform.almost_equals(zone.zone.transform)):
-      raise PrepError(f"{p}: map is not on zone {zone.zone_id}'s grid (another zone's "
+      raise UserError(f"{p}: map is not on zone {zone.zone_id}'s grid (another zone's "
                       f"prediction?); pass --pred OUT/{zone.zone_id}")
     if zone is not None and src.shape != zone.zone.shape:
-      raise PrepError(f"{p}: map {src.shape} is not on zone {zone.zone_id}'s grid "
+      raise UserError(f"{p}: map {src.shape} is not on zone {zone.zone_id}'s grid "
                       f"{zone.zone.shape}; pass the prediction of this zone")
     return src.read(1), src.tags().get("NOMENCLATURE")
 
@@ -645,20 +645,20 @@ def main(argv=None) -> int:
 
 
 def check_out(out, figure: str) -> None:
-  """Raises PrepError on an --out that cannot take the figure, before any work."""
+  """Raises UserError on an --out that cannot take the figure, before any work."""
   out = pathlib.Path(out)
   if figure == "all":
     if out.exists() and not out.is_dir():
-      raise PrepError(f"{out}: --out is a file; `all` writes its figures into a folder")
+      raise UserError(f"{out}: --out is a file; `all` writes its figures into a folder")
     return
   if out.is_dir():
-    raise PrepError(f"{out}: --out is a folder; pass the figure's file, e.g. "
+    raise UserError(f"{out}: --out is a folder; pass the figure's file, e.g. "
                     f"{out / (figure + ('.gif' if figure == 'gif' else '.png'))}")
   from matplotlib.figure import Figure
   formats = ["gif"] if figure == "gif" else sorted(Figure().canvas.get_supported_filetypes())
   if out.suffix.lower().lstrip(".") not in formats:
     hint = ".gif" if figure == "gif" else ".png, .pdf or .svg"
-    raise PrepError(f"{out}: unknown figure format {out.suffix or '(no extension)'}; end "
+    raise UserError(f"{out}: unknown figure format {out.suffix or '(no extension)'}; end "
                     f"--out with {hint}")
 
 
@@ -675,7 +675,7 @@ def _main(args) -> int:
 
 
 def _run(args) -> pathlib.Path:
-  from prep.zonefolder import open_zone
+  from cropcontracts.zonefolder import open_zone
   if args.figure == "f1":
     return plot_per_class_f1(_read_metrics(args.metrics), args.out, level=args.level)
   if args.figure == "distribution":
@@ -686,12 +686,12 @@ def _run(args) -> pathlib.Path:
   if args.figure == "confusion" and args.metrics:
     return plot_metrics_confusion(_read_metrics(args.metrics), args.level, args.out)
   if not args.zone:
-    raise PrepError(f"{args.figure}: --zone is required")
+    raise UserError(f"{args.figure}: --zone is required")
   zone = open_zone(args.zone, require_labels=args.figure not in ("gif", "prediction"))
   if args.figure == "gif":
     return monthly_gif(zone.read_image(), zone.bands, zone.months, args.out, scale=args.scale)
   if not args.pred:
-    raise PrepError(f"{args.figure}: --pred OUT/<zone_id> is required")
+    raise UserError(f"{args.figure}: --pred OUT/<zone_id> is required")
   classes, version = _read_classes(args.pred, zone)
   labels = zone.read_labels() if zone.has_labels else None
   nom = map_nomenclature(version, zone)
@@ -700,7 +700,7 @@ def _run(args) -> pathlib.Path:
   if args.figure == "errors":
     return plot_errors(classes, labels, args.out, title=zone.zone_id)
   from jaxcrop import metrics
-  cm = metrics.confusion_matrix_np(np.where(classes != IGNORE, labels, IGNORE), classes,
+  cm = metrics.confusion_matrix_np(np.where(classes != NO_LABEL, labels, NO_LABEL), classes,
                                    nom.num_classes)
   return plot_confusion(cm, nom.tier3, args.out, unit="pixels",
                         title=f"{zone.zone_id}, pixel level: confusion (rows: % of the "

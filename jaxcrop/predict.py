@@ -39,9 +39,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from jaxcrop import cli
-from prep import atomic
-from prep.errors import PrepError
-from prep.zonefolder import ZoneFolder, find_zones, open_zone
+from cropcontracts import atomic
+from cropcontracts.errors import UserError
+from cropcontracts.zonefolder import ZoneFolder, find_zones, open_zone
 
 NODATA = 255
 BLOCK = 256
@@ -52,7 +52,7 @@ BLOCK = 256
 DEFAULT_TILE, DEFAULT_OVERLAP, DEFAULT_BATCH = 512, 24, 1
 
 
-class PredictError(PrepError):
+class PredictError(UserError):
   """A zone, checkpoint or output folder that does not fit; the message says why."""
 
 
@@ -454,11 +454,11 @@ def checkpoint_nomenclature(meta, workdir):
   """The nomenclature table of the checkpoint's version, checked against the
   class names and colours the checkpoint was trained with (the maps' names and
   colour table come from the table)."""
-  from prep import nomenclature as nomenclature_lib
+  from cropcontracts import nomenclature as nomenclature_lib
   v = meta.nomenclature_version
   try:
     nom = nomenclature_lib.load(v)
-  except PrepError as e:
+  except UserError as e:
     raise PredictError(f"--workdir {workdir}: the checkpoint predicts nomenclature {v}, "
                        f"which this code does not have ({e}); use the jaxcrop version "
                        f"it was trained with") from None

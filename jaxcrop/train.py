@@ -32,7 +32,8 @@ import tqdm
 
 from jaxcrop import checkpoint, cli, losses, metrics
 from jaxcrop.models import build_model
-from prep.errors import PrepError
+from cropcontracts.dataset_meta import DatasetMeta, unet_min_side
+from cropcontracts.errors import UserError
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -63,7 +64,7 @@ def make_optimizer(cfg_opt, num_steps: int):
 
 def init_sample(cfg_model, months: int, bands: int):
   """A zero input [1, T, m, m, C], m the smallest side the U-Net accepts."""
-  m = 2 ** (len(cfg_model.unet.widths) - 1)
+  m = unet_min_side(len(cfg_model.unet.widths))
   return jnp.zeros((1, months, m, m, bands), jnp.float32)
 
 
@@ -233,7 +234,7 @@ class PreemptionCheck:
 
 
 def check_resume(workdir, config, meta) -> None:
-  """Raises PrepError when workdir holds checkpoints of another model or dataset layout.
+  """Raises UserError when workdir holds checkpoints of another model or dataset layout.
 
   Resuming them would fail deep inside Orbax (shape mismatch), after config.json
   had been overwritten with the new config. Other changes (lr, num_steps, …) resume.
@@ -246,12 +247,10 @@ def check_resume(workdir, config, meta) -> None:
   diffs = [f"{k}: {old.get(k)} → {new.get(k)}" for k in sorted(set(old) | set(new))
            if old.get(k) != new.get(k)]
   if (workdir / "dataset_meta.json").exists():
-    saved = json.loads((workdir / "dataset_meta.json").read_text())
-    now = json.loads(meta.to_json())
-    diffs += [f"dataset {k}: {saved.get(k)} → {now.get(k)}"
-              for k in ("num_classes", "months", "bands") if saved.get(k) != now.get(k)]
+    saved = DatasetMeta.from_json((workdir / "dataset_meta.json").read_text())
+    diffs += [f"dataset {d}" for d in saved.compatible_with(meta)]
   if diffs:
-    raise PrepError(f"{workdir}: holds checkpoints of another model ({'; '.join(diffs)}); "
+    raise UserError(f"{workdir}: holds checkpoints of another model ({'; '.join(diffs)}); "
                     f"pass a new --workdir, or the run's own settings to resume it")
 
 
@@ -261,12 +260,12 @@ POSITIVE_FIELDS = ("data.batch_size", "data.eval_batch_size", "train.num_steps",
 
 
 def check_config(config) -> None:
-  """Raises PrepError on a count or period that cannot work (0 or negative)."""
+  """Raises UserError on a count or period that cannot work (0 or negative)."""
   for path in POSITIVE_FIELDS:
     section, field = path.split(".")
     value = config[section].get(field)
     if value is not None and value < 1:
-      raise PrepError(f"--config.{path}={value}: must be at least 1")
+      raise UserError(f"--config.{path}={value}: must be at least 1")
 
 
 def train_and_evaluate(config, workdir, *, data=None) -> dict:

@@ -6,7 +6,7 @@
   labels     parcel and class rasters of zones from the RPG
   demo       a synthetic demo region, raw inputs and zone folders, offline
 
-A user mistake (PrepError, a missing file, a bad argument) prints one line
+A user mistake (UserError, a missing file, a bad argument) prints one line
 `error: …` on stderr and exits with status 2; a bug keeps its traceback.
 Warnings (e.g. a month without any scene, gap filled) print `warning: …`.
 """
@@ -15,15 +15,10 @@ from __future__ import annotations
 import argparse
 import math
 import pathlib
-import sys
 import textwrap
-import warnings
 
-from prep.errors import PrepError
-
-# OSErrors that mean "the path the user gave is wrong", not a bug.
-USER_ERRORS = (PrepError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-               PermissionError)
+from cropcontracts import errors
+from cropcontracts.errors import UserError
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -177,7 +172,7 @@ def _read_table(path) -> list:
   path = path or zones_lib.ZONES_CSV
   table = zones_lib.read_zones(path)
   if not table:
-    raise PrepError(f"{path}: zones table has no zone row (expected a CSV with columns "
+    raise UserError(f"{path}: zones table has no zone row (expected a CSV with columns "
                     f"zone_id, region, town, index, epsg, x0, y0, width, height, res, …)")
   return table
 
@@ -210,7 +205,7 @@ def _each_zone(args, desc: str, fn, *, check=None) -> list:
 def _need(path: pathlib.Path, what: str, *, folder: bool = False) -> None:
   ok = path.is_dir() if folder else path.exists()
   if not ok:
-    raise PrepError(f"{path}: {what} not found")
+    raise UserError(f"{path}: {what} not found")
 
 
 def run_zones(args) -> None:
@@ -281,26 +276,7 @@ def run_demo(args) -> None:
         f"synthetic data: the numbers it gives are not results")
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-  """Warnings as one line `warning: …` (a month without scene, …), no source line."""
-  print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr)
-
-
 def main(argv=None) -> int:
-  """Entry point; returns the exit status (0 ok, 2 user error)."""
+  """Entry point; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
   args = build_parser().parse_args(argv)
-  try:
-    with warnings.catch_warnings():
-      warnings.simplefilter("default")
-      warnings.showwarning = _show_warning
-      args.run(args)
-  except USER_ERRORS as e:
-    msg = str(e)
-    if not isinstance(e, PrepError) and e.filename:
-      msg = f"{e.filename}: {e.strerror}"
-    print(f"error: {' '.join(msg.split())}", file=sys.stderr)
-    return 2
-  except KeyboardInterrupt:
-    print("interrupted", file=sys.stderr)
-    return 130
-  return 0
+  return errors.run(args.run, args)

@@ -47,9 +47,10 @@ import warnings
 
 import numpy as np
 
-from prep import atomic
-from prep.errors import PrepError
-from prep.zones import Zone, write_zones
+from cropcontracts import atomic
+from cropcontracts.errors import UserError
+from cropcontracts.zone import Zone
+from prep.zones import write_zones
 
 EPSG = 32631          # UTM 31N: the grid of the scenes and of the zones
 RPG_EPSG = 2154       # Lambert-93: the CRS of the RPG
@@ -713,13 +714,13 @@ def write_raw(raw_dir, *, seed: int = 0, small: bool = False,
   if done.is_file():
     old = json.loads(done.read_text(encoding="utf-8"))
     if {k: old.get(k) for k in ("seed", "small")} != {"seed": seed, "small": small}:
-      raise PrepError(f"{raw}: holds a demo made with seed={old.get('seed')} "
+      raise UserError(f"{raw}: holds a demo made with seed={old.get('seed')} "
                       f"small={old.get('small')}, not seed={seed} small={small}; "
                       f"choose another output folder or delete it")
     if old.get("complete"):
       return old
   elif raw.exists() and any(raw.iterdir()):
-    raise PrepError(f"{raw}: exists and is not a demo folder; choose another output folder")
+    raise UserError(f"{raw}: exists and is not a demo folder; choose another output folder")
   else:
     atomic.write_json(done, stamp)
   zones = demo_zones(spec)

@@ -41,17 +41,17 @@ from typing import Callable
 
 import numpy as np
 
-from prep import atomic
+from cropcontracts import atomic
 from prep import composite as composite_lib
 from prep import s2_products
-from prep import zonefolder
-from prep.errors import PrepError
-from prep.zones import Zone
+from cropcontracts import zonefolder
+from cropcontracts.errors import UserError
+from cropcontracts.zone import Zone
 
 COLLECTION = "COPERNICUS/S2_SR_HARMONIZED"
-EE_BANDS = ("B2", "B3", "B4", "B8")         # zonefolder.BANDS
+EE_BANDS = zonefolder.BANDS                 # Earth Engine names them as we do
 COUNT_BAND = "count"
-VALID_SCL = (4, 7)                          # SCL classes 4-7 inclusive
+VALID_SCL = (min(zonefolder.VALID_SCL), max(zonefolder.VALID_SCL))  # an inclusive range
 BYTES_PER_PIXEL = 2 * len(EE_BANDS) + 1     # uint16 bands + uint8 count
 MAX_REQUEST_BYTES = 32 * 2**20              # computePixels allows 48 MiB
 MAX_TILE_SIDE = 1024
@@ -67,7 +67,7 @@ _RETRYABLE = re.compile(
 
 
 def initialize(project: str | None = None) -> None:
-  """Initializes Earth Engine, or raises a PrepError that says how to fix it."""
+  """Initializes Earth Engine, or raises a UserError that says how to fix it."""
   import ee
   project = project or os.environ.get("JAXCROP_EE_PROJECT")
   key = os.environ.get("JAXCROP_EE_KEY")
@@ -79,17 +79,17 @@ def initialize(project: str | None = None) -> None:
       try:
         email = json.loads(path.read_text(encoding="utf-8"))["client_email"]
       except (OSError, ValueError, KeyError) as e:
-        raise PrepError(f"{path}: JAXCROP_EE_KEY is not a readable service-account "
+        raise UserError(f"{path}: JAXCROP_EE_KEY is not a readable service-account "
                         f"key JSON ({e!r}); {fix}") from None
       ee.Initialize(ee.ServiceAccountCredentials(email, key_file=str(path)),
                     project=project)
     else:
       ee.Initialize(project=project)
-  except PrepError:
+  except UserError:
     raise
   except Exception as e:  # ee raises EEException, google-auth its own errors
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    raise PrepError(f"Earth Engine: cannot initialize (project={project!r}): "
+    raise UserError(f"Earth Engine: cannot initialize (project={project!r}): "
                     f"{first}; {fix}") from None
 
 
@@ -249,9 +249,9 @@ def with_retries(call: Callable, what: str, *, max_retries: int = 6,
       return call()
     except (ee.EEException, ConnectionError, TimeoutError) as e:
       if not is_retryable(e):
-        raise PrepError(f"Earth Engine refused {what}: {e}") from None
+        raise UserError(f"Earth Engine refused {what}: {e}") from None
       if attempt == max_retries:
-        raise PrepError(f"Earth Engine: {what} still failing after {max_retries} "
+        raise UserError(f"Earth Engine: {what} still failing after {max_retries} "
                         f"retries ({e}); wait and rerun the same command, it resumes "
                         f"where it stopped") from None
       sleep(base_delay * 2**attempt)
@@ -332,7 +332,7 @@ def composite_zone_from_gee(zone: Zone, out_folder, *, year: int = 2023,
   cache = _open_cache(folder, zone, year)
   tiles = plan_tiles(zone, max_bytes=max_bytes)
   T = 12
-  months = [f"{year}-{m:02d}" for m in range(1, T + 1)]
+  months = zonefolder.month_labels(year, T)
   comp = np.zeros((T, len(EE_BANDS), *zone.shape), np.uint16)
   counts = np.zeros((T, *zone.shape), np.uint8)
   fetched = 0

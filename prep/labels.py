@@ -6,12 +6,12 @@ main crop code `CODE_CULTU`. It comes as one national GeoPackage (~10 M parcels)
 or as regional Shapefiles; a zone only ever reads the parcels whose bounding box
 meets the zone (`bbox=` read through the file's spatial index), never the file.
 
-For one zone, `make_zone_labels` writes (through `prep.zonefolder.write_labels`):
+For one zone, `make_zone_labels` writes (through `cropcontracts.zonefolder.write_labels`):
 
   parcels.tif  uint32 [H, W]: 1-based row of parcels.csv whose parcel holds the
                pixel centre, 0 = no parcel.
   labels.tif   uint8 [H, W]: tier-3 class id of that parcel's crop (nomenclature
-               `prep/data/rpg_codes_<version>.csv`), 255 = no parcel or an
+               `cropcontracts/data/rpg_codes_<version>.csv`), 255 = no parcel or an
                `ignore` code. Always labels == class_of[parcels].
   parcels.csv  one row per parcel intersecting the zone (n_pixels may be 0 for a
                sliver that holds no pixel centre).
@@ -41,10 +41,11 @@ from typing import Sequence
 
 import numpy as np
 
-from prep import nomenclature as nomenclature_lib
-from prep import zonefolder
-from prep.errors import PrepError
-from prep.zones import Zone
+from cropcontracts import nomenclature as nomenclature_lib
+from cropcontracts import zonefolder
+from cropcontracts.errors import UserError
+from cropcontracts.zone import Zone
+from cropcontracts.zonefolder import NO_LABEL
 
 RPG_CRS = "EPSG:2154"
 RPG_LAYER = "PARCELLES_GRAPHIQUES"
@@ -65,12 +66,12 @@ def find_layer(path: pathlib.Path, layer: str | None = None) -> str:
   """
   import pyogrio
   if path.suffix.lower() == ".7z":
-    raise PrepError(f"{path}: a 7-Zip archive; extract it first (7z x {path.name}) and "
+    raise UserError(f"{path}: a 7-Zip archive; extract it first (7z x {path.name}) and "
                     f"pass the PARCELLES_GRAPHIQUES .gpkg or .shp inside")
   try:
     names = [str(n) for n in pyogrio.list_layers(path)[:, 0]]
   except Exception as e:  # pyogrio.errors.DataSourceError and friends
-    raise PrepError(f"{path}: not a readable GeoPackage/Shapefile ({e}); pass the "
+    raise UserError(f"{path}: not a readable GeoPackage/Shapefile ({e}); pass the "
                     f"RPG file (PARCELLES_GRAPHIQUES.gpkg or a regional .shp)") from None
   by_lower = {n.lower(): n for n in names}
   wanted = layer or RPG_LAYER
@@ -78,22 +79,22 @@ def find_layer(path: pathlib.Path, layer: str | None = None) -> str:
     return by_lower[wanted.lower()]
   if layer is None and len(names) == 1:
     return names[0]
-  raise PrepError(f"{path}: layer {wanted!r} not found; layers found: {', '.join(names) or 'none'}; "
+  raise UserError(f"{path}: layer {wanted!r} not found; layers found: {', '.join(names) or 'none'}; "
                   f"pass --layer with one of them")
 
 
 def _check_crs(path: pathlib.Path, crs) -> None:
-  """PrepError unless `crs` is Lambert-93 (the metropolitan RPG)."""
+  """UserError unless `crs` is Lambert-93 (the metropolitan RPG)."""
   import pyproj
   if crs is None:
-    raise PrepError(f"{path}: has no CRS (missing .prj?); the metropolitan RPG is in "
+    raise UserError(f"{path}: has no CRS (missing .prj?); the metropolitan RPG is in "
                     f"{RPG_CRS} (Lambert-93): restore the .prj or pass the original file")
   c = pyproj.CRS.from_user_input(crs)
   if c.to_epsg(min_confidence=25) == 2154 or c.equals(pyproj.CRS.from_epsg(2154),
                                                       ignore_axis_order=True):
     return
   name = f"EPSG:{c.to_epsg()}" if c.to_epsg() else c.name
-  raise PrepError(f"{path}: CRS is {name}, expected {RPG_CRS} (Lambert-93, metropolitan "
+  raise UserError(f"{path}: CRS is {name}, expected {RPG_CRS} (Lambert-93, metropolitan "
                   f"France); reproject it (ogr2ogr -t_srs {RPG_CRS}) or pass the "
                   f"metropolitan RPG file (overseas RPG files use other CRSs)")
 
@@ -103,7 +104,7 @@ def _field_map(path: pathlib.Path, layer: str, fields: Sequence[str]) -> dict:
   by_upper = {f.upper(): f for f in fields}
   missing = [f for f in REQUIRED_FIELDS if f not in by_upper]
   if missing:
-    raise PrepError(f"{path} (layer {layer}): missing field(s) {', '.join(missing)}; "
+    raise UserError(f"{path} (layer {layer}): missing field(s) {', '.join(missing)}; "
                     f"fields found: {', '.join(fields) or 'none'}; is it an RPG "
                     f"PARCELLES_GRAPHIQUES file (RPG 2.x, 2015 or later)?")
   return {f: by_upper[f] for f in REQUIRED_FIELDS + OPTIONAL_FIELDS if f in by_upper}
@@ -131,7 +132,7 @@ def read_rpg(path, zone: Zone, layer: str | None = None):
   import pyogrio
   path = pathlib.Path(path)
   if not path.exists():
-    raise PrepError(f"{path}: RPG file not found; download the RPG (geoservices.ign.fr/rpg) "
+    raise UserError(f"{path}: RPG file not found; download the RPG (geoservices.ign.fr/rpg) "
                     f"and pass its PARCELLES_GRAPHIQUES file")
   layer = find_layer(path, layer)
   info = pyogrio.read_info(path, layer=layer)
@@ -255,7 +256,7 @@ def _class_columns(codes, nom) -> dict:
   names = np.array(list(nom.tier3) + [nomenclature_lib.IGNORE_NAME], dtype=object)
   tier2 = np.array(list(nom.tier2) + [nomenclature_lib.IGNORE_NAME], dtype=object)
   tier1 = np.array(list(nom.tier1) + [nomenclature_lib.IGNORE_NAME], dtype=object)
-  pos = np.where(ids == nomenclature_lib.IGNORE, nom.num_classes, ids)
+  pos = np.where(ids == NO_LABEL, nom.num_classes, ids)
   return dict(class_id=ids.astype(int), class_name=names[pos], tier2=tier2[pos],
               tier1=tier1[pos])
 
@@ -282,7 +283,7 @@ def zone_parcels(paths: Sequence[pathlib.Path], zone: Zone, layer: str | None = 
   gdf = gdf[~dup].to_crs(zone.crs)
   gdf = gdf[shapely.intersects(gdf.geometry.to_numpy(), shapely.box(*zone.bounds))]
   if gdf.empty:
-    raise PrepError(f"zone {zone.zone_id} has no RPG parcel in {names}; is it the right "
+    raise UserError(f"zone {zone.zone_id} has no RPG parcel in {names}; is it the right "
                     f"region/vintage?")
   gdf = gdf.sort_values("ID_PARCEL", key=lambda s: s.str.zfill(20), kind="stable")
   counts = dict(layer=layers, invalid_repaired=n_repaired,
@@ -331,7 +332,7 @@ def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = No
     duplicates_dropped, drop_border, border_pixels_dropped, overlap_rule,
     class_pixel_counts {class name: pixels}, unlabelled_pixels.
   Raises:
-    PrepError (one line naming the file and the fix) on a bad input;
+    UserError (one line naming the file and the fix) on a bad input;
     UnknownCodeError when a parcel's CODE_CULTU is not in the nomenclature.
   """
   from tqdm import tqdm
@@ -356,21 +357,21 @@ def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = No
     if drop_border:
       border = border_mask(geoms, zone) & (parcels > 0)
       parcels[border] = 0
-    lut = np.concatenate([[nomenclature_lib.IGNORE], classes["class_id"]]).astype(np.uint8)
+    lut = np.concatenate([[NO_LABEL], classes["class_id"]]).astype(np.uint8)
     labels = lut[parcels]
     bar.update()
 
     pixels = np.bincount(labels.ravel(), minlength=256)
     info = dict(
         nomenclature=nom.version, rpg_file=names, layer=counts["layer"], parcels=len(gdf),
-        parcels_ignored=int((classes["class_id"] == nomenclature_lib.IGNORE).sum()),
+        parcels_ignored=int((classes["class_id"] == NO_LABEL).sum()),
         invalid_repaired=counts["invalid_repaired"],
         invalid_dropped=counts["invalid_dropped"],
         duplicates_dropped=counts["duplicates_dropped"],
         drop_border=bool(drop_border), border_pixels_dropped=int(border.sum()),
         overlap_rule="smaller parcel wins",
         class_pixel_counts={name: int(pixels[i]) for i, name in enumerate(nom.tier3)},
-        unlabelled_pixels=int(pixels[nomenclature_lib.IGNORE]))
+        unlabelled_pixels=int(pixels[NO_LABEL]))
     zonefolder.write_labels(out_folder, zone, labels, parcels,
                             parcel_table(gdf, classes, parcels), info)
     bar.update()

@@ -35,7 +35,7 @@ import pathlib
 import re
 import xml.etree.ElementTree as ET
 
-from prep.errors import PrepError
+from cropcontracts.errors import UserError
 
 BOA_ADD_OFFSET = -1000                       # DN offset from baseline 04.00 on
 OFFSET_BASELINE = "04.00"                    # first baseline with the offset
@@ -93,14 +93,14 @@ def baseline_from_stac(properties: dict, item_id: str = "") -> str | None:
   `s2:processing_baseline` (Earth Search, Planetary Computer), then
   `processing:version` (Copernicus Data Space), then the `_Nxxyy_` part of
   `s2:product_uri` or of the item id.
-  Raises PrepError when a declared value is not a baseline.
+  Raises UserError when a declared value is not a baseline.
   """
   for key in ("s2:processing_baseline", "processing:version"):
     if properties.get(key) not in (None, ""):
       try:
         return normalize_baseline(properties[key])
       except ValueError:
-        raise PrepError(f"STAC item {item_id}: {key}={properties[key]!r} is not a "
+        raise UserError(f"STAC item {item_id}: {key}={properties[key]!r} is not a "
                         f"processing baseline (expected e.g. \"05.10\"); fix the "
                         f"item's properties") from None
   for text in (properties.get("s2:product_uri") or "", item_id):
@@ -112,7 +112,7 @@ def baseline_from_stac(properties: dict, item_id: str = "") -> str | None:
 def stac_offset(properties: dict, item_id: str, date: datetime.date) -> int:
   """BOA_ADD_OFFSET of a STAC item's digital numbers (module docstring).
 
-  Raises PrepError for an acquisition from 2022-01-25 on that declares neither
+  Raises UserError for an acquisition from 2022-01-25 on that declares neither
   an offset nor a baseline.
   """
   if properties.get("s2:boa_add_offset") is not None:
@@ -127,12 +127,12 @@ def stac_offset(properties: dict, item_id: str, date: datetime.date) -> int:
 
 def require_baseline(baseline: str | None, what: str, date: datetime.date,
                      where: str) -> str | None:
-  """`baseline`, or PrepError when it is None and the date is 2022-01-25 or later.
+  """`baseline`, or UserError when it is None and the date is 2022-01-25 or later.
 
   `what` names the item, `where` the field the user should fill in.
   """
   if baseline is None and date >= OFFSET_FIRST_DATE:
-    raise PrepError(
+    raise UserError(
         f"{what}: acquired {date} but no processing baseline found (products of "
         f"baseline >= {OFFSET_BASELINE} carry a BOA offset of {BOA_ADD_OFFSET}); "
         f"add {where} or remove the scene")
@@ -151,13 +151,13 @@ def read_mtd(path) -> dict:
      identifier's `_Nxx.yy`), "offsets": {band: int} of the listed
      BOA_ADD_OFFSET values (band names B01…B12; empty when none),
      "product_uri": str or None, "spacecraft": "A"/"B"/… or None}.
-  Raises PrepError when the file is unreadable or not XML.
+  Raises UserError when the file is unreadable or not XML.
   """
   path = pathlib.Path(path)
   try:
     root = ET.parse(path).getroot()
   except (OSError, ET.ParseError) as e:
-    raise PrepError(f"{path}: unreadable product metadata ({e}); re-download the "
+    raise UserError(f"{path}: unreadable product metadata ({e}); re-download the "
                     f"product or remove it") from None
   info = {"baseline": None, "offsets": {}, "product_uri": None, "spacecraft": None}
   datatake = None
@@ -167,7 +167,7 @@ def read_mtd(path) -> dict:
       try:
         info["baseline"] = normalize_baseline(text)
       except ValueError:
-        raise PrepError(f"{path}: PROCESSING_BASELINE {text!r} is not a baseline; "
+        raise UserError(f"{path}: PROCESSING_BASELINE {text!r} is not a baseline; "
                         f"re-download the product") from None
     elif tag == "BOA_ADD_OFFSET":
       band_id = int(el.get("band_id", el.get("bandId", "-1")))
@@ -192,7 +192,7 @@ def safe_offsets(safe, bands, date: datetime.date) -> tuple[int, ...]:
 
   From `MTD_MSIL2A.xml`: a band's listed BOA_ADD_OFFSET, else the offset of
   the MTD's baseline; without the MTD (or a baseline in it), the offset of the
-  product name's `_Nxxyy_`. Raises PrepError for an acquisition from
+  product name's `_Nxxyy_`. Raises UserError for an acquisition from
   2022-01-25 on with no baseline anywhere and no listed offset.
   """
   safe = pathlib.Path(safe)
@@ -218,7 +218,7 @@ def spacecraft_of(product_id: str = "", properties: dict | None = None) -> str:
 
 
 def check_zone_grid(zone, table=None) -> None:
-  """PrepError unless the zone's corner lies on the 10 m Sentinel-2 grid.
+  """UserError unless the zone's corner lies on the 10 m Sentinel-2 grid.
 
   `table`: the zones table the zone comes from, named in the message.
 
@@ -232,7 +232,7 @@ def check_zone_grid(zone, table=None) -> None:
   if zone.res != RES or off(zone.x0) or off(zone.y0):
     fix_x, fix_y = round(zone.x0 / RES) * RES, round(zone.y0 / RES) * RES
     where = f"{table}: " if table else ""
-    raise PrepError(
+    raise UserError(
         f"{where}zone {zone.zone_id}: corner x0={zone.x0!r}, y0={zone.y0!r}, res={zone.res!r} "
         f"is off the 10 m Sentinel-2 grid of {zone.crs} (imagery would be resampled "
         f"with a sub-pixel shift); set x0={fix_x:.0f}, y0={fix_y:.0f}, res=10 in "

@@ -59,12 +59,12 @@ import numpy as np
 
 from prep import composite as composite_lib
 from prep import s2_products
-from prep import zonefolder
-from prep.errors import PrepError
-from prep.zones import Zone
+from cropcontracts import zonefolder
+from cropcontracts.errors import UserError
+from cropcontracts.zone import Zone
 
-BAND_FILES = ("B02", "B03", "B04", "B08")   # zonefolder.BANDS B2 B3 B4 B8
-VALID_SCL = (4, 5, 6, 7)                    # vegetation, bare soil, water, unclassified
+BAND_FILES = tuple(f"B{b[1:]:0>2}" for b in zonefolder.BANDS)  # B02 B03 B04 B08
+VALID_SCL = tuple(sorted(zonefolder.VALID_SCL))
 _SAFE_NAME = re.compile(r"^S2[ABCD]_MSIL2A_(\d{8})T\d{6}_")
 
 
@@ -103,7 +103,7 @@ def _stac_scene(item_json: pathlib.Path) -> Scene:
     stamp = props.get("datetime") or props["start_datetime"]
     date = datetime.date.fromisoformat(str(stamp)[:10])
   except (OSError, ValueError, KeyError, TypeError) as e:
-    raise PrepError(f"{item_json}: not a STAC item with properties.datetime ({e!r}); "
+    raise UserError(f"{item_json}: not a STAC item with properties.datetime ({e!r}); "
                     f"fix or remove the scene folder {folder}") from None
   item_id = item.get("id") or folder.name
   offset = s2_products.stac_offset(props, item_id, date)
@@ -139,14 +139,14 @@ def _asset_path(folder: pathlib.Path, assets: dict, band: str) -> pathlib.Path:
 def _safe_scene(safe: pathlib.Path) -> Scene:
   m = _SAFE_NAME.match(safe.name)
   if not m:
-    raise PrepError(f"{safe}: not a Sentinel-2 L2A product name (expected "
+    raise UserError(f"{safe}: not a Sentinel-2 L2A product name (expected "
                     f"S2A_MSIL2A_YYYYMMDDTHHMMSS_Nxxxx_…); rename or remove it")
   date = datetime.datetime.strptime(m.group(1), "%Y%m%d").date()
 
   def one(pattern: str, what: str) -> pathlib.Path:
     hits = sorted(safe.glob(f"GRANULE/*/IMG_DATA/{pattern}"))
     if not hits:
-      raise PrepError(f"{safe}: scene lacks {what} (GRANULE/*/IMG_DATA/{pattern}); "
+      raise UserError(f"{safe}: scene lacks {what} (GRANULE/*/IMG_DATA/{pattern}); "
                       f"re-download the product or remove it")
     return hits[0]
 
@@ -160,11 +160,11 @@ def _safe_scene(safe: pathlib.Path) -> Scene:
 def discover_scenes(scene_dir) -> list[Scene]:
   """All scenes under `scene_dir` (module docstring), sorted by date and id.
 
-  Raises PrepError when the folder is missing or holds no scene.
+  Raises UserError when the folder is missing or holds no scene.
   """
   root = pathlib.Path(scene_dir)
   if not root.is_dir():
-    raise PrepError(f"{root}: scene folder not found")
+    raise UserError(f"{root}: scene folder not found")
   scenes = [_safe_scene(p) for p in sorted(root.rglob("*.SAFE")) if p.is_dir()]
   for item in sorted(root.rglob("*.json")):
     if ".SAFE" in str(item):
@@ -172,14 +172,14 @@ def discover_scenes(scene_dir) -> list[Scene]:
     if item.stem == item.parent.name:
       scenes.append(_stac_scene(item))
     elif _is_stac_item(item) and not (item.parent / f"{item.parent.name}.json").is_file():
-      raise PrepError(f"{item}: a STAC item in folder {item.parent.name!r}, whose name is "
+      raise UserError(f"{item}: a STAC item in folder {item.parent.name!r}, whose name is "
                       f"not the item's ({item.stem!r}), so it would be skipped; rename the "
                       f"folder to {item.stem!r} or remove the copy")
   if not scenes:
     zipped = sorted(root.rglob("S2*_MSIL2A_*.zip"))
     hint = (f"; {zipped[0].name} and {len(zipped) - 1} more are zipped: unzip them "
             f"first" if zipped else "")
-    raise PrepError(f"{root}: no Sentinel-2 L2A scene found; expected "
+    raise UserError(f"{root}: no Sentinel-2 L2A scene found; expected "
                     f"<item_id>/<item_id>.json STAC items with B02 B03 B04 B08 SCL "
                     f".tif beside them, or *.SAFE products{hint}")
   return sorted(scenes, key=lambda s: (s.date, s.scene_id))
@@ -197,12 +197,12 @@ def _is_stac_item(path: pathlib.Path) -> bool:
 def _open(path: pathlib.Path, scene: Scene):
   import rasterio
   if not path.is_file():
-    raise PrepError(f"{path}: scene {scene.scene_id} lacks this band; re-download "
+    raise UserError(f"{path}: scene {scene.scene_id} lacks this band; re-download "
                     f"the scene or remove its folder")
   try:
     return rasterio.open(path)
   except rasterio.errors.RasterioError as e:
-    raise PrepError(f"{path}: unreadable ({e}); the file may be truncated or "
+    raise UserError(f"{path}: unreadable ({e}); the file may be truncated or "
                     f"corrupt — re-download scene {scene.scene_id} or remove it") from None
 
 
@@ -213,11 +213,11 @@ def footprint(scene: Scene) -> tuple[str, tuple[float, float, float, float]]:
   """
   for path in (*scene.bands, scene.scl):
     if not path.is_file():
-      raise PrepError(f"{path}: scene {scene.scene_id} lacks this band; re-download "
+      raise UserError(f"{path}: scene {scene.scene_id} lacks this band; re-download "
                       f"the scene or remove its folder")
   with _open(scene.bands[0], scene) as src:
     if src.crs is None:
-      raise PrepError(f"{scene.bands[0]}: no CRS; re-download scene {scene.scene_id}")
+      raise UserError(f"{scene.bands[0]}: no CRS; re-download scene {scene.scene_id}")
     crs, bounds = src.crs, tuple(src.bounds)
   for path in scene.bands:
     with _open(path, scene) as src:
@@ -229,20 +229,20 @@ BAND_RES = 10.0   # metres: B02 B03 B04 B08
 
 
 def check_band(path: pathlib.Path, scene: Scene, src, crs) -> None:
-  """Raises PrepError unless the open band `src` is a 10 m uint16 DN raster in the
+  """Raises UserError unless the open band `src` is a 10 m uint16 DN raster in the
   scene's CRS `crs` (its first band's): a sibling in another CRS, a 10 m band
   delivered at 20 m, or float reflectance (DN / 10000) would be composited into
   nonsense without a word (the float band rounds to zeros and ones)."""
   redo = f"re-download scene {scene.scene_id} or remove its folder"
   if src.crs != crs:
-    raise PrepError(f"{path}: in {src.crs}, its sibling {scene.bands[0].name} in {crs}; "
+    raise UserError(f"{path}: in {src.crs}, its sibling {scene.bands[0].name} in {crs}; "
                     f"the bands of a scene share one grid — {redo}")
   res = (abs(src.transform.a), abs(src.transform.e))
   if res != (BAND_RES, BAND_RES):
-    raise PrepError(f"{path}: {res[0]:g} x {res[1]:g} m pixels, expected the band's "
+    raise UserError(f"{path}: {res[0]:g} x {res[1]:g} m pixels, expected the band's "
                     f"native {BAND_RES:g} m (a resampled product?) — {redo}")
   if src.dtypes[0] != "uint16":
-    raise PrepError(f"{path}: {src.dtypes[0]} values, expected uint16 digital numbers "
+    raise UserError(f"{path}: {src.dtypes[0]} values, expected uint16 digital numbers "
                     f"(reflectance x 10000, as ESA and STAC deliver L2A; float reflectance "
                     f"would round to 0 and 1) — {redo}")
 
@@ -305,7 +305,7 @@ def _warp(path: pathlib.Path, scene: Scene, zone: Zone, dtype) -> np.ndarray:
                 dst_crs=zone.crs, resampling=Resampling.nearest,
                 src_nodata=0, dst_nodata=0)
     except (rasterio.errors.RasterioError, CPLE_BaseError) as e:
-      raise PrepError(f"{path}: unreadable ({e}); the file may be truncated or "
+      raise UserError(f"{path}: unreadable ({e}); the file may be truncated or "
                       f"corrupt — re-download scene {scene.scene_id} or remove it") from None
   return out
 
@@ -348,7 +348,7 @@ def composite_zone_from_scenes(scene_dir, zone: Zone, out_folder, *, year: int =
     and acquisitions per month, months without scene, gap-filled fraction,
     nodata pixels).
   Raises:
-    PrepError on a zone off the 10 m grid, a missing folder, no scene, no
+    UserError on a zone off the 10 m grid, a missing folder, no scene, no
     scene of `year` over the zone, a scene missing a band or its baseline, or
     an unreadable raster (naming the file).
   """
@@ -360,12 +360,12 @@ def composite_zone_from_scenes(scene_dir, zone: Zone, out_folder, *, year: int =
   of_year = [s for s in found if s.date.year == year]
   inside = [s for s in of_year if covers(s, zone)]
   if not inside:
-    raise PrepError(
+    raise UserError(
         f"zone {zone.zone_id}: none of the {len(found)} scenes in {scene_dir} is of "
         f"{year} and covers the zone ({len(of_year)} of {year}, bounds "
         f"{zone.bounds} in {zone.crs}); add scenes of that tile and year")
   T = 12
-  months = [f"{year}-{m:02d}" for m in range(1, T + 1)]
+  months = zonefolder.month_labels(year, T)
   comp = np.zeros((T, len(BAND_FILES), *zone.shape), np.uint16)
   counts = np.zeros((T, *zone.shape), np.uint8)
   per_month = [0] * T
@@ -391,7 +391,7 @@ def composite_zone_from_scenes(scene_dir, zone: Zone, out_folder, *, year: int =
                   f"months are gap filled from their neighbours", stacklevel=2)
   never = ~(counts > 0).any(axis=0)
   if never.all():
-    raise PrepError(
+    raise UserError(
         f"zone {zone.zone_id}: not one valid pixel (SCL 4-7) in the {len(inside)} scenes "
         f"of {year} over the zone in {scene_dir}: all cloud, shadow, snow or nodata; add "
         f"scenes of that year (or check their SCL band); no s2.tif written")

@@ -30,8 +30,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from prep import zones as zones_lib
-from prep.errors import PrepError
-from prep.zones import Zone
+from cropcontracts.errors import UserError
+from cropcontracts.zone import Zone
 
 WORLDCOVER = "ESA/WorldCover/v200"
 CROPLAND = 40
@@ -146,7 +146,7 @@ def choose_zones(cells: np.ndarray, grid: FractionGrid, region: str, town: str,
   dist = np.hypot(cx - grid.tx, cy - grid.ty)
   picks = greedy_squares(frac, k, n, allowed=dist <= radius_km * 1000, distance=dist)
   if len(picks) < n:
-    raise PrepError(f"{region}: only {len(picks)} non-overlapping {square_m / 1000:g} km "
+    raise UserError(f"{region}: only {len(picks)} non-overlapping {square_m / 1000:g} km "
                     f"squares fit within {radius_km:g} km of {town}; raise radius_km")
   to_wgs = pyproj.Transformer.from_crs(f"EPSG:{grid.epsg}", "EPSG:4326", always_xy=True)
   pixels = int(round(square_m / zones_lib.RES))
@@ -182,7 +182,7 @@ def select_zones(regions: Sequence = zones_lib.REGIONS, *, n_per_region: int = 5
   from tqdm import tqdm
   from prep import gee
   if square_m % step_m or step_m % zones_lib.RES:
-    raise PrepError(f"step_m={step_m} must divide square_m={square_m} and be a "
+    raise UserError(f"step_m={step_m} must divide square_m={square_m} and be a "
                     f"multiple of {zones_lib.RES} m")
   if initialize_ee:
     gee.initialize(project)

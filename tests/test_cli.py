@@ -163,7 +163,7 @@ def test_output_folder_holding_another_zone(raw, tmp_path, capsys):
 
 
 def test_labels_command_writes_labels_equal_to_class_of_parcels(raw, capsys):
-  from prep import zonefolder
+  from cropcontracts import zonefolder
   rc, out, err = _labels(raw, raw / "rpg_demo.gpkg", capsys, zone="demo-south_1")
   assert rc == 0, err
   folder = raw.parent / "zones" / "demo-south_1"
@@ -195,7 +195,7 @@ def _scene(scenes, month="04"):
 
 
 def test_composite_command_writes_imagery(raw, scenes, tmp_path, capsys):
-  from prep import zonefolder
+  from cropcontracts import zonefolder
   rc, out, err = _composite(raw, scenes, tmp_path / "z", capsys)
   assert rc == 0, err
   zf = zonefolder.open_zone(tmp_path / "z" / "demo-north_0")
@@ -254,7 +254,7 @@ def test_scene_missing_a_band(raw, scenes, tmp_path, capsys):
 
 def test_month_without_scene_is_gap_filled_with_a_warning(raw, scenes, tmp_path, capsys):
   import shutil
-  from prep import zonefolder
+  from cropcontracts import zonefolder
   for d in list(scenes.iterdir()):
     if d.name.split("_")[2][4:6] == "03":
       shutil.rmtree(d)

@@ -10,8 +10,8 @@ import pytest
 
 from prep import cli as prep_cli
 from prep import zones as Z
-from prep.errors import PrepError
-from tests.test_user_errors import assert_error, run
+from cropcontracts.errors import UserError
+from tests.fixtures import assert_error, run
 
 
 # --------------------------------------------------------------------------- #
@@ -125,7 +125,7 @@ def test_a_consistent_metrics_file_is_read_and_plotted(tmp_path, capsys):
                    capsys)
   assert rc == 0 and (tmp_path / "c.png").is_file(), err
   path.write_text("[1, 2]")
-  with pytest.raises(PrepError, match="not a metrics file .a JSON list, not an object."):
+  with pytest.raises(UserError, match="not a metrics file .a JSON list, not an object."):
     metrics.read_metrics(path)
 
 
@@ -140,7 +140,7 @@ def trained_workdir(tmp_path_factory):
   import jax.numpy as jnp
   from jaxcrop import checkpoint
   from jaxcrop.models import build_model
-  from tests.test_train import fake_meta, tiny_config
+  from tests.fixtures import fake_train_meta as fake_meta, tiny_config
   w = tmp_path_factory.mktemp("trained") / "w"
   w.mkdir()
   config, meta = tiny_config(), fake_meta()
@@ -190,7 +190,7 @@ DAMAGED = "checkpoint step {s} ({k}) is damaged (array files truncated or missin
 def test_evaluate_and_predict_name_the_damaged_checkpoint_and_offer_the_other(
     damage, trained_workdir, tmp_path, capsys):
   from jaxcrop import evaluate, predict
-  from tests import predict_testing as pt
+  from tests import fixtures as pt
   w = _copy(trained_workdir, tmp_path)
   best = w / "checkpoints" / "best" / "6"
   damage(best)
@@ -219,7 +219,7 @@ def test_a_damaged_last_checkpoint_falls_back_to_an_older_step_or_says_retrain(
   shutil.rmtree(last6)                     # the fix the message gives
   assert checkpoint.load_trained(w, "last").step == 4
   _truncate(w / "checkpoints" / "last" / "4")
-  with pytest.raises(PrepError) as e:
+  with pytest.raises(UserError) as e:
     checkpoint.load_trained(w, "last")
   last4 = w / "checkpoints" / "last" / "4"
   assert str(e.value) == (f"{last4}: {DAMAGED.format(s=4, k='last')}; no other complete "
@@ -323,13 +323,13 @@ def test_an_overwrite_that_fails_mid_build_puts_the_old_dataset_back(
   before = _files(version)
 
   def damaged_read(*a, **k):
-    raise PrepError("zone x: s2.tif: unreadable")   # a raster damaged past open_zone's checks
+    raise UserError("zone x: s2.tif: unreadable")   # a raster damaged past open_zone's checks
   monkeypatch.setattr(patching, "zone_summary", damaged_read)
   builder = cb.Builder(config=cb.CropmapConfig(name="tiny", patch_size=16),
                        data_dir=str(data_dir))
   overwrite = tfds.download.DownloadConfig(
       manual_dir=str(zones), download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)
-  with pytest.raises(PrepError, match="s2.tif: unreadable"):
+  with pytest.raises(UserError, match="s2.tif: unreadable"):
     builder.download_and_prepare(download_config=overwrite)
   assert _files(version) == before
   assert sorted(p.name for p in version.parent.iterdir()) == [".build.lock", dataset.name]

@@ -8,7 +8,7 @@ import rasterio
 
 from prep import demo
 from prep import zones as Z
-from prep.errors import PrepError
+from cropcontracts.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_rerun_keeps_files_and_another_seed_is_refused(raw):
   before = b4.stat().st_mtime_ns
   assert demo.write_raw(raw, seed=0, small=True, progress=False)["n_scenes"] == 25
   assert b4.stat().st_mtime_ns == before
-  with pytest.raises(PrepError, match=r"holds a demo made with seed=0 small=True, "
+  with pytest.raises(UserError, match=r"holds a demo made with seed=0 small=True, "
                      r"not seed=3 small=True"):
     demo.write_raw(raw, seed=3, small=True, progress=False)
 
@@ -163,13 +163,13 @@ def test_an_interrupted_raw_folder_is_completed_only_with_its_seed(raw, tmp_path
   (part / "demo.json").write_text(json.dumps({**stamp, "complete": False}))
   lost = sorted((part / "scenes").iterdir())[-1]
   shutil.rmtree(lost)
-  with pytest.raises(PrepError, match="holds a demo made with seed=0"):
+  with pytest.raises(UserError, match="holds a demo made with seed=0"):
     demo.write_raw(part, seed=1, small=True, progress=False)
   assert demo.write_raw(part, seed=0, small=True, progress=False)["complete"]
   assert (lost / "B08.tif").read_bytes() == (raw / "scenes" / lost.name / "B08.tif").read_bytes()
   (tmp_path / "other").mkdir()
   (tmp_path / "other" / "notes.txt").write_text("mine")
-  with pytest.raises(PrepError, match="exists and is not a demo folder"):
+  with pytest.raises(UserError, match="exists and is not a demo folder"):
     demo.write_raw(tmp_path / "other", seed=0, small=True, progress=False)
 
 
@@ -214,7 +214,7 @@ def small_demo(tmp_path_factory):
 
 
 def test_make_demo_writes_valid_zone_folders(small_demo):
-  from prep import zonefolder
+  from cropcontracts import zonefolder
   out, root = small_demo
   assert root == out / "zones"
   folders = zonefolder.find_zones(root, require_labels=True)
@@ -235,7 +235,7 @@ def test_make_demo_writes_valid_zone_folders(small_demo):
 
 
 def test_demo_labels_match_the_parcels_the_scenes_were_drawn_from(small_demo):
-  from prep import zonefolder
+  from cropcontracts import zonefolder
   out, root = small_demo
   spec = demo.SMALL
   parcels = demo.make_parcels(spec, seed=0)
@@ -249,7 +249,7 @@ def test_demo_labels_match_the_parcels_the_scenes_were_drawn_from(small_demo):
 
 
 def test_demo_composites_show_summer_and_winter_crops(small_demo):
-  from prep import zonefolder
+  from cropcontracts import zonefolder
   _, root = small_demo
   ndvi_by_code = {}
   for zf in zonefolder.find_zones(root, require_labels=True):

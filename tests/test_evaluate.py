@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jaxcrop import baseline, cv, evaluate, train
-from tests.test_train import FakeData, compilation_cache, tiny_config  # noqa: F401
+from tests.fixtures import FakeData, tiny_config
 
 
 def test_parcel_votes_by_hand():

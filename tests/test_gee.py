@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from ee import apitestcase
 
-from prep import gee, zonefolder
-from prep.errors import PrepError
-from prep.zones import Zone
+from cropcontracts import zonefolder
+from prep import gee
+from cropcontracts.errors import UserError
+from cropcontracts.zone import Zone
 
 ZONE = Zone("t_0", "Test", "Town", 0, 32631, x0=400_000.0, y0=5_000_000.0,
             width=30, height=20)
@@ -151,14 +152,14 @@ def test_retries_quota_errors_with_backoff(tmp_path, monkeypatch):
 
 def test_gives_up_after_max_retries(tmp_path, monkeypatch):
   server = FakeServer(fail_first=100, error="HTTP 503 Service Unavailable")
-  with pytest.raises(PrepError, match="still failing after 3 retries .*rerun"):
+  with pytest.raises(UserError, match="still failing after 3 retries .*rerun"):
     _run(tmp_path, server, monkeypatch, max_retries=3)
   assert server.calls == 4
 
 
 def test_other_errors_are_not_retried(tmp_path, monkeypatch):
   server = FakeServer(fail_first=1, error="User memory limit exceeded.")
-  with pytest.raises(PrepError, match="Earth Engine refused .*User memory limit"):
+  with pytest.raises(UserError, match="Earth Engine refused .*User memory limit"):
     _run(tmp_path, server, monkeypatch)
   assert server.calls == 1
 
@@ -189,7 +190,7 @@ def test_folder_of_another_zone_is_refused_before_any_request(tmp_path, monkeypa
                            np.ones((12, 20, 30), np.uint8),
                            [f"2023-{m:02d}" for m in range(1, 13)], {"source": "test"})
   server = FakeServer()
-  with pytest.raises(PrepError, match="already holds zone 'o_0'"):
+  with pytest.raises(UserError, match="already holds zone 'o_0'"):
     _run(tmp_path, server, monkeypatch)
   assert server.calls == 0 and not (tmp_path / "t_0" / gee.CACHE_DIR).exists()
 
@@ -199,14 +200,14 @@ def test_zone_of_same_id_on_another_grid_is_not_taken_as_done(tmp_path, monkeypa
   moved = Zone("t_0", "Test", "Town", 0, 32631, x0=400_010.0, y0=5_000_000.0,
                width=30, height=20)
   monkeypatch.setattr(ee.data, "computePixels", FakeServer())
-  with pytest.raises(PrepError, match="already holds zone 't_0' on another grid"):
+  with pytest.raises(UserError, match="already holds zone 't_0' on another grid"):
     gee.composite_zone_from_gee(moved, tmp_path / "t_0", progress=False,
                                 initialize_ee=False, sleep=lambda s: None)
 
 
 def test_resumes_from_cache_then_skips_done_zone(tmp_path, monkeypatch):
   first = FakeServer(stop_after=5)
-  with pytest.raises(PrepError):
+  with pytest.raises(UserError):
     _run(tmp_path, first, monkeypatch)
   cached = sorted(p.name for p in (tmp_path / "t_0" / gee.CACHE_DIR).glob("*.npy"))
   assert cached == [f"2023-0{m}_r0_c0.npy" for m in range(1, 6)]
@@ -230,7 +231,7 @@ def test_cache_of_another_zone_is_dropped(tmp_path, monkeypatch):
 
 def test_unreadable_cached_tile_is_fetched_again(tmp_path, monkeypatch):
   first = FakeServer(stop_after=2)
-  with pytest.raises(PrepError):
+  with pytest.raises(UserError):
     _run(tmp_path, first, monkeypatch)
   (tmp_path / "t_0" / gee.CACHE_DIR / "2023-02_r0_c0.npy").write_bytes(b"junk")
   second = FakeServer()
@@ -248,7 +249,7 @@ def test_missing_credentials_message(monkeypatch):
     raise ee.EEException("Please authorize access to your Earth Engine account by running\n\n"
                          "earthengine authenticate")
   monkeypatch.setattr(ee, "Initialize", refuse)
-  with pytest.raises(PrepError, match=r"cannot initialize \(project='my-proj'\): Please "
+  with pytest.raises(UserError, match=r"cannot initialize \(project='my-proj'\): Please "
                                       r"authorize .*run `earthengine authenticate` .*"
                                       r"JAXCROP_EE_KEY.*JAXCROP_EE_PROJECT"):
     gee.initialize()
@@ -256,7 +257,7 @@ def test_missing_credentials_message(monkeypatch):
 
 def test_bad_service_account_key(tmp_path, monkeypatch):
   monkeypatch.setenv("JAXCROP_EE_KEY", str(tmp_path / "nope.json"))
-  with pytest.raises(PrepError, match=r"nope\.json: JAXCROP_EE_KEY is not a readable"):
+  with pytest.raises(UserError, match=r"nope\.json: JAXCROP_EE_KEY is not a readable"):
     gee.initialize("p")
 
 
@@ -418,7 +419,7 @@ def test_zone_off_the_grid_is_refused_before_any_request(tmp_path, monkeypatch):
   monkeypatch.setattr(ee.data, "computePixels", server)
   off = Zone("t_0", "Test", "Town", 0, 32631, x0=400_000.0, y0=5_000_003.0,
              width=30, height=20)
-  with pytest.raises(PrepError, match=r"^zone t_0: corner .*y0=5000003\.0.* off the "
+  with pytest.raises(UserError, match=r"^zone t_0: corner .*y0=5000003\.0.* off the "
                                       r"10 m Sentinel-2 grid"):
     gee.composite_zone_from_gee(off, tmp_path / "t_0", progress=False,
                                 initialize_ee=False)

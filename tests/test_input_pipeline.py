@@ -13,9 +13,9 @@ tf = ip.import_tf()
 import jax  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
-from prep import zonefolder  # noqa: E402
+from cropcontracts import zonefolder  # noqa: E402
 from tfds_builder.cropmap import cropmap_dataset_builder as cb  # noqa: E402
-from tfds_builder.cropmap import testing  # noqa: E402
+from tests import fixtures as testing  # noqa: E402
 
 
 @pytest.fixture(scope="module")

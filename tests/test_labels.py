@@ -9,10 +9,11 @@ import shapely
 from shapely.geometry import Polygon, box
 
 from prep import labels as labels_lib
-from prep import nomenclature
-from prep.errors import PrepError
+from cropcontracts import nomenclature
+from cropcontracts.errors import UserError
 from prep.labels import make_zone_labels
-from prep.nomenclature import IGNORE, UnknownCodeError
+from cropcontracts.nomenclature import UnknownCodeError
+from cropcontracts.zonefolder import NO_LABEL
 from prep.zones import zone_around
 
 ZONE = zone_around("chartres_test", "Paris Basin", "Chartres", 0, 1.4890, 48.4439,
@@ -62,7 +63,7 @@ def test_square_parcel_pixel_count_outputs_and_meta(tmp_path):
   expect = np.zeros(ZONE.shape, bool)
   expect[2:10, 2:10] = True
   np.testing.assert_array_equal(par == 1, expect)
-  np.testing.assert_array_equal(lab, np.where(expect, NOM.class_id("winter_wheat"), IGNORE))
+  np.testing.assert_array_equal(lab, np.where(expect, NOM.class_id("winter_wheat"), NO_LABEL))
   row = table.iloc[0]
   assert (row.parcel_index, row.ID_PARCEL, row.CODE_CULTU, row.class_id, row.class_name,
           row.tier2, row.tier1, row.n_pixels) == (
@@ -93,7 +94,7 @@ def test_labels_follow_parcels_ignore_codes_and_optional_fields(tmp_path):
           parcel(3, "PPH", rect(0, 20, 40, 40), CULTURE_D1=None, CULTURE_D2=None),
           parcel(4, None, rect(30, 0, 40, 5), CULTURE_D1=None, CULTURE_D2=None)]
   summary, lab, par, table = run(tmp_path, rows)
-  class_of = np.concatenate([[IGNORE], table.class_id.to_numpy()]).astype(np.uint8)
+  class_of = np.concatenate([[NO_LABEL], table.class_id.to_numpy()]).astype(np.uint8)
   np.testing.assert_array_equal(lab, class_of[par])
   assert table.CODE_CULTU.tolist() == ["MIS", "BOR", "PPH", "NR"]  # null code -> NR
   assert table.class_name.tolist() == ["maize", "ignore", "permanent_grassland", "ignore"]
@@ -102,7 +103,7 @@ def test_labels_follow_parcels_ignore_codes_and_optional_fields(tmp_path):
   assert summary["parcels_ignored"] == 2
   assert summary["class_pixel_counts"]["maize"] == 100
   assert summary["unlabelled_pixels"] == 1600 - 900
-  assert (lab[(par == 2) | (par == 4)] == IGNORE).all()
+  assert (lab[(par == 2) | (par == 4)] == NO_LABEL).all()
 
 
 def test_without_optional_fields(tmp_path):
@@ -195,7 +196,7 @@ def test_drop_border_unaligned_square(tmp_path):
   expect = np.zeros(ZONE.shape, bool)
   expect[3:9, 3:9] = True
   np.testing.assert_array_equal(par == 1, expect)
-  np.testing.assert_array_equal(lab != IGNORE, expect)
+  np.testing.assert_array_equal(lab != NO_LABEL, expect)
   assert table.n_pixels.tolist() == [36]
   assert (s["drop_border"], s["border_pixels_dropped"]) == (True, 64 - 36)
 
@@ -221,7 +222,7 @@ def test_drop_border_matches_exact_cell_containment(tmp_path):
     inside = shapely.within(cells, shapely.buffer(geom, 1e-6))
     assert inside.sum() > 20
     np.testing.assert_array_equal(par == i, inside, err_msg=f"parcel {i}")
-  assert (lab[par == 0] == IGNORE).all()
+  assert (lab[par == 0] == NO_LABEL).all()
 
 
 def test_rerun_and_folder_of_another_zone(tmp_path):
@@ -231,7 +232,7 @@ def test_rerun_and_folder_of_another_zone(tmp_path):
   assert first == again
   other = zone_around("chartres_other", "Paris Basin", "Chartres", 1, 1.4890, 48.4439,
                       pixels=40)
-  with pytest.raises(PrepError, match=r"already holds zone 'chartres_test'"):
+  with pytest.raises(UserError, match=r"already holds zone 'chartres_test'"):
     make_zone_labels(tmp_path / "rpg.gpkg", other, tmp_path / "zone", progress=False)
 
 
@@ -253,7 +254,7 @@ def test_regional_shapefile_and_layer_names(tmp_path):
 def test_error_wrong_crs(tmp_path):
   rpg = write_rpg(tmp_path / "wgs.gpkg", [parcel(1, "BTH", rect(0, 0, 5, 5))],
                   crs="EPSG:4326")
-  with pytest.raises(PrepError) as e:
+  with pytest.raises(UserError) as e:
     make_zone_labels(rpg, ZONE, tmp_path / "z", progress=False)
   msg = str(e.value)
   assert msg.startswith(f"{rpg}: CRS is EPSG:4326, expected EPSG:2154")
@@ -265,24 +266,24 @@ def test_error_layers(tmp_path):
   rows = [parcel(1, "BTH", rect(0, 0, 5, 5))]
   path = write_rpg(tmp_path / "two.gpkg", rows, layer="alpha")
   write_rpg(path, rows, layer="beta")
-  with pytest.raises(PrepError, match=r"two.gpkg: layer 'PARCELLES_GRAPHIQUES' not found; "
+  with pytest.raises(UserError, match=r"two.gpkg: layer 'PARCELLES_GRAPHIQUES' not found; "
                      r"layers found: alpha, beta; pass --layer"):
     make_zone_labels(path, ZONE, tmp_path / "z", progress=False)
-  with pytest.raises(PrepError, match=r"layer 'gamma' not found; layers found: alpha, beta"):
+  with pytest.raises(UserError, match=r"layer 'gamma' not found; layers found: alpha, beta"):
     make_zone_labels(path, ZONE, tmp_path / "z", layer="gamma", progress=False)
 
 
 def test_error_missing_fields(tmp_path):
   rpg = write_rpg(tmp_path / "r.gpkg", [parcel(1, "BTH", rect(0, 0, 5, 5))],
                   drop=("CODE_CULTU",))
-  with pytest.raises(PrepError, match=r"r.gpkg \(layer PARCELLES_GRAPHIQUES\): missing "
+  with pytest.raises(UserError, match=r"r.gpkg \(layer PARCELLES_GRAPHIQUES\): missing "
                      r"field\(s\) CODE_CULTU; fields found: ID_PARCEL, CODE_GROUP, SURF_PARC;"):
     make_zone_labels(rpg, ZONE, tmp_path / "z", progress=False)
 
 
 def test_error_zone_without_parcel(tmp_path):
   rpg = write_rpg(tmp_path / "r.gpkg", [parcel(1, "BTH", rect(100, 100, 105, 105))])
-  with pytest.raises(PrepError) as e:
+  with pytest.raises(UserError) as e:
     make_zone_labels(rpg, ZONE, tmp_path / "z", progress=False)
   assert str(e.value) == ("zone chartres_test has no RPG parcel in r.gpkg; is it the right "
                           "region/vintage?")
@@ -299,20 +300,20 @@ def test_error_unknown_codes_name_the_file(tmp_path):
 
 
 def test_error_missing_or_unreadable_file(tmp_path):
-  with pytest.raises(PrepError, match=r"nope.gpkg: RPG file not found"):
+  with pytest.raises(UserError, match=r"nope.gpkg: RPG file not found"):
     make_zone_labels(tmp_path / "nope.gpkg", ZONE, tmp_path / "z", progress=False)
   bad = tmp_path / "bad.gpkg"
   bad.write_text("not a geopackage")
-  with pytest.raises(PrepError, match=r"bad.gpkg: not a readable GeoPackage/Shapefile"):
+  with pytest.raises(UserError, match=r"bad.gpkg: not a readable GeoPackage/Shapefile"):
     make_zone_labels(bad, ZONE, tmp_path / "z", progress=False)
   archive = tmp_path / "RPG_2023.7z"
   archive.write_bytes(b"7z")
-  with pytest.raises(PrepError, match=r"RPG_2023.7z: a 7-Zip archive; extract it first"):
+  with pytest.raises(UserError, match=r"RPG_2023.7z: a 7-Zip archive; extract it first"):
     make_zone_labels(archive, ZONE, tmp_path / "z", progress=False)
 
 
 def test_zone_folder_with_imagery_reads_back(tmp_path, capsys):
-  from prep import zonefolder
+  from cropcontracts import zonefolder
   months = [f"2023-{m:02d}" for m in range(1, 3)]
   zonefolder.write_imagery(tmp_path / "zone", ZONE, np.ones((2, 4, 40, 40), np.uint16),
                            np.ones((2, 40, 40), np.uint8), months)
@@ -326,7 +327,7 @@ def test_zone_folder_with_imagery_reads_back(tmp_path, capsys):
   assert table.ID_PARCEL.tolist() == ["9", "0042"]  # numeric order, text kept
   np.testing.assert_array_equal(z.read_parcels()[:2, :4], [[2, 2, 2, 1], [2, 2, 2, 0]])
   np.testing.assert_array_equal(z.read_labels()[:2, :4],
-                                [[20, 20, 20, 22], [20, 20, 20, IGNORE]])
+                                [[20, 20, 20, 22], [20, 20, 20, NO_LABEL]])
 
 
 def test_numeric_id_and_group_fields_read_as_text(tmp_path):

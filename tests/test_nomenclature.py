@@ -5,11 +5,12 @@ import pathlib
 import numpy as np
 import pytest
 
-from prep import nomenclature
-from prep.nomenclature import IGNORE, UnknownCodeError
+from cropcontracts import nomenclature
+from cropcontracts.nomenclature import UnknownCodeError
+from cropcontracts.zonefolder import NO_LABEL
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CODES_CSV = ROOT / "prep" / "data" / "rpg_codes_v1.csv"
+CODES_CSV = ROOT / "cropcontracts" / "data" / "rpg_codes_v1.csv"
 # The official code list lives outside the repo, in a `shared/` folder beside the
 # checkout (or beside a parent of it, for worktrees); CI has it.
 _REF = pathlib.Path("shared", "reference", "rpg_codes_prototype_hierarchy.csv")
@@ -70,13 +71,13 @@ def test_key_codes(nom, code, name):
 
 @pytest.mark.parametrize("code", ["BOR", "BTA", "SNA", "TCR", "ZZZ", "NR", "CSS"])
 def test_non_crop_codes_are_ignored(nom, code):
-  assert nom.classes_of_codes([code])[0] == IGNORE
+  assert nom.classes_of_codes([code])[0] == NO_LABEL
 
 
 def test_classes_of_codes_vectorized_and_strips(nom):
   out = nom.classes_of_codes([" BTH", "BOR", "MIS "])
   assert out.dtype == np.uint8
-  np.testing.assert_array_equal(out, [0, IGNORE, 5])
+  np.testing.assert_array_equal(out, [0, NO_LABEL, 5])
 
 
 def test_unknown_codes_are_listed(nom):
@@ -84,16 +85,16 @@ def test_unknown_codes_are_listed(nom):
     nom.classes_of_codes(["BTH", "QQQ", "XYZ", "QQQ"])
   assert e.value.codes == ["QQQ", "XYZ"]
   assert str(e.value).startswith("2 RPG CODE_CULTU value(s) not in nomenclature v1: QQQ, XYZ;")
-  assert "prep/data/rpg_codes_v1.csv" in str(e.value)
+  assert "cropcontracts/data/rpg_codes_v1.csv" in str(e.value)
 
 
 def test_duplicate_code_in_table_is_an_error(tmp_path, monkeypatch):
-  data = ROOT / "prep" / "data"
+  data = ROOT / "cropcontracts" / "data"
   (tmp_path / "classes_vt.csv").write_text(
       (data / "classes_v1.csv").read_text(encoding="utf-8"), encoding="utf-8")
   (tmp_path / "rpg_codes_vt.csv").write_text(
       "CODE_CULTU,label_fr,CODE_GROUP,tier3\nBTH,a,1,winter_wheat\nBTH,b,1,ignore\n",
       encoding="utf-8")
   monkeypatch.setattr(nomenclature, "DATA_DIR", tmp_path)
-  with pytest.raises(nomenclature.PrepError, match=r"duplicate CODE_CULTU \['BTH'\]"):
+  with pytest.raises(nomenclature.UserError, match=r"duplicate CODE_CULTU \['BTH'\]"):
     nomenclature.load("vt")

@@ -24,7 +24,8 @@ import tensorflow_datasets as tfds  # noqa: E402
 
 from configs.hybrid import get_config  # noqa: E402
 from jaxcrop import checkpoint, evaluate, input_pipeline, metrics, plots, predict, train  # noqa: E402
-from prep import demo, zonefolder  # noqa: E402
+from cropcontracts import zonefolder
+from prep import demo  # noqa: E402
 from tfds_builder.cropmap import cropmap_dataset_builder as cb  # noqa: E402
 
 PATCH = 16
@@ -36,7 +37,7 @@ TEST_ZONES = ["demo-north_0", "demo-south_0"]
 
 
 def labelled(zf) -> int:
-  return int((zf.read_labels() != zonefolder.IGNORE).sum())
+  return int((zf.read_labels() != zonefolder.NO_LABEL).sum())
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from jaxcrop import plots
-from prep import nomenclature
-from tests import predict_testing as pt
+from cropcontracts import nomenclature
+from tests import fixtures as pt
 
 NOM = nomenclature.load("v1")
 
@@ -199,7 +199,7 @@ def test_per_class_f1_figure_reads_evaluate_format(tmp_path):
   assert values == ["0.50", "0.40", "0.30", "0.20", "0.10"]           # sorted by support
   assert "pixel level: per-class F1, model" in texts and "baseline" not in texts
   assert "class (sorted by true pixels)" in texts
-  with pytest.raises(plots.PrepError, match="no per_class table"):
+  with pytest.raises(plots.UserError, match="no per_class table"):
     plots.per_class_rows({"pixel": {}})
 
 
@@ -223,7 +223,7 @@ def test_per_class_f1_draws_the_baseline_and_says_level_and_split(tmp_path):
 def test_per_class_f1_colours_from_the_metrics_nomenclature():
   assert plots.metrics_nomenclature({"nomenclature_version": "v1"}) is NOM
   assert plots.metrics_nomenclature({}).version == nomenclature.VERSION
-  with pytest.raises(plots.PrepError, match="nomenclature v9"):
+  with pytest.raises(plots.UserError, match="nomenclature v9"):
     plots.metrics_nomenclature({"nomenclature_version": "v9"})   # not silently the default
   assert plots.metrics_title({"split": "val"}, "parcel", "x") == "parcel level, val split: x"
 
@@ -255,9 +255,9 @@ def test_class_distribution_labels_large_shares_and_uses_the_zones_nomenclature(
   zone = lambda v: types.SimpleNamespace(has_labels=True, nomenclature=v)
   assert plots.zones_nomenclature([zone("v1"), types.SimpleNamespace(
       has_labels=False, nomenclature=None)]) is NOM
-  with pytest.raises(plots.PrepError, match="nomenclature v9"):
+  with pytest.raises(plots.UserError, match="nomenclature v9"):
     plots.zones_nomenclature([zone("v9")])        # the zones' version, not the default
-  with pytest.raises(plots.PrepError, match=r"different nomenclatures \['v1', 'v2'\]"):
+  with pytest.raises(plots.UserError, match=r"different nomenclatures \['v1', 'v2'\]"):
     plots.zones_nomenclature([zone("v1"), zone("v2")])
 
 
@@ -332,7 +332,7 @@ def test_confusion_from_evaluate_metrics_json(tmp_path):
   texts = [t for t, _ in _texts(plots.plot_metrics_confusion, m, "parcel", tmp_path / "c.svg")]
   assert "parcel level, test split: model confusion (rows: % of the true class)" in texts
   assert "winter_barley  20" in texts and "true class  (support: parcels)" in texts
-  with pytest.raises(plots.PrepError, match=r"no confusion_matrix\['pixel_model'\]"):
+  with pytest.raises(plots.UserError, match=r"no confusion_matrix\['pixel_model'\]"):
     plots.confusion_from_metrics({"pixel": m["pixel"]})
 
 

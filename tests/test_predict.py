@@ -9,8 +9,8 @@ import rasterio
 
 from jaxcrop import predict
 from jaxcrop.input_pipeline import normalize
-from prep import atomic, nomenclature
-from tests import predict_testing as pt
+from cropcontracts import atomic, nomenclature
+from tests import fixtures as pt
 
 NOM = nomenclature.load("v1")
 
@@ -244,8 +244,8 @@ def test_cli_writes_maps_and_scores(zone, pixel_model, tmp_path, capsys, monkeyp
 _MULTI_DEVICE = r"""
 import sys, numpy as np, jax
 from jaxcrop import predict
-from prep.zonefolder import open_zone
-from tests import predict_testing as pt
+from cropcontracts.zonefolder import open_zone
+from tests import fixtures as pt
 assert jax.local_device_count() == 2, jax.local_devices()
 pred = predict.predict_zone(*pt.init(pt.ConvModel()), open_zone(sys.argv[1]),
                             pt.make_meta(), tile=16, overlap=4, batch=3, probs=True)

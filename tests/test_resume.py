@@ -16,7 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from prep import demo, zonefolder
+from cropcontracts import zonefolder
+from prep import demo
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = '{"name": "tiny", "patch_size": 16, "num_folds": 2}'
@@ -184,7 +185,7 @@ def test_a_second_tfds_build_on_one_data_dir_is_refused(ref, tmp_path):
   data_dir = tmp_path / "data"
   cmd = [*TFDS, f"--data_dir={data_dir}", f"--manual_dir={ref / 'zones'}"]
   lock = data_dir / "cropmap" / "tiny" / ".build.lock"
-  from prep import atomic
+  from cropcontracts import atomic
   with atomic.file_lock(lock):       # a build in progress
     second = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env(), capture_output=True,
                             text=True, timeout=600)
@@ -193,7 +194,7 @@ def test_a_second_tfds_build_on_one_data_dir_is_refused(ref, tmp_path):
       f"tfds build cropmap: error: {lock}: another build of cropmap/tiny is running on this "
       f"data_dir; wait for it to finish (a killed build holds no lock), then rerun")
   assert not _version_dirs(data_dir)
-  killed = start([sys.executable, "-c", "import sys; from prep import atomic\n"
+  killed = start([sys.executable, "-c", "import sys; from cropcontracts import atomic\n"
                   f"with atomic.file_lock({str(lock)!r}):\n  print('held', flush=True)\n"
                   "  sys.stdin.read()"])
   assert killed.stdout.readline() == "held\n"
@@ -204,7 +205,7 @@ def test_a_second_tfds_build_on_one_data_dir_is_refused(ref, tmp_path):
 
 TRAIN = [sys.executable, "-c", """
 import sys
-from tests.test_train import FakeData, tiny_config
+from tests.fixtures import FakeData, tiny_config
 from jaxcrop import train
 train.train_and_evaluate(tiny_config(checkpoint_every=1, keep_last=2), sys.argv[1],
                          data=FakeData())

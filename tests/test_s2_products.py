@@ -5,8 +5,8 @@ import pathlib
 import pytest
 
 from prep import s2_products as s2
-from prep.errors import PrepError
-from prep.zones import Zone
+from cropcontracts.errors import UserError
+from cropcontracts.zone import Zone
 from tests.real_samples import REAL, needs_real
 
 MTD_0510 = REAL / "mtd_msil2a_baseline_0510" / "MTD_MSIL2A_S2B_20231217_N0510_T21JUK.xml"
@@ -63,11 +63,11 @@ def test_reprocessed_product_of_a_pre_2022_date_has_the_offset():
 
 def test_unknown_baseline_after_2022_01_25_is_an_error():
   assert s2.stac_offset({}, "S2A_31UCP_20220124_0_L2A", datetime.date(2022, 1, 24)) == 0
-  with pytest.raises(PrepError, match=r"^STAC item S2A_31UCP_20220125_0_L2A: acquired "
+  with pytest.raises(UserError, match=r"^STAC item S2A_31UCP_20220125_0_L2A: acquired "
                                       r"2022-01-25 but no processing baseline found .*"
                                       r"add s2:processing_baseline"):
     s2.stac_offset({}, "S2A_31UCP_20220125_0_L2A", datetime.date(2022, 1, 25))
-  with pytest.raises(PrepError, match="s2:processing_baseline='v5' is not a processing"):
+  with pytest.raises(UserError, match="s2:processing_baseline='v5' is not a processing"):
     s2.stac_offset({"s2:processing_baseline": "v5"}, "z", D2023)
 
 
@@ -102,23 +102,23 @@ def test_real_safe_of_baseline_0400(tmp_path):
 def test_safe_without_baseline_after_2022_is_an_error(tmp_path):
   safe = tmp_path / "S2A_MSIL2A_20230415T105031_R051_T31UCP_x.SAFE"   # no _Nxxyy_
   safe.mkdir()
-  with pytest.raises(PrepError, match=r"SAFE product S2A_MSIL2A_20230415T105031_R051_"
+  with pytest.raises(UserError, match=r"SAFE product S2A_MSIL2A_20230415T105031_R051_"
                                       r"T31UCP_x\.SAFE: acquired 2023-04-15 but no "
                                       r"processing baseline"):
     s2.safe_offsets(safe, BANDS, datetime.date(2023, 4, 15))
   (safe / "MTD_MSIL2A.xml").write_text("<a><PROCESSING_BASELINE>05.09</PROCESSING_BASELINE></a>")
   assert s2.safe_offsets(safe, BANDS, datetime.date(2023, 4, 15)) == (-1000,) * 4
   (safe / "MTD_MSIL2A.xml").write_text("<a><broken")
-  with pytest.raises(PrepError, match=r"MTD_MSIL2A\.xml: unreadable product metadata"):
+  with pytest.raises(UserError, match=r"MTD_MSIL2A\.xml: unreadable product metadata"):
     s2.safe_offsets(safe, BANDS, datetime.date(2023, 4, 15))
 
 
 def test_zone_off_the_10m_grid_is_refused():
   s2.check_zone_grid(Zone("z", "R", "T", 0, 32631, x0=400_010.0, y0=5_000_000.0))
-  with pytest.raises(PrepError, match=r"^zone z: corner x0=400004\.0, y0=5000000\.0, res=10\.0 is "
+  with pytest.raises(UserError, match=r"^zone z: corner x0=400004\.0, y0=5000000\.0, res=10\.0 is "
                                       r"off the 10 m Sentinel-2 grid of EPSG:32631 .*"
                                       r"set x0=400000, y0=5000000, res=10 in its row"):
     s2.check_zone_grid(Zone("z", "R", "T", 0, 32631, x0=400_004.0, y0=5_000_000.0))
-  with pytest.raises(PrepError, match="off the 10 m Sentinel-2 grid"):
+  with pytest.raises(UserError, match="off the 10 m Sentinel-2 grid"):
     s2.check_zone_grid(Zone("z", "R", "T", 0, 32631, x0=400_000.0, y0=5_000_000.0,
                             res=20.0))

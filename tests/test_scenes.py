@@ -8,9 +8,10 @@ import pytest
 import rasterio
 from affine import Affine
 
-from prep import scenes, zonefolder
-from prep.errors import PrepError
-from prep.zones import Zone
+from cropcontracts import zonefolder
+from prep import scenes
+from cropcontracts.errors import UserError
+from cropcontracts.zone import Zone
 
 EPSG = 32631
 ZONE = Zone("t_0", "Test", "Town", 0, EPSG, x0=400_000.0, y0=5_000_000.0,
@@ -149,7 +150,7 @@ def test_stac_asset_hrefs_and_earth_search_names(tmp_path):
   np.testing.assert_array_equal(bands[:, 0, 0], [1500, 1501, 1502, 1503])
   assert valid.all()
   (folder / "T31UCP_B08.tif").unlink()
-  with pytest.raises(PrepError, match="T31UCP_B08.tif: scene es lacks this band"):
+  with pytest.raises(UserError, match="T31UCP_B08.tif: scene es lacks this band"):
     scenes.read_scene(scene, ZONE)
 
 
@@ -173,7 +174,7 @@ def test_harmonization_offset_from_baseline(tmp_path):
 
 def test_item_after_2022_without_baseline_is_refused(tmp_path):
   write_item(tmp_path / "s", "nobase", "2023-06-01", 1500, props={})
-  with pytest.raises(PrepError, match=r"^STAC item nobase: acquired 2023-06-01 but no "
+  with pytest.raises(UserError, match=r"^STAC item nobase: acquired 2023-06-01 but no "
                                       r"processing baseline found"):
     scenes.discover_scenes(tmp_path / "s")
 
@@ -190,7 +191,7 @@ def test_truncated_geotiff_names_the_file(tmp_path, scene_dir):
   path = scene_dir / "s1" / "B04.tif"
   data = path.read_bytes()
   path.write_bytes(data[: len(data) // 2])
-  with pytest.raises(PrepError, match=r"B04\.tif: unreadable .*re-download scene s1"):
+  with pytest.raises(UserError, match=r"B04\.tif: unreadable .*re-download scene s1"):
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")
       scenes.composite_zone_from_scenes(scene_dir, ZONE, tmp_path / "out",
@@ -200,7 +201,7 @@ def test_truncated_geotiff_names_the_file(tmp_path, scene_dir):
 
 def test_missing_band(tmp_path, scene_dir):
   (scene_dir / "s3" / "B08.tif").unlink()
-  with pytest.raises(PrepError, match=r"B08\.tif: scene s3 lacks this band"):
+  with pytest.raises(UserError, match=r"B08\.tif: scene s3 lacks this band"):
     scenes.composite_zone_from_scenes(scene_dir, ZONE, tmp_path / "out",
                                       progress=False)
 
@@ -209,25 +210,25 @@ def test_no_scene_covers_the_zone(tmp_path):
   d = tmp_path / "scenes"
   write_item(d, "far", "2023-01-10", 700, x0=500_000.0)
   write_item(d, "old", "2022-01-10", 700)
-  with pytest.raises(PrepError, match="none of the 2 scenes .* is of 2023 and covers"):
+  with pytest.raises(UserError, match="none of the 2 scenes .* is of 2023 and covers"):
     scenes.composite_zone_from_scenes(d, ZONE, tmp_path / "out", progress=False)
 
 
 def test_empty_or_missing_scene_dir(tmp_path):
   (tmp_path / "empty").mkdir()
-  with pytest.raises(PrepError, match="no Sentinel-2 L2A scene found"):
+  with pytest.raises(UserError, match="no Sentinel-2 L2A scene found"):
     scenes.composite_zone_from_scenes(tmp_path / "empty", ZONE, tmp_path / "o")
   (tmp_path / "empty" / "S2A_MSIL2A_20230415T105031_N0509_R051_T31UCP_x.zip").touch()
-  with pytest.raises(PrepError, match=r"x\.zip and 0 more are zipped: unzip them first"):
+  with pytest.raises(UserError, match=r"x\.zip and 0 more are zipped: unzip them first"):
     scenes.composite_zone_from_scenes(tmp_path / "empty", ZONE, tmp_path / "o")
-  with pytest.raises(PrepError, match="scene folder not found"):
+  with pytest.raises(UserError, match="scene folder not found"):
     scenes.composite_zone_from_scenes(tmp_path / "nope", ZONE, tmp_path / "o")
 
 
 def test_bad_item_json(tmp_path):
   folder = write_item(tmp_path / "s", "x", "2023-01-01", 100)
   (folder / "x.json").write_text("{}")
-  with pytest.raises(PrepError, match=r"x\.json: not a STAC item"):
+  with pytest.raises(UserError, match=r"x\.json: not a STAC item"):
     scenes.discover_scenes(tmp_path / "s")
 
 
@@ -281,7 +282,7 @@ def test_truncated_jp2_names_the_file(tmp_path):
                      "S2B_MSIL2A_20230612T105619_N0509_R094_T31UCP_20230612T140000", 1600)
   path = next(safe.rglob("*_B03_10m.jp2"))
   path.write_bytes(path.read_bytes()[:200])
-  with pytest.raises(PrepError, match=r"B03_10m\.jp2: unreadable .*re-download scene S2B"):
+  with pytest.raises(UserError, match=r"B03_10m\.jp2: unreadable .*re-download scene S2B"):
     scenes.composite_zone_from_scenes(tmp_path / "safe", ZONE, tmp_path / "out",
                                       progress=False)
 
@@ -366,7 +367,7 @@ def test_neighbouring_utm_zone_fills_only_where_own_tile_is_invalid(tmp_path):
 def test_zone_off_the_grid_is_refused_before_reading(tmp_path, scene_dir):
   off = Zone("t_0", "Test", "Town", 0, EPSG, x0=400_005.0, y0=5_000_000.0,
              width=30, height=30)
-  with pytest.raises(PrepError, match=r"^zone t_0: corner x0=400005\.0.* off the 10 m "
+  with pytest.raises(UserError, match=r"^zone t_0: corner x0=400005\.0.* off the 10 m "
                                       r"Sentinel-2 grid"):
     scenes.composite_zone_from_scenes(scene_dir, off, tmp_path / "out", progress=False)
   assert not (tmp_path / "out").exists()
@@ -511,6 +512,6 @@ def test_real_flanders_series_through_prep_composite(tmp_path, capsys):
 def test_real_tiny_safe_is_refused_for_lacking_b08(tmp_path):
   """The real SAFE of baseline 04.00 has B02-B04 only: the reader names what is missing."""
   safe = next((REAL / "safe_tiny_T34TGN_N0400").glob("*.SAFE"))
-  with pytest.raises(PrepError, match=rf"{safe.name}: scene lacks B08 "
+  with pytest.raises(UserError, match=rf"{safe.name}: scene lacks B08 "
                                       r"\(GRANULE/\*/IMG_DATA/R10m/\*_B08_10m\.jp2\)"):
     scenes.discover_scenes(safe.parent)

@@ -18,11 +18,13 @@ import rasterio  # noqa: E402
 import rasterio.windows  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
-from prep import zonefolder  # noqa: E402
-from prep.errors import PrepError  # noqa: E402
-from prep.zones import Zone  # noqa: E402
+from cropcontracts import zonefolder  # noqa: E402
+from cropcontracts.errors import UserError  # noqa: E402
+from cropcontracts.zone import Zone  # noqa: E402
 from tfds_builder.cropmap import cropmap_dataset_builder as cb  # noqa: E402
-from tfds_builder.cropmap import patching, stats, testing  # noqa: E402
+from cropcontracts import moments as moments_lib
+from tfds_builder.cropmap import patching  # noqa: E402
+from tests import fixtures as testing  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = dict(name="tiny", patch_size=16)
@@ -64,9 +66,9 @@ def test_assign_splits_round_robin_across_regions():
 
 def test_assign_splits_errors():
   zs = [Zone(f"a_{i}", "a", "a", i, 32631, 0.0, 0.0) for i in (1, 2, 3, 4)]
-  with pytest.raises(PrepError, match=r"regions \['a'\] have no zone with index 0"):
+  with pytest.raises(UserError, match=r"regions \['a'\] have no zone with index 0"):
     patching.assign_splits(zs, 0, 3)
-  with pytest.raises(PrepError, match="only 2 non-test zone"):
+  with pytest.raises(UserError, match="only 2 non-test zone"):
     patching.assign_splits(zs[:3], 1, 3)
 
 
@@ -79,8 +81,8 @@ def test_moments_merge_equals_direct():
   rng = np.random.default_rng(0)
   img = rng.integers(0, 5000, (3, 10, 7, 4)).astype(np.uint16)
   img[rng.random(img.shape) < 0.3] = 0
-  parts = [stats.moments_of(img[:, i:i + 3]) for i in range(0, 10, 3)]
-  mean, std = stats.mean_std(stats.merge_all(parts))
+  parts = [moments_lib.moments_of(img[:, i:i + 3]) for i in range(0, 10, 3)]
+  mean, std = moments_lib.mean_std(moments_lib.merge_all(parts))
   x = np.where(img == 0, np.nan, img.astype(np.float64))
   np.testing.assert_allclose(mean, np.nanmean(x, axis=(1, 2)), rtol=1e-6)
   np.testing.assert_allclose(std, np.nanstd(x, axis=(1, 2)), rtol=1e-5)
@@ -140,7 +142,7 @@ def test_metadata_stats_and_counts_equal_numpy(built, zones):
     zfs = [zonefolder.open_zone(zones / z) for z in md["zones_per_split"][fold]]
     x = np.concatenate([z.read_image().astype(np.float64) for z in zfs], axis=1)
     x[x == 0] = np.nan
-    mean, std = stats.mean_std(stats.Moments.from_json(md["moments_per_fold"][fold]))
+    mean, std = moments_lib.mean_std(moments_lib.Moments.from_json(md["moments_per_fold"][fold]))
     np.testing.assert_allclose(mean, np.nanmean(x, axis=(1, 2)), rtol=1e-6)
     np.testing.assert_allclose(std, np.nanstd(x, axis=(1, 2)), rtol=1e-5)
     labels = np.concatenate([z.read_labels()[:32, :32].ravel() for z in zfs])
@@ -161,7 +163,8 @@ def test_metadata_stats_and_counts_equal_numpy(built, zones):
 
 def test_tfds_build_cli_and_beam_match_builder_api(built, zones, tmp_path):
   """The stock `tfds build` command, then the same command through Apache Beam."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+             PYTHONPATH=str(REPO))   # this checkout, whichever one the venv installed
   tfds_cli = pathlib.Path(sys.executable).parent / "tfds"
   cmd = [str(tfds_cli), "build", str(REPO / "tfds_builder" / "cropmap"),
          f"--config={json.dumps(TINY)}", f"--data_dir={tmp_path / 'cli'}",
@@ -191,7 +194,7 @@ def test_tfds_build_cli_and_beam_match_builder_api(built, zones, tmp_path):
 def test_empty_manual_dir_is_a_clear_error(tmp_path):
   (tmp_path / "empty").mkdir()
   builder = cb.Builder(config="france2023", data_dir=str(tmp_path / "data"))
-  with pytest.raises(PrepError, match=r"empty: holds no zone folder .*--config=france2023 "
+  with pytest.raises(UserError, match=r"empty: holds no zone folder .*--config=france2023 "
                      r"--manual_dir="):
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=str(tmp_path / "empty")))
@@ -207,7 +210,7 @@ def _broken_copy(zones, tmp_path):
 def test_missing_file_names_zone_and_file(zones, tmp_path):
   root = _broken_copy(zones, tmp_path)
   (root / "beta_2" / "parcels.tif").unlink()
-  with pytest.raises(PrepError, match=r"zone beta_2: .*beta_2/parcels.tif is missing"):
+  with pytest.raises(UserError, match=r"zone beta_2: .*beta_2/parcels.tif is missing"):
     build(root, tmp_path / "data")
 
 
@@ -219,7 +222,7 @@ def test_mismatched_grids_name_zone_and_file(zones, tmp_path):
   profile["transform"] = rasterio.Affine(10, 0, 123450.0, 0, -10, 5_500_000.0)
   with rasterio.open(path, "w", **profile) as dst:
     dst.write(data)
-  with pytest.raises(PrepError, match=r"zone alpha_1: .*alpha_1/labels.tif is on grid"):
+  with pytest.raises(UserError, match=r"zone alpha_1: .*alpha_1/labels.tif is on grid"):
     build(root, tmp_path / "data")
 
 
@@ -229,7 +232,7 @@ def test_nomenclature_version_mismatch(zones, tmp_path):
   meta = json.loads(meta_path.read_text())
   meta["labels"]["nomenclature"] = "v0"
   meta_path.write_text(json.dumps(meta))
-  with pytest.raises(PrepError, match=r"zone beta_3: .*meta.json says nomenclature 'v0', "
+  with pytest.raises(UserError, match=r"zone beta_3: .*meta.json says nomenclature 'v0', "
                      r"the builder config expects 'v1'"):
     build(root, tmp_path / "data")
 
@@ -239,7 +242,7 @@ def test_months_mismatch(zones, tmp_path):
   shutil.rmtree(root / "alpha_3")
   testing.write_zone(root, testing.synthetic_zone("Alpha", "alpha", 3, 40, 36), seed=1,
                      months=testing.MONTHS[:6])
-  with pytest.raises(PrepError, match=r"zone alpha_3: .*s2.tif has months .* all zones "
+  with pytest.raises(UserError, match=r"zone alpha_3: .*s2.tif has months .* all zones "
                      r"of a dataset must share months and bands"):
     build(root, tmp_path / "data")
 
@@ -273,7 +276,7 @@ def test_demo_source_generates_zones_unless_manual_dir_has_them(zones, tmp_path,
 _CLI_WITH_SMALL_DEMO = """
 import pathlib, sys
 import prep.demo
-from tfds_builder.cropmap import testing
+from tests import fixtures as testing
 def make_demo(out_dir, seed=0):   # stands in for the real region (minutes to write)
   return testing.write_zones(pathlib.Path(out_dir) / "zones", height=64, width=64)
 prep.demo.make_demo = make_demo
@@ -331,7 +334,7 @@ def test_france2023_is_found_by_name_but_not_listed():
 def test_dataset_version_follows_the_nomenclature():
   """Moving prep to another nomenclature must come with a new dataset VERSION:
   update cb.NOMENCLATURE, bump cb.Builder.VERSION and add a release note."""
-  from prep import nomenclature
+  from cropcontracts import nomenclature
   assert cb.NOMENCLATURE == nomenclature.VERSION, (
       "prep's nomenclature changed: bump the cropmap VERSION, add a RELEASE_NOTES "
       "entry and set cropmap_dataset_builder.NOMENCLATURE")

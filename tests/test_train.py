@@ -1,7 +1,6 @@
 """Training: losses by hand, resume after SIGTERM == uninterrupted, 4 devices == 1."""
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -9,83 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from configs.hybrid import get_config
-from jaxcrop import checkpoint, input_pipeline, losses, train
+from jaxcrop import checkpoint, losses, train
+from tests.fixtures import FakeData, fake_batch, tiny_config
 
 K, T, C, S = 3, 4, 4, 16
-
-
-@pytest.fixture(scope="session", autouse=True)
-def compilation_cache(tmp_path_factory):
-  """The runs below compile the same functions: share them through a disk cache."""
-  cache = str(tmp_path_factory.mktemp("jax_cache"))
-  old = {k: getattr(jax.config, k) for k in
-         ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
-  jax.config.update("jax_compilation_cache_dir", cache)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  yield
-  for k, v in old.items():
-    jax.config.update(k, v)
-
-
-def fake_meta():
-  return input_pipeline.DatasetMeta(
-      num_classes=K, class_names=["wheat", "maize", "vines"], tier2_names=["cereal", "vines"],
-      tier1_names=["crop"], tier2_of=np.array([0, 0, 1]), tier1_of=np.zeros(K, np.int32),
-      colors=["#ffff00", "#ff8800", "#880088"], months=list(range(1, T + 1)),
-      bands=["B2", "B3", "B4", "B8"], mean=np.zeros((T, C), np.float32),
-      std=np.ones((T, C), np.float32), class_pixel_counts=np.array([400, 100, 0]),
-      nomenclature_version="v1", version="1.0.0", builder_config="fake")
-
-
-def fake_batch(rng, b):
-  """Learnable patches: class k pixels have band mean k; a few unlabelled."""
-  label = rng.integers(0, 2, (b, S, S)).astype(np.int32)
-  image = rng.normal(size=(b, T, S, S, C)).astype(np.float32) * 0.5
-  image += label[:, None, :, :, None]
-  label[:, :2] = 255
-  return {"image": image, "label": label}
-
-
-class FakeData:
-  """Stands in for jaxcrop.input_pipeline: deterministic batches per (seed, step)."""
-
-  def __init__(self, sigterm_at=None):
-    self.sigterm_at = sigterm_at
-
-  def load_meta(self, cfg_data):
-    return fake_meta()
-
-  def train_iterator(self, cfg_data, *, seed, start_step=0):
-    step = start_step
-    while True:
-      if step == self.sigterm_at:
-        os.kill(os.getpid(), signal.SIGTERM)   # preemption: the step in flight finishes
-      yield fake_batch(np.random.default_rng([seed, step]), cfg_data.batch_size // jax.process_count())
-      step += 1
-
-  def eval_batches(self, cfg_data, split):
-    """Two batches, the second with one padding example; 4×4-pixel parcels."""
-    rng = np.random.default_rng(99)
-    n = cfg_data.eval_batch_size
-    blocks = (np.arange(S)[:, None] // 4) * (S // 4) + np.arange(S)[None, :] // 4 + 1
-    for i in range(2):
-      b = fake_batch(rng, n)
-      b["mask"] = np.array([1.0] * (n - i) + [0.0] * i, np.float32)
-      b["parcels"] = np.broadcast_to(blocks, (n, S, S)).astype(np.uint32)
-      b["zone_id"] = np.array([f"z{i}{j}".encode() for j in range(n)])
-      b["region"] = np.array([b"north", b"south"][i:i + 1] * n)
-      yield b
-
-
-def tiny_config(**train_overrides):
-  c = get_config("tiny")
-  c.model.temporal.dropout = 0.1        # exercises the per-step dropout rng
-  c.train.tensorboard = False       # metrics.jsonl only: no TensorFlow import
-  c.optimizer.lr = 3e-2
-  c.train.update(train_overrides)
-  return c
-
 
 def test_class_weights_by_hand():
   w = losses.class_weights([400, 100, 0], "inv_sqrt")
@@ -158,9 +84,8 @@ def test_sigterm_then_resume_equals_uninterrupted(uninterrupted, tmp_path, capsy
 
 def train_on_cpu_devices(n: int, workdir, config_code: str = "c = tiny_config()"):
   """Trains on FakeData in a child process that sees `n` forced CPU devices."""
-  code = ("import sys; sys.path.insert(0, '.');"
-          f"import jax; assert jax.device_count() == {n};"
-          "from tests.test_train import FakeData, tiny_config; from jaxcrop import train;"
+  code = (f"import jax; assert jax.device_count() == {n};"
+          "from tests.fixtures import FakeData, tiny_config; from jaxcrop import train;"
           f"{config_code}; train.train_and_evaluate(c, {str(workdir)!r}, data=FakeData())")
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}",
          "JAX_PLATFORMS": "cpu"}
@@ -210,8 +135,7 @@ import jax
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2,
                            process_id=pid)
-sys.path.insert(0, ".")
-from tests.test_train import FakeData, tiny_config
+from tests.fixtures import FakeData, tiny_config
 from jaxcrop import train
 data = FakeData(sigterm_at=sigterm_at if pid == 1 and sigterm_at >= 0 else None)
 result = train.train_and_evaluate(tiny_config(num_steps=10, eval_every=5), workdir, data=data)

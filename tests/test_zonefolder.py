@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import rasterio
 
-from prep import zonefolder as ZF
+from cropcontracts import zonefolder as ZF
 from prep import zones as Z
-from prep.errors import PrepError
+from cropcontracts.errors import UserError
 
 
 def _zone(zone_id="t_0", lon=1.489, px=20):
@@ -57,7 +57,7 @@ def test_round_trip_arrays_grid_and_band_order(tmp_path):
 
 def test_refuses_folder_of_another_zone(tmp_path):
   _write(tmp_path / "z", _zone("a_0"))
-  with pytest.raises(PrepError, match="already holds zone 'a_0'"):
+  with pytest.raises(UserError, match="already holds zone 'a_0'"):
     _write(tmp_path / "z", _zone("b_0", lon=1.6))
 
 
@@ -65,7 +65,7 @@ def test_missing_file_and_wrong_grid_are_named(tmp_path):
   zone = _zone()
   _write(tmp_path / "z", zone)
   (tmp_path / "z" / "parcels.csv").unlink()
-  with pytest.raises(PrepError, match=r"zone t_0: .*parcels.csv is missing"):
+  with pytest.raises(UserError, match=r"zone t_0: .*parcels.csv is missing"):
     ZF.open_zone(tmp_path / "z")
   _write(tmp_path / "y", zone)
   other = _zone(px=24)
@@ -74,7 +74,7 @@ def test_missing_file_and_wrong_grid_are_named(tmp_path):
                      dtype="uint8", width=24, height=24, crs=other.crs,
                      transform=other.transform) as dst:
     dst.write(labels)
-  with pytest.raises(PrepError, match=r"labels.tif is on grid .* not the zone grid"):
+  with pytest.raises(UserError, match=r"labels.tif is on grid .* not the zone grid"):
     ZF.open_zone(tmp_path / "y")
 
 
@@ -84,10 +84,10 @@ def test_incomplete_stage_is_not_taken_for_complete(tmp_path):
   meta = json.loads((tmp_path / "z" / "meta.json").read_text())
   del meta["imagery"]
   (tmp_path / "z" / "meta.json").write_text(json.dumps(meta))
-  with pytest.raises(PrepError, match="imagery incomplete"):
+  with pytest.raises(UserError, match="imagery incomplete"):
     ZF.open_zone(tmp_path / "z")
   assert not list((tmp_path / "z").glob("*.partial"))
-  with pytest.raises(PrepError, match="holds no zone folder"):
+  with pytest.raises(UserError, match="holds no zone folder"):
     ZF.find_zones(tmp_path / "z")
 
 
@@ -97,7 +97,7 @@ def test_truncated_raster_is_reported(tmp_path):
   p = tmp_path / "z" / "s2.tif"
   data = p.read_bytes()
   p.write_bytes(data[: len(data) // 2])
-  with pytest.raises(PrepError, match="s2.tif"):
+  with pytest.raises(UserError, match="s2.tif"):
     zf = ZF.open_zone(tmp_path / "z")
     zf.read_image()
 
@@ -121,7 +121,7 @@ def test_interrupted_rerun_leaves_the_stage_incomplete(tmp_path, monkeypatch):
   meta = json.loads((tmp_path / "z" / "meta.json").read_text())
   assert "imagery" in meta and "labels" not in meta
   ZF.open_zone(tmp_path / "z")                          # imagery is still whole
-  with pytest.raises(PrepError, match="labels"):
+  with pytest.raises(UserError, match="labels"):
     ZF.open_zone(tmp_path / "z", require_labels=True)
   assert not list((tmp_path / "z").glob(".*partial"))
 

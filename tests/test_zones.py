@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from prep import zones as Z
-from prep.errors import PrepError
+from cropcontracts.errors import UserError
 
 
 def test_utm_epsg_of_study_towns():
@@ -13,7 +13,7 @@ def test_utm_epsg_of_study_towns():
   assert Z.utm_epsg(-1.21, 48.12) == 32630    # Vitré: 6°W-0°
   assert Z.utm_epsg(7.36, 48.08) == 32632     # Colmar: 6°E-12°E
   assert Z.utm_epsg(-70.0, -33.0) == 32719    # southern hemisphere
-  with pytest.raises(PrepError):
+  with pytest.raises(UserError):
     Z.utm_epsg(0.0, 85.0)
 
 
@@ -71,9 +71,9 @@ def test_zones_table_round_trip_and_errors(tmp_path):
   assert [z.zone_id for z in back] == [z.zone_id for z in zs]
   assert back[1].x0 == zs[1].x0 and math.isnan(back[1].cropland_fraction)
   Z.write_zones(zs + zs[:1], p)
-  with pytest.raises(PrepError, match="duplicate zone ids"):
+  with pytest.raises(UserError, match="duplicate zone ids"):
     Z.read_zones(p)
-  with pytest.raises(PrepError, match="unknown zone id"):
+  with pytest.raises(UserError, match="unknown zone id"):
     Z.select(zs, ["nowhere_9"])
-  with pytest.raises(PrepError, match="not found"):
+  with pytest.raises(UserError, match="not found"):
     Z.read_zones(tmp_path / "missing.csv")

@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cropcontracts.dataset_meta import unet_min_side
+
 PIXEL_AXES = ("batch", "row", "col")   # nn.vmap axis names in impl="vmap"
 
 
@@ -222,7 +224,7 @@ class HybridModel(nn.Module):
   def __call__(self, x, train: bool = False):
     b, t, h, w, c = x.shape
     levels = len(self.unet.get("widths", UNet.widths))
-    m = 2 ** (levels - 1)
+    m = unet_min_side(levels)
     if h % m or w % m:
       raise ValueError(
           f"patch sides {h}x{w} must be divisible by {m} (2^(depth-1) for a "

@@ -8,7 +8,7 @@ Built by the stock TFDS command line from the repository root:
   tfds build tfds_builder/cropmap --config=france2023 --manual_dir=out/zones \
       --beam_pipeline_options="runner=DirectRunner"
 
-Input: a folder of zone folders (`prep/zonefolder.py`), read one strip of
+Input: a folder of zone folders (`cropcontracts/zonefolder.py`), read one strip of
 patch rows at a time. Output splits: `test` (the zones with index
 `test_zone_index`, full coverage) and `fold0..fold{n-1}` (the other zones,
 whole zones dealt round-robin). See `patching.py` for the rules and
@@ -21,22 +21,19 @@ import os
 import pathlib
 import sys
 
-_REPO = pathlib.Path(__file__).resolve().parents[2]
-if str(_REPO) not in sys.path:  # `tfds build` imports this file as `cropmap.…`
-  sys.path.insert(0, str(_REPO))
-
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
-from prep import atomic
-from prep import nomenclature as nomenclature_lib
-from prep.errors import PrepError
+from cropcontracts import atomic
+from cropcontracts import moments as moments_lib
+from cropcontracts import nomenclature as nomenclature_lib
+from cropcontracts import errors
+from cropcontracts import zonefolder
+from cropcontracts.errors import UserError
 from tfds_builder.cropmap import patching
-from tfds_builder.cropmap import stats
 
-BANDS = 4
 # The nomenclature of this dataset VERSION. prep moving to another one changes
 # every label, so it needs a new VERSION and release note (tests tie the two).
 NOMENCLATURE = "v1"
@@ -109,7 +106,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         shape=shape, dtype=dtype, encoding=tfds.features.Encoding.BYTES)
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            "image": tensor((None, p, p, BANDS), np.uint16),
+            "image": tensor((None, p, p, len(zonefolder.BANDS)), np.uint16),
             "label": tensor((p, p), np.uint8),
             "parcels": tensor((p, p), np.int32),  # tf.io.decode_raw has no uint32
             "valid_count": tensor((None, p, p), np.uint8),
@@ -153,7 +150,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       with atomic.file_lock(lock, wait=False):
         return self._download_and_prepare_alone(download_config, **kwargs)
     except atomic.LockHeld:
-      raise PrepError(f"{lock}: another build of cropmap/{self.builder_config.name} is "
+      raise UserError(f"{lock}: another build of cropmap/{self.builder_config.name} is "
                       f"running on this data_dir; wait for it to finish (a killed build "
                       f"holds no lock), then rerun") from None
 
@@ -196,7 +193,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     if self.builder_config.source == "demo":
       from prep import demo  # pylint: disable=g-import-not-at-top
       return pathlib.Path(demo.make_demo(_demo_dir(dl_manager.download_dir), seed=0))
-    raise PrepError(
+    raise UserError(
         f"--manual_dir={manual}: {'holds no zone folder (no */meta.json)' if manual and pathlib.Path(manual).is_dir() else 'does not exist'}; "
         f"config {self.builder_config.name} needs the zone folders written by prep, "
         f"e.g. `tfds build tfds_builder/cropmap --config={self.builder_config.name} "
@@ -237,12 +234,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       patches[split] = sum(s["patches"] for s in summaries)
       dropped[split] = sum(s["dropped"] for s in summaries)
       if not patches[split]:
-        raise PrepError(
+        raise UserError(
             f"split {split} (zones {[z.zone_id for z in zs]}) has no patch of "
             f"{cfg.patch_size} px with a labelled pixel; use a smaller patch_size "
             f"or larger zones")
       if split != patching.TEST:
-        moments[split] = stats.merge_all(s["moments"] for s in summaries).to_json()
+        moments[split] = moments_lib.merge_all(s["moments"] for s in summaries).to_json()
       if dropped[split]:
         logging.info("cropmap %s: dropped %d patch(es) without any labelled "
                      "pixel, kept %d", split, dropped[split], patches[split])
@@ -283,8 +280,8 @@ def _normalization(moments_per_fold: dict) -> dict:
   merges that subset's `moments_per_fold` instead (`input_pipeline.load_meta`),
   so that validation zones stay out of the statistics."""
   folds = sorted(moments_per_fold)
-  mean, std = stats.mean_std(stats.merge_all(
-      stats.Moments.from_json(moments_per_fold[f]) for f in folds))
+  mean, std = moments_lib.mean_std(moments_lib.merge_all(
+      moments_lib.Moments.from_json(moments_per_fold[f]) for f in folds))
   return dict(splits="+".join(folds), mean=mean.tolist(), std=std.tolist())
 
 
@@ -304,19 +301,19 @@ def _demo_dir(download_dir) -> pathlib.Path:
 
 
 class _OneLineErrors(app.ExceptionHandler):
-  """Under the `tfds` command line: a PrepError (a bad or missing input) is one
+  """Under the `tfds` command line: a UserError (a bad or missing input) is one
   line naming the zone, the file and the fix, and exit status 2, not a
   traceback. absl calls handlers once the stack has unwound (TFDS has already
   removed its incomplete folders), and catches SystemExit raised in them, hence
   `os._exit` after flushing."""
 
   def wants(self, exc) -> bool:
-    return isinstance(exc, PrepError)
+    return isinstance(exc, UserError)
 
   def handle(self, exc) -> None:
     sys.stdout.flush()
-    print(f"tfds build cropmap: error: {exc}", file=sys.stderr, flush=True)
-    os._exit(2)  # pylint: disable=protected-access
+    print(f"tfds build cropmap: error: {errors.one_line(exc)}", file=sys.stderr, flush=True)
+    os._exit(errors.USER_EXIT)  # pylint: disable=protected-access
 
 
 _UNDER_TFDS_CLI = "tensorflow_datasets.scripts.cli.main" in sys.modules

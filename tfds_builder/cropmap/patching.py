@@ -24,12 +24,11 @@ from typing import Iterator, Sequence
 import affine
 import numpy as np
 
-from prep import zonefolder
-from prep.errors import PrepError
-from tfds_builder.cropmap import stats
+from cropcontracts import moments as moments_lib
+from cropcontracts import zonefolder
+from cropcontracts.errors import UserError
 
 TEST = "test"
-IGNORE = zonefolder.IGNORE
 
 
 def fold_name(i: int) -> str:
@@ -41,7 +40,7 @@ def assign_splits(zones: Sequence, test_zone_index: int = 0,
   """zone_id -> split name (`test` or `fold<i>`); deterministic, zone-wise.
 
   Args:
-    zones: objects with `zone_id`, `region`, `index` (e.g. prep.zones.Zone).
+    zones: objects with `zone_id`, `region`, `index` (e.g. cropcontracts.zone.Zone).
   """
   by_region = collections.defaultdict(list)
   for z in zones:
@@ -57,10 +56,10 @@ def assign_splits(zones: Sequence, test_zone_index: int = 0,
   missing = sorted(r for r in by_region
                    if all(z.index != test_zone_index for z in by_region[r]))
   if missing:
-    raise PrepError(f"regions {missing} have no zone with index {test_zone_index} "
+    raise UserError(f"regions {missing} have no zone with index {test_zone_index} "
                     f"for the test split; set the builder config's test_zone_index")
   if dealt < num_folds:
-    raise PrepError(f"only {dealt} non-test zone(s) for {num_folds} folds; "
+    raise UserError(f"only {dealt} non-test zone(s) for {num_folds} folds; "
                     f"add zone folders or use fewer folds")
   return split
 
@@ -93,7 +92,7 @@ def _pad(a: np.ndarray, rows: int, cols: int, value, axes=(-2, -1)) -> np.ndarra
 def _as_int32(parcels: np.ndarray, zf) -> np.ndarray:
   """Parcel indices as int32: TFDS cannot decode uint32 bytes."""
   if parcels.size and parcels.max() > np.iinfo(np.int32).max:
-    raise PrepError(f"zone {zf.zone_id}: {zf.path / 'parcels.tif'} holds parcel "
+    raise UserError(f"zone {zf.zone_id}: {zf.path / 'parcels.tif'} holds parcel "
                     f"index {int(parcels.max())} > 2^31-1; rerun `python -m prep labels`")
   return np.ascontiguousarray(parcels).astype(np.int32)
 
@@ -105,7 +104,7 @@ def _strip(zf: zonefolder.ZoneFolder, r0: int, rows: int, cols: int) -> dict:
   return dict(
       image=_pad(zf.read_image(win), rows, cols, 0, axes=(1, 2)),
       valid_count=_pad(zf.read_valid_count(win), rows, cols, 0),
-      label=_pad(zf.read_labels(win), rows, cols, IGNORE),
+      label=_pad(zf.read_labels(win), rows, cols, zonefolder.NO_LABEL),
       parcels=_pad(zf.read_parcels(win), rows, cols, 0))
 
 
@@ -127,7 +126,7 @@ def zone_patches(zone_path: str, patch: int, full_cover: bool,
     for c in cols:
       cut = np.s_[..., c:c + patch]
       label = s["label"][:, c:c + patch]
-      if not full_cover and not (label != IGNORE).any():
+      if not full_cover and not (label != zonefolder.NO_LABEL).any():
         continue
       yield f"{z.zone_id}_{r}_{c}", dict(
           image=np.ascontiguousarray(s["image"][:, :, c:c + patch]),
@@ -143,7 +142,7 @@ def zone_summary(zf: zonefolder.ZoneFolder, patch: int, full_cover: bool,
   """What the metadata needs from one zone, read strip by strip.
 
   Returns:
-    dict: `moments` (stats.Moments [T, C] of the whole zone, or None),
+    dict: `moments` (moments_lib.Moments [T, C] of the whole zone, or None),
     `class_pixels` int [K] over the area the split keeps, `patches` kept,
     `dropped` (whole patches without any labelled pixel, dropped when not
     full_cover).
@@ -156,20 +155,20 @@ def zone_summary(zf: zonefolder.ZoneFolder, patch: int, full_cover: bool,
   for r in range(0, z.height, patch):
     win = ((r, min(r + patch, z.height)), (0, z.width))
     if with_moments:
-      m = stats.moments_of(zf.read_image(win))
-      moments = m if moments is None else stats.merge(moments, m)
+      m = moments_lib.moments_of(zf.read_image(win))
+      moments = m if moments is None else moments_lib.merge(moments, m)
     if r not in rows:
       continue
-    label = _pad(zf.read_labels(win), patch, len(cols) * patch, IGNORE)
+    label = _pad(zf.read_labels(win), patch, len(cols) * patch, zonefolder.NO_LABEL)
     per_patch = label.reshape(patch, len(cols), patch).transpose(1, 0, 2)
-    labelled = (per_patch != IGNORE).any(axis=(1, 2))
+    labelled = (per_patch != zonefolder.NO_LABEL).any(axis=(1, 2))
     keep = labelled | full_cover
     kept += int(keep.sum())
     dropped += int((~keep).sum())
     values = per_patch[keep]
-    values = values[values != IGNORE]
+    values = values[values != zonefolder.NO_LABEL]
     if values.size and values.max() >= num_classes:
-      raise PrepError(f"zone {z.zone_id}: {zf.path / 'labels.tif'} holds class "
+      raise UserError(f"zone {z.zone_id}: {zf.path / 'labels.tif'} holds class "
                       f"{int(values.max())} >= {num_classes} classes of nomenclature "
                       f"{zf.nomenclature}; rerun `python -m prep labels`")
     class_pixels += np.bincount(values, minlength=num_classes)
@@ -178,17 +177,17 @@ def zone_summary(zf: zonefolder.ZoneFolder, patch: int, full_cover: bool,
 
 
 def check_zones(zones: Sequence[zonefolder.ZoneFolder], nomenclature: str) -> None:
-  """Raises PrepError unless all zones share months and bands and are labelled
+  """Raises UserError unless all zones share months and bands and are labelled
   with `nomenclature`."""
   first = zones[0]
   for zf in zones:
     if zf.nomenclature != nomenclature:
-      raise PrepError(
+      raise UserError(
           f"zone {zf.zone_id}: {zf.path / 'meta.json'} says nomenclature "
           f"{zf.nomenclature!r}, the builder config expects {nomenclature!r}; "
           f"relabel with `python -m prep labels` or build a config for {zf.nomenclature!r}")
     if zf.months != first.months or zf.bands != first.bands:
-      raise PrepError(
+      raise UserError(
           f"zone {zf.zone_id}: {zf.path / 's2.tif'} has months {zf.months} bands "
           f"{zf.bands}, zone {first.zone_id} has {first.months} {first.bands}; "
           f"all zones of a dataset must share months and bands — rerun prep for one")

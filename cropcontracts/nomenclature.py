@@ -18,19 +18,20 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
+import pathlib
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from prep.errors import PrepError
-from prep.zones import DATA_DIR
+from cropcontracts.errors import UserError
+from cropcontracts.zonefolder import NO_LABEL
 
+DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
 VERSION = "v1"
-IGNORE = 255
 IGNORE_NAME = "ignore"
 
 
-class UnknownCodeError(PrepError):
+class UnknownCodeError(UserError):
   """RPG codes that the nomenclature does not list."""
 
   def __init__(self, codes: Iterable[str], version: str):
@@ -38,7 +39,7 @@ class UnknownCodeError(PrepError):
     super().__init__(
         f"{len(self.codes)} RPG CODE_CULTU value(s) not in nomenclature {version}: "
         f"{', '.join(self.codes[:40])}{' …' if len(self.codes) > 40 else ''}; "
-        f"add them to prep/data/rpg_codes_{version}.csv (tier3 `ignore` to skip "
+        f"add them to cropcontracts/data/rpg_codes_{version}.csv (tier3 `ignore` to skip "
         f"them) and bump the version")
 
 
@@ -79,7 +80,7 @@ class Nomenclature:
     return self.tier3.index(name)
 
   def classes_of_codes(self, codes: Sequence[str]) -> np.ndarray:
-    """uint8 [N] tier-3 class ids of RPG codes; IGNORE for `ignore` codes.
+    """uint8 [N] tier-3 class ids of RPG codes; NO_LABEL for `ignore` codes.
 
     Raises UnknownCodeError listing every code the table lacks.
     """
@@ -88,7 +89,7 @@ class Nomenclature:
     if unknown:
       raise UnknownCodeError(unknown, self.version)
     ids = {n: i for i, n in enumerate(self.tier3)}
-    return np.array([ids.get(self.code_to_tier3[c], IGNORE) for c in codes],
+    return np.array([ids.get(self.code_to_tier3[c], NO_LABEL) for c in codes],
                     np.uint8)
 
   def rgb(self) -> np.ndarray:
@@ -104,23 +105,23 @@ def load(version: str = VERSION) -> Nomenclature:
   rpath = DATA_DIR / f"rpg_codes_{version}.csv"
   for p in (cpath, rpath):
     if not p.is_file():
-      raise PrepError(f"nomenclature {version}: {p} not found")
+      raise UserError(f"nomenclature {version}: {p} not found")
   with cpath.open(encoding="utf-8", newline="") as f:
     classes = list(csv.DictReader(f))
   if [int(r["class_id"]) for r in classes] != list(range(len(classes))):
-    raise PrepError(f"{cpath}: class_id must run 0..K-1 in order")
-  if len(classes) >= IGNORE:
-    raise PrepError(f"{cpath}: at most {IGNORE} classes fit in uint8")
+    raise UserError(f"{cpath}: class_id must run 0..K-1 in order")
+  if len(classes) >= NO_LABEL:
+    raise UserError(f"{cpath}: at most {NO_LABEL} classes fit in uint8")
   with rpath.open(encoding="utf-8", newline="") as f:
     rows = list(csv.DictReader(f))
   codes = [r["CODE_CULTU"].strip() for r in rows]
   dup = sorted({c for c in codes if codes.count(c) > 1})
   if dup:
-    raise PrepError(f"{rpath}: duplicate CODE_CULTU {dup}; keep one row per code")
+    raise UserError(f"{rpath}: duplicate CODE_CULTU {dup}; keep one row per code")
   names = {r["tier3"] for r in classes}
   bad = sorted({r["tier3"] for r in rows} - names - {IGNORE_NAME})
   if bad:
-    raise PrepError(f"{rpath}: tier3 names {bad} are not in {cpath.name}")
+    raise UserError(f"{rpath}: tier3 names {bad} are not in {cpath.name}")
   return Nomenclature(
       version=version,
       tier3=tuple(r["tier3"] for r in classes),

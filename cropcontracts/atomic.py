@@ -1,8 +1,14 @@
-"""Atomic file writes: a stage's outputs appear whole or not at all.
+"""Atomic file writes: an output appears whole or not at all, on local disk or gs://.
 
 Every output is written under a temporary name in the destination folder and
-renamed into place (`os.replace` is atomic on one filesystem), so an interrupted
-run never leaves a half-written file that a later stage could take as complete.
+renamed into place, so an interrupted run never leaves a half-written file that
+a later stage could take as complete. Locally `os.replace` is atomic on one
+filesystem; on object stores (`gs://…`, through `etils.epath`) the temporary
+object is copied to its name, which readers see whole or not at all.
+
+This module is the only tmp+rename writer of the project: stages call
+`atomic_path` (a local path whose writer is a library such as rasterio) or
+`write_text` / `write_bytes` / `write_json` (any path, gs:// included).
 """
 from __future__ import annotations
 
@@ -20,14 +26,26 @@ def umask() -> int:
   return mask
 
 
+def is_remote(path) -> bool:
+  """True for object-store paths (`gs://…`, `s3://…`) that `os` cannot rename."""
+  return "://" in os.fspath(path)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-  """Yields a temporary path beside `path`; renames it to `path` on success.
+  """Yields a temporary local path beside `path`; renames it to `path` on success.
 
   The file gets the permissions a plain `open(path, "w")` would give
   (`mkstemp` makes it private, 0600, which would hide outputs from the
-  other users of a shared machine or bucket mount).
+  other users of a shared machine or bucket mount). For a remote `path` the
+  temporary file is local and is uploaded whole when the block succeeds.
   """
+  if is_remote(path):
+    with tempfile.TemporaryDirectory() as tmpdir:
+      tmp = pathlib.Path(tmpdir) / pathlib.PurePosixPath(os.fspath(path)).name
+      yield tmp
+      write_bytes(path, tmp.read_bytes())
+    return
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
@@ -43,10 +61,26 @@ def atomic_path(path: str | os.PathLike):
       os.remove(tmp)
 
 
-def write_json(path: str | os.PathLike, obj) -> None:
-  with atomic_path(path) as tmp:
-    pathlib.Path(tmp).write_text(json.dumps(obj, indent=2, ensure_ascii=False)
-                                 + "\n", encoding="utf-8")
+def write_bytes(path, data: bytes) -> None:
+  """Writes `data` to `path` (local or gs://) under a temporary name, then renames."""
+  if not is_remote(path):
+    with atomic_path(path) as tmp:
+      tmp.write_bytes(data)
+    return
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / f".{path.name}.partial"
+  tmp.write_bytes(data)
+  tmp.replace(path)
+
+
+def write_text(path, text: str) -> None:
+  write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, obj) -> None:
+  write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 class LockHeld(BlockingIOError):

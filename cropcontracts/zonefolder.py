@@ -29,19 +29,26 @@ from typing import Any
 
 import numpy as np
 
-from prep import atomic
-from prep.errors import PrepError
-from prep.zones import Zone
+from cropcontracts import atomic
+from cropcontracts.errors import UserError
+from cropcontracts.zone import Zone
 
 FORMAT = "jaxcrop-zone/1"
-BANDS = ("B2", "B3", "B4", "B8")
-NODATA = 0
-IGNORE = 255
+BANDS = ("B2", "B3", "B4", "B8")        # the band order of s2.tif and of every batch
+VALID_SCL = frozenset({4, 5, 6, 7})     # SCL: vegetation, not vegetated, water, unclassified
+NODATA = 0                              # reflectance nodata of s2.tif (no valid observation)
+NO_LABEL = 255                          # labels.tif: outside parcels, `ignore` codes, borders
+MONTHS_PER_YEAR = 12
 IMAGERY_FILES = ("s2.tif", "valid_count.tif")
 LABEL_FILES = ("labels.tif", "parcels.tif", "parcels.csv")
 
 _GTIFF = dict(driver="GTiff", tiled=True, blockxsize=256, blockysize=256,
               compress="deflate", predictor=2, interleave="band", BIGTIFF="IF_SAFER")
+
+
+def month_labels(year: int, n: int = MONTHS_PER_YEAR) -> list[str]:
+  """`['2023-01', …, '2023-12']`: the month labels of a year's composites."""
+  return [f"{year}-{m:02d}" for m in range(1, n + 1)]
 
 
 def band_descriptions(months, bands=BANDS) -> list[str]:
@@ -81,7 +88,7 @@ def _read_meta(folder: pathlib.Path) -> dict:
   try:
     return json.loads(p.read_text(encoding="utf-8"))
   except json.JSONDecodeError as e:
-    raise PrepError(f"{p}: not valid JSON ({e}); delete the zone folder and rerun prep")
+    raise UserError(f"{p}: not valid JSON ({e}); delete the zone folder and rerun prep")
 
 
 def holds_zone(meta: dict, zone: Zone) -> bool:
@@ -98,17 +105,17 @@ def holds_zone(meta: dict, zone: Zone) -> bool:
 
 
 def check_folder(folder, zone: Zone) -> dict:
-  """meta.json of `folder` ({} if none); a PrepError if it holds another zone.
+  """meta.json of `folder` ({} if none); a UserError if it holds another zone.
 
   Stages call it before any expensive work (reading scenes, Earth Engine
   requests), not only when they write.
   """
   folder = pathlib.Path(folder)
   if folder.exists() and not folder.is_dir():
-    raise PrepError(f"{folder}: is a file, not a zone folder; choose another output folder")
+    raise UserError(f"{folder}: is a file, not a zone folder; choose another output folder")
   meta = _read_meta(folder)
   if meta and not holds_zone(meta, zone):
-    raise PrepError(
+    raise UserError(
         f"{folder}: already holds zone {meta.get('zone', {}).get('zone_id')!r} on another "
         f"grid; choose another output folder or delete it to write {zone.zone_id!r}")
   return meta
@@ -184,7 +191,7 @@ def write_labels(folder, zone: Zone, labels: np.ndarray, parcels: np.ndarray,
   """Writes labels.tif, parcels.tif, parcels.csv, then meta.json's `labels`.
 
   Args:
-    labels: uint8 [H, W] tier-3 class ids, IGNORE (255) where no label.
+    labels: uint8 [H, W] tier-3 class ids, NO_LABEL (255) where no label.
     parcels: uint32 [H, W] 1-based parcel index into `parcel_table`, 0 = none.
     parcel_table: pandas DataFrame, one row per parcel index (column
       `parcel_index`, 1-based) with the columns listed in the module docstring.
@@ -201,7 +208,7 @@ def _write_labels(folder, zone, labels, parcels, parcel_table, info) -> None:
   meta = _claim(folder, zone)
   _begin_stage(folder, meta, "labels")
   _write_tif(folder / "labels.tif", zone, np.asarray(labels, np.uint8)[None],
-             IGNORE, ["tier-3 class"])
+             NO_LABEL, ["tier-3 class"])
   _write_tif(folder / "parcels.tif", zone, np.asarray(parcels, np.uint32)[None],
              0, ["parcel index"])
   with atomic.atomic_path(folder / "parcels.csv") as tmp:
@@ -247,7 +254,7 @@ class ZoneFolder:
       with rasterio.open(p) as src:
         return src.read(window=window)
     except rasterio.errors.RasterioError as e:
-      raise PrepError(f"zone {self.zone_id}: {p} is unreadable ({e}); it may be "
+      raise UserError(f"zone {self.zone_id}: {p} is unreadable ({e}); it may be "
                       f"truncated — rerun prep for this zone") from None
 
   def read_image(self, window=None) -> np.ndarray:
@@ -278,28 +285,28 @@ class ZoneFolder:
 def open_zone(folder, *, require_labels: bool = False) -> ZoneFolder:
   """Opens and validates a zone folder written by prep.
 
-  Raises PrepError naming the zone and the file when a file is missing, a stage
+  Raises UserError naming the zone and the file when a file is missing, a stage
   is incomplete, or the rasters are not on one grid.
   """
   import rasterio
   folder = pathlib.Path(folder)
   if not folder.is_dir():
-    raise PrepError(f"{folder}: not a zone folder (does not exist)")
+    raise UserError(f"{folder}: not a zone folder (does not exist)")
   meta = _read_meta(folder)
   if not meta or "zone" not in meta:
-    raise PrepError(f"{folder}: no meta.json; run `python -m prep composite` for this zone")
+    raise UserError(f"{folder}: no meta.json; run `python -m prep composite` for this zone")
   zone = Zone.from_row(meta["zone"])
   name = zone.zone_id
   if "imagery" not in meta:
-    raise PrepError(f"zone {name}: imagery incomplete in {folder}; run `python -m prep composite`")
+    raise UserError(f"zone {name}: imagery incomplete in {folder}; run `python -m prep composite`")
   files = list(IMAGERY_FILES)
   if require_labels and "labels" not in meta:
-    raise PrepError(f"zone {name}: no labels in {folder}; run `python -m prep labels`")
+    raise UserError(f"zone {name}: no labels in {folder}; run `python -m prep labels`")
   if "labels" in meta:
     files += LABEL_FILES
   for f in files:
     if not (folder / f).is_file():
-      raise PrepError(f"zone {name}: {folder / f} is missing; rerun prep for this zone")
+      raise UserError(f"zone {name}: {folder / f} is missing; rerun prep for this zone")
   T = len(meta["imagery"]["months"]) * len(meta["imagery"]["bands"])
   for f, count in [("s2.tif", T), ("valid_count.tif", T // 4), ("labels.tif", 1),
                    ("parcels.tif", 1)]:
@@ -311,15 +318,15 @@ def open_zone(folder, *, require_labels: bool = False) -> ZoneFolder:
                    and src.width == zone.width and src.height == zone.height
                    and np.allclose(list(src.transform)[:6], list(zone.transform)[:6]))
         if not grid_ok:
-          raise PrepError(
+          raise UserError(
               f"zone {name}: {folder / f} is on grid {src.crs} {src.width}x{src.height} "
               f"{tuple(src.transform)[:6]}, not the zone grid {zone.crs} "
               f"{zone.width}x{zone.height} {tuple(zone.transform)[:6]}")
         if src.count != count:
-          raise PrepError(f"zone {name}: {folder / f} has {src.count} bands, "
+          raise UserError(f"zone {name}: {folder / f} has {src.count} bands, "
                           f"expected {count}")
     except rasterio.errors.RasterioError as e:
-      raise PrepError(f"zone {name}: {folder / f} is unreadable ({e})") from None
+      raise UserError(f"zone {name}: {folder / f} is unreadable ({e})") from None
   return ZoneFolder(folder, meta, zone)
 
 
@@ -327,9 +334,9 @@ def find_zones(root, *, require_labels: bool = False) -> list[ZoneFolder]:
   """All zone folders directly under `root` (sorted by zone id)."""
   root = pathlib.Path(root)
   if not root.is_dir():
-    raise PrepError(f"{root}: folder of zone folders does not exist")
+    raise UserError(f"{root}: folder of zone folders does not exist")
   found = [open_zone(p, require_labels=require_labels)
            for p in sorted(root.iterdir()) if (p / "meta.json").is_file()]
   if not found:
-    raise PrepError(f"{root}: holds no zone folder (no */meta.json); run prep first")
+    raise UserError(f"{root}: holds no zone folder (no */meta.json); run prep first")
   return sorted(found, key=lambda z: z.zone_id)

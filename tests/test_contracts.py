@@ -1,0 +1,76 @@
+"""The bottom layer: the one error handler, atomic writes, the dataset-meta check."""
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+from cropcontracts import atomic, errors, zonefolder
+from cropcontracts.dataset_meta import DatasetMeta, unet_min_side
+from tests import fixtures
+
+
+def test_run_user_error_is_one_line_exit_2(capsys):
+  def bad():
+    raise errors.UserError("zones.csv: column x0\n  is not a number; fix the table")
+  assert errors.run(bad) == 2
+  assert capsys.readouterr().err == "error: zones.csv: column x0 is not a number; fix the table\n"
+
+
+def test_run_missing_path_names_the_file(capsys, tmp_path):
+  assert errors.run(open, tmp_path / "absent.gpkg") == 2
+  assert capsys.readouterr().err == f"error: {tmp_path / 'absent.gpkg'}: No such file or directory\n"
+
+
+def test_run_keeps_the_traceback_of_a_bug():
+  with pytest.raises(ValueError, match="shape"):
+    errors.run(lambda: (_ for _ in ()).throw(ValueError("shape mismatch in Conv")))
+  with pytest.raises(FloatingPointError):
+    errors.run(lambda: (_ for _ in ()).throw(FloatingPointError("nan")))
+
+
+def test_run_status_interrupt_and_warnings(capsys):
+  assert errors.run(lambda: None) == 0
+  assert errors.run(lambda: 3) == 3
+
+  def interrupted():
+    raise KeyboardInterrupt
+  assert errors.run(interrupted) == 130
+  assert capsys.readouterr().err == "interrupted\n"
+  assert errors.run(lambda: warnings.warn("month 2023-02\n has no scene")) == 0
+  assert capsys.readouterr().err == "warning: month 2023-02 has no scene\n"
+
+
+def test_atomic_write_appears_whole_with_umask_permissions(tmp_path):
+  path = tmp_path / "sub" / "meta.json"
+  atomic.write_json(path, {"a": 1})
+  assert path.read_text() == '{\n  "a": 1\n}\n'
+  assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~atomic.umask())
+  with pytest.raises(RuntimeError):
+    with atomic.atomic_path(path) as tmp:
+      tmp.write_text("half")
+      raise RuntimeError("killed")
+  assert path.read_text() == '{\n  "a": 1\n}\n'          # the old file is left intact
+  assert sorted(os.listdir(path.parent)) == ["meta.json"]  # and no temporary one
+  assert atomic.is_remote("gs://b/x.json") and not atomic.is_remote(tmp_path)
+
+
+def test_constants_have_one_home():
+  assert zonefolder.BANDS == ("B2", "B3", "B4", "B8")
+  assert zonefolder.VALID_SCL == {4, 5, 6, 7}
+  assert (zonefolder.NODATA, zonefolder.NO_LABEL) == (0, 255)
+  assert zonefolder.month_labels(2023)[::11] == ["2023-01", "2023-12"]
+  assert [unet_min_side(d) for d in (1, 3, 4)] == [1, 4, 8]
+
+
+def test_compatible_with_names_each_difference():
+  meta = fixtures.make_meta(t=3)
+  assert meta.compatible_with(fixtures.make_meta(t=3)) == []
+  other = fixtures.make_meta(t=4, bands=("B2", "B3", "B4"))
+  assert meta.compatible_with(other) == [
+      "3 months (2023-01..2023-03) vs 4 (2023-01..2023-04)",
+      "bands ['B2', 'B3', 'B4', 'B8'] vs ['B2', 'B3', 'B4']"]
+  fewer = DatasetMeta.from_json(meta.to_json())
+  fewer.class_names = fewer.class_names[:5]
+  assert meta.compatible_with(fewer) == ["classes: 23 (v1) vs 5 (v1)"]
+  np.testing.assert_array_equal(DatasetMeta.from_json(meta.to_json()).mean, meta.mean)
