@@ -114,10 +114,14 @@ def check_shards(cfg_data, builder, split: str) -> None:
   truncated, before anything is trained: the shard files must add up to the bytes
   and records dataset_info.json recorded (one stat per shard; the records are
   read only to find which shard is damaged)."""
+  import warnings  # pylint: disable=g-import-not-at-top
   tf = import_tf()
   builder = builder or _builder(cfg_data)
   for name in _fold_names(split):
-    info = builder.info.splits[name]
+    with warnings.catch_warnings():   # TFDS's split info calls a deprecated protobuf API
+      warnings.simplefilter("ignore", DeprecationWarning)
+      info = builder.info.splits[name]
+      lengths = list(info.shard_lengths)
     files = [os.fspath(p) for p in info.filepaths]
     missing = [f for f in files if not tf.io.gfile.exists(f)]
     if missing:
@@ -125,7 +129,7 @@ def check_shards(cfg_data, builder, split: str) -> None:
                          f"`{_rebuild_hint(cfg_data)}`")
     expected = info.num_bytes + _RECORD_OVERHEAD * info.num_examples
     if info.num_bytes and sum(tf.io.gfile.stat(f).length for f in files) != expected:
-      bad = _corrupt_shards(files, info.shard_lengths) or files
+      bad = _corrupt_shards(files, lengths) or files
       raise DatasetError(f"{', '.join(bad)}: damaged or truncated TFRecord shard (not the "
                          f"size dataset_info.json records); rebuild with "
                          f"`{_rebuild_hint(cfg_data)}`")
