@@ -391,10 +391,12 @@ def test_a_dataset_of_another_major_version_is_refused(dataset, tmp_path, capsys
   from tfds_builder.cropmap import cropmap_dataset_builder as cb
   assert input_pipeline.DATASET_MAJOR == cb.Builder.VERSION.major
   data_dir = tmp_path / "data"
-  future = data_dir / "cropmap" / "tiny" / "2.0.0"
+  major = input_pipeline.DATASET_MAJOR
+  future = data_dir / "cropmap" / "tiny" / f"{major + 1}.0.0"
   shutil.copytree(dataset, future)
   rc, _, err = _train(data_dir, tmp_path / "w", capsys)
-  assert_error_line(rc, err, f"{future}: cropmap dataset version 2.0.0, this code reads 1.x.x; "
+  assert_error_line(rc, err, f"{future}: cropmap dataset version {major + 1}.0.0, this code "
+                        f"reads {major}.x.x; "
                         f"rebuild it with `{_rebuild(data_dir)}` (or use the jaxcrop version "
                         f"that built it)")
   assert not (tmp_path / "w").exists()

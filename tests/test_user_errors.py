@@ -31,7 +31,8 @@ W = "{workdir}"   # replaced by a fresh path: nothing may be written there
      "--config=configs/nope.py: config file configs/nope.py not found "
      "(e.g. configs/hybrid.py:demo)"),
     ([f"--config={CONFIG}:dmeo", "--workdir", W],
-     f"--config={CONFIG}:dmeo: unknown config variant(s) ['dmeo']; expected demo, tiny"),
+     f"--config={CONFIG}:dmeo: unknown config variant(s) ['dmeo']; expected attention, "
+     f"compare, demo, hierarchical, tiny (comma-separated)"),
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.optimizer.lrr=1"],
      "--config.optimizer.lrr: no such config field (did you mean 'lr'?)"),
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.optimizr.lr=1"],
@@ -50,7 +51,7 @@ W = "{workdir}"   # replaced by a fresh path: nothing may be written there
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.train.tensorboard=maybe"],
      "--config.train.tensorboard=maybe: expected true or false, got 'maybe'"),
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.model=1"],
-     "--config.model: a group of fields; set one of them, e.g. --config.model.dtype=…"),
+     "--config.model: a group of fields; set one of them, e.g. --config.model.attention=…"),
     ([f"--config={CONFIG}:demo", "--workdir"], "--workdir: needs a value (--workdir=VALUE)"),
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.eval.max_batches=x"],   # placeholder
      "--config.eval.max_batches=x: invalid literal for int() with base 10: 'x'"),
