@@ -44,7 +44,7 @@ def synthetic_zone(zone_id: str = "testz_0", *, region: str = "Testland", index:
               width=width, height=height, source="synthetic")
 
 
-def write_zone(folder, zone: Zone | None = None, *, seed: int = 0, months=months(),
+def write_zone(folder, zone: Zone | None = None, *, seed: int = 0, months=MONTHS[:T],
                labels: bool = True, nodata: float = 0.0, unlabelled: float = 0.0,
                empty: int = 0, version: str = nomenclature.VERSION) -> zonefolder.ZoneFolder:
   """Writes one synthetic zone folder at `folder` and opens it.
