@@ -109,3 +109,22 @@ def file_lock(path: str | os.PathLike, *, wait: bool = True):
       yield
     finally:
       fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def keyed_folder(folder, key: dict) -> pathlib.Path:
+  """`folder`, created, holding only what was made for `key` (a JSON-able dict).
+
+  A cache of fetched pieces (Earth Engine tiles, STAC windows) must not mix
+  pieces of another zone, year or catalogue: a folder stamped with another key
+  (`key.json`), or with none, is emptied first.
+  """
+  folder = pathlib.Path(folder)
+  stamp = folder / "key.json"
+  text = json.dumps(key, sort_keys=True)
+  if folder.exists() and (not stamp.is_file() or stamp.read_text(encoding="utf-8") != text):
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(folder)
+  if not folder.exists():
+    folder.mkdir(parents=True)
+    write_text(stamp, text)
+  return folder
