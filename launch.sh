@@ -97,7 +97,7 @@ PY
 )
   # shellcheck disable=SC2086
   python -m jaxcrop.predict --workdir "$out/train" --zone $test_zones --out "$out/maps" \
-    --rpg "$out/raw/rpg_demo.gpkg" --overwrite
+    --overwrite
   say "6/6 figures -> $out/figures"
   python -m jaxcrop.plots all --zones "$out/zones" --maps "$out/maps" \
     --metrics "$out/train/eval/metrics.json" --out "$out/figures"

@@ -10,7 +10,7 @@ on the weights) on a synthetic zone folder of random reflectances. Measures:
                       approach (non-overlapping tiles one at a time, edge tiles
                       at their own shape: one compilation per shape).
   predict_zone        warm, best of `repeats`, at the command's default tiling
-                      (`jaxcrop.predict.DEFAULT_*`: 512 px tiles, overlap 24,
+                      (`jaxcrop.maps.tiling.DEFAULT_*`: 512 px tiles, overlap 24,
                       batch 1): ours against the naive approach (warm; no
                       blending, so seams, and one compilation per edge shape);
                       km²/s, CPU seconds, XLA GFLOP per zone and, on an
@@ -85,7 +85,7 @@ _CPU = {}   # the process CPU seconds of the best run of the last _best call
 
 def _model_pixels(size: int, tile: int, overlap: int, batch: int) -> int:
   """Pixels the model computes for a size² zone (tiles + the last batch's padding)."""
-  from jaxcrop.predict import tile_starts
+  from jaxcrop.maps.tiling import tile_starts
   n = len(tile_starts(size, tile, overlap)) ** 2
   b = min(batch, n)
   return -(-n // b) * b * tile * tile
@@ -93,7 +93,7 @@ def _model_pixels(size: int, tile: int, overlap: int, batch: int) -> int:
 
 def _gflop_per_zone(tile_fn, variables, size, months, tile, overlap, batch) -> float:
   """XLA's count of the floating-point operations of one zone's model calls."""
-  from jaxcrop.predict import tile_starts
+  from jaxcrop.maps.tiling import tile_starts
   n = len(tile_starts(size, tile, overlap)) ** 2
   b = min(batch, n)
   x = np.zeros((b, months, tile, tile, 4), np.float32)
@@ -129,10 +129,10 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int | N
   the command's, `other` = (tile, overlap, batch) it is compared with."""
   import jax
   from configs import hybrid
-  from jaxcrop import predict
-  tile = predict.DEFAULT_TILE if tile is None else tile
-  overlap = predict.DEFAULT_OVERLAP if overlap is None else overlap
-  batch = predict.DEFAULT_BATCH if batch is None else batch
+  from jaxcrop.maps import geotiff, tiling
+  tile = tiling.DEFAULT_TILE if tile is None else tile
+  overlap = tiling.DEFAULT_OVERLAP if overlap is None else overlap
+  batch = tiling.DEFAULT_BATCH if batch is None else batch
   from jaxcrop.models import build_model
   from cropcontracts import nomenclature
   nom = nomenclature.load()
@@ -149,16 +149,16 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int | N
     meta = _meta(zone, K)
 
     def ours(t=tile, o=overlap, fn=None, probs=False, b=batch):
-      return predict.predict_zone(apply_fn, variables, zone, meta, tile=t, overlap=o,
+      return tiling.predict_zone(apply_fn, variables, zone, meta, tile=t, overlap=o,
                                   batch=b, probs=probs, tile_fn=fn)
 
     f_naive = jax.jit(lambda v, x: apply_fn(v, x).argmax(-1))
 
-    tile_fn = predict.make_tile_fn(apply_fn, predict.blend_window(tile, overlap))
+    tile_fn = tiling.make_tile_fn(apply_fn, tiling.blend_window(tile, overlap))
     base = dict(size=size, months=months, tile=tile, overlap=overlap, batch=batch,
                 backend=backend, devices=jax.local_device_count(),
                 model="configs/hybrid.py default")
-    n_tiles = len(predict.tile_starts(size, tile, overlap)) ** 2
+    n_tiles = len(tiling.tile_starts(size, tile, overlap)) ** 2
     ours_c = _compile_s(tile_fn, variables, [(min(batch, n_tiles), tile, tile)], months)
     shapes = sorted({(1, min(tile, size - r), min(tile, size - c))
                      for r in range(0, size, tile) for c in range(0, size, tile)})
@@ -188,7 +188,7 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int | N
     yield row
 
     t256, o256, b256 = other
-    fn256 = predict.make_tile_fn(apply_fn, predict.blend_window(t256, o256))
+    fn256 = tiling.make_tile_fn(apply_fn, tiling.blend_window(t256, o256))
     ours(t256, o256, fn256, b=b256)              # compile
     s256 = _best(lambda: ours(t256, o256, fn256, b=b256), repeats)
     yield dict(name=f"predict_zone_tile{t256}", ours_s=round(ours_s, 2),
@@ -202,11 +202,11 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int | N
     def trivial(v, x):
       m = x.mean(axis=(1, 4))[..., None]                   # [B, t, t, 1]
       return m * v["scale"]                                # [B, t, t, K]
-    f0 = predict.make_tile_fn(trivial, predict.blend_window(tile, overlap))
+    f0 = tiling.make_tile_fn(trivial, tiling.blend_window(tile, overlap))
     v0 = {"scale": np.ones(K, np.float32)}
-    predict.predict_zone(trivial, v0, zone, meta, tile=tile, overlap=overlap, batch=batch,
+    tiling.predict_zone(trivial, v0, zone, meta, tile=tile, overlap=overlap, batch=batch,
                          tile_fn=f0)
-    host = _best(lambda: predict.predict_zone(trivial, v0, zone, meta, tile=tile,
+    host = _best(lambda: tiling.predict_zone(trivial, v0, zone, meta, tile=tile,
                                               overlap=overlap, batch=batch, tile_fn=f0),
                  repeats)
     yield dict(name="predict_zone_host_floor", ours_s=round(host, 2),
@@ -216,7 +216,7 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int | N
                     "at this rate in one process", **base)
 
     pred = ours(fn=tile_fn, probs=True)
-    w = _best(lambda: predict.write_outputs(zone, pred, nom, pathlib.Path(tmp) / "out",
+    w = _best(lambda: geotiff.write_outputs(zone, pred, nom, pathlib.Path(tmp) / "out",
                                             overwrite=True), repeats)
     yield dict(name="write_outputs", ours_s=round(w, 2), size=size, num_classes=K,
                files="classes, confidence, probabilities (COG)")

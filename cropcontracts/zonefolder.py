@@ -11,6 +11,10 @@ read only through `open_zone`:
   parcels.tif      uint32, 1-based row of parcels.csv, 0 = no parcel.
   parcels.csv      parcel_index, ID_PARCEL, CODE_CULTU, CODE_GROUP, class_id,
                    class_name, tier2, tier1, surf_parc_ha, area_m2, n_pixels.
+  parcels.gpkg     layer `parcels`, zone CRS: one MultiPolygon per row of
+                   parcels.csv with parcel_index, ID_PARCEL, CODE_CULTU: the
+                   geometries labels.tif and parcels.tif were rasterized from
+                   (since format jaxcrop-zone/2).
   meta.json        zone, crs, transform, months, bands, nomenclature version,
                    pixel counts per class, gap-filled fraction, provenance.
 
@@ -19,6 +23,10 @@ written atomically; a rewrite first takes the stage's section out of meta.json,
 which is updated last, so a stage is complete for a zone exactly when its
 section (`imagery`, `labels`) is present in meta.json, also after a rerun that
 was interrupted.
+
+Versions (meta.json `format`): `jaxcrop-zone/2` adds parcels.gpkg to the labels
+stage; `jaxcrop-zone/1` folders (no parcels.gpkg) are still read, and become
+format 2 when their labels are rewritten. Another format is refused.
 """
 from __future__ import annotations
 
@@ -33,14 +41,18 @@ from cropcontracts import atomic
 from cropcontracts.errors import UserError
 from cropcontracts.zone import Zone
 
-FORMAT = "jaxcrop-zone/1"
+FORMAT = "jaxcrop-zone/2"
+FORMAT_1 = "jaxcrop-zone/1"             # read: the same folder without parcels.gpkg
+FORMATS = (FORMAT_1, FORMAT)
 BANDS = ("B2", "B3", "B4", "B8")        # the band order of s2.tif and of every batch
 VALID_SCL = frozenset({4, 5, 6, 7})     # SCL: vegetation, not vegetated, water, unclassified
 NODATA = 0                              # reflectance nodata of s2.tif (no valid observation)
 NO_LABEL = 255                          # labels.tif: outside parcels, `ignore` codes, borders
 MONTHS_PER_YEAR = 12
 IMAGERY_FILES = ("s2.tif", "valid_count.tif")
-LABEL_FILES = ("labels.tif", "parcels.tif", "parcels.csv")
+LABEL_FILES = ("labels.tif", "parcels.tif", "parcels.csv", "parcels.gpkg")
+PARCEL_LAYER = "parcels"
+PARCEL_FIELDS = ("parcel_index", "ID_PARCEL", "CODE_CULTU")   # of parcels.gpkg
 
 _GTIFF = dict(driver="GTiff", tiled=True, blockxsize=256, blockysize=256,
               compress="deflate", predictor=2, interleave="band", BIGTIFF="IF_SAFER")
@@ -171,8 +183,10 @@ def write_imagery(folder, zone: Zone, composite: np.ndarray, valid_count: np.nda
 
 
 def write_labels(folder, zone: Zone, labels: np.ndarray, parcels: np.ndarray,
-                 parcel_table, info: dict[str, Any] | None = None) -> None:
-  """Writes labels.tif, parcels.tif, parcels.csv, then meta.json's `labels`.
+                 parcel_table, info: dict[str, Any] | None = None, *,
+                 geometries) -> None:
+  """Writes labels.tif, parcels.tif, parcels.csv, parcels.gpkg, then meta.json's
+  `labels` (and `format` jaxcrop-zone/2).
 
   Args:
     labels: uint8 [H, W] tier-3 class ids, NO_LABEL (255) where no label.
@@ -180,11 +194,16 @@ def write_labels(folder, zone: Zone, labels: np.ndarray, parcels: np.ndarray,
     parcel_table: pandas DataFrame, one row per parcel index (column
       `parcel_index`, 1-based) with the columns listed in the module docstring.
     info: must hold `nomenclature` (version); may hold counts and provenance.
+    geometries: object [P] shapely (Multi)Polygons in the zone CRS, row i of
+      `parcel_table` (parcel_index i + 1): the shapes `parcels` was rasterized from
+      (stored as MultiPolygons).
   """
   folder = pathlib.Path(folder)
   meta = _claim(folder, zone)
   if "nomenclature" not in (info or {}):
     raise ValueError("info must name the nomenclature version")
+  if len(geometries) != len(parcel_table):
+    raise ValueError(f"{len(geometries)} geometries for {len(parcel_table)} parcels")
   _begin_stage(folder, meta, "labels")
   _write_tif(folder / "labels.tif", zone, np.asarray(labels, np.uint8)[None],
              NO_LABEL, ["tier-3 class"])
@@ -192,8 +211,25 @@ def write_labels(folder, zone: Zone, labels: np.ndarray, parcels: np.ndarray,
              0, ["parcel index"])
   with atomic.atomic_path(folder / "parcels.csv") as tmp:
     parcel_table.to_csv(tmp, index=False)
+  _write_parcel_geometries(folder / "parcels.gpkg", zone, parcel_table, geometries)
+  meta["format"] = FORMAT
   meta["labels"] = dict(info)
   atomic.write_json(folder / "meta.json", meta)
+
+
+def _write_parcel_geometries(path: pathlib.Path, zone: Zone, parcel_table,
+                             geometries) -> None:
+  """parcels.gpkg: PARCEL_FIELDS of `parcel_table` + `geometries` (zone CRS), atomically."""
+  import warnings
+  import geopandas as gpd
+  gdf = gpd.GeoDataFrame(
+      {f: parcel_table[f].to_numpy() for f in PARCEL_FIELDS},
+      geometry=gpd.GeoSeries(list(geometries), crs=zone.crs), crs=zone.crs)
+  gdf["ID_PARCEL"] = gdf["ID_PARCEL"].astype(str)
+  with atomic.atomic_path(path) as tmp, warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "The filename extension")   # the tmp name
+    gdf.to_file(tmp, layer=PARCEL_LAYER, driver="GPKG", engine="pyogrio",
+                geometry_type="MultiPolygon", promote_to_multi=True)
 
 
 @dataclasses.dataclass
@@ -225,6 +261,15 @@ class ZoneFolder:
   @property
   def nomenclature(self) -> str | None:
     return self.meta.get("labels", {}).get("nomenclature")
+
+  @property
+  def format(self) -> str:
+    return self.meta.get("format", FORMAT_1)
+
+  @property
+  def has_parcel_geometries(self) -> bool:
+    """True for a labelled folder that carries parcels.gpkg (format 2 and later)."""
+    return self.has_labels and self.format != FORMAT_1
 
   def _read(self, name: str, window=None) -> np.ndarray:
     import rasterio
@@ -260,6 +305,22 @@ class ZoneFolder:
                                                           "CODE_CULTU": str,
                                                           "CODE_GROUP": str})
 
+  def read_parcel_geometries(self):
+    """GeoDataFrame (zone CRS) of parcels.gpkg: parcel_index, ID_PARCEL, CODE_CULTU,
+    geometry; one row per row of parcels.csv, in its order."""
+    import pyogrio
+    p = self.path / "parcels.gpkg"
+    if not self.has_parcel_geometries:
+      raise UserError(f"zone {self.zone_id}: {self.path} is a {self.format} folder "
+                      f"without parcels.gpkg; rerun `python -m prep labels` for this zone")
+    try:
+      gdf = pyogrio.read_dataframe(p, layer=PARCEL_LAYER)
+    except Exception as e:  # pyogrio.errors.DataSourceError and friends
+      raise UserError(f"zone {self.zone_id}: {p} is unreadable ({e}); it may be "
+                      f"truncated — rerun `python -m prep labels` for this zone") from None
+    gdf["ID_PARCEL"] = gdf["ID_PARCEL"].astype(str)
+    return gdf
+
 
 def open_zone(folder, *, require_labels: bool = False) -> ZoneFolder:
   """Opens and validates a zone folder written by prep.
@@ -276,13 +337,17 @@ def open_zone(folder, *, require_labels: bool = False) -> ZoneFolder:
     raise UserError(f"{folder}: no meta.json; run `python -m prep composite` for this zone")
   zone = Zone.from_row(meta["zone"])
   name = zone.zone_id
+  fmt = meta.get("format", FORMAT_1)
+  if fmt not in FORMATS:
+    raise UserError(f"zone {name}: {folder / 'meta.json'} has format {fmt!r}; this code "
+                    f"reads {', '.join(FORMATS)}: use the jaxcrop version that wrote it")
   if "imagery" not in meta:
     raise UserError(f"zone {name}: imagery incomplete in {folder}; run `python -m prep composite`")
   files = list(IMAGERY_FILES)
   if require_labels and "labels" not in meta:
     raise UserError(f"zone {name}: no labels in {folder}; run `python -m prep labels`")
   if "labels" in meta:
-    files += LABEL_FILES
+    files += [f for f in LABEL_FILES if fmt != FORMAT_1 or f != "parcels.gpkg"]
   for f in files:
     if not (folder / f).is_file():
       raise UserError(f"zone {name}: {folder / f} is missing; rerun prep for this zone")
@@ -319,3 +384,11 @@ def find_zones(root, *, require_labels: bool = False) -> list[ZoneFolder]:
   if not found:
     raise UserError(f"{root}: holds no zone folder (no */meta.json); run prep first")
   return sorted(found, key=lambda z: z.zone_id)
+
+
+def resolve_zones(paths) -> list[ZoneFolder]:
+  """Zone folders from a list of zone folders and/or folders of zone folders."""
+  zones = []
+  for p in map(pathlib.Path, paths):
+    zones += [open_zone(p)] if (p / "meta.json").is_file() else find_zones(p)
+  return zones

@@ -179,7 +179,7 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
     tmp = out / (name + ".tmp")
     tmp.write_text(text)
     tmp.replace(out / name)
-  from jaxcrop.plots import plot_confusion  # one confusion figure for every caller
+  from jaxcrop.figures.scores import plot_confusion  # one confusion figure for every caller
   with tempfile.TemporaryDirectory() as tmp:  # matplotlib writes local files; out may be gs://
     for level in ("pixel", "parcel"):
       name = f"confusion_{level}.png"

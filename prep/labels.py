@@ -15,6 +15,9 @@ For one zone, `make_zone_labels` writes (through `cropcontracts.zonefolder.write
                `ignore` code. Always labels == class_of[parcels].
   parcels.csv  one row per parcel intersecting the zone (n_pixels may be 0 for a
                sliver that holds no pixel centre).
+  parcels.gpkg the same parcels' cleaned geometries in the zone CRS (whole, not
+               clipped to the zone): what parcels.tif was rasterized from, so that
+               predict never reads the RPG again.
 
 Rules:
   * A pixel belongs to the parcel that contains its centre (GDAL's default
@@ -373,6 +376,6 @@ def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = No
         class_pixel_counts={name: int(pixels[i]) for i, name in enumerate(nom.tier3)},
         unlabelled_pixels=int(pixels[NO_LABEL]))
     zonefolder.write_labels(out_folder, zone, labels, parcels,
-                            parcel_table(gdf, classes, parcels), info)
+                            parcel_table(gdf, classes, parcels), info, geometries=geoms)
     bar.update()
   return info

@@ -32,12 +32,20 @@ def synthetic_zone(region: str, town: str, index: int, height: int, width: int) 
               width=width, height=height, source="synthetic")
 
 
+def pixel_box(zone: Zone, r0: int, r1: int, c0: int, c1: int):
+  """Polygon (zone CRS) covering pixel rows r0:r1 and columns c0:c1."""
+  import shapely
+  return shapely.box(zone.x0 + c0 * zone.res, zone.y0 - r1 * zone.res,
+                     zone.x0 + c1 * zone.res, zone.y0 - r0 * zone.res)
+
+
 def write_zone(root, zone: Zone, *, seed: int, months=MONTHS, empty: int = 16,
                nomenclature: str = "v1", num_classes: int = 23) -> pathlib.Path:
   """Writes one labelled zone folder under root; returns its path.
 
   Imagery: uint16 in [1, 3000) with ~5 % nodata zeros; labels: random classes,
-  255 on ~20 % of pixels and on the [0:empty, 0:empty] corner; parcels: 1..4.
+  255 on ~20 % of pixels and on the [0:empty, 0:empty] corner; parcels: the four
+  quadrants 1..4 (row-major), their geometries the quadrants' boxes.
   """
   import pandas as pd
   rng = np.random.default_rng(seed)
@@ -48,7 +56,10 @@ def write_zone(root, zone: Zone, *, seed: int, months=MONTHS, empty: int = 16,
   labels = rng.integers(0, num_classes, (H, W)).astype(np.uint8)
   labels[rng.random((H, W)) < 0.2] = zonefolder.NO_LABEL
   labels[:empty, :empty] = zonefolder.NO_LABEL
-  parcels = rng.integers(0, 5, (H, W)).astype(np.uint32)
+  rr, cc = np.mgrid[:H, :W]
+  parcels = (1 + 2 * (rr >= H // 2) + (cc >= W // 2)).astype(np.uint32)
+  geometries = [pixel_box(zone, r0, r1, c0, c1) for r0, r1 in ((0, H // 2), (H // 2, H))
+                for c0, c1 in ((0, W // 2), (W // 2, W))]
   table = pd.DataFrame(dict(parcel_index=[1, 2, 3, 4], ID_PARCEL=["a", "b", "c", "d"],
                             CODE_CULTU=["BTH"] * 4, CODE_GROUP=["1"] * 4,
                             class_id=[0] * 4, class_name=["x"] * 4, tier2=["x"] * 4,
@@ -57,7 +68,7 @@ def write_zone(root, zone: Zone, *, seed: int, months=MONTHS, empty: int = 16,
   folder = pathlib.Path(root) / zone.zone_id
   zonefolder.write_imagery(folder, zone, comp, counts, list(months), {"source": "synthetic"})
   zonefolder.write_labels(folder, zone, labels, parcels, table,
-                          {"nomenclature": nomenclature})
+                          {"nomenclature": nomenclature}, geometries=geometries)
   return folder
 
 
@@ -97,7 +108,11 @@ def make_meta(t=T, version="v1", bands=zonefolder.BANDS) -> DatasetMeta:
 
 def make_zone(folder, *, labels=True, seed=0, zone_id="testz_0", h=H, w=W,
               t=T, label_version="v1"):
-  """A zone folder of h x w pixels, t months, a nodata hole, 10 x 10 parcels."""
+  """A zone folder of h x w pixels, t months, a nodata hole, 10 x 10 parcels.
+
+  The last two columns hold no parcel: a parcel whose block lies there keeps a
+  2 m wide sliver there that holds no pixel centre (n_pixels 0), as in the RPG.
+  """
   rng = np.random.default_rng(seed)
   zone = Zone(zone_id=zone_id, region="Testland", town="Testville", index=0,
               epsg=32631, x0=500000.0, y0=5000000.0, width=w, height=h, source="test")
@@ -120,8 +135,21 @@ def make_zone(folder, *, labels=True, seed=0, zone_id="testz_0", h=H, w=W,
     pixels = np.bincount(lab.ravel(), minlength=256)
     zonefolder.write_labels(folder, zone, lab, parcels, table, dict(
         nomenclature=label_version,
-        class_pixel_counts={n: int(pixels[k]) for k, n in enumerate(nomenclature.load().tier3)}))
+        class_pixel_counts={n: int(pixels[k]) for k, n in enumerate(nomenclature.load().tier3)}),
+        geometries=[_block(zone, i, h, w) for i in range(n)])
   return zonefolder.open_zone(folder)
+
+
+def _block(zone: Zone, i: int, h: int, w: int):
+  """The geometry of parcel i + 1 of make_zone: its 10 x 10 block left of the strip."""
+  r0, c0 = divmod(i, (w + 9) // 10)
+  r0, c0 = 10 * r0, 10 * c0
+  r1, c1 = min(r0 + 10, h), min(c0 + 10, w - 2)
+  if c1 > c0:
+    return pixel_box(zone, r0, r1, c0, c1)
+  import shapely
+  x = zone.x0 + c0 * zone.res
+  return shapely.box(x, zone.y0 - r1 * zone.res, x + 2.0, zone.y0 - r0 * zone.res)
 
 
 class PixelModel(nn.Module):

@@ -9,6 +9,7 @@ import pytest
 from prep import cli
 from prep import demo
 from prep import zones as Z
+from prep.labels import RPG_LAYER
 
 COMMANDS = ("zones", "gee", "composite", "labels", "demo")
 
@@ -100,7 +101,7 @@ def test_missing_zones_table(tmp_path, capsys):
 
 def _rpg(raw):
   import geopandas as gpd
-  return gpd.read_file(raw / "rpg_demo.gpkg", layer=demo.RPG_LAYER)
+  return gpd.read_file(raw / "rpg_demo.gpkg", layer=RPG_LAYER)
 
 
 def _labels(raw, rpg, capsys, *extra, zone="demo-north_0"):
@@ -122,14 +123,14 @@ def test_geopackage_without_the_layer(raw, tmp_path, capsys):
 
 def test_geopackage_without_the_fields(raw, tmp_path, capsys):
   path = tmp_path / "nofield.gpkg"
-  _rpg(raw).drop(columns="CODE_CULTU").to_file(path, layer=demo.RPG_LAYER)
+  _rpg(raw).drop(columns="CODE_CULTU").to_file(path, layer=RPG_LAYER)
   rc, _, err = _labels(raw, path, capsys)
   assert_user_error(rc, err, "missing field(s) CODE_CULTU")
 
 
 def test_rpg_in_the_wrong_crs(raw, tmp_path, capsys):
   path = tmp_path / "wgs84.gpkg"
-  _rpg(raw).to_crs(4326).to_file(path, layer=demo.RPG_LAYER)
+  _rpg(raw).to_crs(4326).to_file(path, layer=RPG_LAYER)
   rc, _, err = _labels(raw, path, capsys)
   assert_user_error(rc, err, "CRS is EPSG:4326, expected EPSG:2154")
 
@@ -138,7 +139,7 @@ def test_unknown_rpg_code(raw, tmp_path, capsys):
   gdf = _rpg(raw)
   gdf.loc[gdf.index[::7], "CODE_CULTU"] = "QQQ"
   path = tmp_path / "codes.gpkg"
-  gdf.to_file(path, layer=demo.RPG_LAYER)
+  gdf.to_file(path, layer=RPG_LAYER)
   rc, _, err = _labels(raw, path, capsys)
   assert_user_error(rc, err, "codes.gpkg", "not in nomenclature v1: QQQ")
 

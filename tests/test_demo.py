@@ -7,6 +7,8 @@ import pytest
 import rasterio
 
 from prep import demo
+from prep.demo import crops, region, sensor, stac
+from prep.demo import parcels as demo_parcels
 from prep import zones as Z
 from cropcontracts.errors import UserError
 
@@ -23,18 +25,18 @@ def _scene_dirs(raw):
 
 
 def test_demo_zones_two_regions_of_five_on_the_10m_grid():
-  zones = demo.demo_zones(demo.FULL)
+  zones = region.demo_zones(region.FULL)
   assert [z.zone_id for z in zones[:5]] == [
       "demo-north_0", "demo-north_1", "demo-north_2", "demo-north_3", "demo-north_4"]
   assert sorted({z.region for z in zones}) == ["demo-north", "demo-south"]
   assert [z.index for z in zones] == [0, 1, 2, 3, 4] * 2
-  h, w = demo.FULL.scene_shape
+  h, w = region.FULL.scene_shape
   for i, a in enumerate(zones):
     assert (a.width, a.height, a.res, a.epsg, a.source) == (256, 256, 10.0, 32631, "demo")
     assert a.x0 % 10 == 0 and a.y0 % 10 == 0
     l, b, r, t = a.bounds
-    assert l > demo.SCENE_X0 and r < demo.SCENE_X0 + w * 10
-    assert t < demo.SCENE_Y0 and b > demo.SCENE_Y0 - h * 10
+    assert l > region.SCENE_X0 and r < region.SCENE_X0 + w * 10
+    assert t < region.SCENE_Y0 and b > region.SCENE_Y0 - h * 10
     for o in zones[i + 1:]:  # non-overlapping, at least one gap apart
       L, B, R, T = o.bounds
       assert l >= R + 100 or L >= r + 100 or b >= T + 100 or B >= t + 100
@@ -57,12 +59,12 @@ def test_rpg_geopackage_layer_fields_crs_codes_areas(raw):
   assert [l[0] for l in pyogrio.list_layers(path)] == ["PARCELLES_GRAPHIQUES"]
   gdf = gpd.read_file(path, layer="PARCELLES_GRAPHIQUES")
   assert gdf.crs.to_epsg() == 2154
-  assert list(gdf.columns) == [*demo.RPG_FIELDS, "geometry"]
+  assert list(gdf.columns) == [*demo_parcels.RPG_FIELDS, "geometry"]
   assert gdf.ID_PARCEL.map(type).eq(str).all() and gdf.ID_PARCEL.is_unique
-  assert set(gdf.CODE_CULTU) <= set(demo.CODES)
-  assert (gdf.CODE_GROUP == gdf.CODE_CULTU.map(lambda c: demo.CODES[c][0])).all()
+  assert set(gdf.CODE_CULTU) <= set(crops.CODES)
+  assert (gdf.CODE_GROUP == gdf.CODE_CULTU.map(lambda c: crops.CODES[c][0])).all()
   assert {"BTH", "MIS"} <= set(gdf.CODE_CULTU)
-  assert set(gdf.CULTURE_D1.dropna()) <= set(demo.CATCH_CROPS)
+  assert set(gdf.CULTURE_D1.dropna()) <= set(crops.CATCH_CROPS)
   assert gdf.SURF_PARC.between(0.5, 10).all()
   assert (gdf.SURF_PARC.round(2) == gdf.SURF_PARC).all()
   # exactly one self-intersecting parcel; repaired, its area is the declared one
@@ -76,8 +78,8 @@ def test_rpg_geopackage_layer_fields_crs_codes_areas(raw):
 
 
 def test_full_spec_parcels_tile_the_area_with_gaps():
-  spec = demo.FULL
-  parcels = demo.make_parcels(spec, seed=0)
+  spec = region.FULL
+  parcels = demo_parcels.make_parcels(spec, seed=0)
   ha = np.array([g.area for g in parcels.geometry]) / 1e4
   assert ha.min() >= 0.5 and ha.max() <= 10
   h, w = spec.scene_shape
@@ -93,7 +95,7 @@ def test_full_spec_parcels_tile_the_area_with_gaps():
 
 def test_scene_files_formats_and_stac_items(raw):
   dirs = _scene_dirs(raw)
-  assert len(dirs) == len(demo.SMALL.scene_dates) == 25
+  assert len(dirs) == len(region.SMALL.scene_dates) == 25
   item = json.loads((dirs[0] / f"{dirs[0].name}.json").read_text())
   assert item["id"] == dirs[0].name == "S2A_31UCP_20230103_0_L2A"
   assert dirs[1].name.startswith("S2B_")
@@ -106,7 +108,7 @@ def test_scene_files_formats_and_stac_items(raw):
     assert (b8.dtypes[0], scl.dtypes[0]) == ("uint16", "uint8")
     assert (b8.res, scl.res) == ((10.0, 10.0), (20.0, 20.0))
     assert b8.bounds == scl.bounds and b8.crs.to_epsg() == 32631
-    assert (b8.height, b8.width) == demo.SMALL.scene_shape
+    assert (b8.height, b8.width) == region.SMALL.scene_shape
     assert b8.profile["tiled"] and b8.profile["compress"] == "deflate"
     assert b8.nodata == 0
 
@@ -145,6 +147,23 @@ def test_same_seed_same_bytes_other_seed_other_arrays(raw, tmp_path):
                             rasterio.open(other / "scenes" / first.name / "B04.tif").read())
 
 
+def test_scene_files_are_the_documented_draws(raw):
+  """Scene i is `observe` of the ground drawn from seed 0 with `default_rng([0, 100 + i])`
+  and the December front of `[0, 4]` (prep.demo.sensor), written unchanged."""
+  spec = region.SMALL
+  ground = sensor.make_ground(spec, demo_parcels.make_parcels(spec, seed=0), seed=0)
+  front = sensor.december_front(spec, seed=0)
+  for i in (0, 23):                       # a January and a December scene
+    date = spec.scene_dates[i]
+    dn, scl, facts = sensor.observe(ground, date, np.random.default_rng([0, 100 + i]), front)
+    folder = raw / "scenes" / stac.item_id(date, i)
+    for b, band in zip(stac.BAND_FILES, dn):
+      np.testing.assert_array_equal(rasterio.open(folder / f"{b}.tif").read(1), band)
+    np.testing.assert_array_equal(rasterio.open(folder / "SCL.tif").read(1), scl)
+    item = json.loads((folder / f"{folder.name}.json").read_text())
+    assert item["properties"]["eo:cloud_cover"] == facts["eo:cloud_cover"]
+
+
 def test_rerun_keeps_files_and_another_seed_is_refused(raw):
   b4 = _scene_dirs(raw)[3] / "B04.tif"
   before = b4.stat().st_mtime_ns
@@ -178,7 +197,7 @@ def _class_ndvi(ground, parcels, codes, days):
   code_of_pixel = np.array(["", *parcels.code])[ground.pid]
   out = np.zeros((len(codes), len(days)))
   for j, doy in enumerate(days):
-    refl, _ = demo.surface_reflectance(ground, doy)
+    refl, _ = sensor.surface_reflectance(ground, doy)
     ndvi = (refl[3] - refl[2]) / (refl[3] + refl[2])
     for i, c in enumerate(codes):
       out[i, j] = ndvi[code_of_pixel == c].mean()
@@ -186,9 +205,9 @@ def _class_ndvi(ground, parcels, codes, days):
 
 
 def test_phenology_separates_summer_from_winter_crops_but_not_cereals():
-  spec = demo.FULL
-  parcels = demo.make_parcels(spec, seed=0)
-  ground = demo.make_ground(spec, parcels, seed=0)
+  spec = region.FULL
+  parcels = demo_parcels.make_parcels(spec, seed=0)
+  ground = sensor.make_ground(spec, parcels, seed=0)
   days = np.arange(5, 366, 10)
   codes = ["BTH", "ORH", "MIS", "CZH", "PPH", "PTR"]
   ndvi = _class_ndvi(ground, parcels, codes, days)
@@ -237,12 +256,12 @@ def test_make_demo_writes_valid_zone_folders(small_demo):
 def test_demo_labels_match_the_parcels_the_scenes_were_drawn_from(small_demo):
   from cropcontracts import zonefolder
   out, root = small_demo
-  spec = demo.SMALL
-  parcels = demo.make_parcels(spec, seed=0)
-  ground = demo.make_ground(spec, parcels, seed=0)
+  spec = region.SMALL
+  parcels = demo_parcels.make_parcels(spec, seed=0)
+  ground = sensor.make_ground(spec, parcels, seed=0)
   code_of_pid = np.array(["", *parcels.code])
   for zf in zonefolder.find_zones(root, require_labels=True):
-    truth = code_of_pid[ground.pid[demo._zone_window(spec, zf.zone)]]
+    truth = code_of_pid[ground.pid[region.zone_window(spec, zf.zone)]]
     table = zf.parcel_table()
     codes = np.concatenate([[""], table.CODE_CULTU.to_numpy(str)])[zf.read_parcels()]
     assert (codes == truth).mean() > 0.99

@@ -339,3 +339,27 @@ def test_numeric_id_and_group_fields_read_as_text(tmp_path):
   assert table.ID_PARCEL.tolist() == ["3", "12"]
   assert table.CODE_GROUP.tolist() == [3, 1]  # read back by pandas without dtype
   assert np.isnan(table.surf_parc_ha.iloc[0]) and table.surf_parc_ha.iloc[1] == 0.5
+
+
+def test_parcels_gpkg_holds_the_rasterized_geometries_in_the_zone_crs(tmp_path):
+  """parcels.gpkg is what parcels.tif was drawn from: the cleaned parcels (the bow-tie
+  repaired, whole, not clipped to the zone) in the zone CRS, one per parcels.csv row."""
+  from cropcontracts import zonefolder
+  bowtie = Polygon([pix(0.2, 0), pix(10.2, 10), pix(10.2, 0), pix(0.2, 10)])
+  rows = [parcel(7, "BTH", bowtie), parcel(3, "MIS", rect(20, 20, 24, 24)),
+          parcel(5, "TRN", rect(30, 30, 45, 36))]                  # crosses the zone edge
+  _, _, par, table = run(tmp_path, rows)
+  meta = json.loads((tmp_path / "zone" / "meta.json").read_text())   # labels, no imagery
+  zf = zonefolder.ZoneFolder(tmp_path / "zone", meta, ZONE)
+  gdf = zf.read_parcel_geometries()
+  assert gdf.crs == ZONE.crs and zf.format == "jaxcrop-zone/2"
+  assert gdf.parcel_index.tolist() == table.parcel_index.tolist() == [1, 2, 3]
+  assert gdf.ID_PARCEL.tolist() == table.ID_PARCEL.tolist() == ["3", "5", "7"]
+  assert gdf.CODE_CULTU.tolist() == ["MIS", "TRN", "BTH"]
+  cleaned, _ = labels_lib.zone_parcels([tmp_path / "rpg.gpkg"], ZONE)
+  multi = [g if g.geom_type == "MultiPolygon" else shapely.MultiPolygon([g])
+           for g in cleaned.geometry]                  # stored as MultiPolygons
+  assert shapely.equals_exact(gdf.geometry.values, multi, 0).all()
+  np.testing.assert_array_equal(labels_lib.rasterize_parcels(gdf.geometry.values, ZONE), par)
+  assert gdf.geometry.iloc[1].area == pytest.approx(15 * 6 * 100.0, rel=1e-6)   # whole
+  assert gdf.geometry.iloc[2].area == pytest.approx(shapely.make_valid(bowtie).area, rel=1e-6)

@@ -90,7 +90,6 @@ def maps(trained, zones_root, tmp_path_factory):
   # Tiles of 32 with an overlap of 8 cover a 48-px zone with 2 × 2 blended tiles.
   rc = predict.main(["--workdir", str(workdir), "--zone",
                      *[str(zones_root / z) for z in TEST_ZONES], "--out", str(out),
-                     "--rpg", str(zones_root.parent / "raw" / "rpg_demo.gpkg"),
                      "--tile", "32", "--overlap", "8", "--batch", "2"])
   assert rc == 0
   return out
@@ -237,7 +236,8 @@ def test_predict_writes_maps_on_the_zone_grid_and_parcels(maps, zones):
     assert (table["n_pixels"] > 0).all()
     assert sorted(gdf["ID_PARCEL"].astype(str)) == sorted(table["ID_PARCEL"])
     assert gdf.crs == zf.zone.crs and gdf.geometry.notna().all()
-    # RPG polygons (not the polygonized raster): their area is the register's.
+    # The zone folder's parcel geometries (prep's cleaned RPG polygons): the area is
+    # the one prep measured.
     np.testing.assert_allclose(gdf.set_index("ID_PARCEL").loc[table["ID_PARCEL"]].area,
                                table["area_m2"], rtol=1e-3)
     # The parcel vote is the majority of the map's pixels in the parcel.
@@ -263,3 +263,40 @@ def test_plots_all_writes_every_figure(maps, evaluated, zones_root, tmp_path):
   for p in out.iterdir():
     with Image.open(p) as im:
       assert im.size[0] > 50 and im.size[1] > 50
+
+
+def test_parcel_product_from_the_zone_folder_equals_the_one_from_the_rpg(zones, zones_root,
+                                                                        tmp_path):
+  """A jaxcrop-zone/2 folder's parcels.gpkg gives predict the RPG's polygons without the
+  RPG: the parcel product equals the one of the same folder read as format 1 with --rpg,
+  except the one invalid RPG polygon, which parcels.gpkg holds repaired as labels did."""
+  import shutil
+  import shapely
+  from jaxcrop.maps.parcels import parcel_product
+  from jaxcrop.maps.tiling import Prediction
+  from prep import labels as labels_lib
+  from cropcontracts import nomenclature
+  rpg = zones_root.parent / "raw" / "rpg_demo.gpkg"
+  nom = nomenclature.load()
+  repaired = 0
+  for zid, zf in zones.items():
+    twin = tmp_path / zid                         # the folder as format 1 wrote it
+    shutil.copytree(zf.path, twin)
+    (twin / "parcels.gpkg").unlink()
+    meta = json.loads((twin / "meta.json").read_text())
+    (twin / "meta.json").write_text(json.dumps({**meta, "format": "jaxcrop-zone/1"}))
+    old = zonefolder.open_zone(twin)
+    labels = zf.read_labels()                     # any map will do: labels as the map
+    pred = Prediction(labels, np.where(labels == 255, 255, 100).astype(np.uint8))
+    a = parcel_product(zf, pred, nom)
+    b = parcel_product(old, pred, nom, rpg=rpg)
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+    assert a.crs == b.crs == zf.zone.crs
+    valid = shapely.is_valid(b.geometry.values)
+    assert shapely.equals_exact(a.geometry.values[valid], b.geometry.values[valid], 0).all()
+    # prep repairs in Lambert-93, then reprojects; here the reprojected ring is repaired:
+    # the same polygon up to rounding (1 µm).
+    fixed, _, n = labels_lib.repair_geometries(b.geometry.values[~valid])
+    assert shapely.equals_exact(a.geometry.values[~valid], fixed, 1e-6).all()
+    repaired += n
+  assert repaired == 1                            # the demo's one self-intersecting parcel

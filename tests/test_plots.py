@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcrop import plots
 from cropcontracts import nomenclature
+from jaxcrop import plots
+from jaxcrop.figures import common, distribution, scores
+from jaxcrop.figures import gif as gif_figures
+from jaxcrop.figures import maps as map_figures
 from tests import fixtures as pt
 
 NOM = nomenclature.load("v1")
@@ -73,25 +76,25 @@ def zone(tmp_path_factory):
 
 
 def _predict(zone, maps):
-  from jaxcrop import predict
-  pred = predict.predict_zone(*pt.init(pt.PixelModel()), zone, pt.make_meta(), tile=16,
+  from jaxcrop.maps import geotiff, tiling
+  pred = tiling.predict_zone(*pt.init(pt.PixelModel()), zone, pt.make_meta(), tile=16,
                               overlap=4)
-  return predict.write_outputs(zone, pred, NOM, maps)
+  return geotiff.write_outputs(zone, pred, NOM, maps)
 
 
 def test_class_rgb_uses_nomenclature_colors_and_grey_for_ignore():
   ids = np.array([[0, 5], [255, 22]], np.uint8)
-  rgb = plots.class_rgb(NOM, ids)
+  rgb = map_figures.class_rgb(NOM, ids)
   assert rgb[0, 1].tolist() == NOM.rgb()[5].tolist()
-  assert rgb[1, 0].tolist() == list(plots.NO_LABEL_RGB)
-  assert plots.class_rgb(NOM, ids, plots.NO_DATA_RGB)[1, 0].tolist() == [0, 0, 0]
+  assert rgb[1, 0].tolist() == list(common.NO_LABEL_RGB)
+  assert map_figures.class_rgb(NOM, ids, common.NO_DATA_RGB)[1, 0].tolist() == [0, 0, 0]
 
 
 def test_prediction_figure_size_and_class_colors(zone, tmp_path):
   labels = zone.read_labels()
   classes = np.where(labels == 255, 3, labels).astype(np.uint8)
   classes[:10] = 21                              # a class maybe absent from labels
-  out = plots.plot_prediction(classes, labels, tmp_path / "p.png", nom=NOM, title="z")
+  out = map_figures.plot_prediction(classes, labels, tmp_path / "p.png", nom=NOM, title="z")
   img = _rgb(out)
   assert img.shape == (650, 1200, 3)
   shown = set(np.unique(classes)) | set(np.unique(labels)) - {255}
@@ -104,26 +107,26 @@ def test_prediction_figure_size_and_class_colors(zone, tmp_path):
 def test_prediction_legend_names_no_label_and_no_data_when_shown(zone, tmp_path):
   labels = zone.read_labels()                    # has a strip without parcel (255)
   classes = np.where(labels == 255, 3, labels).astype(np.uint8)
-  names = [t for t, _ in _texts(plots.plot_prediction, classes, labels, tmp_path / "a.svg",
+  names = [t for t, _ in _texts(map_figures.plot_prediction, classes, labels, tmp_path / "a.svg",
                                 nom=NOM)]
   assert "no label (RPG)" in names and "no data" not in names
   classes[:5] = 255                              # the map's nodata: black, in the legend
-  names = [t for t, _ in _texts(plots.plot_prediction, classes, labels, tmp_path / "b.svg",
+  names = [t for t, _ in _texts(map_figures.plot_prediction, classes, labels, tmp_path / "b.svg",
                                 nom=NOM)]
   assert "no label (RPG)" in names and "no data" in names
-  assert _has_color(_rgb(plots.plot_prediction(classes, labels, tmp_path / "b.png", nom=NOM)),
+  assert _has_color(_rgb(map_figures.plot_prediction(classes, labels, tmp_path / "b.png", nom=NOM)),
                     "#000000")
-  names = [t for t, _ in _texts(plots.plot_prediction, np.full_like(labels, 3),
+  names = [t for t, _ in _texts(map_figures.plot_prediction, np.full_like(labels, 3),
                                 np.full_like(labels, 3), tmp_path / "c.svg", nom=NOM)]
   assert "no label (RPG)" not in names and "no data" not in names
 
 
 def test_prediction_alone_without_labels(zone, tmp_path):
   classes = np.where(zone.read_labels() == 255, 255, 4).astype(np.uint8)
-  img = _rgb(plots.plot_prediction(classes, None, tmp_path / "p.png", nom=NOM))
+  img = _rgb(map_figures.plot_prediction(classes, None, tmp_path / "p.png", nom=NOM))
   assert img.shape == (750, 700, 3)
   assert _has_color(img, NOM.colors[4]) and _has_color(img, "#000000")
-  names = [t for t, _ in _texts(plots.plot_prediction, classes, None, tmp_path / "p.svg",
+  names = [t for t, _ in _texts(map_figures.plot_prediction, classes, None, tmp_path / "p.svg",
                                 nom=NOM)]
   assert "ground truth (RPG)" not in names and "no label (RPG)" not in names
   assert {"prediction", NOM.tier3[4], "no data"} <= set(names)
@@ -134,16 +137,16 @@ def test_error_map_and_figure(tmp_path):
   # colour-blind-safe version; it used to be folded into "no label".
   classes = np.array([[1, 2, 255], [4, 4, 4]], np.uint8)
   labels = np.array([[1, 3, 2], [255, 4, 0]], np.uint8)
-  assert plots.error_map(classes, labels).tolist() == [[0, 1, 3], [2, 0, 1]]
-  img = _rgb(plots.plot_errors(classes, labels, tmp_path / "e.png"))
+  assert map_figures.error_map(classes, labels).tolist() == [[0, 1, 3], [2, 0, 1]]
+  img = _rgb(map_figures.plot_errors(classes, labels, tmp_path / "e.png"))
   assert img.shape == (850, 800, 3)
-  for c in plots.ERROR_COLORS.values():
+  for c in map_figures.ERROR_COLORS.values():
     assert _has_color(img, c)
-  names = [t for t, _ in _texts(plots.plot_errors, classes, labels, tmp_path / "e.svg",
+  names = [t for t, _ in _texts(map_figures.plot_errors, classes, labels, tmp_path / "e.svg",
                                 title="z")]
   assert {"correct", "wrong", "no label", "no data"} <= set(names)
   assert "z: pixel accuracy 0.500 over 4 labelled pixels" in names
-  names = [t for t, _ in _texts(plots.plot_errors, classes, np.where(labels == 255, 0, labels),
+  names = [t for t, _ in _texts(map_figures.plot_errors, classes, np.where(labels == 255, 0, labels),
                                 tmp_path / "f.svg")]
   assert "no label" not in names and "no data" in names
 
@@ -151,7 +154,7 @@ def test_error_map_and_figure(tmp_path):
 def test_error_colors_stay_apart_with_colour_blindness():
   # The former green/red pair comes within 30 sRGB units of each other for a deuteranope.
   for kind in ("protan", "deutan", "tritan"):
-    good, bad = (_simulate_cvd(plots.ERROR_COLORS[n], kind) for n in ("correct", "wrong"))
+    good, bad = (_simulate_cvd(map_figures.ERROR_COLORS[n], kind) for n in ("correct", "wrong"))
     assert np.linalg.norm(good - bad) > 150, kind
   old_good, old_bad = (_simulate_cvd(c, "deutan") for c in ("#2ca02c", "#d62728"))
   assert np.linalg.norm(old_good - old_bad) < 30
@@ -160,10 +163,10 @@ def test_error_colors_stay_apart_with_colour_blindness():
 def test_confusion_figure_drops_absent_classes(tmp_path):
   cm = np.zeros((23, 23), int)
   cm[0, 0], cm[0, 1], cm[1, 1] = 8, 2, 5
-  img = _rgb(plots.plot_confusion(cm, NOM.tier3, tmp_path / "c.png"))
+  img = _rgb(scores.plot_confusion(cm, NOM.tier3, tmp_path / "c.png"))
   assert img.shape == (1000, 1100, 3)
   assert _blank_rows_at_bottom(img) < 30          # was ~100 px of white under the labels
-  names = [t for t, _ in _texts(plots.plot_confusion, cm, NOM.tier3, tmp_path / "c.svg")]
+  names = [t for t, _ in _texts(scores.plot_confusion, cm, NOM.tier3, tmp_path / "c.svg")]
   assert "true class  (support)" in names          # no unit given: none named
 
 
@@ -171,14 +174,14 @@ def test_confusion_numbers_readable_and_rows_carry_their_support(tmp_path):
   cm = np.zeros((23, 23), int)
   cm[np.arange(17), np.arange(17)] = 90 + np.arange(17)   # 17 classes, like the demo
   cm[0, 1] = 1210
-  texts = dict(_texts(plots.plot_confusion, cm, NOM.tier3, tmp_path / "c.svg",
+  texts = dict(_texts(scores.plot_confusion, cm, NOM.tier3, tmp_path / "c.svg",
                       title="pixel level, test split: x", unit="parcels"))
   assert texts["winter_wheat  1,300"] >= 7 and "durum_wheat  91" in texts
   assert texts["93"] >= 10                        # 1210 / 1300; the numbers were 6 pt
   assert texts["true class  (support: parcels)"] and "pixel level, test split: x" in texts
-  assert plots.cell_fontsize(17) >= 10 and plots.cell_fontsize(23) >= 7.5
-  assert plots.cell_fontsize(40) < 6              # too small: no numbers drawn
-  assert plots.support_labels(["a", "b"], np.array([1234.0, 5])) == ["a  1,234", "b  5"]
+  assert scores.cell_fontsize(17) >= 10 and scores.cell_fontsize(23) >= 7.5
+  assert scores.cell_fontsize(40) < 6              # too small: no numbers drawn
+  assert scores.support_labels(["a", "b"], np.array([1234.0, 5])) == ["a  1,234", "b  5"]
 
 
 def test_per_class_f1_figure_reads_evaluate_format(tmp_path):
@@ -194,43 +197,43 @@ def test_per_class_f1_figure_reads_evaluate_format(tmp_path):
   assert all(_has_color(img, NOM.colors[k]) for k in range(1, 6))
   assert not _has_color(img, NOM.colors[9])     # no support → not drawn
   assert _blank_rows_at_bottom(img) < 30
-  texts = [t for t, _ in _texts(plots.plot_per_class_f1, metrics, tmp_path / "f1.svg")]
+  texts = [t for t, _ in _texts(scores.plot_per_class_f1, metrics, tmp_path / "f1.svg")]
   values = [t for t in texts if re.fullmatch(r"0\.\d\d", t)]        # ticks have 1 digit
   assert values == ["0.50", "0.40", "0.30", "0.20", "0.10"]           # sorted by support
   assert "pixel level: per-class F1, model" in texts and "baseline" not in texts
   assert "class (sorted by true pixels)" in texts
   with pytest.raises(plots.UserError, match="no per_class table"):
-    plots.per_class_rows({"pixel": {}})
+    scores.per_class_rows({"pixel": {}})
 
 
 def test_per_class_f1_draws_the_baseline_and_says_level_and_split(tmp_path):
   m = _metrics()
-  base = plots.baseline_f1(m)
+  base = scores.baseline_f1(m)
   assert base["winter_barley"] == pytest.approx(
       next(r["f1"] for r in m["pixel"]["baseline"]["per_class"] if r["name"] == "winter_barley"))
-  assert base["winter_barley"] < next(r["f1"] for r in plots.per_class_rows(m)
+  assert base["winter_barley"] < next(r["f1"] for r in scores.per_class_rows(m)
                                       if r["name"] == "winter_barley")
-  assert plots.baseline_f1(_metrics(baseline=False)) is None
-  texts = [t for t, _ in _texts(plots.plot_per_class_f1, m, tmp_path / "f1.svg")]
+  assert scores.baseline_f1(_metrics(baseline=False)) is None
+  texts = [t for t, _ in _texts(scores.plot_per_class_f1, m, tmp_path / "f1.svg")]
   assert "pixel level, test split: per-class F1, model vs baseline" in texts
   assert {"baseline", "model (class colour)"} <= set(texts)
-  f1 = {r["name"]: r["f1"] for r in plots.per_class_rows(m)}
+  f1 = {r["name"]: r["f1"] for r in scores.per_class_rows(m)}
   assert {f"{f1[n]:.2f}" for n in ("winter_barley", "maize", "rapeseed")} <= set(texts)
-  img = _rgb(plots.plot_per_class_f1(m, tmp_path / "f1.png"))
+  img = _rgb(scores.plot_per_class_f1(m, tmp_path / "f1.png"))
   assert _has_color(img, "#000000")               # the baseline ticks
 
 
 def test_per_class_f1_colours_from_the_metrics_nomenclature():
-  assert plots.metrics_nomenclature({"nomenclature_version": "v1"}) is NOM
-  assert plots.metrics_nomenclature({}).version == nomenclature.VERSION
+  assert scores.metrics_nomenclature({"nomenclature_version": "v1"}) is NOM
+  assert scores.metrics_nomenclature({}).version == nomenclature.VERSION
   with pytest.raises(plots.UserError, match="nomenclature v9"):
-    plots.metrics_nomenclature({"nomenclature_version": "v9"})   # not silently the default
-  assert plots.metrics_title({"split": "val"}, "parcel", "x") == "parcel level, val split: x"
+    scores.metrics_nomenclature({"nomenclature_version": "v9"})   # not silently the default
+  assert scores.metrics_title({"split": "val"}, "parcel", "x") == "parcel level, val split: x"
 
 
 def test_class_distribution_per_region(tmp_path):
   zones = [pt.make_zone(tmp_path / f"z{i}", zone_id=f"z_{i}", seed=i) for i in range(2)]
-  regions, counts, names = plots.region_class_counts(zones)
+  regions, counts, names = distribution.region_class_counts(zones)
   assert regions == ["Testland"] and names == list(NOM.tier3)
   expected = sum(np.bincount(z.read_labels().ravel(), minlength=256)[:23] for z in zones)
   assert counts.shape == (1, 23)
@@ -240,7 +243,7 @@ def test_class_distribution_per_region(tmp_path):
   np.testing.assert_array_equal(counts[0], expected)
   assert counts.sum() > 0
   counts = np.stack([expected, expected[::-1]])
-  img = _rgb(plots.plot_class_distribution(["A", "B"], counts, tmp_path / "d.png"))
+  img = _rgb(distribution.plot_class_distribution(["A", "B"], counts, tmp_path / "d.png"))
   assert img.shape == (700, 1200, 3)
   assert all(_has_color(img, NOM.colors[k]) for k in np.flatnonzero(expected)[:5])
 
@@ -249,16 +252,16 @@ def test_class_distribution_labels_large_shares_and_uses_the_zones_nomenclature(
   counts = np.zeros((2, 23), int)
   counts[0, [0, 5, 7]] = 80, 16, 4
   counts[1, [0, 7]] = 50, 50
-  texts = [t for t, _ in _texts(plots.plot_class_distribution, ["A", "B"], counts,
+  texts = [t for t, _ in _texts(distribution.plot_class_distribution, ["A", "B"], counts,
                                 tmp_path / "d.svg", nom=NOM)]
   assert sorted(t for t in texts if t.endswith(" %")) == ["16 %", "50 %", "50 %", "80 %"]
   zone = lambda v: types.SimpleNamespace(has_labels=True, nomenclature=v)
-  assert plots.zones_nomenclature([zone("v1"), types.SimpleNamespace(
+  assert distribution.zones_nomenclature([zone("v1"), types.SimpleNamespace(
       has_labels=False, nomenclature=None)]) is NOM
   with pytest.raises(plots.UserError, match="nomenclature v9"):
-    plots.zones_nomenclature([zone("v9")])        # the zones' version, not the default
+    distribution.zones_nomenclature([zone("v9")])        # the zones' version, not the default
   with pytest.raises(plots.UserError, match=r"different nomenclatures \['v1', 'v2'\]"):
-    plots.zones_nomenclature([zone("v1"), zone("v2")])
+    distribution.zones_nomenclature([zone("v1"), zone("v2")])
 
 
 def test_stretch_keeps_greys_grey():
@@ -266,32 +269,32 @@ def test_stretch_keeps_greys_grey():
   rgb = np.stack([rng.uniform(500, 2000, 500), rng.uniform(300, 1200, 500),
                   rng.uniform(100, 600, 500)], -1).astype(np.float32)   # red > green > blue
   rgb[:10] = 550                                  # grey pixels: B4 = B3 = B2
-  out = plots.stretch(rgb, np.ones(500, bool)).astype(int)
+  out = gif_figures.stretch(rgb, np.ones(500, bool)).astype(int)
   assert (out[:10, 0] == out[:10, 1]).all() and (out[:10, 1] == out[:10, 2]).all()
   assert (out[10:, 0] >= out[10:, 2]).mean() > 0.95    # the colour balance is kept
 
 
 def test_monthly_gif_frames_and_ndvi(zone, tmp_path):
   image = zone.read_image()
-  out = plots.monthly_gif(image, zone.bands, zone.months, tmp_path / "m.gif", scale=2)
-  strip = 2 * plots.caption_font_px(2 * pt.W)
+  out = gif_figures.monthly_gif(image, zone.bands, zone.months, tmp_path / "m.gif", scale=2)
+  strip = 2 * gif_figures.caption_font_px(2 * pt.W)
   with Image.open(out) as gif:
     assert gif.n_frames == pt.T
     assert gif.size == ((2 * pt.W + 4) * 2, pt.H * 2 + 2 * strip)
-  v = plots.ndvi(np.array([[[[100, 100, 100, 300]], [[0, 0, 0, 0]]]], np.uint16), zone.bands)
+  v = gif_figures.ndvi(np.array([[[[100, 100, 100, 300]], [[0, 0, 0, 0]]]], np.uint16), zone.bands)
   assert v[0, 0, 0] == pytest.approx(0.5) and np.isnan(v[0, 1, 0])
-  frames = plots.monthly_frames(image, zone.bands)
+  frames = gif_figures.monthly_frames(image, zone.bands)
   assert frames.shape == (pt.T, pt.H, 2 * pt.W + 4, 3)
   assert (frames[:, pt.HOLE[0], pt.HOLE[1]] == 0).all()     # nodata is black
 
 
 def test_monthly_gif_is_wide_with_a_caption_per_panel_and_an_ndvi_scale(zone):
   image = zone.read_image()
-  scale = plots.auto_scale(pt.W)
+  scale = gif_figures.auto_scale(pt.W)
   assert (2 * pt.W + 4) * scale >= 800 > (2 * pt.W + 4) * (scale - 1)
-  assert plots.auto_scale(1000) == 1
-  frames = plots.gif_frames(image, zone.bands, zone.months, scale=scale)
-  px = plots.caption_font_px(pt.W * scale)
+  assert gif_figures.auto_scale(1000) == 1
+  frames = gif_figures.gif_frames(image, zone.bands, zone.months, scale=scale)
+  px = gif_figures.caption_font_px(pt.W * scale)
   strip, panel = 2 * px, pt.W * scale
   assert px >= 16
   assert frames.shape == (pt.T, pt.H * scale + 2 * strip, (2 * pt.W + 4) * scale, 3)
@@ -301,7 +304,7 @@ def test_monthly_gif_is_wide_with_a_caption_per_panel_and_an_ndvi_scale(zone):
     assert rows.size and rows.max() - rows.min() >= 0.6 * px  # glyphs px tall, not 8
   assert not top[:, panel:panel + 4 * scale].any()            # none across the gap
   bottom = frames[0, -strip:, panel + 4 * scale:].reshape(-1, 3)
-  lo, hi = plots.ndvi_rgb(np.array(plots.NDVI_RANGE))
+  lo, hi = gif_figures.ndvi_rgb(np.array(gif_figures.NDVI_RANGE))
   assert np.all(bottom == lo, -1).any() and np.all(bottom == hi, -1).any()
 
 
@@ -323,17 +326,17 @@ def test_cli_prediction_and_errors_from_predict_outputs(zone, tmp_path, capsys):
 
 def test_confusion_from_evaluate_metrics_json(tmp_path):
   m = _metrics()
-  got, names = plots.confusion_from_metrics(m, "parcel")
+  got, names = scores.confusion_from_metrics(m, "parcel")
   assert got[2, 2] == 15 and names == list(NOM.tier3)
   (tmp_path / "m.json").write_text(json.dumps(m))
   assert plots.main(["confusion", "--metrics", str(tmp_path / "m.json"), "--out",
                      str(tmp_path / "c.png")]) == 0
   assert _rgb(tmp_path / "c.png").shape == (1000, 1100, 3)
-  texts = [t for t, _ in _texts(plots.plot_metrics_confusion, m, "parcel", tmp_path / "c.svg")]
+  texts = [t for t, _ in _texts(scores.plot_metrics_confusion, m, "parcel", tmp_path / "c.svg")]
   assert "parcel level, test split: model confusion (rows: % of the true class)" in texts
   assert "winter_barley  20" in texts and "true class  (support: parcels)" in texts
   with pytest.raises(plots.UserError, match=r"no confusion_matrix\['pixel_model'\]"):
-    plots.confusion_from_metrics({"pixel": m["pixel"]})
+    scores.confusion_from_metrics({"pixel": m["pixel"]})
 
 
 def test_all_figures_for_predicted_zones_only(tmp_path):

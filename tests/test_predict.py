@@ -8,6 +8,8 @@ import pytest
 import rasterio
 
 from jaxcrop import predict
+from jaxcrop.maps import checks, geotiff, tiling
+from jaxcrop.maps import parcels as maps_parcels
 from jaxcrop.input_pipeline import normalize
 from cropcontracts import atomic, nomenclature
 from tests import fixtures as pt
@@ -33,24 +35,24 @@ def _direct(apply_fn, variables, zone, meta, rows, cols):
 
 
 def test_tile_starts_cover_the_zone_with_one_tile_shape():
-  assert predict.tile_starts(52, 16, 4).tolist() == [0, 12, 24, 36]   # 36 + 16 = 52
-  assert predict.tile_starts(40, 16, 4).tolist() == [0, 12, 24]
-  assert predict.tile_starts(41, 16, 4).tolist() == [0, 8, 17, 25]    # spread, overlap ≥ 4
-  assert predict.tile_starts(1000, 256, 32).tolist() == [0, 186, 372, 558, 744]
-  assert predict.tile_starts(1000, 512, 24).tolist() == [0, 488]
-  assert predict.tile_starts(10, 16, 4).tolist() == [0]               # caller pads to 16
-  with pytest.raises(predict.PredictError, match="--overlap 16 must be in"):
-    predict.tile_starts(52, 16, 16)
+  assert tiling.tile_starts(52, 16, 4).tolist() == [0, 12, 24, 36]   # 36 + 16 = 52
+  assert tiling.tile_starts(40, 16, 4).tolist() == [0, 12, 24]
+  assert tiling.tile_starts(41, 16, 4).tolist() == [0, 8, 17, 25]    # spread, overlap ≥ 4
+  assert tiling.tile_starts(1000, 256, 32).tolist() == [0, 186, 372, 558, 744]
+  assert tiling.tile_starts(1000, 512, 24).tolist() == [0, 488]
+  assert tiling.tile_starts(10, 16, 4).tolist() == [0]               # caller pads to 16
+  with pytest.raises(checks.PredictError, match="--overlap 16 must be in"):
+    tiling.tile_starts(52, 16, 16)
 
 
 def test_blend_window_is_positive_smooth_and_symmetric():
-  w = predict.blend_window(16, 4)
+  w = tiling.blend_window(16, 4)
   assert w.shape == (16, 16) and w.min() > 0 and w.max() == 1
   np.testing.assert_allclose(w, w[::-1, ::-1])
   np.testing.assert_allclose(w, w.T)
   assert (w[4:12, 4:12] == 1).all()
   assert np.all(np.diff(w[8, :5]) > 0)          # ramps up over the overlap
-  assert (predict.blend_window(16, 0) == 1).all()
+  assert (tiling.blend_window(16, 0) == 1).all()
 
 
 @pytest.mark.parametrize("tile, overlap", [(16, 4), (24, 5), (64, 8)])  # 64: pads the zone
@@ -58,7 +60,7 @@ def test_pixelwise_model_map_equals_the_model_on_the_whole_zone(zone, pixel_mode
                                                                 overlap):
   apply_fn, variables = pixel_model
   meta = pt.make_meta()
-  pred = predict.predict_zone(apply_fn, variables, zone, meta, tile=tile, overlap=overlap,
+  pred = tiling.predict_zone(apply_fn, variables, zone, meta, tile=tile, overlap=overlap,
                               batch=3, probs=True)
   p = _direct(apply_fn, variables, zone, meta, slice(None), slice(None))
   ok = pred.classes != 255
@@ -73,7 +75,7 @@ def test_no_seams_for_a_model_with_spatial_context(zone):
   """Blended map = the model run once on a window, away from the window's edge."""
   apply_fn, variables = pt.init(pt.ConvModel())
   meta = pt.make_meta()
-  pred = predict.predict_zone(apply_fn, variables, zone, meta, tile=16, overlap=4,
+  pred = tiling.predict_zone(apply_fn, variables, zone, meta, tile=16, overlap=4,
                               batch=4, probs=True)
   rows, cols = slice(10, 36), slice(8, 48)          # spans several tile seams
   p = _direct(apply_fn, variables, zone, meta, rows, cols)[1:-1, 1:-1]
@@ -85,7 +87,7 @@ def test_no_seams_for_a_model_with_spatial_context(zone):
 
 
 def test_nodata_hole_is_nodata_in_every_output(zone, pixel_model):
-  pred = predict.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4,
+  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4,
                               probs=True)
   hole = np.zeros((pt.H, pt.W), bool)
   hole[pt.HOLE] = True
@@ -106,17 +108,17 @@ def test_nodata_hole_is_nodata_in_every_output(zone, pixel_model):
      "nomenclature v2; relabel the zone or use a checkpoint trained on v1"),
 ])
 def test_zone_checkpoint_mismatch_errors(zone, pixel_model, meta_kwargs, message):
-  with pytest.raises(predict.PredictError) as e:
-    predict.predict_zone(*pixel_model, zone, pt.make_meta(**meta_kwargs), tile=16,
+  with pytest.raises(checks.PredictError) as e:
+    tiling.predict_zone(*pixel_model, zone, pt.make_meta(**meta_kwargs), tile=16,
                          overlap=4)
   assert str(e.value) == message.format(path=zone.path)
 
 
 def test_outputs_on_the_zone_grid_with_colors_names_and_cog_layout(zone, pixel_model,
                                                                    tmp_path):
-  pred = predict.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4,
+  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4,
                               probs=True)
-  folder = predict.write_outputs(zone, pred, NOM, tmp_path)
+  folder = geotiff.write_outputs(zone, pred, NOM, tmp_path)
   assert folder == tmp_path / "testz_0"
   assert folder.stat().st_mode & 0o777 == 0o777 & ~atomic.umask()
   assert sorted(p.name for p in tmp_path.iterdir()) == ["testz_0"]   # no temp left
@@ -142,8 +144,8 @@ def test_outputs_on_the_zone_grid_with_colors_names_and_cog_layout(zone, pixel_m
 
 def test_large_zone_outputs_have_overviews(tmp_path, pixel_model):
   z = pt.make_zone(tmp_path / "big_0", zone_id="big_0", h=600, w=560, t=1, labels=False)
-  pred = predict.Prediction(np.full((600, 560), 3, np.uint8), np.full((600, 560), 90, np.uint8))
-  folder = predict.write_outputs(z, pred, NOM, tmp_path / "out")
+  pred = tiling.Prediction(np.full((600, 560), 3, np.uint8), np.full((600, 560), 90, np.uint8))
+  folder = geotiff.write_outputs(z, pred, NOM, tmp_path / "out")
   assert sorted(p.name for p in folder.iterdir()) == ["classes.qml", "classes.tif",
                                                        "confidence.tif"]
   with rasterio.open(folder / "classes.tif") as src:
@@ -152,13 +154,13 @@ def test_large_zone_outputs_have_overviews(tmp_path, pixel_model):
 
 
 def test_existing_output_folder_is_refused_without_overwrite(zone, pixel_model, tmp_path):
-  pred = predict.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
-  predict.write_outputs(zone, pred, NOM, tmp_path)
-  with pytest.raises(predict.PredictError, match=(
+  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
+  geotiff.write_outputs(zone, pred, NOM, tmp_path)
+  with pytest.raises(checks.PredictError, match=(
       r"testz_0: output folder already exists; pass --overwrite to replace it")):
-    predict.write_outputs(zone, pred, NOM, tmp_path)
+    geotiff.write_outputs(zone, pred, NOM, tmp_path)
   pred.classes[:] = 2
-  predict.write_outputs(zone, pred, NOM, tmp_path, overwrite=True)
+  geotiff.write_outputs(zone, pred, NOM, tmp_path, overwrite=True)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["testz_0"]   # no .old/.partial
   with rasterio.open(tmp_path / "testz_0" / "classes.tif") as src:
     assert (src.read(1) == 2).all()
@@ -168,7 +170,7 @@ def test_parcel_votes_by_hand():
   parcels = np.array([[1, 1, 1, 2], [1, 2, 2, 0], [3, 3, 0, 0]], np.uint32)
   classes = np.array([[4, 4, 0, 1], [255, 1, 2, 4], [255, 255, 0, 0]], np.uint8)
   conf = np.array([[90, 70, 50, 60], [10, 80, 40, 0], [0, 0, 0, 0]], np.uint8)
-  v = predict.parcel_votes(parcels, classes, conf, num_classes=5, num_parcels=4)
+  v = maps_parcels.parcel_votes(parcels, classes, conf, num_classes=5, num_parcels=4)
   assert v["pred_class"].tolist() == [4, 1, 255, 255]      # parcel 3: only nodata
   np.testing.assert_allclose(v["pred_share"][:2], [2 / 3, 2 / 3])
   np.testing.assert_allclose(v["mean_confidence"][:2], [70, 60])
@@ -176,10 +178,10 @@ def test_parcel_votes_by_hand():
   assert np.isnan(v["pred_share"][2:]).all()
 
 
-def test_parcels_gpkg_majority_and_polygonized_geometry(zone, pixel_model, tmp_path):
+def test_parcels_gpkg_majority_and_the_zone_folders_geometry(zone, pixel_model, tmp_path):
   import geopandas as gpd
-  pred = predict.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
-  folder = predict.write_outputs(zone, pred, NOM, tmp_path)
+  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
+  folder = geotiff.write_outputs(zone, pred, NOM, tmp_path)
   gdf = gpd.read_file(folder / "parcels.gpkg")
   parcels, table = zone.read_parcels(), zone.parcel_table()
   assert len(gdf) == len(table) and gdf.crs.to_epsg() == 32631
@@ -195,9 +197,21 @@ def test_parcels_gpkg_majority_and_polygonized_geometry(zone, pixel_model, tmp_p
     assert row.pred_name == NOM.tier3[counts.argmax()]
     assert row.class_id == table.class_id[i - 1] and row.ID_PARCEL == table.ID_PARCEL[i - 1]
     assert row.geometry.area == pytest.approx((parcels == i).sum() * 100.0)
+  assert gdf.geometry.geom_equals_exact(zone.read_parcel_geometries().geometry, 0).all()
 
 
-def test_parcels_take_rpg_geometries_when_given(zone, pixel_model, tmp_path):
+def _format_1_twin(zone, folder):
+  """A copy of the zone folder as jaxcrop-zone/1 wrote it (no parcels.gpkg)."""
+  import shutil
+  from cropcontracts.zonefolder import open_zone
+  shutil.copytree(zone.path, folder)
+  (folder / "parcels.gpkg").unlink()
+  meta = json.loads((folder / "meta.json").read_text())
+  (folder / "meta.json").write_text(json.dumps({**meta, "format": "jaxcrop-zone/1"}))
+  return open_zone(folder)
+
+
+def test_parcels_of_a_format_1_folder_take_the_rpg_geometries(zone, pixel_model, tmp_path):
   import geopandas as gpd
   import shapely
   table = zone.parcel_table()
@@ -208,10 +222,28 @@ def test_parcels_take_rpg_geometries_when_given(zone, pixel_model, tmp_path):
                               CODE_GROUP="1", SURF_PARC=1.0),
                          geometry=boxes, crs=z.crs).to_crs("EPSG:2154")
   rpg.to_file(tmp_path / "rpg.gpkg", driver="GPKG")
-  pred = predict.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
-  folder = predict.write_outputs(zone, pred, NOM, tmp_path / "out", rpg=tmp_path / "rpg.gpkg")
+  old = _format_1_twin(zone, tmp_path / "old" / zone.zone_id)
+  pred = tiling.predict_zone(*pixel_model, old, pt.make_meta(), tile=16, overlap=4)
+  folder = geotiff.write_outputs(old, pred, NOM, tmp_path / "out", rpg=tmp_path / "rpg.gpkg")
   gdf = gpd.read_file(folder / "parcels.gpkg")
   assert gdf.geometry.area.to_numpy() == pytest.approx(np.full(len(table), 30.0), rel=1e-3)
+  with pytest.raises(checks.PredictError, match=(
+      r"zone testz_0 \(.*old/testz_0\) is a jaxcrop-zone/1 folder without parcels.gpkg; "
+      r"pass --rpg with the RPG file used by prep, or rerun `python -m prep labels` for it")):
+    geotiff.write_outputs(old, pred, NOM, tmp_path / "out2")
+  # A format-2 folder's own geometries win: the RPG file is not read for it.
+  folder = geotiff.write_outputs(zone, pred, NOM, tmp_path / "out3", rpg=tmp_path / "rpg.gpkg")
+  assert gpd.read_file(folder / "parcels.gpkg").geometry.area.max() == pytest.approx(1e4)
+
+
+def test_cli_refuses_a_format_1_folder_without_rpg_before_loading(zone, tmp_path, capsys):
+  old = _format_1_twin(zone, tmp_path / "old" / zone.zone_id)
+  rc = predict.main(["--workdir", str(tmp_path / "nowhere"), "--zone", str(old.path),
+                     "--out", str(tmp_path / "maps")])
+  assert rc == 2
+  assert capsys.readouterr().err == (
+      f"error: zone testz_0 ({old.path}) is a jaxcrop-zone/1 folder without parcels.gpkg; "
+      f"pass --rpg with the RPG file used by prep, or rerun `python -m prep labels` for it\n")
 
 
 def test_cli_refuses_existing_output_before_loading_a_checkpoint(zone, tmp_path, capsys):
@@ -243,11 +275,11 @@ def test_cli_writes_maps_and_scores(zone, pixel_model, tmp_path, capsys, monkeyp
 
 _MULTI_DEVICE = r"""
 import sys, numpy as np, jax
-from jaxcrop import predict
+from jaxcrop.maps import tiling
 from cropcontracts.zonefolder import open_zone
 from tests import fixtures as pt
 assert jax.local_device_count() == 2, jax.local_devices()
-pred = predict.predict_zone(*pt.init(pt.ConvModel()), open_zone(sys.argv[1]),
+pred = tiling.predict_zone(*pt.init(pt.ConvModel()), open_zone(sys.argv[1]),
                             pt.make_meta(), tile=16, overlap=4, batch=3, probs=True)
 np.save(sys.argv[2], pred.probabilities)
 """
@@ -262,7 +294,7 @@ def test_tile_batch_sharded_over_two_devices_gives_the_same_map(zone, tmp_path):
   subprocess.run([sys.executable, "-c", _MULTI_DEVICE, str(zone.path),
                   str(tmp_path / "p.npy")], check=True, env=env,
                  cwd=os.path.dirname(os.path.dirname(__file__)))
-  pred = predict.predict_zone(*pt.init(pt.ConvModel()), zone, pt.make_meta(), tile=16,
+  pred = tiling.predict_zone(*pt.init(pt.ConvModel()), zone, pt.make_meta(), tile=16,
                               overlap=4, batch=3, probs=True)
   got = np.load(tmp_path / "p.npy")
   assert np.abs(got.astype(int) - pred.probabilities).max() <= 1
@@ -277,10 +309,10 @@ def test_tile_that_the_model_cannot_take_is_a_one_line_error():
   variables = jax.eval_shape(lambda: model.init(
       jax.random.PRNGKey(0), np.zeros((1, pt.T, 16, 16, 4), np.float32)))
   apply_fn = lambda v, x: model.apply(v, x, train=False)
-  predict.check_tile(apply_fn, variables, pt.make_meta(), 16)
-  with pytest.raises(predict.PredictError, match=r"^--tile 15 does not fit the model: "
+  checks.check_tile(apply_fn, variables, pt.make_meta(), 16)
+  with pytest.raises(checks.PredictError, match=r"^--tile 15 does not fit the model: "
                                                  r"patch sides 15x15 must be divisible by 2"):
-    predict.check_tile(apply_fn, variables, pt.make_meta(), 15)
+    checks.check_tile(apply_fn, variables, pt.make_meta(), 15)
 
 
 def _workdir(path):
@@ -309,7 +341,7 @@ def test_cli_with_a_real_checkpoint_equals_predict_zone(zone, tmp_path, capsys):
                      "--checkpoint", "best"])             # no best yet → last
   assert rc == 0, capsys.readouterr().err
   apply_fn = lambda v_, x: model.apply(v_, x, train=False)
-  want = predict.predict_zone(apply_fn, v, zone, meta, tile=16, overlap=4)
+  want = tiling.predict_zone(apply_fn, v, zone, meta, tile=16, overlap=4)
   with rasterio.open(tmp_path / "maps" / "testz_0" / "classes.tif") as src:
     assert src.crs.to_epsg() == zone.zone.epsg and src.transform == zone.zone.transform
     got = src.read(1)
@@ -340,8 +372,8 @@ def test_classes_tif_equals_the_model_run_directly_on_a_tile(zone, tmp_path, cap
 
 def test_qgis_style_names_every_class_with_its_colour(zone, pixel_model, tmp_path):
   import xml.etree.ElementTree as ET
-  pred = predict.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
-  folder = predict.write_outputs(zone, pred, NOM, tmp_path)
+  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
+  folder = geotiff.write_outputs(zone, pred, NOM, tmp_path)
   root = ET.parse(folder / "classes.qml").getroot()
   renderer = root.find("pipe/rasterrenderer")
   assert renderer.get("type") == "paletted" and renderer.get("band") == "1"
@@ -354,16 +386,16 @@ def test_qgis_style_names_every_class_with_its_colour(zone, pixel_model, tmp_pat
 
 def test_checkpoint_classes_must_match_the_nomenclature_table(tmp_path):
   meta = pt.make_meta()
-  assert predict.checkpoint_nomenclature(meta, "W").tier3 == NOM.tier3
+  assert checks.checkpoint_nomenclature(meta, "W").tier3 == NOM.tier3
   meta.class_names = list(NOM.tier3[:5]) + ["rice"] + list(NOM.tier3[6:])
-  with pytest.raises(predict.PredictError, match=(
+  with pytest.raises(checks.PredictError, match=(
       r"^--workdir W: the checkpoint's classes differ from nomenclature v1 of this code "
       r"from class 5 on \('rice' vs 'maize'\); the table was edited")):
-    predict.checkpoint_nomenclature(meta, "W")
-  with pytest.raises(predict.PredictError, match=(
+    checks.checkpoint_nomenclature(meta, "W")
+  with pytest.raises(checks.PredictError, match=(
       r"^--workdir W: the checkpoint predicts nomenclature v7, which this code does not "
       r"have \(nomenclature v7: .*classes_v7.csv not found\)")):
-    predict.checkpoint_nomenclature(pt.make_meta(version="v7"), "W")
+    checks.checkpoint_nomenclature(pt.make_meta(version="v7"), "W")
 
 
 def test_cli_missing_workdir_is_a_one_line_error(zone, tmp_path, capsys):
@@ -377,17 +409,17 @@ def test_cli_missing_workdir_is_a_one_line_error(zone, tmp_path, capsys):
 
 def test_zone_without_labels_gets_maps_but_no_parcels_or_scores(tmp_path, pixel_model):
   z = pt.make_zone(tmp_path / "nolab_0", zone_id="nolab_0", labels=False)
-  pred = predict.predict_zone(*pixel_model, z, pt.make_meta(version="v9"), tile=16,
+  pred = tiling.predict_zone(*pixel_model, z, pt.make_meta(version="v9"), tile=16,
                               overlap=4)                 # no labels → no version check
-  assert predict.score(z, pred, NOM.tier3) is None
-  folder = predict.write_outputs(z, pred, NOM, tmp_path / "out")
+  assert tiling.score(z, pred, NOM.tier3) is None
+  folder = geotiff.write_outputs(z, pred, NOM, tmp_path / "out")
   assert sorted(p.name for p in folder.iterdir()) == ["classes.qml", "classes.tif",
                                                        "confidence.tif"]
 
 
 def test_score_counts_labelled_predicted_pixels_only(zone, pixel_model):
-  pred = predict.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
-  s = predict.score(zone, pred, NOM.tier3)
+  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
+  s = tiling.score(zone, pred, NOM.tier3)
   labels = zone.read_labels()
   scored = (labels != 255) & (pred.classes != 255)
   assert s["num_pixels"] == scored.sum()

@@ -266,7 +266,7 @@ def zone(tmp_path_factory):
     (["--tile", "0"], "--tile 0 must be a positive number of pixels"),
     (["--batch", "0"], "--batch 0 must be at least 1 tile"),
     (["--rpg", "/nowhere/rpg.gpkg"], "/nowhere/rpg.gpkg: RPG file not found (--rpg); pass the "
-     "RPG file used by prep, or leave --rpg out to polygonize the parcel raster"),
+     "RPG file used by prep, or leave --rpg out (zone folders of format 2 carry parcels.gpkg)"),
 ])
 def test_predict_arguments_fail_before_any_work(zone, extra, expected, tmp_path, capsys):
   rc, _, err = run(predict.main, ["--workdir", tmp_path / "never_read", "--zone", zone.path,

@@ -9,6 +9,7 @@ import rasterio
 from cropcontracts import zonefolder as ZF
 from prep import zones as Z
 from cropcontracts.errors import UserError
+from tests.fixtures import pixel_box
 
 
 def _zone(zone_id="t_0", lon=1.489, px=20):
@@ -28,7 +29,8 @@ def _write(folder, zone, T=3, seed=0):
   table = pd.DataFrame({"parcel_index": [1, 2], "ID_PARCEL": ["0012", "77"],
                         "CODE_CULTU": ["BTH", "MIS"], "class_id": [0, 5]})
   ZF.write_labels(folder, zone, class_of[parcels], parcels, table,
-                  {"nomenclature": "v1"})
+                  {"nomenclature": "v1"}, geometries=[pixel_box(zone, 2, 6, 3, 9),
+                                                      pixel_box(zone, 10, 15, 10, 15)])
   return comp, counts, months, parcels, class_of
 
 
@@ -140,3 +142,54 @@ def test_files_are_tiled_compressed_and_not_private(tmp_path):
       assert src.compression == rasterio.enums.Compression.deflate, name
   for p in (tmp_path / "z").iterdir():
     assert p.stat().st_mode & 0o777 == 0o644, p.name   # mkstemp alone gives 0600
+
+
+def test_parcel_geometries_round_trip_in_the_zone_crs(tmp_path):
+  zone = _zone()
+  _write(tmp_path / "z", zone)
+  zf = ZF.open_zone(tmp_path / "z", require_labels=True)
+  assert zf.format == ZF.FORMAT == "jaxcrop-zone/2" and zf.has_parcel_geometries
+  gdf = zf.read_parcel_geometries()
+  assert list(gdf.columns) == [*ZF.PARCEL_FIELDS, "geometry"]
+  assert gdf.crs.to_epsg() == zone.epsg
+  assert gdf.parcel_index.tolist() == [1, 2] and gdf.ID_PARCEL.tolist() == ["0012", "77"]
+  assert gdf.CODE_CULTU.tolist() == ["BTH", "MIS"]
+  import shapely
+  written = [pixel_box(zone, 2, 6, 3, 9), pixel_box(zone, 10, 15, 10, 15)]
+  assert shapely.equals_exact(gdf.geometry.values,             # stored as MultiPolygons
+                              [shapely.MultiPolygon([g]) for g in written]).all()
+  assert (gdf.geometry.area == [24 * 100.0, 25 * 100.0]).all()   # 4 x 6 and 5 x 5 pixels
+
+
+def _as_format_1(folder):
+  """The folder as jaxcrop-zone/1 wrote it: no parcels.gpkg, format /1."""
+  meta = json.loads((folder / "meta.json").read_text())
+  (folder / "meta.json").write_text(json.dumps({**meta, "format": "jaxcrop-zone/1"}))
+  (folder / "parcels.gpkg").unlink()
+
+
+def test_format_1_folders_are_read_without_parcel_geometries(tmp_path):
+  zone = _zone()
+  _write(tmp_path / "z", zone)
+  (tmp_path / "z" / "parcels.gpkg").unlink()
+  with pytest.raises(UserError, match=r"zone t_0: .*parcels.gpkg is missing"):
+    ZF.open_zone(tmp_path / "z")
+  _write(tmp_path / "z", zone)
+  _as_format_1(tmp_path / "z")
+  zf = ZF.open_zone(tmp_path / "z", require_labels=True)
+  assert zf.format == "jaxcrop-zone/1" and zf.has_labels and not zf.has_parcel_geometries
+  np.testing.assert_array_equal(zf.read_parcels()[2:6, 3:9], 1)
+  with pytest.raises(UserError, match=r"zone t_0: .* is a jaxcrop-zone/1 folder without "
+                     r"parcels.gpkg; rerun `python -m prep labels` for this zone"):
+    zf.read_parcel_geometries()
+  _write(tmp_path / "z", zone)                    # labels rewritten: now format 2
+  assert ZF.open_zone(tmp_path / "z").has_parcel_geometries
+
+
+def test_unknown_format_is_refused(tmp_path):
+  _write(tmp_path / "z", _zone())
+  meta = json.loads((tmp_path / "z" / "meta.json").read_text())
+  (tmp_path / "z" / "meta.json").write_text(json.dumps({**meta, "format": "jaxcrop-zone/9"}))
+  with pytest.raises(UserError, match=r"zone t_0: .*meta.json has format 'jaxcrop-zone/9'; "
+                     r"this code reads jaxcrop-zone/1, jaxcrop-zone/2"):
+    ZF.open_zone(tmp_path / "z")

@@ -1,0 +1,133 @@
+"""Writing a zone's maps: Cloud-Optimized GeoTIFFs on the zone grid, the QGIS style
+and the parcel GeoPackage, assembled in a temporary folder renamed when complete.
+
+  classes.tif        uint8 tier-3 class ids, 255 = nodata, colour table, names.
+  classes.qml        QGIS style of classes.tif (palette with class names).
+  confidence.tif     uint8 max softmax probability in percent, 255 = nodata.
+  probabilities.tif  (with probabilities) uint8 [K bands] probability in percent.
+  parcels.gpkg       (zones with parcels) majority class per parcel.
+All rasters are COGs (deflate, 256 tiles, overviews).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Sequence
+
+import numpy as np
+
+from cropcontracts import atomic
+from cropcontracts.zonefolder import ZoneFolder
+from jaxcrop.maps.checks import check_output
+from jaxcrop.maps.parcels import parcel_product
+from jaxcrop.maps.tiling import NODATA, Prediction
+
+BLOCK = 256
+
+
+def _cog(tmpdir: pathlib.Path, path: pathlib.Path, zone: ZoneFolder, bands: np.ndarray,
+         resampling: str, descriptions: Sequence[str], tags: dict | None = None,
+         colormap: dict | None = None) -> None:
+  """Writes uint8 [N, H, W] as a Cloud-Optimized GeoTIFF on the zone grid.
+
+  A plain GTiff is written first (colour table, tags, descriptions), then copied
+  with GDAL's COG driver, which adds the overviews and the COG layout.
+  """
+  import rasterio
+  import rasterio.shutil
+  src = tmpdir / f".{path.name}.src.tif"
+  z = zone.zone
+  with rasterio.open(src, "w", driver="GTiff", count=bands.shape[0], dtype="uint8",
+                     width=z.width, height=z.height, crs=z.crs, transform=z.transform,
+                     nodata=NODATA) as dst:
+    dst.write(bands)
+    for i, d in enumerate(descriptions):
+      dst.set_band_description(i + 1, d)
+    if tags:
+      dst.update_tags(**tags)
+    if colormap:
+      dst.write_colormap(1, colormap)
+  rasterio.shutil.copy(src, path, driver="COG", compress="DEFLATE", blocksize=BLOCK,
+                       overview_resampling=resampling, overviews="AUTO")
+  src.unlink()
+
+
+def class_tags(nomenclature) -> dict:
+  """GeoTIFF metadata naming the classes: CLASS_NAMES (JSON list) and CLASS_<k>."""
+  tags = {"CLASS_NAMES": json.dumps(list(nomenclature.tier3)),
+          "NOMENCLATURE": nomenclature.version}
+  tags.update({f"CLASS_{k}": n for k, n in enumerate(nomenclature.tier3)})
+  return tags
+
+
+def qgis_style(nomenclature) -> str:
+  """A QGIS layer style (.qml) for classes.tif: a paletted renderer with the
+  class names as labels. QGIS applies `<name>.qml` beside a raster as its
+  default style, so the map opens with its legend; GDAL's colour table alone
+  gives colours but shows values, not names."""
+  from xml.sax.saxutils import quoteattr
+  entries = "\n".join(
+      f'        <paletteEntry value="{k}" color="{color}" alpha="255" label={quoteattr(name)}/>'
+      for k, (name, color) in enumerate(zip(nomenclature.tier3, nomenclature.colors)))
+  return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.28" styleCategories="Symbology">
+  <pipe>
+    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1">
+      <rasterTransparency/>
+      <colorPalette>
+{entries}
+      </colorPalette>
+    </rasterrenderer>
+  </pipe>
+</qgis>
+"""
+
+
+def colormap(nomenclature) -> dict:
+  """GDAL colour table: class id → (r, g, b, 255); nodata transparent."""
+  cmap = {k: tuple(int(v) for v in rgb) + (255,) for k, rgb in enumerate(nomenclature.rgb())}
+  cmap[NODATA] = (0, 0, 0, 0)
+  return cmap
+
+
+def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
+                  overwrite: bool = False, rpg=None) -> pathlib.Path:
+  """Writes OUT/<zone_id>/{classes,confidence[,probabilities]}.tif, classes.qml
+  (QGIS style) [+ parcels.gpkg].
+
+  The folder is assembled under a temporary name beside it and renamed into
+  place when complete; an existing folder is replaced only with `overwrite`.
+  """
+  out_dir = pathlib.Path(out_dir)
+  final = out_dir / zone.zone_id
+  check_output(final, overwrite)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{zone.zone_id}.", suffix=".partial",
+                                      dir=out_dir))
+  try:
+    os.chmod(tmp, 0o777 & ~atomic.umask())           # mkdtemp makes it private (0700)
+    tags = class_tags(nomenclature)
+    _cog(tmp, tmp / "classes.tif", zone, pred.classes[None], "nearest",
+         ["tier-3 class"], tags, colormap(nomenclature))
+    (tmp / "classes.qml").write_text(qgis_style(nomenclature), encoding="utf-8")
+    _cog(tmp, tmp / "confidence.tif", zone, pred.confidence[None], "average",
+         ["confidence (max probability, %)"])
+    if pred.probabilities is not None:
+      _cog(tmp, tmp / "probabilities.tif", zone, pred.probabilities, "average",
+           [f"P({n}) %" for n in nomenclature.tier3], tags)
+    if zone.has_labels:
+      gdf = parcel_product(zone, pred, nomenclature, rpg)
+      gdf.to_file(tmp / "parcels.gpkg", driver="GPKG", layer="parcels")
+    old = tmp.with_name(tmp.name.replace(".partial", ".old")) if final.exists() else None
+    if old:
+      os.replace(final, old)                    # the old maps go only once the new are in
+    os.replace(tmp, final)
+    if old:
+      shutil.rmtree(old)
+  finally:
+    if tmp.exists():
+      shutil.rmtree(tmp)
+  return final

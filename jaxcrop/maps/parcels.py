@@ -1,0 +1,114 @@
+"""The parcel product: the majority predicted class of every parcel of a zone, with
+its RPG attributes and geometry (one row per row of the zone's parcels.csv).
+
+Geometries come from the zone folder (parcels.gpkg, format jaxcrop-zone/2); only a
+jaxcrop-zone/1 folder needs the RPG file again (`--rpg`).
+"""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from cropcontracts.zonefolder import ZoneFolder
+from jaxcrop.maps.checks import PredictError
+from jaxcrop.maps.tiling import NODATA, Prediction
+
+
+def check_rpg(path) -> None:
+  """Fails before any prediction on an RPG file that is missing or unreadable."""
+  from prep.labels import find_layer
+  p = pathlib.Path(path)
+  if not p.exists():
+    raise PredictError(f"{p}: RPG file not found (--rpg); pass the RPG file used by prep, "
+                       f"or leave --rpg out (zone folders of format 2 carry parcels.gpkg)")
+  find_layer(p)
+
+
+def parcel_votes(parcels: np.ndarray, classes: np.ndarray, confidence: np.ndarray,
+                 num_classes: int, num_parcels: int = 0) -> dict:
+  """Majority predicted class per parcel, vectorized with bincount.
+
+  Args:
+    parcels: uint32 [H, W] 1-based parcel index, 0 = none.
+    classes: uint8 [H, W] predicted class, 255 = nodata (not counted).
+    confidence: uint8 [H, W] percent.
+    num_classes: K.
+    num_parcels: P at least (parcels without a pixel get empty votes).
+  Returns:
+    dict of arrays [P] for parcel indices 1..P: `pred_class` (255 when no valid
+    pixel), `pred_share` (fraction of the parcel's valid pixels voting for it),
+    `mean_confidence` (percent), `n_pred_pixels` (valid pixels).
+  """
+  P = max(num_parcels, int(parcels.max()) if parcels.size else 0)
+  ok = (parcels > 0) & (classes != NODATA)
+  p = parcels[ok].astype(np.int64)
+  votes = np.bincount(p * num_classes + classes[ok], minlength=(P + 1) * num_classes)
+  votes = votes.reshape(P + 1, num_classes)[1:]
+  n = votes.sum(1)
+  conf = np.bincount(p, weights=confidence[ok].astype(np.float64), minlength=P + 1)[1:]
+  has = n > 0
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return dict(pred_class=np.where(has, votes.argmax(1), NODATA).astype(np.uint8),
+                pred_share=np.where(has, votes.max(1) / n, np.nan),
+                mean_confidence=np.where(has, conf / n, np.nan),
+                n_pred_pixels=n.astype(np.int64))
+
+
+def parcel_geometries(zone: ZoneFolder, table, rpg=None):
+  """GeoSeries (zone CRS) indexed by parcel_index, in the order of `table`.
+
+  A jaxcrop-zone/2 folder carries them (parcels.gpkg, what prep labels rasterized);
+  a jaxcrop-zone/1 folder needs the RPG file prep read (`rpg`), whose polygons are
+  joined on ID_PARCEL and reprojected (unrepaired, as the file holds them).
+  """
+  import geopandas as gpd
+  if zone.has_parcel_geometries:
+    g = zone.read_parcel_geometries().set_index("parcel_index").geometry
+    return g.reindex(table["parcel_index"].values)
+  check_geometries_source(zone, rpg)
+  gdf = _read_rpg(rpg, zone)
+  gdf = gdf.drop_duplicates("ID_PARCEL").set_index("ID_PARCEL")
+  ids = table["ID_PARCEL"].astype(str).str.strip()
+  geoms = gdf.geometry.to_crs(zone.zone.crs).reindex(ids.values)
+  if geoms.isna().all():
+    raise PredictError(f"{rpg}: none of zone {zone.zone_id}'s {len(ids)} parcels "
+                       f"(ID_PARCEL) are in this file; pass the RPG file used by prep")
+  return gpd.GeoSeries(geoms.values, index=table["parcel_index"].values,
+                       crs=zone.zone.crs)
+
+
+def check_geometries_source(zone: ZoneFolder, rpg) -> None:
+  """Raises PredictError for a labelled jaxcrop-zone/1 folder without `rpg`: its
+  parcel product has no geometries (format 2 folders carry parcels.gpkg)."""
+  if zone.has_labels and not zone.has_parcel_geometries and rpg is None:
+    raise PredictError(
+        f"zone {zone.zone_id} ({zone.path}) is a {zone.format} folder without "
+        f"parcels.gpkg; pass --rpg with the RPG file used by prep, or rerun "
+        f"`python -m prep labels` for it")
+
+
+def _read_rpg(path, zone: ZoneFolder):
+  """RPG parcels meeting the zone (bbox read, field checks: prep.labels)."""
+  from prep.labels import read_rpg
+  return read_rpg(pathlib.Path(path), zone.zone)
+
+
+def parcel_product(zone: ZoneFolder, pred: Prediction, nomenclature, rpg=None):
+  """GeoDataFrame (zone CRS): one row per parcel of the zone, its parcels.csv
+  attributes + the prediction (parcel_votes, pred_name, correct) + its geometry
+  (parcel_geometries; `rpg` is read only for a jaxcrop-zone/1 folder)."""
+  import geopandas as gpd
+  parcels = zone.read_parcels()
+  table = zone.parcel_table()
+  idx = table["parcel_index"].to_numpy() - 1
+  votes = parcel_votes(parcels, pred.classes, pred.confidence, nomenclature.num_classes,
+                       int(idx.max()) + 1 if len(idx) else 0)
+  for k, v in votes.items():
+    table[k] = v[idx]
+  names = np.array(list(nomenclature.tier3) + [""] * (256 - nomenclature.num_classes))
+  table["pred_name"] = names[table["pred_class"].to_numpy()]
+  if "class_id" in table:
+    table["correct"] = (table["class_id"] == table["pred_class"]) & (table["class_id"] != NODATA)
+  geoms = parcel_geometries(zone, table, rpg)
+  return gpd.GeoDataFrame(table, geometry=geoms.values, crs=zone.zone.crs)

@@ -1,0 +1,121 @@
+"""The demo region: synthetic inputs in the real formats, offline and seeded.
+
+`make_demo` writes what the real inputs look like, for a small area of the
+Beauce near Chartres (UTM 31N, EPSG:32631):
+
+  raw/rpg_demo.gpkg     RPG-like parcels, layer PARCELLES_GRAPHIQUES, Lambert-93
+                        (EPSG:2154), fields ID_PARCEL SURF_PARC CODE_CULTU
+                        CODE_GROUP CULTURE_D1 CULTURE_D2, real RPG crop codes.
+  raw/scenes/<item>/    Sentinel-2 L2A-like scenes: B02 B03 B04 B08 (uint16,
+                        10 m, reflectance x 10000, 0 = nodata), SCL (uint8,
+                        20 m) as tiled deflate GeoTIFFs, and `<item>.json`, a
+                        minimal STAC item; one scene every ~5 days of 2023.
+  raw/zones.csv         the demo zones (two regions x five zones).
+
+then runs the ordinary prep routes on them (`prep.scenes` for the composites,
+`prep.labels` for the labels) into `zones/<zone_id>/`. Nothing here is real:
+the parcels, crops and reflectances come from the small model of the modules
+below, made so that crop classes are learnable but not trivially separable.
+Demo numbers are never results.
+
+  region.py   size and layout: DemoSpec (FULL, SMALL), the zones, the scene grid.
+  crops.py    RPG codes, regional mixes, phenologies, the cover table.
+  parcels.py  the parcels (recursive splits) and the RPG GeoPackage.
+  sensor.py   reflectance, clouds, shadows, haze and SCL of one acquisition.
+  stac.py     the scene files: COG bands and STAC items.
+
+`make_demo` is the one entry point (the TFDS builder's demo config calls it);
+`write_raw` writes the raw inputs only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+from cropcontracts import atomic
+from cropcontracts.errors import UserError
+from prep.demo.parcels import make_parcels, write_rpg
+from prep.demo.region import FULL, SMALL, demo_zones, zone_window
+from prep.demo.sensor import december_front, make_ground
+from prep.demo.stac import write_scene
+from prep.zones import write_zones
+
+__all__ = ["make_demo", "write_raw"]
+
+
+def write_raw(raw_dir, *, seed: int = 0, small: bool = False,
+              progress: bool = True) -> dict:
+  """Writes the demo's raw inputs (zones.csv, rpg_demo.gpkg, scenes/) once.
+
+  Idempotent: `raw/demo.json` records the seed and size first (`complete`
+  false) and is completed last; a rerun keeps what exists and refuses a folder
+  begun with another seed or size. Returns the content of demo.json.
+  """
+  from tqdm import tqdm
+  raw = pathlib.Path(raw_dir)
+  spec = SMALL if small else FULL
+  stamp = {"seed": seed, "small": small, "spec": dataclasses.asdict(spec),
+           "complete": False}
+  done = raw / "demo.json"
+  if done.is_file():
+    old = json.loads(done.read_text(encoding="utf-8"))
+    if {k: old.get(k) for k in ("seed", "small")} != {"seed": seed, "small": small}:
+      raise UserError(f"{raw}: holds a demo made with seed={old.get('seed')} "
+                      f"small={old.get('small')}, not seed={seed} small={small}; "
+                      f"choose another output folder or delete it")
+    if old.get("complete"):
+      return old
+  elif raw.exists() and any(raw.iterdir()):
+    raise UserError(f"{raw}: exists and is not a demo folder; choose another output folder")
+  else:
+    atomic.write_json(done, stamp)
+  zones = demo_zones(spec)
+  parcels = make_parcels(spec, seed)
+  ground = make_ground(spec, parcels, seed)
+  frac = [float((ground.pid[zone_window(spec, z)] > 0).mean()) for z in zones]
+  write_zones([dataclasses.replace(z, cropland_fraction=round(f, 3))
+               for z, f in zip(zones, frac)], raw / "zones.csv")
+  if not (raw / "rpg_demo.gpkg").is_file():
+    write_rpg(parcels, raw / "rpg_demo.gpkg", seed)
+  front = december_front(spec, seed)
+  dates = spec.scene_dates
+  bar = tqdm(dates, desc="demo scenes", unit="scene", disable=not progress)
+  ids = [write_scene(raw / "scenes", ground, spec, i, d, seed, front)
+         for i, d in enumerate(bar)]
+  stamp.update(complete=True, n_parcels=len(parcels.geometry), n_scenes=len(ids),
+               scene_shape=list(spec.scene_shape), invalid_parcel=parcels.invalid)
+  atomic.write_json(done, stamp)
+  return stamp
+
+
+def make_demo(out_dir, *, seed: int = 0, progress: bool = True,
+              small: bool = False) -> pathlib.Path:
+  """Writes the demo region and its zone folders; returns `out_dir/zones`.
+
+  Raw inputs go to `out_dir/raw` (`write_raw`); then, per zone, the scenes route
+  (`prep.scenes.composite_zone_from_scenes`) and the labels route
+  (`prep.labels.make_zone_labels`) write `out_dir/zones/<zone_id>/`. A rerun
+  skips whatever is complete. `small=True` makes a tiny variant for tests
+  (2 x 2 zones of 48 x 48 pixels, 25 scenes).
+  """
+  from tqdm import tqdm
+  from cropcontracts.zonefolder import check_folder
+  from prep.labels import make_zone_labels
+  from prep.scenes import composite_zone_from_scenes
+  from prep.zones import read_zones
+  out = pathlib.Path(out_dir)
+  raw = out / "raw"
+  stamp = write_raw(raw, seed=seed, small=small, progress=progress)
+  root = out / "zones"
+  for zone in tqdm(read_zones(raw / "zones.csv"), desc="demo zones", unit="zone",
+                   disable=not progress):
+    folder = root / zone.zone_id
+    meta = check_folder(folder, zone)
+    if "imagery" not in meta:
+      composite_zone_from_scenes(raw / "scenes", zone, folder,
+                                 year=stamp["spec"]["year"], progress=False)
+    if "labels" not in meta:
+      make_zone_labels(raw / "rpg_demo.gpkg", zone, folder, progress=False)
+  return root
+

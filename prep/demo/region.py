@@ -1,0 +1,95 @@
+"""The demo region's layout: its size, its zones and the scene grid (pixels are 10 m).
+
+The area lies in the Beauce near Chartres, on the UTM 31N grid (EPSG:32631) of
+MGRS tile 31UCP. Zones of a region sit in rows of two; regions are stacked north
+to south; one scene footprint covers them all with a margin.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+
+from cropcontracts.zone import Zone
+
+EPSG = 32631          # UTM 31N: the grid of the scenes and of the zones
+TILE = "31UCP"        # the MGRS tile of the area
+SCENE_X0, SCENE_Y0 = 390_000.0, 5_350_020.0  # scene upper-left, multiples of 60 m
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSpec:
+  """Size of a demo region (pixels are 10 m).
+
+  Zones of a region sit in rows of two, `gap` pixels apart; regions are stacked
+  north to south, `region_gap` apart; the scene covers them with `margin`.
+  """
+  regions: tuple[str, ...] = ("demo-north", "demo-south")
+  zones_per_region: int = 5
+  zone_pixels: int = 256
+  gap: int = 10
+  margin: int = 15
+  region_gap: int = 30
+  scene_step_days: int = 5
+  year: int = 2023
+
+  @property
+  def rows(self) -> int:
+    return math.ceil(self.zones_per_region / 2)
+
+  @property
+  def region_height(self) -> int:
+    return self.rows * self.zone_pixels + (self.rows - 1) * self.gap
+
+  @property
+  def scene_shape(self) -> tuple[int, int]:
+    """(H, W) of the scenes at 10 m, both even so that SCL is exactly 20 m."""
+    n = len(self.regions)
+    h = 2 * self.margin + n * self.region_height + (n - 1) * self.region_gap
+    w = 2 * self.margin + 2 * self.zone_pixels + self.gap
+    return h + h % 2, w + w % 2
+
+  @property
+  def scene_dates(self) -> list[datetime.date]:
+    start = datetime.date(self.year, 1, 3)
+    end = datetime.date(self.year, 12, 31)
+    n = (end - start).days // self.scene_step_days + 1
+    return [start + datetime.timedelta(days=self.scene_step_days * i)
+            for i in range(n)]
+
+
+FULL = DemoSpec()
+SMALL = DemoSpec(zones_per_region=2, zone_pixels=48, scene_step_days=15)
+
+
+def demo_zones(spec: DemoSpec = FULL) -> list[Zone]:
+  """The demo zones: `zones_per_region` per region, indices 0.. in each."""
+  import pyproj
+  to_wgs = pyproj.Transformer.from_crs(EPSG, 4326, always_xy=True)
+  zp, res = spec.zone_pixels, 10.0
+  zones = []
+  for r, region in enumerate(spec.regions):
+    top = spec.margin + r * (spec.region_height + spec.region_gap)
+    for k in range(spec.zones_per_region):
+      row, col = divmod(k, 2)
+      x0 = SCENE_X0 + (spec.margin + col * (zp + spec.gap)) * res
+      y0 = SCENE_Y0 - (top + row * (zp + spec.gap)) * res
+      lon, lat = to_wgs.transform(x0 + zp * res / 2, y0 - zp * res / 2)
+      zones.append(Zone(zone_id=f"{region}_{k}", region=region, town="Chartres",
+                        index=k, epsg=EPSG, x0=x0, y0=y0, width=zp, height=zp,
+                        res=res, center_lon=round(lon, 6), center_lat=round(lat, 6),
+                        source="demo"))
+  return zones
+
+
+def scene_transform(spec: DemoSpec = FULL, res: float = 10.0):
+  import affine
+  return affine.Affine(res, 0.0, SCENE_X0, 0.0, -res, SCENE_Y0)
+
+
+
+def zone_window(spec: DemoSpec, zone: Zone):
+  """Row/column slices of a zone in the scene grid."""
+  r0 = int(round((SCENE_Y0 - zone.y0) / 10.0))
+  c0 = int(round((zone.x0 - SCENE_X0) / 10.0))
+  return slice(r0, r0 + zone.height), slice(c0, c0 + zone.width)

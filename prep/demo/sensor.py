@@ -1,0 +1,203 @@
+"""The demo's sensor: surface reflectance, clouds and the scene classification.
+
+  spectra   linear mixing of endmember spectra (green leaves, dry matter, soil,
+            rapeseed flowers, water) in B2 B3 B4 B8, a static within-field
+            vigour texture, a half-pixel blur (mixed pixels on field edges),
+            sensor noise.
+  clouds    per scene a cover fraction (many clear, some overcast, cloudier in
+            winter): smooth blobs (SCL 8/9), cirrus (SCL 10), shadows offset to
+            the north (SCL 3), unflagged haze and cloud edges (SCL 7 or clear),
+            a few false cloud flags, swath no-data (SCL 0), and a persistent
+            December front, so that some pixels have no valid observation in a
+            month and gap filling is needed.
+
+Random streams: the static textures draw from `default_rng([seed, 3])`, the
+December front from `[seed, 4]`, scene i from `[seed, 100 + i]` (`write_scene`
+in `prep.demo.stac`), so a scene does not depend on which others were written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+
+import numpy as np
+
+from prep.demo.crops import cover_table
+from prep.demo.parcels import Parcels
+from prep.demo.region import DemoSpec, scene_transform
+
+# Endmember reflectances in B2 B3 B4 B8.
+GREEN = np.array([.025, .058, .025, .48], np.float32)
+DRY = np.array([.075, .105, .135, .26], np.float32)
+SOIL = np.array([.070, .095, .125, .185], np.float32)
+FLOWER = np.array([.050, .160, .150, .38], np.float32)
+WATER = np.array([.040, .050, .030, .015], np.float32)
+CLOUD = np.array([.42, .41, .42, .46], np.float32)
+HAZE = np.array([1.0, .85, .70, .45], np.float32)
+PSF_SIGMA = 0.5   # pixels: blur of the sensor, mixes pixels across field edges
+
+
+@dataclasses.dataclass
+class Ground:
+  """Static rasters of the scene area, [H, W] on the 10 m scene grid."""
+  pid: np.ndarray        # int32, 0 = outside parcels, p+1 = parcel p
+  green_gain: np.ndarray # float32, within-field vigour (tree cover outside parcels)
+  soil: np.ndarray       # float32 soil brightness
+  nir: np.ndarray        # float32 leaf NIR scale
+  water: np.ndarray      # bool, the pond
+  table: np.ndarray      # float32 [P+1, 367, 3] cover per day (cover_table)
+
+
+def _smooth_noise(rng, shape, sigma) -> np.ndarray:
+  """float32 [H, W] Gaussian noise smoothed to `sigma` pixels, unit std."""
+  from scipy import ndimage
+  a = ndimage.gaussian_filter(rng.standard_normal(shape, np.float32), sigma)
+  return a / max(float(a.std()), 1e-6)
+
+
+def make_ground(spec: DemoSpec, parcels: Parcels, seed: int) -> Ground:
+  """Rasterizes the parcels once on the scene grid and draws static textures."""
+  import rasterio.features
+  rng = np.random.default_rng([seed, 3])
+  shape = spec.scene_shape
+  tr = scene_transform(spec)
+  pid = rasterio.features.rasterize(
+      ((g, i + 1) for i, g in enumerate(parcels.geometry)), out_shape=shape,
+      transform=tr, fill=0, dtype="int32")
+  water = rasterio.features.rasterize([(parcels.pond, 1)], out_shape=shape,
+                                      transform=tr, fill=0, dtype="uint8") > 0
+  vigour = 1 + 0.07 * _smooth_noise(rng, shape, 2.0)
+  trees = np.clip(0.5 + 0.4 * _smooth_noise(rng, shape, 3.0), 0.05, 1.0)
+  texture = 1 + 0.04 * _smooth_noise(rng, shape, 1.0)
+  soil = np.concatenate([[1.35], parcels.soil]).astype(np.float32)[pid] * texture
+  nir = np.concatenate([[1.0], parcels.nir]).astype(np.float32)[pid]
+  return Ground(pid, np.where(pid > 0, vigour, trees).astype(np.float32),
+                soil.astype(np.float32), nir, water, cover_table(parcels))
+
+
+def surface_reflectance(ground: Ground, doy: int) -> tuple[np.ndarray, np.ndarray]:
+  """Cloud-free reflectance float32 [4, H, W] and green cover [H, W] on a day."""
+  from scipy import ndimage
+  cover = ground.table[:, doy][ground.pid]            # [H, W, 3]
+  dry, flower = cover[..., 1], cover[..., 2]
+  green = np.minimum(cover[..., 0] * ground.green_gain, 0.98 - dry - flower)
+  soil = np.clip(1 - green - dry - flower, 0, 1)
+  refl = (green[None] * GREEN[:, None, None] + dry[None] * DRY[:, None, None]
+          + flower[None] * FLOWER[:, None, None]
+          + (soil * ground.soil)[None] * SOIL[:, None, None])
+  refl[3] += green * GREEN[3] * (ground.nir - 1)
+  refl = np.where(ground.water[None], WATER[:, None, None], refl)
+  # The sensor's point spread: pixels on a field edge see both fields.
+  refl = ndimage.gaussian_filter(refl.astype(np.float32), (0, PSF_SIGMA, PSF_SIGMA),
+                                 truncate=2.0)
+  return refl, green
+
+
+
+def _blobs(rng, shape, scale) -> np.ndarray:
+  """float32 [H, W] smooth random field (features of ~`scale` pixels), unit std."""
+  from scipy import ndimage
+  coarse = rng.standard_normal((shape[0] // scale + 4, shape[1] // scale + 4))
+  a = ndimage.zoom(ndimage.gaussian_filter(coarse, 0.8), scale, order=1)
+  a = a[:shape[0], :shape[1]].astype(np.float32)
+  return (a - a.mean()) / max(float(a.std()), 1e-6)
+
+
+def _cover_fraction(rng, month: int) -> float:
+  """Cloud cover of one scene: many clear, some overcast, cloudier in winter."""
+  winter = month in (1, 2, 11, 12)
+  u = rng.random()
+  if u < (0.30 if winter else 0.45):
+    return float(rng.uniform(0, 0.03))
+  if u > (0.62 if winter else 0.85):
+    return float(rng.uniform(0.85, 1.0))
+  return float(rng.uniform(0.05, 0.7))
+
+
+def _opacity(field, cover) -> np.ndarray:
+  """Cloud opacity in [0, 1] covering a `cover` share of the field, soft edges."""
+  if cover <= 0:
+    return np.zeros_like(field)
+  if cover >= 1:
+    return np.ones_like(field)
+  thr = np.quantile(field, 1 - cover)
+  return np.clip((field - thr) / 0.6, 0, 1)
+
+
+def _shift(a, dy, dx) -> np.ndarray:
+  """a[r + dy, c + dx], zero outside."""
+  out = np.zeros_like(a)
+  h, w = a.shape
+  out[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)] = \
+      a[max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)]
+  return out
+
+
+def _up(a) -> np.ndarray:
+  """20 m -> 10 m by pixel repetition."""
+  return np.repeat(np.repeat(a, 2, 0), 2, 1)
+
+
+def _down(a) -> np.ndarray:
+  """10 m -> 20 m by 2x2 mean."""
+  h, w = a.shape
+  return a.reshape(h // 2, 2, w // 2, 2).mean((1, 3))
+
+
+def observe(ground: Ground, date: datetime.date, rng: np.random.Generator,
+            front: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+  """One Sentinel-2 L2A-like acquisition.
+
+  Returns:
+    uint16 [4, H, W] reflectance x 10000 (0 = nodata), uint8 [H/2, W/2] SCL,
+    and facts for the STAC item (cloud cover).
+  """
+  doy = date.timetuple().tm_yday
+  refl, green = surface_reflectance(ground, doy)
+  h, w = green.shape
+  h2, w2 = h // 2, w // 2
+  cover = _cover_fraction(rng, date.month)
+  alpha = _opacity(_blobs(rng, (h2, w2), 24), cover)
+  if date.month == 12:                 # a front that stays all month
+    alpha = np.maximum(alpha, front)
+  cirrus = np.zeros((h2, w2), np.float32)
+  if rng.random() < 0.2:
+    cirrus = 0.25 * _opacity(_blobs(rng, (h2, w2), 40), rng.uniform(0.2, 0.8))
+  shadow = _shift(alpha, int(rng.integers(6, 14)), int(rng.integers(-4, 5))) * (alpha < 0.2)
+  haze = float(min(rng.exponential(0.008), 0.04)) * (1 + 0.5 * _blobs(rng, (h2, w2), 48))
+  a10, c10, s10, hz10 = (_up(x) for x in (alpha, cirrus, shadow, haze))
+  gain = rng.uniform(0.97, 1.03)
+  refl = refl * gain * (1 - 0.65 * s10[None])
+  refl += rng.standard_normal(refl.shape, np.float32) * (0.003 + 0.015 * refl)
+  cloud = CLOUD[:, None, None] * rng.uniform(0.8, 1.2)
+  refl = (1 - a10[None]) * refl + a10[None] * cloud + c10[None] * cloud * 0.6
+  refl += np.clip(hz10, 0, None)[None] * HAZE[:, None, None]
+  dn = np.clip(np.rint(refl * 10000), 1, 65535).astype(np.uint16)
+
+  g20 = _down(green)
+  scl = np.where(g20 > 0.3, 4, 5).astype(np.uint8)
+  scl[_down(ground.water.astype(np.float32)) > 0.5] = 6
+  scl[shadow > 0.3] = 3
+  scl[(rng.random((h2, w2)) < 0.002)] = 8                        # false alarms
+  bright_soil = (g20 < 0.08) & (_down(ground.soil) > 1.2) & (date.month in (7, 8, 9))
+  scl[bright_soil & (rng.random((h2, w2)) < 0.15)] = 8
+  scl[cirrus > 0.08] = 10
+  scl[(alpha > 0.2) & (alpha <= 0.35)] = 7                      # unclassified edges
+  scl[(alpha > 0.35) & (alpha <= 0.65)] = 8
+  scl[alpha > 0.65] = 9
+  if rng.random() < 1 / 6:                                       # swath edge
+    yy, xx = np.mgrid[0:h2, 0:w2]
+    ang = rng.uniform(0.2, 0.5)
+    edge = xx * math.cos(ang) + yy * math.sin(ang)
+    nodata = edge > np.quantile(edge, 1 - rng.uniform(0.1, 0.4))
+    scl[nodata] = 0
+    dn[:, _up(nodata)] = 0
+  return dn, scl, {"eo:cloud_cover": round(100 * float((scl >= 8).mean()), 2)}
+
+
+
+def december_front(spec: DemoSpec, seed: int) -> np.ndarray:
+  """float32 [H/2, W/2] opacity of the front that stays over 35 % of the area all December."""
+  h2, w2 = spec.scene_shape[0] // 2, spec.scene_shape[1] // 2
+  return _opacity(_blobs(np.random.default_rng([seed, 4]), (h2, w2), 32), 0.35)
