@@ -1,6 +1,7 @@
 """`python -m prep`: inputs -> zone folders, one subcommand per route.
 
-  zones      list the study zones, or re-select them from ESA WorldCover (Earth Engine)
+  zones      list the study zones, re-select them from ESA WorldCover (Earth Engine),
+             or grid a whole country from the RPG (--country)
   gee        monthly composites of zones through Earth Engine
   composite  monthly composites of zones from local Sentinel-2 L2A scenes (SAFE or STAC/COG)
   labels     parcel and class rasters of zones from the RPG
@@ -63,11 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
           examples:
             python -m prep zones
             python -m prep zones --zones-csv /tmp/demo/raw/zones.csv
-            python -m prep zones --select --out prep/data/zones.csv   # needs Earth Engine"""))
+            python -m prep zones --select --out prep/data/zones.csv   # needs Earth Engine
+            python -m prep zones --country --rpg RPG_FXX_2023.gpkg --out zones_fr.csv"""))
   g = p.add_mutually_exclusive_group()
   g.add_argument("--list", action="store_true", help="list the zones (the default)")
   g.add_argument("--select", action="store_true",
                  help="select the zones from ESA WorldCover (Earth Engine) and write --out")
+  g.add_argument("--country", action="store_true",
+                 help="every 10 km square of each UTM zone's grid holding RPG parcels "
+                      "(coverage from the RPG itself, bbox reads; no Earth Engine); "
+                      "writes --out")
+  p.add_argument("--rpg", type=pathlib.Path, nargs="+", default=None, metavar="FILE",
+                 help="--country: RPG GeoPackage or Shapefile(s) (Lambert-93)")
+  p.add_argument("--layer", default=None, help="--country: RPG layer name")
+  p.add_argument("--pixels", type=int, default=1000,
+                 help="--country: side of a square in 10 m pixels (default: %(default)s)")
+  p.add_argument("--min-fraction", type=float, default=0.0,
+                 help="--country: keep squares whose parcel area fraction is above this "
+                      "(default: %(default)s, any parcel)")
   p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("prep/data/zones.csv"),
                  help="where --select writes the zones table (default: %(default)s)")
   p.add_argument("--zones-csv", type=pathlib.Path, default=None, metavar="PATH",
@@ -203,6 +217,9 @@ def _need(path: pathlib.Path, what: str, *, folder: bool = False) -> None:
 
 def run_zones(args) -> None:
   from prep import zones as zones_lib
+  if args.country:
+    run_country_zones(args)
+    return
   if args.select:
     from prep import select_zones
     zones = select_zones.select_zones(progress=not args.quiet, project=args.project)
@@ -220,6 +237,24 @@ def run_zones(args) -> None:
 
 
 PROVISIONAL = "fallback-cross"
+
+
+def run_country_zones(args) -> None:
+  import json
+  from prep import country, zones as zones_lib
+  if not args.rpg:
+    raise UserError("zones --country needs --rpg FILE (the RPG PARCELLES_GRAPHIQUES file)")
+  if args.out == pathlib.Path("prep/data/zones.csv"):
+    raise UserError("zones --country: pass --out FILE (not the study zones table "
+                    "prep/data/zones.csv)")
+  zones, summary = country.country_zones(args.rpg, layer=args.layer, pixels=args.pixels,
+                                         min_fraction=args.min_fraction,
+                                         progress=not args.quiet)
+  if not zones:
+    raise UserError(f"{', '.join(map(str, args.rpg))}: no parcel in any square; "
+                    f"pass the RPG file(s) of the country")
+  zones_lib.write_zones(zones, args.out)
+  print(json.dumps(dict(summary, out=str(args.out))))
 
 
 def format_zones(zones) -> str:
