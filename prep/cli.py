@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
           into OUT/<zone_id>/. Needs Earth Engine credentials: `earthengine
           authenticate`, or JAXCROP_EE_KEY=<service-account key JSON>; and a
           Cloud project (--project or JAXCROP_EE_PROJECT). Fetched tiles are
-          cached in OUT/<zone_id>/.gee_cache, so an interrupted run resumes."""),
+          cached in OUT/<zone_id>/.gee_cache, so an interrupted run resumes.
+          Months, tiles and zones are fetched concurrently (--workers)."""),
       epilog=_doc("""
           examples:
             python -m prep gee --zones chartres_0 chartres_1 --out data/zones
@@ -112,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                  help="Google Cloud project for Earth Engine (default: $JAXCROP_EE_PROJECT)")
   p.add_argument("--overwrite", action="store_true",
                  help="recompute zones that already hold this year's Earth Engine composites")
+  p.add_argument("--workers", type=int, default=8,
+                 help="computePixels requests in flight at once, shared by the zones, with "
+                      "one back-off on quota errors (default: %(default)s; an account "
+                      "gets 40 concurrent interactive requests)")
   p.set_defaults(run=run_gee)
 
   p = sub.add_parser(
@@ -271,9 +276,11 @@ def format_zones(zones) -> str:
 
 def run_gee(args) -> None:
   from prep import gee
-  _each_zone(args, "gee composites", lambda zone, folder: gee.composite_zone_from_gee(
-      zone, folder, year=args.year, progress=False, project=args.project,
-      overwrite=args.overwrite))
+  zones = _zones(args)
+  gee.composite_zones_from_gee(zones, args.out, workers=args.workers, year=args.year,
+                               project=args.project, overwrite=args.overwrite,
+                               progress=not args.quiet)
+  print(f"gee composites: {len(zones)} zone folder(s) under {args.out}")
 
 
 def run_composite(args) -> None:
