@@ -92,3 +92,227 @@ def test_squares_belong_to_the_utm_zone_of_their_centre():
   zones, inside = country.square_zones(cov, 10_000.0, 1000)
   assert [z.epsg for z in zones] == [32631] and zones[0].x0 == (c + 1) * 10_000
   assert country.utm_band(np.array([zones[0].center_lon]))[0] == 31 and inside == 5e6
+
+
+# --- maps of many zones: shares, resume
+
+@pytest.fixture(scope="module")
+def trained():
+  """A stand-in checkpoint: the 1x1-conv pixel model on the demo's 12 months."""
+  import types
+  from tests import fixtures as pt
+  _, variables = pt.init(pt.PixelModel(), t=12)
+  return types.SimpleNamespace(config=None, model=pt.PixelModel(), variables=variables,
+                               meta=pt.make_meta(t=12))
+
+
+@pytest.fixture
+def fake_checkpoint(trained, monkeypatch):
+  import sys
+  import types
+  fake = types.ModuleType("jaxcrop.checkpoint")
+  fake.load_trained = lambda workdir, which="best": trained
+  monkeypatch.setitem(sys.modules, "jaxcrop.checkpoint", fake)
+
+
+@pytest.fixture
+def mapped(monkeypatch):
+  """Records the zone ids predict_zone is called on."""
+  from jaxcrop import predict
+  calls, real = [], predict.predict_zone
+
+  def counting(apply_fn, variables, zone, *a, **kw):
+    calls.append(zone.zone_id)
+    return real(apply_fn, variables, zone, *a, **kw)
+  monkeypatch.setattr(predict, "predict_zone", counting)
+  return calls
+
+
+def _predict(demo, out, *extra):
+  from jaxcrop import predict
+  return predict.main(["--workdir", "W", "--zone", str(demo / "zones"), "--out", str(out),
+                       "--tile", "32", "--overlap", "8", *extra])
+
+
+def test_two_processes_map_each_zone_exactly_once(demo, tmp_path, fake_checkpoint, mapped):
+  from jaxcrop.maps import many
+  for i in (0, 1):
+    assert _predict(demo, tmp_path, "--process-index", str(i), "--process-count", "2") == 0
+  ids = sorted(z.zone_id for z in zones_lib.read_zones(demo / "raw" / "zones.csv"))
+  assert sorted(mapped) == ids and len(set(mapped)) == 4
+  assert mapped[:2] == [ids[0], ids[2]] and mapped[2:] == [ids[1], ids[3]]
+  assert all(many.is_complete(tmp_path / i) for i in ids)
+  assert not list(tmp_path.glob(".*"))                   # no partial folder left
+
+
+def test_a_killed_process_resumes_without_redoing_finished_zones(demo, tmp_path,
+                                                                 fake_checkpoint, mapped,
+                                                                 monkeypatch):
+  from jaxcrop.maps import geotiff, many
+  real = geotiff.write_outputs
+  written = []
+
+  def dies_after_one(*a, **kw):
+    if written:
+      raise KeyboardInterrupt                           # the kill, during the 2nd write
+    written.append(real(*a, **kw))
+    return written[-1]
+  from jaxcrop import predict
+  monkeypatch.setattr(predict, "write_outputs", dies_after_one)
+  args = ("--process-index", "0", "--process-count", "1", "--resume")
+  assert _predict(demo, tmp_path, *args) == 130
+  first = written[0].name
+  stamp = (written[0] / "classes.tif").stat().st_mtime_ns
+  assert [p.name for p in tmp_path.iterdir() if many.is_complete(p)] == [first]
+  monkeypatch.setattr(predict, "write_outputs", real)
+  mapped.clear()
+  assert _predict(demo, tmp_path, *args) == 0
+  assert first not in mapped and len(mapped) == 3        # only the unfinished zones
+  assert (tmp_path / first / "classes.tif").stat().st_mtime_ns == stamp
+  assert sum(many.is_complete(p) for p in tmp_path.iterdir()) == 4
+  mapped.clear()
+  assert _predict(demo, tmp_path, *args) == 0 and mapped == []
+
+
+def test_share_and_zones_table(demo, tmp_path, capsys):
+  from jaxcrop import predict
+  from jaxcrop.maps import many
+  assert many.share(["c", "a", "d", "b", "e"], 1, 2) == ["b", "d"]
+  with pytest.raises(many.PredictError, match=r"--process-index 2 must be in \[0, "):
+    many.share(["a"], 2, 2)
+  table = tmp_path / "z.csv"
+  zones_lib.write_zones(zones_lib.read_zones(demo / "raw" / "zones.csv")[1:2], table)
+  assert list(predict.zone_folders([demo / "zones"], table)) == ["demo-north_1"]
+  zones_lib.write_zones([country.Zone("nowhere_0", "r", "t", 0, 32631, 0.0, 0.0)], table)
+  assert _predict(demo, tmp_path / "o", "--zones-csv", str(table)) == 2
+  assert "1 zone(s) have no folder under" in capsys.readouterr().err
+
+
+def test_pipeline_overlaps_and_raises_the_first_error():
+  import threading
+  from jaxcrop.maps import many
+  seen, out = [], []
+  lock = threading.Lock()
+
+  def read(i):
+    with lock:
+      seen.append(("read", i))
+    return i * 10
+
+  n = many.run_pipelined(range(5), read, lambda i, d: d + 1, lambda i, r: out.append(r),
+                         prefetch=2)
+  assert n == 5 and out == [1, 11, 21, 31, 41]
+
+  def bad(i, d):
+    if i == 2:
+      raise RuntimeError("model failed")
+    return d
+  out.clear()
+  with pytest.raises(RuntimeError, match="model failed"):
+    many.run_pipelined(range(5), read, bad, lambda i, r: out.append(r))
+  assert out == [0, 10]                                  # what was done before is written
+
+
+# --- the national product
+
+@pytest.fixture(scope="module")
+def maps(demo, trained, tmp_path_factory):
+  """The demo zones' maps from the stand-in model (as jaxcrop.predict writes them)."""
+  from cropcontracts import nomenclature
+  from cropcontracts.zonefolder import find_zones
+  from jaxcrop.maps import geotiff, tiling
+  out = tmp_path_factory.mktemp("maps")
+  apply_fn = lambda v, x: trained.model.apply(v, x)
+  for z in find_zones(demo / "zones"):
+    pred = tiling.predict_zone(apply_fn, trained.variables, z, trained.meta, tile=32,
+                               overlap=8)
+    geotiff.write_outputs(z, pred, nomenclature.load("v1"), out)
+  return out
+
+
+def test_utm_vrt_equals_the_zone_maps(maps, tmp_path):
+  import rasterio
+  from jaxcrop.maps import mosaic
+  found = mosaic.zone_maps(maps)
+  path = mosaic.utm_vrt(found, "classes", tmp_path / "utm31" / "classes.vrt")
+  with rasterio.open(path) as vrt:
+    assert vrt.crs.to_epsg() == 32631 and vrt.res == (10.0, 10.0)
+    assert vrt.tags()["NOMENCLATURE"] == "v1"
+    for z, folder in found:
+      with rasterio.open(folder / "classes.tif") as src:
+        want = src.read(1)
+      win = rasterio.windows.from_bounds(*z.bounds, transform=vrt.transform)
+      np.testing.assert_array_equal(vrt.read(1, window=win), want)
+    gap = vrt.read(1, window=rasterio.windows.Window(48, 0, 10, 48))   # between zones
+    assert (gap == 255).all()
+
+
+def test_national_cog_equals_the_zone_maps_wherever_they_cover(maps, tmp_path):
+  import rasterio
+  from jaxcrop.maps import mosaic
+  found = mosaic.zone_maps(maps)
+  path = mosaic.national_cog(found, "classes", tmp_path / "fr.tif", block=50, cog_block=64)
+  with rasterio.open(path) as src:
+    assert src.crs.to_epsg() == 2154 and src.res == (10.0, 10.0)
+    assert src.transform.c % 10 == 0 and src.overviews(1) == [2]
+    national, T = src.read(1), src.transform
+    assert src.colormap(1)[0][:3] != (0, 0, 0) and src.tags()["NOMENCLATURE"] == "v1"
+  rr, cc = np.mgrid[:national.shape[0], :national.shape[1]]
+  x, y = T.c + (cc + 0.5) * 10, T.f - (rr + 0.5) * 10
+  u, v = pyproj.Transformer.from_crs(2154, 32631, always_xy=True).transform(x, y)
+  want = np.full(national.shape, 255, np.uint8)
+  for z, folder in found:
+    with rasterio.open(folder / "classes.tif") as zsrc:
+      band = zsrc.read(1)
+    col, row = np.floor((u - z.x0) / 10).astype(int), np.floor((z.y0 - v) / 10).astype(int)
+    inside = (col >= 0) & (col < z.width) & (row >= 0) & (row < z.height)
+    want[inside] = band[row[inside], col[inside]]
+  np.testing.assert_array_equal(national, want)
+  assert (national != 255).sum() > 0.9 * 4 * 48 * 48 * 0.9
+
+
+def test_overlapping_zones_keep_the_nearest_centre(tmp_path):
+  import affine
+  import rasterio
+  from cropcontracts.zone import Zone
+  from jaxcrop.maps import mosaic
+  a = Zone("a_0", "r", "t", 0, 2154, x0=0.0, y0=100.0, width=10, height=10)
+  b = Zone("b_0", "r", "t", 0, 2154, x0=50.0, y0=100.0, width=10, height=10)
+  for z, v in ((a, 1), (b, 2)):
+    (tmp_path / z.zone_id).mkdir()
+    with rasterio.open(tmp_path / z.zone_id / "classes.tif", "w", driver="GTiff", width=10,
+                       height=10, count=1, dtype="uint8", crs=z.crs,
+                       transform=z.transform) as dst:
+      dst.write(np.full((1, 10, 10), v, np.uint8))
+  found = [(a, tmp_path / "a_0"), (b, tmp_path / "b_0")]
+  out = mosaic.mosaic_block(found, mosaic.zone_centres([a, b]), "classes",
+                            affine.Affine(10, 0, 0, 0, -10, 100), (0, 0, 1, 16))
+  # a covers x 0..100, b 50..150; centres 50 and 100: the bisector is x = 75, whose
+  # pixel (a tie) keeps the first zone by id; x 150..160 is in no zone
+  assert out[0].tolist() == [1] * 8 + [2] * 7 + [255]
+
+
+def test_parcels_once_partitioned_by_departement(maps, tmp_path, capsys):
+  import geopandas as gpd
+  import pandas as pd
+  from jaxcrop import mosaic as mosaic_cli
+  zone_rows = pd.concat([gpd.read_file(p / "parcels.gpkg") for p in sorted(maps.iterdir())
+                         if (p / "parcels.gpkg").is_file()])
+  # synthetic départements: the demo region cut in two at x = 560 km (Lambert-93)
+  deps = gpd.GeoDataFrame({"INSEE_DEP": ["28", "45"]}, geometry=[
+      shapely.box(500_000, 6_700_000, 560_000, 6_900_000),
+      shapely.box(560_000, 6_700_000, 700_000, 6_900_000)], crs=2154)
+  deps.to_file(tmp_path / "dep.gpkg")
+  out = tmp_path / "fr"
+  assert mosaic_cli.main(["--maps", str(maps), "--out", str(out), "--departements",
+                          str(tmp_path / "dep.gpkg"), "--gpkg", "-q", "--block", "64"]) == 0
+  parts = sorted(p.parent.name for p in (out / "parcels").glob("*/part-0.parquet"))
+  got = pd.concat([gpd.read_parquet(out / "parcels" / d / "part-0.parquet").assign(dep=d)
+                   for d in parts])
+  assert got.crs.to_epsg() == 2154
+  assert sorted(got["ID_PARCEL"]) == sorted(set(zone_rows["ID_PARCEL"]))   # each once
+  x = shapely.get_x(shapely.point_on_surface(got.geometry.values))
+  assert (got["dep"] == np.where(x < 560_000, "departement=28", "departement=45")).all()
+  assert len(gpd.read_file(out / "parcels.gpkg")) == len(got)
+  assert {p.name for p in out.iterdir()} >= {"utm31", "france_classes.tif",
+                                              "france_confidence.tif", "parcels"}
