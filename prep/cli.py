@@ -4,6 +4,7 @@
              or grid a whole country from the RPG (--country)
   gee        monthly composites of zones through Earth Engine
   composite  monthly composites of zones from local Sentinel-2 L2A scenes (SAFE or STAC/COG)
+  beam       composites of many zones with Apache Beam (DirectRunner, Dataflow)
   labels     parcel and class rasters of zones from the RPG
   demo       a synthetic demo region, raw inputs and zone folders, offline
 
@@ -139,6 +140,37 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--year", type=int, default=2023,
                  help="year of the composites (default: %(default)s)")
   p.set_defaults(run=run_composite)
+
+  p = sub.add_parser(
+      "beam", formatter_class=_Formatter, help="composites of many zones with Apache Beam",
+      description=_doc("""
+          Composites of every selected zone with an Apache Beam pipeline: one
+          element per zone, the route of --source (gee: Earth Engine; scenes: local
+          SAFE/STAC scenes) as in `prep gee` / `prep composite`, zone folders in
+          OUT (local or gs://); zones already composited are skipped. Arguments
+          after `--` go to Beam (default DirectRunner); the Dataflow command is in
+          docs/prep-imagery.md."""),
+      epilog=_doc("""
+          examples:
+            python -m prep beam --source scenes --scenes /tmp/demo/raw/scenes \\
+                --zones-csv /tmp/demo/raw/zones.csv --all --out /tmp/zones_beam
+            python -m prep beam --source gee --zones-csv zones_fr.csv --all \\
+                --out gs://BUCKET/zones -- --runner DataflowRunner --project P ..."""))
+  p.add_argument("--source", choices=("gee", "scenes"), required=True,
+                 help="the composite route: gee (Earth Engine) or scenes (local scenes)")
+  p.add_argument("--scenes", type=pathlib.Path, default=None, metavar="DIR",
+                 help="--source scenes: folder of scene folders every worker can read")
+  _zone_args(p)
+  p.add_argument("--out", required=True, metavar="DIR", help="folder of zone folders (or gs://)")
+  p.add_argument("--year", type=int, default=2023,
+                 help="year of the composites (default: %(default)s)")
+  p.add_argument("--project", default=None,
+                 help="--source gee: Google Cloud project (default: $JAXCROP_EE_PROJECT)")
+  p.add_argument("--gee-workers", type=int, default=8,
+                 help="--source gee: requests in flight per Beam worker (default: %(default)s)")
+  p.add_argument("beam_args", nargs="*", metavar="-- BEAM_OPTION",
+                 help="Beam pipeline options, after --")
+  p.set_defaults(run=run_beam)
 
   p = sub.add_parser(
       "labels", formatter_class=_Formatter, help="labels from the RPG",
@@ -288,6 +320,16 @@ def run_composite(args) -> None:
   from prep import scenes
   _each_zone(args, "composites", lambda zone, folder: scenes.composite_zone_from_scenes(
       args.scenes, zone, folder, year=args.year, progress=False))
+
+
+def run_beam(args) -> None:
+  from prep import beam_composites
+  zones = _zones(args)
+  beam_composites.run(zones, args.out, source=args.source, scenes=args.scenes,
+                      year=args.year, project=args.project, gee_workers=args.gee_workers,
+                      pipeline_args=args.beam_args)
+  print(f"beam composites: {len(zones)} zone(s) under {args.out} "
+        f"(summary: {args.out}/_beam/composites-*.jsonl)")
 
 
 def run_labels(args) -> None:

@@ -316,3 +316,38 @@ def test_parcels_once_partitioned_by_departement(maps, tmp_path, capsys):
   assert len(gpd.read_file(out / "parcels.gpkg")) == len(got)
   assert {p.name for p in out.iterdir()} >= {"utm31", "france_classes.tif",
                                               "france_confidence.tif", "parcels"}
+
+
+# --- composites with Beam
+
+def test_beam_pipeline_equals_the_one_process_route_bit_for_bit(demo, tmp_path):
+  from prep import beam_composites
+  out = tmp_path / "beam"
+  assert cli.main(["-q", "beam", "--source", "scenes", "--scenes", str(demo / "raw" / "scenes"),
+                   "--zones-csv", str(demo / "raw" / "zones.csv"), "--all", "--out", str(out),
+                   "--", "--runner", "DirectRunner"]) == 0
+  ids = [z.zone_id for z in zones_lib.read_zones(demo / "raw" / "zones.csv")]
+  for i in ids:                       # make_demo composited them with `prep composite`
+    for f in ("s2.tif", "valid_count.tif"):
+      assert (out / i / f).read_bytes() == (demo / "zones" / i / f).read_bytes(), (i, f)
+    ours = json.loads((out / i / "meta.json").read_text())
+    theirs = json.loads((demo / "zones" / i / "meta.json").read_text())
+    assert ours["imagery"] == theirs["imagery"] and ours["zone"] == theirs["zone"]
+  rows = beam_composites.read_summary(out)
+  assert [r["zone_id"] for r in rows] == sorted(ids) and not any(r["skipped"] for r in rows)
+  # a rerun skips the complete zones
+  beam_composites.run(zones_lib.read_zones(demo / "raw" / "zones.csv"), out,
+                      source="scenes", scenes=demo / "raw" / "scenes")
+  assert all(r["skipped"] for r in beam_composites.read_summary(out))
+
+
+def test_beam_upload_puts_meta_json_last(tmp_path, monkeypatch):
+  from prep import beam_composites
+  order = []
+  monkeypatch.setattr(beam_composites.atomic, "write_bytes",
+                      lambda path, data: order.append(path.rsplit("/", 1)[1]))
+  (tmp_path / "z").mkdir()
+  for n in ("meta.json", "s2.tif", "valid_count.tif"):
+    (tmp_path / "z" / n).write_text(n)
+  beam_composites.upload(tmp_path / "z", "gs://b/zones/z")
+  assert order == ["s2.tif", "valid_count.tif", "meta.json"]
