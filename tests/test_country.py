@@ -351,3 +351,36 @@ def test_beam_upload_puts_meta_json_last(tmp_path, monkeypatch):
     (tmp_path / "z" / n).write_text(n)
   beam_composites.upload(tmp_path / "z", "gs://b/zones/z")
   assert order == ["s2.tif", "valid_count.tif", "meta.json"]
+
+
+# --- the country dry run
+
+def test_country_projection_by_hand():
+  from benchmarks import country as bc
+  measured = dict(composite_s_per_px=2e-5, finish_s_per_px=1e-6, zone_bytes_per_px=50.0,
+                  scene_bytes_per_px=400.0, scenes_per_zone=30, predict_s_per_px=4e-6,
+                  map_bytes_per_px=2.0, measured_on="hand")
+  line = bc.project(measured, zones=5500, zone_pixels=10**6, workers=[1, 8],
+                    gee_s_per_request=20.0)
+  assert line["name"] == "country_projection" and line["projection"] is True
+  assert line["requests"]["gee_compute_pixels"] == 5500 * 12 == 66_000
+  assert line["bytes"]["gee_fetched"] == 5500 * 10**6 * 12 * 9
+  assert line["bytes"]["zone_folders_written"] == 5500 * 50 * 10**6
+  one, eight = line["wall_s_by_workers"]["1"], line["wall_s_by_workers"]["8"]
+  # 1 worker: 8 requests in flight; 8 workers: capped at the account's 40
+  assert one["gee_requests_in_flight"] == 8 and eight["gee_requests_in_flight"] == 40
+  assert one["gee_s"] == round(66_000 * 20 / 8 + 5.5e9 * 1e-6)           # 165,000 + 5,500
+  assert eight["gee_s"] == round(66_000 * 20 / 40 + 5.5e9 * 1e-6 / 8)
+  assert one["scenes_s"] == 110_000 and eight["predict_s"] == round(5.5e9 * 4e-6 / 8)
+  assert line["km2"] == 550_000
+  assert bc.zones_of(None) == (5500, 10**6)
+
+
+def test_benchmarks_dry_run_runs_the_country_projection(monkeypatch, tmp_path):
+  from benchmarks import cli as bench_cli
+  ran = []
+  monkeypatch.setattr(bench_cli, "run_stage",
+                      lambda module, args=(): ran.append((module, list(args))) or [])
+  assert bench_cli.main(["--dry-run", "--zones-csv", "z.csv", "--workers", "4", "16"]) == 0
+  assert ran == [("benchmarks.country",
+                  ["--dry-run", "--zones-csv", "z.csv", "--workers", "4", "16"])]
