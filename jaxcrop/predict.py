@@ -91,13 +91,16 @@ def zone_folders(paths, zones_csv=None) -> dict[str, pathlib.Path]:
   (a process opens only its share)."""
   import csv
   found = {}
-  for p in map(pathlib.Path, paths):
+  for p in map(pathlib.Path, paths):       # the messages of zonefolder.find_zones
     if (p / "meta.json").is_file():
       found[p.name] = p
-    elif p.is_dir():
-      found.update({c.name: c for c in sorted(p.iterdir()) if (c / "meta.json").is_file()})
-    else:
-      raise PredictError(f"{p}: not a zone folder nor a folder of zone folders")
+      continue
+    if not p.is_dir():
+      raise PredictError(f"{p}: folder of zone folders does not exist")
+    inside = {c.name: c for c in sorted(p.iterdir()) if (c / "meta.json").is_file()}
+    if not inside:
+      raise PredictError(f"{p}: holds no zone folder (no */meta.json); run prep first")
+    found.update(inside)
   if zones_csv:
     try:
       with open(zones_csv, newline="", encoding="utf-8") as f:
@@ -110,9 +113,6 @@ def zone_folders(paths, zones_csv=None) -> dict[str, pathlib.Path]:
       raise PredictError(f"{zones_csv}: {len(missing)} zone(s) have no folder under "
                          f"{' '.join(map(str, paths))} (first: {missing[0]}); run prep for them")
     found = {i: found[i] for i in ids}
-  if not found:
-    raise PredictError(f"{' '.join(map(str, paths))}: holds no zone folder (no */meta.json); "
-                       f"run prep first")
   return found
 
 
