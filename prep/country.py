@@ -19,8 +19,8 @@ of an overlap counted once per zone).
 Coverage. Agricultural coverage is the RPG parcels' area inside each square,
 computed exactly from the RPG itself, without Earth Engine: the file is read by
 bounding-box chunks of `chunk_km` (a parcel belongs to the chunk holding its
-first vertex, so none is counted twice), each chunk's
-parcels are projected to the UTM zones the chunk meets (shapely 2 / pyproj,
+first vertex, so none is counted twice), each chunk's parcels are projected to
+the UTM zones whose band they lie within 0.25 degree of (shapely 2 / pyproj,
 vectorized), a parcel inside one square adds its area to it, and the few that
 cross square edges are cut by the squares (`shapely.intersection` over the
 (parcel, square) pairs). `cropland_fraction` of a row is that area over the
@@ -45,6 +45,7 @@ from cropcontracts.zone import RES, ZONE_PIXELS, Zone
 RPG_CRS = "EPSG:2154"
 SOURCE = "rpg-country"
 FRANCE_UTM = (30, 31, 32)
+BAND_MARGIN = 0.25   # degrees of longitude: parcels this far outside a band meet its squares
 
 
 @dataclasses.dataclass
@@ -113,10 +114,11 @@ def add_parcels(cov: Coverage, geoms: np.ndarray, side: float,
   to_wgs = pyproj.Transformer.from_crs(RPG_CRS, "EPSG:4326", always_xy=True)
   lon0, _ = to_wgs.transform(b[:, 0], b[:, 1])
   lon1, _ = to_wgs.transform(b[:, 2], b[:, 3])
-  # a grid meets a parcel when the parcel is within 1 degree of its band
+  # a square of grid z whose centre is in z's band reaches at most its half
+  # diagonal (7.1 km, < 0.1 degree of longitude in France) beyond the band
   for utm in utms:
     west, east = -180.0 + 6 * (utm - 1), -180.0 + 6 * utm
-    near = (np.asarray(lon1) > west - 1.0) & (np.asarray(lon0) < east + 1.0)
+    near = (np.asarray(lon1) > west - BAND_MARGIN) & (np.asarray(lon0) < east + BAND_MARGIN)
     if not near.any():
       continue
     g = _to_utm(geoms[near], utm)

@@ -132,31 +132,41 @@ def zone_centres(zones: Sequence[Zone]) -> np.ndarray:
 
 def mosaic_block(maps, centres: np.ndarray, product: str, transform, window) -> np.ndarray:
   """uint8 [h, w] of the national grid's window (row0, col0, h, w): each pixel from
-  the zone pixel holding its centre, of the nearest-centre zone holding it."""
+  the zone pixel holding its centre, of the nearest-centre zone holding it.
+
+  Only the pixels of each zone's Lambert-93 box are projected (a zone's ~1.1 M,
+  not the block's), so a country costs about one projection per zone pixel.
+  """
   import pyproj
   import rasterio
   r0, c0, h, w = window
-  rr, cc = np.mgrid[r0:r0 + h, c0:c0 + w]
-  x = transform.c + (cc + 0.5) * transform.a
-  y = transform.f + (rr + 0.5) * transform.e
   out = np.full((h, w), NODATA, np.uint8)
   best = np.full((h, w), np.inf)
   for (z, folder), (cx, cy) in zip(maps, centres):
+    left, bottom, right, top = z.bounds_in(NATIONAL_CRS)
+    ca = max(c0, int(np.floor((left - transform.c) / transform.a)))
+    cb = min(c0 + w, int(np.ceil((right - transform.c) / transform.a)))
+    ra = max(r0, int(np.floor((transform.f - top) / -transform.e)))
+    rb = min(r0 + h, int(np.ceil((transform.f - bottom) / -transform.e)))
+    if ca >= cb or ra >= rb:
+      continue
+    rr, cc = np.mgrid[ra:rb, ca:cb]
+    x = transform.c + (cc + 0.5) * transform.a
+    y = transform.f + (rr + 0.5) * transform.e
     t = pyproj.Transformer.from_crs(NATIONAL_CRS, z.crs, always_xy=True)
     u, v = t.transform(x.ravel(), y.ravel())
-    col = np.floor((np.asarray(u) - z.x0) / z.res).astype(np.int64).reshape(h, w)
-    row = np.floor((z.y0 - np.asarray(v)) / z.res).astype(np.int64).reshape(h, w)
+    col = np.floor((np.asarray(u) - z.x0) / z.res).astype(np.int64).reshape(x.shape)
+    row = np.floor((z.y0 - np.asarray(v)) / z.res).astype(np.int64).reshape(x.shape)
     inside = (col >= 0) & (col < z.width) & (row >= 0) & (row < z.height)
-    if not inside.any():
-      continue
+    sub = (slice(ra - r0, rb - r0), slice(ca - c0, cb - c0))
     d = np.hypot(x - cx, y - cy)
-    take = inside & (d < best)
+    take = inside & (d < best[sub])
     if not take.any():
       continue
     with rasterio.open(folder / f"{product}.tif") as src:
       band = src.read(1)
-    out[take] = band[row[take], col[take]]
-    best[take] = d[take]
+    out[sub][take] = band[row[take], col[take]]
+    best[sub][take] = d[take]
   return out
 
 
