@@ -49,7 +49,7 @@ from cropcontracts.errors import UserError
 from cropcontracts.zone import Zone
 
 FORMAT = "jaxcrop-zone/2"
-FORMAT_1 = "jaxcrop-zone/1"          # read: the same folder without parcels.gpkg
+FORMAT_1 = "jaxcrop-zone/1"             # read: the same folder without parcels.gpkg
 FORMATS = (FORMAT_1, FORMAT)
 BANDS = ("B2", "B3", "B4", "B8")        # the band order of s2.tif and of every batch
 VALID_SCL = frozenset({4, 5, 6, 7})     # SCL: vegetation, not vegetated, water, unclassified

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cropcontracts import nomenclature
 from jaxcrop import plots
 from jaxcrop.figures import common, distribution, scores
 from jaxcrop.figures import gif as gif_figures
 from jaxcrop.figures import maps as map_figures
-from cropcontracts import nomenclature
 from tests import fixtures as pt
 
 NOM = nomenclature.load("v1")

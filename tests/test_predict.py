@@ -124,6 +124,9 @@ def test_outputs_on_the_zone_grid_with_colors_names_and_cog_layout(zone, pixel_m
   assert folder.stat().st_mode & 0o777 == 0o777 & ~atomic.umask()
   assert sorted(p.name for p in tmp_path.iterdir()) == ["testz_0"]   # no temp left
   assert sorted(p.name for p in folder.iterdir()) == [
+      "classes.qml", "classes.tif", "confidence.tif", "map.json", "parcels.gpkg",
+      "probabilities.tif"]
+  assert json.loads((folder / "map.json").read_text())["files"] == [
       "classes.qml", "classes.tif", "confidence.tif", "parcels.gpkg", "probabilities.tif"]
   with rasterio.open(folder / "classes.tif") as src:
     assert src.crs.to_epsg() == 32631 and src.transform == zone.zone.transform
@@ -149,7 +152,7 @@ def test_large_zone_outputs_have_overviews(tmp_path, pixel_model):
   pred = tiling.Prediction(np.full((600, 560), 3, np.uint8), np.full((600, 560), 90, np.uint8))
   folder = geotiff.write_outputs(z, pred, NOM, tmp_path / "out")
   assert sorted(p.name for p in folder.iterdir()) == ["classes.qml", "classes.tif",
-                                                       "confidence.tif"]
+                                                       "confidence.tif", "map.json"]
   with rasterio.open(folder / "classes.tif") as src:
     assert src.overviews(1) == [2, 4]
     assert src.block_shapes[0] == (256, 256)
@@ -259,8 +262,8 @@ def test_cli_writes_maps_and_scores(zone, pixel_model, tmp_path, capsys, monkeyp
                      str(tmp_path), "--tile", "16", "--overlap", "4", "--probs"])
   assert rc == 0
   out = capsys.readouterr().out
-  assert (f"testz_0: wrote classes.qml, classes.tif, confidence.tif, parcels.gpkg, "
-          f"probabilities.tif in {tmp_path / 'testz_0'}") in out
+  assert (f"testz_0: wrote classes.qml, classes.tif, confidence.tif, map.json, "
+          f"parcels.gpkg, probabilities.tif in {tmp_path / 'testz_0'}") in out
   assert "testz_0: pixel accuracy " in out and "macro-F1" in out
 
 
@@ -405,7 +408,7 @@ def test_zone_without_labels_gets_maps_but_no_parcels_or_scores(tmp_path, pixel_
   assert tiling.score(z, pred, NOM.tier3) is None
   folder = geotiff.write_outputs(z, pred, NOM, tmp_path / "out")
   assert sorted(p.name for p in folder.iterdir()) == ["classes.qml", "classes.tif",
-                                                       "confidence.tif"]
+                                                       "confidence.tif", "map.json"]
 
 
 def test_score_counts_labelled_predicted_pixels_only(zone, pixel_model):

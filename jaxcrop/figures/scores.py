@@ -8,9 +8,9 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxcrop.figures.common import pyplot, save
 from cropcontracts import nomenclature as nomenclature_lib
 from cropcontracts.errors import UserError
+from jaxcrop.figures.common import pyplot, save
 
 
 def cell_fontsize(k: int) -> float:

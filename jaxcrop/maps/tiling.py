@@ -18,8 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from jaxcrop.maps.checks import check_compatible, check_tiling
 from cropcontracts.zonefolder import NO_LABEL, ZoneFolder
+from jaxcrop.maps.checks import check_compatible, check_tiling
 
 NODATA = NO_LABEL   # the maps' nodata: the zone folder's no-label value (255)
 # Default tiling: 2 x 2 tiles of 512 cover a 1000-px study zone exactly with 24 px
@@ -100,7 +100,7 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
                  tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                  batch: int = DEFAULT_BATCH,
                  probs: bool = False, progress: bool = False,
-                 tile_fn=None) -> Prediction:
+                 tile_fn=None, image: np.ndarray | None = None) -> Prediction:
   """Blended crop-type map of one zone.
 
   Args:
@@ -114,13 +114,15 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
     probs: also return per-class probabilities.
     tile_fn: a prebuilt `make_tile_fn(apply_fn, blend_window(tile, overlap))`
       to reuse its compilation across zones.
+    image: the zone's s2 imagery uint16 [T, H, W, C] when already read (a
+      prefetching caller); else it is read here.
   Returns:
     Prediction with classes/confidence uint8 [H, W] (and probabilities [K, H, W]).
   """
   import jax
   from jaxcrop.input_pipeline import normalize
   check_compatible(zone, meta)
-  image = zone.read_image()                                   # uint16 [T, H, W, C]
+  image = zone.read_image() if image is None else image       # uint16 [T, H, W, C]
   T, H, W, C = image.shape
   nodata = nodata_mask(image)
   rows, cols = tile_starts(H, tile, overlap), tile_starts(W, tile, overlap)
