@@ -510,8 +510,11 @@ def test_a_bit_flipped_band_in_the_middle_of_many_scenes(raw, scenes, tmp_path, 
               int(src.get_tag_item(f"BLOCK_SIZE_{j}_{i}", "TIFF", bidx=1)))
              for i in range(-(-src.height // bh)) for j in range(-(-src.width // bw))]
   data = bytearray(band.read_bytes())
+  # One bit of every tile's zlib header (its CMF byte): the header check then fails
+  # for certain. A bit flipped deeper in a deflate stream may decode into garbage
+  # without an error, depending on the bytes (the demo's contents).
   for offset, size in tiles:
-    data[offset + size // 2] ^= 0x10       # one bit in the middle of every tile
+    data[offset] ^= 0x10
   band.write_bytes(bytes(data))
   rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
   assert "Traceback" not in err and rc == 2, err
