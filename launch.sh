@@ -4,8 +4,10 @@
 #   ./launch.sh demo [OUT]          set up .venv, run the whole pipeline on the built-in demo region
 #   ./launch.sh test                set up .venv, run the test suite
 #   ./launch.sh train ARGS...       set up .venv, python -m jaxcrop.train ARGS...
-#   ./launch.sh tpu ACTION [--dry-run] [-- TRAIN ARGS...]
-#                                   Cloud TPU VM: create | setup | train | logs | ssh | delete
+#   ./launch.sh tpu ACTION [--dry-run] [-- TRAIN/PREDICT ARGS...]
+#                                   Cloud TPU VM: create | setup | train | predict | logs | ssh | delete
+#                                   (`tpu predict -- --zone gs-or-local ZONES --out MAPS ...` maps the
+#                                   zones on every worker, each its share, resumable: --resume)
 #
 # Local set-up creates .venv (with $PYTHON, default python3, 3.11 recommended) when absent and
 # installs requirements.txt; it re-installs only when requirements.txt changes.
@@ -213,9 +215,9 @@ run_tpu() {
     shift
   done
   case "$action" in
-    create|setup|train|logs|ssh|delete) ;;
-    "") die "tpu needs an action: create | setup | train | logs | ssh | delete";;
-    *) die "unknown tpu action '$action' (create | setup | train | logs | ssh | delete)";;
+    create|setup|train|predict|logs|ssh|delete) ;;
+    "") die "tpu needs an action: create | setup | train | predict | logs | ssh | delete";;
+    *) die "unknown tpu action '$action' (create | setup | train | predict | logs | ssh | delete)";;
   esac
   tpu_check
   local runtime="${JAXCROP_TPU_RUNTIME:-tpu-ubuntu2204-base}"
@@ -258,7 +260,15 @@ run_tpu() {
       say "workdir $workdir (a rerun with this JAXCROP_RUN resumes from its checkpoints)"
       [ "$DRY" = 1 ] || say "training started; follow with: ./launch.sh tpu logs"
       ;;
-    logs) tpu_ssh "tail -n 50 -f \$(ls -t ~/train-*.log | head -1)";;
+    predict)
+      # Every worker runs the same command; each JAX process maps its share of the zones
+      # (jax.process_index/process_count), --resume skips the zones already complete.
+      local workdir="$JAXCROP_BUCKET/runs/$run" q
+      q="$(printf '%q ' --workdir "$workdir" --resume "${rest[@]}")"
+      tpu_ssh "cd ~/jaxcrop && TF_CPP_MIN_LOG_LEVEL=2 nohup .venv/bin/python -m jaxcrop.predict $q> ~/predict-$run.log 2>&1 < /dev/null &"
+      [ "$DRY" = 1 ] || say "prediction started on every worker; follow with: ./launch.sh tpu logs"
+      ;;
+    logs) tpu_ssh "tail -n 50 -f \$(ls -t ~/train-*.log ~/predict-*.log 2>/dev/null | head -1)";;
     ssh) x gcloud compute tpus tpu-vm ssh "$JAXCROP_TPU_NAME" --project="$JAXCROP_GCP_PROJECT" --zone="$JAXCROP_TPU_ZONE";;
     delete) x gcloud compute tpus tpu-vm delete "$JAXCROP_TPU_NAME" --project="$JAXCROP_GCP_PROJECT" --zone="$JAXCROP_TPU_ZONE" --quiet;;
   esac

@@ -3,6 +3,8 @@
   python -m benchmarks                 # every stage: prep, data, train, predict, stac
   python -m benchmarks prep            # gap filling and median compositing only
   python -m benchmarks data train      # the input pipeline and the train step
+  python -m benchmarks --dry-run [--zones-csv zones_fr.csv] [--workers 1 8 64]
+                                       # the country's projected cost (benchmarks/country.py)
 
 Stages: `prep` (median composite, gap fill: benchmarks/composite.py), `data` (the
 input pipeline: benchmarks/data.py), `train` (the train step against the same
@@ -48,10 +50,10 @@ def pipeline_vs_step(lines: list[dict]) -> dict | None:
           "target_ratio": 3.0, "device": step.get("device", "")}
 
 
-def run_stage(module: str) -> list[dict]:
-  """Runs `python -m module`, echoes and returns its JSON lines."""
+def run_stage(module: str, args=()) -> list[dict]:
+  """Runs `python -m module [args]`, echoes and returns its JSON lines."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-  proc = subprocess.Popen([sys.executable, "-m", module], stdout=subprocess.PIPE,
+  proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
                           text=True, env=env)
   lines = []
   for raw in proc.stdout:
@@ -70,7 +72,18 @@ def main(argv=None) -> int:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("stages", nargs="*", metavar="STAGE",
                  help=f"run only these stages ({', '.join(STAGES)}; default: all)")
+  p.add_argument("--dry-run", action="store_true",
+                  help="instead of the stages: project the whole country's zones, requests, "
+                       "bytes and wall time per route from measured zones (one JSON line "
+                       "`country_projection`)")
+  p.add_argument("--zones-csv", default=None, help="--dry-run: the country's zones table")
+  p.add_argument("--workers", nargs="+", default=None, help="--dry-run: worker counts")
   args = p.parse_args(argv)
+  if args.dry_run:
+    extra = ["--dry-run"] + (["--zones-csv", args.zones_csv] if args.zones_csv else []) + (
+        ["--workers", *args.workers] if args.workers else [])
+    lines = run_stage("benchmarks.country", extra)
+    return 1 if any("returncode" in l for l in lines) else 0
   unknown = [s for s in args.stages if s not in STAGES]
   if unknown:   # not argparse's choices: they refuse an empty list of a nargs="*" positional
     p.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")

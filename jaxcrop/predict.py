@@ -3,6 +3,12 @@
   python -m jaxcrop.predict --workdir W --zone ZONES/chartres_2 --out maps
   python -m jaxcrop.predict --workdir W --zone ZONES --out maps --probs
   python -m jaxcrop.predict --workdir W --zone ZONES --out maps --tiers
+  python -m jaxcrop.predict --workdir W --zone ZONES --zones-csv zones_fr.csv --out maps --resume
+
+Many zones: every JAX process maps its share of the zones (`--process-index/--process-count`
+override jax.process_index()/process_count()), imagery is read ahead on a thread and
+maps written by another while the model runs, and with --resume the zones whose
+output folder is complete are skipped (`jaxcrop.maps.many`).
 
 The parcel product takes its geometries from the zone folder (parcels.gpkg):
 predict never reads the RPG. A labelled folder of format jaxcrop-zone/1, written
@@ -24,13 +30,14 @@ import pathlib
 import sys
 
 from cropcontracts import errors
+from cropcontracts.zonefolder import open_zone
+from jaxcrop.maps import many
 from jaxcrop.maps.checks import (PredictError, check_compatible, check_output, check_tile,
                                  check_tiling, checkpoint_nomenclature)
 from jaxcrop.maps.geotiff import write_outputs
 from jaxcrop.maps.parcels import check_geometries_source
 from jaxcrop.maps.tiling import (DEFAULT_BATCH, DEFAULT_OVERLAP, DEFAULT_TILE, blend_window,
                                  make_tile_fn, predict_zone, score)
-from cropcontracts.zonefolder import resolve_zones
 
 
 def main(argv=None) -> int:
@@ -66,8 +73,53 @@ def main(argv=None) -> int:
                        "consistent decoding)")
   ap.add_argument("--overwrite", action="store_true",
                   help="replace existing OUT/<zone_id> folders")
+  ap.add_argument("--resume", action="store_true",
+                  help="skip zones whose OUT/<zone_id> is complete (map.json and its files): "
+                       "rerun a killed or preempted run with the same command")
+  ap.add_argument("--zones-csv", default=None, metavar="CSV",
+                  help="map only the zones of this zones table (e.g. `prep zones --country`), "
+                       "found as folders <zone_id> under --zone")
+  ap.add_argument("--process-index", type=int, default=None,
+                  help="this process's share: every --process-count-th zone from this index "
+                       "(default: jax.process_index())")
+  ap.add_argument("--process-count", type=int, default=None,
+                  help="processes sharing the zones (default: jax.process_count())")
+  ap.add_argument("--prefetch", type=int, default=2,
+                  help="zones read ahead on a thread while the model runs (default: "
+                       "%(default)s)")
   args = ap.parse_args(argv)
   return errors.run(_run, args)
+
+
+def zone_folders(paths, zones_csv=None) -> dict[str, pathlib.Path]:
+  """{zone_id: folder} of the zone folders (or folders of zone folders) in paths,
+  only those of the zones table `zones_csv` when given; without opening them
+  (a process opens only its share)."""
+  import csv
+  found = {}
+  for p in map(pathlib.Path, paths):       # the messages of zonefolder.find_zones
+    if (p / "meta.json").is_file():
+      found[p.name] = p
+      continue
+    if not p.is_dir():
+      raise PredictError(f"{p}: folder of zone folders does not exist")
+    inside = {c.name: c for c in sorted(p.iterdir()) if (c / "meta.json").is_file()}
+    if not inside:
+      raise PredictError(f"{p}: holds no zone folder (no */meta.json); run prep first")
+    found.update(inside)
+  if zones_csv:
+    try:
+      with open(zones_csv, newline="", encoding="utf-8") as f:
+        ids = [r["zone_id"] for r in csv.DictReader(f)]
+    except (OSError, KeyError) as e:
+      raise PredictError(f"{zones_csv}: not a readable zones table ({e!r}); pass the CSV "
+                         f"of `python -m prep zones`") from None
+    missing = [i for i in ids if i not in found]
+    if missing:
+      raise PredictError(f"{zones_csv}: {len(missing)} zone(s) have no folder under "
+                         f"{' '.join(map(str, paths))} (first: {missing[0]}); run prep for them")
+    found = {i: found[i] for i in ids}
+  return found
 
 
 def _run(args) -> int:
@@ -75,9 +127,19 @@ def _run(args) -> int:
   if pathlib.Path(args.out).exists() and not pathlib.Path(args.out).is_dir():
     raise PredictError(f"{args.out}: --out is a file; pass a folder (maps go to "
                        f"OUT/<zone_id>/)")
-  zones = resolve_zones(args.zone)
+  if args.resume and args.overwrite:
+    raise PredictError("--resume keeps finished zones, --overwrite replaces them: pass one")
+  index, count = many.process_share(args.process_index, args.process_count)
+  folders = zone_folders(args.zone, args.zones_csv)
+  mine = set(many.share(folders, index, count))
+  out = pathlib.Path(args.out)
+  done = sorted(i for i in mine if args.resume and many.is_complete(out / i))
+  zones = [open_zone(folders[i]) for i in sorted(mine - set(done))]
+  if count > 1 or done:
+    print(f"process {index} of {count}: {len(mine)} of {len(folders)} zones, "
+          f"{len(done)} already complete, {len(zones)} to map", file=sys.stderr)
   for z in zones:
-    check_output(pathlib.Path(args.out) / z.zone_id, args.overwrite)
+    check_output(out / z.zone_id, args.overwrite)
     check_geometries_source(z)
   from jaxcrop.checkpoint import load_trained
   try:
@@ -95,10 +157,14 @@ def _run(args) -> int:
   check_tile(apply_fn, trained.variables, meta, args.tile, valid_count=with_count)
   tile_fn = make_tile_fn(apply_fn, blend_window(args.tile, args.overlap))
   tree = Tree.of(meta) if args.tiers else None
-  for z in zones:
-    pred = predict_zone(apply_fn, trained.variables, z, meta, tile=args.tile,
+
+  def compute(z, image):
+    return predict_zone(apply_fn, trained.variables, z, meta, tile=args.tile,
                         overlap=args.overlap, batch=args.batch, probs=args.probs,
-                        progress=True, tile_fn=tile_fn, valid_count=with_count, tree=tree)
+                        progress=len(zones) == 1, tile_fn=tile_fn, image=image,
+                        valid_count=with_count, tree=tree)
+
+  def write(z, pred):
     folder = write_outputs(z, pred, nom, args.out, overwrite=args.overwrite)
     print(f"{z.zone_id}: wrote {', '.join(sorted(p.name for p in folder.iterdir()))} "
           f"in {folder}")
@@ -106,6 +172,9 @@ def _run(args) -> int:
     if s:
       print(f"{z.zone_id}: pixel accuracy {s['overall_accuracy']:.3f}, macro-F1 "
             f"{s['macro_f1']:.3f} over {s['num_pixels']} labelled pixels")
+
+  many.run_pipelined(zones, lambda z: z.read_image(), compute, write,
+                     prefetch=args.prefetch)
   return 0
 
 

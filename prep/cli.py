@@ -1,9 +1,11 @@
 """`python -m prep`: inputs -> zone folders, one subcommand per route.
 
-  zones      list the study zones, or re-select them from ESA WorldCover (Earth Engine)
+  zones      list the study zones, re-select them from ESA WorldCover (Earth Engine),
+             or grid a whole country from the RPG (--country)
   gee        monthly composites of zones through Earth Engine
   composite  monthly composites of zones from local Sentinel-2 L2A scenes (SAFE or STAC/COG)
   stac       monthly composites of zones from a STAC catalogue's COGs (zone windows only)
+  beam       composites of many zones with Apache Beam (DirectRunner, Dataflow)
   labels     parcel and class rasters of zones from the RPG
   demo       a synthetic demo region, raw inputs and zone folders, offline
 
@@ -68,11 +70,24 @@ def build_parser() -> argparse.ArgumentParser:
           examples:
             python -m prep zones
             python -m prep zones --zones-csv /tmp/demo/raw/zones.csv
-            python -m prep zones --select --out prep/data/zones.csv   # needs Earth Engine"""))
+            python -m prep zones --select --out prep/data/zones.csv   # needs Earth Engine
+            python -m prep zones --country --rpg RPG_FXX_2023.gpkg --out zones_fr.csv"""))
   g = p.add_mutually_exclusive_group()
   g.add_argument("--list", action="store_true", help="list the zones (the default)")
   g.add_argument("--select", action="store_true",
                  help="select the zones from ESA WorldCover (Earth Engine) and write --out")
+  g.add_argument("--country", action="store_true",
+                 help="every 10 km square of each UTM zone's grid holding RPG parcels "
+                      "(coverage from the RPG itself, bbox reads; no Earth Engine); "
+                      "writes --out")
+  p.add_argument("--rpg", type=pathlib.Path, nargs="+", default=None, metavar="FILE",
+                 help="--country: RPG GeoPackage or Shapefile(s) (Lambert-93)")
+  p.add_argument("--layer", default=None, help="--country: RPG layer name")
+  p.add_argument("--pixels", type=int, default=1000,
+                 help="--country: side of a square in 10 m pixels (default: %(default)s)")
+  p.add_argument("--min-fraction", type=float, default=0.0,
+                 help="--country: keep squares whose parcel area fraction is above this "
+                      "(default: %(default)s, any parcel)")
   p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("prep/data/zones.csv"),
                  help="where --select writes the zones table (default: %(default)s)")
   p.add_argument("--zones-csv", type=pathlib.Path, default=None, metavar="PATH",
@@ -92,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
           into OUT/<zone_id>/. Needs Earth Engine credentials: `earthengine
           authenticate`, or JAXCROP_EE_KEY=<service-account key JSON>; and a
           Cloud project (--project or JAXCROP_EE_PROJECT). Fetched tiles are
-          cached in OUT/<zone_id>/.gee_cache, so an interrupted run resumes."""),
+          cached in OUT/<zone_id>/.gee_cache, so an interrupted run resumes.
+          Months, tiles and zones are fetched concurrently (--workers)."""),
       epilog=_doc("""
           examples:
             python -m prep gee --zones chartres_0 chartres_1 --out data/zones
@@ -106,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
                  help="Google Cloud project for Earth Engine (default: $JAXCROP_EE_PROJECT)")
   p.add_argument("--overwrite", action="store_true",
                  help="recompute zones that already hold this year's Earth Engine composites")
+  p.add_argument("--workers", type=int, default=8,
+                 help="computePixels requests in flight at once, shared by the zones, with "
+                      "one back-off on quota errors (default: %(default)s; an account "
+                      "gets 40 concurrent interactive requests)")
   p.set_defaults(run=run_gee)
 
   p = sub.add_parser(
@@ -179,6 +199,37 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--overwrite", action="store_true",
                  help="recompute zones already composited from this catalogue and year")
   p.set_defaults(run=run_stac)
+
+  p = sub.add_parser(
+      "beam", formatter_class=_Formatter, help="composites of many zones with Apache Beam",
+      description=_doc("""
+          Composites of every selected zone with an Apache Beam pipeline: one
+          element per zone, the route of --source (gee: Earth Engine; scenes: local
+          SAFE/STAC scenes) as in `prep gee` / `prep composite`, zone folders in
+          OUT (local or gs://); zones already composited are skipped. Arguments
+          after `--` go to Beam (default DirectRunner); the Dataflow command is in
+          docs/prep-imagery.md."""),
+      epilog=_doc("""
+          examples:
+            python -m prep beam --source scenes --scenes /tmp/demo/raw/scenes \\
+                --zones-csv /tmp/demo/raw/zones.csv --all --out /tmp/zones_beam
+            python -m prep beam --source gee --zones-csv zones_fr.csv --all \\
+                --out gs://BUCKET/zones -- --runner DataflowRunner --project P ..."""))
+  p.add_argument("--source", choices=("gee", "scenes"), required=True,
+                 help="the composite route: gee (Earth Engine) or scenes (local scenes)")
+  p.add_argument("--scenes", type=pathlib.Path, default=None, metavar="DIR",
+                 help="--source scenes: folder of scene folders every worker can read")
+  _zone_args(p)
+  p.add_argument("--out", required=True, metavar="DIR", help="folder of zone folders (or gs://)")
+  p.add_argument("--year", type=int, default=2023,
+                 help="year of the composites (default: %(default)s)")
+  p.add_argument("--project", default=None,
+                 help="--source gee: Google Cloud project (default: $JAXCROP_EE_PROJECT)")
+  p.add_argument("--gee-workers", type=int, default=8,
+                 help="--source gee: requests in flight per Beam worker (default: %(default)s)")
+  p.add_argument("beam_args", nargs="*", metavar="-- BEAM_OPTION",
+                 help="Beam pipeline options, after --")
+  p.set_defaults(run=run_beam)
 
   p = sub.add_parser(
       "labels", formatter_class=_Formatter, help="labels from the RPG",
@@ -284,6 +335,9 @@ def _need(path: pathlib.Path, what: str, *, folder: bool = False) -> None:
 
 def run_zones(args) -> None:
   from prep import zones as zones_lib
+  if args.country:
+    run_country_zones(args)
+    return
   if args.select:
     from prep import select_zones
     zones = select_zones.select_zones(progress=not args.quiet, project=args.project,
@@ -304,6 +358,24 @@ def run_zones(args) -> None:
 PROVISIONAL = "fallback-cross"
 
 
+def run_country_zones(args) -> None:
+  import json
+  from prep import country, zones as zones_lib
+  if not args.rpg:
+    raise UserError("zones --country needs --rpg FILE (the RPG PARCELLES_GRAPHIQUES file)")
+  if args.out == pathlib.Path("prep/data/zones.csv"):
+    raise UserError("zones --country: pass --out FILE (not the study zones table "
+                    "prep/data/zones.csv)")
+  zones, summary = country.country_zones(args.rpg, layer=args.layer, pixels=args.pixels,
+                                         min_fraction=args.min_fraction,
+                                         progress=not args.quiet)
+  if not zones:
+    raise UserError(f"{', '.join(map(str, args.rpg))}: no parcel in any square; "
+                    f"pass the RPG file(s) of the country")
+  zones_lib.write_zones(zones, args.out)
+  print(json.dumps(dict(summary, out=str(args.out))))
+
+
 def format_zones(zones) -> str:
   """The zones as an aligned text table."""
   rows = [("id", "region", "EPSG", "centre (lat, lon)", "cropland", "source")]
@@ -318,9 +390,14 @@ def format_zones(zones) -> str:
 
 def run_gee(args) -> None:
   from prep import gee, s2_products
-  _each_zone(args, "gee composites", lambda zone, folder: gee.composite_zone_from_gee(
-      zone, folder, year=args.year, progress=False, project=args.project,
-      overwrite=args.overwrite), check=s2_products.check_zone_grid)
+  from prep import zones as zones_lib
+  zones = _zones(args)
+  for zone in zones:     # a bad row stops the run before any request
+    s2_products.check_zone_grid(zone, args.zones_csv or zones_lib.ZONES_CSV)
+  gee.composite_zones_from_gee(zones, args.out, workers=args.workers, year=args.year,
+                               project=args.project, overwrite=args.overwrite,
+                               progress=not args.quiet)
+  print(f"gee composites: {len(zones)} zone folder(s) under {args.out}")
 
 
 def run_composite(args) -> None:
@@ -338,6 +415,16 @@ def run_stac(args) -> None:
       zone, folder, cat=cat, year=args.year, max_cloud=args.max_cloud,
       workers=args.workers, overwrite=args.overwrite, progress=False),
       check=s2_products.check_zone_grid)
+
+
+def run_beam(args) -> None:
+  from prep import beam_composites
+  zones = _zones(args)
+  beam_composites.run(zones, args.out, source=args.source, scenes=args.scenes,
+                      year=args.year, project=args.project, gee_workers=args.gee_workers,
+                      pipeline_args=args.beam_args)
+  print(f"beam composites: {len(zones)} zone(s) under {args.out} "
+        f"(summary: {args.out}/_beam/composites-*.jsonl)")
 
 
 def run_labels(args) -> None:

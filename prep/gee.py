@@ -23,6 +23,16 @@ interruption fetches only what is missing; the cache is removed once the zone
 folder is written. Quota (429, "Too many concurrent") and server (5xx) errors
 are retried with exponential back-off, `max_retries` times.
 
+Concurrency. The requests of a zone's months and tiles go through one
+`RequestPool`: at most `workers` requests in flight (default 1 in the function,
+8 on the command line: well under the 40 concurrent interactive requests an
+Earth Engine account is allowed, leaving room for other jobs of the project),
+and one back-off shared by every worker: a quota error holds back every
+worker's next request until the back-off has passed, instead of each worker
+hammering the quota on its own. `composite_zones_from_gee` shares one pool
+between the zones of a run, two zones in flight so that the next zone's
+requests run while the last one is gap filled and written.
+
 Credentials: `JAXCROP_EE_KEY` (path to a service-account key JSON) if set,
 else the user's `earthengine authenticate` credentials; the Cloud project comes
 from `project` or `JAXCROP_EE_PROJECT`.
@@ -35,6 +45,7 @@ import os
 import pathlib
 import re
 import shutil
+import threading
 import time
 import warnings
 from typing import Callable
@@ -240,21 +251,85 @@ def is_retryable(error: Exception) -> bool:
   return _RETRYABLE.search(str(error)) is not None
 
 
+class RequestPool:
+  """At most `workers` Earth Engine requests in flight, one back-off for all.
+
+  `call(fn, what)` runs fn() on the caller's thread once a slot is free, after
+  any back-off another worker has set; a retryable error sets the shared
+  back-off to base * 2**k from now (k: this request's failed tries so far).
+  `clock` and `sleep` are injectable (tests).
+  """
+
+  def __init__(self, workers: int = 1, *, max_retries: int = 6, base_delay: float = 2.0,
+               sleep: Callable = time.sleep, clock: Callable = time.monotonic):
+    if workers < 1:
+      raise UserError(f"--workers {workers} must be at least 1")
+    self.workers, self.max_retries, self.base_delay = workers, max_retries, base_delay
+    self.sleep, self.clock = sleep, clock
+    self._slots = threading.BoundedSemaphore(workers)
+    self._lock = threading.Lock()
+    self._not_before = -float("inf")
+
+  def _wait_backoff(self) -> None:
+    while True:
+      with self._lock:
+        wait = self._not_before - self.clock()
+      if wait <= 0:
+        return
+      self.sleep(wait)
+
+  def call(self, fn: Callable, what: str):
+    import ee
+    for attempt in range(self.max_retries + 1):
+      self._wait_backoff()
+      with self._slots:
+        try:
+          return fn()
+        except (ee.EEException, ConnectionError, TimeoutError) as e:
+          error = e
+      if not is_retryable(error):
+        raise UserError(f"Earth Engine refused {what}: {error}") from None
+      if attempt == self.max_retries:
+        raise UserError(f"Earth Engine: {what} still failing after {self.max_retries} "
+                        f"retries ({error}); wait and rerun the same command, it resumes "
+                        f"where it stopped") from None
+      with self._lock:
+        self._not_before = max(self._not_before,
+                               self.clock() + self.base_delay * 2**attempt)
+
+
 def with_retries(call: Callable, what: str, *, max_retries: int = 6,
                  base_delay: float = 2.0, sleep: Callable = time.sleep):
   """`call()`, retried on quota/server errors with delays base * 2**k."""
-  import ee
-  for attempt in range(max_retries + 1):
-    try:
-      return call()
-    except (ee.EEException, ConnectionError, TimeoutError) as e:
-      if not is_retryable(e):
-        raise UserError(f"Earth Engine refused {what}: {e}") from None
-      if attempt == max_retries:
-        raise UserError(f"Earth Engine: {what} still failing after {max_retries} "
-                        f"retries ({e}); wait and rerun the same command, it resumes "
-                        f"where it stopped") from None
-      sleep(base_delay * 2**attempt)
+  clock = _SleepClock(sleep)
+  return RequestPool(1, max_retries=max_retries, base_delay=base_delay, sleep=clock.sleep,
+                     clock=clock).call(call, what)
+
+
+def make_pool(workers: int = 1, *, max_retries: int = 6, base_delay: float = 2.0,
+              sleep: Callable = time.sleep) -> RequestPool:
+  """A RequestPool; a lone worker's clock advances by its sleeps (exact delays,
+  also with a test's fake sleep), several workers share the monotonic clock."""
+  if workers == 1:
+    clock = _SleepClock(sleep)
+    return RequestPool(1, max_retries=max_retries, base_delay=base_delay,
+                       sleep=clock.sleep, clock=clock)
+  return RequestPool(workers, max_retries=max_retries, base_delay=base_delay, sleep=sleep)
+
+
+class _SleepClock:
+  """A clock that advances only by the sleeps of `sleep` (a lone caller's back-off
+  then sleeps exactly base * 2**k, whatever `sleep` does)."""
+
+  def __init__(self, sleep: Callable):
+    self.now, self._sleep = 0.0, sleep
+
+  def __call__(self) -> float:
+    return self.now
+
+  def sleep(self, seconds: float) -> None:
+    self.now += seconds
+    self._sleep(seconds)
 
 
 def _to_array(data) -> np.ndarray:
@@ -289,12 +364,22 @@ def _done(folder: pathlib.Path, meta: dict, year: int) -> dict | None:
                             for f in zonefolder.IMAGERY_FILES) else None
 
 
+def _place(comp: np.ndarray, counts: np.ndarray, t: int, tile: Tile,
+           block: np.ndarray) -> None:
+  """Writes a fetched [5, h, w] block into month t of comp [T, 4, H, W], counts [T, H, W]."""
+  rows = slice(tile.row, tile.row + tile.height)
+  cols = slice(tile.col, tile.col + tile.width)
+  comp[t, :, rows, cols] = block[:len(EE_BANDS)]
+  counts[t, rows, cols] = np.minimum(block[len(EE_BANDS)], 255)
+
+
 def composite_zone_from_gee(zone: Zone, out_folder, *, year: int = 2023,
                             progress: bool = True, project: str | None = None,
                             max_retries: int = 6, base_delay: float = 2.0,
                             max_bytes: int = MAX_REQUEST_BYTES,
                             initialize_ee: bool = True, overwrite: bool = False,
-                            sleep: Callable = time.sleep) -> dict:
+                            sleep: Callable = time.sleep, workers: int = 1,
+                            pool: RequestPool | None = None) -> dict:
   """Monthly median composites of `zone` from Earth Engine, gap filled, written.
 
   Args:
@@ -303,6 +388,9 @@ def composite_zone_from_gee(zone: Zone, out_folder, *, year: int = 2023,
     year: calendar year of the composites.
     project: Google Cloud project (else JAXCROP_EE_PROJECT).
     max_retries, base_delay, sleep: back-off on quota/server errors.
+    workers: requests in flight at once (months and tiles fetched concurrently).
+    pool: a RequestPool shared with other zones (then workers, max_retries,
+      base_delay and sleep are the pool's).
     max_bytes: response budget per request (sets the tile size).
     initialize_ee: call `initialize(project)` first (tests pass False).
     overwrite: recompute a zone folder that already holds this year's
@@ -325,30 +413,50 @@ def composite_zone_from_gee(zone: Zone, out_folder, *, year: int = 2023,
   months = zonefolder.month_labels(year, T)
   comp = np.zeros((T, len(EE_BANDS), *zone.shape), np.uint16)
   counts = np.zeros((T, *zone.shape), np.uint8)
-  fetched = 0
-  with tqdm(total=T * len(tiles), desc=f"{zone.zone_id} gee", unit="tile",
-            disable=not progress) as bar:
-    for t in range(T):
-      image = None
-      for tile in tiles:
-        path = cache / f"{months[t]}_r{tile.row}_c{tile.col}.npy"
-        block = _load_tile(path, tile)
-        if block is None:
-          image = image if image is not None else monthly_image(zone, year, t + 1)
-          request = pixel_request(image, zone, tile)
-          block = _to_array(with_retries(
-              lambda: ee.data.computePixels(request),
-              f"zone {zone.zone_id} {months[t]} tile ({tile.row}, {tile.col})",
-              max_retries=max_retries, base_delay=base_delay, sleep=sleep))
-          with atomic.atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-              np.save(f, block)
-          fetched += 1
-        rows = slice(tile.row, tile.row + tile.height)
-        cols = slice(tile.col, tile.col + tile.width)
-        comp[t, :, rows, cols] = block[:len(EE_BANDS)]
-        counts[t, rows, cols] = np.minimum(block[len(EE_BANDS)], 255)
+  pool = pool or make_pool(workers, max_retries=max_retries, base_delay=base_delay,
+                          sleep=sleep)
+  todo = []                                  # (t, tile, cache path) not yet fetched
+  for t in range(T):
+    for tile in tiles:
+      path = cache / f"{months[t]}_r{tile.row}_c{tile.col}.npy"
+      block = _load_tile(path, tile)
+      if block is None:
+        todo.append((t, tile, path))
+      else:
+        _place(comp, counts, t, tile, block)
+  images = {t: monthly_image(zone, year, t + 1) for t in sorted({t for t, _, _ in todo})}
+  stop = threading.Event()                   # set by the first failed fetch
+
+  def fetch(t: int, tile: Tile, path: pathlib.Path) -> np.ndarray | None:
+    if stop.is_set():
+      return None
+    try:
+      request = pixel_request(images[t], zone, tile)
+      block = _to_array(pool.call(
+          lambda: ee.data.computePixels(request),
+          f"zone {zone.zone_id} {months[t]} tile ({tile.row}, {tile.col})"))
+      with atomic.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+          np.save(f, block)
+      return block
+    except BaseException:
+      stop.set()
+      raise
+
+  from concurrent.futures import ThreadPoolExecutor
+  with tqdm(total=T * len(tiles), initial=T * len(tiles) - len(todo),
+            desc=f"{zone.zone_id} gee", unit="tile", disable=not progress) as bar, \
+       ThreadPoolExecutor(pool.workers, thread_name_prefix="gee") as ex:
+    futures = [(t, tile, ex.submit(fetch, t, tile, path)) for t, tile, path in todo]
+    try:
+      for t, tile, future in futures:
+        _place(comp, counts, t, tile, future.result())
         bar.update(1)
+    except BaseException:
+      stop.set()
+      ex.shutdown(cancel_futures=True)
+      raise
+  fetched = len(todo)
   empty = [m for t, m in enumerate(months) if not counts[t].any()]
   if empty:
     warnings.warn(f"zone {zone.zone_id}: no valid observation in {', '.join(empty)}; "
@@ -364,3 +472,32 @@ def composite_zone_from_gee(zone: Zone, out_folder, *, year: int = 2023,
   zonefolder.write_imagery(folder, zone, filled, counts, months, info)
   shutil.rmtree(cache, ignore_errors=True)
   return info
+
+
+def composite_zones_from_gee(zones, out_root, *, workers: int = 8, zones_in_flight: int = 2,
+                             progress: bool = True, project: str | None = None,
+                             initialize_ee: bool = True, sleep: Callable = time.sleep,
+                             **kw) -> list[dict]:
+  """`composite_zone_from_gee` for many zones into out_root/<zone_id>/, sharing one
+  RequestPool of `workers` requests in flight (and its back-off); `zones_in_flight`
+  zones at a time. Returns the zones' imagery infos, in the zones' order."""
+  from concurrent.futures import ThreadPoolExecutor
+  from tqdm import tqdm
+  pool = make_pool(workers, max_retries=kw.pop("max_retries", 6),
+                   base_delay=kw.pop("base_delay", 2.0), sleep=sleep)
+  if initialize_ee:
+    initialize(project)
+  root = pathlib.Path(out_root)
+  with ThreadPoolExecutor(max(1, zones_in_flight), thread_name_prefix="gee-zone") as ex, \
+       tqdm(total=len(zones), desc="gee composites", unit="zone", disable=not progress) as bar:
+    futures = [ex.submit(composite_zone_from_gee, z, root / z.zone_id, progress=False,
+                         initialize_ee=False, pool=pool, **kw) for z in zones]
+    infos = []
+    try:
+      for f in futures:
+        infos.append(f.result())
+        bar.update(1)
+    except BaseException:
+      ex.shutdown(cancel_futures=True)
+      raise
+  return infos

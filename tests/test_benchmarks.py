@@ -42,7 +42,7 @@ def test_a_failed_stage_or_a_differing_result_is_exit_1(monkeypatch):
 def test_python_dash_m_benchmarks_help():
   res = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], capture_output=True,
                        text=True, check=True)
-  assert res.stdout.startswith("usage: python -m benchmarks [-h] [STAGE ...]")
+  assert res.stdout.startswith("usage: python -m benchmarks [-h] [--dry-run]")
   assert "python -m benchmarks prep" in res.stdout
 
 

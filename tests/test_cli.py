@@ -306,13 +306,20 @@ def test_gee_runs_every_zone_into_its_folder(raw, tmp_path, monkeypatch, capsys)
   calls = []
   monkeypatch.setattr(gee, "composite_zone_from_gee", lambda zone, folder, **kw:
                       calls.append((zone.zone_id, folder, kw)) or {})
+  projects = []
+  monkeypatch.setattr(gee, "initialize", projects.append)
   rc, out, err = run(["gee", "--all", "--zones-csv", raw / "zones.csv", "--out",
-                      tmp_path, "--year", "2022", "--project", "my-proj"], capsys)
+                      tmp_path, "--year", "2022", "--project", "my-proj", "--workers", "5"],
+                     capsys)
   assert rc == 0, err
+  calls.sort(key=lambda c: c[0])                   # two zones in flight: any order
   assert [c[0] for c in calls] == ["demo-north_0", "demo-north_1", "demo-south_0",
                                    "demo-south_1"]
   assert calls[2][1] == tmp_path / "demo-south_0"
-  assert calls[0][2] == dict(year=2022, progress=False, project="my-proj",
+  assert projects == ["my-proj"]                   # once for the run, not per zone
+  pool = calls[0][2].pop("pool")
+  assert pool.workers == 5 and all(c[2].pop("pool") is pool for c in calls[1:])
+  assert calls[0][2] == dict(year=2022, progress=False, initialize_ee=False,
                              overwrite=False)
   assert out.strip() == f"gee composites: 4 zone folder(s) under {tmp_path}"
 

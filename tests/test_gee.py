@@ -497,3 +497,72 @@ def test_zone_off_the_grid_is_refused_before_any_request(tmp_path, monkeypatch):
     gee.composite_zone_from_gee(off, tmp_path / "t_0", progress=False,
                                 initialize_ee=False)
   assert server.calls == 0 and not (tmp_path / "t_0").exists()
+
+
+
+class ConcurrentServer(FakeServer):
+  """FakeServer that holds each request `hold` seconds and records, thread-safely,
+  how many requests are in flight and when each started; the first `quota_errors`
+  calls raise `error` (`error_at`: when the first one did)."""
+
+  def __init__(self, hold=0.01, quota_errors=0, error="429 Too Many Requests"):
+    super().__init__()
+    import threading
+    self.lock, self.hold = threading.Lock(), hold
+    self.quota_errors, self.quota_error, self.n = quota_errors, error, 0
+    self.in_flight = self.max_in_flight = 0
+    self.starts, self.error_at = [], None
+
+  def __call__(self, request):
+    import time
+    with self.lock:
+      self.n += 1
+      now = time.monotonic()
+      if self.n <= self.quota_errors:
+        self.error_at = self.error_at or now
+        raise ee.EEException(self.quota_error)
+      self.in_flight += 1
+      self.max_in_flight = max(self.max_in_flight, self.in_flight)
+      self.starts.append(now)
+    try:
+      time.sleep(self.hold)
+      with self.lock:
+        return super().__call__(request)
+    finally:
+      with self.lock:
+        self.in_flight -= 1
+
+
+def test_concurrent_requests_are_bounded_by_workers(tmp_path, monkeypatch):
+  server = ConcurrentServer()
+  max_bytes = gee.BYTES_PER_PIXEL * 12 * 12        # 6 tiles a month: 72 requests
+  info = _run(tmp_path, server, monkeypatch, max_bytes=max_bytes, workers=3)
+  assert server.max_in_flight == 3 and len(server.requests) == 72
+  assert info["requests_fetched_now"] == 72
+  img = zonefolder.open_zone(tmp_path / "t_0").read_image()      # [T, H, W, C]
+  np.testing.assert_array_equal(img[:, 7, 13, 0], [100 * m + 1 for m in range(1, 13)])
+
+
+def test_quota_error_backs_off_every_worker(tmp_path, monkeypatch):
+  server = ConcurrentServer(quota_errors=1, hold=0.02)
+  max_bytes = gee.BYTES_PER_PIXEL * 12 * 12
+  monkeypatch.setattr(ee.data, "computePixels", server)
+  gee.composite_zone_from_gee(ZONE, tmp_path / "t_0", progress=False, initialize_ee=False,
+                              max_bytes=max_bytes, workers=4, base_delay=0.3)
+  later = [t for t in server.starts if t > server.error_at]
+  assert later and min(later) >= server.error_at + 0.3   # no worker went on regardless
+  assert len(server.requests) == 72
+
+
+def test_many_zones_share_one_pool(tmp_path, monkeypatch):
+  server = ConcurrentServer()
+  monkeypatch.setattr(ee.data, "computePixels", server)
+  zones = [ZONE, Zone("t_1", "Test", "Town", 1, 32631, x0=410_000.0, y0=5_000_000.0,
+                      width=30, height=20)]
+  infos = gee.composite_zones_from_gee(zones, tmp_path, workers=5, progress=False,
+                                       initialize_ee=False)
+  assert [i["requests_fetched_now"] for i in infos] == [12, 12]
+  assert server.max_in_flight == 5                    # 24 requests, 2 zones in flight
+  assert all((tmp_path / z.zone_id / "s2.tif").is_file() for z in zones)
+  with pytest.raises(UserError, match="--workers 0 must be at least 1"):
+    gee.composite_zones_from_gee(zones, tmp_path, workers=0, initialize_ee=False)

@@ -261,3 +261,16 @@ def test_tpu_setup_ships_only_the_project_files(tmp_path):
            root=repo)
   assert r.returncode == 0 and r.bundle is None
   assert "git clone --depth 1 https://x/y.git ~/jaxcrop" in _remote(r.stdout)[0]
+
+
+def test_tpu_predict_runs_on_every_worker_resumable():
+  r = _run("tpu", "predict", "--dry-run", "--", "--zone", "/data/zones", "--out",
+           "gs://bkt/maps", "--zones-csv", "zones_fr.csv", env=TPU_ENV)
+  assert r.returncode == 0, r.stderr
+  (cmd,) = _remote(r.stdout)
+  assert _bash_n(cmd), cmd
+  assert "--worker=all" in r.stdout
+  words = shlex.split(cmd.split("jaxcrop.predict", 1)[1].split(">", 1)[0])
+  assert words == ["--workdir", "gs://bkt/runs/r1", "--resume", "--zone", "/data/zones",
+                   "--out", "gs://bkt/maps", "--zones-csv", "zones_fr.csv"]
+  assert "~/predict-r1.log" in cmd

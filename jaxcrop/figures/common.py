@@ -2,7 +2,7 @@
 backend, the figure resolution and the atomic save.
 
 A class has the same colour in every figure: its nomenclature colour
-(`prep/data/classes_<version>.csv`). Pixels without a class: light grey where the
+(`cropcontracts/data/classes_<version>.csv`). Pixels without a class: light grey where the
 RPG gives no label, black where the imagery has no observation (no data).
 """
 from __future__ import annotations

@@ -9,6 +9,8 @@ and the parcel GeoPackage, assembled in a temporary folder renamed when complete
   confidence.tif     uint8 max softmax probability in percent, 255 = nodata.
   probabilities.tif  (with probabilities) uint8 [K bands] probability in percent.
   parcels.gpkg       (zones with parcels) majority class per parcel.
+  map.json           the zone row, the nomenclature and the files above (what
+                     `jaxcrop.maps.many.is_complete` and the mosaic read).
 All rasters are COGs (deflate, 256 tiles, overviews).
 """
 from __future__ import annotations
@@ -22,14 +24,15 @@ from typing import Sequence
 
 import numpy as np
 
+from cropcontracts import atomic
+from cropcontracts.zonefolder import ZoneFolder
 from jaxcrop.hierarchy import tier_legend
 from jaxcrop.maps.checks import check_output
 from jaxcrop.maps.parcels import parcel_product
 from jaxcrop.maps.tiling import NODATA, Prediction
-from cropcontracts import atomic
-from cropcontracts.zonefolder import ZoneFolder
 
 BLOCK = 256
+MAP_JSON = "map.json"
 
 
 def _cog(tmpdir: pathlib.Path, path: pathlib.Path, zone: ZoneFolder, bands: np.ndarray,
@@ -134,6 +137,10 @@ def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
     if zone.has_labels:
       gdf = parcel_product(zone, pred, nomenclature)
       gdf.to_file(tmp / "parcels.gpkg", driver="GPKG", layer="parcels")
+    files = sorted(p.name for p in tmp.iterdir())
+    (tmp / MAP_JSON).write_text(json.dumps(dict(
+        zone=zone.zone.to_row(), nomenclature=nomenclature.version, files=files),
+        indent=1), encoding="utf-8")             # last: the folder's completeness record
     old = tmp.with_name(tmp.name.replace(".partial", ".old")) if final.exists() else None
     if old:
       os.replace(final, old)                    # the old maps go only once the new are in

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from cropcontracts.zonefolder import ZoneFolder
 from jaxcrop.maps.checks import PredictError
 from jaxcrop.maps.tiling import NODATA, Prediction
-from cropcontracts.zonefolder import ZoneFolder
 
 
 def parcel_votes(parcels: np.ndarray, classes: np.ndarray, confidence: np.ndarray,

@@ -27,10 +27,10 @@ from typing import Callable
 
 import numpy as np
 
+from cropcontracts.zonefolder import NO_LABEL, ZoneFolder
 from jaxcrop.maps.checks import check_compatible, check_tiling
-from cropcontracts.zonefolder import ZoneFolder
 
-NODATA = 255
+NODATA = NO_LABEL   # the maps' nodata: the zone folder's no-label value (255)
 # Default tiling: 2 x 2 tiles of 512 cover a 1000-px study zone exactly with 24 px
 # of overlap (1.05 M model pixels, against 1.8 M for 5 x 5 tiles of 256 with 32),
 # one tile per call keeps the default model within ~3 GB on a laptop. Every
@@ -119,7 +119,8 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
                  tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                  batch: int = DEFAULT_BATCH,
                  probs: bool = False, progress: bool = False,
-                 tile_fn=None, valid_count: bool = False, tree=None) -> Prediction:
+                 tile_fn=None, image: np.ndarray | None = None, valid_count: bool = False,
+                 tree=None) -> Prediction:
   """Blended crop-type map of one zone.
 
   Args:
@@ -134,6 +135,8 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
     probs: also return per-class probabilities.
     tile_fn: a prebuilt `make_tile_fn(apply_fn, blend_window(tile, overlap))`
       to reuse its compilation across zones.
+    image: the zone's s2 imagery uint16 [T, H, W, C] when already read (a
+      prefetching caller); else it is read here.
     valid_count: also read the zone's valid_count.tif (valid observations per
       month), tile it like the image and pass it as `valid_count=` (models
       trained with model.valid_count != "none").
@@ -145,7 +148,7 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
   import jax
   from jaxcrop.input_pipeline import normalize
   check_compatible(zone, meta)
-  image = zone.read_image()                                   # uint16 [T, H, W, C]
+  image = zone.read_image() if image is None else image       # uint16 [T, H, W, C]
   T, H, W, C = image.shape
   nodata = nodata_mask(image)
   rows, cols = tile_starts(H, tile, overlap), tile_starts(W, tile, overlap)

@@ -100,9 +100,9 @@ def make_demo(out_dir, *, seed: int = 0, progress: bool = True,
   (2 x 2 zones of 48 x 48 pixels, 25 scenes).
   """
   from tqdm import tqdm
+  from cropcontracts.zonefolder import check_folder
   from prep.labels import make_zone_labels
   from prep.scenes import composite_zone_from_scenes
-  from cropcontracts.zonefolder import check_folder
   from prep.zones import read_zones
   out = pathlib.Path(out_dir)
   raw = out / "raw"

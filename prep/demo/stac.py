@@ -14,8 +14,7 @@ import numpy as np
 from cropcontracts import atomic
 from prep.demo.region import EPSG, SCENE_X0, SCENE_Y0, TILE, DemoSpec, scene_transform
 from prep.demo.sensor import observe
-
-BAND_FILES = ("B02", "B03", "B04", "B08")
+from prep.scenes import BAND_FILES   # B02 B03 B04 B08: the files the local route reads
 
 
 def item_id(date: datetime.date, i: int) -> str:

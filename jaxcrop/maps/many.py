@@ -1,0 +1,145 @@
+"""Maps of thousands of zones: each JAX process its share, reading, model and writing
+overlapped, finished zones skipped.
+
+Share. The zone ids (sorted) are dealt round-robin: process i of n takes ids
+i, i + n, i + 2n, … (`jax.process_index()` / `jax.process_count()`, or the
+`--process-index/--process-count` overrides), so the processes of a TPU VM, or
+machines started by hand, cover every zone exactly once without talking to each
+other, and a zone's owner does not depend on which zones are already done.
+
+Overlap. One thread reads the next zones' imagery (a bounded queue of
+`prefetch` zones: memory stays at prefetch + 2 zones), the calling thread runs the
+model (whose device work is already asynchronous, `tiling.predict_zone`), one
+thread writes the finished maps (COG encoding and the parcel product are CPU).
+
+Resume. A zone's output folder is renamed into place only when complete and
+holds `map.json` listing its files (`geotiff.write_outputs`); a zone whose
+folder is complete is skipped, so a killed or preempted run, rerun with the
+same command and `--resume`, does only the zones it had not finished.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import queue
+import threading
+from typing import Callable, Iterable, Sequence
+
+from jaxcrop.maps.checks import PredictError
+from jaxcrop.maps.geotiff import MAP_JSON
+
+
+def share(zone_ids: Iterable[str], index: int, count: int) -> list[str]:
+  """The ids process `index` of `count` maps: every count-th of the sorted ids."""
+  if count < 1 or not 0 <= index < count:
+    raise PredictError(f"--process-index {index} must be in [0, --process-count {count})")
+  return sorted(zone_ids)[index::count]
+
+
+def is_complete(folder) -> bool:
+  """True when folder holds map.json and every file it lists (a finished zone)."""
+  folder = pathlib.Path(folder)
+  try:
+    files = json.loads((folder / MAP_JSON).read_text(encoding="utf-8"))["files"]
+  except (OSError, ValueError, KeyError, TypeError):
+    return False
+  return all((folder / f).is_file() for f in files)
+
+
+def process_share(index: int | None, count: int | None) -> tuple[int, int]:
+  """(index, count): the overrides, else this JAX process's."""
+  if index is None or count is None:
+    import jax
+    from jaxcrop.train import maybe_initialize_distributed
+    maybe_initialize_distributed(False)        # a TPU pod's workers, a coordinator
+    index = jax.process_index() if index is None else index
+    count = jax.process_count() if count is None else count
+  return index, count
+
+
+class _Stop:
+  """End of a queue (with the error that ended it, if any)."""
+
+  def __init__(self, error: BaseException | None = None):
+    self.error = error
+
+
+def run_pipelined(items: Sequence, read: Callable, compute: Callable, write: Callable, *,
+                  prefetch: int = 2) -> int:
+  """For each item: read(item) on a reader thread (at most `prefetch` read ahead),
+  compute(item, data) here, write(item, result) on a writer thread (at most 2
+  queued). Returns the number of items written. On an error, what was already
+  computed is still written, then the first error of any thread is raised here
+  once the threads have stopped."""
+  reads: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+  writes: queue.Queue = queue.Queue(maxsize=2)
+  stop = threading.Event()
+  errors: list[BaseException] = []
+
+  def reader():
+    try:
+      for item in items:
+        if stop.is_set():
+          break
+        data = read(item)
+        while not stop.is_set():
+          try:
+            reads.put((item, data), timeout=0.1)
+            break
+          except queue.Full:
+            pass
+      reads.put(_Stop())
+    except BaseException as e:  # noqa: BLE001  (re-raised by the caller's thread)
+      reads.put(_Stop(e))
+
+  written = [0]
+  write_failed = threading.Event()
+
+  def writer():                    # writes what was computed, also after a model error
+    while True:
+      got = writes.get()
+      if isinstance(got, _Stop):
+        return
+      if write_failed.is_set():
+        continue
+      try:
+        write(*got)
+        written[0] += 1
+      except BaseException as e:  # noqa: BLE001
+        errors.append(e)
+        write_failed.set()
+        stop.set()
+
+  threads = [threading.Thread(target=reader, name="maps-read", daemon=True),
+             threading.Thread(target=writer, name="maps-write", daemon=True)]
+  for t in threads:
+    t.start()
+  try:
+    while not stop.is_set():
+      got = reads.get()
+      if isinstance(got, _Stop):
+        if got.error is not None:
+          errors.append(got.error)
+        break
+      item, data = got
+      result = compute(item, data)
+      while not stop.is_set():
+        try:
+          writes.put((item, result), timeout=0.1)
+          break
+        except queue.Full:
+          pass
+  except BaseException as e:
+    errors.append(e)
+  finally:
+    writes.put(_Stop())
+    threads[1].join()
+    stop.set()
+    while threads[0].is_alive():             # unblock a reader waiting on a full queue
+      try:
+        reads.get_nowait()
+      except queue.Empty:
+        threads[0].join(0.05)
+  if errors:
+    raise errors[0]
+  return written[0]

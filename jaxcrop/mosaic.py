@@ -1,0 +1,63 @@
+"""The national product from the zone maps: the command line.
+
+  python -m jaxcrop.mosaic --maps MAPS --out NATIONAL
+  python -m jaxcrop.mosaic --maps MAPS --out NATIONAL --departements DEPARTEMENT.shp --gpkg
+
+Writes NATIONAL/utm<NN>/{classes,confidence}.vrt (one VRT per UTM zone over the
+zone COGs), NATIONAL/france_{classes,confidence}.tif (Lambert-93 COGs with
+overviews) and NATIONAL/parcels/departement=<code>/part-0.parquet (GeoParquet of
+every parcel once; NATIONAL/parcels.gpkg with --gpkg). Zone overlaps: the zone
+whose centre is nearest wins (`jaxcrop.maps.mosaic`, docs/predict.md).
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+from cropcontracts import errors
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(prog="python -m jaxcrop.mosaic",
+                               description=__doc__.split("\n\n")[0])
+  ap.add_argument("--maps", required=True, help="folder of zone maps (jaxcrop.predict --out)")
+  ap.add_argument("--out", required=True, help="folder of the national product")
+  ap.add_argument("--departements", default=None,
+                  help="polygon layer of the départements (e.g. IGN ADMIN EXPRESS "
+                       "DEPARTEMENT.shp) to partition the parcels by; else `unknown`")
+  ap.add_argument("--departement-field", default="INSEE_DEP",
+                  help="the département code field of --departements (default: %(default)s)")
+  ap.add_argument("--gpkg", action="store_true", help="also write parcels.gpkg")
+  ap.add_argument("--no-parcels", action="store_true", help="rasters only")
+  ap.add_argument("--block", type=int, default=None,
+                  help="side in pixels of the blocks the national COGs are assembled in "
+                       "(memory: one block; default 4096)")
+  ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+  return errors.run(_run, ap.parse_args(argv))
+
+
+def _run(args) -> int:
+  from jaxcrop.maps import mosaic
+  if args.departements and not pathlib.Path(args.departements).exists():
+    raise errors.UserError(f"{args.departements}: départements layer not found (--departements)")
+  maps = mosaic.zone_maps(args.maps)
+  out = pathlib.Path(args.out)
+  for epsg, group in sorted(mosaic.by_utm(maps).items()):
+    for product in mosaic.PRODUCTS:
+      p = mosaic.utm_vrt(group, product, out / f"utm{epsg % 100}" / f"{product}.vrt")
+      print(f"wrote {p} ({len(group)} zones)")
+  for product in mosaic.PRODUCTS:
+    p = mosaic.national_cog(maps, product, out / f"france_{product}.tif",
+                            block=args.block or mosaic.BLOCK_PX, progress=not args.quiet)
+    print(f"wrote {p}")
+  if not args.no_parcels:
+    gdf = mosaic.national_parcels(maps, departements=args.departements,
+                                  field=args.departement_field)
+    paths = mosaic.write_parcels(gdf, out, gpkg=args.gpkg)
+    print(f"wrote {len(gdf)} parcels in {len(paths)} file(s) under {out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,146 @@
+"""Composites of a country's zones with Apache Beam: zone ids -> composites -> zone folders.
+
+  python -m prep beam --source scenes --scenes DIR --zones-csv zones_fr.csv --all \\
+      --out gs://BUCKET/zones [-- BEAM PIPELINE OPTIONS]
+
+One element per zone (its zones-table row), reshuffled so that the runner spreads
+the zones over its workers; one DoFn composites a zone with the route named by
+`--source`, the same functions as the one-process commands, so the zone folders
+are the same bit for bit:
+
+  gee     `prep.gee.composite_zone_from_gee` (Earth Engine computePixels); each
+          worker holds one `gee.RequestPool` of `--gee-workers` requests in flight,
+          so the account's concurrent requests are workers x gee-workers (keep it
+          under 40, docs/prep-imagery.md).
+  scenes  `prep.scenes.composite_zone_from_scenes` (SAFE or STAC/COG scene folders
+          on a disk every worker reads, e.g. a mounted bucket).
+
+Outputs: OUT/<zone_id>/ locally, or on gs:// (the zone is written to a local
+temporary folder, then its files are uploaded, meta.json last, so a zone folder
+on the bucket is complete exactly when its meta.json has `imagery`). A zone whose
+folder already holds imagery is skipped: a rerun (or a retried bundle) redoes only
+the missing zones. Each zone's imagery info is written as one JSON line to
+OUT/_beam/composites-*.jsonl.
+
+Runners: DirectRunner by default (tests, a laptop); Dataflow with the options of
+docs/prep-imagery.md (`--runner DataflowRunner --project … --region … --temp_location
+gs://… --setup_file ./setup.py …`).
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import tempfile
+from typing import Sequence
+
+from cropcontracts import atomic
+from cropcontracts.errors import UserError
+from cropcontracts.zone import Zone
+
+SOURCES = ("gee", "scenes")
+
+
+def has_imagery(folder) -> bool:
+  """True when the zone folder (local or gs://) has a complete imagery stage."""
+  from etils import epath
+  p = epath.Path(str(folder)) / "meta.json"
+  try:
+    return "imagery" in json.loads(p.read_text())
+  except (OSError, ValueError, FileNotFoundError):
+    return False
+
+
+def composite_one(zone: Zone, folder: pathlib.Path, source: str, options: dict,
+                  pool=None) -> dict:
+  """Composites one zone into a local folder with the route `source`."""
+  if source == "scenes":
+    from prep import scenes
+    return scenes.composite_zone_from_scenes(options["scenes"], zone, folder,
+                                             year=options["year"], progress=False)
+  if source == "gee":
+    from prep import gee
+    return gee.composite_zone_from_gee(zone, folder, year=options["year"], progress=False,
+                                       initialize_ee=False, pool=pool)
+  raise UserError(f"--source {source!r}: choose one of {', '.join(SOURCES)}")
+
+
+def upload(local: pathlib.Path, remote: str) -> None:
+  """Copies a local zone folder's files to remote (gs://…), meta.json last."""
+  names = sorted(p.name for p in local.iterdir() if p.is_file() and p.name != "meta.json")
+  for name in names + ["meta.json"]:
+    atomic.write_bytes(f"{remote.rstrip('/')}/{name}", (local / name).read_bytes())
+
+
+def _dofn():
+  import apache_beam as beam
+
+  class CompositeZone(beam.DoFn):
+    """Zone row -> the zone folder under `out` (skipped when complete) -> its info."""
+
+    def __init__(self, out: str, source: str, options: dict):
+      self.out, self.source, self.options = out, source, options
+      self.pool = None
+
+    def setup(self):
+      if self.source == "gee":
+        from prep import gee
+        gee.initialize(self.options.get("project"))
+        self.pool = gee.make_pool(self.options.get("gee_workers", 8))
+
+    def process(self, row):
+      zone = Zone.from_row(row)
+      target = f"{self.out.rstrip('/')}/{zone.zone_id}"
+      if has_imagery(target):
+        yield dict(zone_id=zone.zone_id, skipped=True)
+        return
+      if atomic.is_remote(self.out):
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"{zone.zone_id}."))
+        try:
+          info = composite_one(zone, tmp / zone.zone_id, self.source, self.options,
+                               self.pool)
+          upload(tmp / zone.zone_id, target)
+        finally:
+          shutil.rmtree(tmp, ignore_errors=True)
+      else:
+        info = composite_one(zone, pathlib.Path(target), self.source, self.options,
+                             self.pool)
+      yield dict(zone_id=zone.zone_id, skipped=False, **{
+          k: v for k, v in info.items() if isinstance(v, (int, float, str))})
+
+  return CompositeZone
+
+
+def run(zones: Sequence[Zone], out, *, source: str, scenes=None, year: int = 2023,
+        project: str | None = None, gee_workers: int = 8,
+        pipeline_args: Sequence[str] = ()) -> None:
+  """Runs the pipeline over `zones` (DirectRunner unless pipeline_args say otherwise)."""
+  import apache_beam as beam
+  from apache_beam.options.pipeline_options import PipelineOptions
+  if source not in SOURCES:
+    raise UserError(f"--source {source!r}: choose one of {', '.join(SOURCES)}")
+  if source == "scenes" and (scenes is None or not pathlib.Path(scenes).is_dir()):
+    raise UserError(f"{scenes}: scene folder not found (--scenes)")
+  out = str(out)
+  if not atomic.is_remote(out):
+    pathlib.Path(out).mkdir(parents=True, exist_ok=True)
+  options = dict(scenes=str(scenes) if scenes else None, year=year, project=project,
+                 gee_workers=gee_workers)
+  CompositeZone = _dofn()
+  with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as p:
+    _ = (p
+         | "zones" >> beam.Create([z.to_row() for z in zones])
+         | "spread" >> beam.Reshuffle()
+         | "composite" >> beam.ParDo(CompositeZone(out, source, options))
+         | "json" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
+         | "summary" >> beam.io.WriteToText(f"{out.rstrip('/')}/_beam/composites",
+                                            file_name_suffix=".jsonl"))
+
+
+def read_summary(out) -> list[dict]:
+  """The JSON lines of a finished run's OUT/_beam/composites-*.jsonl."""
+  rows = []
+  for p in sorted(pathlib.Path(out, "_beam").glob("composites-*.jsonl")):
+    rows += [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+  return sorted(rows, key=lambda r: r["zone_id"])
+
