@@ -453,7 +453,7 @@ def test_cli_tier_all_writes_each_tiers_confusion_and_f1(tmp_path, capsys):
 
 
 def test_all_figures_draw_every_tier_of_the_metrics(tmp_path):
-  zone = pt.make_zone(tmp_path / "zones" / "z_0", zone_id="z_0")
+  zone = pt.write_zone(tmp_path / "zones" / "z_0", pt.synthetic_zone("z_0"))
   (tmp_path / "m.json").write_text(json.dumps(_tiered_metrics()))
   assert plots.main(["all", "--zones", str(zone.path), "--metrics", str(tmp_path / "m.json"),
                      "--out", str(tmp_path / "fig")]) == 0

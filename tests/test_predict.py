@@ -493,10 +493,10 @@ def test_valid_count_model_predicts_through_the_cli_with_the_zone_counts(tmp_pat
   valid_count.tif, tiled like the image (here random counts, one 512 tile)."""
   import jax
   from cropcontracts import zonefolder
-  z = pt.make_zone(tmp_path / "z" / "testz_0")
+  z = pt.write_zone(tmp_path / "z" / "testz_0")
   counts = np.random.default_rng(3).integers(0, 6, (pt.T, pt.H, pt.W)).astype(np.uint8)
   zonefolder.write_imagery(z.path, z.zone, z.read_image().transpose(0, 3, 1, 2), counts,
-                           pt.months())
+                           z.months)
   model, v, meta = _workdir(tmp_path / "W", valid_count="channel")
   rc = predict.main(["--workdir", str(tmp_path / "W"), "--zone", str(z.path),
                      "--out", str(tmp_path / "maps")])
