@@ -22,21 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 import warnings
 
 import numpy as np
 
+from benchmarks import best_of
 from prep import composite
-
-
-def _best(fn, repeats: int):
-  best, out = float("inf"), None
-  for _ in range(repeats):
-    t = time.perf_counter()
-    out = fn()
-    best = min(best, time.perf_counter() - t)
-  return best, out
 
 
 def _line(name, ours_s, reference, reference_s, identical, **extra):
@@ -51,7 +42,7 @@ def bench_median(size: int = 1000, scenes: int = 8, repeats: int = 3) -> dict:
   rng = np.random.default_rng(0)
   stack = rng.integers(1, 10000, (scenes, 4, size, size), dtype=np.uint16)
   valid = rng.random((scenes, size, size)) >= 0.3
-  ours_s, (med, _) = _best(lambda: composite.median_composite(stack, valid), repeats)
+  ours_s, (med, _) = best_of(lambda: composite.median_composite(stack, valid), repeats)
 
   def reference():
     f = np.where(valid[:, None], stack.astype(np.float64), np.nan)
@@ -60,7 +51,7 @@ def bench_median(size: int = 1000, scenes: int = 8, repeats: int = 3) -> dict:
       m = np.nanmedian(f, axis=0)
     return np.where(np.isnan(m), 0, np.floor(m + 0.5)).astype(np.uint16)
 
-  ref_s, ref = _best(reference, repeats)
+  ref_s, ref = best_of(reference, repeats)
   return _line("composite_median", ours_s, "numpy.nanmedian", ref_s,
                np.array_equal(med, ref), target_ratio=10.0,
                shape=f"S={scenes} C=4 H=W={size}", invalid_fraction=0.3)
@@ -77,9 +68,9 @@ def bench_gap_fill(size: int = 1000, months: int = 12, p_missing: float = 0.1,
   pixels = [(int(i) // size, int(i) % size) for i in flat]
   ours_s = ref_s = float("inf")
   for _ in range(repeats):                     # alternated: same load for both
-    s, (filled, flags) = _best(lambda: composite.gap_fill(comp), 1)
+    s, (filled, flags) = best_of(lambda: composite.gap_fill(comp), 1)
     ours_s = min(ours_s, s)
-    s, (ref, ref_flags) = _best(lambda: gap_fill_reference(comp, pixels), 1)
+    s, (ref, ref_flags) = best_of(lambda: gap_fill_reference(comp, pixels), 1)
     ref_s = min(ref_s, s)
   rows, cols = np.array(pixels).T
   same = (np.array_equal(filled[:, :, rows, cols], ref[:, :, rows, cols])

@@ -16,17 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 import warnings
 
-
-def _best(fn, repeats: int):
-  best, out = float("inf"), None
-  for _ in range(repeats):
-    t = time.perf_counter()
-    out = fn()
-    best = min(best, time.perf_counter() - t)
-  return best, out
+from benchmarks import best_of
 
 
 def bench_stac(demo_dir=None, *, small: bool = False, workers: int = 4) -> dict:
@@ -43,11 +35,11 @@ def bench_stac(demo_dir=None, *, small: bool = False, workers: int = 4) -> dict:
     zone = read_zones(raw / "zones.csv")[0]
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", UserWarning)        # months gap filled
-      local_s, _ = _best(lambda: scenes.composite_zone_from_scenes(
+      local_s, _ = best_of(lambda: scenes.composite_zone_from_scenes(
           raw / "scenes", zone, tmp / "local" / zone.zone_id, progress=False), 1)
       with StacServer(raw / "scenes", page_size=20) as server:
         cat = stac.catalog(server.url)
-        stac_s, info = _best(lambda: stac.composite_zone_from_stac(
+        stac_s, info = best_of(lambda: stac.composite_zone_from_stac(
             zone, tmp / "stac" / zone.zone_id, cat=cat, workers=workers,
             progress=False), 1)
         sent = sum(server.bytes_sent.values())

@@ -81,3 +81,50 @@ def write_text(path, text: str) -> None:
 
 def write_json(path, obj) -> None:
   write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+class LockHeld(BlockingIOError):
+  """Another process holds the lock file (`file_lock(wait=False)`)."""
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, *, wait: bool = True):
+  """Holds an exclusive lock on `path` (created if absent) for the block.
+
+  `fcntl.flock` on an open file: the kernel releases it when the process ends,
+  however it ends, so a killed run never leaves a stale lock behind (the empty
+  file stays; it is not the lock). wait=False raises BlockingIOError at once
+  when another process holds it. Local filesystems only (no-op elsewhere is not
+  offered: a bucket needs no such lock, as nothing writes there in place).
+  """
+  import fcntl  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "a+b") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+      raise LockHeld(path) from None
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def keyed_folder(folder, key: dict) -> pathlib.Path:
+  """`folder`, created, holding only what was made for `key` (a JSON-able dict).
+
+  A cache of fetched pieces (Earth Engine tiles, STAC windows) must not mix
+  pieces of another zone, year or catalogue: a folder stamped with another key
+  (`key.json`), or with none, is emptied first.
+  """
+  folder = pathlib.Path(folder)
+  stamp = folder / "key.json"
+  text = json.dumps(key, sort_keys=True)
+  if folder.exists() and (not stamp.is_file() or stamp.read_text(encoding="utf-8") != text):
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(folder)
+  if not folder.exists():
+    folder.mkdir(parents=True)
+    write_text(stamp, text)
+  return folder

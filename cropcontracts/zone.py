@@ -96,9 +96,11 @@ class Zone:
           center_lat=float(row.get("center_lat") or "nan"),
           cropland_fraction=float(row.get("cropland_fraction") or "nan"),
           source=row.get("source", ""))
-    except (KeyError, ValueError) as e:
-      raise UserError(f"zone row {row!r} is malformed ({e}); expected columns "
+    except KeyError as e:
+      raise UserError(f"zone {row.get('zone_id')!r}: no {e} value; expected columns "
                       f"{', '.join(COLUMNS)}") from None
+    except (TypeError, ValueError) as e:
+      raise UserError(f"zone {row.get('zone_id')!r}: {e}") from None
 
 
 def utm_epsg(lon: float, lat: float) -> int:

@@ -166,12 +166,28 @@ def write_imagery(folder, zone: Zone, composite: np.ndarray, valid_count: np.nda
     info: extra provenance for meta.json (source, year, scene count, fractions…).
   """
   folder = pathlib.Path(folder)
-  meta = _claim(folder, zone)
   composite = np.asarray(composite)
   T, C = composite.shape[:2]
   if composite.dtype != np.uint16 or C != len(BANDS) or len(months) != T:
     raise ValueError(f"composite must be uint16 [T, {len(BANDS)}, H, W] with T="
                      f"{len(months)} months, got {composite.dtype} {composite.shape}")
+  with _writing(folder):
+    _write_imagery(folder, zone, composite, valid_count, months, info)
+
+
+def _writing(folder: pathlib.Path):
+  """The zone folder's write lock (`.lock`): stages writing one zone at once (two
+  composites, a composite and labels) take turns, so each meta.json update
+  reads the other's section and the last writer leaves a complete folder."""
+  return atomic.file_lock(folder / LOCK)
+
+
+LOCK = ".lock"
+
+
+def _write_imagery(folder, zone, composite, valid_count, months, info) -> None:
+  T, C = composite.shape[:2]
+  meta = _claim(folder, zone)
   _begin_stage(folder, meta, "imagery")
   _write_tif(folder / "s2.tif", zone, composite.reshape(T * C, *zone.shape),
              NODATA, band_descriptions(months))
@@ -199,11 +215,16 @@ def write_labels(folder, zone: Zone, labels: np.ndarray, parcels: np.ndarray,
       (stored as MultiPolygons).
   """
   folder = pathlib.Path(folder)
-  meta = _claim(folder, zone)
   if "nomenclature" not in (info or {}):
     raise ValueError("info must name the nomenclature version")
   if len(geometries) != len(parcel_table):
     raise ValueError(f"{len(geometries)} geometries for {len(parcel_table)} parcels")
+  with _writing(folder):
+    _write_labels(folder, zone, labels, parcels, parcel_table, info, geometries)
+
+
+def _write_labels(folder, zone, labels, parcels, parcel_table, info, geometries) -> None:
+  meta = _claim(folder, zone)
   _begin_stage(folder, meta, "labels")
   _write_tif(folder / "labels.tif", zone, np.asarray(labels, np.uint8)[None],
              NO_LABEL, ["tier-3 class"])

@@ -28,6 +28,7 @@ from etils import epath
 import orbax.checkpoint as ocp
 
 from cropcontracts.dataset_meta import DatasetMeta, unet_min_side
+from cropcontracts.errors import UserError
 from jaxcrop.hierarchy import Tree
 from jaxcrop.models import build_model, needs_valid_count
 
@@ -125,6 +126,53 @@ def load_trained(workdir, which: str = "best") -> Trained:
     raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints: training has not "
                             f"saved one yet (run or resume python -m jaxcrop.train --workdir "
                             f"{workdir})")
-  variables, _ = restore(manager, step, target)
+  kind = "best" if manager is best else "last"
+  try:
+    variables, _ = restore(manager, step, target)
+  except Exception as e:  # pylint: disable=broad-except  # tensorstore raises bare Exception
+    raise _unreadable(workdir, kind, int(step), e, {"last": last, "best": best},
+                      target) from None
   variables = {k: v for k, v in variables.items() if v}
   return Trained(config, model, variables, meta, int(step))
+
+
+def _another_model(e: Exception) -> bool:
+  """Whether Orbax refused the restore because the stored arrays have other shapes
+  or another tree than the model of config.json (not because files are damaged)."""
+  text = str(e)
+  return isinstance(e, ValueError) and ("stored shape" in text or
+                                        "tree structures do not match" in text)
+
+
+def _unreadable(workdir, kind: str, step: int, e: Exception, mgrs: dict,
+                target: dict) -> UserError:
+  """The user error for checkpoint `kind`/`step` that failed to restore with `e`:
+  another model than config.json's, or damaged files; then names the other
+  complete checkpoint if there is one (tried in full, newest first)."""
+  folder = workdir / "checkpoints" / kind / str(step)
+  if _another_model(e):
+    return UserError(f"{folder}: checkpoint step {step} holds another model than "
+                     f"{workdir}/config.json (arrays of other shapes or names); pass the "
+                     f"workdir it was trained in, or retrain")
+  what = (f"{folder}: checkpoint step {step} ({kind}) is damaged (array files truncated "
+          f"or missing)")
+  for other_kind, other_step in _other_checkpoints(mgrs, kind, step):
+    try:
+      restore(mgrs[other_kind], other_step, target)
+    except Exception:  # pylint: disable=broad-except
+      continue
+    if other_kind == kind:
+      return UserError(f"{what}; step {other_step} of {kind} is complete: remove {folder} "
+                       f"to fall back to it")
+    return UserError(f"{what}; the {other_kind} checkpoint, step {other_step}, is complete: "
+                     f"use it (evaluate --which {other_kind}, predict --checkpoint "
+                     f"{other_kind})")
+  return UserError(f"{what}; no other complete checkpoint: retrain (python -m "
+                   f"jaxcrop.train --workdir {workdir}, after removing {folder})")
+
+
+def _other_checkpoints(mgrs: dict, kind: str, step: int) -> list[tuple[str, int]]:
+  """(kind, step) of every other checkpoint: the other kind first, newest first."""
+  order = ["best", "last"] if kind == "last" else ["last", "best"]
+  return [(k, s) for k in order for s in sorted(mgrs[k].all_steps(), reverse=True)
+          if (k, s) != (kind, step)]

@@ -94,7 +94,46 @@ def dataset_dir(cfg_data) -> str:
   if not versions:
     raise DatasetError(f"{root}: no prepared {cfg_data.name} dataset; build it with "
                        f"`{_rebuild_hint(cfg_data)}`")
-  return os.fspath(root / str(max(versions)))
+  latest = max(versions)
+  if latest.major != DATASET_MAJOR:
+    raise DatasetError(f"{root / str(latest)}: {cfg_data.name} dataset version {latest}, "
+                       f"this code reads {DATASET_MAJOR}.x.x; rebuild it with "
+                       f"`{_rebuild_hint(cfg_data)}` (or use the jaxcrop version that built "
+                       f"it)")
+  return os.fspath(root / str(latest))
+
+
+# The major version of the cropmap dataset this code reads (a new major changes the
+# examples; tests tie it to tfds_builder's Builder.VERSION).
+DATASET_MAJOR = 1
+# Bytes a TFRecord adds to each record: length (8) and two CRC32C (4 + 4).
+_RECORD_OVERHEAD = 16
+
+
+def check_shards(cfg_data, builder, split: str) -> None:
+  """Raises DatasetError naming a TFRecord shard of `split` that is missing or
+  truncated, before anything is trained: the shard files must add up to the bytes
+  and records dataset_info.json recorded (one stat per shard; the records are
+  read only to find which shard is damaged)."""
+  import warnings  # pylint: disable=g-import-not-at-top
+  tf = import_tf()
+  builder = builder or _builder(cfg_data)
+  for name in _fold_names(split):
+    with warnings.catch_warnings():   # TFDS's split info calls a deprecated protobuf API
+      warnings.simplefilter("ignore", DeprecationWarning)
+      info = builder.info.splits[name]
+      lengths = list(info.shard_lengths)
+    files = [os.fspath(p) for p in info.filepaths]
+    missing = [f for f in files if not tf.io.gfile.exists(f)]
+    if missing:
+      raise DatasetError(f"{missing[0]}: TFRecord shard missing; rebuild with "
+                         f"`{_rebuild_hint(cfg_data)}`")
+    expected = info.num_bytes + _RECORD_OVERHEAD * info.num_examples
+    if info.num_bytes and sum(tf.io.gfile.stat(f).length for f in files) != expected:
+      bad = _corrupt_shards(files, lengths) or files
+      raise DatasetError(f"{', '.join(bad)}: damaged or truncated TFRecord shard (not the "
+                         f"size dataset_info.json records); rebuild with "
+                         f"`{_rebuild_hint(cfg_data)}`")
 
 
 def _builder(cfg_data):
@@ -180,14 +219,20 @@ def _numpy(ds, builder, split, cfg_data) -> Iterator[dict]:
                        f"`{_rebuild_hint(cfg_data)}`") from None
 
 
-def _corrupt_shards(files) -> list[str]:
+def _corrupt_shards(files, lengths=None) -> list[str]:
+  """The shards that fail to read whole, or hold another number of records
+  than `lengths` (the shard lengths of dataset_info.json) says."""
   tf = import_tf()
   bad = []
-  for f in files:
+  for i, f in enumerate(files):
+    n = 0
     try:
       for _ in tf.data.TFRecordDataset(f):
-        pass
+        n += 1
     except tf.errors.DataLossError:
+      bad.append(f)
+      continue
+    if lengths is not None and i < len(lengths) and n != lengths[i]:
       bad.append(f)
   return bad
 

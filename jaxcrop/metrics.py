@@ -99,3 +99,78 @@ def per_class_table(summary: dict, only_present: bool = True) -> str:
       rows.append(f"| {r['name']} | {r['support']} | {r['precision']:.3f} | "
                   f"{r['recall']:.3f} | {r['f1']:.3f} | {r['iou']:.3f} |")
   return "\n".join(rows)
+
+
+def read_metrics(path) -> dict:
+  """The metrics.json of `jaxcrop.evaluate`, checked before anyone draws from it.
+
+  A user error (one line naming the file) when it is missing, not JSON, not an
+  object, or inconsistent: every `confusion_matrix[...]` must be a K x K table of
+  non-negative integers, K the number of classes its level's per-class tables
+  list, and each class's `support` must be its row sum. A bare `summarize()`
+  dict (no confusion matrix) passes.
+  """
+  import json
+  import pathlib
+  from cropcontracts.errors import UserError  # pylint: disable=g-import-not-at-top
+  p = pathlib.Path(path)
+  fix = "pass W/eval/metrics.json of `python -m jaxcrop.evaluate` (or rerun it)"
+  if not p.is_file():
+    raise UserError(f"{p}: not found; run `python -m jaxcrop.evaluate` first")
+  try:
+    m = json.loads(p.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise UserError(f"{p}: not a metrics JSON file ({e}); pass W/eval/metrics.json of "
+                    f"`python -m jaxcrop.evaluate`") from None
+  if not isinstance(m, dict):
+    raise UserError(f"{p}: not a metrics file (a JSON {type(m).__name__}, not an object); "
+                    f"{fix}")
+  problem = _metrics_problem(m)
+  if problem:
+    raise UserError(f"{p}: {problem}; {fix}")
+  return m
+
+
+def _per_class(m: dict, level: str, which: str):
+  """m[level][which]["per_class"], or None."""
+  summary = m.get(level)
+  summary = summary.get(which) if isinstance(summary, dict) else None
+  rows = summary.get("per_class") if isinstance(summary, dict) else None
+  return rows if isinstance(rows, list) else None
+
+
+def _metrics_problem(m: dict) -> str:
+  """What is inconsistent in metrics m (see read_metrics), or ''.
+
+  A matrix whose own level lacks a per-class table is held against the class
+  list of pixel.model (the names the figures give it), without support check."""
+  cms = m.get("confusion_matrix", {})
+  if not isinstance(cms, dict):
+    return "confusion_matrix is not an object of matrices"
+  for key, cm in cms.items():
+    level, _, which = key.partition("_")
+    own = _per_class(m, level, which)
+    rows = own if own is not None else _per_class(m, "pixel", "model")
+    try:
+      a = np.asarray(cm)
+      ok = (a.ndim == 2 and a.shape[0] == a.shape[1] and a.dtype.kind in "iu"
+            and bool((a >= 0).all()))
+    except (ValueError, TypeError):
+      ok = False
+    if not ok:
+      return f"confusion_matrix[{key!r}] is not a square table of counts"
+    if rows is None:
+      continue
+    if len(rows) != len(a):
+      listed = f"{level}.{which}" if own is not None else "pixel.model"
+      return (f"confusion_matrix[{key!r}] is {len(a)} x {len(a)} but {listed} lists "
+              f"{len(rows)} classes")
+    if own is None:
+      continue
+    support = [r.get("support") if isinstance(r, dict) else None for r in rows]
+    bad = [k for k, s in enumerate(support) if s != int(a[k].sum())]
+    if bad:
+      k = bad[0]
+      return (f"confusion_matrix[{key!r}] row {k} sums to {int(a[k].sum())} but class "
+              f"{rows[k].get('name', k)!r} has support {support[k]}")
+  return ""

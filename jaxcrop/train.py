@@ -323,6 +323,9 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
   meta = data.load_meta(config.data)      # fails first, before anything is written
   if hasattr(data, "check_split"):
     data.check_split(config.data, None, config.data.val_split)
+  if hasattr(data, "check_shards"):      # a damaged shard: one line, no workdir written
+    for split in (config.data.train_split, config.data.val_split):
+      data.check_shards(config.data, None, split)
   check_resume(workdir, config, meta)    # before config.json is overwritten
   if main_process:
     workdir.mkdir(parents=True, exist_ok=True)

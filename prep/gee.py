@@ -273,18 +273,8 @@ def _load_tile(path: pathlib.Path, tile: Tile) -> np.ndarray | None:
 
 def _open_cache(folder: pathlib.Path, zone: Zone, year: int) -> pathlib.Path:
   """The cache folder of this zone and year; a cache of anything else is dropped."""
-  cache = folder / CACHE_DIR
-  stamp = cache / "key.json"
-  key = json.dumps({"collection": COLLECTION, "year": year, "zone": zone.to_row()},
-                   sort_keys=True)
-  if cache.exists() and (not stamp.is_file()
-                         or stamp.read_text(encoding="utf-8") != key):
-    shutil.rmtree(cache)
-  if not cache.exists():
-    cache.mkdir(parents=True)
-    with atomic.atomic_path(stamp) as tmp:
-      tmp.write_text(key, encoding="utf-8")
-  return cache
+  return atomic.keyed_folder(folder / CACHE_DIR, {"collection": COLLECTION, "year": year,
+                                                  "zone": zone.to_row()})
 
 
 def _done(folder: pathlib.Path, meta: dict, year: int) -> dict | None:

@@ -217,8 +217,14 @@ def discover_scenes(scene_dir) -> list[Scene]:
     raise UserError(f"{root}: scene folder not found")
   scenes = [_safe_scene(p) for p in sorted(root.rglob("*.SAFE")) if p.is_dir()]
   for item in sorted(root.rglob("*.json")):
-    if item.stem == item.parent.name and ".SAFE" not in str(item):
+    if ".SAFE" in str(item):
+      continue
+    if item.stem == item.parent.name:
       scenes.append(_stac_scene(item))
+    elif _is_stac_item(item) and not (item.parent / f"{item.parent.name}.json").is_file():
+      raise UserError(f"{item}: a STAC item in folder {item.parent.name!r}, whose name is "
+                      f"not the item's ({item.stem!r}), so it would be skipped; rename the "
+                      f"folder to {item.stem!r} or remove the copy")
   if not scenes:
     zipped = sorted(root.rglob("S2*_MSIL2A_*.zip"))
     hint = (f"; {zipped[0].name} and {len(zipped) - 1} more are zipped: unzip them "
@@ -227,6 +233,15 @@ def discover_scenes(scene_dir) -> list[Scene]:
                     f"<item_id>/<item_id>.json STAC items with B02 B03 B04 B08 SCL "
                     f".tif beside them, or *.SAFE products{hint}")
   return sorted(scenes, key=lambda s: (s.date, s.scene_id))
+
+
+def _is_stac_item(path: pathlib.Path) -> bool:
+  """Whether a JSON file is a STAC item (a GeoJSON Feature with assets)."""
+  try:
+    item = json.loads(path.read_text(encoding="utf-8"))
+  except (OSError, ValueError):
+    return False
+  return isinstance(item, dict) and item.get("type") == "Feature" and "assets" in item
 
 
 def _open(path: pathlib.Path, scene: Scene):
@@ -253,7 +268,33 @@ def footprint(scene: Scene) -> tuple[str, tuple[float, float, float, float]]:
   with _open(scene.bands[0], scene) as src:
     if src.crs is None:
       raise UserError(f"{scene.bands[0]}: no CRS; re-download scene {scene.scene_id}")
-    return src.crs.to_string(), tuple(src.bounds)
+    crs, bounds = src.crs, tuple(src.bounds)
+  for path in scene.bands:
+    with _open(path, scene) as src:
+      check_band(path, scene, src, crs)
+  return crs.to_string(), bounds
+
+
+BAND_RES = 10.0   # metres: B02 B03 B04 B08
+
+
+def check_band(path: pathlib.Path, scene: Scene, src, crs) -> None:
+  """Raises UserError unless the open band `src` is a 10 m uint16 DN raster in the
+  scene's CRS `crs` (its first band's): a sibling in another CRS, a 10 m band
+  delivered at 20 m, or float reflectance (DN / 10000) would be composited into
+  nonsense without a word (the float band rounds to zeros and ones)."""
+  redo = f"re-download scene {scene.scene_id} or remove its folder"
+  if src.crs != crs:
+    raise UserError(f"{path}: in {src.crs}, its sibling {scene.bands[0].name} in {crs}; "
+                    f"the bands of a scene share one grid — {redo}")
+  res = (abs(src.transform.a), abs(src.transform.e))
+  if res != (BAND_RES, BAND_RES):
+    raise UserError(f"{path}: {res[0]:g} x {res[1]:g} m pixels, expected the band's "
+                    f"native {BAND_RES:g} m (a resampled product?) — {redo}")
+  if src.dtypes[0] != "uint16":
+    raise UserError(f"{path}: {src.dtypes[0]} values, expected uint16 digital numbers "
+                    f"(reflectance x 10000, as ESA and STAC deliver L2A; float reflectance "
+                    f"would round to 0 and 1) — {redo}")
 
 
 def covers(scene: Scene, zone: Zone) -> bool:
@@ -415,8 +456,14 @@ def composite_scenes(scenes: list[Scene], zone: Zone, out_folder, *, year: int,
   if empty:
     warnings.warn(f"zone {zone.zone_id}: no scene in {', '.join(empty)}; these "
                   f"months are gap filled from their neighbours", stacklevel=3)
-  filled, was_filled = composite_lib.gap_fill(comp)
   never = ~(counts > 0).any(axis=0)
+  if never.all():
+    where = f" in {info['scene_dir']}" if "scene_dir" in info else ""
+    raise UserError(
+        f"zone {zone.zone_id}: not one valid pixel (SCL 4-7) in the {len(scenes)} scenes "
+        f"of {year} over the zone{where}: all cloud, shadow, snow or nodata; add scenes of "
+        f"that year (or check their SCL band); no s2.tif written")
+  filled, was_filled = composite_lib.gap_fill(comp)
   info = dict(
       info, year=year, scenes_used=len(scenes),
       scenes_per_month=per_month, acquisitions_per_month=acq_per_month,

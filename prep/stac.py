@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
 import os
 import pathlib
 import re
@@ -369,18 +368,8 @@ class WindowReader:
 
 def _open_cache(folder: pathlib.Path, cat: Catalog, zone: Zone, year: int) -> pathlib.Path:
   """The window cache of this catalogue, zone and year; any other cache is dropped."""
-  cache = folder / CACHE_DIR
-  stamp = cache / "key.json"
-  key = json.dumps({"catalog": cat.url, "collection": cat.collection, "year": year,
-                    "zone": zone.to_row()}, sort_keys=True)
-  if cache.exists() and (not stamp.is_file()
-                         or stamp.read_text(encoding="utf-8") != key):
-    shutil.rmtree(cache)
-  if not cache.exists():
-    cache.mkdir(parents=True)
-    with atomic.atomic_path(stamp) as tmp:
-      tmp.write_text(key, encoding="utf-8")
-  return cache
+  return atomic.keyed_folder(folder / CACHE_DIR, {
+      "catalog": cat.url, "collection": cat.collection, "year": year, "zone": zone.to_row()})
 
 
 def _done(folder: pathlib.Path, meta: dict, cat: Catalog, year: int) -> dict | None:

@@ -248,3 +248,21 @@ def tiny_config(**train_overrides):
   return c
 
 
+# --------------------------------------------------------------------------- #
+# Command lines run in-process
+
+def run(main, argv, capsys):
+  """(exit status, stdout, stderr) of main(argv); argparse's SystemExit included."""
+  try:
+    rc = main([str(a) for a in argv])
+  except SystemExit as e:
+    rc = e.code
+  out, err = capsys.readouterr()
+  return rc, out, err
+
+
+def assert_error(rc, err, expected):
+  """Exit 2 and stderr is exactly the line `error: <expected>`."""
+  assert "Traceback" not in err, err
+  assert err.strip().splitlines() == [f"error: {expected}"], err
+  assert rc == 2

@@ -21,7 +21,7 @@ def test_every_stage_by_default_a_subset_on_request(monkeypatch, capsys):
   monkeypatch.setattr(cli, "run_stage", lambda module: ran.append(module) or [])
   assert cli.main([]) == 0
   assert ran == ["benchmarks.composite", "benchmarks.data", "benchmarks.train",
-                 "benchmarks.predict"]
+                 "benchmarks.predict", "benchmarks.stac"]
   ran.clear()
   assert cli.main(["predict", "prep"]) == 0
   assert ran == ["benchmarks.predict", "benchmarks.composite"]

@@ -74,3 +74,16 @@ def test_compatible_with_names_each_difference():
   fewer.class_names = fewer.class_names[:5]
   assert meta.compatible_with(fewer) == ["classes: 23 (v1) vs 5 (v1)"]
   np.testing.assert_array_equal(DatasetMeta.from_json(meta.to_json()).mean, meta.mean)
+
+
+def test_keyed_folder_keeps_its_own_pieces_and_drops_another_keys(tmp_path):
+  cache = atomic.keyed_folder(tmp_path / ".cache", {"zone": "a", "year": 2023})
+  (cache / "tile_0.npy").write_bytes(b"x")
+  again = atomic.keyed_folder(tmp_path / ".cache", {"year": 2023, "zone": "a"})  # key order
+  assert sorted(p.name for p in again.iterdir()) == ["key.json", "tile_0.npy"]
+  other = atomic.keyed_folder(tmp_path / ".cache", {"zone": "b", "year": 2023})
+  assert sorted(p.name for p in other.iterdir()) == ["key.json"]
+  (tmp_path / "stray").mkdir()
+  (tmp_path / "stray" / "old.npy").write_bytes(b"y")          # no key.json: not ours
+  assert sorted(p.name for p in atomic.keyed_folder(tmp_path / "stray", {}).iterdir()) == \
+      ["key.json"]

@@ -14,26 +14,10 @@ from prep import cli as prep_cli
 from cropcontracts import errors
 from cropcontracts.errors import UserError
 from tests import fixtures as pt
+from tests.fixtures import assert_error, run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "hybrid.py"
-
-
-def run(main, argv, capsys):
-  """(exit status, stdout, stderr) of main(argv); argparse's SystemExit included."""
-  try:
-    rc = main([str(a) for a in argv])
-  except SystemExit as e:
-    rc = e.code
-  out, err = capsys.readouterr()
-  return rc, out, err
-
-
-def assert_error(rc, err, expected):
-  """Exit 2 and stderr is exactly the line `error: <expected>`."""
-  assert "Traceback" not in err, err
-  assert err.strip().splitlines() == [f"error: {expected}"], err
-  assert rc == 2
 
 
 # --------------------------------------------------------------------------- #

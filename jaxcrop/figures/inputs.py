@@ -32,14 +32,9 @@ def read_classes(pred_dir, zone=None) -> tuple[np.ndarray, str | None]:
 
 
 def read_metrics(path) -> dict:
-  p = pathlib.Path(path)
-  if not p.is_file():
-    raise UserError(f"{p}: not found; run `python -m jaxcrop.evaluate` first")
-  try:
-    return json.loads(p.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise UserError(f"{p}: not a metrics JSON file ({e}); pass W/eval/metrics.json of "
-                    f"`python -m jaxcrop.evaluate`") from None
+  """metrics.json of jaxcrop.evaluate, checked (jaxcrop.metrics.read_metrics)."""
+  from jaxcrop.metrics import read_metrics as read  # pylint: disable=g-import-not-at-top
+  return read(path)
 
 
 def map_nomenclature(map_version: str | None, zone):

@@ -27,6 +27,7 @@ from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
+from cropcontracts import atomic
 from cropcontracts import moments as moments_lib
 from cropcontracts import nomenclature as nomenclature_lib
 from cropcontracts import errors
@@ -131,6 +132,65 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         homepage="https://github.com/jaxcrop/jaxcrop",
     )
 
+  def is_prepared(self) -> bool:
+    """Whether the dataset is built; False under the `tfds` command line.
+
+    `tfds build --overwrite` deletes a prepared dataset right after asking this,
+    before any input is read, so a bad zone folder then lost a good dataset.
+    Answering False there leaves the old dataset to `download_and_prepare`,
+    which checks the inputs first and swaps the new build in (without
+    --overwrite it still reuses the existing dataset).
+    """
+    return False if _UNDER_TFDS_CLI else super().is_prepared()
+
+  def download_and_prepare(self, *, download_config=None, **kwargs):
+    """TFDS's download_and_prepare, one build per data_dir and config at a time
+    (a second one is refused); an --overwrite never loses a good dataset.
+
+    Overwriting, every zone folder is checked before anything is removed; the
+    old version folder then waits beside the new build (`.<version>.previous`)
+    and comes back if the build fails; a run killed meanwhile gets it back
+    at the next start.
+    """
+    download_config = download_config or tfds.download.DownloadConfig()
+    if "://" in os.fspath(self.data_path):   # a bucket: no local lock to take
+      return self._download_and_prepare_alone(download_config, **kwargs)
+    lock = pathlib.Path(os.fspath(self.data_path)).parent / ".build.lock"
+    try:
+      with atomic.file_lock(lock, wait=False):
+        return self._download_and_prepare_alone(download_config, **kwargs)
+    except atomic.LockHeld:
+      raise UserError(f"{lock}: another build of cropmap/{self.builder_config.name} is "
+                      f"running on this data_dir; wait for it to finish (a killed build "
+                      f"holds no lock), then rerun") from None
+
+  def _download_and_prepare_alone(self, download_config, **kwargs):
+    path = self.data_path
+    for stale in path.parent.glob(f"incomplete.*_{path.name}"):
+      stale.rmtree()             # the lock is ours: left by a killed build
+    backup = path.parent / f".{path.name}.previous"
+    if backup.exists():
+      if path.exists():
+        backup.rmtree()
+      else:                       # an overwrite killed mid-build: the old dataset is back
+        backup.rename(path)
+    overwrite = download_config.download_mode.overwrite_dataset and path.exists()
+    if not overwrite:
+      return super().download_and_prepare(download_config=download_config, **kwargs)
+    manual = download_config.manual_dir
+    if manual is not None and _holds_zones(pathlib.Path(manual)):
+      zones = patching.find_labelled_zones(pathlib.Path(manual))
+      patching.check_zones(zones, self.builder_config.nomenclature)
+    path.rename(backup)
+    try:
+      super().download_and_prepare(download_config=download_config, **kwargs)
+    except BaseException:
+      if not path.exists():
+        backup.rename(path)
+      raise
+    backup.rmtree()
+    return None
+
   def _download_and_prepare(self, dl_manager, download_config):
     self._use_beam = bool(download_config.beam_runner or download_config.beam_options)
     return super()._download_and_prepare(dl_manager, download_config)
@@ -138,9 +198,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _zones_root(self, dl_manager) -> pathlib.Path:
     """The folder of zone folders: --manual_dir, or the generated demo."""
     manual = getattr(dl_manager, "_manual_dir", None)
-    has_zones = manual is not None and pathlib.Path(manual).is_dir() and any(
-        (p / "meta.json").is_file() for p in pathlib.Path(manual).iterdir())
-    if has_zones:
+    if manual is not None and _holds_zones(pathlib.Path(manual)):
       return pathlib.Path(manual)
     if self.builder_config.source == "demo":
       from prep import demo  # pylint: disable=g-import-not-at-top
@@ -221,6 +279,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       yield from patching.zone_patches(path, patch, keep_empty)
 
 
+def _holds_zones(folder: pathlib.Path) -> bool:
+  """Whether folder holds zone folders (any */meta.json)."""
+  return folder.is_dir() and any((p / "meta.json").is_file() for p in folder.iterdir())
+
+
 def _normalization(moments_per_fold: dict) -> dict:
   """Mean and std [T][C] over all training zones (every fold; never test), for
   readers that take the dataset as it is. Training with a subset of the folds
@@ -263,5 +326,6 @@ class _OneLineErrors(app.ExceptionHandler):
     os._exit(errors.USER_EXIT)  # pylint: disable=protected-access
 
 
-if "tensorflow_datasets.scripts.cli.main" in sys.modules:
+_UNDER_TFDS_CLI = "tensorflow_datasets.scripts.cli.main" in sys.modules
+if _UNDER_TFDS_CLI:
   app.install_exception_handler(_OneLineErrors())

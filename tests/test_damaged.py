@@ -1,0 +1,519 @@
+"""Damaged and foreign inputs at every stage boundary (issue 11): one line naming the
+file and the fix, exit 2, no traceback, no partial output, a good output left intact.
+The catalogue of these cases is docs/errors.md."""
+import csv
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from prep import cli as prep_cli
+from prep import zones as Z
+from cropcontracts.errors import UserError
+from tests.fixtures import assert_error, run
+
+
+# --------------------------------------------------------------------------- #
+# the zones table (prep.zones.read_zones): every mistake names the table
+
+def _table(tmp_path, edit=None, *, delimiter=",", drop=None) -> pathlib.Path:
+  """A zones table of 2 study zones; edit(row) changes the first row."""
+  rows = [z.to_row() for z in Z.read_zones()[:2]]
+  if edit:
+    edit(rows[0])
+  cols = [c for c in rows[0] if c != drop]
+  path = tmp_path / "zones.csv"
+  with path.open("w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=cols, delimiter=delimiter, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+  return path
+
+
+COLUMNS = ("zone_id, region, town, index, epsg, x0, y0, width, height, res, center_lon, "
+           "center_lat, cropland_fraction, source")
+
+
+@pytest.mark.parametrize("edit, kw, expected", [
+    (lambda r: r.update(width=-1000), {},
+     "{t}: line 2: zone stquentin_0: width=-1000 must be positive"),
+    (lambda r: r.update(res=0), {},
+     "{t}: line 2: zone stquentin_0: res=0.0 must be positive"),
+    (lambda r: r.update(x0="abc"), {},
+     "{t}: line 2: zone 'stquentin_0': could not convert string to float: 'abc'"),
+    (None, {"drop": "epsg"},
+     f"{{t}}: zones table lacks column(s) epsg (expected a CSV with columns {COLUMNS})"),
+    (None, {"delimiter": ";"},
+     f"{{t}}: zones table is ;-separated; write it with commas (expected a CSV with columns "
+     f"{COLUMNS})"),
+    (lambda r: r.update(zone_id="../evil"), {},
+     "{t}: line 2: zone id '../evil' is not a plain name (letters, digits, _ - . and no "
+     "leading dot); it names the zone's folder"),
+    (lambda r: r.update(zone_id="a/b"), {},
+     "{t}: line 2: zone id 'a/b' is not a plain name (letters, digits, _ - . and no "
+     "leading dot); it names the zone's folder"),
+    (lambda r: r.update(zone_id=".."), {},
+     "{t}: line 2: zone id '..' is not a plain name (letters, digits, _ - . and no "
+     "leading dot); it names the zone's folder"),
+])
+def test_zones_table_mistakes_are_one_line_naming_the_table(edit, kw, expected, tmp_path,
+                                                            capsys):
+  table = _table(tmp_path, edit, **kw)
+  out = tmp_path / "out"
+  for argv in (["zones", "--zones-csv", table],
+               ["composite", "--scenes", tmp_path, "--zones-csv", table, "--all",
+                "--out", out]):
+    rc, _, err = run(prep_cli.main, ["--quiet", *argv], capsys)
+    assert_error(rc, err, expected.format(t=table))
+  assert not out.exists() and not (tmp_path / "evil").exists()
+
+
+def test_plain_zone_ids_are_read(tmp_path):
+  table = _table(tmp_path, lambda r: r.update(zone_id="Chartres-2.b_9"))
+  assert Z.read_zones(table)[0].zone_id == "Chartres-2.b_9"
+
+
+# --------------------------------------------------------------------------- #
+# metrics.json (jaxcrop.metrics.read_metrics, read by the plots CLI)
+
+def _metrics_file(tmp_path, edit=None) -> pathlib.Path:
+  """metrics.json as jaxcrop.evaluate writes it, for a 3-class confusion matrix."""
+  from jaxcrop import metrics
+  cm = [[5, 1, 0], [2, 7, 0], [0, 0, 3]]
+  names = ["wheat", "maize", "rapeseed"]
+  m = {"split": "test", "pixel": {"model": metrics.summarize(cm, names)},
+       "confusion_matrix": {"pixel_model": cm}}
+  if edit:
+    edit(m)
+  path = tmp_path / "metrics.json"
+  path.write_text(json.dumps(m))
+  return path
+
+
+FIX = "pass W/eval/metrics.json of `python -m jaxcrop.evaluate` (or rerun it)"
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda m: m["pixel"]["model"]["per_class"].pop(),
+     "confusion_matrix['pixel_model'] is 3 x 3 but pixel.model lists 2 classes"),
+    (lambda m: m["confusion_matrix"].update(pixel_model=[[5, 1], [2, 7]]),
+     "confusion_matrix['pixel_model'] is 2 x 2 but pixel.model lists 3 classes"),
+    (lambda m: m["confusion_matrix"]["pixel_model"][1].__setitem__(0, 4),
+     "confusion_matrix['pixel_model'] row 1 sums to 11 but class 'maize' has support 9"),
+    (lambda m: m["confusion_matrix"].update(pixel_model=[[5, 1, 0], [2, 7]]),
+     "confusion_matrix['pixel_model'] is not a square table of counts"),
+    (lambda m: m["confusion_matrix"].update(pixel_model=[[0.5, 0], [0, 1]]),
+     "confusion_matrix['pixel_model'] is not a square table of counts"),
+    (lambda m: m.update(confusion_matrix=[1, 2]),
+     "confusion_matrix is not an object of matrices"),
+])
+def test_plots_refuses_an_inconsistent_metrics_file(edit, problem, tmp_path, capsys):
+  from jaxcrop import plots
+  path, out = _metrics_file(tmp_path, edit), tmp_path / "cm.png"
+  for figure in ("confusion", "f1"):
+    rc, _, err = run(plots.main, [figure, "--metrics", path, "--out", out], capsys)
+    assert_error(rc, err, f"{path}: {problem}; {FIX}")
+  assert not out.exists()
+
+
+def test_a_consistent_metrics_file_is_read_and_plotted(tmp_path, capsys):
+  from jaxcrop import metrics, plots
+  path = _metrics_file(tmp_path)
+  assert metrics.read_metrics(path)["confusion_matrix"]["pixel_model"][1] == [2, 7, 0]
+  rc, _, err = run(plots.main, ["confusion", "--metrics", path, "--out", tmp_path / "c.png"],
+                   capsys)
+  assert rc == 0 and (tmp_path / "c.png").is_file(), err
+  path.write_text("[1, 2]")
+  with pytest.raises(UserError, match="not a metrics file .a JSON list, not an object."):
+    metrics.read_metrics(path)
+
+
+# --------------------------------------------------------------------------- #
+# checkpoints (jaxcrop.checkpoint.load_trained, used by evaluate and predict)
+
+@pytest.fixture(scope="module")
+def trained_workdir(tmp_path_factory):
+  """A workdir as training leaves it (random weights: no compile): config.json,
+  dataset_meta.json, checkpoints last/4, last/6 and best/6."""
+  import jax
+  import jax.numpy as jnp
+  from jaxcrop import checkpoint
+  from jaxcrop.models import build_model
+  from tests.fixtures import fake_train_meta as fake_meta, tiny_config
+  w = tmp_path_factory.mktemp("trained") / "w"
+  w.mkdir()
+  config, meta = tiny_config(), fake_meta()
+  (w / "config.json").write_text(config.to_json())
+  (w / "dataset_meta.json").write_text(meta.to_json())
+  model = build_model(config.model, meta.num_classes)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                              jnp.zeros((1, len(meta.months), 4, 4, 4))))
+  rng = np.random.default_rng(0)   # any values: these tests restore, they never apply
+  variables = {k: jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape), a.dtype),
+                               shapes[k]) for k in ("params", "batch_stats")}
+  last, best = checkpoint.managers(w)
+  for step in (4, 6):
+    checkpoint.save(last, step, variables, {"step": step})
+  checkpoint.save(best, 6, variables, {"step": 6}, metrics={checkpoint.BEST_METRIC: 0.5})
+  last.wait_until_finished()
+  best.wait_until_finished()
+  assert sorted(p.name for p in (w / "checkpoints" / "last").iterdir()) == ["4", "6"]
+  assert [p.name for p in (w / "checkpoints" / "best").iterdir()] == ["6"]
+  return w
+
+
+def _copy(w, tmp_path) -> pathlib.Path:
+  import shutil
+  return pathlib.Path(shutil.copytree(w, tmp_path / "w"))
+
+
+def _arrays(step_dir: pathlib.Path) -> list:
+  """The array chunk files of a checkpoint's model item."""
+  return sorted(p for p in (step_dir / "model").rglob("d/*") if p.is_file())
+
+
+def _truncate(step_dir):
+  for p in _arrays(step_dir):
+    p.write_bytes(p.read_bytes()[:p.stat().st_size // 2])
+
+
+def _delete(step_dir):
+  for p in _arrays(step_dir):
+    p.unlink()
+
+
+DAMAGED = "checkpoint step {s} ({k}) is damaged (array files truncated or missing)"
+
+
+@pytest.mark.parametrize("damage", [_truncate, _delete])
+def test_evaluate_and_predict_name_the_damaged_checkpoint_and_offer_the_other(
+    damage, trained_workdir, tmp_path, capsys):
+  from jaxcrop import evaluate, predict
+  from tests import fixtures as pt
+  w = _copy(trained_workdir, tmp_path)
+  best = w / "checkpoints" / "best" / "6"
+  damage(best)
+  expected = (f"{best}: {DAMAGED.format(s=6, k='best')}; the last checkpoint, step 6, is "
+              f"complete: use it (evaluate --which last, predict --checkpoint last)")
+  rc, _, err = run(evaluate.main, ["--workdir", w, "--which", "best", "--nobaseline"], capsys)
+  assert_error(rc, err, expected)
+  zone = pt.make_zone(tmp_path / "zones" / "testz_0")
+  rc, _, err = run(predict.main, ["--workdir", w, "--zone", zone.path, "--out",
+                                  tmp_path / "maps"], capsys)
+  assert_error(rc, err, expected)
+  assert not (w / "eval").exists() and not (tmp_path / "maps").exists()
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_an_older_step_or_says_retrain(
+    trained_workdir, tmp_path, capsys):
+  from jaxcrop import checkpoint, evaluate
+  w = _copy(trained_workdir, tmp_path)
+  last6 = w / "checkpoints" / "last" / "6"
+  _delete(last6)
+  _truncate(w / "checkpoints" / "best" / "6")
+  rc, _, err = run(evaluate.main, ["--workdir", w, "--which", "last", "--nobaseline"], capsys)
+  assert_error(rc, err, f"{last6}: {DAMAGED.format(s=6, k='last')}; step 4 of last is "
+                        f"complete: remove {last6} to fall back to it")
+  import shutil
+  shutil.rmtree(last6)                     # the fix the message gives
+  assert checkpoint.load_trained(w, "last").step == 4
+  _truncate(w / "checkpoints" / "last" / "4")
+  with pytest.raises(UserError) as e:
+    checkpoint.load_trained(w, "last")
+  last4 = w / "checkpoints" / "last" / "4"
+  assert str(e.value) == (f"{last4}: {DAMAGED.format(s=4, k='last')}; no other complete "
+                          f"checkpoint: retrain (python -m jaxcrop.train --workdir {w}, "
+                          f"after removing {last4})")
+
+
+def test_a_checkpoint_of_another_model_config(trained_workdir, tmp_path, capsys):
+  from jaxcrop import evaluate
+  w = _copy(trained_workdir, tmp_path)
+  config = json.loads((w / "config.json").read_text())
+  for key, value in (("widths", [8, 32]), ("layers", 2)):
+    edited = json.loads(json.dumps(config))
+    if key == "widths":
+      edited["model"]["unet"]["widths"] = value        # other shapes
+    else:
+      edited["model"]["temporal"]["layers"] = value    # other arrays
+    (w / "config.json").write_text(json.dumps(edited))
+    rc, _, err = run(evaluate.main, ["--workdir", w, "--which", "last", "--nobaseline"],
+                     capsys)
+    assert_error(rc, err, f"{w}/checkpoints/last/6: checkpoint step 6 holds another model "
+                          f"than {w}/config.json (arrays of other shapes or names); pass the "
+                          f"workdir it was trained in, or retrain")
+
+
+# --------------------------------------------------------------------------- #
+# TFRecord shards (jaxcrop.input_pipeline.check_shards, before training writes anything)
+
+TINY = '{"name": "tiny", "patch_size": 16}'
+
+
+@pytest.fixture(scope="module")
+def zones_and_dataset(tmp_path_factory):
+  """Tiny synthetic zone folders and their cropmap dataset (config `tiny`, 16-px
+  patches): (zones root, version folder)."""
+  import tensorflow_datasets as tfds
+  from tfds_builder.cropmap import cropmap_dataset_builder as cb
+  from tests import fixtures as testing
+  zones = testing.write_zones(tmp_path_factory.mktemp("zones"))
+  data_dir = tmp_path_factory.mktemp("data")
+  cb.Builder(config=cb.CropmapConfig(name="tiny", patch_size=16),
+             data_dir=str(data_dir)).download_and_prepare(
+                 download_config=tfds.download.DownloadConfig(manual_dir=str(zones)))
+  return zones, data_dir / "cropmap" / "tiny" / str(cb.Builder.VERSION)
+
+
+@pytest.fixture(scope="module")
+def dataset(zones_and_dataset):
+  return zones_and_dataset[1]
+
+
+def _files(folder: pathlib.Path) -> dict:
+  return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _broken_zones(zones, tmp_path) -> pathlib.Path:
+  """A copy of the zone folders whose last zone lost labels.tif."""
+  import shutil
+  copy = pathlib.Path(shutil.copytree(zones, tmp_path / "zones"))
+  last = sorted(p for p in copy.iterdir() if (p / "meta.json").is_file())[-1]
+  (last / "labels.tif").unlink()
+  return copy
+
+
+def test_tfds_build_overwrite_over_a_good_dataset_checks_the_zones_first(
+    zones_and_dataset, tmp_path):
+  """The stock command: the good dataset was deleted before a bad zone was found."""
+  import os
+  import shutil
+  import subprocess
+  import sys
+  zones, dataset = zones_and_dataset
+  data_dir = tmp_path / "data"
+  version = pathlib.Path(shutil.copytree(dataset, data_dir / "cropmap" / "tiny" / dataset.name))
+  before = _files(version)
+  broken = _broken_zones(zones, tmp_path)
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  cmd = [str(pathlib.Path(sys.executable).parent / "tfds"), "build",
+         str(repo / "tfds_builder" / "cropmap"), f"--config={TINY}",
+         f"--data_dir={data_dir}", f"--manual_dir={broken}", "--overwrite"]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+             PYTHONPATH=str(repo))   # this checkout, whichever one the venv installed
+  done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
+  last = sorted(p for p in broken.iterdir() if p.is_dir())[-1]
+  assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+  assert done.stderr.strip().splitlines()[-1] == (
+      f"tfds build cropmap: error: zone {last.name}: {last / 'labels.tif'} is missing; rerun "
+      f"prep for this zone")
+  assert _files(version) == before
+  assert sorted(p.name for p in version.parent.iterdir()) == [".build.lock", dataset.name]
+
+
+def test_an_overwrite_that_fails_mid_build_puts_the_old_dataset_back(
+    zones_and_dataset, tmp_path, monkeypatch):
+  import shutil
+  import tensorflow_datasets as tfds
+  from tfds_builder.cropmap import cropmap_dataset_builder as cb
+  from tfds_builder.cropmap import patching
+  zones, dataset = zones_and_dataset
+  data_dir = tmp_path / "data"
+  version = pathlib.Path(shutil.copytree(dataset, data_dir / "cropmap" / "tiny" / dataset.name))
+  before = _files(version)
+
+  def damaged_read(*a, **k):
+    raise UserError("zone x: s2.tif: unreadable")   # a raster damaged past open_zone's checks
+  monkeypatch.setattr(patching, "zone_summary", damaged_read)
+  builder = cb.Builder(config=cb.CropmapConfig(name="tiny", patch_size=16),
+                       data_dir=str(data_dir))
+  overwrite = tfds.download.DownloadConfig(
+      manual_dir=str(zones), download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)
+  with pytest.raises(UserError, match="s2.tif: unreadable"):
+    builder.download_and_prepare(download_config=overwrite)
+  assert _files(version) == before
+  assert sorted(p.name for p in version.parent.iterdir()) == [".build.lock", dataset.name]
+  # A run killed mid-overwrite left the old dataset aside: the next start puts it back.
+  version.rename(version.parent / f".{dataset.name}.previous")
+  monkeypatch.undo()
+  builder = cb.Builder(config=cb.CropmapConfig(name="tiny", patch_size=16),
+                       data_dir=str(data_dir))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=str(zones)))         # no --overwrite: the restored dataset is reused
+  assert _files(version) == before
+  assert sorted(p.name for p in version.parent.iterdir()) == [".build.lock", dataset.name]
+
+
+def _train(data_dir, workdir, capsys):
+  from jaxcrop import train
+  config = pathlib.Path(__file__).resolve().parents[1] / "configs" / "hybrid.py"
+  return run(train.main, [f"--config={config}:demo,tiny", "--workdir", workdir,
+                          f"--config.data.data_dir={data_dir}",
+                          "--config.data.builder_config=tiny"], capsys)
+
+
+def _rebuild(data_dir) -> str:
+  return f"tfds build tfds_builder/cropmap --config=tiny --data_dir={data_dir} --overwrite"
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda f: f.write_bytes(f.read_bytes()[:f.stat().st_size // 2]),
+     "damaged or truncated TFRecord shard (not the size dataset_info.json records)"),
+    (lambda f: f.write_bytes(f.read_bytes()[:-1000]),   # cut short: whole records lost
+     "damaged or truncated TFRecord shard (not the size dataset_info.json records)"),
+    (lambda f: f.unlink(), "TFRecord shard missing"),
+])
+def test_training_on_a_damaged_shard_names_it_and_writes_no_workdir(
+    damage, problem, dataset, tmp_path, capsys):
+  import shutil
+  data_dir = tmp_path / "data"
+  copy = pathlib.Path(shutil.copytree(dataset, data_dir / "cropmap" / "tiny" / dataset.name))
+  shard = copy / "cropmap-fold1.tfrecord-00000-of-00001"
+  damage(shard)
+  rc, _, err = _train(data_dir, tmp_path / "w", capsys)
+  assert_error_line(rc, err, f"{shard}: {problem}; rebuild with `{_rebuild(data_dir)}`")
+  assert not (tmp_path / "w").exists()
+
+
+def assert_error_line(rc, err, expected):
+  """Exit 2, no traceback, and the one error line last; a `warning:` line that
+  TensorFlow's protobuf emits on opening a dataset (label() deprecated) may precede it."""
+  assert "Traceback" not in err and rc == 2, err
+  lines = err.strip().splitlines()
+  assert lines[-1] == f"error: {expected}", err
+  assert all(l.startswith("warning: ") for l in lines[:-1]), err
+
+
+def test_a_dataset_of_another_major_version_is_refused(dataset, tmp_path, capsys):
+  import shutil
+  from jaxcrop import input_pipeline
+  from tfds_builder.cropmap import cropmap_dataset_builder as cb
+  assert input_pipeline.DATASET_MAJOR == cb.Builder.VERSION.major
+  data_dir = tmp_path / "data"
+  future = data_dir / "cropmap" / "tiny" / "2.0.0"
+  shutil.copytree(dataset, future)
+  rc, _, err = _train(data_dir, tmp_path / "w", capsys)
+  assert_error_line(rc, err, f"{future}: cropmap dataset version 2.0.0, this code reads 1.x.x; "
+                        f"rebuild it with `{_rebuild(data_dir)}` (or use the jaxcrop version "
+                        f"that built it)")
+  assert not (tmp_path / "w").exists()
+
+
+# --------------------------------------------------------------------------- #
+# scenes (prep.scenes): a band unlike its siblings, all cloud, a renamed copy, a
+# damaged band in the middle of a run of many scenes
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+  from prep import demo
+  path = tmp_path_factory.mktemp("raw") / "raw"
+  demo.write_raw(path, seed=0, small=True, progress=False)
+  return path
+
+
+@pytest.fixture
+def scenes(raw, tmp_path):
+  import shutil
+  return pathlib.Path(shutil.copytree(raw / "scenes", tmp_path / "scenes"))
+
+
+def _composite(raw, scenes, out, capsys):
+  return run(prep_cli.main, ["--quiet", "composite", "--scenes", scenes, "--zones",
+                             "demo-north_0", "--zones-csv", raw / "zones.csv", "--out", out],
+             capsys)
+
+
+def _rewrite(band: pathlib.Path, *, crs=None, every: int = 1, as_float: bool = False):
+  """Rewrites a band in place: another CRS, every n-th pixel (n x coarser), or
+  float reflectance (DN / 10000)."""
+  import rasterio
+  from rasterio.transform import Affine
+  with rasterio.open(band) as src:
+    profile, data = src.profile, src.read(1)
+  data = data[::every, ::every]
+  if as_float:
+    data = data.astype("float32") / 10000
+  t = profile["transform"]
+  profile.update(crs=crs or profile["crs"], height=data.shape[0], width=data.shape[1],
+                 transform=Affine(t.a * every, 0, t.c, 0, t.e * every, t.f),
+                 dtype=data.dtype.name, predictor=3 if as_float else 2,
+                 blockxsize=128, blockysize=128)
+  band.unlink()
+  with rasterio.open(band, "w", **profile) as dst:
+    dst.write(data, 1)
+
+
+def _middle_scene(scenes) -> pathlib.Path:
+  items = sorted(d for d in scenes.iterdir() if d.is_dir())
+  return items[len(items) // 2]
+
+
+REDO = "re-download scene {s} or remove its folder"
+
+
+@pytest.mark.parametrize("kind", ["crs", "20m", "float"])
+def test_a_band_unlike_its_siblings_is_one_line(kind, raw, scenes, tmp_path, capsys):
+  scene = _middle_scene(scenes)
+  if kind == "crs":
+    band = scene / "B03.tif"
+    _rewrite(band, crs="EPSG:32630")
+    problem = "in EPSG:32630, its sibling B02.tif in EPSG:32631; the bands of a scene share one grid"
+  elif kind == "20m":
+    band = scene / "B04.tif"
+    _rewrite(band, every=2)
+    problem = "20 x 20 m pixels, expected the band's native 10 m (a resampled product?)"
+  else:
+    band = scene / "B08.tif"
+    _rewrite(band, as_float=True)
+    problem = ("float32 values, expected uint16 digital numbers (reflectance x 10000, as ESA "
+               "and STAC deliver L2A; float reflectance would round to 0 and 1)")
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert_error(rc, err, f"{band}: {problem} — {REDO.format(s=scene.name)}")
+  assert not (tmp_path / "z" / "demo-north_0" / "s2.tif").exists()
+
+
+def test_a_year_of_all_cloud_is_an_error_not_an_all_zero_composite(raw, scenes, tmp_path,
+                                                                   capsys):
+  import rasterio
+  for scl in scenes.glob("*/SCL.tif"):
+    with rasterio.open(scl, "r+") as dst:
+      dst.write(np.full((dst.height, dst.width), 9, "uint8"), 1)   # cloud, high probability
+  n = sum(1 for d in scenes.iterdir() if d.is_dir())
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert_error(rc, err, f"zone demo-north_0: not one valid pixel (SCL 4-7) in the {n} scenes "
+                        f"of 2023 over the zone in {scenes}: all cloud, shadow, snow or "
+                        f"nodata; add scenes of that year (or check their SCL band); no "
+                        f"s2.tif written")
+  assert not (tmp_path / "z" / "demo-north_0" / "s2.tif").exists()
+
+
+def test_a_scene_folder_renamed_away_from_its_item_is_named(raw, scenes, tmp_path, capsys):
+  scene = _middle_scene(scenes)
+  copy = scene.rename(scene.parent / f"{scene.name} (copy)")
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert_error(rc, err, f"{copy / (scene.name + '.json')}: a STAC item in folder "
+                        f"{copy.name!r}, whose name is not the item's ({scene.name!r}), so it "
+                        f"would be skipped; rename the folder to {scene.name!r} or remove "
+                        f"the copy")
+
+
+def test_a_bit_flipped_band_in_the_middle_of_many_scenes(raw, scenes, tmp_path, capsys):
+  scene = _middle_scene(scenes)
+  band = scene / "B02.tif"
+  import rasterio
+  with rasterio.open(band) as src:        # where each tile's deflate stream lies
+    (bh, bw), = src.block_shapes
+    tiles = [(int(src.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=1)),
+              int(src.get_tag_item(f"BLOCK_SIZE_{j}_{i}", "TIFF", bidx=1)))
+             for i in range(-(-src.height // bh)) for j in range(-(-src.width // bw))]
+  data = bytearray(band.read_bytes())
+  for offset, size in tiles:
+    data[offset + size // 2] ^= 0x10       # one bit in the middle of every tile
+  band.write_bytes(bytes(data))
+  rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
+  assert "Traceback" not in err and rc == 2, err
+  [line] = err.strip().splitlines()
+  assert line.startswith(f"error: {band}: unreadable (") and line.endswith(
+      f"the file may be truncated or corrupt — re-download scene {scene.name} or remove it")
+  assert not (tmp_path / "z" / "demo-north_0").exists()

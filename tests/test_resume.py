@@ -1,0 +1,255 @@
+"""Interrupted runs (issue 11): each stage's command is killed at a seeded random
+moment once it has begun writing, then run again. Nothing incomplete may read as
+complete in between, the rerun finishes, and its result equals an uninterrupted
+run: prep and the dataset build bit for bit, training to the 1e-6 docs/model.md
+promises. Two runs writing one output at once: prep's take turns (both end
+valid), a second `tfds build` on one data_dir is refused. On the small demo."""
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from cropcontracts import zonefolder
+from prep import demo
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = '{"name": "tiny", "patch_size": 16, "num_folds": 2}'
+
+
+def env(**extra) -> dict:
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu",
+              CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(REPO), **extra)
+
+
+def start(cmd, **extra) -> subprocess.Popen:
+  return subprocess.Popen([str(c) for c in cmd], cwd=REPO, env=env(**extra),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(cmd, **extra) -> subprocess.CompletedProcess:
+  done = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env(**extra),
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return done
+
+
+def interrupt(proc, begun, delay: float, sig=signal.SIGKILL) -> int:
+  """Sends `sig` to proc `delay` s after begun() first holds (its first output
+  appeared); returns the exit status (the run may have finished first)."""
+  t0 = time.monotonic()
+  while not begun() and proc.poll() is None and time.monotonic() - t0 < 900:
+    time.sleep(0.02)
+  time.sleep(delay)
+  if proc.poll() is None:
+    proc.send_signal(sig)
+  proc.communicate(timeout=300)
+  return proc.returncode
+
+
+def delays(seed: int, n: int, high: float) -> list[float]:
+  """n seeded random kill moments in [0, high) seconds after the first output."""
+  return np.random.default_rng(seed).uniform(0, high, n).round(3).tolist()
+
+
+def files(folder: pathlib.Path) -> dict:
+  """{relative path: bytes} of the visible files (hidden temporaries left out)."""
+  return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
+          if p.is_file() and not any(part.startswith(".") for part in
+                                     p.relative_to(folder).parts)}
+
+
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory):
+  """The small demo, prepared uninterrupted: raw/ inputs and zones/ (the reference)."""
+  root = tmp_path_factory.mktemp("demo")
+  demo.make_demo(root, small=True, progress=False)
+  return root
+
+
+STAGE_FILES = {"imagery": ("s2.tif", "valid_count.tif"),
+               "labels": ("labels.tif", "parcels.tif", "parcels.csv")}
+
+
+def assert_complete_stages_equal_ref(out: pathlib.Path, ref_zones: pathlib.Path, stage: str,
+                                     *, all_done: bool = False):
+  """Every zone whose meta.json says `stage` is done holds exactly the reference's
+  files and section (a stage never reads as done over a partial file)."""
+  done = 0
+  for folder in sorted(p for p in out.iterdir() if p.is_dir()) if out.exists() else []:
+    meta_path = folder / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if stage not in meta:
+      continue
+    done += 1
+    want = json.loads((ref_zones / folder.name / "meta.json").read_text())
+    assert meta[stage] == want[stage] and meta["zone"] == want["zone"]
+    for f in STAGE_FILES[stage]:
+      assert (folder / f).read_bytes() == (ref_zones / folder.name / f).read_bytes(), f
+    if "imagery" in meta:
+      zonefolder.open_zone(folder)   # and it opens as a valid zone folder
+  if all_done:
+    assert done == sum(1 for p in ref_zones.iterdir() if p.is_dir())
+
+
+PREP = [sys.executable, "-m", "prep", "--quiet"]
+
+
+def _prep_cmd(ref, stage, out):
+  raw = ref / "raw"
+  what = (["composite", "--scenes", raw / "scenes", "--year", "2023"] if stage == "imagery"
+          else ["labels", "--rpg", raw / "rpg_demo.gpkg"])
+  return [*PREP, *what, "--zones-csv", raw / "zones.csv", "--all", "--out", out]
+
+
+@pytest.mark.parametrize("stage, seed", [("imagery", 0), ("labels", 1)])
+def test_prep_killed_then_rerun_equals_an_uninterrupted_run(stage, seed, ref, tmp_path):
+  out = tmp_path / "zones"
+  cmd = _prep_cmd(ref, stage, out)
+  for delay in delays(seed, 2, 1.5):
+    interrupt(start(cmd), out.exists, delay)
+    assert_complete_stages_equal_ref(out, ref / "zones", stage)
+  finish(cmd)
+  assert_complete_stages_equal_ref(out, ref / "zones", stage, all_done=True)
+
+
+def test_two_composites_and_labels_on_one_zone_at_once_all_end_valid(ref, tmp_path):
+  """They take turns on the zone folder's lock: no meta.json section is lost."""
+  out = tmp_path / "zones"
+  procs = [start(_prep_cmd(ref, s, out)) for s in ("imagery", "imagery", "labels")]
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+  assert_complete_stages_equal_ref(out, ref / "zones", "imagery", all_done=True)
+  assert_complete_stages_equal_ref(out, ref / "zones", "labels", all_done=True)
+
+
+TFDS = [pathlib.Path(sys.executable).parent / "tfds", "build", REPO / "tfds_builder" / "cropmap",
+        f"--config={TINY}"]
+
+
+def _version_dirs(data_dir: pathlib.Path) -> list[pathlib.Path]:
+  """Version folders a reader would open (what input_pipeline.dataset_dir lists)."""
+  root = data_dir / "cropmap" / "tiny"
+  return sorted(p for p in root.iterdir() if (p / "dataset_info.json").exists()
+                and not p.name.startswith(".")) if root.exists() else []
+
+
+def _dataset(version: pathlib.Path) -> tuple:
+  """(decoded records per shard, the other files): shard bytes differ from one
+  process to the next (protobuf writes an Example's feature map in an order of
+  its own), the records they decode to do not."""
+  import tensorflow as tf
+  got = files(version)
+  info = json.loads(got.pop(pathlib.Path("dataset_info.json")))
+  shards = {}
+  for name in [n for n in got if ".tfrecord-" in n.name]:
+    got.pop(name)
+    shards[name] = [
+        {k: v for k, v in sorted(tf.train.Example.FromString(r.numpy()).features.feature.items())}
+        for r in tf.data.TFRecordDataset(str(version / name))]
+  # moduleName: the builder's import path (`cropmap.…` under the tfds command, the
+  # package path imported), downloadSize: 0 or the demo's; neither is data.
+  return shards, got, {k: v for k, v in info.items() if k not in ("downloadSize", "moduleName")}
+
+
+def _build_in_process(zones, data_dir) -> pathlib.Path:
+  import tensorflow_datasets as tfds
+  from tfds_builder.cropmap import cropmap_dataset_builder as cb
+  builder = cb.Builder(config=cb.CropmapConfig(**json.loads(TINY)), data_dir=str(data_dir))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=str(zones)))
+  return pathlib.Path(builder.data_dir)
+
+
+def test_tfds_build_killed_then_rerun_equals_an_uninterrupted_build(ref, tmp_path):
+  want = _dataset(_build_in_process(ref / "zones", tmp_path / "full"))
+  data_dir = tmp_path / "data"
+  cmd = [*TFDS, f"--data_dir={data_dir}", f"--manual_dir={ref / 'zones'}"]
+  interrupt(start(cmd), (data_dir / "cropmap").exists, delays(2, 1, 2.0)[0])
+  for version in _version_dirs(data_dir):      # visible means whole
+    assert _dataset(version) == want
+  finish(cmd)
+  [got] = _version_dirs(data_dir)
+  assert _dataset(got) == want
+  assert sorted(p.name for p in got.parent.iterdir()) == [".build.lock", got.name]
+
+
+def test_a_second_tfds_build_on_one_data_dir_is_refused(ref, tmp_path):
+  data_dir = tmp_path / "data"
+  cmd = [*TFDS, f"--data_dir={data_dir}", f"--manual_dir={ref / 'zones'}"]
+  lock = data_dir / "cropmap" / "tiny" / ".build.lock"
+  from cropcontracts import atomic
+  with atomic.file_lock(lock):       # a build in progress
+    second = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env(), capture_output=True,
+                            text=True, timeout=600)
+  assert second.returncode == 2, second.stderr[-3000:]
+  assert second.stderr.strip().splitlines()[-1] == (
+      f"tfds build cropmap: error: {lock}: another build of cropmap/tiny is running on this "
+      f"data_dir; wait for it to finish (a killed build holds no lock), then rerun")
+  assert not _version_dirs(data_dir)
+  killed = start([sys.executable, "-c", "import sys; from cropcontracts import atomic\n"
+                  f"with atomic.file_lock({str(lock)!r}):\n  print('held', flush=True)\n"
+                  "  sys.stdin.read()"])
+  assert killed.stdout.readline() == "held\n"
+  killed.kill()                      # a build killed while it held the lock
+  killed.wait()
+  assert _build_in_process(ref / "zones", data_dir) in _version_dirs(data_dir)  # no obstacle
+
+
+TRAIN = [sys.executable, "-c", """
+import sys
+from tests.fixtures import FakeData, tiny_config
+from jaxcrop import train
+train.train_and_evaluate(tiny_config(checkpoint_every=1, keep_last=2), sys.argv[1],
+                         data=FakeData())
+"""]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+  """One persistent compilation cache for every training child."""
+  return dict(JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+
+
+@pytest.fixture(scope="module")
+def full_train(cache, tmp_path_factory):
+  """An uninterrupted training run (its own child process, as the others)."""
+  full = tmp_path_factory.mktemp("full_train") / "w"
+  finish([*TRAIN, full], **cache)
+  return full
+
+
+def _params(workdir):
+  from jaxcrop import checkpoint
+  return checkpoint.load_trained(workdir, "last")
+
+
+@pytest.mark.parametrize("sig, seed", [(signal.SIGKILL, 3), (signal.SIGTERM, 4)])
+def test_training_interrupted_then_rerun_equals_an_uninterrupted_run(sig, seed, cache,
+                                                                     full_train,
+                                                                     tmp_path_factory):
+  import jax
+  full = full_train
+  w = tmp_path_factory.mktemp("train") / "w"
+  last = w / "checkpoints" / "last"
+  begun = lambda: last.exists() and any(last.iterdir())
+  interrupt(start([*TRAIN, w], **cache), begun, delays(seed, 1, 0.5)[0], sig)
+  from jaxcrop import checkpoint
+  mgr, _ = checkpoint.managers(w, read_only=True)
+  step = mgr.latest_step()        # whatever reads as saved restores whole
+  if step is not None:
+    assert _params(w).step == step
+  finish([*TRAIN, w], **cache)
+  got, want = _params(w), _params(full)
+  assert got.step == want.step == 6
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
+                                                       atol=1e-6), got.variables,
+               want.variables)
