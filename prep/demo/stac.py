@@ -138,7 +138,7 @@ def _write_band(path, arr, transform, epsg=EPSG, driver="GTiff") -> None:
                 crs=f"EPSG:{epsg}", transform=transform, QUALITY="100", CODEC="JP2",
                 REVERSIBLE="YES", RESOLUTIONS="1")
   else:
-    block = 256 if min(h, w) >= 256 else 64     # several tiles also in the small demo
+    block = 256 if min(h, w) >= 256 else 128
     prof = dict(driver="GTiff", width=w, height=h, count=1, dtype=arr.dtype.name,
                 crs=f"EPSG:{epsg}", transform=transform, nodata=0, tiled=True,
                 blockxsize=block, blockysize=block, compress="deflate",
