@@ -45,7 +45,7 @@ def _zone(folder: pathlib.Path, size: int, months: int):
               x0=500000.0, y0=5000000.0, width=size, height=size, source="bench")
   comp = rng.integers(200, 4000, (months, 4, size, size), dtype=np.uint16)
   zonefolder.write_imagery(folder, zone, comp, np.ones((months, size, size), np.uint8),
-                           [f"2023-{m + 1:02d}" for m in range(months)])
+                           zonefolder.month_labels(2023, months))
   return zonefolder.open_zone(folder)
 
 

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs.hybrid import get_config
+from cropcontracts.zonefolder import NO_LABEL
 from jaxcrop import losses, train
 from jaxcrop.models import build_model
 
@@ -132,7 +133,7 @@ def torch_step(config, batch: int, side: int, device: str = "cpu"):
                           weight_decay=config.optimizer.weight_decay)
   x = torch.randn(batch, T, side, side, C, device=device)
   y = torch.randint(0, K, (batch, side, side), device=device)
-  loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
+  loss_fn = torch.nn.CrossEntropyLoss(ignore_index=NO_LABEL)
   bf16 = config.model.get("dtype", "float32") == "bfloat16"
   kind = torch.device(device).type
 

@@ -45,8 +45,8 @@ def get_config(variant: str = ""):
   )
   c.model = dict(
       # pooling: max | mean | attention | flatten. flatten (TempCNN) keeps the
-      # month order; the others cannot tell *when* a pattern occurs (on the demo:
-      # val macro-F1 0.88 with flatten vs 0.82 max / attention, same steps).
+      # month order; the others cannot tell *when* a pattern occurs (the demo
+      # comparison, with its date: docs/model.md, Architecture).
       temporal=dict(features=64, layers=3, kernel_size=3, norm="batch",
                     dropout=0.1, pooling="flatten"),
       unet=dict(widths=(64, 128, 256), norm="batch", up="transpose"),

@@ -7,18 +7,25 @@ read only through `open_zone`:
                    c of B2 B3 B4 B8), descriptions like `2023-03 B8`, surface
                    reflectance x 10000, 0 = nodata. Tiled, deflate-compressed.
   valid_count.tif  uint8, T bands: valid (SCL 4-7) observations per month.
-  labels.tif       uint8, tier-3 class id of the nomenclature, 255 = no label.
-  parcels.tif      uint32, 1-based row of parcels.csv, 0 = no parcel.
+  labels.tif       uint8, tier-3 class id of the nomenclature, 255 = no label
+                   (outside parcels, `ignore` codes, dropped borders).
+  parcels.tif      uint32, 1-based row of parcels.csv, 0 = no parcel (the
+                   shards carry it as int32: tf.io.decode_raw has no uint32).
   parcels.csv      parcel_index, ID_PARCEL, CODE_CULTU, CODE_GROUP, class_id,
-                   class_name, tier2, tier1, surf_parc_ha, area_m2, n_pixels.
+                   class_name, tier2, tier1, surf_parc_ha, area_m2, n_pixels
+                   (+ CULTURE_D1/D2 when the RPG has them).
   parcels.gpkg     layer `parcels`, zone CRS: one MultiPolygon per row of
                    parcels.csv with parcel_index, ID_PARCEL, CODE_CULTU: the
                    geometries labels.tif and parcels.tif were rasterized from
                    (since format jaxcrop-zone/2).
-  meta.json        zone, crs, transform, months, bands, nomenclature version,
-                   pixel counts per class, gap-filled fraction, provenance.
+  meta.json        `format`, `zone`, `crs`, `transform`; `imagery` {months,
+                   bands, source, scene counts, gap_filled_fraction,
+                   nodata_pixels}; `labels` {nomenclature, rpg_edition and where
+                   it came from, counts, class_pixel_counts, repaired/dropped
+                   geometries, unknown codes ignored}.
 
-All rasters share the zone grid (CRS, transform, width, height). Every file is
+All rasters share the zone grid (CRS, transform, width, height); a folder that
+holds another zone is refused. Every file is
 written atomically; a rewrite first takes the stage's section out of meta.json,
 which is updated last, so a stage is complete for a zone exactly when its
 section (`imagery`, `labels`) is present in meta.json, also after a rerun that

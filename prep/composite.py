@@ -25,7 +25,8 @@ import functools
 
 import numpy as np
 
-NODATA = 0
+from cropcontracts.zonefolder import NODATA
+
 _BLOCK_BYTES = 2**20          # row blocks of ~1 MB keep the work in cache
 _GAP_BLOCK_PIXELS = 2**15     # gap-fill blocks: T * C * 64 KiB (3 MiB at 12 x 4)
 

@@ -1,7 +1,9 @@
 """Fixtures shared by the tests: synthetic zone folders, fake dataset metadata,
 stand-in models and data (synthetic, never real data).
 
-The zone writers go through cropcontracts.zonefolder like any zone, so every
+One zone writer (`write_zone`, and `write_zones` for a dataset's worth of
+them) and one fake checkpoint meta (`make_meta`) serve every stage's tests. The
+zone writer goes through cropcontracts.zonefolder like any zone, so every
 stage is tested on the real format. No test module imports another: what two
 tests share lives here (and session fixtures in conftest.py).
 """
@@ -21,83 +23,90 @@ from cropcontracts import nomenclature, zonefolder
 from cropcontracts.dataset_meta import DatasetMeta
 from cropcontracts.zone import Zone
 
-# --- labelled zone folders for the builder and the input pipeline
+# --- synthetic zone folders
 
+H, W, T = 40, 52, 3                    # the default zone: 40 x 52 px, 3 months
 MONTHS = tuple(zonefolder.month_labels(2023))
+HOLE = (slice(5, 9), slice(10, 20))    # rows, cols with no observation at all
+BLOCK = 10                             # parcels are BLOCK x BLOCK squares
+STRIP = 2                              # the last STRIP columns hold no parcel
 
 
-def synthetic_zone(region: str, town: str, index: int, height: int, width: int) -> Zone:
-  return Zone(zone_id=f"{town}_{index}", region=region, town=town, index=index,
-              epsg=32631, x0=500000.0 + 10_000 * index, y0=5_500_000.0,
+def months(t=T):
+  return list(MONTHS[:t])
+
+
+def synthetic_zone(zone_id: str = "testz_0", *, region: str = "Testland", index: int = 0,
+                   height: int = H, width: int = W) -> Zone:
+  """A zone of the synthetic grid (EPSG:32631); zones of other indices lie 10 km apart."""
+  return Zone(zone_id=zone_id, region=region, town=zone_id.rpartition("_")[0] or zone_id,
+              index=index, epsg=32631, x0=500000.0 + 10_000 * index, y0=5_500_000.0,
               width=width, height=height, source="synthetic")
 
 
-def write_zone(root, zone: Zone, *, seed: int, months=MONTHS, empty: int = 16,
-               nomenclature: str = nomenclature.VERSION,
-               num_classes: int = 23) -> pathlib.Path:
-  """Writes one labelled zone folder under root; returns its path.
+def write_zone(folder, zone: Zone | None = None, *, seed: int = 0, months=MONTHS[:T],
+               labels: bool = True, nodata: float = 0.0, unlabelled: float = 0.0,
+               empty: int = 0, version: str = nomenclature.VERSION) -> zonefolder.ZoneFolder:
+  """Writes one synthetic zone folder at `folder` and opens it.
 
-  Imagery: uint16 in [1, 3000) with ~5 % nodata zeros; labels: random classes,
-  255 on ~20 % of pixels and on the [0:empty, 0:empty] corner; parcels: the four
-  quadrants 1..4 (row-major), their geometries the quadrants' boxes.
+  zone: default `synthetic_zone()`. Imagery: uint16 in [100, 3000), T x 4
+  bands, 0 (nodata) on every band of every month over HOLE and on a `nodata`
+  fraction of the single values; valid_count 1..5, 0 over HOLE. With labels:
+  parcels are the BLOCK x BLOCK squares (1-based, row-major), none in the last
+  STRIP columns: a parcel whose block lies there keeps a 2 m wide sliver of
+  geometry there that holds no pixel centre (n_pixels 0), as in the RPG. Each
+  parcel has one random class of the `version` nomenclature; 255 (no label)
+  outside parcels, on an `unlabelled` fraction of the pixels and on the
+  [:empty, :empty] corner. meta.json records the class pixel counts.
   """
-  import pandas as pd
+  zone = zone or synthetic_zone()
   rng = np.random.default_rng(seed)
-  T, (H, W) = len(months), zone.shape
-  comp = rng.integers(1, 3000, (T, 4, H, W), dtype=np.uint16)
-  comp[rng.random((T, 4, H, W)) < 0.05] = 0
-  counts = rng.integers(0, 6, (T, H, W), dtype=np.uint8)
-  labels = rng.integers(0, num_classes, (H, W)).astype(np.uint8)
-  labels[rng.random((H, W)) < 0.2] = zonefolder.NO_LABEL
-  labels[:empty, :empty] = zonefolder.NO_LABEL
-  rr, cc = np.mgrid[:H, :W]
-  parcels = (1 + 2 * (rr >= H // 2) + (cc >= W // 2)).astype(np.uint32)
-  geometries = [pixel_box(zone, r0, r1, c0, c1) for r0, r1 in ((0, H // 2), (H // 2, H))
-                for c0, c1 in ((0, W // 2), (W // 2, W))]
-  table = pd.DataFrame(dict(parcel_index=[1, 2, 3, 4], ID_PARCEL=["a", "b", "c", "d"],
-                            CODE_CULTU=["BTH"] * 4, CODE_GROUP=["1"] * 4,
-                            class_id=[0] * 4, class_name=["x"] * 4, tier2=["x"] * 4,
-                            tier1=["x"] * 4, surf_parc_ha=[1.0] * 4,
-                            area_m2=[1e4] * 4, n_pixels=[1] * 4))
-  folder = pathlib.Path(root) / zone.zone_id
+  t, (h, w) = len(months), zone.shape
+  comp = rng.integers(100, 3000, (t, 4, h, w)).astype(np.uint16)
+  comp[rng.random(comp.shape) < nodata] = zonefolder.NODATA
+  comp[:, :, HOLE[0], HOLE[1]] = zonefolder.NODATA
+  counts = rng.integers(1, 6, (t, h, w)).astype(np.uint8)
+  counts[:, HOLE[0], HOLE[1]] = 0
   zonefolder.write_imagery(folder, zone, comp, counts, list(months), {"source": "synthetic"})
-  zonefolder.write_labels(folder, zone, labels, parcels, table,
-                          {"nomenclature": nomenclature}, geometries=geometries)
-  return folder
+  if labels:
+    nom = nomenclature.load(version)
+    per_row = (w + BLOCK - 1) // BLOCK
+    rr, cc = np.mgrid[:h, :w]
+    parcels = ((rr // BLOCK) * per_row + cc // BLOCK + 1).astype(np.uint32)
+    parcels[:, w - STRIP:] = 0
+    n = per_row * ((h + BLOCK - 1) // BLOCK)
+    cls = rng.integers(0, nom.num_classes, n).astype(np.uint8)
+    lab = np.where(parcels > 0, cls[np.maximum(parcels, 1) - 1],
+                   zonefolder.NO_LABEL).astype(np.uint8)
+    lab[rng.random((h, w)) < unlabelled] = zonefolder.NO_LABEL
+    lab[:empty, :empty] = zonefolder.NO_LABEL
+    table = pd.DataFrame(dict(
+        parcel_index=np.arange(1, n + 1), ID_PARCEL=[str(1000 + i) for i in range(n)],
+        CODE_CULTU="BTH", CODE_GROUP="1", class_id=cls,
+        class_name=[nom.tier3[c] for c in cls], tier2="", tier1="",
+        surf_parc_ha=1.0, area_m2=10000.0,
+        n_pixels=np.bincount(parcels.ravel(), minlength=n + 1)[1:]))
+    pixels = np.bincount(lab.ravel(), minlength=256)
+    zonefolder.write_labels(folder, zone, lab, parcels, table, dict(
+        nomenclature=version,
+        class_pixel_counts={name: int(pixels[k]) for k, name in enumerate(nom.tier3)}),
+        geometries=[_block(zone, i) for i in range(n)])
+  return zonefolder.open_zone(folder)
 
 
 def write_zones(root, *, regions=("Alpha", "Beta"), per_region: int = 4,
                 height: int = 40, width: int = 36, months=MONTHS) -> pathlib.Path:
-  """`per_region` zones (index 0..) in each region under root; returns root."""
+  """A dataset's zones under root: `per_region` zones (index 0..) per region,
+  each with 5 % nodata values, 20 % unlabelled pixels and an unlabelled
+  16 x 16 corner (one patch of 16 px without a label); returns root."""
   root = pathlib.Path(root)
   for r, region in enumerate(regions):
     for i in range(per_region):
-      zone = synthetic_zone(region, region.lower(), i, height, width)
-      write_zone(root, zone, seed=100 * r + i, months=months)
+      zone = synthetic_zone(f"{region.lower()}_{i}", region=region, index=i,
+                            height=height, width=width)
+      write_zone(root / zone.zone_id, zone, seed=100 * r + i, months=months,
+                 nodata=0.05, unlabelled=0.2, empty=16)
   return root
-
-
-# --- zone folders, a checkpoint meta and stand-in models for predict and plots
-
-H, W, T = 40, 52, 3
-HOLE = (slice(5, 9), slice(10, 20))    # rows, cols with no observation at all
-
-
-def months(t=T):
-  return [f"2023-{m + 1:02d}" for m in range(t)]
-
-
-def make_meta(t=T, version="v1", bands=zonefolder.BANDS) -> DatasetMeta:
-  nom = nomenclature.load("v1")
-  K = nom.num_classes
-  return DatasetMeta(
-      num_classes=K, class_names=list(nom.tier3), tier2_names=list(nom.tier2_names),
-      tier1_names=list(nom.tier1_names), tier2_of=nom.tier2_of(), tier1_of=nom.tier1_of(),
-      colors=list(nom.colors), months=months(t), bands=list(bands),
-      mean=np.full((t, len(bands)), 1500, np.float32),
-      std=np.full((t, len(bands)), 800, np.float32),
-      class_pixel_counts=np.ones(K, np.int64), nomenclature_version=version,
-      version="0.0.1")
 
 
 def pixel_box(zone: Zone, r0: int, r1: int, c0: int, c1: int):
@@ -107,50 +116,54 @@ def pixel_box(zone: Zone, r0: int, r1: int, c0: int, c1: int):
                      zone.x0 + c1 * zone.res, zone.y0 - r0 * zone.res)
 
 
-def make_zone(folder, *, labels=True, seed=0, zone_id="testz_0", h=H, w=W,
-              t=T, label_version="v1"):
-  """A zone folder of h x w pixels, t months, a nodata hole, 10 x 10 parcels.
-
-  The last two columns hold no parcel: a parcel whose block lies there keeps a
-  2 m wide sliver there that holds no pixel centre (n_pixels 0), as in the RPG.
-  """
-  rng = np.random.default_rng(seed)
-  zone = Zone(zone_id=zone_id, region="Testland", town="Testville", index=0,
-              epsg=32631, x0=500000.0, y0=5000000.0, width=w, height=h, source="test")
-  comp = rng.integers(100, 3000, (t, 4, h, w)).astype(np.uint16)
-  comp[:, :, HOLE[0], HOLE[1]] = 0
-  zonefolder.write_imagery(folder, zone, comp, np.ones((t, h, w), np.uint8), months(t))
-  if labels:
-    rr, cc = np.mgrid[:h, :w]
-    parcels = ((rr // 10) * ((w + 9) // 10) + cc // 10 + 1).astype(np.uint32)
-    parcels[:, -2:] = 0                                  # a strip without parcel
-    n = int(parcels.max())
-    cls = rng.integers(0, 23, n).astype(np.uint8)
-    lab = np.where(parcels > 0, cls[np.maximum(parcels, 1) - 1], 255).astype(np.uint8)
-    table = pd.DataFrame(dict(
-        parcel_index=np.arange(1, n + 1), ID_PARCEL=[str(1000 + i) for i in range(n)],
-        CODE_CULTU="BTH", CODE_GROUP="1", class_id=cls,
-        class_name=[nomenclature.load().tier3[c] for c in cls], tier2="", tier1="",
-        surf_parc_ha=1.0, area_m2=10000.0, n_pixels=np.bincount(parcels.ravel(),
-                                                                minlength=n + 1)[1:]))
-    pixels = np.bincount(lab.ravel(), minlength=256)
-    zonefolder.write_labels(folder, zone, lab, parcels, table, dict(
-        nomenclature=label_version,
-        class_pixel_counts={n: int(pixels[k]) for k, n in enumerate(nomenclature.load().tier3)}),
-        geometries=[_block(zone, i, h, w) for i in range(n)])
-  return zonefolder.open_zone(folder)
-
-
-def _block(zone: Zone, i: int, h: int, w: int):
-  """The geometry of parcel i + 1 of make_zone: its 10 x 10 block left of the strip."""
-  r0, c0 = divmod(i, (w + 9) // 10)
-  r0, c0 = 10 * r0, 10 * c0
-  r1, c1 = min(r0 + 10, h), min(c0 + 10, w - 2)
+def _block(zone: Zone, i: int):
+  """The geometry of parcel i + 1 of write_zone: its block left of the strip."""
+  h, w = zone.shape
+  r0, c0 = divmod(i, (w + BLOCK - 1) // BLOCK)
+  r0, c0 = BLOCK * r0, BLOCK * c0
+  r1, c1 = min(r0 + BLOCK, h), min(c0 + BLOCK, w - STRIP)
   if c1 > c0:
     return pixel_box(zone, r0, r1, c0, c1)
   import shapely
   x = zone.x0 + c0 * zone.res
   return shapely.box(x, zone.y0 - r1 * zone.res, x + 2.0, zone.y0 - r0 * zone.res)
+
+
+# --- one fake checkpoint DatasetMeta
+
+# The training fakes' 3-class tree: (name, tier 2, tier 1, colour).
+TRAIN_CLASSES = (("wheat", "cereal", "crop", "#ffff00"), ("maize", "cereal", "crop", "#ff8800"),
+                 ("vines", "vines", "crop", "#880088"))
+
+
+def make_meta(t=T, *, version=nomenclature.VERSION, bands=zonefolder.BANDS, classes=None,
+              mean=1500.0, std=800.0, class_pixel_counts=None,
+              builder_config="") -> DatasetMeta:
+  """A checkpoint's DatasetMeta: t months of 2023, `bands`, constant moments.
+
+  classes: None for the current nomenclature's 23 classes (whatever `version`
+  says: so a checkpoint of an unknown version can be faked), else
+  (name, tier2, tier1, colour) tuples such as TRAIN_CLASSES.
+  """
+  if classes is None:
+    nom = nomenclature.load()
+    names, t2, t1, colors = list(nom.tier3), list(nom.tier2_names), list(nom.tier1_names), \
+        list(nom.colors)
+    t2_of, t1_of = nom.tier2_of(), nom.tier1_of()
+  else:
+    names, colors = [c[0] for c in classes], [c[3] for c in classes]
+    t2 = list(dict.fromkeys(c[1] for c in classes))
+    t1 = list(dict.fromkeys(c[2] for c in classes))
+    t2_of = np.array([t2.index(c[1]) for c in classes], np.int32)
+    t1_of = np.array([t1.index(c[2]) for c in classes], np.int32)
+  K = len(names)
+  counts = np.ones(K, np.int64) if class_pixel_counts is None else np.asarray(class_pixel_counts)
+  return DatasetMeta(
+      num_classes=K, class_names=names, tier2_names=t2, tier1_names=t1, tier2_of=t2_of,
+      tier1_of=t1_of, colors=colors, months=months(t), bands=list(bands),
+      mean=np.full((t, len(bands)), mean, np.float32),
+      std=np.full((t, len(bands)), std, np.float32), class_pixel_counts=counts,
+      nomenclature_version=version, version="0.0.1", builder_config=builder_config)
 
 
 class PixelModel(nn.Module):
@@ -183,19 +196,14 @@ def init(model, t=T, size=16):
 # --- training
 
 # Training fakes: a 3-class problem on 16 x 16 patches of 4 months.
-TRAIN_K, TRAIN_T, TRAIN_C, TRAIN_S = 3, 4, 4, 16
+TRAIN_K, TRAIN_T, TRAIN_C, TRAIN_S = len(TRAIN_CLASSES), 4, 4, 16
 K, T_, C, S = TRAIN_K, TRAIN_T, TRAIN_C, TRAIN_S
 
 
-def fake_train_meta():
-  """The training fakes' DatasetMeta: 3 classes, T_ months, zero mean, unit std."""
-  return DatasetMeta(
-      num_classes=K, class_names=["wheat", "maize", "vines"], tier2_names=["cereal", "vines"],
-      tier1_names=["crop"], tier2_of=np.array([0, 0, 1]), tier1_of=np.zeros(K, np.int32),
-      colors=["#ffff00", "#ff8800", "#880088"], months=list(range(1, T_ + 1)),
-      bands=["B2", "B3", "B4", "B8"], mean=np.zeros((T_, C), np.float32),
-      std=np.ones((T_, C), np.float32), class_pixel_counts=np.array([400, 100, 0]),
-      nomenclature_version="v1", version="1.0.0", builder_config="fake")
+# The training fakes' DatasetMeta: make_meta(**TRAIN_META), the 3-class tree on
+# T_ months, zero mean, unit std (the fake batches come normalized).
+TRAIN_META = dict(t=T_, version="v1", classes=TRAIN_CLASSES, mean=0.0, std=1.0,
+                  class_pixel_counts=[400, 100, 0], builder_config="fake")
 
 
 def fake_batch(rng, b):
@@ -214,7 +222,7 @@ class FakeData:
     self.sigterm_at = sigterm_at
 
   def load_meta(self, cfg_data):
-    return fake_train_meta()
+    return make_meta(**TRAIN_META)
 
   def train_iterator(self, cfg_data, *, seed, start_step=0):
     step = start_step
@@ -226,7 +234,7 @@ class FakeData:
 
   def eval_batches(self, cfg_data, split, meta=None):
     """Two batches, the second with one padding example; 4×4-pixel parcels.
-    Images come normalized with fake_train_meta()'s statistics (mean 0, std 1)."""
+    Images come normalized with TRAIN_META's statistics (mean 0, std 1)."""
     rng = np.random.default_rng(99)
     n = cfg_data.eval_batch_size
     blocks = (np.arange(S)[:, None] // 4) * (S // 4) + np.arange(S)[None, :] // 4 + 1

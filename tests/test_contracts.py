@@ -64,7 +64,7 @@ def test_constants_have_one_home():
 
 
 def test_compatible_with_names_each_difference():
-  meta = fixtures.make_meta(t=3)
+  meta = fixtures.make_meta(t=3, version="v1")
   assert meta.compatible_with(fixtures.make_meta(t=3)) == []
   other = fixtures.make_meta(t=4, bands=("B2", "B3", "B4"))
   assert meta.compatible_with(other) == [

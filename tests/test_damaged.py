@@ -141,10 +141,10 @@ def trained_workdir(tmp_path_factory):
   import jax.numpy as jnp
   from jaxcrop import checkpoint
   from jaxcrop.models import build_model
-  from tests.fixtures import fake_train_meta as fake_meta, tiny_config
+  from tests.fixtures import TRAIN_META, make_meta, tiny_config
   w = tmp_path_factory.mktemp("trained") / "w"
   w.mkdir()
-  config, meta = tiny_config(), fake_meta()
+  config, meta = tiny_config(), make_meta(**TRAIN_META)
   (w / "config.json").write_text(config.to_json())
   (w / "dataset_meta.json").write_text(meta.to_json())
   model = build_model(config.model, meta.num_classes)
@@ -199,7 +199,7 @@ def test_evaluate_and_predict_name_the_damaged_checkpoint_and_offer_the_other(
               f"complete: use it (evaluate --which last, predict --checkpoint last)")
   rc, _, err = run(evaluate.main, ["--workdir", w, "--which", "best", "--nobaseline"], capsys)
   assert_error(rc, err, expected)
-  zone = pt.make_zone(tmp_path / "zones" / "testz_0")
+  zone = pt.write_zone(tmp_path / "zones" / "testz_0")
   rc, _, err = run(predict.main, ["--workdir", w, "--zone", zone.path, "--out",
                                   tmp_path / "maps"], capsys)
   assert_error(rc, err, expected)
@@ -392,10 +392,12 @@ def test_a_dataset_of_another_major_version_is_refused(dataset, tmp_path, capsys
   from tfds_builder.cropmap import cropmap_dataset_builder as cb
   assert input_pipeline.DATASET_MAJOR == cb.Builder.VERSION.major
   data_dir = tmp_path / "data"
-  future = data_dir / "cropmap" / "tiny" / "2.0.0"
+  major = input_pipeline.DATASET_MAJOR
+  future = data_dir / "cropmap" / "tiny" / f"{major + 1}.0.0"
   shutil.copytree(dataset, future)
   rc, _, err = _train(data_dir, tmp_path / "w", capsys)
-  assert_error_line(rc, err, f"{future}: cropmap dataset version 2.0.0, this code reads 1.x.x; "
+  assert_error_line(rc, err, f"{future}: cropmap dataset version {major + 1}.0.0, this code "
+                        f"reads {major}.x.x; "
                         f"rebuild it with `{_rebuild(data_dir)}` (or use the jaxcrop version "
                         f"that built it)")
   assert not (tmp_path / "w").exists()

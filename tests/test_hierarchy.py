@@ -7,6 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cropcontracts.errors import UserError
+from jaxcrop.config import ConfigError
+
 from configs.hybrid import get_config
 from jaxcrop import cv, evaluate, hierarchy, losses
 from jaxcrop.hierarchy import Tree
@@ -99,7 +102,7 @@ def test_joint_rule_by_hand():
             "tier3": jnp.log(jnp.array([0.1, 0.4, 0.35, 0.15]))}
   assert int(jnp.argmax(consistent_scores(logits, TREE, "none"))) == 1
   assert int(jnp.argmax(consistent_scores(logits, TREE, "joint"))) == 2
-  with pytest.raises(ValueError, match="unknown consistency 'greedy'"):
+  with pytest.raises(ConfigError, match="unknown consistency 'greedy'"):
     consistent_scores(logits, TREE, "greedy")
 
 
@@ -162,7 +165,7 @@ def test_attention_encoder_shapes_and_pixel_order_equivariance():
   np.testing.assert_allclose(enc.apply(v, x[perm]), y[perm], atol=1e-6)
   # The month's position matters: reversing time changes the features.
   assert not np.allclose(enc.apply(v, x[:, ::-1]), y, atol=1e-3)
-  with pytest.raises(ValueError, match="multiple of heads=3"):
+  with pytest.raises(ConfigError, match="multiple of heads=3"):
     AttentionEncoder(d_model=8, heads=3).init(jax.random.key(0), x)
 
 
@@ -189,7 +192,7 @@ def test_models_take_valid_counts(mode):
   with pytest.raises(ValueError, match="needs the per-month valid-observation counts"):
     model.apply(v, X)
   if mode == "mask":
-    with pytest.raises(ValueError, match="needs model.encoder='attention'"):
+    with pytest.raises(ConfigError, match="needs model.encoder='attention'"):
       build_model(model_cfg(valid_count="mask"), 4).init(jax.random.key(0), X, valid_count=count)
 
 
@@ -201,7 +204,7 @@ def test_config_variants_compose():
   assert [s for s in cv.settings(c.cv.grid)][-1] == {
       "model__head__kind": "hierarchical", "model__encoder": "attention"}
   assert get_config("tiny,hierarchical").model.head.kind == "hierarchical"
-  with pytest.raises(ValueError, match=r"unknown config variant\(s\) \['tne'\]"):
+  with pytest.raises(UserError, match=r"unknown config variant\(s\) \['tne'\]"):
     get_config("tne")
 
 

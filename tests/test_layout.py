@@ -79,3 +79,29 @@ def test_no_sys_path_patches():
          if (REPO / top).is_dir() for p in (REPO / top).rglob("*.py")
          if "sys.path.insert" in p.read_text(encoding="utf-8") and p.name != "test_layout.py"]
   assert bad == []
+
+
+def _normalized(name: str) -> str:
+  import re
+  return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_pyproject_names_every_distribution_the_code_imports():
+  """`pip install -e .` from a fresh clone pulls what the code imports: every
+  third-party top-level module of the packages maps (through the installed
+  distributions) to a name in pyproject.toml's dependencies. torch is the
+  benchmark's optional reference (requirements-bench.txt)."""
+  import importlib.metadata
+  import sys
+  import tomllib
+  declared = {_normalized(d) for d in tomllib.loads(
+      (REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+  ours = {*FORBIDDEN, *STAGES, "tests"}
+  modules = {n.split(".")[0] for top in (*STAGES, "cropcontracts", "configs")
+             for p in (REPO / top).rglob("*.py") for n in imports_of(p) if n}
+  third_party = sorted(m for m in modules - ours - {"torch"}
+                       if m not in sys.stdlib_module_names and m != "__future__")
+  dists = importlib.metadata.packages_distributions()
+  missing = [m for m in third_party
+             if not {_normalized(d) for d in dists.get(m, [m])} & declared]
+  assert missing == []

@@ -72,7 +72,7 @@ def _simulate_cvd(hex_color, kind):
 
 @pytest.fixture(scope="module")
 def zone(tmp_path_factory):
-  return pt.make_zone(tmp_path_factory.mktemp("z") / "testz_0")
+  return pt.write_zone(tmp_path_factory.mktemp("z") / "testz_0")
 
 
 def _predict(zone, maps):
@@ -232,7 +232,7 @@ def test_per_class_f1_colours_from_the_metrics_nomenclature():
 
 
 def test_class_distribution_per_region(tmp_path):
-  zones = [pt.make_zone(tmp_path / f"z{i}", zone_id=f"z_{i}", seed=i) for i in range(2)]
+  zones = [pt.write_zone(tmp_path / f"z{i}", pt.synthetic_zone(f"z_{i}"), seed=i) for i in range(2)]
   regions, counts, names = distribution.region_class_counts(zones)
   assert regions == ["Testland"] and names == list(NOM.tier3)
   expected = sum(np.bincount(z.read_labels().ravel(), minlength=256)[:23] for z in zones)
@@ -340,7 +340,7 @@ def test_confusion_from_evaluate_metrics_json(tmp_path):
 
 
 def test_all_figures_for_predicted_zones_only(tmp_path):
-  zones = [pt.make_zone(tmp_path / "zones" / f"z_{i}", zone_id=f"z_{i}", seed=i)
+  zones = [pt.write_zone(tmp_path / "zones" / f"z_{i}", pt.synthetic_zone(f"z_{i}"), seed=i)
            for i in range(2)]
   _predict(zones[0], tmp_path / "maps")
   m = _metrics()
@@ -359,7 +359,7 @@ def test_all_figures_for_predicted_zones_only(tmp_path):
 
 def test_all_figures_for_zones_without_labels(tmp_path, capsys):
   root = tmp_path / "zones"
-  zones = [pt.make_zone(root / f"new_{i}", zone_id=f"new_{i}", seed=i, labels=False)
+  zones = [pt.write_zone(root / f"new_{i}", pt.synthetic_zone(f"new_{i}"), seed=i, labels=False)
            for i in range(2)]
   for z in zones:
     _predict(z, tmp_path / "maps")
@@ -377,7 +377,7 @@ def test_all_figures_for_zones_without_labels(tmp_path, capsys):
   assert img.shape == (750, 700, 3)                          # the map alone
   assert _has_color(img, "#000000")                          # the nodata hole
   # A labelled zone beside them brings the class distribution back (no --maps here).
-  pt.make_zone(root / "old_0", zone_id="old_0")
+  pt.write_zone(root / "old_0", pt.synthetic_zone("old_0"))
   assert plots.main(["all", "--zones", str(root), "--out", str(tmp_path / "fig2")]) == 0
   assert [p.name for p in (tmp_path / "fig2").iterdir()] == ["class_distribution.png"]
   assert capsys.readouterr().err == ""

@@ -19,7 +19,7 @@ NOM = nomenclature.load("v1")
 
 @pytest.fixture(scope="module")
 def zone(tmp_path_factory):
-  return pt.make_zone(tmp_path_factory.mktemp("z") / "testz_0")
+  return pt.write_zone(tmp_path_factory.mktemp("z") / "testz_0")
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +103,10 @@ def test_nodata_hole_is_nodata_in_every_output(zone, pixel_model):
     (dict(bands=("B2", "B3", "B4", "B11")),
      "zone testz_0 ({path}) has bands ['B2', 'B3', 'B4', 'B8'], the checkpoint was "
      "trained on ['B2', 'B3', 'B4', 'B11']; composite the zone with the same bands"),
-    (dict(version="v2"),
-     "zone testz_0 ({path}) is labelled with nomenclature v1, the checkpoint predicts "
-     "nomenclature v2; relabel the zone or use a checkpoint trained on v1"),
+    (dict(version="v1"),    # the zone is labelled with the current nomenclature
+     f"zone testz_0 ({{path}}) is labelled with nomenclature {nomenclature.VERSION}, the "
+     f"checkpoint predicts nomenclature v1; relabel the zone or use a checkpoint trained "
+     f"on {nomenclature.VERSION}"),
 ])
 def test_zone_checkpoint_mismatch_errors(zone, pixel_model, meta_kwargs, message):
   with pytest.raises(checks.PredictError) as e:
@@ -143,7 +144,8 @@ def test_outputs_on_the_zone_grid_with_colors_names_and_cog_layout(zone, pixel_m
 
 
 def test_large_zone_outputs_have_overviews(tmp_path, pixel_model):
-  z = pt.make_zone(tmp_path / "big_0", zone_id="big_0", h=600, w=560, t=1, labels=False)
+  z = pt.write_zone(tmp_path / "big_0", pt.synthetic_zone("big_0", height=600, width=560),
+                    months=pt.months(1), labels=False)
   pred = tiling.Prediction(np.full((600, 560), 3, np.uint8), np.full((600, 560), 90, np.uint8))
   folder = geotiff.write_outputs(z, pred, NOM, tmp_path / "out")
   assert sorted(p.name for p in folder.iterdir()) == ["classes.qml", "classes.tif",
@@ -374,7 +376,7 @@ def test_qgis_style_names_every_class_with_its_colour(zone, pixel_model, tmp_pat
 
 
 def test_checkpoint_classes_must_match_the_nomenclature_table(tmp_path):
-  meta = pt.make_meta()
+  meta = pt.make_meta(version="v1")
   assert checks.checkpoint_nomenclature(meta, "W").tier3 == NOM.tier3
   meta.class_names = list(NOM.tier3[:5]) + ["rice"] + list(NOM.tier3[6:])
   with pytest.raises(checks.PredictError, match=(
@@ -397,7 +399,7 @@ def test_cli_missing_workdir_is_a_one_line_error(zone, tmp_path, capsys):
 
 
 def test_zone_without_labels_gets_maps_but_no_parcels_or_scores(tmp_path, pixel_model):
-  z = pt.make_zone(tmp_path / "nolab_0", zone_id="nolab_0", labels=False)
+  z = pt.write_zone(tmp_path / "nolab_0", pt.synthetic_zone("nolab_0"), labels=False)
   pred = tiling.predict_zone(*pixel_model, z, pt.make_meta(version="v9"), tile=16,
                               overlap=4)                 # no labels → no version check
   assert tiling.score(z, pred, NOM.tier3) is None

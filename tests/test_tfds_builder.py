@@ -150,6 +150,7 @@ def test_patches_round_trip_to_zone_files(built, zones):
     with rasterio.open(folder / "parcels.tif") as src:
       parcels = src.read(1, window=win, boundless=True, fill_value=0)
     np.testing.assert_array_equal(ex["parcels"], parcels.astype(np.int32))
+    assert parcels.dtype == np.uint32 and ex["parcels"].dtype == np.int32   # contracts 1, 2
     with rasterio.open(folder / "valid_count.tif") as src:
       np.testing.assert_array_equal(
           ex["valid_count"], src.read(window=win, boundless=True, fill_value=0))
@@ -264,8 +265,9 @@ def test_nomenclature_version_mismatch(zones, tmp_path):
 def test_months_mismatch(zones, tmp_path):
   root = _broken_copy(zones, tmp_path)
   shutil.rmtree(root / "alpha_3")
-  testing.write_zone(root, testing.synthetic_zone("Alpha", "alpha", 3, 40, 36), seed=1,
-                     months=testing.MONTHS[:6])
+  testing.write_zone(root / "alpha_3", testing.synthetic_zone(
+      "alpha_3", region="Alpha", index=3, height=40, width=36), seed=1,
+      months=testing.MONTHS[:6])
   with pytest.raises(UserError, match=r"zone alpha_3: .*s2.tif has months .* all zones "
                      r"of a dataset must share months and bands"):
     build(root, tmp_path / "data")

@@ -31,7 +31,8 @@ W = "{workdir}"   # replaced by a fresh path: nothing may be written there
      "--config=configs/nope.py: config file configs/nope.py not found "
      "(e.g. configs/hybrid.py:demo)"),
     ([f"--config={CONFIG}:dmeo", "--workdir", W],
-     f"--config={CONFIG}:dmeo: unknown config variant(s) ['dmeo']; expected demo, tiny"),
+     f"--config={CONFIG}:dmeo: unknown config variant(s) ['dmeo']; expected attention, "
+     f"compare, demo, hierarchical, tiny (comma-separated)"),
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.optimizer.lrr=1"],
      "--config.optimizer.lrr: no such config field (did you mean 'lr'?)"),
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.optimizr.lr=1"],
@@ -50,7 +51,7 @@ W = "{workdir}"   # replaced by a fresh path: nothing may be written there
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.train.tensorboard=maybe"],
      "--config.train.tensorboard=maybe: expected true or false, got 'maybe'"),
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.model=1"],
-     "--config.model: a group of fields; set one of them, e.g. --config.model.dtype=…"),
+     "--config.model: a group of fields; set one of them, e.g. --config.model.attention=…"),
     ([f"--config={CONFIG}:demo", "--workdir"], "--workdir: needs a value (--workdir=VALUE)"),
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.eval.max_batches=x"],   # placeholder
      "--config.eval.max_batches=x: invalid literal for int() with base 10: 'x'"),
@@ -101,17 +102,16 @@ def test_train_with_an_unknown_validation_split(tmp_path, monkeypatch, capsys):
 
 
 def test_resume_with_another_model_is_refused_before_config_json_changes(tmp_path):
-  from tests.fixtures import FakeData, fake_train_meta as fake_meta
   w = tmp_path / "w"
   (w / "checkpoints" / "last" / "6").mkdir(parents=True)   # a run that saved step 6
   (w / "config.json").write_text(get_config("tiny").to_json())
-  (w / "dataset_meta.json").write_text(fake_meta().to_json())
+  (w / "dataset_meta.json").write_text(pt.make_meta(**pt.TRAIN_META).to_json())
   before = (w / "config.json").read_text()
   config = get_config("tiny")
   config.model.unet.widths = (8, 32)
   config.model.temporal.features = 4
   with pytest.raises(UserError) as e:
-    train.train_and_evaluate(config, w, data=FakeData())
+    train.train_and_evaluate(config, w, data=pt.FakeData())
   assert str(e.value) == (f"{w}: holds checkpoints of another model (model.temporal.features: "
                           f"8 → 4; model.unet.widths: [8, 16] → [8, 32]); pass a new "
                           f"--workdir, or the run's own settings to resume it")
@@ -242,7 +242,7 @@ def test_cv_mistakes(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def zone(tmp_path_factory):
-  return pt.make_zone(tmp_path_factory.mktemp("zones") / "testz_0")
+  return pt.write_zone(tmp_path_factory.mktemp("zones") / "testz_0")
 
 
 @pytest.mark.parametrize("extra, expected", [

@@ -44,6 +44,9 @@ def test_round_trip_arrays_grid_and_band_order(tmp_path):
   np.testing.assert_array_equal(zf.read_valid_count(), np.clip(counts, 0, 255))
   np.testing.assert_array_equal(zf.read_labels(), class_of[parcels])
   np.testing.assert_array_equal(zf.read_parcels(), parcels)
+  assert zf.read_parcels().dtype == np.uint32          # contract 1: parcels.tif is uint32
+  with rasterio.open(tmp_path / "z" / "parcels.tif") as src:
+    assert src.dtypes[0] == "uint32"
   assert list(zf.parcel_table().ID_PARCEL) == ["0012", "77"]  # ids stay text
   with rasterio.open(tmp_path / "z" / "s2.tif") as src:
     assert src.crs.to_epsg() == zone.epsg

@@ -19,9 +19,9 @@ from typing import Callable
 import numpy as np
 
 from jaxcrop.maps.checks import check_compatible, check_tiling
-from cropcontracts.zonefolder import ZoneFolder
+from cropcontracts.zonefolder import NO_LABEL, ZoneFolder
 
-NODATA = 255
+NODATA = NO_LABEL   # the maps' nodata: the zone folder's no-label value (255)
 # Default tiling: 2 x 2 tiles of 512 cover a 1000-px study zone exactly with 24 px
 # of overlap (1.05 M model pixels, against 1.8 M for 5 x 5 tiles of 256 with 32),
 # one tile per call keeps the default model within ~3 GB on a laptop. Every

@@ -68,6 +68,8 @@ class Dropout(nn.Module):
   memory per round, which made dropout the largest cost of the default
   config's train step on a CPU; the hash fuses into the masking multiply.
   Same distribution (keep probability 1-rate, to 2^-24), different masks.
+  Kept over `nn.Dropout` because a benchmark line shows it pays on the
+  default config: the measurement, its date and command are in docs/model.md.
   """
   rate: float
   deterministic: bool = False
@@ -151,7 +153,7 @@ class UpConv2x2(nn.ConvTranspose):
   names, initializers: it is a ConvTranspose), same outputs; on a CPU XLA runs
   the matmul and its gradients far faster than the dilated convolution it
   emits for the transposed conv's kernel gradient (the slowest ops of the
-  default config's train step in an XLA CPU profile).
+  default config's train step in an XLA CPU profile; measured in docs/model.md).
 
   x [B, H, W, Cin] → [B, 2H, 2W, Cout].
   """

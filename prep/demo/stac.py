@@ -42,8 +42,8 @@ from cropcontracts import atomic
 from prep.demo.region import (EPSG, SCENE_X0, SCENE_Y0, TILE_NORTH, TILE_SOUTH,
                               TILE_WEST, DemoSpec, Tile, demo_tiles)
 from prep.demo.sensor import observe
+from prep.scenes import BAND_FILES   # B02 B03 B04 B08: the files the local route reads
 
-BAND_FILES = ("B02", "B03", "B04", "B08")
 BOA_OFFSET = 1000            # stored DN = reflectance x 10000 + 1000 from baseline 04.00
 BASELINE_0510_FROM = datetime.date(2023, 12, 13)
 _KEYS = {"earth-search": dict(zip((*BAND_FILES, "SCL"), ("blue", "green", "red", "nir", "scl"))),
