@@ -272,8 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
       "demo", formatter_class=_Formatter, help="synthetic demo region, offline",
       description=_doc("""
           Write a synthetic demo region near Chartres in the real input formats
-          (RPG-like GeoPackage, Sentinel-2 L2A-like STAC/COG scenes, zones
-          table) under OUT/raw, then run the composite and labels routes into
+          (RPG 2023-like GeoPackage, Sentinel-2 L2A-like products of baseline
+          05.09 with the BOA offset: SAFE and STAC/COG, each acquisition on two
+          overlapping UTM-31 tiles and a UTM-30 tile; zones table) under OUT/raw, then run the composite and labels routes into
           OUT/zones/<zone_id>/ (2 regions x 5 zones of 256 x 256 pixels; --small:
           2 x 2 zones of 48 x 48). A rerun skips what is complete. Synthetic
           data: not a result."""),

@@ -272,7 +272,7 @@ def test_no_scene_of_the_year(raw, scenes, tmp_path, capsys):
   rc, _, err = run(["composite", "--scenes", scenes, "--zones", "demo-north_0",
                     "--zones-csv", raw / "zones.csv", "--out", tmp_path / "z",
                     "--year", "2021"], capsys)
-  assert_user_error(rc, err, "zone demo-north_0: none of the 25 scenes", "is of 2021")
+  assert_user_error(rc, err, "zone demo-north_0: none of the 75 scenes", "is of 2021")
 
 
 def test_scene_folder_missing(raw, tmp_path, capsys):

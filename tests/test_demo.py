@@ -20,8 +20,15 @@ def raw(tmp_path_factory):
   return path
 
 
-def _scene_dirs(raw):
-  return sorted((raw / "scenes").iterdir(), key=lambda d: d.name.split("_")[2])
+def _scene_dirs(raw, tile=region.TILE_NORTH):
+  """The COG products of one tile (31UCQ: every date), in date order."""
+  return sorted((d for d in (raw / "scenes").iterdir()
+                 if f"_T{tile}_" in d.name and not d.name.endswith(".SAFE")),
+                key=lambda d: d.name.split("_")[2])
+
+
+def _tile(spec, name):
+  return next(t for t in region.demo_tiles(spec) if t.name == name)
 
 
 def test_demo_zones_two_regions_of_five_on_the_10m_grid():
@@ -59,14 +66,24 @@ def test_rpg_geopackage_layer_fields_crs_codes_areas(raw):
   assert [l[0] for l in pyogrio.list_layers(path)] == ["PARCELLES_GRAPHIQUES"]
   gdf = gpd.read_file(path, layer="PARCELLES_GRAPHIQUES")
   assert gdf.crs.to_epsg() == 2154
+  info = pyogrio.read_info(path, layer="PARCELLES_GRAPHIQUES")
+  # IGN's layout: these fields in this order, upper case as the 2023 edition
+  # documents them, geometry column the_geom, SURF_PARC a 32-bit real.
+  assert list(info["fields"]) == ["ID_PARCEL", "CODE_CULTU", "CODE_GROUP", "CULTURE_D1",
+                                  "CULTURE_D2", "SURF_PARC"]
+  assert info["geometry_name"] == "the_geom" and info["geometry_type"] == "MultiPolygon"
+  assert info["ogr_types"] == ["OFTString"] * 5 + ["OFTReal"]
+  assert info["ogr_subtypes"][-1] == "OFSTFloat32"
   assert list(gdf.columns) == [*demo_parcels.RPG_FIELDS, "geometry"]
+  # codes of the 2023 list: new ones (JAC MCS CAH) and changed meanings (CPL PPH)
+  assert set(demo_parcels.CODES_2023) <= set(gdf.CODE_CULTU)
   assert gdf.ID_PARCEL.map(type).eq(str).all() and gdf.ID_PARCEL.is_unique
   assert set(gdf.CODE_CULTU) <= set(crops.CODES)
   assert (gdf.CODE_GROUP == gdf.CODE_CULTU.map(lambda c: crops.CODES[c][0])).all()
   assert {"BTH", "MIS"} <= set(gdf.CODE_CULTU)
   assert set(gdf.CULTURE_D1.dropna()) <= set(crops.CATCH_CROPS)
   assert gdf.SURF_PARC.between(0.5, 10).all()
-  assert (gdf.SURF_PARC.round(2) == gdf.SURF_PARC).all()
+  np.testing.assert_allclose(gdf.SURF_PARC, gdf.SURF_PARC.astype(float).round(2), atol=1e-6)
   # exactly one self-intersecting parcel; repaired, its area is the declared one
   invalid = ~shapely.is_valid(gdf.geometry.values)
   assert invalid.sum() == 1
@@ -97,20 +114,73 @@ def test_scene_files_formats_and_stac_items(raw):
   dirs = _scene_dirs(raw)
   assert len(dirs) == len(region.SMALL.scene_dates) == 25
   item = json.loads((dirs[0] / f"{dirs[0].name}.json").read_text())
-  assert item["id"] == dirs[0].name == "S2A_31UCP_20230103_0_L2A"
+  # Planetary Computer's kind: no baseline in the id, s2:processing_baseline declares it
+  assert item["id"] == dirs[0].name == "S2A_MSIL2A_20230103T105031_R051_T31UCQ_20230103T170512"
   assert dirs[1].name.startswith("S2B_")
   assert item["type"] == "Feature" and item["properties"]["proj:epsg"] == 32631
   assert item["properties"]["datetime"].startswith("2023-01-03T")
+  assert item["properties"]["s2:processing_baseline"] == "05.09"
   assert set(item["assets"]) == {"B02", "B03", "B04", "B08", "SCL"}
   lon0, lat0, lon1, lat1 = item["bbox"]
   assert 1.2 < lon0 < lon1 < 1.8 and 47.9 < lat0 < lat1 < 48.6
+  tile = _tile(region.SMALL, region.TILE_NORTH)
   with rasterio.open(dirs[0] / "B08.tif") as b8, rasterio.open(dirs[0] / "SCL.tif") as scl:
     assert (b8.dtypes[0], scl.dtypes[0]) == ("uint16", "uint8")
     assert (b8.res, scl.res) == ((10.0, 10.0), (20.0, 20.0))
     assert b8.bounds == scl.bounds and b8.crs.to_epsg() == 32631
-    assert (b8.height, b8.width) == region.SMALL.scene_shape
+    assert (b8.height, b8.width) == (tile.height, tile.width)
     assert b8.profile["tiled"] and b8.profile["compress"] == "deflate"
     assert b8.nodata == 0
+
+
+def test_products_declare_baseline_0509_and_its_offset_as_real_ones_do(raw):
+  """SAFE (MTD_MSIL2A.xml), Earth Search, Planetary Computer and CDSE items; none says
+  'harmonized'; every product's numbers carry the +1000 offset."""
+  from prep import s2_products
+  scenes_dir = raw / "scenes"
+  kinds = {"safe": 0, "earth-search": 0, "planetary": 0, "cdse": 0}
+  for d in scenes_dir.iterdir():
+    if d.name.endswith(".SAFE"):
+      kinds["safe"] += 1
+      assert "_N0509_" in d.name or "_N0510_" in d.name
+      mtd = s2_products.read_mtd(d / "MTD_MSIL2A.xml")
+      assert mtd["baseline"] in ("05.09", "05.10") and mtd["product_uri"] == d.name
+      assert mtd["offsets"] == {b: -1000 for b in s2_products.MTD_BANDS}
+      assert len(list(d.glob("GRANULE/L2A_*/IMG_DATA/R10m/T31UCP_*_B0[2348]_10m.jp2"))) == 4
+      assert len(list(d.glob("GRANULE/L2A_*/IMG_DATA/R20m/T31UCP_*_SCL_20m.jp2"))) == 1
+      continue
+    props = json.loads((d / f"{d.name}.json").read_text())["properties"]
+    assert props.get("earthsearch:boa_offset_applied") is not True
+    if "processing:version" in props:
+      kinds["cdse"] += 1
+      assert "_N0509_" in d.name or "_N0510_" in d.name
+    elif "earthsearch:boa_offset_applied" in props:
+      kinds["earth-search"] += 1
+      assert d.name.endswith("_0_L2A") and "_N05" in props["s2:product_uri"]
+    else:
+      kinds["planetary"] += 1
+      assert props["s2:processing_baseline"] in ("05.09", "05.10")
+  assert kinds == {"safe": 9, "earth-search": 16, "planetary": 25, "cdse": 25}
+
+
+def test_same_acquisition_on_two_overlapping_tiles_and_a_neighbour_utm_tile(raw):
+  spec = region.SMALL
+  north, south, west = (_tile(spec, n) for n in
+                        (region.TILE_NORTH, region.TILE_SOUTH, region.TILE_WEST))
+  assert north.rows[0] < south.rows[0] < north.rows[1] < south.rows[1]   # they overlap
+  date = spec.scene_dates[1]                                            # 2023-01-18, S2B
+  names = [n for _, _, n in stac.products_of(spec, 1, date)]
+  with rasterio.open(raw / "scenes" / names[0] / "B04.tif") as a, \
+       rasterio.open(raw / "scenes" / names[1] / "B04.tif") as b:
+    an, bn = a.read(1), b.read(1)
+    ov = south.rows[0] - north.rows[0], north.rows[1] - south.rows[0]
+    np.testing.assert_array_equal(an[ov[0]:], bn[:ov[1]])              # identical numbers
+    assert (an[ov[0]:] > 0).mean() > 0.5
+  with rasterio.open(raw / "scenes" / names[2] / "B04.tif") as c:
+    assert c.crs.to_epsg() == 32630 and c.transform.c % 60 == 0
+  # zone pixels of the western strip lie in no UTM-31 tile
+  zone = region.demo_zones(spec)[0]
+  assert zone.x0 < region.SCENE_X0 + north.cols[0] * 10.0
 
 
 def test_clouds_flagged_nodata_consistent_and_a_month_without_observation(raw):
@@ -148,26 +218,37 @@ def test_same_seed_same_bytes_other_seed_other_arrays(raw, tmp_path):
 
 
 def test_scene_files_are_the_documented_draws(raw):
-  """Scene i is `observe` of the ground drawn from seed 0 with `default_rng([0, 100 + i])`
-  and the December front of `[0, 4]` (prep.demo.sensor), written unchanged."""
+  """Acquisition i is `observe` of the ground drawn from seed 0 with `default_rng([0, 100 + i])`
+  and the December front of `[0, 4]` (prep.demo.sensor), cut per tile (`stac.cut`) and
+  stored with the +1000 offset of its baseline, in COG and in lossless JPEG 2000."""
   spec = region.SMALL
   ground = sensor.make_ground(spec, demo_parcels.make_parcels(spec, seed=0), seed=0)
   front = sensor.december_front(spec, seed=0)
-  for i in (0, 23):                       # a January and a December scene
+  for i in (0, 23):                       # a January and a December acquisition
     date = spec.scene_dates[i]
     dn, scl, facts = sensor.observe(ground, date, np.random.default_rng([0, 100 + i]), front)
-    folder = raw / "scenes" / stac.item_id(date, i)
-    for b, band in zip(stac.BAND_FILES, dn):
-      np.testing.assert_array_equal(rasterio.open(folder / f"{b}.tif").read(1), band)
-    np.testing.assert_array_equal(rasterio.open(folder / "SCL.tif").read(1), scl)
-    item = json.loads((folder / f"{folder.name}.json").read_text())
-    assert item["properties"]["eo:cloud_cover"] == facts["eo:cloud_cover"]
+    for tile, kind, name in stac.products_of(spec, i, date):
+      t_dn, t_scl = stac.cut(spec, tile, dn, scl)
+      folder = raw / "scenes" / name
+      if kind == "safe":
+        files = [next(folder.glob(f"GRANULE/*/IMG_DATA/R10m/*_{b}_10m.jp2"))
+                 for b in stac.BAND_FILES]
+        files.append(next(folder.glob("GRANULE/*/IMG_DATA/R20m/*_SCL_20m.jp2")))
+      else:
+        files = [folder / f"{b}.tif" for b in (*stac.BAND_FILES, "SCL")]
+        item = json.loads((folder / f"{name}.json").read_text())
+        assert item["properties"]["eo:cloud_cover"] == facts["eo:cloud_cover"]
+      for f, band in zip(files, t_dn):
+        stored = rasterio.open(f).read(1)
+        np.testing.assert_array_equal(stored, np.where(band == 0, 0, band + 1000))
+      np.testing.assert_array_equal(rasterio.open(files[-1]).read(1), t_scl)
 
 
 def test_rerun_keeps_files_and_another_seed_is_refused(raw):
   b4 = _scene_dirs(raw)[3] / "B04.tif"
   before = b4.stat().st_mtime_ns
-  assert demo.write_raw(raw, seed=0, small=True, progress=False)["n_scenes"] == 25
+  stamp = demo.write_raw(raw, seed=0, small=True, progress=False)
+  assert (stamp["n_acquisitions"], stamp["n_products"], stamp["n_safe_products"]) == (25, 75, 9)
   assert b4.stat().st_mtime_ns == before
   with pytest.raises(UserError, match=r"holds a demo made with seed=0 small=True, "
                      r"not seed=3 small=True"):
@@ -180,7 +261,7 @@ def test_an_interrupted_raw_folder_is_completed_only_with_its_seed(raw, tmp_path
   shutil.copytree(raw, part)
   stamp = json.loads((part / "demo.json").read_text())
   (part / "demo.json").write_text(json.dumps({**stamp, "complete": False}))
-  lost = sorted((part / "scenes").iterdir())[-1]
+  lost = _scene_dirs(part)[-1]
   shutil.rmtree(lost)
   with pytest.raises(UserError, match="holds a demo made with seed=0"):
     demo.write_raw(part, seed=1, small=True, progress=False)

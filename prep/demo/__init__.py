@@ -83,7 +83,9 @@ def write_raw(raw_dir, *, seed: int = 0, small: bool = False,
   bar = tqdm(dates, desc="demo scenes", unit="scene", disable=not progress)
   ids = [write_scene(raw / "scenes", ground, spec, i, d, seed, front)
          for i, d in enumerate(bar)]
-  stamp.update(complete=True, n_parcels=len(parcels.geometry), n_scenes=len(ids),
+  stamp.update(complete=True, n_parcels=len(parcels.geometry), n_acquisitions=len(ids),
+               n_products=sum(map(len, ids)),
+               n_safe_products=sum(n.endswith(".SAFE") for p in ids for n in p),
                scene_shape=list(spec.scene_shape), invalid_parcel=parcels.invalid)
   atomic.write_json(done, stamp)
   return stamp

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-# CODE_CULTU -> (CODE_GROUP, phenology), from the official RPG 2023 list.
+# CODE_CULTU -> (CODE_GROUP, phenology), from the RPG list in force since 2023
+# (JAC, MCS, CAH exist only from 2023; CPL and PPH carry their 2023 meaning).
 CODES = {
     "BTH": ("1", "winter_wheat"),       # blé tendre d'hiver
     "BDH": ("4", "durum_wheat"),        # blé dur d'hiver
@@ -27,7 +28,10 @@ CODES = {
     "PPH": ("18", "grazed_grass"),      # prairie permanente
     "PTR": ("19", "mown_grass"),        # prairie temporaire
     "LUZ": ("16", "alfalfa"),           # autre luzerne
-    "JAC": ("11", "fallow"),            # jachère (terre arable)
+    "JAC": ("11", "fallow"),            # jachère (terre arable), new in 2023
+    "MCS": ("4", "spring_barley"),      # mélange de céréales de printemps, new in 2023
+    "CAH": ("4", "winter_barley"),      # autre céréale secondaire d'hiver, new in 2023
+    "CPL": ("16", "winter_barley"),     # mélange multi-espèces (2023 meaning)
     "VRC": ("21", "vineyard"),          # vigne : raisins de cuve
     "VRG": ("20", "orchard"),           # verger
     "BOR": ("28", "border"),            # bordure de champ
@@ -48,11 +52,12 @@ CATCH_AFTER = ("BTH", "BDH", "ORH", "ORP", "CZH", "PPR")
 MIX = {
     "demo-north": dict(BTH=.30, ORH=.10, BDH=.02, ORP=.04, MIS=.09,
                        CZH=.10, TRN=.02, BTN=.07, PTC=.04, PPR=.04, PPH=.06,
-                       PTR=.04, LUZ=.03, JAC=.03, BOR=.01, SNE=.01),
+                       PTR=.04, LUZ=.03, JAC=.03, BOR=.01, SNE=.01, MCS=.02,
+                       CAH=.02, CPL=.01),
     "demo-south": dict(BTH=.18, ORH=.06, BDH=.07, ORP=.02, MIS=.16,
                        MID=.01, CZH=.06, TRN=.10, SOJ=.04, BTN=.01, PTC=.01,
                        PPR=.02, PPH=.08, PTR=.05, LUZ=.03, JAC=.03, VRC=.04,
-                       VRG=.02, BOR=.01, SNE=.01),
+                       VRG=.02, BOR=.01, SNE=.01, MCS=.01, CAH=.02, CPL=.01),
 }
 REGION_SHIFT_DAYS = {"demo-north": 0.0, "demo-south": -7.0}
 

@@ -3,8 +3,11 @@
 Parcels are recursive splits of the scene area by slightly tilted lines (the
 first cuts leave roads, later ones hedges or nothing), 0.5-10 ha each, minus a
 pond; each gets a crop from its region's mix and its own phenology draws. They
-are written as the RPG is: layer PARCELLES_GRAPHIQUES in Lambert-93, real
-CODE_CULTU codes, one parcel stored with a self-intersecting ring.
+are written as the RPG is: layer PARCELLES_GRAPHIQUES in Lambert-93, codes of the
+list in force since 2023 (JAC, MCS, CAH, CPL, PPH …), fields in the layout of
+IGN's GeoPackage (`RPG_FIELDS`), one parcel stored with a self-intersecting ring.
+Parcels tile the whole scene area, so many straddle a zone edge: the labels are
+clipped to the zone grid, the zone folder's parcels.gpkg keeps them whole.
 """
 from __future__ import annotations
 
@@ -21,8 +24,15 @@ from prep.demo.region import SCENE_X0, SCENE_Y0, EPSG, DemoSpec, demo_zones
 from prep.labels import RPG_LAYER
 
 RPG_EPSG = 2154       # Lambert-93: the CRS of the RPG
-RPG_FIELDS = ("ID_PARCEL", "SURF_PARC", "CODE_CULTU", "CODE_GROUP",
-              "CULTURE_D1", "CULTURE_D2")
+# The fields of IGN's GeoPackage in the order of its delivery (the 2022 sample of
+# shared/real), named in upper case as the 2023 edition's documentation names
+# them; geometry column `the_geom`, SURF_PARC a 32-bit real, the rest text.
+RPG_FIELDS = ("ID_PARCEL", "CODE_CULTU", "CODE_GROUP", "CULTURE_D1", "CULTURE_D2",
+              "SURF_PARC")
+RPG_GEOMETRY = "the_geom"
+# Codes of the 2023 list each demo holds inside a zone: new in 2023 (JAC, MCS,
+# CAH) or read by their 2023 meaning (CPL, PPH).
+CODES_2023 = ("JAC", "MCS", "CAH", "CPL", "PPH")
 
 
 def _half_plane(point, normal, offset, size=1e5):
@@ -128,6 +138,14 @@ def make_parcels(spec: DemoSpec, seed: int) -> Parcels:
     sel = region == r
     code[sel] = rng.choice(names, size=sel.sum(), p=probs / probs.sum())
   code = code.astype(str)
+  # The codes a 2023 file has and an older table lacks or reads otherwise: each
+  # lies inside a zone, also in the small demo.
+  zone_box = shapely.union_all([shapely.box(*z.bounds) for z in zones])
+  in_zone = np.flatnonzero(shapely.contains(zone_box, shapely.centroid(geoms)))
+  for c in CODES_2023:
+    if not np.isin(code[in_zone], [c]).any():
+      spare = [k for k in in_zone if code[k] not in CODES_2023]
+      code[rng.choice(spare)] = c
   pheno = np.array([CODES[c][1] for c in code], dtype=object)
   for c, choices in MANAGEMENT.items():
     sel = code == c
@@ -168,8 +186,9 @@ def write_rpg(parcels: Parcels, path, seed: int) -> None:
        "CULTURE_D2": [c or None for c in parcels.catch2]},
       geometry=[shapely.MultiPolygon([g]) for g in geoms], crs=EPSG).to_crs(RPG_EPSG)
   area = shapely.area(shapely.make_valid(gdf.geometry.values))
-  gdf.insert(1, "SURF_PARC", np.round(area / 1e4, 2))
+  gdf.insert(len(RPG_FIELDS) - 1, "SURF_PARC", np.round(area / 1e4, 2).astype(np.float32))
   with atomic.atomic_path(path) as tmp, warnings.catch_warnings():
     warnings.filterwarnings("ignore", "The filename extension")  # tmp name
-    gdf.to_file(tmp, layer=RPG_LAYER, driver="GPKG", engine="pyogrio")
+    gdf.to_file(tmp, layer=RPG_LAYER, driver="GPKG", engine="pyogrio",
+                layer_options={"GEOMETRY_NAME": RPG_GEOMETRY})
 
