@@ -7,9 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cropcontracts.errors import UserError
-from jaxcrop.config import ConfigError
-
 from configs.hybrid import get_config
 from jaxcrop import cv, evaluate, hierarchy, losses
 from cropcontracts.errors import UserError
