@@ -102,7 +102,8 @@ def trained():
   import types
   from tests import fixtures as pt
   _, variables = pt.init(pt.PixelModel(), t=12)
-  return types.SimpleNamespace(config=None, model=pt.PixelModel(), variables=variables,
+  config = types.SimpleNamespace(model={"valid_count": "none"})   # what predict reads
+  return types.SimpleNamespace(config=config, model=pt.PixelModel(), variables=variables,
                                meta=pt.make_meta(t=12))
 
 
