@@ -258,6 +258,9 @@ def test_plots_all_writes_every_figure(maps, evaluated, zones_root, tmp_path):
                      "--metrics", str(workdir / "eval" / "metrics.json"), "--out", str(out)]) == 0
   expected = {"f1_per_class.png", "confusion_pixel.png", "confusion_parcel.png",
               "class_distribution.png"}
+  for tier in ("tier1", "tier2"):             # the metrics file holds every tier
+    expected |= {f"f1_per_class_{tier}.png", f"confusion_pixel_{tier}.png",
+                 f"confusion_parcel_{tier}.png"}
   for zid in TEST_ZONES:
     expected |= {f"{zid}_composites.gif", f"{zid}_prediction.png", f"{zid}_errors.png"}
   assert {p.name for p in out.iterdir()} == expected
