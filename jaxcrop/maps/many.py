@@ -64,6 +64,17 @@ class _Stop:
     self.error = error
 
 
+def _put(q: queue.Queue, value, stop: threading.Event) -> None:
+  """q.put(value), waiting while q is full, unless `stop` is set meanwhile (the other
+  side failed): a bounded queue then never blocks a thread for good."""
+  while not stop.is_set():
+    try:
+      q.put(value, timeout=0.1)
+      return
+    except queue.Full:
+      pass
+
+
 def run_pipelined(items: Sequence, read: Callable, compute: Callable, write: Callable, *,
                   prefetch: int = 2) -> int:
   """For each item: read(item) on a reader thread (at most `prefetch` read ahead),
@@ -81,13 +92,7 @@ def run_pipelined(items: Sequence, read: Callable, compute: Callable, write: Cal
       for item in items:
         if stop.is_set():
           break
-        data = read(item)
-        while not stop.is_set():
-          try:
-            reads.put((item, data), timeout=0.1)
-            break
-          except queue.Full:
-            pass
+        _put(reads, (item, read(item)), stop)
       reads.put(_Stop())
     except BaseException as e:  # noqa: BLE001  (re-raised by the caller's thread)
       reads.put(_Stop(e))
@@ -122,13 +127,7 @@ def run_pipelined(items: Sequence, read: Callable, compute: Callable, write: Cal
           errors.append(got.error)
         break
       item, data = got
-      result = compute(item, data)
-      while not stop.is_set():
-        try:
-          writes.put((item, result), timeout=0.1)
-          break
-        except queue.Full:
-          pass
+      _put(writes, (item, compute(item, data)), stop)
   except BaseException as e:
     errors.append(e)
   finally:
