@@ -74,8 +74,10 @@ def main(argv=None) -> int:
   ap.add_argument("--overwrite", action="store_true",
                   help="replace existing OUT/<zone_id> folders")
   ap.add_argument("--resume", action="store_true",
-                  help="skip zones whose OUT/<zone_id> is complete (map.json and its files): "
-                       "rerun a killed or preempted run with the same command")
+                  help="skip zones whose OUT/<zone_id> is complete (map.json and its files, "
+                       "with the --tiers / --probs files this command asks for; a map "
+                       "without them is made again): rerun a killed or preempted run "
+                       "with the same command")
   ap.add_argument("--zones-csv", default=None, metavar="CSV",
                   help="map only the zones of this zones table (e.g. `prep zones --country`), "
                        "found as folders <zone_id> under --zone")
@@ -133,13 +135,20 @@ def _run(args) -> int:
   folders = zone_folders(args.zone, args.zones_csv)
   mine = set(many.share(folders, index, count))
   out = pathlib.Path(args.out)
-  done = sorted(i for i in mine if args.resume and many.is_complete(out / i))
+  required = many.expected_files(tiers=args.tiers, probs=args.probs)
+  done = sorted(i for i in mine if args.resume and many.is_complete(out / i, required))
   zones = [open_zone(folders[i]) for i in sorted(mine - set(done))]
-  if count > 1 or done:
+  # --resume: a finished map that lacks what this command asks for (--tiers,
+  # --probs) is mapped again and replaced; an unfinished one never has a folder.
+  redo = {z.zone_id for z in zones if args.resume and many.is_complete(out / z.zone_id)}
+  if count > 1 or done or redo:
+    lacking = ", ".join(many.missing_files([out / i for i in sorted(redo)], required))
     print(f"process {index} of {count}: {len(mine)} of {len(folders)} zones, "
-          f"{len(done)} already complete, {len(zones)} to map", file=sys.stderr)
+          f"{len(done)} already complete, {len(zones)} to map"
+          + (f" ({len(redo)} mapped before without {lacking})" if redo else ""),
+          file=sys.stderr)
   for z in zones:
-    check_output(out / z.zone_id, args.overwrite)
+    check_output(out / z.zone_id, args.overwrite or z.zone_id in redo)
     check_geometries_source(z)
   from jaxcrop.checkpoint import load_trained
   try:
@@ -165,7 +174,7 @@ def _run(args) -> int:
                         valid_count=with_count, tree=tree)
 
   def write(z, pred):
-    folder = write_outputs(z, pred, nom, args.out, overwrite=args.overwrite)
+    folder = write_outputs(z, pred, nom, args.out, overwrite=args.overwrite or z.zone_id in redo)
     print(f"{z.zone_id}: wrote {', '.join(sorted(p.name for p in folder.iterdir()))} "
           f"in {folder}")
     s = score(z, pred, meta.class_names)

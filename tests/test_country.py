@@ -175,6 +175,29 @@ def test_a_killed_process_resumes_without_redoing_finished_zones(demo, tmp_path,
   assert _predict(demo, tmp_path, *args) == 0 and mapped == []
 
 
+def test_resume_with_tiers_redoes_zones_mapped_without_them(demo, tmp_path, fake_checkpoint,
+                                                            mapped, capsys):
+  from jaxcrop.maps import many
+  one = ("--process-index", "0", "--process-count", "1", "--resume")
+  assert _predict(demo, tmp_path, *one) == 0 and len(mapped) == 4
+  first = sorted(p for p in tmp_path.iterdir() if many.is_complete(p))[0]
+  assert not many.is_complete(first, many.expected_files(tiers=True))
+  mapped.clear()
+  capsys.readouterr()
+  assert _predict(demo, tmp_path, *one, "--tiers") == 0
+  assert len(mapped) == 4                                 # all four lacked the tier maps
+  assert ("4 to map (4 mapped before without classes_tier1.tif, classes_tier2.tif)"
+          in capsys.readouterr().err)
+  for p in tmp_path.iterdir():
+    assert many.is_complete(p, many.expected_files(tiers=True))
+  assert not list(tmp_path.glob(".*"))                    # the old maps are gone
+  mapped.clear()
+  assert _predict(demo, tmp_path, *one, "--tiers") == 0 and mapped == []
+  assert _predict(demo, tmp_path, *one) == 0 and mapped == []   # tiers are extra, not wrong
+  assert many.missing_files([first], many.expected_files(tiers=True, probs=True)) == [
+      "probabilities.tif"]
+
+
 def test_share_and_zones_table(demo, tmp_path, capsys):
   from jaxcrop import predict
   from jaxcrop.maps import many

@@ -15,7 +15,10 @@ thread writes the finished maps (COG encoding and the parcel product are CPU).
 Resume. A zone's output folder is renamed into place only when complete and
 holds `map.json` listing its files (`geotiff.write_outputs`); a zone whose
 folder is complete is skipped, so a killed or preempted run, rerun with the
-same command and `--resume`, does only the zones it had not finished.
+same command and `--resume`, does only the zones it had not finished. Complete
+means: every file the command asks for (`expected_files`), so a zone mapped
+without `--tiers` or `--probs` is mapped again (and replaced) when a rerun asks
+for them.
 """
 from __future__ import annotations
 
@@ -36,14 +39,33 @@ def share(zone_ids: Iterable[str], index: int, count: int) -> list[str]:
   return sorted(zone_ids)[index::count]
 
 
-def is_complete(folder) -> bool:
-  """True when folder holds map.json and every file it lists (a finished zone)."""
+def expected_files(*, tiers: bool = False, probs: bool = False) -> list[str]:
+  """The files a zone's map folder must hold for a command with these options
+  (besides its styles and, for a labelled zone, parcels.gpkg)."""
+  files = ["classes.tif", "confidence.tif"]
+  if tiers:
+    files += ["classes_tier1.tif", "classes_tier2.tif"]
+  if probs:
+    files.append("probabilities.tif")
+  return files
+
+
+def is_complete(folder, required: Sequence[str] = ()) -> bool:
+  """True when folder holds map.json, every file it lists, and each of
+  `required` is among them (a finished zone, with what this command asks for)."""
   folder = pathlib.Path(folder)
   try:
     files = json.loads((folder / MAP_JSON).read_text(encoding="utf-8"))["files"]
   except (OSError, ValueError, KeyError, TypeError):
     return False
-  return all((folder / f).is_file() for f in files)
+  return set(required) <= set(files) and all((folder / f).is_file() for f in files)
+
+
+def missing_files(folders, required: Sequence[str]) -> list[str]:
+  """The files of `required` that some of these finished map folders lack."""
+  have = [set(json.loads((pathlib.Path(f) / MAP_JSON).read_text(encoding="utf-8"))["files"])
+          for f in folders]
+  return [r for r in required if any(r not in h for h in have)]
 
 
 def process_share(index: int | None, count: int | None) -> tuple[int, int]:
