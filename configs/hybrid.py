@@ -8,7 +8,8 @@ Variants (comma-separated after the colon, in any order): sizes `demo` (the
 synthetic demo dataset, a small model, ~2–3 min on 2 CPU cores), `tiny` (unit
 tests: a few steps); models `attention` (the L-TAE-style temporal encoder
 instead of the 1D CNN), `hierarchical` (tier 1/2/3 heads); `compare` (a CV grid
-of flat/hierarchical × cnn/attention). E.g. `configs/hybrid.py:demo,attention`.
+of flat/hierarchical × cnn/attention), `validcount` (a CV grid of the valid-count
+inputs: none/channel, and mask with `attention`). E.g. `configs/hybrid.py:demo,attention`.
 """
 import ml_collections
 from ml_collections import config_dict
@@ -18,7 +19,7 @@ from cropcontracts.errors import UserError
 
 def get_config(variant: str = ""):
   variants = set(filter(None, (variant or "").split(",")))
-  known = {"demo", "tiny", "attention", "hierarchical", "compare"}
+  known = {"demo", "tiny", "attention", "hierarchical", "compare", "validcount"}
   unknown = variants - known
   if unknown:
     raise UserError(f"unknown config variant(s) {sorted(unknown)}; expected "
@@ -124,4 +125,9 @@ def get_config(variant: str = ""):
     # configs/hybrid.py:demo,compare --workdir W --noretrain
     c.cv.grid = dict(model__head__kind=("flat", "hierarchical"),
                      model__encoder=("cnn", "attention"))
+  if "validcount" in variants:
+    # Do the gap-filled months' valid-observation counts help? The encoder and
+    # head of the other variants, 3 folds: ... configs/hybrid.py:demo,validcount
+    modes = ("none", "channel") + (("mask",) if c.model.encoder == "attention" else ())
+    c.cv.grid = dict(model__valid_count=modes)
   return c

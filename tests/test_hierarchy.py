@@ -203,6 +203,10 @@ def test_config_variants_compose():
   assert [s for s in cv.settings(c.cv.grid)][-1] == {
       "model__head__kind": "hierarchical", "model__encoder": "attention"}
   assert get_config("tiny,hierarchical").model.head.kind == "hierarchical"
+  assert list(cv.settings(get_config("demo,validcount").cv.grid)) == [
+      {"model__valid_count": "none"}, {"model__valid_count": "channel"}]
+  assert [s["model__valid_count"] for s in cv.settings(get_config(
+      "validcount,attention").cv.grid)] == ["none", "channel", "mask"]
   with pytest.raises(UserError, match=r"unknown config variant\(s\) \['tne'\]"):
     get_config("tne")
 
