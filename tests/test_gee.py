@@ -566,3 +566,36 @@ def test_many_zones_share_one_pool(tmp_path, monkeypatch):
   assert all((tmp_path / z.zone_id / "s2.tif").is_file() for z in zones)
   with pytest.raises(UserError, match="--workers 0 must be at least 1"):
     gee.composite_zones_from_gee(zones, tmp_path, workers=0, initialize_ee=False)
+
+
+def test_beam_gee_source_equals_the_one_process_route(tmp_path, monkeypatch):
+  """`prep beam --source gee` inside Beam (DirectRunner, in this process, the fake
+  computePixels behind it): one initialize and one pool per DoFn instance, every
+  request through that pool, and the same zone folders as the one-process route."""
+  from prep import beam_composites
+  zones = [ZONE, Zone("t_1", "Test", "Town", 1, 32631, x0=410_000.0, y0=5_000_000.0,
+                      width=30, height=20)]
+  server = ConcurrentServer()
+  monkeypatch.setattr(ee.data, "computePixels", server)
+  inits, pools = [], []
+  monkeypatch.setattr(gee, "initialize", lambda project=None: inits.append(project))
+  real_pool = gee.make_pool
+  monkeypatch.setattr(gee, "make_pool", lambda workers=1, **kw: pools.append(workers) or
+                      real_pool(workers, **kw))
+  beam_composites.run(zones, tmp_path / "beam", source="gee", project="my-proj",
+                      gee_workers=3, pipeline_args=["--runner", "DirectRunner"])
+  assert inits and set(inits) == {"my-proj"} and len(pools) == len(inits)
+  assert set(pools) == {3} and server.max_in_flight <= 3 and len(server.requests) == 24
+  rows = beam_composites.read_summary(tmp_path / "beam")
+  assert [r["zone_id"] for r in rows] == ["t_0", "t_1"] and not any(r["skipped"] for r in rows)
+  gee.composite_zones_from_gee(zones, tmp_path / "one", workers=3, progress=False,
+                               initialize_ee=False)
+  for z in zones:
+    a = zonefolder.open_zone(tmp_path / "beam" / z.zone_id)
+    b = zonefolder.open_zone(tmp_path / "one" / z.zone_id)
+    np.testing.assert_array_equal(a.read_image(), b.read_image())
+    np.testing.assert_array_equal(a.read_valid_count(), b.read_valid_count())
+  n = len(server.requests)
+  beam_composites.run(zones, tmp_path / "beam", source="gee", project="my-proj")
+  assert len(server.requests) == n                    # complete zones: no request
+  assert all(r["skipped"] for r in beam_composites.read_summary(tmp_path / "beam"))
