@@ -2,6 +2,8 @@
 
   python -m prep beam --source scenes --scenes DIR --zones-csv zones_fr.csv --all \\
       --out gs://BUCKET/zones [-- BEAM PIPELINE OPTIONS]
+  python -m prep beam --source stac --catalog earth-search --zones-csv zones_fr.csv \\
+      --all --out gs://BUCKET/zones [-- BEAM PIPELINE OPTIONS]
 
 One element per zone (its zones-table row), reshuffled so that the runner spreads
 the zones over its workers; one DoFn composites a zone with the route named by
@@ -14,6 +16,10 @@ are the same bit for bit:
           under 40, docs/prep-imagery.md).
   scenes  `prep.scenes.composite_zone_from_scenes` (SAFE or STAC/COG scene folders
           on a disk every worker reads, e.g. a mounted bucket).
+  stac    `prep.stac.composite_zone_from_stac` (a STAC API: earth-search,
+          planetary-computer, cdse or a URL; windows read over HTTP by each
+          worker, `--stac-workers` at once; the window cache lives in the
+          worker's local copy of the zone folder).
 
 Outputs: OUT/<zone_id>/ locally, or on gs:// (the zone is written to a local
 temporary folder, then its files are uploaded, meta.json last, so a zone folder
@@ -38,7 +44,7 @@ from cropcontracts import atomic
 from cropcontracts.errors import UserError
 from cropcontracts.zone import Zone
 
-SOURCES = ("gee", "scenes")
+SOURCES = ("gee", "scenes", "stac")
 
 
 def has_imagery(folder) -> bool:
@@ -62,6 +68,12 @@ def composite_one(zone: Zone, folder: pathlib.Path, source: str, options: dict,
     from prep import gee
     return gee.composite_zone_from_gee(zone, folder, year=options["year"], progress=False,
                                        initialize_ee=False, pool=pool)
+  if source == "stac":
+    from prep import stac
+    return stac.composite_zone_from_stac(
+        zone, folder, cat=stac.catalog(options["catalog"], options.get("collection")),
+        year=options["year"], max_cloud=options.get("max_cloud"),
+        workers=options.get("stac_workers", 4), progress=False)
   raise UserError(f"--source {source!r}: choose one of {', '.join(SOURCES)}")
 
 
@@ -112,8 +124,9 @@ def _dofn():
 
 
 def run(zones: Sequence[Zone], out, *, source: str, scenes=None, year: int = 2023,
-        project: str | None = None, gee_workers: int = 8,
-        pipeline_args: Sequence[str] = ()) -> None:
+        project: str | None = None, gee_workers: int = 8, catalog: str = "earth-search",
+        collection: str | None = None, max_cloud: float | None = None,
+        stac_workers: int = 4, pipeline_args: Sequence[str] = ()) -> None:
   """Runs the pipeline over `zones` (DirectRunner unless pipeline_args say otherwise)."""
   import apache_beam as beam
   from apache_beam.options.pipeline_options import PipelineOptions
@@ -121,11 +134,18 @@ def run(zones: Sequence[Zone], out, *, source: str, scenes=None, year: int = 202
     raise UserError(f"--source {source!r}: choose one of {', '.join(SOURCES)}")
   if source == "scenes" and (scenes is None or not pathlib.Path(scenes).is_dir()):
     raise UserError(f"{scenes}: scene folder not found (--scenes)")
+  if source == "stac":
+    from prep import stac
+    stac.catalog(catalog, collection)          # a bad name fails here, not on a worker
+  for name, n in (("--gee-workers", gee_workers), ("--stac-workers", stac_workers)):
+    if n < 1:
+      raise UserError(f"{name} {n} must be at least 1")
   out = str(out)
   if not atomic.is_remote(out):
     pathlib.Path(out).mkdir(parents=True, exist_ok=True)
   options = dict(scenes=str(scenes) if scenes else None, year=year, project=project,
-                 gee_workers=gee_workers)
+                 gee_workers=gee_workers, catalog=catalog, collection=collection,
+                 max_cloud=max_cloud, stac_workers=stac_workers)
   CompositeZone = _dofn()
   with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as p:
     _ = (p

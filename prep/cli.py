@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
       description=_doc("""
           Composites of every selected zone with an Apache Beam pipeline: one
           element per zone, the route of --source (gee: Earth Engine; scenes: local
-          SAFE/STAC scenes) as in `prep gee` / `prep composite`, zone folders in
+          SAFE/STAC scenes; stac: a STAC API) as in `prep gee` / `prep composite` /
+          `prep stac`, zone folders in
           OUT (local or gs://); zones already composited are skipped. Arguments
           after `--` go to Beam (default DirectRunner); the Dataflow command is in
           docs/prep-imagery.md."""),
@@ -214,9 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
             python -m prep beam --source scenes --scenes /tmp/demo/raw/scenes \\
                 --zones-csv /tmp/demo/raw/zones.csv --all --out /tmp/zones_beam
             python -m prep beam --source gee --zones-csv zones_fr.csv --all \\
-                --out gs://BUCKET/zones -- --runner DataflowRunner --project P ..."""))
-  p.add_argument("--source", choices=("gee", "scenes"), required=True,
-                 help="the composite route: gee (Earth Engine) or scenes (local scenes)")
+                --out gs://BUCKET/zones -- --runner DataflowRunner --project P ...
+            python -m prep beam --source stac --catalog earth-search \\
+                --zones-csv zones_fr.csv --all --out gs://BUCKET/zones -- ..."""))
+  p.add_argument("--source", choices=("gee", "scenes", "stac"), required=True,
+                 help="the composite route: gee (Earth Engine), scenes (local scenes) or "
+                      "stac (a STAC API)")
   p.add_argument("--scenes", type=pathlib.Path, default=None, metavar="DIR",
                  help="--source scenes: folder of scene folders every worker can read")
   _zone_args(p)
@@ -227,6 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
                  help="--source gee: Google Cloud project (default: $JAXCROP_EE_PROJECT)")
   p.add_argument("--gee-workers", type=int, default=8,
                  help="--source gee: requests in flight per Beam worker (default: %(default)s)")
+  p.add_argument("--catalog", default="earth-search", metavar="NAME|URL",
+                 help="--source stac: earth-search, planetary-computer, cdse or a STAC API "
+                      "URL (default: %(default)s)")
+  p.add_argument("--collection", default=None,
+                 help="--source stac: collection id (default: sentinel-2-l2a)")
+  p.add_argument("--max-cloud", type=float, default=None, metavar="PERCENT",
+                 help="--source stac: skip items whose tile eo:cloud_cover exceeds PERCENT "
+                      "(as in `prep stac`; default: no filter)")
+  p.add_argument("--stac-workers", type=int, default=4,
+                 help="--source stac: remote windows read at once per zone (default: "
+                      "%(default)s)")
   p.add_argument("beam_args", nargs="*", metavar="-- BEAM_OPTION",
                  help="Beam pipeline options, after --")
   p.set_defaults(run=run_beam)
@@ -423,6 +438,8 @@ def run_beam(args) -> None:
   zones = _zones(args)
   beam_composites.run(zones, args.out, source=args.source, scenes=args.scenes,
                       year=args.year, project=args.project, gee_workers=args.gee_workers,
+                      catalog=args.catalog, collection=args.collection,
+                      max_cloud=args.max_cloud, stac_workers=args.stac_workers,
                       pipeline_args=args.beam_args)
   print(f"beam composites: {len(zones)} zone(s) under {args.out} "
         f"(summary: {args.out}/_beam/composites-*.jsonl)")

@@ -261,6 +261,32 @@ def test_cli_stac_on_the_loopback_catalogue(few, tmp_path, capsys, small_demo):
   assert "warning: zone" in capsys.readouterr().err
 
 
+def test_beam_stac_source_equals_the_local_route(small_demo, tmp_path, capsys):
+  """`prep beam --source stac` (DirectRunner, the loopback catalogue): the zone
+  folder equals the local route's bit for bit; a rerun reads nothing."""
+  from prep import beam_composites
+  root, zones = small_demo
+  zone = zones[0]
+  with StacServer(root / "raw" / "scenes") as server:
+    rc = cli.main(["-q", "beam", "--source", "stac", "--catalog", server.url,
+                   "--zones-csv", str(root / "raw" / "zones.csv"), "--zones", zone.zone_id,
+                   "--out", str(tmp_path), "--stac-workers", "2",
+                   "--", "--runner", "DirectRunner"])
+    assert rc == 0, capsys.readouterr().err
+    _same_imagery(tmp_path / zone.zone_id, root / "zones" / zone.zone_id)
+    meta = zonefolder.open_zone(tmp_path / zone.zone_id).meta["imagery"]
+    assert meta["source"] == "stac" and meta["catalog"] == server.url
+    assert not (tmp_path / zone.zone_id / stac.CACHE_DIR).exists()
+    [row] = beam_composites.read_summary(tmp_path)
+    assert row["zone_id"] == zone.zone_id and not row["skipped"]
+    searched = server.requests["/search"]
+    beam_composites.run([zone], tmp_path, source="stac", catalog=server.url)
+    assert server.requests["/search"] == searched            # complete: no request
+  assert cli.main(["-q", "beam", "--source", "stac", "--catalog", "aws", "--zones-csv",
+                   str(root / "raw" / "zones.csv"), "--all", "--out", str(tmp_path)]) == 2
+  assert "--catalog 'aws': not a known catalogue" in capsys.readouterr().err
+
+
 def test_max_cloud_drops_items_before_reading(few, tmp_path):
   d, zone, names = few
 
