@@ -6,22 +6,26 @@ rows, `prep.zones.write_zones`), so every later stage consumes it unchanged.
 
 Grid. Each UTM zone (30, 31, 32 N over metropolitan France) has its own grid of
 squares of `pixels` x 10 m whose corners are multiples of the square's side in
-that zone's coordinates (so on the 10 m Sentinel-2 grid). A square belongs to the
-UTM zone of its centre: the square of grid z is a candidate only when its centre
-lies in z's 6-degree band. Near 0 and 6 degrees East the two grids are rotated
-against each other (meridian convergence), so next to the meridian they overlap
-in places (the mosaic keeps the zone whose centre is nearest, `jaxcrop.maps.mosaic`)
-and leave slivers in others, whose parcels are in no zone. The command reports
-the parcel area in the RPG (`parcel_ha`, Lambert-93 m²) and inside the kept
-squares (`zone_parcel_ha`, UTM m², whose scale differs by up to ~1e-3; a parcel
-of an overlap counted once per zone).
+that zone's coordinates (so on the 10 m Sentinel-2 grid). A parcel belongs to the
+UTM zone of its band: the band (plain 6-degree bands) of a point on its surface
+(`shapely.point_on_surface`, in longitude). A square of grid z holds the area of
+z's parcels only, and is kept when that area is above `min_fraction` of it. So
+every parcel lies inside the kept squares of its own grid, also next to 0 and 6
+degrees East, where the grids of two zones are rotated against each other
+(meridian convergence) and a rule on the squares alone (e.g. "its centre in the
+band") would leave slivers whose parcels are in no zone. The price is overlap:
+squares of both grids along the meridian (the mosaic keeps the zone whose centre
+is nearest, `jaxcrop.maps.mosaic`). The command reports the parcel area in the
+RPG (`parcel_ha`, Lambert-93 m²) and inside the kept squares (`zone_parcel_ha`,
+UTM m², whose scale differs by up to ~1e-3): equal up to that scale, when
+`min_fraction` drops nothing.
 
 Coverage. Agricultural coverage is the RPG parcels' area inside each square,
 computed exactly from the RPG itself, without Earth Engine: the file is read by
 bounding-box chunks of `chunk_km` (a parcel belongs to the chunk holding its
 first vertex, so none is counted twice), each chunk's parcels are projected to
-the UTM zones whose band they lie within 0.25 degree of (shapely 2 / pyproj,
-vectorized), a parcel inside one square adds its area to it, and the few that
+the UTM zone of its band (shapely 2 / pyproj, vectorized), a parcel inside
+one square adds its area to it, and the few that
 cross square edges are cut by the squares (`shapely.intersection` over the
 (parcel, square) pairs). `cropland_fraction` of a row is that area over the
 square's area; squares whose fraction is above `min_fraction` are kept.
@@ -45,7 +49,6 @@ from cropcontracts.zone import RES, ZONE_PIXELS, Zone
 RPG_CRS = "EPSG:2154"
 SOURCE = "rpg-country"
 FRANCE_UTM = (30, 31, 32)
-BAND_MARGIN = 0.25   # degrees of longitude: parcels this far outside a band meet its squares
 
 
 @dataclasses.dataclass
@@ -99,26 +102,30 @@ def _to_utm(geoms: np.ndarray, utm: int) -> np.ndarray:
   return shapely.transform(geoms, lambda xy: np.stack(t.transform(xy[:, 0], xy[:, 1]), 1))
 
 
+def parcel_utm(geoms: np.ndarray, utms: Sequence[int] = FRANCE_UTM) -> np.ndarray:
+  """int [N]: the UTM zone of each parcel (EPSG:2154 polygons): the band of a point
+  on its surface, clipped to `utms` (a parcel west of the first band belongs to it)."""
+  import pyproj
+  import shapely
+  pts = shapely.get_coordinates(shapely.point_on_surface(geoms))
+  lon, _ = pyproj.Transformer.from_crs(RPG_CRS, "EPSG:4326", always_xy=True).transform(
+      pts[:, 0], pts[:, 1])
+  return np.clip(utm_band(lon), min(utms), max(utms))
+
+
 def add_parcels(cov: Coverage, geoms: np.ndarray, side: float,
                 utms: Sequence[int] = FRANCE_UTM) -> None:
   """Adds the area of parcels geoms [N] (EPSG:2154 polygons) to the squares of
-  side `side` metres of every UTM grid in `utms` that they meet."""
-  import pyproj
+  side `side` metres of their own UTM grid (`parcel_utm`) that they meet."""
   import shapely
   geoms = geoms[~shapely.is_empty(geoms) & ~shapely.is_missing(geoms)]
   if not len(geoms):
     return
   cov.parcels += len(geoms)
   cov.parcel_m2 += float(shapely.area(geoms).sum())      # Lambert-93 m²
-  b = shapely.bounds(geoms)
-  to_wgs = pyproj.Transformer.from_crs(RPG_CRS, "EPSG:4326", always_xy=True)
-  lon0, _ = to_wgs.transform(b[:, 0], b[:, 1])
-  lon1, _ = to_wgs.transform(b[:, 2], b[:, 3])
-  # a square of grid z whose centre is in z's band reaches at most its half
-  # diagonal (7.1 km, < 0.1 degree of longitude in France) beyond the band
+  band = parcel_utm(geoms, utms)
   for utm in utms:
-    west, east = -180.0 + 6 * (utm - 1), -180.0 + 6 * utm
-    near = (np.asarray(lon1) > west - BAND_MARGIN) & (np.asarray(lon0) < east + BAND_MARGIN)
+    near = band == utm
     if not near.any():
       continue
     g = _to_utm(geoms[near], utm)
@@ -154,8 +161,8 @@ def square_zones(cov: Coverage, side: float, pixels: int, *,
                  min_fraction: float = 0.0) -> tuple[list[Zone], float]:
   """The kept squares as Zone rows, and the parcel area (m²) inside them.
 
-  A square of grid z is kept when its centre lies in z's band and its parcel
-  area over its area is above `min_fraction`.
+  A square of grid z is kept when the area of z's parcels in it over its area is
+  above `min_fraction` (its centre may lie in the next band: module docstring).
   """
   import pyproj
   keys = sorted(cov.area)
@@ -168,9 +175,8 @@ def square_zones(cov: Coverage, side: float, pixels: int, *,
     to_wgs = pyproj.Transformer.from_crs(f"EPSG:{32600 + utm}", "EPSG:4326",
                                          always_xy=True)
     lon, lat = to_wgs.transform((cols + 0.5) * side, (rows + 0.5) * side)
-    own = utm_band(lon) == utm
     frac = np.array([cov.area[k] for k in mine]) / side**2
-    keep = own & (frac > min_fraction)
+    keep = frac > min_fraction
     order = np.lexsort((cols, -rows))                  # north to south, west to east
     index = 0
     for i in order[keep[order]]:

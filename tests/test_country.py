@@ -80,18 +80,46 @@ def test_cli_country_needs_the_rpg(tmp_path, capsys):
   assert "zones --country needs --rpg FILE" in capsys.readouterr().err
 
 
-def test_squares_belong_to_the_utm_zone_of_their_centre():
+def _meridian_parcels():
+  """200 m square parcels (EPSG:2154) on a grid of points astride 0 degrees East."""
+  to_l93 = pyproj.Transformer.from_crs(4326, 2154, always_xy=True)
+  lon, lat = np.meshgrid(np.linspace(-0.08, 0.08, 33), np.linspace(43.6, 49.6, 61))
+  x, y = to_l93.transform(lon.ravel(), lat.ravel())
+  return shapely.box(x - 100, y - 100, x + 100, y + 100), lon.ravel()
+
+
+def _covered(zones, geoms):
+  """bool [N]: the parcel lies inside the kept squares of one grid."""
+  out = np.zeros(len(geoms), bool)
+  for utm in (30, 31):
+    cover = shapely.union_all([shapely.box(*z.bounds) for z in zones if z.epsg == 32600 + utm])
+    out |= shapely.contains(cover, country._to_utm(geoms, utm))
+  return out
+
+
+def test_every_parcel_astride_a_utm_edge_is_inside_a_square_of_its_grid():
+  geoms, lon = _meridian_parcels()
+  band = country.parcel_utm(geoms)
+  assert (band == np.where(lon < 0, 30, 31)).all()    # the point on the surface: the centre
+  assert (country.parcel_utm(geoms, utms=(31, 32)) == 31).all()    # clipped to the zones
   cov = country.Coverage()
-  # a 10 km square of grid 31 whose centre is west of 0 degrees East (UTM 30's band)
-  # is not a zone of grid 31; the same square of grid 30 is
-  lon_edge = 0.0
-  t31 = pyproj.Transformer.from_crs(4326, 32631, always_xy=True)
-  x, y = t31.transform(lon_edge - 0.01, 46.0)
-  c, r = int(x // 10_000), int(y // 10_000)
-  cov.add(31, np.array([c, c + 1]), np.array([r, r]), np.array([5e6, 5e6]))
+  country.add_parcels(cov, geoms, 10_000.0)
   zones, inside = country.square_zones(cov, 10_000.0, 1000)
-  assert [z.epsg for z in zones] == [32631] and zones[0].x0 == (c + 1) * 10_000
-  assert country.utm_band(np.array([zones[0].center_lon]))[0] == 31 and inside == 5e6
+  assert _covered(zones, geoms).all()
+  assert inside == pytest.approx(cov.parcel_m2, rel=2e-3)   # each parcel once (UTM scale)
+  assert {z.epsg for z in zones} == {32630, 32631}
+  # A square of grid 31 may have its centre west of 0 degrees (it holds band-31 parcels).
+  assert any(country.utm_band(np.array([z.center_lon]))[0] == 30 for z in zones
+             if z.epsg == 32631)
+  # The rule on squares alone (all parcels in both grids, a square kept when its
+  # centre is in its band) leaves slivers: parcels inside no square of either grid.
+  both = country.Coverage()
+  for utm in (30, 31):
+    country.add_parcels(both, geoms, 10_000.0, utms=(utm,))
+  everything, _ = country.square_zones(both, 10_000.0, 1000)
+  centre_rule = [z for z in everything
+                 if country.utm_band(np.array([z.center_lon]))[0] == z.epsg - 32600]
+  assert (~_covered(centre_rule, geoms)).sum() > 100
 
 
 # --- maps of many zones: shares, resume
