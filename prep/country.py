@@ -202,7 +202,6 @@ def country_zones(rpg_paths: Sequence, *, layer: str | None = None,
     zone_parcel_ha (the parcel area inside the kept squares).
   """
   import pyogrio
-  import shapely
   from tqdm import tqdm
   from prep.labels import _check_crs, find_layer, repair_geometries
   if pixels < 1 or pixels * RES % 1:
