@@ -9,12 +9,18 @@ Layout of a workdir:
                                         validation macro-F1 (Orbax best_fn keeps 1)
 Two Orbax managers rather than one: the resume point must be the newest
 state whatever its score, the model to evaluate the best one whatever its age.
-Each checkpoint holds two items: `model` = {params, batch_stats} (all that
-prediction needs) and `opt` = {step, opt_state, best_f1, bad_evals}.
+Each checkpoint holds three items: `model` = {params, batch_stats} (all that
+prediction needs), `opt` = {step, opt_state, best_f1, bad_evals} and `digest` =
+{"model_sha256": …}, the SHA-256 of the model arrays as saved (`model_digest`).
+Orbax checks that files exist and decode, not their contents: a flipped bit in an
+array file restores silently as another number. `restore` recomputes the digest
+and raises `CheckpointDamaged` when it differs (checkpoints saved before the
+digest existed restore unchecked).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from typing import Any
@@ -64,18 +70,52 @@ def managers(workdir, keep_last: int = 2, *, read_only: bool = False):
   return last, best
 
 
+class CheckpointDamaged(Exception):
+  """The restored model arrays differ from the digest written when they were saved."""
+
+
+def _host(leaf) -> np.ndarray | None:
+  """The whole array on this host, or None for one sharded across hosts."""
+  if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+    return np.asarray(leaf.addressable_data(0)) if leaf.is_fully_replicated else None
+  return np.asarray(leaf)
+
+
+def model_digest(model_vars: dict) -> str | None:
+  """SHA-256 over the model arrays (path, dtype, shape, bytes, in path order);
+  None when an array is sharded across hosts (not the case of this data-parallel
+  trainer, whose variables are replicated)."""
+  h = hashlib.sha256()
+  leaves = jax.tree_util.tree_flatten_with_path(model_vars)[0]
+  for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
+    a = _host(leaf)
+    if a is None:
+      return None
+    h.update(f"{jax.tree_util.keystr(path)}|{a.dtype.str}|{a.shape}|".encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()
+
+
 def save(manager, step: int, model_vars: dict, opt: dict, metrics=None):
   manager.save(step, args=ocp.args.Composite(
-      model=ocp.args.StandardSave(model_vars), opt=ocp.args.StandardSave(opt)),
+      model=ocp.args.StandardSave(model_vars), opt=ocp.args.StandardSave(opt),
+      digest=ocp.args.JsonSave({"model_sha256": model_digest(model_vars)})),
       metrics=metrics)
 
 
 def restore(manager, step: int, model_vars: dict, opt: dict | None = None):
-  """Restore into the structure (and shardings) of the given targets."""
+  """Restore into the structure (and shardings) of the given targets; raises
+  CheckpointDamaged when the model arrays differ from the saved digest."""
   items = dict(model=ocp.args.StandardRestore(model_vars))
   if opt is not None:
     items["opt"] = ocp.args.StandardRestore(opt)
+  has_digest = (epath.Path(manager.directory) / str(step) / "digest").exists()
+  if has_digest:
+    items["digest"] = ocp.args.JsonRestore()
   out = manager.restore(step, args=ocp.args.Composite(**items))
+  want = (out["digest"] or {}).get("model_sha256") if has_digest else None
+  if want is not None and model_digest(out["model"]) != want:
+    raise CheckpointDamaged(f"step {step}: model arrays differ from their saved SHA-256")
   return out["model"], out.get("opt") if opt is not None else None
 
 
@@ -154,8 +194,9 @@ def _unreadable(workdir, kind: str, step: int, e: Exception, mgrs: dict,
     return UserError(f"{folder}: checkpoint step {step} holds another model than "
                      f"{workdir}/config.json (arrays of other shapes or names); pass the "
                      f"workdir it was trained in, or retrain")
-  what = (f"{folder}: checkpoint step {step} ({kind}) is damaged (array files truncated "
-          f"or missing)")
+  what = (f"{folder}: checkpoint step {step} ({kind}) is damaged " + (
+      "(its model arrays differ from the SHA-256 recorded when it was saved)"
+      if isinstance(e, CheckpointDamaged) else "(array files truncated or missing)"))
   for other_kind, other_step in _other_checkpoints(mgrs, kind, step):
     try:
       restore(mgrs[other_kind], other_step, target)

@@ -283,6 +283,25 @@ def check_resume(workdir, config, meta) -> None:
                     f"pass a new --workdir, or the run's own settings to resume it")
 
 
+def _restore_resume_point(workdir, last_mgr, step: int, model_vars: dict, opt: dict):
+  """checkpoint.restore of the resume point, or a UserError naming it when its
+  files are damaged (truncated, missing, or not matching their digest)."""
+  try:
+    return checkpoint.restore(last_mgr, step, model_vars, opt)
+  except Exception as e:  # pylint: disable=broad-except  # tensorstore raises bare Exception
+    if isinstance(e, ValueError) and ("stored shape" in str(e) or
+                                      "tree structures do not match" in str(e)):
+      raise                                  # check_resume refuses other models first
+    folder = workdir / "checkpoints" / "last" / str(step)
+    why = ("its model arrays differ from the SHA-256 recorded when it was saved"
+           if isinstance(e, checkpoint.CheckpointDamaged) else "array files truncated or missing")
+    older = [s for s in last_mgr.all_steps() if s < step]
+    then = (f"remove {folder} to resume from step {max(older)}" if older else
+            f"remove {workdir / 'checkpoints'} to train from the start")
+    raise UserError(f"{folder}: checkpoint step {step} (last) is damaged ({why}); "
+                    f"{then}") from None
+
+
 def with_data_inputs(config):
   """`config`, or a copy with data.valid_count=True when the model takes the
   per-month valid-observation counts (one switch: model.valid_count)."""
@@ -362,8 +381,9 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
   progress = {"best_f1": np.array(-1.0, np.float32), "bad_evals": np.array(0, np.int32)}
   start = last_mgr.latest_step()
   if start is not None:
-    mv, opt = checkpoint.restore(last_mgr, start, model_variables(state),
-                                 {"opt_state": state.opt_state, "step": state.step, **progress})
+    mv, opt = _restore_resume_point(workdir, last_mgr, start, model_variables(state),
+                                    {"opt_state": state.opt_state, "step": state.step,
+                                     **progress})
     state = state.replace(params=mv["params"], batch_stats=mv.get("batch_stats", {}),
                           opt_state=opt["opt_state"], step=opt["step"])
     state = jax.device_put(state, replicated)

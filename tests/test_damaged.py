@@ -184,18 +184,30 @@ def _delete(step_dir):
     p.unlink()
 
 
+def _flip(step_dir):
+  """One bit flipped in the middle of the largest array file: Orbax and
+  tensorstore restore it without a word, as another number."""
+  p = max(_arrays(step_dir), key=lambda q: q.stat().st_size)
+  data = bytearray(p.read_bytes())
+  data[len(data) // 2] ^= 0x10
+  p.write_bytes(bytes(data))
+
+
 DAMAGED = "checkpoint step {s} ({k}) is damaged (array files truncated or missing)"
+FLIPPED = ("checkpoint step {s} ({k}) is damaged (its model arrays differ from the SHA-256 "
+           "recorded when it was saved)")
 
 
-@pytest.mark.parametrize("damage", [_truncate, _delete])
+@pytest.mark.parametrize("damage, why", [(_truncate, DAMAGED), (_delete, DAMAGED),
+                                         (_flip, FLIPPED)], ids=["truncated", "deleted", "flipped"])
 def test_evaluate_and_predict_name_the_damaged_checkpoint_and_offer_the_other(
-    damage, trained_workdir, tmp_path, capsys):
+    damage, why, trained_workdir, tmp_path, capsys):
   from jaxcrop import evaluate, predict
   from tests import fixtures as pt
   w = _copy(trained_workdir, tmp_path)
   best = w / "checkpoints" / "best" / "6"
   damage(best)
-  expected = (f"{best}: {DAMAGED.format(s=6, k='best')}; the last checkpoint, step 6, is "
+  expected = (f"{best}: {why.format(s=6, k='best')}; the last checkpoint, step 6, is "
               f"complete: use it (evaluate --which last, predict --checkpoint last)")
   rc, _, err = run(evaluate.main, ["--workdir", w, "--which", "best", "--nobaseline"], capsys)
   assert_error(rc, err, expected)
@@ -226,6 +238,45 @@ def test_a_damaged_last_checkpoint_falls_back_to_an_older_step_or_says_retrain(
   assert str(e.value) == (f"{last4}: {DAMAGED.format(s=4, k='last')}; no other complete "
                           f"checkpoint: retrain (python -m jaxcrop.train --workdir {w}, "
                           f"after removing {last4})")
+
+
+def test_the_digest_is_of_the_arrays_and_old_checkpoints_restore_unchecked(
+    trained_workdir, tmp_path):
+  import jax
+  import numpy as np
+  from jaxcrop import checkpoint
+  w = _copy(trained_workdir, tmp_path)
+  good = checkpoint.load_trained(w, "last")
+  d = checkpoint.model_digest(good.variables)
+  assert json.loads((w / "checkpoints" / "last" / "6" / "digest" / "metadata").read_text()) \
+      == {"model_sha256": d}
+  moved = jax.tree.map(lambda a: np.asarray(a).copy(), good.variables)
+  leaf = moved["params"][sorted(moved["params"])[0]]
+  first = next(iter(jax.tree.leaves(leaf)))
+  first.flat[0] = np.nextafter(first.flat[0], np.inf)       # one ulp
+  assert checkpoint.model_digest(moved) != d
+  # a checkpoint written before the digest existed: restored, not checked
+  import shutil
+  _flip(w / "checkpoints" / "last" / "6")
+  shutil.rmtree(w / "checkpoints" / "last" / "6" / "digest")
+  assert checkpoint.load_trained(w, "last").step == 6
+
+
+def test_resuming_training_from_a_damaged_last_checkpoint_is_one_line(tmp_path, capsys):
+  from jaxcrop import train
+  from tests.fixtures import FakeData, tiny_config
+  config = tiny_config(num_steps=4, checkpoint_every=2, eval_every=4)
+  train.train_and_evaluate(config, tmp_path, data=FakeData())
+  last = tmp_path / "checkpoints" / "last"
+  assert sorted(int(p.name) for p in last.iterdir() if p.name.isdigit()) == [2, 4]
+  _flip(last / "4")
+  config.train.num_steps = 6
+  with pytest.raises(UserError) as e:
+    train.train_and_evaluate(config, tmp_path, data=FakeData())
+  assert str(e.value) == (f"{last / '4'}: {FLIPPED.format(s=4, k='last')}; remove "
+                          f"{last / '4'} to resume from step 2")
+  shutil.rmtree(last / "4")                   # the fix the message gives
+  assert train.train_and_evaluate(config, tmp_path, data=FakeData())["step"] == 6
 
 
 def test_a_checkpoint_of_another_model_config(trained_workdir, tmp_path, capsys):
