@@ -76,18 +76,20 @@ run_demo() {
   local out="${1:-$HERE/demo_run}"
   mkdir -p "$out" && out="$(cd "$out" && pwd)"
   setup_venv
-  local t0=$SECONDS
+  local t0=$SECONDS lap=$SECONDS
+  # stage N/6 (after the first): the seconds the stage before it took
+  stage() { say "$1 (previous stage: $((SECONDS - lap)) s)"; lap=$SECONDS; }
   say "1/6 prep: demo region -> $out/zones"
   python -m prep demo --out "$out"
-  say "2/6 build: TFDS shards -> $out/tfds"
+  stage "2/6 build: TFDS shards -> $out/tfds"
   tfds build tfds_builder/cropmap --config=demo --data_dir="$out/tfds" \
     --manual_dir="$out/zones" --noforce_checksums_validation >/dev/null
-  say "3/6 train: configs/hybrid.py:demo -> $out/train"
+  stage "3/6 train: configs/hybrid.py:demo -> $out/train"
   python -m jaxcrop.train --config configs/hybrid.py:demo --workdir "$out/train" \
     --config.data.data_dir="$out/tfds"
-  say "4/6 evaluate: test split, model vs pixel baseline"
+  stage "4/6 evaluate: test split, model vs pixel baseline"
   python -m jaxcrop.evaluate --workdir "$out/train"
-  say "5/6 predict: maps of the test zones -> $out/maps"
+  stage "5/6 predict: maps of the test zones -> $out/maps"
   # The test zones are those the dataset put in its `test` split.
   local test_zones
   test_zones=$(python - "$out" <<'PY'
@@ -100,12 +102,12 @@ PY
   # shellcheck disable=SC2086
   python -m jaxcrop.predict --workdir "$out/train" --zone $test_zones --out "$out/maps" \
     --overwrite
-  say "6/6 figures -> $out/figures"
+  stage "6/6 figures -> $out/figures"
   python -m jaxcrop.plots all --zones "$out/zones" --maps "$out/maps" \
     --metrics "$out/train/eval/metrics.json" --out "$out/figures"
   cat <<EOF
 
-Demo done in $((SECONDS - t0)) s (synthetic demo region: its numbers say nothing about real-world accuracy).
+Demo done in $((SECONDS - t0)) s (figures: $((SECONDS - lap)) s; synthetic demo region: its numbers say nothing about real-world accuracy).
   raw inputs     $out/raw
   zone folders   $out/zones
   TFDS dataset   $out/tfds
