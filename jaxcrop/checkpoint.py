@@ -176,12 +176,19 @@ def load_trained(workdir, which: str = "best") -> Trained:
   return Trained(config, model, variables, meta, int(step))
 
 
-def _another_model(e: Exception) -> bool:
+def another_model(e: Exception) -> bool:
   """Whether Orbax refused the restore because the stored arrays have other shapes
   or another tree than the model of config.json (not because files are damaged)."""
   text = str(e)
   return isinstance(e, ValueError) and ("stored shape" in text or
                                         "tree structures do not match" in text)
+
+
+def damage_reason(e: Exception) -> str:
+  """Why a checkpoint that failed to restore with `e` (not another_model) is damaged."""
+  if isinstance(e, CheckpointDamaged):
+    return "its model arrays differ from the SHA-256 recorded when it was saved"
+  return "array files truncated or missing"
 
 
 def _unreadable(workdir, kind: str, step: int, e: Exception, mgrs: dict,
@@ -190,13 +197,11 @@ def _unreadable(workdir, kind: str, step: int, e: Exception, mgrs: dict,
   another model than config.json's, or damaged files; then names the other
   complete checkpoint if there is one (tried in full, newest first)."""
   folder = workdir / "checkpoints" / kind / str(step)
-  if _another_model(e):
+  if another_model(e):
     return UserError(f"{folder}: checkpoint step {step} holds another model than "
                      f"{workdir}/config.json (arrays of other shapes or names); pass the "
                      f"workdir it was trained in, or retrain")
-  what = (f"{folder}: checkpoint step {step} ({kind}) is damaged " + (
-      "(its model arrays differ from the SHA-256 recorded when it was saved)"
-      if isinstance(e, CheckpointDamaged) else "(array files truncated or missing)"))
+  what = f"{folder}: checkpoint step {step} ({kind}) is damaged ({damage_reason(e)})"
   for other_kind, other_step in _other_checkpoints(mgrs, kind, step):
     try:
       restore(mgrs[other_kind], other_step, target)

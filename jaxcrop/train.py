@@ -289,12 +289,10 @@ def _restore_resume_point(workdir, last_mgr, step: int, model_vars: dict, opt: d
   try:
     return checkpoint.restore(last_mgr, step, model_vars, opt)
   except Exception as e:  # pylint: disable=broad-except  # tensorstore raises bare Exception
-    if isinstance(e, ValueError) and ("stored shape" in str(e) or
-                                      "tree structures do not match" in str(e)):
+    if checkpoint.another_model(e):
       raise                                  # check_resume refuses other models first
     folder = workdir / "checkpoints" / "last" / str(step)
-    why = ("its model arrays differ from the SHA-256 recorded when it was saved"
-           if isinstance(e, checkpoint.CheckpointDamaged) else "array files truncated or missing")
+    why = checkpoint.damage_reason(e)
     older = [s for s in last_mgr.all_steps() if s < step]
     then = (f"remove {folder} to resume from step {max(older)}" if older else
             f"remove {workdir / 'checkpoints'} to train from the start")
