@@ -32,6 +32,22 @@ def _doc(text: str) -> str:
   return textwrap.dedent(text).strip()
 
 
+def _catalog_args(p, only: str = "") -> None:
+  """--catalog, --collection, --max-cloud: the STAC options of `prep stac` and
+  `prep beam --source stac` (`only` prefixes their help there)."""
+  p.add_argument("--catalog", default="earth-search", metavar="NAME|URL",
+                 help=f"{only}earth-search, planetary-computer, cdse or a STAC API URL "
+                      "(default: %(default)s)")
+  p.add_argument("--collection", default=None,
+                 help=f"{only}collection id (default: sentinel-2-l2a)")
+  p.add_argument("--max-cloud", type=float, default=None, metavar="PERCENT",
+                 help=f"{only}skip items whose tile eo:cloud_cover exceeds PERCENT before "
+                      "reading them. A speed knob only: the figure is the whole "
+                      "110 km tile's, so a cloudy tile may be clear over the zone "
+                      "and months with few acquisitions lose them (default: no "
+                      "filter)")
+
+
 def _zone_args(p: argparse.ArgumentParser, *, allow_all: bool = True) -> None:
   g = p.add_mutually_exclusive_group(required=True)
   g.add_argument("--zones", nargs="+", metavar="ID",
@@ -179,21 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
             CDSE_S3_ACCESS_KEY=… CDSE_S3_SECRET_KEY=… \\
                 python -m prep stac --catalog cdse --all --out data/zones"""))
   _zone_args(p)
-  p.add_argument("--catalog", default="earth-search", metavar="NAME|URL",
-                 help="earth-search, planetary-computer, cdse or a STAC API URL "
-                      "(default: %(default)s)")
-  p.add_argument("--collection", default=None,
-                 help="collection id (default: sentinel-2-l2a)")
+  _catalog_args(p)
   p.add_argument("--out", type=pathlib.Path, required=True, metavar="DIR",
                  help="folder of zone folders")
   p.add_argument("--year", type=int, default=2023,
                  help="year of the composites (default: %(default)s)")
-  p.add_argument("--max-cloud", type=float, default=None, metavar="PERCENT",
-                 help="skip items whose tile eo:cloud_cover exceeds PERCENT before "
-                      "reading them. A speed knob only: the figure is the whole "
-                      "110 km tile's, so a cloudy tile may be clear over the zone "
-                      "and months with few acquisitions lose them (default: no "
-                      "filter)")
   p.add_argument("--workers", type=int, default=4,
                  help="remote windows read at once (default: %(default)s)")
   p.add_argument("--overwrite", action="store_true",
@@ -231,14 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                  help="--source gee: Google Cloud project (default: $JAXCROP_EE_PROJECT)")
   p.add_argument("--gee-workers", type=int, default=8,
                  help="--source gee: requests in flight per Beam worker (default: %(default)s)")
-  p.add_argument("--catalog", default="earth-search", metavar="NAME|URL",
-                 help="--source stac: earth-search, planetary-computer, cdse or a STAC API "
-                      "URL (default: %(default)s)")
-  p.add_argument("--collection", default=None,
-                 help="--source stac: collection id (default: sentinel-2-l2a)")
-  p.add_argument("--max-cloud", type=float, default=None, metavar="PERCENT",
-                 help="--source stac: skip items whose tile eo:cloud_cover exceeds PERCENT "
-                      "(as in `prep stac`; default: no filter)")
+  _catalog_args(p, "--source stac: ")
   p.add_argument("--stac-workers", type=int, default=4,
                  help="--source stac: remote windows read at once per zone (default: "
                       "%(default)s)")
