@@ -18,6 +18,7 @@ import time
 from typing import Iterator
 
 from jaxcrop import input_pipeline as ip
+from cropcontracts.errors import UserError
 
 
 def default_cfg_data(data_dir=None, batch_size: int = 32):
@@ -63,7 +64,7 @@ def measures(cfg_data=None, batches: int = 20) -> Iterator[dict]:
     try:
       ip.dataset_dir(cfg)
       source = "prepared"
-    except ip.DatasetError:
+    except UserError:
       tmp = stack.enter_context(tempfile.TemporaryDirectory())
       cfg = default_cfg_data(_build_stand_in(tmp), cfg.batch_size)
       source = "synthetic demo-shaped stand-in"

@@ -2,17 +2,17 @@
 
 Every program (`train`, `evaluate`, `cv`: `main_with_flags`; `predict`, `plots`:
 argparse) runs its work through the one handler, `cropcontracts.errors.run`: a
-`UserError` (and its kin `DatasetError`, `PredictError`, `ConfigError`,
-`UsageError`) or an OSError naming a path prints `error: <message>` as one line,
+`UserError` (the one class of user mistakes; `UnknownCodeError` carries the
+codes) or an OSError naming a path prints `error: <message>` as one line,
 exit status 2; Ctrl-C prints `interrupted` (130). Anything else, ValueError
 included, is a bug and keeps its traceback: a config value the code refuses is
-raised as a `ConfigError` where it is checked.
+raised as a `UserError` where it is checked.
 
 `main_with_flags` parses absl-style flags (`--name=value`, `--name value`,
 `--[no]flag`) and, for programs with a `--config` flag, loads the config file
 and applies `--config.a.b=v` overrides (`jaxcrop.config`). Each mistake (unknown
 flag, bad value, missing config file, unknown variant or field, an override
-before --config) is a `UsageError` or `ConfigError` raised where it is detected,
+before --config) is a `UserError` raised where it is detected,
 with its own message.
 """
 from __future__ import annotations
@@ -28,10 +28,6 @@ from cropcontracts.errors import UserError
 from jaxcrop import config as config_lib
 
 HELP_FLAGS = ("-h", "--help", "-help", "-?")
-
-
-class UsageError(UserError):
-  """A flag mistake: the message is printed as `error: …`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,24 +55,24 @@ class Flag:
     return f"  {head}: {self.help}{default}"
 
   def parse(self, text: str) -> Any:
-    """The value of `--name=text`; UsageError naming the flag when it is not one."""
+    """The value of `--name=text`; UserError naming the flag when it is not one."""
     where = f"--{self.name}={text}"
     if self.kind is bool:
       value = {"true": True, "1": True, "false": False, "0": False}.get(text.lower())
       if value is None:
-        raise UsageError(f"{where}: expected true or false")
+        raise UserError(f"{where}: expected true or false")
       return value
     if isinstance(self.kind, tuple):
       if text not in self.kind:
-        raise UsageError(f"{where}: value should be one of <{'|'.join(self.kind)}>")
+        raise UserError(f"{where}: value should be one of <{'|'.join(self.kind)}>")
       return text
     if self.kind is int:
       try:
         value = int(text)
       except ValueError:
-        raise UsageError(f"{where}: expected an integer") from None
+        raise UserError(f"{where}: expected an integer") from None
       if self.lower_bound is not None and value < self.lower_bound:
-        raise UsageError(f"{where}: must be at least {self.lower_bound}")
+        raise UserError(f"{where}: must be at least {self.lower_bound}")
       return value
     return text
 
@@ -95,7 +91,7 @@ def parse_flags(flags: Sequence[Flag], argv: Sequence[str]) -> types.SimpleNames
 
   A flag of kind "config" becomes the loaded, locked ConfigDict, its
   `--config.a.b=v` overrides applied in command-line order (they must come after
-  --config). Every mistake raises UsageError or ConfigError with a one-line message.
+  --config). Every mistake raises UserError with a one-line message.
   """
   by_name = {f.name: f for f in flags}
   values = {f.name: f.default for f in flags}
@@ -113,10 +109,10 @@ def parse_flags(flags: Sequence[Flag], argv: Sequence[str]) -> types.SimpleNames
     flag = by_name.get(name)
     if flag is None and config_flag and name.startswith(f"{config_flag}."):
       if values[config_flag] is None:
-        raise UsageError(f"--{name} comes before --{config_flag}; put --{config_flag} first")
+        raise UserError(f"--{name} comes before --{config_flag}; put --{config_flag} first")
       if not eq:
         if i == len(argv):
-          raise UsageError(f"--{name}: needs a value (--{name}=VALUE)")
+          raise UserError(f"--{name}: needs a value (--{name}=VALUE)")
         text, i = argv[i], i + 1
       overrides.append((name[len(config_flag) + 1:], text))
       continue
@@ -125,17 +121,17 @@ def parse_flags(flags: Sequence[Flag], argv: Sequence[str]) -> types.SimpleNames
       values[name[2:]] = False
       continue
     if flag is None:
-      raise UsageError(f"--{name}: unknown flag{_did_you_mean(name, by_name)}")
+      raise UserError(f"--{name}: unknown flag{_did_you_mean(name, by_name)}")
     if flag.kind is bool and not eq:
       values[name] = True
       continue
     if not eq:
       if i == len(argv):
-        raise UsageError(f"--{name}: needs a value (--{name}=VALUE)")
+        raise UserError(f"--{name}: needs a value (--{name}=VALUE)")
       text, i = argv[i], i + 1
     values[name] = text if flag.kind == "config" else flag.parse(text)
   if rest:
-    raise UsageError(f"unexpected argument(s) {' '.join(rest)}: every option is a --flag "
+    raise UserError(f"unexpected argument(s) {' '.join(rest)}: every option is a --flag "
                      f"(see --help)")
   if config_flag and values[config_flag] is not None:
     spec = values[config_flag]

@@ -6,8 +6,8 @@ is locked, so a typo can never add a field. `override(config, "a.b", text)`
 writes one command-line value into an existing field, parsed by the field's
 type (bool, int, float, str, tuple or list; a `placeholder` field by its
 declared type), through ConfigDict's typed assignment. A mistake raises
-`ConfigError`, one line naming the flag, what is wrong and, for an unknown
-field, the nearest name. Code that refuses a config value raises `ConfigError`
+`UserError`, one line naming the flag, what is wrong and, for an unknown
+field, the nearest name. Code that refuses a config value raises `UserError`
 too, where it checks it.
 """
 from __future__ import annotations
@@ -22,39 +22,35 @@ from ml_collections import config_dict
 from cropcontracts.errors import UserError
 
 
-class ConfigError(UserError):
-  """A config file, variant, field or value the program cannot use; the message says which."""
-
-
 def load(spec: str, flag: str = "--config") -> config_dict.ConfigDict:
-  """The locked ConfigDict of `path[:variant]`; ConfigError when the file or variant is wrong."""
+  """The locked ConfigDict of `path[:variant]`; UserError when the file or variant is wrong."""
   path, _, variant = spec.partition(":")
   where = f"{flag}={spec}"
   if not pathlib.Path(path).is_file():
-    raise ConfigError(f"{where}: config file {path} not found (e.g. configs/hybrid.py:demo)")
+    raise UserError(f"{where}: config file {path} not found (e.g. configs/hybrid.py:demo)")
   module_spec = importlib.util.spec_from_file_location(f"_config_{pathlib.Path(path).stem}",
                                                        path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
-    raise ConfigError(f"{where}: {path} defines no get_config(variant)")
+    raise UserError(f"{where}: {path} defines no get_config(variant)")
   try:
     config = module.get_config(variant) if variant else module.get_config()
   except UserError as e:   # the file's own check of the variant: say which flag
-    raise ConfigError(f"{where}: {e}") from None
+    raise UserError(f"{where}: {e}") from None
   config.lock()
   return config
 
 
 def _field(config, path: str, flag: str):
-  """(the ConfigDict holding the field, its key) of dotted `path`; ConfigError if absent."""
+  """(the ConfigDict holding the field, its key) of dotted `path`; UserError if absent."""
   node, parts = config, path.split(".")
   for depth, key in enumerate(parts):
     if not isinstance(node, config_dict.ConfigDict) or key not in node:
       names = list(node.keys()) if isinstance(node, config_dict.ConfigDict) else []
       close = difflib.get_close_matches(key, names, n=1)
       hint = f" (did you mean {close[0]!r}?)" if close else ""
-      raise ConfigError(f"{flag}.{path}: no such config field{hint}")
+      raise UserError(f"{flag}.{path}: no such config field{hint}")
     if depth < len(parts) - 1:
       node = node[key]
   return node, parts[-1]
@@ -89,10 +85,10 @@ def override(config, path: str, text: str, flag: str = "--config") -> None:
   node, key = _field(config, path, flag)
   current = node[key]
   if isinstance(current, config_dict.ConfigDict):
-    raise ConfigError(f"{flag}.{path}: a group of fields; set one of them, e.g. "
+    raise UserError(f"{flag}.{path}: a group of fields; set one of them, e.g. "
                       f"{flag}.{path}.{next(iter(current.keys()), 'x')}=…")
   kind = type(current) if current is not None else node.get_ref(key).get_type()
   try:
     node[key] = parse_value(text, kind)
   except (ValueError, TypeError) as e:   # parse_value's or ConfigDict's typed assignment
-    raise ConfigError(f"{flag}.{path}={text}: {e}") from None
+    raise UserError(f"{flag}.{path}={text}: {e}") from None

@@ -26,7 +26,7 @@ from absl import logging
 import numpy as np
 
 from jaxcrop import checkpoint, cli, hierarchy, metrics, train
-from jaxcrop.config import ConfigError
+from cropcontracts.errors import UserError
 
 # Grid keys → config fields; any other key is a config path with "__" for ".".
 GRID_PATHS = {"lr": "optimizer.lr", "kernel_size": "model.temporal.kernel_size"}
@@ -156,7 +156,7 @@ def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
   workdir = checkpoint.workdir_path(workdir)   # local or gs://
   folds = list(config.cv.folds)
   if len(folds) < 2:
-    raise ConfigError(f"config.cv.folds needs at least 2 folds, got {folds}")
+    raise UserError(f"config.cv.folds needs at least 2 folds, got {folds}")
   grid = settings(config.cv.grid)
   n = len(folds)
   rows = [{"setting": s, "name": setting_name(s), "val_macro_f1": [None] * n,
@@ -326,7 +326,7 @@ FLAGS = (
 def _main(fv) -> int:
   logging.set_verbosity(logging.WARNING)
   if fv.config is None or fv.workdir is None:
-    raise cli.UsageError("--config and --workdir are required "
+    raise UserError("--config and --workdir are required "
                          "(e.g. --config configs/hybrid.py:demo --workdir /tmp/cv)")
   out = run_cv(fv.config, fv.workdir, retrain=fv.retrain)
   print(markdown(out))

@@ -290,7 +290,7 @@ FLAGS = (
 def _main(fv) -> int:
   logging.set_verbosity(logging.WARNING)   # Orbax logs every save at INFO
   if not fv.workdir:
-    raise cli.UsageError("--workdir is required (the workdir of python -m jaxcrop.train)")
+    raise UserError("--workdir is required (the workdir of python -m jaxcrop.train)")
   result = evaluate(fv.workdir, which=fv.which, split=fv.split, with_baseline=fv.baseline,
                     max_batches=fv.max_batches, data_dir=fv.data_dir)
   if result["dataset"] == "demo":

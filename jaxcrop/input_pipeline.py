@@ -26,13 +26,8 @@ import numpy as np
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import NO_LABEL
 from cropcontracts.dataset_meta import DatasetMeta
-from jaxcrop.config import ConfigError
 
 _SEED_STRIDE = 1_000_003  # epoch seeds: seed * stride + epoch
-
-
-class DatasetError(UserError):
-  """The prepared dataset is missing or damaged; the message says how to rebuild."""
 
 
 def import_tf():
@@ -92,11 +87,11 @@ def dataset_dir(cfg_data) -> str:
       if re.fullmatch(r"\d+\.\d+\.\d+", p.name) and (p / "dataset_info.json").exists():
         versions.append(tfds.core.Version(p.name))
   if not versions:
-    raise DatasetError(f"{root}: no prepared {cfg_data.name} dataset; build it with "
+    raise UserError(f"{root}: no prepared {cfg_data.name} dataset; build it with "
                        f"`{_rebuild_hint(cfg_data)}`")
   latest = max(versions)
   if latest.major != DATASET_MAJOR:
-    raise DatasetError(f"{root / str(latest)}: {cfg_data.name} dataset version {latest}, "
+    raise UserError(f"{root / str(latest)}: {cfg_data.name} dataset version {latest}, "
                        f"this code reads {DATASET_MAJOR}.x.x; rebuild it with "
                        f"`{_rebuild_hint(cfg_data)}` (or use the jaxcrop version that built "
                        f"it)")
@@ -111,7 +106,7 @@ _RECORD_OVERHEAD = 16
 
 
 def check_shards(cfg_data, builder, split: str) -> None:
-  """Raises DatasetError naming a TFRecord shard of `split` that is missing or
+  """Raises UserError naming a TFRecord shard of `split` that is missing or
   truncated, before anything is trained: the shard files must add up to the bytes
   and records dataset_info.json recorded (one stat per shard; the records are
   read only to find which shard is damaged)."""
@@ -126,12 +121,12 @@ def check_shards(cfg_data, builder, split: str) -> None:
     files = [os.fspath(p) for p in info.filepaths]
     missing = [f for f in files if not tf.io.gfile.exists(f)]
     if missing:
-      raise DatasetError(f"{missing[0]}: TFRecord shard missing; rebuild with "
+      raise UserError(f"{missing[0]}: TFRecord shard missing; rebuild with "
                          f"`{_rebuild_hint(cfg_data)}`")
     expected = info.num_bytes + _RECORD_OVERHEAD * info.num_examples
     if info.num_bytes and sum(tf.io.gfile.stat(f).length for f in files) != expected:
       bad = _corrupt_shards(files, lengths) or files
-      raise DatasetError(f"{', '.join(bad)}: damaged or truncated TFRecord shard (not the "
+      raise UserError(f"{', '.join(bad)}: damaged or truncated TFRecord shard (not the "
                          f"size dataset_info.json records); rebuild with "
                          f"`{_rebuild_hint(cfg_data)}`")
 
@@ -155,7 +150,7 @@ def load_meta(cfg_data, builder=None) -> DatasetMeta:
   folds = _fold_names(cfg_data.train_split)
   unknown = [f for f in folds if f not in md["moments_per_fold"]]
   if unknown:
-    raise DatasetError(f"train_split {cfg_data.train_split!r}: {unknown} are not "
+    raise UserError(f"train_split {cfg_data.train_split!r}: {unknown} are not "
                        f"training folds of {dataset_dir(cfg_data)} (folds: "
                        f"{sorted(md['moments_per_fold'])})")
   moments = moments_lib.merge_all(moments_lib.Moments.from_json(md["moments_per_fold"][f])
@@ -177,7 +172,7 @@ def _process_share(global_batch: int) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   n = jax.process_count()
   if global_batch % n:
-    raise ConfigError(f"batch size {global_batch} is not divisible by the "
+    raise UserError(f"batch size {global_batch} is not divisible by the "
                       f"{n} processes")
   return global_batch // n
 
@@ -202,7 +197,7 @@ def _options(tf, cfg_data):
 
 
 def _numpy(ds, builder, split, cfg_data) -> Iterator[dict]:
-  """Iterates a tf.data pipeline; a damaged shard becomes a DatasetError (a
+  """Iterates a tf.data pipeline; a damaged shard becomes a UserError (a
   corrupt record, or fewer records than the dataset info counts: a shard cut
   at a record boundary)."""
   errors = import_tf().errors  # bound now: usable at shutdown
@@ -214,7 +209,7 @@ def _numpy(ds, builder, split, cfg_data) -> Iterator[dict]:
       raise
     files = [os.fspath(p) for p in builder.info.splits[split].filepaths]
     bad = _corrupt_shards(files) or files
-    raise DatasetError(f"{', '.join(bad)}: damaged or truncated TFRecord shard "
+    raise UserError(f"{', '.join(bad)}: damaged or truncated TFRecord shard "
                        f"({e.message.splitlines()[0]}); rebuild with "
                        f"`{_rebuild_hint(cfg_data)}`") from None
 
@@ -272,7 +267,7 @@ def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict
   split = _process_split(cfg_data.train_split)
   n = builder.info.splits[split].num_examples
   if n < batch:
-    raise DatasetError(f"{dataset_dir(cfg_data)}: split {split} has {n} examples, "
+    raise UserError(f"{dataset_dir(cfg_data)}: split {split} has {n} examples, "
                        f"fewer than one batch of {batch}")
   with_count = bool(cfg_data.get("valid_count", False))
   base = builder.as_dataset(split=split, shuffle_files=False)
@@ -337,11 +332,11 @@ def eval_batches(cfg_data, split: str, meta: DatasetMeta | None = None) -> Itera
 
 
 def check_split(cfg_data, builder, split: str) -> None:
-  """Raises DatasetError when `split` names a split the dataset does not have."""
+  """Raises UserError when `split` names a split the dataset does not have."""
   known = list((builder or _builder(cfg_data)).info.splits)
   unknown = [s for s in _fold_names(split) if s not in known]
   if unknown:
-    raise DatasetError(f"split {split!r}: {', '.join(unknown)} not in "
+    raise UserError(f"split {split!r}: {', '.join(unknown)} not in "
                        f"{dataset_dir(cfg_data)} (splits: {', '.join(known)})")
 
 
@@ -375,7 +370,7 @@ def _eval_batches(cfg_data, builder, split: str, meta=None) -> Iterator[dict]:
     done += 1
     yield _pad_batch(b, batch)
   if template is None:
-    raise DatasetError(f"{dataset_dir(cfg_data)}: split {own} is empty")
+    raise UserError(f"{dataset_dir(cfg_data)}: split {own} is empty")
   for _ in range(num_batches - done):
     yield _pad_batch({k: v[:0] for k, v in template.items()}, batch)
 

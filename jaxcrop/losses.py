@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cropcontracts.zonefolder import NO_LABEL
-from jaxcrop.config import ConfigError
+from cropcontracts.errors import UserError
 
 
 
@@ -25,7 +25,7 @@ def class_weights(class_pixel_counts, kind: str = "inv_sqrt") -> np.ndarray:
     w = np.zeros_like(n)
     w[present] = n[present] ** (-0.5 if kind == "inv_sqrt" else -1.0)
   else:
-    raise ConfigError(f"unknown class_weights {kind!r} (config.loss.class_weights); "
+    raise UserError(f"unknown class_weights {kind!r} (config.loss.class_weights); "
                       f"expected none, inv_sqrt or inv")
   w[~present] = 0.0
   return (w / w[present].mean()).astype(np.float32) if present.any() else w.astype(np.float32)

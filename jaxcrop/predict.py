@@ -30,9 +30,10 @@ import pathlib
 import sys
 
 from cropcontracts import errors
+from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import open_zone
 from jaxcrop.maps import many
-from jaxcrop.maps.checks import (PredictError, check_compatible, check_output, check_tile,
+from jaxcrop.maps.checks import (check_compatible, check_output, check_tile,
                                  check_tiling, checkpoint_nomenclature)
 from jaxcrop.maps.geotiff import write_outputs
 from jaxcrop.maps.parcels import check_geometries_source
@@ -104,21 +105,21 @@ def zone_folders(paths, zones_csv=None) -> dict[str, pathlib.Path]:
       found[p.name] = p
       continue
     if not p.is_dir():
-      raise PredictError(f"{p}: folder of zone folders does not exist")
+      raise UserError(f"{p}: folder of zone folders does not exist")
     inside = {c.name: c for c in sorted(p.iterdir()) if (c / "meta.json").is_file()}
     if not inside:
-      raise PredictError(f"{p}: holds no zone folder (no */meta.json); run prep first")
+      raise UserError(f"{p}: holds no zone folder (no */meta.json); run prep first")
     found.update(inside)
   if zones_csv:
     try:
       with open(zones_csv, newline="", encoding="utf-8") as f:
         ids = [r["zone_id"] for r in csv.DictReader(f)]
     except (OSError, KeyError) as e:
-      raise PredictError(f"{zones_csv}: not a readable zones table ({e!r}); pass the CSV "
+      raise UserError(f"{zones_csv}: not a readable zones table ({e!r}); pass the CSV "
                          f"of `python -m prep zones`") from None
     missing = [i for i in ids if i not in found]
     if missing:
-      raise PredictError(f"{zones_csv}: {len(missing)} zone(s) have no folder under "
+      raise UserError(f"{zones_csv}: {len(missing)} zone(s) have no folder under "
                          f"{' '.join(map(str, paths))} (first: {missing[0]}); run prep for them")
     found = {i: found[i] for i in ids}
   return found
@@ -127,10 +128,10 @@ def zone_folders(paths, zones_csv=None) -> dict[str, pathlib.Path]:
 def _run(args) -> int:
   check_tiling(args.tile, args.overlap, args.batch)   # every check before any work
   if pathlib.Path(args.out).exists() and not pathlib.Path(args.out).is_dir():
-    raise PredictError(f"{args.out}: --out is a file; pass a folder (maps go to "
+    raise UserError(f"{args.out}: --out is a file; pass a folder (maps go to "
                        f"OUT/<zone_id>/)")
   if args.resume and args.overwrite:
-    raise PredictError("--resume keeps finished zones, --overwrite replaces them: pass one")
+    raise UserError("--resume keeps finished zones, --overwrite replaces them: pass one")
   index, count = many.process_share(args.process_index, args.process_count)
   folders = zone_folders(args.zone, args.zones_csv)
   mine = set(many.share(folders, index, count))
@@ -154,7 +155,7 @@ def _run(args) -> int:
   try:
     trained = load_trained(args.workdir, which=args.checkpoint)
   except FileNotFoundError as e:
-    raise PredictError(f"--workdir {args.workdir}: {e}") from None
+    raise UserError(f"--workdir {args.workdir}: {e}") from None
   meta = trained.meta
   nom = checkpoint_nomenclature(meta, args.workdir)
   for z in zones:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-import os
 import signal
 import sys
 import time
@@ -29,8 +28,7 @@ import numpy as np
 import optax
 import tqdm
 
-from jaxcrop import checkpoint, cli, hierarchy, losses, metrics
-from jaxcrop.config import ConfigError
+from jaxcrop import checkpoint, cli, distributed, hierarchy, losses, metrics
 from jaxcrop.hierarchy import Tree
 from jaxcrop.models import build_model, head_kind, needs_valid_count
 from cropcontracts.dataset_meta import DatasetMeta, unet_min_side
@@ -54,7 +52,7 @@ def make_optimizer(cfg_opt, num_steps: int):
   """AdamW (decay on kernels only), linear warm-up then cosine decay to 0,
   global-norm clipping."""
   if cfg_opt.name != "adamw":
-    raise ConfigError(f"unknown optimizer {cfg_opt.name!r} (config.optimizer.name); "
+    raise UserError(f"unknown optimizer {cfg_opt.name!r} (config.optimizer.name); "
                       f"expected adamw")
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, cfg_opt.lr, cfg_opt.warmup_steps, max(num_steps, cfg_opt.warmup_steps + 1))
@@ -350,7 +348,7 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
   n_dev = jax.device_count()
   for field in ("batch_size", "eval_batch_size"):
     if config.data[field] % n_dev:
-      raise ConfigError(f"data.{field}={config.data[field]} must be a multiple of "
+      raise UserError(f"data.{field}={config.data[field]} must be a multiple of "
                        f"the {n_dev} devices")
   mesh = Mesh(np.array(jax.devices()), ("data",))
   replicated = NamedSharding(mesh, P())
@@ -420,7 +418,7 @@ def train_and_evaluate(config, workdir, *, data=None) -> dict:
       if step % cfg_t.log_every == 0 or step == cfg_t.num_steps:
         measured = {k: float(v) for k, v in jax.device_get(measured).items()}
         if not np.isfinite(measured["loss"]):
-          raise ConfigError(f"loss is {measured['loss']} at step {step}; "
+          raise UserError(f"loss is {measured['loss']} at step {step}; "
                             "lower optimizer.lr or check the input normalization")
         dt = time.perf_counter() - t_log
         measured["pixels_per_s"] = n_px / dt
@@ -481,23 +479,12 @@ FLAGS = (
 )
 
 
-def is_multihost(multihost_flag: bool, environ=os.environ) -> bool:
-  """--multihost, an explicit coordinator, or a TPU VM pod (several worker hosts)."""
-  return bool(multihost_flag or environ.get("JAX_COORDINATOR_ADDRESS")
-              or "," in environ.get("TPU_WORKER_HOSTNAMES", ""))
-
-
-def maybe_initialize_distributed(multihost: bool):
-  if is_multihost(multihost):
-    jax.distributed.initialize()   # arguments from the environment (TPU/SLURM/coordinator)
-
-
 def _main(fv) -> int:
   logging.set_verbosity(logging.WARNING)   # Orbax logs every save at INFO
   if fv.config is None or fv.workdir is None:
-    raise cli.UsageError("--config and --workdir are required "
+    raise UserError("--config and --workdir are required "
                          "(e.g. --config configs/hybrid.py:demo --workdir /tmp/w)")
-  maybe_initialize_distributed(fv.multihost)
+  distributed.initialize(fv.multihost)
   result = train_and_evaluate(fv.config, fv.workdir)
   if jax.process_index() == 0:
     print(json.dumps({k: v for k, v in result.items() if k != "val"}))

@@ -1,10 +1,10 @@
-"""jaxcrop.config: a config file and its overrides, typed by the field; mistakes as ConfigError."""
+"""jaxcrop.config: a config file and its overrides, typed by the field; mistakes as UserError."""
 import pathlib
 
 import pytest
 
 from jaxcrop import config as config_lib
-from jaxcrop.config import ConfigError
+from cropcontracts.errors import UserError
 
 CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "hybrid.py"
 
@@ -27,7 +27,7 @@ def test_the_config_is_locked_and_a_missing_get_config_is_named(tmp_path):
   with pytest.raises(AttributeError):
     c.optimizer.lrr = 1.0                              # a typo never adds a field
   (tmp_path / "empty.py").write_text("X = 1\n")
-  with pytest.raises(ConfigError, match=r"--config=.*empty.py: .*empty.py defines no "
+  with pytest.raises(UserError, match=r"--config=.*empty.py: .*empty.py defines no "
                                         r"get_config\(variant\)"):
     config_lib.load(str(tmp_path / "empty.py"))
 

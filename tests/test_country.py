@@ -11,6 +11,7 @@ from prep import cli, country
 from prep import zones as zones_lib
 from prep.demo import make_demo
 from prep.labels import repair_geometries
+from cropcontracts.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +231,7 @@ def test_share_and_zones_table(demo, tmp_path, capsys):
   from jaxcrop import predict
   from jaxcrop.maps import many
   assert many.share(["c", "a", "d", "b", "e"], 1, 2) == ["b", "d"]
-  with pytest.raises(many.PredictError, match=r"--process-index 2 must be in \[0, "):
+  with pytest.raises(UserError, match=r"--process-index 2 must be in \[0, "):
     many.share(["a"], 2, 2)
   table = tmp_path / "z.csv"
   zones_lib.write_zones(zones_lib.read_zones(demo / "raw" / "zones.csv")[1:2], table)

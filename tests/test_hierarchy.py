@@ -10,7 +10,6 @@ import pytest
 from configs.hybrid import get_config
 from jaxcrop import cv, evaluate, hierarchy, losses
 from cropcontracts.errors import UserError
-from jaxcrop.config import ConfigError
 from jaxcrop.hierarchy import Tree
 from jaxcrop.models import build_model
 from jaxcrop.models.heads import consistent_scores, tier_outputs
@@ -101,7 +100,7 @@ def test_joint_rule_by_hand():
             "tier3": jnp.log(jnp.array([0.1, 0.4, 0.35, 0.15]))}
   assert int(jnp.argmax(consistent_scores(logits, TREE, "none"))) == 1
   assert int(jnp.argmax(consistent_scores(logits, TREE, "joint"))) == 2
-  with pytest.raises(ConfigError, match="unknown consistency 'greedy'"):
+  with pytest.raises(UserError, match="unknown consistency 'greedy'"):
     consistent_scores(logits, TREE, "greedy")
 
 
@@ -164,7 +163,7 @@ def test_attention_encoder_shapes_and_pixel_order_equivariance():
   np.testing.assert_allclose(enc.apply(v, x[perm]), y[perm], atol=1e-6)
   # The month's position matters: reversing time changes the features.
   assert not np.allclose(enc.apply(v, x[:, ::-1]), y, atol=1e-3)
-  with pytest.raises(ConfigError, match="multiple of heads=3"):
+  with pytest.raises(UserError, match="multiple of heads=3"):
     AttentionEncoder(d_model=8, heads=3).init(jax.random.key(0), x)
 
 
@@ -191,7 +190,7 @@ def test_models_take_valid_counts(mode):
   with pytest.raises(ValueError, match="needs the per-month valid-observation counts"):
     model.apply(v, X)
   if mode == "mask":
-    with pytest.raises(ConfigError, match="needs model.encoder='attention'"):
+    with pytest.raises(UserError, match="needs model.encoder='attention'"):
       build_model(model_cfg(valid_count="mask"), 4).init(jax.random.key(0), X, valid_count=count)
 
 

@@ -8,13 +8,13 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from jaxcrop import input_pipeline as ip  # noqa: E402
-from jaxcrop.config import ConfigError  # noqa: E402
 
 tf = ip.import_tf()
 import jax  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 from cropcontracts import zonefolder  # noqa: E402
+from cropcontracts.errors import UserError
 from tfds_builder.cropmap import cropmap_dataset_builder as cb  # noqa: E402
 from tests import fixtures as testing  # noqa: E402
 
@@ -179,7 +179,7 @@ def test_processes_share_batches_and_examples(data, monkeypatch):
              zip(b["zone_id"], b["row"], b["col"], b["mask"]) if m]
     assert next(ip.train_iterator(config(data_dir), seed=0))["image"].shape[0] == 2
   assert lengths[0] == lengths[1] and len(keys) == len(set(keys)) == 16
-  with pytest.raises(ConfigError, match="batch size 5 is not divisible by the 2 processes"):
+  with pytest.raises(UserError, match="batch size 5 is not divisible by the 2 processes"):
     next(ip.train_iterator(config(data_dir, batch_size=5), seed=0))
 
 
@@ -190,14 +190,14 @@ def test_truncated_shard_names_file_and_rebuild(data, tmp_path):
   shard = copy / "cropmap" / "tiny" / str(cb.Builder.VERSION) / "cropmap-fold1.tfrecord-00000-of-00001"
   raw = shard.read_bytes()
   shard.write_bytes(raw[: len(raw) // 2])
-  with pytest.raises(ip.DatasetError, match=r"cropmap-fold1.tfrecord-00000-of-00001: "
+  with pytest.raises(UserError, match=r"cropmap-fold1.tfrecord-00000-of-00001: "
                      r"damaged or truncated .* rebuild with `tfds build "
                      r"tfds_builder/cropmap --config=tiny"):
     take(ip.train_iterator(config(copy, augment=False), seed=0), 4)
 
 
 def test_missing_dataset_says_how_to_build(tmp_path):
-  with pytest.raises(ip.DatasetError, match=r"no prepared cropmap dataset; build it with "
+  with pytest.raises(UserError, match=r"no prepared cropmap dataset; build it with "
                      r"`tfds build tfds_builder/cropmap --config=tiny"):
     ip.load_meta(config(tmp_path))
 

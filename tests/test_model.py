@@ -111,8 +111,8 @@ def test_dropout_rate_scale_and_rng():
     ("unet", "up", "nearest", "unknown up 'nearest'")])
 def test_unknown_config_value_is_a_config_error(part, key, value, expected):
   """A user error (one line at the command line), raised where the model reads the value."""
-  from jaxcrop.config import ConfigError
+  from cropcontracts.errors import UserError
   cfg = tiny_model_cfg()
   cfg[part][key] = value
-  with pytest.raises(ConfigError, match=expected):
+  with pytest.raises(UserError, match=expected):
     init(build_model(cfg, 5), X)

@@ -12,6 +12,7 @@ from jaxcrop.maps import checks, geotiff, tiling
 from jaxcrop.maps import parcels as maps_parcels
 from jaxcrop.input_pipeline import normalize
 from cropcontracts import atomic, nomenclature
+from cropcontracts.errors import UserError
 from tests import fixtures as pt
 
 NOM = nomenclature.load("v1")
@@ -41,7 +42,7 @@ def test_tile_starts_cover_the_zone_with_one_tile_shape():
   assert tiling.tile_starts(1000, 256, 32).tolist() == [0, 186, 372, 558, 744]
   assert tiling.tile_starts(1000, 512, 24).tolist() == [0, 488]
   assert tiling.tile_starts(10, 16, 4).tolist() == [0]               # caller pads to 16
-  with pytest.raises(checks.PredictError, match="--overlap 16 must be in"):
+  with pytest.raises(UserError, match="--overlap 16 must be in"):
     tiling.tile_starts(52, 16, 16)
 
 
@@ -109,7 +110,7 @@ def test_nodata_hole_is_nodata_in_every_output(zone, pixel_model):
      f"on {nomenclature.VERSION}"),
 ])
 def test_zone_checkpoint_mismatch_errors(zone, pixel_model, meta_kwargs, message):
-  with pytest.raises(checks.PredictError) as e:
+  with pytest.raises(UserError) as e:
     tiling.predict_zone(*pixel_model, zone, pt.make_meta(**meta_kwargs), tile=16,
                          overlap=4)
   assert str(e.value) == message.format(path=zone.path)
@@ -161,7 +162,7 @@ def test_large_zone_outputs_have_overviews(tmp_path, pixel_model):
 def test_existing_output_folder_is_refused_without_overwrite(zone, pixel_model, tmp_path):
   pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
   geotiff.write_outputs(zone, pred, NOM, tmp_path)
-  with pytest.raises(checks.PredictError, match=(
+  with pytest.raises(UserError, match=(
       r"testz_0: output folder already exists; pass --overwrite to replace it")):
     geotiff.write_outputs(zone, pred, NOM, tmp_path)
   pred.classes[:] = 2
@@ -221,7 +222,7 @@ def test_a_format_1_folder_is_refused_a_format_2_one_gives_its_geometries(zone, 
   import geopandas as gpd
   old = _format_1_twin(zone, tmp_path / "old" / zone.zone_id)
   pred = tiling.predict_zone(*pixel_model, old, pt.make_meta(), tile=16, overlap=4)
-  with pytest.raises(checks.PredictError, match=(
+  with pytest.raises(UserError, match=(
       r"zone testz_0 \(.*old/testz_0\) is a jaxcrop-zone/1 folder without parcels.gpkg; "
       r"rerun `python -m prep labels` for it")):
     geotiff.write_outputs(old, pred, NOM, tmp_path / "out2")
@@ -271,6 +272,7 @@ _MULTI_DEVICE = r"""
 import sys, numpy as np, jax
 from jaxcrop.maps import tiling
 from cropcontracts.zonefolder import open_zone
+from cropcontracts.errors import UserError
 from tests import fixtures as pt
 assert jax.local_device_count() == 2, jax.local_devices()
 pred = tiling.predict_zone(*pt.init(pt.ConvModel()), open_zone(sys.argv[1]),
@@ -304,7 +306,7 @@ def test_tile_that_the_model_cannot_take_is_a_one_line_error():
       jax.random.PRNGKey(0), np.zeros((1, pt.T, 16, 16, 4), np.float32)))
   apply_fn = lambda v, x: model.apply(v, x, train=False)
   checks.check_tile(apply_fn, variables, pt.make_meta(), 16)
-  with pytest.raises(checks.PredictError, match=r"^--tile 15 does not fit the model: "
+  with pytest.raises(UserError, match=r"^--tile 15 does not fit the model: "
                                                  r"patch sides 15x15 must be divisible by 2"):
     checks.check_tile(apply_fn, variables, pt.make_meta(), 15)
 
@@ -387,11 +389,11 @@ def test_checkpoint_classes_must_match_the_nomenclature_table(tmp_path):
   meta = pt.make_meta(version="v1")
   assert checks.checkpoint_nomenclature(meta, "W").tier3 == NOM.tier3
   meta.class_names = list(NOM.tier3[:5]) + ["rice"] + list(NOM.tier3[6:])
-  with pytest.raises(checks.PredictError, match=(
+  with pytest.raises(UserError, match=(
       r"^--workdir W: the checkpoint's classes differ from nomenclature v1 of this code "
       r"from class 5 on \('rice' vs 'maize'\); the table was edited")):
     checks.checkpoint_nomenclature(meta, "W")
-  with pytest.raises(checks.PredictError, match=(
+  with pytest.raises(UserError, match=(
       r"^--workdir W: the checkpoint predicts nomenclature v7, which this code does not "
       r"have \(nomenclature v7: .*classes_v7.csv not found\)")):
     checks.checkpoint_nomenclature(pt.make_meta(version="v7"), "W")

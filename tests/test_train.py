@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcrop import checkpoint, losses, train
-from jaxcrop.config import ConfigError
+from cropcontracts.errors import UserError
+from jaxcrop import checkpoint, distributed, losses, train
 from tests.fixtures import FakeData, fake_batch, tiny_config
 
 K, T, C, S = 3, 4, 4, 16
@@ -20,7 +20,7 @@ def test_class_weights_by_hand():
                              rtol=1e-6)
   np.testing.assert_allclose(losses.class_weights([400, 100, 0], "inv"), [0.4, 1.6, 0], rtol=1e-6)
   np.testing.assert_array_equal(losses.class_weights([5, 0], "none"), [1, 0])
-  with pytest.raises(ConfigError, match="unknown class_weights 'sqrt'"):
+  with pytest.raises(UserError, match="unknown class_weights 'sqrt'"):
     losses.class_weights([1], "sqrt")
 
 
@@ -125,11 +125,11 @@ def test_early_stopping_after_patience(tmp_path):
 
 
 def test_multihost_detection():
-  assert not train.is_multihost(False, {})
-  assert not train.is_multihost(False, {"TPU_WORKER_HOSTNAMES": "localhost"})   # one-host TPU VM
-  assert train.is_multihost(False, {"TPU_WORKER_HOSTNAMES": "10.0.0.2,10.0.0.3"})
-  assert train.is_multihost(False, {"JAX_COORDINATOR_ADDRESS": "10.0.0.2:1234"})
-  assert train.is_multihost(True, {})
+  assert not distributed.is_multihost(False, {})
+  assert not distributed.is_multihost(False, {"TPU_WORKER_HOSTNAMES": "localhost"})   # one-host TPU VM
+  assert distributed.is_multihost(False, {"TPU_WORKER_HOSTNAMES": "10.0.0.2,10.0.0.3"})
+  assert distributed.is_multihost(False, {"JAX_COORDINATOR_ADDRESS": "10.0.0.2:1234"})
+  assert distributed.is_multihost(True, {})
 
 
 _TWO_PROCESSES = r"""
@@ -141,6 +141,7 @@ jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processe
                            process_id=pid)
 from tests.fixtures import FakeData, tiny_config
 from jaxcrop import train
+from cropcontracts.errors import UserError
 data = FakeData(sigterm_at=sigterm_at if pid == 1 and sigterm_at >= 0 else None)
 result = train.train_and_evaluate(tiny_config(num_steps=10, eval_every=5), workdir, data=data)
 print("STEP", result["step"], flush=True)

@@ -9,7 +9,6 @@ import pytest
 
 from configs.hybrid import get_config
 from jaxcrop import cv, evaluate, input_pipeline, plots, predict, train
-from jaxcrop.config import ConfigError
 from prep import cli as prep_cli
 from cropcontracts import errors
 from cropcontracts.errors import UserError
@@ -125,7 +124,7 @@ def test_ctrl_c_is_one_line_and_a_bug_keeps_its_traceback(capsys):
   assert capsys.readouterr().err == "interrupted\n"
   with pytest.raises(ZeroDivisionError):      # not a user error: the traceback stays
     errors.run(lambda: 1 // 0)
-  with pytest.raises(ValueError):             # never a user error: raise ConfigError instead
+  with pytest.raises(ValueError):             # never a user error: raise UserError instead
     errors.run(int, "x")
 
 
@@ -144,7 +143,7 @@ def test_floating_point_error_is_a_bug_and_a_diverged_loss_a_user_error(capsys):
   with pytest.raises(FloatingPointError):
     errors.run(overflow)
   def diverged():   # what train raises where it checks the loss
-    raise ConfigError("loss is nan at step 3; lower optimizer.lr or check the input "
+    raise UserError("loss is nan at step 3; lower optimizer.lr or check the input "
                       "normalization")
   assert errors.run(diverged) == 2
   assert_error(2, capsys.readouterr().err, "loss is nan at step 3; lower optimizer.lr or "

@@ -10,35 +10,31 @@ from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import ZoneFolder
 
 
-class PredictError(UserError):
-  """A zone, checkpoint or output folder that does not fit; the message says why."""
-
-
 def check_tiling(tile: int, overlap: int, batch: int = 1) -> None:
-  """Raises PredictError on a tile side, overlap or batch that cannot work."""
+  """Raises UserError on a tile side, overlap or batch that cannot work."""
   if tile < 1:
-    raise PredictError(f"--tile {tile} must be a positive number of pixels")
+    raise UserError(f"--tile {tile} must be a positive number of pixels")
   if not 0 <= overlap < tile:
-    raise PredictError(f"--overlap {overlap} must be in [0, --tile {tile})")
+    raise UserError(f"--overlap {overlap} must be in [0, --tile {tile})")
   if batch < 1:
-    raise PredictError(f"--batch {batch} must be at least 1 tile")
+    raise UserError(f"--batch {batch} must be at least 1 tile")
 
 
 def check_compatible(zone: ZoneFolder, meta) -> None:
-  """Raises PredictError when the zone's months, bands or nomenclature differ from
+  """Raises UserError when the zone's months, bands or nomenclature differ from
   those the checkpoint was trained on."""
   where = f"zone {zone.zone_id} ({zone.path})"
   if len(zone.months) != len(meta.months):
-    raise PredictError(
+    raise UserError(
         f"{where} has {len(zone.months)} months, the checkpoint was trained on "
         f"{len(meta.months)} ({meta.months[0]}..{meta.months[-1]}); composite the zone "
         f"with the same months")
   if list(zone.bands) != list(meta.bands):
-    raise PredictError(
+    raise UserError(
         f"{where} has bands {list(zone.bands)}, the checkpoint was trained on "
         f"{list(meta.bands)}; composite the zone with the same bands")
   if zone.nomenclature and zone.nomenclature != meta.nomenclature_version:
-    raise PredictError(
+    raise UserError(
         f"{where} is labelled with nomenclature {zone.nomenclature}, the checkpoint "
         f"predicts nomenclature {meta.nomenclature_version}; relabel the zone or use a "
         f"checkpoint trained on {zone.nomenclature}")
@@ -55,7 +51,7 @@ def check_tile(apply_fn, variables, meta, tile: int, valid_count: bool = False) 
   try:
     jax.eval_shape(lambda v, x, i: apply_fn(v, x, **i), variables, x, inputs)
   except ValueError as e:
-    raise PredictError(f"--tile {tile} does not fit the model: {e}") from None
+    raise UserError(f"--tile {tile} does not fit the model: {e}") from None
 
 
 def checkpoint_nomenclature(meta, workdir):
@@ -67,14 +63,14 @@ def checkpoint_nomenclature(meta, workdir):
   try:
     nom = nomenclature_lib.load(v)
   except UserError as e:
-    raise PredictError(f"--workdir {workdir}: the checkpoint predicts nomenclature {v}, "
+    raise UserError(f"--workdir {workdir}: the checkpoint predicts nomenclature {v}, "
                        f"which this code does not have ({e}); use the jaxcrop version "
                        f"it was trained with") from None
   ours, theirs = list(nom.tier3), list(meta.class_names)
   if ours != theirs:
     k = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b),
              min(len(ours), len(theirs)))
-    raise PredictError(
+    raise UserError(
         f"--workdir {workdir}: the checkpoint's classes differ from nomenclature {v} of "
         f"this code from class {k} on ({theirs[k] if k < len(theirs) else 'none'!r} vs "
         f"{ours[k] if k < len(ours) else 'none'!r}); the table was edited without a new "
@@ -84,5 +80,5 @@ def checkpoint_nomenclature(meta, workdir):
 
 def check_output(folder: pathlib.Path, overwrite: bool) -> None:
   if folder.exists() and not overwrite:
-    raise PredictError(f"{folder}: output folder already exists; pass --overwrite to "
+    raise UserError(f"{folder}: output folder already exists; pass --overwrite to "
                        f"replace it or choose another --out")

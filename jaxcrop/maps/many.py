@@ -28,14 +28,14 @@ import queue
 import threading
 from typing import Callable, Iterable, Sequence
 
-from jaxcrop.maps.checks import PredictError
 from jaxcrop.maps.geotiff import MAP_JSON
+from cropcontracts.errors import UserError
 
 
 def share(zone_ids: Iterable[str], index: int, count: int) -> list[str]:
   """The ids process `index` of `count` maps: every count-th of the sorted ids."""
   if count < 1 or not 0 <= index < count:
-    raise PredictError(f"--process-index {index} must be in [0, --process-count {count})")
+    raise UserError(f"--process-index {index} must be in [0, --process-count {count})")
   return sorted(zone_ids)[index::count]
 
 
@@ -72,8 +72,8 @@ def process_share(index: int | None, count: int | None) -> tuple[int, int]:
   """(index, count): the overrides, else this JAX process's."""
   if index is None or count is None:
     import jax
-    from jaxcrop.train import maybe_initialize_distributed
-    maybe_initialize_distributed(False)        # a TPU pod's workers, a coordinator
+    from jaxcrop import distributed
+    distributed.initialize()                   # a TPU pod's workers, a coordinator
     index = jax.process_index() if index is None else index
     count = jax.process_count() if count is None else count
   return index, count

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from cropcontracts.zonefolder import ZoneFolder
-from jaxcrop.maps.checks import PredictError
+from cropcontracts.errors import UserError
 from jaxcrop.maps.tiling import NODATA, Prediction
 
 
@@ -53,10 +53,10 @@ def parcel_geometries(zone: ZoneFolder, table):
 
 
 def check_geometries_source(zone: ZoneFolder) -> None:
-  """Raises PredictError for a labelled jaxcrop-zone/1 folder: its parcel product
+  """Raises UserError for a labelled jaxcrop-zone/1 folder: its parcel product
   has no geometries (format 2 folders carry parcels.gpkg)."""
   if zone.has_labels and not zone.has_parcel_geometries:
-    raise PredictError(
+    raise UserError(
         f"zone {zone.zone_id} ({zone.path}) is a {zone.format} folder without "
         f"parcels.gpkg; rerun `python -m prep labels` for it (it writes the parcel "
         f"geometries into the zone folder)")

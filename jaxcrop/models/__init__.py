@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxcrop.config import ConfigError
 from jaxcrop.models.heads import HierarchicalModel  # noqa: F401
 from jaxcrop.models.hybrid import HybridModel, TemporalEncoder, UNet  # noqa: F401
 from jaxcrop.models.temporal import AttentionEncoder  # noqa: F401
+from cropcontracts.errors import UserError
 
 HEADS = ("flat", "hierarchical")
 
@@ -43,7 +43,7 @@ def build_model(cfg_model, num_classes: int, tree=None):
   if kind == "flat":
     return HybridModel(num_classes=num_classes, **common)
   if kind != "hierarchical":
-    raise ConfigError(f"unknown model.head.kind {kind!r}; expected one of {HEADS}")
+    raise UserError(f"unknown model.head.kind {kind!r}; expected one of {HEADS}")
   if tree is None or tree.sizes[2] != num_classes:
     raise ValueError(f"model.head.kind='hierarchical' needs the class tree of the "
                      f"{num_classes} classes (build_model(…, tree=Tree.of(meta)))")

@@ -29,11 +29,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcrop.config import ConfigError
 import numpy as np
 
 from jaxcrop.hierarchy import Tree
 from jaxcrop.models.hybrid import HybridModel
+from cropcontracts.errors import UserError
 
 CONSISTENCY = ("joint", "none")
 
@@ -44,7 +44,7 @@ def consistent_scores(logits: dict, tree: Tree, consistency: str = "joint"):
   if consistency == "none":
     return lp3
   if consistency != "joint":
-    raise ConfigError(f"unknown consistency {consistency!r}; expected one of {CONSISTENCY}")
+    raise UserError(f"unknown consistency {consistency!r}; expected one of {CONSISTENCY}")
   lp2 = jax.nn.log_softmax(logits["tier2"].astype(jnp.float32), axis=-1)
   lp1 = jax.nn.log_softmax(logits["tier1"].astype(jnp.float32), axis=-1)
   path = (lp3 + jnp.take(lp2, jnp.asarray(tree.tier2_of), axis=-1)
@@ -86,7 +86,7 @@ class HierarchicalModel(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False, valid_count=None, tiers: bool = False):
     if self.consistency not in CONSISTENCY:
-      raise ConfigError(f"unknown consistency {self.consistency!r}; expected one of {CONSISTENCY}")
+      raise UserError(f"unknown consistency {self.consistency!r}; expected one of {CONSISTENCY}")
     k1, k2, k3 = self.tree.sizes
     backbone = HybridModel(
         num_classes=k1 + k2 + k3, temporal=self.temporal, unet=self.unet,

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from cropcontracts.dataset_meta import unet_min_side
-from jaxcrop.config import ConfigError
+from cropcontracts.errors import UserError
 from jaxcrop.models.temporal import AttentionEncoder
 
 def make_norm(kind: str, *, train: bool, dtype: Any, reduction_axes=None):
@@ -41,7 +41,7 @@ def make_norm(kind: str, *, train: bool, dtype: Any, reduction_axes=None):
         reduction_axes=reduction_axes, dtype=dtype)(x)
   if kind == "none":
     return lambda x: x
-  raise ConfigError(f"unknown norm {kind!r}; expected batch, layer, group or none")
+  raise UserError(f"unknown norm {kind!r}; expected batch, layer, group or none")
 
 
 def _group_size(features: int) -> int:
@@ -123,7 +123,7 @@ class TemporalEncoder(nn.Module):
       # occurs, which is what separates, e.g., winter wheat from maize.
       x = x.reshape(x.shape[:-2] + (-1,))
       return nn.relu(nn.Dense(self.features, dtype=self.dtype)(x))
-    raise ConfigError(f"unknown pooling {self.pooling!r}; expected max, mean, attention or "
+    raise UserError(f"unknown pooling {self.pooling!r}; expected max, mean, attention or "
                       f"flatten")
 
 
@@ -200,7 +200,7 @@ class UNet(nn.Module):
         x = jax.image.resize(x, (b, 2 * h, 2 * w, c), "bilinear")
         x = nn.Conv(width, (3, 3), padding="SAME", dtype=self.dtype)(x)
       else:
-        raise ConfigError(f"unknown up {self.up!r}; expected transpose or resize")
+        raise UserError(f"unknown up {self.up!r}; expected transpose or resize")
       x = block(width)(jnp.concatenate([x, skip], axis=-1), train)
     return nn.Conv(self.num_classes, (1, 1), dtype=self.dtype)(x)
 
@@ -242,7 +242,7 @@ class HybridModel(nn.Module):
       enc = TemporalEncoder(**self.temporal, dtype=self.dtype, name="temporal")
       feats = enc(pixels, train).reshape(b, h, w, -1)
     else:
-      raise ConfigError(f"unknown model.encoder {self.encoder!r}; expected cnn or attention")
+      raise UserError(f"unknown model.encoder {self.encoder!r}; expected cnn or attention")
     logits = UNet(self.num_classes, **self.unet, dtype=self.dtype, name="unet")(feats, train)
     logits = logits.astype(jnp.float32)
     return {"tier3": logits} if tiers else logits
@@ -257,7 +257,7 @@ def valid_count_inputs(x, valid_count, mode: str, encoder: str):
   channel: log1p(count) appended as one more band; mask: valid = count > 0.
   """
   if mode not in VALID_COUNT:
-    raise ConfigError(f"unknown valid_count {mode!r}; expected one of {VALID_COUNT}")
+    raise UserError(f"unknown valid_count {mode!r}; expected one of {VALID_COUNT}")
   if mode == "none":
     return x, None
   if valid_count is None:
@@ -266,7 +266,7 @@ def valid_count_inputs(x, valid_count, mode: str, encoder: str):
                      "them with data.valid_count=True")
   if mode == "mask":
     if encoder != "attention":
-      raise ConfigError("model.valid_count='mask' masks attention weights: it needs "
+      raise UserError("model.valid_count='mask' masks attention weights: it needs "
                        "model.encoder='attention' (use 'channel' with the CNN)")
     return x, jnp.asarray(valid_count) > 0
   count = jnp.log1p(jnp.asarray(valid_count, jnp.float32))[..., None].astype(x.dtype)

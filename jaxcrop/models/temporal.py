@@ -27,8 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcrop.config import ConfigError
 import numpy as np
+from cropcontracts.errors import UserError
 
 DAYS_PER_MONTH = 30.44
 
@@ -53,7 +53,7 @@ class AttentionEncoder(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False, valid=None):
     if self.d_model % self.heads:
-      raise ConfigError(f"attention d_model={self.d_model} must be a multiple of "
+      raise UserError(f"attention d_model={self.d_model} must be a multiple of "
                        f"heads={self.heads} (each head pools d_model/heads channels)")
     t = x.shape[-2]
     x = nn.Dense(self.d_model, dtype=self.dtype, name="embed")(x.astype(self.dtype))
