@@ -2,7 +2,8 @@
 
 Training and mapping both call `initialize(flag)` before their first JAX
 computation; it lives here, not in the trainer, so that the mapping path
-never imports `jaxcrop.train`.
+never imports `jaxcrop.train`. `put_batch` makes each process's share of a
+batch one global array, as the train and validation steps take it.
 """
 from __future__ import annotations
 
@@ -21,3 +22,14 @@ def initialize(multihost: bool = False) -> None:
   if is_multihost(multihost):
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize()
+
+
+def put_batch(mesh, batch: dict, keys=("image", "label")) -> dict:
+  """This process's share of a global batch (numpy, leading axis B / processes) →
+  global arrays [B, …] sharded over the mesh's `data` axis (`keys`, plus
+  `valid_count` when the batch carries it)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  keys = tuple(keys) + (("valid_count",) if "valid_count" in batch else ())
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])) for k in keys}

@@ -14,10 +14,9 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator, Protocol
 
 from absl import logging
 import flax
@@ -28,9 +27,12 @@ import numpy as np
 import optax
 import tqdm
 
-from jaxcrop import checkpoint, cli, distributed, hierarchy, losses, metrics
+from jaxcrop import (checkpoint, cli, distributed, early_stopping, losses, metrics, preemption,
+                     resume, validation)
 from jaxcrop.hierarchy import Tree
+from jaxcrop.metric_writer import MetricWriter
 from jaxcrop.models import build_model, head_kind, needs_valid_count
+from cropcontracts import atomic
 from cropcontracts.dataset_meta import DatasetMeta, unet_min_side
 from cropcontracts.errors import UserError
 
@@ -136,26 +138,6 @@ def make_eval_step(model, num_classes: int):
   return eval_step
 
 
-def put_batch(mesh, batch, keys=("image", "label")):
-  """This process's share of a global batch → global arrays sharded on `data`
-  (`keys`, plus `valid_count` when the batch carries it)."""
-  sharding = NamedSharding(mesh, P("data"))
-  keys = tuple(keys) + (("valid_count",) if "valid_count" in batch else ())
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])) for k in keys}
-
-
-def evaluate_split(eval_step, variables, batches, mesh, num_classes: int,
-                   max_batches=None, desc="eval") -> np.ndarray:
-  """Confusion matrix int64 [K, K] summed over the (masked) batches of a split."""
-  cm = jnp.zeros((num_classes, num_classes), jnp.int32)
-  for i, batch in enumerate(tqdm.tqdm(batches, desc=desc, leave=False,
-                                      disable=jax.process_index() != 0)):
-    if max_batches is not None and i >= max_batches:
-      break
-    cm = cm + eval_step(variables, put_batch(mesh, batch, ("image", "label", "mask")))
-  return np.asarray(jax.device_get(cm), np.int64)
-
-
 def model_summary(model, variables, sample, inputs=None) -> dict:
   """Parameter count and forward FLOPs per pixel (XLA cost_analysis, eval mode)."""
   n_params = sum(int(p.size) for p in jax.tree.leaves(variables["params"]))
@@ -167,135 +149,6 @@ def model_summary(model, variables, sample, inputs=None) -> dict:
   flops = float((cost or {}).get("flops", float("nan"))) / (b * h * w)
   return {"params": n_params, "flops_per_pixel": flops,
           "flops_source": "XLA cost_analysis of the jitted forward pass / (B·H·W)"}
-
-
-class Writer:
-  """metrics.jsonl (+ TensorBoard scalars) from process 0 only."""
-
-  def __init__(self, workdir, tensorboard: bool):
-    self.active = jax.process_index() == 0
-    self.path = workdir / "metrics.jsonl"
-    self.tb = None
-    if self.active and tensorboard:
-      try:
-        from jaxcrop.input_pipeline import import_tf  # pylint: disable=g-import-not-at-top
-        tf = import_tf()
-      except ImportError:
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top
-        tf.config.set_visible_devices([], "GPU")
-      # tf.summary.write with the "scalars" plugin tag is what
-      # tensorboard's tf.summary.scalar does; the tensorboard package is not needed.
-      from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
-      self.scalar_metadata = summary_pb2.SummaryMetadata(
-          plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-      self.tf = tf
-      self.tb = tf.summary.create_file_writer(str(workdir / "tb"))
-
-  def write(self, step: int, scalars: dict):
-    if not self.active:
-      return
-    with self.path.open("a") as f:
-      f.write(json.dumps({"step": int(step), **scalars}) + "\n")
-    if self.tb is not None:
-      with self.tb.as_default():
-        for k, v in scalars.items():
-          if isinstance(v, (int, float)):
-            self.tf.summary.write(k, self.tf.constant(v, self.tf.float32), step=int(step),
-                                  metadata=self.scalar_metadata)
-      self.tb.flush()
-
-
-def _write_json(path, obj_or_text):
-  """Writes under a temporary name, then renames (local disk or gs://)."""
-  text = obj_or_text if isinstance(obj_or_text, str) else json.dumps(obj_or_text, indent=1)
-  tmp = path.parent / (path.name + ".tmp")
-  tmp.write_text(text)
-  tmp.replace(path)
-
-
-def _flatten(d: dict, prefix: str) -> dict:
-  """{'a': {'b': 1}} → {'prefix.a.b': 1}."""
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}.{k}"))
-    else:
-      out[f"{prefix}.{k}"] = v
-  return out
-
-
-class PreemptionCheck:
-  """`preempted(step)`: True at the step where every process stops and saves.
-
-  One process: True from the first step that ends after a SIGTERM (our handler
-  sets a flag; a second SIGTERM exits at once). Several processes (a TPU pod):
-  JAX's preemption service (`jax.distributed.initialize` starts it and catches
-  SIGTERM itself) agrees on one step for all of them,
-  `multihost_utils.reached_preemption_sync_point`, called every step; a
-  per-process flag would have one host enter the checkpoint barrier while
-  another runs the next step's collectives, and both hang.
-  """
-
-  def __init__(self):
-    self.multi = jax.process_count() > 1
-    self.flag = False
-    self.previous = None
-    if not self.multi:
-      self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-
-  def _on_sigterm(self, signum, frame):  # pylint: disable=unused-argument
-    if self.flag:                        # asked twice: stop now, without the save
-      signal.signal(signal.SIGTERM, self.previous or signal.SIG_DFL)
-      raise SystemExit(128 + signal.SIGTERM)
-    self.flag = True
-
-  def __call__(self, step: int) -> bool:
-    if self.multi:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      return bool(multihost_utils.reached_preemption_sync_point(step))
-    return self.flag
-
-  def close(self) -> None:
-    if not self.multi:
-      signal.signal(signal.SIGTERM, self.previous)
-
-
-def check_resume(workdir, config, meta) -> None:
-  """Raises UserError when workdir holds checkpoints of another model or dataset layout.
-
-  Resuming them would fail deep inside Orbax (shape mismatch), after config.json
-  had been overwritten with the new config. Other changes (lr, num_steps, …) resume.
-  """
-  if not any((workdir / "checkpoints").glob("*/[0-9]*")) or \
-      not (workdir / "config.json").exists():
-    return
-  old = _flatten(json.loads((workdir / "config.json").read_text()).get("model", {}), "model")
-  new = _flatten(json.loads(config.to_json())["model"], "model")
-  diffs = [f"{k}: {old.get(k)} → {new.get(k)}" for k in sorted(set(old) | set(new))
-           if old.get(k) != new.get(k)]
-  if (workdir / "dataset_meta.json").exists():
-    saved = DatasetMeta.from_json((workdir / "dataset_meta.json").read_text())
-    diffs += [f"dataset {d}" for d in saved.compatible_with(meta)]
-  if diffs:
-    raise UserError(f"{workdir}: holds checkpoints of another model ({'; '.join(diffs)}); "
-                    f"pass a new --workdir, or the run's own settings to resume it")
-
-
-def _restore_resume_point(workdir, last_mgr, step: int, model_vars: dict, opt: dict):
-  """checkpoint.restore of the resume point, or a UserError naming it when its
-  files are damaged (truncated, missing, or not matching their digest)."""
-  try:
-    return checkpoint.restore(last_mgr, step, model_vars, opt)
-  except Exception as e:  # pylint: disable=broad-except  # tensorstore raises bare Exception
-    if checkpoint.another_model(e):
-      raise                                  # check_resume refuses other models first
-    folder = workdir / "checkpoints" / "last" / str(step)
-    why = checkpoint.damage_reason(e)
-    older = [s for s in last_mgr.all_steps() if s < step]
-    then = (f"remove {folder} to resume from step {max(older)}" if older else
-            f"remove {workdir / 'checkpoints'} to train from the start")
-    raise UserError(f"{folder}: checkpoint step {step} (last) is damaged ({why}); "
-                    f"{then}") from None
 
 
 def with_data_inputs(config):
@@ -323,147 +176,211 @@ def check_config(config) -> None:
       raise UserError(f"--config.{path}={value}: must be at least 1")
 
 
-def train_and_evaluate(config, workdir, *, data=None) -> dict:
-  """Train per `config` in `workdir` (resuming there); returns a summary dict.
+class Data(Protocol):
+  """Where `train_and_evaluate` reads its data (`jaxcrop.cv` and `jaxcrop.evaluate`
+  take the same object): the module `jaxcrop.input_pipeline` (the default; its
+  functions give the batches' shapes), or a stand-in with the same five functions
+  (tests: `tests.fixtures.FakeData`). `builder`: None (each call opens the dataset
+  itself) or a TFDS builder."""
 
-  `data`: an object with load_meta / train_iterator / eval_batches (defaults to
-  jaxcrop.input_pipeline; tests inject fakes).
-  """
-  data = data or importlib.import_module("jaxcrop.input_pipeline")
-  workdir = checkpoint.workdir_path(workdir)   # local or gs://
-  main_process = jax.process_index() == 0
-  config = with_data_inputs(config)
-  cfg_t = config.train
+  def load_meta(self, cfg_data) -> DatasetMeta:
+    """The dataset's DatasetMeta, moments merged over cfg_data.train_split."""
+
+  def check_split(self, cfg_data, builder, split: str) -> None:
+    """UserError when `split` names a split the dataset does not have."""
+
+  def check_shards(self, cfg_data, builder, split: str) -> None:
+    """UserError naming a shard of `split` that is missing or truncated."""
+
+  def train_iterator(self, cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict]:
+    """Endless batches {image [B,T,H,W,C], label [B,H,W], valid_count?}; from
+    start_step=k, batches k, k+1, … of start_step=0."""
+
+  def eval_batches(self, cfg_data, split: str, meta=None) -> Iterator[dict]:
+    """Every example of `split` once, the last batch padded: + mask [B] (0 on padding)."""
+
+
+def check_inputs(config, workdir, data: Data) -> DatasetMeta:
+  """Every check of the user's inputs, before anything is written: the config,
+  the dataset (splits, damaged shards), a resume of another model, the batch
+  sizes against the devices. Returns the dataset's DatasetMeta."""
   check_config(config)
-  meta = data.load_meta(config.data)      # fails first, before anything is written
-  if hasattr(data, "check_split"):
-    data.check_split(config.data, None, config.data.val_split)
-  if hasattr(data, "check_shards"):      # a damaged shard: one line, no workdir written
-    for split in (config.data.train_split, config.data.val_split):
-      data.check_shards(config.data, None, split)
-  check_resume(workdir, config, meta)    # before config.json is overwritten
-  if main_process:
-    workdir.mkdir(parents=True, exist_ok=True)
-  num_classes = meta.num_classes
+  meta = data.load_meta(config.data)
+  data.check_split(config.data, None, config.data.val_split)
+  for split in (config.data.train_split, config.data.val_split):
+    data.check_shards(config.data, None, split)
+  resume.check_resume(workdir, config, meta)    # before config.json is overwritten
   n_dev = jax.device_count()
   for field in ("batch_size", "eval_batch_size"):
     if config.data[field] % n_dev:
       raise UserError(f"data.{field}={config.data[field]} must be a multiple of "
-                       f"the {n_dev} devices")
-  mesh = Mesh(np.array(jax.devices()), ("data",))
-  replicated = NamedSharding(mesh, P())
+                      f"the {n_dev} devices")
+  return meta
 
-  tree = Tree.of(meta)
-  model = build_model(config.model, num_classes, tree=tree)
-  tx = make_optimizer(config.optimizer, cfg_t.num_steps)
-  sample = init_sample(config.model, len(meta.months), len(meta.bands))
-  inputs = sample_inputs(config.model, sample)
-  state = jax.jit(lambda: init_state(model, tx, sample, config.seed, inputs),
-                  out_shardings=replicated)()
+
+def loss_step(config, model, tx, meta: DatasetMeta, tree: Tree):
+  """`make_train_step` with the class weights of `meta` (per tier for hierarchical heads)."""
   if head_kind(config.model) == "hierarchical":
     weights = losses.tier_class_weights(meta.class_pixel_counts, tree, config.loss.class_weights)
-    step_fn = make_train_step(model, tx, weights, config.loss.label_smoothing, config.seed,
-                              tree=tree, tier_weights=tuple(config.loss.tier_weights))
-  else:
-    weights = losses.class_weights(meta.class_pixel_counts, config.loss.class_weights)
-    step_fn = make_train_step(model, tx, weights, config.loss.label_smoothing, config.seed)
-  train_step = jax.jit(step_fn, donate_argnums=0, out_shardings=replicated)
-  eval_step = jax.jit(make_eval_step(model, num_classes), out_shardings=replicated)
+    return make_train_step(model, tx, weights, config.loss.label_smoothing, config.seed,
+                           tree=tree, tier_weights=tuple(config.loss.tier_weights))
+  weights = losses.class_weights(meta.class_pixel_counts, config.loss.class_weights)
+  return make_train_step(model, tx, weights, config.loss.label_smoothing, config.seed)
 
-  if main_process:
-    _write_json(workdir / "config.json", config.to_json(indent=1))
-    _write_json(workdir / "dataset_meta.json", meta.to_json())
-  last_mgr, best_mgr = checkpoint.managers(workdir, cfg_t.keep_last)
-  progress = {"best_f1": np.array(-1.0, np.float32), "bad_evals": np.array(0, np.int32)}
+
+def initial_state(config, model, tx, meta: DatasetMeta, sharding) -> TrainState:
+  """The state at step 0 (seed `config.seed`), placed with `sharding`."""
+  sample = init_sample(config.model, len(meta.months), len(meta.bands))
+  inputs = sample_inputs(config.model, sample)
+  return jax.jit(lambda: init_state(model, tx, sample, config.seed, inputs),
+                 out_shardings=sharding)()
+
+
+def write_run_files(workdir, config, meta: DatasetMeta) -> None:
+  """workdir/config.json and workdir/dataset_meta.json (process 0)."""
+  if jax.process_index() == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(workdir / "config.json", config.to_json(indent=1))
+    atomic.write_text(workdir / "dataset_meta.json", meta.to_json())
+
+
+def _opt_tree(state: TrainState) -> dict:
+  return {"opt_state": state.opt_state, "step": state.step}
+
+
+def save_last(last_mgr, step: int, state: TrainState, stopping) -> None:
+  """A `last` checkpoint: model variables, optimizer state, step, early-stopping progress."""
+  checkpoint.save(last_mgr, step, model_variables(state),
+                  {**_opt_tree(state), **stopping.progress})
+
+
+def resume_state(workdir, last_mgr, state: TrainState, stopping, sharding):
+  """(state, step) of the newest `last` checkpoint, `stopping` restored with it;
+  (state, 0) when there is none."""
   start = last_mgr.latest_step()
-  if start is not None:
-    mv, opt = _restore_resume_point(workdir, last_mgr, start, model_variables(state),
-                                    {"opt_state": state.opt_state, "step": state.step,
-                                     **progress})
-    state = state.replace(params=mv["params"], batch_stats=mv.get("batch_stats", {}),
-                          opt_state=opt["opt_state"], step=opt["step"])
-    state = jax.device_put(state, replicated)
-    progress = {k: np.asarray(opt[k]) for k in progress}
-    print(f"resuming from step {start} ({workdir}/checkpoints/last)", file=sys.stderr)
-  start = int(start or 0)
+  if start is None:
+    return state, 0
+  mv, opt = resume.restore(workdir, last_mgr, start, model_variables(state),
+                           {**_opt_tree(state), **stopping.progress})
+  state = state.replace(params=mv["params"], batch_stats=mv.get("batch_stats", {}),
+                        opt_state=opt["opt_state"], step=opt["step"])
+  stopping.restore(opt)
+  print(f"resuming from step {start} ({workdir}/checkpoints/last)", file=sys.stderr)
+  return jax.device_put(state, sharding), int(start)
 
-  def save_last(step):
-    checkpoint.save(last_mgr, step, model_variables(state),
-                    {"opt_state": state.opt_state, "step": state.step, **progress})
 
-  preempted = PreemptionCheck()
-  writer = Writer(workdir, cfg_t.get("tensorboard", True))
-  it = data.train_iterator(config.data, seed=config.seed, start_step=start)
-  summary = {}
-  step = start
-  bar = tqdm.tqdm(total=cfg_t.num_steps, initial=start, desc="train", disable=not main_process)
-  t_log, n_px = time.perf_counter(), 0
-  val = None
-  sigterm = False
+def first_batch_summary(model, state: TrainState, batch) -> dict:
+  """`model_summary` at the shapes of the first batch; process 0 prints it."""
+  summary = model_summary(model, model_variables(state), jnp.asarray(batch["image"][:1]),
+                          {k: jnp.asarray(v[:1]) for k, v in model_inputs(batch).items()})
+  if jax.process_index() == 0:
+    print(f"model: {summary['params']:,} parameters, "
+          f"{summary['flops_per_pixel']:,.0f} FLOPs/pixel forward ({summary['flops_source']})",
+          file=sys.stderr)
+  return summary
+
+
+def due(step: int, every: int, num_steps: int) -> bool:
+  """True every `every` steps and at the last step."""
+  return step % every == 0 or step == num_steps
+
+
+class TrainLog:
+  """The progress bar and the logged scalars: `train_<k>` (loss, grad_norm,
+  labelled_pixels, pixels_per_s since the previous line) and `val_<k>`."""
+
+  def __init__(self, writer: MetricWriter, num_steps: int, start: int):
+    self.writer = writer
+    self.bar = tqdm.tqdm(total=num_steps, initial=start, desc="train",
+                         disable=jax.process_index() != 0)
+    self.t, self.pixels = time.perf_counter(), 0
+
+  def step(self, batch) -> None:
+    """One step done on `batch` (this process's share)."""
+    self.bar.update(1)
+    b, _, h, w, _ = batch["image"].shape
+    self.pixels += b * h * w * jax.process_count()
+
+  def train(self, step: int, measured: dict) -> None:
+    """Logs the step's measurements; UserError on a loss that is not finite."""
+    measured = {k: float(v) for k, v in jax.device_get(measured).items()}
+    if not np.isfinite(measured["loss"]):
+      raise UserError(f"loss is {measured['loss']} at step {step}; "
+                      "lower optimizer.lr or check the input normalization")
+    measured["pixels_per_s"] = self.pixels / (time.perf_counter() - self.t)
+    self.t, self.pixels = time.perf_counter(), 0
+    self.bar.set_postfix(loss=f"{measured['loss']:.3f}", px_s=f"{measured['pixels_per_s']:.3g}")
+    self.writer.write(step, {f"train_{k}": v for k, v in measured.items()})
+
+  def val(self, step: int, scores: dict) -> None:
+    self.writer.write(step, {f"val_{k}": v for k, v in scores.items()
+                             if isinstance(v, (int, float))})
+    self.bar.write(f"step {step}: val macro-F1 {scores['macro_f1']:.4f}  OA "
+                   f"{scores['overall_accuracy']:.4f}  mIoU {scores['miou']:.4f}")
+
+
+def train_and_evaluate(config, workdir, *, data: Data | None = None) -> dict:
+  """Train per `config` in `workdir` (resuming there); returns a summary dict.
+
+  `data`: see `Data` (default: jaxcrop.input_pipeline). Returns {step,
+  best_val_macro_f1, early_stopped, preempted (SIGTERM: saved, stopped), val
+  (the last validation's scores), model (model_summary)}.
+  """
+  data = data or importlib.import_module("jaxcrop.input_pipeline")
+  workdir = checkpoint.workdir_path(workdir)   # local or gs://
+  config = with_data_inputs(config)
+  cfg_t = config.train
+  meta = check_inputs(config, workdir, data)   # fails before anything is written
+  mesh = Mesh(np.array(jax.devices()), ("data",))
+  replicated = NamedSharding(mesh, P())
+  tree = Tree.of(meta)
+  model = build_model(config.model, meta.num_classes, tree=tree)
+  tx = make_optimizer(config.optimizer, cfg_t.num_steps)
+  state = initial_state(config, model, tx, meta, replicated)
+  train_step = jax.jit(loss_step(config, model, tx, meta, tree), donate_argnums=0,
+                       out_shardings=replicated)
+  validate = validation.Validator(
+      jax.jit(make_eval_step(model, meta.num_classes), out_shardings=replicated), data,
+      config.data, mesh, meta, tree, config.eval.get("max_batches"))
+
+  write_run_files(workdir, config, meta)
+  last_mgr, best_mgr = checkpoint.managers(workdir, cfg_t.keep_last)
+  stopping = early_stopping.EarlyStopping(workdir, best_mgr, cfg_t.early_stopping_patience)
+  state, start = resume_state(workdir, last_mgr, state, stopping, replicated)
+  preempted = preemption.Preemption()
+  log = TrainLog(MetricWriter(workdir, cfg_t.get("tensorboard", True)), cfg_t.num_steps, start)
+  batches = data.train_iterator(config.data, seed=config.seed, start_step=start)
+  step, summary, val, sigterm = start, {}, None, False
   try:
-    while step < cfg_t.num_steps and progress["bad_evals"] < cfg_t.early_stopping_patience:
-      batch = next(it)
-      if not summary:
-        summary = model_summary(model, model_variables(state), jnp.asarray(batch["image"][:1]),
-                                {k: jnp.asarray(v[:1]) for k, v in model_inputs(batch).items()})
-        if main_process:
-          print(f"model: {summary['params']:,} parameters, "
-                f"{summary['flops_per_pixel']:,.0f} FLOPs/pixel forward ({summary['flops_source']})",
-                file=sys.stderr)
-      state, measured = train_step(state, put_batch(mesh, batch))
+    while step < cfg_t.num_steps and not stopping.stopped:
+      batch = next(batches)
+      summary = summary or first_batch_summary(model, state, batch)
+      state, measured = train_step(state, distributed.put_batch(mesh, batch))
       step += 1
-      bar.update(1)
-      b, _, h, w, _ = batch["image"].shape
-      n_px += b * h * w * jax.process_count()
-      if step % cfg_t.log_every == 0 or step == cfg_t.num_steps:
-        measured = {k: float(v) for k, v in jax.device_get(measured).items()}
-        if not np.isfinite(measured["loss"]):
-          raise UserError(f"loss is {measured['loss']} at step {step}; "
-                            "lower optimizer.lr or check the input normalization")
-        dt = time.perf_counter() - t_log
-        measured["pixels_per_s"] = n_px / dt
-        t_log, n_px = time.perf_counter(), 0
-        bar.set_postfix(loss=f"{measured['loss']:.3f}", px_s=f"{measured['pixels_per_s']:.3g}")
-        writer.write(step, {f"train_{k}": v for k, v in measured.items()})
-      if step % cfg_t.eval_every == 0 or step == cfg_t.num_steps:
-        cm = evaluate_split(eval_step, model_variables(state),
-                            data.eval_batches(config.data, config.data.val_split), mesh,
-                            num_classes, config.eval.get("max_batches"), desc="val")
-        val = metrics.summarize(cm, list(meta.class_names))
-        for tier in (2, 1):   # the tier-3 confusion mapped up the tree
-          val[f"tier{tier}_macro_f1"] = metrics.summarize(hierarchy.tier_confusion(
-              cm, tree.parents(tier), tree.sizes[tier - 1]))["macro_f1"]
-        scalars = {f"val_{k}": v for k, v in val.items() if isinstance(v, (int, float))}
-        writer.write(step, scalars)
-        bar.write(f"step {step}: val macro-F1 {val['macro_f1']:.4f}  OA "
-                  f"{val['overall_accuracy']:.4f}  mIoU {val['miou']:.4f}")
-        if val["macro_f1"] > progress["best_f1"]:
-          progress = {"best_f1": np.array(val["macro_f1"], np.float32), "bad_evals": np.array(0, np.int32)}
-          checkpoint.save(best_mgr, step, model_variables(state),
-                          {"opt_state": state.opt_state, "step": state.step, **progress},
-                          metrics={checkpoint.BEST_METRIC: float(val["macro_f1"])})
-          if main_process:
-            _write_json(workdir / "val_best.json",
-                        {"step": step, **val, "confusion_matrix": cm.tolist()})
-        else:
-          progress = {**progress, "bad_evals": np.array(progress["bad_evals"] + 1, np.int32)}
-      sigterm = preempted(step)
-      if step % cfg_t.checkpoint_every == 0 or step == cfg_t.num_steps or sigterm:
-        save_last(step)
+      log.step(batch)
+      if due(step, cfg_t.log_every, cfg_t.num_steps):
+        log.train(step, measured)
+      if due(step, cfg_t.eval_every, cfg_t.num_steps):
+        val, cm = validate(model_variables(state))
+        log.val(step, val)
+        stopping.update(step, val, cm, model_variables(state), _opt_tree(state))
+      sigterm = preempted.reached(step)
+      if due(step, cfg_t.checkpoint_every, cfg_t.num_steps) or sigterm:
+        save_last(last_mgr, step, state, stopping)
       if sigterm:
         print(f"stopping at step {step} (SIGTERM); rerun the same command to resume",
               file=sys.stderr)
         break
     else:
       if step > start and last_mgr.latest_step() != step:
-        save_last(step)   # early stop between checkpoints
+        save_last(last_mgr, step, state, stopping)   # early stop between checkpoints
   finally:
-    bar.close()
+    log.bar.close()
     last_mgr.wait_until_finished()
     best_mgr.wait_until_finished()
     preempted.close()
-  return {"step": step, "best_val_macro_f1": float(progress["best_f1"]),
-          "early_stopped": bool(progress["bad_evals"] >= cfg_t.early_stopping_patience),
+  return {"step": step, "best_val_macro_f1": float(stopping.best_f1),
+          "early_stopped": stopping.stopped,
           "preempted": bool(sigterm or preempted.flag),   # asked to stop (SIGTERM)
           "val": val, "model": summary}
 

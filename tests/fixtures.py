@@ -216,13 +216,20 @@ def fake_batch(rng, b):
 
 
 class FakeData:
-  """Stands in for jaxcrop.input_pipeline: deterministic batches per (seed, step)."""
+  """Stands in for jaxcrop.input_pipeline (`jaxcrop.train.Data`): deterministic
+  batches per (seed, step); every split exists and no shard is damaged."""
 
   def __init__(self, sigterm_at=None):
     self.sigterm_at = sigterm_at
 
   def load_meta(self, cfg_data):
     return make_meta(**TRAIN_META)
+
+  def check_split(self, cfg_data, builder, split):
+    pass
+
+  def check_shards(self, cfg_data, builder, split):
+    pass
 
   def train_iterator(self, cfg_data, *, seed, start_step=0):
     step = start_step

@@ -23,7 +23,8 @@ import rasterio  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 from configs.hybrid import get_config  # noqa: E402
-from jaxcrop import checkpoint, evaluate, input_pipeline, metrics, plots, predict, train  # noqa: E402
+from jaxcrop import (checkpoint, evaluate, input_pipeline, metrics, plots, predict, train,  # noqa: E402
+                    validation)
 from cropcontracts import nomenclature, zonefolder  # noqa: E402
 from prep import demo  # noqa: E402
 from tfds_builder.cropmap import cropmap_dataset_builder as cb  # noqa: E402
@@ -167,7 +168,7 @@ def test_training_writes_workdir_and_checkpoints_restore_the_model(trained, conf
 
   def val_confusion(t):
     step = jax.jit(train.make_eval_step(t.model, t.meta.num_classes))
-    return train.evaluate_split(step, t.variables, input_pipeline.eval_batches(
+    return validation.evaluate_split(step, t.variables, input_pipeline.eval_batches(
         t.config.data, "fold1"), mesh, t.meta.num_classes)
 
   # `last` = the in-memory model at the end: its validation confusion is `result["val"]`.

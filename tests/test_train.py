@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cropcontracts.errors import UserError
-from jaxcrop import checkpoint, distributed, losses, train
+from jaxcrop import checkpoint, distributed, losses, preemption, train
 from tests.fixtures import FakeData, fake_batch, tiny_config
 
 K, T, C, S = 3, 4, 4, 16
@@ -122,6 +122,63 @@ def test_early_stopping_after_patience(tmp_path):
   assert result["step"] == 3 and result["early_stopped"]   # evals at 1 (best), 2, 3 (2 bad)
   assert checkpoint.load_trained(tmp_path, "last").step == 3
   assert checkpoint.load_trained(tmp_path, "best").step == 1
+
+
+class DamagedShardData(FakeData):
+  """Records the dataset checks; the training split has a damaged shard."""
+
+  def __init__(self):
+    super().__init__()
+    self.checked = []
+
+  def check_split(self, cfg_data, builder, split):
+    self.checked.append(("split", split))
+
+  def check_shards(self, cfg_data, builder, split):
+    self.checked.append(("shards", split))
+    if split == cfg_data.train_split:
+      raise UserError(f"{split}: shard 0 is truncated")
+
+
+def test_dataset_is_checked_before_anything_is_written(tmp_path):
+  data = DamagedShardData()
+  c = tiny_config()
+  with pytest.raises(UserError, match="shard 0 is truncated"):
+    train.train_and_evaluate(c, tmp_path / "w", data=data)
+  assert data.checked == [("split", c.data.val_split), ("shards", c.data.train_split)]
+  assert not (tmp_path / "w").exists()
+
+
+def test_one_sigterm_sets_the_flag_a_second_exits_and_handlers_nest():
+  """One process: the handler innermost (train's run inside cv) takes SIGTERM, the
+  outer one gets it back on close; the second SIGTERM to one handler exits 143."""
+  import signal
+  before = signal.getsignal(signal.SIGTERM)
+  with preemption.Preemption() as outer:
+    with preemption.Preemption() as inner:
+      os.kill(os.getpid(), signal.SIGTERM)
+      assert inner.flag and inner.reached(1) and not outer.flag
+      with pytest.raises(SystemExit) as stopped:
+        os.kill(os.getpid(), signal.SIGTERM)
+      assert stopped.value.code == 143
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert outer.flag
+  assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_metric_writer_writes_json_lines_and_tensorboard_scalars(tmp_path):
+  from jaxcrop.input_pipeline import import_tf
+  from jaxcrop.metric_writer import MetricWriter
+  writer = MetricWriter(tmp_path, tensorboard=True)
+  writer.write(3, {"val_macro_f1": 0.25, "val_num_pixels": 7, "val_macro_rule": "present"})
+  assert [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
+      {"step": 3, "val_macro_f1": 0.25, "val_num_pixels": 7, "val_macro_rule": "present"}]
+  tf = import_tf()
+  values = [(e.step, v.tag, float(tf.make_ndarray(v.tensor)), v.metadata.plugin_data.plugin_name)
+            for f in (tmp_path / "tb").iterdir()
+            for e in tf.compat.v1.train.summary_iterator(str(f)) for v in e.summary.value]
+  assert sorted(values) == [(3, "val_macro_f1", 0.25, "scalars"),
+                            (3, "val_num_pixels", 7.0, "scalars")]
 
 
 def test_multihost_detection():
