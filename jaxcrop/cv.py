@@ -25,7 +25,8 @@ import sys
 from absl import logging
 import numpy as np
 
-from jaxcrop import checkpoint, cli, hierarchy, metrics, train
+from jaxcrop import checkpoint, cli, hierarchy, metrics, preemption, train, validation
+from cropcontracts import atomic
 from cropcontracts.errors import UserError
 
 # Grid keys → config fields; any other key is a config path with "__" for ".".
@@ -79,8 +80,7 @@ def fold_scores(cm, tree, rare) -> dict:
   the fold (truth or prediction; NaN when none is)."""
   out = {}
   for tier in (1, 2, 3):
-    tcm = hierarchy.tier_confusion(cm, tree.parents(tier), tree.sizes[tier - 1])
-    out[f"tier{tier}_macro_f1"] = metrics.summarize(tcm)["macro_f1"]
+    out[f"tier{tier}_macro_f1"] = validation.tier_macro_f1(cm, tree, tier)
   per_class = metrics.summarize(cm)["per_class"]
   f1 = [per_class[k]["f1"] for k in rare if per_class[k]["present"]]
   out[f"rare{len(rare)}_f1"] = float(np.mean(f1)) if f1 else float("nan")
@@ -121,26 +121,6 @@ class Stopped(Exception):
   """SIGTERM during the CV: the run in flight has saved; rerun to resume."""
 
 
-class _StopOnSigterm:
-  """A SIGTERM between runs (evaluation, baseline) sets `flag`; during a run,
-  train's own handler takes it (the run saves and returns `preempted`)."""
-
-  def __init__(self):
-    import signal  # pylint: disable=g-import-not-at-top
-    import jax  # pylint: disable=g-import-not-at-top
-    self.flag, self.previous = False, None
-    if jax.process_count() == 1:
-      self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-
-  def _on_sigterm(self, signum, frame):  # pylint: disable=unused-argument
-    self.flag = True
-
-  def close(self):
-    import signal  # pylint: disable=g-import-not-at-top
-    if self.previous is not None:
-      signal.signal(signal.SIGTERM, self.previous)
-
-
 def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
   """See the module doc. Per run (setting × fold) also: macro-F1 at tiers 1, 2, 3
   and the F1 of the 5 rarest classes (from val_best.json); with
@@ -163,7 +143,10 @@ def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
            "val_macro_classes": [None] * n} for s in grid]
   evals = [[{} for _ in folds] for _ in grid]
   runs = []
-  stop, stopped = _StopOnSigterm(), None
+  stopped = None
+  # A SIGTERM between runs (evaluation, baseline) sets `stop.flag`; during a run,
+  # train's own Preemption takes it (the run saves and returns `preempted`).
+  stop = preemption.Preemption()
   try:
     for i, setting in enumerate(grid):
       for k in range(n):
@@ -207,11 +190,8 @@ def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
                     "train_split": c.data.train_split}
     if final.get("preempted"):
       out["stopped"] = str(workdir / "final")
-  (workdir / "cv").mkdir(parents=True, exist_ok=True)
-  for name, text in (("results.json", json.dumps(out, indent=1)), ("results.md", markdown(out))):
-    tmp = workdir / "cv" / (name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(workdir / "cv" / name)
+  atomic.write_text(workdir / "cv" / "results.json", json.dumps(out, indent=1))
+  atomic.write_text(workdir / "cv" / "results.md", markdown(out))
   return out
 
 
