@@ -25,6 +25,7 @@ import tqdm
 
 from jaxcrop import baseline, checkpoint, cli, hierarchy, metrics, train
 from jaxcrop.hierarchy import Tree
+from jaxcrop.tables import markdown_table
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import NO_LABEL
 
@@ -154,45 +155,55 @@ def compute_tier(pixels: dict, predictors, class_names) -> dict:
 
 
 def markdown(result: dict, note: str = "") -> str:
+  """metrics.md: the headline scores per level, region and tier, then the model's
+  per-class scores (one markdown table each, `jaxcrop.tables`)."""
   names = list(result["pixel"])
   lines = [f"# Evaluation: {result['split']} split, {result['checkpoint']} checkpoint", ""]
   if note:
     lines += [f"> {note}", ""]
   for level in ("pixel", "parcel"):
-    lines += [f"## {level.capitalize()} level", "",
-              "| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for m in HEADLINE:
-      lines.append(f"| {m} | " + " | ".join(f"{result[level][n][m]:.4f}" for n in names) + " |")
-    lines += ["", *macro_lines(result, level, result["split"]), ""]
-  lines += ["## Per region (macro-F1 / overall accuracy)", "",
-            "| region | " + " | ".join(f"{n} pixel | {n} parcel" for n in names) + " |",
-            "|---" * (2 * len(names) + 1) + "|"]
-  for region, by in result["per_region"].items():
-    lines.append(f"| {region} | " + " | ".join(
-        f"{by[n]['macro_f1']:.4f} / {by[n]['overall_accuracy']:.4f} | "
-        f"{by[n]['parcel']['macro_f1']:.4f} / {by[n]['parcel']['overall_accuracy']:.4f}"
-        for n in names) + " |")
+    lines += [f"## {level.capitalize()} level", "", markdown_table(
+        ["metric", *names],
+        ([m, *(f"{result[level][n][m]:.4f}" for n in names)] for m in HEADLINE)),
+              "", *macro_lines(result, level, result["split"]), ""]
+  lines += ["## Per region (macro-F1 / overall accuracy)", "", _region_table(result, names)]
   if "tiers" in result:
     lines += ["", "## Per tier (1: families, 2: groups, 3: classes)", "",
-              "| tier | " + " | ".join(f"{n} pixel macro-F1 | {n} pixel OA | {n} parcel macro-F1 | "
-                                       f"{n} parcel OA" for n in names) + " |",
-              "|---" * (4 * len(names) + 1) + "|"]
-    for tier, by in result["tiers"].items():
-      lines.append(f"| {tier[-1]} ({len(by['class_names'])} classes) | " + " | ".join(
-          f"{by['pixel'][n]['macro_f1']:.4f} | {by['pixel'][n]['overall_accuracy']:.4f} | "
-          f"{by['parcel'][n]['macro_f1']:.4f} | {by['parcel'][n]['overall_accuracy']:.4f}"
-          for n in names) + " |")
-    lines += ["", "Per region and tier (pixel macro-F1 / parcel macro-F1):", "",
-              "| region | tier | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
-    for region in result["per_region"]:
-      for tier, by in result["tiers"].items():
-        lines.append(f"| {region} | {tier[-1]} | " + " | ".join(
-            f"{by['per_region'][region][n]['macro_f1']:.4f} / "
-            f"{by['per_region'][region][n]['parcel']['macro_f1']:.4f}" for n in names) + " |")
+              *_tier_tables(result, names)]
   lines += ["", "Per region, the macro averages run over the classes present in that region's "
             "truth or prediction (`macro_classes` of each region in metrics.json).",
-            "", "## Per class (pixel level, model)", "", metrics.per_class_table(result["pixel"]["model"]), ""]
+            "", "## Per class (pixel level, model)", "",
+            metrics.per_class_table(result["pixel"]["model"]), ""]
   return "\n".join(lines)
+
+
+def _region_table(result: dict, names) -> str:
+  """Per region: pixel and parcel macro-F1 / overall accuracy of each predictor."""
+  both = lambda s: f"{s['macro_f1']:.4f} / {s['overall_accuracy']:.4f}"
+  return markdown_table(
+      ["region", *(f"{n} {level}" for n in names for level in ("pixel", "parcel"))],
+      ([region, *(cell for n in names for cell in (both(by[n]), both(by[n]["parcel"])))]
+       for region, by in result["per_region"].items()))
+
+
+def _tier_tables(result: dict, names) -> list[str]:
+  """Per tier: macro-F1 and overall accuracy of each predictor at each level;
+  then per region and tier: pixel / parcel macro-F1."""
+  tiers = result["tiers"]
+  per_tier = markdown_table(
+      ["tier", *(f"{n} {level} {m}" for n in names for level in ("pixel", "parcel")
+                 for m in ("macro-F1", "OA"))],
+      ([f"{tier[-1]} ({len(by['class_names'])} classes)",
+        *(f"{by[level][n][m]:.4f}" for n in names for level in ("pixel", "parcel")
+          for m in ("macro_f1", "overall_accuracy"))] for tier, by in tiers.items()))
+  per_region = markdown_table(
+      ["region", "tier", *names],
+      ([region, tier[-1], *(f"{by['per_region'][region][n]['macro_f1']:.4f} / "
+                            f"{by['per_region'][region][n]['parcel']['macro_f1']:.4f}"
+                            for n in names)]
+       for region in result["per_region"] for tier, by in tiers.items()))
+  return [per_tier, "", "Per region and tier (pixel macro-F1 / parcel macro-F1):", "",
+          per_region]
 
 
 def check_same_layout(trained, current, workdir) -> None:
