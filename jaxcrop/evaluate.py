@@ -26,6 +26,7 @@ import tqdm
 from jaxcrop import baseline, checkpoint, cli, hierarchy, metrics, train
 from jaxcrop.hierarchy import Tree
 from jaxcrop.tables import markdown_table
+from cropcontracts import atomic
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import NO_LABEL
 
@@ -252,14 +253,10 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
             **compute(pixels, predictors, class_names, Tree.of(meta),
                       {t: hierarchy.tier_names(meta, t) for t in (1, 2, 3)})}
   out = checkpoint.workdir_path(out_dir) if out_dir else workdir / "eval"
-  out.mkdir(parents=True, exist_ok=True)
   note = ("synthetic demo dataset: these numbers test the pipeline, they are not "
           "real-world results" if cfg.data.builder_config == "demo" else "")
-  for name, text in (("metrics.json", json.dumps(result, indent=1)),
-                     ("metrics.md", markdown(result, note))):
-    tmp = out / (name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out / name)
+  atomic.write_text(out / "metrics.json", json.dumps(result, indent=1))
+  atomic.write_text(out / "metrics.md", markdown(result, note))
   from jaxcrop.figures.scores import plot_confusion  # one confusion figure for every caller
   with tempfile.TemporaryDirectory() as tmp:  # matplotlib writes local files; out may be gs://
     for level in ("pixel", "parcel"):
@@ -268,7 +265,7 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
                      pathlib.Path(tmp) / name, unit=f"{level}s",
                      title=f"{level} level, {split} split: model confusion "
                            f"(rows: % of the true class)")
-      (out / name).write_bytes((pathlib.Path(tmp) / name).read_bytes())
+      atomic.write_bytes(out / name, (pathlib.Path(tmp) / name).read_bytes())
   return result
 
 

@@ -29,6 +29,34 @@ def test_baseline_sampling_and_features():
   assert sorted(y.tolist()) == [0, 1, 1] and x.shape == (3, 12)
 
 
+def test_baseline_cache_is_reused_refit_and_never_stale(tmp_path, monkeypatch):
+  """fit_or_load reads workdir/baseline/ back while its settings match, refits
+  otherwise; a refit killed before its settings are written leaves no cache."""
+  rng = np.random.default_rng(0)
+  label = rng.integers(0, 2, (4, 2, 2))
+  batch = {"image": (label[:, None, :, :, None] + rng.normal(0, 0.1, (4, 3, 2, 2, 2))
+                     ).astype(np.float32), "label": label}
+  reads = []
+  fit = lambda **kw: baseline.fit_or_load(tmp_path, lambda: reads.append(1) or [batch],
+                                          total_labelled=16, max_iter=5, **kw)
+  first = fit(seed=0)
+  assert len(reads) == 1 and sorted(p.name for p in (tmp_path / "baseline").iterdir()) == \
+      ["model.pkl", "settings.json"]                  # no temporary left beside them
+  np.testing.assert_array_equal(baseline.predict(fit(seed=0), batch["image"]),
+                                baseline.predict(first, batch["image"]))
+  assert len(reads) == 1                              # read back, not refitted
+
+  def killed(path, text):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(baseline.atomic, "write_text", killed)
+  with pytest.raises(KeyboardInterrupt):
+    fit(seed=1)
+  assert len(reads) == 2 and not (tmp_path / "baseline" / "settings.json").exists()
+  monkeypatch.undo()
+  fit(seed=0)
+  assert len(reads) == 3                              # seed 0's cache is gone: refitted
+
+
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("eval")
