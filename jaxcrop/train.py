@@ -30,8 +30,8 @@ import tqdm
 
 from jaxcrop import checkpoint, cli, distributed, hierarchy, losses, metrics
 from jaxcrop.hierarchy import Tree
-from jaxcrop.models import build_model, head_kind, needs_valid_count
-from cropcontracts.dataset_meta import DatasetMeta, unet_min_side
+from jaxcrop.models import build_model, head_kind, needs_valid_count, unet_min_side
+from cropcontracts.dataset_meta import DatasetMeta
 from cropcontracts.errors import UserError
 
 
