@@ -318,20 +318,24 @@ def _best_lines(out: dict) -> list[str]:
   return lines
 
 
-FLAGS = (
-    cli.Flag("config", "config", "Experiment config, configs/hybrid.py[:variant]; the grid is "
-             "config.cv.grid, the folds config.cv.folds."),
-    cli.Flag("workdir", str, "Root of the CV runs (cv/<setting>/val_<fold>) and final/."),
-    cli.Flag("retrain", bool, "Retrain the best setting on all folds.", default=True),
-)
+def build_parser() -> cli.ArgumentParser:
+  """The flags of `python -m jaxcrop.cv`."""
+  p = cli.ArgumentParser("python -m jaxcrop.cv", __doc__)
+  p.add_config("Experiment config, configs/hybrid.py[:variant]; the grid is config.cv.grid, "
+               "the folds config.cv.folds. Required.")
+  p.add_argument("--workdir", metavar="DIR", help=(
+      "Root of the runs: DIR/cv/<setting>/val_<fold>, DIR/cv/results.{json,md} and "
+      "DIR/final (may be gs://). Required."))
+  p.add_switch("retrain", True, "Retrain the best setting on all folds (DIR/final).")
+  return p
 
 
-def _main(fv) -> int:
+def _main(args) -> int:
   logging.set_verbosity(logging.WARNING)
-  if fv.config is None or fv.workdir is None:
+  if args.config is None or args.workdir is None:
     raise UserError("--config and --workdir are required "
                          "(e.g. --config configs/hybrid.py:demo --workdir /tmp/cv)")
-  out = run_cv(fv.config, fv.workdir, retrain=fv.retrain)
+  out = run_cv(args.config, args.workdir, retrain=args.retrain)
   print(markdown(out))
   if out.get("stopped"):
     print(f"cv: stopped (SIGTERM) at {out['stopped']}; rerun the same command to resume",
@@ -342,7 +346,7 @@ def _main(fv) -> int:
 
 def main(argv=None) -> int:
   """`python -m jaxcrop.cv`; argv without the program name (None: sys.argv)."""
-  return cli.main_with_flags(__doc__, FLAGS, _main, argv)
+  return cli.main(build_parser(), _main, argv)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Evaluate a trained model on the test split, at pixel and parcel level, per region,
 side by side with the per-pixel baseline.
 
-  python -m jaxcrop.evaluate --workdir W [--which best] [--split test] [--nobaseline]
+  python -m jaxcrop.evaluate --workdir W [--which best] [--split test] [--no-baseline]
 
 Writes W/eval/metrics.json, W/eval/metrics.md and W/eval/confusion_<level>.png.
 Parcel level: each parcel (zone_id, parcel index ≠ 0) gets the majority class
@@ -283,35 +283,44 @@ def compact_table(result: dict) -> str:
   return "\n".join(rows)
 
 
-FLAGS = (
-    cli.Flag("workdir", str, "Training workdir (config.json + checkpoints)."),
-    cli.Flag("which", ("best", "last"), "Checkpoint to evaluate.", default="best"),
-    cli.Flag("split", str, "Split, e.g. test or fold2 (default: the config's "
-             "data.test_split)."),
-    cli.Flag("baseline", bool, "Also fit/evaluate the per-pixel baseline.", default=True),
-    cli.Flag("data_dir", str, "TFDS data_dir (default: the one the model was trained on)."),
-    cli.Flag("max_batches", int, "Evaluate only this many batches (quick look).",
-             lower_bound=1),
-)
+def build_parser() -> cli.ArgumentParser:
+  """The flags of `python -m jaxcrop.evaluate`."""
+  p = cli.ArgumentParser("python -m jaxcrop.evaluate", __doc__)
+  p.add_argument("--workdir", metavar="DIR", help=(
+      "Training workdir of python -m jaxcrop.train (config.json + checkpoints; may be "
+      "gs://). Required."))
+  p.add_argument("--which", choices=("best", "last"), default="best", help=(
+      "Checkpoint to evaluate: the best validation macro-F1 (falls back to last) or the "
+      "last one (default: %(default)s)."))
+  p.add_argument("--split", help=(
+      "TFDS split to evaluate, e.g. test or fold2 (default: the config's data.test_split)."))
+  p.add_switch("baseline", True, "Also fit (or reuse, from DIR/baseline/) and evaluate the "
+               "per-pixel gradient-boosting baseline.")
+  p.add_argument("--data_dir", metavar="DIR", help=(
+      "TFDS data_dir (default: the one the model was trained on, from config.json)."))
+  p.add_argument("--max_batches", type=cli.positive_int, metavar="N", help=(
+      "Evaluate only the first N batches (a quick look; default: the whole split)."))
+  return p
 
 
-def _main(fv) -> int:
+def _main(args) -> int:
   logging.set_verbosity(logging.WARNING)   # Orbax logs every save at INFO
-  if not fv.workdir:
+  if not args.workdir:
     raise UserError("--workdir is required (the workdir of python -m jaxcrop.train)")
-  result = evaluate(fv.workdir, which=fv.which, split=fv.split, with_baseline=fv.baseline,
-                    max_batches=fv.max_batches, data_dir=fv.data_dir)
+  result = evaluate(args.workdir, which=args.which, split=args.split,
+                    with_baseline=args.baseline, max_batches=args.max_batches,
+                    data_dir=args.data_dir)
   if result["dataset"] == "demo":
     print("(synthetic demo dataset — not a real-world result)")
   print(compact_table(result))
-  print(f"written: {checkpoint.workdir_path(fv.workdir) / 'eval'}/metrics.{{json,md}}, "
+  print(f"written: {checkpoint.workdir_path(args.workdir) / 'eval'}/metrics.{{json,md}}, "
         f"confusion_*.png")
   return 0
 
 
 def main(argv=None) -> int:
   """`python -m jaxcrop.evaluate`; argv without the program name (None: sys.argv)."""
-  return cli.main_with_flags(__doc__, FLAGS, _main, argv)
+  return cli.main(build_parser(), _main, argv)
 
 
 if __name__ == "__main__":
