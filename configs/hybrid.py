@@ -122,7 +122,7 @@ def get_config(variant: str = ""):
   if "compare" in variants:
     # The issue-14 comparison: flat vs hierarchical × CNN vs attention, one
     # setting each (the demo's lr), 3 folds: python -m jaxcrop.cv --config
-    # configs/hybrid.py:demo,compare --workdir W --noretrain
+    # configs/hybrid.py:demo,compare --workdir W --no-retrain
     c.cv.grid = dict(model__head__kind=("flat", "hierarchical"),
                      model__encoder=("cnn", "attention"))
   if "validcount" in variants:

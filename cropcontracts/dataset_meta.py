@@ -14,12 +14,6 @@ import json
 import numpy as np
 
 
-def unet_min_side(depth: int) -> int:
-  """Smallest patch side a U-Net of `depth` levels accepts (2^(depth-1)): every
-  level halves the side, and each side must stay whole."""
-  return 2 ** (depth - 1)
-
-
 @dataclasses.dataclass
 class DatasetMeta:
   """What a model needs to know about the dataset, without reading it.

@@ -10,11 +10,12 @@ training split's labelled pixels (at most `max_pixels`), cached in
 from __future__ import annotations
 
 import json
-
 import pickle
-import numpy as np
-from cropcontracts.zonefolder import NO_LABEL
 
+import numpy as np
+
+from cropcontracts import atomic
+from cropcontracts.zonefolder import NO_LABEL
 
 
 def pixel_features(image) -> np.ndarray:
@@ -67,13 +68,12 @@ def fit_or_load(workdir, batches_fn, *, total_labelled: int, max_pixels=200_000,
     return pickle.loads(model_path.read_bytes())
   x, y = sample_pixels(batches_fn(), total_labelled, max_pixels, seed)
   clf = make_classifier(seed, max_iter).fit(x, y)
-  folder.mkdir(parents=True, exist_ok=True)
-  tmp = folder / "model.pkl.tmp"
-  tmp.write_bytes(pickle.dumps(clf))
-  tmp.replace(model_path)
-  tmp = folder / "settings.json.tmp"   # renamed: an interrupted run leaves no half file
-  tmp.write_text(json.dumps(settings))
-  tmp.replace(settings_path)
+  # Each file whole, the old settings gone first and the new ones last: an
+  # interrupted refit never leaves another model under matching settings.
+  if settings_path.exists():
+    settings_path.unlink()
+  atomic.write_bytes(model_path, pickle.dumps(clf))
+  atomic.write_text(settings_path, json.dumps(settings))
   return clf
 
 

@@ -33,10 +33,10 @@ import numpy as np
 from etils import epath
 import orbax.checkpoint as ocp
 
-from cropcontracts.dataset_meta import DatasetMeta, unet_min_side
+from cropcontracts.dataset_meta import DatasetMeta
 from cropcontracts.errors import UserError
 from jaxcrop.hierarchy import Tree
-from jaxcrop.models import build_model, needs_valid_count
+from jaxcrop.models import build_model, needs_valid_count, unet_min_side
 
 BEST_METRIC = "val_macro_f1"
 

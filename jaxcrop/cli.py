@@ -1,160 +1,163 @@
-"""Command-line plumbing shared by jaxcrop's programs: a user mistake is one line.
+"""The command lines of train, evaluate and cv: argparse, a `--config` file, one-line mistakes.
 
-Every program (`train`, `evaluate`, `cv`: `main_with_flags`; `predict`, `plots`:
-argparse) runs its work through the one handler, `cropcontracts.errors.run`: a
-`UserError` (the one class of user mistakes; `UnknownCodeError` carries the
-codes) or an OSError naming a path prints `error: <message>` as one line,
-exit status 2; Ctrl-C prints `interrupted` (130). Anything else, ValueError
-included, is a bug and keeps its traceback: a config value the code refuses is
-raised as a `UserError` where it is checked.
+Every jaxcrop program (`train`, `evaluate`, `cv`: `main`; `predict`, `plots`,
+`mosaic`: argparse of their own) runs its work through the one handler,
+`cropcontracts.errors.run`: a `UserError` (the one class of user mistakes) or
+an OSError naming a path prints `error: <message>` as one line, exit status 2;
+Ctrl-C prints `interrupted` (130). Anything else, ValueError included, is a bug
+and keeps its traceback: a config value the code refuses is raised as a
+`UserError` where it is checked.
 
-`main_with_flags` parses absl-style flags (`--name=value`, `--name value`,
-`--[no]flag`) and, for programs with a `--config` flag, loads the config file
-and applies `--config.a.b=v` overrides (`jaxcrop.config`). Each mistake (unknown
-flag, bad value, missing config file, unknown variant or field, an override
-before --config) is a `UserError` raised where it is detected,
-with its own message.
+`ArgumentParser` is argparse with three additions:
+- every mistake it finds (a missing value, a bad choice, an unknown flag, with
+  a did-you-mean, a stray argument) is a `UserError`: one line, no usage dump;
+  `--help` prints the full help and exits 0;
+- `add_config` adds `--config FILE[:variant]`, loaded by `jaxcrop.config`, and
+  its typed overrides `--config.a.b=v` (or `--config.a.b v`), which must come
+  after it;
+- boolean flags are `--flag` / `--no-flag` (`add_switch`). The absl spellings
+  of jaxcrop 0.2 (`--noflag`, `--flag=false`) still work in 0.3, each with a
+  one-line `notice:` on stderr; they go in 0.4 (docs/releases.md).
 """
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import difflib
 import sys
-import types
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from cropcontracts import errors
 from cropcontracts.errors import UserError
 from jaxcrop import config as config_lib
 
-HELP_FLAGS = ("-h", "--help", "-help", "-?")
+CONFIG = "--config"
 
 
-@dataclasses.dataclass(frozen=True)
-class Flag:
-  """One command-line flag.
-
-  kind: str | int | bool, a tuple of allowed strings (an enum), or "config" (a
-  `configs/*.py[:variant]` file, loaded; `--config.a.b=v` overrides its fields).
-  """
-  name: str
-  kind: Any
-  help: str
-  default: Any = None
-  lower_bound: int | None = None
-
-  def usage(self) -> str:
-    """The flag's lines of --help."""
-    if self.kind is bool:
-      head = f"--[no]{self.name}"
-    elif isinstance(self.kind, tuple):
-      head = f"--{self.name}: <{'|'.join(self.kind)}>"
-    else:
-      head = f"--{self.name}"
-    default = f"\n    (default: {self.default!r})" if self.default is not None else ""
-    return f"  {head}: {self.help}{default}"
-
-  def parse(self, text: str) -> Any:
-    """The value of `--name=text`; UserError naming the flag when it is not one."""
-    where = f"--{self.name}={text}"
-    if self.kind is bool:
-      value = {"true": True, "1": True, "false": False, "0": False}.get(text.lower())
-      if value is None:
-        raise UserError(f"{where}: expected true or false")
-      return value
-    if isinstance(self.kind, tuple):
-      if text not in self.kind:
-        raise UserError(f"{where}: value should be one of <{'|'.join(self.kind)}>")
-      return text
-    if self.kind is int:
-      try:
-        value = int(text)
-      except ValueError:
-        raise UserError(f"{where}: expected an integer") from None
-      if self.lower_bound is not None and value < self.lower_bound:
-        raise UserError(f"{where}: must be at least {self.lower_bound}")
-      return value
-    return text
+def positive_int(text: str) -> int:
+  """An argparse `type`: an integer ≥ 1."""
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+  return value
 
 
-def flags_help(flags: Sequence[Flag]) -> str:
-  return "\n".join(f.usage() for f in flags)
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse whose mistakes are one-line UserErrors; see the module doc."""
 
+  def __init__(self, prog: str, doc: str):
+    super().__init__(prog=prog, description=doc.strip(), allow_abbrev=False,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    self._has_config = False
 
-def _did_you_mean(name: str, names) -> str:
-  close = difflib.get_close_matches(name, list(names), n=1)
-  return f" (did you mean --{close[0]}?)" if close else ""
+  def error(self, message):
+    raise UserError(message)
 
+  def add_config(self, help: str) -> None:  # pylint: disable=redefined-builtin
+    """--config FILE[:variant]: parsed into the loaded, locked ConfigDict."""
+    self._has_config = True
+    self.add_argument(CONFIG, metavar="FILE[:VARIANT]", help=(
+        f"{help} Any field can then be set with {CONFIG}.a.b=VALUE (or {CONFIG}.a.b "
+        f"VALUE), after {CONFIG}; the value is parsed by the field's type."))
 
-def parse_flags(flags: Sequence[Flag], argv: Sequence[str]) -> types.SimpleNamespace:
-  """argv (without the program name) → one attribute per flag.
+  def add_switch(self, name: str, default: bool,
+                 help: str) -> None:  # pylint: disable=redefined-builtin
+    """--name / --no-name (the 0.2 spellings --noname and --name=false still parse)."""
+    self.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=default,
+                      help=f"{help} (default: --{'' if default else 'no-'}{name})")
+    self.epilog = ("The 0.2 spellings of on/off flags, --noflag and --flag=false, still "
+                   "work in 0.3 with a notice; they go in 0.4 (docs/releases.md).")
 
-  A flag of kind "config" becomes the loaded, locked ConfigDict, its
-  `--config.a.b=v` overrides applied in command-line order (they must come after
-  --config). Every mistake raises UserError with a one-line message.
-  """
-  by_name = {f.name: f for f in flags}
-  values = {f.name: f.default for f in flags}
-  config_flag = next((f.name for f in flags if f.kind == "config"), None)
-  overrides, rest = [], []
-  argv = list(argv)
-  i = 0
-  while i < len(argv):
-    arg = argv[i]
-    i += 1
-    if not arg.startswith("-") or arg in ("-", "--"):
-      rest.append(arg)
-      continue
-    name, eq, text = arg.lstrip("-").partition("=")
-    flag = by_name.get(name)
-    if flag is None and config_flag and name.startswith(f"{config_flag}."):
-      if values[config_flag] is None:
-        raise UserError(f"--{name} comes before --{config_flag}; put --{config_flag} first")
+  def parse(self, argv: Sequence[str]) -> argparse.Namespace:
+    """argv (without the program name) → one attribute per flag; UserError on a mistake.
+
+    With `add_config`, `args.config` is the loaded ConfigDict with the
+    `--config.a.b=v` overrides applied in command-line order (None without --config).
+    """
+    argv = [str(a) for a in argv]
+    if "-h" in argv or "--help" in argv:   # help wins over any mistake beside it
+      self.print_help()
+      self.exit(0)
+    argv, overrides = self._overrides(argv)
+    args, extras = self.parse_known_args([self._current_spelling(a) for a in argv])
+    self._refuse(extras)
+    if self._has_config and args.config is not None:
+      spec = args.config
+      args.config = config_lib.load(spec, flag=CONFIG)
+      for path, text in overrides:
+        config_lib.override(args.config, path, text, flag=CONFIG)
+    return args
+
+  def _overrides(self, argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(argv without the `--config.a.b[=v]` overrides, [(a.b, v)] in order)."""
+    rest, overrides, seen_config = [], [], False
+    i = 0
+    while i < len(argv):
+      arg, i = argv[i], i + 1
+      seen_config |= arg == CONFIG or arg.startswith(CONFIG + "=")
+      if not (self._has_config and arg.startswith(CONFIG + ".")):
+        rest.append(arg)
+        continue
+      name, eq, text = arg.partition("=")
+      if not seen_config:
+        raise UserError(f"{name} comes before {CONFIG}; put {CONFIG} first")
       if not eq:
         if i == len(argv):
-          raise UserError(f"--{name}: needs a value (--{name}=VALUE)")
+          raise UserError(f"{name}: needs a value ({name}=VALUE)")
         text, i = argv[i], i + 1
-      overrides.append((name[len(config_flag) + 1:], text))
-      continue
-    if flag is None and name.startswith("no") and not eq and \
-        getattr(by_name.get(name[2:]), "kind", None) is bool:
-      values[name[2:]] = False
-      continue
-    if flag is None:
-      raise UserError(f"--{name}: unknown flag{_did_you_mean(name, by_name)}")
-    if flag.kind is bool and not eq:
-      values[name] = True
-      continue
-    if not eq:
-      if i == len(argv):
-        raise UserError(f"--{name}: needs a value (--{name}=VALUE)")
-      text, i = argv[i], i + 1
-    values[name] = text if flag.kind == "config" else flag.parse(text)
-  if rest:
-    raise UserError(f"unexpected argument(s) {' '.join(rest)}: every option is a --flag "
-                     f"(see --help)")
-  if config_flag and values[config_flag] is not None:
-    spec = values[config_flag]
-    config = config_lib.load(spec, flag=f"--{config_flag}")
-    for path, text in overrides:
-      config_lib.override(config, path, text, flag=f"--{config_flag}")
-    values[config_flag] = config
-  return types.SimpleNamespace(**values)
+      overrides.append((name[len(CONFIG) + 1:], text))
+    return rest, overrides
+
+  def _switches(self) -> set[str]:
+    """The names of the --name / --no-name flags."""
+    return {a.option_strings[0][2:] for a in self._actions
+            if isinstance(a, argparse.BooleanOptionalAction)}
+
+  def _current_spelling(self, arg: str) -> str:
+    """`arg`, or for a 0.2 spelling of a switch (--noname, --name=false) its 0.3
+    one, with a one-line notice on stderr."""
+    if not arg.startswith("--"):
+      return arg
+    name, eq, text = arg[2:].partition("=")
+    switches = self._switches()
+    if not eq and name.startswith("no") and name[2:] in switches:
+      new = f"--no-{name[2:]}"
+    elif eq and name in switches:
+      try:
+        new = f"--{name}" if config_lib.parse_value(text, bool) else f"--no-{name}"
+      except ValueError:
+        raise UserError(f"{arg}: expected --{name} or --no-{name}") from None
+    else:
+      return arg
+    print(f"notice: {arg} is deprecated, use {new}", file=sys.stderr)
+    return new
+
+  def _refuse(self, extras: list[str]) -> None:
+    """UserError for what argparse did not take: an unknown flag first, else
+    the stray arguments."""
+    names = [o[2:] for a in self._actions for o in a.option_strings if o.startswith("--")]
+    for arg in extras:
+      if arg.startswith("-") and arg not in ("-", "--"):
+        flag = arg.partition("=")[0]
+        close = difflib.get_close_matches(flag.lstrip("-"), names, n=1)
+        hint = f" (did you mean --{close[0]}?)" if close else ""
+        raise UserError(f"{flag}: unknown flag{hint}")
+    if extras:
+      raise UserError(f"unexpected argument(s) {' '.join(extras)}: every option is a "
+                      f"--flag (see --help)")
 
 
-def main_with_flags(doc: str, flags: Sequence[Flag],
-                    body: Callable[[types.SimpleNamespace], int | None],
-                    argv: Sequence[str] | None = None) -> int:
-  """Runs a flags program: parse argv (sys.argv[1:] when None), then body(values).
+def main(parser: ArgumentParser, body: Callable[[argparse.Namespace], int | None],
+         argv: Sequence[str] | None = None) -> int:
+  """Runs a program: parse argv (sys.argv[1:] when None), then body(args).
 
-  `--help` prints doc and the flags (status 0). Returns the exit status: 0, 2 for
-  a user mistake, 130 on Ctrl-C.
+  Returns the exit status: body's (None → 0), 2 for a user mistake, 130 on
+  Ctrl-C; `--help` exits 0 (SystemExit, as argparse does).
   """
   argv = list(sys.argv[1:] if argv is None else argv)
-  if any(a in HELP_FLAGS for a in argv):
-    print(doc.strip() + "\n\nflags:\n" + flags_help(flags))
-    return 0
   from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
   if not absl_flags.FLAGS.is_parsed():   # absl logging (Orbax) then logs without a warning
     absl_flags.FLAGS.mark_as_parsed()
-  return errors.run(lambda: body(parse_flags(flags, argv)))
+  return errors.run(lambda: body(parser.parse(argv)))

@@ -26,6 +26,7 @@ from absl import logging
 import numpy as np
 
 from jaxcrop import checkpoint, cli, hierarchy, metrics, preemption, train, validation
+from jaxcrop.tables import markdown_table
 from cropcontracts import atomic
 from cropcontracts.errors import UserError
 
@@ -254,61 +255,67 @@ def markdown(out: dict) -> str:
   if out.get("stopped"):
     lines += [f"**Stopped (SIGTERM) at {out['stopped']}: partial results; rerun the same "
               f"command to resume.**", ""]
-  lines += ["# Cross-validation (validation macro-F1 over folds " + ", ".join(folds) + ")", "",
-            "| setting | " + " | ".join(folds) + " | mean ± std |",
-            "|---" * (n + 2) + "|"]
   order = lambda rs: sorted(rs, key=lambda r: -r["mean"] if r.get("folds_done", n) else np.inf)
-  for r in order(out["results"]):
-    lines.append(f"| {r['name']} | " + " | ".join(_cell(s) for s in r["val_macro_f1"]) +
-                 f" | {_mean_cell(r, _done(r['val_macro_f1']), n)} |")
+  lines += ["# Cross-validation (validation macro-F1 over folds " + ", ".join(folds) + ")", "",
+            markdown_table(["setting", *folds, "mean ± std"], (
+                [r["name"], *map(_cell, r["val_macro_f1"]),
+                 _mean_cell(r, _done(r["val_macro_f1"]), n)] for r in order(out["results"])))]
   tiered = [r for r in out["results"] if "tiers" in r]
   if tiered:
-    keys = list(tiered[0]["tiers"])
     lines += ["", f"Per tier, and the F1 of the {RARE} rarest training classes (ids "
               f"{tiered[0]['rare_classes']}) — validation, mean ± std over folds:", "",
-              "| setting | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for r in order(tiered):
-      lines.append(f"| {r['name']} | " + " | ".join(
-          _mean_cell(r["tiers"][k], _done(r["tiers"][k]["per_fold"]), n) for k in keys) + " |")
+              _scores_table(order(tiered), "tiers", list(tiered[0]["tiers"]), n)]
   evaluated = [r for r in out["results"] if "eval" in r]
   if evaluated:
-    keys = [k for k in evaluated[0]["eval"] if k.endswith("macro_f1")]
     lines += ["", "jaxcrop.evaluate on each validation fold (macro-F1, mean ± std; "
               "tier/level/predictor):", "",
-              "| setting | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for r in evaluated:
-      cells = [r["eval"].get(k) for k in keys]
-      lines.append(f"| {r['name']} | " + " | ".join(
-          "—" if c is None else _mean_cell(c, _done(c["per_fold"]), n) for c in cells) + " |")
+              _scores_table(evaluated, "eval",
+                            [k for k in evaluated[0]["eval"] if k.endswith("macro_f1")], n)]
+  return "\n".join(lines + _best_lines(out)) + "\n"
+
+
+def _scores_table(rows, field: str, keys, num_folds: int) -> str:
+  """One line per setting, one 'mean ± std' column per score of `row[field]`."""
+  def cell(scores):
+    return "—" if scores is None else _mean_cell(scores, _done(scores["per_fold"]), num_folds)
+  return markdown_table(["setting", *keys],
+                        ([r["name"], *(cell(r[field].get(k)) for k in keys)] for r in rows))
+
+
+def _best_lines(out: dict) -> list[str]:
+  """The best setting, the classes each fold's macro-F1 ran over, the retrain."""
   if out["best"] is None:
-    lines += ["", "No run finished yet.", ""]
-    return "\n".join(lines) + "\n"
-  lines += ["", f"Best: {out['best']['name']}.", "",
-            f"Each validation macro-F1 averages over the {out['macro_rule']} of its fold "
-            f"(best setting):"]
-  for fold, classes in zip(folds, out["best"]["val_macro_classes"]):
+    return ["", "No run finished yet.", ""]
+  lines = ["", f"Best: {out['best']['name']}.", "",
+           f"Each validation macro-F1 averages over the {out['macro_rule']} of its fold "
+           f"(best setting):"]
+  for fold, classes in zip(out["folds"], out["best"]["val_macro_classes"]):
     listed = "not recorded" if classes is None else f"{len(classes)}: {', '.join(classes)}"
     lines.append(f"- {fold}: {listed}")
   lines.append("")
   if "final" in out:
     lines.append(f"Retrained on {out['final']['train_split']}: {out['final']['workdir']}.")
-  return "\n".join(lines) + "\n"
+  return lines
 
 
-FLAGS = (
-    cli.Flag("config", "config", "Experiment config, configs/hybrid.py[:variant]; the grid is "
-             "config.cv.grid, the folds config.cv.folds."),
-    cli.Flag("workdir", str, "Root of the CV runs (cv/<setting>/val_<fold>) and final/."),
-    cli.Flag("retrain", bool, "Retrain the best setting on all folds.", default=True),
-)
+def build_parser() -> cli.ArgumentParser:
+  """The flags of `python -m jaxcrop.cv`."""
+  p = cli.ArgumentParser("python -m jaxcrop.cv", __doc__)
+  p.add_config("Experiment config, configs/hybrid.py[:variant]; the grid is config.cv.grid, "
+               "the folds config.cv.folds. Required.")
+  p.add_argument("--workdir", metavar="DIR", help=(
+      "Root of the runs: DIR/cv/<setting>/val_<fold>, DIR/cv/results.{json,md} and "
+      "DIR/final (may be gs://). Required."))
+  p.add_switch("retrain", True, "Retrain the best setting on all folds (DIR/final).")
+  return p
 
 
-def _main(fv) -> int:
+def _main(args) -> int:
   logging.set_verbosity(logging.WARNING)
-  if fv.config is None or fv.workdir is None:
+  if args.config is None or args.workdir is None:
     raise UserError("--config and --workdir are required "
                          "(e.g. --config configs/hybrid.py:demo --workdir /tmp/cv)")
-  out = run_cv(fv.config, fv.workdir, retrain=fv.retrain)
+  out = run_cv(args.config, args.workdir, retrain=args.retrain)
   print(markdown(out))
   if out.get("stopped"):
     print(f"cv: stopped (SIGTERM) at {out['stopped']}; rerun the same command to resume",
@@ -319,7 +326,7 @@ def _main(fv) -> int:
 
 def main(argv=None) -> int:
   """`python -m jaxcrop.cv`; argv without the program name (None: sys.argv)."""
-  return cli.main_with_flags(__doc__, FLAGS, _main, argv)
+  return cli.main(build_parser(), _main, argv)
 
 
 if __name__ == "__main__":

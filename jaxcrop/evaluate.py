@@ -1,7 +1,7 @@
 """Evaluate a trained model on the test split, at pixel and parcel level, per region,
 side by side with the per-pixel baseline.
 
-  python -m jaxcrop.evaluate --workdir W [--which best] [--split test] [--nobaseline]
+  python -m jaxcrop.evaluate --workdir W [--which best] [--split test] [--no-baseline]
 
 Writes W/eval/metrics.json, W/eval/metrics.md and W/eval/confusion_<level>.png.
 Parcel level: each parcel (zone_id, parcel index ≠ 0) gets the majority class
@@ -25,6 +25,8 @@ import tqdm
 
 from jaxcrop import baseline, checkpoint, cli, hierarchy, metrics, train
 from jaxcrop.hierarchy import Tree
+from jaxcrop.tables import markdown_table
+from cropcontracts import atomic
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import NO_LABEL
 
@@ -154,45 +156,55 @@ def compute_tier(pixels: dict, predictors, class_names) -> dict:
 
 
 def markdown(result: dict, note: str = "") -> str:
+  """metrics.md: the headline scores per level, region and tier, then the model's
+  per-class scores (one markdown table each, `jaxcrop.tables`)."""
   names = list(result["pixel"])
   lines = [f"# Evaluation: {result['split']} split, {result['checkpoint']} checkpoint", ""]
   if note:
     lines += [f"> {note}", ""]
   for level in ("pixel", "parcel"):
-    lines += [f"## {level.capitalize()} level", "",
-              "| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for m in HEADLINE:
-      lines.append(f"| {m} | " + " | ".join(f"{result[level][n][m]:.4f}" for n in names) + " |")
-    lines += ["", *macro_lines(result, level, result["split"]), ""]
-  lines += ["## Per region (macro-F1 / overall accuracy)", "",
-            "| region | " + " | ".join(f"{n} pixel | {n} parcel" for n in names) + " |",
-            "|---" * (2 * len(names) + 1) + "|"]
-  for region, by in result["per_region"].items():
-    lines.append(f"| {region} | " + " | ".join(
-        f"{by[n]['macro_f1']:.4f} / {by[n]['overall_accuracy']:.4f} | "
-        f"{by[n]['parcel']['macro_f1']:.4f} / {by[n]['parcel']['overall_accuracy']:.4f}"
-        for n in names) + " |")
+    lines += [f"## {level.capitalize()} level", "", markdown_table(
+        ["metric", *names],
+        ([m, *(f"{result[level][n][m]:.4f}" for n in names)] for m in HEADLINE)),
+              "", *macro_lines(result, level, result["split"]), ""]
+  lines += ["## Per region (macro-F1 / overall accuracy)", "", _region_table(result, names)]
   if "tiers" in result:
     lines += ["", "## Per tier (1: families, 2: groups, 3: classes)", "",
-              "| tier | " + " | ".join(f"{n} pixel macro-F1 | {n} pixel OA | {n} parcel macro-F1 | "
-                                       f"{n} parcel OA" for n in names) + " |",
-              "|---" * (4 * len(names) + 1) + "|"]
-    for tier, by in result["tiers"].items():
-      lines.append(f"| {tier[-1]} ({len(by['class_names'])} classes) | " + " | ".join(
-          f"{by['pixel'][n]['macro_f1']:.4f} | {by['pixel'][n]['overall_accuracy']:.4f} | "
-          f"{by['parcel'][n]['macro_f1']:.4f} | {by['parcel'][n]['overall_accuracy']:.4f}"
-          for n in names) + " |")
-    lines += ["", "Per region and tier (pixel macro-F1 / parcel macro-F1):", "",
-              "| region | tier | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
-    for region in result["per_region"]:
-      for tier, by in result["tiers"].items():
-        lines.append(f"| {region} | {tier[-1]} | " + " | ".join(
-            f"{by['per_region'][region][n]['macro_f1']:.4f} / "
-            f"{by['per_region'][region][n]['parcel']['macro_f1']:.4f}" for n in names) + " |")
+              *_tier_tables(result, names)]
   lines += ["", "Per region, the macro averages run over the classes present in that region's "
             "truth or prediction (`macro_classes` of each region in metrics.json).",
-            "", "## Per class (pixel level, model)", "", metrics.per_class_table(result["pixel"]["model"]), ""]
+            "", "## Per class (pixel level, model)", "",
+            metrics.per_class_table(result["pixel"]["model"]), ""]
   return "\n".join(lines)
+
+
+def _region_table(result: dict, names) -> str:
+  """Per region: pixel and parcel macro-F1 / overall accuracy of each predictor."""
+  both = lambda s: f"{s['macro_f1']:.4f} / {s['overall_accuracy']:.4f}"
+  return markdown_table(
+      ["region", *(f"{n} {level}" for n in names for level in ("pixel", "parcel"))],
+      ([region, *(cell for n in names for cell in (both(by[n]), both(by[n]["parcel"])))]
+       for region, by in result["per_region"].items()))
+
+
+def _tier_tables(result: dict, names) -> list[str]:
+  """Per tier: macro-F1 and overall accuracy of each predictor at each level;
+  then per region and tier: pixel / parcel macro-F1."""
+  tiers = result["tiers"]
+  per_tier = markdown_table(
+      ["tier", *(f"{n} {level} {m}" for n in names for level in ("pixel", "parcel")
+                 for m in ("macro-F1", "OA"))],
+      ([f"{tier[-1]} ({len(by['class_names'])} classes)",
+        *(f"{by[level][n][m]:.4f}" for n in names for level in ("pixel", "parcel")
+          for m in ("macro_f1", "overall_accuracy"))] for tier, by in tiers.items()))
+  per_region = markdown_table(
+      ["region", "tier", *names],
+      ([region, tier[-1], *(f"{by['per_region'][region][n]['macro_f1']:.4f} / "
+                            f"{by['per_region'][region][n]['parcel']['macro_f1']:.4f}"
+                            for n in names)]
+       for region in result["per_region"] for tier, by in tiers.items()))
+  return [per_tier, "", "Per region and tier (pixel macro-F1 / parcel macro-F1):", "",
+          per_region]
 
 
 def check_same_layout(trained, current, workdir) -> None:
@@ -241,14 +253,10 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
             **compute(pixels, predictors, class_names, Tree.of(meta),
                       {t: hierarchy.tier_names(meta, t) for t in (1, 2, 3)})}
   out = checkpoint.workdir_path(out_dir) if out_dir else workdir / "eval"
-  out.mkdir(parents=True, exist_ok=True)
   note = ("synthetic demo dataset: these numbers test the pipeline, they are not "
           "real-world results" if cfg.data.builder_config == "demo" else "")
-  for name, text in (("metrics.json", json.dumps(result, indent=1)),
-                     ("metrics.md", markdown(result, note))):
-    tmp = out / (name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out / name)
+  atomic.write_text(out / "metrics.json", json.dumps(result, indent=1))
+  atomic.write_text(out / "metrics.md", markdown(result, note))
   from jaxcrop.figures.scores import plot_confusion  # one confusion figure for every caller
   with tempfile.TemporaryDirectory() as tmp:  # matplotlib writes local files; out may be gs://
     for level in ("pixel", "parcel"):
@@ -257,7 +265,7 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
                      pathlib.Path(tmp) / name, unit=f"{level}s",
                      title=f"{level} level, {split} split: model confusion "
                            f"(rows: % of the true class)")
-      (out / name).write_bytes((pathlib.Path(tmp) / name).read_bytes())
+      atomic.write_bytes(out / name, (pathlib.Path(tmp) / name).read_bytes())
   return result
 
 
@@ -275,35 +283,44 @@ def compact_table(result: dict) -> str:
   return "\n".join(rows)
 
 
-FLAGS = (
-    cli.Flag("workdir", str, "Training workdir (config.json + checkpoints)."),
-    cli.Flag("which", ("best", "last"), "Checkpoint to evaluate.", default="best"),
-    cli.Flag("split", str, "Split, e.g. test or fold2 (default: the config's "
-             "data.test_split)."),
-    cli.Flag("baseline", bool, "Also fit/evaluate the per-pixel baseline.", default=True),
-    cli.Flag("data_dir", str, "TFDS data_dir (default: the one the model was trained on)."),
-    cli.Flag("max_batches", int, "Evaluate only this many batches (quick look).",
-             lower_bound=1),
-)
+def build_parser() -> cli.ArgumentParser:
+  """The flags of `python -m jaxcrop.evaluate`."""
+  p = cli.ArgumentParser("python -m jaxcrop.evaluate", __doc__)
+  p.add_argument("--workdir", metavar="DIR", help=(
+      "Training workdir of python -m jaxcrop.train (config.json + checkpoints; may be "
+      "gs://). Required."))
+  p.add_argument("--which", choices=("best", "last"), default="best", help=(
+      "Checkpoint to evaluate: the best validation macro-F1 (falls back to last) or the "
+      "last one (default: %(default)s)."))
+  p.add_argument("--split", help=(
+      "TFDS split to evaluate, e.g. test or fold2 (default: the config's data.test_split)."))
+  p.add_switch("baseline", True, "Also fit (or reuse, from DIR/baseline/) and evaluate the "
+               "per-pixel gradient-boosting baseline.")
+  p.add_argument("--data_dir", metavar="DIR", help=(
+      "TFDS data_dir (default: the one the model was trained on, from config.json)."))
+  p.add_argument("--max_batches", type=cli.positive_int, metavar="N", help=(
+      "Evaluate only the first N batches (a quick look; default: the whole split)."))
+  return p
 
 
-def _main(fv) -> int:
+def _main(args) -> int:
   logging.set_verbosity(logging.WARNING)   # Orbax logs every save at INFO
-  if not fv.workdir:
+  if not args.workdir:
     raise UserError("--workdir is required (the workdir of python -m jaxcrop.train)")
-  result = evaluate(fv.workdir, which=fv.which, split=fv.split, with_baseline=fv.baseline,
-                    max_batches=fv.max_batches, data_dir=fv.data_dir)
+  result = evaluate(args.workdir, which=args.which, split=args.split,
+                    with_baseline=args.baseline, max_batches=args.max_batches,
+                    data_dir=args.data_dir)
   if result["dataset"] == "demo":
     print("(synthetic demo dataset — not a real-world result)")
   print(compact_table(result))
-  print(f"written: {checkpoint.workdir_path(fv.workdir) / 'eval'}/metrics.{{json,md}}, "
+  print(f"written: {checkpoint.workdir_path(args.workdir) / 'eval'}/metrics.{{json,md}}, "
         f"confusion_*.png")
   return 0
 
 
 def main(argv=None) -> int:
   """`python -m jaxcrop.evaluate`; argv without the program name (None: sys.argv)."""
-  return cli.main_with_flags(__doc__, FLAGS, _main, argv)
+  return cli.main(build_parser(), _main, argv)
 
 
 if __name__ == "__main__":

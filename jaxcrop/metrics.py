@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cropcontracts.zonefolder import NO_LABEL
+from jaxcrop.tables import markdown_table
 
 MACRO_RULE = "classes present in the truth or in the prediction"
 
@@ -92,13 +93,10 @@ def summarize(cm, class_names=None) -> dict:
 
 def per_class_table(summary: dict, only_present: bool = True) -> str:
   """Markdown table of the per-class scores of `summarize`."""
-  rows = ["| class | support | precision | recall | F1 | IoU |",
-          "|---|---:|---:|---:|---:|---:|"]
-  for r in summary["per_class"]:
-    if r["present"] or not only_present:
-      rows.append(f"| {r['name']} | {r['support']} | {r['precision']:.3f} | "
-                  f"{r['recall']:.3f} | {r['f1']:.3f} | {r['iou']:.3f} |")
-  return "\n".join(rows)
+  return markdown_table(
+      ["class", "support", "precision", "recall", "F1", "IoU"],
+      ([r["name"], r["support"], *(f"{r[m]:.3f}" for m in ("precision", "recall", "f1", "iou"))]
+       for r in summary["per_class"] if r["present"] or not only_present), align="lrrrrr")
 
 
 def read_metrics(path) -> dict:

@@ -31,9 +31,9 @@ from jaxcrop import (checkpoint, cli, distributed, early_stopping, losses, metri
                      resume, validation)
 from jaxcrop.hierarchy import Tree
 from jaxcrop.metric_writer import MetricWriter
-from jaxcrop.models import build_model, head_kind, needs_valid_count
+from jaxcrop.models import build_model, head_kind, needs_valid_count, unet_min_side
 from cropcontracts import atomic
-from cropcontracts.dataset_meta import DatasetMeta, unet_min_side
+from cropcontracts.dataset_meta import DatasetMeta
 from cropcontracts.errors import UserError
 
 
@@ -385,24 +385,28 @@ def train_and_evaluate(config, workdir, *, data: Data | None = None) -> dict:
           "val": val, "model": summary}
 
 
-FLAGS = (
-    cli.Flag("config", "config", "Experiment config, configs/hybrid.py[:variant] (variants: "
-             "demo, tiny, comma-separated); override any field with --config.a.b=value."),
-    cli.Flag("workdir", str, "Where checkpoints, metrics and config are written (a rerun "
-             "resumes from it; may be gs://)."),
-    cli.Flag("multihost", bool, "Call jax.distributed.initialize() (multi-GPU hosts); implied "
-             "by JAX_COORDINATOR_ADDRESS or a TPU pod (TPU_WORKER_HOSTNAMES lists several "
-             "hosts).", default=False),
-)
+def build_parser() -> cli.ArgumentParser:
+  """The flags of `python -m jaxcrop.train`."""
+  p = cli.ArgumentParser("python -m jaxcrop.train", __doc__)
+  p.add_config("Experiment config, configs/hybrid.py[:variant] (variants, comma-separated: "
+               "demo, tiny, attention, hierarchical, compare, validcount). Required.")
+  p.add_argument("--workdir", metavar="DIR", help=(
+      "Where checkpoints, metrics and config.json are written; a rerun resumes from it "
+      "(may be gs://). Required."))
+  p.add_switch("multihost", False, (
+      "Call jax.distributed.initialize() (several hosts, e.g. multi-GPU machines); implied "
+      "by JAX_COORDINATOR_ADDRESS or a TPU pod (TPU_WORKER_HOSTNAMES listing several "
+      "hosts)."))
+  return p
 
 
-def _main(fv) -> int:
+def _main(args) -> int:
   logging.set_verbosity(logging.WARNING)   # Orbax logs every save at INFO
-  if fv.config is None or fv.workdir is None:
+  if args.config is None or args.workdir is None:
     raise UserError("--config and --workdir are required "
                          "(e.g. --config configs/hybrid.py:demo --workdir /tmp/w)")
-  distributed.initialize(fv.multihost)
-  result = train_and_evaluate(fv.config, fv.workdir)
+  distributed.initialize(args.multihost)
+  result = train_and_evaluate(args.config, args.workdir)
   if jax.process_index() == 0:
     print(json.dumps({k: v for k, v in result.items() if k != "val"}))
   return 0
@@ -410,7 +414,7 @@ def _main(fv) -> int:
 
 def main(argv=None) -> int:
   """`python -m jaxcrop.train`; argv without the program name (None: sys.argv)."""
-  return cli.main_with_flags(__doc__, FLAGS, _main, argv)
+  return cli.main(build_parser(), _main, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`python -m prep`: help, the zones table, and user errors as one clean line (exit 2)."""
+"""`python -m prep`: help, the zones table, and user errors as one clean line (exit 2);
+`python -m jaxcrop.train|evaluate|cv`: their argparse (jaxcrop.cli), the 0.2 flag spellings."""
 import dataclasses
 import subprocess
 import sys
@@ -351,3 +352,72 @@ def test_zones_select_writes_the_table(raw, tmp_path, monkeypatch, capsys):
   assert out.strip() == f"wrote 3 zones to {tmp_path / 'z.csv'}"
   rc, out, err = run(["zones", "--select", "--seed", "7", "--out", tmp_path / "z.csv"], capsys)
   assert rc == 0 and seen["seed"] == 7, err
+
+
+# --- python -m jaxcrop.train | evaluate | cv (jaxcrop.cli) ---------------------
+
+def _jaxcrop(name):
+  import importlib
+  return importlib.import_module(f"jaxcrop.{name}")
+
+
+@pytest.mark.parametrize("name", ["train", "evaluate", "cv"])
+def test_every_jaxcrop_flag_is_explained(name):
+  parser = _jaxcrop(name).build_parser()
+  for action in parser._actions:       # pylint: disable=protected-access
+    assert action.help and len(action.help) > 20, action.option_strings
+
+
+def test_switches_and_their_0_2_spellings(capsys):
+  parser = _jaxcrop("evaluate").build_parser()
+  assert parser.parse(["--workdir", "w"]).baseline is True
+  assert parser.parse(["--workdir", "w", "--no-baseline"]).baseline is False
+  assert capsys.readouterr().err == ""
+  for old, new, value in (("--nobaseline", "--no-baseline", False),
+                          ("--baseline=false", "--no-baseline", False),
+                          ("--baseline=1", "--baseline", True)):
+    assert parser.parse(["--workdir", "w", old]).baseline is value
+    assert capsys.readouterr().err == f"notice: {old} is deprecated, use {new}\n"
+  assert _jaxcrop("cv").build_parser().parse(["--noretrain"]).retrain is False
+  train = _jaxcrop("train").build_parser()
+  assert train.parse([]).multihost is False and train.parse(["--multihost"]).multihost is True
+  assert train.parse(["--nomultihost"]).multihost is False
+  assert capsys.readouterr().err == ("notice: --noretrain is deprecated, use --no-retrain\n"
+                                     "notice: --nomultihost is deprecated, use --no-multihost\n")
+
+
+def test_an_old_spelling_carries_on_after_its_notice(tmp_path, capsys):
+  """The whole stderr of a 0.2 command line: the notice, then the command's own line."""
+  rc = _jaxcrop("evaluate").main(["--workdir", str(tmp_path / "w"), "--nobaseline"])
+  assert rc == 2
+  assert capsys.readouterr().err == (
+      "notice: --nobaseline is deprecated, use --no-baseline\n"
+      f"error: {tmp_path}/w/config.json not found: not a training workdir (run python -m "
+      f"jaxcrop.train --workdir first)\n")
+
+
+@pytest.mark.parametrize("name, argv, expected", [
+    ("evaluate", ["--max_batches", "0"], "argument --max_batches: must be at least 1, got 0"),
+    ("evaluate", ["--max_batches", "x"], "argument --max_batches: expected an integer, got 'x'"),
+    ("evaluate", ["--nobaselin"], "--nobaselin: unknown flag (did you mean --no-baseline?)"),
+    ("evaluate", ["-workdir", "w"], "-workdir: unknown flag (did you mean --workdir?)"),
+    ("evaluate", ["--config.seed=1"], "--config.seed: unknown flag"),   # evaluate has no config
+    ("evaluate", ["--baseline=maybe"], "--baseline=maybe: expected --baseline or --no-baseline"),
+    ("evaluate", ["--no-baseline=1"],
+     "argument --baseline/--no-baseline: ignored explicit argument '1'"),
+    ("cv", ["--workdir", "w", "--", "x"],
+     "unexpected argument(s) -- x: every option is a --flag (see --help)"),
+    ("train", ["--config"], "argument --config: expected one argument"),
+])
+def test_jaxcrop_argument_mistakes_are_one_line(name, argv, expected, capsys):
+  rc = _jaxcrop(name).main(argv)
+  assert rc == 2
+  assert capsys.readouterr().err == f"error: {expected}\n"     # no usage dump
+
+
+def test_config_overrides_with_a_space_apply_in_order():
+  parser = _jaxcrop("train").build_parser()
+  args = parser.parse(["--config", "configs/hybrid.py:tiny", "--config.optimizer.lr", "-0.5",
+                       "--config.seed=1", "--workdir", "w", "--config.seed", "2"])
+  assert args.config.optimizer.lr == -0.5 and args.config.seed == 2 and args.workdir == "w"
+  assert parser.parse(["--workdir", "w"]).config is None

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cropcontracts import atomic, errors, zonefolder
-from cropcontracts.dataset_meta import DatasetMeta, unet_min_side
+from cropcontracts.dataset_meta import DatasetMeta
 from tests import fixtures
 
 
@@ -60,7 +60,6 @@ def test_constants_have_one_home():
   assert zonefolder.VALID_SCL == {4, 5, 6, 7}
   assert (zonefolder.NODATA, zonefolder.NO_LABEL) == (0, 255)
   assert zonefolder.month_labels(2023)[::11] == ["2023-01", "2023-12"]
-  assert [unet_min_side(d) for d in (1, 3, 4)] == [1, 4, 8]
 
 
 def test_compatible_with_names_each_difference():

@@ -209,7 +209,7 @@ def test_evaluate_and_predict_name_the_damaged_checkpoint_and_offer_the_other(
   damage(best)
   expected = (f"{best}: {why.format(s=6, k='best')}; the last checkpoint, step 6, is "
               f"complete: use it (evaluate --which last, predict --checkpoint last)")
-  rc, _, err = run(evaluate.main, ["--workdir", w, "--which", "best", "--nobaseline"], capsys)
+  rc, _, err = run(evaluate.main, ["--workdir", w, "--which", "best", "--no-baseline"], capsys)
   assert_error(rc, err, expected)
   zone = pt.write_zone(tmp_path / "zones" / "testz_0")
   rc, _, err = run(predict.main, ["--workdir", w, "--zone", zone.path, "--out",
@@ -225,7 +225,7 @@ def test_a_damaged_last_checkpoint_falls_back_to_an_older_step_or_says_retrain(
   last6 = w / "checkpoints" / "last" / "6"
   _delete(last6)
   _truncate(w / "checkpoints" / "best" / "6")
-  rc, _, err = run(evaluate.main, ["--workdir", w, "--which", "last", "--nobaseline"], capsys)
+  rc, _, err = run(evaluate.main, ["--workdir", w, "--which", "last", "--no-baseline"], capsys)
   assert_error(rc, err, f"{last6}: {DAMAGED.format(s=6, k='last')}; step 4 of last is "
                         f"complete: remove {last6} to fall back to it")
   import shutil
@@ -290,7 +290,7 @@ def test_a_checkpoint_of_another_model_config(trained_workdir, tmp_path, capsys)
     else:
       edited["model"]["temporal"]["layers"] = value    # other arrays
     (w / "config.json").write_text(json.dumps(edited))
-    rc, _, err = run(evaluate.main, ["--workdir", w, "--which", "last", "--nobaseline"],
+    rc, _, err = run(evaluate.main, ["--workdir", w, "--which", "last", "--no-baseline"],
                      capsys)
     assert_error(rc, err, f"{w}/checkpoints/last/6: checkpoint step 6 holds another model "
                           f"than {w}/config.json (arrays of other shapes or names); pass the "

@@ -1,5 +1,6 @@
 """Evaluation (parcel votes by hand, outputs, baseline) and cross-validation, on fake data."""
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -26,6 +27,34 @@ def test_baseline_sampling_and_features():
            "mask": np.array([1.0, 0.0])}                  # second example is padding
   x, y = baseline.sample_pixels([batch], total_labelled=3, max_pixels=10, seed=0)
   assert sorted(y.tolist()) == [0, 1, 1] and x.shape == (3, 12)
+
+
+def test_baseline_cache_is_reused_refit_and_never_stale(tmp_path, monkeypatch):
+  """fit_or_load reads workdir/baseline/ back while its settings match, refits
+  otherwise; a refit killed before its settings are written leaves no cache."""
+  rng = np.random.default_rng(0)
+  label = rng.integers(0, 2, (4, 2, 2))
+  batch = {"image": (label[:, None, :, :, None] + rng.normal(0, 0.1, (4, 3, 2, 2, 2))
+                     ).astype(np.float32), "label": label}
+  reads = []
+  fit = lambda **kw: baseline.fit_or_load(tmp_path, lambda: reads.append(1) or [batch],
+                                          total_labelled=16, max_iter=5, **kw)
+  first = fit(seed=0)
+  assert len(reads) == 1 and sorted(p.name for p in (tmp_path / "baseline").iterdir()) == \
+      ["model.pkl", "settings.json"]                  # no temporary left beside them
+  np.testing.assert_array_equal(baseline.predict(fit(seed=0), batch["image"]),
+                                baseline.predict(first, batch["image"]))
+  assert len(reads) == 1                              # read back, not refitted
+
+  def killed(path, text):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(baseline.atomic, "write_text", killed)
+  with pytest.raises(KeyboardInterrupt):
+    fit(seed=1)
+  assert len(reads) == 2 and not (tmp_path / "baseline" / "settings.json").exists()
+  monkeypatch.undo()
+  fit(seed=0)
+  assert len(reads) == 3                              # seed 0's cache is gone: refitted
 
 
 @pytest.fixture(scope="module")
@@ -251,3 +280,73 @@ def test_cv_sigterm_between_runs_stops_before_the_next_run(tmp_path, monkeypatch
   assert len(calls) == 1 and out["stopped"].endswith("val_fold1")
   assert out["results"][0]["val_macro_f1"] == [0.5, None, None]
   assert signal.getsignal(signal.SIGTERM) is not None        # handler restored
+
+
+# --- the markdown outputs, byte for byte -------------------------------------
+# tests/golden/*.md were written by the code before the tables had one helper
+# (jaxcrop.tables.markdown_table): the files users read must not change.
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+
+
+def _eval_result() -> dict:
+  """evaluate.compute on 300 seeded pixels of the 3-class fake tree, 2 regions,
+  model and baseline: every table of metrics.md (levels, regions, tiers)."""
+  from jaxcrop import hierarchy
+  from tests.fixtures import TRAIN_META, make_meta
+  meta = make_meta(**TRAIN_META)
+  rng = np.random.default_rng(7)
+  n = 300
+  label = rng.integers(0, 3, n).astype(np.uint8)
+  label[::11] = 255
+  pixels = {"label": label,
+            "model": np.where(rng.random(n) < 0.7, label % 3, rng.integers(0, 3, n)
+                              ).astype(np.uint8),
+            "baseline": rng.integers(0, 3, n).astype(np.uint8),
+            "parcel": rng.integers(0, 20, n).astype(np.uint32),
+            "zone": rng.integers(0, 2, n).astype(np.int32),
+            "region": rng.integers(0, 2, n).astype(np.int32),
+            "zones": ["n_0", "s_0"], "regions": ["north", "south"]}
+  out = evaluate.compute(pixels, ["model", "baseline"], list(meta.class_names),
+                         hierarchy.Tree.of(meta),
+                         {t: hierarchy.tier_names(meta, t) for t in (1, 2, 3)})
+  return {"split": "test", "checkpoint": "best", **out}
+
+
+def _cv_out(stopped: bool) -> dict:
+  """A CV result by hand: 2 settings × 3 folds, tiers, evaluations; `stopped`:
+  the second setting's folds 1 and 2 not run."""
+  def stat(per_fold):
+    done = [v for v in per_fold if v is not None]
+    return {"per_fold": per_fold, "mean": float(np.mean(done)), "std": float(np.std(done))}
+  rows = []
+  for i, name in enumerate(("lr=0.001", "lr=0.003")):
+    f1 = [0.5 + 0.1 * i + 0.01 * k for k in range(3)]
+    if stopped and i == 1:
+      f1 = [f1[0], None, None]
+    done = [v for v in f1 if v is not None]
+    rows.append({"setting": {"lr": 1e-3 * (1 + 2 * i)}, "name": name, "val_macro_f1": f1,
+                 "val_macro_classes": [["wheat", "maize"], ["wheat"], None],
+                 "mean": float(np.mean(done)), "std": float(np.std(done)),
+                 "folds_done": len(done), "rare_classes": [2, 1],
+                 "tiers": {"tier1_macro_f1": stat([0.9, 0.8, None]),
+                           "rare2_f1": stat([x and x / 2 for x in f1])},
+                 "eval": {"tier2/pixel/model/macro_f1": stat([0.7, 0.6, 0.65]),
+                          "tier2/pixel/model/overall_accuracy": stat([0.8, 0.7, 0.75]),
+                          "tier2/pixel/baseline/macro_f1": stat(f1)}})
+  del rows[1]["eval"]["tier2/pixel/baseline/macro_f1"]     # a cell "—"
+  out = {"folds": ["fold0", "fold1", "fold2"], "macro_rule": "classes present in the truth "
+         "or in the prediction", "results": rows, "best": rows[1]}
+  if stopped:
+    out["stopped"] = "W/cv/lr=0.003/val_fold1"
+  else:
+    out["final"] = {"workdir": "W/final", "step": 10, "train_split": "fold0+fold1+fold2"}
+  return out
+
+
+@pytest.mark.parametrize("name, text", [
+    ("metrics.md", lambda: evaluate.markdown(_eval_result(), "synthetic demo dataset")),
+    ("results.md", lambda: cv.markdown(_cv_out(stopped=False))),
+    ("results_stopped.md", lambda: cv.markdown(_cv_out(stopped=True))),
+    ("results_none.md", lambda: cv.markdown({**_cv_out(stopped=True), "best": None}))])
+def test_markdown_outputs_are_byte_identical(name, text):
+  assert text() == (GOLDEN / name).read_text(encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Hybrid model: shapes, side check, bf16, parameter count."""
+"""Hybrid model: shapes, side check, bf16, parameter count, the norm and up-path options."""
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs.hybrid import get_config
-from jaxcrop.models import build_model
+from jaxcrop.models import build_model, unet_min_side
 
 
 def tiny_model_cfg(**temporal):
@@ -27,6 +27,10 @@ def test_output_shape_and_dtype(pooling):
   model = build_model(tiny_model_cfg(pooling=pooling), num_classes=5)
   logits = model.apply(init(model, X), X)
   assert logits.shape == (2, 16, 16, 5) and logits.dtype == jnp.float32
+
+
+def test_unet_min_side_halves_per_level():
+  assert [unet_min_side(d) for d in (1, 3, 4)] == [1, 4, 8]
 
 
 def test_side_not_divisible_is_a_clear_error():
@@ -116,3 +120,67 @@ def test_unknown_config_value_is_a_config_error(part, key, value, expected):
   cfg[part][key] = value
   with pytest.raises(UserError, match=expected):
     init(build_model(cfg, 5), X)
+
+
+# --- the options the default config does not use: norm layer | group, up resize ----------
+
+def option_cfg(norm="batch", up="transpose"):
+  cfg = tiny_model_cfg(norm=norm)
+  cfg.unet.update(norm=norm, up=up)
+  return cfg
+
+
+def modules(params) -> set:
+  """The module names of a params tree, e.g. 'unet/ConvBlock_0/LayerNorm_1'."""
+  return {jax.tree_util.keystr(path[:-1], simple=True, separator="/")
+          for path, _ in jax.tree_util.tree_leaves_with_path(params)}
+
+
+def sgd_step_lowers_the_loss(model, variables):
+  """One gradient step of lr 0.05 on a fixed batch: finite gradients, lower loss."""
+  labels = jax.random.randint(jax.random.key(3), X.shape[:1] + X.shape[2:4], 0, 5)
+
+  def loss(params):
+    logits, _ = model.apply({**variables, "params": params}, X, train=True,
+                            mutable=["batch_stats"])
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], -1).mean()
+  before, grads = jax.value_and_grad(loss)(variables["params"])
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+  after = loss(jax.tree.map(lambda p, g: p - 0.05 * g, variables["params"], grads))
+  assert after < before
+
+
+@pytest.mark.parametrize("norm, layer", [("layer", "LayerNorm"), ("group", "GroupNorm")])
+def test_layer_and_group_norm_keep_each_example_to_itself(norm, layer):
+  """No batch statistics: in training mode an example's logits do not depend on
+  the rest of the batch (with the default batch norm they do)."""
+  model = build_model(option_cfg(norm), 5)
+  variables = init(model, X)
+  assert "batch_stats" not in variables
+  names = modules(variables["params"])
+  assert {"temporal/" + layer + "_0", "unet/ConvBlock_0/" + layer + "_1"} <= names
+  assert not any("BatchNorm" in n for n in names)
+  alone = model.apply(variables, X[:1], train=True)
+  together = model.apply(variables, X, train=True)
+  assert together.shape == (2, 16, 16, 5) and together.dtype == jnp.float32
+  np.testing.assert_allclose(alone[0], together[0], atol=1e-5)
+  default = build_model(option_cfg(), 5)
+  dv = init(default, X)
+  run = lambda x: default.apply(dv, x, train=True, mutable=["batch_stats"])[0][0]
+  assert np.abs(run(X[:1]) - run(X)).max() > 1e-3
+  sgd_step_lowers_the_loss(model, variables)
+
+
+def test_resize_up_path_is_bilinear_then_3x3_conv():
+  """up="resize": no transposed conv; each up level is a 3×3 conv of the resized
+  features, so its output shape and the default's agree but not its parameters."""
+  model = build_model(option_cfg(up="resize"), 5)
+  variables = init(model, X)
+  unet = variables["params"]["unet"]
+  assert not any(k.startswith("ConvTranspose") for k in unet)
+  assert unet["Conv_0"]["kernel"].shape == (3, 3, 16, 8)   # widths (8, 16): 16 → 8
+  default = init(build_model(option_cfg(), 5), X)["params"]["unet"]
+  assert default["ConvTranspose_0"]["kernel"].shape == (2, 2, 16, 8)
+  logits = model.apply(variables, X)
+  assert logits.shape == (2, 16, 16, 5) and np.isfinite(np.asarray(logits)).all()
+  sgd_step_lowers_the_loss(model, variables)

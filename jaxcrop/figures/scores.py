@@ -84,7 +84,7 @@ def per_class_rows(metrics: dict, level: str = "pixel", which: str = "model") ->
 
 def baseline_f1(metrics: dict, level: str = "pixel") -> dict[str, float] | None:
   """{class name: F1} of the baseline at `level`; None when the evaluation has none
-  (`jaxcrop.evaluate --nobaseline`, or a bare `summarize()` dict)."""
+  (`jaxcrop.evaluate --no-baseline`, or a bare `summarize()` dict)."""
   base = metrics.get(level, {}).get("baseline")
   if not isinstance(base, dict) or "per_class" not in base:
     return None

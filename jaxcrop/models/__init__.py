@@ -10,7 +10,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxcrop.models.heads import HierarchicalModel  # noqa: F401
-from jaxcrop.models.hybrid import HybridModel, TemporalEncoder, UNet  # noqa: F401
+from jaxcrop.models.hybrid import (HybridModel, TemporalEncoder, UNet,  # noqa: F401
+                                   unet_min_side)
 from jaxcrop.models.temporal import AttentionEncoder  # noqa: F401
 from cropcontracts.errors import UserError
 

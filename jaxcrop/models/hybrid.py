@@ -19,7 +19,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cropcontracts.dataset_meta import unet_min_side
 from cropcontracts.errors import UserError
 from jaxcrop.models.temporal import AttentionEncoder
 
@@ -168,6 +167,12 @@ class UpConv2x2(nn.ConvTranspose):
     x, kernel, bias = self.promote_dtype(x, kernel, bias, dtype=self.dtype)
     y = jnp.einsum("bhwc,ijco->bhiwjo", x, kernel[::-1, ::-1])   # [B, H, 2, W, 2, Cout]
     return y.reshape(b, 2 * h, 2 * w, self.features) + bias
+
+
+def unet_min_side(depth: int) -> int:
+  """Smallest patch side a U-Net of `depth` levels accepts (2^(depth-1)): every
+  level halves the side, and each side must stay whole."""
+  return 2 ** (depth - 1)
 
 
 class UNet(nn.Module):
