@@ -83,6 +83,22 @@ def write_json(path, obj) -> None:
   write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def remove_temporaries(folder) -> list[pathlib.Path]:
+  """Removes the temporaries (`.NAME.*.partial`) that `atomic_path` leaves in
+  `folder` (not below it) when its writer is killed; returns those removed.
+
+  Call it only while holding the lock that every writer of `folder` holds while
+  it writes (`file_lock`): then no live writer has a temporary there, and each
+  one found belongs to a dead run.
+  """
+  removed = []
+  for tmp in sorted(pathlib.Path(folder).glob(".*.partial")):
+    if tmp.is_file():
+      tmp.unlink(missing_ok=True)
+      removed.append(tmp)
+  return removed
+
+
 class LockHeld(BlockingIOError):
   """Another process holds the lock file (`file_lock(wait=False)`)."""
 

@@ -11,7 +11,7 @@ the zones over its workers; one DoFn composites a zone with the route named by
 are the same bit for bit:
 
   gee     `prep.gee.composite_zone_from_gee` (Earth Engine computePixels); each
-          worker holds one `gee.RequestPool` of `--gee-workers` requests in flight,
+          worker holds one `gee.make_pool` pool of `--gee-workers` requests in flight,
           so the account's concurrent requests are workers x gee-workers (keep it
           under 40, docs/prep-imagery.md).
   scenes  `prep.scenes.composite_zone_from_scenes` (SAFE or STAC/COG scene folders
@@ -67,7 +67,7 @@ def composite_one(zone: Zone, folder: pathlib.Path, source: str, options: dict,
   if source == "gee":
     from prep import gee
     return gee.composite_zone_from_gee(zone, folder, year=options["year"], progress=False,
-                                       initialize_ee=False, pool=pool)
+                                       pool=pool)
   if source == "stac":
     from prep import stac
     return stac.composite_zone_from_stac(

@@ -48,14 +48,49 @@ def _catalog_args(p, only: str = "") -> None:
                       "filter)")
 
 
-def _zone_args(p: argparse.ArgumentParser, *, allow_all: bool = True) -> None:
+def _zone_args(p: argparse.ArgumentParser) -> None:
+  """--zones ID… | --all, and --zones-csv: which rows of which zones table."""
   g = p.add_mutually_exclusive_group(required=True)
   g.add_argument("--zones", nargs="+", metavar="ID",
                  help="zone ids, e.g. chartres_0 chartres_1")
-  if allow_all:
-    g.add_argument("--all", action="store_true", help="every zone of the zones table")
+  g.add_argument("--all", action="store_true", help="every zone of the zones table")
   p.add_argument("--zones-csv", type=pathlib.Path, default=None, metavar="PATH",
                  help="zones table (default: the study zones, prep/data/zones.csv)")
+
+
+def _out_arg(p: argparse.ArgumentParser, help: str = "folder of zone folders",
+             **kw) -> None:
+  """--out DIR (required; a local path unless kw says otherwise)."""
+  p.add_argument("--out", **{"type": pathlib.Path, "required": True, "metavar": "DIR",
+                             "help": help, **kw})
+
+
+def _year_arg(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--year", type=int, default=2023,
+                 help="year of the composites (default: %(default)s)")
+
+
+def _project_arg(p: argparse.ArgumentParser, only: str = "") -> None:
+  """--project (`only` prefixes its help where one route of several needs it)."""
+  p.add_argument("--project", default=None,
+                 help=f"{only}Google Cloud project for Earth Engine "
+                      "(default: $JAXCROP_EE_PROJECT)")
+
+
+def _workers_arg(p: argparse.ArgumentParser, default: int, help: str,
+                 flag: str = "--workers") -> None:
+  """--workers N: requests in flight at once (`prep.fetch.Pool`)."""
+  p.add_argument(flag, type=int, default=default, help=f"{help} (default: %(default)s)")
+
+
+def _command(sub, name: str, help: str, description: str, examples: str,
+             run) -> argparse.ArgumentParser:
+  """A subcommand: its one-line help, description, examples and what runs it."""
+  p = sub.add_parser(name, formatter_class=_Formatter, help=help,
+                     description=_doc(description),
+                     epilog="examples:\n" + textwrap.indent(_doc(examples), "  "))
+  p.set_defaults(run=run)
+  return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,22 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
           Run `python -m prep <command> --help` for each command."""))
   parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
   sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+  for add in (_zones_parser, _gee_parser, _composite_parser, _stac_parser, _beam_parser,
+              _labels_parser, _demo_parser):
+    add(sub)
+  return parser
 
-  p = sub.add_parser(
-      "zones", formatter_class=_Formatter, help="list or select the study zones",
-      description=_doc("""
+
+def _zones_parser(sub) -> None:
+  p = _command(
+      sub, "zones", "list or select the study zones", """
           List the zones table (id, region, EPSG, centre, cropland fraction,
           source), or with --select re-derive the 40 study zones from ESA
           WorldCover through Earth Engine and write the table: per region the
           5 most cultivated 10 km squares, at least 1 km apart; the test zone
           (index 0) is a seeded draw among them (--seed), not always the
-          most cultivated."""),
-      epilog=_doc("""
-          examples:
+          most cultivated.""", """
             python -m prep zones
             python -m prep zones --zones-csv /tmp/demo/raw/zones.csv
             python -m prep zones --select --out prep/data/zones.csv   # needs Earth Engine
-            python -m prep zones --country --rpg RPG_FXX_2023.gpkg --out zones_fr.csv"""))
+            python -m prep zones --country --rpg RPG_FXX_2023.gpkg --out zones_fr.csv""",
+      run_zones)
   g = p.add_mutually_exclusive_group()
   g.add_argument("--list", action="store_true", help="list the zones (the default)")
   g.add_argument("--select", action="store_true",
@@ -108,66 +147,57 @@ def build_parser() -> argparse.ArgumentParser:
                  help="where --select writes the zones table (default: %(default)s)")
   p.add_argument("--zones-csv", type=pathlib.Path, default=None, metavar="PATH",
                  help="zones table to list (default: prep/data/zones.csv)")
-  p.add_argument("--project", default=None,
-                 help="Google Cloud project for Earth Engine (default: $JAXCROP_EE_PROJECT)")
+  _project_arg(p)
   p.add_argument("--seed", type=int, default=0,
                  help="seed of the draw of each region's test zone among its squares "
                       "(default: %(default)s)")
-  p.set_defaults(run=run_zones)
 
-  p = sub.add_parser(
-      "gee", formatter_class=_Formatter, help="composites through Earth Engine",
-      description=_doc("""
+
+def _gee_parser(sub) -> None:
+  p = _command(
+      sub, "gee", "composites through Earth Engine", """
           Monthly median composites (B2 B3 B4 B8, SCL 4-7 valid, gap filled) of
           COPERNICUS/S2_SR_HARMONIZED for each zone, computed by Earth Engine,
           into OUT/<zone_id>/. Needs Earth Engine credentials: `earthengine
           authenticate`, or JAXCROP_EE_KEY=<service-account key JSON>; and a
           Cloud project (--project or JAXCROP_EE_PROJECT). Fetched tiles are
           cached in OUT/<zone_id>/.gee_cache, so an interrupted run resumes.
-          Months, tiles and zones are fetched concurrently (--workers)."""),
-      epilog=_doc("""
-          examples:
+          Months, tiles and zones are fetched concurrently (--workers).""", """
             python -m prep gee --zones chartres_0 chartres_1 --out data/zones
-            python -m prep gee --all --out data/zones --year 2023"""))
+            python -m prep gee --all --out data/zones --year 2023""",
+      run_gee)
   _zone_args(p)
-  p.add_argument("--out", type=pathlib.Path, required=True, metavar="DIR",
-                 help="folder of zone folders")
-  p.add_argument("--year", type=int, default=2023,
-                 help="year of the composites (default: %(default)s)")
-  p.add_argument("--project", default=None,
-                 help="Google Cloud project for Earth Engine (default: $JAXCROP_EE_PROJECT)")
+  _out_arg(p)
+  _year_arg(p)
+  _project_arg(p)
   p.add_argument("--overwrite", action="store_true",
                  help="recompute zones that already hold this year's Earth Engine composites")
-  p.add_argument("--workers", type=int, default=8,
-                 help="computePixels requests in flight at once, shared by the zones, with "
-                      "one back-off on quota errors (default: %(default)s; an account "
-                      "gets 40 concurrent interactive requests)")
-  p.set_defaults(run=run_gee)
+  _workers_arg(p, 8, "computePixels requests in flight at once, shared by the zones, with "
+                     "one back-off on quota errors; an account gets 40 concurrent "
+                     "interactive requests")
 
-  p = sub.add_parser(
-      "composite", formatter_class=_Formatter, help="composites from local scenes",
-      description=_doc("""
+
+def _composite_parser(sub) -> None:
+  p = _command(
+      sub, "composite", "composites from local scenes", """
           Monthly median composites of each zone from local Sentinel-2 L2A
           scenes: DIR/<item_id>/<item_id>.json (STAC item) with B02 B03 B04 B08
           (10 m) and SCL (20 m) GeoTIFF/COG assets (or Earth Search's blue green
-          red nir scl), or *.SAFE products; into OUT/<zone_id>/."""),
-      epilog=_doc("""
-          examples:
+          red nir scl), or *.SAFE products; into OUT/<zone_id>/.""", """
             python -m prep composite --scenes /tmp/demo/raw/scenes \\
                 --zones-csv /tmp/demo/raw/zones.csv --all --out /tmp/zones
-            python -m prep composite --scenes scenes/ --zones chartres_0 --out data/zones"""))
+            python -m prep composite --scenes scenes/ --zones chartres_0 --out data/zones""",
+      run_composite)
   p.add_argument("--scenes", type=pathlib.Path, required=True, metavar="DIR",
                  help="folder of scene folders (one per STAC item)")
   _zone_args(p)
-  p.add_argument("--out", type=pathlib.Path, required=True, metavar="DIR",
-                 help="folder of zone folders")
-  p.add_argument("--year", type=int, default=2023,
-                 help="year of the composites (default: %(default)s)")
-  p.set_defaults(run=run_composite)
+  _out_arg(p)
+  _year_arg(p)
 
-  p = sub.add_parser(
-      "stac", formatter_class=_Formatter, help="composites from a STAC catalogue's COGs",
-      description=_doc("""
+
+def _stac_parser(sub) -> None:
+  p = _command(
+      sub, "stac", "composites from a STAC catalogue's COGs", """
           Monthly median composites of each zone from a public STAC catalogue
           of Sentinel-2 L2A Cloud-Optimized GeoTIFFs, without downloading whole
           tiles: the items intersecting the zone in the year are searched
@@ -187,67 +217,58 @@ def build_parser() -> argparse.ArgumentParser:
                                 PC_SDK_SUBSCRIPTION_KEY), re-signed once on 403
             cdse                Copernicus Data Space; its S3 keys in
                                 CDSE_S3_ACCESS_KEY and CDSE_S3_SECRET_KEY
-            <URL>               any STAC API serving the collection"""),
-      epilog=_doc("""
-          examples:
+            <URL>               any STAC API serving the collection""", """
             python -m prep stac --catalog earth-search --zones chartres_0 --out data/zones
             python -m prep stac --catalog planetary-computer --all --year 2023 --out data/zones
             CDSE_S3_ACCESS_KEY=… CDSE_S3_SECRET_KEY=… \\
-                python -m prep stac --catalog cdse --all --out data/zones"""))
+                python -m prep stac --catalog cdse --all --out data/zones""",
+      run_stac)
   _zone_args(p)
   _catalog_args(p)
-  p.add_argument("--out", type=pathlib.Path, required=True, metavar="DIR",
-                 help="folder of zone folders")
-  p.add_argument("--year", type=int, default=2023,
-                 help="year of the composites (default: %(default)s)")
-  p.add_argument("--workers", type=int, default=4,
-                 help="remote windows read at once (default: %(default)s)")
+  _out_arg(p)
+  _year_arg(p)
+  _workers_arg(p, 4, "remote windows read at once, with one back-off on transient errors")
   p.add_argument("--overwrite", action="store_true",
                  help="recompute zones already composited from this catalogue and year")
-  p.set_defaults(run=run_stac)
 
-  p = sub.add_parser(
-      "beam", formatter_class=_Formatter, help="composites of many zones with Apache Beam",
-      description=_doc("""
+
+def _beam_parser(sub) -> None:
+  p = _command(
+      sub, "beam", "composites of many zones with Apache Beam", """
           Composites of every selected zone with an Apache Beam pipeline: one
           element per zone, the route of --source (gee: Earth Engine; scenes: local
           SAFE/STAC scenes; stac: a STAC API) as in `prep gee` / `prep composite` /
           `prep stac`, zone folders in
           OUT (local or gs://); zones already composited are skipped. Arguments
           after `--` go to Beam (default DirectRunner); the Dataflow command is in
-          docs/prep-imagery.md."""),
-      epilog=_doc("""
-          examples:
+          docs/prep-imagery.md.""", """
             python -m prep beam --source scenes --scenes /tmp/demo/raw/scenes \\
                 --zones-csv /tmp/demo/raw/zones.csv --all --out /tmp/zones_beam
             python -m prep beam --source gee --zones-csv zones_fr.csv --all \\
                 --out gs://BUCKET/zones -- --runner DataflowRunner --project P ...
             python -m prep beam --source stac --catalog earth-search \\
-                --zones-csv zones_fr.csv --all --out gs://BUCKET/zones -- ..."""))
+                --zones-csv zones_fr.csv --all --out gs://BUCKET/zones -- ...""",
+      run_beam)
   p.add_argument("--source", choices=("gee", "scenes", "stac"), required=True,
                  help="the composite route: gee (Earth Engine), scenes (local scenes) or "
                       "stac (a STAC API)")
   p.add_argument("--scenes", type=pathlib.Path, default=None, metavar="DIR",
                  help="--source scenes: folder of scene folders every worker can read")
   _zone_args(p)
-  p.add_argument("--out", required=True, metavar="DIR", help="folder of zone folders (or gs://)")
-  p.add_argument("--year", type=int, default=2023,
-                 help="year of the composites (default: %(default)s)")
-  p.add_argument("--project", default=None,
-                 help="--source gee: Google Cloud project (default: $JAXCROP_EE_PROJECT)")
-  p.add_argument("--gee-workers", type=int, default=8,
-                 help="--source gee: requests in flight per Beam worker (default: %(default)s)")
+  _out_arg(p, "folder of zone folders (or gs://)", type=str)
+  _year_arg(p)
+  _project_arg(p, "--source gee: ")
+  _workers_arg(p, 8, "--source gee: requests in flight per Beam worker", "--gee-workers")
   _catalog_args(p, "--source stac: ")
-  p.add_argument("--stac-workers", type=int, default=4,
-                 help="--source stac: remote windows read at once per zone (default: "
-                      "%(default)s)")
+  _workers_arg(p, 4, "--source stac: remote windows read at once per zone",
+               "--stac-workers")
   p.add_argument("beam_args", nargs="*", metavar="-- BEAM_OPTION",
                  help="Beam pipeline options, after --")
-  p.set_defaults(run=run_beam)
 
-  p = sub.add_parser(
-      "labels", formatter_class=_Formatter, help="labels from the RPG",
-      description=_doc("""
+
+def _labels_parser(sub) -> None:
+  p = _command(
+      sub, "labels", "labels from the RPG", """
           Parcel raster, tier-3 class raster and parcel table of each zone from
           the RPG (GeoPackage or regional Shapefiles, Lambert-93), into
           OUT/<zone_id>/. Several files (neighbouring regions) may be given.
@@ -256,19 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
           RPG…), else the year of the zone's composites, else 2023 (with a
           warning). A code the nomenclature lacks for that edition stops the
           run, listing each code with its parcels and area, unless
-          --unknown-codes ignore."""),
-      epilog=_doc("""
-          examples:
+          --unknown-codes ignore.""", """
             python -m prep labels --rpg RPG_2-2__GPKG_LAMB93_FXX_2023.gpkg --all --out data/zones
             python -m prep labels --rpg R24.shp R28.shp --zones chartres_0 --out data/zones \\
                 --drop-border
             python -m prep labels --rpg PARCELLES_GRAPHIQUES.gpkg --rpg-year 2024 \\
-                --all --out data/zones --unknown-codes ignore"""))
+                --all --out data/zones --unknown-codes ignore""",
+      run_labels)
   p.add_argument("--rpg", type=pathlib.Path, nargs="+", required=True, metavar="FILE",
                  help="RPG GeoPackage or Shapefile(s)")
   _zone_args(p)
-  p.add_argument("--out", type=pathlib.Path, required=True, metavar="DIR",
-                 help="folder of zone folders")
+  _out_arg(p)
   p.add_argument("--layer", default=None,
                  help="layer name (default: PARCELLES_GRAPHIQUES, or the only layer)")
   p.add_argument("--drop-border", action="store_true",
@@ -280,30 +299,26 @@ def build_parser() -> argparse.ArgumentParser:
                  help="codes the nomenclature lacks for the edition: stop (error, the "
                       "default) or leave their parcels unlabelled with a warning, "
                       "recorded in meta.json (ignore)")
-  p.set_defaults(run=run_labels)
 
-  p = sub.add_parser(
-      "demo", formatter_class=_Formatter, help="synthetic demo region, offline",
-      description=_doc("""
+
+def _demo_parser(sub) -> None:
+  p = _command(
+      sub, "demo", "synthetic demo region, offline", """
           Write a synthetic demo region near Chartres in the real input formats
           (RPG 2023-like GeoPackage, Sentinel-2 L2A-like products of baseline
           05.09 with the BOA offset: SAFE and STAC/COG, each acquisition on two
           overlapping UTM-31 tiles and a UTM-30 tile; zones table) under OUT/raw, then run the composite and labels routes into
           OUT/zones/<zone_id>/ (2 regions x 5 zones of 256 x 256 pixels; --small:
           2 x 2 zones of 48 x 48). A rerun skips what is complete. Synthetic
-          data: not a result."""),
-      epilog=_doc("""
-          examples:
+          data: not a result.""", """
             python -m prep demo --out /tmp/demo
-            python -m prep demo --out /tmp/demo_small --small --seed 1"""))
-  p.add_argument("--out", type=pathlib.Path, required=True, metavar="DIR",
-                 help="output folder (raw/ and zones/ are written in it)")
+            python -m prep demo --out /tmp/demo_small --small --seed 1""",
+      run_demo)
+  _out_arg(p, "output folder (raw/ and zones/ are written in it)")
   p.add_argument("--seed", type=int, default=0,
                  help="random seed of the region (default: %(default)s)")
   p.add_argument("--small", action="store_true",
                  help="tiny variant for tests: 2 x 2 zones of 48 x 48 pixels")
-  p.set_defaults(run=run_demo)
-  return parser
 
 
 def _read_table(path) -> list:

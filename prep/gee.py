@@ -17,21 +17,24 @@ limit); a 1000 x 1000 zone-month is 9 MB, one tile. Medians are taken from the
 sorted per-pixel arrays (`median_half_up`): an even count gives the mean of the
 two middle values rounded half up, exactly like `composite.median_composite`.
 
-Resumable. Each fetched (month, tile) is saved atomically as
+Resumable. Each fetched (month, tile) is kept in the zone's window cache,
 `out_folder/.gee_cache/<YYYY-MM>_r<row>_c<col>.npy`, so a rerun after an
 interruption fetches only what is missing; the cache is removed once the zone
-folder is written. Quota (429, "Too many concurrent") and server (5xx) errors
-are retried with exponential back-off, `max_retries` times.
+folder is written (`prep.fetch`: the cache, its lock, the "zone done" check).
+Quota (429, "Too many concurrent") and server (5xx) errors are retried with a
+jittered exponential back-off, `max_retries` times (`is_retryable` tells them
+from the errors a retry would meet again).
 
 Concurrency. The requests of a zone's months and tiles go through one
-`RequestPool`: at most `workers` requests in flight (default 1 in the function,
-8 on the command line: well under the 40 concurrent interactive requests an
-Earth Engine account is allowed, leaving room for other jobs of the project),
-and one back-off shared by every worker: a quota error holds back every
-worker's next request until the back-off has passed, instead of each worker
-hammering the quota on its own. `composite_zones_from_gee` shares one pool
-between the zones of a run, two zones in flight so that the next zone's
-requests run while the last one is gap filled and written.
+`fetch.Pool` (`make_pool`): at most `workers` requests in flight (default 1 in
+the function, 8 on the command line: well under the 40 concurrent interactive
+requests an Earth Engine account is allowed, leaving room for other jobs of the
+project), and one back-off shared by every worker: a quota error holds back
+every worker's next request until the back-off has passed, instead of each
+worker hammering the quota on its own. `composite_zones_from_gee` initializes
+Earth Engine once and shares one pool between the zones of a run, two zones in
+flight so that the next zone's requests run while the last one is gap filled
+and written.
 
 Credentials: `JAXCROP_EE_KEY` (path to a service-account key JSON) if set,
 else the user's `earthengine authenticate` credentials; the Cloud project comes
@@ -44,20 +47,17 @@ import json
 import os
 import pathlib
 import re
-import shutil
-import threading
 import time
 import warnings
 from typing import Callable
 
 import numpy as np
 
-from cropcontracts import atomic
-from prep import composite as composite_lib
-from prep import s2_products
 from cropcontracts import zonefolder
 from cropcontracts.errors import UserError
 from cropcontracts.zone import Zone
+from prep import composite as composite_lib
+from prep import fetch, s2_products
 
 COLLECTION = "COPERNICUS/S2_SR_HARMONIZED"
 EE_BANDS = zonefolder.BANDS                 # Earth Engine names them as we do
@@ -67,6 +67,7 @@ BYTES_PER_PIXEL = 2 * len(EE_BANDS) + 1     # uint16 bands + uint8 count
 MAX_REQUEST_BYTES = 32 * 2**20              # computePixels allows 48 MiB
 MAX_TILE_SIDE = 1024
 CACHE_DIR = ".gee_cache"
+SOURCE = "earth-engine"
 # earthengine-api turns an HTTP error into an EEException holding only the
 # reason text (`ee.data._translate_cloud_exception`), so a status code is
 # matched as a whole number (never inside "50000000 bytes") and the reasons
@@ -251,117 +252,35 @@ def is_retryable(error: Exception) -> bool:
   return _RETRYABLE.search(str(error)) is not None
 
 
-class RequestPool:
-  """At most `workers` Earth Engine requests in flight, one back-off for all.
+def request(call: Callable, what: str):
+  """call() (an Earth Engine request) with its errors classified: `fetch.Transient`
+  for those worth another try (`is_retryable`), else a UserError naming `what`."""
+  import ee
+  try:
+    return call()
+  except (ee.EEException, ConnectionError, TimeoutError) as e:
+    if is_retryable(e):
+      raise fetch.Transient(str(e)) from None
+    raise UserError(f"Earth Engine refused {what}: {e}") from None
 
-  `call(fn, what)` runs fn() on the caller's thread once a slot is free, after
-  any back-off another worker has set; a retryable error sets the shared
-  back-off to base * 2**k from now (k: this request's failed tries so far).
-  `clock` and `sleep` are injectable (tests).
-  """
 
-  def __init__(self, workers: int = 1, *, max_retries: int = 6, base_delay: float = 2.0,
-               sleep: Callable = time.sleep, clock: Callable = time.monotonic):
-    if workers < 1:
-      raise UserError(f"--workers {workers} must be at least 1")
-    self.workers, self.max_retries, self.base_delay = workers, max_retries, base_delay
-    self.sleep, self.clock = sleep, clock
-    self._slots = threading.BoundedSemaphore(workers)
-    self._lock = threading.Lock()
-    self._not_before = -float("inf")
-
-  def _wait_backoff(self) -> None:
-    while True:
-      with self._lock:
-        wait = self._not_before - self.clock()
-      if wait <= 0:
-        return
-      self.sleep(wait)
-
-  def call(self, fn: Callable, what: str):
-    import ee
-    for attempt in range(self.max_retries + 1):
-      self._wait_backoff()
-      with self._slots:
-        try:
-          return fn()
-        except (ee.EEException, ConnectionError, TimeoutError) as e:
-          error = e
-      if not is_retryable(error):
-        raise UserError(f"Earth Engine refused {what}: {error}") from None
-      if attempt == self.max_retries:
-        raise UserError(f"Earth Engine: {what} still failing after {self.max_retries} "
-                        f"retries ({error}); wait and rerun the same command, it resumes "
-                        f"where it stopped") from None
-      with self._lock:
-        self._not_before = max(self._not_before,
-                               self.clock() + self.base_delay * 2**attempt)
+def make_pool(workers: int = 1, *, max_retries: int = 6, base_delay: float = 2.0,
+              sleep: Callable = time.sleep) -> fetch.Pool:
+  """The `fetch.Pool` of Earth Engine requests: `workers` in flight, retried
+  `max_retries` times after base_delay * 2**k s (jittered), one back-off for all."""
+  return fetch.Pool(workers, retries=max_retries, base_delay=base_delay, sleep=sleep)
 
 
 def with_retries(call: Callable, what: str, *, max_retries: int = 6,
                  base_delay: float = 2.0, sleep: Callable = time.sleep):
-  """`call()`, retried on quota/server errors with delays base * 2**k."""
-  clock = _SleepClock(sleep)
-  return RequestPool(1, max_retries=max_retries, base_delay=base_delay, sleep=clock.sleep,
-                     clock=clock).call(call, what)
-
-
-def make_pool(workers: int = 1, *, max_retries: int = 6, base_delay: float = 2.0,
-              sleep: Callable = time.sleep) -> RequestPool:
-  """A RequestPool; a lone worker's clock advances by its sleeps (exact delays,
-  also with a test's fake sleep), several workers share the monotonic clock."""
-  if workers == 1:
-    clock = _SleepClock(sleep)
-    return RequestPool(1, max_retries=max_retries, base_delay=base_delay,
-                       sleep=clock.sleep, clock=clock)
-  return RequestPool(workers, max_retries=max_retries, base_delay=base_delay, sleep=sleep)
-
-
-class _SleepClock:
-  """A clock that advances only by the sleeps of `sleep` (a lone caller's back-off
-  then sleeps exactly base * 2**k, whatever `sleep` does)."""
-
-  def __init__(self, sleep: Callable):
-    self.now, self._sleep = 0.0, sleep
-
-  def __call__(self) -> float:
-    return self.now
-
-  def sleep(self, seconds: float) -> None:
-    self.now += seconds
-    self._sleep(seconds)
+  """`call()`, one Earth Engine request retried on quota/server errors."""
+  pool = make_pool(1, max_retries=max_retries, base_delay=base_delay, sleep=sleep)
+  return pool.call(lambda: request(call, what), f"Earth Engine: {what}")
 
 
 def _to_array(data) -> np.ndarray:
   """computePixels NUMPY_NDARRAY (structured [h, w]) -> uint16 [5, h, w]."""
   return np.stack([np.asarray(data[b], np.uint16) for b in (*EE_BANDS, COUNT_BAND)])
-
-
-def _load_tile(path: pathlib.Path, tile: Tile) -> np.ndarray | None:
-  """A cached tile, or None when absent or not of the tile's shape."""
-  try:
-    block = np.load(path)
-  except (OSError, ValueError, EOFError):
-    return None
-  return block if block.shape == (len(EE_BANDS) + 1, tile.height, tile.width) else None
-
-
-def _open_cache(folder: pathlib.Path, zone: Zone, year: int) -> pathlib.Path:
-  """The cache folder of this zone and year; a cache of anything else is dropped."""
-  return atomic.keyed_folder(folder / CACHE_DIR, {"collection": COLLECTION, "year": year,
-                                                  "zone": zone.to_row()})
-
-
-def _done(folder: pathlib.Path, meta: dict, year: int) -> dict | None:
-  """The imagery info of a zone folder already composited from Earth Engine.
-
-  `meta`: the folder's meta.json from `zonefolder.check_folder`, which has
-  already refused a folder of another zone.
-  """
-  info = meta.get("imagery") or {}
-  ok = info.get("source") == "earth-engine" and info.get("year") == year
-  return info if ok and all((folder / f).is_file()
-                            for f in zonefolder.IMAGERY_FILES) else None
 
 
 def _place(comp: np.ndarray, counts: np.ndarray, t: int, tile: Tile,
@@ -373,131 +292,114 @@ def _place(comp: np.ndarray, counts: np.ndarray, t: int, tile: Tile,
   counts[t, rows, cols] = np.minimum(block[len(EE_BANDS)], 255)
 
 
-def composite_zone_from_gee(zone: Zone, out_folder, *, year: int = 2023,
-                            progress: bool = True, project: str | None = None,
-                            max_retries: int = 6, base_delay: float = 2.0,
-                            max_bytes: int = MAX_REQUEST_BYTES,
-                            initialize_ee: bool = True, overwrite: bool = False,
-                            sleep: Callable = time.sleep, workers: int = 1,
-                            pool: RequestPool | None = None) -> dict:
-  """Monthly median composites of `zone` from Earth Engine, gap filled, written.
+def _fetch_months(zone: Zone, year: int, cache: fetch.ZoneCache, tiles: list[Tile],
+                  pool: fetch.Pool, progress: bool):
+  """The year's months of the zone, from the cache and Earth Engine.
 
-  Args:
-    zone: the zone; its grid is the request grid (CRS, 10 m, origin).
-    out_folder: the zone folder; `.gee_cache/` inside it holds fetched tiles.
-    year: calendar year of the composites.
-    project: Google Cloud project (else JAXCROP_EE_PROJECT).
-    max_retries, base_delay, sleep: back-off on quota/server errors.
-    workers: requests in flight at once (months and tiles fetched concurrently).
-    pool: a RequestPool shared with other zones (then workers, max_retries,
-      base_delay and sleep are the pool's).
-    max_bytes: response budget per request (sets the tile size).
-    initialize_ee: call `initialize(project)` first (tests pass False).
-    overwrite: recompute a zone folder that already holds this year's
-      Earth Engine composites (else it is left as is and its info returned).
   Returns:
-    the `imagery` info written to meta.json.
+    uint16 composites [T, 4, H, W], uint8 counts [T, H, W], requests sent now.
   """
   import ee
-  from tqdm import tqdm
-  s2_products.check_zone_grid(zone)
-  folder = pathlib.Path(out_folder)
-  meta = zonefolder.check_folder(folder, zone)  # before any request is spent
-  if not overwrite and (info := _done(folder, meta, year)) is not None:
-    return info
-  if initialize_ee:
-    initialize(project)
-  cache = _open_cache(folder, zone, year)
-  tiles = plan_tiles(zone, max_bytes=max_bytes)
   T = 12
   months = zonefolder.month_labels(year, T)
   comp = np.zeros((T, len(EE_BANDS), *zone.shape), np.uint16)
   counts = np.zeros((T, *zone.shape), np.uint8)
-  pool = pool or make_pool(workers, max_retries=max_retries, base_delay=base_delay,
-                          sleep=sleep)
-  todo = []                                  # (t, tile, cache path) not yet fetched
+  todo = []                                  # (t, tile, piece) not yet fetched
   for t in range(T):
     for tile in tiles:
-      path = cache / f"{months[t]}_r{tile.row}_c{tile.col}.npy"
-      block = _load_tile(path, tile)
+      piece = f"{months[t]}_r{tile.row}_c{tile.col}"
+      block = cache.load(piece, (len(EE_BANDS) + 1, tile.height, tile.width), np.uint16)
       if block is None:
-        todo.append((t, tile, path))
+        todo.append((t, tile, piece))
       else:
         _place(comp, counts, t, tile, block)
   images = {t: monthly_image(zone, year, t + 1) for t in sorted({t for t, _, _ in todo})}
-  stop = threading.Event()                   # set by the first failed fetch
 
-  def fetch(t: int, tile: Tile, path: pathlib.Path) -> np.ndarray | None:
-    if stop.is_set():
-      return None
-    try:
-      request = pixel_request(images[t], zone, tile)
-      block = _to_array(pool.call(
-          lambda: ee.data.computePixels(request),
-          f"zone {zone.zone_id} {months[t]} tile ({tile.row}, {tile.col})"))
-      with atomic.atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-          np.save(f, block)
-      return block
-    except BaseException:
-      stop.set()
-      raise
+  def one(job) -> None:
+    t, tile, piece = job
+    body = pixel_request(images[t], zone, tile)
+    what = f"zone {zone.zone_id} {months[t]} tile ({tile.row}, {tile.col})"
+    block = _to_array(pool.call(
+        lambda: request(lambda: ee.data.computePixels(body), what), f"Earth Engine: {what}"))
+    cache.save(piece, block)
+    _place(comp, counts, t, tile, block)      # tiles are disjoint: no lock needed
 
-  from concurrent.futures import ThreadPoolExecutor
-  with tqdm(total=T * len(tiles), initial=T * len(tiles) - len(todo),
-            desc=f"{zone.zone_id} gee", unit="tile", disable=not progress) as bar, \
-       ThreadPoolExecutor(pool.workers, thread_name_prefix="gee") as ex:
-    futures = [(t, tile, ex.submit(fetch, t, tile, path)) for t, tile, path in todo]
-    try:
-      for t, tile, future in futures:
-        _place(comp, counts, t, tile, future.result())
-        bar.update(1)
-    except BaseException:
-      stop.set()
-      ex.shutdown(cancel_futures=True)
-      raise
-  fetched = len(todo)
+  fetch.fetch_all(one, todo, pool.workers, desc=f"{zone.zone_id} gee", unit="tile",
+                  progress=progress, done=T * len(tiles) - len(todo))
+  return comp, counts, len(todo)
+
+
+def _write(zone: Zone, folder: pathlib.Path, year: int, tiles: list[Tile],
+           comp: np.ndarray, counts: np.ndarray, fetched: int) -> dict:
+  """Gap fills the months and writes the zone folder; its imagery info."""
+  months = zonefolder.month_labels(year, len(comp))
   empty = [m for t, m in enumerate(months) if not counts[t].any()]
   if empty:
     warnings.warn(f"zone {zone.zone_id}: no valid observation in {', '.join(empty)}; "
                   f"these months are gap filled from their neighbours", stacklevel=2)
   filled, was_filled = composite_lib.gap_fill(comp)
   info = dict(
-      source="earth-engine", collection=COLLECTION, year=year,
-      requests=len(tiles) * T, requests_fetched_now=fetched,
+      source=SOURCE, collection=COLLECTION, year=year,
+      requests=len(tiles) * len(months), requests_fetched_now=fetched,
       tile_shape=[tiles[0].height, tiles[0].width],
       months_without_observation=empty,
       gap_filled_fraction=round(float(was_filled.mean()), 6),
       nodata_pixels=int((~(counts > 0).any(axis=0)).sum()))
   zonefolder.write_imagery(folder, zone, filled, counts, months, info)
-  shutil.rmtree(cache, ignore_errors=True)
   return info
+
+
+def composite_zone_from_gee(zone: Zone, out_folder, *, year: int = 2023,
+                            progress: bool = True, max_retries: int = 6,
+                            base_delay: float = 2.0, max_bytes: int = MAX_REQUEST_BYTES,
+                            overwrite: bool = False, sleep: Callable = time.sleep,
+                            workers: int = 1, pool: fetch.Pool | None = None) -> dict:
+  """Monthly median composites of `zone` from Earth Engine, gap filled, written.
+
+  Earth Engine must be initialized first (`initialize`; `composite_zones_from_gee`
+  does it once for its zones).
+
+  Args:
+    zone: the zone; its grid is the request grid (CRS, 10 m, origin).
+    out_folder: the zone folder; `.gee_cache/` inside it holds fetched tiles.
+    year: calendar year of the composites.
+    max_retries, base_delay, sleep: back-off on quota/server errors.
+    workers: requests in flight at once (months and tiles fetched concurrently).
+    pool: a `make_pool` pool shared with other zones (then workers, max_retries,
+      base_delay and sleep are the pool's).
+    max_bytes: response budget per request (sets the tile size).
+    overwrite: recompute a zone folder that already holds this year's
+      Earth Engine composites (else it is left as is and its info returned).
+  Returns:
+    the `imagery` info written to meta.json.
+  """
+  s2_products.check_zone_grid(zone)
+  folder = pathlib.Path(out_folder)
+  tiles = plan_tiles(zone, max_bytes=max_bytes)
+  pool = pool or make_pool(workers, max_retries=max_retries, base_delay=base_delay,
+                          sleep=sleep)
+
+  def run(cache: fetch.ZoneCache) -> dict:
+    comp, counts, fetched = _fetch_months(zone, year, cache, tiles, pool, progress)
+    return _write(zone, folder, year, tiles, comp, counts, fetched)
+
+  return fetch.cached_zone(
+      folder, zone, name=CACHE_DIR, overwrite=overwrite, run=run,
+      key={"collection": COLLECTION, "year": year, "zone": zone.to_row()},
+      expected={"source": SOURCE, "year": year})
 
 
 def composite_zones_from_gee(zones, out_root, *, workers: int = 8, zones_in_flight: int = 2,
                              progress: bool = True, project: str | None = None,
-                             initialize_ee: bool = True, sleep: Callable = time.sleep,
-                             **kw) -> list[dict]:
-  """`composite_zone_from_gee` for many zones into out_root/<zone_id>/, sharing one
-  RequestPool of `workers` requests in flight (and its back-off); `zones_in_flight`
-  zones at a time. Returns the zones' imagery infos, in the zones' order."""
-  from concurrent.futures import ThreadPoolExecutor
-  from tqdm import tqdm
+                             sleep: Callable = time.sleep, **kw) -> list[dict]:
+  """`composite_zone_from_gee` for many zones into out_root/<zone_id>/, after one
+  `initialize(project)`, sharing one pool of `workers` requests in flight (and its
+  back-off); `zones_in_flight` zones at a time. Returns the zones' imagery infos,
+  in the zones' order."""
   pool = make_pool(workers, max_retries=kw.pop("max_retries", 6),
                    base_delay=kw.pop("base_delay", 2.0), sleep=sleep)
-  if initialize_ee:
-    initialize(project)
+  initialize(project)
   root = pathlib.Path(out_root)
-  with ThreadPoolExecutor(max(1, zones_in_flight), thread_name_prefix="gee-zone") as ex, \
-       tqdm(total=len(zones), desc="gee composites", unit="zone", disable=not progress) as bar:
-    futures = [ex.submit(composite_zone_from_gee, z, root / z.zone_id, progress=False,
-                         initialize_ee=False, pool=pool, **kw) for z in zones]
-    infos = []
-    try:
-      for f in futures:
-        infos.append(f.result())
-        bar.update(1)
-    except BaseException:
-      ex.shutdown(cancel_futures=True)
-      raise
-  return infos
+  return fetch.fetch_all(
+      lambda z: composite_zone_from_gee(z, root / z.zone_id, progress=False, pool=pool, **kw),
+      zones, max(1, zones_in_flight), desc="gee composites", unit="zone", progress=progress)

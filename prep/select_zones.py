@@ -195,7 +195,7 @@ def select_zones(regions: Sequence = zones_lib.REGIONS, *, n_per_region: int = 5
                  radius_km: float = 30.0, step_m: float = 1000.0,
                  square_m: float = 10_000.0, gap_m: float = 1000.0, seed: int = 0,
                  progress: bool = True,
-                 project: str | None = None, initialize_ee: bool = True,
+                 project: str | None = None,
                  max_retries: int = 6, sleep: Callable = time.sleep) -> list[Zone]:
   """The study zones: per region, the n most cultivated squares 1 km apart.
 
@@ -217,8 +217,7 @@ def select_zones(regions: Sequence = zones_lib.REGIONS, *, n_per_region: int = 5
   if square_m % step_m or step_m % zones_lib.RES:
     raise UserError(f"step_m={step_m} must divide square_m={square_m} and be a "
                     f"multiple of {zones_lib.RES} m")
-  if initialize_ee:
-    gee.initialize(project)
+  gee.initialize(project)
   out = []
   for region, town, slug, lon, lat in tqdm(regions, desc="regions", disable=not progress):
     grid = fraction_grid(lon, lat, radius_km=radius_km, step_m=step_m, square_m=square_m)

@@ -30,15 +30,18 @@ Catalogues (`CATALOGS`, or any STAC API URL):
 
 Robustness. GDAL is told not to list remote folders
 (GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR), to merge neighbouring ranges, to time
-out and to retry HTTP 429/5xx itself (`gdal_options`); at most `workers` reads
-run at once. A read failing on a transient error (5xx, time-out, a truncated or
-undecodable tile) is retried with back-off (`retries`, delays base * 2**k);
-one that keeps failing stops the zone with one line naming the item and band,
-before anything of the zone folder is written. Every window read is kept in
-`<zone folder>/.stac_cache/<item>.<band>.npy` (atomic), so a rerun reads only
-what is missing; the cache goes once the zone folder is written. Archive
-defects the user cannot fix skip the item with a warning and are listed in
-meta.json: an item without one of the five assets (`items_missing_asset`), an
+out and to retry HTTP 429/5xx itself (`gdal_options`). What is left is this
+module's part: classifying a failed read (`classify`: transient, forbidden,
+not found, corrupt) and re-signing once after a 403. The rest is the fetch
+layer shared with the Earth Engine route (`prep.fetch`): at most `workers`
+reads at once; a transient error (5xx, time-out, a truncated or undecodable
+tile) holds back every worker for a jittered base * 2**k s and is retried
+`retries` times; one that keeps failing stops the zone with one line naming
+the item and band, before anything of the zone folder is written. Every window
+read is kept in `<zone folder>/.stac_cache/<item>.<band>.npy` (atomic), so a
+rerun reads only what is missing; the cache goes once the zone folder is
+written. Archive defects the user cannot fix skip the item with a warning and
+are listed in meta.json: an item without one of the five assets (`items_missing_asset`), an
 asset answering 404 or not a raster (`items_unreadable`). An Earth Search
 `earthsearch:boa_offset_applied` flag contradicting the processing baseline is
 overruled by the baseline (`scenes.stac_offset`, `boa_offset_flag_overruled`).
@@ -50,22 +53,19 @@ pixel is read, a speed knob only, at that risk.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import os
 import pathlib
 import re
-import shutil
 import time
 import warnings
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from cropcontracts import atomic, zonefolder
 from cropcontracts.errors import UserError
 from cropcontracts.zone import Zone
-from prep import s2_products, scenes
+from prep import fetch, s2_products, scenes
 
 CACHE_DIR = ".stac_cache"
 SOURCE = "stac"
@@ -207,10 +207,6 @@ class Asset(NamedTuple):
   href: str | None
 
 
-class Transient(Exception):
-  """A read error a later try may not meet (5xx, time-out, truncated tile)."""
-
-
 class Forbidden(Exception):
   """HTTP 401/403: an expired signature (re-signed once) or missing credentials."""
 
@@ -272,24 +268,17 @@ def _messages(error: BaseException) -> str:
 
 
 class WindowReader:
-  """Zone windows of remote assets: signed, bounded, retried and cached.
+  """Zone windows of remote assets: signed, retried through a `fetch.Pool`, cached.
 
   `fetch(scene)` brings the five windows of an item into the cache (reading
   what is missing); `warp(asset, scene, zone, dtype)` is the `warp` that
   `scenes.read_scene` takes, served from the cache.
   """
 
-  def __init__(self, cat: Catalog, zone: Zone, cache: pathlib.Path, *,
-               retries: int = 4, base_delay: float = 1.0, http_retries: int = 3,
-               sleep: Callable[[float], None] = time.sleep):
-    self.cat, self.zone, self.cache = cat, zone, cache
-    self.retries, self.base_delay, self.sleep = retries, base_delay, sleep
+  def __init__(self, cat: Catalog, zone: Zone, cache: fetch.ZoneCache, pool: fetch.Pool,
+               *, http_retries: int = 3):
+    self.cat, self.zone, self.cache, self.pool = cat, zone, cache, pool
     self.options = gdal_options(cat, http_retries=http_retries)
-    self.read_now = 0          # windows read from the catalogue in this run
-
-  def _path(self, scene: scenes.Scene, band: str) -> pathlib.Path:
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", scene.scene_id)   # ids name files here
-    return self.cache / f"{name}.{band}.npy"
 
   def _read_once(self, href: str, dtype, fresh_cache: bool) -> np.ndarray:
     import rasterio
@@ -305,80 +294,65 @@ class WindowReader:
     except (rasterio.errors.RasterioError, CPLE_BaseError) as e:
       message = _messages(e)
       kind = classify(message, http_status(href))
-      raise {"transient": Transient, "forbidden": Forbidden}.get(
+      raise {"transient": fetch.Transient, "forbidden": Forbidden}.get(
           kind, Defect)(f"{kind}: {message[:300]}") from None
 
   def _read(self, scene: scenes.Scene, asset: Asset, dtype) -> np.ndarray:
     """One window, signed, re-signed once on 403, retried on transient errors."""
     where = f"item {scene.scene_id} band {asset.band}"
     sign = self.cat.sign or (lambda href, fresh: href)
-    href, resigned = sign(asset.href, False), False
-    for attempt in range(self.retries + 1):
+    href, resigned, tries = sign(asset.href, False), False, 0
+
+    def once() -> np.ndarray:
+      nonlocal href, resigned, tries
+      tries += 1
       try:
-        return self._read_once(href, dtype, fresh_cache=attempt > 0 or resigned)
+        return self._read_once(href, dtype, fresh_cache=tries > 1)
       except Forbidden as e:
         if resigned or self.cat.sign is None:
           raise UserError(f"{where}: access refused ({e}) at {asset.href}; "
                           f"{'the signature was renewed once; ' if resigned else ''}"
                           f"check the catalogue's credentials") from None
         href, resigned = sign(asset.href, True), True
-      except Transient as e:
-        if attempt == self.retries:
-          raise UserError(f"{where}: still failing after {self.retries} retries ({e}) "
-                          f"at {asset.href}; rerun the same command later, it resumes "
-                          f"where it stopped") from None
-        self.sleep(self.base_delay * 2**attempt)
-    raise UserError(f"{where}: access refused after re-signing at {asset.href}")
+        return once()
+      except fetch.Transient as e:
+        raise fetch.Transient(f"{e} at {asset.href}") from None
+    return self.pool.call(once, where)
 
-  def fetch(self, scene: scenes.Scene) -> None:
+  def fetch(self, scene: scenes.Scene) -> int:
     """The five zone windows of `scene` into the cache (only those missing).
 
+    Returns:
+      the windows read from the catalogue now.
     Raises:
       Defect when an asset is not found or not a raster (skip the item);
       UserError when a read keeps failing or access is refused.
     """
+    read = 0
     for asset in (*scene.bands, scene.scl):
-      path = self._path(scene, asset.band)
-      if self._load(path, asset.band) is not None:
+      piece, dtype = f"{scene.scene_id}.{asset.band}", _dtype(asset.band)
+      if self.cache.load(piece, self.zone.shape, dtype) is not None:
         continue
       try:
-        window = self._read(scene, asset, np.uint8 if asset.band == "SCL" else np.uint16)
+        window = self._read(scene, asset, dtype)
       except Defect as e:
         raise Defect(f"{asset.band}: {e}") from None
-      with atomic.atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-          np.save(f, window)
-      self.read_now += 1
-
-  def _load(self, path: pathlib.Path, band: str) -> np.ndarray | None:
-    try:
-      window = np.load(path)
-    except (OSError, ValueError, EOFError):
-      return None
-    dtype = np.uint8 if band == "SCL" else np.uint16
-    return window if window.shape == self.zone.shape and window.dtype == dtype else None
+      self.cache.save(piece, window)
+      read += 1
+    return read
 
   def warp(self, asset: Asset, scene: scenes.Scene, zone: Zone, dtype) -> np.ndarray:
     """The cached window of `asset` ([H, W]; `fetch` first)."""
-    window = self._load(self._path(scene, asset.band), asset.band)
+    window = self.cache.load(f"{scene.scene_id}.{asset.band}", self.zone.shape,
+                             _dtype(asset.band))
     if window is None:
       raise RuntimeError(f"{scene.scene_id} {asset.band}: not fetched")
     return window.astype(dtype, copy=False)
 
 
-def _open_cache(folder: pathlib.Path, cat: Catalog, zone: Zone, year: int) -> pathlib.Path:
-  """The window cache of this catalogue, zone and year; any other cache is dropped."""
-  return atomic.keyed_folder(folder / CACHE_DIR, {
-      "catalog": cat.url, "collection": cat.collection, "year": year, "zone": zone.to_row()})
-
-
-def _done(folder: pathlib.Path, meta: dict, cat: Catalog, year: int) -> dict | None:
-  """The imagery info of a zone folder already composited from this catalogue."""
-  info = meta.get("imagery") or {}
-  ok = (info.get("source") == SOURCE and info.get("year") == year
-        and info.get("catalog") == cat.name)
-  return info if ok and all((folder / f).is_file()
-                            for f in zonefolder.IMAGERY_FILES) else None
+def _dtype(band: str):
+  """The dtype a band's window is read and cached in."""
+  return np.uint8 if band == "SCL" else np.uint16
 
 
 def _scene(item: dict) -> scenes.Scene:
@@ -392,34 +366,81 @@ def _scene(item: dict) -> scenes.Scene:
   return scene
 
 
-def _fetch_all(reader: WindowReader, items: list[scenes.Scene], workers: int,
-               progress: bool) -> dict[str, str]:
-  """`reader.fetch` of every item, `workers` at once; {item id: defect} of those skipped.
+def _fetch_items(reader: WindowReader, items: list[scenes.Scene],
+                 progress: bool) -> tuple[dict[str, str], int]:
+  """`reader.fetch` of every item, `reader.pool.workers` at once.
 
-  The first UserError cancels what has not started and is raised.
+  Returns:
+    {item id: defect} of the items skipped, and the windows read now.
+  Raises:
+    the first UserError (the items not started are dropped).
   """
   from rasterio.errors import NotGeoreferencedWarning
-  from tqdm import tqdm
-  unreadable = {}
-  with warnings.catch_warnings(), \
-       concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool, \
-       tqdm(total=len(items), desc="items", unit="item", disable=not progress) as bar:
+
+  def one(scene: scenes.Scene) -> tuple[int, str | None]:
+    try:
+      return reader.fetch(scene), None
+    except Defect as e:
+      return 0, str(e)
+
+  with warnings.catch_warnings():
     # rasterio silences this warning of its in-memory destination with
     # catch_warnings, which threads undo for each other.
     warnings.simplefilter("ignore", NotGeoreferencedWarning)
-    futures = {pool.submit(reader.fetch, s): s for s in items}
-    try:
-      for future in concurrent.futures.as_completed(futures):
-        try:
-          future.result()
-        except Defect as e:
-          unreadable[futures[future].scene_id] = str(e)
-        bar.update(1)
-    except BaseException:
-      for f in futures:
-        f.cancel()
-      raise
-  return unreadable
+    done = fetch.fetch_all(one, items, reader.pool.workers, desc="items", unit="item",
+                           progress=progress)
+  unreadable = {s.scene_id: defect for s, (_, defect) in zip(items, done) if defect}
+  return unreadable, sum(n for n, _ in done)
+
+
+def _usable_items(cat: Catalog, zone: Zone, year: int, max_cloud: float | None,
+                  page_size: int) -> tuple[list[scenes.Scene], dict]:
+  """The items of the zone-year to read, and the counts of meta.json (items
+  found, of other years, above max_cloud, lacking an asset)."""
+  items = search_items(cat, zone, year, page_size=page_size)
+  found = [_scene(item) for item in items]
+  clouds = {item.get("id"): (item.get("properties") or {}).get("eo:cloud_cover")
+            for item in items}
+  of_year = [s for s in found if s.date.year == year]
+  kept = [s for s in of_year if max_cloud is None or clouds.get(s.scene_id) is None
+          or clouds[s.scene_id] <= max_cloud]
+  missing = {s.scene_id: [a.band for a in (*s.bands, s.scl) if a.href is None]
+             for s in kept}
+  missing = {k: v for k, v in missing.items() if v}
+  if missing:
+    warnings.warn(f"zone {zone.zone_id}: {len(missing)} item(s) lack an asset and are "
+                  f"skipped ({', '.join(f'{k}: {v}' for k, v in sorted(missing.items())[:3])}"
+                  f"{', …' if len(missing) > 3 else ''})", stacklevel=3)
+  counts = dict(items_found=len(items), items_other_years=len(found) - len(of_year),
+                max_cloud=max_cloud, items_above_max_cloud=len(of_year) - len(kept),
+                items_missing_asset=missing)
+  return [s for s in kept if s.scene_id not in missing], counts
+
+
+def _composite(cat: Catalog, zone: Zone, folder: pathlib.Path, year: int,
+               reader: WindowReader, usable: list[scenes.Scene], counts: dict,
+               progress: bool) -> dict:
+  """Reads the usable items' windows into the cache, then composites and writes
+  the zone folder (the local route's code); its imagery info."""
+  unreadable, read_now = _fetch_items(reader, usable, progress)
+  if unreadable:
+    warnings.warn(f"zone {zone.zone_id}: {len(unreadable)} item(s) unreadable and "
+                  f"skipped ({'; '.join(f'{k} {v}' for k, v in sorted(unreadable.items())[:2])})",
+                  stacklevel=3)
+  inside = [s for s in usable if s.scene_id not in unreadable]
+  if not inside:
+    raise UserError(
+        f"zone {zone.zone_id}: catalogue {cat.name} has no readable item of "
+        f"{cat.collection} over the zone in {year} ({counts['items_found']} found, "
+        f"{counts['items_above_max_cloud']} above --max-cloud, "
+        f"{len(counts['items_missing_asset'])} lacking an asset, {len(unreadable)} "
+        f"unreadable); check the zone and the year")
+  info = dict(source=SOURCE, year=year, catalog=cat.name, catalog_url=cat.url,
+              collection=cat.collection, scenes_used=len(inside), **counts,
+              items_unreadable=unreadable, windows_read_now=read_now)
+  return scenes.composite_scenes(
+      inside, zone, folder, year=year, info=info, progress=False,
+      read=lambda scene: scenes.read_scene(scene, zone, warp=reader.warp))
 
 
 def composite_zone_from_stac(zone: Zone, out_folder, *, cat: Catalog,
@@ -439,7 +460,7 @@ def composite_zone_from_stac(zone: Zone, out_folder, *, cat: Catalog,
     max_cloud: drop items whose tile `eo:cloud_cover` exceeds it (percent);
       None (default) keeps all (module docstring: a speed knob, with its risk).
     workers: windows read at once.
-    retries, base_delay, sleep: back-off on transient read errors.
+    retries, base_delay, sleep: back-off on transient read errors (`fetch.Pool`).
     http_retries: GDAL's own retries of HTTP 429/5xx per request.
     page_size: items per search page.
     overwrite: recompute a zone folder already holding this catalogue's year.
@@ -452,48 +473,16 @@ def composite_zone_from_stac(zone: Zone, out_folder, *, cat: Catalog,
   """
   s2_products.check_zone_grid(zone)
   folder = pathlib.Path(out_folder)
-  meta = zonefolder.check_folder(folder, zone)      # before any request is spent
-  if not overwrite and (info := _done(folder, meta, cat, year)) is not None:
-    return info
-  check_env(cat)
-  items = search_items(cat, zone, year, page_size=page_size)
-  found = [_scene(item) for item in items]
-  clouds = {item.get("id"): (item.get("properties") or {}).get("eo:cloud_cover")
-            for item in items}
-  of_year = [s for s in found if s.date.year == year]
-  kept = [s for s in of_year if max_cloud is None or clouds.get(s.scene_id) is None
-          or clouds[s.scene_id] <= max_cloud]
-  missing = {s.scene_id: [a.band for a in (*s.bands, s.scl) if a.href is None]
-             for s in kept}
-  missing = {k: v for k, v in missing.items() if v}
-  if missing:
-    warnings.warn(f"zone {zone.zone_id}: {len(missing)} item(s) lack an asset and are "
-                  f"skipped ({', '.join(f'{k}: {v}' for k, v in sorted(missing.items())[:3])}"
-                  f"{', …' if len(missing) > 3 else ''})", stacklevel=2)
-  usable = [s for s in kept if s.scene_id not in missing]
-  cache = _open_cache(folder, cat, zone, year)
-  reader = WindowReader(cat, zone, cache, retries=retries, base_delay=base_delay,
-                        http_retries=http_retries, sleep=sleep)
-  unreadable = _fetch_all(reader, usable, workers, progress)
-  if unreadable:
-    warnings.warn(f"zone {zone.zone_id}: {len(unreadable)} item(s) unreadable and "
-                  f"skipped ({'; '.join(f'{k} {v}' for k, v in sorted(unreadable.items())[:2])})",
-                  stacklevel=2)
-  inside = [s for s in usable if s.scene_id not in unreadable]
-  if not inside:
-    raise UserError(
-        f"zone {zone.zone_id}: catalogue {cat.name} has no readable item of "
-        f"{cat.collection} over the zone in {year} ({len(items)} found, "
-        f"{len(of_year) - len(kept)} above --max-cloud, {len(missing)} lacking an "
-        f"asset, {len(unreadable)} unreadable); check the zone and the year")
-  info = dict(source=SOURCE, year=year, catalog=cat.name, catalog_url=cat.url,
-              collection=cat.collection, scenes_used=len(inside),
-              items_found=len(items), items_other_years=len(found) - len(of_year),
-              max_cloud=max_cloud, items_above_max_cloud=len(of_year) - len(kept),
-              items_missing_asset=missing, items_unreadable=unreadable,
-              windows_read_now=reader.read_now)
-  info = scenes.composite_scenes(
-      inside, zone, folder, year=year, info=info, progress=False,
-      read=lambda scene: scenes.read_scene(scene, zone, warp=reader.warp))
-  shutil.rmtree(cache, ignore_errors=True)
-  return info
+  pool = fetch.Pool(workers, retries=retries, base_delay=base_delay, sleep=sleep)
+
+  def run(cache: fetch.ZoneCache) -> dict:
+    check_env(cat)
+    usable, counts = _usable_items(cat, zone, year, max_cloud, page_size)
+    reader = WindowReader(cat, zone, cache, pool, http_retries=http_retries)
+    return _composite(cat, zone, folder, year, reader, usable, counts, progress)
+
+  return fetch.cached_zone(
+      folder, zone, name=CACHE_DIR, overwrite=overwrite, run=run,
+      key={"catalog": cat.url, "collection": cat.collection, "year": year,
+           "zone": zone.to_row()},
+      expected={"source": SOURCE, "year": year, "catalog": cat.name})

@@ -320,8 +320,7 @@ def test_gee_runs_every_zone_into_its_folder(raw, tmp_path, monkeypatch, capsys)
   assert projects == ["my-proj"]                   # once for the run, not per zone
   pool = calls[0][2].pop("pool")
   assert pool.workers == 5 and all(c[2].pop("pool") is pool for c in calls[1:])
-  assert calls[0][2] == dict(year=2022, progress=False, initialize_ee=False,
-                             overwrite=False)
+  assert calls[0][2] == dict(year=2022, progress=False, overwrite=False)
   assert out.strip() == f"gee composites: 4 zone folder(s) under {tmp_path}"
 
 

@@ -70,7 +70,7 @@ class FakeServer:
 def _run(tmp_path, server, monkeypatch, **kw):
   monkeypatch.setattr(ee.data, "computePixels", server)
   return gee.composite_zone_from_gee(ZONE, tmp_path / "t_0", progress=False,
-                                     initialize_ee=False, sleep=lambda s: None, **kw)
+                                     sleep=lambda s: None, **kw)
 
 
 def test_request_contents_and_tiling(tmp_path, monkeypatch):
@@ -146,8 +146,10 @@ def test_retries_quota_errors_with_backoff(tmp_path, monkeypatch):
   delays = []
   monkeypatch.setattr(ee.data, "computePixels", server)
   gee.composite_zone_from_gee(ZONE, tmp_path / "t_0", progress=False,
-                              initialize_ee=False, sleep=delays.append, base_delay=2.0)
-  assert delays == [2.0, 4.0] and server.calls == 2 + 12
+                              sleep=delays.append, base_delay=2.0)
+  # base * 2**k, stretched by up to 25 % (fetch.JITTER)
+  assert len(delays) == 2 and server.calls == 2 + 12
+  assert 2.0 <= delays[0] <= 2.5 and 4.0 <= delays[1] <= 5.0
 
 
 def test_gives_up_after_max_retries(tmp_path, monkeypatch):
@@ -202,7 +204,7 @@ def test_zone_of_same_id_on_another_grid_is_not_taken_as_done(tmp_path, monkeypa
   monkeypatch.setattr(ee.data, "computePixels", FakeServer())
   with pytest.raises(UserError, match="already holds zone 't_0' on another grid"):
     gee.composite_zone_from_gee(moved, tmp_path / "t_0", progress=False,
-                                initialize_ee=False, sleep=lambda s: None)
+                                sleep=lambda s: None)
 
 
 def test_resumes_from_cache_then_skips_done_zone(tmp_path, monkeypatch):
@@ -291,6 +293,8 @@ def test_square_fractions_is_block_mean():
 
 
 def test_select_zones_request_and_choice(monkeypatch):
+  inits = []
+  monkeypatch.setattr(gee, "initialize", lambda project=None: inits.append(project))
   region = ("Paris Basin", "Chartres", "chartres", 1.4890, 48.4439)
   grid = sz.fraction_grid(*region[3:], radius_km=20)
   cells = np.zeros((grid.rows, grid.cols))
@@ -307,8 +311,9 @@ def test_select_zones_request_and_choice(monkeypatch):
     return out
   monkeypatch.setattr(ee.data, "computePixels", fake)
   zones = sz.select_zones([region], n_per_region=3, radius_km=20, progress=False,
-                          initialize_ee=False)
+                          project="p")
   (request,) = requests
+  assert inits == ["p"]
   text = json.dumps(ee.serializer.encode(request["expression"], for_cloud_api=True))
   for needle in ('"ESA/WorldCover/v200"', '"Map"', '"Image.eq"', '{"constantValue": 40}',
                  '"Image.reduceResolution"', '"Reducer.mean"', '65536'):
@@ -494,8 +499,7 @@ def test_zone_off_the_grid_is_refused_before_any_request(tmp_path, monkeypatch):
              width=30, height=20)
   with pytest.raises(UserError, match=r"^zone t_0: corner .*y0=5000003\.0.* off the "
                                       r"10 m Sentinel-2 grid"):
-    gee.composite_zone_from_gee(off, tmp_path / "t_0", progress=False,
-                                initialize_ee=False)
+    gee.composite_zone_from_gee(off, tmp_path / "t_0", progress=False)
   assert server.calls == 0 and not (tmp_path / "t_0").exists()
 
 
@@ -547,7 +551,7 @@ def test_quota_error_backs_off_every_worker(tmp_path, monkeypatch):
   server = ConcurrentServer(quota_errors=1, hold=0.02)
   max_bytes = gee.BYTES_PER_PIXEL * 12 * 12
   monkeypatch.setattr(ee.data, "computePixels", server)
-  gee.composite_zone_from_gee(ZONE, tmp_path / "t_0", progress=False, initialize_ee=False,
+  gee.composite_zone_from_gee(ZONE, tmp_path / "t_0", progress=False,
                               max_bytes=max_bytes, workers=4, base_delay=0.3)
   later = [t for t in server.starts if t > server.error_at]
   assert later and min(later) >= server.error_at + 0.3   # no worker went on regardless
@@ -557,15 +561,18 @@ def test_quota_error_backs_off_every_worker(tmp_path, monkeypatch):
 def test_many_zones_share_one_pool(tmp_path, monkeypatch):
   server = ConcurrentServer()
   monkeypatch.setattr(ee.data, "computePixels", server)
+  inits = []
+  monkeypatch.setattr(gee, "initialize", lambda project=None: inits.append(project))
   zones = [ZONE, Zone("t_1", "Test", "Town", 1, 32631, x0=410_000.0, y0=5_000_000.0,
                       width=30, height=20)]
   infos = gee.composite_zones_from_gee(zones, tmp_path, workers=5, progress=False,
-                                       initialize_ee=False)
+                                       project="p")
   assert [i["requests_fetched_now"] for i in infos] == [12, 12]
+  assert inits == ["p"]                               # once for the run, not per zone
   assert server.max_in_flight == 5                    # 24 requests, 2 zones in flight
   assert all((tmp_path / z.zone_id / "s2.tif").is_file() for z in zones)
   with pytest.raises(UserError, match="--workers 0 must be at least 1"):
-    gee.composite_zones_from_gee(zones, tmp_path, workers=0, initialize_ee=False)
+    gee.composite_zones_from_gee(zones, tmp_path, workers=0)
 
 
 def test_beam_gee_source_equals_the_one_process_route(tmp_path, monkeypatch):
@@ -589,7 +596,7 @@ def test_beam_gee_source_equals_the_one_process_route(tmp_path, monkeypatch):
   rows = beam_composites.read_summary(tmp_path / "beam")
   assert [r["zone_id"] for r in rows] == ["t_0", "t_1"] and not any(r["skipped"] for r in rows)
   gee.composite_zones_from_gee(zones, tmp_path / "one", workers=3, progress=False,
-                               initialize_ee=False)
+                               project="my-proj")
   for z in zones:
     a = zonefolder.open_zone(tmp_path / "beam" / z.zone_id)
     b = zonefolder.open_zone(tmp_path / "one" / z.zone_id)
