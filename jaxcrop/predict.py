@@ -8,7 +8,7 @@
 Many zones: every JAX process maps its share of the zones (`--process-index/--process-count`
 override jax.process_index()/process_count()), imagery is read ahead on a thread and
 maps written by another while the model runs, and with --resume the zones whose
-output folder is complete are skipped (`jaxcrop.maps.many`).
+output folder is complete are skipped (`jaxcrop.maps.runner`).
 
 The parcel product takes its geometries from the zone folder (parcels.gpkg):
 predict never reads the RPG. A labelled folder of format jaxcrop-zone/1, written
@@ -32,7 +32,7 @@ import sys
 from cropcontracts import errors
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import open_zone
-from jaxcrop.maps import many
+from jaxcrop.maps import runner
 from jaxcrop.maps.checks import (check_compatible, check_output, check_tile,
                                  check_tiling, checkpoint_nomenclature)
 from jaxcrop.maps.geotiff import write_outputs
@@ -132,18 +132,18 @@ def _run(args) -> int:
                        f"OUT/<zone_id>/)")
   if args.resume and args.overwrite:
     raise UserError("--resume keeps finished zones, --overwrite replaces them: pass one")
-  index, count = many.process_share(args.process_index, args.process_count)
+  index, count = runner.process_share(args.process_index, args.process_count)
   folders = zone_folders(args.zone, args.zones_csv)
-  mine = set(many.share(folders, index, count))
+  mine = set(runner.share(folders, index, count))
   out = pathlib.Path(args.out)
-  required = many.expected_files(tiers=args.tiers, probs=args.probs)
-  done = sorted(i for i in mine if args.resume and many.is_complete(out / i, required))
+  required = runner.expected_files(tiers=args.tiers, probs=args.probs)
+  done = sorted(i for i in mine if args.resume and runner.is_complete(out / i, required))
   zones = [open_zone(folders[i]) for i in sorted(mine - set(done))]
   # --resume: a finished map that lacks what this command asks for (--tiers,
   # --probs) is mapped again and replaced; an unfinished one never has a folder.
-  redo = {z.zone_id for z in zones if args.resume and many.is_complete(out / z.zone_id)}
+  redo = {z.zone_id for z in zones if args.resume and runner.is_complete(out / z.zone_id)}
   if count > 1 or done or redo:
-    lacking = ", ".join(many.missing_files([out / i for i in sorted(redo)], required))
+    lacking = ", ".join(runner.missing_files([out / i for i in sorted(redo)], required))
     print(f"process {index} of {count}: {len(mine)} of {len(folders)} zones, "
           f"{len(done)} already complete, {len(zones)} to map"
           + (f" ({len(redo)} mapped before without {lacking})" if redo else ""),
@@ -183,7 +183,7 @@ def _run(args) -> int:
       print(f"{z.zone_id}: pixel accuracy {s['overall_accuracy']:.3f}, macro-F1 "
             f"{s['macro_f1']:.3f} over {s['num_pixels']} labelled pixels")
 
-  many.run_pipelined(zones, lambda z: z.read_image(), compute, write,
+  runner.run_pipelined(zones, lambda z: z.read_image(), compute, write,
                      prefetch=args.prefetch)
   return 0
 

@@ -10,7 +10,7 @@ and the parcel GeoPackage, assembled in a temporary folder renamed when complete
   probabilities.tif  (with probabilities) uint8 [K bands] probability in percent.
   parcels.gpkg       (zones with parcels) majority class per parcel.
   map.json           the zone row, the nomenclature and the files above (what
-                     `jaxcrop.maps.many.is_complete` and the mosaic read).
+                     `jaxcrop.maps.runner.is_complete` and the national mosaic read).
 All rasters are COGs (deflate, 256 tiles, overviews).
 """
 from __future__ import annotations

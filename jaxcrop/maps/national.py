@@ -38,7 +38,7 @@ import numpy as np
 from cropcontracts.errors import UserError
 from cropcontracts.zone import Zone
 from jaxcrop.maps.geotiff import BLOCK, MAP_JSON
-from jaxcrop.maps.many import is_complete
+from jaxcrop.maps.runner import is_complete
 from jaxcrop.maps.tiling import NODATA
 
 NATIONAL_CRS = "EPSG:2154"
