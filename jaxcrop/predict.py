@@ -94,37 +94,6 @@ def main(argv=None) -> int:
   return errors.run(_run, args)
 
 
-def zone_folders(paths, zones_csv=None) -> dict[str, pathlib.Path]:
-  """{zone_id: folder} of the zone folders (or folders of zone folders) in paths,
-  only those of the zones table `zones_csv` when given; without opening them
-  (a process opens only its share)."""
-  import csv
-  found = {}
-  for p in map(pathlib.Path, paths):       # the messages of zonefolder.find_zones
-    if (p / "meta.json").is_file():
-      found[p.name] = p
-      continue
-    if not p.is_dir():
-      raise UserError(f"{p}: folder of zone folders does not exist")
-    inside = {c.name: c for c in sorted(p.iterdir()) if (c / "meta.json").is_file()}
-    if not inside:
-      raise UserError(f"{p}: holds no zone folder (no */meta.json); run prep first")
-    found.update(inside)
-  if zones_csv:
-    try:
-      with open(zones_csv, newline="", encoding="utf-8") as f:
-        ids = [r["zone_id"] for r in csv.DictReader(f)]
-    except (OSError, KeyError) as e:
-      raise UserError(f"{zones_csv}: not a readable zones table ({e!r}); pass the CSV "
-                         f"of `python -m prep zones`") from None
-    missing = [i for i in ids if i not in found]
-    if missing:
-      raise UserError(f"{zones_csv}: {len(missing)} zone(s) have no folder under "
-                         f"{' '.join(map(str, paths))} (first: {missing[0]}); run prep for them")
-    found = {i: found[i] for i in ids}
-  return found
-
-
 def _run(args) -> int:
   check_tiling(args.tile, args.overlap, args.batch)   # every check before any work
   if pathlib.Path(args.out).exists() and not pathlib.Path(args.out).is_dir():
@@ -133,7 +102,7 @@ def _run(args) -> int:
   if args.resume and args.overwrite:
     raise UserError("--resume keeps finished zones, --overwrite replaces them: pass one")
   index, count = runner.process_share(args.process_index, args.process_count)
-  folders = zone_folders(args.zone, args.zones_csv)
+  folders = runner.zone_folders(args.zone, args.zones_csv)
   mine = set(runner.share(folders, index, count))
   out = pathlib.Path(args.out)
   required = runner.expected_files(tiers=args.tiers, probs=args.probs)

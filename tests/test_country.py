@@ -228,17 +228,19 @@ def test_resume_with_tiers_redoes_zones_mapped_without_them(demo, tmp_path, fake
 
 
 def test_share_and_zones_table(demo, tmp_path, capsys):
-  from jaxcrop import predict
   from jaxcrop.maps import runner
   assert runner.share(["c", "a", "d", "b", "e"], 1, 2) == ["b", "d"]
   with pytest.raises(UserError, match=r"--process-index 2 must be in \[0, "):
     runner.share(["a"], 2, 2)
   table = tmp_path / "z.csv"
   zones_lib.write_zones(zones_lib.read_zones(demo / "raw" / "zones.csv")[1:2], table)
-  assert list(predict.zone_folders([demo / "zones"], table)) == ["demo-north_1"]
+  assert list(runner.zone_folders([demo / "zones"], table)) == ["demo-north_1"]
   zones_lib.write_zones([country.Zone("nowhere_0", "r", "t", 0, 32631, 0.0, 0.0)], table)
   assert _predict(demo, tmp_path / "o", "--zones-csv", str(table)) == 2
   assert "1 zone(s) have no folder under" in capsys.readouterr().err
+  table.write_text("zone_id;region\nnowhere_0;r\n")      # the one reader: cropcontracts.zonetable
+  assert _predict(demo, tmp_path / "o", "--zones-csv", str(table)) == 2
+  assert capsys.readouterr().err.startswith(f"error: {table}: zones table is ;-separated; ")
 
 
 def test_pipeline_overlaps_and_raises_the_first_error():

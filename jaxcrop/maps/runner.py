@@ -28,8 +28,24 @@ import queue
 import threading
 from typing import Callable, Iterable, Sequence
 
-from jaxcrop.maps.geotiff import MAP_JSON
+from cropcontracts import zonefolder, zonetable
 from cropcontracts.errors import UserError
+from jaxcrop.maps.geotiff import MAP_JSON
+
+
+def zone_folders(paths, zones_csv=None) -> dict[str, pathlib.Path]:
+  """{zone_id: folder} of the zone folders (or folders of zone folders) in paths,
+  only those of the zones table `zones_csv` when given, in its order; not
+  opened (a process opens only its share)."""
+  found = zonefolder.zone_paths(paths)
+  if not zones_csv:
+    return found
+  ids = [z.zone_id for z in zonetable.read_zones(zones_csv)]
+  missing = [i for i in ids if i not in found]
+  if missing:
+    raise UserError(f"{zones_csv}: {len(missing)} zone(s) have no folder under "
+                    f"{' '.join(map(str, paths))} (first: {missing[0]}); run prep for them")
+  return {i: found[i] for i in ids}
 
 
 def share(zone_ids: Iterable[str], index: int, count: int) -> list[str]:
