@@ -147,14 +147,14 @@ def fake_checkpoint(trained, monkeypatch):
 
 @pytest.fixture
 def mapped(monkeypatch):
-  """Records the zone ids predict_zone is called on."""
-  from jaxcrop import predict
-  calls, real = [], predict.predict_zone
+  """Records the ids of the zones the model maps (`tiling.ZoneMapper`)."""
+  from jaxcrop.maps import tiling
+  calls, real = [], tiling.ZoneMapper.__call__
 
-  def counting(apply_fn, variables, zone, *a, **kw):
-    calls.append(zone.zone_id)
-    return real(apply_fn, variables, zone, *a, **kw)
-  monkeypatch.setattr(predict, "predict_zone", counting)
+  def counting(self, imagery, **kw):
+    calls.append(imagery.zone_id)
+    return real(self, imagery, **kw)
+  monkeypatch.setattr(tiling.ZoneMapper, "__call__", counting)
   return calls
 
 
@@ -279,8 +279,8 @@ def maps(demo, trained, tmp_path_factory):
   out = tmp_path_factory.mktemp("maps")
   apply_fn = lambda v, x: trained.model.apply(v, x)
   for z in find_zones(demo / "zones"):
-    pred = tiling.predict_zone(apply_fn, trained.variables, z, trained.meta, tile=32,
-                               overlap=8)
+    pred = tiling.predict_zone(apply_fn, trained.variables, z, trained.meta,
+                               tiling.MapSettings(tile=32, overlap=8))
     geotiff.write_outputs(z, pred, nomenclature.load("v1"), out)
   return out
 

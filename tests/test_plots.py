@@ -77,8 +77,8 @@ def zone(tmp_path_factory):
 
 def _predict(zone, maps):
   from jaxcrop.maps import geotiff, tiling
-  pred = tiling.predict_zone(*pt.init(pt.PixelModel()), zone, pt.make_meta(), tile=16,
-                              overlap=4)
+  pred = tiling.predict_zone(*pt.init(pt.PixelModel()), zone, pt.make_meta(),
+                             tiling.MapSettings(tile=16, overlap=4))
   return geotiff.write_outputs(zone, pred, NOM, maps)
 
 
