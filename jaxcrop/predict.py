@@ -97,12 +97,12 @@ def main(argv=None) -> int:
 def _run(args) -> int:
   """Checks everything once (options, zones, output folders, checkpoint), then
   maps the zones: read, tile and blend (`ZoneMapper`), write."""
-  settings = _options(args)
-  zones, replace = _zones_to_map(args)
-  trained, nom = _checkpoint(args, zones)
+  settings = _options(args)                         # check: the options,
+  zones, replace = _zones_to_map(args)              # the zones and their output folders,
+  trained, nom = _checkpoint(args, zones)           # the checkpoint against them,
   settings = dataclasses.replace(settings, valid_count=_needs_valid_count(trained))
   apply_fn = lambda v, x, **inputs: trained.model.apply(v, x, train=False, **inputs)
-  compatibility.check_tile(apply_fn, trained.variables, trained.meta, settings)
+  compatibility.check_tile(apply_fn, trained.variables, trained.meta, settings)  # the tile
   mapper = ZoneMapper(apply_fn, trained.variables, trained.meta, settings)
 
   def write(z, pred):
