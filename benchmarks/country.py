@@ -108,9 +108,8 @@ def _measure_predict(zone_path: pathlib.Path, out: pathlib.Path) -> tuple[float,
   variables = model.init(jax.random.PRNGKey(0), np.zeros((1, T, tile, tile, C), np.float32),
                          train=False)
   apply_fn = lambda v, x: model.apply(v, x, train=False)
-  tile_fn = tiling.make_tile_fn(apply_fn, tiling.blend_window(tile, 8))
-  run = lambda: tiling.predict_zone(apply_fn, variables, zone, meta, tile=tile, overlap=8,
-                                    tile_fn=tile_fn)
+  mapper = tiling.ZoneMapper(apply_fn, variables, meta, tiling.MapSettings(tile=tile, overlap=8))
+  run = lambda: mapper(tiling.read_imagery(zone, mapper.settings))
   run()                                                   # compile
   t0 = time.perf_counter()
   pred = run()

@@ -148,13 +148,17 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int | N
     zone = _zone(pathlib.Path(tmp) / "bench_0", size, months)
     meta = _meta(zone, K)
 
-    def ours(t=tile, o=overlap, fn=None, probs=False, b=batch):
-      return tiling.predict_zone(apply_fn, variables, zone, meta, tile=t, overlap=o,
-                                  batch=b, probs=probs, tile_fn=fn)
+    def mapper(t=tile, o=overlap, b=batch, probs=False, fn=apply_fn, v=variables):
+      return tiling.ZoneMapper(fn, v, meta, tiling.MapSettings(tile=t, overlap=o, batch=b,
+                                                               probs=probs))
+
+    def ours(m):                                 # read s2.tif, tile, model, blend
+      return m(tiling.read_imagery(zone, m.settings))
 
     f_naive = jax.jit(lambda v, x: apply_fn(v, x).argmax(-1))
 
-    tile_fn = tiling.make_tile_fn(apply_fn, tiling.blend_window(tile, overlap))
+    default = mapper()
+    tile_fn = default.tile_fn
     base = dict(size=size, months=months, tile=tile, overlap=overlap, batch=batch,
                 backend=backend, devices=jax.local_device_count(),
                 model="configs/hybrid.py default")
@@ -167,9 +171,9 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int | N
                reference=f"naive: one compilation per tile shape ({len(shapes)} shapes)",
                reference_s=round(ref_c, 2), ratio=round(ref_c / ours_c, 2), **base)
 
-    first = _best(lambda: ours(fn=tile_fn), 1)
+    first = _best(lambda: ours(default), 1)
     naive_predict(f_naive, variables, zone, meta, tile)         # warm the naive shapes
-    ours_s = _best(lambda: ours(fn=tile_fn), repeats)
+    ours_s = _best(lambda: ours(default), repeats)
     ours_cpu = _CPU["s"]
     ref_s = _best(lambda: naive_predict(f_naive, variables, zone, meta, tile), repeats)
     row = dict(name="predict_zone", ours_s=round(ours_s, 2), ours_cpu_s=round(ours_cpu, 2),
@@ -188,9 +192,9 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int | N
     yield row
 
     t256, o256, b256 = other
-    fn256 = tiling.make_tile_fn(apply_fn, tiling.blend_window(t256, o256))
-    ours(t256, o256, fn256, b=b256)              # compile
-    s256 = _best(lambda: ours(t256, o256, fn256, b=b256), repeats)
+    m256 = mapper(t256, o256, b256)
+    ours(m256)                                   # compile
+    s256 = _best(lambda: ours(m256), repeats)
     yield dict(name=f"predict_zone_tile{t256}", ours_s=round(ours_s, 2),
                reference=f"ours, --tile {t256} --overlap {o256} --batch {b256}",
                reference_s=round(s256, 2), reference_cpu_s=round(_CPU["s"], 2),
@@ -202,20 +206,16 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int | N
     def trivial(v, x):
       m = x.mean(axis=(1, 4))[..., None]                   # [B, t, t, 1]
       return m * v["scale"]                                # [B, t, t, K]
-    f0 = tiling.make_tile_fn(trivial, tiling.blend_window(tile, overlap))
-    v0 = {"scale": np.ones(K, np.float32)}
-    tiling.predict_zone(trivial, v0, zone, meta, tile=tile, overlap=overlap, batch=batch,
-                         tile_fn=f0)
-    host = _best(lambda: tiling.predict_zone(trivial, v0, zone, meta, tile=tile,
-                                              overlap=overlap, batch=batch, tile_fn=f0),
-                 repeats)
+    m0 = mapper(fn=trivial, v={"scale": np.ones(K, np.float32)})
+    ours(m0)                                     # compile
+    host = _best(lambda: ours(m0), repeats)
     yield dict(name="predict_zone_host_floor", ours_s=round(host, 2),
                ours_cpu_s=round(_CPU["s"], 2),
                france_hours_one_process=round(FRANCE_KM2 / km2 * host / 3600, 2),
                note="model replaced by a mean: what a zone costs the host; 550,000 km² "
                     "at this rate in one process", **base)
 
-    pred = ours(fn=tile_fn, probs=True)
+    pred = ours(mapper(probs=True))
     w = _best(lambda: geotiff.write_outputs(zone, pred, nom, pathlib.Path(tmp) / "out",
                                             overwrite=True), repeats)
     yield dict(name="write_outputs", ours_s=round(w, 2), size=size, num_classes=K,

@@ -7,12 +7,14 @@ filesystem; on object stores (`gs://…`, through `etils.epath`) the temporary
 object is copied to its name, which readers see whole or not at all.
 
 This module is the only tmp+rename writer of the project: stages call
-`atomic_path` (a local path whose writer is a library such as rasterio) or
-`write_text` / `write_bytes` / `write_json` (any path, gs:// included).
+`atomic_path` (a local path whose writer is a library such as rasterio),
+`write_text` / `write_bytes` / `write_json` (any path, gs:// included) or
+`atomic_folder` (a local folder of files that appear together).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pathlib
@@ -97,6 +99,40 @@ def remove_temporaries(folder) -> list[pathlib.Path]:
       tmp.unlink(missing_ok=True)
       removed.append(tmp)
   return removed
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, *, overwrite: bool = False):
+  """Yields a temporary local folder beside `path`; renames it to `path` on success.
+
+  For outputs whose files must appear together (a zone's maps: no classes.tif
+  without its confidence.tif). The folder gets the permissions a plain
+  `mkdir` would give. An existing `path` raises FileExistsError (before the
+  block runs, and again at the rename if one appeared meanwhile) unless
+  `overwrite`: then it is moved aside, the new folder renamed in, and only then
+  the old one deleted. On failure the temporary folder is removed.
+  """
+  import shutil  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(path)
+  if path.exists() and not overwrite:
+    raise FileExistsError(errno.EEXIST, "folder exists", str(path))
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial",
+                                      dir=path.parent))
+  try:
+    os.chmod(tmp, 0o777 & ~umask())                # mkdtemp makes it private (0700)
+    yield tmp
+    old = tmp.with_name(tmp.name.replace(".partial", ".old")) if path.exists() else None
+    if old and not overwrite:
+      raise FileExistsError(errno.EEXIST, "folder exists", str(path))
+    if old:
+      os.replace(path, old)
+    os.replace(tmp, path)
+    if old:
+      shutil.rmtree(old)
+  finally:
+    if tmp.exists():
+      shutil.rmtree(tmp)
 
 
 class LockHeld(BlockingIOError):

@@ -403,20 +403,33 @@ def open_zone(folder, *, require_labels: bool = False) -> ZoneFolder:
 
 
 def find_zones(root, *, require_labels: bool = False) -> list[ZoneFolder]:
-  """All zone folders directly under `root` (sorted by zone id)."""
-  root = pathlib.Path(root)
-  if not root.is_dir():
-    raise UserError(f"{root}: folder of zone folders does not exist")
+  """All zone folders directly under `root`, opened (sorted by zone id)."""
   found = [open_zone(p, require_labels=require_labels)
-           for p in sorted(root.iterdir()) if (p / "meta.json").is_file()]
-  if not found:
-    raise UserError(f"{root}: holds no zone folder (no */meta.json); run prep first")
+           for p in _zone_paths_under(pathlib.Path(root)).values()]
   return sorted(found, key=lambda z: z.zone_id)
 
 
 def resolve_zones(paths) -> list[ZoneFolder]:
-  """Zone folders from a list of zone folders and/or folders of zone folders."""
-  zones = []
+  """Zone folders from a list of zone folders and/or folders of zone folders, opened."""
+  return [open_zone(p) for p in zone_paths(paths).values()]
+
+
+def zone_paths(paths) -> dict[str, pathlib.Path]:
+  """{folder name: folder} of the zone folders among `paths` (zone folders and/or
+  folders of zone folders, each one's sorted by name), found by their meta.json
+  but not opened: a process that maps its share of thousands of zones opens
+  only those (`open_zone`)."""
+  found = {}
   for p in map(pathlib.Path, paths):
-    zones += [open_zone(p)] if (p / "meta.json").is_file() else find_zones(p)
-  return zones
+    found.update({p.name: p} if (p / "meta.json").is_file() else _zone_paths_under(p))
+  return found
+
+
+def _zone_paths_under(root: pathlib.Path) -> dict[str, pathlib.Path]:
+  """{folder name: folder} of the zone folders directly under `root` (not opened)."""
+  if not root.is_dir():
+    raise UserError(f"{root}: folder of zone folders does not exist")
+  found = {p.name: p for p in sorted(root.iterdir()) if (p / "meta.json").is_file()}
+  if not found:
+    raise UserError(f"{root}: holds no zone folder (no */meta.json); run prep first")
+  return found

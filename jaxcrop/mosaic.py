@@ -7,7 +7,7 @@ Writes NATIONAL/utm<NN>/{classes,confidence}.vrt (one VRT per UTM zone over the
 zone COGs), NATIONAL/france_{classes,confidence}.tif (Lambert-93 COGs with
 overviews) and NATIONAL/parcels/departement=<code>/part-0.parquet (GeoParquet of
 every parcel once; NATIONAL/parcels.gpkg with --gpkg). Zone overlaps: the zone
-whose centre is nearest wins (`jaxcrop.maps.mosaic`, docs/predict.md).
+whose centre is nearest wins (`jaxcrop.maps.national`, docs/predict.md).
 """
 from __future__ import annotations
 
@@ -38,23 +38,23 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-  from jaxcrop.maps import mosaic
+  from jaxcrop.maps import national
   if args.departements and not pathlib.Path(args.departements).exists():
     raise errors.UserError(f"{args.departements}: départements layer not found (--departements)")
-  maps = mosaic.zone_maps(args.maps)
+  maps = national.zone_maps(args.maps)
   out = pathlib.Path(args.out)
-  for epsg, group in sorted(mosaic.by_utm(maps).items()):
-    for product in mosaic.PRODUCTS:
-      p = mosaic.utm_vrt(group, product, out / f"utm{epsg % 100}" / f"{product}.vrt")
+  for epsg, group in sorted(national.by_utm(maps).items()):
+    for product in national.PRODUCTS:
+      p = national.utm_vrt(group, product, out / f"utm{epsg % 100}" / f"{product}.vrt")
       print(f"wrote {p} ({len(group)} zones)")
-  for product in mosaic.PRODUCTS:
-    p = mosaic.national_cog(maps, product, out / f"france_{product}.tif",
-                            block=args.block or mosaic.BLOCK_PX, progress=not args.quiet)
+  for product in national.PRODUCTS:
+    p = national.national_cog(maps, product, out / f"france_{product}.tif",
+                              block=args.block or national.BLOCK_PX, progress=not args.quiet)
     print(f"wrote {p}")
   if not args.no_parcels:
-    gdf = mosaic.national_parcels(maps, departements=args.departements,
-                                  field=args.departement_field)
-    paths = mosaic.write_parcels(gdf, out, gpkg=args.gpkg)
+    gdf = national.national_parcels(maps, departements=args.departements,
+                                    field=args.departement_field)
+    paths = national.write_parcels(gdf, out, gpkg=args.gpkg)
     print(f"wrote {len(gdf)} parcels in {len(paths)} file(s) under {out}")
   return 0
 

@@ -33,7 +33,7 @@ from jaxcrop.figures import all_figures
 from jaxcrop.figures.distribution import (plot_class_distribution, region_class_counts,
                                           zones_nomenclature)
 from jaxcrop.figures.gif import GIF_MIN_WIDTH, monthly_gif
-from jaxcrop.figures.inputs import map_nomenclature, read_classes, read_metrics
+from jaxcrop.figures.readers import map_nomenclature, read_classes, read_metrics
 from jaxcrop.figures.maps import plot_errors, plot_prediction
 from jaxcrop.figures.scores import (plot_confusion, plot_metrics_confusion, plot_per_class_f1,
                                     tier_metrics)

@@ -8,7 +8,7 @@
 Many zones: every JAX process maps its share of the zones (`--process-index/--process-count`
 override jax.process_index()/process_count()), imagery is read ahead on a thread and
 maps written by another while the model runs, and with --resume the zones whose
-output folder is complete are skipped (`jaxcrop.maps.many`).
+output folder is complete are skipped (`jaxcrop.maps.runner`).
 
 The parcel product takes its geometries from the zone folder (parcels.gpkg):
 predict never reads the RPG. A labelled folder of format jaxcrop-zone/1, written
@@ -21,24 +21,24 @@ GeoTIFFs with a QGIS style and, for labelled zones, the parcel product
 --tiers, also the tier-1 / tier-2 maps (the parents of the tier-3 map:
 `jaxcrop.maps.tiling.tier_maps`). A model trained with per-month valid-observation
 counts (model.valid_count) is given the zone's valid_count.tif, tiled like the
-image. Every argument is checked before the model or a zone is read.
+image. Everything is checked once, before any model work: the options, every zone
+and its output folder, the checkpoint against the zones and the tile shape.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 
 from cropcontracts import errors
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import open_zone
-from jaxcrop.maps import many
-from jaxcrop.maps.checks import (check_compatible, check_output, check_tile,
-                                 check_tiling, checkpoint_nomenclature)
-from jaxcrop.maps.geotiff import write_outputs
+from jaxcrop.maps import compatibility, runner
+from jaxcrop.maps.geotiff import check_output, write_outputs
 from jaxcrop.maps.parcels import check_geometries_source
-from jaxcrop.maps.tiling import (DEFAULT_BATCH, DEFAULT_OVERLAP, DEFAULT_TILE, blend_window,
-                                 make_tile_fn, predict_zone, score)
+from jaxcrop.maps.tiling import (DEFAULT_BATCH, DEFAULT_OVERLAP, DEFAULT_TILE, MapSettings,
+                                 ZoneMapper, read_imagery, score)
 
 
 def main(argv=None) -> int:
@@ -94,98 +94,92 @@ def main(argv=None) -> int:
   return errors.run(_run, args)
 
 
-def zone_folders(paths, zones_csv=None) -> dict[str, pathlib.Path]:
-  """{zone_id: folder} of the zone folders (or folders of zone folders) in paths,
-  only those of the zones table `zones_csv` when given; without opening them
-  (a process opens only its share)."""
-  import csv
-  found = {}
-  for p in map(pathlib.Path, paths):       # the messages of zonefolder.find_zones
-    if (p / "meta.json").is_file():
-      found[p.name] = p
-      continue
-    if not p.is_dir():
-      raise UserError(f"{p}: folder of zone folders does not exist")
-    inside = {c.name: c for c in sorted(p.iterdir()) if (c / "meta.json").is_file()}
-    if not inside:
-      raise UserError(f"{p}: holds no zone folder (no */meta.json); run prep first")
-    found.update(inside)
-  if zones_csv:
-    try:
-      with open(zones_csv, newline="", encoding="utf-8") as f:
-        ids = [r["zone_id"] for r in csv.DictReader(f)]
-    except (OSError, KeyError) as e:
-      raise UserError(f"{zones_csv}: not a readable zones table ({e!r}); pass the CSV "
-                         f"of `python -m prep zones`") from None
-    missing = [i for i in ids if i not in found]
-    if missing:
-      raise UserError(f"{zones_csv}: {len(missing)} zone(s) have no folder under "
-                         f"{' '.join(map(str, paths))} (first: {missing[0]}); run prep for them")
-    found = {i: found[i] for i in ids}
-  return found
-
-
 def _run(args) -> int:
-  check_tiling(args.tile, args.overlap, args.batch)   # every check before any work
+  """Checks everything once (options, zones, output folders, checkpoint), then
+  maps the zones: read, tile and blend (`ZoneMapper`), write."""
+  settings = _options(args)                         # check: the options,
+  zones, replace = _zones_to_map(args)              # the zones and their output folders,
+  trained, nom = _checkpoint(args, zones)           # the checkpoint against them,
+  settings = dataclasses.replace(settings, valid_count=_needs_valid_count(trained))
+  apply_fn = lambda v, x, **inputs: trained.model.apply(v, x, train=False, **inputs)
+  compatibility.check_tile(apply_fn, trained.variables, trained.meta, settings)  # the tile
+  mapper = ZoneMapper(apply_fn, trained.variables, trained.meta, settings)
+
+  def write(z, pred):
+    folder = write_outputs(z, pred, nom, args.out, overwrite=z.zone_id in replace)
+    print(f"{z.zone_id}: wrote {', '.join(sorted(p.name for p in folder.iterdir()))} "
+          f"in {folder}")
+    _print_score(z, pred, trained.meta.class_names)
+
+  runner.run_pipelined(zones, lambda z: read_imagery(z, settings),
+                       lambda z, imagery: mapper(imagery, progress=len(zones) == 1), write,
+                       prefetch=args.prefetch)
+  return 0
+
+
+def _options(args) -> MapSettings:
+  """The mapping options (MapSettings checks them) and the --out / --resume ones."""
+  settings = MapSettings(tile=args.tile, overlap=args.overlap, batch=args.batch,
+                         probs=args.probs, tiers=args.tiers)
   if pathlib.Path(args.out).exists() and not pathlib.Path(args.out).is_dir():
     raise UserError(f"{args.out}: --out is a file; pass a folder (maps go to "
-                       f"OUT/<zone_id>/)")
+                    f"OUT/<zone_id>/)")
   if args.resume and args.overwrite:
     raise UserError("--resume keeps finished zones, --overwrite replaces them: pass one")
-  index, count = many.process_share(args.process_index, args.process_count)
-  folders = zone_folders(args.zone, args.zones_csv)
-  mine = set(many.share(folders, index, count))
+  return settings
+
+
+def _zones_to_map(args) -> tuple[list, set]:
+  """(this process's zones to map, opened, by id; the ids whose output folder may be
+  replaced): its share of the zones, less those --resume finds complete; each
+  zone's output folder and parcel geometries checked."""
+  index, count = runner.process_share(args.process_index, args.process_count)
+  folders = runner.zone_folders(args.zone, args.zones_csv)
+  mine = set(runner.share(folders, index, count))
   out = pathlib.Path(args.out)
-  required = many.expected_files(tiers=args.tiers, probs=args.probs)
-  done = sorted(i for i in mine if args.resume and many.is_complete(out / i, required))
+  required = runner.expected_files(tiers=args.tiers, probs=args.probs)
+  done = sorted(i for i in mine if args.resume and runner.is_complete(out / i, required))
   zones = [open_zone(folders[i]) for i in sorted(mine - set(done))]
   # --resume: a finished map that lacks what this command asks for (--tiers,
   # --probs) is mapped again and replaced; an unfinished one never has a folder.
-  redo = {z.zone_id for z in zones if args.resume and many.is_complete(out / z.zone_id)}
+  redo = {z.zone_id for z in zones if args.resume and runner.is_complete(out / z.zone_id)}
   if count > 1 or done or redo:
-    lacking = ", ".join(many.missing_files([out / i for i in sorted(redo)], required))
+    lacking = ", ".join(runner.missing_files([out / i for i in sorted(redo)], required))
     print(f"process {index} of {count}: {len(mine)} of {len(folders)} zones, "
           f"{len(done)} already complete, {len(zones)} to map"
           + (f" ({len(redo)} mapped before without {lacking})" if redo else ""),
           file=sys.stderr)
+  replace = {z.zone_id for z in zones} if args.overwrite else redo
   for z in zones:
-    check_output(out / z.zone_id, args.overwrite or z.zone_id in redo)
+    check_output(out / z.zone_id, z.zone_id in replace)
     check_geometries_source(z)
+  return zones, replace
+
+
+def _checkpoint(args, zones):
+  """(the trained model of --workdir, its nomenclature table), checked against this
+  code's table and every zone."""
   from jaxcrop.checkpoint import load_trained
   try:
     trained = load_trained(args.workdir, which=args.checkpoint)
   except FileNotFoundError as e:
     raise UserError(f"--workdir {args.workdir}: {e}") from None
-  meta = trained.meta
-  nom = checkpoint_nomenclature(meta, args.workdir)
+  nom = compatibility.checkpoint_nomenclature(trained.meta, args.workdir)
   for z in zones:
-    check_compatible(z, meta)
-  from jaxcrop.hierarchy import Tree
+    compatibility.check_compatible(z, trained.meta)
+  return trained, nom
+
+
+def _needs_valid_count(trained) -> bool:
   from jaxcrop.models import needs_valid_count
-  with_count = needs_valid_count(trained.config.model)
-  apply_fn = lambda v, x, **inputs: trained.model.apply(v, x, train=False, **inputs)
-  check_tile(apply_fn, trained.variables, meta, args.tile, valid_count=with_count)
-  tile_fn = make_tile_fn(apply_fn, blend_window(args.tile, args.overlap))
-  tree = Tree.of(meta) if args.tiers else None
+  return needs_valid_count(trained.config.model)
 
-  def compute(z, image):
-    return predict_zone(apply_fn, trained.variables, z, meta, tile=args.tile,
-                        overlap=args.overlap, batch=args.batch, probs=args.probs,
-                        progress=len(zones) == 1, tile_fn=tile_fn, image=image,
-                        valid_count=with_count, tree=tree)
 
-  def write(z, pred):
-    folder = write_outputs(z, pred, nom, args.out, overwrite=args.overwrite or z.zone_id in redo)
-    print(f"{z.zone_id}: wrote {', '.join(sorted(p.name for p in folder.iterdir()))} "
-          f"in {folder}")
-    s = score(z, pred, meta.class_names)
-    if s:
-      print(f"{z.zone_id}: pixel accuracy {s['overall_accuracy']:.3f}, macro-F1 "
-            f"{s['macro_f1']:.3f} over {s['num_pixels']} labelled pixels")
-
-  many.run_pipelined(zones, lambda z: z.read_image(), compute, write,
-                     prefetch=args.prefetch)
-  return 0
+def _print_score(zone, pred, class_names) -> None:
+  s = score(zone, pred, class_names)
+  if s:
+    print(f"{zone.zone_id}: pixel accuracy {s['overall_accuracy']:.3f}, macro-F1 "
+          f"{s['macro_f1']:.3f} over {s['num_pixels']} labelled pixels")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ degrees East, where the grids of two zones are rotated against each other
 (meridian convergence) and a rule on the squares alone (e.g. "its centre in the
 band") would leave slivers whose parcels are in no zone. The price is overlap:
 squares of both grids along the meridian (the mosaic keeps the zone whose centre
-is nearest, `jaxcrop.maps.mosaic`). The command reports the parcel area in the
+is nearest, `jaxcrop.maps.national`). The command reports the parcel area in the
 RPG (`parcel_ha`, Lambert-93 m²) and inside the kept squares (`zone_parcel_ha`,
 UTM m², whose scale differs by up to ~1e-3): equal up to that scale, when
 `min_fraction` drops nothing.

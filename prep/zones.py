@@ -8,18 +8,19 @@ x=399960 are multiples of 10), so imagery needs no resampling on that axis.
 
 The 40 study zones are data (`prep/data/zones.csv`), committed so that nobody
 needs Earth Engine to know them; `python -m prep zones --select` re-derives them
-from ESA WorldCover through Earth Engine (`prep.select_zones`).
+from ESA WorldCover through Earth Engine (`prep.select_zones`). A zones table is
+read and written by `cropcontracts.zonetable` (predict reads it too).
 """
 from __future__ import annotations
 
-import csv
 import math
 import pathlib
-import re
-from typing import Iterable, Sequence
+from typing import Sequence
 
+from cropcontracts import zonetable
 from cropcontracts.errors import UserError
 from cropcontracts.zone import COLUMNS, RES, ZONE_PIXELS, Zone, snap, utm_epsg  # noqa: F401
+from cropcontracts.zonetable import write_zones  # noqa: F401  (prep's writers call it here)
 
 DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
 ZONES_CSV = DATA_DIR / "zones.csv"
@@ -54,65 +55,9 @@ def zone_around(zone_id: str, region: str, town: str, index: int,
 
 
 def read_zones(path: str | pathlib.Path = ZONES_CSV) -> list[Zone]:
-  """Reads a zones table (CSV with the columns of `Zone`).
-
-  Every mistake is one UserError naming the table: a missing column (also what
-  a `;`-separated table looks like), a value that is not a number, a size that
-  is not positive, a zone id that is not a plain name (a folder is made of it
-  under --out: `/` or `..` would write elsewhere), a duplicate id.
-  """
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise UserError(f"{path}: zones table not found")
-  with path.open(newline="", encoding="utf-8") as f:
-    reader = csv.DictReader(f)
-    rows = list(reader)
-    header = reader.fieldnames or []
-    missing = [c for c in _REQUIRED if c not in header]
-    if rows and missing:
-      what = ("is ;-separated; write it with commas" if len(header) == 1 and ";" in header[0]
-              else f"lacks column(s) {', '.join(missing)}")
-      raise UserError(f"{path}: zones table {what} (expected a CSV with columns "
-                      f"{', '.join(COLUMNS)})")
-    zones = [_zone_of_row(path, line, r) for line, r in enumerate(rows, 2)]
-  ids = [z.zone_id for z in zones]
-  dup = sorted({i for i in ids if ids.count(i) > 1})
-  if dup:
-    raise UserError(f"{path}: duplicate zone ids {dup}")
-  return zones
-
-
-_REQUIRED = COLUMNS[:10]
-# A zone id names a folder: letters, digits, `_`, `-`, `.`, not starting with `.`.
-_PLAIN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
-
-
-def _zone_of_row(path: pathlib.Path, line: int, row: dict) -> Zone:
-  """The Zone of one row of table `path` (at `line`), checked."""
-  where = f"{path}: line {line}"
-  try:
-    zone = Zone.from_row(row)
-  except UserError as e:
-    raise UserError(f"{where}: {e}") from None
-  if not _PLAIN_ID.fullmatch(zone.zone_id):
-    raise UserError(f"{where}: zone id {zone.zone_id!r} is not a plain name (letters, "
-                    f"digits, _ - . and no leading dot); it names the zone's folder")
-  bad = [f"{k}={getattr(zone, k)}" for k in ("width", "height", "res")
-         if not getattr(zone, k) > 0]
-  if bad:
-    raise UserError(f"{where}: zone {zone.zone_id}: {', '.join(bad)} must be positive")
-  return zone
-
-
-def write_zones(zones: Iterable[Zone], path: str | pathlib.Path) -> None:
-  """Writes a zones table atomically."""
-  from cropcontracts.atomic import atomic_path
-  with atomic_path(path) as tmp:
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-      w = csv.DictWriter(f, fieldnames=COLUMNS)
-      w.writeheader()
-      for z in zones:
-        w.writerow(z.to_row())
+  """The zones of a zones table (`cropcontracts.zonetable.read_zones`, its one
+  reader), by default the study's 40 zones."""
+  return zonetable.read_zones(path)
 
 
 def select(zones: Sequence[Zone], ids: Sequence[str] | None) -> list[Zone]:

@@ -147,14 +147,14 @@ def fake_checkpoint(trained, monkeypatch):
 
 @pytest.fixture
 def mapped(monkeypatch):
-  """Records the zone ids predict_zone is called on."""
-  from jaxcrop import predict
-  calls, real = [], predict.predict_zone
+  """Records the ids of the zones the model maps (`tiling.ZoneMapper`)."""
+  from jaxcrop.maps import tiling
+  calls, real = [], tiling.ZoneMapper.__call__
 
-  def counting(apply_fn, variables, zone, *a, **kw):
-    calls.append(zone.zone_id)
-    return real(apply_fn, variables, zone, *a, **kw)
-  monkeypatch.setattr(predict, "predict_zone", counting)
+  def counting(self, imagery, **kw):
+    calls.append(imagery.zone_id)
+    return real(self, imagery, **kw)
+  monkeypatch.setattr(tiling.ZoneMapper, "__call__", counting)
   return calls
 
 
@@ -165,20 +165,20 @@ def _predict(demo, out, *extra):
 
 
 def test_two_processes_map_each_zone_exactly_once(demo, tmp_path, fake_checkpoint, mapped):
-  from jaxcrop.maps import many
+  from jaxcrop.maps import runner
   for i in (0, 1):
     assert _predict(demo, tmp_path, "--process-index", str(i), "--process-count", "2") == 0
   ids = sorted(z.zone_id for z in zones_lib.read_zones(demo / "raw" / "zones.csv"))
   assert sorted(mapped) == ids and len(set(mapped)) == 4
   assert mapped[:2] == [ids[0], ids[2]] and mapped[2:] == [ids[1], ids[3]]
-  assert all(many.is_complete(tmp_path / i) for i in ids)
+  assert all(runner.is_complete(tmp_path / i) for i in ids)
   assert not list(tmp_path.glob(".*"))                   # no partial folder left
 
 
 def test_a_killed_process_resumes_without_redoing_finished_zones(demo, tmp_path,
                                                                  fake_checkpoint, mapped,
                                                                  monkeypatch):
-  from jaxcrop.maps import geotiff, many
+  from jaxcrop.maps import geotiff, runner
   real = geotiff.write_outputs
   written = []
 
@@ -193,24 +193,24 @@ def test_a_killed_process_resumes_without_redoing_finished_zones(demo, tmp_path,
   assert _predict(demo, tmp_path, *args) == 130
   first = written[0].name
   stamp = (written[0] / "classes.tif").stat().st_mtime_ns
-  assert [p.name for p in tmp_path.iterdir() if many.is_complete(p)] == [first]
+  assert [p.name for p in tmp_path.iterdir() if runner.is_complete(p)] == [first]
   monkeypatch.setattr(predict, "write_outputs", real)
   mapped.clear()
   assert _predict(demo, tmp_path, *args) == 0
   assert first not in mapped and len(mapped) == 3        # only the unfinished zones
   assert (tmp_path / first / "classes.tif").stat().st_mtime_ns == stamp
-  assert sum(many.is_complete(p) for p in tmp_path.iterdir()) == 4
+  assert sum(runner.is_complete(p) for p in tmp_path.iterdir()) == 4
   mapped.clear()
   assert _predict(demo, tmp_path, *args) == 0 and mapped == []
 
 
 def test_resume_with_tiers_redoes_zones_mapped_without_them(demo, tmp_path, fake_checkpoint,
                                                             mapped, capsys):
-  from jaxcrop.maps import many
+  from jaxcrop.maps import runner
   one = ("--process-index", "0", "--process-count", "1", "--resume")
   assert _predict(demo, tmp_path, *one) == 0 and len(mapped) == 4
-  first = sorted(p for p in tmp_path.iterdir() if many.is_complete(p))[0]
-  assert not many.is_complete(first, many.expected_files(tiers=True))
+  first = sorted(p for p in tmp_path.iterdir() if runner.is_complete(p))[0]
+  assert not runner.is_complete(first, runner.expected_files(tiers=True))
   mapped.clear()
   capsys.readouterr()
   assert _predict(demo, tmp_path, *one, "--tiers") == 0
@@ -218,32 +218,34 @@ def test_resume_with_tiers_redoes_zones_mapped_without_them(demo, tmp_path, fake
   assert ("4 to map (4 mapped before without classes_tier1.tif, classes_tier2.tif)"
           in capsys.readouterr().err)
   for p in tmp_path.iterdir():
-    assert many.is_complete(p, many.expected_files(tiers=True))
+    assert runner.is_complete(p, runner.expected_files(tiers=True))
   assert not list(tmp_path.glob(".*"))                    # the old maps are gone
   mapped.clear()
   assert _predict(demo, tmp_path, *one, "--tiers") == 0 and mapped == []
   assert _predict(demo, tmp_path, *one) == 0 and mapped == []   # tiers are extra, not wrong
-  assert many.missing_files([first], many.expected_files(tiers=True, probs=True)) == [
+  assert runner.missing_files([first], runner.expected_files(tiers=True, probs=True)) == [
       "probabilities.tif"]
 
 
 def test_share_and_zones_table(demo, tmp_path, capsys):
-  from jaxcrop import predict
-  from jaxcrop.maps import many
-  assert many.share(["c", "a", "d", "b", "e"], 1, 2) == ["b", "d"]
+  from jaxcrop.maps import runner
+  assert runner.share(["c", "a", "d", "b", "e"], 1, 2) == ["b", "d"]
   with pytest.raises(UserError, match=r"--process-index 2 must be in \[0, "):
-    many.share(["a"], 2, 2)
+    runner.share(["a"], 2, 2)
   table = tmp_path / "z.csv"
   zones_lib.write_zones(zones_lib.read_zones(demo / "raw" / "zones.csv")[1:2], table)
-  assert list(predict.zone_folders([demo / "zones"], table)) == ["demo-north_1"]
+  assert list(runner.zone_folders([demo / "zones"], table)) == ["demo-north_1"]
   zones_lib.write_zones([country.Zone("nowhere_0", "r", "t", 0, 32631, 0.0, 0.0)], table)
   assert _predict(demo, tmp_path / "o", "--zones-csv", str(table)) == 2
   assert "1 zone(s) have no folder under" in capsys.readouterr().err
+  table.write_text("zone_id;region\nnowhere_0;r\n")      # the one reader: cropcontracts.zonetable
+  assert _predict(demo, tmp_path / "o", "--zones-csv", str(table)) == 2
+  assert capsys.readouterr().err.startswith(f"error: {table}: zones table is ;-separated; ")
 
 
 def test_pipeline_overlaps_and_raises_the_first_error():
   import threading
-  from jaxcrop.maps import many
+  from jaxcrop.maps import runner
   seen, out = [], []
   lock = threading.Lock()
 
@@ -252,7 +254,7 @@ def test_pipeline_overlaps_and_raises_the_first_error():
       seen.append(("read", i))
     return i * 10
 
-  n = many.run_pipelined(range(5), read, lambda i, d: d + 1, lambda i, r: out.append(r),
+  n = runner.run_pipelined(range(5), read, lambda i, d: d + 1, lambda i, r: out.append(r),
                          prefetch=2)
   assert n == 5 and out == [1, 11, 21, 31, 41]
 
@@ -262,7 +264,7 @@ def test_pipeline_overlaps_and_raises_the_first_error():
     return d
   out.clear()
   with pytest.raises(RuntimeError, match="model failed"):
-    many.run_pipelined(range(5), read, bad, lambda i, r: out.append(r))
+    runner.run_pipelined(range(5), read, bad, lambda i, r: out.append(r))
   assert out == [0, 10]                                  # what was done before is written
 
 
@@ -277,17 +279,17 @@ def maps(demo, trained, tmp_path_factory):
   out = tmp_path_factory.mktemp("maps")
   apply_fn = lambda v, x: trained.model.apply(v, x)
   for z in find_zones(demo / "zones"):
-    pred = tiling.predict_zone(apply_fn, trained.variables, z, trained.meta, tile=32,
-                               overlap=8)
+    pred = tiling.predict_zone(apply_fn, trained.variables, z, trained.meta,
+                               tiling.MapSettings(tile=32, overlap=8))
     geotiff.write_outputs(z, pred, nomenclature.load("v1"), out)
   return out
 
 
 def test_utm_vrt_equals_the_zone_maps(maps, tmp_path):
   import rasterio
-  from jaxcrop.maps import mosaic
-  found = mosaic.zone_maps(maps)
-  path = mosaic.utm_vrt(found, "classes", tmp_path / "utm31" / "classes.vrt")
+  from jaxcrop.maps import national
+  found = national.zone_maps(maps)
+  path = national.utm_vrt(found, "classes", tmp_path / "utm31" / "classes.vrt")
   with rasterio.open(path) as vrt:
     assert vrt.crs.to_epsg() == 32631 and vrt.res == (10.0, 10.0)
     assert vrt.tags()["NOMENCLATURE"] == "v1"
@@ -302,33 +304,33 @@ def test_utm_vrt_equals_the_zone_maps(maps, tmp_path):
 
 def test_national_cog_equals_the_zone_maps_wherever_they_cover(maps, tmp_path):
   import rasterio
-  from jaxcrop.maps import mosaic
-  found = mosaic.zone_maps(maps)
-  path = mosaic.national_cog(found, "classes", tmp_path / "fr.tif", block=50, cog_block=64)
+  from jaxcrop.maps import national
+  found = national.zone_maps(maps)
+  path = national.national_cog(found, "classes", tmp_path / "fr.tif", block=50, cog_block=64)
   with rasterio.open(path) as src:
     assert src.crs.to_epsg() == 2154 and src.res == (10.0, 10.0)
     assert src.transform.c % 10 == 0 and src.overviews(1) == [2]
-    national, T = src.read(1), src.transform
+    france, T = src.read(1), src.transform
     assert src.colormap(1)[0][:3] != (0, 0, 0) and src.tags()["NOMENCLATURE"] == "v1"
-  rr, cc = np.mgrid[:national.shape[0], :national.shape[1]]
+  rr, cc = np.mgrid[:france.shape[0], :france.shape[1]]
   x, y = T.c + (cc + 0.5) * 10, T.f - (rr + 0.5) * 10
   u, v = pyproj.Transformer.from_crs(2154, 32631, always_xy=True).transform(x, y)
-  want = np.full(national.shape, 255, np.uint8)
+  want = np.full(france.shape, 255, np.uint8)
   for z, folder in found:
     with rasterio.open(folder / "classes.tif") as zsrc:
       band = zsrc.read(1)
     col, row = np.floor((u - z.x0) / 10).astype(int), np.floor((z.y0 - v) / 10).astype(int)
     inside = (col >= 0) & (col < z.width) & (row >= 0) & (row < z.height)
     want[inside] = band[row[inside], col[inside]]
-  np.testing.assert_array_equal(national, want)
-  assert (national != 255).sum() > 0.9 * 4 * 48 * 48 * 0.9
+  np.testing.assert_array_equal(france, want)
+  assert (france != 255).sum() > 0.9 * 4 * 48 * 48 * 0.9
 
 
 def test_overlapping_zones_keep_the_nearest_centre(tmp_path):
   import affine
   import rasterio
   from cropcontracts.zone import Zone
-  from jaxcrop.maps import mosaic
+  from jaxcrop.maps import national
   a = Zone("a_0", "r", "t", 0, 2154, x0=0.0, y0=100.0, width=10, height=10)
   b = Zone("b_0", "r", "t", 0, 2154, x0=50.0, y0=100.0, width=10, height=10)
   for z, v in ((a, 1), (b, 2)):
@@ -338,7 +340,7 @@ def test_overlapping_zones_keep_the_nearest_centre(tmp_path):
                        transform=z.transform) as dst:
       dst.write(np.full((1, 10, 10), v, np.uint8))
   found = [(a, tmp_path / "a_0"), (b, tmp_path / "b_0")]
-  out = mosaic.mosaic_block(found, mosaic.zone_centres([a, b]), "classes",
+  out = national.mosaic_block(found, national.zone_centres([a, b]), "classes",
                             affine.Affine(10, 0, 0, 0, -10, 100), (0, 0, 1, 16))
   # a covers x 0..100, b 50..150; centres 50 and 100: the bisector is x = 75, whose
   # pixel (a tie) keeps the first zone by id; x 150..160 is in no zone

@@ -10,7 +10,7 @@ from PIL import Image
 
 from cropcontracts import nomenclature
 from jaxcrop import plots
-from jaxcrop.figures import common, distribution, scores
+from jaxcrop.figures import distribution, scores, style
 from jaxcrop.figures import gif as gif_figures
 from jaxcrop.figures import maps as map_figures
 from tests import fixtures as pt
@@ -77,8 +77,8 @@ def zone(tmp_path_factory):
 
 def _predict(zone, maps):
   from jaxcrop.maps import geotiff, tiling
-  pred = tiling.predict_zone(*pt.init(pt.PixelModel()), zone, pt.make_meta(), tile=16,
-                              overlap=4)
+  pred = tiling.predict_zone(*pt.init(pt.PixelModel()), zone, pt.make_meta(),
+                             tiling.MapSettings(tile=16, overlap=4))
   return geotiff.write_outputs(zone, pred, NOM, maps)
 
 
@@ -86,8 +86,8 @@ def test_class_rgb_uses_nomenclature_colors_and_grey_for_ignore():
   ids = np.array([[0, 5], [255, 22]], np.uint8)
   rgb = map_figures.class_rgb(NOM, ids)
   assert rgb[0, 1].tolist() == NOM.rgb()[5].tolist()
-  assert rgb[1, 0].tolist() == list(common.NO_LABEL_RGB)
-  assert map_figures.class_rgb(NOM, ids, common.NO_DATA_RGB)[1, 0].tolist() == [0, 0, 0]
+  assert rgb[1, 0].tolist() == list(style.NO_LABEL_RGB)
+  assert map_figures.class_rgb(NOM, ids, style.NO_DATA_RGB)[1, 0].tolist() == [0, 0, 0]
 
 
 def test_prediction_figure_size_and_class_colors(zone, tmp_path):

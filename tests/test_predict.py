@@ -8,7 +8,7 @@ import pytest
 import rasterio
 
 from jaxcrop import predict
-from jaxcrop.maps import checks, geotiff, tiling
+from jaxcrop.maps import compatibility, geotiff, tiling
 from jaxcrop.maps import parcels as maps_parcels
 from jaxcrop.input_pipeline import normalize
 from cropcontracts import atomic, nomenclature
@@ -16,6 +16,7 @@ from cropcontracts.errors import UserError
 from tests import fixtures as pt
 
 NOM = nomenclature.load("v1")
+TILE16 = tiling.MapSettings(tile=16, overlap=4)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,18 @@ def test_tile_starts_cover_the_zone_with_one_tile_shape():
   assert tiling.tile_starts(1000, 256, 32).tolist() == [0, 186, 372, 558, 744]
   assert tiling.tile_starts(1000, 512, 24).tolist() == [0, 488]
   assert tiling.tile_starts(10, 16, 4).tolist() == [0]               # caller pads to 16
-  with pytest.raises(UserError, match="--overlap 16 must be in"):
-    tiling.tile_starts(52, 16, 16)
+
+
+def test_map_settings_that_cannot_work_are_one_line_errors():
+  with pytest.raises(UserError, match=r"^--overlap 16 must be in \[0, --tile 16\)$"):
+    tiling.MapSettings(tile=16, overlap=16)
+  with pytest.raises(UserError, match=r"^--overlap -1 must be in \[0, --tile 16\)$"):
+    tiling.MapSettings(tile=16, overlap=-1)
+  with pytest.raises(UserError, match=r"^--tile 0 must be a positive number of pixels$"):
+    tiling.MapSettings(tile=0)
+  with pytest.raises(UserError, match=r"^--batch 0 must be at least 1 tile$"):
+    tiling.MapSettings(batch=0)
+  assert tiling.MapSettings() == tiling.MapSettings(512, 24, 1, False, False, False)
 
 
 def test_blend_window_is_positive_smooth_and_symmetric():
@@ -61,8 +72,8 @@ def test_pixelwise_model_map_equals_the_model_on_the_whole_zone(zone, pixel_mode
                                                                 overlap):
   apply_fn, variables = pixel_model
   meta = pt.make_meta()
-  pred = tiling.predict_zone(apply_fn, variables, zone, meta, tile=tile, overlap=overlap,
-                              batch=3, probs=True)
+  pred = tiling.predict_zone(apply_fn, variables, zone, meta,
+                             tiling.MapSettings(tile=tile, overlap=overlap, batch=3, probs=True))
   p = _direct(apply_fn, variables, zone, meta, slice(None), slice(None))
   ok = pred.classes != 255
   assert pred.classes.shape == (pt.H, pt.W) and pred.classes.dtype == np.uint8
@@ -76,8 +87,8 @@ def test_no_seams_for_a_model_with_spatial_context(zone):
   """Blended map = the model run once on a window, away from the window's edge."""
   apply_fn, variables = pt.init(pt.ConvModel())
   meta = pt.make_meta()
-  pred = tiling.predict_zone(apply_fn, variables, zone, meta, tile=16, overlap=4,
-                              batch=4, probs=True)
+  pred = tiling.predict_zone(apply_fn, variables, zone, meta,
+                             tiling.MapSettings(tile=16, overlap=4, batch=4, probs=True))
   rows, cols = slice(10, 36), slice(8, 48)          # spans several tile seams
   p = _direct(apply_fn, variables, zone, meta, rows, cols)[1:-1, 1:-1]
   got = pred.probabilities[:, 11:35, 9:47].transpose(1, 2, 0).astype(float)
@@ -88,8 +99,8 @@ def test_no_seams_for_a_model_with_spatial_context(zone):
 
 
 def test_nodata_hole_is_nodata_in_every_output(zone, pixel_model):
-  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4,
-                              probs=True)
+  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(),
+                             tiling.MapSettings(tile=16, overlap=4, probs=True))
   hole = np.zeros((pt.H, pt.W), bool)
   hole[pt.HOLE] = True
   assert (pred.classes[hole] == 255).all() and (pred.confidence[hole] == 255).all()
@@ -111,15 +122,14 @@ def test_nodata_hole_is_nodata_in_every_output(zone, pixel_model):
 ])
 def test_zone_checkpoint_mismatch_errors(zone, pixel_model, meta_kwargs, message):
   with pytest.raises(UserError) as e:
-    tiling.predict_zone(*pixel_model, zone, pt.make_meta(**meta_kwargs), tile=16,
-                         overlap=4)
+    tiling.predict_zone(*pixel_model, zone, pt.make_meta(**meta_kwargs), TILE16)
   assert str(e.value) == message.format(path=zone.path)
 
 
 def test_outputs_on_the_zone_grid_with_colors_names_and_cog_layout(zone, pixel_model,
                                                                    tmp_path):
-  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4,
-                              probs=True)
+  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(),
+                             tiling.MapSettings(tile=16, overlap=4, probs=True))
   folder = geotiff.write_outputs(zone, pred, NOM, tmp_path)
   assert folder == tmp_path / "testz_0"
   assert folder.stat().st_mode & 0o777 == 0o777 & ~atomic.umask()
@@ -160,7 +170,7 @@ def test_large_zone_outputs_have_overviews(tmp_path, pixel_model):
 
 
 def test_existing_output_folder_is_refused_without_overwrite(zone, pixel_model, tmp_path):
-  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
+  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), TILE16)
   geotiff.write_outputs(zone, pred, NOM, tmp_path)
   with pytest.raises(UserError, match=(
       r"testz_0: output folder already exists; pass --overwrite to replace it")):
@@ -170,6 +180,27 @@ def test_existing_output_folder_is_refused_without_overwrite(zone, pixel_model, 
   assert sorted(p.name for p in tmp_path.iterdir()) == ["testz_0"]   # no .old/.partial
   with rasterio.open(tmp_path / "testz_0" / "classes.tif") as src:
     assert (src.read(1) == 2).all()
+
+
+def test_map_folder_swap_keeps_what_another_writer_put_there(tmp_path):
+  """cropcontracts.atomic.atomic_folder, write_outputs' swap: a folder that appears
+  while ours is written is not replaced (without overwrite); a failed block
+  leaves the old folder as it was and no temporary folder."""
+  with pytest.raises(FileExistsError):
+    with atomic.atomic_folder(tmp_path / "z_0") as tmp:
+      (tmp / "a.txt").write_text("ours")
+      (tmp_path / "z_0").mkdir()                   # another writer got there first
+  assert [p.name for p in tmp_path.iterdir()] == ["z_0"] and not any(
+      (tmp_path / "z_0").iterdir())
+  with pytest.raises(RuntimeError):
+    with atomic.atomic_folder(tmp_path / "z_0", overwrite=True) as tmp:
+      (tmp / "a.txt").write_text("ours")
+      raise RuntimeError("killed")
+  assert [p.name for p in tmp_path.iterdir()] == ["z_0"]
+  with atomic.atomic_folder(tmp_path / "z_0", overwrite=True) as tmp:
+    (tmp / "a.txt").write_text("ours")
+  assert [p.name for p in tmp_path.iterdir()] == ["z_0"]
+  assert (tmp_path / "z_0" / "a.txt").read_text() == "ours"
 
 
 def test_parcel_votes_by_hand():
@@ -186,7 +217,7 @@ def test_parcel_votes_by_hand():
 
 def test_parcels_gpkg_majority_and_the_zone_folders_geometry(zone, pixel_model, tmp_path):
   import geopandas as gpd
-  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
+  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), TILE16)
   folder = geotiff.write_outputs(zone, pred, NOM, tmp_path)
   gdf = gpd.read_file(folder / "parcels.gpkg")
   parcels, table = zone.read_parcels(), zone.parcel_table()
@@ -221,7 +252,7 @@ def test_a_format_1_folder_is_refused_a_format_2_one_gives_its_geometries(zone, 
                                                                           tmp_path):
   import geopandas as gpd
   old = _format_1_twin(zone, tmp_path / "old" / zone.zone_id)
-  pred = tiling.predict_zone(*pixel_model, old, pt.make_meta(), tile=16, overlap=4)
+  pred = tiling.predict_zone(*pixel_model, old, pt.make_meta(), TILE16)
   with pytest.raises(UserError, match=(
       r"zone testz_0 \(.*old/testz_0\) is a jaxcrop-zone/1 folder without parcels.gpkg; "
       r"rerun `python -m prep labels` for it")):
@@ -268,30 +299,49 @@ def test_cli_writes_maps_and_scores(zone, pixel_model, tmp_path, capsys, monkeyp
   assert "testz_0: pixel accuracy " in out and "macro-F1" in out
 
 
-_MULTI_DEVICE = r"""
-import sys, numpy as np, jax
-from jaxcrop.maps import tiling
-from cropcontracts.zonefolder import open_zone
-from cropcontracts.errors import UserError
-from tests import fixtures as pt
+_FRESH_PROCESS = r"""
+import importlib, pkgutil, sys
+import numpy as np, jax
+import jaxcrop.maps, jaxcrop.models
+from jaxcrop import mosaic, predict
+for m in pkgutil.iter_modules(jaxcrop.maps.__path__):
+  importlib.import_module("jaxcrop.maps." + m.name)
+workdir, zone, out, probs = sys.argv[1:]
 assert jax.local_device_count() == 2, jax.local_devices()
-pred = tiling.predict_zone(*pt.init(pt.ConvModel()), open_zone(sys.argv[1]),
-                            pt.make_meta(), tile=16, overlap=4, batch=3, probs=True)
-np.save(sys.argv[2], pred.probabilities)
+assert predict.main(["--workdir", workdir, "--zone", zone, "--out", out, "--tile", "16",
+                     "--overlap", "4", "--batch", "3", "--tiers"]) == 0
+from cropcontracts.zonefolder import open_zone
+from jaxcrop.maps import tiling
+from tests import fixtures as pt
+pred = tiling.predict_zone(*pt.init(pt.ConvModel()), open_zone(zone), pt.make_meta(),
+                           tiling.MapSettings(tile=16, overlap=4, batch=3, probs=True))
+np.save(probs, pred.probabilities)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensorflow_datasets")
+               or m == "jaxcrop.train" or m.startswith("jaxcrop.train."))
+assert not heavy, f"the predict path imported {heavy}"
 """
 
 
-def test_tile_batch_sharded_over_two_devices_gives_the_same_map(zone, tmp_path):
-  """batch 3 → 4 (a multiple of 2 devices), tiles split over the `data` axis."""
+def test_predict_path_in_a_fresh_process_two_devices_no_tensorflow_no_trainer(zone, tmp_path):
+  """One child process (the process boundary is what is tested) with 2 forced CPU
+  devices: the command maps a zone from a real checkpoint with batch 3 → 4 (a
+  multiple of 2 devices, tiles split over the `data` axis) and predict_zone gives
+  the one-device map; neither the model, the maps nor the command imported
+  TensorFlow or the trainer (`sys.modules`)."""
   import os
   import subprocess
+  _workdir(tmp_path / "W")
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
              JAX_PLATFORMS="cpu")
-  subprocess.run([sys.executable, "-c", _MULTI_DEVICE, str(zone.path),
-                  str(tmp_path / "p.npy")], check=True, env=env,
-                 cwd=os.path.dirname(os.path.dirname(__file__)))
-  pred = tiling.predict_zone(*pt.init(pt.ConvModel()), zone, pt.make_meta(), tile=16,
-                              overlap=4, batch=3, probs=True)
+  res = subprocess.run([sys.executable, "-c", _FRESH_PROCESS, str(tmp_path / "W"),
+                        str(zone.path), str(tmp_path / "maps"), str(tmp_path / "p.npy")],
+                       env=env, cwd=os.path.dirname(os.path.dirname(__file__)),
+                       capture_output=True, text=True)
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert {"classes.tif", "classes_tier1.tif", "classes_tier2.tif"} <= {
+      p.name for p in (tmp_path / "maps" / "testz_0").iterdir()}
+  pred = tiling.predict_zone(*pt.init(pt.ConvModel()), zone, pt.make_meta(),
+                             tiling.MapSettings(tile=16, overlap=4, batch=3, probs=True))
   got = np.load(tmp_path / "p.npy")
   assert np.abs(got.astype(int) - pred.probabilities).max() <= 1
 
@@ -305,10 +355,11 @@ def test_tile_that_the_model_cannot_take_is_a_one_line_error():
   variables = jax.eval_shape(lambda: model.init(
       jax.random.PRNGKey(0), np.zeros((1, pt.T, 16, 16, 4), np.float32)))
   apply_fn = lambda v, x: model.apply(v, x, train=False)
-  checks.check_tile(apply_fn, variables, pt.make_meta(), 16)
+  compatibility.check_tile(apply_fn, variables, pt.make_meta(), TILE16)
   with pytest.raises(UserError, match=r"^--tile 15 does not fit the model: "
-                                                 r"patch sides 15x15 must be divisible by 2"):
-    checks.check_tile(apply_fn, variables, pt.make_meta(), 15)
+                                      r"patch sides 15x15 must be divisible by 2"):
+    compatibility.check_tile(apply_fn, variables, pt.make_meta(),
+                             tiling.MapSettings(tile=15, overlap=4))
 
 
 def _workdir(path, variant="tiny", **model_fields):
@@ -342,7 +393,7 @@ def test_cli_with_a_real_checkpoint_equals_predict_zone(zone, tmp_path, capsys):
                      "--checkpoint", "best"])             # no best yet → last
   assert rc == 0, capsys.readouterr().err
   apply_fn = lambda v_, x: model.apply(v_, x, train=False)
-  want = tiling.predict_zone(apply_fn, v, zone, meta, tile=16, overlap=4)
+  want = tiling.predict_zone(apply_fn, v, zone, meta, TILE16)
   with rasterio.open(tmp_path / "maps" / "testz_0" / "classes.tif") as src:
     assert src.crs.to_epsg() == zone.zone.epsg and src.transform == zone.zone.transform
     got = src.read(1)
@@ -373,7 +424,7 @@ def test_classes_tif_equals_the_model_run_directly_on_a_tile(zone, tmp_path, cap
 
 def test_qgis_style_names_every_class_with_its_colour(zone, pixel_model, tmp_path):
   import xml.etree.ElementTree as ET
-  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
+  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), TILE16)
   folder = geotiff.write_outputs(zone, pred, NOM, tmp_path)
   root = ET.parse(folder / "classes.qml").getroot()
   renderer = root.find("pipe/rasterrenderer")
@@ -387,16 +438,16 @@ def test_qgis_style_names_every_class_with_its_colour(zone, pixel_model, tmp_pat
 
 def test_checkpoint_classes_must_match_the_nomenclature_table(tmp_path):
   meta = pt.make_meta(version="v1")
-  assert checks.checkpoint_nomenclature(meta, "W").tier3 == NOM.tier3
+  assert compatibility.checkpoint_nomenclature(meta, "W").tier3 == NOM.tier3
   meta.class_names = list(NOM.tier3[:5]) + ["rice"] + list(NOM.tier3[6:])
   with pytest.raises(UserError, match=(
       r"^--workdir W: the checkpoint's classes differ from nomenclature v1 of this code "
       r"from class 5 on \('rice' vs 'maize'\); the table was edited")):
-    checks.checkpoint_nomenclature(meta, "W")
+    compatibility.checkpoint_nomenclature(meta, "W")
   with pytest.raises(UserError, match=(
       r"^--workdir W: the checkpoint predicts nomenclature v7, which this code does not "
       r"have \(nomenclature v7: .*classes_v7.csv not found\)")):
-    checks.checkpoint_nomenclature(pt.make_meta(version="v7"), "W")
+    compatibility.checkpoint_nomenclature(pt.make_meta(version="v7"), "W")
 
 
 def test_cli_missing_workdir_is_a_one_line_error(zone, tmp_path, capsys):
@@ -410,8 +461,8 @@ def test_cli_missing_workdir_is_a_one_line_error(zone, tmp_path, capsys):
 
 def test_zone_without_labels_gets_maps_but_no_parcels_or_scores(tmp_path, pixel_model):
   z = pt.write_zone(tmp_path / "nolab_0", pt.synthetic_zone("nolab_0"), labels=False)
-  pred = tiling.predict_zone(*pixel_model, z, pt.make_meta(version="v9"), tile=16,
-                              overlap=4)                 # no labels → no version check
+  pred = tiling.predict_zone(*pixel_model, z, pt.make_meta(version="v9"),
+                             TILE16)                   # no labels → no version check
   assert tiling.score(z, pred, NOM.tier3) is None
   folder = geotiff.write_outputs(z, pred, NOM, tmp_path / "out")
   assert sorted(p.name for p in folder.iterdir()) == ["classes.qml", "classes.tif",
@@ -419,7 +470,7 @@ def test_zone_without_labels_gets_maps_but_no_parcels_or_scores(tmp_path, pixel_
 
 
 def test_score_counts_labelled_predicted_pixels_only(zone, pixel_model):
-  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), tile=16, overlap=4)
+  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), TILE16)
   s = tiling.score(zone, pred, NOM.tier3)
   labels = zone.read_labels()
   scored = (labels != 255) & (pred.classes != 255)
@@ -441,7 +492,8 @@ def test_tier_maps_of_a_flat_model_are_its_classes_mapped_up_the_tree(zone, pixe
                                                                       tmp_path):
   from jaxcrop.hierarchy import Tree, to_tier
   meta = pt.make_meta()
-  pred = tiling.predict_zone(*pixel_model, zone, meta, tile=16, overlap=4, tree=Tree.of(meta))
+  pred = tiling.predict_zone(*pixel_model, zone, meta,
+                             tiling.MapSettings(tile=16, overlap=4, tiers=True))
   folder = geotiff.write_outputs(zone, pred, NOM, tmp_path)
   classes, _, _ = _read(folder / "classes.tif")
   for tier, table, names in ((2, NOM.tier2_of(), NOM.tier2_names),

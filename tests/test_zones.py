@@ -1,10 +1,12 @@
-"""The zone grid: UTM zone, snapping to the Sentinel-2 10 m grid, the zones table."""
+"""The zone grid: UTM zone, snapping to the Sentinel-2 10 m grid, the zones table, finding
+zone folders."""
 import math
 
 import numpy as np
 import pytest
 
 from prep import zones as Z
+from cropcontracts import zonefolder, zonetable
 from cropcontracts.errors import UserError
 
 
@@ -77,3 +79,35 @@ def test_zones_table_round_trip_and_errors(tmp_path):
     Z.select(zs, ["nowhere_9"])
   with pytest.raises(UserError, match="not found"):
     Z.read_zones(tmp_path / "missing.csv")
+
+
+def test_prep_reads_and_writes_zones_tables_with_the_one_reader(tmp_path):
+  assert Z.write_zones is zonetable.write_zones
+  zs = Z.read_zones()[:2]
+  zonetable.write_zones(zs, tmp_path / "z.csv")
+  key = lambda zones: [(z.zone_id, z.epsg, z.x0, z.y0, z.center_lon) for z in zones]
+  assert key(Z.read_zones(tmp_path / "z.csv")) == key(zonetable.read_zones(tmp_path / "z.csv"))
+  assert key(zonetable.read_zones(tmp_path / "z.csv")) == key(zs)
+  (tmp_path / "bad.csv").write_text("zone_id;region\nx_0;r\n")
+  with pytest.raises(UserError, match=r"bad.csv: zones table is ;-separated"):
+    Z.read_zones(tmp_path / "bad.csv")
+
+
+def test_zone_paths_finds_folders_without_opening_them(tmp_path):
+  """A folder with a meta.json is a zone folder to find; only open_zone reads it
+  (here it would refuse: the imagery stage never ran)."""
+  for name in ("b_1", "a_0"):
+    (tmp_path / "zones" / name).mkdir(parents=True)
+    (tmp_path / "zones" / name / "meta.json").write_text("{}")
+  (tmp_path / "zones" / "notes").mkdir()
+  (tmp_path / "one_2").mkdir()
+  (tmp_path / "one_2" / "meta.json").write_text("{}")
+  found = zonefolder.zone_paths([tmp_path / "zones", tmp_path / "one_2"])
+  assert found == {"a_0": tmp_path / "zones" / "a_0", "b_1": tmp_path / "zones" / "b_1",
+                   "one_2": tmp_path / "one_2"}
+  with pytest.raises(UserError, match=r"a_0: no meta.json; run `python -m prep composite`"):
+    zonefolder.resolve_zones([tmp_path / "zones"])
+  with pytest.raises(UserError, match=r"notes: holds no zone folder \(no \*/meta.json\)"):
+    zonefolder.zone_paths([tmp_path / "zones" / "notes"])
+  with pytest.raises(UserError, match=r"nowhere: folder of zone folders does not exist"):
+    zonefolder.zone_paths([tmp_path / "nowhere"])

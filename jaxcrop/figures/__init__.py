@@ -1,11 +1,12 @@
 """Figures of maps, scores and data: PNG (matplotlib, Agg) and animated GIF (Pillow).
 
-  common.py        shared colours, the Agg backend, the atomic save.
+  style.py         the look every figure shares: colours of the pixels without a
+                   class, the Agg backend, the resolution; the atomic save.
   maps.py          a zone's map beside its labels; the error map.
   scores.py        confusion matrix and per-class F1 of an evaluation.
   distribution.py  labelled pixels per class and region.
   gif.py           the monthly composites as an animated GIF (true colour | NDVI).
-  inputs.py        reading a prediction folder's classes.tif and a metrics.json.
+  readers.py       reading a prediction folder's classes.tif and a metrics.json.
 
 `all_figures` (below) draws every figure the inputs allow; `python -m jaxcrop.plots`
 is the command line.
@@ -18,7 +19,7 @@ import sys
 from jaxcrop.figures.distribution import (plot_class_distribution, region_class_counts,
                                           zones_nomenclature)
 from jaxcrop.figures.gif import monthly_gif
-from jaxcrop.figures.inputs import map_nomenclature, read_classes, read_metrics
+from jaxcrop.figures.readers import map_nomenclature, read_classes, read_metrics
 from jaxcrop.figures.maps import plot_errors, plot_prediction
 from jaxcrop.figures.scores import (plot_metrics_confusion, plot_per_class_f1,
                                     tier_metrics)

@@ -9,7 +9,7 @@ import numpy as np
 
 from cropcontracts import nomenclature as nomenclature_lib
 from cropcontracts.errors import UserError
-from jaxcrop.figures.common import pyplot, save, text_color
+from jaxcrop.figures.style import pyplot, save, text_color
 
 
 def zones_nomenclature(zones):

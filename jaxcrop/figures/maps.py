@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from cropcontracts.zonefolder import NO_LABEL
-from jaxcrop.figures.common import NO_DATA_RGB, NO_LABEL_RGB, hex_color, pyplot, save
+from jaxcrop.figures.style import NO_DATA_RGB, NO_LABEL_RGB, hex_color, pyplot, save
 from cropcontracts import nomenclature as nomenclature_lib
 
 # Okabe–Ito blue and vermillion: told apart under every common colour-vision deficiency.

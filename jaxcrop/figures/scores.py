@@ -17,7 +17,7 @@ import numpy as np
 from jaxcrop.hierarchy import TIERS, tier_legend
 from cropcontracts import nomenclature as nomenclature_lib
 from cropcontracts.errors import UserError
-from jaxcrop.figures.common import pyplot, save
+from jaxcrop.figures.style import pyplot, save
 
 
 def cell_fontsize(k: int) -> float:

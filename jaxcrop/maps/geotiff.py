@@ -10,24 +10,21 @@ and the parcel GeoPackage, assembled in a temporary folder renamed when complete
   probabilities.tif  (with probabilities) uint8 [K bands] probability in percent.
   parcels.gpkg       (zones with parcels) majority class per parcel.
   map.json           the zone row, the nomenclature and the files above (what
-                     `jaxcrop.maps.many.is_complete` and the mosaic read).
+                     `jaxcrop.maps.runner.is_complete` and the national mosaic read).
 All rasters are COGs (deflate, 256 tiles, overviews).
 """
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import shutil
-import tempfile
 from typing import Sequence
 
 import numpy as np
 
 from cropcontracts import atomic
+from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import ZoneFolder
 from jaxcrop.hierarchy import tier_legend
-from jaxcrop.maps.checks import check_output
 from jaxcrop.maps.parcels import parcel_product
 from jaxcrop.maps.tiling import NODATA, Prediction
 
@@ -104,50 +101,58 @@ def colormap(nomenclature, tier: int = 3) -> dict:
   return cmap
 
 
+def check_output(folder, overwrite: bool) -> None:
+  """Raises UserError when the map folder `folder` exists and `overwrite` is not given
+  (the command checks every zone's before any work)."""
+  if pathlib.Path(folder).exists() and not overwrite:
+    raise _exists(folder)
+
+
+def _exists(folder) -> UserError:
+  return UserError(f"{folder}: output folder already exists; pass --overwrite to "
+                   f"replace it or choose another --out")
+
+
 def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
                   overwrite: bool = False) -> pathlib.Path:
   """Writes OUT/<zone_id>/{classes,confidence[,probabilities]}.tif, classes.qml
-  (QGIS style) [+ classes_tier{1,2}.{tif,qml} when pred.tiers] [+ parcels.gpkg].
+  (QGIS style) [+ classes_tier{1,2}.{tif,qml} when pred.tiers] [+ parcels.gpkg]
+  and map.json.
 
   The folder is assembled under a temporary name beside it and renamed into
-  place when complete; an existing folder is replaced only with `overwrite`.
+  place when complete (`atomic.atomic_folder`); an existing folder is replaced
+  only with `overwrite`.
   """
-  out_dir = pathlib.Path(out_dir)
-  final = out_dir / zone.zone_id
-  check_output(final, overwrite)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{zone.zone_id}.", suffix=".partial",
-                                      dir=out_dir))
+  final = pathlib.Path(out_dir) / zone.zone_id
   try:
-    os.chmod(tmp, 0o777 & ~atomic.umask())           # mkdtemp makes it private (0700)
-    tags = class_tags(nomenclature)
-    _cog(tmp, tmp / "classes.tif", zone, pred.classes[None], "nearest",
-         ["tier-3 class"], tags, colormap(nomenclature))
-    (tmp / "classes.qml").write_text(qgis_style(nomenclature), encoding="utf-8")
-    for tier, tier_map in sorted((pred.tiers or {}).items()):
-      name = f"classes_tier{tier}"
-      _cog(tmp, tmp / f"{name}.tif", zone, tier_map[None], "nearest", [f"tier-{tier} class"],
-           class_tags(nomenclature, tier), colormap(nomenclature, tier))
-      (tmp / f"{name}.qml").write_text(qgis_style(nomenclature, tier), encoding="utf-8")
-    _cog(tmp, tmp / "confidence.tif", zone, pred.confidence[None], "average",
-         ["confidence (max probability, %)"])
-    if pred.probabilities is not None:
-      _cog(tmp, tmp / "probabilities.tif", zone, pred.probabilities, "average",
-           [f"P({n}) %" for n in nomenclature.tier3], tags)
-    if zone.has_labels:
-      gdf = parcel_product(zone, pred, nomenclature)
-      gdf.to_file(tmp / "parcels.gpkg", driver="GPKG", layer="parcels")
-    files = sorted(p.name for p in tmp.iterdir())
-    (tmp / MAP_JSON).write_text(json.dumps(dict(
-        zone=zone.zone.to_row(), nomenclature=nomenclature.version, files=files),
-        indent=1), encoding="utf-8")             # last: the folder's completeness record
-    old = tmp.with_name(tmp.name.replace(".partial", ".old")) if final.exists() else None
-    if old:
-      os.replace(final, old)                    # the old maps go only once the new are in
-    os.replace(tmp, final)
-    if old:
-      shutil.rmtree(old)
-  finally:
-    if tmp.exists():
-      shutil.rmtree(tmp)
+    with atomic.atomic_folder(final, overwrite=overwrite) as tmp:
+      _write_files(tmp, zone, pred, nomenclature)
+  except FileExistsError:
+    raise _exists(final) from None
   return final
+
+
+def _write_files(folder: pathlib.Path, zone: ZoneFolder, pred: Prediction,
+                 nomenclature) -> None:
+  """The files of write_outputs, into `folder`; map.json last (the completeness record)."""
+  tags = class_tags(nomenclature)
+  _cog(folder, folder / "classes.tif", zone, pred.classes[None], "nearest",
+       ["tier-3 class"], tags, colormap(nomenclature))
+  (folder / "classes.qml").write_text(qgis_style(nomenclature), encoding="utf-8")
+  for tier, tier_map in sorted((pred.tiers or {}).items()):
+    name = f"classes_tier{tier}"
+    _cog(folder, folder / f"{name}.tif", zone, tier_map[None], "nearest",
+         [f"tier-{tier} class"], class_tags(nomenclature, tier), colormap(nomenclature, tier))
+    (folder / f"{name}.qml").write_text(qgis_style(nomenclature, tier), encoding="utf-8")
+  _cog(folder, folder / "confidence.tif", zone, pred.confidence[None], "average",
+       ["confidence (max probability, %)"])
+  if pred.probabilities is not None:
+    _cog(folder, folder / "probabilities.tif", zone, pred.probabilities, "average",
+         [f"P({n}) %" for n in nomenclature.tier3], tags)
+  if zone.has_labels:
+    gdf = parcel_product(zone, pred, nomenclature)
+    gdf.to_file(folder / "parcels.gpkg", driver="GPKG", layer="parcels")
+  files = sorted(p.name for p in folder.iterdir())
+  (folder / MAP_JSON).write_text(json.dumps(dict(
+      zone=zone.zone.to_row(), nomenclature=nomenclature.version, files=files),
+      indent=1), encoding="utf-8")

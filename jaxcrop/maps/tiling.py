@@ -1,5 +1,13 @@
 """A zone's crop-type map from a model: fixed-shape tiles, blended without seams.
 
+A short pipeline of named steps, each a function of arrays: `read_imagery` (the
+zone folder's s2.tif [+ valid_count.tif]), `cut_tiles` (tile origins, padding),
+`ZoneMapper` (the model over batches of tiles, blended into [H, W, K]) and
+`finish` (classes, confidence, probabilities, tier maps). What they are given
+is checked before (`MapSettings` when made, `compatibility` for the checkpoint),
+so no step checks it again. `ZoneMapper` is built once for many zones (one
+compilation); `predict_zone` maps one zone folder.
+
 A zone (any size) is cut into overlapping tiles of ONE fixed shape [tile, tile]
 (default 512 with 24 px overlap: 2 x 2 tiles for a 1000-px zone), so the model
 compiles once: as few tiles as the overlap allows, spread evenly from edge to
@@ -23,12 +31,12 @@ class's: a map set made that way would contradict itself, so it is not used.)
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
+from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import NO_LABEL, ZoneFolder
-from jaxcrop.maps.checks import check_compatible, check_tiling
 
 NODATA = NO_LABEL   # the maps' nodata: the zone folder's no-label value (255)
 # Default tiling: 2 x 2 tiles of 512 cover a 1000-px study zone exactly with 24 px
@@ -36,6 +44,33 @@ NODATA = NO_LABEL   # the maps' nodata: the zone folder's no-label value (255)
 # one tile per call keeps the default model within ~3 GB on a laptop. Every
 # zone size uses the same [1, T, 512, 512, C] shape: one compilation.
 DEFAULT_TILE, DEFAULT_OVERLAP, DEFAULT_BATCH = 512, 24, 1
+
+
+@dataclasses.dataclass(frozen=True)
+class MapSettings:
+  """How zones are mapped; a value that cannot work is a UserError when made.
+
+  tile: side in pixels of the one tile shape; overlap: pixels that neighbouring
+  tiles share, blended (0 <= overlap < tile); batch: tiles per model call
+  (at most the zone's tile count, rounded up to a multiple of the local
+  devices); probs: also the per-class probabilities; tiers: also the tier-1 /
+  tier-2 maps (`tier_maps`); valid_count: the model also takes the zone's
+  valid_count.tif (models trained with model.valid_count != "none").
+  """
+  tile: int = DEFAULT_TILE
+  overlap: int = DEFAULT_OVERLAP
+  batch: int = DEFAULT_BATCH
+  probs: bool = False
+  tiers: bool = False
+  valid_count: bool = False
+
+  def __post_init__(self):
+    if self.tile < 1:
+      raise UserError(f"--tile {self.tile} must be a positive number of pixels")
+    if not 0 <= self.overlap < self.tile:
+      raise UserError(f"--overlap {self.overlap} must be in [0, --tile {self.tile})")
+    if self.batch < 1:
+      raise UserError(f"--batch {self.batch} must be at least 1 tile")
 
 
 @dataclasses.dataclass
@@ -49,22 +84,72 @@ class Prediction:
   tiers: dict | None = None
 
 
-def tier_maps(classes: np.ndarray, tree) -> dict:
-  """{1: uint8 [H, W], 2: uint8 [H, W]}: the parents of the tier-3 map `classes`
-  (uint8 [H, W], 255 = nodata stays nodata); see the module doc for why."""
-  from jaxcrop.hierarchy import to_tier
-  return {t: to_tier(classes, tree.parents(t)).astype(np.uint8) for t in (1, 2)}
+@dataclasses.dataclass
+class ZoneImagery:
+  """What the model sees of a zone: image uint16 [T, H, W, C] (0 = nodata) and,
+  for a valid-count model, valid_count uint8 [T, H, W]."""
+  zone_id: str
+  image: np.ndarray
+  valid_count: np.ndarray | None = None
+
+
+@dataclasses.dataclass
+class Tiles:
+  """A zone cut into tiles of one shape: the (row, col) origins of the tiles, over
+  the image (and valid counts) padded by reflection when the zone is smaller
+  than a tile: uint16 [T, H', W', C] (uint8 [T, H', W'])."""
+  origins: list
+  image: np.ndarray
+  valid_count: np.ndarray | None
+
+
+def read_imagery(zone: ZoneFolder, settings: MapSettings) -> ZoneImagery:
+  """Step 1, read: the zone folder's s2.tif (+ valid_count.tif when the model takes it)."""
+  counts = zone.read_valid_count() if settings.valid_count else None
+  return ZoneImagery(zone.zone_id, zone.read_image(), counts)
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> np.ndarray:
   """int [N] start offsets of the fewest tiles of length `tile` that cover `size`
-  with neighbours sharing at least `overlap` pixels, spread evenly: the first
-  starts at 0, the last ends at `size` (or at `tile` when size < tile: the
-  caller pads)."""
-  check_tiling(tile, overlap)
+  with neighbours sharing at least `overlap` pixels (0 <= overlap < tile, as
+  MapSettings checks), spread evenly: the first starts at 0, the last ends at
+  `size` (or at `tile` when size < tile: the caller pads)."""
   stride = tile - overlap
   n = 1 + max(0, -(-(size - tile) // stride))
   return np.rint(np.linspace(0, max(size - tile, 0), n)).astype(int)
+
+
+def cut_tiles(imagery: ZoneImagery, tile: int, overlap: int) -> Tiles:
+  """Step 2, tile: the origins of the tiles covering the zone (`tile_starts` per
+  axis); only a zone smaller than a tile is padded (symmetric reflection)."""
+  _, H, W, _ = imagery.image.shape
+  rows, cols = tile_starts(H, tile, overlap), tile_starts(W, tile, overlap)
+  ph, pw = rows[-1] + tile - H, cols[-1] + tile - W
+  image, counts = imagery.image, imagery.valid_count
+  if ph or pw:
+    image = np.pad(image, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="symmetric")
+    if counts is not None:
+      counts = np.pad(counts, ((0, 0), (0, ph), (0, pw)), mode="symmetric")
+  return Tiles([(r, c) for r in rows for c in cols], image, counts)
+
+
+def tile_batches(tiles: Tiles, tile: int, batch: int, meta) -> Iterator[tuple]:
+  """Yields (origins of up to `batch` tiles, x float32 [batch, T, tile, tile, C]
+  normalized with meta.mean/std, inputs: {"valid_count": float32 [batch, T,
+  tile, tile]} or {}); the last batch is filled up with zeros."""
+  from jaxcrop.input_pipeline import normalize
+  T, _, _, C = tiles.image.shape
+  for i in range(0, len(tiles.origins), batch):
+    chunk = tiles.origins[i:i + batch]
+    x = np.zeros((batch, T, tile, tile, C), np.float32)
+    counts = tiles.valid_count
+    inputs = {} if counts is None else {"valid_count": np.zeros((batch, T, tile, tile),
+                                                                np.float32)}
+    for j, (r, c) in enumerate(chunk):
+      x[j] = normalize(tiles.image[:, r:r + tile, c:c + tile], meta.mean, meta.std)
+      if counts is not None:
+        inputs["valid_count"][j] = counts[:, r:r + tile, c:c + tile]
+    yield chunk, x, inputs
 
 
 def blend_window(tile: int, overlap: int) -> np.ndarray:
@@ -81,11 +166,6 @@ def blend_window(tile: int, overlap: int) -> np.ndarray:
   return np.outer(w, w).astype(np.float32)
 
 
-def nodata_mask(image: np.ndarray) -> np.ndarray:
-  """bool [H, W]: True where every month and band is 0 (no observation)."""
-  return ~np.any(image != 0, axis=(0, 3))
-
-
 def make_tile_fn(apply_fn: Callable, window: np.ndarray):
   """Jitted (variables, x [B, T, t, t, C], **inputs) → window-weighted softmax
   [B, t, t, K]; inputs (e.g. valid_count [B, T, t, t]) go to apply_fn."""
@@ -100,94 +180,79 @@ def make_tile_fn(apply_fn: Callable, window: np.ndarray):
   return tile_fn
 
 
-def _device_batch(batch: int):
-  """(batch rounded up to a multiple of the local devices, mesh or None).
+class ZoneMapper:
+  """Step 3, blend: a model that maps zones, built once for many (one compilation;
+  with several local devices the variables are replicated once and every batch
+  of tiles is split over a `data` mesh axis).
 
-  With several local devices the tile batch is split over a `data` mesh axis
-  and the variables are replicated.
+  apply_fn: (variables, x float32 [B, T, tile, tile, C][, valid_count=float32
+  [B, T, tile, tile]]) → logits [B, tile, tile, K]; meta: the checkpoint's
+  DatasetMeta (mean, std, num_classes; its tree for settings.tiers).
+  `mapper(imagery)` → Prediction.
   """
-  import jax
-  devices = jax.local_devices()
-  n = len(devices)
-  batch = -(-batch // n) * n
-  if n == 1:
-    return batch, None
-  return batch, jax.sharding.Mesh(np.array(devices), ("data",))
+
+  def __init__(self, apply_fn: Callable, variables, meta, settings: MapSettings = MapSettings()):
+    import jax
+    from jaxcrop.hierarchy import Tree
+    self.meta, self.settings = meta, settings
+    self.window = blend_window(settings.tile, settings.overlap)
+    self.tile_fn = make_tile_fn(apply_fn, self.window)
+    self.tree = Tree.of(meta) if settings.tiers else None
+    self.devices = jax.local_devices()
+    self.mesh = (jax.sharding.Mesh(np.array(self.devices), ("data",))
+                 if len(self.devices) > 1 else None)
+    self.variables = self._place(variables)
+
+  def __call__(self, imagery: ZoneImagery, *, progress: bool = False) -> Prediction:
+    """The zone's map: cut_tiles, the blended probabilities, finish."""
+    tiles = cut_tiles(imagery, self.settings.tile, self.settings.overlap)
+    p = self.blend(tiles, imagery.image.shape[1:3],
+                   _progress(len(tiles.origins), imagery.zone_id, progress))
+    return finish(p, nodata_mask(imagery.image), probs=self.settings.probs, tree=self.tree)
+
+  def blend(self, tiles: Tiles, shape: tuple[int, int], bar) -> np.ndarray:
+    """float32 [H, W, K]: each tile's softmax times the window, summed over the
+    tiles, divided by the summed windows. The host adds batch i while the device
+    runs batch i + 1 (asynchronous dispatch)."""
+    (H, W), t = shape, self.settings.tile
+    acc = np.zeros(tiles.image.shape[1:3] + (self.meta.num_classes,), np.float32)
+    weight = np.zeros(tiles.image.shape[1:3], np.float32)
+    pending = None
+    for chunk, x, inputs in tile_batches(tiles, t, self._batch(len(tiles.origins)), self.meta):
+      x, inputs = self._place((x, inputs), "data")
+      out = self.tile_fn(self.variables, x, **inputs)   # the device runs it asynchronously
+      if pending:
+        _accumulate(acc, weight, self.window, *pending)
+        bar.update(len(pending[0]))
+      pending = (chunk, out)
+    _accumulate(acc, weight, self.window, *pending)
+    bar.update(len(pending[0]))
+    bar.close()
+    return acc[:H, :W] / weight[:H, :W, None]
+
+  def _batch(self, n_tiles: int) -> int:
+    """min(settings.batch, n_tiles) rounded up to a multiple of the local devices."""
+    n = len(self.devices)
+    return -(-min(self.settings.batch, n_tiles) // n) * n
+
+  def _place(self, tree, *axes):
+    """`tree` on the mesh, split over `axes` (replicated for none); as is on one device."""
+    if self.mesh is None:
+      return tree
+    import jax
+    spec = jax.sharding.PartitionSpec(*axes)
+    return jax.device_put(tree, jax.sharding.NamedSharding(self.mesh, spec))
 
 
-def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
-                 tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                 batch: int = DEFAULT_BATCH,
-                 probs: bool = False, progress: bool = False,
-                 tile_fn=None, image: np.ndarray | None = None, valid_count: bool = False,
-                 tree=None) -> Prediction:
-  """Blended crop-type map of one zone.
+def nodata_mask(image: np.ndarray) -> np.ndarray:
+  """bool [H, W]: True where every month and band is 0 (no observation)."""
+  return ~np.any(image != 0, axis=(0, 3))
 
-  Args:
-    apply_fn: (variables, x float32 [B, T, tile, tile, C][, valid_count=float32
-      [B, T, tile, tile]]) → logits [B, tile, tile, K].
-    variables: the model's variables (params, batch stats).
-    zone: the zone folder; s2.tif is read and normalized with meta.mean/std.
-    meta: DatasetMeta of the checkpoint (months, bands, mean, std, nomenclature).
-    tile, overlap: tile side and overlap in pixels (tile fixed → one compilation).
-    batch: tiles per model call (at most the zone's tile count, rounded up to a
-      multiple of the local devices).
-    probs: also return per-class probabilities.
-    tile_fn: a prebuilt `make_tile_fn(apply_fn, blend_window(tile, overlap))`
-      to reuse its compilation across zones.
-    image: the zone's s2 imagery uint16 [T, H, W, C] when already read (a
-      prefetching caller); else it is read here.
-    valid_count: also read the zone's valid_count.tif (valid observations per
-      month), tile it like the image and pass it as `valid_count=` (models
-      trained with model.valid_count != "none").
-    tree: a `hierarchy.Tree`: also return the tier-1 / tier-2 maps (`tier_maps`).
-  Returns:
-    Prediction with classes/confidence uint8 [H, W] (and probabilities [K, H, W],
-    tier maps).
-  """
-  import jax
-  from jaxcrop.input_pipeline import normalize
-  check_compatible(zone, meta)
-  image = zone.read_image() if image is None else image       # uint16 [T, H, W, C]
-  T, H, W, C = image.shape
-  nodata = nodata_mask(image)
-  rows, cols = tile_starts(H, tile, overlap), tile_starts(W, tile, overlap)
-  ph, pw = rows[-1] + tile - H, cols[-1] + tile - W
-  counts = zone.read_valid_count() if valid_count else None   # uint8 [T, H, W]
-  if ph or pw:                                 # only a zone smaller than a tile
-    image = np.pad(image, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="symmetric")
-    if counts is not None:
-      counts = np.pad(counts, ((0, 0), (0, ph), (0, pw)), mode="symmetric")
-  window = blend_window(tile, overlap)
-  tile_fn = tile_fn or make_tile_fn(apply_fn, window)
-  origins = [(r, c) for r in rows for c in cols]
-  batch, mesh = _device_batch(min(batch, len(origins)))
-  if mesh is not None:
-    P = jax.sharding.PartitionSpec
-    variables = jax.device_put(variables, jax.sharding.NamedSharding(mesh, P()))
-  acc = np.zeros((H + ph, W + pw, meta.num_classes), np.float32)
-  weight = np.zeros((H + ph, W + pw), np.float32)
-  bar = _progress(len(origins), zone.zone_id, progress)
-  pending = None
-  for i in range(0, len(origins), batch):
-    chunk = origins[i:i + batch]
-    x = np.zeros((batch, T, tile, tile, C), np.float32)
-    inputs = {"valid_count": np.zeros((batch, T, tile, tile), np.float32)} if valid_count else {}
-    for j, (r, c) in enumerate(chunk):
-      x[j] = normalize(image[:, r:r + tile, c:c + tile], meta.mean, meta.std)
-      if valid_count:
-        inputs["valid_count"][j] = counts[:, r:r + tile, c:c + tile]
-    if mesh is not None:
-      x, inputs = jax.device_put((x, inputs), jax.sharding.NamedSharding(mesh, P("data")))
-    out = tile_fn(variables, x, **inputs)    # dispatched asynchronously: the device runs it
-    if pending:                    # while the host adds up the previous batch
-      _accumulate(acc, weight, window, *pending)
-      bar.update(len(pending[0]))
-    pending = (chunk, out)
-  _accumulate(acc, weight, window, *pending)
-  bar.update(len(pending[0]))
-  bar.close()
-  p = acc[:H, :W] / weight[:H, :W, None]                       # [H, W, K]
+
+def finish(p: np.ndarray, nodata: np.ndarray, *, probs: bool = False, tree=None) -> Prediction:
+  """Step 4: the Prediction of blended probabilities p float32 [H, W, K]: argmax
+  classes, confidence and (probs) probabilities in percent, 255 where `nodata`
+  (bool [H, W]); with a `hierarchy.Tree`, the tier maps."""
   classes = np.argmax(p, axis=-1).astype(np.uint8)
   confidence = np.rint(100 * p.max(-1)).astype(np.uint8)
   classes[nodata], confidence[nodata] = NODATA, NODATA
@@ -197,6 +262,28 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta, *,
     probabilities[:, nodata] = NODATA
   return Prediction(classes, confidence, probabilities,
                     tier_maps(classes, tree) if tree is not None else None)
+
+
+def tier_maps(classes: np.ndarray, tree) -> dict:
+  """{1: uint8 [H, W], 2: uint8 [H, W]}: the parents of the tier-3 map `classes`
+  (uint8 [H, W], 255 = nodata stays nodata); see the module doc for why."""
+  from jaxcrop.hierarchy import to_tier
+  return {t: to_tier(classes, tree.parents(t)).astype(np.uint8) for t in (1, 2)}
+
+
+def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta,
+                 settings: MapSettings = MapSettings()) -> Prediction:
+  """One zone folder's map: the zone checked against the checkpoint's `meta`
+  (`compatibility.check_compatible`), then read_imagery and a ZoneMapper (to
+  map many zones, build one ZoneMapper and check every zone first, as
+  `python -m jaxcrop.predict` does).
+
+  Returns Prediction with classes/confidence uint8 [H, W] (and probabilities
+  [K, H, W], tier maps, as `settings` asks).
+  """
+  from jaxcrop.maps.compatibility import check_compatible
+  check_compatible(zone, meta)
+  return ZoneMapper(apply_fn, variables, meta, settings)(read_imagery(zone, settings))
 
 
 def _accumulate(acc, weight, window, chunk, out) -> None:

@@ -1,23 +1,15 @@
-"""What a zone, a checkpoint, the tiling and the output folder must satisfy, checked
-before any prediction so that a mistake is one line, not a traceback after minutes."""
+"""Whether a checkpoint fits what it is asked to map: every zone (months, bands,
+nomenclature), the tile shape, and this code's nomenclature table. Checked once,
+before any model work (`python -m jaxcrop.predict`), so that a mistake is one
+line, not a traceback after minutes. The options themselves are checked when a
+`tiling.MapSettings` is made, an output folder by `geotiff.check_output`.
+"""
 from __future__ import annotations
-
-import pathlib
 
 import numpy as np
 
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import ZoneFolder
-
-
-def check_tiling(tile: int, overlap: int, batch: int = 1) -> None:
-  """Raises UserError on a tile side, overlap or batch that cannot work."""
-  if tile < 1:
-    raise UserError(f"--tile {tile} must be a positive number of pixels")
-  if not 0 <= overlap < tile:
-    raise UserError(f"--overlap {overlap} must be in [0, --tile {tile})")
-  if batch < 1:
-    raise UserError(f"--batch {batch} must be at least 1 tile")
 
 
 def check_compatible(zone: ZoneFolder, meta) -> None:
@@ -40,14 +32,17 @@ def check_compatible(zone: ZoneFolder, meta) -> None:
         f"checkpoint trained on {zone.nomenclature}")
 
 
-def check_tile(apply_fn, variables, meta, tile: int, valid_count: bool = False) -> None:
-  """Traces the model on one tile (no compute): a tile the model cannot take (e.g. a
-  side not divisible by the U-Net's downsampling) becomes a one-line error.
-  valid_count: the model also takes valid_count [B, T, tile, tile]."""
+def check_tile(apply_fn, variables, meta, settings) -> None:
+  """Traces the model on one tile of `settings` (a tiling.MapSettings; no compute):
+  a tile the model cannot take (e.g. a side not divisible by the U-Net's
+  downsampling) becomes a one-line error. With settings.valid_count the model
+  also takes valid_count [B, T, tile, tile]."""
   import jax
+  tile = settings.tile
   shape = (1, len(meta.months), tile, tile)
   x = jax.ShapeDtypeStruct(shape + (len(meta.bands),), np.float32)
-  inputs = {"valid_count": jax.ShapeDtypeStruct(shape, np.float32)} if valid_count else {}
+  inputs = ({"valid_count": jax.ShapeDtypeStruct(shape, np.float32)}
+            if settings.valid_count else {})
   try:
     jax.eval_shape(lambda v, x, i: apply_fn(v, x, **i), variables, x, inputs)
   except ValueError as e:
@@ -64,8 +59,8 @@ def checkpoint_nomenclature(meta, workdir):
     nom = nomenclature_lib.load(v)
   except UserError as e:
     raise UserError(f"--workdir {workdir}: the checkpoint predicts nomenclature {v}, "
-                       f"which this code does not have ({e}); use the jaxcrop version "
-                       f"it was trained with") from None
+                    f"which this code does not have ({e}); use the jaxcrop version "
+                    f"it was trained with") from None
   ours, theirs = list(nom.tier3), list(meta.class_names)
   if ours != theirs:
     k = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b),
@@ -76,9 +71,3 @@ def checkpoint_nomenclature(meta, workdir):
         f"{ours[k] if k < len(ours) else 'none'!r}); the table was edited without a new "
         f"version: restore it, or retrain")
   return nom
-
-
-def check_output(folder: pathlib.Path, overwrite: bool) -> None:
-  if folder.exists() and not overwrite:
-    raise UserError(f"{folder}: output folder already exists; pass --overwrite to "
-                       f"replace it or choose another --out")

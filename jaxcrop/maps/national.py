@@ -38,7 +38,7 @@ import numpy as np
 from cropcontracts.errors import UserError
 from cropcontracts.zone import Zone
 from jaxcrop.maps.geotiff import BLOCK, MAP_JSON
-from jaxcrop.maps.many import is_complete
+from jaxcrop.maps.runner import is_complete
 from jaxcrop.maps.tiling import NODATA
 
 NATIONAL_CRS = "EPSG:2154"
@@ -65,7 +65,7 @@ def zone_maps(root) -> list[tuple[Zone, pathlib.Path]]:
 
 def utm_vrt(maps: Sequence[tuple[Zone, pathlib.Path]], product: str, path) -> pathlib.Path:
   """Writes a VRT over `product`.tif of zones sharing one CRS and 10 m grid."""
-  from cropcontracts.atomic import atomic_path
+  from cropcontracts import atomic
   zones = [z for z, _ in maps]
   if len({(z.epsg, z.res) for z in zones}) != 1:
     raise ValueError("one VRT covers zones of one CRS and resolution")
@@ -103,9 +103,7 @@ def utm_vrt(maps: Sequence[tuple[Zone, pathlib.Path]], product: str, path) -> pa
   </VRTRasterBand>
 </VRTDataset>
 """
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with atomic_path(path) as tmp:
-    pathlib.Path(tmp).write_text(text, encoding="utf-8")
+  atomic.write_text(path, text)
   return path
 
 

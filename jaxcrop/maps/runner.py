@@ -1,6 +1,10 @@
 """Maps of thousands of zones: each JAX process its share, reading, model and writing
 overlapped, finished zones skipped.
 
+Zones. `zone_folders` finds the zone folders under `--zone`
+(`zonefolder.zone_paths`, without opening them), only those of `--zones-csv`
+when given (`cropcontracts.zonetable`).
+
 Share. The zone ids (sorted) are dealt round-robin: process i of n takes ids
 i, i + n, i + 2n, … (`jax.process_index()` / `jax.process_count()`, or the
 `--process-index/--process-count` overrides), so the processes of a TPU VM, or
@@ -9,7 +13,7 @@ other, and a zone's owner does not depend on which zones are already done.
 
 Overlap. One thread reads the next zones' imagery (a bounded queue of
 `prefetch` zones: memory stays at prefetch + 2 zones), the calling thread runs the
-model (whose device work is already asynchronous, `tiling.predict_zone`), one
+model (whose device work is already asynchronous, `tiling.ZoneMapper`), one
 thread writes the finished maps (COG encoding and the parcel product are CPU).
 
 Resume. A zone's output folder is renamed into place only when complete and
@@ -28,8 +32,24 @@ import queue
 import threading
 from typing import Callable, Iterable, Sequence
 
-from jaxcrop.maps.geotiff import MAP_JSON
+from cropcontracts import zonefolder, zonetable
 from cropcontracts.errors import UserError
+from jaxcrop.maps.geotiff import MAP_JSON
+
+
+def zone_folders(paths, zones_csv=None) -> dict[str, pathlib.Path]:
+  """{zone_id: folder} of the zone folders (or folders of zone folders) in paths,
+  only those of the zones table `zones_csv` when given, in its order; not
+  opened (a process opens only its share)."""
+  found = zonefolder.zone_paths(paths)
+  if not zones_csv:
+    return found
+  ids = [z.zone_id for z in zonetable.read_zones(zones_csv)]
+  missing = [i for i in ids if i not in found]
+  if missing:
+    raise UserError(f"{zones_csv}: {len(missing)} zone(s) have no folder under "
+                    f"{' '.join(map(str, paths))} (first: {missing[0]}); run prep for them")
+  return {i: found[i] for i in ids}
 
 
 def share(zone_ids: Iterable[str], index: int, count: int) -> list[str]:
