@@ -17,3 +17,11 @@ def best_of(fn, repeats: int):
     out = fn()
     best = min(best, time.perf_counter() - t)
   return best, out
+
+
+def xla_flops(compiled) -> float:
+  """XLA's count of the floating-point operations of one call of a compiled executable
+  (`jax.jit(f).lower(...).compile()`); NaN where the backend counts none."""
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost   # a list in older jax
+  return float((cost or {}).get("flops", float("nan")))

@@ -3,6 +3,8 @@
   python -m benchmarks                 # every stage: prep, data, train, predict, stac
   python -m benchmarks prep            # gap filling and median compositing only
   python -m benchmarks data train      # the input pipeline and the train step
+  python -m benchmarks accel           # an accelerator's numbers, <= 8 min (docs/benchmarks.md)
+  python -m benchmarks train predict accel --tiny   # tiny sizes: seconds on a CPU (tests)
   python -m benchmarks --dry-run [--zones-csv zones_fr.csv] [--workers 1 8 64]
                                        # the country's projected cost (benchmarks/country.py)
 
@@ -10,9 +12,13 @@ Stages: `prep` (median composite, gap fill: benchmarks/composite.py), `data` (th
 input pipeline: benchmarks/data.py), `train` (the train step against the same
 network in PyTorch: benchmarks/train.py), `predict` (whole-zone prediction:
 benchmarks/predict.py), `stac` (a zone-year through a loopback STAC catalogue against
-the local route: benchmarks/stac.py). Each stage runs in its own process: TensorFlow and
-PyTorch do not share a process safely, and a fresh process keeps one stage's
-threads and caches out of another's timings. When both `data` and `train` run,
+the local route: benchmarks/stac.py); `accel`, not in the default list, the numbers of a
+lent accelerator in one short run: the default config's train step in float32 and bfloat16
+with its MFU, the ratio to the PyTorch twin eager and compiled, the largest batch, whole-zone
+prediction in km²/s (benchmarks/accel.py). `train`, `predict` and `accel` need only jax,
+flax, optax, numpy and ml-collections (torch for the ratios). Each stage runs in its own
+process: TensorFlow and PyTorch do not share a process safely, and a fresh process keeps one
+stage's threads and caches out of another's timings. When both `data` and `train` run,
 a last line ties them together: how many times faster the input pipeline
 delivers pixels than the train step of the default config consumes them
 (training must never wait for data; target >= 3). Exit status 1 when a stage
@@ -28,7 +34,9 @@ import sys
 
 STAGES = {"prep": "benchmarks.composite", "data": "benchmarks.data",
           "train": "benchmarks.train", "predict": "benchmarks.predict",
-          "stac": "benchmarks.stac"}
+          "stac": "benchmarks.stac", "accel": "benchmarks.accel"}
+DEFAULT = ("prep", "data", "train", "predict", "stac")
+TINY = ("train", "predict", "accel")           # the stages that take --tiny
 
 
 def pipeline_vs_step(lines: list[dict]) -> dict | None:
@@ -71,13 +79,16 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("stages", nargs="*", metavar="STAGE",
-                 help=f"run only these stages ({', '.join(STAGES)}; default: all)")
+                 help=f"run only these stages ({', '.join(STAGES)}; default: "
+                      f"{', '.join(DEFAULT)})")
   p.add_argument("--dry-run", action="store_true",
                   help="instead of the stages: project the whole country's zones, requests, "
                        "bytes and wall time per route from measured zones (one JSON line "
                        "`country_projection`)")
   p.add_argument("--zones-csv", default=None, help="--dry-run: the country's zones table")
   p.add_argument("--workers", nargs="+", default=None, help="--dry-run: worker counts")
+  p.add_argument("--tiny", action="store_true",
+                 help=f"tiny sizes, seconds on a CPU (the tests); stages {', '.join(TINY)} only")
   args = p.parse_args(argv)
   if args.dry_run:
     extra = ["--dry-run"] + (["--zones-csv", args.zones_csv] if args.zones_csv else []) + (
@@ -87,9 +98,11 @@ def main(argv=None) -> int:
   unknown = [s for s in args.stages if s not in STAGES]
   if unknown:   # not argparse's choices: they refuse an empty list of a nargs="*" positional
     p.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+  if args.tiny and (not args.stages or set(args.stages) - set(TINY)):
+    p.error(f"--tiny applies to the stages {', '.join(TINY)}: name them")
   lines = []
-  for key in args.stages or STAGES:
-    lines += run_stage(STAGES[key])
+  for key in args.stages or DEFAULT:
+    lines += run_stage(STAGES[key], ["--tiny"] if args.tiny else ())
   tie = pipeline_vs_step(lines)
   if tie:
     print(json.dumps(tie), flush=True)

@@ -33,9 +33,9 @@ def default_cfg_data(data_dir=None, batch_size: int = 32):
 def _build_stand_in(tmp: str) -> str:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from tfds_builder.cropmap import cropmap_dataset_builder as cb  # pylint: disable=g-import-not-at-top
-  from tests import fixtures as testing  # pylint: disable=g-import-not-at-top
-  zones = testing.write_zones(f"{tmp}/zones", regions=("demo-north", "demo-south"),
-                              height=192, width=192)
+  from prep.demo import zonefolders  # pylint: disable=g-import-not-at-top
+  zones = zonefolders.write_zones(f"{tmp}/zones", regions=("demo-north", "demo-south"),
+                                  height=192, width=192)
   builder = cb.Builder(config="demo", data_dir=f"{tmp}/data")
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=str(zones)))

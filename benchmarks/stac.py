@@ -1,7 +1,7 @@
 """Benchmark of the STAC route: `python -m benchmarks.stac [--small] [--demo DIR]`.
 
 stac_zone_year: one zone-year of the demo region through `prep stac` from a
-  STAC API + COG server on 127.0.0.1 (tests/stac_server.py: real pystac-client
+  STAC API + COG server on 127.0.0.1 (prep/demo/stac_server.py: real pystac-client
   paging, real GDAL HTTP range reads) vs the local route on the same files;
   `identical` = both zone folders' s2.tif and valid_count.tif are the same
   bytes; `bytes_ratio` = bytes the server sent / size of the zone's items'
@@ -26,8 +26,8 @@ def bench_stac(demo_dir=None, *, small: bool = False, workers: int = 4) -> dict:
   import pathlib
   import tempfile
   from prep import demo, scenes, stac
+  from prep.demo.stac_server import StacServer
   from prep.zones import read_zones
-  from tests.stac_server import StacServer      # a repository checkout's helper
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
     raw = pathlib.Path(demo_dir) / "raw" if demo_dir else tmp / "demo" / "raw"

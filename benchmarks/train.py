@@ -1,6 +1,7 @@
 """Training throughput: the jitted JAX train step vs the same architecture in PyTorch.
 
   python -m benchmarks train            # one JSON line per measure
+  python -m benchmarks train --tiny     # the tiny config on batch 2 of 16 px (tests)
 
 Random inputs (throughput does not depend on the values), the real train step
 (`train.make_train_step`: loss, AdamW, clipping) and, as the reference, the
@@ -19,6 +20,7 @@ bf16), the basis named in `mfu_against`.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
@@ -32,22 +34,40 @@ from cropcontracts.zonefolder import NO_LABEL
 from jaxcrop import losses, train
 from jaxcrop.models import build_model
 
+from benchmarks import xla_flops
 from benchmarks.torch_twin import torch_hybrid
 
 K, T, C = 23, 12, 4
-# Dense (no sparsity) peak FLOP/s per chip, by the dtype the model is run in. On NVIDIA GPUs
-# float32 means TF32 tensor cores: JAX's default precision runs f32 convolutions and matmuls on
-# them (and so does the PyTorch reference, `_torch_cuda_setup`). On TPUs it runs them as one
-# bf16 pass, so the bf16 peak applies to both.
-PEAK_FLOPS = {"H100 PCIe": {"float32": 378e12, "bfloat16": 756e12},
-              "H100": {"float32": 495e12, "bfloat16": 989e12},
-              "H200": {"float32": 495e12, "bfloat16": 989e12},
-              "A100": {"float32": 156e12, "bfloat16": 312e12},
-              "L4": {"float32": 60e12, "bfloat16": 121e12},
+# Dense (no sparsity) peak FLOP/s per chip, by the arithmetic the model runs in, keyed by a
+# part of `jax.devices()[0].device_kind` (the longest key contained wins: "H100 PCIe" before
+# "H100", "TPU v5 lite" before "TPU v5"). "float32": JAX's default precision, which on NVIDIA
+# GPUs runs f32 convolutions and matmuls on TF32 tensor cores (so does the PyTorch reference,
+# `_torch_cuda_setup`) and on TPUs as one bf16 pass, so the bf16 peak applies there;
+# "float32_highest": `jax_default_matmul_precision=highest`, plain FP32 (no TPU entry: MFU
+# null). Vendors print the sparse figure first: these are half of it.
+#   H100 SXM, H100 PCIe: NVIDIA H100 Tensor Core GPU datasheet (nvidia.com/en-us/data-center/h100):
+#     SXM BF16 1979 / TF32 989 TFLOP/s with sparsity, FP32 67; PCIe 1513 / 756, FP32 51.
+#   H200, H200 NVL: NVIDIA H200 datasheet (nvidia.com/en-us/data-center/h200): SXM as the H100
+#     SXM; NVL BF16 1671 / TF32 835 with sparsity, FP32 60.
+#   A100: NVIDIA A100 datasheet (nvidia.com/en-us/data-center/a100): BF16 312, TF32 156 dense,
+#     FP32 19.5 (SXM and PCIe alike).
+#   L4: NVIDIA L4 datasheet (nvidia.com/en-us/data-center/l4): BF16 242 / TF32 120 with
+#     sparsity, FP32 30.3.
+#   TPU v4 275, v5e 197, v5p 459, v6e 918 TFLOP/s bf16 per chip: Cloud TPU system architecture
+#     pages (cloud.google.com/tpu/docs/v4, /v5e, /v5p, /v6e). device_kind: "TPU v4",
+#     "TPU v5 lite" (v5e), "TPU v5" or "TPU v5p" (v5p), "TPU v6 lite" (v6e).
+_H100 = {"float32": 494.7e12, "bfloat16": 989.4e12, "float32_highest": 66.9e12}
+PEAK_FLOPS = {"H100 PCIe": {"float32": 378e12, "bfloat16": 756e12, "float32_highest": 51.2e12},
+              "H100": _H100, "H200": _H100,
+              "H200 NVL": {"float32": 417.5e12, "bfloat16": 835.5e12, "float32_highest": 60e12},
+              "A100": {"float32": 156e12, "bfloat16": 312e12, "float32_highest": 19.5e12},
+              "L4": {"float32": 60e12, "bfloat16": 121e12, "float32_highest": 30.3e12},
               "TPU v4": {"float32": 275e12, "bfloat16": 275e12},
               "TPU v5 lite": {"float32": 197e12, "bfloat16": 197e12},
               "TPU v5e": {"float32": 197e12, "bfloat16": 197e12},
-              "TPU v5p": {"float32": 459e12, "bfloat16": 459e12}}
+              "TPU v5": {"float32": 459e12, "bfloat16": 459e12},
+              "TPU v6 lite": {"float32": 918e12, "bfloat16": 918e12},
+              "TPU v6e": {"float32": 918e12, "bfloat16": 918e12}}
 
 
 def _best_times(fns, repeats: int, steps: int) -> list[float]:
@@ -72,25 +92,36 @@ def _best_time(fn, repeats: int, steps: int) -> float:
   return _best_times([fn], repeats, steps)[0]
 
 
+def random_batch(batch: int, side: int, seed: int = 0) -> dict:
+  """{image float32 [B, T, side, side, C], label int32 [B, side, side]}, drawn on the device
+  (a large batch costs no host memory or transfer)."""
+  ki, kl = jax.random.split(jax.random.key(seed))
+  return {"image": jax.random.normal(ki, (batch, T, side, side, C), jnp.float32),
+          "label": jax.random.randint(kl, (batch, side, side), 0, K, jnp.int32)}
+
+
 def jax_step(config, batch: int, side: int):
-  """(step callable, train-step FLOPs) for random data of the given sizes."""
+  """(step callable, train-step FLOPs, compile seconds) for random data of the given sizes.
+
+  The real step (`train.make_train_step`, state donated), compiled ahead of time: the
+  callable runs that executable, so it compiles once and the compilation is timed alone.
+  FLOPs: XLA's cost analysis of the compiled step (NaN where the backend gives none).
+  """
   model = build_model(config.model, K)
   tx = train.make_optimizer(config.optimizer, 1000)
-  sample = jnp.zeros((1, T, side, side, C))
-  state = train.init_state(model, tx, sample, 0)
+  state = train.init_state(model, tx, jnp.zeros((1, T, side, side, C)), 0)
   weights = losses.class_weights(np.ones(K), "none")
+  data = random_batch(batch, side)
+  t0 = time.perf_counter()
   step = jax.jit(train.make_train_step(model, tx, weights, 0.0, 0), donate_argnums=0)
-  rng = np.random.default_rng(0)
-  data = {"image": jnp.asarray(rng.normal(size=(batch, T, side, side, C)), jnp.float32),
-          "label": jnp.asarray(rng.integers(0, K, (batch, side, side)), jnp.int32)}
-  cost = step.lower(state, data).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  compiled = step.lower(state, data).compile()
+  compile_s = time.perf_counter() - t0
   holder = {"state": state}
 
   def run():
-    holder["state"], m = step(holder["state"], data)
+    holder["state"], m = compiled(holder["state"], data)
     jax.block_until_ready(m["loss"])
-  return run, float((cost or {}).get("flops", float("nan")))
+  return run, xla_flops(compiled), compile_s
 
 
 def torch_device(jax_backend: str, cuda_available: bool) -> str:
@@ -118,19 +149,21 @@ def _torch_cuda_setup(torch) -> None:
   torch.backends.cudnn.benchmark = True
 
 
-def torch_step(config, batch: int, side: int, device: str = "cpu"):
-  """One eager PyTorch train step of the twin on `device`, as a callable returning the loss.
+def torch_step(config, batch: int, side: int, device: str = "cpu", compile: bool = False):
+  """One PyTorch train step of the twin on `device`, as a callable returning the loss.
 
-  Same loss, AdamW and clipping as the JAX step. `config.model.dtype="bfloat16"`: forward and
+  Eager, or with `compile` the model under `torch.compile` (forward and backward; the first
+  call compiles). Same loss, AdamW and clipping as the JAX step. `config.model.dtype="bfloat16"`: forward and
   loss under `torch.autocast(bf16)` (parameters and gradients f32, as in JAX). On CUDA each
   call ends with `torch.cuda.synchronize()`, as the JAX callable blocks on its result, so the
   timings measure the work and not its launch.
   """
   import torch  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
-  model = torch_hybrid(config.model, K, C).to(device)
-  opt = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr,
+  net = torch_hybrid(config.model, K, C).to(device)
+  opt = torch.optim.AdamW(net.parameters(), lr=config.optimizer.lr,
                           weight_decay=config.optimizer.weight_decay)
+  model = torch.compile(net) if compile else net
   x = torch.randn(batch, T, side, side, C, device=device)
   y = torch.randint(0, K, (batch, side, side), device=device)
   loss_fn = torch.nn.CrossEntropyLoss(ignore_index=NO_LABEL)
@@ -142,7 +175,7 @@ def torch_step(config, batch: int, side: int, device: str = "cpu"):
     with torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16):
       loss = loss_fn(model(x), y)
     loss.backward()                           # outside autocast, as torch recommends
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.clip_norm)
+    torch.nn.utils.clip_grad_norm_(net.parameters(), config.optimizer.clip_norm)
     opt.step()
     if kind == "cuda":
       torch.cuda.synchronize()
@@ -150,13 +183,28 @@ def torch_step(config, batch: int, side: int, device: str = "cpu"):
   return run
 
 
-def peak_flops(device_kind: str, dtype: str):
-  """(peak FLOP/s, what it is) of a chip for a run in `dtype`, or None if not in the table."""
-  kind = next((k for k in PEAK_FLOPS if k.lower() in device_kind.lower()), None)
-  if kind is None or dtype not in PEAK_FLOPS[kind]:
+def peak_flops(device_kind: str, dtype: str, precision: str | None = None):
+  """(peak FLOP/s, what it is) of a chip for a run in `dtype`, or None if not in the table.
+
+  precision: `jax_default_matmul_precision` ("highest"/"float32": plain FP32 for float32).
+  """
+  keys = [k for k in PEAK_FLOPS if k.lower() in device_kind.lower()]
+  if not keys:
     return None
-  arith = "TF32 tensor-core" if dtype == "float32" and "TPU" not in kind else "bf16"
-  return PEAK_FLOPS[kind][dtype], f"dense {arith} peak of {kind}, for a {dtype} run"
+  kind = max(keys, key=len)
+  highest = dtype == "float32" and str(precision).lower() in ("highest", "float32")
+  column = "float32_highest" if highest else dtype
+  if column not in PEAK_FLOPS[kind]:
+    return None
+  arith = ("FP32" if highest else "TF32 tensor-core" if dtype == "float32"
+           and "TPU" not in kind else "bf16")
+  return PEAK_FLOPS[kind][column], f"dense {arith} peak of {kind}, for a {dtype} run"
+
+
+def matmul_precision() -> str | None:
+  """`jax_default_matmul_precision` (None: the default), read without relying on the
+  jax version's config attributes."""
+  return getattr(jax.config, "jax_default_matmul_precision", None)
 
 
 def mfu(flops_per_step: float, seconds_per_step: float, peak: float) -> float:
@@ -179,34 +227,49 @@ def compare(ours_s: float, ref_s: float | None, pixels: int, jax_backend: str,
   return rec
 
 
-def measures():
-  """Yields one dict per (config variant, dtype): JAX vs PyTorch train-step throughput."""
+def _torch_reference(backend: str):
+  """(torch or None, its device, its name): the reference of the same kind as JAX's chip."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None, None, None
+  ref_device = torch_device(backend, torch.cuda.is_available())
+  if ref_device == "cuda":
+    _torch_cuda_setup(torch)
+    return torch, ref_device, f"cuda ({torch.cuda.get_device_name()})"
+  torch.set_num_threads(os.cpu_count() or 1)
+  return torch, ref_device, "cpu"
+
+
+def _runs(backend: str, tiny: bool):
+  """[(variant, dtype, batch, side, steps, repeats)] of `measures`."""
+  if tiny:                                    # tests: seconds on a CPU
+    return [("tiny", "float32", 2, 16, 1, 1)]
+  on_cpu = backend == "cpu"
+  steps, repeats = (5, 5) if on_cpu else (20, 3)   # 2 shared cores are noisy: best of 5
+  runs = []
+  for variant, dtype in [("", "float32"), ("demo", "float32")] + (
+      [("", "bfloat16")] if backend == "gpu" else []):     # tensor cores at their bf16 rate
+    batch, side = get_config(variant).data.batch_size, 64
+    if on_cpu:   # 2-core budget: keep each measure < 60 s
+      batch, side = (4, 32) if variant == "" else (4, 64)
+    runs.append((variant, dtype, batch, side, steps, repeats))
+  return runs
+
+
+def measures(tiny: bool = False):
+  """Yields one dict per (config variant, dtype): JAX vs PyTorch train-step throughput.
+
+  tiny: the `tiny` config on batch 2 of 16 px, one step (the tests)."""
   device = jax.devices()[0]
   backend = jax.default_backend()
   on_cpu = backend == "cpu"
   kind = getattr(device, "device_kind", device.platform)
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-    ref_device = torch_device(backend, torch.cuda.is_available())
-    if ref_device == "cuda":
-      _torch_cuda_setup(torch)
-      ref_name = f"cuda ({torch.cuda.get_device_name()})"
-    else:
-      torch.set_num_threads(os.cpu_count() or 1)
-      ref_name = "cpu"
-  except ImportError:
-    torch = ref_device = ref_name = None
-  runs = [("", "float32"), ("demo", "float32")]
-  if backend == "gpu":
-    runs.append(("", "bfloat16"))          # tensor cores at their bf16 rate
-  for variant, dtype in runs:
+  torch, ref_device, ref_name = _torch_reference(backend)
+  for variant, dtype, batch, side, steps, repeats in _runs(backend, tiny):
     config = get_config(variant)
     config.model.dtype = dtype
-    batch, side = config.data.batch_size, 64
-    if on_cpu:   # 2-core budget: keep each measure < 60 s
-      batch, side = (4, 32) if variant == "" else (4, 64)
-    steps, repeats = (5, 5) if on_cpu else (20, 3)   # 2 shared cores are noisy: best of 5
-    run, flops = jax_step(config, batch, side)
+    run, flops, _ = jax_step(config, batch, side)
     if torch is not None:
       ours, ref = _best_times([run, torch_step(config, batch, side, ref_device)], repeats, steps)
     else:
@@ -218,10 +281,10 @@ def measures():
            "batch": batch, "patch": side, "months": T,
            "ours_steps_per_s": 1 / ours, "ours_pixels_per_s": pixels / ours,
            "train_step_gflops": flops / 1e9}
-    if on_cpu and (batch, side) != (config.data.batch_size, 64):
-      rec["note"] = (f"shrunk for a CPU run: batch {batch} (config {config.data.batch_size}), "
-                     f"patch {side}")
-    peak = None if on_cpu else peak_flops(kind, dtype)
+    if (batch, side) != (config.data.batch_size, 64):
+      rec["note"] = (f"shrunk for a {'tiny' if tiny else 'CPU'} run: batch {batch} "
+                     f"(config {config.data.batch_size}), patch {side}")
+    peak = None if on_cpu else peak_flops(kind, dtype, matmul_precision())
     if peak:
       rec.update(mfu=mfu(flops, ours, peak[0]), peak_flops=peak[0], mfu_against=peak[1])
     rec.update(compare(ours, ref, pixels, backend, ref_device))
@@ -230,7 +293,17 @@ def measures():
     yield rec
 
 
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(prog="python -m benchmarks.train", description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--tiny", action="store_true",
+                  help="the tiny config, batch 2 of 16 px, one step: seconds (tests)")
+  args = ap.parse_args(argv)
+  for m in measures(tiny=args.tiny):
+    print(json.dumps(m), flush=True)
+  return 0
+
+
 if __name__ == "__main__":
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  for m in measures():
-    print(json.dumps(m), flush=True)
+  raise SystemExit(main())

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-
-import affine
+from typing import TYPE_CHECKING
 
 from cropcontracts.errors import UserError
+
+if TYPE_CHECKING:
+  import affine
 
 RES = 10.0  # metres, Sentinel-2 B2/B3/B4/B8
 ZONE_PIXELS = 1000  # 10 km / 10 m
@@ -61,7 +63,9 @@ class Zone:
 
   @property
   def transform(self) -> affine.Affine:
-    """Pixel -> CRS affine transform (north-up)."""
+    """Pixel -> CRS affine transform (north-up). affine (rasterio's) is imported here, as
+    zonefolder imports rasterio: a zone's record needs neither (the JAX-only benchmarks)."""
+    import affine  # pylint: disable=g-import-not-at-top,redefined-outer-name
     return affine.Affine(self.res, 0.0, self.x0, 0.0, -self.res, self.y0)
 
   @property

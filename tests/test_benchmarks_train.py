@@ -180,15 +180,36 @@ def test_ratio_only_on_the_same_kind_of_chip():
 
 def test_peak_by_chip_and_dtype_and_mfu_by_hand():
   peak, basis = bench_train.peak_flops("NVIDIA H200", "float32")
-  assert peak == 495e12 and "TF32" in basis and "float32 run" in basis
+  assert peak == 494.7e12 and "TF32" in basis and "float32 run" in basis
   peak, basis = bench_train.peak_flops("NVIDIA H200", "bfloat16")
-  assert peak == 989e12 and "bf16" in basis
+  assert peak == 989.4e12 and "bf16" in basis
   assert bench_train.peak_flops("NVIDIA H100 PCIe", "bfloat16")[0] == 756e12  # not the SXM
-  assert bench_train.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16")[0] == 989e12
+  assert bench_train.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16")[0] == 989.4e12
   assert bench_train.peak_flops("TPU v4", "float32")[1].startswith("dense bf16")
   assert bench_train.peak_flops("cpu", "float32") is None
-  # 2.97 TFLOP per step in 20 ms = 148.5 TFLOP/s; on 495 TFLOP/s: 0.30.
-  assert bench_train.mfu(2.97e12, 0.02, 495e12) == pytest.approx(0.30)
+  # 2.97 TFLOP per step in 20 ms = 148.5 TFLOP/s; on 494.7 TFLOP/s: 0.30.
+  assert bench_train.mfu(2.97e12, 0.02, 494.7e12) == pytest.approx(0.30, abs=1e-3)
+
+
+@pytest.mark.parametrize("kind,dtype,precision,peak,arith", [
+    ("TPU v5 lite", "bfloat16", None, 197e12, "bf16"),        # v5e: not v5p's "TPU v5"
+    ("TPU v5", "float32", None, 459e12, "bf16"),              # v5p on a TPU VM
+    ("TPU v5p", "bfloat16", None, 459e12, "bf16"),            # v5p on Pathways
+    ("TPU v6 lite", "bfloat16", None, 918e12, "bf16"),
+    ("NVIDIA H200 NVL", "bfloat16", None, 835.5e12, "bf16"),  # not the SXM's 989
+    ("NVIDIA H100 80GB HBM3", "float32", "highest", 66.9e12, "FP32"),
+    ("NVIDIA A100-SXM4-80GB", "float32", "float32", 19.5e12, "FP32"),
+    ("NVIDIA A100-SXM4-80GB", "float32", "tensorfloat32", 156e12, "TF32 tensor-core"),
+    ("NVIDIA H200", "bfloat16", "highest", 989.4e12, "bf16")])  # highest: f32 only
+def test_the_longest_known_name_and_the_matmul_precision_pick_the_peak(
+    kind, dtype, precision, peak, arith):
+  got, basis = bench_train.peak_flops(kind, dtype, precision)
+  assert got == peak and basis.startswith(f"dense {arith} peak of ")
+
+
+def test_no_peak_for_plain_fp32_on_a_tpu_or_an_unknown_chip():
+  assert bench_train.peak_flops("TPU v4", "float32", "highest") is None
+  assert bench_train.peak_flops("Radeon 9000", "bfloat16") is None
 
 
 @pytest.mark.parametrize("variant,message", [

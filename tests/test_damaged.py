@@ -203,7 +203,7 @@ FLIPPED = ("checkpoint step {s} ({k}) is damaged (its model arrays differ from t
 def test_evaluate_and_predict_name_the_damaged_checkpoint_and_offer_the_other(
     damage, why, trained_workdir, tmp_path, capsys):
   from jaxcrop import evaluate, predict
-  from tests import fixtures as pt
+  from prep.demo import zonefolders
   w = _copy(trained_workdir, tmp_path)
   best = w / "checkpoints" / "best" / "6"
   damage(best)
@@ -211,7 +211,7 @@ def test_evaluate_and_predict_name_the_damaged_checkpoint_and_offer_the_other(
               f"complete: use it (evaluate --which last, predict --checkpoint last)")
   rc, _, err = run(evaluate.main, ["--workdir", w, "--which", "best", "--no-baseline"], capsys)
   assert_error(rc, err, expected)
-  zone = pt.write_zone(tmp_path / "zones" / "testz_0")
+  zone = zonefolders.write_zone(tmp_path / "zones" / "testz_0")
   rc, _, err = run(predict.main, ["--workdir", w, "--zone", zone.path, "--out",
                                   tmp_path / "maps"], capsys)
   assert_error(rc, err, expected)
@@ -309,8 +309,8 @@ def zones_and_dataset(tmp_path_factory):
   patches): (zones root, version folder)."""
   import tensorflow_datasets as tfds
   from tfds_builder.cropmap import cropmap_dataset_builder as cb
-  from tests import fixtures as testing
-  zones = testing.write_zones(tmp_path_factory.mktemp("zones"))
+  from prep.demo import zonefolders
+  zones = zonefolders.write_zones(tmp_path_factory.mktemp("zones"))
   data_dir = tmp_path_factory.mktemp("data")
   cb.Builder(config=cb.CropmapConfig(name="tiny", patch_size=16),
              data_dir=str(data_dir)).download_and_prepare(

@@ -16,12 +16,12 @@ import tensorflow_datasets as tfds  # noqa: E402
 from cropcontracts import zonefolder  # noqa: E402
 from cropcontracts.errors import UserError
 from tfds_builder.cropmap import cropmap_dataset_builder as cb  # noqa: E402
-from tests import fixtures as testing  # noqa: E402
+from prep.demo import zonefolders  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-  zones = testing.write_zones(tmp_path_factory.mktemp("zones"))
+  zones = zonefolders.write_zones(tmp_path_factory.mktemp("zones"))
   data_dir = tmp_path_factory.mktemp("data")
   builder = cb.Builder(config=cb.CropmapConfig(name="tiny", patch_size=16),
                        data_dir=str(data_dir))

@@ -13,6 +13,7 @@ from jaxcrop import plots
 from jaxcrop.figures import distribution, scores, style
 from jaxcrop.figures import gif as gif_figures
 from jaxcrop.figures import maps as map_figures
+from prep.demo import zonefolders as zf
 from tests import fixtures as pt
 
 NOM = nomenclature.load("v1")
@@ -72,7 +73,7 @@ def _simulate_cvd(hex_color, kind):
 
 @pytest.fixture(scope="module")
 def zone(tmp_path_factory):
-  return pt.write_zone(tmp_path_factory.mktemp("z") / "testz_0")
+  return zf.write_zone(tmp_path_factory.mktemp("z") / "testz_0")
 
 
 def _predict(zone, maps):
@@ -232,7 +233,7 @@ def test_per_class_f1_colours_from_the_metrics_nomenclature():
 
 
 def test_class_distribution_per_region(tmp_path):
-  zones = [pt.write_zone(tmp_path / f"z{i}", pt.synthetic_zone(f"z_{i}"), seed=i) for i in range(2)]
+  zones = [zf.write_zone(tmp_path / f"z{i}", zf.synthetic_zone(f"z_{i}"), seed=i) for i in range(2)]
   regions, counts, names = distribution.region_class_counts(zones)
   assert regions == ["Testland"] and names == list(NOM.tier3)
   expected = sum(np.bincount(z.read_labels().ravel(), minlength=256)[:23] for z in zones)
@@ -277,27 +278,27 @@ def test_stretch_keeps_greys_grey():
 def test_monthly_gif_frames_and_ndvi(zone, tmp_path):
   image = zone.read_image()
   out = gif_figures.monthly_gif(image, zone.bands, zone.months, tmp_path / "m.gif", scale=2)
-  strip = 2 * gif_figures.caption_font_px(2 * pt.W)
+  strip = 2 * gif_figures.caption_font_px(2 * zf.W)
   with Image.open(out) as gif:
-    assert gif.n_frames == pt.T
-    assert gif.size == ((2 * pt.W + 4) * 2, pt.H * 2 + 2 * strip)
+    assert gif.n_frames == zf.T
+    assert gif.size == ((2 * zf.W + 4) * 2, zf.H * 2 + 2 * strip)
   v = gif_figures.ndvi(np.array([[[[100, 100, 100, 300]], [[0, 0, 0, 0]]]], np.uint16), zone.bands)
   assert v[0, 0, 0] == pytest.approx(0.5) and np.isnan(v[0, 1, 0])
   frames = gif_figures.monthly_frames(image, zone.bands)
-  assert frames.shape == (pt.T, pt.H, 2 * pt.W + 4, 3)
-  assert (frames[:, pt.HOLE[0], pt.HOLE[1]] == 0).all()     # nodata is black
+  assert frames.shape == (zf.T, zf.H, 2 * zf.W + 4, 3)
+  assert (frames[:, zf.HOLE[0], zf.HOLE[1]] == 0).all()     # nodata is black
 
 
 def test_monthly_gif_is_wide_with_a_caption_per_panel_and_an_ndvi_scale(zone):
   image = zone.read_image()
-  scale = gif_figures.auto_scale(pt.W)
-  assert (2 * pt.W + 4) * scale >= 800 > (2 * pt.W + 4) * (scale - 1)
+  scale = gif_figures.auto_scale(zf.W)
+  assert (2 * zf.W + 4) * scale >= 800 > (2 * zf.W + 4) * (scale - 1)
   assert gif_figures.auto_scale(1000) == 1
   frames = gif_figures.gif_frames(image, zone.bands, zone.months, scale=scale)
-  px = gif_figures.caption_font_px(pt.W * scale)
-  strip, panel = 2 * px, pt.W * scale
+  px = gif_figures.caption_font_px(zf.W * scale)
+  strip, panel = 2 * px, zf.W * scale
   assert px >= 16
-  assert frames.shape == (pt.T, pt.H * scale + 2 * strip, (2 * pt.W + 4) * scale, 3)
+  assert frames.shape == (zf.T, zf.H * scale + 2 * strip, (2 * zf.W + 4) * scale, 3)
   top = frames[0, :strip].min(-1) < 100                      # dark text pixels
   for x0 in (0, panel + 4 * scale):                           # one caption per panel
     rows = np.flatnonzero(top[:, x0:x0 + panel].any(1))
@@ -340,7 +341,7 @@ def test_confusion_from_evaluate_metrics_json(tmp_path):
 
 
 def test_all_figures_for_predicted_zones_only(tmp_path):
-  zones = [pt.write_zone(tmp_path / "zones" / f"z_{i}", pt.synthetic_zone(f"z_{i}"), seed=i)
+  zones = [zf.write_zone(tmp_path / "zones" / f"z_{i}", zf.synthetic_zone(f"z_{i}"), seed=i)
            for i in range(2)]
   _predict(zones[0], tmp_path / "maps")
   m = _metrics()
@@ -359,7 +360,7 @@ def test_all_figures_for_predicted_zones_only(tmp_path):
 
 def test_all_figures_for_zones_without_labels(tmp_path, capsys):
   root = tmp_path / "zones"
-  zones = [pt.write_zone(root / f"new_{i}", pt.synthetic_zone(f"new_{i}"), seed=i, labels=False)
+  zones = [zf.write_zone(root / f"new_{i}", zf.synthetic_zone(f"new_{i}"), seed=i, labels=False)
            for i in range(2)]
   for z in zones:
     _predict(z, tmp_path / "maps")
@@ -377,7 +378,7 @@ def test_all_figures_for_zones_without_labels(tmp_path, capsys):
   assert img.shape == (750, 700, 3)                          # the map alone
   assert _has_color(img, "#000000")                          # the nodata hole
   # A labelled zone beside them brings the class distribution back (no --maps here).
-  pt.write_zone(root / "old_0", pt.synthetic_zone("old_0"))
+  zf.write_zone(root / "old_0", zf.synthetic_zone("old_0"))
   assert plots.main(["all", "--zones", str(root), "--out", str(tmp_path / "fig2")]) == 0
   assert [p.name for p in (tmp_path / "fig2").iterdir()] == ["class_distribution.png"]
   assert capsys.readouterr().err == ""
@@ -453,7 +454,7 @@ def test_cli_tier_all_writes_each_tiers_confusion_and_f1(tmp_path, capsys):
 
 
 def test_all_figures_draw_every_tier_of_the_metrics(tmp_path):
-  zone = pt.write_zone(tmp_path / "zones" / "z_0", pt.synthetic_zone("z_0"))
+  zone = zf.write_zone(tmp_path / "zones" / "z_0", zf.synthetic_zone("z_0"))
   (tmp_path / "m.json").write_text(json.dumps(_tiered_metrics()))
   assert plots.main(["all", "--zones", str(zone.path), "--metrics", str(tmp_path / "m.json"),
                      "--out", str(tmp_path / "fig")]) == 0

@@ -13,6 +13,7 @@ from jaxcrop.maps import parcels as maps_parcels
 from jaxcrop.input_pipeline import normalize
 from cropcontracts import atomic, nomenclature
 from cropcontracts.errors import UserError
+from prep.demo import zonefolders as zf
 from tests import fixtures as pt
 
 NOM = nomenclature.load("v1")
@@ -21,7 +22,7 @@ TILE16 = tiling.MapSettings(tile=16, overlap=4)
 
 @pytest.fixture(scope="module")
 def zone(tmp_path_factory):
-  return pt.write_zone(tmp_path_factory.mktemp("z") / "testz_0")
+  return zf.write_zone(tmp_path_factory.mktemp("z") / "testz_0")
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_pixelwise_model_map_equals_the_model_on_the_whole_zone(zone, pixel_mode
                              tiling.MapSettings(tile=tile, overlap=overlap, batch=3, probs=True))
   p = _direct(apply_fn, variables, zone, meta, slice(None), slice(None))
   ok = pred.classes != 255
-  assert pred.classes.shape == (pt.H, pt.W) and pred.classes.dtype == np.uint8
+  assert pred.classes.shape == (zf.H, zf.W) and pred.classes.dtype == np.uint8
   np.testing.assert_array_equal(pred.classes[ok], p.argmax(-1)[ok])
   np.testing.assert_array_equal(pred.confidence[ok], np.rint(100 * p.max(-1))[ok])
   assert np.abs(pred.probabilities[:, ok].astype(int)
@@ -101,8 +102,8 @@ def test_no_seams_for_a_model_with_spatial_context(zone):
 def test_nodata_hole_is_nodata_in_every_output(zone, pixel_model):
   pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(),
                              tiling.MapSettings(tile=16, overlap=4, probs=True))
-  hole = np.zeros((pt.H, pt.W), bool)
-  hole[pt.HOLE] = True
+  hole = np.zeros((zf.H, zf.W), bool)
+  hole[zf.HOLE] = True
   assert (pred.classes[hole] == 255).all() and (pred.confidence[hole] == 255).all()
   assert (pred.probabilities[:, hole] == 255).all()
   assert (pred.classes[~hole] < NOM.num_classes).all()
@@ -141,7 +142,7 @@ def test_outputs_on_the_zone_grid_with_colors_names_and_cog_layout(zone, pixel_m
       "classes.qml", "classes.tif", "confidence.tif", "parcels.gpkg", "probabilities.tif"]
   with rasterio.open(folder / "classes.tif") as src:
     assert src.crs.to_epsg() == 32631 and src.transform == zone.zone.transform
-    assert (src.dtypes[0], src.nodata, src.shape) == ("uint8", 255, (pt.H, pt.W))
+    assert (src.dtypes[0], src.nodata, src.shape) == ("uint8", 255, (zf.H, zf.W))
     np.testing.assert_array_equal(src.read(1), pred.classes)
     cmap = src.colormap(1)
     assert cmap[7] == tuple(NOM.rgb()[7]) + (255,)
@@ -158,8 +159,8 @@ def test_outputs_on_the_zone_grid_with_colors_names_and_cog_layout(zone, pixel_m
 
 
 def test_large_zone_outputs_have_overviews(tmp_path, pixel_model):
-  z = pt.write_zone(tmp_path / "big_0", pt.synthetic_zone("big_0", height=600, width=560),
-                    months=pt.months(1), labels=False)
+  z = zf.write_zone(tmp_path / "big_0", zf.synthetic_zone("big_0", height=600, width=560),
+                    months=zf.months(1), labels=False)
   pred = tiling.Prediction(np.full((600, 560), 3, np.uint8), np.full((600, 560), 90, np.uint8))
   folder = geotiff.write_outputs(z, pred, NOM, tmp_path / "out")
   assert sorted(p.name for p in folder.iterdir()) == ["classes.qml", "classes.tif",
@@ -353,7 +354,7 @@ def test_tile_that_the_model_cannot_take_is_a_one_line_error():
   model = build_model(cfg.model, 23)
   import jax
   variables = jax.eval_shape(lambda: model.init(
-      jax.random.PRNGKey(0), np.zeros((1, pt.T, 16, 16, 4), np.float32)))
+      jax.random.PRNGKey(0), np.zeros((1, zf.T, 16, 16, 4), np.float32)))
   apply_fn = lambda v, x: model.apply(v, x, train=False)
   compatibility.check_tile(apply_fn, variables, pt.make_meta(), TILE16)
   with pytest.raises(UserError, match=r"^--tile 15 does not fit the model: "
@@ -374,7 +375,7 @@ def _workdir(path, variant="tiny", **model_fields):
   cfg.model.update(model_fields)
   meta = pt.make_meta()
   model = build_model(cfg.model, meta.num_classes, tree=Tree.of(meta))
-  x = np.zeros((1, pt.T, 16, 16, 4), np.float32)
+  x = np.zeros((1, zf.T, 16, 16, 4), np.float32)
   inputs = {"valid_count": np.zeros(x.shape[:-1], np.float32)} if needs_valid_count(cfg.model) else {}
   v = model.init(jax.random.PRNGKey(1), x, **inputs)
   path.mkdir()
@@ -409,16 +410,16 @@ def test_classes_tif_equals_the_model_run_directly_on_a_tile(zone, tmp_path, cap
   rc = predict.main(["--workdir", str(tmp_path / "W"), "--zone", str(zone.path),
                      "--out", str(tmp_path / "maps")])
   assert rc == 0, capsys.readouterr().err
-  image = np.pad(zone.read_image(), ((0, 0), (0, 512 - pt.H), (0, 512 - pt.W), (0, 0)),
+  image = np.pad(zone.read_image(), ((0, 0), (0, 512 - zf.H), (0, 512 - zf.W), (0, 0)),
                  mode="symmetric")
   x = normalize(image, meta.mean, meta.std)[None]
   direct = np.asarray(jax.jit(lambda x: model.apply(v, x, train=False))(x))[0]
-  direct = direct[:pt.H, :pt.W].argmax(-1)
+  direct = direct[:zf.H, :zf.W].argmax(-1)
   with rasterio.open(tmp_path / "maps" / "testz_0" / "classes.tif") as src:
     assert src.crs.to_epsg() == 32631 and src.transform == zone.zone.transform
     got = src.read(1)
   ok = got != 255
-  assert ok.sum() == pt.H * pt.W - 40                     # only the nodata hole
+  assert ok.sum() == zf.H * zf.W - 40                     # only the nodata hole
   np.testing.assert_array_equal(got[ok], direct[ok])
 
 
@@ -460,7 +461,7 @@ def test_cli_missing_workdir_is_a_one_line_error(zone, tmp_path, capsys):
 
 
 def test_zone_without_labels_gets_maps_but_no_parcels_or_scores(tmp_path, pixel_model):
-  z = pt.write_zone(tmp_path / "nolab_0", pt.synthetic_zone("nolab_0"), labels=False)
+  z = zf.write_zone(tmp_path / "nolab_0", zf.synthetic_zone("nolab_0"), labels=False)
   pred = tiling.predict_zone(*pixel_model, z, pt.make_meta(version="v9"),
                              TILE16)                   # no labels → no version check
   assert tiling.score(z, pred, NOM.tier3) is None
@@ -490,7 +491,7 @@ def _read(path):
 
 def test_tier_maps_of_a_flat_model_are_its_classes_mapped_up_the_tree(zone, pixel_model,
                                                                       tmp_path):
-  from jaxcrop.hierarchy import Tree, to_tier
+  from jaxcrop.hierarchy import to_tier
   meta = pt.make_meta()
   pred = tiling.predict_zone(*pixel_model, zone, meta,
                              tiling.MapSettings(tile=16, overlap=4, tiers=True))
@@ -526,11 +527,11 @@ def test_hierarchical_model_tier_maps_through_the_cli_are_its_consistent_decodin
   out = tmp_path / "maps" / "testz_0"
   assert {"classes_tier1.tif", "classes_tier1.qml", "classes_tier2.tif",
           "classes_tier2.qml"} <= {p.name for p in out.iterdir()}
-  image = np.pad(zone.read_image(), ((0, 0), (0, 512 - pt.H), (0, 512 - pt.W), (0, 0)),
+  image = np.pad(zone.read_image(), ((0, 0), (0, 512 - zf.H), (0, 512 - zf.W), (0, 0)),
                  mode="symmetric")
   scores = jax.jit(lambda x: model.apply(v, x, train=False))(
       normalize(image, meta.mean, meta.std)[None])
-  decoded = {k: np.asarray(a)[0, :pt.H, :pt.W] for k, a in
+  decoded = {k: np.asarray(a)[0, :zf.H, :zf.W] for k, a in
              heads.tier_outputs(scores, Tree.of(meta)).items()}
   classes, _, _ = _read(out / "classes.tif")
   ok = classes != 255
@@ -547,22 +548,22 @@ def test_valid_count_model_predicts_through_the_cli_with_the_zone_counts(tmp_pat
   valid_count.tif, tiled like the image (here random counts, one 512 tile)."""
   import jax
   from cropcontracts import zonefolder
-  z = pt.write_zone(tmp_path / "z" / "testz_0")
-  counts = np.random.default_rng(3).integers(0, 6, (pt.T, pt.H, pt.W)).astype(np.uint8)
+  z = zf.write_zone(tmp_path / "z" / "testz_0")
+  counts = np.random.default_rng(3).integers(0, 6, (zf.T, zf.H, zf.W)).astype(np.uint8)
   zonefolder.write_imagery(z.path, z.zone, z.read_image().transpose(0, 3, 1, 2), counts,
                            z.months)
   model, v, meta = _workdir(tmp_path / "W", valid_count="channel")
   rc = predict.main(["--workdir", str(tmp_path / "W"), "--zone", str(z.path),
                      "--out", str(tmp_path / "maps")])
   assert rc == 0, capsys.readouterr().err
-  pad = lambda a, *rest: np.pad(a, ((0, 0), (0, 512 - pt.H), (0, 512 - pt.W)) + rest,
+  pad = lambda a, *rest: np.pad(a, ((0, 0), (0, 512 - zf.H), (0, 512 - zf.W)) + rest,
                                 mode="symmetric")
   x = normalize(pad(z.read_image(), (0, 0)), meta.mean, meta.std)[None]
   run = jax.jit(lambda x, c: model.apply(v, x, train=False, valid_count=c))
-  direct = np.asarray(run(x, pad(counts)[None].astype(np.float32)))[0, :pt.H, :pt.W]
+  direct = np.asarray(run(x, pad(counts)[None].astype(np.float32)))[0, :zf.H, :zf.W]
   got, _, _ = _read(tmp_path / "maps" / "testz_0" / "confidence.tif")
   ok = got != 255
   np.testing.assert_array_equal(
       got[ok], np.rint(100 * np.asarray(jax.nn.softmax(direct, -1)).max(-1))[ok])
-  without = np.asarray(run(x, np.zeros((1, pt.T, 512, 512), np.float32)))[0, :pt.H, :pt.W]
+  without = np.asarray(run(x, np.zeros((1, zf.T, 512, 512), np.float32)))[0, :zf.H, :zf.W]
   assert not np.allclose(without, direct)          # the counts reach the model

@@ -1,4 +1,4 @@
-"""STAC route against a real HTTP catalogue on 127.0.0.1 (tests/stac_server.py).
+"""STAC route against a real HTTP catalogue on 127.0.0.1 (prep/demo/stac_server.py).
 
 pystac-client, its paging and GDAL's /vsicurl/ range reads run for real; only
 the catalogue is local. The demo's scenes are served as the catalogue's items.
@@ -20,7 +20,7 @@ from cropcontracts import zonefolder
 from cropcontracts.errors import UserError
 from prep import cli, demo, scenes, stac
 from prep.zones import read_zones
-from tests.stac_server import StacServer
+from prep.demo.stac_server import StacServer
 
 FAST = dict(progress=False, http_retries=0, base_delay=0.0, retries=2)
 

@@ -24,7 +24,7 @@ from cropcontracts.zone import Zone  # noqa: E402
 from tfds_builder.cropmap import cropmap_dataset_builder as cb  # noqa: E402
 from cropcontracts import moments as moments_lib
 from tfds_builder.cropmap import patching  # noqa: E402
-from tests import fixtures as testing  # noqa: E402
+from prep.demo import zonefolders  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = dict(name="tiny", patch_size=16)
@@ -39,7 +39,7 @@ def build(zones, data_dir, **download):
 
 @pytest.fixture(scope="module")
 def zones(tmp_path_factory):
-  return testing.write_zones(tmp_path_factory.mktemp("zones"))
+  return zonefolders.write_zones(tmp_path_factory.mktemp("zones"))
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +181,7 @@ def test_metadata_stats_and_counts_equal_numpy(built, zones):
   x[x == 0] = np.nan
   np.testing.assert_allclose(norm["mean"], np.nanmean(x, axis=(1, 2)), rtol=1e-6)
   np.testing.assert_allclose(norm["std"], np.nanstd(x, axis=(1, 2)), rtol=1e-5)
-  assert md["months"] == list(testing.MONTHS) and md["bands"] == ["B2", "B3", "B4", "B8"]
+  assert md["months"] == list(zonefolders.MONTHS) and md["bands"] == ["B2", "B3", "B4", "B8"]
   assert md["class_names"][0] == "winter_wheat" and len(md["tier2_of"]) == 23
   assert md["nomenclature_version"] == cb.NOMENCLATURE
 
@@ -265,9 +265,9 @@ def test_nomenclature_version_mismatch(zones, tmp_path):
 def test_months_mismatch(zones, tmp_path):
   root = _broken_copy(zones, tmp_path)
   shutil.rmtree(root / "alpha_3")
-  testing.write_zone(root / "alpha_3", testing.synthetic_zone(
+  zonefolders.write_zone(root / "alpha_3", zonefolders.synthetic_zone(
       "alpha_3", region="Alpha", index=3, height=40, width=36), seed=1,
-      months=testing.MONTHS[:6])
+      months=zonefolders.MONTHS[:6])
   with pytest.raises(UserError, match=r"zone alpha_3: .*s2.tif has months .* all zones "
                      r"of a dataset must share months and bands"):
     build(root, tmp_path / "data")
@@ -302,9 +302,9 @@ def test_demo_source_generates_zones_unless_manual_dir_has_them(zones, tmp_path,
 _CLI_WITH_SMALL_DEMO = """
 import pathlib, sys
 import prep.demo
-from tests import fixtures as testing
+from prep.demo import zonefolders
 def make_demo(out_dir, seed=0):   # stands in for the real region (minutes to write)
-  return testing.write_zones(pathlib.Path(out_dir) / "zones", height=64, width=64)
+  return zonefolders.write_zones(pathlib.Path(out_dir) / "zones", height=64, width=64)
 prep.demo.make_demo = make_demo
 from tensorflow_datasets.scripts.cli.main import launch_cli
 sys.argv[0] = "tfds"

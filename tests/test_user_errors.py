@@ -12,6 +12,7 @@ from jaxcrop import cv, evaluate, input_pipeline, plots, predict, train
 from prep import cli as prep_cli
 from cropcontracts import errors
 from cropcontracts.errors import UserError
+from prep.demo import zonefolders as zf
 from tests import fixtures as pt
 from tests.fixtures import assert_error, run
 
@@ -245,7 +246,7 @@ def test_cv_mistakes(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def zone(tmp_path_factory):
-  return pt.write_zone(tmp_path_factory.mktemp("zones") / "testz_0")
+  return zf.write_zone(tmp_path_factory.mktemp("zones") / "testz_0")
 
 
 @pytest.mark.parametrize("extra, expected", [
@@ -335,7 +336,7 @@ def test_plots_refuses_the_map_of_another_zone(zone, tmp_path, capsys):
   pred = tmp_path / "maps" / "other_0"
   pred.mkdir(parents=True)
   shifted = Affine.translation(10_000, 0) @ zone.zone.transform   # same size, 10 km east
-  with rasterio.open(pred / "classes.tif", "w", driver="GTiff", height=pt.H, width=pt.W,
+  with rasterio.open(pred / "classes.tif", "w", driver="GTiff", height=zf.H, width=zf.W,
                      count=1, dtype="uint8", crs=zone.zone.crs, transform=shifted) as dst:
     dst.write(zone.read_labels()[None])
   out = tmp_path / "p.png"

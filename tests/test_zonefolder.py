@@ -9,7 +9,7 @@ import rasterio
 from cropcontracts import zonefolder as ZF
 from prep import zones as Z
 from cropcontracts.errors import UserError
-from tests.fixtures import pixel_box
+from prep.demo.zonefolders import pixel_box
 
 
 def _zone(zone_id="t_0", lon=1.489, px=20):

@@ -25,7 +25,11 @@ Demo numbers are never results.
   stac.py     the scene files: COG bands and STAC items.
 
 `make_demo` is the one entry point (the TFDS builder's demo config calls it);
-`write_raw` writes the raw inputs only.
+`write_raw` writes the raw inputs only. Beside the region, for the tests and the
+benchmarks (which import no test module), and imported by no stage:
+
+  zonefolders.py   small synthetic zone folders (`write_zone`, `write_zones`).
+  stac_server.py   a STAC API + COG server on 127.0.0.1 serving `raw/scenes/`.
 """
 from __future__ import annotations
 

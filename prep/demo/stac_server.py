@@ -1,4 +1,4 @@
-"""A STAC API and COG file server on 127.0.0.1, for tests and the benchmark.
+"""A STAC API and COG file server on 127.0.0.1, for the tests and `benchmarks.stac`.
 
 `StacServer(scene_dir)` serves the local route's scene folders (`prep.demo`'s
 `raw/scenes/<item>/<item>.json` + COGs) as a catalogue:
