@@ -58,9 +58,9 @@ setup_venv() {
     say "installing requirements.txt and the project (pip install -e .) into $VENV (first time: about a minute)"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -r requirements.txt
-    # compat mode: a path entry, so a checkout's own code (worktrees, CI clones) comes first.
-    "$VENV/bin/python" -m pip install -q --no-deps -e . \
-      --config-settings editable_mode=compat
+    # A path entry to this checkout (pyproject.toml's package-dir), so a checkout's own code
+    # (worktrees, CI clones) comes first; it prints no warning (tests/test_launch.py).
+    "$VENV/bin/python" -m pip install -q --no-deps -e .
     echo "$want" > "$stamp"
   fi
   # shellcheck disable=SC1091
