@@ -2,7 +2,7 @@
 # jaxcrop launcher: set-up and runs, locally or on a Cloud TPU VM.
 #
 #   ./launch.sh demo [OUT]          set up .venv, run the whole pipeline on the built-in demo region
-#   ./launch.sh test                set up .venv, run the test suite
+#   ./launch.sh test [PYTEST ARGS]  set up .venv, run the test suite (2 workers; -n 0: one process)
 #   ./launch.sh train ARGS...       set up .venv, python -m jaxcrop.train ARGS...
 #   ./launch.sh tpu ACTION [--dry-run] [-- TRAIN/PREDICT ARGS...]
 #                                   Cloud TPU VM: create | setup | train | predict | logs | ssh | delete
@@ -120,7 +120,9 @@ EOF
 
 run_tests() {
   setup_venv
-  python -m pytest -q tests "$@"
+  # Two workers (pytest-xdist), whole files each: a file's module fixtures are built once,
+  # the session's shared ones once for both (tests/conftest.py).
+  python -m pytest -q -n 2 --dist loadfile tests "$@"
 }
 
 # ---------------------------------------------------------------- Cloud TPU VM

@@ -40,17 +40,19 @@ import jax  # noqa: E402  (after JAX_PLATFORMS)
 _CACHE_ENV = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
 
 
-def _shared_root(tmp_path_factory) -> pathlib.Path:
-  """The run's temporary folder that every pytest-xdist worker shares."""
+@pytest.fixture(scope="session")
+def shared_root(request, tmp_path_factory) -> pathlib.Path:
+  """The run's temporary folder; under pytest-xdist, the one every worker shares
+  (a worker's own is a folder of it)."""
   base = tmp_path_factory.getbasetemp()
-  return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+  return base.parent if hasattr(request.config, "workerinput") else base
 
 
 @pytest.fixture(scope="session", autouse=True)
-def compilation_cache(tmp_path_factory):
+def compilation_cache(shared_root):
   """The runs below compile the same functions: one disk cache for the run, for
   this process (jax.config) and for the child processes it starts (environment)."""
-  cache = _shared_root(tmp_path_factory) / "jax_cache"
+  cache = shared_root / "jax_cache"
   cache.mkdir(exist_ok=True)
   old_env = {k: os.environ.get(k) for k in _CACHE_ENV}
   os.environ.update(dict(zip(_CACHE_ENV, (str(cache), "0"))))
@@ -88,11 +90,10 @@ def _read_only(root: pathlib.Path):
                        f"shared fixtures are read-only: take a fixtures.private_copy")
 
 
-def _built_once(tmp_path_factory, name: str, build) -> pathlib.Path:
-  """`<shared root>/<name>`, which `build(path)` writes once per run: the first
-  worker to get here builds it under a lock, the others wait and reuse it."""
+def _built_once(root: pathlib.Path, name: str, build) -> pathlib.Path:
+  """`root/name`, which `build(path)` writes once per run: the first worker to
+  get here builds it under a lock, the others wait and reuse it."""
   from cropcontracts import atomic
-  root = _shared_root(tmp_path_factory)
   out, done = root / name, root / f".{name}.done"
   with atomic.file_lock(root / f".{name}.lock"):
     if not done.exists():
@@ -129,11 +130,11 @@ def _workdir_and_result(out: pathlib.Path) -> tuple[pathlib.Path, dict]:
 
 
 @pytest.fixture(scope="session")
-def small_demo(tmp_path_factory) -> pathlib.Path:
+def small_demo(shared_root) -> pathlib.Path:
   """`prep.demo.make_demo(small=True)`: the folder holding `raw/` and `zones/`
   (2 regions x 2 zones of 48 px, 12 months)."""
   from prep import demo
-  with _read_only(_built_once(tmp_path_factory, "small_demo", lambda out: demo.make_demo(
+  with _read_only(_built_once(shared_root, "small_demo", lambda out: demo.make_demo(
       out, seed=0, small=True, progress=False))) as out:
     yield out
 
@@ -145,54 +146,54 @@ def demo_raw(small_demo) -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_zones(tmp_path_factory) -> pathlib.Path:
+def tiny_zones(shared_root) -> pathlib.Path:
   """`tests.fixtures.write_zones()`: 2 regions x 4 zones of 40 x 36 px, 12 months."""
   from tests import fixtures
-  with _read_only(_built_once(tmp_path_factory, "tiny_zones", fixtures.write_zones)) as out:
+  with _read_only(_built_once(shared_root, "tiny_zones", fixtures.write_zones)) as out:
     yield out
 
 
 @pytest.fixture(scope="session")
-def tiny_dataset(tiny_zones, tmp_path_factory):
+def tiny_dataset(tiny_zones, shared_root):
   """The cropmap dataset `fixtures.TINY_BUILDER` (16-px patches, 3 folds) of
   `tiny_zones`: `fixtures.Dataset(data_dir, builder)`."""
   from tests import fixtures
-  out = _built_once(tmp_path_factory, "tiny_dataset",
+  out = _built_once(shared_root, "tiny_dataset",
                     lambda d: _build(tiny_zones, d, fixtures.TINY_BUILDER))
   with _read_only(out):
     yield fixtures.Dataset(out, _builder(out, fixtures.TINY_BUILDER))
 
 
 @pytest.fixture(scope="session")
-def demo_dataset(small_demo, tmp_path_factory):
+def demo_dataset(small_demo, shared_root):
   """The cropmap dataset `fixtures.DEMO_BUILDER` (16-px patches, 2 folds) of the
   small demo's zones: `fixtures.Dataset(data_dir, builder)`."""
   from tests import fixtures
   zones = small_demo / "zones"
-  out = _built_once(tmp_path_factory, "demo_dataset",
+  out = _built_once(shared_root, "demo_dataset",
                     lambda d: _build(zones, d, fixtures.DEMO_BUILDER))
   with _read_only(out):
     yield fixtures.Dataset(out, _builder(out, fixtures.DEMO_BUILDER))
 
 
 @pytest.fixture(scope="session")
-def demo_workdir(demo_dataset, tmp_path_factory):
+def demo_workdir(demo_dataset, shared_root):
   """(workdir, summary): `fixtures.demo_train_config` trained on `demo_dataset`
   (4 steps, validation and checkpoints at 2 and 4), and the summary
   `train_and_evaluate` returned."""
   from tests import fixtures
   config = fixtures.demo_train_config(demo_dataset.data_dir)
-  out = _built_once(tmp_path_factory, "demo_workdir", lambda d: _trained(config, None, d))
+  out = _built_once(shared_root, "demo_workdir", lambda d: _trained(config, None, d))
   with _read_only(out):
     yield _workdir_and_result(out)
 
 
 @pytest.fixture(scope="session")
-def tiny_workdir(tmp_path_factory):
+def tiny_workdir(shared_root):
   """(workdir, summary): `fixtures.tiny_config()` trained on `fixtures.FakeData`
   (6 steps), and the summary `train_and_evaluate` returned."""
   from tests import fixtures
-  out = _built_once(tmp_path_factory, "tiny_workdir",
+  out = _built_once(shared_root, "tiny_workdir",
                     lambda d: _trained(fixtures.tiny_config(), fixtures.FakeData(), d))
   with _read_only(out):
     yield _workdir_and_result(out)
