@@ -125,8 +125,21 @@ def _trained(config, data, out: pathlib.Path) -> None:
       result, default=lambda a: a.tolist() if hasattr(a, "tolist") else str(a)))
 
 
-def _workdir_and_result(out: pathlib.Path) -> tuple[pathlib.Path, dict]:
-  return out / "workdir", json.loads((out / "result.json").read_text())
+def _shared_dataset(root: pathlib.Path, name: str, zones: pathlib.Path, config: dict):
+  """Yields `fixtures.Dataset` of the cropmap dataset of `config` (CropmapConfig
+  fields) on `zones`, built once per run, read-only."""
+  from tests import fixtures
+  out = _built_once(root, name, lambda d: _build(zones, d, config))
+  with _read_only(out):
+    yield fixtures.Dataset(out, _builder(out, config))
+
+
+def _shared_workdir(root: pathlib.Path, name: str, config, data=None):
+  """Yields (workdir, summary) of `config` trained on `data` (None: the dataset the
+  config names), built once per run, read-only."""
+  out = _built_once(root, name, lambda d: _trained(config, data, d))
+  with _read_only(out):
+    yield out / "workdir", json.loads((out / "result.json").read_text())
 
 
 @pytest.fixture(scope="session")
@@ -158,10 +171,7 @@ def tiny_dataset(tiny_zones, shared_root):
   """The cropmap dataset `fixtures.TINY_BUILDER` (16-px patches, 3 folds) of
   `tiny_zones`: `fixtures.Dataset(data_dir, builder)`."""
   from tests import fixtures
-  out = _built_once(shared_root, "tiny_dataset",
-                    lambda d: _build(tiny_zones, d, fixtures.TINY_BUILDER))
-  with _read_only(out):
-    yield fixtures.Dataset(out, _builder(out, fixtures.TINY_BUILDER))
+  yield from _shared_dataset(shared_root, "tiny_dataset", tiny_zones, fixtures.TINY_BUILDER)
 
 
 @pytest.fixture(scope="session")
@@ -169,11 +179,8 @@ def demo_dataset(small_demo, shared_root):
   """The cropmap dataset `fixtures.DEMO_BUILDER` (16-px patches, 2 folds) of the
   small demo's zones: `fixtures.Dataset(data_dir, builder)`."""
   from tests import fixtures
-  zones = small_demo / "zones"
-  out = _built_once(shared_root, "demo_dataset",
-                    lambda d: _build(zones, d, fixtures.DEMO_BUILDER))
-  with _read_only(out):
-    yield fixtures.Dataset(out, _builder(out, fixtures.DEMO_BUILDER))
+  yield from _shared_dataset(shared_root, "demo_dataset", small_demo / "zones",
+                             fixtures.DEMO_BUILDER)
 
 
 @pytest.fixture(scope="session")
@@ -182,18 +189,15 @@ def demo_workdir(demo_dataset, shared_root):
   (4 steps, validation and checkpoints at 2 and 4), and the summary
   `train_and_evaluate` returned."""
   from tests import fixtures
-  config = fixtures.demo_train_config(demo_dataset.data_dir)
-  out = _built_once(shared_root, "demo_workdir", lambda d: _trained(config, None, d))
-  with _read_only(out):
-    yield _workdir_and_result(out)
+  yield from _shared_workdir(shared_root, "demo_workdir",
+                             fixtures.demo_train_config(demo_dataset.data_dir))
 
 
 @pytest.fixture(scope="session")
 def tiny_workdir(shared_root):
   """(workdir, summary): `fixtures.tiny_config()` trained on `fixtures.FakeData`
-  (6 steps), and the summary `train_and_evaluate` returned."""
+  (6 steps: `last` checkpoints 4 and 6), and the summary `train_and_evaluate`
+  returned."""
   from tests import fixtures
-  out = _built_once(shared_root, "tiny_workdir",
-                    lambda d: _trained(fixtures.tiny_config(), fixtures.FakeData(), d))
-  with _read_only(out):
-    yield _workdir_and_result(out)
+  yield from _shared_workdir(shared_root, "tiny_workdir", fixtures.tiny_config(),
+                             fixtures.FakeData())
