@@ -2,7 +2,7 @@
 # jaxcrop launcher: set-up and runs, locally or on a Cloud TPU VM.
 #
 #   ./launch.sh demo [OUT]          set up .venv, run the whole pipeline on the built-in demo region
-#   ./launch.sh test                set up .venv, run the test suite
+#   ./launch.sh test [PYTEST ARGS]  set up .venv, run the test suite (2 workers; -n 0: one process)
 #   ./launch.sh train ARGS...       set up .venv, python -m jaxcrop.train ARGS...
 #   ./launch.sh tpu ACTION [--dry-run] [-- TRAIN/PREDICT ARGS...]
 #                                   Cloud TPU VM: create | setup | train | predict | logs | ssh | delete
@@ -58,9 +58,9 @@ setup_venv() {
     say "installing requirements.txt and the project (pip install -e .) into $VENV (first time: about a minute)"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -r requirements.txt
-    # compat mode: a path entry, so a checkout's own code (worktrees, CI clones) comes first.
-    "$VENV/bin/python" -m pip install -q --no-deps -e . \
-      --config-settings editable_mode=compat
+    # A path entry to this checkout (pyproject.toml's package-dir), so a checkout's own code
+    # (worktrees, CI clones) comes first; it prints no warning (tests/test_launch.py).
+    "$VENV/bin/python" -m pip install -q --no-deps -e .
     echo "$want" > "$stamp"
   fi
   # shellcheck disable=SC1091
@@ -120,7 +120,9 @@ EOF
 
 run_tests() {
   setup_venv
-  python -m pytest -q tests "$@"
+  # Two workers (pytest-xdist), whole files each: a file's module fixtures are built once,
+  # the session's shared ones once for both (tests/conftest.py).
+  python -m pytest -q -n 2 --dist loadfile tests "$@"
 }
 
 # ---------------------------------------------------------------- Cloud TPU VM

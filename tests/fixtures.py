@@ -10,7 +10,10 @@ tests share lives here (and session fixtures in conftest.py).
 from __future__ import annotations
 
 import os
+import pathlib
+import shutil
 import signal
+import typing
 
 import flax.linen as nn
 import jax
@@ -144,6 +147,40 @@ class FakeData:
       b["zone_id"] = np.array([f"z{i}{j}".encode() for j in range(n)])
       b["region"] = np.array([b"north", b"south"][i:i + 1] * n)
       yield b
+
+
+# --------------------------------------------------------------------------- #
+# The session's shared datasets and workdirs (conftest.py builds them once)
+
+# The builder configs (CropmapConfig fields) of the shared datasets: `tiny_dataset`
+# on the tiny zones (8 zones, 3 folds) and `demo_dataset` on the small demo, which has
+# only 2 non-test zones, so 2 folds (index-1 zones: one fold each).
+TINY_BUILDER = dict(name="tiny", patch_size=16)
+DEMO_BUILDER = dict(name="e2e", patch_size=16, num_folds=2)
+
+
+class Dataset(typing.NamedTuple):
+  """A built cropmap dataset: the TFDS data_dir and a Builder reading it."""
+  data_dir: pathlib.Path
+  builder: typing.Any
+
+
+def private_copy(shared, parent) -> pathlib.Path:
+  """A copy of a shared fixture's folder at parent/<its name>, for a test that
+  damages or extends it (the shared fixtures are read-only)."""
+  shared = pathlib.Path(shared)
+  return pathlib.Path(shutil.copytree(shared, pathlib.Path(parent) / shared.name, symlinks=True))
+
+
+def demo_train_config(data_dir):
+  """`configs/hybrid.py:tiny` on the demo dataset at data_dir: train fold0, validate
+  fold1, 4 steps, validation and checkpoints every 2 (`demo_workdir`)."""
+  c = get_config("tiny")
+  c.data.update(builder_config=DEMO_BUILDER["name"], data_dir=str(data_dir),
+                train_split="fold0", val_split="fold1", shuffle_buffer=16)
+  c.train.update(num_steps=4, eval_every=2, checkpoint_every=2, tensorboard=False)
+  c.eval.baseline.update(max_iter=3)
+  return c
 
 
 def tiny_config(**train_overrides):

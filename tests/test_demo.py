@@ -14,10 +14,9 @@ from cropcontracts.errors import UserError
 
 
 @pytest.fixture(scope="module")
-def raw(tmp_path_factory):
-  path = tmp_path_factory.mktemp("demo") / "raw"
-  demo.write_raw(path, seed=0, small=True, progress=False)
-  return path
+def raw(demo_raw):
+  """The session's small demo's raw inputs (`write_raw(seed=0, small=True)`), read-only."""
+  return demo_raw
 
 
 def _scene_dirs(raw, tile=region.TILE_NORTH):
@@ -306,17 +305,12 @@ def test_phenology_separates_summer_from_winter_crops_but_not_cereals():
 
 # --- the whole demo through the scenes and labels routes ----------------------
 
-@pytest.fixture(scope="module")
-def small_demo(tmp_path_factory):
-  out = tmp_path_factory.mktemp("demo_full")
-  root = demo.make_demo(out, seed=0, progress=False, small=True)
-  return out, root
+# `small_demo`: the session's make_demo(small=True) (conftest.py), read-only.
 
 
 def test_make_demo_writes_valid_zone_folders(small_demo):
   from cropcontracts import zonefolder
-  out, root = small_demo
-  assert root == out / "zones"
+  root = small_demo / "zones"
   folders = zonefolder.find_zones(root, require_labels=True)
   assert [z.zone_id for z in folders] == ["demo-north_0", "demo-north_1",
                                           "demo-south_0", "demo-south_1"]
@@ -336,7 +330,7 @@ def test_make_demo_writes_valid_zone_folders(small_demo):
 
 def test_demo_labels_match_the_parcels_the_scenes_were_drawn_from(small_demo):
   from cropcontracts import zonefolder
-  out, root = small_demo
+  root = small_demo / "zones"
   spec = region.SMALL
   parcels = demo_parcels.make_parcels(spec, seed=0)
   ground = sensor.make_ground(spec, parcels, seed=0)
@@ -350,7 +344,7 @@ def test_demo_labels_match_the_parcels_the_scenes_were_drawn_from(small_demo):
 
 def test_demo_composites_show_summer_and_winter_crops(small_demo):
   from cropcontracts import zonefolder
-  _, root = small_demo
+  root = small_demo / "zones"
   ndvi_by_code = {}
   for zf in zonefolder.find_zones(root, require_labels=True):
     img = zf.read_image().astype(float)
@@ -368,7 +362,7 @@ def test_demo_composites_show_summer_and_winter_crops(small_demo):
 
 
 def test_make_demo_rerun_skips_complete_zones(small_demo):
-  out, root = small_demo
+  out, root = small_demo, small_demo / "zones"
   s2 = root / "demo-south_1" / "s2.tif"
   before = s2.stat().st_mtime_ns
   assert demo.make_demo(out, seed=0, progress=False, small=True) == root

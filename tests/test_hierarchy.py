@@ -125,11 +125,12 @@ def test_hierarchical_model_outputs_and_consistency():
   assert scores.shape == (2, 8, 8, 4) and scores.dtype == jnp.float32
   out = {k: np.asarray(a) for k, a in tier_outputs(scores, TREE).items()}
   assert (TREE.parents(2)[out["tier3"]] == out["tier2"]).all()
-  # Same parameters as the flat model but the last 1×1 conv: K1 + K2 + K3 outputs.
+  # Same parameters as the flat model but the last 1×1 conv: K1 + K2 + K3 outputs
+  # (the flat model's shapes only: eval_shape, no initialisation to compile).
   flat = build_model(model_cfg(), 4)
   n = lambda vs: sum(p.size for p in jax.tree.leaves(vs["params"]))
   width = cfg.unet.widths[0]
-  assert n(v) - n(flat.init(jax.random.key(0), X)) == (width + 1) * (2 + 3)
+  assert n(v) - n(jax.eval_shape(flat.init, jax.random.key(0), X)) == (width + 1) * (2 + 3)
   with pytest.raises(ValueError, match="needs the class tree"):
     build_model(cfg, 4)
 

@@ -16,22 +16,18 @@ import tensorflow_datasets as tfds  # noqa: E402
 from cropcontracts import zonefolder  # noqa: E402
 from cropcontracts.errors import UserError
 from tfds_builder.cropmap import cropmap_dataset_builder as cb  # noqa: E402
-from prep.demo import zonefolders  # noqa: E402
+from tests import fixtures as testing  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-  zones = zonefolders.write_zones(tmp_path_factory.mktemp("zones"))
-  data_dir = tmp_path_factory.mktemp("data")
-  builder = cb.Builder(config=cb.CropmapConfig(name="tiny", patch_size=16),
-                       data_dir=str(data_dir))
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=str(zones)))
-  return zones, data_dir, builder
+def data(tiny_zones, tiny_dataset):
+  """The session's tiny zones and their dataset `tiny` (16-px patches): (zones,
+  data_dir, builder)."""
+  return tiny_zones, tiny_dataset.data_dir, tiny_dataset.builder
 
 
 def config(data_dir, **kw):
-  c = dict(name="cropmap", builder_config="tiny", data_dir=str(data_dir),
+  c = dict(name="cropmap", builder_config=testing.TINY_BUILDER["name"], data_dir=str(data_dir),
            train_split="fold0+fold1", val_split="fold2", test_split="test",
            batch_size=4, eval_batch_size=5, shuffle_buffer=64, augment=True,
            cache=False, prefetch=2)

@@ -103,7 +103,9 @@ def test_demo_arguments_are_checked_before_anything_runs(tmp_path):
 
 def test_train_runs_jaxcrop_train_in_the_venv():
   venv = ROOT / ".venv"
-  want = hashlib.sha256((ROOT / "requirements.txt").read_bytes()).hexdigest()
+  # launch.sh's stamp: `cat requirements.txt pyproject.toml | sha256sum`.
+  want = hashlib.sha256((ROOT / "requirements.txt").read_bytes() +
+                        (ROOT / "pyproject.toml").read_bytes()).hexdigest()
   stamp = venv / ".requirements.sha256"
   if not (venv / "bin" / "python").exists() or not stamp.exists() or (
       stamp.read_text().strip() != want):
@@ -112,6 +114,36 @@ def test_train_runs_jaxcrop_train_in_the_venv():
   assert r.returncode == 0, r.stderr
   assert "python -m jaxcrop.train --config" in r.stdout and "--workdir" in r.stdout
   assert "installing" not in r.stderr and "creating" not in r.stderr
+
+
+def test_the_editable_install_is_a_path_entry_to_the_checkout_and_warns_nothing(tmp_path):
+  """launch.sh's `pip install -e .`: setuptools' editable hook (PEP 660) makes a
+  wheel whose .pth puts the checkout itself on sys.path, so a checkout's own code
+  comes first, and it warns nothing (the compat mode that did the same warns
+  that it is deprecated). Run on a copy of the project's files, as pip would."""
+  import sys
+  import tomllib
+  import zipfile
+  assert "editable_mode" not in (ROOT / "launch.sh").read_text(), "launch.sh picks a mode again"
+  copy = tmp_path / "checkout"
+  copy.mkdir()
+  for name in ("pyproject.toml", "README.md"):
+    shutil.copy(ROOT / name, copy / name)
+  find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+  for package in find["find"]["include"]:
+    shutil.copytree(ROOT / package.rstrip("*"), copy / package.rstrip("*"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+  r = subprocess.run([sys.executable, "-W", "default", "-c",
+                      "import sys; from setuptools import build_meta\n"
+                      "print(build_meta.build_editable(sys.argv[1]))", tmp_path / "wheel"],
+                     cwd=copy, capture_output=True, text=True, timeout=120)
+  assert r.returncode == 0, r.stderr[-3000:]
+  # (This venv's setuptools is older than the one pip builds with, and says more: what
+  # the install itself would print is its deprecation warnings.)
+  assert "DeprecationWarning" not in r.stderr, r.stderr[-3000:]
+  with zipfile.ZipFile(tmp_path / "wheel" / r.stdout.split()[-1]) as wheel:
+    [pth] = [n for n in wheel.namelist() if n.endswith(".pth")]
+    assert wheel.read(pth).decode().split() == [str(copy)]
 
 
 def test_tpu_fails_fast_naming_missing_variables():

@@ -22,18 +22,17 @@ import jax  # noqa: E402
 import rasterio  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
-from configs.hybrid import get_config  # noqa: E402
 from jaxcrop import (checkpoint, evaluate, input_pipeline, metrics, plots, predict, train,  # noqa: E402
-                    validation)
+                     validation)
 from cropcontracts import nomenclature, zonefolder  # noqa: E402
-from prep import demo  # noqa: E402
-from tfds_builder.cropmap import cropmap_dataset_builder as cb  # noqa: E402
+from tests import fixtures  # noqa: E402
 
 PATCH = 16
 STEPS = 4
-# A builder config of its own (own folder under data_dir): 2 folds, because the
-# small demo has only 2 non-test zones (the stock configs deal zones into 3 folds).
-BUILDER = cb.CropmapConfig(name="e2e", patch_size=PATCH, num_folds=2)
+# The session's demo dataset (conftest.py) has a builder config of its own (own folder
+# under data_dir): 2 folds, because the small demo has only 2 non-test zones (the stock
+# configs deal zones into 3 folds).
+BUILDER = fixtures.DEMO_BUILDER["name"]
 TEST_ZONES = ["demo-north_0", "demo-south_0"]
 
 
@@ -42,8 +41,8 @@ def labelled(zf) -> int:
 
 
 @pytest.fixture(scope="module")
-def zones_root(tmp_path_factory):
-  return demo.make_demo(tmp_path_factory.mktemp("demo"), small=True, progress=False)
+def zones_root(small_demo):
+  return small_demo / "zones"
 
 
 @pytest.fixture(scope="module")
@@ -52,34 +51,24 @@ def zones(zones_root):
 
 
 @pytest.fixture(scope="module")
-def builder(zones_root, tmp_path_factory):
-  data_dir = tmp_path_factory.mktemp("tfds")
-  b = cb.Builder(config=BUILDER, data_dir=str(data_dir))
-  b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=str(zones_root)))
-  b.data_dir_used = str(data_dir)
-  return b
+def builder(demo_dataset):
+  return demo_dataset.builder
 
 
 @pytest.fixture(scope="module")
-def config(builder):
-  c = get_config("tiny")
-  c.data.update(builder_config=BUILDER.name, data_dir=builder.data_dir_used,
-                train_split="fold0", val_split="fold1", shuffle_buffer=16)
-  c.train.update(num_steps=STEPS, eval_every=2, checkpoint_every=2, tensorboard=False)
-  c.eval.baseline.update(max_iter=3)
-  return c
+def config(demo_dataset):
+  return fixtures.demo_train_config(demo_dataset.data_dir)
 
 
 @pytest.fixture(scope="module")
-def trained(config, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("train")
-  return workdir, train.train_and_evaluate(config, workdir)
+def trained(demo_workdir):
+  return demo_workdir
 
 
 @pytest.fixture(scope="module")
-def evaluated(trained):
-  workdir, _ = trained
+def evaluated(trained, tmp_path_factory):
+  """evaluate on a copy of the trained workdir (it writes eval/ there)."""
+  workdir = fixtures.private_copy(trained[0], tmp_path_factory.mktemp("evaluated"))
   result = evaluate.evaluate(workdir)
   return workdir, result
 
@@ -162,7 +151,7 @@ def test_training_writes_workdir_and_checkpoints_restore_the_model(trained, conf
   assert all(np.isfinite(l["train_loss"]) for l in lines if "train_loss" in l)
   meta = input_pipeline.DatasetMeta.from_json((workdir / "dataset_meta.json").read_text())
   np.testing.assert_array_equal(meta.mean, input_pipeline.load_meta(config.data).mean)
-  assert meta.builder_config == "e2e" and meta.train_split == "fold0"
+  assert meta.builder_config == BUILDER == "e2e" and meta.train_split == "fold0"
 
   mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
 

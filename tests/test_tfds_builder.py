@@ -1,5 +1,9 @@
 """The cropmap TFDS builder on tiny synthetic zone folders (2 regions x 4 zones,
-40 x 36 px, 12 months, patches of 16 px)."""
+40 x 36 px, 12 months, patches of 16 px: the session's `tiny_zones` and
+`tiny_dataset`). The stock `tfds build` command line runs in-process (its
+parser and command, as TFDS's own tests run it), and once as the `tfds` script
+in a child process, for what only a process shows: the one-line error and its
+exit status."""
 import json
 import os
 import pathlib
@@ -23,11 +27,14 @@ from cropcontracts.errors import UserError  # noqa: E402
 from cropcontracts.zone import Zone  # noqa: E402
 from tfds_builder.cropmap import cropmap_dataset_builder as cb  # noqa: E402
 from cropcontracts import moments as moments_lib
+from tfds_builder.cropmap import overwrite_guard  # noqa: E402
 from tfds_builder.cropmap import patching  # noqa: E402
 from prep.demo import zonefolders  # noqa: E402
+from tests import fixtures as testing  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = dict(name="tiny", patch_size=16)
+TINY = testing.TINY_BUILDER
+VERSION = str(cb.Builder.VERSION)
 
 
 def build(zones, data_dir, **download):
@@ -38,38 +45,62 @@ def build(zones, data_dir, **download):
 
 
 @pytest.fixture(scope="module")
-def zones(tmp_path_factory):
-  return zonefolders.write_zones(tmp_path_factory.mktemp("zones"))
+def zones(tiny_zones):
+  return tiny_zones
 
 
 @pytest.fixture(scope="module")
-def built(zones, tmp_path_factory):
-  return build(zones, tmp_path_factory.mktemp("data"))
+def built(tiny_dataset):
+  return tiny_dataset.builder
 
 
 def examples(builder, split):
   return list(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)))
 
 
+def assert_same_dataset(ours, other):
+  """Same examples in the test split and a fold, same moments."""
+  for split in ("test", "fold2"):
+    a = {(e["zone_id"], e["row"], e["col"]): e for e in examples(ours, split)}
+    b = {(e["zone_id"], e["row"], e["col"]): e for e in examples(other, split)}
+    assert a.keys() == b.keys()
+    for k, e in a.items():
+      np.testing.assert_array_equal(e["image"], b[k]["image"])
+      np.testing.assert_array_equal(e["label"], b[k]["label"])
+  assert other.info.metadata["moments_per_fold"] == ours.info.metadata["moments_per_fold"]
+
+
+@pytest.fixture
+def tfds_build(monkeypatch):
+  """tfds_build(*args): the stock `tfds build` command line in-process (its parser
+  and build command, without absl's app.run); absl's exception handlers are
+  restored afterwards."""
+  from absl import app
+  from tensorflow_datasets.scripts.cli import main
+  monkeypatch.setattr(app, "EXCEPTION_HANDLERS", [])
+  return lambda *args: main._parse_flags(["tfds", "build", *map(str, args)]).execute()
+
+
 def test_assign_splits_round_robin_across_regions():
   zs = [Zone(f"{r}_{i}", r, r, i, 32631, 0.0, 0.0) for r in "ab" for i in range(4)]
-  assert patching.assign_splits(zs, 0, 3) == {
+  assert patching.assign_splits(zs, 3) == {
       "a_0": "test", "a_1": "fold0", "a_2": "fold1", "a_3": "fold2",
       "b_0": "test", "b_1": "fold0", "b_2": "fold1", "b_3": "fold2"}
   study = [Zone(f"r{r}_{i}", f"r{r}", "t", i, 32631, 0.0, 0.0)
            for r in range(8) for i in range(5)]
-  split = patching.assign_splits(study, 0, 3)
+  split = patching.assign_splits(study, 3)
   sizes = {s: list(split.values()).count(s) for s in set(split.values())}
   assert sizes == {"test": 8, "fold0": 11, "fold1": 11, "fold2": 10}
   assert {z for z, s in split.items() if s == "test"} == {f"r{r}_0" for r in range(8)}
 
 
 def test_assign_splits_errors():
-  zs = [Zone(f"a_{i}", "a", "a", i, 32631, 0.0, 0.0) for i in (1, 2, 3, 4)]
-  with pytest.raises(UserError, match=r"regions \['a'\] have no zone with index 0"):
-    patching.assign_splits(zs, 0, 3)
+  zs = [Zone(f"a_{i}", "a", "a", i, 32631, 0.0, 0.0) for i in (0, 1, 2, 3)]
+  with pytest.raises(UserError, match=r"^regions \['a'\] have no zone with index 0 \(the test "
+                     r"split\); prep each region's zone of index 0 into the zone folders$"):
+    patching.assign_splits(zs[1:], 3)
   with pytest.raises(UserError, match="only 2 non-test zone"):
-    patching.assign_splits(zs[:3], 1, 3)
+    patching.assign_splits(zs[:3], 3)
 
 
 def test_patch_origins():
@@ -186,50 +217,43 @@ def test_metadata_stats_and_counts_equal_numpy(built, zones):
   assert md["nomenclature_version"] == cb.NOMENCLATURE
 
 
-def test_tfds_build_cli_and_beam_match_builder_api(built, zones, tmp_path):
-  """The stock `tfds build` command, then the same command through Apache Beam."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-             PYTHONPATH=str(REPO))   # this checkout, whichever one the venv installed
-  tfds_cli = pathlib.Path(sys.executable).parent / "tfds"
-  cmd = [str(tfds_cli), "build", str(REPO / "tfds_builder" / "cropmap"),
-         f"--config={json.dumps(TINY)}", f"--data_dir={tmp_path / 'cli'}",
-         f"--manual_dir={zones}"]
-  run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
-  assert run.returncode == 0, run.stderr[-3000:]
-  cli = tfds.builder_from_directory(tmp_path / "cli" / "cropmap" / "tiny" / str(cb.Builder.VERSION))
-  # The documented Beam command: the same CLI with the DirectRunner.
-  run = subprocess.run([*cmd[:4], f"--data_dir={tmp_path / 'beam'}", f"--manual_dir={zones}",
-                        "--beam_pipeline_options=runner=DirectRunner"],
-                       capture_output=True, text=True, env=env, cwd=tmp_path)
-  assert run.returncode == 0, run.stderr[-3000:]
-  assert "BeamWriter" in run.stdout + run.stderr   # the Beam branch wrote the shards
-  beam = tfds.builder_from_directory(tmp_path / "beam" / "cropmap" / "tiny" /
-                                     str(cb.Builder.VERSION))
-  for other in (cli, beam):
-    for split in ("test", "fold2"):
-      ours = {(e["zone_id"], e["row"], e["col"]): e for e in examples(built, split)}
-      theirs = {(e["zone_id"], e["row"], e["col"]): e for e in examples(other, split)}
-      assert ours.keys() == theirs.keys()
-      for k, e in ours.items():
-        np.testing.assert_array_equal(e["image"], theirs[k]["image"])
-        np.testing.assert_array_equal(e["label"], theirs[k]["label"])
-    assert other.info.metadata["moments_per_fold"] == built.info.metadata["moments_per_fold"]
+def test_tfds_build_command_matches_the_builder_api(built, zones, tmp_path, tfds_build):
+  """The stock `tfds build` (the builder module loaded from its folder, as
+  `cropmap.cropmap_dataset_builder`; a JSON --config) writes the dataset the
+  builder API writes."""
+  tfds_build(REPO / "tfds_builder" / "cropmap", f"--config={json.dumps(TINY)}",
+             f"--data_dir={tmp_path}", f"--manual_dir={zones}")
+  assert "cropmap.cropmap_dataset_builder" in sys.modules
+  assert_same_dataset(built, tfds.builder_from_directory(tmp_path / "cropmap" / "tiny" / VERSION))
 
 
-def test_empty_manual_dir_is_a_clear_error(tmp_path):
+def test_beam_pipeline_matches_the_builder_api(built, zones, tmp_path, monkeypatch):
+  """The documented Beam build (`--beam_pipeline_options=runner=DirectRunner`):
+  Beam writes every shard, the local generator is never called."""
+  import apache_beam as beam
+
+  def local(*_):
+    raise AssertionError("the local generator ran under Beam")
+  monkeypatch.setattr(cb.Builder, "_generate_local", staticmethod(local))
+  options = beam.options.pipeline_options.PipelineOptions(flags=["--runner=DirectRunner"])
+  beamed = build(zones, tmp_path, beam_options=options)
+  assert_same_dataset(built, beamed)
+
+
+def test_empty_manual_dir_is_a_clear_error(tmp_path, tfds_build):
   (tmp_path / "empty").mkdir()
-  builder = cb.Builder(config="france2023", data_dir=str(tmp_path / "data"))
-  with pytest.raises(UserError, match=r"empty: holds no zone folder .*--config=france2023 "
-                     r"--manual_dir="):
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=str(tmp_path / "empty")))
-  assert not (tmp_path / "data" / "cropmap" / "france2023" / str(cb.Builder.VERSION)).exists()
+  with pytest.raises(UserError, match=rf"^--manual_dir={tmp_path / 'empty'}: holds no zone "
+                     r"folder \(no \*/meta.json\); config france2023 needs the zone folders "
+                     r"written by prep, e.g. `tfds build tfds_builder/cropmap "
+                     r"--config=france2023 --manual_dir=out/zones`$"):
+    tfds_build("tfds_builder/cropmap", "--config=france2023", f"--data_dir={tmp_path / 'd'}",
+               f"--manual_dir={tmp_path / 'empty'}")
+  # nothing but the (empty) build lock, which a later build reuses
+  assert [p.name for p in (tmp_path / "d").glob("cropmap/france2023/*")] == [".build.lock"]
 
 
 def _broken_copy(zones, tmp_path):
-  root = tmp_path / "zones"
-  shutil.copytree(zones, root)
-  return root
+  return testing.private_copy(zones, tmp_path)
 
 
 def test_missing_file_names_zone_and_file(zones, tmp_path):
@@ -299,55 +323,80 @@ def test_demo_source_generates_zones_unless_manual_dir_has_them(zones, tmp_path,
   assert len(calls) == 1 and builder.info.splits["fold0"].num_examples == 16
 
 
-_CLI_WITH_SMALL_DEMO = """
-import pathlib, sys
-import prep.demo
-from prep.demo import zonefolders
-def make_demo(out_dir, seed=0):   # stands in for the real region (minutes to write)
-  return zonefolders.write_zones(pathlib.Path(out_dir) / "zones", height=64, width=64)
-prep.demo.make_demo = make_demo
-from tensorflow_datasets.scripts.cli.main import launch_cli
-sys.argv[0] = "tfds"
-launch_cli()
-"""
-
-
-def _tfds_cli(args, small_demo=False):
-  """Runs the stock `tfds` command line in a subprocess (the code the script
-  `tfds` runs); `small_demo` replaces the demo region by 8 zones of 64 px."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-             PYTHONPATH=str(REPO))
-  if small_demo:
-    cmd = [sys.executable, "-c", _CLI_WITH_SMALL_DEMO, *args]
-  else:
-    cmd = [str(pathlib.Path(sys.executable).parent / "tfds"), *args]
-  return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
-
-
-def test_bare_tfds_build_builds_the_demo_only(tmp_path):
+def test_bare_tfds_build_builds_the_demo_only(tiny_zones, tmp_path, tfds_build, monkeypatch):
   """`tfds build tfds_builder/cropmap` with no --config: the demo, generated on
-  the fly, and no other config (france2023 needs a --manual_dir)."""
-  run = _tfds_cli(["build", "tfds_builder/cropmap", f"--data_dir={tmp_path / 'd'}"],
-                  small_demo=True)
-  assert run.returncode == 0, run.stderr[-3000:]
+  the fly (here the tiny zones stand in for the region, minutes to write), and
+  no other config (france2023 needs a --manual_dir)."""
+  from prep import demo
+  monkeypatch.setattr(demo, "make_demo", lambda out_dir, seed=0: testing.private_copy(
+      tiny_zones, out_dir))
+  tfds_build("tfds_builder/cropmap", f"--data_dir={tmp_path / 'd'}")
   assert sorted(p.name for p in (tmp_path / "d" / "cropmap").iterdir()
                 if p.is_dir() and not p.name.startswith(".")) == ["demo"]
-  assert (tmp_path / "d" / "downloads" / "cropmap_demo" / "zones").is_dir()
+  assert (tmp_path / "d" / "downloads" / "cropmap_demo" / tiny_zones.name).is_dir()
   ds = tfds.load("cropmap", split="test", data_dir=str(tmp_path / "d"))
   first = next(iter(tfds.as_numpy(ds)))
   assert first["image"].shape == (12, 64, 64, 4) and first["label"].shape == (64, 64)
 
 
-def test_tfds_cli_bad_input_is_one_line(tmp_path):
-  (tmp_path / "empty").mkdir()
-  run = _tfds_cli(["build", "tfds_builder/cropmap", "--config=france2023",
-                   f"--data_dir={tmp_path / 'd'}", f"--manual_dir={tmp_path / 'empty'}"])
-  assert run.returncode == 2
-  assert "Traceback" not in run.stderr
-  last = run.stderr.strip().splitlines()[-1]
-  assert last.startswith("tfds build cropmap: error: --manual_dir=") and "holds no zone" in last
-  # nothing but the (empty) build lock, which a later build reuses
-  assert [p.name for p in (tmp_path / "d").glob("cropmap/france2023/*")] in ([], [".build.lock"])
+def test_tfds_script_overwrite_checks_the_zones_first_and_says_so_in_one_line(
+    built, zones, tmp_path):
+  """The `tfds` script, `--overwrite` over a good dataset with a zone folder
+  broken: one line, exit status 2, and the good dataset untouched (the
+  command's builder factory deleted it before reading any input)."""
+  version = pathlib.Path(shutil.copytree(built.data_dir, tmp_path / "d" / "cropmap" / "tiny" /
+                                         VERSION))   # builder.data_dir: the version folder
+  before = {p.relative_to(version): p.read_bytes() for p in version.rglob("*") if p.is_file()}
+  broken = testing.private_copy(zones, tmp_path)
+  (broken / "beta_3" / "labels.tif").unlink()
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+             PYTHONPATH=str(REPO))   # this checkout, whichever one the venv installed
+  run = subprocess.run([pathlib.Path(sys.executable).parent / "tfds", "build",
+                        "tfds_builder/cropmap", f"--config={json.dumps(TINY)}",
+                        f"--data_dir={tmp_path / 'd'}", f"--manual_dir={broken}", "--overwrite"],
+                       capture_output=True, text=True, env=env, cwd=REPO)
+  assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
+  assert run.stderr.strip().splitlines()[-1] == (
+      f"tfds build cropmap: error: zone beta_3: {broken / 'beta_3' / 'labels.tif'} is missing; "
+      f"rerun prep for this zone")
+  assert {p.relative_to(version): p.read_bytes() for p in version.rglob("*")
+          if p.is_file()} == before
+  assert sorted(p.name for p in version.parent.iterdir()) == [".build.lock", VERSION]
+
+
+def test_the_tfds_internals_the_overwrite_guard_relies_on(built, zones, tmp_path, tfds_build):
+  """Each internal that overwrite_guard's docstring names, as TFDS has it now.
+  A failure here means TFDS changed: read overwrite_guard.py before anything."""
+  from absl import app
+  from tensorflow_datasets.core.utils import file_utils
+  from tensorflow_datasets.scripts.cli import build as cli_build
+  # (1) the command line's builder factory, where overwrite_guard expects it.
+  assert cli_build.__name__ == overwrite_guard.CLI_BUILD_MODULE
+  assert callable(getattr(cli_build, overwrite_guard.CLI_BUILDER_FACTORY, None))
+  # (1, 2, 4) --overwrite over a good dataset with a broken zone: the factory asked
+  # is_prepared and got False (else it deleted the dataset), the overwrite reached
+  # download_and_prepare (which checked the zones), the one-line errors were installed.
+  data_dir = tmp_path / "d"
+  version = pathlib.Path(shutil.copytree(built.data_dir, data_dir / "cropmap" / "tiny" / VERSION))
+  broken = testing.private_copy(zones, tmp_path)
+  (broken / "alpha_2" / "parcels.tif").unlink()
+  args = [REPO / "tfds_builder" / "cropmap", f"--config={json.dumps(TINY)}",
+          f"--data_dir={data_dir}", "--overwrite"]
+  with pytest.raises(UserError, match=r"zone alpha_2: .*parcels.tif is missing"):
+    tfds_build(*args, f"--manual_dir={broken}")
+  assert (version / "dataset_info.json").is_file()
+  assert [type(h) for h in app.EXCEPTION_HANDLERS] == [overwrite_guard.OneLineErrors]
+  # ... and with good zones it overwrites: the old version set aside, then dropped.
+  (version / "stale.txt").write_text("from the old build")
+  tfds_build(*args, f"--manual_dir={zones}")
+  assert not (version / "stale.txt").exists() and (version / "dataset_info.json").is_file()
+  assert sorted(p.name for p in version.parent.iterdir()) == [".build.lock", VERSION]
+  # Elsewhere is_prepared is TFDS's own.
+  assert cb.Builder(config=cb.CropmapConfig(**TINY), data_dir=str(data_dir)).is_prepared()
+  # (3) TFDS's temporary build folders: what prepare removes after a killed build.
+  tmp = pathlib.PurePath(file_utils._get_incomplete_dir(str(version)))
+  assert tmp.parent == version.parent and tmp.match(
+      f"{overwrite_guard.INCOMPLETE_PREFIX}*_{VERSION}"), tmp
 
 
 def test_france2023_is_found_by_name_but_not_listed():

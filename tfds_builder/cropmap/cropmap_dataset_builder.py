@@ -9,20 +9,23 @@ Built by the stock TFDS command line from the repository root:
       --beam_pipeline_options="runner=DirectRunner"
 
 Input: a folder of zone folders (`cropcontracts/zonefolder.py`), read one strip of
-patch rows at a time. Output splits: `test` (the zones with index
-`test_zone_index`, every patch) and `fold0..fold{n-1}` (the other zones,
-whole zones dealt round-robin, patches with a labelled pixel). Every split
-covers its zones whole: the edge patches are padded, the padding labelled 255. See `patching.py` for the rules and
-`info.metadata` for the normalization moments, class names and counts.
+patch rows at a time. Output splits: `test` (each region's zone of index 0,
+every patch, so a map assembled from it covers the zone) and
+`fold0..fold{n-1}` (the other zones, whole zones dealt round-robin, patches
+with a labelled pixel). Every split covers its zones whole: the edge patches
+are padded, the padding labelled 255. See `patching.py` for the rules and
+`info.metadata` for the normalization moments, class names and counts. An
+overwrite never loses a good dataset: `overwrite_guard.py`, the one module
+that relies on TFDS internals.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import pathlib
 import sys
 
-from absl import app
 from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
@@ -30,9 +33,9 @@ import tensorflow_datasets as tfds
 from cropcontracts import atomic
 from cropcontracts import moments as moments_lib
 from cropcontracts import nomenclature as nomenclature_lib
-from cropcontracts import errors
 from cropcontracts import zonefolder
 from cropcontracts.errors import UserError
+from tfds_builder.cropmap import overwrite_guard
 from tfds_builder.cropmap import patching
 
 # The nomenclature of this dataset VERSION. prep moving to another one changes
@@ -51,18 +54,11 @@ class CropmapConfig(tfds.core.BuilderConfig):
       depth <= 4 halves it cleanly down to 4x4, one patch sees 640 m of context
       (several parcels), and a batch of 32 x 12 months x 64 x 64 x 4 fits
       easily in accelerator memory.
-    test_full_cover: the test split keeps the patches without any labelled
-      pixel too (a map assembled from it covers the zone), rather than only
-      the labelled ones as the training folds do. Every split includes the
-      padded edge patches.
-    test_zone_index: the zone index of each region that forms the test split.
     num_folds: number of training folds (fold0..).
     nomenclature: the nomenclature version every zone must be labelled with.
   """
   source: str = "manual"
   patch_size: int = 64
-  test_full_cover: bool = True
-  test_zone_index: int = 0
   num_folds: int = 3
   nomenclature: str = NOMENCLATURE
 
@@ -133,7 +129,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     )
 
   def is_prepared(self) -> bool:
-    """Whether the dataset is built; False under the `tfds` command line.
+    """Whether the dataset is built; False to the `tfds` command line's builder
+    factory (`overwrite_guard.asked_by_the_cli`).
 
     `tfds build --overwrite` deletes a prepared dataset right after asking this,
     before any input is read, so a bad zone folder then lost a good dataset.
@@ -141,55 +138,37 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     which checks the inputs first and swaps the new build in (without
     --overwrite it still reuses the existing dataset).
     """
-    return False if _UNDER_TFDS_CLI else super().is_prepared()
+    if overwrite_guard.asked_by_the_cli(sys._getframe(1)):  # pylint: disable=protected-access
+      overwrite_guard.install_one_line_errors()
+      return False
+    return super().is_prepared()
 
   def download_and_prepare(self, *, download_config=None, **kwargs):
     """TFDS's download_and_prepare, one build per data_dir and config at a time
-    (a second one is refused); an --overwrite never loses a good dataset.
-
-    Overwriting, every zone folder is checked before anything is removed; the
-    old version folder then waits beside the new build (`.<version>.previous`)
-    and comes back if the build fails; a run killed meanwhile gets it back
-    at the next start.
+    (a second one is refused); an overwrite never loses a good dataset
+    (`overwrite_guard.prepare`: every zone folder of --manual_dir is checked
+    before the old version is set aside).
     """
     download_config = download_config or tfds.download.DownloadConfig()
+    prepare = functools.partial(
+        overwrite_guard.prepare, self, download_config, super().download_and_prepare,
+        functools.partial(self._check_manual_zones, download_config.manual_dir), **kwargs)
     if "://" in os.fspath(self.data_path):   # a bucket: no local lock to take
-      return self._download_and_prepare_alone(download_config, **kwargs)
+      return prepare()
     lock = pathlib.Path(os.fspath(self.data_path)).parent / ".build.lock"
     try:
       with atomic.file_lock(lock, wait=False):
-        return self._download_and_prepare_alone(download_config, **kwargs)
+        return prepare()
     except atomic.LockHeld:
       raise UserError(f"{lock}: another build of cropmap/{self.builder_config.name} is "
                       f"running on this data_dir; wait for it to finish (a killed build "
                       f"holds no lock), then rerun") from None
 
-  def _download_and_prepare_alone(self, download_config, **kwargs):
-    path = self.data_path
-    for stale in path.parent.glob(f"incomplete.*_{path.name}"):
-      stale.rmtree()             # the lock is ours: left by a killed build
-    backup = path.parent / f".{path.name}.previous"
-    if backup.exists():
-      if path.exists():
-        backup.rmtree()
-      else:                       # an overwrite killed mid-build: the old dataset is back
-        backup.rename(path)
-    overwrite = download_config.download_mode.overwrite_dataset and path.exists()
-    if not overwrite:
-      return super().download_and_prepare(download_config=download_config, **kwargs)
-    manual = download_config.manual_dir
+  def _check_manual_zones(self, manual) -> None:
+    """Raises UserError for the first bad zone folder of `manual`, if it holds any."""
     if manual is not None and _holds_zones(pathlib.Path(manual)):
       zones = patching.find_labelled_zones(pathlib.Path(manual))
       patching.check_zones(zones, self.builder_config.nomenclature)
-    path.rename(backup)
-    try:
-      super().download_and_prepare(download_config=download_config, **kwargs)
-    except BaseException:
-      if not path.exists():
-        backup.rename(path)
-      raise
-    backup.rmtree()
-    return None
 
   def _download_and_prepare(self, dl_manager, download_config):
     self._use_beam = bool(download_config.beam_runner or download_config.beam_options)
@@ -213,15 +192,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     zones = patching.find_labelled_zones(self._zones_root(dl_manager))
     patching.check_zones(zones, cfg.nomenclature)
-    split_of = patching.assign_splits([z.zone for z in zones], cfg.test_zone_index,
-                                      cfg.num_folds)
+    split_of = patching.assign_splits([z.zone for z in zones], cfg.num_folds)
     names = [patching.TEST] + [patching.fold_name(i) for i in range(cfg.num_folds)]
     members = {s: [z for z in zones if split_of[z.zone_id] == s] for s in names}
     assert sum(len(m) for m in members.values()) == len(set(split_of)) == len(zones)
     self.info.metadata.update(self._metadata(zones, members))
     return {s: self._generate_examples(
                 zone_paths=[str(z.path) for z in members[s]],
-                keep_empty=s == patching.TEST and cfg.test_full_cover)
+                keep_empty=s == patching.TEST)
             for s in names}
 
   def _metadata(self, zones, members) -> dict:
@@ -235,8 +213,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     nom = nomenclature_lib.load(cfg.nomenclature)
     counts, patches, dropped, moments = {}, {}, {}, {}
     for split, zs in members.items():
-      full = split == patching.TEST and cfg.test_full_cover
-      summaries = [patching.zone_summary(z, cfg.patch_size, full, nom.num_classes,
+      summaries = [patching.zone_summary(z, cfg.patch_size, split == patching.TEST,
+                                         nom.num_classes,
                                          with_moments=split != patching.TEST)
                    for z in tfds.core.utils.tqdm(zs, desc=f"Scanning {split} zones",
                                                  leave=False)]
@@ -258,8 +236,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         tier2_names=list(nom.tier2_names), tier1_names=list(nom.tier1_names),
         tier2_of=nom.tier2_of().tolist(), tier1_of=nom.tier1_of().tolist(),
         colors=list(nom.colors), months=zones[0].months, bands=zones[0].bands,
-        patch_size=cfg.patch_size, test_full_cover=cfg.test_full_cover,
-        test_zone_index=cfg.test_zone_index, num_folds=cfg.num_folds,
+        # Constants (the test split: each region's zone of index 0, every
+        # patch), kept so that the metadata keeps the fields of version 2.0.0.
+        patch_size=cfg.patch_size, test_full_cover=True,
+        test_zone_index=patching.TEST_INDEX, num_folds=cfg.num_folds,
         zones_per_split={s: [z.zone_id for z in zs] for s, zs in members.items()},
         class_pixel_counts=counts, patches_per_split=patches,
         dropped_empty_patches=dropped, moments_per_fold=moments,
@@ -308,24 +288,3 @@ def _demo_dir(download_dir) -> pathlib.Path:
                  "under %s", download_dir, local / "jaxcrop")
     return local / "jaxcrop" / "cropmap_demo"
   return pathlib.Path(download_dir) / "cropmap_demo"
-
-
-class _OneLineErrors(app.ExceptionHandler):
-  """Under the `tfds` command line: a UserError (a bad or missing input) is one
-  line naming the zone, the file and the fix, and exit status 2, not a
-  traceback. absl calls handlers once the stack has unwound (TFDS has already
-  removed its incomplete folders), and catches SystemExit raised in them, hence
-  `os._exit` after flushing."""
-
-  def wants(self, exc) -> bool:
-    return isinstance(exc, UserError)
-
-  def handle(self, exc) -> None:
-    sys.stdout.flush()
-    print(f"tfds build cropmap: error: {errors.one_line(exc)}", file=sys.stderr, flush=True)
-    os._exit(errors.USER_EXIT)  # pylint: disable=protected-access
-
-
-_UNDER_TFDS_CLI = "tensorflow_datasets.scripts.cli.main" in sys.modules
-if _UNDER_TFDS_CLI:
-  app.install_exception_handler(_OneLineErrors())

@@ -1,7 +1,7 @@
 """Zone folders -> spatial splits -> square patches: the builder's pure logic.
 
 Splits are spatial and never cut a zone: in every region the zone whose
-`index` equals `test_zone_index` is `test`; the other zones are dealt to
+`index` is 0 (`TEST_INDEX`) is `test`; the other zones are dealt to
 `fold0..fold{n-1}` round-robin, regions in name order and zones in index
 order, with one counter running across regions so the folds stay balanced.
 
@@ -33,14 +33,14 @@ from cropcontracts import zonefolder
 from cropcontracts.errors import UserError
 
 TEST = "test"
+TEST_INDEX = 0      # the zone index of each region that forms the test split
 
 
 def fold_name(i: int) -> str:
   return f"fold{i}"
 
 
-def assign_splits(zones: Sequence, test_zone_index: int = 0,
-                  num_folds: int = 3) -> dict[str, str]:
+def assign_splits(zones: Sequence, num_folds: int = 3) -> dict[str, str]:
   """zone_id -> split name (`test` or `fold<i>`); deterministic, zone-wise.
 
   Args:
@@ -52,16 +52,17 @@ def assign_splits(zones: Sequence, test_zone_index: int = 0,
   split, dealt = {}, 0
   for region in sorted(by_region):
     for z in sorted(by_region[region], key=lambda z: (z.index, z.zone_id)):
-      if z.index == test_zone_index:
+      if z.index == TEST_INDEX:
         split[z.zone_id] = TEST
       else:
         split[z.zone_id] = fold_name(dealt % num_folds)
         dealt += 1
   missing = sorted(r for r in by_region
-                   if all(z.index != test_zone_index for z in by_region[r]))
+                   if all(z.index != TEST_INDEX for z in by_region[r]))
   if missing:
-    raise UserError(f"regions {missing} have no zone with index {test_zone_index} "
-                    f"for the test split; set the builder config's test_zone_index")
+    raise UserError(f"regions {missing} have no zone with index {TEST_INDEX} "
+                    f"(the test split); prep each region's zone of index {TEST_INDEX} "
+                    f"into the zone folders")
   if dealt < num_folds:
     raise UserError(f"only {dealt} non-test zone(s) for {num_folds} folds; "
                     f"add zone folders or use fewer folds")
