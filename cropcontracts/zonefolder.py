@@ -185,8 +185,9 @@ def write_imagery(folder, zone: Zone, composite: np.ndarray, valid_count: np.nda
 def _writing(folder: pathlib.Path):
   """The zone folder's write lock (`.lock`): stages writing one zone at once (two
   composites, a composite and labels) take turns, so each meta.json update
-  reads the other's section and the last writer leaves a complete folder."""
-  return atomic.file_lock(folder / LOCK)
+  reads the other's section and the last writer leaves a complete folder; each
+  first removes the temporaries of writers killed there (`atomic.claim`)."""
+  return atomic.claim(folder, lock=LOCK)
 
 
 LOCK = ".lock"
