@@ -123,7 +123,7 @@ def test_outputs_on_the_zone_grid_with_colors_names_and_cog_layout(zone, pixel_m
   folder = geotiff.write_outputs(zone, pred, NOM, tmp_path)
   assert folder == tmp_path / "testz_0"
   assert folder.stat().st_mode & 0o777 == 0o777 & ~atomic.umask()
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["testz_0"]   # no temp left
+  assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "testz_0"]   # no temp left
   assert sorted(p.name for p in folder.iterdir()) == [
       "classes.qml", "classes.tif", "confidence.tif", "map.json", "parcels.gpkg",
       "probabilities.tif"]
@@ -167,7 +167,7 @@ def test_existing_output_folder_is_refused_without_overwrite(zone, pixel_model, 
     geotiff.write_outputs(zone, pred, NOM, tmp_path)
   pred.classes[:] = 2
   geotiff.write_outputs(zone, pred, NOM, tmp_path, overwrite=True)
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["testz_0"]   # no .old/.partial
+  assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "testz_0"]   # no .old/.partial
   with rasterio.open(tmp_path / "testz_0" / "classes.tif") as src:
     assert (src.read(1) == 2).all()
 

@@ -110,12 +110,17 @@ def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
   (QGIS style) [+ classes_tier{1,2}.{tif,qml} when pred.tiers] [+ parcels.gpkg].
 
   The folder is assembled under a temporary name beside it and renamed into
-  place when complete; an existing folder is replaced only with `overwrite`.
+  place when complete; an existing folder is replaced only with `overwrite`. The
+  temporaries of runs killed in `out_dir` go first (`atomic.claim`).
   """
   out_dir = pathlib.Path(out_dir)
   final = out_dir / zone.zone_id
   check_output(final, overwrite)
-  out_dir.mkdir(parents=True, exist_ok=True)
+  with atomic.claim(out_dir, shared=True, patterns=(atomic.PARTIAL, ".*.old")):
+    return _write_outputs(zone, pred, nomenclature, out_dir, final)
+
+
+def _write_outputs(zone, pred, nomenclature, out_dir, final) -> pathlib.Path:
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{zone.zone_id}.", suffix=".partial",
                                       dir=out_dir))
   try:
