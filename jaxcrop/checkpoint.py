@@ -21,6 +21,7 @@ array files) prints nothing: see `_quiet_teardown`.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import dataclasses
 import hashlib
@@ -36,6 +37,7 @@ import numpy as np
 from etils import epath
 import orbax.checkpoint as ocp
 
+from cropcontracts import atomic
 from cropcontracts.dataset_meta import DatasetMeta, unet_min_side
 from cropcontracts.errors import UserError
 from jaxcrop.hierarchy import Tree
@@ -53,8 +55,30 @@ def workdir_path(workdir) -> epath.Path:
   return epath.Path(s if "://" in s else os.path.abspath(s))
 
 
+# What runs killed in a workdir leave: atomic's temporaries (config.json, …) and
+# Orbax's unfinished saves (`checkpoints/last/<step>.orbax-checkpoint-tmp`).
+KILLED_RUNS_TEMPORARIES = (atomic.PARTIAL, "checkpoints/*/*.orbax-checkpoint-tmp*")
+_CLAIMS: dict[str, contextlib.ExitStack] = {}
+
+
+def claim_workdir(workdir) -> None:
+  """This process writes in `workdir` from now on: it holds the workdir's lock,
+  shared with the other processes of its run, until it ends; the first process
+  to find no other there removes what killed runs left (`atomic.claim`)."""
+  key = os.fspath(workdir)
+  if key not in _CLAIMS:
+    stack = contextlib.ExitStack()
+    stack.enter_context(atomic.claim(workdir, shared=True,
+                                     patterns=KILLED_RUNS_TEMPORARIES))
+    _CLAIMS[key] = stack
+    atexit.register(stack.close)
+
+
 def managers(workdir, keep_last: int = 2, *, read_only: bool = False):
-  """(last, best) Orbax CheckpointManagers under workdir/checkpoints."""
+  """(last, best) Orbax CheckpointManagers under workdir/checkpoints; writable
+  ones claim the workdir first (`claim_workdir`)."""
+  if not read_only:
+    claim_workdir(workdir_path(workdir))
   root = workdir_path(workdir) / "checkpoints"
   if read_only:   # Orbax warns that read-only managers ignore the retention options
     logging.set_verbosity(min(logging.get_verbosity(), logging.ERROR))
