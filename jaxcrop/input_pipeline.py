@@ -35,7 +35,7 @@ _SEED_STRIDE = 1_000_003  # epoch seeds: seed * stride + epoch
 # What TensorFlow 2.21 logs on import, past TF_CPP_MIN_LOG_LEVEL (its C++ logging
 # starts before absl's is set up): absl's notice of it, then INFO lines
 # (`I0000 00:00:… port.cc:153] oneDNN custom operations are on…`).
-_TF_IMPORT_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\)|"
+TF_IMPORT_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\)|"
                               r"I\d{4} [\d:.]+ +\d+ \S+:\d+\] ")
 
 
@@ -43,7 +43,7 @@ def import_tf():
   """TensorFlow, quiet and confined to the CPU (call before any TF/TFDS use)."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   if "tensorflow" not in sys.modules and os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0":
-    with native_noise_dropped(_TF_IMPORT_NOISE):
+    with native_noise_dropped(TF_IMPORT_NOISE):
       import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   for kind in ("GPU", "TPU"):

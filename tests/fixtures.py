@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import signal
 
 import flax.linen as nn
@@ -22,6 +23,7 @@ from configs.hybrid import get_config
 from cropcontracts import nomenclature, zonefolder
 from cropcontracts.dataset_meta import DatasetMeta
 from cropcontracts.zone import Zone
+from jaxcrop.input_pipeline import TF_IMPORT_NOISE
 
 # --- synthetic zone folders
 
@@ -274,3 +276,20 @@ def assert_error(rc, err, expected):
   assert "Traceback" not in err, err
   assert err.strip().splitlines() == [f"error: {expected}"], err
   assert rc == 2
+
+
+# What the stock `tfds` command prints as it starts, before it loads the cropmap
+# builder, and which the builder cannot silence (docs/errors.md): TensorFlow's C++
+# start-up logs (jaxcrop.input_pipeline.TF_IMPORT_NOISE, and the CPU-instructions
+# notice below TF_CPP_MIN_LOG_LEVEL=2) and Apache Beam's notice of a missing apitools.
+TFDS_START_UP = re.compile(f"{TF_IMPORT_NOISE.pattern}|To enable the following instructions: |"
+                           f"WARNING:root:apitools not found")
+
+
+def assert_tfds_error(rc, err, expected):
+  """Exit 2 and stderr is the line `tfds build cropmap: error: <expected>`, after
+  nothing but the stock command's start-up (TFDS_START_UP)."""
+  assert "Traceback" not in err and rc == 2, err
+  *start_up, last = err.strip().splitlines()
+  assert last == f"tfds build cropmap: error: {expected}", err
+  assert all(TFDS_START_UP.match(line) for line in start_up), err
