@@ -26,7 +26,8 @@ read only through `open_zone`:
 
 All rasters share the zone grid (CRS, transform, width, height); a folder that
 holds another zone is refused. Every file is
-written atomically; a rewrite first takes the stage's section out of meta.json,
+written atomically (a killed writer's temporary is removed by the next writer,
+under the folder's `.lock`); a rewrite first takes the stage's section out of meta.json,
 which is updated last, so a stage is complete for a zone exactly when its
 section (`imagery`, `labels`) is present in meta.json, also after a rerun that
 was interrupted.

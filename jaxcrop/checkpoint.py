@@ -7,6 +7,8 @@ Layout of a workdir:
                                         `train.keep_last` are kept; resume point
   checkpoints/best/<step>/{model,opt}   at each validation that improves the
                                         validation macro-F1 (Orbax best_fn keeps 1)
+  .lock                                 held (shared) by each process writing
+                                        checkpoints; see `claim_workdir`
 Two Orbax managers rather than one: the resume point must be the newest
 state whatever its score, the model to evaluate the best one whatever its age.
 Each checkpoint holds three items: `model` = {params, batch_stats} (all that
