@@ -258,6 +258,30 @@ def tiny_config(**train_overrides):
   return c
 
 
+def write_workdir(path, variant="tiny", **model_fields):
+  """A training workdir at `path` holding a tiny hybrid model's init as its `last`
+  checkpoint (step 3): `variant` of configs/hybrid.py, `model_fields` set on
+  config.model, make_meta()'s classes and months (it maps write_zone's zones).
+  Returns (model, variables, meta)."""
+  from jaxcrop import checkpoint
+  from jaxcrop.hierarchy import Tree
+  from jaxcrop.models import build_model, needs_valid_count
+  cfg = get_config(variant)
+  cfg.model.update(model_fields)
+  meta = make_meta()
+  model = build_model(cfg.model, meta.num_classes, tree=Tree.of(meta))
+  x = np.zeros((1, T, 16, 16, 4), np.float32)
+  inputs = {"valid_count": np.zeros(x.shape[:-1], np.float32)} if needs_valid_count(cfg.model) else {}
+  v = model.init(jax.random.PRNGKey(1), x, **inputs)
+  path.mkdir()
+  (path / "config.json").write_text(cfg.to_json())
+  (path / "dataset_meta.json").write_text(meta.to_json())
+  last, _ = checkpoint.managers(path)
+  checkpoint.save(last, 3, dict(v), {"step": np.int32(3)})
+  last.wait_until_finished()
+  return model, v, meta
+
+
 # --------------------------------------------------------------------------- #
 # Command lines run in-process
 

@@ -311,28 +311,7 @@ def test_tile_that_the_model_cannot_take_is_a_one_line_error():
     checks.check_tile(apply_fn, variables, pt.make_meta(), 15)
 
 
-def _workdir(path, variant="tiny", **model_fields):
-  """A training workdir holding a tiny hybrid model's init as its `last` checkpoint
-  (`variant` of configs/hybrid.py, `model_fields` set on config.model)."""
-  import jax
-  from configs import hybrid
-  from jaxcrop import checkpoint
-  from jaxcrop.hierarchy import Tree
-  from jaxcrop.models import build_model, needs_valid_count
-  cfg = hybrid.get_config(variant)
-  cfg.model.update(model_fields)
-  meta = pt.make_meta()
-  model = build_model(cfg.model, meta.num_classes, tree=Tree.of(meta))
-  x = np.zeros((1, pt.T, 16, 16, 4), np.float32)
-  inputs = {"valid_count": np.zeros(x.shape[:-1], np.float32)} if needs_valid_count(cfg.model) else {}
-  v = model.init(jax.random.PRNGKey(1), x, **inputs)
-  path.mkdir()
-  (path / "config.json").write_text(cfg.to_json())
-  (path / "dataset_meta.json").write_text(meta.to_json())
-  last, _ = checkpoint.managers(path)
-  checkpoint.save(last, 3, dict(v), {"step": np.int32(3)})
-  last.wait_until_finished()
-  return model, v, meta
+_workdir = pt.write_workdir
 
 
 def test_cli_with_a_real_checkpoint_equals_predict_zone(zone, tmp_path, capsys):

@@ -331,35 +331,14 @@ def test_training_killed_mid_write_then_rerun_leaves_no_temporary(cache, tmp_pat
   assert _params(w).step == 6
 
 
-@pytest.fixture(scope="module")
-def maps_inputs(tmp_path_factory):
-  """(a zone folder, a workdir whose `last` checkpoint, random weights, maps it)."""
-  import jax
-  from configs import hybrid
-  from jaxcrop import checkpoint
-  from jaxcrop.hierarchy import Tree
-  from jaxcrop.models import build_model
-  from tests import fixtures as pt
-  root = tmp_path_factory.mktemp("maps_inputs")
-  zone = pt.write_zone(root / "zones" / "testz_0")
-  config, meta, w = hybrid.get_config("tiny"), pt.make_meta(), root / "w"
-  model = build_model(config.model, meta.num_classes, tree=Tree.of(meta))
-  variables = model.init(jax.random.key(0), np.zeros((1, pt.T, 16, 16, 4), np.float32))
-  w.mkdir()
-  (w / "config.json").write_text(config.to_json())
-  (w / "dataset_meta.json").write_text(meta.to_json())
-  last, _ = checkpoint.managers(w)
-  checkpoint.save(last, 3, dict(variables), {"step": np.int32(3)})
-  last.wait_until_finished()
-  return zone.path, w
-
-
 PREDICT_CODE = "import sys\nfrom jaxcrop import predict\nsys.exit(predict.main(sys.argv[1:]))"
 
 
-def test_predict_killed_mid_write_then_rerun_leaves_no_temporary(maps_inputs, tmp_path):
+def test_predict_killed_mid_write_then_rerun_leaves_no_temporary(tmp_path):
   from jaxcrop import predict
-  zone, w = maps_inputs
+  from tests import fixtures as pt
+  zone, w = pt.write_zone(tmp_path / "zones" / "testz_0").path, tmp_path / "w"
+  pt.write_workdir(w)
   out = tmp_path / "maps"
   args = [str(a) for a in ("--workdir", w, "--zone", zone, "--out", out, "--tile", 16,
                            "--overlap", 4)]
