@@ -19,6 +19,7 @@ it first (`remove_temporaries`): a rerun after a kill leaves none.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -124,12 +125,14 @@ def _flock(f, how: int, wait: bool, path) -> None:
 
 @contextlib.contextmanager
 def _lock_file(path: pathlib.Path):
+  """The lock file `path`, open (created with its folder if absent); unlocked after."""
   path.parent.mkdir(parents=True, exist_ok=True)
   with open(path, "a+b") as f:
     try:
       yield f
     finally:
-          fcntl.flock(f, fcntl.LOCK_UN)
+      with contextlib.suppress(OSError):   # closing unlocks it too
+        fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -160,25 +163,39 @@ def claim(folder, *, lock: str = ".lock", patterns=(PARTIAL,), shared: bool = Fa
   no other there (it takes the lock exclusively without waiting) clears, then
   shares it. wait=False: LockHeld at once if another holds the lock exclusively.
   A folder in a bucket (gs://…) has no lock and holds no temporary of `atomic_path`:
-  the block just runs.
+  the block just runs; so do shared writers on a filesystem without flock (a
+  bucket mounted by FUSE), clearing nothing.
   """
   if is_remote(folder):
     yield
     return
   folder = pathlib.Path(folder)
   with _lock_file(folder / lock) as f:
-    try:
-      _flock(f, fcntl.LOCK_EX, wait and not shared, folder / lock)
-      alone = True
-    except LockHeld:
-      if not shared:
-        raise
-      alone = False
-    if alone:
+    if _take(f, shared, wait, folder / lock):
       remove_temporaries(folder, patterns)
-    if shared:
-      _flock(f, fcntl.LOCK_SH, wait, folder / lock)
     yield
+
+
+_NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
+
+
+def _take(f, shared: bool, wait: bool, path) -> bool:
+  """Takes `claim`'s lock on the open lock file `f`; True when no other writer
+  held it (then this one clears the dead ones' temporaries)."""
+  try:
+    _flock(f, fcntl.LOCK_EX, wait and not shared, path)
+    alone = True
+  except LockHeld:
+    if not shared:
+      raise
+    alone = False
+  except OSError as e:
+    if shared and e.errno in _NO_FLOCK:
+      return False
+    raise
+  if shared:
+    _flock(f, fcntl.LOCK_SH, wait, path)
+  return alone
 
 
 def keyed_folder(folder, key: dict) -> pathlib.Path:

@@ -85,6 +85,20 @@ def test_claim_clears_what_dead_writers_left_never_a_live_ones(tmp_path):
     pass
 
 
+def test_shared_writers_go_on_unlocked_where_the_filesystem_has_no_flock(tmp_path,
+                                                                        monkeypatch):
+  import errno
+  def no_flock(f, how):   # what a FUSE mount of a bucket may answer
+    raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+  monkeypatch.setattr(atomic.fcntl, "flock", no_flock)
+  (tmp_path / ".x.abc.partial").write_bytes(b"")             # perhaps a live writer's
+  with atomic.claim(tmp_path, shared=True):
+    assert (tmp_path / ".x.abc.partial").exists()            # so it stays
+  with pytest.raises(OSError):                               # writers that take turns
+    with atomic.claim(tmp_path):                             # need the lock
+      pass
+
+
 def test_constants_have_one_home():
   assert zonefolder.BANDS == ("B2", "B3", "B4", "B8")
   assert zonefolder.VALID_SCL == {4, 5, 6, 7}
