@@ -10,11 +10,18 @@ This module is the only tmp+rename writer of the project: stages call
 `atomic_path` (a local path whose writer is a library such as rasterio),
 `write_text` / `write_bytes` / `write_json` (any path, gs:// included) or
 `atomic_folder` (a local folder of files that appear together).
+
+A writer killed mid-write leaves its temporary behind (`.NAME.<random>.partial`).
+Each writer writes inside `claim(folder)`, which holds the folder's lock
+(`file_lock`, freed by the kernel when a process dies); so a run that holds it
+alone knows every temporary it finds there to be a dead writer's, and removes
+it first (`remove_temporaries`): a rerun after a kill leaves none.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import pathlib
@@ -85,19 +92,24 @@ def write_json(path, obj) -> None:
   write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
-def remove_temporaries(folder) -> list[pathlib.Path]:
-  """Removes the temporaries (`.NAME.*.partial`) that `atomic_path` leaves in
-  `folder` (not below it) when its writer is killed; returns those removed.
+PARTIAL = ".*.partial"   # the temporaries of atomic_path (and of folders written whole)
+
+
+def remove_temporaries(folder, patterns=(PARTIAL,)) -> list[pathlib.Path]:
+  """Removes what matches `patterns` (globs relative to `folder`: `.*.partial`,
+  `checkpoints/*/*.orbax-checkpoint-tmp*`), files or folders; returns them.
 
   Call it only while holding the lock that every writer of `folder` holds while
-  it writes (`file_lock`): then no live writer has a temporary there, and each
-  one found belongs to a dead run.
+  its temporaries exist (`claim`): then each one found belongs to a dead run.
   """
-  removed = []
-  for tmp in sorted(pathlib.Path(folder).glob(".*.partial")):
-    if tmp.is_file():
+  import shutil  # pylint: disable=g-import-not-at-top
+  folder = pathlib.Path(folder)
+  removed = sorted({p for pattern in patterns for p in folder.glob(pattern)})
+  for tmp in removed:
+    if tmp.is_dir() and not tmp.is_symlink():
+      shutil.rmtree(tmp, ignore_errors=True)
+    else:
       tmp.unlink(missing_ok=True)
-      removed.append(tmp)
   return removed
 
 
@@ -139,6 +151,25 @@ class LockHeld(BlockingIOError):
   """Another process holds the lock file (`file_lock(wait=False)`)."""
 
 
+def _flock(f, how: int, wait: bool, path) -> None:
+  try:
+    fcntl.flock(f, how | (0 if wait else fcntl.LOCK_NB))
+  except BlockingIOError:
+    raise LockHeld(path) from None
+
+
+@contextlib.contextmanager
+def _lock_file(path: pathlib.Path):
+  """The lock file `path`, open (created with its folder if absent); unlocked after."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "a+b") as f:
+    try:
+      yield f
+    finally:
+      with contextlib.suppress(OSError):   # closing unlocks it too
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike, *, wait: bool = True):
   """Holds an exclusive lock on `path` (created if absent) for the block.
@@ -149,18 +180,57 @@ def file_lock(path: str | os.PathLike, *, wait: bool = True):
   when another process holds it. Local filesystems only (no-op elsewhere is not
   offered: a bucket needs no such lock, as nothing writes there in place).
   """
-  import fcntl  # pylint: disable=g-import-not-at-top
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with open(path, "a+b") as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BlockingIOError:
-      raise LockHeld(path) from None
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
+  with _lock_file(pathlib.Path(path)) as f:
+    _flock(f, fcntl.LOCK_EX, wait, path)
+    yield
+
+
+@contextlib.contextmanager
+def claim(folder, *, lock: str = ".lock", patterns=(PARTIAL,), shared: bool = False,
+          wait: bool = True):
+  """Holds `folder`'s lock (`folder/lock`) for the block, after removing the
+  temporaries (`patterns`, see `remove_temporaries`) that killed writers left.
+
+  Every writer of `folder` writes inside such a block. Exclusive (default):
+  writers take turns (the stages of a zone folder), each first clears what dead
+  ones left. shared: writers work side by side (the threads and processes writing
+  the zones of one maps folder, the hosts of one training run); the one that finds
+  no other there (it takes the lock exclusively without waiting) clears, then
+  shares it. wait=False: LockHeld at once if another holds the lock exclusively.
+  A folder in a bucket (gs://…) has no lock and holds no temporary of `atomic_path`:
+  the block just runs; so do shared writers on a filesystem without flock (a
+  bucket mounted by FUSE), clearing nothing.
+  """
+  if is_remote(folder):
+    yield
+    return
+  folder = pathlib.Path(folder)
+  with _lock_file(folder / lock) as f:
+    if _take(f, shared, wait, folder / lock):
+      remove_temporaries(folder, patterns)
+    yield
+
+
+_NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
+
+
+def _take(f, shared: bool, wait: bool, path) -> bool:
+  """Takes `claim`'s lock on the open lock file `f`; True when no other writer
+  held it (then this one clears the dead ones' temporaries)."""
+  try:
+    _flock(f, fcntl.LOCK_EX, wait and not shared, path)
+    alone = True
+  except LockHeld:
+    if not shared:
+      raise
+    alone = False
+  except OSError as e:
+    if shared and e.errno in _NO_FLOCK:
+      return False
+    raise
+  if shared:
+    _flock(f, fcntl.LOCK_SH, wait, path)
+  return alone
 
 
 def keyed_folder(folder, key: dict) -> pathlib.Path:

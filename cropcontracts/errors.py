@@ -5,11 +5,17 @@ command prints its message on one line (`error: <message>`, naming the file and
 the fix) and exits with status 2, never with a traceback. A path the user gave
 that does not exist (an `OSError` with a file name) is treated the same way.
 Anything else is a bug and keeps its traceback. Ctrl-C prints `interrupted`
-and exits with 130. Warnings print as one line `warning: <message>`.
+and exits with 130. Warnings print as one line `warning: <message>`. What a
+library prints itself on its way (C++ start-up logs on file descriptor 2) is
+dropped where it happens: `native_noise_dropped`.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import sys
+import tempfile
 import warnings
 from typing import Callable
 
@@ -60,3 +66,29 @@ def run(fn: Callable[..., int | None], *args, **kwargs) -> int:
     print("interrupted", file=sys.stderr)
     return INTERRUPT_EXIT
   return 0 if rc is None else rc
+
+
+@contextlib.contextmanager
+def native_noise_dropped(noise: re.Pattern):
+  """For the block, the lines written to this process's stderr that match `noise`
+  are dropped; the others are written when the block ends.
+
+  C and C++ libraries write to file descriptor 2 directly (TensorFlow logs its
+  start-up there whatever TF_CPP_MIN_LOG_LEVEL says), past `sys.stderr`; so the
+  block's writes to descriptor 2 go to a temporary file, read back at the end.
+  """
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      lines = captured.read().decode("utf-8", "replace").splitlines(keepends=True)
+      kept = "".join(l for l in lines if not noise.match(l))
+      if kept:
+        os.write(2, kept.encode("utf-8"))

@@ -26,7 +26,8 @@ read only through `open_zone`:
 
 All rasters share the zone grid (CRS, transform, width, height); a folder that
 holds another zone is refused. Every file is
-written atomically; a rewrite first takes the stage's section out of meta.json,
+written atomically (a killed writer's temporary is removed by the next writer,
+under the folder's `.lock`); a rewrite first takes the stage's section out of meta.json,
 which is updated last, so a stage is complete for a zone exactly when its
 section (`imagery`, `labels`) is present in meta.json, also after a rerun that
 was interrupted.
@@ -185,8 +186,9 @@ def write_imagery(folder, zone: Zone, composite: np.ndarray, valid_count: np.nda
 def _writing(folder: pathlib.Path):
   """The zone folder's write lock (`.lock`): stages writing one zone at once (two
   composites, a composite and labels) take turns, so each meta.json update
-  reads the other's section and the last writer leaves a complete folder."""
-  return atomic.file_lock(folder / LOCK)
+  reads the other's section and the last writer leaves a complete folder; each
+  first removes the temporaries of writers killed there (`atomic.claim`)."""
+  return atomic.claim(folder, lock=LOCK)
 
 
 LOCK = ".lock"

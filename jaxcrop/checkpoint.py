@@ -7,6 +7,8 @@ Layout of a workdir:
                                         `train.keep_last` are kept; resume point
   checkpoints/best/<step>/{model,opt}   at each validation that improves the
                                         validation macro-F1 (Orbax best_fn keeps 1)
+  .lock                                 held (shared) by each process writing
+                                        checkpoints; see `claim_workdir`
 Two Orbax managers rather than one: the resume point must be the newest
 state whatever its score, the model to evaluate the best one whatever its age.
 Each checkpoint holds three items: `model` = {params, batch_stats} (all that
@@ -15,10 +17,14 @@ prediction needs), `opt` = {step, opt_state, best_f1, bad_evals} and `digest` =
 Orbax checks that files exist and decode, not their contents: a flipped bit in an
 array file restores silently as another number. `restore` recomputes the digest
 and raises `CheckpointDamaged` when it differs (checkpoints saved before the
-digest existed restore unchecked).
+digest existed restore unchecked). A restore that fails (truncated or missing
+array files) prints nothing: see `_quiet_teardown`.
 """
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -33,6 +39,7 @@ import numpy as np
 from etils import epath
 import orbax.checkpoint as ocp
 
+from cropcontracts import atomic
 from cropcontracts.dataset_meta import DatasetMeta
 from cropcontracts.errors import UserError
 from jaxcrop.hierarchy import Tree
@@ -50,8 +57,30 @@ def workdir_path(workdir) -> epath.Path:
   return epath.Path(s if "://" in s else os.path.abspath(s))
 
 
+# What runs killed in a workdir leave: atomic's temporaries (config.json, …) and
+# Orbax's unfinished saves (`checkpoints/last/<step>.orbax-checkpoint-tmp`).
+KILLED_RUNS_TEMPORARIES = (atomic.PARTIAL, "checkpoints/*/*.orbax-checkpoint-tmp*")
+_CLAIMS: dict[str, contextlib.ExitStack] = {}
+
+
+def claim_workdir(workdir) -> None:
+  """This process writes in `workdir` from now on: it holds the workdir's lock,
+  shared with the other processes of its run, until it ends; the first process
+  to find no other there removes what killed runs left (`atomic.claim`)."""
+  key = os.fspath(workdir)
+  if key not in _CLAIMS:
+    stack = contextlib.ExitStack()
+    stack.enter_context(atomic.claim(workdir, shared=True,
+                                     patterns=KILLED_RUNS_TEMPORARIES))
+    _CLAIMS[key] = stack
+    atexit.register(stack.close)
+
+
 def managers(workdir, keep_last: int = 2, *, read_only: bool = False):
-  """(last, best) Orbax CheckpointManagers under workdir/checkpoints."""
+  """(last, best) Orbax CheckpointManagers under workdir/checkpoints; writable
+  ones claim the workdir first (`claim_workdir`)."""
+  if not read_only:
+    claim_workdir(workdir_path(workdir))
   root = workdir_path(workdir) / "checkpoints"
   if read_only:   # Orbax warns that read-only managers ignore the retention options
     logging.set_verbosity(min(logging.get_verbosity(), logging.ERROR))
@@ -103,6 +132,47 @@ def save(manager, step: int, model_vars: dict, opt: dict, metrics=None):
       metrics=metrics)
 
 
+class _LoopClosedAfterItsTasks(asyncio.SelectorEventLoop):
+  """An event loop that lets its pending tasks end before it closes (those
+  still pending after `TASKS_GRACE_S` are cancelled, as `asyncio.run` does)."""
+  TASKS_GRACE_S = 60.0
+
+  def close(self):
+    if not self.is_running() and not self.is_closed():
+      pending = [t for t in asyncio.all_tasks(self) if not t.done()]
+      if pending:
+        _, late = self.run_until_complete(asyncio.wait(pending, timeout=self.TASKS_GRACE_S))
+        for t in late:
+          t.cancel()
+        self.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    super().close()
+
+
+class _QuietTeardownPolicy(asyncio.DefaultEventLoopPolicy):
+
+  def new_event_loop(self):
+    return _LoopClosedAfterItsTasks()
+
+
+@contextlib.contextmanager
+def _quiet_teardown():
+  """For the block, new event loops end their tasks before they close.
+
+  Orbax runs a restore in a fresh event loop and closes it as soon as the first
+  array read fails, with the other reads still in flight; each of those then
+  completes into the closed loop, and tensorstore prints a `RuntimeError: Event
+  loop is closed` traceback for it (250 to 530 lines of them above the one-line
+  error on a truncated checkpoint). Awaited before the loop closes, they end
+  quietly (cancelling them is not enough: tensorstore still calls back).
+  """
+  previous = asyncio.get_event_loop_policy()
+  asyncio.set_event_loop_policy(_QuietTeardownPolicy())
+  try:
+    yield
+  finally:
+    asyncio.set_event_loop_policy(previous)
+
+
 def restore(manager, step: int, model_vars: dict, opt: dict | None = None):
   """Restore into the structure (and shardings) of the given targets; raises
   CheckpointDamaged when the model arrays differ from the saved digest."""
@@ -112,7 +182,8 @@ def restore(manager, step: int, model_vars: dict, opt: dict | None = None):
   has_digest = (epath.Path(manager.directory) / str(step) / "digest").exists()
   if has_digest:
     items["digest"] = ocp.args.JsonRestore()
-  out = manager.restore(step, args=ocp.args.Composite(**items))
+  with _quiet_teardown():
+    out = manager.restore(step, args=ocp.args.Composite(**items))
   want = (out["digest"] or {}).get("model_sha256") if has_digest else None
   if want is not None and model_digest(out["model"]) != want:
     raise CheckpointDamaged(f"step {step}: model arrays differ from their saved SHA-256")

@@ -19,20 +19,32 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import warnings
 from typing import Iterator
 
 import numpy as np
 
-from cropcontracts.errors import UserError
+from cropcontracts.errors import UserError, native_noise_dropped
 from cropcontracts.zonefolder import NO_LABEL
 from cropcontracts.dataset_meta import DatasetMeta
 
 _SEED_STRIDE = 1_000_003  # epoch seeds: seed * stride + epoch
 
 
+# What TensorFlow 2.21 logs on import, past TF_CPP_MIN_LOG_LEVEL (its C++ logging
+# starts before absl's is set up): absl's notice of it, then INFO lines
+# (`I0000 00:00:… port.cc:153] oneDNN custom operations are on…`).
+TF_IMPORT_NOISE = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\)|"
+                              r"I\d{4} [\d:.]+ +\d+ \S+:\d+\] ")
+
+
 def import_tf():
   """TensorFlow, quiet and confined to the CPU (call before any TF/TFDS use)."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  if "tensorflow" not in sys.modules and os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0":
+    with native_noise_dropped(TF_IMPORT_NOISE):
+      import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   for kind in ("GPU", "TPU"):
     try:
@@ -110,7 +122,6 @@ def check_shards(cfg_data, builder, split: str) -> None:
   truncated, before anything is trained: the shard files must add up to the bytes
   and records dataset_info.json recorded (one stat per shard; the records are
   read only to find which shard is damaged)."""
-  import warnings  # pylint: disable=g-import-not-at-top
   tf = import_tf()
   builder = builder or _builder(cfg_data)
   for name in _fold_names(split):
@@ -134,7 +145,9 @@ def check_shards(cfg_data, builder, split: str) -> None:
 def _builder(cfg_data):
   import_tf()
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  return tfds.builder_from_directory(dataset_dir(cfg_data))
+  with warnings.catch_warnings():   # TFDS reads dataset_info with a deprecated protobuf API
+    warnings.simplefilter("ignore", DeprecationWarning)
+    return tfds.builder_from_directory(dataset_dir(cfg_data))
 
 
 def _fold_names(split: str) -> list[str]:

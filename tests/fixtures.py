@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import signal
 import typing
@@ -22,6 +23,7 @@ import numpy as np
 from configs.hybrid import get_config
 from cropcontracts import nomenclature, zonefolder
 from cropcontracts.dataset_meta import DatasetMeta
+from jaxcrop.input_pipeline import TF_IMPORT_NOISE
 from prep.demo.zonefolders import T, months
 
 # --- one fake checkpoint DatasetMeta
@@ -192,6 +194,30 @@ def tiny_config(**train_overrides):
   return c
 
 
+def write_workdir(path, variant="tiny", **model_fields):
+  """A training workdir at `path` holding a tiny hybrid model's init as its `last`
+  checkpoint (step 3): `variant` of configs/hybrid.py, `model_fields` set on
+  config.model, make_meta()'s classes and months (it maps write_zone's zones).
+  Returns (model, variables, meta)."""
+  from jaxcrop import checkpoint
+  from jaxcrop.hierarchy import Tree
+  from jaxcrop.models import build_model, needs_valid_count
+  cfg = get_config(variant)
+  cfg.model.update(model_fields)
+  meta = make_meta()
+  model = build_model(cfg.model, meta.num_classes, tree=Tree.of(meta))
+  x = np.zeros((1, T, 16, 16, 4), np.float32)
+  inputs = {"valid_count": np.zeros(x.shape[:-1], np.float32)} if needs_valid_count(cfg.model) else {}
+  v = model.init(jax.random.PRNGKey(1), x, **inputs)
+  path.mkdir()
+  (path / "config.json").write_text(cfg.to_json())
+  (path / "dataset_meta.json").write_text(meta.to_json())
+  last, _ = checkpoint.managers(path)
+  checkpoint.save(last, 3, dict(v), {"step": np.int32(3)})
+  last.wait_until_finished()
+  return model, v, meta
+
+
 # --------------------------------------------------------------------------- #
 # Command lines run in-process
 
@@ -210,3 +236,20 @@ def assert_error(rc, err, expected):
   assert "Traceback" not in err, err
   assert err.strip().splitlines() == [f"error: {expected}"], err
   assert rc == 2
+
+
+# What the stock `tfds` command prints as it starts, before it loads the cropmap
+# builder, and which the builder cannot silence (docs/errors.md): TensorFlow's C++
+# start-up logs (jaxcrop.input_pipeline.TF_IMPORT_NOISE, and the CPU-instructions
+# notice below TF_CPP_MIN_LOG_LEVEL=2) and Apache Beam's notice of a missing apitools.
+TFDS_START_UP = re.compile(f"{TF_IMPORT_NOISE.pattern}|To enable the following instructions: |"
+                           f"WARNING:root:apitools not found")
+
+
+def assert_tfds_error(rc, err, expected):
+  """Exit 2 and stderr is the line `tfds build cropmap: error: <expected>`, after
+  nothing but the stock command's start-up (TFDS_START_UP)."""
+  assert "Traceback" not in err and rc == 2, err
+  *start_up, last = err.strip().splitlines()
+  assert last == f"tfds build cropmap: error: {expected}", err
+  assert all(TFDS_START_UP.match(line) for line in start_up), err

@@ -55,6 +55,50 @@ def test_atomic_write_appears_whole_with_umask_permissions(tmp_path):
   assert atomic.is_remote("gs://b/x.json") and not atomic.is_remote(tmp_path)
 
 
+def test_claim_clears_what_dead_writers_left_never_a_live_ones(tmp_path):
+  """A temporary is a dead writer's when nobody else holds the folder's lock (a
+  second open of the lock file conflicts like another process's)."""
+  def leftovers():
+    (tmp_path / ".s2.tif.abc.partial").write_bytes(b"half")
+    (tmp_path / ".z_0.def.partial").mkdir(exist_ok=True)          # a folder written whole
+    (tmp_path / ".z_0.def.partial" / "classes.tif").write_bytes(b"x")
+    (tmp_path / "ckpt").mkdir(exist_ok=True)
+    (tmp_path / "ckpt" / "3.orbax-checkpoint-tmp").mkdir(exist_ok=True)
+  kept = {".lock", "ckpt", "s2.tif"}
+  (tmp_path / "s2.tif").write_bytes(b"whole")
+  leftovers()
+  with atomic.claim(tmp_path, patterns=(atomic.PARTIAL, "ckpt/*.orbax-checkpoint-tmp*")):
+    assert {p.name for p in tmp_path.iterdir()} == kept
+    assert not list((tmp_path / "ckpt").iterdir())
+    with pytest.raises(atomic.LockHeld):                     # a writer's turn is its own
+      with atomic.claim(tmp_path, wait=False):
+        pass
+  with atomic.claim(tmp_path, shared=True):                  # a live writer and its
+    leftovers()                                              # temporaries, beside another
+    with atomic.claim(tmp_path, shared=True):                # writer: that one clears nothing
+      assert {p.name for p in tmp_path.iterdir()} == kept | {".s2.tif.abc.partial",
+                                                              ".z_0.def.partial"}
+  with atomic.claim(tmp_path, shared=True):                  # alone: they were a dead one's
+    assert {p.name for p in tmp_path.iterdir()} == kept
+  assert atomic.remove_temporaries(tmp_path) == []
+  with atomic.claim("gs://bucket/maps", shared=True):        # a bucket: nothing to lock
+    pass
+
+
+def test_shared_writers_go_on_unlocked_where_the_filesystem_has_no_flock(tmp_path,
+                                                                        monkeypatch):
+  import errno
+  def no_flock(f, how):   # what a FUSE mount of a bucket may answer
+    raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+  monkeypatch.setattr(atomic.fcntl, "flock", no_flock)
+  (tmp_path / ".x.abc.partial").write_bytes(b"")             # perhaps a live writer's
+  with atomic.claim(tmp_path, shared=True):
+    assert (tmp_path / ".x.abc.partial").exists()            # so it stays
+  with pytest.raises(OSError):                               # writers that take turns
+    with atomic.claim(tmp_path):                             # need the lock
+      pass
+
+
 def test_constants_have_one_home():
   assert zonefolder.BANDS == ("B2", "B3", "B4", "B8")
   assert zonefolder.VALID_SCL == {4, 5, 6, 7}

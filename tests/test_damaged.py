@@ -4,6 +4,7 @@ The catalogue of these cases is docs/errors.md."""
 import csv
 import json
 import pathlib
+import re
 import shutil
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from prep import cli as prep_cli
 from prep import zones as Z
 from cropcontracts.errors import UserError
-from tests.fixtures import assert_error, run
+from tests.fixtures import assert_error, assert_tfds_error, run
 
 
 # --------------------------------------------------------------------------- #
@@ -356,10 +357,8 @@ def test_tfds_build_overwrite_over_a_good_dataset_checks_the_zones_first(
              PYTHONPATH=str(repo))   # this checkout, whichever one the venv installed
   done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
   last = sorted(p for p in broken.iterdir() if p.is_dir())[-1]
-  assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
-  assert done.stderr.strip().splitlines()[-1] == (
-      f"tfds build cropmap: error: zone {last.name}: {last / 'labels.tif'} is missing; rerun "
-      f"prep for this zone")
+  assert_tfds_error(done.returncode, done.stderr, f"zone {last.name}: {last / 'labels.tif'} "
+                                                  f"is missing; rerun prep for this zone")
   assert _files(version) == before
   assert sorted(p.name for p in version.parent.iterdir()) == [".build.lock", dataset.name]
 
@@ -424,17 +423,8 @@ def test_training_on_a_damaged_shard_names_it_and_writes_no_workdir(
   shard = copy / "cropmap-fold1.tfrecord-00000-of-00001"
   damage(shard)
   rc, _, err = _train(data_dir, tmp_path / "w", capsys)
-  assert_error_line(rc, err, f"{shard}: {problem}; rebuild with `{_rebuild(data_dir)}`")
+  assert_error(rc, err, f"{shard}: {problem}; rebuild with `{_rebuild(data_dir)}`")
   assert not (tmp_path / "w").exists()
-
-
-def assert_error_line(rc, err, expected):
-  """Exit 2, no traceback, and the one error line last; a `warning:` line that
-  TensorFlow's protobuf emits on opening a dataset (label() deprecated) may precede it."""
-  assert "Traceback" not in err and rc == 2, err
-  lines = err.strip().splitlines()
-  assert lines[-1] == f"error: {expected}", err
-  assert all(l.startswith("warning: ") for l in lines[:-1]), err
 
 
 def test_a_dataset_of_another_major_version_is_refused(dataset, tmp_path, capsys):
@@ -447,7 +437,7 @@ def test_a_dataset_of_another_major_version_is_refused(dataset, tmp_path, capsys
   future = data_dir / "cropmap" / "tiny" / f"{major + 1}.0.0"
   shutil.copytree(dataset, future)
   rc, _, err = _train(data_dir, tmp_path / "w", capsys)
-  assert_error_line(rc, err, f"{future}: cropmap dataset version {major + 1}.0.0, this code "
+  assert_error(rc, err, f"{future}: cropmap dataset version {major + 1}.0.0, this code "
                         f"reads {major}.x.x; "
                         f"rebuild it with `{_rebuild(data_dir)}` (or use the jaxcrop version "
                         f"that built it)")
@@ -555,25 +545,103 @@ def test_a_scene_folder_renamed_away_from_its_item_is_named(raw, scenes, tmp_pat
                         f"the copy")
 
 
-def test_a_bit_flipped_band_in_the_middle_of_many_scenes(raw, scenes, tmp_path, capsys):
-  scene = _middle_scene(scenes, "30UYU")   # its bands have two tiles (deflate streams)
-  band = scene / "B02.tif"
+def _flip_every_tile(band: pathlib.Path) -> pathlib.Path:
+  """One bit of every tile's zlib header (its CMF byte) flipped: the header check
+  then fails for certain. A bit flipped deeper in a deflate stream may decode into
+  garbage without an error, depending on the bytes (the demo's contents)."""
   import rasterio
   with rasterio.open(band) as src:        # where each tile's deflate stream lies
     (bh, bw), = src.block_shapes
-    tiles = [(int(src.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=1)),
-              int(src.get_tag_item(f"BLOCK_SIZE_{j}_{i}", "TIFF", bidx=1)))
-             for i in range(-(-src.height // bh)) for j in range(-(-src.width // bw))]
+    offsets = [int(src.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=1))
+               for i in range(-(-src.height // bh)) for j in range(-(-src.width // bw))]
   data = bytearray(band.read_bytes())
-  # One bit of every tile's zlib header (its CMF byte): the header check then fails
-  # for certain. A bit flipped deeper in a deflate stream may decode into garbage
-  # without an error, depending on the bytes (the demo's contents).
-  for offset, size in tiles:
+  for offset in offsets:
     data[offset] ^= 0x10
   band.write_bytes(bytes(data))
+  return band
+
+
+def _unreadable(band: pathlib.Path) -> str:
+  """The error line of a bit-flipped band, as a regular expression (GDAL's reason varies)."""
+  return (re.escape(f"error: {band}: unreadable (") + r"[^\n]+" +
+          re.escape(f"; the file may be truncated or corrupt — re-download scene "
+                    f"{band.parent.name} or remove it"))
+
+
+def test_a_bit_flipped_band_in_the_middle_of_many_scenes(raw, scenes, tmp_path, capsys):
+  # a scene of tile 30UYU: its bands have two tiles (deflate streams)
+  band = _flip_every_tile(_middle_scene(scenes, "30UYU") / "B02.tif")
   rc, _, err = _composite(raw, scenes, tmp_path / "z", capsys)
-  assert "Traceback" not in err and rc == 2, err
-  [line] = err.strip().splitlines()
-  assert line.startswith(f"error: {band}: unreadable (") and line.endswith(
-      f"the file may be truncated or corrupt — re-download scene {scene.name} or remove it")
+  assert rc == 2 and re.fullmatch(_unreadable(band) + "\n", err), err
   assert not (tmp_path / "z" / "demo-north_0").exists()
+
+
+# --------------------------------------------------------------------------- #
+# The same mistakes in processes of their own, as a user runs them: the tests above
+# see what Python writes to sys.stderr; a process also shows what C and C++
+# libraries write to its stderr (TensorFlow's start-up logs, the `Event loop is
+# closed` tracebacks of a failed checkpoint restore) and what its exit prints.
+
+def _child_errors(calls) -> tuple[list, str]:
+  """Runs each (module, argv) of `calls` as `module.main(argv)` in one child
+  process, in order; returns their exit statuses and the child's whole stderr."""
+  import os
+  import subprocess
+  import sys
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  code = ("import importlib, json, sys\n"
+          "def status(module, argv):\n"
+          "  try:\n"
+          "    return importlib.import_module(module).main(argv)\n"
+          "  except SystemExit as e:\n"
+          "    return e.code\n"
+          "print(json.dumps([status(m, a) for m, a in json.loads(sys.argv[1])]))")
+  calls = [(m, [str(a) for a in argv]) for m, argv in calls]
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}   # a user's
+  env.update(PYTHONPATH=str(repo), JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
+  done = subprocess.run([sys.executable, "-c", code, json.dumps(calls)], cwd=repo, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def test_prep_mistakes_are_their_one_line_in_a_process(raw, scenes, tmp_path):
+  """The zones table and the scenes: the whole stderr of `python -m prep`."""
+  table = _table(tmp_path, lambda r: r.update(width=-1000))
+  band = _flip_every_tile(_middle_scene(scenes, "30UYU") / "B02.tif")
+  statuses, err = _child_errors([
+      ("prep.cli", ["--quiet", "zones", "--zones-csv", table]),
+      ("prep.cli", ["--quiet", "composite", "--scenes", scenes, "--zones", "demo-north_0",
+                    "--zones-csv", raw / "zones.csv", "--out", tmp_path / "z"])])
+  assert statuses == [2, 2]
+  assert re.fullmatch(re.escape(f"error: {table}: line 2: zone stquentin_0: width=-1000 must "
+                                f"be positive\n") + _unreadable(band) + "\n", err), err
+
+
+def test_dataset_and_checkpoint_mistakes_are_their_one_line_in_a_process(
+    dataset, trained_workdir, tmp_path):
+  """A damaged shard (train) and a truncated checkpoint (evaluate, predict): the
+  whole stderr of `python -m jaxcrop.…` (once TensorFlow's start-up logs and a
+  flood of asyncio tracebacks from the checkpoint library came first)."""
+  data_dir = tmp_path / "data"
+  copy = pathlib.Path(shutil.copytree(dataset, data_dir / "cropmap" / "tiny" / dataset.name))
+  shard = copy / "cropmap-fold1.tfrecord-00000-of-00001"
+  shard.write_bytes(shard.read_bytes()[:shard.stat().st_size // 2])
+  w = _copy(trained_workdir, tmp_path)
+  best = w / "checkpoints" / "best" / "6"
+  _truncate(best)
+  from prep.demo import zonefolders
+  zone = zonefolders.write_zone(tmp_path / "zones" / "testz_0")
+  config = pathlib.Path(__file__).resolve().parents[1] / "configs" / "hybrid.py"
+  statuses, err = _child_errors([
+      ("jaxcrop.train", [f"--config={config}:demo,tiny", "--workdir", tmp_path / "w",
+                         f"--config.data.data_dir={data_dir}",
+                         "--config.data.builder_config=tiny"]),
+      ("jaxcrop.evaluate", ["--workdir", w, "--which", "best", "--no-baseline"]),
+      ("jaxcrop.predict", ["--workdir", w, "--zone", zone.path, "--out", tmp_path / "maps"])])
+  assert statuses == [2, 2, 2]
+  damaged = (f"error: {best}: {DAMAGED.format(s=6, k='best')}; the last checkpoint, step 6, "
+             f"is complete: use it (evaluate --which last, predict --checkpoint last)\n")
+  assert err == (f"error: {shard}: damaged or truncated TFRecord shard (not the size "
+                 f"dataset_info.json records); rebuild with `{_rebuild(data_dir)}`\n"
+                 + damaged + damaged)

@@ -134,7 +134,7 @@ def test_outputs_on_the_zone_grid_with_colors_names_and_cog_layout(zone, pixel_m
   folder = geotiff.write_outputs(zone, pred, NOM, tmp_path)
   assert folder == tmp_path / "testz_0"
   assert folder.stat().st_mode & 0o777 == 0o777 & ~atomic.umask()
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["testz_0"]   # no temp left
+  assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "testz_0"]   # no temp left
   assert sorted(p.name for p in folder.iterdir()) == [
       "classes.qml", "classes.tif", "confidence.tif", "map.json", "parcels.gpkg",
       "probabilities.tif"]
@@ -178,7 +178,7 @@ def test_existing_output_folder_is_refused_without_overwrite(zone, pixel_model, 
     geotiff.write_outputs(zone, pred, NOM, tmp_path)
   pred.classes[:] = 2
   geotiff.write_outputs(zone, pred, NOM, tmp_path, overwrite=True)
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["testz_0"]   # no .old/.partial
+  assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "testz_0"]   # no .old/.partial
   with rasterio.open(tmp_path / "testz_0" / "classes.tif") as src:
     assert (src.read(1) == 2).all()
 
@@ -331,7 +331,7 @@ def test_predict_path_in_a_fresh_process_two_devices_no_tensorflow_no_trainer(zo
   TensorFlow or the trainer (`sys.modules`)."""
   import os
   import subprocess
-  _workdir(tmp_path / "W")
+  pt.write_workdir(tmp_path / "W")
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
              JAX_PLATFORMS="cpu")
   res = subprocess.run([sys.executable, "-c", _FRESH_PROCESS, str(tmp_path / "W"),
@@ -363,32 +363,11 @@ def test_tile_that_the_model_cannot_take_is_a_one_line_error():
                              tiling.MapSettings(tile=15, overlap=4))
 
 
-def _workdir(path, variant="tiny", **model_fields):
-  """A training workdir holding a tiny hybrid model's init as its `last` checkpoint
-  (`variant` of configs/hybrid.py, `model_fields` set on config.model)."""
-  import jax
-  from configs import hybrid
-  from jaxcrop import checkpoint
-  from jaxcrop.hierarchy import Tree
-  from jaxcrop.models import build_model, needs_valid_count
-  cfg = hybrid.get_config(variant)
-  cfg.model.update(model_fields)
-  meta = pt.make_meta()
-  model = build_model(cfg.model, meta.num_classes, tree=Tree.of(meta))
-  x = np.zeros((1, zf.T, 16, 16, 4), np.float32)
-  inputs = {"valid_count": np.zeros(x.shape[:-1], np.float32)} if needs_valid_count(cfg.model) else {}
-  v = model.init(jax.random.PRNGKey(1), x, **inputs)
-  path.mkdir()
-  (path / "config.json").write_text(cfg.to_json())
-  (path / "dataset_meta.json").write_text(meta.to_json())
-  last, _ = checkpoint.managers(path)
-  checkpoint.save(last, 3, dict(v), {"step": np.int32(3)})
-  last.wait_until_finished()
-  return model, v, meta
+
 
 
 def test_cli_with_a_real_checkpoint_equals_predict_zone(zone, tmp_path, capsys):
-  model, v, meta = _workdir(tmp_path / "W")
+  model, v, meta = pt.write_workdir(tmp_path / "W")
   rc = predict.main(["--workdir", str(tmp_path / "W"), "--zone", str(zone.path),
                      "--out", str(tmp_path / "maps"), "--tile", "16", "--overlap", "4",
                      "--checkpoint", "best"])             # no best yet → last
@@ -406,7 +385,7 @@ def test_classes_tif_equals_the_model_run_directly_on_a_tile(zone, tmp_path, cap
   512 tile holds the whole 40 x 52 zone (padded), so inside it the map file is
   exactly the model's argmax on that padded tile, computed here without predict."""
   import jax
-  model, v, meta = _workdir(tmp_path / "W")
+  model, v, meta = pt.write_workdir(tmp_path / "W")
   rc = predict.main(["--workdir", str(tmp_path / "W"), "--zone", str(zone.path),
                      "--out", str(tmp_path / "maps")])
   assert rc == 0, capsys.readouterr().err
@@ -520,7 +499,7 @@ def test_hierarchical_model_tier_maps_through_the_cli_are_its_consistent_decodin
   import jax
   from jaxcrop.hierarchy import Tree, to_tier
   from jaxcrop.models import heads
-  model, v, meta = _workdir(tmp_path / "W", "tiny,hierarchical")
+  model, v, meta = pt.write_workdir(tmp_path / "W", "tiny,hierarchical")
   rc = predict.main(["--workdir", str(tmp_path / "W"), "--zone", str(zone.path),
                      "--out", str(tmp_path / "maps"), "--tiers"])
   assert rc == 0, capsys.readouterr().err
@@ -552,7 +531,7 @@ def test_valid_count_model_predicts_through_the_cli_with_the_zone_counts(tmp_pat
   counts = np.random.default_rng(3).integers(0, 6, (zf.T, zf.H, zf.W)).astype(np.uint8)
   zonefolder.write_imagery(z.path, z.zone, z.read_image().transpose(0, 3, 1, 2), counts,
                            z.months)
-  model, v, meta = _workdir(tmp_path / "W", valid_count="channel")
+  model, v, meta = pt.write_workdir(tmp_path / "W", valid_count="channel")
   rc = predict.main(["--workdir", str(tmp_path / "W"), "--zone", str(z.path),
                      "--out", str(tmp_path / "maps")])
   assert rc == 0, capsys.readouterr().err

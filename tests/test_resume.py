@@ -2,11 +2,13 @@
 moment once it has begun writing, then run again. Nothing incomplete may read as
 complete in between, the rerun finishes, and its result equals an uninterrupted
 run: prep and the dataset build bit for bit, training to the 1e-6 docs/model.md
-promises. Two runs writing one output at once: prep's take turns (both end
-valid), a second `tfds build` on one data_dir is refused. On the small demo."""
+promises; and no temporary of the killed run is left (issue 19). Two runs writing
+one output at once: prep's take turns (both end valid), a second `tfds build` on
+one data_dir is refused. On the small demo."""
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -18,6 +20,7 @@ import pytest
 
 from cropcontracts import zonefolder
 from prep import demo
+from tests.fixtures import assert_tfds_error
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = '{"name": "tiny", "patch_size": 16, "num_folds": 2}'
@@ -63,6 +66,19 @@ def files(folder: pathlib.Path) -> dict:
   return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
           if p.is_file() and not any(part.startswith(".") for part in
                                      p.relative_to(folder).parts)}
+
+
+# Every kind of temporary a writer leaves when it is killed: cropcontracts.atomic's
+# `.NAME.<random>.partial` (files and map folders) and a swapped map folder's
+# `.old`, `.tmp`, TFDS's `incomplete.*` and `.<version>.previous`, Orbax's
+# `<step>.orbax-checkpoint-tmp`.
+TEMPORARY = re.compile(r"\.partial|^\..*\.old$|\.tmp$|^incomplete\.|^\..*\.previous$|"
+                       r"orbax-checkpoint-tmp")
+
+
+def temporaries(folder: pathlib.Path) -> list[pathlib.Path]:
+  """Every temporary (TEMPORARY) anywhere under folder."""
+  return sorted(p for p in folder.rglob("*") if TEMPORARY.search(p.name))
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +138,50 @@ def test_prep_killed_then_rerun_equals_an_uninterrupted_run(stage, seed, ref, tm
     assert_complete_stages_equal_ref(out, ref / "zones", stage)
   finish(cmd)
   assert_complete_stages_equal_ref(out, ref / "zones", stage, all_done=True)
+  assert temporaries(out) == []
+
+
+def stopped_before_rename(name: str, code: str) -> list:
+  """A child process running `code` whose writer of the file or folder `name` stops
+  just before renaming its whole temporary into place: it prints `writing` and
+  waits there to be killed (a random kill rarely lands in a write: each takes
+  milliseconds)."""
+  return [sys.executable, "-c", f"""
+import os, time
+_rename = os.replace
+def _stop(src, dst):
+  if os.path.basename(os.fspath(dst)) == {name!r}:
+    print("writing", flush=True)
+    time.sleep(600)
+  _rename(src, dst)
+os.replace = _stop
+""" + code]
+
+
+def kill_mid_write(cmd, **extra) -> None:
+  """Starts `stopped_before_rename` cmd, SIGKILLs it where it stops."""
+  proc = start(cmd, **extra)
+  for line in proc.stdout:
+    if line == "writing\n":
+      proc.kill()
+      proc.communicate()
+      return
+  pytest.fail(f"never reached the write: {proc.communicate()[1][-3000:]}")
+
+
+PREP_CODE = "import sys\nfrom prep import cli\nsys.exit(cli.main(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize("stage, name", [("imagery", "s2.tif"), ("labels", "parcels.gpkg")])
+def test_prep_killed_mid_write_then_rerun_leaves_no_temporary(stage, name, ref, tmp_path):
+  out = tmp_path / "zones"
+  cmd = _prep_cmd(ref, stage, out)
+  kill_mid_write([*stopped_before_rename(name, PREP_CODE), *cmd[len(PREP) - 1:]])
+  [left] = temporaries(out)
+  assert left.name.startswith(f".{name}.") and left.name.endswith(".partial")
+  finish(cmd)
+  assert temporaries(out) == []
+  assert_complete_stages_equal_ref(out, ref / "zones", stage, all_done=True)
 
 
 def test_two_composites_and_labels_on_one_zone_at_once_all_end_valid(ref, tmp_path):
@@ -133,6 +193,7 @@ def test_two_composites_and_labels_on_one_zone_at_once_all_end_valid(ref, tmp_pa
     assert p.returncode == 0, err[-3000:]
   assert_complete_stages_equal_ref(out, ref / "zones", "imagery", all_done=True)
   assert_complete_stages_equal_ref(out, ref / "zones", "labels", all_done=True)
+  assert temporaries(out) == []
 
 
 TFDS = [pathlib.Path(sys.executable).parent / "tfds", "build", REPO / "tfds_builder" / "cropmap",
@@ -184,6 +245,7 @@ def test_tfds_build_killed_then_rerun_equals_an_uninterrupted_build(ref, tmp_pat
   [got] = _version_dirs(data_dir)
   assert _dataset(got) == want
   assert sorted(p.name for p in got.parent.iterdir()) == [".build.lock", got.name]
+  assert temporaries(data_dir) == []
 
 
 def test_a_second_tfds_build_on_one_data_dir_is_refused(ref, tmp_path):
@@ -194,10 +256,9 @@ def test_a_second_tfds_build_on_one_data_dir_is_refused(ref, tmp_path):
   with atomic.file_lock(lock):       # a build in progress
     second = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env(), capture_output=True,
                             text=True, timeout=600)
-  assert second.returncode == 2, second.stderr[-3000:]
-  assert second.stderr.strip().splitlines()[-1] == (
-      f"tfds build cropmap: error: {lock}: another build of cropmap/tiny is running on this "
-      f"data_dir; wait for it to finish (a killed build holds no lock), then rerun")
+  assert_tfds_error(second.returncode, second.stderr,
+                    f"{lock}: another build of cropmap/tiny is running on this data_dir; wait "
+                    f"for it to finish (a killed build holds no lock), then rerun")
   assert not _version_dirs(data_dir)
   killed = start([sys.executable, "-c", "import sys; from cropcontracts import atomic\n"
                   f"with atomic.file_lock({str(lock)!r}):\n  print('held', flush=True)\n"
@@ -253,8 +314,38 @@ def test_training_interrupted_then_rerun_equals_an_uninterrupted_run(sig, seed, 
   if step is not None:
     assert _params(w).step == step
   finish([*TRAIN, w], **cache)
+  assert temporaries(w) == []
   got, want = _params(w), _params(full)
   assert got.step == want.step == 6
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
                                                        atol=1e-6), got.variables,
                want.variables)
+
+
+def test_training_killed_mid_write_then_rerun_leaves_no_temporary(cache, tmp_path):
+  w = tmp_path / "w"
+  kill_mid_write([*stopped_before_rename("val_best.json", TRAIN[2]), w], **cache)
+  assert temporaries(w)
+  finish([*TRAIN, w], **cache)
+  assert temporaries(w) == []
+  assert _params(w).step == 6
+
+
+PREDICT_CODE = "import sys\nfrom jaxcrop import predict\nsys.exit(predict.main(sys.argv[1:]))"
+
+
+def test_predict_killed_mid_write_then_rerun_leaves_no_temporary(tmp_path):
+  from jaxcrop import predict
+  from prep.demo import zonefolders
+  from tests import fixtures as pt
+  zone, w = zonefolders.write_zone(tmp_path / "zones" / "testz_0").path, tmp_path / "w"
+  pt.write_workdir(w)
+  out = tmp_path / "maps"
+  args = [str(a) for a in ("--workdir", w, "--zone", zone, "--out", out, "--tile", 16,
+                           "--overlap", 4)]
+  kill_mid_write([*stopped_before_rename(zone.name, PREDICT_CODE), *args])
+  [left] = temporaries(out)          # the zone's maps, whole, under their temporary name
+  assert left.name.startswith(f".{zone.name}.") and (left / "map.json").is_file()
+  assert predict.main(args) == 0     # the rerun
+  assert temporaries(out) == []
+  assert sorted(p.name for p in out.iterdir()) == [".lock", zone.name]

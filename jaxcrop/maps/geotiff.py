@@ -121,11 +121,13 @@ def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
 
   The folder is assembled under a temporary name beside it and renamed into
   place when complete (`atomic.atomic_folder`); an existing folder is replaced
-  only with `overwrite`.
+  only with `overwrite`. The temporaries of runs killed in `out_dir` go first
+  (`atomic.claim`).
   """
   final = pathlib.Path(out_dir) / zone.zone_id
   try:
-    with atomic.atomic_folder(final, overwrite=overwrite) as tmp:
+    with atomic.claim(final.parent, shared=True, patterns=(atomic.PARTIAL, ".*.old")), \
+        atomic.atomic_folder(final, overwrite=overwrite) as tmp:
       _write_files(tmp, zone, pred, nomenclature)
   except FileExistsError:
     raise _exists(final) from None
