@@ -32,11 +32,12 @@ How to run it on a lent machine, and where its lines go: docs/benchmarks.md.
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import sys
 import time
+
+from cropcontracts import cli
 
 # Sizes: the default config's (full) and the tests' (tiny).
 FULL = dict(variant="", batch=32, side=64, steps=20, repeats=3, zone=1000, months=12,
@@ -243,13 +244,15 @@ def measures(sizes: dict, clock: Clock):
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m benchmarks accel", description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = cli.ArgumentParser(prog="python -m benchmarks accel", description=__doc__)
   ap.add_argument("--tiny", action="store_true",
                   help="the tiny config, batch 2 of 16 px, a 64-px zone: seconds on a CPU")
   ap.add_argument("--budget-s", type=float, default=420.0,
                   help="seconds the run may take; parts that would not fit are skipped")
-  args = ap.parse_args(argv)
+  return cli.main(ap, _run, argv)
+
+
+def _run(args) -> int:
   clock = Clock(args.budget_s)
   for line in measures(TINY if args.tiny else FULL, clock):
     print(json.dumps(line), flush=True)

@@ -26,11 +26,13 @@ fails or a result differs from its reference.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
+
+from cropcontracts import cli
+from cropcontracts.errors import UserError
 
 STAGES = {"prep": "benchmarks.composite", "data": "benchmarks.data",
           "train": "benchmarks.train", "predict": "benchmarks.predict",
@@ -75,21 +77,28 @@ def run_stage(module: str, args=()) -> list[dict]:
   return lines
 
 
-def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(prog="python -m benchmarks", description=__doc__)
   p.add_argument("stages", nargs="*", metavar="STAGE",
                  help=f"run only these stages ({', '.join(STAGES)}; default: "
                       f"{', '.join(DEFAULT)})")
   p.add_argument("--dry-run", action="store_true",
-                  help="instead of the stages: project the whole country's zones, requests, "
-                       "bytes and wall time per route from measured zones (one JSON line "
-                       "`country_projection`)")
+                 help="instead of the stages: project the whole country's zones, requests, "
+                      "bytes and wall time per route from measured zones (one JSON line "
+                      "`country_projection`)")
   p.add_argument("--zones-csv", default=None, help="--dry-run: the country's zones table")
   p.add_argument("--workers", nargs="+", default=None, help="--dry-run: worker counts")
   p.add_argument("--tiny", action="store_true",
                  help=f"tiny sizes, seconds on a CPU (the tests); stages {', '.join(TINY)} only")
-  args = p.parse_args(argv)
+  return p
+
+
+def main(argv=None) -> int:
+  """`python -m benchmarks`; the exit status (1: a stage failed or differs, 2: a bad argument)."""
+  return cli.main(build_parser(), _run, argv)
+
+
+def _run(args) -> int:
   if args.dry_run:
     extra = ["--dry-run"] + (["--zones-csv", args.zones_csv] if args.zones_csv else []) + (
         ["--workers", *args.workers] if args.workers else [])
@@ -97,9 +106,9 @@ def main(argv=None) -> int:
     return 1 if any("returncode" in l for l in lines) else 0
   unknown = [s for s in args.stages if s not in STAGES]
   if unknown:   # not argparse's choices: they refuse an empty list of a nargs="*" positional
-    p.error(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    raise UserError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
   if args.tiny and (not args.stages or set(args.stages) - set(TINY)):
-    p.error(f"--tiny applies to the stages {', '.join(TINY)}: name them")
+    raise UserError(f"--tiny applies to the stages {', '.join(TINY)}: name them")
   lines = []
   for key in args.stages or DEFAULT:
     lines += run_stage(STAGES[key], ["--tiny"] if args.tiny else ())
@@ -108,4 +117,3 @@ def main(argv=None) -> int:
     print(json.dumps(tie), flush=True)
   failed = any("returncode" in l or l.get("identical") is False for l in lines)
   return 1 if failed else 0
-

@@ -20,13 +20,13 @@ findings about Sentinel-2 imagery.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 
 import numpy as np
 
 from benchmarks import best_of
+from cropcontracts import cli
 from prep import composite
 
 
@@ -125,16 +125,17 @@ def gap_fill_reference(composite: np.ndarray, pixels=None) -> tuple[np.ndarray, 
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m benchmarks.composite", description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = cli.ArgumentParser(prog="python -m benchmarks.composite", description=__doc__)
   ap.add_argument("--size", type=int, default=1000, help="zone side in pixels")
   ap.add_argument("--repeats", type=int, default=3, help="composite_median repeats")
   ap.add_argument("--gap-repeats", type=int, default=5,
                   help="gap_fill repeats (alternating ours / loop; both are short)")
-  args = ap.parse_args(argv)
+  return cli.main(ap, _run, argv)
+
+
+def _run(args) -> int:
   results = [bench_median(args.size, repeats=args.repeats),
              bench_gap_fill(args.size, repeats=args.gap_repeats)]
-
   return 0 if all(r["identical"] for r in results) else 1
 
 

@@ -16,12 +16,13 @@ projection; synthetic inputs: a cost estimate, not a measured run.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import pathlib
 import tempfile
 import time
+
+from cropcontracts import cli
 
 FRANCE_KM2 = 550_000
 EE_CONCURRENT = 40              # interactive requests an Earth Engine account may have
@@ -168,8 +169,7 @@ def zones_of(zones_csv) -> tuple[int, int]:
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m benchmarks.country", description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = cli.ArgumentParser(prog="python -m benchmarks.country", description=__doc__)
   ap.add_argument("--dry-run", action="store_true", required=True,
                   help="project the country's cost (the only mode: nothing is sent)")
   ap.add_argument("--zones-csv", default=None,
@@ -179,7 +179,10 @@ def main(argv=None) -> int:
                   help="requests in flight per worker (capped at 40 per account)")
   ap.add_argument("--gee-s-per-request", type=float, default=20.0,
                   help="assumed seconds of one computePixels zone-month (default: %(default)s)")
-  args = ap.parse_args(argv)
+  return cli.main(ap, _run, argv)
+
+
+def _run(args) -> int:
   zones, zone_pixels = zones_of(args.zones_csv)
   line = project(measure_demo(), zones=zones, zone_pixels=zone_pixels, workers=args.workers,
                  gee_s_per_request=args.gee_s_per_request, gee_workers=args.gee_workers)

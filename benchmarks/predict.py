@@ -29,7 +29,6 @@ Synthetic input: these are speeds, not accuracies.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -39,6 +38,7 @@ import time
 import numpy as np
 
 from benchmarks import xla_flops
+from cropcontracts import cli
 
 FRANCE_KM2 = 550_000
 
@@ -277,14 +277,17 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int | N
   yield write_line(b, tile, overlap, batch, repeats)
 
 
-def main(argv=None):
-  ap = argparse.ArgumentParser(prog="python -m benchmarks.predict")
+def main(argv=None) -> int:
+  ap = cli.ArgumentParser(prog="python -m benchmarks.predict")
   ap.add_argument("--size", type=int, default=1000)
   ap.add_argument("--months", type=int, default=12)
   ap.add_argument("--repeats", type=int, default=2)
   ap.add_argument("--tiny", action="store_true",
                   help="a 64-px zone of 2 months, the tiny model, 32-px tiles (tests)")
-  args = ap.parse_args(argv)
+  return cli.main(ap, _run, argv)
+
+
+def _run(args) -> None:
   if args.tiny:
     lines = measures(64, 2, 1, tile=32, overlap=8, batch=1, other=(64, 8, 2), variant="tiny")
   else:
@@ -294,4 +297,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  raise SystemExit(main())

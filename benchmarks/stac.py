@@ -14,11 +14,11 @@ stac_zone_year: one zone-year of the demo region through `prep stac` from a
 """
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 
 from benchmarks import best_of
+from cropcontracts import cli
 
 
 def bench_stac(demo_dir=None, *, small: bool = False, workers: int = 4) -> dict:
@@ -62,13 +62,12 @@ def bench_stac(demo_dir=None, *, small: bool = False, workers: int = 4) -> dict:
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m benchmarks.stac", description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = cli.ArgumentParser(prog="python -m benchmarks.stac", description=__doc__)
   ap.add_argument("--small", action="store_true", help="the small demo (fast, files read whole)")
   ap.add_argument("--demo", default=None, metavar="DIR",
                   help="a demo folder (python -m prep demo --out DIR) to reuse")
-  args = ap.parse_args(argv)
-  return 0 if bench_stac(args.demo, small=args.small)["identical"] else 1
+  return cli.main(ap, lambda args: 0 if bench_stac(args.demo, small=args.small)["identical"]
+                  else 1, argv)
 
 
 if __name__ == "__main__":

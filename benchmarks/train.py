@@ -20,7 +20,6 @@ bf16), the basis named in `mfu_against`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -30,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs.hybrid import get_config
+from cropcontracts import cli
 from cropcontracts.zonefolder import NO_LABEL
 from jaxcrop import losses, train
 from jaxcrop.models import build_model
@@ -294,11 +294,13 @@ def measures(tiny: bool = False):
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m benchmarks.train", description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = cli.ArgumentParser(prog="python -m benchmarks.train", description=__doc__)
   ap.add_argument("--tiny", action="store_true",
                   help="the tiny config, batch 2 of 16 px, one step: seconds (tests)")
-  args = ap.parse_args(argv)
+  return cli.main(ap, _run, argv)
+
+
+def _run(args) -> int:
   for m in measures(tiny=args.tiny):
     print(json.dumps(m), flush=True)
   return 0

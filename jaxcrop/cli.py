@@ -1,17 +1,10 @@
-"""The command lines of train, evaluate and cv: argparse, a `--config` file, one-line mistakes.
+"""The command lines of train, evaluate and cv: a `--config` file and on/off switches.
 
-Every jaxcrop program (`train`, `evaluate`, `cv`: `main`; `predict`, `plots`,
-`mosaic`: argparse of their own) runs its work through the one handler,
-`cropcontracts.errors.run`: a `UserError` (the one class of user mistakes) or
-an OSError naming a path prints `error: <message>` as one line, exit status 2;
-Ctrl-C prints `interrupted` (130). Anything else, ValueError included, is a bug
-and keeps its traceback: a config value the code refuses is raised as a
-`UserError` where it is checked.
-
-`ArgumentParser` is argparse with three additions:
-- every mistake it finds (a missing value, a bad choice, an unknown flag, with
-  a did-you-mean, a stray argument) is a `UserError`: one line, no usage dump;
-  `--help` prints the full help and exits 0;
+Every command line parses with `cropcontracts.cli.ArgumentParser` (argparse
+whose every mistake is one line `error: …`, exit status 2, with a did-you-mean
+for an unknown flag, no usage dump; `--help` exits 0 with the full help) and
+runs its work through the one handler, `cropcontracts.errors.run`. This module
+adds what only train, evaluate and cv have:
 - `add_config` adds `--config FILE[:variant]`, loaded by `jaxcrop.config`, and
   its typed overrides `--config.a.b=v` (or `--config.a.b v`), which must come
   after it;
@@ -22,11 +15,10 @@ and keeps its traceback: a config value the code refuses is raised as a
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from typing import Callable, Sequence
 
-from cropcontracts import errors
+from cropcontracts import cli as base
 from cropcontracts.errors import UserError
 from jaxcrop import config as config_lib
 
@@ -44,16 +36,12 @@ def positive_int(text: str) -> int:
   return value
 
 
-class ArgumentParser(argparse.ArgumentParser):
-  """argparse whose mistakes are one-line UserErrors; see the module doc."""
+class ArgumentParser(base.ArgumentParser):
+  """The one-line parser with `--config` and `--flag/--no-flag`; see the module doc."""
 
-  def __init__(self, prog: str, doc: str):
-    super().__init__(prog=prog, description=doc.strip(), allow_abbrev=False,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+  def __init__(self, prog: str | None = None, description: str | None = None, **kw):
+    super().__init__(prog, description, **kw)
     self._has_config = False
-
-  def error(self, message):
-    raise UserError(message)
 
   def add_config(self, help: str) -> None:  # pylint: disable=redefined-builtin
     """--config FILE[:variant]: parsed into the loaded, locked ConfigDict."""
@@ -70,25 +58,20 @@ class ArgumentParser(argparse.ArgumentParser):
     self.epilog = ("The 0.2 spellings of on/off flags, --noflag and --flag=false, still "
                    "work in 0.3 with a notice; they go in 0.4 (docs/releases.md).")
 
-  def parse(self, argv: Sequence[str]) -> argparse.Namespace:
-    """argv (without the program name) → one attribute per flag; UserError on a mistake.
+  def parse_args(self, args: Sequence[str] | None = None, namespace=None) -> argparse.Namespace:
+    """argv (without the program name; None: sys.argv[1:]) → one attribute per
+    flag; UserError on a mistake.
 
     With `add_config`, `args.config` is the loaded ConfigDict with the
     `--config.a.b=v` overrides applied in command-line order (None without --config).
     """
-    argv = [str(a) for a in argv]
-    if "-h" in argv or "--help" in argv:   # help wins over any mistake beside it
-      self.print_help()
-      self.exit(0)
-    argv, overrides = self._overrides(argv)
-    args, extras = self.parse_known_args([self._current_spelling(a) for a in argv])
-    self._refuse(extras)
-    if self._has_config and args.config is not None:
-      spec = args.config
-      args.config = config_lib.load(spec, flag=CONFIG)
+    argv, overrides = self._overrides(self._argv(args))   # --help first
+    ns = super().parse_args([self._current_spelling(a) for a in argv], namespace)
+    if self._has_config and ns.config is not None:
+      ns.config = config_lib.load(ns.config, flag=CONFIG)
       for path, text in overrides:
-        config_lib.override(args.config, path, text, flag=CONFIG)
-    return args
+        config_lib.override(ns.config, path, text, flag=CONFIG)
+    return ns
 
   def _overrides(self, argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """(argv without the `--config.a.b[=v]` overrides, [(a.b, v)] in order)."""
@@ -134,30 +117,12 @@ class ArgumentParser(argparse.ArgumentParser):
     print(f"notice: {arg} is deprecated, use {new}", file=sys.stderr)
     return new
 
-  def _refuse(self, extras: list[str]) -> None:
-    """UserError for what argparse did not take: an unknown flag first, else
-    the stray arguments."""
-    names = [o[2:] for a in self._actions for o in a.option_strings if o.startswith("--")]
-    for arg in extras:
-      if arg.startswith("-") and arg not in ("-", "--"):
-        flag = arg.partition("=")[0]
-        close = difflib.get_close_matches(flag.lstrip("-"), names, n=1)
-        hint = f" (did you mean --{close[0]}?)" if close else ""
-        raise UserError(f"{flag}: unknown flag{hint}")
-    if extras:
-      raise UserError(f"unexpected argument(s) {' '.join(extras)}: every option is a "
-                      f"--flag (see --help)")
-
 
 def main(parser: ArgumentParser, body: Callable[[argparse.Namespace], int | None],
          argv: Sequence[str] | None = None) -> int:
-  """Runs a program: parse argv (sys.argv[1:] when None), then body(args).
-
-  Returns the exit status: body's (None → 0), 2 for a user mistake, 130 on
-  Ctrl-C; `--help` exits 0 (SystemExit, as argparse does).
-  """
-  argv = list(sys.argv[1:] if argv is None else argv)
+  """`cropcontracts.cli.main` (parse argv, None: sys.argv[1:], then body(args) →
+  the exit status), with absl marked as parsed first."""
   from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
   if not absl_flags.FLAGS.is_parsed():   # absl logging (Orbax) then logs without a warning
     absl_flags.FLAGS.mark_as_parsed()
-  return errors.run(lambda: body(parser.parse(argv)))
+  return base.main(parser, body, argv)

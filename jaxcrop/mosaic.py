@@ -11,15 +11,14 @@ whose centre is nearest wins (`jaxcrop.maps.national`, docs/predict.md).
 """
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 
-from cropcontracts import errors
+from cropcontracts import cli, errors
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m jaxcrop.mosaic",
+  ap = cli.ArgumentParser(prog="python -m jaxcrop.mosaic",
                                description=__doc__.split("\n\n")[0])
   ap.add_argument("--maps", required=True, help="folder of zone maps (jaxcrop.predict --out)")
   ap.add_argument("--out", required=True, help="folder of the national product")
@@ -34,7 +33,7 @@ def main(argv=None) -> int:
                   help="side in pixels of the blocks the national COGs are assembled in "
                        "(memory: one block; default 4096)")
   ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-  return errors.run(_run, ap.parse_args(argv))
+  return cli.main(ap, _run, argv)
 
 
 def _run(args) -> int:

@@ -21,14 +21,13 @@ label, black where the imagery has no observation (no data), in maps and GIFs al
 """
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 
 import numpy as np
 
 from cropcontracts.zonefolder import NO_LABEL
-from cropcontracts import errors
+from cropcontracts import cli
 from jaxcrop.figures import all_figures
 from jaxcrop.figures.distribution import (plot_class_distribution, region_class_counts,
                                           zones_nomenclature)
@@ -41,10 +40,9 @@ from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import resolve_zones
 
 
-def build_parser() -> argparse.ArgumentParser:
-  ap = argparse.ArgumentParser(prog="python -m jaxcrop.plots", description=__doc__.split("\n")[0],
-                               epilog="examples:\n" + __doc__.split("\n\n")[1],
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> cli.ArgumentParser:
+  ap = cli.ArgumentParser(prog="python -m jaxcrop.plots", description=__doc__.split("\n")[0],
+                          epilog="examples:\n" + __doc__.split("\n\n")[1])
   sub = ap.add_subparsers(dest="figure", required=True, metavar="figure")
   zone_help = "zone folder (prep), labelled except for prediction and gif"
   pred_help = "prediction folder OUT/<zone_id> of jaxcrop.predict"
@@ -107,8 +105,7 @@ def tier_outputs(tier: str, out) -> list[tuple[int, pathlib.Path]]:
 
 
 def main(argv=None) -> int:
-  args = build_parser().parse_args(argv)
-  return errors.run(_main, args)
+  return cli.main(build_parser(), _main, argv)
 
 
 def check_out(out, figure: str) -> None:

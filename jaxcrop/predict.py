@@ -26,12 +26,11 @@ and its output folder, the checkpoint against the zones and the tile shape.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import pathlib
 import sys
 
-from cropcontracts import errors
+from cropcontracts import cli
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import open_zone
 from jaxcrop.maps import compatibility, runner
@@ -42,7 +41,7 @@ from jaxcrop.maps.tiling import (DEFAULT_BATCH, DEFAULT_OVERLAP, DEFAULT_TILE, M
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(
+  ap = cli.ArgumentParser(
       prog="python -m jaxcrop.predict",
       description="Crop-type maps of zone folders: OUT/<zone_id>/classes.tif, "
                   "confidence.tif, [probabilities.tif], [classes_tier1.tif, "
@@ -90,8 +89,7 @@ def main(argv=None) -> int:
   ap.add_argument("--prefetch", type=int, default=2,
                   help="zones read ahead on a thread while the model runs (default: "
                        "%(default)s)")
-  args = ap.parse_args(argv)
-  return errors.run(_run, args)
+  return cli.main(ap, _run, argv)
 
 
 def _run(args) -> int:

@@ -20,12 +20,8 @@ import math
 import pathlib
 import textwrap
 
-from cropcontracts import errors
+from cropcontracts import cli
 from cropcontracts.errors import UserError
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-  """Keeps the line breaks of descriptions and examples."""
 
 
 def _doc(text: str) -> str:
@@ -84,18 +80,17 @@ def _workers_arg(p: argparse.ArgumentParser, default: int, help: str,
 
 
 def _command(sub, name: str, help: str, description: str, examples: str,
-             run) -> argparse.ArgumentParser:
+             run) -> cli.ArgumentParser:
   """A subcommand: its one-line help, description, examples and what runs it."""
-  p = sub.add_parser(name, formatter_class=_Formatter, help=help,
-                     description=_doc(description),
+  p = sub.add_parser(name, help=help, description=_doc(description),
                      epilog="examples:\n" + textwrap.indent(_doc(examples), "  "))
   p.set_defaults(run=run)
   return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog="python -m prep", formatter_class=_Formatter,
+def build_parser() -> cli.ArgumentParser:
+  parser = cli.ArgumentParser(
+      prog="python -m prep",
       description=_doc(__doc__.split("A user mistake")[0]),
       epilog=_doc("""
           examples:
@@ -481,5 +476,4 @@ def run_demo(args) -> None:
 
 def main(argv=None) -> int:
   """Entry point; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
-  args = build_parser().parse_args(argv)
-  return errors.run(args.run, args)
+  return cli.main(build_parser(), lambda args: args.run(args), argv)

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from benchmarks import accel, cli
+from tests.fixtures import assert_error, run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -31,11 +32,9 @@ def test_every_stage_by_default_a_subset_on_request(monkeypatch, capsys):
   ran.clear()
   assert cli.main(["predict", "prep"]) == 0
   assert ran == ["benchmarks.predict", "benchmarks.composite"]
-  with pytest.raises(SystemExit) as e:
-    cli.main(["prep", "trian"])
-  assert e.value.code == 2
-  assert "unknown stage(s) trian; choose from prep, data, train, predict, stac" in \
-      capsys.readouterr().err
+  rc, _, err = run(cli.main, ["prep", "trian"], capsys)
+  assert_error(rc, err, "unknown stage(s) trian; choose from prep, data, train, predict, stac, "
+                        "accel")
 
 
 def test_a_failed_stage_or_a_differing_result_is_exit_1(monkeypatch):
@@ -70,13 +69,39 @@ def test_tiny_goes_to_the_stages_that_take_it(monkeypatch, capsys):
   assert ran == [("benchmarks.accel", ["--tiny"]), ("benchmarks.train", ["--tiny"])]
   ran.clear()
   assert cli.main(["accel"]) == 0 and ran == [("benchmarks.accel", ())]
+  ran.clear()
   for argv in (["--tiny"], ["train", "prep", "--tiny"]):
-    with pytest.raises(SystemExit) as e:
-      cli.main(argv)
-    assert e.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "python -m benchmarks: error: --tiny applies to the stages train, predict, accel: "
-        "name them")
+    rc, _, err = run(cli.main, argv, capsys)
+    assert_error(rc, err, "--tiny applies to the stages train, predict, accel: name them")
+  assert ran == []
+
+
+@pytest.mark.parametrize("stage, argv, expected", [
+    (None, ["--tinny"], "--tinny: unknown flag (did you mean --tiny?)"),
+    (None, ["--dry-run", "--zones-csv"], "argument --zones-csv: expected one argument"),
+    ("accel", ["--budget-s", "x"], "argument --budget-s: invalid float value: 'x'"),
+    ("stac", ["--smal"], "--smal: unknown flag (did you mean --small?)"),
+    ("predict", ["--size", "x"], "argument --size: invalid int value: 'x'"),
+    ("country", [], "the following arguments are required: --dry-run"),
+    ("composite", ["--repeats"], "argument --repeats: expected one argument"),
+    ("train", ["extra"], "unexpected argument(s) extra: every option is a --flag (see --help)"),
+])
+def test_cli_argument_mistake_is_one_line_in_every_stage(stage, argv, expected, monkeypatch,
+                                                          capsys):
+  import importlib
+  monkeypatch.setattr(cli, "run_stage", lambda *a: pytest.fail("a stage ran"))
+  module = importlib.import_module(f"benchmarks.{stage}") if stage else cli
+  rc, out, err = run(module.main, argv, capsys)
+  assert_error(rc, err, expected)
+  assert out == ""
+
+
+@pytest.mark.parametrize("stage", ["accel", "stac", "predict", "country", "composite", "train"])
+def test_cli_stage_help_exits_0(stage, capsys):
+  import importlib
+  rc, out, err = run(importlib.import_module(f"benchmarks.{stage}").main, ["--help"], capsys)
+  assert rc == 0 and err == ""
+  assert out.startswith(f"usage: python -m benchmarks{' ' if stage == 'accel' else '.'}{stage} ")
 
 
 def test_write_outputs_line_writes_the_cogs():

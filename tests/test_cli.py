@@ -1,5 +1,7 @@
-"""`python -m prep`: help, the zones table, and user errors as one clean line (exit 2);
+"""The parser of every command line (cropcontracts.cli): one-line mistakes, subcommands;
+`python -m prep`: help, the zones table, and user errors as one clean line (exit 2);
 `python -m jaxcrop.train|evaluate|cv`: their argparse (jaxcrop.cli), the 0.2 flag spellings."""
+import argparse
 import dataclasses
 import subprocess
 import sys
@@ -7,10 +9,13 @@ import sys
 import numpy as np
 import pytest
 
+from cropcontracts import cli as base
+from cropcontracts.errors import UserError
 from prep import cli
 from prep import demo
 from prep import zones as Z
 from prep.labels import RPG_LAYER
+from tests.fixtures import assert_error
 
 COMMANDS = ("zones", "gee", "composite", "stac", "labels", "demo")
 
@@ -80,11 +85,42 @@ def test_python_dash_m_prep_exits_2_without_traceback(tmp_path):
   assert res.stderr.strip() == f"error: {tmp_path / 'missing.gpkg'}: RPG file not found"
 
 
-def test_bad_argument_is_a_usage_error(capsys):
-  rc, _, err = run(["labels", "--zones", "chartres_0", "--out", "x"], capsys)
-  assert rc == 2 and "the following arguments are required: --rpg" in err
-  rc, _, err = run(["demo", "--out", "x", "--seed", "one"], capsys)
-  assert rc == 2 and "invalid int value: 'one'" in err
+COMMAND_CHOICES = "'zones', 'gee', 'composite', 'stac', 'beam', 'labels', 'demo'"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], "the following arguments are required: command"),
+    (["zone"], f"argument command: invalid choice: 'zone' (choose from {COMMAND_CHOICES})"),
+    (["labels", "--zones", "chartres_0", "--out", "x"],
+     "the following arguments are required: --rpg"),
+    (["gee", "--out", "x"], "one of the arguments --zones --all is required"),
+    (["zones", "--list", "--select"], "argument --select: not allowed with argument --list"),
+    (["demo", "--out", "x", "--seed", "one"], "argument --seed: invalid int value: 'one'"),
+    (["labels", "--rpg", "r.gpkg", "--all", "--out", "x", "--unknown-codes", "maybe"],
+     "argument --unknown-codes: invalid choice: 'maybe' (choose from 'error', 'ignore')"),
+    (["beam", "--source", "gcs", "--all", "--out", "x"],
+     "argument --source: invalid choice: 'gcs' (choose from 'gee', 'scenes', 'stac')"),
+    (["gee", "--all", "--out"], "argument --out: expected one argument"),
+    # a misspelt required flag is named as such, not as a missing one
+    (["gee", "--all", "--ot", "x"], "--ot: unknown flag (did you mean --out?)"),
+    (["demo", "--out", "x", "--smal"], "--smal: unknown flag (did you mean --small?)"),  # no abbrev
+    (["stac", "--all", "--out", "x", "--quiet"],
+     "--quiet: unknown flag of python -m prep stac; it goes before the command "
+     "(python -m prep --quiet …)"),
+    (["--quite", "zones"], "--quite: unknown flag (did you mean --quiet?)"),
+    (["demo", "--out", "x", "stray"],
+     "unexpected argument(s) stray: every option is a --flag (see --help)"),
+])
+def test_bad_argument_is_one_line(argv, expected, tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(tmp_path)
+  rc, out, err = run(argv, capsys)
+  assert_error(rc, err, expected)
+  assert out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_help_beside_a_mistake_of_a_command(capsys):
+  rc, out, err = run(["gee", "--bogus", "--help"], capsys)
+  assert rc == 0 and err == "" and out.startswith("usage: python -m prep gee")
 
 
 def test_unknown_zone_id(raw, capsys):
@@ -369,18 +405,19 @@ def test_every_jaxcrop_flag_is_explained(name):
 
 def test_switches_and_their_0_2_spellings(capsys):
   parser = _jaxcrop("evaluate").build_parser()
-  assert parser.parse(["--workdir", "w"]).baseline is True
-  assert parser.parse(["--workdir", "w", "--no-baseline"]).baseline is False
+  assert parser.parse_args(["--workdir", "w"]).baseline is True
+  assert parser.parse_args(["--workdir", "w", "--no-baseline"]).baseline is False
   assert capsys.readouterr().err == ""
   for old, new, value in (("--nobaseline", "--no-baseline", False),
                           ("--baseline=false", "--no-baseline", False),
                           ("--baseline=1", "--baseline", True)):
-    assert parser.parse(["--workdir", "w", old]).baseline is value
+    assert parser.parse_args(["--workdir", "w", old]).baseline is value
     assert capsys.readouterr().err == f"notice: {old} is deprecated, use {new}\n"
-  assert _jaxcrop("cv").build_parser().parse(["--noretrain"]).retrain is False
+  assert _jaxcrop("cv").build_parser().parse_args(["--noretrain"]).retrain is False
   train = _jaxcrop("train").build_parser()
-  assert train.parse([]).multihost is False and train.parse(["--multihost"]).multihost is True
-  assert train.parse(["--nomultihost"]).multihost is False
+  assert train.parse_args([]).multihost is False
+  assert train.parse_args(["--multihost"]).multihost is True
+  assert train.parse_args(["--nomultihost"]).multihost is False
   assert capsys.readouterr().err == ("notice: --noretrain is deprecated, use --no-retrain\n"
                                      "notice: --nomultihost is deprecated, use --no-multihost\n")
 
@@ -416,7 +453,75 @@ def test_jaxcrop_argument_mistakes_are_one_line(name, argv, expected, capsys):
 
 def test_config_overrides_with_a_space_apply_in_order():
   parser = _jaxcrop("train").build_parser()
-  args = parser.parse(["--config", "configs/hybrid.py:tiny", "--config.optimizer.lr", "-0.5",
-                       "--config.seed=1", "--workdir", "w", "--config.seed", "2"])
+  args = parser.parse_args(["--config", "configs/hybrid.py:tiny", "--config.optimizer.lr",
+                            "-0.5", "--config.seed=1", "--workdir", "w", "--config.seed", "2"])
   assert args.config.optimizer.lr == -0.5 and args.config.seed == 2 and args.workdir == "w"
-  assert parser.parse(["--workdir", "w"]).config is None
+  assert parser.parse_args(["--workdir", "w"]).config is None
+
+
+# --- cropcontracts.cli: the parser of every command line ---------------------
+
+def _tool() -> base.ArgumentParser:
+  """A command with a flag of its own and two subcommands."""
+  p = base.ArgumentParser("tool", "A tool.\n\n  tool sub --size N")
+  p.add_argument("--verbose", action="store_true")
+  sub = p.add_subparsers(dest="command", required=True, metavar="command")
+  s = sub.add_parser("sub", description="One line of prose that is long enough to be wrapped "
+                                        "to the terminal's width by argparse, as before.")
+  s.add_argument("--size", type=int, required=True)
+  s.add_argument("--name", choices=("a", "b"), default="a")
+  sub.add_parser("other").add_argument("--seed", type=int, default=0)
+  return p
+
+
+def test_subcommands_are_parsers_of_the_same_kind():
+  p = _tool()
+  args = p.parse_args(["--verbose", "sub", "--size", "3"])
+  assert (args.verbose, args.command, args.size, args.name) == (True, "sub", 3, "a")
+  assert p.parse_args(["other"]).seed == 0
+  with pytest.raises(UserError, match=r"^argument --name: invalid choice: 'c' \(choose from "
+                                      r"'a', 'b'\)$"):
+    p.parse_args(["sub", "--size", "3", "--name", "c"])
+  with pytest.raises(UserError, match=r"^--seed: unknown flag$"):   # another subcommand's
+    p.parse_args(["sub", "--size", "3", "--seed", "1"])
+  with pytest.raises(UserError, match=r"^--nme: unknown flag \(did you mean --name\?\)$"):
+    p.parse_args(["sub", "--size", "3", "--nme", "b"])
+
+
+def test_a_misspelt_required_flag_leaves_the_parser_as_it_was():
+  p = _tool()
+  with pytest.raises(UserError, match=r"^--szie: unknown flag \(did you mean --size\?\)$"):
+    p.parse_args(["sub", "--szie", "3"])
+  with pytest.raises(UserError, match=r"^the following arguments are required: --size$"):
+    p.parse_args(["sub"])         # still required
+  with pytest.raises(UserError, match=r"^the following arguments are required: command$"):
+    p.parse_args([])
+
+
+def test_main_runs_the_body_and_turns_mistakes_into_one_line(capsys):
+  assert base.main(_tool(), lambda args: args.size + 1, ["sub", "--size", "6"]) == 7
+  assert base.main(_tool(), lambda args: None, ["other"]) == 0
+  assert base.main(_tool(), lambda args: 0, ["sub", "--size", "x"]) == 2
+  assert capsys.readouterr().err == "error: argument --size: invalid int value: 'x'\n"
+
+
+def test_help_keeps_written_line_breaks_and_wraps_one_line_prose(monkeypatch, capsys):
+  monkeypatch.setenv("COLUMNS", "60")
+  for argv in (["--help"], ["sub", "--help"]):
+    with pytest.raises(SystemExit) as e:
+      _tool().parse_args(argv)
+    assert e.value.code == 0
+  top, sub = capsys.readouterr().out.split("usage: tool sub")
+  assert "\n\nA tool.\n\n  tool sub --size N\n" in top     # as written
+  assert "\n\nOne line of prose that is long enough to be wrapped to the\nterminal's " in sub
+  assert max(len(line) for line in sub.splitlines()) <= 58
+
+
+def test_help_wins_over_a_mistake_without_subcommands(capsys):
+  p = base.ArgumentParser("flat", "Flat.")
+  p.add_argument("--n", type=int, required=True)
+  with pytest.raises(SystemExit) as e:
+    p.parse_args(["--n", "x", "--bogus", "-h"])
+  assert e.value.code == 0 and capsys.readouterr().out.startswith("usage: flat [-h] --n N")
+  with pytest.raises(UserError, match=r"^unexpected argument\(s\) -- -h: "):   # after --
+    p.parse_args(["--n", "2", "--", "-h"])

@@ -373,6 +373,33 @@ def test_parcels_once_partitioned_by_departement(maps, tmp_path, capsys):
                                               "france_confidence.tif", "parcels"}
 
 
+@pytest.mark.parametrize("argv, expected", [
+    ([], "the following arguments are required: --maps, --out"),
+    (["--mpas", "m", "--out", "o"], "--mpas: unknown flag (did you mean --maps?)"),
+    (["--maps", "m", "--out", "o", "--block", "x"], "argument --block: invalid int value: 'x'"),
+    (["--maps", "m", "--out", "o", "--no-gpkg"], "--no-gpkg: unknown flag (did you mean "
+                                                "--gpkg?)"),
+    (["--maps", "m", "--out", "o", "fr"],
+     "unexpected argument(s) fr: every option is a --flag (see --help)"),
+])
+def test_mosaic_argument_mistake_is_one_line(argv, expected, tmp_path, monkeypatch, capsys):
+  from jaxcrop import mosaic as mosaic_cli
+  from tests.fixtures import assert_error, run
+  monkeypatch.chdir(tmp_path)
+  rc, out, err = run(mosaic_cli.main, argv, capsys)
+  assert_error(rc, err, expected)
+  assert out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_mosaic_help(capsys):
+  from jaxcrop import mosaic as mosaic_cli
+  from tests.fixtures import run
+  rc, out, err = run(mosaic_cli.main, ["--help"], capsys)
+  assert rc == 0 and err == "" and out.startswith("usage: python -m jaxcrop.mosaic")
+  assert "--departement-field DEPARTEMENT_FIELD" in out
+  assert "(default: INSEE_DEP)" in " ".join(out.split())
+
+
 # --- composites with Beam
 
 def test_beam_pipeline_equals_the_one_process_route_bit_for_bit(demo, tmp_path):

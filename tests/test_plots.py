@@ -325,6 +325,35 @@ def test_cli_prediction_and_errors_from_predict_outputs(zone, tmp_path, capsys):
       f"jaxcrop.predict` first (--pred is OUT/<zone_id>)\n")
 
 
+FIGURES = ("all", "prediction", "errors", "confusion", "f1", "distribution", "gif")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], "the following arguments are required: figure"),
+    (["gfi"], f"argument figure: invalid choice: 'gfi' (choose from "
+             f"{', '.join(map(repr, FIGURES))})"),
+    (["f1", "--out", "f1.png"], "the following arguments are required: --metrics"),
+    (["f1", "--metrics", "m.json", "--out", "f1.png", "--tier", "4"],
+     "argument --tier: invalid choice: '4' (choose from '1', '2', '3', 'all')"),
+    (["gif", "--zone", "z", "--out", "g.gif", "--scale", "x"],
+     "argument --scale: invalid int value: 'x'"),
+    (["gif", "--zone", "z", "--out", "g.gif", "--pred", "p"], "--pred: unknown flag"),
+    (["distribution", "--zone", "z", "--out", "d.png"],
+     "--zone: unknown flag (did you mean --zones?)"),
+])
+def test_cli_argument_mistake_is_one_line(argv, expected, tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(tmp_path)
+  rc, out, err = pt.run(plots.main, argv, capsys)
+  pt.assert_error(rc, err, expected)
+  assert out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_cli_help_lists_the_figures_and_examples(capsys):
+  rc, out, err = pt.run(plots.main, ["--help"], capsys)
+  assert rc == 0 and err == "" and out.startswith("usage: python -m jaxcrop.plots")
+  assert all(f"\n    {figure}" in out for figure in FIGURES)
+  assert "\nexamples:\n  python -m jaxcrop.plots all " in out
+
 def test_confusion_from_evaluate_metrics_json(tmp_path):
   m = _metrics()
   got, names = scores.confusion_from_metrics(m, "parcel")

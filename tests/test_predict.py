@@ -439,6 +439,28 @@ def test_cli_missing_workdir_is_a_one_line_error(zone, tmp_path, capsys):
                         f"not found: not a training workdir") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("extra, expected", [
+    (["--tile", "x"], "argument --tile: invalid int value: 'x'"),
+    (["--checkpoint", "bets"], "argument --checkpoint: invalid choice: 'bets' (choose from "
+                               "'best', 'last')"),
+    (["--zones", "z.csv"], "--zones: unknown flag (did you mean --zone?)"),  # no --zones-csv
+    (["--tiers", "2"], "unexpected argument(s) 2: every option is a --flag (see --help)"),
+    (["--out"], "argument --out: expected one argument"),
+])
+def test_cli_argument_mistake_is_one_line(zone, extra, expected, tmp_path, capsys):
+  rc, out, err = pt.run(predict.main, ["--workdir", tmp_path / "W", "--zone", zone.path,
+                                       "--out", tmp_path / "maps", *extra], capsys)
+  pt.assert_error(rc, err, expected)
+  assert out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_cli_missing_argument_and_help(capsys):
+  rc, _, err = pt.run(predict.main, [], capsys)
+  pt.assert_error(rc, err, "the following arguments are required: --workdir, --zone, --out")
+  rc, out, err = pt.run(predict.main, ["--tile", "x", "--help"], capsys)   # help wins
+  assert rc == 0 and err == "" and out.startswith("usage: python -m jaxcrop.predict")
+  assert "--zones-csv CSV" in out and "default: 512" in out
+
 def test_zone_without_labels_gets_maps_but_no_parcels_or_scores(tmp_path, pixel_model):
   z = zf.write_zone(tmp_path / "nolab_0", zf.synthetic_zone("nolab_0"), labels=False)
   pred = tiling.predict_zone(*pixel_model, z, pt.make_meta(version="v9"),
