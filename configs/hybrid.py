@@ -18,12 +18,24 @@ from cropcontracts.errors import UserError
 
 
 def get_config(variant: str = ""):
+  """The base config, then each named variant's changes: the size variants
+  (`demo`, `tiny`) first, then the models (`attention`, `hierarchical`), then
+  the CV studies (`compare`, `validcount`), whatever their order in `variant`."""
   variants = set(filter(None, (variant or "").split(",")))
-  known = {"demo", "tiny", "attention", "hierarchical", "compare", "validcount"}
+  known = set(VARIANTS)
   unknown = variants - known
   if unknown:
     raise UserError(f"unknown config variant(s) {sorted(unknown)}; expected "
                     f"{', '.join(sorted(known))} (comma-separated)")
+  c = base()
+  for name, apply in VARIANTS.items():
+    if name in variants:
+      apply(c)
+  return c
+
+
+def base() -> ml_collections.ConfigDict:
+  """The full-scale run: the study's zones (france2023), the default model."""
   c = ml_collections.ConfigDict()
   c.seed = 0
 
@@ -87,47 +99,67 @@ def get_config(variant: str = ""):
               grid=dict(lr=(3e-4, 1e-3, 3e-3), kernel_size=(3, 5, 7)),
               evaluate=True,     # jaxcrop.evaluate on each validation fold (all tiers)
               baseline=True)     # … with the per-pixel baseline beside the model
-
-  if "demo" in variants:
-    c.data.builder_config = "demo"
-    c.data.batch_size = 8
-    c.data.eval_batch_size = 8
-    c.data.shuffle_buffer = 256
-    c.model.temporal.update(features=16, layers=2, dropout=0.0)
-    c.model.unet.widths = (16, 32)
-    c.optimizer.update(lr=5e-3, warmup_steps=30)
-    c.train.update(num_steps=600, eval_every=150, checkpoint_every=150,
-                   early_stopping_patience=3, log_every=20)
-    c.eval.baseline.max_pixels = 50_000
-    c.model.attention.update(features=16, d_model=32, heads=4, key_dim=8, dropout=0.0)
-    c.cv.grid = dict(lr=(1e-3, 3e-3), kernel_size=(3, 5))
-  if "tiny" in variants:
-    c.data.batch_size = 4
-    c.data.eval_batch_size = 4
-    c.model.temporal.update(features=8, layers=1, dropout=0.0)
-    c.model.unet.widths = (8, 16)
-    c.optimizer.warmup_steps = 2
-    c.train.update(num_steps=6, eval_every=3, checkpoint_every=2,
-                   early_stopping_patience=2, log_every=1)
-    c.eval.baseline.update(max_pixels=2_000, max_iter=10)
-    c.model.attention.update(features=8, d_model=8, heads=2, key_dim=4, dropout=0.0)
-    c.cv.grid = dict(lr=(1e-3,), kernel_size=(3, 5))
-  # Model variants: after the size variants, so `demo,attention` is the demo's
-  # sizes with the attention encoder (the order in the list does not matter).
-  if "attention" in variants:
-    c.model.encoder = "attention"
-    c.cv.grid = {k: v for k, v in c.cv.grid.items() if k != "kernel_size"}   # a CNN field
-  if "hierarchical" in variants:
-    c.model.head.kind = "hierarchical"
-  if "compare" in variants:
-    # The issue-14 comparison: flat vs hierarchical × CNN vs attention, one
-    # setting each (the demo's lr), 3 folds: python -m jaxcrop.cv --config
-    # configs/hybrid.py:demo,compare --workdir W --no-retrain
-    c.cv.grid = dict(model__head__kind=("flat", "hierarchical"),
-                     model__encoder=("cnn", "attention"))
-  if "validcount" in variants:
-    # Do the gap-filled months' valid-observation counts help? The encoder and
-    # head of the other variants, 3 folds: ... configs/hybrid.py:demo,validcount
-    modes = ("none", "channel") + (("mask",) if c.model.encoder == "attention" else ())
-    c.cv.grid = dict(model__valid_count=modes)
   return c
+
+
+def demo(c) -> None:
+  """The synthetic demo dataset, a small model: ~2–3 min on 2 CPU cores."""
+  c.data.builder_config = "demo"
+  c.data.batch_size = 8
+  c.data.eval_batch_size = 8
+  c.data.shuffle_buffer = 256
+  c.model.temporal.update(features=16, layers=2, dropout=0.0)
+  c.model.unet.widths = (16, 32)
+  c.optimizer.update(lr=5e-3, warmup_steps=30)
+  c.train.update(num_steps=600, eval_every=150, checkpoint_every=150,
+                 early_stopping_patience=3, log_every=20)
+  c.eval.baseline.max_pixels = 50_000
+  c.model.attention.update(features=16, d_model=32, heads=4, key_dim=8, dropout=0.0)
+  c.cv.grid = dict(lr=(1e-3, 3e-3), kernel_size=(3, 5))
+
+
+def tiny(c) -> None:
+  """Unit tests: a tiny model, a few steps."""
+  c.data.batch_size = 4
+  c.data.eval_batch_size = 4
+  c.model.temporal.update(features=8, layers=1, dropout=0.0)
+  c.model.unet.widths = (8, 16)
+  c.optimizer.warmup_steps = 2
+  c.train.update(num_steps=6, eval_every=3, checkpoint_every=2,
+                 early_stopping_patience=2, log_every=1)
+  c.eval.baseline.update(max_pixels=2_000, max_iter=10)
+  c.model.attention.update(features=8, d_model=8, heads=2, key_dim=4, dropout=0.0)
+  c.cv.grid = dict(lr=(1e-3,), kernel_size=(3, 5))
+
+
+def attention(c) -> None:
+  """The L-TAE-style temporal encoder instead of the 1D CNN."""
+  c.model.encoder = "attention"
+  c.cv.grid = {k: v for k, v in c.cv.grid.items() if k != "kernel_size"}   # a CNN field
+
+
+def hierarchical(c) -> None:
+  """Tier 1/2/3 heads."""
+  c.model.head.kind = "hierarchical"
+
+
+def compare(c) -> None:
+  """The issue-14 comparison, a CV grid: flat vs hierarchical × CNN vs attention,
+  one setting each (the demo's lr), 3 folds: `python -m jaxcrop.cv --config
+  configs/hybrid.py:demo,compare --workdir W --no-retrain`."""
+  c.cv.grid = dict(model__head__kind=("flat", "hierarchical"),
+                   model__encoder=("cnn", "attention"))
+
+
+def validcount(c) -> None:
+  """Do the gap-filled months' valid-observation counts help? A CV grid over
+  model.valid_count (none, channel; mask too with `attention`), the encoder and
+  head of the other variants: `... --config configs/hybrid.py:demo,validcount`."""
+  modes = ("none", "channel") + (("mask",) if c.model.encoder == "attention" else ())
+  c.cv.grid = dict(model__valid_count=modes)
+
+
+# In the order they apply: sizes first, so `demo,attention` is the demo's sizes
+# with the attention encoder (the order in the list does not matter).
+VARIANTS = {"demo": demo, "tiny": tiny, "attention": attention,
+            "hierarchical": hierarchical, "compare": compare, "validcount": validcount}
