@@ -18,11 +18,11 @@ errors. Its request function raises `Transient` for an error a later try may not
 meet (quota, server error, time-out, a truncated answer), which `Pool.call`
 retries, and a `UserError` for one that only the user can fix.
 
-One run fills a zone's cache at a time: it holds `<zone folder>/<name>.lock`
-(`atomic.file_lock`, freed by the kernel when the run dies, however it dies). A
-second run of the same zone waits for it, then finds the zone done. So every
-temporary file in the cache when a run opens it is a killed run's, and is
-removed then (`atomic.remove_temporaries`); a live run's never is.
+One run fills a zone's cache at a time: it claims the cache (`claim_cache`:
+`atomic.claim` of the zone folder on `<name>.lock`, exclusive, freed by the
+kernel when the run dies, however it dies). A second run of the same zone waits
+for it, then finds the zone done. So every temporary file in the cache when a
+run claims it is a killed run's, and the claim removes it; a live run's never is.
 
 The cached pieces are read by `load_array`, which parses the .npy header itself:
 `np.load` parses it with `ast.literal_eval`, and CPython 3.11's ast module is not
@@ -94,7 +94,7 @@ def cached_zone(folder, zone: Zone, *, name: str, key: dict, expected: dict,
   done = zone_done(folder, zone, **expected)
   if done is not None and not overwrite:
     return done
-  with atomic.file_lock(folder / f"{name}.lock"):
+  with claim_cache(folder, name):
     done = zone_done(folder, zone, **expected)    # a run we waited for may have done it
     if done is not None and not overwrite:
       return done
@@ -102,6 +102,13 @@ def cached_zone(folder, zone: Zone, *, name: str, key: dict, expected: dict,
     info = run(cache)
     cache.remove()
   return info
+
+
+def claim_cache(folder, name: str):
+  """Holds the lock of the cache `<folder>/<name>/` (`<folder>/<name>.lock`,
+  exclusive, waiting: one run fills a zone's cache at a time) after removing the
+  temporaries that killed runs left in it (`atomic.claim`)."""
+  return atomic.claim(folder, lock=f"{name}.lock", patterns=(f"{name}/{atomic.PARTIAL}",))
 
 
 class ZoneCache:
@@ -112,11 +119,9 @@ class ZoneCache:
 
   @classmethod
   def open(cls, folder, key: dict) -> "ZoneCache":
-    """The cache holding only pieces made for `key`, without killed runs'
-    temporaries; call it under the cache's lock (`cached_zone` does)."""
-    folder = atomic.keyed_folder(folder, key)
-    atomic.remove_temporaries(folder)
-    return cls(folder)
+    """The cache holding only pieces made for `key`; open it inside
+    `claim_cache` (`cached_zone` does), which removed killed runs' temporaries."""
+    return cls(atomic.keyed_folder(folder, key))
 
   def path(self, piece: str) -> pathlib.Path:
     """The file of a piece (characters other than letters, digits, `._-` become `_`)."""

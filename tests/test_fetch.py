@@ -93,7 +93,7 @@ import sys
 from cropcontracts import atomic
 from prep import fetch
 zone_folder, piece = sys.argv[1], sys.argv[2]
-with atomic.file_lock(f"{zone_folder}/.c.lock"):       # as cached_zone holds it
+with fetch.claim_cache(zone_folder, ".c"):             # as cached_zone claims it
   cache = fetch.ZoneCache.open(f"{zone_folder}/.c", {"source": "test", "year": 2023})
   with atomic.atomic_path(cache.path(piece)) as tmp:   # a window being written
     tmp.write_bytes(b"half a window")
