@@ -355,10 +355,9 @@ def test_tfds_script_overwrite_checks_the_zones_first_and_says_so_in_one_line(
                         "tfds_builder/cropmap", f"--config={json.dumps(TINY)}",
                         f"--data_dir={tmp_path / 'd'}", f"--manual_dir={broken}", "--overwrite"],
                        capture_output=True, text=True, env=env, cwd=REPO)
-  assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
-  assert run.stderr.strip().splitlines()[-1] == (
-      f"tfds build cropmap: error: zone beta_3: {broken / 'beta_3' / 'labels.tif'} is missing; "
-      f"rerun prep for this zone")
+  testing.assert_tfds_error(
+      run.returncode, run.stderr,
+      f"zone beta_3: {broken / 'beta_3' / 'labels.tif'} is missing; rerun prep for this zone")
   assert {p.relative_to(version): p.read_bytes() for p in version.rglob("*")
           if p.is_file()} == before
   assert sorted(p.name for p in version.parent.iterdir()) == [".build.lock", VERSION]
@@ -396,7 +395,7 @@ def test_the_tfds_internals_the_overwrite_guard_relies_on(built, zones, tmp_path
   # (3) TFDS's temporary build folders: what prepare removes after a killed build.
   tmp = pathlib.PurePath(file_utils._get_incomplete_dir(str(version)))
   assert tmp.parent == version.parent and tmp.match(
-      f"{overwrite_guard.INCOMPLETE_PREFIX}*_{VERSION}"), tmp
+      *overwrite_guard.killed_builds(version)), tmp
 
 
 def test_france2023_is_found_by_name_but_not_listed():
@@ -422,3 +421,22 @@ def test_demo_on_a_bucket_is_generated_locally(tmp_path, monkeypatch):
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
   assert cb._demo_dir("gs://b/tfds/downloads") == tmp_path / "jaxcrop" / "cropmap_demo"
   assert cb._demo_dir(tmp_path / "dl") == tmp_path / "dl" / "cropmap_demo"
+
+
+def test_a_build_removes_a_killed_builds_folder_never_a_live_ones(zones, tmp_path):
+  """TFDS's `incomplete.*` folder of a build killed in the data_dir goes when the
+  next build takes the build lock; while another build holds the lock, this one
+  is refused and the folder (that build's) stays."""
+  from cropcontracts import atomic
+  config_dir = tmp_path / "data" / "cropmap" / TINY["name"]
+  left = config_dir / f"{overwrite_guard.INCOMPLETE_PREFIX}k1ll3d_{VERSION}"
+  (left / "fold0").mkdir(parents=True)
+  root = _broken_copy(zones, tmp_path)
+  (root / "beta_2" / "parcels.tif").unlink()        # the build stops at the zones
+  with atomic.file_lock(config_dir / cb.BUILD_LOCK):  # a live build
+    with pytest.raises(UserError, match=r"another build of cropmap/tiny is running"):
+      build(root, tmp_path / "data")
+  assert left.is_dir()
+  with pytest.raises(UserError, match=r"zone beta_2: .*beta_2/parcels.tif is missing"):
+    build(root, tmp_path / "data")
+  assert sorted(p.name for p in config_dir.iterdir()) == [cb.BUILD_LOCK]

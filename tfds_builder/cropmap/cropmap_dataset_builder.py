@@ -41,6 +41,8 @@ from tfds_builder.cropmap import patching
 # The nomenclature of this dataset VERSION. prep moving to another one changes
 # every label, so it needs a new VERSION and release note (tests tie the two).
 NOMENCLATURE = "v2"
+# One build per data_dir and config: the lock file beside the version folders.
+BUILD_LOCK = ".build.lock"
 
 
 @dataclasses.dataclass
@@ -145,21 +147,22 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def download_and_prepare(self, *, download_config=None, **kwargs):
     """TFDS's download_and_prepare, one build per data_dir and config at a time
-    (a second one is refused); an overwrite never loses a good dataset
-    (`overwrite_guard.prepare`: every zone folder of --manual_dir is checked
-    before the old version is set aside).
+    (a second one is refused; the build claims the config's folder, removing
+    what killed builds left there, `atomic.claim`); an overwrite never loses a
+    good dataset (`overwrite_guard.prepare`: every zone folder of --manual_dir is
+    checked before the old version is set aside). A data_dir in a bucket has no
+    lock: its builds are not refused and clear nothing.
     """
     download_config = download_config or tfds.download.DownloadConfig()
     prepare = functools.partial(
         overwrite_guard.prepare, self, download_config, super().download_and_prepare,
         functools.partial(self._check_manual_zones, download_config.manual_dir), **kwargs)
-    if "://" in os.fspath(self.data_path):   # a bucket: no local lock to take
-      return prepare()
-    lock = pathlib.Path(os.fspath(self.data_path)).parent / ".build.lock"
     try:
-      with atomic.file_lock(lock, wait=False):
+      with atomic.claim(self.data_path.parent, lock=BUILD_LOCK, wait=False,
+                        patterns=overwrite_guard.killed_builds(self.data_path)):
         return prepare()
     except atomic.LockHeld:
+      lock = pathlib.Path(os.fspath(self.data_path)).parent / BUILD_LOCK
       raise UserError(f"{lock}: another build of cropmap/{self.builder_config.name} is "
                       f"running on this data_dir; wait for it to finish (a killed build "
                       f"holds no lock), then rerun") from None

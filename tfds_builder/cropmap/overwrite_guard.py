@@ -41,6 +41,13 @@ CLI_BUILDER_FACTORY = "_make_builder"
 INCOMPLETE_PREFIX = "incomplete."
 
 
+def killed_builds(data_path) -> tuple[str, ...]:
+  """The globs, relative to `data_path`'s parent, of what builds of `data_path`
+  (a version folder) leave when killed: TFDS's temporary build folders (3). The
+  caller removes them when it takes the build lock (`atomic.claim`)."""
+  return (f"{INCOMPLETE_PREFIX}*_{data_path.name}",)
+
+
 def asked_by_the_cli(frame) -> bool:
   """Whether `frame` (the caller of `is_prepared`) is the `tfds build`
   command line's builder factory, which deletes a prepared dataset under
@@ -58,17 +65,16 @@ def install_one_line_errors() -> None:
 
 def prepare(builder, download_config, download_and_prepare, check_inputs, **kwargs):
   """Runs `download_and_prepare(download_config=…, **kwargs)` (TFDS's) for
-  `builder`, whose build lock the caller holds; an overwrite never loses a
+  `builder`, whose build lock the caller holds (having removed the temporary
+  build folders of killed builds, `killed_builds`); an overwrite never loses a
   good dataset.
 
   Overwriting (2), `check_inputs()` runs before anything is removed; the old
   version folder then waits beside the new build (`.<version>.previous`) and
   comes back if the build fails. A run killed meanwhile gets it back at the
-  next start, and its temporary build folders (3) are removed.
+  next start.
   """
   path = builder.data_path
-  for stale in path.parent.glob(f"{INCOMPLETE_PREFIX}*_{path.name}"):
-    stale.rmtree()             # the lock is ours: left by a killed build
   backup = path.parent / f".{path.name}.previous"
   if backup.exists():
     if path.exists():
