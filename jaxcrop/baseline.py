@@ -69,11 +69,13 @@ def fit_or_load(workdir, batches_fn, *, total_labelled: int, max_pixels=200_000,
   x, y = sample_pixels(batches_fn(), total_labelled, max_pixels, seed)
   clf = make_classifier(seed, max_iter).fit(x, y)
   # Each file whole, the old settings gone first and the new ones last: an
-  # interrupted refit never leaves another model under matching settings.
-  if settings_path.exists():
-    settings_path.unlink()
-  atomic.write_bytes(model_path, pickle.dumps(clf))
-  atomic.write_text(settings_path, json.dumps(settings))
+  # interrupted refit never leaves another model under matching settings. The
+  # temporaries of refits killed here go first (`atomic.claim`).
+  with atomic.claim(folder, shared=True):
+    if settings_path.exists():
+      settings_path.unlink()
+    atomic.write_bytes(model_path, pickle.dumps(clf))
+    atomic.write_text(settings_path, json.dumps(settings))
   return clf
 
 

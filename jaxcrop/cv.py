@@ -191,8 +191,9 @@ def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
                     "train_split": c.data.train_split}
     if final.get("preempted"):
       out["stopped"] = str(workdir / "final")
-  atomic.write_text(workdir / "cv" / "results.json", json.dumps(out, indent=1))
-  atomic.write_text(workdir / "cv" / "results.md", markdown(out))
+  with atomic.claim(workdir / "cv", shared=True):   # killed runs' temporaries go first
+    atomic.write_text(workdir / "cv" / "results.json", json.dumps(out, indent=1))
+    atomic.write_text(workdir / "cv" / "results.md", markdown(out))
   return out
 
 

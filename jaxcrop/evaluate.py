@@ -252,21 +252,28 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
             "nomenclature_version": meta.nomenclature_version,
             **compute(pixels, predictors, class_names, Tree.of(meta),
                       {t: hierarchy.tier_names(meta, t) for t in (1, 2, 3)})}
-  out = checkpoint.workdir_path(out_dir) if out_dir else workdir / "eval"
   note = ("synthetic demo dataset: these numbers test the pipeline, they are not "
           "real-world results" if cfg.data.builder_config == "demo" else "")
-  atomic.write_text(out / "metrics.json", json.dumps(result, indent=1))
-  atomic.write_text(out / "metrics.md", markdown(result, note))
+  write_outputs(checkpoint.workdir_path(out_dir) if out_dir else workdir / "eval",
+                result, note, class_names)
+  return result
+
+
+def write_outputs(out, result: dict, note: str, class_names) -> None:
+  """Writes out/metrics.{json,md} and out/confusion_{pixel,parcel}.png (the
+  model's confusion matrices), each whole; the temporaries of runs killed in `out`
+  go first (`atomic.claim`, shared with the other writers of `out`)."""
   from jaxcrop.figures.scores import plot_confusion  # one confusion figure for every caller
-  with tempfile.TemporaryDirectory() as tmp:  # matplotlib writes local files; out may be gs://
-    for level in ("pixel", "parcel"):
+  with atomic.claim(out, shared=True), tempfile.TemporaryDirectory() as tmp:
+    atomic.write_text(out / "metrics.json", json.dumps(result, indent=1))
+    atomic.write_text(out / "metrics.md", markdown(result, note))
+    for level in ("pixel", "parcel"):   # matplotlib writes local files; out may be gs://
       name = f"confusion_{level}.png"
       plot_confusion(result["confusion_matrix"][f"{level}_model"], class_names,
                      pathlib.Path(tmp) / name, unit=f"{level}s",
-                     title=f"{level} level, {split} split: model confusion "
+                     title=f"{level} level, {result['split']} split: model confusion "
                            f"(rows: % of the true class)")
       atomic.write_bytes(out / name, (pathlib.Path(tmp) / name).read_bytes())
-  return result
 
 
 def compact_table(result: dict) -> str:

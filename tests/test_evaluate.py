@@ -41,7 +41,7 @@ def test_baseline_cache_is_reused_refit_and_never_stale(tmp_path, monkeypatch):
                                           total_labelled=16, max_iter=5, **kw)
   first = fit(seed=0)
   assert len(reads) == 1 and sorted(p.name for p in (tmp_path / "baseline").iterdir()) == \
-      ["model.pkl", "settings.json"]                  # no temporary left beside them
+      [".lock", "model.pkl", "settings.json"]         # no temporary left beside them
   np.testing.assert_array_equal(baseline.predict(fit(seed=0), batch["image"]),
                                 baseline.predict(first, batch["image"]))
   assert len(reads) == 1                              # read back, not refitted

@@ -349,3 +349,56 @@ def test_predict_killed_mid_write_then_rerun_leaves_no_temporary(tmp_path):
   assert predict.main(args) == 0     # the rerun
   assert temporaries(out) == []
   assert sorted(p.name for p in out.iterdir()) == [".lock", zone.name]
+
+
+EVALUATE_CODE = """
+import sys
+from tests.fixtures import FakeData
+from jaxcrop import evaluate
+evaluate.evaluate(sys.argv[1], data=FakeData())
+"""
+EVALUATED = {"eval": [".lock", "confusion_parcel.png", "confusion_pixel.png", "metrics.json",
+                      "metrics.md"],
+             "baseline": [".lock", "model.pkl", "settings.json"]}
+
+
+@pytest.mark.parametrize("folder, name", [("eval", "metrics.md"), ("baseline", "model.pkl")])
+def test_evaluate_killed_mid_write_then_rerun_leaves_no_temporary(folder, name, cache,
+                                                                  full_train, tmp_path):
+  """evaluate SIGKILLed inside a write of its metrics (`eval/`) or of the baseline
+  it fits (`baseline/`), rerun: the killed run's temporary is gone."""
+  from jaxcrop import evaluate
+  from tests.fixtures import FakeData
+  w = pathlib.Path(shutil.copytree(full_train, tmp_path / "w"))
+  kill_mid_write([*stopped_before_rename(name, EVALUATE_CODE), w], **cache)
+  [left] = temporaries(w)
+  assert left.parent == w / folder and left.name.startswith(f".{name}.")
+  evaluate.evaluate(w, data=FakeData())     # the rerun
+  assert temporaries(w) == []
+  for f, names in EVALUATED.items():
+    assert sorted(p.name for p in (w / f).iterdir()) == names
+
+
+CV_CODE = """
+import sys
+from jaxcrop import cv
+from tests.fixtures import tiny_config
+def fake_train(config, workdir, *, data=None):    # the CV's bookkeeping, training stubbed
+  return {"best_val_macro_f1": config.optimizer.lr, "step": config.train.num_steps}
+cv.train.train_and_evaluate = fake_train
+c = tiny_config()
+c.cv.evaluate = False
+cv.run_cv(c, sys.argv[1])
+"""
+
+
+def test_cv_killed_mid_write_then_rerun_leaves_no_temporary(tmp_path):
+  """cv SIGKILLed inside the write of its results (`cv/`), rerun: the killed run's
+  temporary is gone."""
+  w = tmp_path / "w"
+  kill_mid_write([*stopped_before_rename("results.md", CV_CODE), w])
+  [left] = temporaries(w)
+  assert left.parent == w / "cv" and left.name.startswith(".results.md.")
+  finish([sys.executable, "-c", CV_CODE, w])
+  assert temporaries(w) == []
+  assert sorted(p.name for p in (w / "cv").iterdir()) == [".lock", "results.json", "results.md"]
