@@ -77,8 +77,10 @@ def test_cli_writes_a_zones_table_stages_read(demo, tmp_path, capsys):
 
 
 def test_cli_country_needs_the_rpg(tmp_path, capsys):
-  assert cli.main(["zones", "--country", "--out", str(tmp_path / "z.csv")]) == 2
-  assert "zones --country needs --rpg FILE" in capsys.readouterr().err
+  from tests.fixtures import assert_error
+  rc = cli.main(["zones", "--country", "--out", str(tmp_path / "z.csv")])
+  assert_error(rc, capsys.readouterr().err,
+               "zones --country needs --rpg FILE (the RPG PARCELLES_GRAPHIQUES file)")
 
 
 def _meridian_parcels():
@@ -236,11 +238,15 @@ def test_share_and_zones_table(demo, tmp_path, capsys):
   zones_lib.write_zones(zones_lib.read_zones(demo / "raw" / "zones.csv")[1:2], table)
   assert list(runner.zone_folders([demo / "zones"], table)) == ["demo-north_1"]
   zones_lib.write_zones([country.Zone("nowhere_0", "r", "t", 0, 32631, 0.0, 0.0)], table)
-  assert _predict(demo, tmp_path / "o", "--zones-csv", str(table)) == 2
-  assert "1 zone(s) have no folder under" in capsys.readouterr().err
+  from tests.fixtures import assert_error
+  rc = _predict(demo, tmp_path / "o", "--zones-csv", str(table))
+  assert_error(rc, capsys.readouterr().err, f"{table}: 1 zone(s) have no folder under "
+               f"{demo / 'zones'} (first: nowhere_0); run prep for them")
   table.write_text("zone_id;region\nnowhere_0;r\n")      # the one reader: cropcontracts.zonetable
-  assert _predict(demo, tmp_path / "o", "--zones-csv", str(table)) == 2
-  assert capsys.readouterr().err.startswith(f"error: {table}: zones table is ;-separated; ")
+  rc = _predict(demo, tmp_path / "o", "--zones-csv", str(table))
+  assert_error(rc, capsys.readouterr().err, f"{table}: zones table is ;-separated; write it "
+               f"with commas (expected a CSV with columns zone_id, region, town, index, epsg, "
+               f"x0, y0, width, height, res, center_lon, center_lat, cropland_fraction, source)")
 
 
 def test_pipeline_overlaps_and_raises_the_first_error():
