@@ -31,17 +31,27 @@ OUT/_beam/composites-*.jsonl.
 Runners: DirectRunner by default (tests, a laptop); Dataflow with the options of
 docs/prep-imagery.md (`--runner DataflowRunner --project … --region … --temp_location
 gs://… --setup_file ./setup.py …`).
+
+A user error that a DoFn raises in this process (DirectRunner; an unreachable
+catalogue, a damaged scene) ends the command as the one line of that UserError,
+not of Beam's copy of it (`[while running 'composite']` appended, logged with its
+traceback: `_dofn_errors_unwrapped`); what Beam and the clients under it log or
+warn on their way is dropped (`_quiet`). Workers in processes of their own
+(Dataflow) report their errors in the runner's words.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import pathlib
 import shutil
 import tempfile
+import warnings
 from typing import Sequence
 
 from cropcontracts import atomic
-from cropcontracts.errors import UserError
+from cropcontracts.errors import PATH_ERRORS, UserError
 from cropcontracts.zone import Zone
 
 SOURCES = ("gee", "scenes", "stac")
@@ -128,8 +138,6 @@ def run(zones: Sequence[Zone], out, *, source: str, scenes=None, year: int = 202
         collection: str | None = None, max_cloud: float | None = None,
         stac_workers: int = 4, pipeline_args: Sequence[str] = ()) -> None:
   """Runs the pipeline over `zones` (DirectRunner unless pipeline_args say otherwise)."""
-  import apache_beam as beam
-  from apache_beam.options.pipeline_options import PipelineOptions
   if source not in SOURCES:
     raise UserError(f"--source {source!r}: choose one of {', '.join(SOURCES)}")
   if source == "scenes" and (scenes is None or not pathlib.Path(scenes).is_dir()):
@@ -146,6 +154,14 @@ def run(zones: Sequence[Zone], out, *, source: str, scenes=None, year: int = 202
   options = dict(scenes=str(scenes) if scenes else None, year=year, project=project,
                  gee_workers=gee_workers, catalog=catalog, collection=collection,
                  max_cloud=max_cloud, stac_workers=stac_workers)
+  with _quiet(), _dofn_errors_unwrapped():
+    _pipeline(zones, out, source, options, pipeline_args)
+
+
+def _pipeline(zones, out: str, source: str, options: dict, pipeline_args) -> None:
+  """Builds and runs the pipeline (its `with` block runs it to the end)."""
+  import apache_beam as beam
+  from apache_beam.options.pipeline_options import PipelineOptions
   CompositeZone = _dofn()
   with beam.Pipeline(options=PipelineOptions(list(pipeline_args))) as p:
     _ = (p
@@ -155,6 +171,64 @@ def run(zones: Sequence[Zone], out, *, source: str, scenes=None, year: int = 202
          | "json" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
          | "summary" >> beam.io.WriteToText(f"{out.rstrip('/')}/_beam/composites",
                                             file_name_suffix=".jsonl"))
+
+
+# The modules whose warnings `_quiet` drops: Beam and the Google Cloud clients it
+# imports (google.api_core's ImportWarning "Please install grpcio-status").
+_LIBRARIES = r"(apache_beam|google|grpc)(\.|$)"
+
+
+@contextlib.contextmanager
+def _quiet():
+  """For the block (Beam's import and its pipeline), what Beam and the clients
+  under it log or warn is dropped; our own warnings still print.
+
+  Beam configures the root logger itself when nothing did (`logging.basicConfig`
+  in `Pipeline` and `PipelineOptions`, a bare `logging.warning` at import:
+  "apitools not found"), which sends every library's records to stderr for the
+  rest of the process: urllib3's retries, then Beam's ERROR with the traceback of
+  a failed element. A handler on the root logger, which drops what reaches it,
+  keeps it from doing so. A root logger the caller configured is left alone.
+  """
+  root = logging.getLogger()
+  guard = logging.NullHandler() if not root.handlers else None
+  if guard:
+    root.addHandler(guard)
+  try:
+    with warnings.catch_warnings():
+      warnings.filterwarnings("ignore", module=_LIBRARIES)
+      yield
+  finally:
+    if guard:
+      root.removeHandler(guard)
+
+
+@contextlib.contextmanager
+def _dofn_errors_unwrapped():
+  """A user error raised in a DoFn leaves the block as itself.
+
+  A runner that runs the DoFns in this process (DirectRunner) re-raises what a
+  DoFn raised as a copy with " [while running 'STEP']" appended to its message
+  (a RuntimeError naming it when its type cannot be copied: an OSError), the
+  original as its context. The original user error (UserError, a path the user
+  gave, `errors.PATH_ERRORS`) is raised instead; anything else, a bug, goes on
+  as Beam raised it, traceback and all.
+  """
+  try:
+    yield
+  except Exception as e:      # pylint: disable=broad-except
+    original = _raised_in_dofn(e)
+    if isinstance(original, (UserError,) + PATH_ERRORS):
+      raise original from None
+    raise
+
+
+def _raised_in_dofn(e: BaseException) -> BaseException:
+  """The exception under Beam's copies of it (`_tagged_with_step`): `e`'s first
+  context that Beam did not make; `e` itself when Beam made none."""
+  while getattr(e, "_tagged_with_step", False) and e.__context__ is not None:
+    e = e.__context__
+  return e
 
 
 def read_summary(out) -> list[dict]:

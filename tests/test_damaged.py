@@ -645,3 +645,58 @@ def test_dataset_and_checkpoint_mistakes_are_their_one_line_in_a_process(
   assert err == (f"error: {shard}: damaged or truncated TFRecord shard (not the size "
                  f"dataset_info.json records); rebuild with `{_rebuild(data_dir)}`\n"
                  + damaged + damaged)
+
+
+def test_beam_mistakes_are_their_one_line_in_a_process(demo_raw, tmp_path):
+  """`prep beam`, its user errors before the pipeline (an unknown catalogue) and in
+  a DoFn (an unreachable catalogue, a scenes folder without scenes): the whole
+  stderr (once Beam's import warnings, urllib3's retries and Beam's ERROR with a
+  traceback came first, and the line ended in Beam's `[while running 'composite']`)."""
+  import socket
+  with socket.socket() as s:            # a port nobody listens on
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  (tmp_path / "empty").mkdir()
+  beam = ["--quiet", "beam", "--zones-csv", demo_raw / "zones.csv", "--zones", "demo-north_0"]
+  statuses, err = _child_errors([
+      ("prep.cli", beam + ["--source", "stac", "--catalog", "aws", "--out", tmp_path / "a"]),
+      ("prep.cli", beam + ["--source", "stac", "--catalog", f"http://127.0.0.1:{port}",
+                           "--out", tmp_path / "b"]),
+      ("prep.cli", beam + ["--source", "scenes", "--scenes", tmp_path / "empty",
+                           "--out", tmp_path / "c"])])
+  assert statuses == [2, 2, 2]
+  assert re.fullmatch(re.escape(
+      "error: --catalog 'aws': not a known catalogue (earth-search, planetary-computer, "
+      "cdse) nor an http(s):// STAC API URL\n"
+      f"error: catalogue http://127.0.0.1:{port}: unreachable, not a STAC API or refused "
+      "the search of sentinel-2-l2a (APIError: HTTPConnectionPool(") + r"[^\n]*" + re.escape(
+      "); check the network and --catalog, or rerun later\n"
+      f"error: {tmp_path / 'empty'}: no Sentinel-2 L2A scene found; expected "
+      "<item_id>/<item_id>.json STAC items with B02 B03 B04 B08 SCL .tif beside them, or "
+      "*.SAFE products\n"), err), err
+
+
+@pytest.mark.parametrize("raised, leaves", [
+    (UserError("a user error"), UserError("a user error")),
+    (FileNotFoundError(2, "No such file or directory", "/x"),
+     FileNotFoundError(2, "No such file or directory", "/x")),
+    (ValueError("a bug"), ValueError("a bug [while running 'composite']"))],
+    ids=["UserError", "OSError", "bug"])
+def test_beam_passes_on_a_dofns_user_error_as_itself_and_a_bug_as_beam_raised_it(
+    raised, leaves, demo_raw, tmp_path, monkeypatch):
+  """Beam re-raises what a DoFn raised as a copy, `[while running 'STEP']` appended
+  (a RuntimeError for an OSError, whose type it cannot copy): a user error comes
+  out as the DoFn's own, a bug as Beam's copy, its traceback through the DoFn kept."""
+  import traceback
+  from cropcontracts import zonetable
+  from prep import beam_composites
+
+  def composite_one(*args):
+    raise raised
+
+  monkeypatch.setattr(beam_composites, "composite_one", composite_one)
+  zones = zonetable.read_zones(demo_raw / "zones.csv")[:1]
+  with pytest.raises(type(leaves)) as e:
+    beam_composites.run(zones, tmp_path, source="scenes", scenes=demo_raw / "scenes")
+  assert e.value.args == leaves.args
+  assert "in composite_one" in "".join(traceback.format_exception(e.value))
