@@ -42,6 +42,14 @@ def _run(args) -> int:
     raise errors.UserError(f"{args.departements}: départements layer not found (--departements)")
   maps = national.zone_maps(args.maps)
   out = pathlib.Path(args.out)
+  with national.claim(out):          # killed runs' temporaries go first
+    _write(maps, out, args)
+  return 0
+
+
+def _write(maps, out: pathlib.Path, args) -> None:
+  """The national product of `maps` into `out`: VRTs, COGs, then the parcels."""
+  from jaxcrop.maps import national
   for epsg, group in sorted(national.by_utm(maps).items()):
     for product in national.PRODUCTS:
       p = national.utm_vrt(group, product, out / f"utm{epsg % 100}" / f"{product}.vrt")
@@ -55,7 +63,6 @@ def _run(args) -> int:
                                     field=args.departement_field)
     paths = national.write_parcels(gdf, out, gpkg=args.gpkg)
     print(f"wrote {len(gdf)} parcels in {len(paths)} file(s) under {out}")
-  return 0
 
 
 if __name__ == "__main__":

@@ -402,3 +402,34 @@ def test_cv_killed_mid_write_then_rerun_leaves_no_temporary(tmp_path):
   finish([sys.executable, "-c", CV_CODE, w])
   assert temporaries(w) == []
   assert sorted(p.name for p in (w / "cv").iterdir()) == [".lock", "results.json", "results.md"]
+
+
+MOSAIC_CODE = "import sys\nfrom jaxcrop import mosaic\nsys.exit(mosaic.main(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize("name, folder", [
+    ("classes.vrt", "utm31"), ("france_classes.tif", "."),
+    ("part-0.parquet", "parcels/departement=unknown")])
+def test_mosaic_killed_mid_write_then_rerun_leaves_no_temporary(name, folder, tmp_path):
+  """`jaxcrop.mosaic` SIGKILLed inside a write of the national product (a UTM VRT,
+  a national COG with its scratch mosaic, a parcels partition), rerun: the killed
+  run's temporaries are gone from every folder of the product."""
+  from cropcontracts import nomenclature
+  from jaxcrop import mosaic
+  from jaxcrop.maps import geotiff, tiling
+  from prep.demo import zonefolders
+  zone = zonefolders.write_zone(tmp_path / "zones" / "testz_0")
+  shape = zone.zone.shape
+  pred = tiling.Prediction(classes=np.zeros(shape, np.uint8),
+                           confidence=np.full(shape, 80, np.uint8))
+  geotiff.write_outputs(zone, pred, nomenclature.load(nomenclature.VERSION), tmp_path / "maps")
+  out = tmp_path / "national"
+  args = [str(a) for a in ("--maps", tmp_path / "maps", "--out", out, "-q")]
+  kill_mid_write([*stopped_before_rename(name, MOSAIC_CODE), *args])
+  left = [p for p in temporaries(out) if TEMPORARY.search(p.parent.name) is None]
+  assert left and {p.parent for p in left} == {out / folder}
+  assert any(p.name.startswith(f".{name}.") for p in left)
+  assert mosaic.main(args) == 0      # the rerun
+  assert temporaries(out) == []
+  assert sorted(p.name for p in out.iterdir()) == [
+      ".lock", "france_classes.tif", "france_confidence.tif", "parcels", "utm31"]

@@ -25,6 +25,9 @@ map.json). Outputs (`python -m jaxcrop.mosaic`):
       representative point. `departement` comes from a polygon layer (e.g. IGN
       ADMIN EXPRESS DEPARTEMENT, field INSEE_DEP) holding the representative
       point; without one it is `unknown`. `parcels.gpkg` on request (--gpkg).
+
+Each file is written under a temporary name and renamed when whole, inside
+`claim(out)` (shared, on out/.lock), which first removes what killed runs left.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
+from cropcontracts import atomic
 from cropcontracts.errors import UserError
 from cropcontracts.zone import Zone
 from jaxcrop.maps.geotiff import BLOCK, MAP_JSON
@@ -45,6 +49,17 @@ NATIONAL_CRS = "EPSG:2154"
 RES = 10.0
 BLOCK_PX = 4096
 PRODUCTS = {"classes": "mode", "confidence": "average"}   # overview resampling
+# What a killed run leaves in the national product's folders: `atomic_path`'s
+# `.NAME.<random>.partial` (a national COG's scratch folder too) in OUT, OUT/utm<NN>
+# and OUT/parcels/departement=<code>.
+TEMPORARIES = (atomic.PARTIAL, f"utm*/{atomic.PARTIAL}", f"parcels/*/{atomic.PARTIAL}")
+
+
+def claim(out):
+  """Holds the national product's folder `out` for the block (`atomic.claim`,
+  shared, on out/.lock), after removing the temporaries (`TEMPORARIES`) of runs
+  killed there: every writer of the product writes inside it."""
+  return atomic.claim(out, shared=True, patterns=TEMPORARIES)
 
 
 def zone_maps(root) -> list[tuple[Zone, pathlib.Path]]:
@@ -65,7 +80,6 @@ def zone_maps(root) -> list[tuple[Zone, pathlib.Path]]:
 
 def utm_vrt(maps: Sequence[tuple[Zone, pathlib.Path]], product: str, path) -> pathlib.Path:
   """Writes a VRT over `product`.tif of zones sharing one CRS and 10 m grid."""
-  from cropcontracts import atomic
   zones = [z for z, _ in maps]
   if len({(z.epsg, z.res) for z in zones}) != 1:
     raise ValueError("one VRT covers zones of one CRS and resolution")
@@ -170,24 +184,40 @@ def mosaic_block(maps, centres: np.ndarray, product: str, transform, window) -> 
 
 def national_cog(maps, product: str, path, *, block: int = BLOCK_PX,
                  progress: bool = False, cog_block: int = BLOCK) -> pathlib.Path:
-  """Writes the Lambert-93 COG of `product` (classes or confidence) block by block."""
-  import rasterio
+  """Writes the Lambert-93 COG of `product` (classes or confidence): the mosaic,
+  block by block, into a scratch GeoTIFF (in a `.partial` folder beside `path`,
+  gone with it), then that converted to a COG with overviews."""
+  import tempfile
   import rasterio.shutil
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryDirectory(prefix=f".{path.name}.", suffix=".partial",
+                                   dir=path.parent) as scratch:
+    src_path = pathlib.Path(scratch) / "mosaic.tif"
+    _mosaic_tif(maps, product, src_path, block=block, progress=progress)
+    with atomic.atomic_path(path) as tmp:
+      rasterio.shutil.copy(src_path, tmp, driver="COG", compress="DEFLATE",
+                           blocksize=cog_block, overview_resampling=PRODUCTS[product],
+                           overviews="AUTO", BIGTIFF="IF_SAFER")
+  return path
+
+
+def _mosaic_tif(maps, product: str, path: pathlib.Path, *, block: int,
+                progress: bool) -> None:
+  """Writes the national mosaic of `product` to the tiled GeoTIFF `path`, one
+  block of `block` pixels a side at a time, with the zone maps' tags and colours."""
+  import rasterio
   from tqdm import tqdm
-  from cropcontracts.atomic import atomic_path
   zones = [z for z, _ in maps]
   transform, W, H = national_grid(zones)
   centres = zone_centres(zones)
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
   with rasterio.open(maps[0][1] / f"{product}.tif") as src:
     tags = src.tags()
     cmap = src.colormap(1) if product == "classes" else None
     desc = src.descriptions[0]
-  src_path = path.with_name(f".{path.name}.src.tif")
   blocks = [(r, c, min(block, H - r), min(block, W - c))
             for r in range(0, H, block) for c in range(0, W, block)]
-  with rasterio.open(src_path, "w", driver="GTiff", count=1, dtype="uint8", width=W,
+  with rasterio.open(path, "w", driver="GTiff", count=1, dtype="uint8", width=W,
                      height=H, crs=NATIONAL_CRS, transform=transform, nodata=NODATA,
                      tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress="deflate",
                      BIGTIFF="IF_SAFER") as dst:
@@ -203,12 +233,6 @@ def national_cog(maps, product: str, path, *, block: int = BLOCK_PX,
     dst.set_band_description(1, desc)
     if cmap:
       dst.write_colormap(1, cmap)
-  with atomic_path(path) as tmp:
-    rasterio.shutil.copy(src_path, tmp, driver="COG", compress="DEFLATE", blocksize=cog_block,
-                         overview_resampling=PRODUCTS[product], overviews="AUTO",
-                         BIGTIFF="IF_SAFER")
-  src_path.unlink()
-  return path
 
 
 def _meets(a, b) -> bool:
@@ -255,18 +279,17 @@ def national_parcels(maps, *, departements=None, field: str = "INSEE_DEP"):
 
 def write_parcels(gdf, out, *, gpkg: bool = False) -> list[pathlib.Path]:
   """GeoParquet partitioned by département (hive layout), [+ one GeoPackage]."""
-  from cropcontracts.atomic import atomic_path
   out = pathlib.Path(out)
   written = []
   for dep, part in gdf.groupby("departement", sort=True):
     path = out / "parcels" / f"departement={dep}" / "part-0.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
+    with atomic.atomic_path(path) as tmp:
       part.drop(columns="departement").reset_index(drop=True).to_parquet(tmp)
     written.append(path)
   if gpkg:
     path = out / "parcels.gpkg"
-    with atomic_path(path) as tmp:
+    with atomic.atomic_path(path) as tmp:
       gdf.to_file(tmp, driver="GPKG", layer="parcels")
     written.append(path)
   return written
