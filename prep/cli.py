@@ -436,6 +436,7 @@ def run_composite(args) -> None:
 def run_stac(args) -> None:
   from prep import s2_products, stac
   cat = stac.catalog(args.catalog, args.collection)
+  stac.open_catalog(cat)              # an unusable catalogue: one line, before any progress
   _each_zone(args, "stac composites", lambda zone, folder: stac.composite_zone_from_stac(
       zone, folder, cat=cat, year=args.year, max_cloud=args.max_cloud,
       workers=args.workers, overwrite=args.overwrite, progress=False),

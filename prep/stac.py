@@ -53,6 +53,8 @@ pixel is read, a speed knob only, at that risk.
 """
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import os
 import pathlib
@@ -172,6 +174,35 @@ def zone_geometry(zone: Zone) -> dict:
                         {"type": "Polygon", "coordinates": [ring]})
 
 
+@contextlib.contextmanager
+def _catalog_errors(cat: Catalog):
+  """Turns what the STAC client raises for an unreachable catalogue, one that is
+  not a STAC API with item search, or one that refuses the search into one
+  UserError line naming the catalogue."""
+  import pystac
+  import requests
+  from pystac_client.errors import ClientTypeError
+  from pystac_client.exceptions import APIError
+  where = cat.name if cat.name == cat.url else f"{cat.name} ({cat.url})"
+  try:
+    yield
+  except (APIError, ClientTypeError, NotImplementedError, pystac.STACError,
+          pystac.STACTypeError, requests.RequestException, OSError, ValueError) as e:
+    reason = " ".join(str(e).split())[:200]
+    raise UserError(f"catalogue {where}: unreachable, not a STAC API or refused the "
+                    f"search of {cat.collection} ({type(e).__name__}: {reason}); check "
+                    f"the network and --catalog, or rerun later") from None
+
+
+def open_catalog(cat: Catalog):
+  """The pystac_client Client of `cat` (its landing page read): `prep stac` opens
+  it before the first zone, so that a catalogue it cannot use is one line before
+  any progress is shown. Raises UserError as `search_items` does."""
+  import pystac_client
+  with _catalog_errors(cat):
+    return pystac_client.Client.open(cat.url, timeout=60)
+
+
 def search_items(cat: Catalog, zone: Zone, year: int, *,
                  page_size: int = 100) -> list[dict]:
   """The items of `cat.collection` intersecting `zone` in `year`, all pages.
@@ -180,25 +211,13 @@ def search_items(cat: Catalog, zone: Zone, year: int, *,
     UserError (one line) when the catalogue is unreachable, is not a STAC API
     with item search, or refuses the search.
   """
-  import pystac
-  import pystac_client
-  import requests
-  from pystac_client.errors import ClientTypeError
-  from pystac_client.exceptions import APIError
-  where = cat.name if cat.name == cat.url else f"{cat.name} ({cat.url})"
-  try:
-    client = pystac_client.Client.open(cat.url, timeout=60)
+  client = open_catalog(cat)
+  with _catalog_errors(cat):
     search = client.search(collections=[cat.collection],
                            intersects=zone_geometry(zone),
                            datetime=f"{year}-01-01T00:00:00Z/{year}-12-31T23:59:59Z",
                            limit=page_size)
     return list(search.items_as_dicts())
-  except (APIError, ClientTypeError, NotImplementedError, pystac.STACError,
-          pystac.STACTypeError, requests.RequestException, OSError, ValueError) as e:
-    reason = " ".join(str(e).split())[:200]
-    raise UserError(f"catalogue {where}: unreachable, not a STAC API or refused the "
-                    f"search of {cat.collection} ({type(e).__name__}: {reason}); check "
-                    f"the network and --catalog, or rerun later") from None
 
 
 class Asset(NamedTuple):
