@@ -268,13 +268,21 @@ def test_a_second_tfds_build_on_one_data_dir_is_refused(ref, tmp_path):
   assert _build_in_process(ref / "zones", data_dir) in _version_dirs(data_dir)  # no obstacle
 
 
-TRAIN = [sys.executable, "-c", """
+TRAIN_OVERRIDES = dict(checkpoint_every=1, keep_last=2)   # a checkpoint at every step
+TRAIN = [sys.executable, "-c", f"""
 import sys
 from tests.fixtures import FakeData, tiny_config
 from jaxcrop import train
-train.train_and_evaluate(tiny_config(checkpoint_every=1, keep_last=2), sys.argv[1],
-                         data=FakeData())
+train.train_and_evaluate(tiny_config(**{TRAIN_OVERRIDES!r}), sys.argv[1], data=FakeData())
 """]
+
+
+def rerun_training(w) -> None:
+  """TRAIN's run on workdir w, in this process: the rerun after a kill (the kill is
+  what needs a process of its own; a child's start and imports cost seconds)."""
+  from jaxcrop import train
+  from tests.fixtures import FakeData, tiny_config
+  train.train_and_evaluate(tiny_config(**TRAIN_OVERRIDES), w, data=FakeData())
 
 
 @pytest.fixture(scope="module")
@@ -304,7 +312,7 @@ def test_training_interrupted_then_rerun_equals_an_uninterrupted_run(sig, seed,
   step = mgr.latest_step()        # whatever reads as saved restores whole
   if step is not None:
     assert _params(w).step == step
-  finish([*TRAIN, w])
+  rerun_training(w)
   assert temporaries(w) == []
   got, want = _params(w), _params(full)
   assert got.step == want.step == 6
@@ -317,7 +325,7 @@ def test_training_killed_mid_write_then_rerun_leaves_no_temporary(tmp_path):
   w = tmp_path / "w"
   kill_mid_write([*stopped_before_rename("val_best.json", TRAIN[2]), w])
   assert temporaries(w)
-  finish([*TRAIN, w])
+  rerun_training(w)
   assert temporaries(w) == []
   assert _params(w).step == 6
 
