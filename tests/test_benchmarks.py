@@ -124,18 +124,24 @@ sys.meta_path.insert(0, _Block())
 """
 
 
-# The stages of `python -m benchmarks train predict accel --tiny`, in one process: the
-# command gives each its own (`cli.run_stage`, tested above), which would only add process
-# starts here; no stage imports what the three together do not.
+# `python -m benchmarks.STAGE --tiny` for the stages of `python -m benchmarks train predict
+# accel --tiny`, one after the other in one process: the command gives each its own
+# (`cli.run_stage`, tested above), which would only add process starts here; no stage
+# imports what the three together do not.
 STAGES_IN_ONE = """
-import sys
+import runpy, sys
 try:
   import affine
   print("affine imported", file=sys.stderr)
 except ImportError as e:
   print(e, file=sys.stderr)
-from benchmarks import accel, predict, train
-sys.exit(max([stage.main(["--tiny"]) for stage in (train, predict, accel)]))
+for stage in ("train", "predict", "accel"):
+  sys.argv = [f"benchmarks.{stage}", "--tiny"]
+  try:
+    runpy.run_module(f"benchmarks.{stage}", run_name="__main__", alter_sys=True)
+  except SystemExit as e:
+    if e.code:
+      raise
 """
 
 
