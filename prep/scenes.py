@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import pathlib
 import re
@@ -259,12 +260,23 @@ def _open(path: pathlib.Path, scene: Scene):
 def footprint(scene: Scene) -> tuple[str, tuple[float, float, float, float]]:
   """(CRS, bounds) of the scene's first band, from its header only.
 
-  Also checks that every raster of the scene exists, before any is read.
+  Also checks that every raster of the scene exists, before any is read. The
+  headers are read once per process while the band files stay the same (their
+  inode, size and times): every zone of a run asks about every scene, twice
+  (`covers`, then `acquisitions`), and opening 4 headers costs milliseconds.
   """
   for path in (*scene.bands, scene.scl):
     if not path.is_file():
       raise UserError(f"{path}: scene {scene.scene_id} lacks this band; re-download "
                       f"the scene or remove its folder")
+  stats = [p.stat() for p in scene.bands]
+  return _checked_footprint(scene, tuple((s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
+                                         for s in stats))
+
+
+@functools.lru_cache(maxsize=65536)
+def _checked_footprint(scene: Scene, files: tuple) -> tuple[str, tuple]:
+  """`footprint` of scene, whose band files are `files` (their stat identities)."""
   with _open(scene.bands[0], scene) as src:
     if src.crs is None:
       raise UserError(f"{scene.bands[0]}: no CRS; re-download scene {scene.scene_id}")

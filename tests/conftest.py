@@ -39,6 +39,27 @@ import jax  # noqa: E402  (after JAX_PLATFORMS)
 # The compilation cache, as the environment of child processes carries it.
 _CACHE_ENV = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
 
+# The files whose tests take longest (child processes, trainings), longest first, as
+# measured (pytest --durations=0, summed per file). Under `-n 2 --dist loadfile` a file
+# is one worker's unit and the run ends when the busier worker does: these start first,
+# the rest fill in behind them. (xdist's own order, by number of tests, started the
+# longest file, test_resume.py, last: one worker ran alone for a minute.)
+HEAVIEST_FIRST = ("test_resume.py", "test_train.py", "test_damaged.py", "test_benchmarks.py",
+                  "test_pipeline_e2e.py", "test_stac.py", "test_predict.py", "test_model.py",
+                  "test_cli.py", "test_evaluate.py", "test_hierarchy.py", "test_plots.py")
+
+
+def pytest_configure(config):
+  """`--dist loadfile` takes the files in collection order (`pytest_collection_modifyitems`)."""
+  if getattr(config.option, "dist", "no") == "loadfile":
+    config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items):
+  """HEAVIEST_FIRST's files first, in its order; every other file after, as collected."""
+  rank = {name: i for i, name in enumerate(HEAVIEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture(scope="session")
 def shared_root(request, tmp_path_factory) -> pathlib.Path:

@@ -12,19 +12,17 @@ import pytest
 from cropcontracts import cli as base
 from cropcontracts.errors import UserError
 from prep import cli
-from prep import demo
 from prep import zones as Z
 from prep.labels import RPG_LAYER
-from tests.fixtures import assert_error
+from tests.fixtures import assert_error, private_copy
 
 COMMANDS = ("zones", "gee", "composite", "stac", "labels", "demo")
 
 
 @pytest.fixture(scope="module")
-def raw(tmp_path_factory):
-  path = tmp_path_factory.mktemp("cli") / "raw"
-  demo.write_raw(path, seed=0, small=True, progress=False)
-  return path
+def raw(demo_raw, tmp_path_factory):
+  """A copy of the session's demo raw inputs (tests write zones beside it)."""
+  return private_copy(demo_raw, tmp_path_factory.mktemp("cli"))
 
 
 def run(argv, capsys):
@@ -340,12 +338,13 @@ def test_composite_into_a_folder_holding_another_zone(raw, scenes, tmp_path, cap
                f"choose another output folder or delete it to write '{z}'")
 
 
-def test_demo_command_prints_where_outputs_are(tmp_path, capsys):
-  rc, out, err = run(["demo", "--out", tmp_path / "d", "--small"], capsys)
+def test_demo_command_prints_where_outputs_are(small_demo, tmp_path, capsys):
+  d = private_copy(small_demo, tmp_path)      # made: the command finds it whole and prints
+  rc, out, err = run(["demo", "--out", d, "--small"], capsys)
   assert rc == 0, err
-  assert f"demo zone folders: {tmp_path / 'd' / 'zones'} (4 zones)" in out
-  rc, _, err = run(["demo", "--out", tmp_path / "d", "--small", "--seed", "2"], capsys)
-  assert_error(rc, err, f"{tmp_path / 'd' / 'raw'}: holds a demo made with seed=0 small=True, "
+  assert f"demo zone folders: {d / 'zones'} (4 zones)" in out
+  rc, _, err = run(["demo", "--out", d, "--small", "--seed", "2"], capsys)
+  assert_error(rc, err, f"{d / 'raw'}: holds a demo made with seed=0 small=True, "
                f"not seed=2 small=True; choose another output folder or delete it")
 
 

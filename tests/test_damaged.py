@@ -13,7 +13,7 @@ import pytest
 from prep import cli as prep_cli
 from prep import zones as Z
 from cropcontracts.errors import UserError
-from tests.fixtures import assert_error, assert_tfds_error, run
+from tests.fixtures import TINY_BUILDER, assert_error, assert_tfds_error, run
 
 
 # --------------------------------------------------------------------------- #
@@ -263,21 +263,21 @@ def test_the_digest_is_of_the_arrays_and_old_checkpoints_restore_unchecked(
   assert checkpoint.load_trained(w, "last").step == 6
 
 
-def test_resuming_training_from_a_damaged_last_checkpoint_is_one_line(tmp_path, capsys):
+def test_resuming_training_from_a_damaged_last_checkpoint_is_one_line(tiny_workdir, tmp_path,
+                                                                      capsys):
   from jaxcrop import train
-  from tests.fixtures import FakeData, tiny_config
-  config = tiny_config(num_steps=4, checkpoint_every=2, eval_every=4)
-  train.train_and_evaluate(config, tmp_path, data=FakeData())
-  last = tmp_path / "checkpoints" / "last"
-  assert sorted(int(p.name) for p in last.iterdir() if p.name.isdigit()) == [2, 4]
-  _flip(last / "4")
-  config.train.num_steps = 6
+  from tests.fixtures import FakeData, private_copy, tiny_config
+  w = private_copy(tiny_workdir[0], tmp_path)      # trained to step 6, checkpoints every 2
+  last = w / "checkpoints" / "last"
+  assert sorted(int(p.name) for p in last.iterdir() if p.name.isdigit()) == [4, 6]
+  _flip(last / "6")
+  config = tiny_config(num_steps=8)
   with pytest.raises(UserError) as e:
-    train.train_and_evaluate(config, tmp_path, data=FakeData())
-  assert str(e.value) == (f"{last / '4'}: {FLIPPED.format(s=4, k='last')}; remove "
-                          f"{last / '4'} to resume from step 2")
-  shutil.rmtree(last / "4")                   # the fix the message gives
-  assert train.train_and_evaluate(config, tmp_path, data=FakeData())["step"] == 6
+    train.train_and_evaluate(config, w, data=FakeData())
+  assert str(e.value) == (f"{last / '6'}: {FLIPPED.format(s=6, k='last')}; remove "
+                          f"{last / '6'} to resume from step 4")
+  shutil.rmtree(last / "6")                   # the fix the message gives
+  assert train.train_and_evaluate(config, w, data=FakeData())["step"] == 8
 
 
 def test_a_checkpoint_of_another_model_config(trained_workdir, tmp_path, capsys):
@@ -301,22 +301,14 @@ def test_a_checkpoint_of_another_model_config(trained_workdir, tmp_path, capsys)
 # --------------------------------------------------------------------------- #
 # TFRecord shards (jaxcrop.input_pipeline.check_shards, before training writes anything)
 
-TINY = '{"name": "tiny", "patch_size": 16}'
+TINY = json.dumps(TINY_BUILDER)     # the session's tiny_dataset
 
 
 @pytest.fixture(scope="module")
-def zones_and_dataset(tmp_path_factory):
+def zones_and_dataset(tiny_zones, tiny_dataset):
   """Tiny synthetic zone folders and their cropmap dataset (config `tiny`, 16-px
-  patches): (zones root, version folder)."""
-  import tensorflow_datasets as tfds
-  from tfds_builder.cropmap import cropmap_dataset_builder as cb
-  from prep.demo import zonefolders
-  zones = zonefolders.write_zones(tmp_path_factory.mktemp("zones"))
-  data_dir = tmp_path_factory.mktemp("data")
-  cb.Builder(config=cb.CropmapConfig(name="tiny", patch_size=16),
-             data_dir=str(data_dir)).download_and_prepare(
-                 download_config=tfds.download.DownloadConfig(manual_dir=str(zones)))
-  return zones, data_dir / "cropmap" / "tiny" / str(cb.Builder.VERSION)
+  patches), the session's (read-only): (zones root, version folder)."""
+  return tiny_zones, pathlib.Path(tiny_dataset.builder.data_dir)
 
 
 @pytest.fixture(scope="module")
@@ -449,11 +441,9 @@ def test_a_dataset_of_another_major_version_is_refused(dataset, tmp_path, capsys
 # damaged band in the middle of a run of many scenes
 
 @pytest.fixture(scope="module")
-def raw(tmp_path_factory):
-  from prep import demo
-  path = tmp_path_factory.mktemp("raw") / "raw"
-  demo.write_raw(path, seed=0, small=True, progress=False)
-  return path
+def raw(demo_raw):
+  """The small demo's raw inputs (the session's, read-only: `scenes` copies them)."""
+  return demo_raw
 
 
 @pytest.fixture

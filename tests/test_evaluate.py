@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxcrop import baseline, checkpoint, cv, evaluate, train
-from tests.fixtures import FakeData, tiny_config
+from tests.fixtures import FakeData, private_copy, tiny_config
 
 
 def test_parcel_votes_by_hand():
@@ -58,10 +58,9 @@ def test_baseline_cache_is_reused_refit_and_never_stale(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def trained_dir(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("eval")
-  train.train_and_evaluate(tiny_config(), workdir, data=FakeData())  # compiled in test_train
-  return workdir
+def trained_dir(tiny_workdir, tmp_path_factory):
+  """A copy of the session's tiny_workdir (evaluate writes into it)."""
+  return private_copy(tiny_workdir[0], tmp_path_factory.mktemp("eval"))
 
 
 def test_evaluate_writes_model_and_baseline_metrics(trained_dir):

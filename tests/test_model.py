@@ -144,9 +144,12 @@ def sgd_step_lowers_the_loss(model, variables):
     logits, _ = model.apply({**variables, "params": params}, X, train=True,
                             mutable=["batch_stats"])
     return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], -1).mean()
-  before, grads = jax.value_and_grad(loss)(variables["params"])
+  # Jitted once, for the loss after the step too: op by op, the backward pass of a
+  # model takes seconds of dispatch and per-operation compiles.
+  loss_and_grad = jax.jit(jax.value_and_grad(loss))
+  before, grads = loss_and_grad(variables["params"])
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
-  after = loss(jax.tree.map(lambda p, g: p - 0.05 * g, variables["params"], grads))
+  after, _ = loss_and_grad(jax.tree.map(lambda p, g: p - 0.05 * g, variables["params"], grads))
   assert after < before
 
 
@@ -160,8 +163,9 @@ def test_layer_and_group_norm_keep_each_example_to_itself(norm, layer):
   names = modules(variables["params"])
   assert {"temporal/" + layer + "_0", "unet/ConvBlock_0/" + layer + "_1"} <= names
   assert not any("BatchNorm" in n for n in names)
-  alone = model.apply(variables, X[:1], train=True)
-  together = model.apply(variables, X, train=True)
+  apply = jax.jit(model.apply, static_argnames="train")
+  alone = apply(variables, X[:1], train=True)
+  together = apply(variables, X, train=True)
   assert together.shape == (2, 16, 16, 5) and together.dtype == jnp.float32
   np.testing.assert_allclose(alone[0], together[0], atol=1e-5)
   default = build_model(option_cfg(), 5)

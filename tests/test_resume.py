@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 from cropcontracts import zonefolder
-from prep import demo
-from tests.fixtures import assert_tfds_error
+from tests.fixtures import DEMO_BUILDER, assert_tfds_error
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = '{"name": "tiny", "patch_size": 16, "num_folds": 2}'
+# The builder config of the session's `demo_dataset` (the uninterrupted build).
+DATASET = DEMO_BUILDER
 
 
 def env(**extra) -> dict:
@@ -82,11 +82,9 @@ def temporaries(folder: pathlib.Path) -> list[pathlib.Path]:
 
 
 @pytest.fixture(scope="module")
-def ref(tmp_path_factory):
+def ref(small_demo):
   """The small demo, prepared uninterrupted: raw/ inputs and zones/ (the reference)."""
-  root = tmp_path_factory.mktemp("demo")
-  demo.make_demo(root, small=True, progress=False)
-  return root
+  return small_demo
 
 
 STAGE_FILES = {"imagery": ("s2.tif", "valid_count.tif"),
@@ -197,12 +195,12 @@ def test_two_composites_and_labels_on_one_zone_at_once_all_end_valid(ref, tmp_pa
 
 
 TFDS = [pathlib.Path(sys.executable).parent / "tfds", "build", REPO / "tfds_builder" / "cropmap",
-        f"--config={TINY}"]
+        f"--config={json.dumps(DATASET)}"]
 
 
 def _version_dirs(data_dir: pathlib.Path) -> list[pathlib.Path]:
   """Version folders a reader would open (what input_pipeline.dataset_dir lists)."""
-  root = data_dir / "cropmap" / "tiny"
+  root = data_dir / "cropmap" / DATASET["name"]
   return sorted(p for p in root.iterdir() if (p / "dataset_info.json").exists()
                 and not p.name.startswith(".")) if root.exists() else []
 
@@ -228,20 +226,21 @@ def _dataset(version: pathlib.Path) -> tuple:
 def _build_in_process(zones, data_dir) -> pathlib.Path:
   import tensorflow_datasets as tfds
   from tfds_builder.cropmap import cropmap_dataset_builder as cb
-  builder = cb.Builder(config=cb.CropmapConfig(**json.loads(TINY)), data_dir=str(data_dir))
+  builder = cb.Builder(config=cb.CropmapConfig(**DATASET), data_dir=str(data_dir))
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=str(zones)))
   return pathlib.Path(builder.data_dir)
 
 
-def test_tfds_build_killed_then_rerun_equals_an_uninterrupted_build(ref, tmp_path):
-  want = _dataset(_build_in_process(ref / "zones", tmp_path / "full"))
+def test_tfds_build_killed_then_rerun_equals_an_uninterrupted_build(ref, demo_dataset,
+                                                                   tmp_path):
+  want = _dataset(pathlib.Path(demo_dataset.builder.data_dir))
   data_dir = tmp_path / "data"
   cmd = [*TFDS, f"--data_dir={data_dir}", f"--manual_dir={ref / 'zones'}"]
   interrupt(start(cmd), (data_dir / "cropmap").exists, delays(2, 1, 2.0)[0])
   for version in _version_dirs(data_dir):      # visible means whole
     assert _dataset(version) == want
-  finish(cmd)
+  _build_in_process(ref / "zones", data_dir)   # the rerun (`tfds` imports for 6 s)
   [got] = _version_dirs(data_dir)
   assert _dataset(got) == want
   assert sorted(p.name for p in got.parent.iterdir()) == [".build.lock", got.name]
@@ -251,14 +250,14 @@ def test_tfds_build_killed_then_rerun_equals_an_uninterrupted_build(ref, tmp_pat
 def test_a_second_tfds_build_on_one_data_dir_is_refused(ref, tmp_path):
   data_dir = tmp_path / "data"
   cmd = [*TFDS, f"--data_dir={data_dir}", f"--manual_dir={ref / 'zones'}"]
-  lock = data_dir / "cropmap" / "tiny" / ".build.lock"
+  lock = data_dir / "cropmap" / DATASET["name"] / ".build.lock"
   from cropcontracts import atomic
   with atomic.file_lock(lock):       # a build in progress
     second = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env(), capture_output=True,
                             text=True, timeout=600)
   assert_tfds_error(second.returncode, second.stderr,
-                    f"{lock}: another build of cropmap/tiny is running on this data_dir; wait "
-                    f"for it to finish (a killed build holds no lock), then rerun")
+                    f"{lock}: another build of cropmap/{DATASET['name']} is running on this "
+                    f"data_dir; wait for it to finish (a killed build holds no lock), then rerun")
   assert not _version_dirs(data_dir)
   killed = start([sys.executable, "-c", "import sys; from cropcontracts import atomic\n"
                   f"with atomic.file_lock({str(lock)!r}):\n  print('held', flush=True)\n"
@@ -269,28 +268,28 @@ def test_a_second_tfds_build_on_one_data_dir_is_refused(ref, tmp_path):
   assert _build_in_process(ref / "zones", data_dir) in _version_dirs(data_dir)  # no obstacle
 
 
-TRAIN = [sys.executable, "-c", """
+TRAIN_OVERRIDES = dict(checkpoint_every=1, keep_last=2)   # a checkpoint at every step
+TRAIN = [sys.executable, "-c", f"""
 import sys
 from tests.fixtures import FakeData, tiny_config
 from jaxcrop import train
-train.train_and_evaluate(tiny_config(checkpoint_every=1, keep_last=2), sys.argv[1],
-                         data=FakeData())
+train.train_and_evaluate(tiny_config(**{TRAIN_OVERRIDES!r}), sys.argv[1], data=FakeData())
 """]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-  """One persistent compilation cache for every training child."""
-  return dict(JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("jax_cache")),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+def rerun_training(w) -> None:
+  """TRAIN's run on workdir w, in this process: the rerun after a kill (the kill is
+  what needs a process of its own; a child's start and imports cost seconds)."""
+  from jaxcrop import train
+  from tests.fixtures import FakeData, tiny_config
+  train.train_and_evaluate(tiny_config(**TRAIN_OVERRIDES), w, data=FakeData())
 
 
 @pytest.fixture(scope="module")
-def full_train(cache, tmp_path_factory):
-  """An uninterrupted training run (its own child process, as the others)."""
-  full = tmp_path_factory.mktemp("full_train") / "w"
-  finish([*TRAIN, full], **cache)
-  return full
+def full_train(tiny_workdir):
+  """An uninterrupted training run of TRAIN's config (its checkpoint cadence aside:
+  the weights do not depend on it)."""
+  return tiny_workdir[0]
 
 
 def _params(workdir):
@@ -299,7 +298,7 @@ def _params(workdir):
 
 
 @pytest.mark.parametrize("sig, seed", [(signal.SIGKILL, 3), (signal.SIGTERM, 4)])
-def test_training_interrupted_then_rerun_equals_an_uninterrupted_run(sig, seed, cache,
+def test_training_interrupted_then_rerun_equals_an_uninterrupted_run(sig, seed,
                                                                      full_train,
                                                                      tmp_path_factory):
   import jax
@@ -307,13 +306,13 @@ def test_training_interrupted_then_rerun_equals_an_uninterrupted_run(sig, seed, 
   w = tmp_path_factory.mktemp("train") / "w"
   last = w / "checkpoints" / "last"
   begun = lambda: last.exists() and any(last.iterdir())
-  interrupt(start([*TRAIN, w], **cache), begun, delays(seed, 1, 0.5)[0], sig)
+  interrupt(start([*TRAIN, w]), begun, delays(seed, 1, 0.5)[0], sig)
   from jaxcrop import checkpoint
   mgr, _ = checkpoint.managers(w, read_only=True)
   step = mgr.latest_step()        # whatever reads as saved restores whole
   if step is not None:
     assert _params(w).step == step
-  finish([*TRAIN, w], **cache)
+  rerun_training(w)
   assert temporaries(w) == []
   got, want = _params(w), _params(full)
   assert got.step == want.step == 6
@@ -322,11 +321,11 @@ def test_training_interrupted_then_rerun_equals_an_uninterrupted_run(sig, seed, 
                want.variables)
 
 
-def test_training_killed_mid_write_then_rerun_leaves_no_temporary(cache, tmp_path):
+def test_training_killed_mid_write_then_rerun_leaves_no_temporary(tmp_path):
   w = tmp_path / "w"
-  kill_mid_write([*stopped_before_rename("val_best.json", TRAIN[2]), w], **cache)
+  kill_mid_write([*stopped_before_rename("val_best.json", TRAIN[2]), w])
   assert temporaries(w)
-  finish([*TRAIN, w], **cache)
+  rerun_training(w)
   assert temporaries(w) == []
   assert _params(w).step == 6
 
@@ -363,14 +362,14 @@ EVALUATED = {"eval": [".lock", "confusion_parcel.png", "confusion_pixel.png", "m
 
 
 @pytest.mark.parametrize("folder, name", [("eval", "metrics.md"), ("baseline", "model.pkl")])
-def test_evaluate_killed_mid_write_then_rerun_leaves_no_temporary(folder, name, cache,
-                                                                  full_train, tmp_path):
+def test_evaluate_killed_mid_write_then_rerun_leaves_no_temporary(folder, name, full_train,
+                                                                  tmp_path):
   """evaluate SIGKILLed inside a write of its metrics (`eval/`) or of the baseline
   it fits (`baseline/`), rerun: the killed run's temporary is gone."""
   from jaxcrop import evaluate
   from tests.fixtures import FakeData
   w = pathlib.Path(shutil.copytree(full_train, tmp_path / "w"))
-  kill_mid_write([*stopped_before_rename(name, EVALUATE_CODE), w], **cache)
+  kill_mid_write([*stopped_before_rename(name, EVALUATE_CODE), w])
   [left] = temporaries(w)
   assert left.parent == w / folder and left.name.startswith(f".{name}.")
   evaluate.evaluate(w, data=FakeData())     # the rerun

@@ -208,6 +208,24 @@ def test_missing_band(tmp_path, scene_dir):
                                       progress=False)
 
 
+def test_headers_are_read_once_until_a_band_changes(scene_dir, monkeypatch):
+  """footprint opens a scene's 4 band headers once per process (every zone of a run
+  asks about every scene, twice); a band rewritten under its name is checked again."""
+  [scene] = [s for s in scenes.discover_scenes(scene_dir) if s.scene_id == "s1"]
+  opened, real = [], rasterio.open
+  monkeypatch.setattr(rasterio, "open", lambda path, *a, **k: opened.append(path) or
+                      real(path, *a, **k))
+  first = scenes.footprint(scene)
+  assert len(opened) == 5                         # B02 (CRS, bounds), then the 4 checked
+  assert scenes.footprint(scene) == first and len(opened) == 5
+  band = scene_dir / "s1" / "B04.tif"
+  band.unlink()
+  _write(band, np.full((20, 20), 202, np.uint16), 20.0)     # delivered at 20 m
+  with pytest.raises(UserError, match=r"B04\.tif: 20 x 20 m pixels, expected the band's "
+                     r"native 10 m"):
+    scenes.footprint(scene)
+
+
 def test_no_scene_covers_the_zone(tmp_path):
   d = tmp_path / "scenes"
   write_item(d, "far", "2023-01-10", 700, x0=500_000.0)

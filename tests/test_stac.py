@@ -18,7 +18,7 @@ import pytest
 
 from cropcontracts import zonefolder
 from cropcontracts.errors import UserError
-from prep import cli, demo, scenes, stac
+from prep import cli, scenes, stac
 from prep.zones import read_zones
 from prep.demo.stac_server import StacServer
 
@@ -26,14 +26,10 @@ FAST = dict(progress=False, http_retries=0, base_delay=0.0, retries=2)
 
 
 @pytest.fixture(scope="module")
-def small_demo(tmp_path_factory):
-  """The small demo's raw inputs, its zones, the local route's folder of zone 0."""
-  root = tmp_path_factory.mktemp("demo")
-  demo.write_raw(root / "raw", small=True, progress=False)
-  zones = read_zones(root / "raw" / "zones.csv")
-  scenes.composite_zone_from_scenes(root / "raw" / "scenes", zones[0],
-                                    root / "zones" / zones[0].zone_id, progress=False)
-  return root, zones
+def small_demo(small_demo):
+  """(the session's small demo, its zones): raw inputs, and zones/ the local route's
+  folders (read-only)."""
+  return small_demo, read_zones(small_demo / "raw" / "zones.csv")
 
 
 @pytest.fixture

@@ -1,14 +1,13 @@
 """The cropmap TFDS builder on tiny synthetic zone folders (2 regions x 4 zones,
 40 x 36 px, 12 months, patches of 16 px: the session's `tiny_zones` and
 `tiny_dataset`). The stock `tfds build` command line runs in-process (its
-parser and command, as TFDS's own tests run it), and once as the `tfds` script
-in a child process, for what only a process shows: the one-line error and its
-exit status."""
+parser and command, as TFDS's own tests run it). The `tfds` script in a child
+process, for what only a process shows (the one-line error and its exit status):
+test_damaged.py::test_tfds_build_overwrite_over_a_good_dataset_checks_the_zones_first."""
 import json
 import os
 import pathlib
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -337,30 +336,6 @@ def test_bare_tfds_build_builds_the_demo_only(tiny_zones, tmp_path, tfds_build, 
   ds = tfds.load("cropmap", split="test", data_dir=str(tmp_path / "d"))
   first = next(iter(tfds.as_numpy(ds)))
   assert first["image"].shape == (12, 64, 64, 4) and first["label"].shape == (64, 64)
-
-
-def test_tfds_script_overwrite_checks_the_zones_first_and_says_so_in_one_line(
-    built, zones, tmp_path):
-  """The `tfds` script, `--overwrite` over a good dataset with a zone folder
-  broken: one line, exit status 2, and the good dataset untouched (the
-  command's builder factory deleted it before reading any input)."""
-  version = pathlib.Path(shutil.copytree(built.data_dir, tmp_path / "d" / "cropmap" / "tiny" /
-                                         VERSION))   # builder.data_dir: the version folder
-  before = {p.relative_to(version): p.read_bytes() for p in version.rglob("*") if p.is_file()}
-  broken = testing.private_copy(zones, tmp_path)
-  (broken / "beta_3" / "labels.tif").unlink()
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-             PYTHONPATH=str(REPO))   # this checkout, whichever one the venv installed
-  run = subprocess.run([pathlib.Path(sys.executable).parent / "tfds", "build",
-                        "tfds_builder/cropmap", f"--config={json.dumps(TINY)}",
-                        f"--data_dir={tmp_path / 'd'}", f"--manual_dir={broken}", "--overwrite"],
-                       capture_output=True, text=True, env=env, cwd=REPO)
-  testing.assert_tfds_error(
-      run.returncode, run.stderr,
-      f"zone beta_3: {broken / 'beta_3' / 'labels.tif'} is missing; rerun prep for this zone")
-  assert {p.relative_to(version): p.read_bytes() for p in version.rglob("*")
-          if p.is_file()} == before
-  assert sorted(p.name for p in version.parent.iterdir()) == [".build.lock", VERSION]
 
 
 def test_the_tfds_internals_the_overwrite_guard_relies_on(built, zones, tmp_path, tfds_build):

@@ -47,15 +47,8 @@ def assert_trees_close(a, b, atol):
   jax.tree.map(lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=atol), a, b)
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("full")
-  result = train.train_and_evaluate(tiny_config(), workdir, data=FakeData())
-  return workdir, result
-
-
-def test_training_writes_outputs_and_learns(uninterrupted):
-  workdir, result = uninterrupted
+def test_training_writes_outputs_and_learns(tiny_workdir):
+  workdir, result = tiny_workdir
   assert result["step"] == 6 and result["model"]["params"] > 0
   lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert [l["step"] for l in lines if "val_macro_f1" in l] == [3, 6]
@@ -74,8 +67,8 @@ def test_training_writes_outputs_and_learns(uninterrupted):
   assert trained.model.apply(trained.variables, x).shape == (2, S, S, K)
 
 
-def test_sigterm_then_resume_equals_uninterrupted(uninterrupted, tmp_path, capsys):
-  full_dir, _ = uninterrupted
+def test_sigterm_then_resume_equals_uninterrupted(tiny_workdir, tmp_path, capsys):
+  full_dir, _ = tiny_workdir
   first = train.train_and_evaluate(tiny_config(), tmp_path, data=FakeData(sigterm_at=3))
   assert first["step"] == 4   # the signal arrives while batch 3 is fetched; step 4 finishes
   assert first["preempted"]     # callers (jaxcrop.cv) stop too
@@ -86,26 +79,47 @@ def test_sigterm_then_resume_equals_uninterrupted(uninterrupted, tmp_path, capsy
   assert_trees_close(params_of(tmp_path), params_of(full_dir), atol=1e-6)
 
 
-def train_on_cpu_devices(n: int, workdir, config_code: str = "c = tiny_config()"):
-  """Trains on FakeData in a child process that sees `n` forced CPU devices."""
-  code = (f"import jax; assert jax.device_count() == {n};"
-          "from tests.fixtures import FakeData, tiny_config; from jaxcrop import train;"
-          f"{config_code}; train.train_and_evaluate(c, {str(workdir)!r}, data=FakeData())")
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}",
-         "JAX_PLATFORMS": "cpu"}
-  return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_FOUR_DEVICES = """
+import sys
+import jax
+assert jax.device_count() == 4
+from cropcontracts.errors import UserError
+from jaxcrop import train
+from tests.fixtures import FakeData, tiny_config
+train.train_and_evaluate(tiny_config(), sys.argv[1] + "/w", data=FakeData())
+c = tiny_config()
+c.data.eval_batch_size = 3
+try:
+  train.train_and_evaluate(c, sys.argv[1] + "/odd", data=FakeData())
+except UserError as e:
+  print("REFUSED", e)
+"""
 
 
-def test_four_devices_equal_one(uninterrupted, tmp_path):
-  full_dir, _ = uninterrupted
-  run = train_on_cpu_devices(4, tmp_path)
+@pytest.fixture(scope="module")
+def four_devices(tmp_path_factory):
+  """(folder, finished child): a child process that sees 4 forced CPU devices trained
+  tiny_config() on FakeData into folder/w, then tried data.eval_batch_size=3 into
+  folder/odd (one process for both: a process start and JAX's import cost seconds)."""
+  folder = tmp_path_factory.mktemp("four_devices")
+  # Appended: conftest's fast-compile flags stay (the runs compared are compiled alike).
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
+         "--xla_force_host_platform_device_count=4"}
+  run = subprocess.run([sys.executable, "-c", _FOUR_DEVICES, str(folder)], env=env,
+                       capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   assert run.returncode == 0, run.stderr[-3000:]
-  assert_trees_close(params_of(tmp_path), params_of(full_dir), atol=1e-4)
+  return folder, run
+
+
+def test_four_devices_equal_one(tiny_workdir, four_devices):
+  full_dir, _ = tiny_workdir
+  got = four_devices[0] / "w"
+  assert_trees_close(params_of(got), params_of(full_dir), atol=1e-4)
   losses_of = lambda d: [l["train_loss"] for l in map(
       json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "train_loss" in l]
-  assert len(losses_of(tmp_path)) == 6                  # log_every 1 in the tiny config
-  np.testing.assert_allclose(losses_of(tmp_path), losses_of(full_dir), rtol=1e-5)
+  assert len(losses_of(got)) == 6                       # log_every 1 in the tiny config
+  np.testing.assert_allclose(losses_of(got), losses_of(full_dir), rtol=1e-5)
 
 
 class UnlabelledValData(FakeData):
@@ -291,8 +305,7 @@ def test_weight_decay_spares_biases_and_norm_parameters():
     assert float(np.abs(u).max()) == 0.0
 
 
-def test_eval_batch_must_split_over_the_devices(tmp_path):
-  run = train_on_cpu_devices(2, tmp_path, "c = tiny_config(); c.data.eval_batch_size = 3")
-  assert run.returncode != 0
-  assert "data.eval_batch_size=3 must be a multiple of the 2 devices" in run.stderr
-  assert not (tmp_path / "checkpoints").exists()
+def test_eval_batch_must_split_over_the_devices(four_devices):
+  folder, run = four_devices
+  assert "REFUSED data.eval_batch_size=3 must be a multiple of the 4 devices" in run.stdout
+  assert not (folder / "odd" / "checkpoints").exists()
