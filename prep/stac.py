@@ -197,8 +197,10 @@ def _catalog_errors(cat: Catalog):
 def open_catalog(cat: Catalog):
   """The pystac_client Client of `cat` (its landing page read): `prep stac` opens
   it before the first zone, so that a catalogue it cannot use is one line before
-  any progress is shown. Raises UserError as `search_items` does."""
+  any progress is shown. Raises UserError as `search_items` does, and first
+  when the catalogue's credentials are not set (`check_env`)."""
   import pystac_client
+  check_env(cat)
   with _catalog_errors(cat):
     return pystac_client.Client.open(cat.url, timeout=60)
 
