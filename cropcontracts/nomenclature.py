@@ -14,6 +14,10 @@ Two versioned tables in `cropcontracts/data/`, read only through `load()`:
                              v1 has no edition columns: each row holds for
                              every edition.
 
+v3 adds the land outside the RPG parcels as a class of its own, `BACKGROUND`
+(`non_agricultural` at tiers 3, 2 and 1, the last tier-3 id): no RPG code maps
+to it; prep labels it from where no parcel is (`docs/prep-labels.md`).
+
 A code with no row for the edition read is an error that lists the codes: a
 silent drop would quietly bias the labels (`prep labels --unknown-codes ignore`
 opts out, recorded in meta.json). Any change to either table is a new version,
@@ -35,6 +39,9 @@ from cropcontracts.zonefolder import NO_LABEL
 DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
 VERSION = "v2"
 IGNORE_NAME = "ignore"
+# The land outside the RPG parcels (woods, villages, water, roads), from v3 on: a
+# class of its own at every tier, the last tier-3 id, never the class of an RPG code.
+BACKGROUND = "non_agricultural"
 # The RPG edition a code list is read in when none is given: the study's year.
 DEFAULT_EDITION = 2023
 FIRST_EDITION = 2015  # RPG 2.x; the tables do not cover the older RPG 1.x
@@ -137,6 +144,16 @@ class Nomenclature:
 
   def class_id(self, name: str) -> int:
     return self.tier3.index(name)
+
+  @property
+  def background_id(self) -> int | None:
+    """The tier-3 id of `BACKGROUND` (the last one), None before v3."""
+    return self.tier3.index(BACKGROUND) if BACKGROUND in self.tier3 else None
+
+  @property
+  def crop_ids(self) -> tuple[int, ...]:
+    """The tier-3 ids of the agricultural classes: all but the background."""
+    return tuple(k for k, name in enumerate(self.tier3) if name != BACKGROUND)
 
   def row(self, code: str, edition: int = DEFAULT_EDITION) -> CodeRow | None:
     """The meaning of `code` in RPG `edition`, None when the table has none."""
@@ -246,6 +263,10 @@ def load(version: str = VERSION) -> Nomenclature:
   bad = sorted({r["tier3"] for r in rows} - names - {IGNORE_NAME})
   if bad:
     raise UserError(f"{rpath}: tier3 names {bad} are not in {cpath.name}")
+  if BACKGROUND in {r["tier3"] for r in rows}:
+    raise UserError(f"{rpath}: no RPG code maps to {BACKGROUND} (the land outside parcels)")
+  if BACKGROUND in names and classes[-1]["tier3"] != BACKGROUND:
+    raise UserError(f"{cpath}: {BACKGROUND} must be the last class")
   return Nomenclature(
       version=version,
       tier3=tuple(r["tier3"] for r in classes),

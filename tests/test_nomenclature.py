@@ -253,3 +253,16 @@ def test_edition_ranges_read_and_checked(tmp_path, monkeypatch):
   load = _table(tmp_path, monkeypatch, "t_order", "CPL,2019,2015,a,16,ignore\n")
   with pytest.raises(UserError, match=r"line 2: CPL last_edition 2015 is before"):
     load()
+
+
+def test_v3_adds_the_background_as_the_last_class_of_its_own_at_every_tier():
+  v2, v3 = nomenclature.load("v2"), nomenclature.load("v3")
+  assert v3.tier3[:-1] == v2.tier3 and v3.num_classes == 24
+  assert v3.background_id == 23 and v3.tier3[23] == nomenclature.BACKGROUND
+  assert v3.crop_ids == tuple(range(23)) and v2.background_id is None
+  assert v3.tier2_names[v3.tier2_of()[23]] == v3.tier1_names[v3.tier1_of()[23]] == \
+      "non_agricultural"
+  assert v3.tier1_names == ("field_crops", "grassland", "permanent_crops", "non_agricultural")
+  codes = v3.codes_of(2023)          # the same RPG codes as v2, none of them background
+  assert codes.keys() == v2.codes_of(2023).keys()
+  assert 23 not in set(v3.classes_of_codes(list(codes)))
