@@ -37,7 +37,7 @@ from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import NO_LABEL
 
 DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
-VERSION = "v2"
+VERSION = "v3"
 IGNORE_NAME = "ignore"
 # The land outside the RPG parcels (woods, villages, water, roads), from v3 on: a
 # class of its own at every tier, the last tier-3 id, never the class of an RPG code.

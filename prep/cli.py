@@ -262,6 +262,7 @@ def _beam_parser(sub) -> None:
 
 
 def _labels_parser(sub) -> None:
+  from prep.labels import DEFAULT_MARGIN
   p = _command(
       sub, "labels", "labels from the RPG", """
           Parcel raster, tier-3 class raster and parcel table of each zone from
@@ -272,12 +273,25 @@ def _labels_parser(sub) -> None:
           RPG…), else the year of the zone's composites, else 2023 (with a
           warning). A code the nomenclature lacks for that edition stops the
           run, listing each code with its parcels and area, unless
-          --unknown-codes ignore.""", """
+          --unknown-codes ignore.
+
+          Outside the parcels: a pixel whose 10 m cell holds no part of any
+          parcel (ignored codes included) and lies more than --margin pixels
+          from every cell that does gets the background class
+          (non_agricultural); the pixels in between stay unlabelled. Without
+          --landcover that is all such land, so undeclared farmland (fields
+          outside the RPG) is labelled background too; with --landcover, the
+          pixels it calls cropland or grassland (WorldCover 40, 30) stay
+          unlabelled instead.""", """
             python -m prep labels --rpg RPG_2-2__GPKG_LAMB93_FXX_2023.gpkg --all --out data/zones
             python -m prep labels --rpg R24.shp R28.shp --zones chartres_0 --out data/zones \\
                 --drop-border
             python -m prep labels --rpg PARCELLES_GRAPHIQUES.gpkg --rpg-year 2024 \\
-                --all --out data/zones --unknown-codes ignore""",
+                --all --out data/zones --unknown-codes ignore
+            python -m prep labels --rpg RPG_2023.gpkg --all --out data/zones \\
+                --landcover ESA_WorldCover_10m_2021_v200_N48E000_Map.tif
+            python -m prep labels --rpg RPG_2023.gpkg --all --out data/zones \\
+                --landcover worldcover --project my-gcp-project""",
       run_labels)
   p.add_argument("--rpg", type=pathlib.Path, nargs="+", required=True, metavar="FILE",
                  help="RPG GeoPackage or Shapefile(s)")
@@ -294,6 +308,17 @@ def _labels_parser(sub) -> None:
                  help="codes the nomenclature lacks for the edition: stop (error, the "
                       "default) or leave their parcels unlabelled with a warning, "
                       "recorded in meta.json (ignore)")
+  p.add_argument("--margin", type=int, default=DEFAULT_MARGIN, metavar="PIXELS",
+                 help="pixels around the parcels left unlabelled before the background "
+                      "class starts; the cells a parcel edge crosses are never background "
+                      "(default: %(default)s)")
+  p.add_argument("--landcover", default=None, metavar="FILE|worldcover",
+                 help="a land-cover GeoTIFF in ESA WorldCover's legend (any CRS and grid; "
+                      "reprojected, nearest) or `worldcover` (ESA/WorldCover/v200 through "
+                      "Earth Engine): its cropland and grassland outside the RPG stay "
+                      "unlabelled instead of background (default: none, every pixel "
+                      "beyond the margin is background)")
+  _project_arg(p, "--landcover worldcover: ")
 
 
 def _demo_parser(sub) -> None:
@@ -456,13 +481,19 @@ def run_beam(args) -> None:
 
 
 def run_labels(args) -> None:
-  from prep import labels
+  from prep import labels, landcover
   for p in args.rpg:
     _need(p, "RPG file")
   rpg = args.rpg[0] if len(args.rpg) == 1 else args.rpg
+  if args.landcover == landcover.WORLDCOVER_SOURCE:
+    from prep import gee
+    gee.initialize(args.project)
+  elif args.landcover is not None:
+    _need(pathlib.Path(args.landcover), "land-cover raster")
   _each_zone(args, "labels", lambda zone, folder: labels.make_zone_labels(
       rpg, zone, folder, layer=args.layer, drop_border=args.drop_border,
-      progress=False, edition=args.rpg_year, unknown_codes=args.unknown_codes))
+      progress=False, edition=args.rpg_year, unknown_codes=args.unknown_codes,
+      margin=args.margin, landcover=args.landcover))
 
 
 def run_demo(args) -> None:

@@ -11,8 +11,10 @@ For one zone, `make_zone_labels` writes (through `cropcontracts.zonefolder.write
   parcels.tif  uint32 [H, W]: 1-based row of parcels.csv whose parcel holds the
                pixel centre, 0 = no parcel.
   labels.tif   uint8 [H, W]: tier-3 class id of that parcel's crop (nomenclature
-               `cropcontracts/data/rpg_codes_<version>.csv`), 255 = no parcel or an
-               `ignore` code. Always labels == class_of[parcels].
+               `cropcontracts/data/rpg_codes_<version>.csv`), 255 = an `ignore`
+               code; outside the parcels the background class (`non_agricultural`,
+               from v3) beyond the margin, 255 within it. Always labels ==
+               class_of[parcels] where parcels > 0.
   parcels.csv  one row per parcel intersecting the zone (n_pixels may be 0 for a
                sliver that holds no pixel centre).
   parcels.gpkg the same parcels' cleaned geometries in the zone CRS (whole, not
@@ -24,6 +26,16 @@ Rules:
     rasterization). Where parcels overlap, the smaller parcel wins (it is drawn
     last), so a parcel declared inside another keeps its pixels; ties go to the
     later row of parcels.csv (rows are sorted by ID_PARCEL).
+  * Background: a pixel whose cell holds no part of any parcel (`ignore` and
+    unknown codes included: they are farmland too) and lies more than `margin`
+    pixels (Chebyshev) from every cell that does (`near_parcels`: one binary
+    dilation of that mask, computed on the grid grown by the margin so that
+    parcels just outside the zone count). The cells a parcel boundary crosses
+    (mixed pixels) are never background, whatever the margin; the margin
+    (default 1) keeps the misregistration between the RPG and the Sentinel-2
+    grid off the class. With `landcover` (`prep.landcover`) the pixels it calls
+    farmland (WorldCover grassland, cropland) or leaves without a value stay
+    unlabelled: undeclared farmland is not background.
   * `drop_border=True` removes (parcels 0, labels 255) every pixel whose 10 m
     cell is crossed by any parcel boundary, i.e. keeps only cells that lie whole
     inside one parcel. Exact: a boundary segment passes through the open cell
@@ -44,6 +56,7 @@ Rules:
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import re
@@ -271,8 +284,38 @@ def border_mask(geoms: np.ndarray, zone: Zone) -> np.ndarray:
   return hit.astype(bool)
 
 
+def grown(zone: Zone, pixels: int) -> Zone:
+  """The zone's grid grown by `pixels` on every side (same CRS, resolution, pixel edges)."""
+  return dataclasses.replace(zone, x0=zone.x0 - pixels * zone.res,
+                             y0=zone.y0 + pixels * zone.res, width=zone.width + 2 * pixels,
+                             height=zone.height + 2 * pixels)
+
+
+def near_parcels(geoms: np.ndarray, zone: Zone, margin: int) -> np.ndarray:
+  """bool [H, W]: True where a pixel's cell holds part of a parcel, or lies within
+  `margin` pixels of such a cell (Chebyshev distance: the 8 neighbours are 1 away).
+
+  Args:
+    geoms: object [N] polygons in the zone CRS, every parcel that may lie within
+      `margin` pixels of the zone, whatever its code (an `ignore` parcel is farmland).
+    margin: pixels, >= 0.
+  A cell holds part of a parcel when the parcel holds its centre (`rasterize_parcels`)
+  or its boundary crosses the cell (`border_mask`: the mixed pixels at a parcel edge).
+  Computed on the grid grown by `margin` pixels, so that a parcel just outside the zone
+  counts too, then one binary dilation by a (2 margin + 1)^2 square.
+  """
+  from scipy import ndimage
+  around = grown(zone, margin)
+  held = (rasterize_parcels(geoms, around) > 0) | border_mask(geoms, around)
+  if margin:
+    held = ndimage.binary_dilation(held, np.ones((2 * margin + 1,) * 2, bool))
+  return held[margin:margin + zone.height, margin:margin + zone.width]
+
+
 _YEAR = re.compile(r"(?<!\d)(20\d\d)(?!\d)")
 UNKNOWN_CODES = ("error", "ignore")
+# Pixels beyond the cells holding part of a parcel that stay unlabelled (docs/prep-labels.md).
+DEFAULT_MARGIN = 1
 
 
 def edition_in_path(path) -> int | None:
@@ -359,19 +402,25 @@ def _class_columns(codes, nom, edition: int) -> dict:
               tier1=tier1[pos])
 
 
-def zone_parcels(paths: Sequence[pathlib.Path], zone: Zone, layer: str | None = None):
-  """The cleaned RPG parcels intersecting `zone`, in the zone's CRS.
+def zone_parcels(paths: Sequence[pathlib.Path], zone: Zone, layer: str | None = None, *,
+                 margin: int = 0):
+  """The cleaned RPG parcels intersecting `zone`, in the zone's CRS, and those near it.
 
+  Args:
+    margin: pixels around the zone whose parcels are also returned (`near`).
   Returns:
     (GeoDataFrame sorted by ID_PARCEL with a fresh 0-based index, counts dict
-    with layer, invalid_repaired, invalid_dropped, duplicates_dropped; counts
-    are over the parcels read, i.e. the zone's bounding box).
+    with layer, invalid_repaired, invalid_dropped, duplicates_dropped (counts
+    are over the parcels read, i.e. the bounding box of the zone grown by
+    `margin` pixels), near: object [M] geometries (zone CRS) of the parcels
+    within `margin` pixels of the zone that do not meet it).
   """
   import geopandas
   import pandas as pd
   import shapely
   names = ", ".join(p.name for p in paths)
-  frames = [read_rpg(p, zone, layer) for p in paths]
+  around = grown(zone, margin)
+  frames = [read_rpg(p, around, layer) for p in paths]
   layers = ", ".join(dict.fromkeys(f.attrs["layer"] for f in frames))
   gdf = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
   geoms, keep, n_repaired = repair_geometries(gdf.geometry.to_numpy())
@@ -379,14 +428,17 @@ def zone_parcels(paths: Sequence[pathlib.Path], zone: Zone, layer: str | None = 
   gdf = gdf[keep]
   dup = gdf["ID_PARCEL"].duplicated() & (gdf["ID_PARCEL"] != "")
   gdf = gdf[~dup].to_crs(zone.crs)
-  gdf = gdf[shapely.intersects(gdf.geometry.to_numpy(), shapely.box(*zone.bounds))]
+  geoms = gdf.geometry.to_numpy()
+  inside = shapely.intersects(geoms, shapely.box(*zone.bounds))
+  near = geoms[~inside & shapely.intersects(geoms, shapely.box(*around.bounds))]
+  gdf = gdf[inside]
   if gdf.empty:
     raise UserError(f"zone {zone.zone_id} has no RPG parcel in {names}; is it the right "
                     f"region/vintage?")
   gdf = gdf.sort_values("ID_PARCEL", key=lambda s: s.str.zfill(20), kind="stable")
   counts = dict(layer=layers, invalid_repaired=n_repaired,
                 invalid_dropped=int((~keep).sum()), duplicates_dropped=int(dup.sum()))
-  return gdf.reset_index(drop=True), counts
+  return gdf.reset_index(drop=True), counts, near
 
 
 def parcel_table(gdf, classes: dict, parcels: np.ndarray):
@@ -414,7 +466,8 @@ def parcel_table(gdf, classes: dict, parcels: np.ndarray):
 
 def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = None,
                      drop_border: bool = False, progress: bool = True,
-                     edition: int | None = None, unknown_codes: str = "error") -> dict:
+                     edition: int | None = None, unknown_codes: str = "error",
+                     margin: int = DEFAULT_MARGIN, landcover=None) -> dict:
   """Rasterizes the RPG parcels of `zone` into its zone folder.
 
   Args:
@@ -429,13 +482,21 @@ def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = No
       see `rpg_edition`.
     unknown_codes: "error" (default) stops on codes the nomenclature lacks for
       the edition; "ignore" leaves their parcels unlabelled, with a warning.
+    margin: pixels around the cells holding part of a parcel that stay
+      unlabelled; the background class goes to the pixels beyond.
+    landcover: None (every pixel beyond the margin is background), "worldcover"
+      (ESA WorldCover through Earth Engine, initialized first) or a land-cover
+      GeoTIFF path: its farmland (grassland, cropland) stays unlabelled
+      (`prep.landcover`).
   Returns:
     The `labels` section written to meta.json: nomenclature, rpg_edition,
     rpg_edition_from, rpg_file, layer, parcels, parcels_ignored (ignored and
     unknown codes), unknown_codes (the policy), unknown_codes_ignored
     [{code, parcels, area_ha}], invalid_repaired, invalid_dropped,
     duplicates_dropped, drop_border, border_pixels_dropped, overlap_rule,
-    class_pixel_counts {class name: pixels}, unlabelled_pixels.
+    margin, landcover {source, …}, background_pixels,
+    class_pixel_counts {class name: pixels, background included},
+    unlabelled_pixels.
   Raises:
     UserError (one line naming the file and the fix) on a bad input;
     UnknownCodeError (unknown_codes="error") listing each CODE_CULTU the
@@ -444,28 +505,14 @@ def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = No
   from tqdm import tqdm
   paths = [rpg_path] if isinstance(rpg_path, (str, os.PathLike)) else list(rpg_path)
   paths = [pathlib.Path(p) for p in paths]
-  names = ", ".join(p.name for p in paths)
-  if unknown_codes not in UNKNOWN_CODES:
-    raise UserError(f"unknown_codes={unknown_codes!r}: expected one of "
-                    f"{', '.join(UNKNOWN_CODES)}")
+  _check_options(unknown_codes, margin)
   meta = zonefolder.check_folder(out_folder, zone)     # before the RPG is read
   nom = nomenclature_lib.load()
   with tqdm(total=3, desc=f"labels {zone.zone_id}", unit="step",
             disable=not progress) as bar:
-    gdf, counts = zone_parcels(paths, zone, layer)
+    gdf, counts, near = zone_parcels(paths, zone, layer, margin=margin)
     edition, edition_from = rpg_edition(paths, meta, edition)
-    unknown = nom.unknown_codes(gdf["CODE_CULTU"].tolist(), edition)
-    found = unknown_code_counts(gdf, unknown)
-    if unknown:
-      err = nomenclature_lib.UnknownCodeError(
-          unknown, nom.version, edition, {u["code"]: (u["parcels"], u["area_ha"]) for u in found},
-          nom.other_editions(unknown))
-      if unknown_codes == "error":
-        err.args = (f"{names}: {err}",)
-        raise err
-      warnings.warn(f"{names}: zone {zone.zone_id}: {sum(u['parcels'] for u in found)} "
-                    f"parcel(s) left unlabelled (--unknown-codes ignore), {err.listing}; "
-                    f"recorded in meta.json")
+    found = _check_codes(gdf, nom, edition, paths, zone, unknown_codes)
     classes = _class_columns(gdf["CODE_CULTU"].tolist(), nom, edition)
     bar.update()
 
@@ -475,24 +522,83 @@ def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = No
     if drop_border:
       border = border_mask(geoms, zone) & (parcels > 0)
       parcels[border] = 0
-    lut = np.concatenate([[NO_LABEL], classes["class_id"]]).astype(np.uint8)
-    labels = lut[parcels]
+    away = ~near_parcels(np.concatenate([geoms, near]), zone, margin)
+    labels, cover = zone_labels(parcels, classes["class_id"], nom, away, landcover, zone)
     bar.update()
 
     pixels = np.bincount(labels.ravel(), minlength=256)
     info = dict(
         nomenclature=nom.version, rpg_edition=edition, rpg_edition_from=edition_from,
-        rpg_file=names, layer=counts["layer"], parcels=len(gdf),
+        rpg_file=", ".join(p.name for p in paths), layer=counts["layer"], parcels=len(gdf),
         parcels_ignored=int((classes["class_id"] == NO_LABEL).sum()),
         unknown_codes=unknown_codes, unknown_codes_ignored=found,
         invalid_repaired=counts["invalid_repaired"],
         invalid_dropped=counts["invalid_dropped"],
         duplicates_dropped=counts["duplicates_dropped"],
         drop_border=bool(drop_border), border_pixels_dropped=int(border.sum()),
-        overlap_rule="smaller parcel wins",
+        overlap_rule="smaller parcel wins", margin=int(margin), landcover=cover,
+        background_pixels=int(pixels[nom.background_id]) if nom.background_id is not None else 0,
         class_pixel_counts={name: int(pixels[i]) for i, name in enumerate(nom.tier3)},
         unlabelled_pixels=int(pixels[NO_LABEL]))
     zonefolder.write_labels(out_folder, zone, labels, parcels,
                             parcel_table(gdf, classes, parcels), info, geometries=geoms)
     bar.update()
   return info
+
+
+def _check_options(unknown_codes: str, margin) -> None:
+  if unknown_codes not in UNKNOWN_CODES:
+    raise UserError(f"unknown_codes={unknown_codes!r}: expected one of "
+                    f"{', '.join(UNKNOWN_CODES)}")
+  if not isinstance(margin, (int, np.integer)) or isinstance(margin, bool) or margin < 0:
+    raise UserError(f"--margin {margin}: expected a whole number of pixels, 0 or more")
+
+
+def _check_codes(gdf, nom, edition: int, paths, zone: Zone, unknown_codes: str) -> list:
+  """[{code, parcels, area_ha}] of the zone's codes the nomenclature lacks for the
+  edition, with a warning; UnknownCodeError when unknown_codes is "error"."""
+  names = ", ".join(p.name for p in paths)
+  unknown = nom.unknown_codes(gdf["CODE_CULTU"].tolist(), edition)
+  found = unknown_code_counts(gdf, unknown)
+  if unknown:
+    err = nomenclature_lib.UnknownCodeError(
+        unknown, nom.version, edition, {u["code"]: (u["parcels"], u["area_ha"]) for u in found},
+        nom.other_editions(unknown))
+    if unknown_codes == "error":
+      err.args = (f"{names}: {err}",)
+      raise err
+    warnings.warn(f"{names}: zone {zone.zone_id}: {sum(u['parcels'] for u in found)} "
+                  f"parcel(s) left unlabelled (--unknown-codes ignore), {err.listing}; "
+                  f"recorded in meta.json")
+  return found
+
+
+def zone_labels(parcels: np.ndarray, class_id: np.ndarray, nom, away: np.ndarray,
+                landcover, zone: Zone) -> tuple[np.ndarray, dict]:
+  """uint8 [H, W] tier-3 labels and the land-cover record of meta.json.
+
+  Args:
+    parcels: uint32 [H, W] parcel raster; class_id: int [N] class of parcel i + 1
+      (NO_LABEL for `ignore` and unknown codes).
+    away: bool [H, W], True beyond the margin of every parcel (`near_parcels`).
+    landcover: None, "worldcover" or a GeoTIFF path (`prep.landcover.read`).
+  Returns:
+    labels: the parcel's class, else the nomenclature's background class where
+    `away` and the land cover (if any) is neither farmland nor unknown, else
+    NO_LABEL; record: {source: "none"}, or the land cover's with
+    undeclared_farmland_pixels and no_data_pixels (pixels `away` it keeps
+    unlabelled).
+  """
+  lut = np.concatenate([[NO_LABEL], class_id]).astype(np.uint8)
+  labels = lut[parcels]
+  record = dict(source="none")
+  if landcover is not None:
+    from prep import landcover as landcover_lib
+    cover, record = landcover_lib.read(landcover, zone)
+    record.update(undeclared_farmland_pixels=int((away & np.isin(
+                      cover, landcover_lib.FARMLAND)).sum()),
+                  no_data_pixels=int((away & (cover == landcover_lib.NO_DATA)).sum()))
+    away = away & ~landcover_lib.farmland_or_unknown(cover)
+  if nom.background_id is not None:
+    labels[away] = nom.background_id
+  return labels, record

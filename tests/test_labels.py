@@ -20,6 +20,7 @@ from prep.zones import zone_around
 ZONE = zone_around("chartres_test", "Paris Basin", "Chartres", 0, 1.4890, 48.4439,
                    pixels=40)  # 400 m x 400 m in EPSG:32631
 NOM = nomenclature.load()
+BG = NOM.background_id   # non_agricultural: beyond the margin of every parcel
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -66,7 +67,10 @@ def test_square_parcel_pixel_count_outputs_and_meta(tmp_path):
   expect = np.zeros(ZONE.shape, bool)
   expect[2:10, 2:10] = True
   np.testing.assert_array_equal(par == 1, expect)
-  np.testing.assert_array_equal(lab, np.where(expect, NOM.class_id("winter_wheat"), NO_LABEL))
+  want = np.full(ZONE.shape, BG)                  # background beyond a 1-px ring (margin 1)
+  want[1:11, 1:11] = NO_LABEL
+  want[expect] = NOM.class_id("winter_wheat")
+  np.testing.assert_array_equal(lab, want)
   row = table.iloc[0]
   assert (row.parcel_index, row.ID_PARCEL, row.CODE_CULTU, row.class_id, row.class_name,
           row.tier2, row.tier1, row.n_pixels) == (
@@ -76,12 +80,15 @@ def test_square_parcel_pixel_count_outputs_and_meta(tmp_path):
   assert list(table.columns) == list(labels_lib.TABLE_COLUMNS)
   assert summary["class_pixel_counts"]["winter_wheat"] == 64
   assert summary["class_pixel_counts"]["maize"] == 0
-  assert summary["unlabelled_pixels"] == 1600 - 64
+  assert summary["unlabelled_pixels"] == 100 - 64
+  assert summary["background_pixels"] == summary["class_pixel_counts"]["non_agricultural"] \
+      == 1600 - 100
   assert (summary["parcels"], summary["parcels_ignored"], summary["invalid_repaired"],
           summary["invalid_dropped"], summary["duplicates_dropped"],
           summary["drop_border"], summary["nomenclature"], summary["rpg_file"],
-          summary["layer"]) == (1, 0, 0, 0, 0, False, "v2", "rpg.gpkg",
-                                "PARCELLES_GRAPHIQUES")
+          summary["layer"], summary["margin"], summary["landcover"]) == (
+              1, 0, 0, 0, 0, False, "v3", "rpg.gpkg", "PARCELLES_GRAPHIQUES", 1,
+              {"source": "none"})
   assert (summary["rpg_edition"], summary["rpg_edition_from"], summary["unknown_codes"],
           summary["unknown_codes_ignored"]) == (2023, "--rpg-year", "error", [])
   meta = json.loads((tmp_path / "zone" / "meta.json").read_text(encoding="utf-8"))
@@ -100,14 +107,18 @@ def test_labels_follow_parcels_ignore_codes_and_optional_fields(tmp_path):
           parcel(4, None, rect(30, 0, 40, 5), CULTURE_D1=None, CULTURE_D2=None)]
   summary, lab, par, table = run(tmp_path, rows)
   class_of = np.concatenate([[NO_LABEL], table.class_id.to_numpy()]).astype(np.uint8)
-  np.testing.assert_array_equal(lab, class_of[par])
+  np.testing.assert_array_equal(lab[par > 0], class_of[par][par > 0])
+  assert np.isin(lab[par == 0], (NO_LABEL, BG)).all()
   assert table.CODE_CULTU.tolist() == ["MIS", "BOR", "PPH", "NR"]  # null code -> NR
   assert table.class_name.tolist() == ["maize", "ignore", "permanent_grassland", "ignore"]
   assert table.n_pixels.tolist() == [100, 20, 800, 50]
   assert table.CULTURE_D1.fillna("").tolist() == ["MOT", "", "", ""]
   assert summary["parcels_ignored"] == 2
   assert summary["class_pixel_counts"]["maize"] == 100
-  assert summary["unlabelled_pixels"] == 1600 - 900
+  # Beyond the 1-px ring of every parcel, ignored ones included: rows 0-5 cols
+  # 13-28, rows 6-10 cols 13-39, rows 11-18 all columns.
+  assert summary["background_pixels"] == 16 * 6 + 27 * 5 + 8 * 40
+  assert summary["unlabelled_pixels"] == 1600 - 900 - summary["background_pixels"]
   assert (lab[(par == 2) | (par == 4)] == NO_LABEL).all()
 
 
@@ -142,7 +153,8 @@ def test_bbox_read_filters_far_and_outside_parcels(tmp_path, monkeypatch):
   _, _, _, table = run(tmp_path, [parcel(1, "BTH", far), parcel(2, "ORH", near),
                                   parcel(3, "CZH", rect(1, 1, 3, 3))])
   assert table.ID_PARCEL.tolist() == ["3"]
-  assert seen["bbox"] == pytest.approx(ZONE.bounds_in("EPSG:2154"))
+  # The zone's square grown by the margin (1 px): parcels just outside count for it.
+  assert seen["bbox"] == pytest.approx(labels_lib.grown(ZONE, 1).bounds_in("EPSG:2154"))
 
 
 def test_overlap_smaller_parcel_wins_whatever_the_file_order(tmp_path):
@@ -201,7 +213,8 @@ def test_drop_border_unaligned_square(tmp_path):
   expect = np.zeros(ZONE.shape, bool)
   expect[3:9, 3:9] = True
   np.testing.assert_array_equal(par == 1, expect)
-  np.testing.assert_array_equal(lab != NO_LABEL, expect)
+  np.testing.assert_array_equal((lab != NO_LABEL) & (lab != BG), expect)
+  assert (lab[1:11, 1:11][~expect[1:11, 1:11]] == NO_LABEL).all()   # never background
   assert table.n_pixels.tolist() == [36]
   assert (s["drop_border"], s["border_pixels_dropped"]) == (True, 64 - 36)
 
@@ -227,7 +240,7 @@ def test_drop_border_matches_exact_cell_containment(tmp_path):
     inside = shapely.within(cells, shapely.buffer(geom, 1e-6))
     assert inside.sum() > 20
     np.testing.assert_array_equal(par == i, inside, err_msg=f"parcel {i}")
-  assert (lab[par == 0] == NO_LABEL).all()
+  assert np.isin(lab[par == 0], (NO_LABEL, BG)).all()
 
 
 def test_rerun_and_folder_of_another_zone(tmp_path):
@@ -301,7 +314,7 @@ def test_error_unknown_codes_name_the_file(tmp_path):
   with pytest.raises(UnknownCodeError) as e:
     make_zone_labels(rpg, ZONE, tmp_path / "z", progress=False, edition=2023)
   assert e.value.codes == ["QQQ"]  # XXZ lies outside the zone
-  assert str(e.value).startswith("r.gpkg: 1 RPG CODE_CULTU value(s) not in nomenclature v2 "
+  assert str(e.value).startswith("r.gpkg: 1 RPG CODE_CULTU value(s) not in nomenclature v3 "
                                  "for RPG edition 2023: QQQ (1 parcel, 0.25 ha); add them")
   assert not (tmp_path / "z" / "labels.tif").exists()
 
@@ -330,7 +343,7 @@ def test_zone_folder_with_imagery_reads_back(tmp_path, capsys):
   assert "labels chartres_test" in capsys.readouterr().err
   assert (summary["rpg_edition"], summary["rpg_edition_from"]) == (2023, "composites")
   z = zonefolder.open_zone(tmp_path / "zone", require_labels=True)
-  assert z.nomenclature == "v2" and z.months == months
+  assert z.nomenclature == "v3" and z.months == months
   table = z.parcel_table()
   assert table.ID_PARCEL.tolist() == ["9", "0042"]  # numeric order, text kept
   np.testing.assert_array_equal(z.read_parcels()[:2, :4], [[2, 2, 2, 1], [2, 2, 2, 0]])
@@ -358,9 +371,9 @@ def test_unknown_codes_error_lists_each_code_with_parcels_and_area(tmp_path):
     run(tmp_path, rows)
   # QQQ: 50 m x 50 m + 50 m x 100 m = 0.75 ha; J5M: 200 m x 200 m = 4 ha.
   assert str(e.value) == (
-      "rpg.gpkg: 2 RPG CODE_CULTU value(s) not in nomenclature v2 for RPG edition 2023: "
+      "rpg.gpkg: 2 RPG CODE_CULTU value(s) not in nomenclature v3 for RPG edition 2023: "
       "J5M (1 parcel, 4.00 ha; valid in editions 2015–2022), QQQ (2 parcels, 0.75 ha); "
-      "is the RPG edition right? (--rpg-year); add them to cropcontracts/data/rpg_codes_v2.csv "
+      "is the RPG edition right? (--rpg-year); add them to cropcontracts/data/rpg_codes_v3.csv "
       "(tier3 `ignore` to skip them) and bump the version, or pass --unknown-codes ignore "
       "to leave them unlabelled")
   assert e.value.details == {"J5M": (1, 4.0), "QQQ": (2, 0.75)}
@@ -373,7 +386,7 @@ def test_unknown_codes_ignore_leaves_them_unlabelled_warns_and_records(tmp_path)
     summary, lab, par, table = run(tmp_path, rows, unknown_codes="ignore")
   msg = [str(x.message) for x in w if "unlabelled" in str(x.message)]
   assert msg == ["rpg.gpkg: zone chartres_test: 3 parcel(s) left unlabelled (--unknown-codes "
-                 "ignore), 2 RPG CODE_CULTU value(s) not in nomenclature v2 for RPG edition "
+                 "ignore), 2 RPG CODE_CULTU value(s) not in nomenclature v3 for RPG edition "
                  "2023: QQQ (2 parcels, 0.75 ha), XYZ (1 parcel, 1.00 ha); recorded in meta.json"]
   recorded = [dict(code="QQQ", parcels=2, area_ha=0.75), dict(code="XYZ", parcels=1, area_ha=1.0)]
   assert summary["unknown_codes"] == "ignore"
@@ -382,7 +395,8 @@ def test_unknown_codes_ignore_leaves_them_unlabelled_warns_and_records(tmp_path)
   assert meta["labels"]["unknown_codes_ignored"] == recorded
   assert table.class_name.tolist() == ["ignore", "ignore", "fallow", "ignore"]
   assert summary["parcels_ignored"] == 3
-  assert (lab[par != 3] == NO_LABEL).all() and (lab[par == 3] == NOM.class_id("fallow")).all()
+  assert (lab[(par != 3) & (par > 0)] == NO_LABEL).all()
+  assert (lab[par == 3] == NOM.class_id("fallow")).all()
   assert summary["class_pixel_counts"]["fallow"] == 400
 
 
@@ -467,7 +481,7 @@ def test_cli_unknown_codes_flags(tmp_path, capsys):
   base = ["-q", "labels", "--rpg", str(rpg), "--all", *_cli_zone(tmp_path)]
   assert cli.main(base + ["--rpg-year", "2023"]) == 2
   err = capsys.readouterr().err
-  assert err.startswith("error: rpg.gpkg: 1 RPG CODE_CULTU value(s) not in nomenclature v2 "
+  assert err.startswith("error: rpg.gpkg: 1 RPG CODE_CULTU value(s) not in nomenclature v3 "
                         "for RPG edition 2023: QQQ (1 parcel, 1.00 ha); add them to ")
   assert err.count("\n") == 1
   assert cli.main(base + ["--rpg-year", "2019", "--unknown-codes", "ignore"]) == 0
@@ -475,7 +489,7 @@ def test_cli_unknown_codes_flags(tmp_path, capsys):
   warn = [line for line in err.splitlines() if "unlabelled" in line]
   assert warn == ["warning: rpg.gpkg: zone chartres_test: 1 parcel(s) left unlabelled "
                   "(--unknown-codes ignore), 1 RPG CODE_CULTU value(s) not in nomenclature "
-                  "v2 for RPG edition 2019: QQQ (1 parcel, 1.00 ha); recorded in meta.json"]
+                  "v3 for RPG edition 2019: QQQ (1 parcel, 1.00 ha); recorded in meta.json"]
   meta = json.loads((tmp_path / "out" / "chartres_test" / "meta.json").read_text())
   assert meta["labels"]["unknown_codes_ignored"] == [dict(code="QQQ", parcels=1, area_ha=1.0)]
   assert (meta["labels"]["rpg_edition"], meta["labels"]["rpg_edition_from"]) == (2019,
@@ -501,7 +515,7 @@ REAL_ZONES = [("nantes_vines", 32630, 625280.0, 5230240.0),
               ("j5m_fallow", 32631, 352840.0, 5335130.0),
               ("mie_maize", 32630, 614180.0, 5444810.0),
               ("dty_grass", 32630, 409800.0, 5369830.0)]
-# By hand from cropcontracts/data/rpg_codes_v2.csv, rows holding edition 2022.
+# By hand from cropcontracts/data/rpg_codes_v3.csv, rows holding edition 2022.
 BY_HAND_2022 = {"VRC": "vineyard", "PRL": "permanent_grassland", "J5M": "fallow",
                 "MIE": "maize", "DTY": "temporary_grassland"}
 
@@ -554,6 +568,7 @@ def test_real_rpg_2022_sample_through_prep_labels(tmp_path):
       x, y = zone.x0 + cols * zone.res, zone.y0 - rows * zone.res
       n = int(shapely.contains_xy(p.geometry, x, y).sum())
       assert row.n_pixels == n == int((parcels == row.parcel_index).sum()) > 0
+    _assert_background_by_geometry(folder, zone, inside.geometry.values, meta)
   # Read as the 2023 edition, the sample's pre-2023 codes are unknown, with counts
   # (the sample's parcels of one zone, copied without spatial index: in process).
   zone = zones[1]
@@ -565,8 +580,29 @@ def test_real_rpg_2022_sample_through_prep_labels(tmp_path):
   with pytest.raises(UnknownCodeError) as e:
     make_zone_labels(copy, zone, tmp_path / "o23", progress=False, edition=2023)
   ha = prl.geometry.area.sum() / 1e4
-  assert (f"prl.gpkg: 1 RPG CODE_CULTU value(s) not in nomenclature v2 for RPG edition 2023: "
+  assert (f"prl.gpkg: 1 RPG CODE_CULTU value(s) not in nomenclature v3 for RPG edition 2023: "
           f"PRL (1 parcel, {ha:.2f} ha; valid in editions 2015–2022)") in str(e.value)
+
+
+def _assert_background_by_geometry(folder, zone, geoms, meta):
+  """Background exactly where the 3 x 3 cells around a pixel meet no parcel (margin
+  1; shapely over a window around the parcels, background everywhere else)."""
+  with rasterio.open(folder / "labels.tif") as src:
+    lab = src.read(1)
+  left, bottom, right, top = shapely.total_bounds(geoms)
+  c0, c1 = int((left - zone.x0) // zone.res) - 3, int((right - zone.x0) // zone.res) + 4
+  r0, r1 = int((zone.y0 - top) // zone.res) - 3, int((zone.y0 - bottom) // zone.res) + 4
+  c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, zone.width), min(r1, zone.height)
+  cols, rows = np.meshgrid(np.arange(c0, c1), np.arange(r0, r1))
+  h = 1.5 * zone.res - labels_lib.BORDER_EPS
+  x, y = zone.x0 + (cols + 0.5) * zone.res, zone.y0 - (rows + 0.5) * zone.res
+  meets = shapely.intersects(shapely.box(x - h, y - h, x + h, y + h)[..., None], geoms).any(-1)
+  window = lab[r0:r1, c0:c1].copy()
+  np.testing.assert_array_equal(window == BG, ~meets)
+  lab[r0:r1, c0:c1] = BG
+  assert (lab == BG).all() and meets.sum() > 0
+  assert (meta["margin"], meta["landcover"]) == (1, {"source": "none"})
+  assert meta["background_pixels"] == zone.width * zone.height - int(meets.sum())
 
 
 def test_spatial_index_unreadable_in_this_process_is_one_line(tmp_path, monkeypatch):
@@ -597,10 +633,182 @@ def test_parcels_gpkg_holds_the_rasterized_geometries_in_the_zone_crs(tmp_path):
   assert gdf.parcel_index.tolist() == table.parcel_index.tolist() == [1, 2, 3]
   assert gdf.ID_PARCEL.tolist() == table.ID_PARCEL.tolist() == ["3", "5", "7"]
   assert gdf.CODE_CULTU.tolist() == ["MIS", "TRN", "BTH"]
-  cleaned, _ = labels_lib.zone_parcels([tmp_path / "rpg.gpkg"], ZONE)
+  cleaned, _, _ = labels_lib.zone_parcels([tmp_path / "rpg.gpkg"], ZONE)
   multi = [g if g.geom_type == "MultiPolygon" else shapely.MultiPolygon([g])
            for g in cleaned.geometry]                  # stored as MultiPolygons
   assert shapely.equals_exact(gdf.geometry.values, multi, 0).all()
   np.testing.assert_array_equal(labels_lib.rasterize_parcels(gdf.geometry.values, ZONE), par)
   assert gdf.geometry.iloc[1].area == pytest.approx(15 * 6 * 100.0, rel=1e-6)   # whole
   assert gdf.geometry.iloc[2].area == pytest.approx(shapely.make_valid(bowtie).area, rel=1e-6)
+
+
+# --- background: the margin, land cover ---------------------------------------
+
+def _margin_rows():
+  """A parcel with mixed cells, a sliver without pixel, an ignored parcel, and one
+  just outside the zone (5 m beyond its east edge)."""
+  return [parcel(1, "BTH", rect(5.6, 5.6, 9.3, 9.3)),      # centres 6..8; cells 5..9 hold it
+          parcel(2, "BTH", rect(20.2, 20.2, 20.4, 25)),     # 2 m wide: no centre, column 20
+          parcel(3, "BOR", rect(30, 5, 34, 8)),             # ignore code: still farmland
+          parcel(4, "MIS", rect(40.5, 30, 44, 34))]         # outside: grown column 40
+
+
+@pytest.mark.parametrize("margin", [0, 1, 2])
+def test_background_beyond_the_margin_exact_pixels(tmp_path, margin):
+  m = margin
+  summary, lab, par, table = run(tmp_path, _margin_rows(), margin=m)
+  assert table.ID_PARCEL.tolist() == ["1", "2", "3"] and table.n_pixels.tolist() == [9, 0, 12]
+  near = np.zeros(ZONE.shape, bool)
+  near[5 - m:10 + m, 5 - m:10 + m] = True        # rows and columns 5..9 hold part of parcel 1
+  near[20 - m:25 + m, 20 - m:21 + m] = True      # the sliver's cells: column 20, rows 20..24
+  near[5 - m:8 + m, 30 - m:34 + m] = True        # the ignored parcel's pixels
+  near[30 - m:34 + m, 40 - m:] = True            # the parcel beyond the east edge
+  want = np.where(near, NO_LABEL, BG).astype(np.uint8)
+  want[6:9, 6:9] = NOM.class_id("winter_wheat")
+  np.testing.assert_array_equal(lab, want)
+  assert (summary["margin"], summary["background_pixels"]) == (m, int((~near).sum()))
+  assert summary["class_pixel_counts"]["non_agricultural"] == int((~near).sum())
+  assert summary["unlabelled_pixels"] == int(near.sum()) - 9
+  meta = json.loads((tmp_path / "zone" / "meta.json").read_text())["labels"]
+  assert (meta["margin"], meta["background_pixels"]) == (m, 1600 - int(near.sum()))
+
+
+def test_margin_matches_the_cells_around_oblique_parcels(tmp_path):
+  """Not background exactly where the (2 margin + 1)-cell square around the pixel
+  meets a parcel (less the 1 mm of `border_mask`), checked with shapely."""
+  quad = Polygon([pix(20, 1.3), pix(38.6, 12), pix(27, 24.4), pix(15.2, 9)])
+  tri = Polygon([pix(1.2, 20.3), pix(13.7, 26.1), pix(3.3, 37.6)])
+  _, lab, par, _ = run(tmp_path, [parcel(1, "VRC", quad), parcel(2, "NR", tri)], margin=2)
+  geoms = labels_lib.zone_parcels([tmp_path / "rpg.gpkg"], ZONE)[0].geometry.values
+  cols, rows = np.meshgrid(np.arange(40), np.arange(40))
+  h = 2.5 - labels_lib.BORDER_EPS / ZONE.res
+  squares = shapely.box(*pix(cols + 0.5 - h, rows + 0.5 + h), *pix(cols + 0.5 + h, rows + 0.5 - h))
+  meets = shapely.intersects(squares[..., None], geoms).any(-1)
+  np.testing.assert_array_equal(lab == BG, ~meets)
+  assert (lab[meets & (par == 0)] == NO_LABEL).all() and (lab == BG).sum() > 500
+
+
+def test_a_zone_without_pixel_outside_parcels_has_no_background(tmp_path):
+  summary, lab, par, _ = run(tmp_path, [parcel(1, "BTH", rect(-5, -5, 20, 45)),
+                                        parcel(2, "MIS", rect(20, -5, 45, 45))])
+  assert (par > 0).all() and set(np.unique(lab)) == {0, NOM.class_id("maize")}
+  assert summary["background_pixels"] == summary["class_pixel_counts"]["non_agricultural"] == 0
+  assert summary["unlabelled_pixels"] == 0
+
+
+def test_negative_margin_is_refused(tmp_path):
+  with pytest.raises(UserError, match=r"^--margin -1: expected a whole number of pixels, "
+                                      r"0 or more$"):
+    run(tmp_path, _margin_rows(), margin=-1)
+  assert not (tmp_path / "zone").exists()
+
+
+def _utm_rule(x, y):
+  """WorldCover class of a point (zone UTM metres): cropland west of column 20,
+  grassland over rows 0..9, trees elsewhere, no data in the 5 x 5 corner."""
+  cls = np.where(x < ZONE.x0 + 200, 40, np.where(y > ZONE.y0 - 100, 30, 10))
+  return np.where((x > ZONE.x0 + 350) & (y < ZONE.y0 - 350), 0, cls)
+
+
+def write_landcover(path, *, crs="EPSG:2154", res=5.0, pad=100.0, bounds=None, rule=_utm_rule):
+  """A land-cover GeoTIFF in `crs` whose pixels take `rule` at their centres (UTM)."""
+  import affine
+  import pyproj
+  left, bottom, right, top = bounds or ZONE.bounds_in(crs)
+  left, bottom, right, top = left - pad, bottom - pad, right + pad, top + pad
+  w, h = int((right - left) // res), int((top - bottom) // res)
+  cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+  to_utm = pyproj.Transformer.from_crs(crs, ZONE.crs, always_xy=True)
+  x, y = to_utm.transform(left + cols * res, top - rows * res)
+  with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=1, dtype="uint8",
+                     crs=crs, transform=affine.Affine(res, 0, left, 0, -res, top), nodata=0) as dst:
+    dst.write(rule(x, y).astype(np.uint8)[None])
+  return path
+
+
+def test_landcover_geotiff_in_another_crs_keeps_farmland_unlabelled(tmp_path):
+  from prep import landcover
+  cover = write_landcover(tmp_path / "wc.tif")
+  got, record = landcover.read(cover, ZONE)
+  cols, rows = np.meshgrid(np.arange(40), np.arange(40))
+  want = _utm_rule(ZONE.x0 + (cols + 0.5) * ZONE.res, ZONE.y0 - (rows + 0.5) * ZONE.res)
+  np.testing.assert_array_equal(got, want)          # nearest: every pixel its own class
+  assert (got[20, 19], got[20, 20], got[9, 30], got[10, 30], got[36, 36]) == (40, 10, 30, 10, 0)
+  assert record == dict(source="file", path=str(cover), crs="EPSG:2154")
+  summary, lab, par, _ = run(tmp_path, _margin_rows()[:1], landcover=cover)
+  away = np.ones(ZONE.shape, bool)
+  away[4:11, 4:11] = False
+  farmland = np.isin(want, (30, 40))
+  np.testing.assert_array_equal(lab == BG, away & ~farmland & (want != 0))
+  assert summary["landcover"] == dict(
+      source="file", path=str(cover), crs="EPSG:2154",
+      undeclared_farmland_pixels=int((away & farmland).sum()), no_data_pixels=25)
+  assert summary["background_pixels"] == 20 * 30 - 25
+
+
+def test_landcover_that_does_not_cover_the_zone_is_refused_in_one_line(tmp_path):
+  from prep import landcover
+  left, bottom, right, top = ZONE.bounds_in("EPSG:2154")
+  half = write_landcover(tmp_path / "half.tif", bounds=(left, bottom, (left + right) / 2, top),
+                         pad=0)
+  with pytest.raises(UserError) as e:
+    run(tmp_path, _margin_rows()[:1], landcover=half)
+  msg = str(e.value)
+  assert msg.startswith(f"{half}: the land-cover raster (EPSG:2154, bounds (") and "\n" not in msg
+  assert msg.endswith(") in that CRS); pass a land-cover GeoTIFF (WorldCover's legend) "
+                      "that covers the zone")
+  assert "does not cover zone chartres_test (" in msg
+  assert not (tmp_path / "zone" / "labels.tif").exists()
+  junk = tmp_path / "junk.tif"
+  junk.write_text("not a raster")
+  with pytest.raises(UserError, match=rf"^{junk}: not a readable land-cover raster \("):
+    landcover.read(junk, ZONE)
+  legend = write_landcover(tmp_path / "oso.tif", rule=lambda x, y: 11 + (x > ZONE.x0 + 200))
+  with pytest.raises(UserError, match=rf"^{legend}: values 11, 12 over zone chartres_test are "
+                                      r"not ESA WorldCover classes \(10, 20, 30, 40, 50"):
+    landcover.read(legend, ZONE)
+
+
+@pytest.fixture
+def ee_offline():
+  """Earth Engine's algorithm list without network (expressions build and serialize)."""
+  from ee import apitestcase
+  case = apitestcase.ApiTestCase()
+  case.setUp()
+  yield
+  case.tearDown()
+
+
+def test_landcover_worldcover_is_one_earth_engine_request_on_the_zone_grid(
+    tmp_path, monkeypatch, ee_offline):
+  import ee
+  from prep import cli, gee
+  requests, inits = [], []
+
+  def fake(request):
+    requests.append(request)
+    out = np.zeros(ZONE.shape, [("Map", np.uint8)])
+    out["Map"][:, :20] = 40                  # cropland in the west, built-up in the east
+    out["Map"][:, 20:] = 50
+    return out
+  monkeypatch.setattr(ee.data, "computePixels", fake)
+  monkeypatch.setattr(gee, "initialize", lambda project=None: inits.append(project))
+  write_rpg(tmp_path / "rpg.gpkg", _margin_rows()[:1])
+  assert cli.main(["-q", "labels", "--rpg", str(tmp_path / "rpg.gpkg"), "--all",
+                   *_cli_zone(tmp_path), "--rpg-year", "2023", "--landcover", "worldcover",
+                   "--project", "p"]) == 0
+  (request,) = requests
+  assert inits == ["p"]
+  text = json.dumps(ee.serializer.encode(request["expression"], for_cloud_api=True))
+  for needle in ('"ESA/WorldCover/v200"', '"Map"', '"Image.unmask"', '"Image.toUint8"'):
+    assert needle in text, needle
+  assert request["fileFormat"] == "NUMPY_NDARRAY" and request["bandIds"] == ["Map"]
+  assert request["grid"] == {
+      "dimensions": {"width": 40, "height": 40}, "crsCode": "EPSG:32631",
+      "affineTransform": {"scaleX": 10.0, "shearX": 0, "translateX": ZONE.x0,
+                          "shearY": 0, "scaleY": -10.0, "translateY": ZONE.y0}}
+  meta = json.loads((tmp_path / "out" / "chartres_test" / "meta.json").read_text())["labels"]
+  assert meta["landcover"] == dict(source="worldcover", collection="ESA/WorldCover/v200",
+                                   undeclared_farmland_pixels=20 * 40 - 7 * 7,
+                                   no_data_pixels=0)        # the west less the ring 4..10
+  assert meta["background_pixels"] == 20 * 40               # the built-up east
