@@ -39,11 +39,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from prep import zones as zones_lib
+from prep.landcover import CROPLAND, worldcover_image
 from cropcontracts.errors import UserError
 from cropcontracts.zone import Zone
 
-WORLDCOVER = "ESA/WorldCover/v200"
-CROPLAND = 40
 SOURCE = "worldcover-v200"
 
 
@@ -133,7 +132,7 @@ def draw_test_rank(slug: str, n: int, seed: int = 0) -> int:
 def cropland_image():
   """WorldCover v200 cropland fraction, averaged onto whatever grid is requested."""
   import ee
-  cover = ee.ImageCollection(WORLDCOVER).first().select("Map")
+  cover = worldcover_image()
   return (cover.eq(CROPLAND).rename("cropland").toFloat()
           .reduceResolution(reducer=ee.Reducer.mean(), maxPixels=65536)
           .unmask(0))
