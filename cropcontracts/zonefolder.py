@@ -8,7 +8,10 @@ read only through `open_zone`:
                    reflectance x 10000, 0 = nodata. Tiled, deflate-compressed.
   valid_count.tif  uint8, T bands: valid (SCL 4-7) observations per month.
   labels.tif       uint8, tier-3 class id of the nomenclature, 255 = no label
-                   (outside parcels, `ignore` codes, dropped borders).
+                   (`ignore` codes, dropped borders, the margin around the
+                   parcels, undeclared farmland). From nomenclature v3 the
+                   land outside the parcels beyond the margin holds the
+                   background class (`non_agricultural`, the last id).
   parcels.tif      uint32, 1-based row of parcels.csv, 0 = no parcel (the
                    shards carry it as int32: tf.io.decode_raw has no uint32).
   parcels.csv      parcel_index, ID_PARCEL, CODE_CULTU, CODE_GROUP, class_id,
@@ -21,8 +24,10 @@ read only through `open_zone`:
   meta.json        `format`, `zone`, `crs`, `transform`; `imagery` {months,
                    bands, source, scene counts, gap_filled_fraction,
                    nodata_pixels}; `labels` {nomenclature, rpg_edition and where
-                   it came from, counts, class_pixel_counts, repaired/dropped
-                   geometries, unknown codes ignored}.
+                   it came from, counts, class_pixel_counts (background
+                   included), repaired/dropped geometries, unknown codes
+                   ignored, margin, landcover {source: none | file (path,
+                   crs) | worldcover, …}, background_pixels}.
 
 All rasters share the zone grid (CRS, transform, width, height); a folder that
 holds another zone is refused. Every file is
@@ -55,7 +60,7 @@ FORMATS = (FORMAT_1, FORMAT)
 BANDS = ("B2", "B3", "B4", "B8")        # the band order of s2.tif and of every batch
 VALID_SCL = frozenset({4, 5, 6, 7})     # SCL: vegetation, not vegetated, water, unclassified
 NODATA = 0                              # reflectance nodata of s2.tif (no valid observation)
-NO_LABEL = 255                          # labels.tif: outside parcels, `ignore` codes, borders
+NO_LABEL = 255                          # labels.tif: `ignore` codes, borders, the margin
 MONTHS_PER_YEAR = 12
 IMAGERY_FILES = ("s2.tif", "valid_count.tif")
 LABEL_FILES = ("labels.tif", "parcels.tif", "parcels.csv", "parcels.gpkg")

@@ -112,7 +112,7 @@ def dataset_dir(cfg_data) -> str:
 
 # The major version of the cropmap dataset this code reads (a new major changes the
 # examples; tests tie it to tfds_builder's Builder.VERSION).
-DATASET_MAJOR = 2
+DATASET_MAJOR = 3
 # Bytes a TFRecord adds to each record: length (8) and two CRC32C (4 + 4).
 _RECORD_OVERHEAD = 16
 

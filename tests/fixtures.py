@@ -38,7 +38,7 @@ def make_meta(t=T, *, version=nomenclature.VERSION, bands=zonefolder.BANDS, clas
               builder_config="") -> DatasetMeta:
   """A checkpoint's DatasetMeta: t months of 2023, `bands`, constant moments.
 
-  classes: None for the current nomenclature's 23 classes (whatever `version`
+  classes: None for the current nomenclature's classes (whatever `version`
   says: so a checkpoint of an unknown version can be faked), else
   (name, tier2, tier1, colour) tuples such as TRAIN_CLASSES.
   """

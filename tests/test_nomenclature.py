@@ -57,11 +57,12 @@ def nom():
   return nomenclature.load()
 
 
-def test_default_version_is_v2_with_the_v1_classes(nom):
-  assert nomenclature.VERSION == "v2" and nom.version == "v2"
+def test_default_version_is_v3_the_v1_classes_and_the_background(nom):
+  assert nomenclature.VERSION == "v3" and nom.version == "v3"
   v1 = nomenclature.load("v1")
-  assert (nom.tier3, nom.tier2, nom.tier1, nom.colors) == (v1.tier3, v1.tier2, v1.tier1,
-                                                           v1.colors)
+  assert (nom.tier3[:-1], nom.tier2[:-1], nom.tier1[:-1], nom.colors[:-1]) == (
+      v1.tier3, v1.tier2, v1.tier1, v1.colors)
+  assert nom.tier3[-1] == nomenclature.BACKGROUND and nom.background_id == 23
 
 
 @needs_ref
@@ -121,7 +122,7 @@ def test_table_columns_and_ranges(nom):
 @pytest.mark.parametrize("edition", [2019, 2023])
 def test_every_class_has_a_code_in_each_edition(nom, edition):
   used = {r.tier3 for r in nom.codes_of(edition).values()}
-  assert set(nom.tier3) - used == set()
+  assert set(nom.tier3) - used == {nomenclature.BACKGROUND}   # no code: the land outside
   assert used - set(nom.tier3) == {"ignore"}
 
 
@@ -193,8 +194,8 @@ def test_unknown_codes_are_listed(nom):
     nom.classes_of_codes(["BTH", "QQQ", "XYZ", "QQQ"], 2023)
   assert e.value.codes == ["QQQ", "XYZ"]
   assert str(e.value) == (
-      "2 RPG CODE_CULTU value(s) not in nomenclature v2 for RPG edition 2023: QQQ, XYZ; "
-      "add them to cropcontracts/data/rpg_codes_v2.csv (tier3 `ignore` to skip them) and bump "
+      "2 RPG CODE_CULTU value(s) not in nomenclature v3 for RPG edition 2023: QQQ, XYZ; "
+      "add them to cropcontracts/data/rpg_codes_v3.csv (tier3 `ignore` to skip them) and bump "
       "the version, or pass --unknown-codes ignore to leave them unlabelled")
   np.testing.assert_array_equal(
       nom.classes_of_codes(["BTH", "QQQ"], 2023, unknown="ignore"), [0, NO_LABEL])

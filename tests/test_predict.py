@@ -118,8 +118,8 @@ def test_nodata_hole_is_nodata_in_every_output(zone, pixel_model):
      "trained on ['B2', 'B3', 'B4', 'B11']; composite the zone with the same bands"),
     (dict(version="v1"),    # the zone is labelled with the current nomenclature
      f"zone testz_0 ({{path}}) is labelled with nomenclature {nomenclature.VERSION}, the "
-     f"checkpoint predicts nomenclature v1; relabel the zone or use a checkpoint trained "
-     f"on {nomenclature.VERSION}"),
+     f"checkpoint predicts nomenclature v1; relabel the zone (`python -m prep labels`) or "
+     f"use a checkpoint trained on {nomenclature.VERSION}"),
 ])
 def test_zone_checkpoint_mismatch_errors(zone, pixel_model, meta_kwargs, message):
   with pytest.raises(UserError) as e:

@@ -30,6 +30,9 @@ from tfds_builder.cropmap import overwrite_guard  # noqa: E402
 from tfds_builder.cropmap import patching  # noqa: E402
 from prep.demo import zonefolders  # noqa: E402
 from tests import fixtures as testing  # noqa: E402
+from cropcontracts import nomenclature  # noqa: E402
+
+NOM = nomenclature.load(cb.NOMENCLATURE)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = testing.TINY_BUILDER
@@ -201,8 +204,9 @@ def test_metadata_stats_and_counts_equal_numpy(built, zones):
     np.testing.assert_allclose(mean, np.nanmean(x, axis=(1, 2)), rtol=1e-6)
     np.testing.assert_allclose(std, np.nanstd(x, axis=(1, 2)), rtol=1e-5)
     labels = np.concatenate([z.read_labels().ravel() for z in zfs])   # the whole zones
-    expected = np.bincount(labels[labels != 255], minlength=23)
+    expected = np.bincount(labels[labels != 255], minlength=NOM.num_classes)
     assert md["class_pixel_counts"][fold] == expected.tolist()
+    assert expected[NOM.background_id] > 0 and len(expected) == 24   # background counted
   norm = md["normalization"]
   assert norm["splits"] == "fold0+fold1+fold2"
   x = np.concatenate([zonefolder.open_zone(zones / z).read_image().astype(np.float64)
@@ -212,7 +216,9 @@ def test_metadata_stats_and_counts_equal_numpy(built, zones):
   np.testing.assert_allclose(norm["mean"], np.nanmean(x, axis=(1, 2)), rtol=1e-6)
   np.testing.assert_allclose(norm["std"], np.nanstd(x, axis=(1, 2)), rtol=1e-5)
   assert md["months"] == list(zonefolders.MONTHS) and md["bands"] == ["B2", "B3", "B4", "B8"]
-  assert md["class_names"][0] == "winter_wheat" and len(md["tier2_of"]) == 23
+  assert md["class_names"][0] == "winter_wheat" and len(md["tier2_of"]) == 24
+  assert md["class_names"][-1] == md["tier2_names"][-1] == md["tier1_names"][-1] == \
+      "non_agricultural"
   assert md["nomenclature_version"] == cb.NOMENCLATURE
 
 
@@ -283,6 +289,19 @@ def test_nomenclature_version_mismatch(zones, tmp_path):
   with pytest.raises(UserError, match=r"zone beta_3: .*meta.json says nomenclature 'v0', "
                      rf"the builder config expects '{cb.NOMENCLATURE}'"):
     build(root, tmp_path / "data")
+
+
+def test_zones_labelled_with_v2_are_refused_with_the_upgrade_command(zones, tmp_path):
+  root = _broken_copy(zones, tmp_path)
+  shutil.rmtree(root / "alpha_3")
+  zonefolders.write_zone(root / "alpha_3", zonefolders.synthetic_zone(
+      "alpha_3", region="Alpha", index=3, height=40, width=36), months=zonefolders.MONTHS,
+      version="v2")
+  with pytest.raises(UserError) as e:
+    build(root, tmp_path / "data")
+  assert str(e.value) == (
+      f"zone alpha_3: {root / 'alpha_3' / 'meta.json'} says nomenclature 'v2', the builder "
+      f"config expects 'v3'; relabel with `python -m prep labels` or build a config for 'v2'")
 
 
 def test_months_mismatch(zones, tmp_path):

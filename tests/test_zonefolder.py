@@ -196,3 +196,24 @@ def test_unknown_format_is_refused(tmp_path):
   with pytest.raises(UserError, match=r"zone t_0: .*meta.json has format 'jaxcrop-zone/9'; "
                      r"this code reads jaxcrop-zone/1, jaxcrop-zone/2"):
     ZF.open_zone(tmp_path / "z")
+
+
+def test_synthetic_zones_have_background_by_prep_labels_rule(tmp_path):
+  """`write_zone`: background (v3) on the strip's clean column, 255 on the sliver's
+  (column 50 holds 2 m of a parcel: a mixed cell, never background); a v2 zone
+  has none."""
+  from cropcontracts import nomenclature
+  from prep.demo import zonefolders as zf
+  nom = nomenclature.load()
+  z = zf.write_zone(tmp_path / "testz_0")
+  lab, par = z.read_labels(), z.read_parcels()
+  assert (zf.H, zf.W, zf.STRIP) == (40, 52, 2) and (par[:, 50:] == 0).all()
+  assert (lab[:, 51] == nom.background_id).all() and (lab[:, 50] == 255).all()
+  assert set(np.unique(lab[:, :50])) <= set(nom.crop_ids)
+  labels = z.meta["labels"]
+  assert labels["background_pixels"] == labels["class_pixel_counts"]["non_agricultural"] == 40
+  assert (labels["margin"], labels["landcover"]) == (0, {"source": "none"})
+  wide = zf.write_zone(tmp_path / "w_0", zf.synthetic_zone("w_0", width=36), margin=1)
+  assert (wide.read_labels()[:, 34:] == [255, nom.background_id]).all()
+  old = zf.write_zone(tmp_path / "old_0", zf.synthetic_zone("old_0"), version="v2")
+  assert (old.read_labels()[:, 50:] == 255).all() and old.meta["labels"]["background_pixels"] == 0

@@ -28,8 +28,8 @@ def check_compatible(zone: ZoneFolder, meta) -> None:
   if zone.nomenclature and zone.nomenclature != meta.nomenclature_version:
     raise UserError(
         f"{where} is labelled with nomenclature {zone.nomenclature}, the checkpoint "
-        f"predicts nomenclature {meta.nomenclature_version}; relabel the zone or use a "
-        f"checkpoint trained on {zone.nomenclature}")
+        f"predicts nomenclature {meta.nomenclature_version}; relabel the zone "
+        f"(`python -m prep labels`) or use a checkpoint trained on {zone.nomenclature}")
 
 
 def check_tile(apply_fn, variables, meta, settings) -> None:

@@ -15,12 +15,14 @@ import pandas as pd
 
 from cropcontracts import nomenclature, zonefolder
 from cropcontracts.zone import Zone
+from prep import labels as labels_lib
 
 H, W, T = 40, 52, 3                    # the default zone: 40 x 52 px, 3 months
 MONTHS = tuple(zonefolder.month_labels(2023))
 HOLE = (slice(5, 9), slice(10, 20))    # rows, cols with no observation at all
 BLOCK = 10                             # parcels are BLOCK x BLOCK squares
 STRIP = 2                              # the last STRIP columns hold no parcel
+MARGIN = 0                             # background from the strip's first clean column
 
 
 def months(t=T):
@@ -37,7 +39,8 @@ def synthetic_zone(zone_id: str = "testz_0", *, region: str = "Testland", index:
 
 def write_zone(folder, zone: Zone | None = None, *, seed: int = 0, months=MONTHS[:T],
                labels: bool = True, nodata: float = 0.0, unlabelled: float = 0.0,
-               empty: int = 0, version: str = nomenclature.VERSION) -> zonefolder.ZoneFolder:
+               empty: int = 0, version: str = nomenclature.VERSION,
+               margin: int = MARGIN) -> zonefolder.ZoneFolder:
   """Writes one synthetic zone folder at `folder` and opens it.
 
   zone: default `synthetic_zone()`. Imagery: uint16 in [100, 3000), T x 4
@@ -46,9 +49,14 @@ def write_zone(folder, zone: Zone | None = None, *, seed: int = 0, months=MONTHS
   parcels are the BLOCK x BLOCK squares (1-based, row-major), none in the last
   STRIP columns: a parcel whose block lies there keeps a 2 m wide sliver of
   geometry there that holds no pixel centre (n_pixels 0), as in the RPG. Each
-  parcel has one random class of the `version` nomenclature; 255 (no label)
-  outside parcels, on an `unlabelled` fraction of the pixels and on the
-  [:empty, :empty] corner. meta.json records the class pixel counts.
+  parcel has one random crop class of the `version` nomenclature. Outside the
+  parcels, `prep labels`' rule (`prep.labels.near_parcels`): the background
+  class (from v3) where a cell holds no part of a parcel and lies more than
+  `margin` pixels from one (default 0: the default zone's strip then has one
+  background column, column 51, beside the sliver's; `write_zones`' zones two,
+  34 and 35), else 255. 255 also on an `unlabelled` fraction of the pixels and
+  on the [:empty, :empty] corner. meta.json records the class pixel counts,
+  the margin, the land cover (none) and the background pixels.
   """
   zone = zone or synthetic_zone()
   rng = np.random.default_rng(seed)
@@ -66,9 +74,12 @@ def write_zone(folder, zone: Zone | None = None, *, seed: int = 0, months=MONTHS
     parcels = ((rr // BLOCK) * per_row + cc // BLOCK + 1).astype(np.uint32)
     parcels[:, w - STRIP:] = 0
     n = per_row * ((h + BLOCK - 1) // BLOCK)
-    cls = rng.integers(0, nom.num_classes, n).astype(np.uint8)
+    cls = np.asarray(nom.crop_ids, np.uint8)[rng.integers(0, len(nom.crop_ids), n)]
     lab = np.where(parcels > 0, cls[np.maximum(parcels, 1) - 1],
                    zonefolder.NO_LABEL).astype(np.uint8)
+    geoms = np.array([_block(zone, i) for i in range(n)], dtype=object)
+    if nom.background_id is not None:
+      lab[~labels_lib.near_parcels(geoms, zone, margin)] = nom.background_id
     lab[rng.random((h, w)) < unlabelled] = zonefolder.NO_LABEL
     lab[:empty, :empty] = zonefolder.NO_LABEL
     table = pd.DataFrame(dict(
@@ -78,10 +89,12 @@ def write_zone(folder, zone: Zone | None = None, *, seed: int = 0, months=MONTHS
         surf_parc_ha=1.0, area_m2=10000.0,
         n_pixels=np.bincount(parcels.ravel(), minlength=n + 1)[1:]))
     pixels = np.bincount(lab.ravel(), minlength=256)
+    background = int(pixels[nom.background_id]) if nom.background_id is not None else 0
     zonefolder.write_labels(folder, zone, lab, parcels, table, dict(
-        nomenclature=version,
+        nomenclature=version, margin=margin, landcover=dict(source="none"),
+        background_pixels=background,
         class_pixel_counts={name: int(pixels[k]) for k, name in enumerate(nom.tier3)}),
-        geometries=[_block(zone, i) for i in range(n)])
+        geometries=geoms)
   return zonefolder.open_zone(folder)
 
 

@@ -40,7 +40,7 @@ from tfds_builder.cropmap import patching
 
 # The nomenclature of this dataset VERSION. prep moving to another one changes
 # every label, so it needs a new VERSION and release note (tests tie the two).
-NOMENCLATURE = "v2"
+NOMENCLATURE = "v3"
 # One build per data_dir and config: the lock file beside the version folders.
 BUILD_LOCK = ".build.lock"
 
@@ -68,7 +68,7 @@ class CropmapConfig(tfds.core.BuilderConfig):
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Crop-type segmentation patches from jaxcrop zone folders."""
 
-  VERSION = tfds.core.Version("2.0.0")
+  VERSION = tfds.core.Version("3.0.0")
   RELEASE_NOTES = {
       "1.0.0": "Spatial test split + folds, patch moments per fold.",
       "1.1.0": "metadata `normalization`: mean and std over all training folds; "
@@ -80,6 +80,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                "their zones whole: the right and bottom strip that whole patches left "
                "out (40 px of a 1000-px zone, ~8 % of the labels) enters as padded "
                "edge patches, the padding labelled 255.",
+      "3.0.0": "Labels of nomenclature v3: the 23 classes of v2 and a background "
+               "class, non_agricultural (id 23, the same name at every tier), on the "
+               "pixels outside every RPG parcel beyond a margin (`prep labels "
+               "--margin`, default 1 px; the pixels within it stay 255), so labels "
+               "cover the land outside the parcels too. `class_pixel_counts` has 24 "
+               "entries, the background's last. Zones must be relabelled with "
+               "`python -m prep labels`.",
   }
   # The stock `tfds build` without --config builds every config listed here,
   # so only the demo, which needs nothing, is listed; configs that need a
