@@ -28,6 +28,9 @@ from prep.demo.zonefolders import T, months
 
 # --- one fake checkpoint DatasetMeta
 
+# The current nomenclature's classes (v3: 23 crops and the background): the fakes' default.
+NUM_CLASSES = nomenclature.load().num_classes
+
 # The training fakes' 3-class tree: (name, tier 2, tier 1, colour).
 TRAIN_CLASSES = (("wheat", "cereal", "crop", "#ffff00"), ("maize", "cereal", "crop", "#ff8800"),
                  ("vines", "vines", "crop", "#880088"))
@@ -65,7 +68,7 @@ def make_meta(t=T, *, version=nomenclature.VERSION, bands=zonefolder.BANDS, clas
 
 class PixelModel(nn.Module):
   """1x1 convolution over the T*C values of each pixel (no spatial context)."""
-  num_classes: int = 23
+  num_classes: int = NUM_CLASSES
 
   @nn.compact
   def __call__(self, x, train=False):
@@ -76,7 +79,7 @@ class PixelModel(nn.Module):
 
 class ConvModel(nn.Module):
   """3x3 convolution: a receptive field of one pixel around each pixel."""
-  num_classes: int = 23
+  num_classes: int = NUM_CLASSES
 
   @nn.compact
   def __call__(self, x, train=False):

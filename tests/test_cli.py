@@ -173,9 +173,9 @@ def test_unknown_rpg_code(raw, tmp_path, capsys):
   path = tmp_path / "codes.gpkg"
   gdf.to_file(path, layer=RPG_LAYER)
   rc, _, err = _labels(raw, path, capsys, "--rpg-year", "2023")
-  assert_error(rc, err, "codes.gpkg: 1 RPG CODE_CULTU value(s) not in nomenclature v2 for RPG "
+  assert_error(rc, err, "codes.gpkg: 1 RPG CODE_CULTU value(s) not in nomenclature v3 for RPG "
                "edition 2023: QQQ (1 parcel, 4.42 ha); add them to "
-               "cropcontracts/data/rpg_codes_v2.csv (tier3 `ignore` to skip them) and bump the "
+               "cropcontracts/data/rpg_codes_v3.csv (tier3 `ignore` to skip them) and bump the "
                "version, or pass --unknown-codes ignore to leave them unlabelled")
 
 
@@ -210,7 +210,9 @@ def test_labels_command_writes_labels_equal_to_class_of_parcels(raw, capsys):
                              Z.read_zones(raw / "zones.csv")[3])
   table, parcels, labels = zf.parcel_table(), zf.read_parcels(), zf.read_labels()
   class_of = np.concatenate([[255], table.class_id.to_numpy()]).astype(np.uint8)
-  np.testing.assert_array_equal(labels, class_of[parcels])
+  np.testing.assert_array_equal(labels[parcels > 0], class_of[parcels][parcels > 0])
+  background = int((labels == 23).sum())      # non_agricultural, outside the parcels only
+  assert zf.meta["labels"]["background_pixels"] == background == (labels[parcels == 0] == 23).sum()
   assert zf.meta["labels"]["parcels"] == len(table) > 3
   assert zf.meta["labels"]["invalid_repaired"] <= 1
 

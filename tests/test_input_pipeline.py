@@ -50,8 +50,9 @@ def test_load_meta_stats_are_the_training_zones(data):
   np.testing.assert_allclose(meta.std, np.nanstd(x, axis=(1, 2)), rtol=1e-5)
   labels = np.concatenate([z.read_labels().ravel() for z in zfs])   # zones whole
   np.testing.assert_array_equal(meta.class_pixel_counts,
-                                np.bincount(labels[labels != 255], minlength=23))
-  assert (meta.num_classes, meta.months[0], meta.version) == (23, "2023-01", str(cb.Builder.VERSION))
+                                np.bincount(labels[labels != 255], minlength=24))
+  assert (meta.num_classes, meta.months[0], meta.version) == (24, "2023-01", str(cb.Builder.VERSION))
+  assert meta.class_names[-1] == "non_agricultural" and meta.class_pixel_counts[-1] > 0
   back = ip.DatasetMeta.from_json(meta.to_json())
   np.testing.assert_array_equal(back.std, meta.std)
   assert back.std.dtype == np.float32 and back.class_names == meta.class_names

@@ -16,7 +16,7 @@ from jaxcrop.figures import maps as map_figures
 from prep.demo import zonefolders as zf
 from tests import fixtures as pt
 
-NOM = nomenclature.load("v1")
+NOM = nomenclature.load("v1")   # zones, maps and metrics of these tests: v1's 23 classes
 
 
 def _rgb(path):
@@ -73,12 +73,14 @@ def _simulate_cvd(hex_color, kind):
 
 @pytest.fixture(scope="module")
 def zone(tmp_path_factory):
-  return zf.write_zone(tmp_path_factory.mktemp("z") / "testz_0")
+  return zf.write_zone(tmp_path_factory.mktemp("z") / "testz_0", version=NOM.version)
 
 
 def _predict(zone, maps):
   from jaxcrop.maps import geotiff, tiling
-  pred = tiling.predict_zone(*pt.init(pt.PixelModel()), zone, pt.make_meta(),
+  meta = pt.make_meta(version=NOM.version,
+                      classes=tuple(zip(NOM.tier3, NOM.tier2, NOM.tier1, NOM.colors)))
+  pred = tiling.predict_zone(*pt.init(pt.PixelModel(NOM.num_classes)), zone, meta,
                              tiling.MapSettings(tile=16, overlap=4))
   return geotiff.write_outputs(zone, pred, NOM, maps)
 
@@ -233,7 +235,8 @@ def test_per_class_f1_colours_from_the_metrics_nomenclature():
 
 
 def test_class_distribution_per_region(tmp_path):
-  zones = [zf.write_zone(tmp_path / f"z{i}", zf.synthetic_zone(f"z_{i}"), seed=i) for i in range(2)]
+  zones = [zf.write_zone(tmp_path / f"z{i}", zf.synthetic_zone(f"z_{i}"), seed=i,
+                         version=NOM.version) for i in range(2)]
   regions, counts, names = distribution.region_class_counts(zones)
   assert regions == ["Testland"] and names == list(NOM.tier3)
   expected = sum(np.bincount(z.read_labels().ravel(), minlength=256)[:23] for z in zones)
@@ -370,8 +373,8 @@ def test_confusion_from_evaluate_metrics_json(tmp_path):
 
 
 def test_all_figures_for_predicted_zones_only(tmp_path):
-  zones = [zf.write_zone(tmp_path / "zones" / f"z_{i}", zf.synthetic_zone(f"z_{i}"), seed=i)
-           for i in range(2)]
+  zones = [zf.write_zone(tmp_path / "zones" / f"z_{i}", zf.synthetic_zone(f"z_{i}"), seed=i,
+                         version=NOM.version) for i in range(2)]
   _predict(zones[0], tmp_path / "maps")
   m = _metrics()
   del m["confusion_matrix"]["parcel_model"]
@@ -407,7 +410,7 @@ def test_all_figures_for_zones_without_labels(tmp_path, capsys):
   assert img.shape == (750, 700, 3)                          # the map alone
   assert _has_color(img, "#000000")                          # the nodata hole
   # A labelled zone beside them brings the class distribution back (no --maps here).
-  zf.write_zone(root / "old_0", zf.synthetic_zone("old_0"))
+  zf.write_zone(root / "old_0", zf.synthetic_zone("old_0"), version=NOM.version)
   assert plots.main(["all", "--zones", str(root), "--out", str(tmp_path / "fig2")]) == 0
   assert [p.name for p in (tmp_path / "fig2").iterdir()] == ["class_distribution.png"]
   assert capsys.readouterr().err == ""

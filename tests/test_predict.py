@@ -16,7 +16,7 @@ from cropcontracts.errors import UserError
 from prep.demo import zonefolders as zf
 from tests import fixtures as pt
 
-NOM = nomenclature.load("v1")
+NOM = nomenclature.load()
 TILE16 = tiling.MapSettings(tile=16, overlap=4)
 
 
@@ -127,6 +127,16 @@ def test_zone_checkpoint_mismatch_errors(zone, pixel_model, meta_kwargs, message
   assert str(e.value) == message.format(path=zone.path)
 
 
+def test_a_zone_labelled_with_v2_is_refused_with_the_upgrade_command(tmp_path, pixel_model):
+  old = zf.write_zone(tmp_path / "testz_0", version="v2")
+  with pytest.raises(UserError) as e:
+    tiling.predict_zone(*pixel_model, old, pt.make_meta(), TILE16)
+  assert str(e.value) == (
+      f"zone testz_0 ({old.path}) is labelled with nomenclature v2, the checkpoint predicts "
+      f"nomenclature v3; relabel the zone (`python -m prep labels`) or use a checkpoint "
+      f"trained on v2")
+
+
 def test_outputs_on_the_zone_grid_with_colors_names_and_cog_layout(zone, pixel_model,
                                                                    tmp_path):
   pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(),
@@ -229,7 +239,7 @@ def test_parcels_gpkg_majority_and_the_zone_folders_geometry(zone, pixel_model, 
     if c.size == 0:
       assert row.pred_class == 255
       continue
-    counts = np.bincount(c, minlength=23)
+    counts = np.bincount(c, minlength=NOM.num_classes)
     assert row.pred_class == counts.argmax() and row.n_pred_pixels == c.size
     assert row.pred_share == pytest.approx(counts.max() / c.size)
     assert row.pred_name == NOM.tier3[counts.argmax()]
@@ -351,7 +361,7 @@ def test_tile_that_the_model_cannot_take_is_a_one_line_error():
   from configs import hybrid
   from jaxcrop.models import build_model
   cfg = hybrid.get_config("tiny")
-  model = build_model(cfg.model, 23)
+  model = build_model(cfg.model, NOM.num_classes)
   import jax
   variables = jax.eval_shape(lambda: model.init(
       jax.random.PRNGKey(0), np.zeros((1, zf.T, 16, 16, 4), np.float32)))
@@ -417,11 +427,11 @@ def test_qgis_style_names_every_class_with_its_colour(zone, pixel_model, tmp_pat
 
 
 def test_checkpoint_classes_must_match_the_nomenclature_table(tmp_path):
-  meta = pt.make_meta(version="v1")
+  meta = pt.make_meta(version=NOM.version)
   assert compatibility.checkpoint_nomenclature(meta, "W").tier3 == NOM.tier3
   meta.class_names = list(NOM.tier3[:5]) + ["rice"] + list(NOM.tier3[6:])
   with pytest.raises(UserError, match=(
-      r"^--workdir W: the checkpoint's classes differ from nomenclature v1 of this code "
+      rf"^--workdir W: the checkpoint's classes differ from nomenclature {NOM.version} of this code "
       r"from class 5 on \('rice' vs 'maize'\); the table was edited")):
     compatibility.checkpoint_nomenclature(meta, "W")
   with pytest.raises(UserError, match=(
