@@ -34,6 +34,7 @@ STEPS = 4
 # configs deal zones into 3 folds).
 BUILDER = fixtures.DEMO_BUILDER["name"]
 TEST_ZONES = ["demo-north_0", "demo-south_0"]
+K = nomenclature.load().num_classes          # v3: 23 crop classes and the background
 
 
 def labelled(zf) -> int:
@@ -131,7 +132,7 @@ def test_normalization_comes_from_the_training_fold_only(config, zones):
   np.testing.assert_allclose(meta.mean, nonzero_mean([zones["demo-north_1"]]), rtol=1e-5)
   all_zones = nonzero_mean(zones.values())
   assert np.abs(meta.mean - all_zones).max() > 10   # reflectance × 10⁴: far from all zones'
-  counts = np.bincount(zones["demo-north_1"].read_labels().ravel(), minlength=256)[:23]
+  counts = np.bincount(zones["demo-north_1"].read_labels().ravel(), minlength=256)[:K]
   np.testing.assert_array_equal(meta.class_pixel_counts, counts)
 
 
@@ -139,7 +140,7 @@ def test_train_batches_are_normalized_float_with_int_labels(config):
   batch = next(input_pipeline.train_iterator(config.data, seed=0))
   assert batch["image"].dtype == np.float32 and batch["image"].shape == (4, 12, PATCH, PATCH, 4)
   assert batch["label"].dtype == np.int32 and batch["label"].shape == (4, PATCH, PATCH)
-  assert set(np.unique(batch["label"])) <= set(range(23)) | {255}
+  assert set(np.unique(batch["label"])) <= set(range(K)) | {255}
   assert abs(float(batch["image"].mean())) < 2 and np.isfinite(batch["image"]).all()
 
 
@@ -174,7 +175,7 @@ def test_training_writes_workdir_and_checkpoints_restore_the_model(trained, conf
   np.testing.assert_array_equal(val_confusion(best), recorded["confusion_matrix"])
   x = next(input_pipeline.eval_batches(config.data, "test"))["image"]
   logits = best.model.apply(best.variables, x, train=False)
-  assert logits.shape == (4, PATCH, PATCH, 23) and logits.dtype == np.float32
+  assert logits.shape == (4, PATCH, PATCH, K) and logits.dtype == np.float32
 
 
 def test_evaluate_metrics_match_a_recomputed_confusion(evaluated, zones):
@@ -186,7 +187,7 @@ def test_evaluate_metrics_match_a_recomputed_confusion(evaluated, zones):
   test_px = {z: labelled(zones[z]) for z in TEST_ZONES}
   for name in ("model", "baseline"):
     cm = np.array(saved["confusion_matrix"][f"pixel_{name}"])
-    assert cm.shape == (23, 23) and cm.sum() == sum(test_px.values())
+    assert cm.shape == (K, K) and cm.sum() == sum(test_px.values())
     s = metrics.summarize(cm)
     for k in evaluate.HEADLINE:
       assert 0.0 <= saved["pixel"][name][k] <= 1.0
@@ -206,7 +207,7 @@ def test_evaluate_metrics_match_a_recomputed_confusion(evaluated, zones):
     keep = b["mask"] > 0
     label.append(b["label"][keep])
     pred.append(np.asarray(best.model.apply(best.variables, b["image"][keep], train=False)).argmax(-1))
-  cm = metrics.confusion_matrix_np(np.concatenate(label), np.concatenate(pred), 23)
+  cm = metrics.confusion_matrix_np(np.concatenate(label), np.concatenate(pred), K)
   np.testing.assert_array_equal(cm, saved["confusion_matrix"]["pixel_model"])
   assert (workdir / "eval" / "metrics.md").is_file()
 
@@ -219,7 +220,7 @@ def test_predict_writes_maps_on_the_zone_grid_and_parcels(maps, zones):
       assert src.crs == zf.zone.crs and src.transform == zf.zone.transform
       assert src.shape == (48, 48) and src.dtypes[0] == "uint8" and src.nodata == 255
       classes = src.read(1)
-    assert set(np.unique(classes)) <= set(range(23)) | {255}
+    assert set(np.unique(classes)) <= set(range(K)) | {255}
     with rasterio.open(maps / zid / "confidence.tif") as src:
       conf = src.read(1)
     assert (conf[classes != 255] <= 100).all()
@@ -236,7 +237,7 @@ def test_predict_writes_maps_on_the_zone_grid_and_parcels(maps, zones):
     parcels = zf.read_parcels()
     big = table.loc[table["n_pixels"].idxmax()]
     votes = np.bincount(classes[(parcels == big["parcel_index"]) & (classes != 255)],
-                        minlength=23)
+                        minlength=K)
     row = gdf.set_index("ID_PARCEL").loc[big["ID_PARCEL"]]
     assert row["pred_class"] == votes.argmax()
 
@@ -414,7 +415,7 @@ def test_2023_codes_map_to_their_v2_classes(zones):
   seen = {}
   for zf in zones.values():
     meta = json.loads((zf.path / "meta.json").read_text())["labels"]
-    assert meta["rpg_edition"] == 2023 and meta["nomenclature"] == "v2"
+    assert meta["rpg_edition"] == 2023 and meta["nomenclature"] == nomenclature.VERSION
     t = zf.parcel_table()
     for code, name in zip(t.CODE_CULTU, t.class_name):
       seen.setdefault(code, set()).add(name)
