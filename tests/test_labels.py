@@ -812,3 +812,15 @@ def test_landcover_worldcover_is_one_earth_engine_request_on_the_zone_grid(
                                    undeclared_farmland_pixels=20 * 40 - 7 * 7,
                                    no_data_pixels=0)        # the west less the ring 4..10
   assert meta["background_pixels"] == 20 * 40               # the built-up east
+
+
+def test_cli_margin_and_a_missing_landcover_file(tmp_path, capsys):
+  from prep import cli
+  rpg = write_rpg(tmp_path / "rpg.gpkg", _margin_rows()[:1])
+  base = ["-q", "labels", "--rpg", str(rpg), "--all", *_cli_zone(tmp_path), "--rpg-year", "2023"]
+  assert cli.main(base + ["--landcover", str(tmp_path / "wc.tif")]) == 2
+  assert capsys.readouterr().err == f"error: {tmp_path / 'wc.tif'}: land-cover raster not found\n"
+  assert not (tmp_path / "out").exists()
+  assert cli.main(base + ["--margin", "2"]) == 0
+  meta = json.loads((tmp_path / "out" / "chartres_test" / "meta.json").read_text())["labels"]
+  assert (meta["margin"], meta["background_pixels"]) == (2, 1600 - 9 * 9)
