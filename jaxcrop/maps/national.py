@@ -46,6 +46,7 @@ import numpy as np
 
 from cropcontracts import atomic
 from cropcontracts.errors import UserError
+from cropcontracts.nomenclature import BACKGROUND
 from cropcontracts.zone import Zone
 from jaxcrop.maps.geotiff import BLOCK, MAP_JSON
 from jaxcrop.maps.runner import is_complete
@@ -302,9 +303,9 @@ def class_areas(classes_cog, *, departements=None, field: str = "INSEE_DEP",
   département and class id, only classes with pixels.
   """
   import json
+  import affine
   import rasterio
   import rasterio.features
-  from cropcontracts.nomenclature import BACKGROUND  # pylint: disable=g-import-not-at-top
   deps = read_departements(departements, field) if departements is not None else None
   codes = ["unknown"] + ([] if deps is None else [str(c) for c in deps[field]])
   with rasterio.open(classes_cog) as src:
@@ -318,7 +319,8 @@ def class_areas(classes_cog, *, departements=None, field: str = "INSEE_DEP",
         if deps is not None and len(deps):
           dep = rasterio.features.rasterize(
               zip(deps.geometry, range(1, len(codes))), out_shape=data.shape, fill=0,
-              transform=src.window_transform(win), dtype="int32").astype(np.int64)
+              transform=src.transform @ affine.Affine.translation(c, r),
+              dtype="int32").astype(np.int64)
         counts += np.bincount((dep * 256 + data).ravel(),
                               minlength=counts.size).reshape(counts.shape)
     pixel_ha = abs(src.transform.a * src.transform.e) / 1e4
