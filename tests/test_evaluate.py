@@ -473,3 +473,47 @@ def test_cv_fold_scores_leave_the_background_out_and_score_the_agricultural_area
       metrics.CROP_MACRO_RULE
   assert cv._macro_rule([(0, 0, (cm, [], tree, BG_NAMES[2][:2] + ["x", "y"]))]) == \
       metrics.MACRO_RULE
+
+
+class BackgroundData(FakeData):
+  """FakeData of a v3-like tree: wheat, vines, non_agricultural; the fake batches'
+  second class (band mean 1) is the background, vines never occur."""
+
+  def load_meta(self, cfg_data):
+    from tests.fixtures import TRAIN_CLASSES, TRAIN_META, make_meta
+    return make_meta(**{**TRAIN_META, "version": "v3", "class_pixel_counts": [400, 0, 100],
+                        "classes": (TRAIN_CLASSES[0], TRAIN_CLASSES[2], (
+                            "non_agricultural", "non_agricultural", "non_agricultural",
+                            "#c8c8c8"))})
+
+  @staticmethod
+  def _background(batches):
+    for b in batches:
+      yield {**b, "label": np.where(b["label"] == 1, 2, b["label"])}
+
+  def train_iterator(self, cfg_data, **kw):
+    return self._background(super().train_iterator(cfg_data, **kw))
+
+  def eval_batches(self, cfg_data, split, meta=None):
+    return self._background(super().eval_batches(cfg_data, split, meta))
+
+
+def test_a_model_with_a_background_trains_evaluates_and_prints_its_area_scores(tmp_path):
+  """The real train → evaluate path (model and baseline) on a background class:
+  the best checkpoint is chosen on the crops' macro-F1; metrics.json, metrics.md
+  and the printed summary carry the agricultural area."""
+  train.train_and_evaluate(tiny_config(), tmp_path, data=BackgroundData())
+  best = json.loads((tmp_path / "val_best.json").read_text())
+  assert best["macro_classes"] == ["wheat"] and best["background"]["name"] == "non_agricultural"
+  result = evaluate.evaluate(tmp_path, data=BackgroundData())
+  saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+  area = saved["agricultural_area"]
+  assert set(area["pixel"]) == {"model", "baseline"} and set(area["per_region"]) == {
+      "north", "south"}
+  cm = np.array(saved["confusion_matrix"]["pixel_baseline"])
+  assert area["pixel"]["baseline"]["recall"] == pytest.approx(cm[:2, :2].sum() / cm[:2].sum())
+  assert area["pixel"]["baseline"]["iou"] > 0.9                 # separable fake classes
+  assert saved["pixel"]["model"]["macro_classes"] == ["wheat"]
+  assert "## Agricultural area" in (tmp_path / "eval" / "metrics.md").read_text()
+  table = evaluate.compact_table(result)
+  assert "agri-area precision" in table and "background f1" in table
