@@ -4,8 +4,12 @@ Each labelled pixel is one sample of T·C features (its monthly band values, no
 spatial context): what the hybrid model adds over it is the temporal CNN and
 the U-Net's view of the neighbourhood. Trained on a random subsample of the
 training split's labelled pixels (at most `max_pixels`), cached in
-`workdir/baseline/` (reused while max_pixels, max_iter, split and seed match);
-`max_iter` = boosting iterations.
+`workdir/baseline/` (reused while max_pixels, max_iter, split, seed and classes
+match: a baseline of another nomenclature is refitted); `max_iter` = boosting
+iterations. It is scored like the model (`jaxcrop.evaluate`): with a background
+class (nomenclature v3 on) it learns the background from the labelled pixels
+outside the parcels like any class, and gets the same crop macro-F1, miou_all,
+background and agricultural-area scores.
 """
 from __future__ import annotations
 
@@ -56,12 +60,13 @@ def sample_pixels(batches, total_labelled: int, max_pixels: int, seed: int):
 
 
 def fit_or_load(workdir, batches_fn, *, total_labelled: int, max_pixels=200_000,
-                max_iter=100, seed=0, train_split=""):
-  """The fitted classifier, from workdir/baseline/ when its settings match."""
+                max_iter=100, seed=0, train_split="", classes=()):
+  """The fitted classifier, from workdir/baseline/ when its settings match
+  (`classes`: the class names it predicts)."""
   from jaxcrop.checkpoint import workdir_path  # pylint: disable=g-import-not-at-top
   folder = workdir_path(workdir) / "baseline"   # local or gs://
   settings = dict(max_pixels=int(max_pixels), max_iter=int(max_iter), seed=int(seed),
-                  train_split=train_split)
+                  train_split=train_split, classes=list(classes))
   model_path, settings_path = folder / "model.pkl", folder / "settings.json"
   if model_path.exists() and settings_path.exists() and \
       json.loads(settings_path.read_text()) == settings:

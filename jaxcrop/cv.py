@@ -68,34 +68,50 @@ def fold_config(config, folds, k: int):
 RARE = 5   # the F1 of the RARE rarest classes is reported beside the macro-F1
 
 
-def rarest_classes(class_pixel_counts, n: int = RARE) -> list[int]:
-  """Ids of the n classes with the fewest training pixels (> 0), rarest first (ties: lower id)."""
+def rarest_classes(class_pixel_counts, n: int = RARE, background: int | None = None) -> list[int]:
+  """Ids of the n crop classes with the fewest training pixels (> 0), rarest first
+  (ties: lower id); `background`, the background class's id, is never one."""
   counts = np.asarray(class_pixel_counts)
-  present = np.flatnonzero(counts > 0)
+  present = np.flatnonzero((counts > 0) & (np.arange(len(counts)) != background))
   return [int(k) for k in present[np.argsort(counts[present], kind="stable")][:n]]
 
 
-def fold_scores(cm, tree, rare) -> dict:
+def fold_scores(cm, tree, rare, class_names=None) -> dict:
   """Validation scores of one run from its best confusion matrix [K3, K3]:
-  macro-F1 at tiers 1, 2, 3 and the mean F1 of the `rare` classes present in
-  the fold (truth or prediction; NaN when none is)."""
+  macro-F1 at tiers 1, 2, 3 (the crop classes': a background class among
+  `class_names` left out) and the mean F1 of the `rare` classes present in the
+  fold (truth or prediction; NaN when none is). With a background also
+  miou_all, background_f1, background_iou and the agricultural area's
+  agricultural_iou, agricultural_precision, agricultural_recall."""
+  background = metrics.background_id(class_names)
   out = {}
   for tier in (1, 2, 3):
-    out[f"tier{tier}_macro_f1"] = validation.tier_macro_f1(cm, tree, tier)
-  per_class = metrics.summarize(cm)["per_class"]
+    out[f"tier{tier}_macro_f1"] = validation.tier_macro_f1(cm, tree, tier, background)
+  summary = metrics.summarize(cm, class_names)
+  per_class = summary["per_class"]
   f1 = [per_class[k]["f1"] for k in rare if per_class[k]["present"]]
   out[f"rare{len(rare)}_f1"] = float(np.mean(f1)) if f1 else float("nan")
+  if background is not None:
+    area = metrics.agricultural_area(cm, background)
+    out.update(miou_all=summary["miou_all"], background_f1=summary["background"]["f1"],
+               background_iou=summary["background"]["iou"],
+               **{f"agricultural_{m}": area[m] for m in ("iou", "precision", "recall")})
   return out
 
 
 def eval_scores(result: dict) -> dict:
-  """{"tier<t>/<level>/<predictor>/<metric>": value} from an evaluate() result."""
+  """{"tier<t>/<level>/<predictor>/<metric>": value} from an evaluate() result, and
+  {"agricultural_area/pixel/<predictor>/<iou|precision|recall>": value} when it
+  has a background class."""
   out = {}
   for tier, by in result.get("tiers", {}).items():
     for level in ("pixel", "parcel"):
       for name, summary in by[level].items():
         for m in ("macro_f1", "overall_accuracy"):
           out[f"{tier}/{level}/{name}/{m}"] = summary[m]
+  for name, area in ((result.get("agricultural_area") or {}).get("pixel") or {}).items():
+    for m in ("iou", "precision", "recall"):
+      out[f"agricultural_area/pixel/{name}/{m}"] = area[m]
   return out
 
 
@@ -108,14 +124,14 @@ def _mean_std(values) -> dict:
 
 
 def _read_run(run_dir):
-  """(best confusion matrix, class_pixel_counts, Tree) of a finished run, or None
-  when the run wrote no val_best.json (no validation)."""
+  """(best confusion matrix, class_pixel_counts, Tree, class names) of a finished
+  run, or None when the run wrote no val_best.json (no validation)."""
   from cropcontracts.dataset_meta import DatasetMeta  # pylint: disable=g-import-not-at-top
   if not (run_dir / "val_best.json").exists() or not (run_dir / "dataset_meta.json").exists():
     return None
   meta = DatasetMeta.from_json((run_dir / "dataset_meta.json").read_text())
   cm = np.asarray(json.loads((run_dir / "val_best.json").read_text())["confusion_matrix"])
-  return cm, meta.class_pixel_counts, hierarchy.Tree.of(meta)
+  return cm, meta.class_pixel_counts, hierarchy.Tree.of(meta), list(meta.class_names)
 
 
 class Stopped(Exception):
@@ -179,7 +195,7 @@ def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
   _add_tier_scores(rows, runs, n)
   done = [r for r in rows if r["folds_done"]]
   best = max(done, key=lambda r: r["mean"]) if done else None
-  out = {"folds": folds, "macro_rule": metrics.MACRO_RULE, "results": rows, "best": best}
+  out = {"folds": folds, "macro_rule": _macro_rule(runs), "results": rows, "best": best}
   if stopped:
     out["stopped"] = stopped
   elif retrain:
@@ -195,6 +211,14 @@ def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
     atomic.write_text(workdir / "cv" / "results.json", json.dumps(out, indent=1))
     atomic.write_text(workdir / "cv" / "results.md", markdown(out))
   return out
+
+
+def _macro_rule(runs) -> str:
+  """The rule of the runs' macro-F1s: over the crop classes when their classes
+  hold a background (`metrics.summarize`), else over every class present."""
+  names = next((read[3] for _, _, read in runs if read is not None), None)
+  return (metrics.MACRO_RULE if metrics.background_id(names) is None
+          else metrics.CROP_MACRO_RULE)
 
 
 def best_val_classes(run_dir) -> list[str] | None:
@@ -218,12 +242,11 @@ def _add_tier_scores(rows, runs, num_folds: int) -> None:
   done = [r for r in runs if r[2] is not None]
   if not done:
     return
-  total = np.sum([counts for _, _, (_, counts, _) in done], 0)   # ∝ all folds' pixels
-  rare = rarest_classes(total)
+  total = np.sum([read[1] for _, _, read in done], 0)   # ∝ all folds' pixels
+  rare = rarest_classes(total, background=metrics.background_id(done[0][2][3]))
   per_row = {}
-  for i, k, read in done:
-    cm, _, tree = read
-    per_row.setdefault(i, {})[k] = fold_scores(cm, tree, rare)
+  for i, k, (cm, _, tree, names) in done:
+    per_row.setdefault(i, {})[k] = fold_scores(cm, tree, rare, names)
   for i, by_fold in per_row.items():
     keys = next(iter(by_fold.values()))
     rows[i]["rare_classes"] = rare
@@ -272,6 +295,11 @@ def markdown(out: dict) -> str:
               "tier/level/predictor):", "",
               _scores_table(evaluated, "eval",
                             [k for k in evaluated[0]["eval"] if k.endswith("macro_f1")], n)]
+    area = [k for k in evaluated[0]["eval"] if k.startswith("agricultural_area/")]
+    if area:
+      lines += ["", "Agricultural area (any crop class vs the background) on each validation "
+                "fold (mean ± std; agricultural_area/pixel/predictor/score):", "",
+                _scores_table(evaluated, "eval", area, n)]
   return "\n".join(lines + _best_lines(out)) + "\n"
 
 

@@ -5,9 +5,13 @@ side by side with the per-pixel baseline.
 
 Writes W/eval/metrics.json, W/eval/metrics.md and W/eval/confusion_<level>.png.
 Parcel level: each parcel (zone_id, parcel index ≠ 0) gets the majority class
-of its predicted pixels (ties → the lowest class id) and is compared with the
+of its predicted pixels (ties → the lowest class id; the background only when no
+pixel of it is predicted a crop: `metrics.parcel_class`) and is compared with the
 majority of its labelled pixels (its RPG class); parcels without a labelled
 pixel are left out. Patches do not overlap, so every pixel votes once.
+With a background class (nomenclature v3 on): macro_f1 and miou are the crop
+classes' (background excluded), miou_all every class's, and `agricultural_area`
+scores any crop class vs background, overall and per region (jaxcrop.metrics).
 Images are normalized with the checkpoint's stored mean and std (as in
 predict), never with moments recomputed from the dataset read.
 """
@@ -70,8 +74,9 @@ def collect(batches, predict_fns: dict, max_batches=None) -> dict:
   return out
 
 
-def parcel_votes(zone, parcel, label, pred, num_classes: int):
-  """(true class [G], voted class [G]) for the G parcels with a labelled pixel.
+def parcel_votes(zone, parcel, label, pred, num_classes: int, background: int | None = None):
+  """(true class [G], voted class [G]) for the G parcels with a labelled pixel,
+  each the parcel's class of its pixels (`metrics.parcel_class`).
 
   Vectorized: one bincount over (parcel group, class) keys.
   """
@@ -85,13 +90,15 @@ def parcel_votes(zone, parcel, label, pred, num_classes: int):
   truth = np.bincount(group[labelled] * num_classes + lab[labelled], minlength=g * num_classes)
   votes, truth = votes.reshape(g, num_classes), truth.reshape(g, num_classes)
   has_truth = truth.sum(1) > 0
-  return truth.argmax(1)[has_truth], votes.argmax(1)[has_truth]
+  return (metrics.parcel_class(truth, background)[has_truth],
+          metrics.parcel_class(votes, background)[has_truth])
 
 
 def headline(summary: dict) -> dict:
   """The headline scores of a `metrics.summarize` dict, with the classes its macro
   averages run over (they differ from region to region)."""
-  return {k: summary[k] for k in HEADLINE + ("num_pixels", "macro_rule", "macro_classes")}
+  return {k: summary[k] for k in HEADLINE + ("miou_all", "background", "num_pixels",
+                                             "macro_rule", "macro_classes")}
 
 
 def macro_lines(result: dict, level: str, split: str) -> list[str]:
@@ -131,14 +138,17 @@ def compute(pixels: dict, predictors, class_names, tree=None, names_by_tier=None
 
 
 def compute_tier(pixels: dict, predictors, class_names) -> dict:
-  """pixel / parcel / per_region / confusion_matrix of the classes in `pixels`."""
+  """pixel / parcel / per_region / confusion_matrix / agricultural_area of the
+  classes in `pixels`."""
   k = len(class_names)
+  background = metrics.background_id(class_names)
   out = {"pixel": {}, "parcel": {}, "per_region": {}, "confusion_matrix": {}}
   for name in predictors:
     cm = metrics.confusion_matrix_np(pixels["label"], pixels[name], k)
     out["pixel"][name] = metrics.summarize(cm, class_names)
     out["confusion_matrix"][f"pixel_{name}"] = cm.tolist()
-    truth, vote = parcel_votes(pixels["zone"], pixels["parcel"], pixels["label"], pixels[name], k)
+    truth, vote = parcel_votes(pixels["zone"], pixels["parcel"], pixels["label"], pixels[name],
+                               k, background)
     pcm = metrics.confusion_matrix_np(truth, vote, k)
     out["parcel"][name] = {**metrics.summarize(pcm, class_names), "num_parcels": int(len(truth))}
     out["confusion_matrix"][f"parcel_{name}"] = pcm.tolist()
@@ -147,12 +157,30 @@ def compute_tier(pixels: dict, predictors, class_names) -> dict:
       rcm = metrics.confusion_matrix_np(pixels["label"][here], pixels[name][here], k)
       rsum = metrics.summarize(rcm, class_names)
       rtruth, rvote = parcel_votes(pixels["zone"][here], pixels["parcel"][here],
-                                   pixels["label"][here], pixels[name][here], k)
+                                   pixels["label"][here], pixels[name][here], k, background)
       rpsum = metrics.summarize(metrics.confusion_matrix_np(rtruth, rvote, k), class_names)
       out["per_region"].setdefault(region, {})[name] = {
           **headline(rsum), "per_class": rsum["per_class"],
           "parcel": {**headline(rpsum), "num_parcels": int(len(rtruth))}}
+  out["agricultural_area"] = agricultural_area(pixels, predictors, class_names)
   return out
+
+
+def agricultural_area(pixels: dict, predictors, class_names) -> dict | None:
+  """metrics.json's `agricultural_area`: any crop class vs the background
+  (`metrics.agricultural_area`) of each predictor's pixels, overall (`pixel`) and
+  per region (`per_region`); None when the classes have no background."""
+  background = metrics.background_id(class_names)
+  if background is None:
+    return None
+  def scores(here):
+    return {name: metrics.agricultural_area(metrics.confusion_matrix_np(
+        pixels["label"][here], pixels[name][here], len(class_names)), background)
+        for name in predictors}
+  return {"background_class": class_names[background],
+          "pixel": scores(np.ones(len(pixels["label"]), bool)),
+          "per_region": {region: scores(pixels["region"] == r)
+                         for r, region in enumerate(pixels["regions"])}}
 
 
 def markdown(result: dict, note: str = "") -> str:
@@ -162,11 +190,15 @@ def markdown(result: dict, note: str = "") -> str:
   lines = [f"# Evaluation: {result['split']} split, {result['checkpoint']} checkpoint", ""]
   if note:
     lines += [f"> {note}", ""]
+  area = result.get("agricultural_area")
   for level in ("pixel", "parcel"):
-    lines += [f"## {level.capitalize()} level", "", markdown_table(
-        ["metric", *names],
-        ([m, *(f"{result[level][n][m]:.4f}" for n in names)] for m in HEADLINE)),
+    lines += [f"## {level.capitalize()} level", "", _level_table(result[level], names, level == "pixel"),
               "", *macro_lines(result, level, result["split"]), ""]
+    if area:
+      lines += [BACKGROUND_NOTE.format(background=area["background_class"]), ""]
+  if area:
+    lines += [f"## Agricultural area (any crop class vs {area['background_class']}, pixels)",
+              "", _area_table(area, names), ""]
   lines += ["## Per region (macro-F1 / overall accuracy)", "", _region_table(result, names)]
   if "tiers" in result:
     lines += ["", "## Per tier (1: families, 2: groups, 3: classes)", "",
@@ -176,6 +208,34 @@ def markdown(result: dict, note: str = "") -> str:
             "", "## Per class (pixel level, model)", "",
             metrics.per_class_table(result["pixel"]["model"]), ""]
   return "\n".join(lines)
+
+
+BACKGROUND_NOTE = (
+    "macro_f1, macro_precision, macro_recall and miou: the crop classes, {background} "
+    "excluded (comparable with runs of nomenclatures without it); miou_all: every class "
+    "present, {background} included (PASTIS-style); background F1 / IoU: {background}'s.")
+
+
+def _level_table(by: dict, names, pixels: bool) -> str:
+  """The headline scores of each predictor at one level; at pixel level with a
+  background, miou_all and the background's F1 and IoU too (no parcel is
+  background in the truth: at parcel level they would say nothing)."""
+  rows = [[m, *(f"{by[n][m]:.4f}" for n in names)] for m in HEADLINE]
+  if pixels and by[names[0]].get("background") is not None:
+    rows += [["miou_all", *(f"{by[n]['miou_all']:.4f}" for n in names)]]
+    rows += [[f"background {m}", *(f"{by[n]['background'][key]:.4f}" for n in names)]
+             for m, key in (("F1", "f1"), ("IoU", "iou"))]
+  return markdown_table(["metric", *names], rows)
+
+
+def _area_table(area: dict, names) -> str:
+  """IoU, precision and recall of the agricultural area per predictor, all regions
+  then each region."""
+  cells = lambda by: [f"{by[n][m]:.4f}" for n in names for m in ("iou", "precision", "recall")]
+  return markdown_table(
+      ["region", *(f"{n} {m}" for n in names for m in ("IoU", "precision", "recall"))],
+      [["all", *cells(area["pixel"])],
+       *([region, *cells(by)] for region, by in area["per_region"].items())])
 
 
 def _region_table(result: dict, names) -> str:
@@ -242,7 +302,8 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
     clf = baseline.fit_or_load(
         baseline_dir or workdir, lambda: data.eval_batches(cfg.data, cfg.data.train_split, meta),
         total_labelled=int(np.sum(meta.class_pixel_counts)), max_pixels=base_cfg.max_pixels,
-        max_iter=base_cfg.get("max_iter", 100), seed=cfg.seed, train_split=cfg.data.train_split)
+        max_iter=base_cfg.get("max_iter", 100), seed=cfg.seed, train_split=cfg.data.train_split,
+        classes=class_names)
     predictors["baseline"] = lambda x, **_: baseline.predict(clf, x)
   # The checkpoint's statistics, as predict uses: a rebuilt dataset's own
   # moments (other folds, other zones) would shift every input the model sees.
@@ -277,16 +338,29 @@ def write_outputs(out, result: dict, note: str, class_names) -> None:
 
 
 def compact_table(result: dict) -> str:
+  """The summary `python -m jaxcrop.evaluate` prints: one column per predictor;
+  with a background class also miou_all, the background's F1 and the agricultural
+  area's IoU, precision and recall, and a line saying what macro_f1 runs over."""
   names = list(result["pixel"])
+  row = lambda label, values: f"{label:24s}" + "".join(f"{v:12.4f}" for v in values)
   rows = [f"{'':24s}" + "".join(f"{n:>12s}" for n in names)]
   for level in ("pixel", "parcel"):
     for m in ("overall_accuracy", "macro_f1", "miou"):
-      rows.append(f"{level + ' ' + m:24s}" + "".join(f"{result[level][n][m]:12.4f}" for n in names))
+      rows.append(row(f"{level} {m}", (result[level][n][m] for n in names)))
   for tier in ("tier2", "tier1"):
     for level in ("pixel", "parcel") if tier in result.get("tiers", {}) else ():
       by = result["tiers"][tier][level]
-      rows.append(f"{tier + ' ' + level + ' macro_f1':24s}" +
-                  "".join(f"{by[n]['macro_f1']:12.4f}" for n in names))
+      rows.append(row(f"{tier} {level} macro_f1", (by[n]["macro_f1"] for n in names)))
+  area = result.get("agricultural_area")
+  if area:
+    pixel = result["pixel"]
+    rows.append(row("pixel miou_all", (pixel[n]["miou_all"] for n in names)))
+    rows.append(row("background f1", (pixel[n]["background"]["f1"] for n in names)))
+    for m in ("iou", "precision", "recall"):
+      rows.append(row(f"agri-area {m}", (area["pixel"][n][m] for n in names)))
+    rows.append(f"macro_f1, miou: crop classes ({area['background_class']} excluded); "
+                f"miou_all: all classes; agri-area: any crop class vs "
+                f"{area['background_class']}")
   return "\n".join(rows)
 
 

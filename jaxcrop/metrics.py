@@ -14,6 +14,19 @@ dragged down by rice. `summarize` states the rule (`macro_rule`) and lists the
 classes averaged (`macro_classes`), so a macro-F1 can be compared fairly with a
 study that averages over another set (e.g. the classes of the test truth only).
 overall_accuracy = trace / total.
+
+The background (`cropcontracts.nomenclature.BACKGROUND`, `non_agricultural`, a
+class of nomenclature v3 on, its own group and family at tiers 2 and 1) is found
+by its name among the class names. With one:
+  macro_precision / macro_recall / macro_f1 / miou: over the crop classes only
+      (background excluded), so they stay comparable with runs of v2 and before;
+  miou_all: PASTIS-style mIoU over every class present, background included;
+  background: the background's per-class row (precision, recall, f1, iou, …);
+  `agricultural_area(cm, background)`: any crop class vs background, binary:
+      precision = crop pixels predicted crop / pixels predicted crop,
+      recall = crop pixels predicted crop / crop pixels, iou = tp / (tp + fp + fn).
+Without one (v1, v2), `background` is None, `miou_all` equals `miou` and
+`agricultural_area` is None: every other score is as before.
 """
 from __future__ import annotations
 
@@ -23,10 +36,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cropcontracts.nomenclature import BACKGROUND
 from cropcontracts.zonefolder import NO_LABEL
 from jaxcrop.tables import markdown_table
 
 MACRO_RULE = "classes present in the truth or in the prediction"
+# The rule where the classes hold a background: it is left out of the macro averages.
+CROP_MACRO_RULE = f"crop classes ({BACKGROUND} excluded) present in the truth or in the prediction"
+
+
+def background_id(class_names) -> int | None:
+  """The index of the background class (`nomenclature.BACKGROUND`) in `class_names`
+  (the names of any tier: the background is its own group and family), None when
+  the classes have none (nomenclatures before v3) or no names are given."""
+  names = list(class_names or ())
+  return names.index(BACKGROUND) if BACKGROUND in names else None
 
 
 @functools.partial(jax.jit, static_argnames="num_classes")
@@ -64,11 +88,14 @@ def _div(a, b):
   return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b > 0)
 
 
-def summarize(cm, class_names=None) -> dict:
+def summarize(cm, class_names=None, background: int | None = None) -> dict:
   """Overall accuracy, macro P/R/F1, mIoU and a per-class table from cm [K, K].
 
   `macro_classes` names the classes the macro averages and mIoU run over
-  (`macro_rule`: present in the truth or the prediction), in class-id order.
+  (`macro_rule`: present in the truth or the prediction, the background
+  excluded), in class-id order. background: the background's id; by default
+  found by name in `class_names` (`background_id`). See the module doc for
+  `miou_all` and `background`.
   """
   cm = np.asarray(cm, np.float64)
   tp, true, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
@@ -76,7 +103,12 @@ def summarize(cm, class_names=None) -> dict:
   f1 = _div(2 * precision * recall, precision + recall)
   iou = _div(tp, true + predicted - tp)
   present = (true + predicted) > 0
-  macro = lambda v: float(v[present].mean()) if present.any() else 0.0
+  if background is None:
+    background = background_id(class_names)
+  averaged = present.copy()
+  if background is not None:
+    averaged[background] = False
+  macro = lambda v, on=averaged: float(v[on].mean()) if on.any() else 0.0
   names = class_names or [str(k) for k in range(len(cm))]
   per_class = [
       dict(class_id=k, name=names[k], support=int(true[k]), predicted=int(predicted[k]),
@@ -85,10 +117,46 @@ def summarize(cm, class_names=None) -> dict:
       for k in range(len(cm))]
   return dict(overall_accuracy=float(_div(tp.sum(), cm.sum())),
               macro_precision=macro(precision), macro_recall=macro(recall),
-              macro_f1=macro(f1), miou=macro(iou), num_pixels=int(cm.sum()),
-              macro_rule=MACRO_RULE,
-              macro_classes=[names[k] for k in np.flatnonzero(present)],
+              macro_f1=macro(f1), miou=macro(iou), miou_all=macro(iou, present),
+              num_pixels=int(cm.sum()),
+              macro_rule=MACRO_RULE if background is None else CROP_MACRO_RULE,
+              macro_classes=[names[k] for k in np.flatnonzero(averaged)],
+              background=None if background is None else per_class[background],
               per_class=per_class)
+
+
+def agricultural_area(cm, background: int | None) -> dict | None:
+  """Any crop class vs the background, from cm [K, K] (rows truth): the binary
+  scores of the agricultural area, None without a background.
+
+  Returns {iou, precision, recall, f1, pixels: {crop_as_crop, crop_as_background,
+  background_as_crop, background_as_background}} (0 where a denominator is 0).
+  """
+  if background is None:
+    return None
+  cm = np.asarray(cm, np.int64)
+  crop = np.arange(len(cm)) != background
+  tp = int(cm[np.ix_(crop, crop)].sum())
+  fn, fp = int(cm[crop, background].sum()), int(cm[background, crop].sum())
+  ratio = lambda a, b: a / b if b > 0 else 0.0
+  precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
+  return dict(iou=ratio(tp, tp + fp + fn), precision=precision, recall=recall,
+              f1=ratio(2 * precision * recall, precision + recall),
+              pixels=dict(crop_as_crop=tp, crop_as_background=fn, background_as_crop=fp,
+                          background_as_background=int(cm[background, background])))
+
+
+def parcel_class(votes, background: int | None = None) -> np.ndarray:
+  """int [G]: the class of each of G parcels from its pixel votes int [G, K]: the
+  majority (ties: the lowest id), the background left out while any crop class
+  has a vote. A parcel is declared farmland, so its class is a crop; it is the
+  background only when no pixel of it is predicted a crop class."""
+  votes = np.asarray(votes)
+  if background is None or not len(votes):
+    return votes.argmax(1)
+  crops = votes.copy()
+  crops[:, background] = -1
+  return np.where(votes[:, background] < votes.sum(1), crops.argmax(1), votes.argmax(1))
 
 
 def per_class_table(summary: dict, only_present: bool = True) -> str:

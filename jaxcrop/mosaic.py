@@ -5,8 +5,9 @@
 
 Writes NATIONAL/utm<NN>/{classes,confidence}.vrt (one VRT per UTM zone over the
 zone COGs), NATIONAL/france_{classes,confidence}.tif (Lambert-93 COGs with
-overviews) and NATIONAL/parcels/departement=<code>/part-0.parquet (GeoParquet of
-every parcel once; NATIONAL/parcels.gpkg with --gpkg). Zone overlaps: the zone
+overviews), NATIONAL/areas.csv (hectares of each crop class per département,
+the background excluded) and NATIONAL/parcels/departement=<code>/part-0.parquet
+(GeoParquet of every parcel once; NATIONAL/parcels.gpkg with --gpkg). Zone overlaps: the zone
 whose centre is nearest wins (`jaxcrop.maps.national`, docs/predict.md).
 """
 from __future__ import annotations
@@ -24,7 +25,8 @@ def main(argv=None) -> int:
   ap.add_argument("--out", required=True, help="folder of the national product")
   ap.add_argument("--departements", default=None,
                   help="polygon layer of the départements (e.g. IGN ADMIN EXPRESS "
-                       "DEPARTEMENT.shp) to partition the parcels by; else `unknown`")
+                       "DEPARTEMENT.shp) to partition the parcels and the class areas "
+                       "(areas.csv) by; else `unknown`")
   ap.add_argument("--departement-field", default="INSEE_DEP",
                   help="the département code field of --departements (default: %(default)s)")
   ap.add_argument("--gpkg", action="store_true", help="also write parcels.gpkg")
@@ -58,6 +60,11 @@ def _write(maps, out: pathlib.Path, args) -> None:
     p = national.national_cog(maps, product, out / f"france_{product}.tif",
                               block=args.block or national.BLOCK_PX, progress=not args.quiet)
     print(f"wrote {p}")
+  rows = national.class_areas(out / "france_classes.tif", departements=args.departements,
+                              field=args.departement_field,
+                              block=args.block or national.BLOCK_PX)
+  print(f"wrote {national.write_areas(rows, out / 'areas.csv')} (crop classes per "
+        f"département, background excluded)")
   if not args.no_parcels:
     gdf = national.national_parcels(maps, departements=args.departements,
                                     field=args.departement_field)

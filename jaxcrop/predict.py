@@ -178,6 +178,11 @@ def _print_score(zone, pred, class_names) -> None:
   if s:
     print(f"{zone.zone_id}: pixel accuracy {s['overall_accuracy']:.3f}, macro-F1 "
           f"{s['macro_f1']:.3f} over {s['num_pixels']} labelled pixels")
+    area = s["agricultural_area"]
+    if area:
+      print(f"{zone.zone_id}: agricultural area IoU {area['iou']:.3f}, precision "
+            f"{area['precision']:.3f}, recall {area['recall']:.3f} (macro-F1 above: the crop "
+            f"classes, {s['background']['name']} excluded)")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ best-keeping compares:
   scores: `metrics.summarize` of the tier-3 confusion (macro-F1, OA, mIoU,
           per class, …) plus `tier2_macro_f1` and `tier1_macro_f1`, the
           macro-F1 of that confusion mapped up the class tree (no second pass
-          over the data);
+          over the data); every macro-F1 is the crop classes' (a background
+          class, nomenclature v3 on, left out: so the best checkpoint is chosen
+          on the crops, as before v3);
   cm:     int64 [K, K], rows truth, columns prediction (K tier-3 classes).
 
 Like big_vision's evaluators: the loop says when, the evaluator says how.
@@ -38,17 +40,23 @@ def evaluate_split(eval_step, variables, batches, mesh, num_classes: int,
   return np.asarray(jax.device_get(cm), np.int64)
 
 
-def tier_macro_f1(cm, tree: hierarchy.Tree, tier: int) -> float:
-  """Macro-F1 at tier 1, 2 or 3 of a tier-3 confusion [K3, K3]."""
-  return metrics.summarize(hierarchy.tier_confusion(
-      cm, tree.parents(tier), tree.sizes[tier - 1]))["macro_f1"]
+def tier_macro_f1(cm, tree: hierarchy.Tree, tier: int, background: int | None = None) -> float:
+  """Macro-F1 at tier 1, 2 or 3 of a tier-3 confusion [K3, K3]; `background` (the
+  tier-3 id of the background class, None when there is none) is left out at every
+  tier, where its group and family are its own."""
+  parents = tree.parents(tier)
+  return metrics.summarize(
+      hierarchy.tier_confusion(cm, parents, tree.sizes[tier - 1]),
+      background=None if background is None else int(parents[background]))["macro_f1"]
 
 
 def scores(cm, class_names, tree: hierarchy.Tree) -> dict:
-  """`metrics.summarize(cm, class_names)` + tier2_macro_f1 and tier1_macro_f1."""
+  """`metrics.summarize(cm, class_names)` + tier2_macro_f1 and tier1_macro_f1 (the
+  crop classes', as macro_f1: the background, found by name, left out)."""
   out = metrics.summarize(cm, list(class_names))
+  background = metrics.background_id(class_names)
   for tier in (2, 1):
-    out[f"tier{tier}_macro_f1"] = tier_macro_f1(cm, tree, tier)
+    out[f"tier{tier}_macro_f1"] = tier_macro_f1(cm, tree, tier, background)
   return out
 
 

@@ -374,7 +374,49 @@ def test_parcels_once_partitioned_by_departement(maps, tmp_path, capsys):
   assert (got["dep"] == np.where(x < 560_000, "departement=28", "departement=45")).all()
   assert len(gpd.read_file(out / "parcels.gpkg")) == len(got)
   assert {p.name for p in out.iterdir()} >= {"utm31", "france_classes.tif",
-                                              "france_confidence.tif", "parcels"}
+                                              "france_confidence.tif", "parcels", "areas.csv"}
+  # areas.csv: every classified pixel of the national COG once, in its département
+  import rasterio
+  areas = pd.read_csv(out / "areas.csv", dtype={"departement": str})
+  with rasterio.open(out / "france_classes.tif") as src:
+    france = src.read(1)
+  assert areas["pixels"].sum() == (france != 255).sum()
+  assert set(areas["departement"]) <= {"28", "45", "unknown"}
+  np.testing.assert_allclose(areas["area_ha"], areas["pixels"] / 100, atol=0.005)
+
+
+def test_areas_per_departement_leave_the_background_out(tmp_path):
+  """A hand-made national classes COG of nomenclature v3 (classes 0, 5, 23 =
+  non_agricultural, nodata), split between two départements at x = 40 m."""
+  import affine
+  import geopandas as gpd
+  import rasterio
+  from cropcontracts import nomenclature
+  from jaxcrop.maps import national
+  from jaxcrop.maps.geotiff import class_tags
+  v3 = nomenclature.load("v3")
+  band = np.array([[0, 0, 23, 23, 5, 5],
+                   [0, 23, 23, 255, 5, 0]], np.uint8)
+  with rasterio.open(tmp_path / "fr.tif", "w", driver="GTiff", width=6, height=2, count=1,
+                     dtype="uint8", crs="EPSG:2154", nodata=255,
+                     transform=affine.Affine(10, 0, 0, 0, -10, 20)) as dst:
+    dst.write(band, 1)
+    dst.update_tags(**class_tags(v3))
+  deps = gpd.GeoDataFrame({"INSEE_DEP": ["28", "45"]}, geometry=[
+      shapely.box(0, 0, 40, 20), shapely.box(40, 0, 100, 20)], crs=2154)
+  deps.to_file(tmp_path / "dep.gpkg")
+  rows = national.class_areas(tmp_path / "fr.tif", departements=tmp_path / "dep.gpkg",
+                              block=4)              # blocks of 4 px: two columns of blocks
+  assert [(r["departement"], r["class_name"], r["pixels"]) for r in rows] == [
+      ("28", "winter_wheat", 3), ("45", "winter_wheat", 1), ("45", "maize", 3)]
+  assert rows[0]["area_ha"] == pytest.approx(0.03)
+  alone = national.class_areas(tmp_path / "fr.tif")            # no layer: all `unknown`
+  assert [(r["departement"], r["class_id"], r["pixels"]) for r in alone] == [
+      ("unknown", 0, 4), ("unknown", 5, 3)]
+  national.write_areas(alone, tmp_path / "areas.csv")
+  assert (tmp_path / "areas.csv").read_text() == (
+      "departement,class_id,class_name,pixels,area_ha\n"
+      "unknown,0,winter_wheat,4,0.04\nunknown,5,maize,3,0.03\n")
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -349,3 +349,171 @@ def _cv_out(stopped: bool) -> dict:
     ("results_none.md", lambda: cv.markdown({**_cv_out(stopped=True), "best": None}))])
 def test_markdown_outputs_are_byte_identical(name, text):
   assert text() == (GOLDEN / name).read_text(encoding="utf-8")
+
+
+# --- a background class (nomenclature v3: non_agricultural), by hand ---------
+# 0 wheat, 1 maize → cereal → crops; 2 vines → vines → permanent; 3 non_agricultural,
+# its own group and family (as in classes_v3.csv).
+BG_TREE = dict(tier2_of=[0, 0, 1, 2], tier1_of=[0, 0, 1, 2])
+BG_NAMES = {3: ["wheat", "maize", "vines", "non_agricultural"],
+            2: ["cereal", "vines", "non_agricultural"],
+            1: ["crops", "permanent", "non_agricultural"]}
+
+
+def _background_pixels() -> dict:
+  """11 pixels, 2 zones (one per region), the background outside the parcels.
+  Zone 0 parcel 1: wheat, votes wheat 1, background 2; parcel 2: maize, votes
+  maize 1, wheat 1. Zone 1 parcel 1: vines, votes vines 1, background 1; parcel 2:
+  vines, voted background only."""
+  return {"label": np.array([0, 0, 0, 1, 1, 3, 3, 3, 2, 2, 2], np.uint8),
+          "model": np.array([0, 3, 3, 1, 0, 3, 2, 3, 2, 3, 3], np.uint8),
+          "parcel": np.array([1, 1, 1, 2, 2, 0, 0, 0, 1, 1, 2], np.uint32),
+          "zone": np.array([0] * 6 + [1] * 5, np.int32),
+          "region": np.array([0] * 6 + [1] * 5, np.int32),
+          "zones": ["n_0", "s_0"], "regions": ["north", "south"]}
+
+
+def test_scores_with_a_background_by_hand():
+  from jaxcrop import hierarchy
+  out = evaluate.compute(_background_pixels(), ["model"], BG_NAMES[3],
+                         hierarchy.Tree.from_parents(**BG_TREE), BG_NAMES)
+  assert out["confusion_matrix"]["pixel_model"] == [[1, 0, 0, 2], [1, 1, 0, 0], [0, 0, 1, 2],
+                                                   [0, 0, 1, 2]]
+  pixel = out["pixel"]["model"]
+  assert pixel["macro_f1"] == pytest.approx((0.4 + 2 / 3 + 0.4) / 3)   # crops only
+  assert pixel["miou_all"] == pytest.approx((1 / 4 + 1 / 2 + 1 / 4 + 2 / 7) / 4)
+  assert pixel["background"]["f1"] == pytest.approx(4 / 9)
+  area = out["agricultural_area"]
+  assert area["background_class"] == "non_agricultural"
+  assert area["pixel"]["model"]["iou"] == pytest.approx(4 / 9)
+  assert area["pixel"]["model"]["precision"] == pytest.approx(4 / 5)
+  assert area["pixel"]["model"]["recall"] == pytest.approx(1 / 2)
+  # north: 3 crop → crop, 2 crop → background, no background → crop; south: 1, 2, 1.
+  north, south = (area["per_region"][r]["model"] for r in ("north", "south"))
+  assert (north["iou"], north["precision"], north["recall"]) == (
+      pytest.approx(3 / 5), 1.0, pytest.approx(3 / 5))
+  assert (south["iou"], south["precision"], south["recall"]) == (
+      pytest.approx(1 / 4), pytest.approx(1 / 2), pytest.approx(1 / 3))
+  # Parcels: a parcel's class is a crop while any pixel votes one: wheat (not the
+  # background majority), wheat (tie), vines, and background (no crop vote).
+  assert out["confusion_matrix"]["parcel_model"] == [[1, 0, 0, 0], [1, 0, 0, 0],
+                                                    [0, 0, 1, 1], [0, 0, 0, 0]]
+  # Tiers carry the background as its own group and family, left out of their macro-F1:
+  # tier 2 cereal [3, 0, 2], vines [0, 1, 2], background [0, 1, 2]: F1 0.75, 0.4.
+  t2 = out["tiers"]["tier2"]
+  assert t2["confusion_matrix"]["pixel_model"] == [[3, 0, 2], [0, 1, 2], [0, 1, 2]]
+  assert t2["pixel"]["model"]["macro_f1"] == pytest.approx((0.75 + 0.4) / 2)
+  assert t2["pixel"]["model"]["macro_classes"] == ["cereal", "vines"]
+  assert t2["agricultural_area"] == area == out["tiers"]["tier1"]["agricultural_area"]
+
+
+def test_metrics_files_and_summary_name_the_background_scores():
+  from jaxcrop import hierarchy
+  pixels = _background_pixels()
+  pixels["baseline"] = pixels["label"].copy()                 # a perfect predictor
+  result = {"split": "test", "checkpoint": "best", **evaluate.compute(
+      pixels, ["model", "baseline"], BG_NAMES[3], hierarchy.Tree.from_parents(**BG_TREE),
+      BG_NAMES)}
+  md = evaluate.markdown(result)
+  assert "| miou_all | 0.3214 | 1.0000 |" in md and "| background F1 | 0.4444 | 1.0000 |" in md
+  assert ("## Agricultural area (any crop class vs non_agricultural, pixels)\n\n"
+          "| region | model IoU | model precision | model recall | baseline IoU | baseline "
+          "precision | baseline recall |\n|---|---|---|---|---|---|---|\n"
+          "| all | 0.4444 | 0.8000 | 0.5000 | 1.0000 | 1.0000 | 1.0000 |\n"
+          "| north | 0.6000 | 1.0000 | 0.6000 | 1.0000 | 1.0000 | 1.0000 |\n"
+          "| south | 0.2500 | 0.5000 | 0.3333 | 1.0000 | 1.0000 | 1.0000 |") in md
+  assert ("Macro averages and mIoU of model run over the 3 crop classes (non_agricultural "
+          "excluded) present in the truth or in the prediction of the test split: wheat, "
+          "maize, vines.") in md
+  assert md.count("miou_all: every class present, non_agricultural included") == 2
+  lines = evaluate.compact_table(result).splitlines()
+  assert lines[2] == f"{'pixel macro_f1':24s}{22 / 45:12.4f}{1:12.4f}"    # kept, crops only
+  assert f"{'agri-area iou':24s}{4 / 9:12.4f}{1:12.4f}" in lines
+  assert f"{'agri-area precision':24s}{0.8:12.4f}{1:12.4f}" in lines
+  assert f"{'agri-area recall':24s}{0.5:12.4f}{1:12.4f}" in lines
+  assert lines[-1] == ("macro_f1, miou: crop classes (non_agricultural excluded); miou_all: "
+                       "all classes; agri-area: any crop class vs non_agricultural")
+  # The cross-validation's per-fold scores carry the agricultural area too.
+  scores = cv.eval_scores(result)
+  assert scores["agricultural_area/pixel/model/iou"] == pytest.approx(4 / 9)
+  assert len(scores) == 3 * 2 * 2 * 2 + 2 * 3
+
+
+def test_without_a_background_the_new_sections_are_null():
+  result = _eval_result()                           # the 3-class fake tree of TRAIN_META
+  assert result["agricultural_area"] is None
+  assert result["tiers"]["tier2"]["agricultural_area"] is None
+  pixel = result["pixel"]["model"]
+  assert pixel["background"] is None and pixel["miou_all"] == pixel["miou"]
+  assert "agri-area" not in evaluate.compact_table(result)
+
+
+def test_cv_fold_scores_leave_the_background_out_and_score_the_agricultural_area():
+  from jaxcrop import hierarchy, metrics, validation
+  tree = hierarchy.Tree.from_parents(**BG_TREE)
+  cm = np.array([[1, 0, 0, 2], [1, 1, 0, 0], [0, 0, 1, 2], [0, 0, 1, 2]])
+  s = cv.fold_scores(cm, tree, rare=[1, 2], class_names=BG_NAMES[3])
+  assert s["tier3_macro_f1"] == pytest.approx(22 / 45)
+  assert s["tier2_macro_f1"] == pytest.approx((0.75 + 0.4) / 2)
+  assert s["rare2_f1"] == pytest.approx((2 / 3 + 0.4) / 2)
+  assert s["agricultural_iou"] == pytest.approx(4 / 9) and s["background_f1"] == \
+      pytest.approx(4 / 9)
+  assert s["agricultural_precision"] == pytest.approx(0.8) and s["miou_all"] == \
+      pytest.approx(9 / 28)
+  assert validation.scores(cm, BG_NAMES[3], tree)["tier1_macro_f1"] == \
+      pytest.approx((0.75 + 0.4) / 2)
+  # without names, every class is averaged (the old behaviour), no background keys
+  old = cv.fold_scores(cm, tree, rare=[1, 2])
+  assert old["tier3_macro_f1"] == pytest.approx((0.4 + 2 / 3 + 0.4 + 4 / 9) / 4)
+  assert "agricultural_iou" not in old
+  # the background is never one of the rare classes, however few its pixels
+  assert cv.rarest_classes([50, 9, 7, 1], 2, background=3) == [2, 1]
+  # results.json's rule says so when the runs' classes hold a background
+  assert cv._macro_rule([(0, 0, None), (0, 1, (cm, [], tree, BG_NAMES[3]))]) == \
+      metrics.CROP_MACRO_RULE
+  assert cv._macro_rule([(0, 0, (cm, [], tree, BG_NAMES[2][:2] + ["x", "y"]))]) == \
+      metrics.MACRO_RULE
+
+
+class BackgroundData(FakeData):
+  """FakeData of a v3-like tree: wheat, vines, non_agricultural; the fake batches'
+  second class (band mean 1) is the background, vines never occur."""
+
+  def load_meta(self, cfg_data):
+    from tests.fixtures import TRAIN_CLASSES, TRAIN_META, make_meta
+    return make_meta(**{**TRAIN_META, "version": "v3", "class_pixel_counts": [400, 0, 100],
+                        "classes": (TRAIN_CLASSES[0], TRAIN_CLASSES[2], (
+                            "non_agricultural", "non_agricultural", "non_agricultural",
+                            "#c8c8c8"))})
+
+  @staticmethod
+  def _background(batches):
+    for b in batches:
+      yield {**b, "label": np.where(b["label"] == 1, 2, b["label"])}
+
+  def train_iterator(self, cfg_data, **kw):
+    return self._background(super().train_iterator(cfg_data, **kw))
+
+  def eval_batches(self, cfg_data, split, meta=None):
+    return self._background(super().eval_batches(cfg_data, split, meta))
+
+
+def test_a_model_with_a_background_trains_evaluates_and_prints_its_area_scores(tmp_path):
+  """The real train → evaluate path (model and baseline) on a background class:
+  the best checkpoint is chosen on the crops' macro-F1; metrics.json, metrics.md
+  and the printed summary carry the agricultural area."""
+  train.train_and_evaluate(tiny_config(), tmp_path, data=BackgroundData())
+  best = json.loads((tmp_path / "val_best.json").read_text())
+  assert best["macro_classes"] == ["wheat"] and best["background"]["name"] == "non_agricultural"
+  result = evaluate.evaluate(tmp_path, data=BackgroundData())
+  saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+  area = saved["agricultural_area"]
+  assert set(area["pixel"]) == {"model", "baseline"} and set(area["per_region"]) == {
+      "north", "south"}
+  cm = np.array(saved["confusion_matrix"]["pixel_baseline"])
+  assert area["pixel"]["baseline"]["recall"] == pytest.approx(cm[:2, :2].sum() / cm[:2].sum())
+  assert area["pixel"]["baseline"]["iou"] > 0.9                 # separable fake classes
+  assert saved["pixel"]["model"]["macro_classes"] == ["wheat"]
+  assert "## Agricultural area" in (tmp_path / "eval" / "metrics.md").read_text()
+  table = evaluate.compact_table(result)
+  assert "agri-area precision" in table and "background f1" in table

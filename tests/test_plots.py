@@ -493,3 +493,33 @@ def test_all_figures_draw_every_tier_of_the_metrics(tmp_path):
   got = {p.name for p in (tmp_path / "fig").iterdir()}
   assert {f"{f}{t}.png" for f in ("f1_per_class", "confusion_pixel", "confusion_parcel")
           for t in ("", "_tier1", "_tier2")} <= got
+
+
+# --- nomenclature v3: the background (non_agricultural) in the figures
+
+V3 = nomenclature.load("v3")
+
+
+def test_background_in_the_map_legend_and_the_f1_figure(zone, tmp_path):
+  from jaxcrop import metrics
+  labels = zone.read_labels()
+  bg = V3.background_id
+  labels = np.where(labels == 255, bg, labels).astype(np.uint8)    # the land outside parcels
+  labels[:2] = 255                                                  # a margin: no label
+  classes = labels.copy()
+  classes[labels == 255] = bg
+  out = map_figures.plot_prediction(classes, labels, tmp_path / "p.png", nom=V3)
+  assert _has_color(_rgb(out), "#c8c8c8")                          # its neutral colour
+  names = [t for t, _ in _texts(map_figures.plot_prediction, classes, labels,
+                                tmp_path / "p.svg", nom=V3)]
+  assert {"non_agricultural", "no label (RPG)"} <= set(names)
+  cm = np.zeros((24, 24), int)
+  cm[0, 0], cm[0, bg], cm[5, 5], cm[bg, bg], cm[bg, 5] = 8, 2, 10, 30, 3
+  m = {"split": "test", "nomenclature_version": "v3",
+       "pixel": {"model": metrics.summarize(cm, list(V3.tier3))}}
+  assert _has_color(_rgb(scores.plot_per_class_f1(m, tmp_path / "f1.png")), "#c8c8c8")
+  texts = [t for t, _ in _texts(scores.plot_per_class_f1, m, tmp_path / "f1.svg")]
+  crop = (2 * 8 / 10 / (1 + 8 / 10) + 2 * 10 / 13 / (1 + 10 / 13)) / 2   # wheat, maize
+  assert f"model crop macro-F1 {crop:.2f} (non_agricultural excluded)" in texts
+  assert not any("crop macro-F1" in t for t, _ in _texts(
+      scores.plot_per_class_f1, _metrics(), tmp_path / "v1.svg"))       # no background: as before

@@ -578,3 +578,77 @@ def test_valid_count_model_predicts_through_the_cli_with_the_zone_counts(tmp_pat
       got[ok], np.rint(100 * np.asarray(jax.nn.softmax(direct, -1)).max(-1))[ok])
   without = np.asarray(run(x, np.zeros((1, zf.T, 512, 512), np.float32)))[0, :zf.H, :zf.W]
   assert not np.allclose(without, direct)          # the counts reach the model
+
+
+# --- a model of nomenclature v3: the background (non_agricultural) on the zone grid
+
+V3 = nomenclature.load("v3")
+
+
+def _background_model():
+  """A per-pixel stand-in of nomenclature v3 (24 classes): logit 4·x (first month,
+  first band, normalized) for the background, 1 for maize, 0 for the rest: the
+  background where that band is bright, maize elsewhere."""
+  import jax.numpy as jnp
+  bg = V3.background_id
+
+  def apply_fn(variables, x):
+    logits = jnp.zeros(x.shape[:1] + x.shape[2:4] + (V3.num_classes,), jnp.float32)
+    return logits.at[..., bg].set(4 * x[:, 0, :, :, 0]).at[..., V3.class_id("maize")].set(1.0)
+  meta = pt.make_meta(version="v3", classes=list(zip(V3.tier3, V3.tier2, V3.tier1, V3.colors)))
+  return apply_fn, meta
+
+
+def test_background_map_on_the_zone_grid_with_its_colour_legend_and_confidence(zone, tmp_path):
+  import xml.etree.ElementTree as ET
+  apply_fn, meta = _background_model()
+  settings = tiling.MapSettings(tile=16, overlap=4, tiers=True)
+  pred = tiling.ZoneMapper(apply_fn, {}, meta, settings)(tiling.read_imagery(zone, settings))
+  # the map is the model run on the whole zone; confidence is the background's
+  # probability where it wins
+  a = 4 * normalize(zone.read_image(), meta.mean, meta.std)[0, :, :, 0]
+  p_bg = np.exp(a) / (np.exp(a) + np.e + 22)
+  p_maize = np.e / (np.exp(a) + np.e + 22)
+  ok = (pred.classes != 255) & (np.abs(a - 1) > 1e-3)
+  want = np.where(a > 1, V3.background_id, V3.class_id("maize"))
+  np.testing.assert_array_equal(pred.classes[ok], want[ok])
+  assert 0 < (pred.classes == V3.background_id).mean() < 1
+  conf = np.rint(100 * np.maximum(p_bg, p_maize))
+  assert np.abs(pred.confidence[ok].astype(int) - conf[ok]).max() <= 1
+  folder = geotiff.write_outputs(zone, pred, V3, tmp_path)
+  with rasterio.open(folder / "classes.tif") as src:
+    assert src.transform == zone.zone.transform and src.crs == zone.zone.crs
+    np.testing.assert_array_equal(src.read(1), pred.classes)
+    assert src.colormap(1)[23] == (200, 200, 200, 255)               # #c8c8c8, neutral
+    assert src.tags()["CLASS_23"] == "non_agricultural" and src.tags()["NOMENCLATURE"] == "v3"
+  entries = ET.parse(folder / "classes.qml").getroot().findall(
+      "pipe/rasterrenderer/colorPalette/paletteEntry")
+  assert (entries[23].get("value"), entries[23].get("label"), entries[23].get("color")) == \
+      ("23", "non_agricultural", "#c8c8c8")
+  for tier in (1, 2):                       # the background is its own group and family
+    got, tags, cmap = _read(folder / f"classes_tier{tier}.tif")
+    last = len(json.loads(tags["CLASS_NAMES"])) - 1
+    assert json.loads(tags["CLASS_NAMES"])[last] == "non_agricultural"
+    assert cmap[last] == (200, 200, 200, 255)
+    np.testing.assert_array_equal(got == last, pred.classes == V3.background_id)
+
+
+def test_a_parcel_is_the_background_only_without_a_crop_vote(zone, tmp_path):
+  import geopandas as gpd
+  parcels = zone.read_parcels()
+  classes = np.full(parcels.shape, V3.class_id("maize"), np.uint8)
+  classes[parcels == 1] = V3.background_id                 # no crop vote
+  classes[parcels == 2] = V3.background_id
+  first = np.argwhere(parcels == 2)[0]
+  classes[tuple(first)] = V3.class_id("rapeseed")          # one crop vote among 99
+  pred = tiling.Prediction(classes, np.full(classes.shape, 80, np.uint8))
+  gdf = gpd.read_file(geotiff.write_outputs(zone, pred, V3, tmp_path) / "parcels.gpkg")
+  one, two, three = (gdf[gdf.parcel_index == i].iloc[0] for i in (1, 2, 3))
+  assert (one.pred_class, one.pred_name, one.pred_share) == (23, "non_agricultural", 1.0)
+  n = int((parcels == 2).sum())
+  assert (two.pred_class, two.pred_name) == (V3.class_id("rapeseed"), "rapeseed")
+  assert two.pred_share == pytest.approx(1 / n)             # the winner's share of all pixels
+  assert (three.pred_class, three.pred_share) == (V3.class_id("maize"), 1.0)
+  v = maps_parcels.parcel_votes(np.array([[1, 1, 2]], np.uint32), np.array([[4, 4, 4]], np.uint8),
+                                np.zeros((1, 3), np.uint8), 5, background=4)
+  assert v["pred_class"].tolist() == [4, 4]

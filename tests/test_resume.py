@@ -407,12 +407,12 @@ MOSAIC_CODE = "import sys\nfrom jaxcrop import mosaic\nsys.exit(mosaic.main(sys.
 
 
 @pytest.mark.parametrize("name, folder", [
-    ("classes.vrt", "utm31"), ("france_classes.tif", "."),
+    ("classes.vrt", "utm31"), ("france_classes.tif", "."), ("areas.csv", "."),
     ("part-0.parquet", "parcels/departement=unknown")])
 def test_mosaic_killed_mid_write_then_rerun_leaves_no_temporary(name, folder, tmp_path):
   """`jaxcrop.mosaic` SIGKILLed inside a write of the national product (a UTM VRT,
-  a national COG with its scratch mosaic, a parcels partition), rerun: the killed
-  run's temporaries are gone from every folder of the product."""
+  a national COG with its scratch mosaic, the class areas, a parcels partition),
+  rerun: the killed run's temporaries are gone from every folder of the product."""
   from cropcontracts import nomenclature
   from jaxcrop import mosaic
   from jaxcrop.maps import geotiff, tiling
@@ -431,4 +431,4 @@ def test_mosaic_killed_mid_write_then_rerun_leaves_no_temporary(name, folder, tm
   assert mosaic.main(args) == 0      # the rerun
   assert temporaries(out) == []
   assert sorted(p.name for p in out.iterdir()) == [
-      ".lock", "france_classes.tif", "france_confidence.tif", "parcels", "utm31"]
+      ".lock", "areas.csv", "france_classes.tif", "france_confidence.tif", "parcels", "utm31"]

@@ -69,13 +69,19 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], out, *,
   return save(fig, out)
 
 
-def per_class_rows(metrics: dict, level: str = "pixel", which: str = "model") -> list[dict]:
-  """Per-class rows of an evaluation: `metrics[level][which]["per_class"]`, or a
-  `summarize()` dict directly. Each row gets `name` (from `name` or `class`)."""
+def level_summary(metrics: dict, level: str = "pixel", which: str = "model") -> dict:
+  """`metrics[level][which]` of an evaluation, or a `summarize()` dict itself."""
   m = metrics
   for key in (level, which):
     if isinstance(m, dict) and key in m and "per_class" not in m:
       m = m[key]
+  return m
+
+
+def per_class_rows(metrics: dict, level: str = "pixel", which: str = "model") -> list[dict]:
+  """Per-class rows of an evaluation: `metrics[level][which]["per_class"]`, or a
+  `summarize()` dict directly. Each row gets `name` (from `name` or `class`)."""
+  m = level_summary(metrics, level, which)
   if "per_class" not in m:
     raise UserError("metrics file has no per_class table (expected "
                     "{'pixel': {'model': {'per_class': [...]}}}); rerun jaxcrop.evaluate")
@@ -154,7 +160,9 @@ def plot_per_class_f1(metrics: dict, out, *, nom=None, level: str = "pixel",
                       title: str = "") -> pathlib.Path:
   """Per-class F1 of the model (bars in class colours, value above each) and of the
   baseline (black ticks), above the true pixel counts (log scale); classes sorted by
-  support: shows how scores follow the class imbalance. 12 x 8 in.
+  support: shows how scores follow the class imbalance. 12 x 8 in. With a background
+  class (its bar in its neutral colour), a dashed line marks the model's crop
+  macro-F1 (the background excluded), named in the legend.
 
   nom: colours; default the nomenclature the metrics name (see metrics_nomenclature);
   a `tier_metrics` section takes its tier's colours (`hierarchy.tier_legend`).
@@ -181,6 +189,12 @@ def plot_per_class_f1(metrics: dict, out, *, nom=None, level: str = "pixel",
     a1.hlines(b, x - 0.42, x + 0.42, colors="black", linewidth=2.5, zorder=3)
     top = np.fmax(top, b)
     handles.append(mlines.Line2D([], [], color="black", linewidth=2.5, label="baseline"))
+  background = level_summary(metrics, level).get("background")
+  if background:       # the crops' macro-F1, the one comparable with runs before v3
+    macro = level_summary(metrics, level)["macro_f1"]
+    line = a1.axhline(macro, color="#555555", linestyle="--", linewidth=1, zorder=2,
+                      label=f"model crop macro-F1 {macro:.2f} ({background['name']} excluded)")
+    a1.add_artist(a1.legend(handles=[line], loc="best", fontsize=9, framealpha=0.9))
   for xi, t, v in zip(x, top, f1):
     a1.text(xi, t + 0.015, f"{v:.2f}", ha="center", va="bottom",
             fontsize=8 if len(rows) <= 30 else 6, rotation=0 if len(rows) <= 30 else 90)

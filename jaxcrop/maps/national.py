@@ -25,6 +25,12 @@ map.json). Outputs (`python -m jaxcrop.mosaic`):
       representative point. `departement` comes from a polygon layer (e.g. IGN
       ADMIN EXPRESS DEPARTEMENT, field INSEE_DEP) holding the representative
       point; without one it is `unknown`. `parcels.gpkg` on request (--gpkg).
+  areas.csv
+      the area of each crop class per département (`class_areas`) in
+      france_classes.tif: pixels by the département holding their centre
+      (`unknown` without a layer), 1 ha = 100 pixels of 10 m. The background
+      (`non_agricultural`, nomenclature v3 on) is not listed: the areas are
+      the crops'.
 
 Each file is written under a temporary name and renamed when whole, inside
 `claim(out)` (shared, on out/.lock), which first removes what killed runs left.
@@ -40,6 +46,7 @@ import numpy as np
 
 from cropcontracts import atomic
 from cropcontracts.errors import UserError
+from cropcontracts.nomenclature import BACKGROUND
 from cropcontracts.zone import Zone
 from jaxcrop.maps.geotiff import BLOCK, MAP_JSON
 from jaxcrop.maps.runner import is_complete
@@ -263,18 +270,81 @@ def national_parcels(maps, *, departements=None, field: str = "INSEE_DEP"):
   gdf = gdf.drop(columns="_d").sort_values(["zone_id", "parcel_index"]).reset_index(drop=True)
   gdf["departement"] = "unknown"
   if departements is not None:
-    deps = gpd.read_file(departements)
-    if field not in deps:
-      raise UserError(f"{departements}: no field {field!r} (fields: "
-                      f"{', '.join(c for c in deps.columns if c != 'geometry')}); pass "
-                      f"--departement-field")
-    deps = deps.to_crs(NATIONAL_CRS)
+    deps = read_departements(departements, field)
     pts = gpd.GeoDataFrame(geometry=shapely.point_on_surface(gdf.geometry.values),
                            crs=NATIONAL_CRS)
     joined = gpd.sjoin(pts, deps[[field, "geometry"]], how="left", predicate="within")
     joined = joined[~joined.index.duplicated()]
     gdf["departement"] = joined[field].fillna("unknown").astype(str).values
   return gdf
+
+
+def read_departements(path, field: str = "INSEE_DEP"):
+  """The départements layer `path` in Lambert-93 (GeoDataFrame); UserError when it
+  lacks `field`."""
+  import geopandas as gpd
+  deps = gpd.read_file(path)
+  if field not in deps:
+    raise UserError(f"{path}: no field {field!r} (fields: "
+                    f"{', '.join(c for c in deps.columns if c != 'geometry')}); pass "
+                    f"--departement-field")
+  return deps.to_crs(NATIONAL_CRS)
+
+
+def class_areas(classes_cog, *, departements=None, field: str = "INSEE_DEP",
+                block: int = BLOCK_PX) -> list[dict]:
+  """The area of each crop class per département in the national classes COG.
+
+  A pixel belongs to the département holding its centre (`unknown` outside every
+  polygon, and everywhere without a layer). Background pixels
+  (`nomenclature.BACKGROUND`, named in the COG's CLASS_NAMES) and nodata are not
+  counted: the areas are those of the crop classes. Read block by block.
+  Returns rows {departement, class_id, class_name, pixels, area_ha}, sorted by
+  département and class id, only classes with pixels.
+  """
+  import json
+  import affine
+  import rasterio
+  import rasterio.features
+  deps = read_departements(departements, field) if departements is not None else None
+  codes = ["unknown"] + ([] if deps is None else [str(c) for c in deps[field]])
+  with rasterio.open(classes_cog) as src:
+    names = json.loads(src.tags()["CLASS_NAMES"])
+    counts = np.zeros((len(codes), 256), np.int64)
+    for r in range(0, src.height, block):
+      for c in range(0, src.width, block):
+        win = rasterio.windows.Window(c, r, min(block, src.width - c), min(block, src.height - r))
+        data = src.read(1, window=win)
+        dep = np.zeros(data.shape, np.int64)
+        if deps is not None and len(deps):
+          dep = rasterio.features.rasterize(
+              zip(deps.geometry, range(1, len(codes))), out_shape=data.shape, fill=0,
+              transform=src.transform @ affine.Affine.translation(c, r),
+              dtype="int32").astype(np.int64)
+        counts += np.bincount((dep * 256 + data).ravel(),
+                              minlength=counts.size).reshape(counts.shape)
+    pixel_ha = abs(src.transform.a * src.transform.e) / 1e4
+  by_code: dict = {}
+  for d, code in enumerate(codes):   # a département of several polygons: summed
+    by_code[code] = by_code.get(code, 0) + counts[d]
+  return [dict(departement=code, class_id=k, class_name=names[k], pixels=int(n[k]),
+               area_ha=float(n[k] * pixel_ha))
+          for code, n in sorted(by_code.items()) for k in range(len(names))
+          if names[k] != BACKGROUND and n[k] > 0]
+
+
+def write_areas(rows: list[dict], path) -> pathlib.Path:
+  """areas.csv: the rows of `class_areas` (departement, class_id, class_name,
+  pixels, area_ha), written whole."""
+  import csv
+  import io
+  text = io.StringIO()
+  w = csv.DictWriter(text, ["departement", "class_id", "class_name", "pixels", "area_ha"],
+                     lineterminator="\n")
+  w.writeheader()
+  w.writerows({**r, "area_ha": f"{r['area_ha']:.2f}"} for r in rows)
+  atomic.write_text(path, text.getvalue())
+  return pathlib.Path(path)
 
 
 def write_parcels(gdf, out, *, gpkg: bool = False) -> list[pathlib.Path]:

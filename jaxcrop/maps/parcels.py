@@ -1,6 +1,13 @@
 """The parcel product: the majority predicted class of every parcel of a zone, with
 its RPG attributes and geometry (one row per row of the zone's parcels.csv).
 
+A parcel is declared farmland: with a background class (nomenclature v3 on) its
+class is the majority of its pixels predicted a crop class, the pixels predicted
+background left out of the vote; it is the background only when none of its
+pixels is predicted a crop (`jaxcrop.metrics.parcel_class`, the rule of the
+parcel-level scores too). `pred_share` stays the winner's share of all the
+parcel's valid pixels, so a parcel mostly predicted background shows a low share.
+
 Geometries come from the zone folder (parcels.gpkg, format jaxcrop-zone/2): predict
 never reads the RPG. A labelled jaxcrop-zone/1 folder (written before parcels.gpkg
 existed) is refused with the command that upgrades it (`python -m prep labels`).
@@ -12,11 +19,13 @@ import numpy as np
 from cropcontracts.zonefolder import ZoneFolder
 from cropcontracts.errors import UserError
 from jaxcrop.maps.tiling import NODATA, Prediction
+from jaxcrop.metrics import parcel_class
 
 
 def parcel_votes(parcels: np.ndarray, classes: np.ndarray, confidence: np.ndarray,
-                 num_classes: int, num_parcels: int = 0) -> dict:
-  """Majority predicted class per parcel, vectorized with bincount.
+                 num_classes: int, num_parcels: int = 0, background: int | None = None) -> dict:
+  """Majority predicted class per parcel, vectorized with bincount (the background,
+  id `background`, only for a parcel without a crop vote: see the module doc).
 
   Args:
     parcels: uint32 [H, W] 1-based parcel index, 0 = none.
@@ -37,9 +46,10 @@ def parcel_votes(parcels: np.ndarray, classes: np.ndarray, confidence: np.ndarra
   n = votes.sum(1)
   conf = np.bincount(p, weights=confidence[ok].astype(np.float64), minlength=P + 1)[1:]
   has = n > 0
+  voted = parcel_class(votes, background)
   with np.errstate(invalid="ignore", divide="ignore"):
-    return dict(pred_class=np.where(has, votes.argmax(1), NODATA).astype(np.uint8),
-                pred_share=np.where(has, votes.max(1) / n, np.nan),
+    return dict(pred_class=np.where(has, voted, NODATA).astype(np.uint8),
+                pred_share=np.where(has, votes[np.arange(P), voted] / n, np.nan),
                 mean_confidence=np.where(has, conf / n, np.nan),
                 n_pred_pixels=n.astype(np.int64))
 
@@ -71,7 +81,7 @@ def parcel_product(zone: ZoneFolder, pred: Prediction, nomenclature):
   table = zone.parcel_table()
   idx = table["parcel_index"].to_numpy() - 1
   votes = parcel_votes(parcels, pred.classes, pred.confidence, nomenclature.num_classes,
-                       int(idx.max()) + 1 if len(idx) else 0)
+                       int(idx.max()) + 1 if len(idx) else 0, nomenclature.background_id)
   for k, v in votes.items():
     table[k] = v[idx]
   names = np.array(list(nomenclature.tier3) + [""] * (256 - nomenclature.num_classes))

@@ -302,7 +302,8 @@ def _progress(total: int, name: str, enabled: bool):
 
 
 def score(zone: ZoneFolder, pred: Prediction, class_names) -> dict | None:
-  """Pixel scores of the map against the zone's labels (None without labels)."""
+  """Pixel scores of the map against the zone's labels (None without labels):
+  `metrics.summarize` + `agricultural_area` (None without a background class)."""
   if not zone.has_labels:
     return None
   from jaxcrop import metrics
@@ -310,4 +311,5 @@ def score(zone: ZoneFolder, pred: Prediction, class_names) -> dict | None:
   ok = pred.classes != NODATA
   cm = metrics.confusion_matrix_np(np.where(ok, labels, NODATA), pred.classes,
                                    len(class_names))
-  return metrics.summarize(cm, list(class_names))
+  return {**metrics.summarize(cm, list(class_names)),
+          "agricultural_area": metrics.agricultural_area(cm, metrics.background_id(class_names))}
