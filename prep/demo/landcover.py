@@ -149,7 +149,7 @@ def _draw_zone(rng, spec: DemoSpec, zone, small: bool) -> _ZoneDraw:
   box = shapely.box(*zone.bounds).buffer(spec.gap * 5.0 - 1, join_style="mitre")
   vc, vr = at(0.25, 0.75), side * math.sqrt(rng.uniform(0.05, 0.08) / math.pi)
   village = shapely.intersection(_blob(vc, vr, _shape(rng, 0.25, 1.4)), box)
-  streets = (vc, rng.uniform(0, math.pi / 2), rng.uniform(50, 80))
+  streets = (vc, rng.uniform(0, math.pi / 2), rng.uniform(90, 160))
 
   def away(radius, clearance):
     for _ in range(40):
@@ -186,7 +186,7 @@ def _fit_scale(draw: _ZoneDraw, zone, crop) -> float:
   if share(0.0) >= draw.target:
     return 0.0
   lo, hi = 0.0, 4.0
-  for _ in range(14):
+  for _ in range(10):                 # the scale to 0.4 %: the share to ~0.1 %
     mid = (lo + hi) / 2
     lo, hi = (mid, hi) if share(mid) < draw.target else (lo, mid)
   return hi
@@ -320,6 +320,7 @@ def _write_paletted(path, arr: np.ndarray, colours: dict, driver: str, transform
                     epsg: int | None = None) -> None:
   """Writes uint8 [H, W] with a colour table: a GeoTIFF (georeferenced, tiled deflate,
   nodata 0) or a PNG (a picture only)."""
+  import warnings
   import rasterio
   from cropcontracts import atomic
   h, w = arr.shape
@@ -327,7 +328,8 @@ def _write_paletted(path, arr: np.ndarray, colours: dict, driver: str, transform
   if driver == "GTiff":
     prof.update(crs=f"EPSG:{epsg}", transform=transform, nodata=0, tiled=True,
                 blockxsize=256, blockysize=256, compress="deflate")
-  with atomic.atomic_path(path) as tmp:
+  with atomic.atomic_path(path) as tmp, warnings.catch_warnings():
+    warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)   # the PNG
     with rasterio.open(tmp, "w", **prof) as dst:
       dst.write(arr, 1)
       dst.write_colormap(1, {k: (*c, 255) for k, c in colours.items()})
