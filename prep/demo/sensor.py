@@ -81,6 +81,8 @@ class Ground:
   land: np.ndarray       # int64 [L] flat indices of the land pixels
   static: np.ndarray     # float32 [4, L] their static reflectance (villages, water; woods 0)
   static_green: np.ndarray  # float32 [L] their static green cover (village gardens)
+  water20: np.ndarray    # bool [H/2, W/2]: SCL pixels at least half water (SCL 6)
+  bright_soil20: np.ndarray  # bool [H/2, W/2]: SCL pixels of soil brightness > 1.2
 
   @property
   def water(self) -> np.ndarray:
@@ -125,7 +127,8 @@ def make_ground(spec: DemoSpec, parcels: Parcels, seed: int) -> Ground:
   land = np.flatnonzero(shaped > 0)
   static, static_green = _static_land(rng, spec, parcels.land, kind, land)
   return Ground(pid, kind, gain.astype(np.float32), soil.astype(np.float32), nir,
-                cover_table(parcels), land, static, static_green)
+                cover_table(parcels), land, static, static_green,
+                _down((kind == lc.WATER).astype(np.float32)) > 0.5, _down(soil) > 1.2)
 
 
 def _static_land(rng, spec, land, kind, idx) -> tuple[np.ndarray, np.ndarray]:
@@ -272,10 +275,10 @@ def observe(ground: Ground, date: datetime.date, rng: np.random.Generator,
 
   g20 = _down(green)
   scl = np.where(g20 > 0.3, 4, 5).astype(np.uint8)
-  scl[_down(ground.water.astype(np.float32)) > 0.5] = 6
+  scl[ground.water20] = 6
   scl[shadow > 0.3] = 3
   scl[(rng.random((h2, w2)) < 0.002)] = 8                        # false alarms
-  bright_soil = (g20 < 0.08) & (_down(ground.soil) > 1.2) & (date.month in (7, 8, 9))
+  bright_soil = (g20 < 0.08) & ground.bright_soil20 & (date.month in (7, 8, 9))
   scl[bright_soil & (rng.random((h2, w2)) < 0.15)] = 8
   scl[cirrus > 0.08] = 10
   scl[(alpha > 0.2) & (alpha <= 0.35)] = 7                      # unclassified edges
