@@ -327,7 +327,10 @@ def _demo_parser(sub) -> None:
           Write a synthetic demo region near Chartres in the real input formats
           (RPG 2023-like GeoPackage, Sentinel-2 L2A-like products of baseline
           05.09 with the BOA offset: SAFE and STAC/COG, each acquisition on two
-          overlapping UTM-31 tiles and a UTM-30 tile; zones table) under OUT/raw, then run the composite and labels routes into
+          overlapping UTM-31 tiles and a UTM-30 tile; a land-cover raster in ESA
+          WorldCover classes; zones table) under OUT/raw: fields, undeclared
+          farmland, woods, villages, water and margins (28-35 % of each zone
+          not farmland). Then run the composite and labels routes into
           OUT/zones/<zone_id>/ (2 regions x 5 zones of 256 x 256 pixels; --small:
           2 x 2 zones of 48 x 48). A rerun skips what is complete. Synthetic
           data: not a result.""", """
@@ -502,7 +505,8 @@ def run_demo(args) -> None:
                         small=args.small)
   n = sum(1 for p in root.iterdir() if (p / "meta.json").is_file())
   print(f"demo zone folders: {root} ({n} zones)\n"
-        f"raw inputs:        {args.out / 'raw'} (rpg_demo.gpkg, scenes/, zones.csv)\n"
+        f"raw inputs:        {args.out / 'raw'} (rpg_demo.gpkg, landcover_demo.tif, scenes/, "
+        f"zones.csv)\n"
         f"synthetic data: the numbers it gives are not results")
 
 

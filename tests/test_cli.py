@@ -174,7 +174,7 @@ def test_unknown_rpg_code(raw, tmp_path, capsys):
   gdf.to_file(path, layer=RPG_LAYER)
   rc, _, err = _labels(raw, path, capsys, "--rpg-year", "2023")
   assert_error(rc, err, "codes.gpkg: 1 RPG CODE_CULTU value(s) not in nomenclature v3 for RPG "
-               "edition 2023: QQQ (1 parcel, 4.42 ha); add them to "
+               "edition 2023: QQQ (1 parcel, 3.90 ha); add them to "
                "cropcontracts/data/rpg_codes_v3.csv (tier3 `ignore` to skip them) and bump the "
                "version, or pass --unknown-codes ignore to leave them unlabelled")
 

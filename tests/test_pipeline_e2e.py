@@ -188,7 +188,7 @@ def test_evaluate_metrics_match_a_recomputed_confusion(evaluated, zones):
   for name in ("model", "baseline"):
     cm = np.array(saved["confusion_matrix"][f"pixel_{name}"])
     assert cm.shape == (K, K) and cm.sum() == sum(test_px.values())
-    s = metrics.summarize(cm)
+    s = metrics.summarize(cm, background=nomenclature.load().background_id)
     for k in evaluate.HEADLINE:
       assert 0.0 <= saved["pixel"][name][k] <= 1.0
       assert saved["pixel"][name][k] == pytest.approx(s[k])
@@ -290,11 +290,18 @@ def test_parcel_product_from_the_zone_folder_equals_the_rpg(zones, zones_root):
 # --- the hazards of real data the demo carries, at the boundary where they matter ----
 
 @pytest.fixture(scope="module")
-def truth():
-  """What the generator knows: each acquisition's offset-free DNs and SCL on the scene grid."""
+def ground():
+  """The generator's static rasters of the small demo (seed 0): kinds of land, parcels."""
   from prep.demo import parcels, region, sensor
   spec = region.SMALL
-  ground = sensor.make_ground(spec, parcels.make_parcels(spec, seed=0), seed=0)
+  return sensor.make_ground(spec, parcels.make_parcels(spec, seed=0), seed=0)
+
+
+@pytest.fixture(scope="module")
+def truth(ground):
+  """What the generator knows: each acquisition's offset-free DNs and SCL on the scene grid."""
+  from prep.demo import region, sensor
+  spec = region.SMALL
   front = sensor.december_front(spec, seed=0)
   obs = [sensor.observe(ground, d, np.random.default_rng([0, 100 + i]), front)[:2]
          for i, d in enumerate(spec.scene_dates)]
@@ -407,6 +414,31 @@ def test_neighbour_utm_tile_fills_only_what_the_zone_tiles_miss(zones, zones_roo
   from30 = valid & ~own_valid
   assert from30[only30].mean() > 0.3
   np.testing.assert_array_equal(bands[:, from30], reads[2][0][:, from30])
+
+
+def test_water_woods_and_village_reach_the_composites_as_drawn(zones, ground):
+  """SCL 6 is valid: water is observed as often as the fields, and stays dark in NIR;
+  deciduous woods lose their NIR in winter, evergreens keep it; villages stay the same."""
+  from scipy import ndimage
+  from prep.demo import landcover as lc, region
+  kinds = {k: [] for k in (lc.FIELD, lc.WATER, lc.DECIDUOUS, lc.EVERGREEN, lc.VILLAGE)}
+  count = {k: [] for k in (lc.FIELD, lc.WATER)}
+  for zf in zones.values():
+    kind = ground.kind[region.zone_window(region.SMALL, zf.zone)]
+    nir, vc = zf.read_image()[..., 3].astype(float), zf.read_valid_count()
+    for k in kinds:
+      inner = ndimage.binary_erosion(kind == k)        # off the half-pixel blur
+      kinds[k].append(nir[:, inner])
+      if k in count:
+        count[k].append(vc[:, inner].sum(0))
+  nir = {k: np.median(np.concatenate(v, 1), 1) for k, v in kinds.items()}   # [12] DN
+  field_count = np.concatenate(count[lc.FIELD]).mean()
+  assert np.concatenate(count[lc.WATER]).mean() > 0.8 * field_count > 0
+  assert nir[lc.WATER].max() < 400                      # 0.04 reflectance
+  jan, jul = 0, 6
+  assert nir[lc.DECIDUOUS][jul] > 1.5 * nir[lc.DECIDUOUS][jan]
+  assert 0.85 < nir[lc.EVERGREEN][jul] / nir[lc.EVERGREEN][jan] < 1.15
+  assert nir[lc.VILLAGE].max() < 1.15 * nir[lc.VILLAGE].min()
 
 
 def test_2023_codes_map_to_their_v2_classes(zones):

@@ -11,15 +11,20 @@ Beauce near Chartres (UTM 31N, EPSG:32631):
                         20 m) as tiled deflate GeoTIFFs, and `<item>.json`, a
                         minimal STAC item; one scene every ~5 days of 2023.
   raw/zones.csv         the demo zones (two regions x five zones).
+  raw/landcover_demo.tif  the land cover in ESA WorldCover classes (10 m, the
+                        scene grid): what `prep labels --landcover` reads.
 
 then runs the ordinary prep routes on them (`prep.scenes` for the composites,
 `prep.labels` for the labels) into `zones/<zone_id>/`. Nothing here is real:
-the parcels, crops and reflectances come from the small model of the modules
-below, made so that crop classes are learnable but not trivially separable.
+the parcels, crops, woods, villages, water and reflectances come from the
+small model of the modules below, made so that crop classes are learnable but
+not trivially separable, and so that 28-35 % of each zone is not farmland.
 Demo numbers are never results.
 
   region.py   size and layout: DemoSpec (FULL, SMALL), the zones, the scene grid.
   crops.py    RPG codes, regional mixes, phenologies, the cover table.
+  landcover.py  water, villages, woods, margins, undeclared farmland; the kinds'
+              truth, its WorldCover raster and a picture of it.
   parcels.py  the parcels (recursive splits) and the RPG GeoPackage.
   sensor.py   reflectance, clouds, shadows, haze and SCL of one acquisition.
   stac.py     the scene files: COG bands and STAC items.
@@ -38,6 +43,7 @@ import json
 import pathlib
 
 from cropcontracts import atomic
+from prep.demo import landcover
 from prep.demo.parcels import make_parcels, write_rpg
 from prep.demo.region import FULL, SMALL, demo_zones, zone_window
 from prep.demo.sensor import december_front, make_ground
@@ -77,20 +83,25 @@ def write_raw(raw_dir, *, seed: int = 0, small: bool = False,
   zones = demo_zones(spec)
   parcels = make_parcels(spec, seed)
   ground = make_ground(spec, parcels, seed)
-  frac = [float((ground.pid[zone_window(spec, z)] > 0).mean()) for z in zones]
+  frac = [float((ground.kind[zone_window(spec, z)] == landcover.FIELD).mean()) for z in zones]
   write_zones([dataclasses.replace(z, cropland_fraction=round(f, 3))
                for z, f in zip(zones, frac)], raw / "zones.csv")
   if not (raw / "rpg_demo.gpkg").is_file():
     write_rpg(parcels, raw / "rpg_demo.gpkg", seed)
+  if not (raw / "landcover_demo.tif").is_file():
+    landcover.write_worldcover(raw / "landcover_demo.tif", spec, ground.kind, ground.pid,
+                               parcels.code)
   front = december_front(spec, seed)
   dates = spec.scene_dates
   bar = tqdm(dates, desc="demo scenes", unit="scene", disable=not progress)
   ids = [write_scene(raw / "scenes", ground, spec, i, d, seed, front)
          for i, d in enumerate(bar)]
-  stamp.update(complete=True, n_parcels=len(parcels.geometry), n_acquisitions=len(ids),
+  stamp.update(complete=True, n_parcels=int(parcels.declared.sum()),
+               n_undeclared=int((~parcels.declared).sum()), n_acquisitions=len(ids),
                n_products=sum(map(len, ids)),
                n_safe_products=sum(n.endswith(".SAFE") for p in ids for n in p),
-               scene_shape=list(spec.scene_shape), invalid_parcel=parcels.invalid)
+               scene_shape=list(spec.scene_shape),
+               invalid_parcel=int(parcels.declared[:parcels.invalid].sum()))  # its RPG row
   atomic.write_json(done, stamp)
   return stamp
 
@@ -101,7 +112,9 @@ def make_demo(out_dir, *, seed: int = 0, progress: bool = True,
 
   Raw inputs go to `out_dir/raw` (`write_raw`); then, per zone, the scenes route
   (`prep.scenes.composite_zone_from_scenes`) and the labels route
-  (`prep.labels.make_zone_labels`) write `out_dir/zones/<zone_id>/`. A rerun
+  (`prep.labels.make_zone_labels`, with the demo's land cover: undeclared
+  fields stay unlabelled, as `prep labels --landcover` does) write
+  `out_dir/zones/<zone_id>/`. A rerun
   skips whatever is complete. `small=True` makes a tiny variant for tests
   (2 x 2 zones of 48 x 48 pixels, 25 scenes).
   """
@@ -122,6 +135,7 @@ def make_demo(out_dir, *, seed: int = 0, progress: bool = True,
       composite_zone_from_scenes(raw / "scenes", zone, folder,
                                  year=stamp["spec"]["year"], progress=False)
     if "labels" not in meta:
-      make_zone_labels(raw / "rpg_demo.gpkg", zone, folder, progress=False)
+      make_zone_labels(raw / "rpg_demo.gpkg", zone, folder, progress=False,
+                       landcover=raw / "landcover_demo.tif")   # undeclared fields: unlabelled
   return root
 

@@ -1,13 +1,15 @@
 """The demo's parcels and their RPG-like GeoPackage.
 
 Parcels are recursive splits of the scene area by slightly tilted lines (the
-first cuts leave roads, later ones hedges or nothing), 0.5-10 ha each, minus a
-pond; each gets a crop from its region's mix and its own phenology draws. They
-are written as the RPG is: layer PARCELLES_GRAPHIQUES in Lambert-93, codes of the
-list in force since 2023 (JAC, MCS, CAH, CPL, PPH …), fields in the layout of
-IGN's GeoPackage (`RPG_FIELDS`), one parcel stored with a self-intersecting ring.
-Parcels tile the whole scene area, so many straddle a zone edge: the labels are
-clipped to the zone grid, the zone folder's parcels.gpkg keeps them whole.
+first cuts leave roads, later ones hedges or nothing), 0.5-10 ha each, cut by
+the water, villages and woods of `prep.demo.landcover`; each gets a crop from its
+region's mix and its own phenology draws. The declared ones are written as the
+RPG is: layer PARCELLES_GRAPHIQUES in Lambert-93, codes of the list in force
+since 2023 (JAC, MCS, CAH, CPL, PPH …), fields in the layout of IGN's GeoPackage
+(`RPG_FIELDS`), one parcel stored with a self-intersecting ring; the undeclared
+ones (1.5-4.5 % of each zone) grow their crops in the scenes but have no RPG
+polygon. Parcels cover the scene area, so many straddle a zone edge: the labels
+are clipped to the zone grid, the zone folder's parcels.gpkg keeps them whole.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import warnings
 import numpy as np
 
 from cropcontracts import atomic
+from prep.demo import landcover
 from prep.demo.crops import (CATCH_AFTER, CATCH_CROPS, CODES, MANAGEMENT, MIX, NIR_OF,
                              REGION_SHIFT_DAYS)
 from prep.demo.region import SCENE_X0, SCENE_Y0, EPSG, DemoSpec, demo_zones
@@ -106,8 +109,9 @@ class Parcels:
   amplitude: np.ndarray   # float [P] green-cover scale
   soil: np.ndarray        # float [P] soil brightness
   nir: np.ndarray         # float [P] leaf NIR scale
+  declared: np.ndarray    # bool [P]: in the RPG (False: undeclared farmland)
   invalid: int            # index of the parcel stored with a self-intersecting ring
-  pond: object            # shapely Polygon of the pond (no parcel there)
+  land: landcover.Land    # water, villages, woods (no parcel there)
 
 
 def make_parcels(spec: DemoSpec, seed: int) -> Parcels:
@@ -117,12 +121,8 @@ def make_parcels(spec: DemoSpec, seed: int) -> Parcels:
   h, w = spec.scene_shape
   area = shapely.box(SCENE_X0, SCENE_Y0 - h * 10.0, SCENE_X0 + w * 10.0, SCENE_Y0)
   zones = demo_zones(spec)
-  south = [z for z in zones if z.region == spec.regions[-1]]
-  zb = south[min(1, len(south) - 1)].bounds
-  pond = shapely.Point(zb[0] + 0.35 * (zb[2] - zb[0]),
-                       zb[1] + 0.6 * (zb[3] - zb[1])).buffer(45, quad_segs=8)
-  geoms = shapely.difference(np.array(split_parcels(rng, area)), pond)
-  geoms = geoms[(shapely.get_type_id(geoms) == 3) & (shapely.area(geoms) >= 5000)]
+  geoms = np.array(split_parcels(rng, area))
+  geoms, land = landcover.cut_parcels(landcover.draw_land(spec, seed, geoms), geoms)
   p = len(geoms)
   ys = shapely.get_y(shapely.centroid(geoms))
   # A parcel belongs to the region of its centroid; regions meet mid-gap.
@@ -164,27 +164,34 @@ def make_parcels(spec: DemoSpec, seed: int) -> Parcels:
   catch2 = np.where(catch == "PCL", "", catch2)
   # The invalid parcel lies inside zone 1, so that the demo exercises the repair.
   box = shapely.box(*zones[1].bounds)
-  inside = shapely.contains(box, geoms)
+  inside = shapely.contains(box, geoms) & (shapely.get_num_interior_rings(geoms) == 0)
   crops = np.flatnonzero(np.isin(code, ["BTH", "ORH", "MIS", "TRN"]) & inside)
   crops = crops if crops.size else np.arange(p)
+  invalid = int(rng.choice(crops))
+  # Undeclared farmland: crops of the same mix, none of the parcels the demo needs declared.
+  eligible = ~np.isin(code, [*CODES_2023, "BOR", "SNE"]) & (np.arange(p) != invalid)
+  declared = ~landcover.choose_undeclared(spec, seed, geoms, eligible)
   return Parcels(list(geoms), region, code, pheno, catch, catch2, shift, amplitude,
-                 soil, nir, invalid=int(rng.choice(crops)), pond=pond)
+                 soil, nir, declared, invalid=invalid, land=land)
 
 
 def write_rpg(parcels: Parcels, path, seed: int) -> None:
-  """Writes the parcels as an RPG GeoPackage (Lambert-93, MultiPolygons)."""
+  """Writes the declared parcels as an RPG GeoPackage (Lambert-93, MultiPolygons)."""
   import geopandas as gpd
   import shapely
   rng = np.random.default_rng([seed, 2])
   geoms = list(parcels.geometry)
   geoms[parcels.invalid] = _bowtie(geoms[parcels.invalid])
+  ids = rng.choice(np.arange(1_000_000, 9_999_999), len(geoms), replace=False)
+  keep = parcels.declared
   gdf = gpd.GeoDataFrame(
-      {"ID_PARCEL": [str(i) for i in rng.choice(
-          np.arange(1_000_000, 9_999_999), len(geoms), replace=False)],
-       "CODE_CULTU": parcels.code, "CODE_GROUP": [CODES[c][0] for c in parcels.code],
-       "CULTURE_D1": [c or None for c in parcels.catch],
-       "CULTURE_D2": [c or None for c in parcels.catch2]},
-      geometry=[shapely.MultiPolygon([g]) for g in geoms], crs=EPSG).to_crs(RPG_EPSG)
+      {"ID_PARCEL": [str(i) for i in ids[keep]],
+       "CODE_CULTU": parcels.code[keep],
+       "CODE_GROUP": [CODES[c][0] for c in parcels.code[keep]],
+       "CULTURE_D1": [c or None for c in parcels.catch[keep]],
+       "CULTURE_D2": [c or None for c in parcels.catch2[keep]]},
+      geometry=[shapely.MultiPolygon([g]) for g, k in zip(geoms, keep) if k],
+      crs=EPSG).to_crs(RPG_EPSG)
   area = shapely.area(shapely.make_valid(gdf.geometry.values))
   gdf.insert(len(RPG_FIELDS) - 1, "SURF_PARC", np.round(area / 1e4, 2).astype(np.float32))
   with atomic.atomic_path(path) as tmp, warnings.catch_warnings():
