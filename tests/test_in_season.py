@@ -1,0 +1,72 @@
+"""In-season inputs (jaxcrop.in_season): the cut-off mask reaches the gap filling."""
+import numpy as np
+import pytest
+
+from cropcontracts.errors import UserError
+from cropcontracts.gapfill import gap_fill
+from jaxcrop import in_season
+
+SEASON = [f"2023-{m:02d}" for m in range(1, 13)]
+
+
+def _model_layout(composite):
+  """uint16 [T, C, H, W] → [T, H, W, C], as the model sees a zone."""
+  return np.moveaxis(composite, 1, -1)
+
+
+def test_cut_off_fills_from_the_kept_months_only():
+  # One pixel, one band: observed in months 0, 3, 4; prep filled 1, 2 from 0 and 3.
+  raw = np.array([10, 0, 0, 40, 50], np.uint16).reshape(5, 1, 1, 1)
+  valid = np.array([1, 0, 0, 2, 1], np.uint8).reshape(5, 1, 1)
+  image = _model_layout(gap_fill(raw)[0])
+  assert image.ravel().tolist() == [10, 20, 30, 40, 50]       # 20, 30 know month 3
+  got, got_valid = in_season.cut_off(image, valid, 3)
+  # Masking the later months alone would keep 20, 30: month 3 leaking into 1, 2.
+  assert got.ravel().tolist() == [10, 10, 10, 0, 0]
+  assert got_valid.ravel().tolist() == [1, 0, 0, 0, 0] and got_valid.dtype == np.uint8
+  got, _ = in_season.cut_off(image, valid, 1)
+  assert got.ravel().tolist() == [10, 0, 0, 0, 0]
+  # Observed only after the cut-off: nothing before it (prep had filled 7, 7).
+  image = _model_layout(gap_fill(np.array([0, 0, 7], np.uint16).reshape(3, 1, 1, 1))[0])
+  got, _ = in_season.cut_off(image, np.array([0, 0, 1]).reshape(3, 1, 1), 2)
+  assert image.ravel().tolist() == [7, 7, 7] and not got.any()
+
+
+def test_cut_off_at_the_season_end_is_what_prep_wrote_and_batches_are_patches():
+  rng = np.random.default_rng(0)
+  raw = rng.integers(1, 3000, (3, 12, 4, 5, 6)).astype(np.uint16)    # [B, T, C, H, W]
+  raw[rng.random((3, 12, 5, 6))[:, :, None].repeat(4, 2) < 0.5] = 0
+  valid = (raw != 0).all(2).astype(np.uint8) * 3                       # [B, T, H, W]
+  image = np.stack([_model_layout(gap_fill(r)[0]) for r in raw])       # [B, T, H, W, C]
+  got, got_valid = in_season.cut_off(image, valid, 12)
+  np.testing.assert_array_equal(got, image)
+  np.testing.assert_array_equal(got_valid, valid)
+  for b in range(3):                    # a batch is its patches, each cut alone
+    for until in (4, 7):
+      want = _model_layout(gap_fill(raw[b], until)[0])
+      np.testing.assert_array_equal(in_season.cut_off(image, valid, until)[0][b], want)
+
+
+@pytest.mark.parametrize("text, month", [("june", 6), ("Jun", 6), ("6", 6), ("12", 12),
+                                         ("December", 12), (4, 4)])
+def test_parse_month(text, month):
+  assert in_season.parse_month(text) == month
+
+
+@pytest.mark.parametrize("text", ["13", "0", "juin", "", "6.5"])
+def test_a_month_that_is_not_one_is_a_one_line_error(text):
+  with pytest.raises(UserError, match=rf"^--until {text}: not a month; pass a month name "
+                                      rf"\(june\) or its number 1-12$"):
+    in_season.parse_month(text)
+
+
+def test_months_kept_and_a_cut_off_outside_the_season():
+  assert in_season.months_kept(SEASON, 6) == 6
+  assert in_season.months_kept(["2022-10", "2022-11", "2022-12", "2023-01"], 1) == 4
+  with pytest.raises(UserError, match=r"^--until july: outside the season 2023-01..2023-03 "
+                                      r"of the dataset the model was trained on; pass one "
+                                      r"of its months$"):
+    in_season.months_kept(SEASON[:3], 7)
+  assert in_season.until_choices(SEASON, (4, "june", 12)) == [4, 6, 12]
+  with pytest.raises(UserError, match=r"^data.cut_off_months july: outside the season"):
+    in_season.until_choices(SEASON[:3], (1, 7))
