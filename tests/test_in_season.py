@@ -70,3 +70,41 @@ def test_months_kept_and_a_cut_off_outside_the_season():
   assert in_season.until_choices(SEASON, (4, "june", 12)) == [4, 6, 12]
   with pytest.raises(UserError, match=r"^data.cut_off_months july: outside the season"):
     in_season.until_choices(SEASON[:3], (1, 7))
+
+
+def _pipeline_config(data_dir, **kw):
+  import ml_collections
+  from tests import fixtures
+  c = dict(name="cropmap", builder_config=fixtures.TINY_BUILDER["name"],
+           data_dir=str(data_dir), train_split="fold0+fold1", val_split="fold2",
+           test_split="test", batch_size=4, eval_batch_size=5, shuffle_buffer=64,
+           augment=True, cache=False, prefetch=2)
+  return ml_collections.ConfigDict({**c, **kw})
+
+
+def test_random_cut_offs_are_drawn_per_example_and_resume_exactly(tiny_dataset):
+  """cut_off_months (2, 12): each example is `cut_off` of its uncut self (same order,
+  same symmetry: the draw has a key of its own) after February or December, both
+  occur, and a resumed run draws the same."""
+  from jaxcrop import input_pipeline as ip
+  take = lambda it, n: [next(it) for _ in range(n)]
+  cfg = _pipeline_config(tiny_dataset.data_dir, cut_off_months=(2, 12))
+  meta = ip.load_meta(cfg)
+  cut = take(ip.train_iterator(cfg, seed=3), 8)
+  plain = take(ip.train_iterator(_pipeline_config(tiny_dataset.data_dir, valid_count=True),
+                                 seed=3), 8)
+  mean, std = meta.mean[:, None, None], meta.std[:, None, None]
+  kinds = []
+  for a, b in zip(cut, plain):
+    np.testing.assert_array_equal(a["label"], b["label"])
+    for x, y, count in zip(a["image"], b["image"], b["valid_count"]):
+      raw = np.where(y == 0, 0, np.rint(y * std + mean)).astype(np.uint16)  # undo normalize
+      want = {u: ip.normalize(in_season.cut_off(raw, count, u)[0], meta.mean, meta.std)
+              for u in (2, 12)}
+      kinds += [u for u, w in want.items() if np.allclose(x, w, atol=1e-5)]
+      assert not x[2:].any() or np.allclose(x, want[12], atol=1e-5)
+  assert len(kinds) == 32 and 8 < kinds.count(2) < 24     # about half each
+  for a, b in zip(cut[5:], take(ip.train_iterator(cfg, seed=3, start_step=5), 3)):
+    np.testing.assert_array_equal(a["image"], b["image"])
+  with pytest.raises(UserError, match=r"^data.cut_off_months 13: not a month"):
+    ip.train_iterator(_pipeline_config(tiny_dataset.data_dir, cut_off_months=(13,)), seed=0)
