@@ -1,4 +1,6 @@
 """In-season inputs (jaxcrop.in_season): the cut-off mask reaches the gap filling."""
+import json
+
 import numpy as np
 import pytest
 
@@ -108,3 +110,39 @@ def test_random_cut_offs_are_drawn_per_example_and_resume_exactly(tiny_dataset):
     np.testing.assert_array_equal(a["image"], b["image"])
   with pytest.raises(UserError, match=r"^data.cut_off_months 13: not a month"):
     ip.train_iterator(_pipeline_config(tiny_dataset.data_dir, cut_off_months=(13,)), seed=0)
+
+
+def test_evaluate_scores_the_model_and_the_baseline_by_cut_off_month(demo_workdir, tmp_path):
+  """On the small demo (prep's composites): the December cut-off is the full season,
+  so its row equals the full-season scores; the baselines' fits are cached."""
+  from jaxcrop import evaluate, in_season_eval
+  workdir, _ = demo_workdir
+  result = evaluate.evaluate(workdir, out_dir=tmp_path / "eval", baseline_dir=tmp_path,
+                             in_season=True)
+  months = result["in_season"]["months"]
+  assert list(months) == ["April", "May", "June", "July", "August", "December"]
+  assert [(r["until"], r["months_kept"]) for r in months.values()] == [
+      ("2023-04", 4), ("2023-05", 5), ("2023-06", 6), ("2023-07", 7), ("2023-08", 8),
+      ("2023-12", 12)]
+  for level in ("pixel", "parcel"):
+    for who in ("model", "baseline"):
+      assert months["December"][level][who] == result[level][who]["macro_f1"]
+      assert all(0 <= r[level][who] <= 1 for r in months.values())
+  assert (tmp_path / "in_season" / "until_2023-06" / "baseline" / "model.pkl").exists()
+  md = (tmp_path / "eval" / "metrics.md").read_text()
+  assert "## In season (macro-F1 by cut-off month)" in md
+  assert in_season_eval.table(result["in_season"]) in md
+  assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["in_season"] == \
+      result["in_season"]
+  settings = json.loads((tmp_path / "in_season" / "until_2023-06" / "baseline" /
+                         "settings.json").read_text())               # what a rerun reuses
+  assert settings["train_split"] == "fold0 until 2023-06"
+
+
+def test_evaluate_in_season_flag_and_its_default():
+  from configs.hybrid import get_config
+  from jaxcrop import evaluate
+  parse = lambda *a: evaluate.build_parser().parse_args(["--workdir", "W", *a]).in_season
+  assert (parse(), parse("--in_season"), parse("--no-in_season")) == (None, True, False)
+  assert not get_config("demo").data.cut_off_months
+  assert get_config("demo,inseason").data.cut_off_months == tuple(range(4, 13))
