@@ -146,3 +146,73 @@ def test_evaluate_in_season_flag_and_its_default():
   assert (parse(), parse("--in_season"), parse("--no-in_season")) == (None, True, False)
   assert not get_config("demo").data.cut_off_months
   assert get_config("demo,inseason").data.cut_off_months == tuple(range(4, 13))
+
+
+def _zone_pair(root):
+  """Two unlabelled zones (imagery only, as a season before its RPG) of 3 months
+  that differ only in March; February is missing (valid count 0) over a block and
+  was gap filled by prep's rule from January and March, so it differs too."""
+  from cropcontracts import zonefolder
+  from prep.demo import zonefolders as zf
+  a = zf.write_zone(root / "inz_a", zf.synthetic_zone("inz_a"), labels=False)
+  raw = np.moveaxis(a.read_image(), -1, 1)                       # [T, C, H, W]
+  counts = a.read_valid_count()
+  raw[1, :, 20:30, 30:40], counts[1, 20:30, 30:40] = 0, 0         # February unobserved
+  for name, march in (("inz_a", 1.0), ("inz_b", 9.0)):
+    comp = raw.copy()
+    comp[2] = np.minimum(comp[2] * march, 60000).astype(np.uint16)
+    comp[:, :, zf.HOLE[0], zf.HOLE[1]] = 0
+    zone = zf.synthetic_zone(name)
+    zonefolder.write_imagery(root / name, zone, gap_fill(comp)[0], counts, a.months,
+                             {"source": "synthetic"})
+  return root
+
+
+def _read_maps(out, name):
+  import rasterio
+  with rasterio.open(out / name / "classes.tif") as c, \
+      rasterio.open(out / name / "confidence.tif") as p:
+    return c.read(1), p.read(1)
+
+
+def test_predict_until_a_month_on_unlabelled_zones_never_sees_a_later_month(tmp_path, capsys):
+  from jaxcrop import predict
+  from tests import fixtures
+  fixtures.write_workdir(tmp_path / "W")                          # 3 months: 2023-01..03
+  zones = _zone_pair(tmp_path / "zones")
+  runs = {}
+  for until in ("february", None):
+    out = tmp_path / f"maps_{until}"
+    argv = ["--workdir", tmp_path / "W", "--zone", zones, "--out", out, "--tile", "16",
+            "--overlap", "4", *(["--until", until] if until else [])]
+    rc, stdout, err = fixtures.run(predict.main, argv, capsys)
+    assert rc == 0, err
+    assert "pixel accuracy" not in stdout and "macro-F1" not in stdout    # no labels
+    assert f"inz_a: wrote classes.qml, classes.tif, confidence.tif, map.json in " \
+           f"{out / 'inz_a'}" in stdout
+    map_json = json.loads((out / "inz_b" / "map.json").read_text())
+    assert map_json.get("until") == ("2023-02" if until else None)
+    runs[until] = {z: _read_maps(out, z) for z in ("inz_a", "inz_b")}
+  for x, y in zip(runs["february"]["inz_a"], runs["february"]["inz_b"]):
+    np.testing.assert_array_equal(x, y)                  # March reaches no earlier month
+  assert not np.array_equal(runs[None]["inz_a"][1], runs[None]["inz_b"][1])
+
+
+@pytest.mark.parametrize("until, expected", [
+    ("july", "--until july: outside the season 2023-01..2023-03 of the dataset the model "
+             "was trained on; pass one of its months"),
+    ("13", "--until 13: not a month; pass a month name (june) or its number 1-12"),
+])
+def test_predict_until_a_month_outside_the_season_is_one_line(tmp_path, capsys, until,
+                                                              expected):
+  from jaxcrop import predict
+  from prep.demo import zonefolders as zf
+  from tests import fixtures
+  if until == "july":
+    fixtures.write_workdir(tmp_path / "W")
+  zone = zf.write_zone(tmp_path / "z" / "inz_0", zf.synthetic_zone("inz_0"), labels=False)
+  rc, out, err = fixtures.run(predict.main, ["--workdir", tmp_path / "W", "--zone", zone.path,
+                                             "--out", tmp_path / "maps", "--until", until],
+                              capsys)
+  fixtures.assert_error(rc, err, expected)
+  assert not (tmp_path / "maps").exists()
