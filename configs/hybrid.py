@@ -9,7 +9,9 @@ synthetic demo dataset, a small model, ~2–3 min on 2 CPU cores), `tiny` (unit
 tests: a few steps); models `attention` (the L-TAE-style temporal encoder
 instead of the 1D CNN), `hierarchical` (tier 1/2/3 heads); `compare` (a CV grid
 of flat/hierarchical × cnn/attention), `validcount` (a CV grid of the valid-count
-inputs: none/channel, and mask with `attention`). E.g. `configs/hybrid.py:demo,attention`.
+inputs: none/channel, and mask with `attention`); `inseason` (random month cut-offs
+in training, macro-F1 by cut-off month in evaluate: docs/in-season.md). E.g.
+`configs/hybrid.py:demo,attention`, `configs/hybrid.py:demo,inseason`.
 """
 import ml_collections
 from ml_collections import config_dict
@@ -55,6 +57,9 @@ def base() -> ml_collections.ConfigDict:
       deterministic=True,                      # fixed order: exact resume; False: faster
       valid_count=False,                       # also deliver valid_count [B, T, H, W]
                                                # (set by train when model.valid_count needs it)
+      cut_off_months=(),                       # in-season training: each example cut off
+                                               # after a calendar month drawn uniformly
+                                               # from these (jaxcrop.in_season); () = off
   )
   c.model = dict(
       # pooling: max | mean | attention | flatten. flatten (TempCNN) keeps the
@@ -151,6 +156,14 @@ def compare(c) -> None:
                    model__encoder=("cnn", "attention"))
 
 
+def inseason(c) -> None:
+  """In-season maps: each training example sees its season up to a cut-off month
+  drawn uniformly from April to December (the later months masked, the earlier
+  gaps filled again without them: `jaxcrop.in_season`); `jaxcrop.evaluate` then
+  scores the model and the baseline by cut-off month (docs/in-season.md)."""
+  c.data.cut_off_months = tuple(range(4, 13))
+
+
 def validcount(c) -> None:
   """Do the gap-filled months' valid-observation counts help? A CV grid over
   model.valid_count (none, channel; mask too with `attention`), the encoder and
@@ -162,4 +175,5 @@ def validcount(c) -> None:
 # In the order they apply: sizes first, so `demo,attention` is the demo's sizes
 # with the attention encoder (the order in the list does not matter).
 VARIANTS = {"demo": demo, "tiny": tiny, "attention": attention,
-            "hierarchical": hierarchical, "compare": compare, "validcount": validcount}
+            "hierarchical": hierarchical, "compare": compare, "validcount": validcount,
+            "inseason": inseason}

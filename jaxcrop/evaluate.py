@@ -2,6 +2,7 @@
 side by side with the per-pixel baseline.
 
   python -m jaxcrop.evaluate --workdir W [--which best] [--split test] [--no-baseline]
+                             [--in_season | --no-in_season]
 
 Writes W/eval/metrics.json, W/eval/metrics.md and W/eval/confusion_<level>.png.
 Parcel level: each parcel (zone_id, parcel index ≠ 0) gets the majority class
@@ -14,9 +15,13 @@ classes' (background excluded), miou_all every class's, and `agricultural_area`
 scores any crop class vs background, overall and per region (jaxcrop.metrics).
 Images are normalized with the checkpoint's stored mean and std (as in
 predict), never with moments recomputed from the dataset read.
+In season (`--in_season`, the default for models trained with
+`configs/hybrid.py:inseason`): metrics.json's `in_season` holds the model's and
+the baseline's macro-F1 by cut-off month (`jaxcrop.in_season_eval`).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 import sys
@@ -203,6 +208,10 @@ def markdown(result: dict, note: str = "") -> str:
   if "tiers" in result:
     lines += ["", "## Per tier (1: families, 2: groups, 3: classes)", "",
               *_tier_tables(result, names)]
+  if "in_season" in result:
+    from jaxcrop import in_season_eval   # pylint: disable=g-import-not-at-top
+    lines += ["", "## In season (macro-F1 by cut-off month)", "",
+              in_season_eval.table(result["in_season"]), "", in_season_eval.NOTE]
   lines += ["", "Per region, the macro averages run over the classes present in that region's "
             "truth or prediction (`macro_classes` of each region in metrics.json).",
             "", "## Per class (pixel level, model)", "",
@@ -278,11 +287,14 @@ def check_same_layout(trained, current, workdir) -> None:
 
 
 def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None,
-             max_batches=None, data_dir=None, baseline_dir=None, out_dir=None) -> dict:
+             max_batches=None, data_dir=None, baseline_dir=None, out_dir=None,
+             in_season=None) -> dict:
   """Evaluate `workdir`'s checkpoint; writes workdir/eval/*; returns metrics.json content.
 
   baseline_dir: where the baseline is cached (default: workdir; cross-validation
   shares one per fold between its settings). out_dir: instead of workdir/eval.
+  in_season: also the `in_season` section (None: when the model was trained with
+  random cut-offs, `data.cut_off_months`).
   """
   if data is None:
     from jaxcrop import input_pipeline as data  # pylint: disable=g-import-not-at-top
@@ -313,6 +325,15 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
             "nomenclature_version": meta.nomenclature_version,
             **compute(pixels, predictors, class_names, Tree.of(meta),
                       {t: hierarchy.tier_names(meta, t) for t in (1, 2, 3)})}
+  if cfg.data.get("cut_off_months") if in_season is None else in_season:
+    from jaxcrop import in_season_eval   # pylint: disable=g-import-not-at-top
+    baselines = with_baseline and in_season_eval.fit_baselines(
+        cfg, meta, lambda: data.eval_batches(cfg.data, cfg.data.train_split, meta, raw=True),
+        checkpoint.workdir_path(baseline_dir or workdir), in_season_eval.cut_offs(meta.months))
+    result["in_season"] = in_season_eval.section(
+        data.eval_batches(cfg.data, split, meta, raw=True), predictors["model"], meta,
+        with_count=bool(cfg.data.get("valid_count")), baselines=baselines,
+        max_batches=max_batches)
   note = ("synthetic demo dataset: these numbers test the pipeline, they are not "
           "real-world results" if cfg.data.builder_config == "demo" else "")
   write_outputs(checkpoint.workdir_path(out_dir) if out_dir else workdir / "eval",
@@ -377,6 +398,10 @@ def build_parser() -> cli.ArgumentParser:
       "TFDS split to evaluate, e.g. test or fold2 (default: the config's data.test_split)."))
   p.add_switch("baseline", True, "Also fit (or reuse, from DIR/baseline/) and evaluate the "
                "per-pixel gradient-boosting baseline.")
+  p.add_argument("--in_season", action=argparse.BooleanOptionalAction, default=None, help=(
+      "Also score the model and the baseline by cut-off month (April, May, June, July, "
+      "August, December: the season cut off there; metrics.json `in_season`) "
+      "(default: on for models trained with configs/hybrid.py:inseason)."))
   p.add_argument("--data_dir", metavar="DIR", help=(
       "TFDS data_dir (default: the one the model was trained on, from config.json)."))
   p.add_argument("--max_batches", type=cli.positive_int, metavar="N", help=(
@@ -390,10 +415,14 @@ def _main(args) -> int:
     raise UserError("--workdir is required (the workdir of python -m jaxcrop.train)")
   result = evaluate(args.workdir, which=args.which, split=args.split,
                     with_baseline=args.baseline, max_batches=args.max_batches,
-                    data_dir=args.data_dir)
+                    data_dir=args.data_dir, in_season=args.in_season)
   if result["dataset"] == "demo":
     print("(synthetic demo dataset — not a real-world result)")
   print(compact_table(result))
+  if "in_season" in result:
+    from jaxcrop import in_season_eval   # pylint: disable=g-import-not-at-top
+    print(f"\nin season, macro-F1 by cut-off month (crop classes):\n"
+          f"{in_season_eval.table(result['in_season'])}")
   print(f"written: {checkpoint.workdir_path(args.workdir) / 'eval'}/metrics.{{json,md}}, "
         f"confusion_*.png")
   return 0

@@ -28,6 +28,7 @@ import numpy as np
 from cropcontracts.errors import UserError, native_noise_dropped
 from cropcontracts.zonefolder import NO_LABEL
 from cropcontracts.dataset_meta import DatasetMeta
+from jaxcrop import in_season
 
 _SEED_STRIDE = 1_000_003  # epoch seeds: seed * stride + epoch
 
@@ -264,6 +265,28 @@ def augment(image, label, key):
   return image, label
 
 
+def random_cut_off(image, count, untils, key):
+  """In-season training: `jaxcrop.in_season.cut_off` of one example after `until`
+  months, drawn uniformly from `untils` by a stateless op keyed by the example
+  (`key`, folded apart from the augmentation's), so a resumed run draws the same.
+
+  Args:
+    image: uint16 [T, H, W, C]; count: valid_count [T, H, W]; untils: [int];
+    key: int64 [2] the example's stateless seed.
+  Returns:
+    image and count cut off (same shapes and dtypes).
+  """
+  tf = import_tf()
+  i = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(key, 1), 0,
+                                  len(untils), dtype=tf.int32)
+  until = tf.gather(tf.constant(untils, tf.int32), i)
+  cut, cut_count = tf.numpy_function(in_season.cut_off, [image, count, until],
+                                     [tf.uint16, count.dtype], stateful=False)
+  cut.set_shape(image.shape)
+  cut_count.set_shape(count.shape)
+  return cut, cut_count
+
+
 def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict]:
   """Infinite batches of this process's training examples.
 
@@ -271,6 +294,8 @@ def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict
   `label` int32 [B, H, W] (255 = ignore), B = cfg_data.batch_size // processes;
   with `cfg_data.valid_count`, also `valid_count` float32 [B, T, H, W] (valid
   observations per month, 0 = a gap-filled month; augmented like the image).
+  With `cfg_data.cut_off_months` (in-season training), each example is cut off
+  after one of those calendar months, drawn per example (`random_cut_off`).
   The batches from start_step=k equal batches k, k+1, … of start_step=0.
   """
   tf = import_tf()
@@ -283,9 +308,11 @@ def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict
     raise UserError(f"{dataset_dir(cfg_data)}: split {split} has {n} examples, "
                        f"fewer than one batch of {batch}")
   with_count = bool(cfg_data.get("valid_count", False))
+  untils = in_season.until_choices(meta.months, cfg_data.get("cut_off_months", ()))
   base = builder.as_dataset(split=split, shuffle_files=False)
   base = base.map(tf.autograph.experimental.do_not_convert(
-      lambda ex: (ex["image"], ex["label"], ex["valid_count"] if with_count else 0)))
+      lambda ex: (ex["image"], ex["label"],
+                  ex["valid_count"] if with_count or untils else 0)))
   if cfg_data.get("cache", False):
     base = base.cache()
   buffer = max(1, min(int(cfg_data.shuffle_buffer), n))
@@ -298,11 +325,13 @@ def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict
   @tf.autograph.experimental.do_not_convert
   def prepare(index, example):
     image, label, count = example
+    key = tf.stack([tf.constant(seed, tf.int64), index])
+    if untils:
+      image, count = random_cut_off(image, count, untils, key)
     image = normalize(image, meta.mean, meta.std)
     if with_count:   # one more channel through the same symmetry, then split off
       image = tf.concat([image, tf.cast(count, tf.float32)[..., None]], -1)
     if cfg_data.get("augment", True):
-      key = tf.stack([tf.constant(seed, tf.int64), index])
       image, label = augment(image, label, key)
     out = {"image": image, "label": tf.cast(label, tf.int32)}
     if with_count:
@@ -323,7 +352,8 @@ _EVAL_KEYS = ("image", "label", "parcels", "zone_id", "region", "row", "col",
               "epsg", "transform")
 
 
-def eval_batches(cfg_data, split: str, meta: DatasetMeta | None = None) -> Iterator[dict]:
+def eval_batches(cfg_data, split: str, meta: DatasetMeta | None = None,
+                 raw: bool = False) -> Iterator[dict]:
   """Every example of `split` for this process once, in fixed-shape batches.
 
   Images are normalized with `meta.mean` / `meta.std`: pass a checkpoint's
@@ -335,13 +365,15 @@ def eval_batches(cfg_data, split: str, meta: DatasetMeta | None = None) -> Itera
   (`valid_count` float32 [B, T, H, W] when `cfg_data.valid_count`),
   `parcels` uint32 [B, H, W], `zone_id`, `region` bytes [B], `row`, `col`,
   `epsg` int32 [B], `transform` float64 [B, 6], `mask` float32 [B] (0 on
-  padding). B = cfg_data.eval_batch_size // processes. The last batch is padded
+  padding). With `raw`, `image` stays uint16 [B, T, H, W, C] as stored and
+  `valid_count` comes as uint8 [B, T, H, W]: what `jaxcrop.in_season.cut_off`
+  takes. B = cfg_data.eval_batch_size // processes. The last batch is padded
   (zeros; label 255) and every process yields the same number of batches, so
   collective ops in a multi-host evaluation never wait on a finished host.
   """
   builder = _builder(cfg_data)   # opened here: a wrong split fails before any progress bar
   check_split(cfg_data, builder, split)
-  return _eval_batches(cfg_data, builder, split, meta)
+  return _eval_batches(cfg_data, builder, split, meta, raw)
 
 
 def check_split(cfg_data, builder, split: str) -> None:
@@ -353,7 +385,7 @@ def check_split(cfg_data, builder, split: str) -> None:
                        f"{dataset_dir(cfg_data)} (splits: {', '.join(known)})")
 
 
-def _eval_batches(cfg_data, builder, split: str, meta=None) -> Iterator[dict]:
+def _eval_batches(cfg_data, builder, split: str, meta=None, raw=False) -> Iterator[dict]:
   tf = import_tf()
   import jax  # pylint: disable=g-import-not-at-top
   meta = load_meta(cfg_data, builder) if meta is None else meta
@@ -367,9 +399,12 @@ def _eval_batches(cfg_data, builder, split: str, meta=None) -> Iterator[dict]:
   @tf.autograph.experimental.do_not_convert
   def prepare(ex):
     out = {k: ex[k] for k in _EVAL_KEYS}
-    if cfg_data.get("valid_count", False):
+    if raw:
+      out["valid_count"] = ex["valid_count"]
+    elif cfg_data.get("valid_count", False):
       out["valid_count"] = tf.cast(ex["valid_count"], tf.float32)
-    out["image"] = normalize(ex["image"], meta.mean, meta.std)
+    if not raw:
+      out["image"] = normalize(ex["image"], meta.mean, meta.std)
     out["label"] = tf.cast(ex["label"], tf.int32)
     out["parcels"] = tf.cast(ex["parcels"], tf.uint32)
     return out

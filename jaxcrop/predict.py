@@ -4,6 +4,7 @@
   python -m jaxcrop.predict --workdir W --zone ZONES --out maps --probs
   python -m jaxcrop.predict --workdir W --zone ZONES --out maps --tiers
   python -m jaxcrop.predict --workdir W --zone ZONES --zones-csv zones_fr.csv --out maps --resume
+  python -m jaxcrop.predict --workdir W --zone ZONES/chartres_2 --out maps_june --until june
 
 Many zones: every JAX process maps its share of the zones (`--process-index/--process-count`
 override jax.process_index()/process_count()), imagery is read ahead on a thread and
@@ -21,7 +22,11 @@ GeoTIFFs with a QGIS style and, for labelled zones, the parcel product
 --tiers, also the tier-1 / tier-2 maps (the parents of the tier-3 map:
 `jaxcrop.maps.tiling.tier_maps`). A model trained with per-month valid-observation
 counts (model.valid_count) is given the zone's valid_count.tif, tiled like the
-image. Everything is checked once, before any model work: the options, every zone
+image. With --until MONTH, an in-season map: the model sees the season up to that
+month only (`jaxcrop.in_season.cut_off`: later months masked, earlier gaps filled
+again without them); map.json records the last month seen. A zone folder with
+imagery and no labels (a season whose RPG is not out yet) gets its maps and no
+scores. Everything is checked once, before any model work: the options, every zone
 and its output folder, the checkpoint against the zones and the tile shape.
 """
 from __future__ import annotations
@@ -33,6 +38,7 @@ import sys
 from cropcontracts import cli
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import open_zone
+from jaxcrop import in_season
 from jaxcrop.maps import compatibility, runner
 from jaxcrop.maps.geotiff import check_output, write_outputs
 from jaxcrop.maps.parcels import check_geometries_source
@@ -71,6 +77,11 @@ def main(argv=None) -> int:
                        "each pixel's tier-1 family / tier-2 group, the parents of its tier-3 "
                        "class in classes.tif (for a hierarchical model, its tier heads' "
                        "consistent decoding)")
+  ap.add_argument("--until", metavar="MONTH", default=None,
+                  help="an in-season map from the season up to MONTH (a name such as june, "
+                       "or 1-12; a month of the season the model was trained on): the later "
+                       "months are masked and never gap filled into earlier ones "
+                       "(default: the whole season)")
   ap.add_argument("--overwrite", action="store_true",
                   help="replace existing OUT/<zone_id> folders")
   ap.add_argument("--resume", action="store_true",
@@ -96,15 +107,19 @@ def _run(args) -> int:
   """Checks everything once (options, zones, output folders, checkpoint), then
   maps the zones: read, tile and blend (`ZoneMapper`), write."""
   settings = _options(args)                         # check: the options,
+  month = None if args.until is None else in_season.parse_month(args.until)
   zones, replace = _zones_to_map(args)              # the zones and their output folders,
   trained, nom = _checkpoint(args, zones)           # the checkpoint against them,
-  settings = dataclasses.replace(settings, valid_count=_needs_valid_count(trained))
+  until = None if month is None else in_season.months_kept(trained.meta.months, month)
+  settings = dataclasses.replace(settings, valid_count=_needs_valid_count(trained),
+                                 until=until)
   apply_fn = lambda v, x, **inputs: trained.model.apply(v, x, train=False, **inputs)
   compatibility.check_tile(apply_fn, trained.variables, trained.meta, settings)  # the tile
   mapper = ZoneMapper(apply_fn, trained.variables, trained.meta, settings)
 
   def write(z, pred):
-    folder = write_outputs(z, pred, nom, args.out, overwrite=z.zone_id in replace)
+    folder = write_outputs(z, pred, nom, args.out, overwrite=z.zone_id in replace,
+                           until=None if until is None else z.months[until - 1])
     print(f"{z.zone_id}: wrote {', '.join(sorted(p.name for p in folder.iterdir()))} "
           f"in {folder}")
     _print_score(z, pred, trained.meta.class_names)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks.composite import gap_fill_reference
+from cropcontracts import gapfill
 from prep import composite
 
 
@@ -152,7 +153,7 @@ def test_row_blocks_give_the_same_result(monkeypatch):
   scenes = rng.integers(0, 65536, (5, 4, 23, 9), dtype=np.uint16)
   valid = rng.random((5, 23, 9)) < 0.6
   whole = composite.gap_fill(comp), composite.median_composite(scenes, valid)
-  monkeypatch.setattr(composite, "_GAP_BLOCK_PIXELS", 8)
+  monkeypatch.setattr(gapfill, "_GAP_BLOCK_PIXELS", 8)
   monkeypatch.setattr(composite, "_BLOCK_BYTES", 1)                        # 1 row
   blocked = composite.gap_fill(comp), composite.median_composite(scenes, valid)
   for a, b in zip(whole, blocked):
@@ -195,7 +196,7 @@ def test_gap_fill_empty_zone():
 @pytest.mark.parametrize("p_missing", [0.05, 0.1])
 def test_gap_fill_scattered_gaps_small_blocks(monkeypatch, p_missing):
   # Scattered gaps in blocks of 64 pixels (a block boundary inside a row).
-  monkeypatch.setattr(composite, "_GAP_BLOCK_PIXELS", 64)
+  monkeypatch.setattr(gapfill, "_GAP_BLOCK_PIXELS", 64)
   rng = np.random.default_rng(11)
   comp = rng.integers(1, 65536, (12, 4, 31, 17), dtype=np.uint16)
   missing = rng.random((12, 31, 17)) < p_missing
@@ -210,7 +211,7 @@ def test_gap_fill_scattered_gaps_small_blocks(monkeypatch, p_missing):
 def test_gap_fill_random_series_equal_loop_reference(monkeypatch, months):
   """Random gap patterns of 12 and 15 months (any T, one implementation), in blocks of 32
   pixels; runs of every length, leading, trailing and pixels with no valid month."""
-  monkeypatch.setattr(composite, "_GAP_BLOCK_PIXELS", 32)
+  monkeypatch.setattr(gapfill, "_GAP_BLOCK_PIXELS", 32)
   rng = np.random.default_rng(months)
   comp = rng.integers(1, 65536, (months, 3, 19, 13), dtype=np.uint16)
   p_missing = rng.choice([0.1, 0.5, 0.9], (1, 1, 19, 13))      # per pixel
@@ -223,3 +224,30 @@ def test_gap_fill_random_series_equal_loop_reference(monkeypatch, months):
   np.testing.assert_array_equal(got, want)
   np.testing.assert_array_equal(got_filled, want_filled)
   assert got_filled.sum() > 0.3 * got_filled.size and not got[:, :, 18, 11:].any()
+
+
+@pytest.mark.parametrize("series, until, want", [
+    ([10, 0, 0, 40, 50], 3, [10, 10, 10, 0, 0]),   # uncut: 20, 30 from month 3's 40
+    ([0, 0, 7, 9], 2, [0, 0, 0, 0]),               # uncut: 7, 7 from month 2
+    ([5, 0, 9, 0], 3, [5, 7, 9, 0]),               # a gap inside the kept months
+    ([5, 0, 9, 0], 0, [0, 0, 0, 0]),
+    ([10, 0, 0, 40, 50], 5, [10, 20, 30, 40, 50]),  # the whole season: no cut
+])
+def test_gap_fill_with_a_cut_off_never_reads_a_later_month(series, until, want):
+  filled, was_filled = gapfill.gap_fill(_series(series), until)
+  np.testing.assert_array_equal(filled[:, 0, 0, 0], want)
+  assert was_filled[until:].sum() == 0
+  assert composite.gap_fill is gapfill.gap_fill    # one rule, re-exported by prep
+
+
+def test_gap_fill_cut_off_equals_the_truncated_season():
+  rng = np.random.default_rng(3)
+  comp = rng.integers(0, 3, (12, 4, 9, 7), dtype=np.uint16) * 1000
+  for until in (1, 6, 11):
+    got, got_filled = gapfill.gap_fill(comp, until)
+    want, want_filled = gapfill.gap_fill(comp[:until])
+    np.testing.assert_array_equal(got[:until], want)
+    np.testing.assert_array_equal(got_filled[:until], want_filled)
+    assert not got[until:].any()
+  with pytest.raises(ValueError, match="until=13"):
+    gapfill.gap_fill(comp, 13)

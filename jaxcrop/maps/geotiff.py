@@ -10,7 +10,8 @@ and the parcel GeoPackage, assembled in a temporary folder renamed when complete
   probabilities.tif  (with probabilities) uint8 [K bands] probability in percent.
   parcels.gpkg       (zones with parcels) majority class per parcel.
   map.json           the zone row, the nomenclature and the files above (what
-                     `jaxcrop.maps.runner.is_complete` and the national mosaic read).
+                     `jaxcrop.maps.runner.is_complete` and the national mosaic read);
+                     for an in-season map, `until`: the last month it saw.
 All rasters are COGs (deflate, 256 tiles, overviews).
 """
 from __future__ import annotations
@@ -114,10 +115,10 @@ def _exists(folder) -> UserError:
 
 
 def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
-                  overwrite: bool = False) -> pathlib.Path:
+                  overwrite: bool = False, until: str | None = None) -> pathlib.Path:
   """Writes OUT/<zone_id>/{classes,confidence[,probabilities]}.tif, classes.qml
   (QGIS style) [+ classes_tier{1,2}.{tif,qml} when pred.tiers] [+ parcels.gpkg]
-  and map.json.
+  and map.json (with `until`, the last month an in-season map saw, when given).
 
   The folder is assembled under a temporary name beside it and renamed into
   place when complete (`atomic.atomic_folder`); an existing folder is replaced
@@ -128,14 +129,14 @@ def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
   try:
     with atomic.claim(final.parent, shared=True, patterns=(atomic.PARTIAL, ".*.old")), \
         atomic.atomic_folder(final, overwrite=overwrite) as tmp:
-      _write_files(tmp, zone, pred, nomenclature)
+      _write_files(tmp, zone, pred, nomenclature, until)
   except FileExistsError:
     raise _exists(final) from None
   return final
 
 
 def _write_files(folder: pathlib.Path, zone: ZoneFolder, pred: Prediction,
-                 nomenclature) -> None:
+                 nomenclature, until: str | None = None) -> None:
   """The files of write_outputs, into `folder`; map.json last (the completeness record)."""
   tags = class_tags(nomenclature)
   _cog(folder, folder / "classes.tif", zone, pred.classes[None], "nearest",
@@ -155,6 +156,6 @@ def _write_files(folder: pathlib.Path, zone: ZoneFolder, pred: Prediction,
     gdf = parcel_product(zone, pred, nomenclature)
     gdf.to_file(folder / "parcels.gpkg", driver="GPKG", layer="parcels")
   files = sorted(p.name for p in folder.iterdir())
-  (folder / MAP_JSON).write_text(json.dumps(dict(
-      zone=zone.zone.to_row(), nomenclature=nomenclature.version, files=files),
-      indent=1), encoding="utf-8")
+  record = dict(zone=zone.zone.to_row(), nomenclature=nomenclature.version, files=files)
+  (folder / MAP_JSON).write_text(json.dumps(
+      record if until is None else dict(record, until=until), indent=1), encoding="utf-8")

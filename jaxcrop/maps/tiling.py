@@ -37,6 +37,7 @@ import numpy as np
 
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import NO_LABEL, ZoneFolder
+from jaxcrop import in_season
 
 NODATA = NO_LABEL   # the maps' nodata: the zone folder's no-label value (255)
 # Default tiling: 2 x 2 tiles of 512 cover a 1000-px study zone exactly with 24 px
@@ -55,7 +56,10 @@ class MapSettings:
   (at most the zone's tile count, rounded up to a multiple of the local
   devices); probs: also the per-class probabilities; tiers: also the tier-1 /
   tier-2 maps (`tier_maps`); valid_count: the model also takes the zone's
-  valid_count.tif (models trained with model.valid_count != "none").
+  valid_count.tif (models trained with model.valid_count != "none"); until: an
+  in-season map, of the season's first `until` months (`jaxcrop.in_season.cut_off`:
+  the later months masked, the earlier gaps filled again without them; None: the
+  whole season).
   """
   tile: int = DEFAULT_TILE
   overlap: int = DEFAULT_OVERLAP
@@ -63,6 +67,7 @@ class MapSettings:
   probs: bool = False
   tiers: bool = False
   valid_count: bool = False
+  until: int | None = None
 
   def __post_init__(self):
     if self.tile < 1:
@@ -104,9 +109,14 @@ class Tiles:
 
 
 def read_imagery(zone: ZoneFolder, settings: MapSettings) -> ZoneImagery:
-  """Step 1, read: the zone folder's s2.tif (+ valid_count.tif when the model takes it)."""
-  counts = zone.read_valid_count() if settings.valid_count else None
-  return ZoneImagery(zone.zone_id, zone.read_image(), counts)
+  """Step 1, read: the zone folder's s2.tif (+ valid_count.tif when the model takes it),
+  cut off after `settings.until` months for an in-season map."""
+  cut = settings.until is not None
+  counts = zone.read_valid_count() if settings.valid_count or cut else None
+  image = zone.read_image()
+  if cut:
+    image, counts = in_season.cut_off(image, counts, settings.until)
+  return ZoneImagery(zone.zone_id, image, counts if settings.valid_count else None)
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> np.ndarray:
