@@ -63,7 +63,10 @@ def _out_arg(p: argparse.ArgumentParser, help: str = "folder of zone folders",
 
 def _year_arg(p: argparse.ArgumentParser) -> None:
   p.add_argument("--year", type=int, default=2023,
-                 help="year of the composites (default: %(default)s)")
+                 help="year of the composites (default: %(default)s); a zone folder "
+                      "holds one zone-year: give each year its folder of zone folders, "
+                      "e.g. --out data/zones/2022 (zone folders of another year are "
+                      "refused)")
 
 
 def _project_arg(p: argparse.ArgumentParser, only: str = "") -> None:
@@ -270,8 +273,10 @@ def _labels_parser(sub) -> None:
           OUT/<zone_id>/. Several files (neighbouring regions) may be given.
           Codes are read with their meaning in the RPG edition: --rpg-year,
           else the year in the file's name (or in a folder above it named
-          RPG…), else the year of the zone's composites, else 2023 (with a
-          warning). A code the nomenclature lacks for that edition stops the
+          RPG…), else --year, else the year of the zone's composites, else
+          2023 (with a warning). The edition must be the zone-year (--year,
+          and the year of the folder's composites): one folder of zone
+          folders per year, e.g. --out data/zones/2022 for RPG_2022. A code the nomenclature lacks for that edition stops the
           run, listing each code with its parcels and area, unless
           --unknown-codes ignore.
 
@@ -284,6 +289,8 @@ def _labels_parser(sub) -> None:
           pixels it calls cropland or grassland (WorldCover 40, 30) stay
           unlabelled instead.""", """
             python -m prep labels --rpg RPG_2-2__GPKG_LAMB93_FXX_2023.gpkg --all --out data/zones
+            python -m prep labels --rpg RPG_2-0__GPKG_LAMB93_FXX_2022.gpkg --year 2022 \
+                --all --out data/zones/2022
             python -m prep labels --rpg R24.shp R28.shp --zones chartres_0 --out data/zones \\
                 --drop-border
             python -m prep labels --rpg PARCELLES_GRAPHIQUES.gpkg --rpg-year 2024 \\
@@ -304,6 +311,10 @@ def _labels_parser(sub) -> None:
   p.add_argument("--rpg-year", type=int, default=None, metavar="YEAR",
                  help="RPG edition (declaration year) of the files (default: the year "
                       "in their name, else the composites' year, else 2023)")
+  p.add_argument("--year", type=int, default=None,
+                 help="the zone-year: an RPG of another edition (by --rpg-year or its "
+                      "file name), or zone folders holding another year's composites, "
+                      "stop the run (default: the composites' year)")
   p.add_argument("--unknown-codes", choices=("error", "ignore"), default="error",
                  help="codes the nomenclature lacks for the edition: stop (error, the "
                       "default) or leave their parcels unlabelled with a warning, "
@@ -496,7 +507,7 @@ def run_labels(args) -> None:
   _each_zone(args, "labels", lambda zone, folder: labels.make_zone_labels(
       rpg, zone, folder, layer=args.layer, drop_border=args.drop_border,
       progress=False, edition=args.rpg_year, unknown_codes=args.unknown_codes,
-      margin=args.margin, landcover=args.landcover))
+      margin=args.margin, landcover=args.landcover, year=args.year))
 
 
 def run_demo(args) -> None:
