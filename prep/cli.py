@@ -346,13 +346,31 @@ def _demo_parser(sub) -> None:
           2 x 2 zones of 48 x 48). A rerun skips what is complete. Synthetic
           data: not a result.""", """
             python -m prep demo --out /tmp/demo
-            python -m prep demo --out /tmp/demo_small --small --seed 1""",
+            python -m prep demo --out /tmp/demo_small --small --seed 1
+            python -m prep demo --out /tmp/demo_years --years 2022,2023""",
       run_demo)
   _out_arg(p, "output folder (raw/ and zones/ are written in it)")
   p.add_argument("--seed", type=int, default=0,
                  help="random seed of the region (default: %(default)s)")
   p.add_argument("--small", action="store_true",
                  help="tiny variant for tests: 2 x 2 zones of 48 x 48 pixels")
+  p.add_argument("--years", type=_years, default=None, metavar="Y1,Y2,…",
+                 help="several years on the same parcels, each its weather, clouds, "
+                      "rotated crops and RPG edition: OUT/raw/<year>/ and "
+                      "OUT/zones/<year>/<zone_id>/ (default: the single-year demo, 2023)")
+
+
+def _years(text: str) -> list[int]:
+  """`2022,2023` -> [2022, 2023]: years of the RPG editions the nomenclature covers."""
+  from cropcontracts.nomenclature import FIRST_EDITION
+  try:
+    years = sorted({int(y) for y in text.split(",") if y.strip()})
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r}: expected years like 2022,2023") from None
+  if not years or years[0] < FIRST_EDITION or years[-1] > 2100:
+    raise argparse.ArgumentTypeError(f"{text!r}: expected years from {FIRST_EDITION} on, "
+                                     f"like 2022,2023")
+  return years
 
 
 def _read_table(path) -> list:
@@ -513,11 +531,13 @@ def run_labels(args) -> None:
 def run_demo(args) -> None:
   from prep import demo
   root = demo.make_demo(args.out, seed=args.seed, progress=not args.quiet,
-                        small=args.small)
-  n = sum(1 for p in root.iterdir() if (p / "meta.json").is_file())
-  print(f"demo zone folders: {root} ({n} zones)\n"
+                        small=args.small, years=args.years)
+  roots = [root / str(y) for y in args.years] if args.years else [root]
+  n = sum(1 for r in roots for p in r.iterdir() if (p / "meta.json").is_file())
+  where = f" per year: {', '.join(map(str, args.years))}" if args.years else ""
+  print(f"demo zone folders: {root} ({n} {'zone-years' if args.years else 'zones'}{where})\n"
         f"raw inputs:        {args.out / 'raw'} (rpg_demo.gpkg, landcover_demo.tif, scenes/, "
-        f"zones.csv)\n"
+        f"zones.csv{'; one folder per year' if args.years else ''})\n"
         f"synthetic data: the numbers it gives are not results")
 
 
