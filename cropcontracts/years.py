@@ -92,6 +92,18 @@ def check_heldout(train_split: str, val_split: str, test_split: str) -> None:
                       f"validate on the other years (an unseen year is never trained on)")
 
 
+def year_group(year: int, num_folds: int) -> str:
+  """`y2022_fold0+y2022_fold1+y2022_fold2`: every training zone-year of a year,
+  one fold of leave-one-year-out cross-validation (`jaxcrop.cv`)."""
+  return "+".join(split_name(year, f"fold{i}") for i in range(num_folds))
+
+
+def label(split: str) -> str:
+  """`y2022` for a `year_group`, else the split itself: a folder name."""
+  ys = years_of(split)
+  return f"y{ys[0]}" if len(ys) == 1 and "+" in split else split
+
+
 def all_splits(years: Iterable[int], spatial: Iterable[str]) -> list[str]:
   """Every split name of a dataset of `years` with spatial splits `spatial`."""
   spatial = list(spatial)

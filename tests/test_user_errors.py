@@ -32,7 +32,7 @@ W = "{workdir}"   # replaced by a fresh path: nothing may be written there
      "(e.g. configs/hybrid.py:demo)"),
     ([f"--config={CONFIG}:dmeo", "--workdir", W],
      f"--config={CONFIG}:dmeo: unknown config variant(s) ['dmeo']; expected attention, "
-     f"compare, demo, hierarchical, tiny, validcount (comma-separated)"),
+     f"compare, demo, hierarchical, loyo, tiny, validcount, years (comma-separated)"),
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.optimizer.lrr=1"],
      "--config.optimizer.lrr: no such config field (did you mean 'lr'?)"),
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.optimizr.lr=1"],

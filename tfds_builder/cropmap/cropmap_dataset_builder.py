@@ -234,12 +234,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     cfg = self.builder_config
-    by_year = self._zones(self._zones_root(dl_manager))
+    root = self._zones_root(dl_manager)
+    by_year = self._zones(root)
     members = patching.split_members(by_year, cfg.num_folds)
     zones = [z for zs in by_year.values() for z in zs]
     self.info.metadata.update(self._metadata(zones, members))
-    if cfg.years:
-      self.info.metadata["years"] = list(cfg.years)
+    if cfg.years:   # the zone-years, for the previous-year baseline (jaxcrop.previous_year)
+      self.info.metadata.update(years=list(cfg.years), zones_root=str(root.resolve()))
     names = list(members)
     return {s: self._generate_examples(
                 zone_paths=[str(z.path) for z in members[s]],
