@@ -10,8 +10,11 @@ tests: a few steps); models `attention` (the L-TAE-style temporal encoder
 instead of the 1D CNN), `hierarchical` (tier 1/2/3 heads); `compare` (a CV grid
 of flat/hierarchical × cnn/attention), `validcount` (a CV grid of the valid-count
 inputs: none/channel, and mask with `attention`); `inseason` (random month cut-offs
-in training, macro-F1 by cut-off month in evaluate: docs/in-season.md). E.g.
-`configs/hybrid.py:demo,attention`, `configs/hybrid.py:demo,inseason`.
+in training, macro-F1 by cut-off month in evaluate: docs/in-season.md); `years` (train on
+some years, test on an unseen one: the multi-year dataset, `unseen_year` in metrics.json),
+`loyo` (leave-one-year-out cross-validation with `jaxcrop.cv`). E.g.
+`configs/hybrid.py:demo,attention`, `configs/hybrid.py:demo,inseason`,
+`configs/hybrid.py:demo,years`.
 """
 import ml_collections
 from ml_collections import config_dict
@@ -172,8 +175,46 @@ def validcount(c) -> None:
   c.cv.grid = dict(model__valid_count=modes)
 
 
+def years(c) -> None:
+  """Train on some years, test on an unseen one (issue 21): the multi-year dataset
+  of the size chosen (`demo_years`: train 2022, test 2023; the study's
+  `france2021_2023`: train 2021-2022, test 2023), the validation a fold of the
+  training years; `evaluate` adds metrics.json's `unseen_year` (same year,
+  unseen year, the drop, the previous-year baseline: `jaxcrop.unseen_year`)."""
+  from cropcontracts import years as years_lib
+  demo_size = c.data.builder_config == "demo"
+  c.data.builder_config = "demo_years" if demo_size else "france2021_2023"
+  data_years = (2022, 2023) if demo_size else (2021, 2022, 2023)
+  s = years_lib.heldout(data_years, 2023, num_folds=3)
+  c.data.update(train_split=s["train"], val_split=s["val"], test_split=s["test"])
+  c.years = dict(
+      same_year=s["same_year"],          # the training years' test zones: the reference
+      seen_space=s["seen_space"],        # the test year's other zones, reported apart
+      previous_year=True,                # the previous-year RPG baseline beside the model
+      zones=config_dict.placeholder(str))   # <root>/<year>/<zone_id>/ (None: the dataset's)
+
+
+def loyo(c) -> None:
+  """Leave-one-year-out cross-validation (issue 21): `python -m jaxcrop.cv --config
+  configs/hybrid.py:demo,loyo --workdir W`: one CV fold per year of the multi-year
+  dataset (all its training zone-years, `cropcontracts.years.year_group`), so each
+  run trains on the other years and validates on the held-out one; results.md has
+  the mean ± std over years. The final retrain (all years) is tested on every
+  year's test zones (unseen in space)."""
+  from cropcontracts import years as years_lib
+  demo_size = c.data.builder_config in ("demo", "demo_years")
+  c.data.builder_config = "demo_years" if demo_size else "france2021_2023"
+  data_years = (2022, 2023) if demo_size else (2021, 2022, 2023)
+  c.cv.folds = tuple(years_lib.year_group(y, 3) for y in data_years)
+  c.data.update(train_split="+".join(c.cv.folds[:-1]), val_split=c.cv.folds[-1],
+                test_split="+".join(years_lib.split_name(y, "test") for y in data_years))
+  if "years" in c:
+    del c["years"]      # not a year-held-out test: no unseen-year section
+
+
 # In the order they apply: sizes first, so `demo,attention` is the demo's sizes
-# with the attention encoder (the order in the list does not matter).
+# with the attention encoder (the order in the list does not matter); `years`
+# last, as it picks the multi-year dataset of the size chosen.
 VARIANTS = {"demo": demo, "tiny": tiny, "attention": attention,
             "hierarchical": hierarchical, "compare": compare, "validcount": validcount,
-            "inseason": inseason}
+            "inseason": inseason, "years": years, "loyo": loyo}

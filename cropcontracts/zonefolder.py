@@ -1,7 +1,12 @@
 """The zone folder: the contract between prep and every later stage.
 
-One folder per zone (`<out>/zones/<zone_id>/`), written only by this module and
-read only through `open_zone`:
+One folder per zone and year, written only by this module and read only
+through `open_zone`. A folder holds one zone-year: the composites of one year
+and the RPG edition of that year. Layout: `<root>/<zone_id>/` for one year;
+with several years, one folder of zone folders per year,
+`<root>/<year>/<zone_id>/` (the `--out` of every prep command is a folder of
+zone folders: `--out data/zones/2022`), which the dataset's multi-year configs
+read (`cropcontracts.years`):
 
   s2.tif           uint16, T*4 bands, time-major (band t*4+c+1 is month t, band
                    c of B2 B3 B4 B8), descriptions like `2023-03 B8`, surface
@@ -21,7 +26,7 @@ read only through `open_zone`:
                    parcels.csv with parcel_index, ID_PARCEL, CODE_CULTU: the
                    geometries labels.tif and parcels.tif were rasterized from
                    (since format jaxcrop-zone/2).
-  meta.json        `format`, `zone`, `crs`, `transform`; `imagery` {months,
+  meta.json        `format`, `year` (the zone-year), `zone`, `crs`, `transform`; `imagery` {months,
                    bands, source, scene counts, gap_filled_fraction,
                    nodata_pixels}; `labels` {nomenclature, rpg_edition and where
                    it came from, counts, class_pixel_counts (background
@@ -37,9 +42,15 @@ which is updated last, so a stage is complete for a zone exactly when its
 section (`imagery`, `labels`) is present in meta.json, also after a rerun that
 was interrupted.
 
-Versions (meta.json `format`): `jaxcrop-zone/2` adds parcels.gpkg to the labels
-stage; `jaxcrop-zone/1` folders (no parcels.gpkg) are still read, and become
-format 2 when their labels are rewritten. Another format is refused.
+Versions (meta.json `format`): `jaxcrop-zone/3` adds `year`, the zone-year,
+written by the first stage (the composites' year, or the RPG edition when the
+labels come first) and checked by every later write: composites of another
+year, or an RPG of another edition, are refused in one line naming the folder
+(they belong in `<root>/<their year>/<zone_id>/`). `jaxcrop-zone/2` added
+parcels.gpkg to the labels stage. Folders of formats 1 and 2 are still read,
+their year being that of their composites' months (the RPG edition for a
+labels-only folder), and become format 3 at their next write (format 1 at
+its next labels). Another format is refused.
 """
 from __future__ import annotations
 
@@ -54,9 +65,10 @@ from cropcontracts import atomic
 from cropcontracts.errors import UserError
 from cropcontracts.zone import Zone
 
-FORMAT = "jaxcrop-zone/2"
+FORMAT = "jaxcrop-zone/3"
 FORMAT_1 = "jaxcrop-zone/1"             # read: the same folder without parcels.gpkg
-FORMATS = (FORMAT_1, FORMAT)
+FORMAT_2 = "jaxcrop-zone/2"             # read: the same folder without `year`
+FORMATS = (FORMAT_1, FORMAT_2, FORMAT)
 BANDS = ("B2", "B3", "B4", "B8")        # the band order of s2.tif and of every batch
 VALID_SCL = frozenset({4, 5, 6, 7})     # SCL: vegetation, not vegetated, water, unclassified
 NODATA = 0                              # reflectance nodata of s2.tif (no valid observation)
@@ -129,8 +141,34 @@ def holds_zone(meta: dict, zone: Zone) -> bool:
     return False
 
 
-def check_folder(folder, zone: Zone) -> dict:
-  """meta.json of `folder` ({} if none); a UserError if it holds another zone.
+def year_of(meta: dict) -> int | None:
+  """The zone-year of a folder's meta.json: `year` (format 3), else the year of
+  its composites' months, else its RPG edition; None for an empty folder."""
+  if meta.get("year") is not None:
+    return int(meta["year"])
+  months = meta.get("imagery", {}).get("months") or []
+  if months:
+    return int(str(months[0])[:4])
+  edition = meta.get("labels", {}).get("rpg_edition")
+  return None if edition is None else int(edition)
+
+
+def check_year(folder, meta: dict, year: int, what: str) -> None:
+  """UserError when `folder` (meta.json `meta`) holds another zone-year than `year`.
+
+  what: the data that would be written, e.g. "composites of 2022".
+  """
+  old = year_of(meta)
+  if old is not None and old != int(year):
+    folder = pathlib.Path(folder)
+    raise UserError(
+        f"{folder}: holds zone-year {old}, not {year}; write the {what} into a folder "
+        f"of {year}'s zone folders (e.g. {folder.parent.parent / str(year) / folder.name})")
+
+
+def check_folder(folder, zone: Zone, year: int | None = None) -> dict:
+  """meta.json of `folder` ({} if none); a UserError if it holds another zone,
+  or (`year` given) another zone-year (`check_year`).
 
   Stages call it before any expensive work (reading scenes, Earth Engine
   requests), not only when they write.
@@ -143,12 +181,16 @@ def check_folder(folder, zone: Zone) -> dict:
     raise UserError(
         f"{folder}: already holds zone {meta.get('zone', {}).get('zone_id')!r} on another "
         f"grid; choose another output folder or delete it to write {zone.zone_id!r}")
+  if year is not None:
+    check_year(folder, meta, year, f"composites of {year}")
   return meta
 
 
 def _claim(folder: pathlib.Path, zone: Zone) -> dict:
   """Meta of `folder` updated to `zone`, refusing a folder of another zone."""
   meta = check_folder(folder, zone) or {"format": FORMAT}
+  if meta.get("format") == FORMAT_2:      # format 3 only adds `year`, set by the caller
+    meta["format"] = FORMAT
   meta["zone"] = zone.to_row()
   meta["crs"] = zone.crs
   meta["transform"] = list(zone.transform)[:6]
@@ -202,6 +244,9 @@ LOCK = ".lock"
 def _write_imagery(folder, zone, composite, valid_count, months, info) -> None:
   T, C = composite.shape[:2]
   meta = _claim(folder, zone)
+  year = int(str(months[0])[:4])
+  check_year(folder, meta, year, f"composites of {year}")
+  meta["year"] = year
   _begin_stage(folder, meta, "imagery")
   _write_tif(folder / "s2.tif", zone, composite.reshape(T * C, *zone.shape),
              NODATA, band_descriptions(months))
@@ -239,6 +284,12 @@ def write_labels(folder, zone: Zone, labels: np.ndarray, parcels: np.ndarray,
 
 def _write_labels(folder, zone, labels, parcels, parcel_table, info, geometries) -> None:
   meta = _claim(folder, zone)
+  edition = info.get("rpg_edition")
+  if edition is not None:
+    check_year(folder, meta, edition, f"labels of RPG {edition}")
+  year = year_of(meta) if edition is None else int(edition)
+  if year is not None:
+    meta["year"] = year
   _begin_stage(folder, meta, "labels")
   _write_tif(folder / "labels.tif", zone, np.asarray(labels, np.uint8)[None],
              NO_LABEL, ["tier-3 class"])
@@ -288,6 +339,11 @@ class ZoneFolder:
   @property
   def bands(self) -> list[str]:
     return list(self.meta["imagery"]["bands"])
+
+  @property
+  def year(self) -> int:
+    """The zone-year (`year_of`): its composites' year."""
+    return year_of(self.meta)
 
   @property
   def has_labels(self) -> bool:

@@ -28,6 +28,7 @@ import numpy as np
 from jaxcrop import checkpoint, cli, hierarchy, metrics, preemption, train, validation
 from jaxcrop.tables import markdown_table
 from cropcontracts import atomic
+from cropcontracts import years
 from cropcontracts.errors import UserError
 
 # Grid keys → config fields; any other key is a config path with "__" for ".".
@@ -168,7 +169,7 @@ def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
     for i, setting in enumerate(grid):
       for k in range(n):
         c = fold_config(apply_setting(config, setting), folds, k)
-        run_dir = workdir / "cv" / rows[i]["name"] / f"val_{folds[k]}"
+        run_dir = workdir / "cv" / rows[i]["name"] / f"val_{years.label(folds[k])}"
         if stop.flag:
           raise Stopped(run_dir)
         print(f"cv: {rows[i]['name']}, validate on {folds[k]} (train {c.data.train_split})",
@@ -180,7 +181,8 @@ def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
         rows[i]["val_macro_classes"][k] = best_val_classes(run_dir)
         runs.append((i, k, _read_run(run_dir)))
         if config.cv.get("evaluate", False):
-          evals[i][k] = _evaluate_fold(c, run_dir, workdir / "cv" / "baseline" / folds[k], data)
+          evals[i][k] = _evaluate_fold(c, run_dir,
+                                       workdir / "cv" / "baseline" / years.label(folds[k]), data)
   except Stopped as e:
     stopped = str(e.args[0])
   finally:

@@ -334,11 +334,29 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
         data.eval_batches(cfg.data, split, meta, raw=True), predictors["model"], meta,
         with_count=bool(cfg.data.get("valid_count")), baselines=baselines,
         max_batches=max_batches)
+  if cfg.get("years") and split == cfg.data.test_split:    # a year-held-out run
+    result["unseen_year"] = _unseen_year(cfg, data, meta, predictors, max_batches, pixels,
+                                         result)
   note = ("synthetic demo dataset: these numbers test the pipeline, they are not "
-          "real-world results" if cfg.data.builder_config == "demo" else "")
+          "real-world results" if cfg.data.builder_config.startswith("demo") else "")
   write_outputs(checkpoint.workdir_path(out_dir) if out_dir else workdir / "eval",
                 result, note, class_names)
   return result
+
+
+def _unseen_year(cfg, data, meta, predictors, max_batches, pixels, result) -> dict:
+  """metrics.json's `unseen_year` (`jaxcrop.unseen_year`): the same-year and
+  seen-space splits scored like the test split, the previous-year baseline."""
+  from jaxcrop import previous_year, unseen_year  # pylint: disable=g-import-not-at-top
+  names_by_tier = {t: hierarchy.tier_names(meta, t) for t in (1, 2, 3)}
+  score = lambda s: compute(collect(data.eval_batches(cfg.data, s, meta), predictors,
+                                    max_batches), predictors, list(meta.class_names),
+                            Tree.of(meta), names_by_tier)
+  previous = None
+  if cfg.years.get("previous_year", True):
+    root = unseen_year.zones_root(cfg, data.dataset_dir(cfg.data))
+    previous = lambda year, zones: previous_year.evaluate(root, year, zones, meta)
+  return unseen_year.run(cfg, result, score, previous, pixels["zones"])
 
 
 def write_outputs(out, result: dict, note: str, class_names) -> None:
@@ -416,13 +434,16 @@ def _main(args) -> int:
   result = evaluate(args.workdir, which=args.which, split=args.split,
                     with_baseline=args.baseline, max_batches=args.max_batches,
                     data_dir=args.data_dir, in_season=args.in_season)
-  if result["dataset"] == "demo":
+  if result["dataset"].startswith("demo"):
     print("(synthetic demo dataset — not a real-world result)")
   print(compact_table(result))
   if "in_season" in result:
     from jaxcrop import in_season_eval   # pylint: disable=g-import-not-at-top
     print(f"\nin season, macro-F1 by cut-off month (crop classes):\n"
           f"{in_season_eval.table(result['in_season'])}")
+  if "unseen_year" in result:
+    from jaxcrop import unseen_year  # pylint: disable=g-import-not-at-top
+    print("\nunseen year\n" + unseen_year.table(result["unseen_year"]))
   print(f"written: {checkpoint.workdir_path(args.workdir) / 'eval'}/metrics.{{json,md}}, "
         f"confusion_*.png")
   return 0

@@ -35,6 +35,7 @@ from jaxcrop.models import build_model, head_kind, needs_valid_count, unet_min_s
 from cropcontracts import atomic
 from cropcontracts.dataset_meta import DatasetMeta
 from cropcontracts.errors import UserError
+from cropcontracts import years
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -205,6 +206,9 @@ def check_inputs(config, workdir, data: Data) -> DatasetMeta:
   the dataset (splits, damaged shards), a resume of another model, the batch
   sizes against the devices. Returns the dataset's DatasetMeta."""
   check_config(config)
+  if config.get("years"):    # a year-held-out run: its test year is never trained on
+    years.check_heldout(config.data.train_split, config.data.val_split,
+                        config.data.test_split)
   meta = data.load_meta(config.data)
   data.check_split(config.data, None, config.data.val_split)
   for split in (config.data.train_split, config.data.val_split):

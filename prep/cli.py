@@ -63,7 +63,10 @@ def _out_arg(p: argparse.ArgumentParser, help: str = "folder of zone folders",
 
 def _year_arg(p: argparse.ArgumentParser) -> None:
   p.add_argument("--year", type=int, default=2023,
-                 help="year of the composites (default: %(default)s)")
+                 help="year of the composites (default: %(default)s); a zone folder "
+                      "holds one zone-year: give each year its folder of zone folders, "
+                      "e.g. --out data/zones/2022 (zone folders of another year are "
+                      "refused)")
 
 
 def _project_arg(p: argparse.ArgumentParser, only: str = "") -> None:
@@ -270,8 +273,10 @@ def _labels_parser(sub) -> None:
           OUT/<zone_id>/. Several files (neighbouring regions) may be given.
           Codes are read with their meaning in the RPG edition: --rpg-year,
           else the year in the file's name (or in a folder above it named
-          RPG…), else the year of the zone's composites, else 2023 (with a
-          warning). A code the nomenclature lacks for that edition stops the
+          RPG…), else --year, else the year of the zone's composites, else
+          2023 (with a warning). The edition must be the zone-year (--year,
+          and the year of the folder's composites): one folder of zone
+          folders per year, e.g. --out data/zones/2022 for RPG_2022. A code the nomenclature lacks for that edition stops the
           run, listing each code with its parcels and area, unless
           --unknown-codes ignore.
 
@@ -284,6 +289,8 @@ def _labels_parser(sub) -> None:
           pixels it calls cropland or grassland (WorldCover 40, 30) stay
           unlabelled instead.""", """
             python -m prep labels --rpg RPG_2-2__GPKG_LAMB93_FXX_2023.gpkg --all --out data/zones
+            python -m prep labels --rpg RPG_2-0__GPKG_LAMB93_FXX_2022.gpkg --year 2022 \
+                --all --out data/zones/2022
             python -m prep labels --rpg R24.shp R28.shp --zones chartres_0 --out data/zones \\
                 --drop-border
             python -m prep labels --rpg PARCELLES_GRAPHIQUES.gpkg --rpg-year 2024 \\
@@ -304,6 +311,10 @@ def _labels_parser(sub) -> None:
   p.add_argument("--rpg-year", type=int, default=None, metavar="YEAR",
                  help="RPG edition (declaration year) of the files (default: the year "
                       "in their name, else the composites' year, else 2023)")
+  p.add_argument("--year", type=int, default=None,
+                 help="the zone-year: an RPG of another edition (by --rpg-year or its "
+                      "file name), or zone folders holding another year's composites, "
+                      "stop the run (default: the composites' year)")
   p.add_argument("--unknown-codes", choices=("error", "ignore"), default="error",
                  help="codes the nomenclature lacks for the edition: stop (error, the "
                       "default) or leave their parcels unlabelled with a warning, "
@@ -335,13 +346,31 @@ def _demo_parser(sub) -> None:
           2 x 2 zones of 48 x 48). A rerun skips what is complete. Synthetic
           data: not a result.""", """
             python -m prep demo --out /tmp/demo
-            python -m prep demo --out /tmp/demo_small --small --seed 1""",
+            python -m prep demo --out /tmp/demo_small --small --seed 1
+            python -m prep demo --out /tmp/demo_years --years 2022,2023""",
       run_demo)
   _out_arg(p, "output folder (raw/ and zones/ are written in it)")
   p.add_argument("--seed", type=int, default=0,
                  help="random seed of the region (default: %(default)s)")
   p.add_argument("--small", action="store_true",
                  help="tiny variant for tests: 2 x 2 zones of 48 x 48 pixels")
+  p.add_argument("--years", type=_years, default=None, metavar="Y1,Y2,…",
+                 help="several years on the same parcels, each its weather, clouds, "
+                      "rotated crops and RPG edition: OUT/raw/<year>/ and "
+                      "OUT/zones/<year>/<zone_id>/ (default: the single-year demo, 2023)")
+
+
+def _years(text: str) -> list[int]:
+  """`2022,2023` -> [2022, 2023]: years of the RPG editions the nomenclature covers."""
+  from cropcontracts.nomenclature import FIRST_EDITION
+  try:
+    years = sorted({int(y) for y in text.split(",") if y.strip()})
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r}: expected years like 2022,2023") from None
+  if not years or years[0] < FIRST_EDITION or years[-1] > 2100:
+    raise argparse.ArgumentTypeError(f"{text!r}: expected years from {FIRST_EDITION} on, "
+                                     f"like 2022,2023")
+  return years
 
 
 def _read_table(path) -> list:
@@ -496,17 +525,19 @@ def run_labels(args) -> None:
   _each_zone(args, "labels", lambda zone, folder: labels.make_zone_labels(
       rpg, zone, folder, layer=args.layer, drop_border=args.drop_border,
       progress=False, edition=args.rpg_year, unknown_codes=args.unknown_codes,
-      margin=args.margin, landcover=args.landcover))
+      margin=args.margin, landcover=args.landcover, year=args.year))
 
 
 def run_demo(args) -> None:
   from prep import demo
   root = demo.make_demo(args.out, seed=args.seed, progress=not args.quiet,
-                        small=args.small)
-  n = sum(1 for p in root.iterdir() if (p / "meta.json").is_file())
-  print(f"demo zone folders: {root} ({n} zones)\n"
+                        small=args.small, years=args.years)
+  roots = [root / str(y) for y in args.years] if args.years else [root]
+  n = sum(1 for r in roots for p in r.iterdir() if (p / "meta.json").is_file())
+  where = f" per year: {', '.join(map(str, args.years))}" if args.years else ""
+  print(f"demo zone folders: {root} ({n} {'zone-years' if args.years else 'zones'}{where})\n"
         f"raw inputs:        {args.out / 'raw'} (rpg_demo.gpkg, landcover_demo.tif, scenes/, "
-        f"zones.csv)\n"
+        f"zones.csv{'; one folder per year' if args.years else ''})\n"
         f"synthetic data: the numbers it gives are not results")
 
 

@@ -66,10 +66,11 @@ def zone_done(folder, zone: Zone, **expected) -> dict | None:
   Returns:
     meta.json's `imagery` when it matches and its files are there, else None.
   Raises:
-    UserError when the folder holds another zone, before any request is spent.
+    UserError when the folder holds another zone or zone-year, before any
+    request is spent.
   """
   folder = pathlib.Path(folder)
-  info = zonefolder.check_folder(folder, zone).get("imagery") or {}
+  info = zonefolder.check_folder(folder, zone, expected.get("year")).get("imagery") or {}
   ok = all(info.get(k) == v for k, v in expected.items())
   return info if ok and all((folder / f).is_file()
                             for f in zonefolder.IMAGERY_FILES) else None

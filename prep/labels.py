@@ -341,19 +341,23 @@ def edition_in_path(path) -> int | None:
 
 
 def rpg_edition(paths: Sequence[pathlib.Path], meta: dict,
-                edition: int | None = None) -> tuple[int, str]:
+                edition: int | None = None, year: int | None = None) -> tuple[int, str]:
   """(RPG edition, where it came from) for reading the codes of `paths`.
 
   Args:
     paths: the RPG files; meta: the zone folder's meta.json ({} if none);
     edition: the edition given by the user (`--rpg-year`), if any.
+    year: the zone-year given by the user (`--year`), if any.
   Returns:
     `edition` ("--rpg-year"), else the year in the files' names ("file name"),
-    else the year of the zone's composites ("composites"), else
-    nomenclature.DEFAULT_EDITION ("default", with a warning).
+    else `year` ("--year"), else the year of the zone's composites
+    ("composites"), else nomenclature.DEFAULT_EDITION ("default", with a
+    warning).
   """
   if edition is not None:
     found = (int(edition), "--rpg-year")
+  elif year is not None and not any(edition_in_path(p) for p in paths):
+    found = (int(year), "--year")
   else:
     years = {p: y for p in paths if (y := edition_in_path(p)) is not None}
     if len(set(years.values())) > 1:
@@ -374,6 +378,27 @@ def rpg_edition(paths: Sequence[pathlib.Path], meta: dict,
     raise UserError(f"RPG edition {found[0]} ({found[1]}): the nomenclature covers RPG 2.x "
                     f"editions from {nomenclature_lib.FIRST_EDITION} on; pass --rpg-year")
   return found
+
+
+def check_edition_year(paths: Sequence[pathlib.Path], edition: int, edition_from: str,
+                       year: int | None, folder, meta: dict) -> None:
+  """UserError (naming the RPG files) when the RPG edition is not the zone-year:
+  `year` (`--year`) or the year the zone folder already holds (its composites').
+
+  A zone-year's labels are its own year's RPG: wheat declared in 2022 says
+  nothing certain of the field in 2023 (`jaxcrop.previous_year` uses exactly that
+  as a baseline, never as labels).
+  """
+  names = ", ".join(p.name for p in paths)
+  if year is not None and int(year) != edition:
+    raise UserError(f"{names}: RPG edition {edition} ({edition_from}) does not match "
+                    f"--year {year}; pass the RPG of {year} (or --rpg-year when the file "
+                    f"name is wrong)")
+  held = zonefolder.year_of(meta)
+  if held is not None and held != edition:
+    raise UserError(f"{names}: RPG edition {edition} ({edition_from}) does not match the "
+                    f"zone-year {held} of {folder}; label the folders of {edition} "
+                    f"(--out <root>/{edition}) or pass the RPG of {held}")
 
 
 def unknown_code_counts(gdf, codes: Sequence[str]) -> list:
@@ -467,7 +492,8 @@ def parcel_table(gdf, classes: dict, parcels: np.ndarray):
 def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = None,
                      drop_border: bool = False, progress: bool = True,
                      edition: int | None = None, unknown_codes: str = "error",
-                     margin: int = DEFAULT_MARGIN, landcover=None) -> dict:
+                     margin: int = DEFAULT_MARGIN, landcover=None,
+                     year: int | None = None) -> dict:
   """Rasterizes the RPG parcels of `zone` into its zone folder.
 
   Args:
@@ -488,6 +514,8 @@ def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = No
       (ESA WorldCover through Earth Engine, initialized first) or a land-cover
       GeoTIFF path: its farmland (grassland, cropland) stays unlabelled
       (`prep.landcover`).
+    year: the zone-year (`--year`), None: the folder's. An RPG of another
+      edition, or a folder of another year, is refused (`check_edition_year`).
   Returns:
     The `labels` section written to meta.json: nomenclature, rpg_edition,
     rpg_edition_from, rpg_file, layer, parcels, parcels_ignored (ignored and
@@ -511,7 +539,8 @@ def make_zone_labels(rpg_path, zone: Zone, out_folder, *, layer: str | None = No
   with tqdm(total=3, desc=f"labels {zone.zone_id}", unit="step",
             disable=not progress) as bar:
     gdf, counts, near = zone_parcels(paths, zone, layer, margin=margin)
-    edition, edition_from = rpg_edition(paths, meta, edition)
+    edition, edition_from = rpg_edition(paths, meta, edition, year)
+    check_edition_year(paths, edition, edition_from, year, out_folder, meta)
     found = _check_codes(gdf, nom, edition, paths, zone, unknown_codes)
     classes = _class_columns(gdf["CODE_CULTU"].tolist(), nom, edition)
     bar.update()

@@ -509,7 +509,7 @@ def composite_zone_from_scenes(scene_dir, zone: Zone, out_folder, *, year: int =
   """
   s2_products.check_zone_grid(zone)
   scene_dir = pathlib.Path(scene_dir)
-  zonefolder.check_folder(out_folder, zone)     # before any scene is read
+  zonefolder.check_folder(out_folder, zone, year)     # before any scene is read
   found = discover_scenes(scene_dir)
   of_year = [s for s in found if s.date.year == year]
   inside = [s for s in of_year if covers(s, zone)]

@@ -168,7 +168,8 @@ def test_zone_done_skips_runs_unless_overwrite(tmp_path):
   assert info == {"ran": 1} and not (folder / ".c").exists()   # the cache goes after
   _write_done_zone(folder)
   assert _cached_zone(folder, ran.append)["source"] == "test" and len(ran) == 1
-  assert fetch.zone_done(folder, ZONE, source="test", year=2024) is None
+  with pytest.raises(UserError, match="holds zone-year 2023, not 2024"):  # one zone-year
+    fetch.zone_done(folder, ZONE, source="test", year=2024)                # per folder
   (folder / "valid_count.tif").unlink()                    # a file missing: not done
   assert fetch.zone_done(folder, ZONE, source="test") is None
   _write_done_zone(folder)

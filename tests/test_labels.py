@@ -629,7 +629,7 @@ def test_parcels_gpkg_holds_the_rasterized_geometries_in_the_zone_crs(tmp_path):
   meta = json.loads((tmp_path / "zone" / "meta.json").read_text())   # labels, no imagery
   zf = zonefolder.ZoneFolder(tmp_path / "zone", meta, ZONE)
   gdf = zf.read_parcel_geometries()
-  assert gdf.crs == ZONE.crs and zf.format == "jaxcrop-zone/2"
+  assert gdf.crs == ZONE.crs and zf.format == "jaxcrop-zone/3"
   assert gdf.parcel_index.tolist() == table.parcel_index.tolist() == [1, 2, 3]
   assert gdf.ID_PARCEL.tolist() == table.ID_PARCEL.tolist() == ["3", "5", "7"]
   assert gdf.CODE_CULTU.tolist() == ["MIS", "TRN", "BTH"]

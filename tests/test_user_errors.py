@@ -32,7 +32,8 @@ W = "{workdir}"   # replaced by a fresh path: nothing may be written there
      "(e.g. configs/hybrid.py:demo)"),
     ([f"--config={CONFIG}:dmeo", "--workdir", W],
      f"--config={CONFIG}:dmeo: unknown config variant(s) ['dmeo']; expected attention, "
-     f"compare, demo, hierarchical, inseason, tiny, validcount (comma-separated)"),
+     f"compare, demo, hierarchical, inseason, loyo, tiny, validcount, years "
+     f"(comma-separated)"),
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.optimizer.lrr=1"],
      "--config.optimizer.lrr: no such config field (did you mean 'lr'?)"),
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.optimizr.lr=1"],

@@ -151,7 +151,7 @@ def test_parcel_geometries_round_trip_in_the_zone_crs(tmp_path):
   zone = _zone()
   _write(tmp_path / "z", zone)
   zf = ZF.open_zone(tmp_path / "z", require_labels=True)
-  assert zf.format == ZF.FORMAT == "jaxcrop-zone/2" and zf.has_parcel_geometries
+  assert zf.format == ZF.FORMAT == "jaxcrop-zone/3" and zf.has_parcel_geometries
   gdf = zf.read_parcel_geometries()
   assert list(gdf.columns) == [*ZF.PARCEL_FIELDS, "geometry"]
   assert gdf.crs.to_epsg() == zone.epsg
@@ -194,7 +194,7 @@ def test_unknown_format_is_refused(tmp_path):
   meta = json.loads((tmp_path / "z" / "meta.json").read_text())
   (tmp_path / "z" / "meta.json").write_text(json.dumps({**meta, "format": "jaxcrop-zone/9"}))
   with pytest.raises(UserError, match=r"zone t_0: .*meta.json has format 'jaxcrop-zone/9'; "
-                     r"this code reads jaxcrop-zone/1, jaxcrop-zone/2"):
+                     r"this code reads jaxcrop-zone/1, jaxcrop-zone/2, jaxcrop-zone/3"):
     ZF.open_zone(tmp_path / "z")
 
 

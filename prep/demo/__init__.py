@@ -28,6 +28,7 @@ Demo numbers are never results.
   parcels.py  the parcels (recursive splits) and the RPG GeoPackage.
   sensor.py   reflectance, clouds, shadows, haze and SCL of one acquisition.
   stac.py     the scene files: COG bands and STAC items.
+  seasons.py  the years: weather, clouds, crop rotations, RPG editions.
 
 `make_demo` is the one entry point (the TFDS builder's demo config calls it);
 `write_raw` writes the raw inputs only. Beside the region, for the tests and the
@@ -44,6 +45,7 @@ import pathlib
 
 from cropcontracts import atomic
 from prep.demo import landcover
+from prep.demo import seasons
 from prep.demo.parcels import make_parcels, write_rpg
 from prep.demo.region import FULL, SMALL, demo_zones, zone_window
 from prep.demo.sensor import december_front, make_ground
@@ -55,25 +57,33 @@ __all__ = ["make_demo", "write_raw"]
 
 
 def write_raw(raw_dir, *, seed: int = 0, small: bool = False,
-              progress: bool = True) -> dict:
+              progress: bool = True, year: int | None = None) -> dict:
   """Writes the demo's raw inputs (zones.csv, rpg_demo.gpkg, scenes/) once.
 
-  Idempotent: `raw/demo.json` records the seed and size first (`complete`
-  false) and is completed last; a rerun keeps what exists and refuses a folder
-  begun with another seed or size. Returns the content of demo.json.
+  year: None, the base year (2023); another year has its own season, crops
+  and RPG edition (`prep.demo.seasons`), on the same parcels.
+  Idempotent: `raw/demo.json` records the seed, size and year first
+  (`complete` false) and is completed last; a rerun keeps what exists and
+  refuses a folder begun with another seed, size or year. Returns the
+  content of demo.json.
   """
   from tqdm import tqdm
   raw = pathlib.Path(raw_dir)
   spec = SMALL if small else FULL
+  year = spec.year if year is None else int(year)
+  spec = dataclasses.replace(spec, year=year)
   stamp = {"seed": seed, "small": small, "spec": dataclasses.asdict(spec),
            "complete": False}
   done = raw / "demo.json"
   if done.is_file():
     old = json.loads(done.read_text(encoding="utf-8"))
-    if {k: old.get(k) for k in ("seed", "small")} != {"seed": seed, "small": small}:
+    old_year = old.get("spec", {}).get("year", seasons.BASE_YEAR)
+    if ({k: old.get(k) for k in ("seed", "small")} != {"seed": seed, "small": small}
+        or old_year != year):
+      of_year = (f" year={old_year}", f" year={year}") if old_year != year else ("", "")
       raise UserError(f"{raw}: holds a demo made with seed={old.get('seed')} "
-                      f"small={old.get('small')}, not seed={seed} small={small}; "
-                      f"choose another output folder or delete it")
+                      f"small={old.get('small')}{of_year[0]}, not seed={seed} "
+                      f"small={small}{of_year[1]}; choose another output folder or delete it")
     if old.get("complete"):
       return old
   elif raw.exists() and any(raw.iterdir()):
@@ -81,7 +91,7 @@ def write_raw(raw_dir, *, seed: int = 0, small: bool = False,
   else:
     atomic.write_json(done, stamp)
   zones = demo_zones(spec)
-  parcels = make_parcels(spec, seed)
+  parcels = seasons.parcels_of_year(make_parcels(spec, seed), year, seed)
   ground = make_ground(spec, parcels, seed)
   frac = [float((ground.kind[zone_window(spec, z)] == landcover.FIELD).mean()) for z in zones]
   write_zones([dataclasses.replace(z, cropland_fraction=round(f, 3))
@@ -91,10 +101,11 @@ def write_raw(raw_dir, *, seed: int = 0, small: bool = False,
   if not (raw / "landcover_demo.tif").is_file():
     landcover.write_worldcover(raw / "landcover_demo.tif", spec, ground.kind, ground.pid,
                                parcels.code)
-  front = december_front(spec, seed)
+  streams, cloudiness = seasons.stream_seed(seed, year), seasons.season(year, seed).cloudiness
+  front = december_front(spec, streams)
   dates = spec.scene_dates
-  bar = tqdm(dates, desc="demo scenes", unit="scene", disable=not progress)
-  ids = [write_scene(raw / "scenes", ground, spec, i, d, seed, front)
+  bar = tqdm(dates, desc=f"demo scenes {year}", unit="scene", disable=not progress)
+  ids = [write_scene(raw / "scenes", ground, spec, i, d, streams, front, cloudiness)
          for i, d in enumerate(bar)]
   stamp.update(complete=True, n_parcels=int(parcels.declared.sum()),
                n_undeclared=int((~parcels.declared).sum()), n_acquisitions=len(ids),
@@ -107,8 +118,13 @@ def write_raw(raw_dir, *, seed: int = 0, small: bool = False,
 
 
 def make_demo(out_dir, *, seed: int = 0, progress: bool = True,
-              small: bool = False) -> pathlib.Path:
+              small: bool = False, years=None) -> pathlib.Path:
   """Writes the demo region and its zone folders; returns `out_dir/zones`.
+
+  years: None (the default), the single-year demo of 2023 as below; a list of
+  years, one demo per year on the same parcels (`prep.demo.seasons`: its
+  weather, clouds, rotated crops and RPG edition), raw inputs in
+  `out_dir/raw/<year>/` and zone folders in `out_dir/zones/<year>/<zone_id>/`.
 
   Raw inputs go to `out_dir/raw` (`write_raw`); then, per zone, the scenes route
   (`prep.scenes.composite_zone_from_scenes`) and the labels route
@@ -118,24 +134,35 @@ def make_demo(out_dir, *, seed: int = 0, progress: bool = True,
   skips whatever is complete. `small=True` makes a tiny variant for tests
   (2 x 2 zones of 48 x 48 pixels, 25 scenes).
   """
+  out = pathlib.Path(out_dir)
+  if years is not None:
+    for year in sorted(set(map(int, years))):
+      make_demo_year(out / "raw" / str(year), out / "zones" / str(year), seed=seed,
+                     progress=progress, small=small, year=year)
+    return out / "zones"
+  return make_demo_year(out / "raw", out / "zones", seed=seed, progress=progress,
+                        small=small)
+
+
+def make_demo_year(raw, root, *, seed: int, progress: bool, small: bool,
+                   year: int | None = None) -> pathlib.Path:
+  """One year of the demo: raw inputs in `raw`, zone folders in `root`; returns root."""
   from tqdm import tqdm
   from cropcontracts.zonefolder import check_folder
   from prep.labels import make_zone_labels
   from prep.scenes import composite_zone_from_scenes
   from prep.zones import read_zones
-  out = pathlib.Path(out_dir)
-  raw = out / "raw"
-  stamp = write_raw(raw, seed=seed, small=small, progress=progress)
-  root = out / "zones"
-  for zone in tqdm(read_zones(raw / "zones.csv"), desc="demo zones", unit="zone",
+  raw, root = pathlib.Path(raw), pathlib.Path(root)
+  stamp = write_raw(raw, seed=seed, small=small, progress=progress, year=year)
+  given, year = year, stamp["spec"]["year"]
+  for zone in tqdm(read_zones(raw / "zones.csv"), desc=f"demo zones {year}", unit="zone",
                    disable=not progress):
     folder = root / zone.zone_id
-    meta = check_folder(folder, zone)
+    meta = check_folder(folder, zone, year)
     if "imagery" not in meta:
-      composite_zone_from_scenes(raw / "scenes", zone, folder,
-                                 year=stamp["spec"]["year"], progress=False)
+      composite_zone_from_scenes(raw / "scenes", zone, folder, year=year, progress=False)
     if "labels" not in meta:
-      make_zone_labels(raw / "rpg_demo.gpkg", zone, folder, progress=False,
+      make_zone_labels(raw / "rpg_demo.gpkg", zone, folder, progress=False, year=given,
                        landcover=raw / "landcover_demo.tif")   # undeclared fields: unlabelled
   return root
 

@@ -36,6 +36,11 @@ CODES = {
     "VRG": ("20", "orchard"),           # verger
     "BOR": ("28", "border"),            # bordure de champ
     "SNE": ("28", "fallow"),            # surface temporairement non exploitée
+    # Codes of the list before 2023, in the RPG of the demo's earlier years
+    # (`prep.demo.seasons.BEFORE_2023`).
+    "MIE": ("2", "silage_maize"),       # maïs ensilage (up to 2022)
+    "J5M": ("11", "fallow"),            # jachère de 5 ans ou moins (up to 2022)
+    "MCR": ("4", "winter_barley"),      # mélange de céréales (up to 2022)
 }
 # Grassland is managed by the farm, not by its RPG code: most temporary grassland
 # is mown three times, most permanent grassland grazed with one cut, not all.

@@ -202,13 +202,16 @@ def _blobs(rng, shape, scale) -> np.ndarray:
   return (a - a.mean()) / max(float(a.std()), 1e-6)
 
 
-def _cover_fraction(rng, month: int) -> float:
-  """Cloud cover of one scene: many clear, some overcast, cloudier in winter."""
+def _cover_fraction(rng, month: int, cloudiness: float = 1.0) -> float:
+  """Cloud cover of one scene: many clear, some overcast, cloudier in winter;
+  `cloudiness` scales the odds of overcast (and divides those of clear) scenes."""
   winter = month in (1, 2, 11, 12)
+  clear = (0.30 if winter else 0.45) / cloudiness
+  overcast = min((0.38 if winter else 0.15) * cloudiness, 1 - clear)
   u = rng.random()
-  if u < (0.30 if winter else 0.45):
+  if u < clear:
     return float(rng.uniform(0, 0.03))
-  if u > (0.62 if winter else 0.85):
+  if u > 1 - overcast:
     return float(rng.uniform(0.85, 1.0))
   return float(rng.uniform(0.05, 0.7))
 
@@ -244,8 +247,8 @@ def _down(a) -> np.ndarray:
 
 
 def observe(ground: Ground, date: datetime.date, rng: np.random.Generator,
-            front: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
-  """One Sentinel-2 L2A-like acquisition.
+            front: np.ndarray, cloudiness: float = 1.0) -> tuple[np.ndarray, np.ndarray, dict]:
+  """One Sentinel-2 L2A-like acquisition (`cloudiness`: the year's, `_cover_fraction`).
 
   Returns:
     uint16 [4, H, W] reflectance x 10000 (0 = nodata), uint8 [H/2, W/2] SCL,
@@ -255,7 +258,7 @@ def observe(ground: Ground, date: datetime.date, rng: np.random.Generator,
   refl, green = surface_reflectance(ground, doy)
   h, w = green.shape
   h2, w2 = h // 2, w // 2
-  cover = _cover_fraction(rng, date.month)
+  cover = _cover_fraction(rng, date.month, cloudiness)
   alpha = _opacity(_blobs(rng, (h2, w2), 24), cover)
   if date.month == 12:                 # a front that stays all month
     alpha = np.maximum(alpha, front)

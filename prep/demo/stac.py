@@ -306,7 +306,8 @@ def products_of(spec: DemoSpec, i: int, date: datetime.date) -> list[tuple[Tile,
   return out
 
 
-def write_scene(scene_dir, ground, spec, i, date, seed, front) -> list[str]:
+def write_scene(scene_dir, ground, spec, i, date, seed, front,
+                cloudiness: float = 1.0) -> list[str]:
   """Writes the products of acquisition i (one per tile); returns their folder names.
 
   The acquisition is drawn from `default_rng([seed, 100 + i])` once (`observe`)
@@ -316,7 +317,7 @@ def write_scene(scene_dir, ground, spec, i, date, seed, front) -> list[str]:
   todo = [p for p in products_of(spec, i, date) if not _complete(scene_dir, p[2])]
   if todo:
     rng = np.random.default_rng([seed, 100 + i])
-    dn, scl, facts = observe(ground, date, rng, front)
+    dn, scl, facts = observe(ground, date, rng, front, cloudiness)
     for tile, kind, _ in todo:
       t_dn, t_scl = cut(spec, tile, dn, scl)
       t_dn = with_offset(t_dn)

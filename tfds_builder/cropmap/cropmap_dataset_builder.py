@@ -58,17 +58,22 @@ class CropmapConfig(tfds.core.BuilderConfig):
       easily in accelerator memory.
     num_folds: number of training folds (fold0..).
     nomenclature: the nomenclature version every zone must be labelled with.
+    years: () for one year (--manual_dir holds the zone folders); else the
+      years whose zone-years --manual_dir holds as `<year>/<zone_id>/`, split
+      by zone and by year (`cropcontracts.years`: `y<year>_test`,
+      `y<year>_fold<i>`).
   """
   source: str = "manual"
   patch_size: int = 64
   num_folds: int = 3
   nomenclature: str = NOMENCLATURE
+  years: tuple = ()
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Crop-type segmentation patches from jaxcrop zone folders."""
 
-  VERSION = tfds.core.Version("3.0.0")
+  VERSION = tfds.core.Version("3.1.0")
   RELEASE_NOTES = {
       "1.0.0": "Spatial test split + folds, patch moments per fold.",
       "1.1.0": "metadata `normalization`: mean and std over all training folds; "
@@ -87,6 +92,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                "cover the land outside the parcels too. `class_pixel_counts` has 24 "
                "entries, the background's last. Zones must be relabelled with "
                "`python -m prep labels`.",
+      "3.1.0": "Configs over several years (demo_years, france2021_2023): zone-years "
+               "from <manual_dir>/<year>/<zone_id>/, splits y<year>_test and "
+               "y<year>_fold<i> (the spatial split kept within every year, one split per "
+               "zone-year), moments per split; metadata `years`. Single-year configs: "
+               "examples and metadata unchanged.",
   }
   # The stock `tfds build` without --config builds every config listed here,
   # so only the demo, which needs nothing, is listed; configs that need a
@@ -98,6 +108,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   ON_REQUEST_CONFIGS = [
       CropmapConfig(name="france2023", source="manual",
                     description="The 40 study zones (8 regions x 5), RPG 2023 labels."),
+      CropmapConfig(name="demo_years", source="demo", years=(2022, 2023),
+                    description="The synthetic demo region in 2022 and 2023 "
+                                "(prep.demo.seasons): year-held-out experiments."),
+      CropmapConfig(name="france2021_2023", source="manual", years=(2021, 2022, 2023),
+                    description="The 40 study zones in 2021, 2022 and 2023, each year's "
+                                "RPG: --manual_dir holds <year>/<zone_id>/."),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "demo"
   builder_config_cls = CropmapConfig  # --config='{"name": "x", "patch_size": 32}' 
@@ -176,9 +192,23 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _check_manual_zones(self, manual) -> None:
     """Raises UserError for the first bad zone folder of `manual`, if it holds any."""
-    if manual is not None and _holds_zones(pathlib.Path(manual)):
-      zones = patching.find_labelled_zones(pathlib.Path(manual))
-      patching.check_zones(zones, self.builder_config.nomenclature)
+    if manual is not None and self._holds_zones(pathlib.Path(manual)):
+      self._zones(pathlib.Path(manual))
+
+  def _holds_zones(self, root: pathlib.Path) -> bool:
+    years = self.builder_config.years
+    return all(_holds_zones(root / str(y)) for y in years) if years else _holds_zones(root)
+
+  def _zones(self, root: pathlib.Path) -> dict:
+    """{year (None for a single-year config): its zone folders}, checked."""
+    cfg = self.builder_config
+    if not cfg.years:
+      zones = patching.find_labelled_zones(root)
+      patching.check_zones(zones, cfg.nomenclature)
+      return {None: zones}
+    by_year = {y: patching.find_labelled_zones(root / str(y)) for y in cfg.years}
+    patching.check_zone_years(by_year, cfg.nomenclature)
+    return by_year
 
   def _download_and_prepare(self, dl_manager, download_config):
     self._use_beam = bool(download_config.beam_runner or download_config.beam_options)
@@ -187,11 +217,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _zones_root(self, dl_manager) -> pathlib.Path:
     """The folder of zone folders: --manual_dir, or the generated demo."""
     manual = getattr(dl_manager, "_manual_dir", None)
-    if manual is not None and _holds_zones(pathlib.Path(manual)):
+    if manual is not None and self._holds_zones(pathlib.Path(manual)):
       return pathlib.Path(manual)
     if self.builder_config.source == "demo":
       from prep import demo  # pylint: disable=g-import-not-at-top
-      return pathlib.Path(demo.make_demo(_demo_dir(dl_manager.download_dir), seed=0))
+      where, years = _demo_dir(dl_manager.download_dir), self.builder_config.years
+      if years:   # the demo of each year in <where>_years/zones/<year>/
+        return pathlib.Path(demo.make_demo(where.with_name(where.name + "_years"), seed=0,
+                                           years=years))
+      return pathlib.Path(demo.make_demo(where, seed=0))
     raise UserError(
         f"--manual_dir={manual}: {'holds no zone folder (no */meta.json)' if manual and pathlib.Path(manual).is_dir() else 'does not exist'}; "
         f"config {self.builder_config.name} needs the zone folders written by prep, "
@@ -200,16 +234,17 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     cfg = self.builder_config
-    zones = patching.find_labelled_zones(self._zones_root(dl_manager))
-    patching.check_zones(zones, cfg.nomenclature)
-    split_of = patching.assign_splits([z.zone for z in zones], cfg.num_folds)
-    names = [patching.TEST] + [patching.fold_name(i) for i in range(cfg.num_folds)]
-    members = {s: [z for z in zones if split_of[z.zone_id] == s] for s in names}
-    assert sum(len(m) for m in members.values()) == len(set(split_of)) == len(zones)
+    root = self._zones_root(dl_manager)
+    by_year = self._zones(root)
+    members = patching.split_members(by_year, cfg.num_folds)
+    zones = [z for zs in by_year.values() for z in zs]
     self.info.metadata.update(self._metadata(zones, members))
+    if cfg.years:   # the zone-years, for the previous-year baseline (jaxcrop.previous_year)
+      self.info.metadata.update(years=list(cfg.years), zones_root=str(root.resolve()))
+    names = list(members)
     return {s: self._generate_examples(
                 zone_paths=[str(z.path) for z in members[s]],
-                keep_empty=s == patching.TEST)
+                keep_empty=patching.is_test(s))
             for s in names}
 
   def _metadata(self, zones, members) -> dict:
@@ -223,9 +258,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     nom = nomenclature_lib.load(cfg.nomenclature)
     counts, patches, dropped, moments = {}, {}, {}, {}
     for split, zs in members.items():
-      summaries = [patching.zone_summary(z, cfg.patch_size, split == patching.TEST,
-                                         nom.num_classes,
-                                         with_moments=split != patching.TEST)
+      test = patching.is_test(split)
+      summaries = [patching.zone_summary(z, cfg.patch_size, test, nom.num_classes,
+                                         with_moments=not test)
                    for z in tfds.core.utils.tqdm(zs, desc=f"Scanning {split} zones",
                                                  leave=False)]
       counts[split] = np.sum([s["class_pixels"] for s in summaries], 0).tolist()
@@ -236,7 +271,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             f"split {split} (zones {[z.zone_id for z in zs]}) has no patch of "
             f"{cfg.patch_size} px with a labelled pixel; use a smaller patch_size "
             f"or larger zones")
-      if split != patching.TEST:
+      if not test:
         moments[split] = moments_lib.merge_all(s["moments"] for s in summaries).to_json()
       if dropped[split]:
         logging.info("cropmap %s: dropped %d patch(es) without any labelled "

@@ -194,5 +194,50 @@ def check_zones(zones: Sequence[zonefolder.ZoneFolder], nomenclature: str) -> No
           f"all zones of a dataset must share months and bands — rerun prep for one")
 
 
+def check_zone_years(by_year: dict, nomenclature: str) -> None:
+  """Raises UserError (naming the folder) unless each year's zone-years pass
+  `check_zones`, hold their year (meta.json `year`), and have the months of
+  the first year's zone-years, in their own year."""
+  first = None
+  for year, zones in sorted(by_year.items()):
+    for zf in zones:
+      if zf.year != year:
+        raise UserError(f"zone-year {zf.path}: holds {zf.year}, not {year}; move it to "
+                        f"{zf.path.parent.parent / str(zf.year) / zf.path.name}")
+      of_year = [m[5:] for m in zf.months]
+      if first is None:
+        first = (zf, of_year)
+      if of_year != first[1] or [m[:4] for m in zf.months] != [str(year)] * len(zf.months):
+        raise UserError(
+            f"zone-year {zf.path}: months {zf.months[0]}..{zf.months[-1]} "
+            f"({len(zf.months)}) differ from the dataset's ({first[0].months[0]}.."
+            f"{first[0].months[-1]} in {first[0].path}, {len(first[1])} months of each "
+            f"year); composite it with the same months of {year}")
+    check_zones(zones, nomenclature)
+
+
+def split_members(by_year: dict, num_folds: int) -> dict:
+  """{split name: its zone folders}: the spatial split (`assign_splits` over
+  every zone of every year, so a zone keeps its split each year), within each
+  year (`cropcontracts.years.split_name`), or alone for a single-year dataset
+  (by_year {None: zones}). Every zone-year is in exactly one split."""
+  from cropcontracts import years as years_lib
+  all_zones = {z.zone_id: z.zone for zs in by_year.values() for z in zs}
+  split_of = assign_splits(list(all_zones.values()), num_folds)
+  spatial = [TEST] + [fold_name(i) for i in range(num_folds)]
+  members = {}
+  for year, zones in sorted(by_year.items(), key=lambda kv: kv[0] or 0):
+    for s in spatial:
+      name = s if year is None else years_lib.split_name(year, s)
+      members[name] = [z for z in zones if split_of[z.zone_id] == s]
+  assert sum(len(m) for m in members.values()) == sum(map(len, by_year.values()))
+  return members
+
+
+def is_test(split: str) -> bool:
+  """Whether `split` (`test`, `y2023_test`) is a test split: every patch, no moments."""
+  return split == TEST or split.endswith("_" + TEST)
+
+
 def find_labelled_zones(root: pathlib.Path) -> list[zonefolder.ZoneFolder]:
   return zonefolder.find_zones(root, require_labels=True)
