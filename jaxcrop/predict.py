@@ -33,6 +33,7 @@ import sys
 from cropcontracts import cli
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import open_zone
+from jaxcrop import calibrate
 from jaxcrop.maps import compatibility, runner
 from jaxcrop.maps.geotiff import check_output, write_outputs
 from jaxcrop.maps.parcels import check_geometries_source
@@ -99,9 +100,13 @@ def _run(args) -> int:
   zones, replace = _zones_to_map(args)              # the zones and their output folders,
   trained, nom = _checkpoint(args, zones)           # the checkpoint against them,
   settings = dataclasses.replace(settings, valid_count=_needs_valid_count(trained))
-  apply_fn = lambda v, x, **inputs: trained.model.apply(v, x, train=False, **inputs)
+  temp = calibrate.temperature(args.workdir, getattr(trained, "step", None))
+  apply_fn = lambda v, x, **inputs: trained.model.apply(v, x, train=False, **inputs) / temp
   compatibility.check_tile(apply_fn, trained.variables, trained.meta, settings)  # the tile
   mapper = ZoneMapper(apply_fn, trained.variables, trained.meta, settings)
+  if temp != 1.0:
+    print(f"confidence and probabilities calibrated: temperature {temp:.4f} "
+          f"({calibrate.FILE})")
 
   def write(z, pred):
     folder = write_outputs(z, pred, nom, args.out, overwrite=z.zone_id in replace)
