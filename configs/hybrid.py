@@ -98,6 +98,7 @@ def base() -> ml_collections.ConfigDict:
       early_stopping_patience=5,    # evaluations without a better val macro-F1
       log_every=50,
       tensorboard=True,             # tb/ summaries besides metrics.jsonl
+      calibrate=True,               # fit a temperature on val_split at the end (calibrate.py)
   )
   c.eval = dict(
       max_batches=config_dict.placeholder(int),  # cap on val/test batches (None = all)
@@ -134,7 +135,7 @@ def tiny(c) -> None:
   c.model.unet.widths = (8, 16)
   c.optimizer.warmup_steps = 2
   c.train.update(num_steps=6, eval_every=3, checkpoint_every=2,
-                 early_stopping_patience=2, log_every=1)
+                 early_stopping_patience=2, log_every=1, calibrate=False)
   c.eval.baseline.update(max_pixels=2_000, max_iter=10)
   c.model.attention.update(features=8, d_model=8, heads=2, key_dim=4, dropout=0.0)
   c.cv.grid = dict(lr=(1e-3,), kernel_size=(3, 5))

@@ -4,7 +4,9 @@ side by side with the per-pixel baseline.
   python -m jaxcrop.evaluate --workdir W [--which best] [--split test] [--no-baseline]
                              [--in_season | --no-in_season]
 
-Writes W/eval/metrics.json, W/eval/metrics.md and W/eval/confusion_<level>.png.
+Writes W/eval/metrics.json, W/eval/metrics.md, W/eval/confusion_<level>.png and
+W/eval/reliability_tier<t>.png (`calibration` in metrics.json: ECE per tier before
+and after the temperature of W/calibration.json, `jaxcrop.calibrate`).
 Parcel level: each parcel (zone_id, parcel index ≠ 0) gets the majority class
 of its predicted pixels (ties → the lowest class id; the background only when no
 pixel of it is predicted a crop: `metrics.parcel_class`) and is compared with the
@@ -32,7 +34,8 @@ import jax
 import numpy as np
 import tqdm
 
-from jaxcrop import baseline, checkpoint, cli, hierarchy, metrics, train
+from jaxcrop import baseline, calibrate, checkpoint, cli, hierarchy, metrics, train
+from jaxcrop.figures import reliability
 from jaxcrop.hierarchy import Tree
 from jaxcrop.tables import markdown_table
 from cropcontracts import atomic
@@ -307,8 +310,8 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
   meta = trained.meta
   check_same_layout(meta, data.load_meta(cfg.data), workdir)
   class_names = list(meta.class_names)
-  apply = jax.jit(lambda v, x, kw: trained.model.apply(v, x, train=False, **kw).argmax(-1))
-  predictors = {"model": lambda x, **kw: apply(trained.variables, x, kw)}
+  tap = calibrate.Tap(calibrate.logits_fn_of(trained))   # the model's classes; logits kept
+  predictors = {"model": tap}
   if with_baseline:
     base_cfg = cfg.eval.baseline
     clf = baseline.fit_or_load(
@@ -337,10 +340,14 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
   if cfg.get("years") and split == cfg.data.test_split:    # a year-held-out run
     result["unseen_year"] = _unseen_year(cfg, data, meta, predictors, max_batches, pixels,
                                          result)
+  result["calibration"] = calibrate.evaluation(
+      *tap.sample(pixels["label"]), calibrate.temperature(workdir, trained.step),
+      Tree.of(meta), {t: hierarchy.tier_names(meta, t) for t in (1, 2, 3)})
   note = ("synthetic demo dataset: these numbers test the pipeline, they are not "
           "real-world results" if cfg.data.builder_config.startswith("demo") else "")
-  write_outputs(checkpoint.workdir_path(out_dir) if out_dir else workdir / "eval",
-                result, note, class_names)
+  out = checkpoint.workdir_path(out_dir) if out_dir else workdir / "eval"
+  write_outputs(out, result, note, class_names)
+  reliability.write_figures(out, result["calibration"], result["split"])
   return result
 
 
@@ -437,6 +444,7 @@ def _main(args) -> int:
   if result["dataset"].startswith("demo"):
     print("(synthetic demo dataset — not a real-world result)")
   print(compact_table(result))
+  print("\n".join(calibrate.lines(result["calibration"])))
   if "in_season" in result:
     from jaxcrop import in_season_eval   # pylint: disable=g-import-not-at-top
     print(f"\nin season, macro-F1 by cut-off month (crop classes):\n"

@@ -3,8 +3,8 @@
   python -m jaxcrop.mosaic --maps MAPS --out NATIONAL
   python -m jaxcrop.mosaic --maps MAPS --out NATIONAL --departements DEPARTEMENT.shp --gpkg
 
-Writes NATIONAL/utm<NN>/{classes,confidence}.vrt (one VRT per UTM zone over the
-zone COGs), NATIONAL/france_{classes,confidence}.tif (Lambert-93 COGs with
+Writes NATIONAL/utm<NN>/{classes,confidence,validity}.vrt (one VRT per UTM zone over
+the zone COGs), NATIONAL/france_{classes,confidence,validity}.tif (Lambert-93 COGs with
 overviews), NATIONAL/areas.csv (hectares of each crop class per département,
 the background excluded) and NATIONAL/parcels/departement=<code>/part-0.parquet
 (GeoParquet of every parcel once; NATIONAL/parcels.gpkg with --gpkg). Zone overlaps: the zone
@@ -52,11 +52,16 @@ def _run(args) -> int:
 def _write(maps, out: pathlib.Path, args) -> None:
   """The national product of `maps` into `out`: VRTs, COGs, then the parcels."""
   from jaxcrop.maps import national
+  products = national.products(maps)
+  if "validity" not in products:
+    print("notice: some zone maps have no validity.tif (mapped before it existed): the "
+          "national product goes without it; rerun jaxcrop.predict --resume to add it",
+          file=sys.stderr)
   for epsg, group in sorted(national.by_utm(maps).items()):
-    for product in national.PRODUCTS:
+    for product in products:
       p = national.utm_vrt(group, product, out / f"utm{epsg % 100}" / f"{product}.vrt")
       print(f"wrote {p} ({len(group)} zones)")
-  for product in national.PRODUCTS:
+  for product in products:
     p = national.national_cog(maps, product, out / f"france_{product}.tif",
                               block=args.block or national.BLOCK_PX, progress=not args.quiet)
     print(f"wrote {p}")

@@ -39,6 +39,7 @@ from cropcontracts import cli
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import open_zone
 from jaxcrop import in_season
+from jaxcrop import calibrate
 from jaxcrop.maps import compatibility, runner
 from jaxcrop.maps.geotiff import check_output, write_outputs
 from jaxcrop.maps.parcels import check_geometries_source
@@ -113,9 +114,13 @@ def _run(args) -> int:
   until = None if month is None else in_season.months_kept(trained.meta.months, month)
   settings = dataclasses.replace(settings, valid_count=_needs_valid_count(trained),
                                  until=until)
-  apply_fn = lambda v, x, **inputs: trained.model.apply(v, x, train=False, **inputs)
+  temp = calibrate.temperature(args.workdir, getattr(trained, "step", None))
+  apply_fn = lambda v, x, **inputs: trained.model.apply(v, x, train=False, **inputs) / temp
   compatibility.check_tile(apply_fn, trained.variables, trained.meta, settings)  # the tile
   mapper = ZoneMapper(apply_fn, trained.variables, trained.meta, settings)
+  if temp != 1.0:
+    print(f"confidence and probabilities calibrated: temperature {temp:.4f} "
+          f"({calibrate.FILE})")
 
   def write(z, pred):
     folder = write_outputs(z, pred, nom, args.out, overwrite=z.zone_id in replace,

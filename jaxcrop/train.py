@@ -27,6 +27,7 @@ import numpy as np
 import optax
 import tqdm
 
+from jaxcrop import calibrate
 from jaxcrop import (checkpoint, cli, distributed, early_stopping, losses, metrics, preemption,
                      resume, validation)
 from jaxcrop.hierarchy import Tree
@@ -383,8 +384,9 @@ def train_and_evaluate(config, workdir, *, data: Data | None = None) -> dict:
     last_mgr.wait_until_finished()
     best_mgr.wait_until_finished()
     preempted.close()
+  calibrated = calibrate.after_training(workdir, config, data, stopped=sigterm or preempted.flag)
   return {"step": step, "best_val_macro_f1": float(stopping.best_f1),
-          "early_stopped": stopping.stopped,
+          "early_stopped": stopping.stopped, "calibration": calibrated,
           "preempted": bool(sigterm or preempted.flag),   # asked to stop (SIGTERM)
           "val": val, "model": summary}
 

@@ -183,7 +183,8 @@ def demo_train_config(data_dir):
   c = get_config("tiny")
   c.data.update(builder_config=DEMO_BUILDER["name"], data_dir=str(data_dir),
                 train_split="fold0", val_split="fold1", shuffle_buffer=16)
-  c.train.update(num_steps=4, eval_every=2, checkpoint_every=2, tensorboard=False)
+  c.train.update(num_steps=4, eval_every=2, checkpoint_every=2, tensorboard=False,
+                 calibrate=True)
   c.eval.baseline.update(max_iter=3)
   return c
 

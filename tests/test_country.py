@@ -373,10 +373,20 @@ def test_parcels_once_partitioned_by_departement(maps, tmp_path, capsys):
   x = shapely.get_x(shapely.point_on_surface(got.geometry.values))
   assert (got["dep"] == np.where(x < 560_000, "departement=28", "departement=45")).all()
   assert len(gpd.read_file(out / "parcels.gpkg")) == len(got)
-  assert {p.name for p in out.iterdir()} >= {"utm31", "france_classes.tif",
-                                              "france_confidence.tif", "parcels", "areas.csv"}
-  # areas.csv: every classified pixel of the national COG once, in its département
   import rasterio
+  assert {p.name for p in out.iterdir()} >= {"utm31", "france_classes.tif",
+                                              "france_confidence.tif", "france_validity.tif",
+                                              "parcels", "areas.csv"}
+  with rasterio.open(out / "france_validity.tif") as src, \
+      rasterio.open(out / "france_classes.tif") as classes, \
+      rasterio.open(out / "utm31" / "validity.vrt") as vrt:
+    assert src.count == vrt.count == 2
+    assert src.descriptions == vrt.descriptions == ("clear_acquisitions",
+                                                     "gap_filled_months")
+    v = src.read()
+    assert ((v[0] == 255) == (classes.read(1) == 255)).all()     # evidence wherever a class is
+    assert v[0][v[0] != 255].max() > 0
+  # areas.csv: every classified pixel of the national COG once, in its département
   areas = pd.read_csv(out / "areas.csv", dtype={"departement": str})
   with rasterio.open(out / "france_classes.tif") as src:
     france = src.read(1)

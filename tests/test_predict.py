@@ -147,9 +147,10 @@ def test_outputs_on_the_zone_grid_with_colors_names_and_cog_layout(zone, pixel_m
   assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "testz_0"]   # no temp left
   assert sorted(p.name for p in folder.iterdir()) == [
       "classes.qml", "classes.tif", "confidence.tif", "map.json", "parcels.gpkg",
-      "probabilities.tif"]
+      "probabilities.tif", "validity.tif"]
   assert json.loads((folder / "map.json").read_text())["files"] == [
-      "classes.qml", "classes.tif", "confidence.tif", "parcels.gpkg", "probabilities.tif"]
+      "classes.qml", "classes.tif", "confidence.tif", "parcels.gpkg", "probabilities.tif",
+      "validity.tif"]
   with rasterio.open(folder / "classes.tif") as src:
     assert src.crs.to_epsg() == 32631 and src.transform == zone.zone.transform
     assert (src.dtypes[0], src.nodata, src.shape) == ("uint8", 255, (zf.H, zf.W))
@@ -174,7 +175,8 @@ def test_large_zone_outputs_have_overviews(tmp_path, pixel_model):
   pred = tiling.Prediction(np.full((600, 560), 3, np.uint8), np.full((600, 560), 90, np.uint8))
   folder = geotiff.write_outputs(z, pred, NOM, tmp_path / "out")
   assert sorted(p.name for p in folder.iterdir()) == ["classes.qml", "classes.tif",
-                                                       "confidence.tif", "map.json"]
+                                                       "confidence.tif", "map.json",
+                                                       "validity.tif"]
   with rasterio.open(folder / "classes.tif") as src:
     assert src.overviews(1) == [2, 4]
     assert src.block_shapes[0] == (256, 256)
@@ -306,7 +308,7 @@ def test_cli_writes_maps_and_scores(zone, pixel_model, tmp_path, capsys, monkeyp
   assert rc == 0
   out = capsys.readouterr().out
   assert (f"testz_0: wrote classes.qml, classes.tif, confidence.tif, map.json, "
-          f"parcels.gpkg, probabilities.tif in {tmp_path / 'testz_0'}") in out
+          f"parcels.gpkg, probabilities.tif, validity.tif in {tmp_path / 'testz_0'}") in out
   assert "testz_0: pixel accuracy " in out and "macro-F1" in out
 
 
@@ -478,7 +480,8 @@ def test_zone_without_labels_gets_maps_but_no_parcels_or_scores(tmp_path, pixel_
   assert tiling.score(z, pred, NOM.tier3) is None
   folder = geotiff.write_outputs(z, pred, NOM, tmp_path / "out")
   assert sorted(p.name for p in folder.iterdir()) == ["classes.qml", "classes.tif",
-                                                       "confidence.tif", "map.json"]
+                                                       "confidence.tif", "map.json",
+                                                       "validity.tif"]
 
 
 def test_score_counts_labelled_predicted_pixels_only(zone, pixel_model):
@@ -652,3 +655,35 @@ def test_a_parcel_is_the_background_only_without_a_crop_vote(zone, tmp_path):
   v = maps_parcels.parcel_votes(np.array([[1, 1, 2]], np.uint32), np.array([[4, 4, 4]], np.uint8),
                                 np.zeros((1, 3), np.uint8), 5, background=4)
   assert v["pred_class"].tolist() == [4, 4]
+
+
+def test_validity_bands_by_hand():
+  from jaxcrop.maps import validity
+  counts = np.array([[[0, 3]], [[2, 0]], [[0, 250]]], np.uint8)    # T=3, H=1, W=2
+  out = validity.validity_bands(counts, np.array([[False, False]]))
+  assert out.tolist() == [[[2, 253]], [[2, 1]]]
+  out = validity.validity_bands(np.full((3, 1, 2), 200, np.uint8), np.array([[False, True]]))
+  assert out.tolist() == [[[254, 255]], [[0, 255]]]                 # capped; nodata
+  s = validity.summary(np.array([[[2, 4, 255]], [[0, 1, 255]]], np.uint8))
+  assert s["pixels"] == 2 and s["share_with_gap_filled_month"] == 0.5
+  assert s["clear_acquisitions"] == {"mean": 3.0, "min": 2, "p10": 2.2, "max": 4}
+
+
+def test_validity_tif_beside_the_map_from_the_zone_counts(zone, pixel_model, tmp_path):
+  from jaxcrop.maps import validity
+  pred = tiling.predict_zone(*pixel_model, zone, pt.make_meta(), TILE16)
+  folder = geotiff.write_outputs(zone, pred, NOM, tmp_path)
+  counts = zone.read_valid_count()
+  with rasterio.open(folder / "validity.tif") as src:
+    assert src.descriptions == validity.BANDS and src.count == 2
+    assert src.transform == zone.zone.transform and src.nodata == 255
+    assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+    band = src.read()
+  ok = pred.classes != 255
+  np.testing.assert_array_equal(band[0][ok], counts.sum(0)[ok])
+  np.testing.assert_array_equal(band[1][ok], (counts == 0).sum(0)[ok])
+  assert (band[:, ~ok] == 255).all() and (~ok).any()
+  summary = json.loads((folder / "map.json").read_text())["validity"]
+  assert summary["pixels"] == ok.sum()
+  assert summary["clear_acquisitions"]["mean"] == pytest.approx(counts.sum(0)[ok].mean(),
+                                                                abs=1e-3)

@@ -433,4 +433,5 @@ def test_mosaic_killed_mid_write_then_rerun_leaves_no_temporary(name, folder, tm
   assert mosaic.main(args) == 0      # the rerun
   assert temporaries(out) == []
   assert sorted(p.name for p in out.iterdir()) == [
-      ".lock", "areas.csv", "france_classes.tif", "france_confidence.tif", "parcels", "utm31"]
+      ".lock", "areas.csv", "france_classes.tif", "france_confidence.tif",
+      "france_validity.tif", "parcels", "utm31"]

@@ -8,6 +8,8 @@ and the parcel GeoPackage, assembled in a temporary folder renamed when complete
                      the colour of its first tier-3 class (`tier_legend`).
   confidence.tif     uint8 max softmax probability in percent, 255 = nodata.
   probabilities.tif  (with probabilities) uint8 [K bands] probability in percent.
+  validity.tif       uint8 [2 bands] clear acquisitions in the season, gap-filled
+                     months (`jaxcrop.maps.validity`), 255 = nodata.
   parcels.gpkg       (zones with parcels) majority class per parcel.
   map.json           the zone row, the nomenclature and the files above (what
                      `jaxcrop.maps.runner.is_complete` and the national mosaic read);
@@ -26,6 +28,7 @@ from cropcontracts import atomic
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import ZoneFolder
 from jaxcrop.hierarchy import tier_legend
+from jaxcrop.maps import validity
 from jaxcrop.maps.parcels import parcel_product
 from jaxcrop.maps.tiling import NODATA, Prediction
 
@@ -155,7 +158,11 @@ def _write_files(folder: pathlib.Path, zone: ZoneFolder, pred: Prediction,
   if zone.has_labels:
     gdf = parcel_product(zone, pred, nomenclature)
     gdf.to_file(folder / "parcels.gpkg", driver="GPKG", layer="parcels")
+  evidence = validity.validity_bands(zone.read_valid_count(), pred.classes == NODATA)
+  _cog(folder, folder / validity.FILE, zone, evidence, "average", list(validity.BANDS),
+       {"BANDS": json.dumps(list(validity.BANDS))})
   files = sorted(p.name for p in folder.iterdir())
-  record = dict(zone=zone.zone.to_row(), nomenclature=nomenclature.version, files=files)
+  record = dict(zone=zone.zone.to_row(), nomenclature=nomenclature.version, files=files,
+                validity=validity.summary(evidence))
   (folder / MAP_JSON).write_text(json.dumps(
       record if until is None else dict(record, until=until), indent=1), encoding="utf-8")

@@ -3,12 +3,12 @@
 Inputs: a folder of zone maps (`jaxcrop.predict` output, OUT/<zone_id>/ with
 map.json). Outputs (`python -m jaxcrop.mosaic`):
 
-  utm<NN>/classes.vrt, utm<NN>/confidence.vrt
+  utm<NN>/classes.vrt, utm<NN>/confidence.vrt, utm<NN>/validity.vrt
       one GDAL VRT per UTM zone over the zone COGs, on their common 10 m grid
       (no resampling: a zone's pixels are the VRT's). Squares of one UTM grid
       do not overlap on the country grid; where zones do overlap (e.g. study
       zones), the zone listed last (ids sorted) wins in the VRT.
-  france_classes.tif, france_confidence.tif
+  france_classes.tif, france_confidence.tif, france_validity.tif
       one Cloud-Optimized GeoTIFF each in Lambert-93 (EPSG:2154, the RPG's CRS),
       10 m pixels on multiples of 10 m, uint8, 255 = nodata, overviews (`mode`
       for classes, so a coarse pixel keeps a real class; `average` for
@@ -16,7 +16,9 @@ map.json). Outputs (`python -m jaxcrop.mosaic`):
       its centre (nearest neighbour), from the zone whose centre is nearest
       among the zones whose square holds it (a tie: the first zone id): overlaps
       between UTM grids (and any others) are resolved by that rule, the one used
-      for the parcels.
+      for the parcels. france_validity.tif keeps validity.tif's two bands
+      (clear acquisitions, gap-filled months: `jaxcrop.maps.validity`); it is
+      left out, with a notice, when a zone map predates it.
       Written block by block (`BLOCK_PX` pixels a side): memory stays at one
       block whatever the country's size.
   parcels/departement=<code>/part-0.parquet (GeoParquet, EPSG:2154)
@@ -55,7 +57,8 @@ from jaxcrop.maps.tiling import NODATA
 NATIONAL_CRS = "EPSG:2154"
 RES = 10.0
 BLOCK_PX = 4096
-PRODUCTS = {"classes": "mode", "confidence": "average"}   # overview resampling
+PRODUCTS = {"classes": "mode", "confidence": "average",    # overview resampling
+            "validity": "average"}
 # What a killed run leaves in the national product's folders: `atomic_path`'s
 # `.NAME.<random>.partial` (a national COG's scratch folder too) in OUT, OUT/utm<NN>
 # and OUT/parcels/departement=<code>.
@@ -85,8 +88,15 @@ def zone_maps(root) -> list[tuple[Zone, pathlib.Path]]:
   return found
 
 
+def products(maps) -> list[str]:
+  """The PRODUCTS every zone map of `maps` holds (validity.tif: maps written
+  since issue 22)."""
+  return [p for p in PRODUCTS if all((folder / f"{p}.tif").is_file() for _, folder in maps)]
+
+
 def utm_vrt(maps: Sequence[tuple[Zone, pathlib.Path]], product: str, path) -> pathlib.Path:
-  """Writes a VRT over `product`.tif of zones sharing one CRS and 10 m grid."""
+  """Writes a VRT over `product`.tif (each of its bands) of zones sharing one CRS
+  and 10 m grid."""
   zones = [z for z, _ in maps]
   if len({(z.epsg, z.res) for z in zones}) != 1:
     raise ValueError("one VRT covers zones of one CRS and resolution")
@@ -98,30 +108,34 @@ def utm_vrt(maps: Sequence[tuple[Zone, pathlib.Path]], product: str, path) -> pa
   path = pathlib.Path(path)
   import rasterio
   from rasterio.crs import CRS
-  sources = []
+  with rasterio.open(maps[0][1] / f"{product}.tif") as src:
+    tags = "".join(f'    <MDI key="{escape(k)}">{escape(v)}</MDI>\n'
+                   for k, v in src.tags().items())
+    descriptions = src.descriptions
+  sources = {b: [] for b in range(1, len(descriptions) + 1)}
   for z, folder in maps:
     rel = escape(str(pathlib.Path("..") / folder.name / f"{product}.tif")
                  if folder.parent == path.parent.parent else str(folder / f"{product}.tif"))
     xoff, yoff = int(round((z.x0 - x0) / res)), int(round((y0 - z.y0) / res))
-    sources.append(f"""    <SimpleSource>
+    for b, band_sources in sources.items():
+      band_sources.append(f"""    <SimpleSource>
       <SourceFilename relativeToVRT="{int(not rel.startswith('/'))}">{rel}</SourceFilename>
-      <SourceBand>1</SourceBand>
+      <SourceBand>{b}</SourceBand>
       <SrcRect xOff="0" yOff="0" xSize="{z.width}" ySize="{z.height}"/>
       <DstRect xOff="{xoff}" yOff="{yoff}" xSize="{z.width}" ySize="{z.height}"/>
     </SimpleSource>""")
-  with rasterio.open(maps[0][1] / f"{product}.tif") as src:
-    tags = "".join(f'    <MDI key="{escape(k)}">{escape(v)}</MDI>\n'
-                   for k, v in src.tags().items())
+  bands = "\n".join(f"""  <VRTRasterBand dataType="Byte" band="{b}">
+    <Description>{escape(descriptions[b - 1] or "")}</Description>
+    <NoDataValue>{NODATA}</NoDataValue>
+{chr(10).join(band_sources)}
+  </VRTRasterBand>""" for b, band_sources in sources.items())
   wkt = escape(CRS.from_epsg(zones[0].epsg).to_wkt())
   text = f"""<VRTDataset rasterXSize="{W}" rasterYSize="{H}">
   <SRS>{wkt}</SRS>
   <GeoTransform>{x0!r}, {res!r}, 0.0, {y0!r}, 0.0, {-res!r}</GeoTransform>
   <Metadata>
 {tags}  </Metadata>
-  <VRTRasterBand dataType="Byte" band="1">
-    <NoDataValue>{NODATA}</NoDataValue>
-{chr(10).join(sources)}
-  </VRTRasterBand>
+{bands}
 </VRTDataset>
 """
   atomic.write_text(path, text)
@@ -149,9 +163,11 @@ def zone_centres(zones: Sequence[Zone]) -> np.ndarray:
   return out
 
 
-def mosaic_block(maps, centres: np.ndarray, product: str, transform, window) -> np.ndarray:
-  """uint8 [h, w] of the national grid's window (row0, col0, h, w): each pixel from
-  the zone pixel holding its centre, of the nearest-centre zone holding it.
+def mosaic_block(maps, centres: np.ndarray, product: str, transform, window,
+                 count: int = 1) -> np.ndarray:
+  """uint8 [h, w] (a product of `count` bands: [count, h, w]) of the national
+  grid's window (row0, col0, h, w): each pixel from the zone pixel holding its
+  centre, of the nearest-centre zone holding it.
 
   Only the pixels of each zone's Lambert-93 box are projected (a zone's ~1.1 M,
   not the block's), so a country costs about one projection per zone pixel.
@@ -159,7 +175,7 @@ def mosaic_block(maps, centres: np.ndarray, product: str, transform, window) -> 
   import pyproj
   import rasterio
   r0, c0, h, w = window
-  out = np.full((h, w), NODATA, np.uint8)
+  out = np.full((count, h, w), NODATA, np.uint8)
   best = np.full((h, w), np.inf)
   for (z, folder), (cx, cy) in zip(maps, centres):
     left, bottom, right, top = z.bounds_in(NATIONAL_CRS)
@@ -183,15 +199,15 @@ def mosaic_block(maps, centres: np.ndarray, product: str, transform, window) -> 
     if not take.any():
       continue
     with rasterio.open(folder / f"{product}.tif") as src:
-      band = src.read(1)
-    out[sub][take] = band[row[take], col[take]]
+      bands = src.read(list(range(1, count + 1)))
+    out[(slice(None),) + sub][:, take] = bands[:, row[take], col[take]]
     best[sub][take] = d[take]
-  return out
+  return out if count > 1 else out[0]
 
 
 def national_cog(maps, product: str, path, *, block: int = BLOCK_PX,
                  progress: bool = False, cog_block: int = BLOCK) -> pathlib.Path:
-  """Writes the Lambert-93 COG of `product` (classes or confidence): the mosaic,
+  """Writes the Lambert-93 COG of `product` (one of PRODUCTS): the mosaic,
   block by block, into a scratch GeoTIFF (in a `.partial` folder beside `path`,
   gone with it), then that converted to a COG with overviews."""
   import tempfile
@@ -221,10 +237,10 @@ def _mosaic_tif(maps, product: str, path: pathlib.Path, *, block: int,
   with rasterio.open(maps[0][1] / f"{product}.tif") as src:
     tags = src.tags()
     cmap = src.colormap(1) if product == "classes" else None
-    desc = src.descriptions[0]
+    descriptions, count = src.descriptions, src.count
   blocks = [(r, c, min(block, H - r), min(block, W - c))
             for r in range(0, H, block) for c in range(0, W, block)]
-  with rasterio.open(path, "w", driver="GTiff", count=1, dtype="uint8", width=W,
+  with rasterio.open(path, "w", driver="GTiff", count=count, dtype="uint8", width=W,
                      height=H, crs=NATIONAL_CRS, transform=transform, nodata=NODATA,
                      tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress="deflate",
                      BIGTIFF="IF_SAFER") as dst:
@@ -234,10 +250,12 @@ def _mosaic_tif(maps, product: str, path: pathlib.Path, *, block: int,
       top = transform.f - win[0] * RES
       box = (left, top - win[2] * RES, left + win[3] * RES, top)
       near = [i for i, z in enumerate(zones) if _meets(z.bounds_in(NATIONAL_CRS), box)]
-      data = mosaic_block([maps[i] for i in near], centres[near], product, transform, win)
-      dst.write(data, 1, window=rasterio.windows.Window(win[1], win[0], win[3], win[2]))
+      data = mosaic_block([maps[i] for i in near], centres[near], product, transform, win,
+                          count)
+      dst.write(data.reshape(count, win[2], win[3]), window=rasterio.windows.Window(win[1], win[0], win[3], win[2]))
     dst.update_tags(**tags)
-    dst.set_band_description(1, desc)
+    for b, d in enumerate(descriptions):
+      dst.set_band_description(b + 1, d or "")
     if cmap:
       dst.write_colormap(1, cmap)
 

@@ -62,7 +62,7 @@ def share(zone_ids: Iterable[str], index: int, count: int) -> list[str]:
 def expected_files(*, tiers: bool = False, probs: bool = False) -> list[str]:
   """The files a zone's map folder must hold for a command with these options
   (besides its styles and, for a labelled zone, parcels.gpkg)."""
-  files = ["classes.tif", "confidence.tif"]
+  files = ["classes.tif", "confidence.tif", "validity.tif"]
   if tiers:
     files += ["classes_tier1.tif", "classes_tier2.tif"]
   if probs:
