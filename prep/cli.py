@@ -7,6 +7,7 @@
   stac       monthly composites of zones from a STAC catalogue's COGs (zone windows only)
   beam       composites of many zones with Apache Beam (DirectRunner, Dataflow)
   labels     parcel and class rasters of zones from the RPG
+  points     labelled point tables -> a points folder (monthly composites per point)
   demo       a synthetic demo region, raw inputs and zone folders, offline
 
 A user mistake (UserError, a missing file, a bad argument) prints one line
@@ -103,7 +104,7 @@ def build_parser() -> cli.ArgumentParser:
   parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
   sub = parser.add_subparsers(dest="command", required=True, metavar="command")
   for add in (_zones_parser, _gee_parser, _composite_parser, _stac_parser, _beam_parser,
-              _labels_parser, _demo_parser):
+              _labels_parser, _points_parser, _demo_parser):
     add(sub)
   return parser
 
@@ -321,6 +322,28 @@ def _labels_parser(sub) -> None:
   _project_arg(p, "--landcover worldcover: ")
 
 
+def _points_parser(sub) -> None:
+  p = _command(
+      sub, "points", "labelled point tables to a points folder", """
+          Monthly composites of labelled points from a point table (CSV or
+          Parquet, long: one row per point and date, or wide: 12 monthly
+          columns per band; labels as class_name, or code_cultu with
+          rpg_edition; optional year and group columns: docs/points.md), with
+          the zones' masking and gap filling: per month the median of the
+          observations whose bands are all > 0, empty months interpolated.
+          Points without any valid value, or of an `ignore` code, are dropped
+          and counted. Writes the points folder OUT (points.npz, points.csv,
+          meta.json; cropcontracts/pointfolder.py) for `tfds build
+          tfds_builder/cropmap --config=points --manual_dir=OUT`.""", """
+            python -m prep points --table /tmp/demo/raw/points.csv --year 2023 --out /tmp/points
+            python -m prep points --table survey.parquet --year 2022 --out data/points""",
+      run_points)
+  p.add_argument("--table", type=pathlib.Path, required=True, metavar="FILE",
+                 help="point table, .csv or .parquet (docs/points.md)")
+  _year_arg(p)
+  _out_arg(p, "the points folder to write (replaced if there)")
+
+
 def _demo_parser(sub) -> None:
   p = _command(
       sub, "demo", "synthetic demo region, offline", """
@@ -497,6 +520,15 @@ def run_labels(args) -> None:
       rpg, zone, folder, layer=args.layer, drop_border=args.drop_border,
       progress=False, edition=args.rpg_year, unknown_codes=args.unknown_codes,
       margin=args.margin, landcover=args.landcover))
+
+
+def run_points(args) -> None:
+  from prep import points
+  meta = points.make_points(args.table, args.year, args.out)
+  c = meta["counts"]
+  print(f"points folder: {args.out} ({c['kept']} of {c['points']} points; dropped "
+        f"{c['dropped_no_valid']} without any valid value, {c['dropped_unlabelled']} "
+        f"unlabelled; {c['other_years']} row(s) of other years left out)")
 
 
 def run_demo(args) -> None:
