@@ -160,8 +160,6 @@ def points(c) -> None:
                     "configs/hybrid.py:pixel,points")
   c.data.builder_config = "points"
   c.data.augment = False                # the symmetries of a 1 x 1 patch: nothing
-  c.data.batch_size = max(c.data.batch_size, 32)
-  c.data.eval_batch_size = max(c.data.eval_batch_size, 256)
   c.cv.grid = dict(lr=(c.optimizer.lr,))
 
 

@@ -355,16 +355,23 @@ def _demo_parser(sub) -> None:
           farmland, woods, villages, water and margins (28-35 % of each zone
           not farmland). Then run the composite and labels routes into
           OUT/zones/<zone_id>/ (2 regions x 5 zones of 256 x 256 pixels; --small:
-          2 x 2 zones of 48 x 48). A rerun skips what is complete. Synthetic
-          data: not a result.""", """
+          2 x 2 zones of 48 x 48). A rerun skips what is complete. With
+          --points N, also OUT/raw/points.csv: a point table (docs/points.md,
+          long shape) of N labelled points, one pixel of each of N parcels,
+          every acquisition's values there, clouds as 0. Synthetic data: not a
+          result.""", """
             python -m prep demo --out /tmp/demo
-            python -m prep demo --out /tmp/demo_small --small --seed 1""",
+            python -m prep demo --out /tmp/demo_small --small --seed 1
+            python -m prep demo --out /tmp/demo --points 1000""",
       run_demo)
   _out_arg(p, "output folder (raw/ and zones/ are written in it)")
   p.add_argument("--seed", type=int, default=0,
                  help="random seed of the region (default: %(default)s)")
   p.add_argument("--small", action="store_true",
                  help="tiny variant for tests: 2 x 2 zones of 48 x 48 pixels")
+  p.add_argument("--points", type=int, default=0, metavar="N",
+                 help="also write OUT/raw/points.csv, a point table of N labelled points "
+                      "sampled from the region, one per parcel (default: none)")
 
 
 def _read_table(path) -> list:
@@ -533,6 +540,8 @@ def run_points(args) -> None:
 
 def run_demo(args) -> None:
   from prep import demo
+  if args.points < 0:
+    raise UserError(f"--points {args.points}: a number of points, 0 or more")
   root = demo.make_demo(args.out, seed=args.seed, progress=not args.quiet,
                         small=args.small)
   n = sum(1 for p in root.iterdir() if (p / "meta.json").is_file())
@@ -540,6 +549,12 @@ def run_demo(args) -> None:
         f"raw inputs:        {args.out / 'raw'} (rpg_demo.gpkg, landcover_demo.tif, scenes/, "
         f"zones.csv)\n"
         f"synthetic data: the numbers it gives are not results")
+  if args.points:
+    from prep.demo import points
+    table = args.out / "raw" / points.FILE
+    points.write_point_table(table, args.points, seed=args.seed, small=args.small)
+    print(f"point table:       {table} ({args.points} points; `python -m prep points "
+          f"--table {table} --year 2023 --out DIR`)")
 
 
 def main(argv=None) -> int:

@@ -140,3 +140,16 @@ def test_a_table_not_found_and_an_old_folder_format(tmp_path, capsys):
   with pytest.raises(Exception, match="format 'jaxcrop-points/0', this code reads "
                                       "jaxcrop-points/1: rewrite it with `python -m prep points"):
     pointfolder.open_points(tmp_path / "pts")
+
+
+def test_demo_points_option_mistakes_are_one_line(tmp_path, capsys, monkeypatch):
+  from prep import demo
+  monkeypatch.setattr(demo, "make_demo", lambda out, **kw: tmp_path)
+  rc, _, err = run(main, ["-q", "demo", "--out", tmp_path / "d", "--small", "--points", -1],
+                   capsys)
+  assert_error(rc, err, "--points -1: a number of points, 0 or more")
+  rc, _, err = run(main, ["-q", "demo", "--out", tmp_path / "d", "--small", "--points", 1000],
+                   capsys)
+  assert_error(rc, err, "--points 1000: the demo region has 65 labelled parcels; ask for at "
+                        "most 65 points (one per parcel)")
+  assert not (tmp_path / "d" / "raw" / "points.csv").exists()
