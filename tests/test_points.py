@@ -153,3 +153,19 @@ def test_demo_points_option_mistakes_are_one_line(tmp_path, capsys, monkeypatch)
   assert_error(rc, err, "--points 1000: the demo region has 65 labelled parcels; ask for at "
                         "most 65 points (one per parcel)")
   assert not (tmp_path / "d" / "raw" / "points.csv").exists()
+
+
+def test_a_geoparquet_table_in_another_crs_reads_as_the_csv(tmp_path):
+  import io
+  import geopandas as gpd
+  import pandas as pd
+  df = pd.read_csv(io.StringIO(HEADER + "\n" + ROWS))
+  df["date"] = pd.to_datetime(df["date"])
+  g = gpd.GeoDataFrame(df.drop(columns=["lon", "lat"]), crs=4326,
+                       geometry=gpd.points_from_xy(df.lon, df.lat)).to_crs(32631)
+  g.to_parquet(tmp_path / "t.parquet")
+  points_lib.make_points(tmp_path / "t.parquet", 2023, tmp_path / "pts")
+  pf = pointfolder.open_points(tmp_path / "pts")
+  np.testing.assert_array_equal(pf.image, np.stack([A, B]))
+  assert [(r["lon"], r["lat"]) for r in pf.table] == [("1.5000000", "48.4000000"),
+                                                       ("1.6000000", "48.5000000")]
