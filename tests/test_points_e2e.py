@@ -1,6 +1,8 @@
 """Labelled points end to end, on the small demo: `prep demo --points` → `prep points`
 → `tfds build --config=points` → `jaxcrop.cv --config configs/hybrid.py:pixel,points`,
-the model printed beside the per-pixel baseline (issue 23; ~15-20 s of CPU)."""
+the model printed beside the per-pixel baseline (issue 23). Costs ~21 s (measured
+2026-12-06 on the shared 2-core machine, loaded; plus the session's small demo): above the
+~15 s a new test should take, so the lead decides where it runs."""
 import json
 import os
 import pathlib
