@@ -7,7 +7,9 @@
 Variants (comma-separated after the colon, in any order): sizes `demo` (the
 synthetic demo dataset, a small model, ~2–3 min on 2 CPU cores), `tiny` (unit
 tests: a few steps); models `attention` (the L-TAE-style temporal encoder
-instead of the 1D CNN), `hierarchical` (tier 1/2/3 heads); `compare` (a CV grid
+instead of the 1D CNN), `hierarchical` (tier 1/2/3 heads), `pixel` (the temporal
+encoder and a per-pixel head, no U-Net); data `points` (the `points` dataset of
+labelled points, with `pixel`: docs/points.md); `compare` (a CV grid
 of flat/hierarchical × cnn/attention), `validcount` (a CV grid of the valid-count
 inputs: none/channel, and mask with `attention`); `inseason` (random month cut-offs
 in training, macro-F1 by cut-off month in evaluate: docs/in-season.md); `years` (train on
@@ -74,6 +76,7 @@ def base() -> ml_collections.ConfigDict:
       # encoder: cnn (the study's 1D CNN, `temporal`) | attention (L-TAE-style
       # attention pooling, `attention`; jaxcrop/models/temporal.py).
       encoder="cnn",
+      arch="hybrid",    # hybrid (encoder → U-Net) | pixel (encoder → per-pixel head)
       attention=dict(features=64, d_model=128, heads=8, key_dim=8, dropout=0.1),
       # head: flat (tier-3 logits) | hierarchical (tiers 1, 2, 3 from the shared
       # U-Net features; consistency joint | none, jaxcrop/models/heads.py).
@@ -152,6 +155,23 @@ def hierarchical(c) -> None:
   c.model.head.kind = "hierarchical"
 
 
+def pixel(c) -> None:
+  """The temporal encoder and a per-pixel head, no U-Net (jaxcrop/models/pixel.py)."""
+  c.model.arch = "pixel"
+
+
+def points(c) -> None:
+  """The `points` dataset (1 x 1 examples of labelled points, docs/points.md), for the
+  pixel model; cross-validation of one setting on its folds, the baseline beside it:
+  `python -m jaxcrop.cv --config configs/hybrid.py:pixel,points --workdir W`."""
+  if c.model.arch != "pixel":
+    raise UserError("config variant points (1 x 1 examples) needs the pixel model: "
+                    "configs/hybrid.py:pixel,points")
+  c.data.builder_config = "points"
+  c.data.augment = False                # the symmetries of a 1 x 1 patch: nothing
+  c.cv.grid = dict(lr=(c.optimizer.lr,))
+
+
 def compare(c) -> None:
   """The issue-14 comparison, a CV grid: flat vs hierarchical × CNN vs attention,
   one setting each (the demo's lr), 3 folds: `python -m jaxcrop.cv --config
@@ -217,5 +237,6 @@ def loyo(c) -> None:
 # with the attention encoder (the order in the list does not matter); `years`
 # last, as it picks the multi-year dataset of the size chosen.
 VARIANTS = {"demo": demo, "tiny": tiny, "attention": attention,
-            "hierarchical": hierarchical, "compare": compare, "validcount": validcount,
-            "inseason": inseason, "years": years, "loyo": loyo}
+            "hierarchical": hierarchical, "pixel": pixel, "points": points,
+            "compare": compare, "validcount": validcount, "inseason": inseason,
+            "years": years, "loyo": loyo}

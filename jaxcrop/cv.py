@@ -101,7 +101,9 @@ def fold_scores(cm, tree, rare, class_names=None) -> dict:
 
 
 def eval_scores(result: dict) -> dict:
-  """{"tier<t>/<level>/<predictor>/<metric>": value} from an evaluate() result, and
+  """{"tier<t>/<level>/<predictor>/<metric>": value} from an evaluate() result,
+  {"tier3/pixel/<predictor>/f1/<class>": value} for the classes present in the
+  fold (truth or prediction), and
   {"agricultural_area/pixel/<predictor>/<iou|precision|recall>": value} when it
   has a background class."""
   out = {}
@@ -110,6 +112,10 @@ def eval_scores(result: dict) -> dict:
       for name, summary in by[level].items():
         for m in ("macro_f1", "overall_accuracy"):
           out[f"{tier}/{level}/{name}/{m}"] = summary[m]
+  tier3 = result.get("tiers", {}).get("tier3")
+  for name, summary in (tier3["pixel"] if tier3 else {}).items():
+    out.update({f"tier3/pixel/{name}/f1/{cls}": s["f1"]
+                for cls, s in zip(tier3["class_names"], summary["per_class"]) if s["present"]})
   for name, area in ((result.get("agricultural_area") or {}).get("pixel") or {}).items():
     for m in ("iou", "precision", "recall"):
       out[f"agricultural_area/pixel/{name}/{m}"] = area[m]
@@ -190,7 +196,7 @@ def run_cv(config, workdir, *, data=None, retrain=True) -> dict:
   for row, by_fold in zip(rows, evals):
     row.update(_mean_std(row["val_macro_f1"]))
     row["folds_done"] = sum(v is not None for v in row["val_macro_f1"])
-    keys = next((list(e) for e in by_fold if e), [])
+    keys = list(dict.fromkeys(k for e in by_fold for k in e))   # a class in some folds
     if keys:
       row["eval"] = {key: {"per_fold": [e.get(key) for e in by_fold],
                            **_mean_std([e.get(key) for e in by_fold])} for key in keys}
@@ -302,7 +308,29 @@ def markdown(out: dict) -> str:
       lines += ["", "Agricultural area (any crop class vs the background) on each validation "
                 "fold (mean ± std; agricultural_area/pixel/predictor/score):", "",
                 _scores_table(evaluated, "eval", area, n)]
+  versus = versus_baseline(out)
+  if versus:
+    lines += ["", versus]
   return "\n".join(lines + _best_lines(out)) + "\n"
+
+
+def versus_baseline(out: dict) -> str:
+  """The best setting's model beside the per-pixel baseline on the same validation
+  folds, tier 3, pixel level: overall accuracy, macro-F1 and the F1 of each class
+  present in some fold, mean ± std over folds ("" without baseline scores)."""
+  best = out.get("best") or {}
+  scores, n = best.get("eval") or {}, len(out["folds"])
+  if "tier3/pixel/baseline/macro_f1" not in scores:
+    return ""
+  metric = lambda who, m: scores.get(f"tier3/pixel/{who}/{m}")
+  cell = lambda s: "—" if s is None else _mean_cell(s, _done(s["per_fold"]), n)
+  classes = list(dict.fromkeys(k.split("/f1/", 1)[1] for k in scores if "/f1/" in k))
+  rows = [(label, cell(metric("model", m)), cell(metric("baseline", m)))
+          for label, m in (("overall accuracy", "overall_accuracy"), ("macro-F1", "macro_f1"),
+                           *((f"F1 {c}", f"f1/{c}") for c in classes))]
+  return "\n".join([f"Model vs the per-pixel baseline ({best['name']}; tier 3, pixel level, "
+                    f"validation folds {', '.join(out['folds'])}; mean ± std over folds):",
+                    "", markdown_table(["score", "model", "baseline"], rows)])
 
 
 def _scores_table(rows, field: str, keys, num_folds: int) -> str:

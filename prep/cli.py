@@ -7,6 +7,7 @@
   stac       monthly composites of zones from a STAC catalogue's COGs (zone windows only)
   beam       composites of many zones with Apache Beam (DirectRunner, Dataflow)
   labels     parcel and class rasters of zones from the RPG
+  points     labelled point tables -> a points folder (monthly composites per point)
   demo       a synthetic demo region, raw inputs and zone folders, offline
 
 A user mistake (UserError, a missing file, a bad argument) prints one line
@@ -106,7 +107,7 @@ def build_parser() -> cli.ArgumentParser:
   parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
   sub = parser.add_subparsers(dest="command", required=True, metavar="command")
   for add in (_zones_parser, _gee_parser, _composite_parser, _stac_parser, _beam_parser,
-              _labels_parser, _demo_parser):
+              _labels_parser, _points_parser, _demo_parser):
     add(sub)
   return parser
 
@@ -332,6 +333,28 @@ def _labels_parser(sub) -> None:
   _project_arg(p, "--landcover worldcover: ")
 
 
+def _points_parser(sub) -> None:
+  p = _command(
+      sub, "points", "labelled point tables to a points folder", """
+          Monthly composites of labelled points from a point table (CSV or
+          Parquet, long: one row per point and date, or wide: 12 monthly
+          columns per band; labels as class_name, or code_cultu with
+          rpg_edition; optional year and group columns: docs/points.md), with
+          the zones' masking and gap filling: per month the median of the
+          observations whose bands are all > 0, empty months interpolated.
+          Points without any valid value, or of an `ignore` code, are dropped
+          and counted. Writes the points folder OUT (points.npz, points.csv,
+          meta.json; cropcontracts/pointfolder.py) for `tfds build
+          tfds_builder/cropmap --config=points --manual_dir=OUT`.""", """
+            python -m prep points --table /tmp/demo/raw/points.csv --year 2023 --out /tmp/points
+            python -m prep points --table survey.parquet --year 2022 --out data/points""",
+      run_points)
+  p.add_argument("--table", type=pathlib.Path, required=True, metavar="FILE",
+                 help="point table, .csv or .parquet (docs/points.md)")
+  _year_arg(p)
+  _out_arg(p, "the points folder to write (replaced if there)")
+
+
 def _demo_parser(sub) -> None:
   p = _command(
       sub, "demo", "synthetic demo region, offline", """
@@ -343,11 +366,15 @@ def _demo_parser(sub) -> None:
           farmland, woods, villages, water and margins (28-35 % of each zone
           not farmland). Then run the composite and labels routes into
           OUT/zones/<zone_id>/ (2 regions x 5 zones of 256 x 256 pixels; --small:
-          2 x 2 zones of 48 x 48). A rerun skips what is complete. Synthetic
-          data: not a result.""", """
+          2 x 2 zones of 48 x 48). A rerun skips what is complete. With
+          --points N, also OUT/raw/points.csv: a point table (docs/points.md,
+          long shape) of N labelled points, one pixel of each of N parcels,
+          every acquisition's values there, clouds as 0. Synthetic data: not a
+          result.""", """
             python -m prep demo --out /tmp/demo
             python -m prep demo --out /tmp/demo_small --small --seed 1
-            python -m prep demo --out /tmp/demo_years --years 2022,2023""",
+            python -m prep demo --out /tmp/demo_years --years 2022,2023
+            python -m prep demo --out /tmp/demo --points 1000""",
       run_demo)
   _out_arg(p, "output folder (raw/ and zones/ are written in it)")
   p.add_argument("--seed", type=int, default=0,
@@ -358,6 +385,9 @@ def _demo_parser(sub) -> None:
                  help="several years on the same parcels, each its weather, clouds, "
                       "rotated crops and RPG edition: OUT/raw/<year>/ and "
                       "OUT/zones/<year>/<zone_id>/ (default: the single-year demo, 2023)")
+  p.add_argument("--points", type=int, default=0, metavar="N",
+                 help="also write OUT/raw/points.csv, a point table of N labelled points "
+                      "sampled from the region, one per parcel (default: none)")
 
 
 def _years(text: str) -> list[int]:
@@ -528,8 +558,19 @@ def run_labels(args) -> None:
       margin=args.margin, landcover=args.landcover, year=args.year))
 
 
+def run_points(args) -> None:
+  from prep import points
+  meta = points.make_points(args.table, args.year, args.out)
+  c = meta["counts"]
+  print(f"points folder: {args.out} ({c['kept']} of {c['points']} points; dropped "
+        f"{c['dropped_no_valid']} without any valid value, {c['dropped_unlabelled']} "
+        f"unlabelled; {c['other_years']} row(s) of other years left out)")
+
+
 def run_demo(args) -> None:
   from prep import demo
+  if args.points < 0:
+    raise UserError(f"--points {args.points}: a number of points, 0 or more")
   root = demo.make_demo(args.out, seed=args.seed, progress=not args.quiet,
                         small=args.small, years=args.years)
   roots = [root / str(y) for y in args.years] if args.years else [root]
@@ -539,6 +580,12 @@ def run_demo(args) -> None:
         f"raw inputs:        {args.out / 'raw'} (rpg_demo.gpkg, landcover_demo.tif, scenes/, "
         f"zones.csv{'; one folder per year' if args.years else ''})\n"
         f"synthetic data: the numbers it gives are not results")
+  if args.points:
+    from prep.demo import points
+    table = args.out / "raw" / points.FILE
+    points.write_point_table(table, args.points, seed=args.seed, small=args.small)
+    print(f"point table:       {table} ({args.points} points; `python -m prep points "
+          f"--table {table} --year 2023 --out DIR`)")
 
 
 def main(argv=None) -> int:

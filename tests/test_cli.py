@@ -73,7 +73,7 @@ def test_python_dash_m_prep_exits_2_without_traceback(tmp_path):
   assert res.stderr.strip() == f"error: {tmp_path / 'missing.gpkg'}: RPG file not found"
 
 
-COMMAND_CHOICES = "'zones', 'gee', 'composite', 'stac', 'beam', 'labels', 'demo'"
+COMMAND_CHOICES = "'zones', 'gee', 'composite', 'stac', 'beam', 'labels', 'points', 'demo'"
 
 
 @pytest.mark.parametrize("argv, expected", [

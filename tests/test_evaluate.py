@@ -105,7 +105,8 @@ def test_evaluate_writes_model_and_baseline_metrics(trained_dir):
   # The cross-validation's per-fold scores read the same result.
   scores = cv.eval_scores(result)
   assert scores["tier2/parcel/baseline/macro_f1"] == \
-      tiers["tier2"]["parcel"]["baseline"]["macro_f1"] and len(scores) == 3 * 2 * 2 * 2
+      tiers["tier2"]["parcel"]["baseline"]["macro_f1"] and \
+      len([k for k in scores if "/f1/" not in k]) == 3 * 2 * 2 * 2
 
 
 def test_hierarchical_attention_workdir_trains_reloads_and_evaluates(tmp_path):
@@ -436,7 +437,7 @@ def test_metrics_files_and_summary_name_the_background_scores():
   # The cross-validation's per-fold scores carry the agricultural area too.
   scores = cv.eval_scores(result)
   assert scores["agricultural_area/pixel/model/iou"] == pytest.approx(4 / 9)
-  assert len(scores) == 3 * 2 * 2 * 2 + 2 * 3
+  assert len(scores) == 3 * 2 * 2 * 2 + 2 * 3 + 2 * 4   # + tier-3 F1 of the 4 classes
 
 
 def test_without_a_background_the_new_sections_are_null():
@@ -517,3 +518,29 @@ def test_a_model_with_a_background_trains_evaluates_and_prints_its_area_scores(t
   assert "## Agricultural area" in (tmp_path / "eval" / "metrics.md").read_text()
   table = evaluate.compact_table(result)
   assert "agri-area precision" in table and "background f1" in table
+
+
+def test_cv_puts_the_model_beside_the_baseline_with_per_class_f1():
+  """eval_scores keeps each present class's tier-3 pixel F1; versus_baseline lays the
+  best setting's model and baseline side by side, mean ± std over folds (by hand)."""
+  def result(model_f1, base_f1):
+    pc = lambda f1s: [{"f1": f, "present": f is not None} for f in f1s]
+    summ = lambda f1s, oa: {"macro_f1": float(np.mean([f for f in f1s if f is not None])),
+                            "overall_accuracy": oa, "per_class": pc(f1s)}
+    tier = {"class_names": ["wheat", "maize", "vines"],
+            "pixel": {"model": summ(model_f1, 0.8), "baseline": summ(base_f1, 0.6)},
+            "parcel": {}}
+    return {"tiers": {"tier3": tier}}
+  folds = [cv.eval_scores(result([0.9, 0.5, None], [0.7, 0.3, None])),
+           cv.eval_scores(result([0.7, None, 0.4], [0.5, None, 0.2]))]
+  assert folds[0]["tier3/pixel/model/f1/wheat"] == 0.9 and \
+      "tier3/pixel/model/f1/vines" not in folds[0]
+  keys = list(dict.fromkeys(k for e in folds for k in e))
+  stat = lambda v: {"per_fold": v, **cv._mean_std(v)}   # pylint: disable=protected-access
+  best = {"name": "lr=0.01", "eval": {k: stat([e.get(k) for e in folds]) for k in keys}}
+  table = cv.versus_baseline({"folds": ["fold0", "fold1"], "best": best})
+  assert "| macro-F1 | 0.6250 ± 0.0750 | 0.4250 ± 0.0750 |" in table
+  assert "| overall accuracy | 0.8000 ± 0.0000 | 0.6000 ± 0.0000 |" in table
+  assert "| F1 wheat | 0.8000 ± 0.1000 | 0.6000 ± 0.1000 |" in table
+  assert "| F1 maize | 0.5000 ± 0.0000 (1 of 2 folds) | 0.3000 ± 0.0000 (1 of 2 folds) |" in table
+  assert cv.versus_baseline({"folds": ["fold0"], "best": {"name": "x", "eval": {}}}) == ""

@@ -32,8 +32,8 @@ W = "{workdir}"   # replaced by a fresh path: nothing may be written there
      "(e.g. configs/hybrid.py:demo)"),
     ([f"--config={CONFIG}:dmeo", "--workdir", W],
      f"--config={CONFIG}:dmeo: unknown config variant(s) ['dmeo']; expected attention, "
-     f"compare, demo, hierarchical, inseason, loyo, tiny, validcount, years "
-     f"(comma-separated)"),
+     f"compare, demo, hierarchical, inseason, loyo, pixel, points, tiny, validcount, "
+     f"years (comma-separated)"),
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.optimizer.lrr=1"],
      "--config.optimizer.lrr: no such config field (did you mean 'lr'?)"),
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.optimizr.lr=1"],
@@ -52,7 +52,7 @@ W = "{workdir}"   # replaced by a fresh path: nothing may be written there
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.train.tensorboard=maybe"],
      "--config.train.tensorboard=maybe: expected true or false, got 'maybe'"),
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.model=1"],
-     "--config.model: a group of fields; set one of them, e.g. --config.model.attention=…"),
+     "--config.model: a group of fields; set one of them, e.g. --config.model.arch=…"),
     ([f"--config={CONFIG}:demo", "--workdir"], "argument --workdir: expected one argument"),
     ([f"--config={CONFIG}:demo", "--workdir", W, "--config.seed"],
      "--config.seed: needs a value (--config.seed=VALUE)"),

@@ -1,5 +1,9 @@
 """Models: `build_model(cfg_model, num_classes, tree=None)` → a flax.linen Module.
 
+`cfg_model.arch`: hybrid (temporal encoder → U-Net, jaxcrop/models/hybrid.py; the
+default, and what a config from before `arch` means) | pixel (the temporal
+encoder and a per-pixel head, no U-Net: jaxcrop/models/pixel.py).
+
 `model.apply(variables, x [B, T, H, W, C], train=False)` → logits f32 [B, H, W, K]
 (for a hierarchical head: tier-3 scores made consistent with tiers 1 and 2,
 see jaxcrop/models/heads.py); `tiers=True` → {"tier1"?, "tier2"?, "tier3"} logits;
@@ -12,10 +16,12 @@ import jax.numpy as jnp
 from jaxcrop.models.heads import HierarchicalModel  # noqa: F401
 from jaxcrop.models.hybrid import (HybridModel, TemporalEncoder, UNet,  # noqa: F401
                                    unet_min_side)
+from jaxcrop.models.pixel import PixelModel  # noqa: F401
 from jaxcrop.models.temporal import AttentionEncoder  # noqa: F401
 from cropcontracts.errors import UserError
 
 HEADS = ("flat", "hierarchical")
+ARCHS = ("hybrid", "pixel")
 
 
 def head_kind(cfg_model) -> str:
@@ -41,6 +47,15 @@ def build_model(cfg_model, num_classes: int, tree=None):
                 valid_count=cfg_model.get("valid_count", "none"),
                 dtype=jnp.dtype(cfg_model.get("dtype", "float32")))
   kind = head_kind(cfg_model)
+  arch = cfg_model.get("arch", "hybrid")
+  if arch not in ARCHS:
+    raise UserError(f"unknown model.arch {arch!r}; expected one of {ARCHS}")
+  if arch == "pixel":
+    if kind != "flat":
+      raise UserError(f"model.arch='pixel' has a flat head; model.head.kind={kind!r} "
+                      f"needs model.arch='hybrid'")
+    common.pop("unet")
+    return PixelModel(num_classes=num_classes, **common)
   if kind == "flat":
     return HybridModel(num_classes=num_classes, **common)
   if kind != "hierarchical":

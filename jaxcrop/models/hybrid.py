@@ -238,19 +238,33 @@ class HybridModel(nn.Module):
       raise ValueError(
           f"patch sides {h}x{w} must be divisible by {m} (2^(depth-1) for a "
           f"U-Net of depth {levels}); crop or pad the input")
-    pixels = jnp.moveaxis(x, 1, 3).reshape(b * h * w, t, c)   # [B·H·W, T, C]
-    if self.encoder == "attention":
-      enc = AttentionEncoder(**dict(self.attention or {}), dtype=self.dtype, name="temporal")
-      flat_valid = None if valid is None else jnp.moveaxis(valid, 1, 3).reshape(b * h * w, t)
-      feats = enc(pixels, train, valid=flat_valid).reshape(b, h, w, -1)
-    elif self.encoder == "cnn":
-      enc = TemporalEncoder(**self.temporal, dtype=self.dtype, name="temporal")
-      feats = enc(pixels, train).reshape(b, h, w, -1)
-    else:
-      raise UserError(f"unknown model.encoder {self.encoder!r}; expected cnn or attention")
+    feats = pixel_features(x, valid, train, encoder=self.encoder, temporal=self.temporal,
+                           attention=self.attention, dtype=self.dtype)
     logits = UNet(self.num_classes, **self.unet, dtype=self.dtype, name="unet")(feats, train)
     logits = logits.astype(jnp.float32)
     return {"tier3": logits} if tiers else logits
+
+
+def pixel_features(x, valid, train: bool, *, encoder: str, temporal: dict, attention,
+                   dtype):
+  """Each pixel's series through the temporal encoder: x [B, T, H, W, C] (valid
+  bool [B, T, H, W] or None) → features [B, H, W, D].
+
+  Call it inside a compact `__call__`: the encoder is the caller's submodule
+  `temporal` (cnn: `TemporalEncoder(**temporal)`, attention:
+  `AttentionEncoder(**attention)`). Pixels are folded into the batch
+  ([B·H·W, T, C]), so BatchNorm's statistics are over all pixels of the batch.
+  """
+  b, t, h, w, c = x.shape
+  pixels = jnp.moveaxis(x, 1, 3).reshape(b * h * w, t, c)   # [B·H·W, T, C]
+  if encoder == "attention":
+    enc = AttentionEncoder(**dict(attention or {}), dtype=dtype, name="temporal")
+    flat_valid = None if valid is None else jnp.moveaxis(valid, 1, 3).reshape(b * h * w, t)
+    return enc(pixels, train, valid=flat_valid).reshape(b, h, w, -1)
+  if encoder == "cnn":
+    enc = TemporalEncoder(**temporal, dtype=dtype, name="temporal")
+    return enc(pixels, train).reshape(b, h, w, -1)
+  raise UserError(f"unknown model.encoder {encoder!r}; expected cnn or attention")
 
 
 VALID_COUNT = ("none", "channel", "mask")

@@ -5,6 +5,7 @@ Built by the stock TFDS command line from the repository root:
   tfds build tfds_builder/cropmap --data_dir=~/tensorflow_datasets          # demo
   tfds build tfds_builder/cropmap --config=demo --manual_dir=demo_run/zones  # its zones
   tfds build tfds_builder/cropmap --config=france2023 --manual_dir=out/zones
+  tfds build tfds_builder/cropmap --config=points --manual_dir=out/points    # points.py
   tfds build tfds_builder/cropmap --config=france2023 --manual_dir=out/zones \
       --beam_pipeline_options="runner=DirectRunner"
 
@@ -35,8 +36,10 @@ from cropcontracts import moments as moments_lib
 from cropcontracts import nomenclature as nomenclature_lib
 from cropcontracts import zonefolder
 from cropcontracts.errors import UserError
+from tfds_builder.cropmap import metadata
 from tfds_builder.cropmap import overwrite_guard
 from tfds_builder.cropmap import patching
+from tfds_builder.cropmap import points
 
 # The nomenclature of this dataset VERSION. prep moving to another one changes
 # every label, so it needs a new VERSION and release note (tests tie the two).
@@ -51,7 +54,8 @@ class CropmapConfig(tfds.core.BuilderConfig):
 
   Attributes:
     source: `demo` (built-in demo region, generated when --manual_dir holds no
-      zone folder) or `manual` (--manual_dir must hold the zone folders).
+      zone folder), `manual` (--manual_dir must hold the zone folders) or
+      `points` (--manual_dir is a points folder; 1 x 1 examples, `points.py`).
     patch_size: side P of the square patches, pixels. 64 = 2^6: a U-Net of
       depth <= 4 halves it cleanly down to 4x4, one patch sees 640 m of context
       (several parcels), and a batch of 32 x 12 months x 64 x 64 x 4 fits
@@ -114,6 +118,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       CropmapConfig(name="france2021_2023", source="manual", years=(2021, 2022, 2023),
                     description="The 40 study zones in 2021, 2022 and 2023, each year's "
                                 "RPG: --manual_dir holds <year>/<zone_id>/."),
+      CropmapConfig(name="points", source="points", patch_size=1,
+                    description="Labelled points (`python -m prep points`) as 1 x 1 "
+                                "examples, stratified or grouped folds (points.py)."),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "demo"
   builder_config_cls = CropmapConfig  # --config='{"name": "x", "patch_size": 32}' 
@@ -191,8 +198,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                       f"holds no lock), then rerun") from None
 
   def _check_manual_zones(self, manual) -> None:
-    """Raises UserError for the first bad zone folder of `manual`, if it holds any."""
-    if manual is not None and self._holds_zones(pathlib.Path(manual)):
+    """Raises UserError for the first bad zone folder of `manual`, if it holds any
+    (for the points config: unless `manual` is a points folder of its nomenclature)."""
+    if self.builder_config.source == "points":
+      points.open_folder(manual, self.builder_config.nomenclature)
+    elif manual is not None and self._holds_zones(pathlib.Path(manual)):
       self._zones(pathlib.Path(manual))
 
   def _holds_zones(self, root: pathlib.Path) -> bool:
@@ -234,6 +244,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     cfg = self.builder_config
+    if cfg.source == "points":
+      return points.split_generators(self, getattr(dl_manager, "_manual_dir", None))
     root = self._zones_root(dl_manager)
     by_year = self._zones(root)
     members = patching.split_members(by_year, cfg.num_folds)
@@ -276,19 +288,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       if dropped[split]:
         logging.info("cropmap %s: dropped %d patch(es) without any labelled "
                      "pixel, kept %d", split, dropped[split], patches[split])
-    return dict(
-        nomenclature_version=nom.version, class_names=list(nom.tier3),
-        tier2_names=list(nom.tier2_names), tier1_names=list(nom.tier1_names),
-        tier2_of=nom.tier2_of().tolist(), tier1_of=nom.tier1_of().tolist(),
-        colors=list(nom.colors), months=zones[0].months, bands=zones[0].bands,
-        # Constants (the test split: each region's zone of index 0, every
-        # patch), kept so that the metadata keeps the fields of version 2.0.0.
-        patch_size=cfg.patch_size, test_full_cover=True,
-        test_zone_index=patching.TEST_INDEX, num_folds=cfg.num_folds,
-        zones_per_split={s: [z.zone_id for z in zs] for s, zs in members.items()},
-        class_pixel_counts=counts, patches_per_split=patches,
-        dropped_empty_patches=dropped, moments_per_fold=moments,
-        normalization=_normalization(moments))
+    return metadata.dataset_metadata(
+        nom, months=zones[0].months, bands=zones[0].bands, patch_size=cfg.patch_size,
+        num_folds=cfg.num_folds, counts=counts, examples=patches, dropped=dropped,
+        moments=moments, members={s: [z.zone_id for z in zs] for s, zs in members.items()})
 
   def _generate_examples(self, zone_paths, keep_empty):
     p = self.builder_config.patch_size
@@ -307,17 +310,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 def _holds_zones(folder: pathlib.Path) -> bool:
   """Whether folder holds zone folders (any */meta.json)."""
   return folder.is_dir() and any((p / "meta.json").is_file() for p in folder.iterdir())
-
-
-def _normalization(moments_per_fold: dict) -> dict:
-  """Mean and std [T][C] over all training zones (every fold; never test), for
-  readers that take the dataset as it is. Training with a subset of the folds
-  merges that subset's `moments_per_fold` instead (`input_pipeline.load_meta`),
-  so that validation zones stay out of the statistics."""
-  folds = sorted(moments_per_fold)
-  mean, std = moments_lib.mean_std(moments_lib.merge_all(
-      moments_lib.Moments.from_json(moments_per_fold[f]) for f in folds))
-  return dict(splits="+".join(folds), mean=mean.tolist(), std=std.tolist())
 
 
 def _demo_dir(download_dir) -> pathlib.Path:
