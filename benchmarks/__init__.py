@@ -5,6 +5,31 @@
 (the train step against its PyTorch twin, `torch_twin`), `predict` (whole-zone prediction), `stac` (a zone-year through the STAC route against
 the local route, on a loopback catalogue).
 """
+import os
+
+
+def load() -> dict:
+  """{load_avg, cpus, loaded}: the 1-minute load average now, the usable cores, and whether
+  the load exceeds them (a line measured so is slower than the idle machine would run it).
+
+  Every benchmark line carries it, read at the start of its measure (`stamped`)."""
+  load_avg = os.getloadavg()[0]
+  cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return {"load_avg": round(load_avg, 2), "cpus": cpus, "loaded": load_avg > cpus}
+
+
+def stamped(lines):
+  """Yields each dict of the iterable `lines` with `load()` as read before it was computed:
+  a generator of measures computes each line when asked for it, so that is the load at the
+  start of that line's measure."""
+  it = iter(lines)
+  while True:
+    start = load()
+    try:
+      line = next(it)
+    except StopIteration:
+      return
+    yield {**line, **start}
 
 
 def best_of(fn, repeats: int):

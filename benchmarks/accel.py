@@ -37,6 +37,7 @@ import json
 import sys
 import time
 
+from benchmarks import stamped
 from cropcontracts import cli
 
 # Sizes: the default config's (full) and the tests' (tiny).
@@ -254,7 +255,7 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
   clock = Clock(args.budget_s)
-  for line in measures(TINY if args.tiny else FULL, clock):
+  for line in stamped(measures(TINY if args.tiny else FULL, clock)):
     print(json.dumps(line), flush=True)
   return 0
 

@@ -25,7 +25,7 @@ import warnings
 
 import numpy as np
 
-from benchmarks import best_of
+from benchmarks import best_of, load
 from cropcontracts import cli
 from prep import composite
 
@@ -39,6 +39,7 @@ def _line(name, ours_s, reference, reference_s, identical, **extra):
 
 
 def bench_median(size: int = 1000, scenes: int = 8, repeats: int = 3) -> dict:
+  start = load()
   rng = np.random.default_rng(0)
   stack = rng.integers(1, 10000, (scenes, 4, size, size), dtype=np.uint16)
   valid = rng.random((scenes, size, size)) >= 0.3
@@ -54,11 +55,12 @@ def bench_median(size: int = 1000, scenes: int = 8, repeats: int = 3) -> dict:
   ref_s, ref = best_of(reference, repeats)
   return _line("composite_median", ours_s, "numpy.nanmedian", ref_s,
                np.array_equal(med, ref), target_ratio=10.0,
-               shape=f"S={scenes} C=4 H=W={size}", invalid_fraction=0.3)
+               shape=f"S={scenes} C=4 H=W={size}", invalid_fraction=0.3, **start)
 
 
 def bench_gap_fill(size: int = 1000, months: int = 12, p_missing: float = 0.1,
                    sample: int = 5000, repeats: int = 5) -> dict:
+  start = load()
   rng = np.random.default_rng(1)
   comp = rng.integers(1, 10000, (months, 4, size, size), dtype=np.uint16)
   missing = rng.random((months, size, size)) < p_missing
@@ -79,7 +81,7 @@ def bench_gap_fill(size: int = 1000, months: int = 12, p_missing: float = 0.1,
   return _line("gap_fill", ours_s, "per-pixel Python loop (gap_fill_reference)",
                scaled, same, target_ratio=500.0, reference_timed_pixels=n,
                reference_scaled_to_pixels=size * size,
-               shape=f"T={months} C=4 H=W={size}", missing_fraction=p_missing)
+               shape=f"T={months} C=4 H=W={size}", missing_fraction=p_missing, **start)
 
 
 def gap_fill_reference(composite: np.ndarray, pixels=None) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ import tempfile
 import time
 from typing import Iterator
 
+from benchmarks import stamped
 from jaxcrop import input_pipeline as ip
 from cropcontracts.errors import UserError
 
@@ -88,5 +89,5 @@ def measures(cfg_data=None, batches: int = 20) -> Iterator[dict]:
 
 
 if __name__ == "__main__":
-  for m in measures():
+  for m in stamped(measures()):
     print(json.dumps(m), flush=True)

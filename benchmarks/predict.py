@@ -30,14 +30,13 @@ Synthetic input: these are speeds, not accuracies.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import tempfile
 import time
 
 import numpy as np
 
-from benchmarks import xla_flops
+from benchmarks import stamped, xla_flops
 from cropcontracts import cli
 
 FRANCE_KM2 = 550_000
@@ -261,7 +260,7 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int | N
                        "own shape, no blending (warm)",
              reference_s=round(ref_s, 2), reference_cpu_s=round(_CPU["s"], 2),
              ratio=round(ref_s / ours_s, 2), target_s=20.0 if backend == "cpu" else None,
-             load_avg=round(os.getloadavg()[0], 1), cpus=os.cpu_count(), **base)
+             **base)
   yield row
 
   t2, o2, b2 = other
@@ -292,7 +291,7 @@ def _run(args) -> None:
     lines = measures(64, 2, 1, tile=32, overlap=8, batch=1, other=(64, 8, 2), variant="tiny")
   else:
     lines = measures(args.size, args.months, args.repeats)
-  for m in lines:
+  for m in stamped(lines):
     print(json.dumps(m), flush=True)
 
 

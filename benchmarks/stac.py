@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import warnings
 
-from benchmarks import best_of
+from benchmarks import best_of, load
 from cropcontracts import cli
 
 
 def bench_stac(demo_dir=None, *, small: bool = False, workers: int = 4) -> dict:
   """One zone-year, STAC route on the loopback server vs the local route."""
+  start = load()
   import pathlib
   import tempfile
   from prep import demo, scenes, stac
@@ -56,7 +57,7 @@ def bench_stac(demo_dir=None, *, small: bool = False, workers: int = 4) -> dict:
              zone=f"{zone.zone_id} {zone.width}x{zone.height}", items=info["scenes_used"],
              search_pages=pages, workers=workers, bytes_requested=sent,
              bytes_of_files=size, bytes_ratio=round(sent / size, 3),
-             demo="small" if small else "full")
+             demo="small" if small else "full", **start)
   print(json.dumps(rec), flush=True)
   return rec
 

@@ -13,10 +13,12 @@ torch sees one (TF32 for f32, as XLA), else the CPU; the line names both
 devices and gives a ratio only when they are of the same kind.
 On a CPU the inputs are shrunk (batch, patch side) so that each measure stays
 well under a minute on 2 cores; the line says which sizes were used. On a GPU
-a bf16 measure is added (`model.dtype="bfloat16"`; torch autocast bf16) and
-the lines add MFU = model FLOPs of one train step (XLA cost_analysis) per
-second / the chip's dense peak for the dtype run (TF32 for f32, bf16 for
-bf16), the basis named in `mfu_against`.
+a bf16 measure is added (`model.dtype="bfloat16"`; torch autocast bf16). Every
+line gives `gflop_per_s` (model FLOPs of one train step, XLA cost_analysis, per
+second) and MFU = that over the chip's peak for the dtype run: a GPU's dense
+peak (TF32 for f32, bf16 for bf16), a CPU's f32 FMA peak (`cpu_peak_flops`),
+the basis named in `mfu_against`; and, as every benchmark line, the load at its
+start (`benchmarks.load`).
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from cropcontracts.zonefolder import NO_LABEL
 from jaxcrop import losses, train
 from jaxcrop.models import build_model
 
-from benchmarks import xla_flops
+from benchmarks import stamped, xla_flops
 from benchmarks.torch_twin import torch_hybrid
 
 K, T, C = 23, 12, 4
@@ -201,6 +203,33 @@ def peak_flops(device_kind: str, dtype: str, precision: str | None = None):
   return PEAK_FLOPS[kind][column], f"dense {arith} peak of {kind}, for a {dtype} run"
 
 
+def cpu_peak_flops(cpus: int, cpuinfo: str):
+  """(float32 peak FLOP/s, what it is) of `cpus` cores of the CPU /proc/cpuinfo describes, or
+  None where it names no clock: cores x nominal clock ("cpu MHz", the TSC's under a hypervisor:
+  no turbo) x FLOP per cycle of the widest FMA it flags: AVX-512 64 (16 lanes x 2 for the FMA
+  x 2 FMA units, as on Xeon Scalable), AVX2 + FMA 32 (8 x 2 x 2), else SSE 8."""
+  mhz = next((float(l.split(":")[1]) for l in cpuinfo.splitlines()
+              if l.startswith("cpu MHz")), None)
+  if not mhz:
+    return None
+  flags = set(next((l.split(":")[1] for l in cpuinfo.splitlines()
+                    if l.startswith("flags")), "").split())
+  isa, per_cycle = (("AVX-512", 64) if "avx512f" in flags else
+                    ("AVX2+FMA", 32) if {"avx2", "fma"} <= flags else ("SSE", 8))
+  return (cpus * mhz * 1e6 * per_cycle,
+          f"{cpus} cores x {mhz / 1e3:.2f} GHz x {per_cycle} f32 FLOP/cycle ({isa}, 2 FMA units)")
+
+
+def _cpu_peak():
+  """`cpu_peak_flops` of this machine's usable cores, None where /proc/cpuinfo is absent."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      info = f.read()
+  except OSError:
+    return None
+  return cpu_peak_flops(len(os.sched_getaffinity(0)), info)
+
+
 def matmul_precision() -> str | None:
   """`jax_default_matmul_precision` (None: the default), read without relying on the
   jax version's config attributes."""
@@ -280,11 +309,11 @@ def measures(tiny: bool = False):
            "ours_device": "cpu" if on_cpu else f"{backend} ({kind})", "dtype": dtype,
            "batch": batch, "patch": side, "months": T,
            "ours_steps_per_s": 1 / ours, "ours_pixels_per_s": pixels / ours,
-           "train_step_gflops": flops / 1e9}
+           "train_step_gflops": flops / 1e9, "gflop_per_s": flops / ours / 1e9}
     if (batch, side) != (config.data.batch_size, 64):
       rec["note"] = (f"shrunk for a {'tiny' if tiny else 'CPU'} run: batch {batch} "
                      f"(config {config.data.batch_size}), patch {side}")
-    peak = None if on_cpu else peak_flops(kind, dtype, matmul_precision())
+    peak = _cpu_peak() if on_cpu else peak_flops(kind, dtype, matmul_precision())
     if peak:
       rec.update(mfu=mfu(flops, ours, peak[0]), peak_flops=peak[0], mfu_against=peak[1])
     rec.update(compare(ours, ref, pixels, backend, ref_device))
@@ -301,7 +330,7 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-  for m in measures(tiny=args.tiny):
+  for m in stamped(measures(tiny=args.tiny)):
     print(json.dumps(m), flush=True)
   return 0
 

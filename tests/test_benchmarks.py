@@ -104,6 +104,34 @@ def test_cli_stage_help_exits_0(stage, capsys):
   assert out.startswith(f"usage: python -m benchmarks{' ' if stage == 'accel' else '.'}{stage} ")
 
 
+def test_load_is_read_at_the_start_of_each_line(monkeypatch):
+  """`stamped` reads the load before each line is computed; `loaded` above the core count."""
+  import benchmarks
+  loads = iter([1.5, 2.5, 9.0])
+  now = {}
+  monkeypatch.setattr(os, "getloadavg", lambda: (now.setdefault("v", next(loads)),) * 3)
+  monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+
+  def measures():                  # each measure changes the load the next one starts at
+    for name in ("a", "b"):
+      now.pop("v")
+      yield {"name": name}
+  assert list(benchmarks.stamped(measures())) == [
+      {"name": "a", "load_avg": 1.5, "cpus": 2, "loaded": False},
+      {"name": "b", "load_avg": 2.5, "cpus": 2, "loaded": True}]
+
+
+def test_cpu_peak_by_cores_clock_and_widest_fma():
+  from benchmarks.train import cpu_peak_flops
+  info = "processor\t: 0\ncpu MHz\t\t: 2100.000\nflags\t\t: fpu sse2 avx2 fma{}\n"
+  peak, basis = cpu_peak_flops(2, info.format(" avx512f avx512bw"))
+  assert peak == 2 * 2.1e9 * 64 == 268.8e9
+  assert basis == "2 cores x 2.10 GHz x 64 f32 FLOP/cycle (AVX-512, 2 FMA units)"
+  assert cpu_peak_flops(4, info.format(""))[0] == 4 * 2.1e9 * 32
+  assert cpu_peak_flops(1, info.replace("avx2 fma", "").format(""))[0] == 2.1e9 * 8
+  assert cpu_peak_flops(2, "flags\t: avx512f\n") is None        # no clock: no MFU
+
+
 def test_write_outputs_line_writes_the_cogs():
   """The CPU line of the prediction benchmark (rasterio here): the maps of a 64-px zone."""
   from benchmarks import predict
@@ -174,8 +202,13 @@ def test_train_predict_accel_need_only_the_jax_stack(tmp_path):
   assert zone["model_pixels"] == 9 * 32 * 32                # 3 x 3 tiles of 32 (overlap 8)
   assert zone["km2_per_s"] == pytest.approx(64 * 64 * 1e-4 / zone["ours_s"], rel=0.2)
   assert lines["predict_zone_tile64"][0]["reference_model_pixels"] == 64 * 64   # batch 1
+  assert train["gflop_per_s"] == pytest.approx(train["train_step_gflops"]
+                                               * train["ours_steps_per_s"])
+  assert train["mfu"] == pytest.approx(train["gflop_per_s"] * 1e9 / train["peak_flops"])
+  assert "f32 FLOP/cycle" in train["mfu_against"]
   for l in [l for v in lines.values() for l in v]:   # times rounded to 0.01 s may be 0
     assert all(v >= 0 for k, v in l.items() if k.endswith("_s") and isinstance(v, float)), l
+    assert l["loaded"] == (l["load_avg"] > l["cpus"]) and l["cpus"] >= 1, l   # every line
   _check_accel_lines(lines)
 
 
