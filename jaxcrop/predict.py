@@ -66,7 +66,10 @@ def main(argv=None) -> int:
                   help="tiles per model call; memory grows with batch x tile² (the "
                        "default model needs ~3 GB for one tile of 512²; default: "
                        "%(default)s)")
-  ap.add_argument("--probs", action="store_true", help="also write probabilities.tif")
+  ap.add_argument("--probs", action="store_true",
+                  help="also write probabilities.tif: one uint8 band per class (named), "
+                       "percent 0-100, 255 = nodata; with --tiers (a model with tier "
+                       "heads) also probabilities_tier{1,2}.tif")
   ap.add_argument("--tiers", action="store_true",
                   help="also write classes_tier1.tif and classes_tier2.tif (+ .qml styles): "
                        "each pixel's tier-1 family / tier-2 group, the parents of its tier-3 "
@@ -100,6 +103,7 @@ def _run(args) -> int:
   zones, replace = _zones_to_map(args)              # the zones and their output folders,
   trained, nom = _checkpoint(args, zones)           # the checkpoint against them,
   settings = dataclasses.replace(settings, valid_count=_needs_valid_count(trained))
+  _check_probs(args, trained)
   temp = calibrate.temperature(args.workdir, getattr(trained, "step", None))
   apply_fn = lambda v, x, **inputs: trained.model.apply(v, x, train=False, **inputs) / temp
   compatibility.check_tile(apply_fn, trained.variables, trained.meta, settings)  # the tile
@@ -171,6 +175,16 @@ def _checkpoint(args, zones):
   for z in zones:
     compatibility.check_compatible(z, trained.meta)
   return trained, nom
+
+
+def _check_probs(args, trained) -> None:
+  """--probs with --tiers asks for the tier heads' probabilities: a flat model has none."""
+  from jaxcrop.models import head_kind
+  kind = head_kind(trained.config.model)
+  if args.probs and args.tiers and kind != "hierarchical":
+    raise UserError(f"--probs with --tiers: the model of --workdir {args.workdir} has no tier "
+                    f"heads (model.head.kind={kind}); pass --probs or --tiers alone, or "
+                    f"train with configs/hybrid.py:hierarchical")
 
 
 def _needs_valid_count(trained) -> bool:

@@ -7,7 +7,13 @@ and the parcel GeoPackage, assembled in a temporary folder renamed when complete
                      layout; names from the nomenclature, each group / family in
                      the colour of its first tier-3 class (`tier_legend`).
   confidence.tif     uint8 max softmax probability in percent, 255 = nodata.
-  probabilities.tif  (with probabilities) uint8 [K bands] probability in percent.
+  probabilities.tif  (with probabilities) uint8 [K bands] probability in percent
+                     (0-100; tags PROBABILITY_SCALE=100), one band per class named
+                     by its class name, 255 = nodata; calibrated when the model has
+                     a temperature (`jaxcrop.calibrate`).
+  probabilities_tier{1,2}.tif  (with probabilities and tier maps) the same for the
+                     tier-1 families / tier-2 groups (a group's probability: the sum
+                     of its classes').
   validity.tif       uint8 [2 bands] clear acquisitions in the season, gap-filled
                      months (`jaxcrop.maps.validity`), 255 = nodata.
   parcels.gpkg       (zones with parcels) majority class per parcel.
@@ -33,6 +39,9 @@ from jaxcrop.maps.tiling import NODATA, Prediction
 
 BLOCK = 256
 MAP_JSON = "map.json"
+# The scale of probabilities*.tif: a band's value / 100 is the class's probability.
+PROBABILITY_TAGS = {"PROBABILITY_SCALE": "100", "PROBABILITY_UNIT": "percent",
+                    "PROBABILITY_NODATA": "255"}
 
 
 def _cog(tmpdir: pathlib.Path, path: pathlib.Path, zone: ZoneFolder, bands: np.ndarray,
@@ -153,7 +162,11 @@ def _write_files(folder: pathlib.Path, zone: ZoneFolder, pred: Prediction,
        ["confidence (max probability, %)"])
   if pred.probabilities is not None:
     _cog(folder, folder / "probabilities.tif", zone, pred.probabilities, "average",
-         [f"P({n}) %" for n in nomenclature.tier3], tags)
+         list(nomenclature.tier3), {**tags, **PROBABILITY_TAGS})
+  for tier, probs in sorted((pred.tier_probabilities or {}).items()):
+    _cog(folder, folder / f"probabilities_tier{tier}.tif", zone, probs, "average",
+         tier_legend(nomenclature, tier)[0],
+         {**class_tags(nomenclature, tier), **PROBABILITY_TAGS})
   if zone.has_labels:
     gdf = parcel_product(zone, pred, nomenclature)
     gdf.to_file(folder / "parcels.gpkg", driver="GPKG", layer="parcels")
