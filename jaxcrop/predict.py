@@ -113,7 +113,8 @@ def _run(args) -> int:
           f"({calibrate.FILE})")
 
   def write(z, pred):
-    folder = write_outputs(z, pred, nom, args.out, overwrite=z.zone_id in replace)
+    folder = write_outputs(z, pred, nom, args.out, overwrite=z.zone_id in replace,
+                           model=_model_record(args, trained, temp))
     print(f"{z.zone_id}: wrote {', '.join(sorted(p.name for p in folder.iterdir()))} "
           f"in {folder}")
     _print_score(z, pred, trained.meta.class_names)
@@ -175,6 +176,15 @@ def _checkpoint(args, zones):
   for z in zones:
     compatibility.check_compatible(z, trained.meta)
   return trained, nom
+
+
+def _model_record(args, trained, temp: float) -> dict:
+  """What map.json and the STAC Item say of the model that made the map."""
+  meta = trained.meta
+  return {"checkpoint": args.checkpoint, "step": getattr(trained, "step", None),
+          "dataset": getattr(meta, "builder_config", "") or None,
+          "dataset_version": getattr(meta, "version", None),
+          "nomenclature": getattr(meta, "nomenclature_version", None), "temperature": temp}
 
 
 def _check_probs(args, trained) -> None:

@@ -146,11 +146,11 @@ def test_outputs_on_the_zone_grid_with_colors_names_and_cog_layout(zone, pixel_m
   assert folder.stat().st_mode & 0o777 == 0o777 & ~atomic.umask()
   assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "testz_0"]   # no temp left
   assert sorted(p.name for p in folder.iterdir()) == [
-      "classes.qml", "classes.tif", "confidence.tif", "map.json", "parcels.gpkg",
-      "probabilities.tif", "validity.tif"]
+      "classes.qml", "classes.tif", "confidence.tif", "item.json", "map.json",
+      "parcels.gpkg", "probabilities.tif", "validity.tif"]
   assert json.loads((folder / "map.json").read_text())["files"] == [
-      "classes.qml", "classes.tif", "confidence.tif", "parcels.gpkg", "probabilities.tif",
-      "validity.tif"]
+      "classes.qml", "classes.tif", "confidence.tif", "item.json", "parcels.gpkg",
+      "probabilities.tif", "validity.tif"]
   with rasterio.open(folder / "classes.tif") as src:
     assert src.crs.to_epsg() == 32631 and src.transform == zone.zone.transform
     assert (src.dtypes[0], src.nodata, src.shape) == ("uint8", 255, (zf.H, zf.W))
@@ -176,8 +176,8 @@ def test_large_zone_outputs_have_overviews(tmp_path, pixel_model):
   pred = tiling.Prediction(np.full((600, 560), 3, np.uint8), np.full((600, 560), 90, np.uint8))
   folder = geotiff.write_outputs(z, pred, NOM, tmp_path / "out")
   assert sorted(p.name for p in folder.iterdir()) == ["classes.qml", "classes.tif",
-                                                       "confidence.tif", "map.json",
-                                                       "validity.tif"]
+                                                       "confidence.tif", "item.json",
+                                                       "map.json", "validity.tif"]
   with rasterio.open(folder / "classes.tif") as src:
     assert src.overviews(1) == [2, 4]
     assert src.block_shapes[0] == (256, 256)
@@ -308,7 +308,7 @@ def test_cli_writes_maps_and_scores(zone, pixel_model, tmp_path, capsys, monkeyp
                      str(tmp_path), "--tile", "16", "--overlap", "4", "--probs"])
   assert rc == 0
   out = capsys.readouterr().out
-  assert (f"testz_0: wrote classes.qml, classes.tif, confidence.tif, map.json, "
+  assert (f"testz_0: wrote classes.qml, classes.tif, confidence.tif, item.json, map.json, "
           f"parcels.gpkg, probabilities.tif, validity.tif in {tmp_path / 'testz_0'}") in out
   assert "testz_0: pixel accuracy " in out and "macro-F1" in out
 
@@ -481,8 +481,8 @@ def test_zone_without_labels_gets_maps_but_no_parcels_or_scores(tmp_path, pixel_
   assert tiling.score(z, pred, NOM.tier3) is None
   folder = geotiff.write_outputs(z, pred, NOM, tmp_path / "out")
   assert sorted(p.name for p in folder.iterdir()) == ["classes.qml", "classes.tif",
-                                                       "confidence.tif", "map.json",
-                                                       "validity.tif"]
+                                                       "confidence.tif", "item.json",
+                                                       "map.json", "validity.tif"]
 
 
 def test_score_counts_labelled_predicted_pixels_only(zone, pixel_model):

@@ -17,7 +17,9 @@ and the parcel GeoPackage, assembled in a temporary folder renamed when complete
   validity.tif       uint8 [2 bands] clear acquisitions in the season, gap-filled
                      months (`jaxcrop.maps.validity`), 255 = nodata.
   parcels.gpkg       (zones with parcels) majority class per parcel.
-  map.json           the zone row, the nomenclature and the files above (what
+  item.json          the STAC Item of the folder (`jaxcrop.maps.stac`).
+  map.json           the zone row, the nomenclature, the model, the validity
+                     summary and the files above (what
                      `jaxcrop.maps.runner.is_complete` and the national mosaic read).
 All rasters are COGs (deflate, 256 tiles, overviews).
 """
@@ -33,7 +35,7 @@ from cropcontracts import atomic
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import ZoneFolder
 from jaxcrop.hierarchy import tier_legend
-from jaxcrop.maps import validity
+from jaxcrop.maps import stac, validity
 from jaxcrop.maps.parcels import parcel_product
 from jaxcrop.maps.tiling import NODATA, Prediction
 
@@ -126,10 +128,11 @@ def _exists(folder) -> UserError:
 
 
 def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
-                  overwrite: bool = False) -> pathlib.Path:
+                  overwrite: bool = False, model: dict | None = None) -> pathlib.Path:
   """Writes OUT/<zone_id>/{classes,confidence[,probabilities]}.tif, classes.qml
-  (QGIS style) [+ classes_tier{1,2}.{tif,qml} when pred.tiers] [+ parcels.gpkg]
-  and map.json.
+  (QGIS style) [+ classes_tier{1,2}.{tif,qml} when pred.tiers] [+ parcels.gpkg],
+  validity.tif, item.json (STAC Item, `jaxcrop.maps.stac`) and map.json; `model`
+  (checkpoint, step, dataset, dataset_version, temperature) goes to both.
 
   The folder is assembled under a temporary name beside it and renamed into
   place when complete (`atomic.atomic_folder`); an existing folder is replaced
@@ -140,14 +143,14 @@ def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
   try:
     with atomic.claim(final.parent, shared=True, patterns=(atomic.PARTIAL, ".*.old")), \
         atomic.atomic_folder(final, overwrite=overwrite) as tmp:
-      _write_files(tmp, zone, pred, nomenclature)
+      _write_files(tmp, zone, pred, nomenclature, model)
   except FileExistsError:
     raise _exists(final) from None
   return final
 
 
 def _write_files(folder: pathlib.Path, zone: ZoneFolder, pred: Prediction,
-                 nomenclature) -> None:
+                 nomenclature, model: dict | None = None) -> None:
   """The files of write_outputs, into `folder`; map.json last (the completeness record)."""
   tags = class_tags(nomenclature)
   _cog(folder, folder / "classes.tif", zone, pred.classes[None], "nearest",
@@ -173,7 +176,8 @@ def _write_files(folder: pathlib.Path, zone: ZoneFolder, pred: Prediction,
   evidence = validity.validity_bands(zone.read_valid_count(), pred.classes == NODATA)
   _cog(folder, folder / validity.FILE, zone, evidence, "average", list(validity.BANDS),
        {"BANDS": json.dumps(list(validity.BANDS))})
+  stac.write_item(folder, zone, nomenclature, zone.months, model)
   files = sorted(p.name for p in folder.iterdir())
   (folder / MAP_JSON).write_text(json.dumps(dict(
       zone=zone.zone.to_row(), nomenclature=nomenclature.version, files=files,
-      validity=validity.summary(evidence)), indent=1), encoding="utf-8")
+      validity=validity.summary(evidence), model=model), indent=1), encoding="utf-8")
