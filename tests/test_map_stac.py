@@ -48,7 +48,8 @@ def test_zone_item_round_trips_with_its_extensions_and_assets(mapped):
   for ext in ("projection/v2", "raster/v1", "classification/v2"):
     assert ext in schemas
   assert set(item.assets) == {"classes", "classes_tier1", "classes_tier2", "confidence",
-                              "validity", "probabilities", "parcels", "map_json"}
+                              "validity", "probabilities", "parcels", "parcels_parquet",
+                              "map_json"}
   for key, asset in item.assets.items():
     assert asset.href.startswith("./") and (folder / asset.href[2:]).is_file(), key
   classes = item.assets["classes"].extra_fields["classification:classes"]
@@ -96,3 +97,29 @@ def test_the_mosaic_has_a_collection_of_the_zone_items(mapped, tmp_path):
   assert items[0].assets["classes"].get_absolute_href() == str(folder / "classes.tif")
   assert c.extent.spatial.bboxes[0] == pytest.approx(items[0].bbox)
   assert stac.national_collection([(zone.zone, tmp_path)], tmp_path, ()) is None  # no Item
+
+
+def test_parcels_geoparquet_1_1_with_fiboa_names_beside_the_geopackage(mapped):
+  import geopandas as gpd
+  import pyarrow.parquet as pq
+  zone, folder = mapped
+  got = gpd.read_parquet(folder / "parcels.parquet")
+  gpkg = gpd.read_file(folder / "parcels.gpkg")
+  meta = json.loads(pq.read_schema(folder / "parcels.parquet").metadata[b"geo"])
+  assert meta["version"] == "1.1.0" and "covering" in meta["columns"]["geometry"]
+  assert list(got.columns[:8]) == ["id", "area", "determination_datetime", "pred_class",
+                                   "pred_name", "pred_tier2_name", "pred_tier1_name",
+                                   "confidence"]
+  assert got.crs == zone.zone.crs and len(got) == len(gpkg)
+  assert got["id"].tolist() == gpkg["ID_PARCEL"].astype(str).tolist()
+  np.testing.assert_allclose(got["area"], gpkg.geometry.area / 1e4)
+  assert (got["determination_datetime"].dt.strftime("%Y-%m") == zone.months[-1]).all()
+  # the hand-made prediction: class 3 everywhere, confidence 80
+  voted = got["pred_class"] != 255
+  assert voted.any() and (got.loc[voted, "pred_class"] == 3).all()
+  assert (got.loc[voted, "pred_name"] == NOM.tier3[3]).all()
+  assert (got.loc[voted, "pred_tier2_name"] == NOM.tier2_names[NOM.tier2_of()[3]]).all()
+  assert (got.loc[voted, "pred_tier1_name"] == NOM.tier1_names[NOM.tier1_of()[3]]).all()
+  assert (got.loc[voted, "confidence"] == 80).all()
+  assert (got.loc[~voted, "pred_name"] == "").all()
+  assert "class_id" in got                 # the RPG's class stays beside the prediction

@@ -147,10 +147,10 @@ def test_outputs_on_the_zone_grid_with_colors_names_and_cog_layout(zone, pixel_m
   assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "testz_0"]   # no temp left
   assert sorted(p.name for p in folder.iterdir()) == [
       "classes.qml", "classes.tif", "confidence.tif", "item.json", "map.json",
-      "parcels.gpkg", "probabilities.tif", "validity.tif"]
+      "parcels.gpkg", "parcels.parquet", "probabilities.tif", "validity.tif"]
   assert json.loads((folder / "map.json").read_text())["files"] == [
       "classes.qml", "classes.tif", "confidence.tif", "item.json", "parcels.gpkg",
-      "probabilities.tif", "validity.tif"]
+      "parcels.parquet", "probabilities.tif", "validity.tif"]
   with rasterio.open(folder / "classes.tif") as src:
     assert src.crs.to_epsg() == 32631 and src.transform == zone.zone.transform
     assert (src.dtypes[0], src.nodata, src.shape) == ("uint8", 255, (zf.H, zf.W))
@@ -309,7 +309,8 @@ def test_cli_writes_maps_and_scores(zone, pixel_model, tmp_path, capsys, monkeyp
   assert rc == 0
   out = capsys.readouterr().out
   assert (f"testz_0: wrote classes.qml, classes.tif, confidence.tif, item.json, map.json, "
-          f"parcels.gpkg, probabilities.tif, validity.tif in {tmp_path / 'testz_0'}") in out
+          f"parcels.gpkg, parcels.parquet, probabilities.tif, validity.tif in "
+          f"{tmp_path / 'testz_0'}") in out
   assert "testz_0: pixel accuracy " in out and "macro-F1" in out
 
 

@@ -17,6 +17,8 @@ and the parcel GeoPackage, assembled in a temporary folder renamed when complete
   validity.tif       uint8 [2 bands] clear acquisitions in the season, gap-filled
                      months (`jaxcrop.maps.validity`), 255 = nodata.
   parcels.gpkg       (zones with parcels) majority class per parcel.
+  parcels.parquet    (zones with parcels) the same as GeoParquet 1.1 with fiboa's
+                     core names (`jaxcrop.maps.geoparquet`).
   item.json          the STAC Item of the folder (`jaxcrop.maps.stac`).
   map.json           the zone row, the nomenclature, the model, the validity
                      summary and the files above (what
@@ -35,7 +37,7 @@ from cropcontracts import atomic
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import ZoneFolder
 from jaxcrop.hierarchy import tier_legend
-from jaxcrop.maps import stac, validity
+from jaxcrop.maps import geoparquet, stac, validity
 from jaxcrop.maps.parcels import parcel_product
 from jaxcrop.maps.tiling import NODATA, Prediction
 
@@ -173,6 +175,7 @@ def _write_files(folder: pathlib.Path, zone: ZoneFolder, pred: Prediction,
   if zone.has_labels:
     gdf = parcel_product(zone, pred, nomenclature)
     gdf.to_file(folder / "parcels.gpkg", driver="GPKG", layer="parcels")
+    geoparquet.write(gdf, folder / geoparquet.FILE, nomenclature, stac.season(zone.months)[1])
   evidence = validity.validity_bands(zone.read_valid_count(), pred.classes == NODATA)
   _cog(folder, folder / validity.FILE, zone, evidence, "average", list(validity.BANDS),
        {"BANDS": json.dumps(list(validity.BANDS))})
