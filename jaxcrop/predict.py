@@ -33,7 +33,7 @@ import sys
 from cropcontracts import cli
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import open_zone
-from jaxcrop import calibrate
+from jaxcrop import calibrate, release
 from jaxcrop.maps import compatibility, runner
 from jaxcrop.maps.geotiff import check_output, write_outputs
 from jaxcrop.maps.parcels import check_geometries_source
@@ -168,6 +168,7 @@ def _checkpoint(args, zones):
   """(the trained model of --workdir, its nomenclature table), checked against this
   code's table and every zone."""
   from jaxcrop.checkpoint import load_trained
+  release.verify(args.workdir)          # a model release (jaxcrop.export): its manifest
   try:
     trained = load_trained(args.workdir, which=args.checkpoint)
   except FileNotFoundError as e:
