@@ -403,7 +403,7 @@ def _main(args) -> int:
   print(compact_table(result))
   print("\n".join(calibrate.lines(result["calibration"])))
   print(f"written: {checkpoint.workdir_path(args.workdir) / 'eval'}/metrics.{{json,md}}, "
-        f"confusion_*.png")
+        f"confusion_*.png, reliability_tier*.png")
   return 0
 
 
