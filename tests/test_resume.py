@@ -123,7 +123,9 @@ PREP = [sys.executable, "-m", "prep", "--quiet"]
 def _prep_cmd(ref, stage, out):
   raw = ref / "raw"
   what = (["composite", "--scenes", raw / "scenes", "--year", "2023"] if stage == "imagery"
-          else ["labels", "--rpg", raw / "rpg_demo.gpkg"])
+          # as make_demo labels: with the demo's land cover (undeclared fields unlabelled)
+          else ["labels", "--rpg", raw / "rpg_demo.gpkg", "--landcover",
+                raw / "landcover_demo.tif"])
   return [*PREP, *what, "--zones-csv", raw / "zones.csv", "--all", "--out", out]
 
 
