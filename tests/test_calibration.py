@@ -119,3 +119,14 @@ def test_training_ends_by_fitting_the_best_checkpoints_temperature(demo_workdir)
   assert record["step"] == checkpoint.load_trained(workdir, "best").step
   assert record["pixels"] > 1000
   assert calibration.T_MIN <= record["temperature"] <= calibration.T_MAX
+
+
+def test_the_calibrate_command_refits_a_workdir(demo_workdir, tmp_path, capsys):
+  workdir = private_copy(demo_workdir[0], tmp_path)
+  (workdir / calibrate.FILE).unlink()
+  assert calibrate.main(["--workdir", str(workdir)]) == 0
+  record = calibrate.read(workdir)
+  assert record == demo_workdir[1]["calibration"]            # what training recorded
+  out = capsys.readouterr().out
+  assert out.startswith(f"temperature {record['temperature']:.4f} on {record['pixels']} "
+                        f"pixels of fold1: ECE ")

@@ -117,3 +117,13 @@ def test_a_missing_or_altered_release_file_is_one_line(released, small_demo, tmp
   rc = export.main(["--workdir", str(released[0]), "--out", str(out)])
   assert_error(rc, capsys.readouterr().err,
                f"{out}: --out already exists; choose another folder")
+
+
+def test_export_help_and_a_workdir_without_checkpoint(tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
+    export.main(["--help"])
+  assert e.value.code == 0 and "--workdir" in capsys.readouterr().out
+  rc = export.main(["--workdir", str(tmp_path / "none"), "--out", str(tmp_path / "r")])
+  err = capsys.readouterr().err
+  assert rc == 2 and err.startswith(f"error: --workdir {tmp_path / 'none'}: ")
+  assert not (tmp_path / "r").exists()
