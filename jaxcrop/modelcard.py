@@ -71,8 +71,8 @@ def card(trained, metrics: dict | None, calibration: dict | None, name: str) -> 
             f"{meta.nomenclature_version} (tiers 2 and 1 are their groups and families).", "",
             "## Data", "",
             f"- Dataset: {meta.builder_config or cfg.data.get('builder_config')} version "
-            f"{meta.version}, training split {meta.train_split or cfg.data.train_split}, "
-            f"validation {cfg.data.val_split}, test {cfg.data.test_split}.",
+            f"{meta.version}; splits: training `{meta.train_split or cfg.data.train_split}`, "
+            f"validation `{cfg.data.val_split}`, test `{cfg.data.test_split}`.",
             f"- Months: {meta.months[0]} to {meta.months[-1]} (years "
             f"{', '.join(map(str, years(meta.months)))}).",
             f"- Labels: the Land Parcel Register (RPG) classes mapped to nomenclature "

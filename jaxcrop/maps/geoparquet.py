@@ -64,5 +64,9 @@ def fiboa_frame(gdf, nomenclature, determined: dt.datetime):
 
 def write(gdf, path, nomenclature, determined: dt.datetime) -> None:
   """Writes parcels.parquet (GeoParquet 1.1) of parcel_product's `gdf` at path."""
-  fiboa_frame(gdf, nomenclature, determined).to_parquet(
-      path, index=False, schema_version="1.1.0", write_covering_bbox=True)
+  import warnings
+  frame = fiboa_frame(gdf, nomenclature, determined)
+  with warnings.catch_warnings():   # pyarrow reads the UTC column through a pandas API
+    warnings.filterwarnings(        # that pandas 3.1 deprecates: theirs, not the user's
+        "ignore", message="Series.values returning an ndarray that drops timezone")
+    frame.to_parquet(path, index=False, schema_version="1.1.0", write_covering_bbox=True)
