@@ -210,6 +210,8 @@ def markdown(result: dict, note: str = "") -> str:
             "truth or prediction (`macro_classes` of each region in metrics.json).",
             "", "## Per class (pixel level, model)", "",
             metrics.per_class_table(result["pixel"]["model"]), ""]
+  if result.get("calibration"):
+    lines += calibrate.markdown(result["calibration"], result["split"])
   return "\n".join(lines)
 
 

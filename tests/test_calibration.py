@@ -102,6 +102,8 @@ def test_fit_record_evaluate_and_predict_temperature(workdir, capsys):
   assert section["tiers"]["tier1"]["ece_before"] == pytest.approx(0, abs=1e-6)
   for t in (1, 2, 3):
     assert (workdir / "eval" / f"reliability_tier{t}.png").stat().st_size > 1000
+  md = (workdir / "eval" / "metrics.md").read_text()
+  assert "## Calibration (model, pixel level)" in md and "| 3 | " in md.split("## Calibration")[1]
   lines = calibrate.lines(section)
   assert lines[0].startswith("calibration (ECE, 15 bins") and lines[3].startswith("  tier3 ECE")
   (workdir / calibrate.FILE).write_text('{"temperature": 2}')
