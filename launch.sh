@@ -114,19 +114,19 @@ run_demo() {
   mkdir -p "$out" && out="$(cd "$out" && pwd)"
   setup_venv
   local t0=$SECONDS lap=$SECONDS
-  # stage N/6 (after the first): the seconds the stage before it took
+  # stage N/8 (after the first): the seconds the stage before it took
   stage() { say "$1 (previous stage: $((SECONDS - lap)) s)"; lap=$SECONDS; }
-  say "1/6 prep: demo region -> $out/zones"
+  say "1/8 prep: demo region -> $out/zones"
   python -m prep demo --out "$out"
-  stage "2/6 build: TFDS shards -> $out/tfds"
+  stage "2/8 build: TFDS shards -> $out/tfds"
   tfds build tfds_builder/cropmap --config=demo --data_dir="$out/tfds" \
     --manual_dir="$out/zones" --noforce_checksums_validation >/dev/null
-  stage "3/6 train: configs/hybrid.py:demo -> $out/train"
+  stage "3/8 train: configs/hybrid.py:demo -> $out/train"
   python -m jaxcrop.train --config configs/hybrid.py:demo --workdir "$out/train" \
     --config.data.data_dir="$out/tfds"
-  stage "4/6 evaluate: test split, model vs pixel baseline"
+  stage "4/8 evaluate: test split, model vs pixel baseline"
   python -m jaxcrop.evaluate --workdir "$out/train"
-  stage "5/6 predict: maps of the test zones -> $out/maps"
+  stage "5/8 predict: maps of the test zones -> $out/maps"
   # The test zones are those the dataset put in its `test` split.
   local test_zones
   test_zones=$(python - "$out" <<'PY'
@@ -139,19 +139,26 @@ PY
   # shellcheck disable=SC2086
   python -m jaxcrop.predict --workdir "$out/train" --zone $test_zones --out "$out/maps" \
     --overwrite
-  stage "6/6 figures -> $out/figures"
+  stage "6/8 figures -> $out/figures"
   python -m jaxcrop.plots all --zones "$out/zones" --maps "$out/maps" \
     --metrics "$out/train/eval/metrics.json" --out "$out/figures"
+  stage "7/8 mosaic: national COGs (classes, confidence, validity), STAC Collection -> $out/national"
+  python -m jaxcrop.mosaic --maps "$out/maps" --out "$out/national" -q
+  stage "8/8 export: model release (checkpoint, card, STAC MLM, manifest) -> $out/release"
+  rm -rf "$out/release"
+  python -m jaxcrop.export --workdir "$out/train" --out "$out/release"
   cat <<EOF
 
-Demo done in $((SECONDS - t0)) s (figures: $((SECONDS - lap)) s; synthetic demo region: its numbers say nothing about real-world accuracy).
+Demo done in $((SECONDS - t0)) s (export: $((SECONDS - lap)) s; synthetic demo region: its numbers say nothing about real-world accuracy).
   raw inputs     $out/raw
   zone folders   $out/zones
   TFDS dataset   $out/tfds
   checkpoints    $out/train
-  metrics        $out/train/eval/metrics.md
-  maps           $out/maps
+  metrics        $out/train/eval/metrics.md (ECE per tier: metrics.json "calibration")
+  maps           $out/maps (classes, confidence, validity COGs; item.json: STAC Item)
   figures        $out/figures
+  national       $out/national (collection.json: STAC Collection of the zone Items)
+  model release  $out/release (MODEL_CARD.md, mlm.json, MANIFEST.json)
 EOF
 }
 

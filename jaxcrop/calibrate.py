@@ -205,6 +205,20 @@ def lines(section: dict) -> list[str]:
                    for tier, by in section["tiers"].items()]
 
 
+def markdown(section: dict, split: str) -> list[str]:
+  """metrics.md's calibration section: ECE per tier before / after the temperature."""
+  from jaxcrop.tables import markdown_table
+  t = section["temperature"]
+  fitted = (f"temperature {t:.4f} (W/{FILE})" if t != 1.0
+            else "no temperature fitted for this checkpoint (T = 1)")
+  return ["## Calibration (model, pixel level)", "",
+          f"Expected calibration error, {section['bins']} bins, {section['pixels']:,} labelled "
+          f"pixels of the {split} split; {fitted}; diagrams: reliability_tier<t>.png.", "",
+          markdown_table(["tier", "ECE before", "ECE after"],
+                         [[t[-1], f"{by['ece_before']:.4f}", f"{by['ece_after']:.4f}"]
+                          for t, by in section["tiers"].items()]), ""]
+
+
 def main(argv=None) -> int:
   """`python -m jaxcrop.calibrate --workdir W [--which best]`."""
   from cropcontracts import cli

@@ -219,6 +219,8 @@ def markdown(result: dict, note: str = "") -> str:
             "truth or prediction (`macro_classes` of each region in metrics.json).",
             "", "## Per class (pixel level, model)", "",
             metrics.per_class_table(result["pixel"]["model"]), ""]
+  if result.get("calibration"):
+    lines += calibrate.markdown(result["calibration"], result["split"])
   return "\n".join(lines)
 
 
@@ -453,7 +455,7 @@ def _main(args) -> int:
     from jaxcrop import unseen_year  # pylint: disable=g-import-not-at-top
     print("\nunseen year\n" + unseen_year.table(result["unseen_year"]))
   print(f"written: {checkpoint.workdir_path(args.workdir) / 'eval'}/metrics.{{json,md}}, "
-        f"confusion_*.png")
+        f"confusion_*.png, reliability_tier*.png")
   return 0
 
 

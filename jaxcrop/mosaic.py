@@ -4,7 +4,8 @@
   python -m jaxcrop.mosaic --maps MAPS --out NATIONAL --departements DEPARTEMENT.shp --gpkg
 
 Writes NATIONAL/utm<NN>/{classes,confidence,validity}.vrt (one VRT per UTM zone over
-the zone COGs), NATIONAL/france_{classes,confidence,validity}.tif (Lambert-93 COGs with
+the zone COGs), NATIONAL/collection.json (STAC Collection of the zone Items),
+NATIONAL/france_{classes,confidence,validity}.tif (Lambert-93 COGs with
 overviews), NATIONAL/areas.csv (hectares of each crop class per département,
 the background excluded) and NATIONAL/parcels/departement=<code>/part-0.parquet
 (GeoParquet of every parcel once; NATIONAL/parcels.gpkg with --gpkg). Zone overlaps: the zone
@@ -50,8 +51,9 @@ def _run(args) -> int:
 
 
 def _write(maps, out: pathlib.Path, args) -> None:
-  """The national product of `maps` into `out`: VRTs, COGs, then the parcels."""
-  from jaxcrop.maps import national
+  """The national product of `maps` into `out`: VRTs, COGs, the STAC Collection,
+  then the parcels."""
+  from jaxcrop.maps import national, stac
   products = national.products(maps)
   if "validity" not in products:
     print("notice: some zone maps have no validity.tif (mapped before it existed): the "
@@ -70,6 +72,12 @@ def _write(maps, out: pathlib.Path, args) -> None:
                               block=args.block or national.BLOCK_PX)
   print(f"wrote {national.write_areas(rows, out / 'areas.csv')} (crop classes per "
         f"département, background excluded)")
+  collection = stac.national_collection(maps, out, products)
+  if collection is None:
+    print(f"notice: no zone map holds {stac.ITEM} (mapped before STAC Items existed): no "
+          f"STAC Collection; rerun jaxcrop.predict --overwrite on them", file=sys.stderr)
+  else:
+    print(f"wrote {collection} (STAC Collection of the zone Items)")
   if not args.no_parcels:
     gdf = national.national_parcels(maps, departements=args.departements,
                                     field=args.departement_field)

@@ -38,8 +38,7 @@ import sys
 from cropcontracts import cli
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import open_zone
-from jaxcrop import in_season
-from jaxcrop import calibrate
+from jaxcrop import calibrate, in_season, release
 from jaxcrop.maps import compatibility, runner
 from jaxcrop.maps.geotiff import check_output, write_outputs
 from jaxcrop.maps.parcels import check_geometries_source
@@ -72,7 +71,10 @@ def main(argv=None) -> int:
                   help="tiles per model call; memory grows with batch x tile² (the "
                        "default model needs ~3 GB for one tile of 512²; default: "
                        "%(default)s)")
-  ap.add_argument("--probs", action="store_true", help="also write probabilities.tif")
+  ap.add_argument("--probs", action="store_true",
+                  help="also write probabilities.tif: one uint8 band per class (named), "
+                       "percent 0-100, 255 = nodata; with --tiers (a model with tier "
+                       "heads) also probabilities_tier{1,2}.tif")
   ap.add_argument("--tiers", action="store_true",
                   help="also write classes_tier1.tif and classes_tier2.tif (+ .qml styles): "
                        "each pixel's tier-1 family / tier-2 group, the parents of its tier-3 "
@@ -114,6 +116,7 @@ def _run(args) -> int:
   until = None if month is None else in_season.months_kept(trained.meta.months, month)
   settings = dataclasses.replace(settings, valid_count=_needs_valid_count(trained),
                                  until=until)
+  _check_probs(args, trained)
   temp = calibrate.temperature(args.workdir, getattr(trained, "step", None))
   apply_fn = lambda v, x, **inputs: trained.model.apply(v, x, train=False, **inputs) / temp
   compatibility.check_tile(apply_fn, trained.variables, trained.meta, settings)  # the tile
@@ -124,6 +127,7 @@ def _run(args) -> int:
 
   def write(z, pred):
     folder = write_outputs(z, pred, nom, args.out, overwrite=z.zone_id in replace,
+                           model=_model_record(args, trained, temp),
                            until=None if until is None else z.months[until - 1])
     print(f"{z.zone_id}: wrote {', '.join(sorted(p.name for p in folder.iterdir()))} "
           f"in {folder}")
@@ -178,6 +182,7 @@ def _checkpoint(args, zones):
   """(the trained model of --workdir, its nomenclature table), checked against this
   code's table and every zone."""
   from jaxcrop.checkpoint import load_trained
+  release.verify(args.workdir)          # a model release (jaxcrop.export): its manifest
   try:
     trained = load_trained(args.workdir, which=args.checkpoint)
   except FileNotFoundError as e:
@@ -186,6 +191,25 @@ def _checkpoint(args, zones):
   for z in zones:
     compatibility.check_compatible(z, trained.meta)
   return trained, nom
+
+
+def _model_record(args, trained, temp: float) -> dict:
+  """What map.json and the STAC Item say of the model that made the map."""
+  meta = trained.meta
+  return {"checkpoint": args.checkpoint, "step": getattr(trained, "step", None),
+          "dataset": getattr(meta, "builder_config", "") or None,
+          "dataset_version": getattr(meta, "version", None),
+          "nomenclature": getattr(meta, "nomenclature_version", None), "temperature": temp}
+
+
+def _check_probs(args, trained) -> None:
+  """--probs with --tiers asks for the tier heads' probabilities: a flat model has none."""
+  from jaxcrop.models import head_kind
+  kind = head_kind(trained.config.model)
+  if args.probs and args.tiers and kind != "hierarchical":
+    raise UserError(f"--probs with --tiers: the model of --workdir {args.workdir} has no tier "
+                    f"heads (model.head.kind={kind}); pass --probs or --tiers alone, or "
+                    f"train with configs/hybrid.py:hierarchical")
 
 
 def _needs_valid_count(trained) -> bool:

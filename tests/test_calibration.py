@@ -102,6 +102,8 @@ def test_fit_record_evaluate_and_predict_temperature(workdir, capsys):
   assert section["tiers"]["tier1"]["ece_before"] == pytest.approx(0, abs=1e-6)
   for t in (1, 2, 3):
     assert (workdir / "eval" / f"reliability_tier{t}.png").stat().st_size > 1000
+  md = (workdir / "eval" / "metrics.md").read_text()
+  assert "## Calibration (model, pixel level)" in md and "| 3 | " in md.split("## Calibration")[1]
   lines = calibrate.lines(section)
   assert lines[0].startswith("calibration (ECE, 15 bins") and lines[3].startswith("  tier3 ECE")
   (workdir / calibrate.FILE).write_text('{"temperature": 2}')
@@ -119,3 +121,14 @@ def test_training_ends_by_fitting_the_best_checkpoints_temperature(demo_workdir)
   assert record["step"] == checkpoint.load_trained(workdir, "best").step
   assert record["pixels"] > 1000
   assert calibration.T_MIN <= record["temperature"] <= calibration.T_MAX
+
+
+def test_the_calibrate_command_refits_a_workdir(demo_workdir, tmp_path, capsys):
+  workdir = private_copy(demo_workdir[0], tmp_path)
+  (workdir / calibrate.FILE).unlink()
+  assert calibrate.main(["--workdir", str(workdir)]) == 0
+  record = calibrate.read(workdir)
+  assert record == demo_workdir[1]["calibration"]            # what training recorded
+  out = capsys.readouterr().out
+  assert out.startswith(f"temperature {record['temperature']:.4f} on {record['pixels']} "
+                        f"pixels of fold1: ECE ")

@@ -224,7 +224,7 @@ def test_resume_with_tiers_redoes_zones_mapped_without_them(demo, tmp_path, fake
   assert _predict(demo, tmp_path, *one, "--tiers") == 0 and mapped == []
   assert _predict(demo, tmp_path, *one) == 0 and mapped == []   # tiers are extra, not wrong
   assert runner.missing_files([first], runner.expected_files(tiers=True, probs=True)) == [
-      "probabilities.tif"]
+      "probabilities.tif", "probabilities_tier1.tif", "probabilities_tier2.tif"]
 
 
 def test_share_and_zones_table(demo, tmp_path, capsys):

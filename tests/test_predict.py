@@ -146,11 +146,11 @@ def test_outputs_on_the_zone_grid_with_colors_names_and_cog_layout(zone, pixel_m
   assert folder.stat().st_mode & 0o777 == 0o777 & ~atomic.umask()
   assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "testz_0"]   # no temp left
   assert sorted(p.name for p in folder.iterdir()) == [
-      "classes.qml", "classes.tif", "confidence.tif", "map.json", "parcels.gpkg",
-      "probabilities.tif", "validity.tif"]
+      "classes.qml", "classes.tif", "confidence.tif", "item.json", "map.json",
+      "parcels.gpkg", "parcels.parquet", "probabilities.tif", "validity.tif"]
   assert json.loads((folder / "map.json").read_text())["files"] == [
-      "classes.qml", "classes.tif", "confidence.tif", "parcels.gpkg", "probabilities.tif",
-      "validity.tif"]
+      "classes.qml", "classes.tif", "confidence.tif", "item.json", "parcels.gpkg",
+      "parcels.parquet", "probabilities.tif", "validity.tif"]
   with rasterio.open(folder / "classes.tif") as src:
     assert src.crs.to_epsg() == 32631 and src.transform == zone.zone.transform
     assert (src.dtypes[0], src.nodata, src.shape) == ("uint8", 255, (zf.H, zf.W))
@@ -165,7 +165,8 @@ def test_outputs_on_the_zone_grid_with_colors_names_and_cog_layout(zone, pixel_m
   with rasterio.open(folder / "confidence.tif") as src:
     np.testing.assert_array_equal(src.read(1), pred.confidence)
   with rasterio.open(folder / "probabilities.tif") as src:
-    assert src.count == NOM.num_classes
+    assert src.count == NOM.num_classes and src.descriptions == tuple(NOM.tier3)
+    assert src.tags()["PROBABILITY_SCALE"] == "100" and src.nodata == 255
     np.testing.assert_array_equal(src.read(), pred.probabilities)
 
 
@@ -175,8 +176,8 @@ def test_large_zone_outputs_have_overviews(tmp_path, pixel_model):
   pred = tiling.Prediction(np.full((600, 560), 3, np.uint8), np.full((600, 560), 90, np.uint8))
   folder = geotiff.write_outputs(z, pred, NOM, tmp_path / "out")
   assert sorted(p.name for p in folder.iterdir()) == ["classes.qml", "classes.tif",
-                                                       "confidence.tif", "map.json",
-                                                       "validity.tif"]
+                                                       "confidence.tif", "item.json",
+                                                       "map.json", "validity.tif"]
   with rasterio.open(folder / "classes.tif") as src:
     assert src.overviews(1) == [2, 4]
     assert src.block_shapes[0] == (256, 256)
@@ -307,8 +308,9 @@ def test_cli_writes_maps_and_scores(zone, pixel_model, tmp_path, capsys, monkeyp
                      str(tmp_path), "--tile", "16", "--overlap", "4", "--probs"])
   assert rc == 0
   out = capsys.readouterr().out
-  assert (f"testz_0: wrote classes.qml, classes.tif, confidence.tif, map.json, "
-          f"parcels.gpkg, probabilities.tif, validity.tif in {tmp_path / 'testz_0'}") in out
+  assert (f"testz_0: wrote classes.qml, classes.tif, confidence.tif, item.json, map.json, "
+          f"parcels.gpkg, parcels.parquet, probabilities.tif, validity.tif in "
+          f"{tmp_path / 'testz_0'}") in out
   assert "testz_0: pixel accuracy " in out and "macro-F1" in out
 
 
@@ -480,8 +482,8 @@ def test_zone_without_labels_gets_maps_but_no_parcels_or_scores(tmp_path, pixel_
   assert tiling.score(z, pred, NOM.tier3) is None
   folder = geotiff.write_outputs(z, pred, NOM, tmp_path / "out")
   assert sorted(p.name for p in folder.iterdir()) == ["classes.qml", "classes.tif",
-                                                       "confidence.tif", "map.json",
-                                                       "validity.tif"]
+                                                       "confidence.tif", "item.json",
+                                                       "map.json", "validity.tif"]
 
 
 def test_score_counts_labelled_predicted_pixels_only(zone, pixel_model):
@@ -536,7 +538,7 @@ def test_hierarchical_model_tier_maps_through_the_cli_are_its_consistent_decodin
   from jaxcrop.models import heads
   model, v, meta = pt.write_workdir(tmp_path / "W", "tiny,hierarchical")
   rc = predict.main(["--workdir", str(tmp_path / "W"), "--zone", str(zone.path),
-                     "--out", str(tmp_path / "maps"), "--tiers"])
+                     "--out", str(tmp_path / "maps"), "--tiers", "--probs"])
   assert rc == 0, capsys.readouterr().err
   out = tmp_path / "maps" / "testz_0"
   assert {"classes_tier1.tif", "classes_tier1.qml", "classes_tier2.tif",
@@ -555,6 +557,27 @@ def test_hierarchical_model_tier_maps_through_the_cli_are_its_consistent_decodin
   tier2, _, _ = _read(out / "classes_tier2.tif")
   assert (to_tier(classes, meta.tier2_of)[ok] == tier2[ok]).all()
   np.testing.assert_array_equal(classes[ok], decoded["tier3"][ok])
+  # --probs: each tier's probabilities, a group's the sum of its classes' (percent)
+  p3 = np.asarray(jax.nn.softmax(scores, -1))[0, :zf.H, :zf.W]
+  for tier, parents, names in ((2, meta.tier2_of, NOM.tier2_names),
+                               (1, meta.tier1_of, NOM.tier1_names)):
+    with rasterio.open(out / f"probabilities_tier{tier}.tif") as src:
+      assert src.descriptions == tuple(names) and src.tags()["PROBABILITY_SCALE"] == "100"
+      got = src.read()
+    want = np.stack([p3[..., np.asarray(parents) == g].sum(-1) for g in range(len(names))])
+    np.testing.assert_allclose(got[:, ok], np.rint(100 * want[:, ok]), atol=1)
+    assert (got[:, ~ok] == 255).all()
+
+
+def test_probs_with_tiers_on_a_flat_model_is_a_one_line_error(zone, tmp_path, capsys):
+  pt.write_workdir(tmp_path / "W", "tiny")
+  rc = predict.main(["--workdir", str(tmp_path / "W"), "--zone", str(zone.path),
+                     "--out", str(tmp_path / "maps"), "--tiers", "--probs"])
+  pt.assert_error(rc, capsys.readouterr().err,
+                  f"--probs with --tiers: the model of --workdir {tmp_path / 'W'} has no tier "
+                  f"heads (model.head.kind=flat); pass --probs or --tiers alone, or train "
+                  f"with configs/hybrid.py:hierarchical")
+  assert not (tmp_path / "maps" / "testz_0").exists()
 
 
 def test_valid_count_model_predicts_through_the_cli_with_the_zone_counts(tmp_path, capsys):

@@ -359,7 +359,8 @@ from jaxcrop import evaluate
 evaluate.evaluate(sys.argv[1], data=FakeData())
 """
 EVALUATED = {"eval": [".lock", "confusion_parcel.png", "confusion_pixel.png", "metrics.json",
-                      "metrics.md"],
+                      "metrics.md", "reliability_tier1.png", "reliability_tier2.png",
+                      "reliability_tier3.png"],
              "baseline": [".lock", "model.pkl", "settings.json"]}
 
 
@@ -433,5 +434,5 @@ def test_mosaic_killed_mid_write_then_rerun_leaves_no_temporary(name, folder, tm
   assert mosaic.main(args) == 0      # the rerun
   assert temporaries(out) == []
   assert sorted(p.name for p in out.iterdir()) == [
-      ".lock", "areas.csv", "france_classes.tif", "france_confidence.tif",
+      ".lock", "areas.csv", "collection.json", "france_classes.tif", "france_confidence.tif",
       "france_validity.tif", "parcels", "utm31"]

@@ -7,11 +7,21 @@ and the parcel GeoPackage, assembled in a temporary folder renamed when complete
                      layout; names from the nomenclature, each group / family in
                      the colour of its first tier-3 class (`tier_legend`).
   confidence.tif     uint8 max softmax probability in percent, 255 = nodata.
-  probabilities.tif  (with probabilities) uint8 [K bands] probability in percent.
+  probabilities.tif  (with probabilities) uint8 [K bands] probability in percent
+                     (0-100; tags PROBABILITY_SCALE=100), one band per class named
+                     by its class name, 255 = nodata; calibrated when the model has
+                     a temperature (`jaxcrop.calibrate`).
+  probabilities_tier{1,2}.tif  (with probabilities and tier maps) the same for the
+                     tier-1 families / tier-2 groups (a group's probability: the sum
+                     of its classes').
   validity.tif       uint8 [2 bands] clear acquisitions in the season, gap-filled
                      months (`jaxcrop.maps.validity`), 255 = nodata.
   parcels.gpkg       (zones with parcels) majority class per parcel.
-  map.json           the zone row, the nomenclature and the files above (what
+  parcels.parquet    (zones with parcels) the same as GeoParquet 1.1 with fiboa's
+                     core names (`jaxcrop.maps.geoparquet`).
+  item.json          the STAC Item of the folder (`jaxcrop.maps.stac`).
+  map.json           the zone row, the nomenclature, the model, the validity
+                     summary and the files above (what
                      `jaxcrop.maps.runner.is_complete` and the national mosaic read);
                      for an in-season map, `until`: the last month it saw.
 All rasters are COGs (deflate, 256 tiles, overviews).
@@ -28,12 +38,15 @@ from cropcontracts import atomic
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import ZoneFolder
 from jaxcrop.hierarchy import tier_legend
-from jaxcrop.maps import validity
+from jaxcrop.maps import geoparquet, stac, validity
 from jaxcrop.maps.parcels import parcel_product
 from jaxcrop.maps.tiling import NODATA, Prediction
 
 BLOCK = 256
 MAP_JSON = "map.json"
+# The scale of probabilities*.tif: a band's value / 100 is the class's probability.
+PROBABILITY_TAGS = {"PROBABILITY_SCALE": "100", "PROBABILITY_UNIT": "percent",
+                    "PROBABILITY_NODATA": "255"}
 
 
 def _cog(tmpdir: pathlib.Path, path: pathlib.Path, zone: ZoneFolder, bands: np.ndarray,
@@ -118,10 +131,13 @@ def _exists(folder) -> UserError:
 
 
 def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
-                  overwrite: bool = False, until: str | None = None) -> pathlib.Path:
+                  overwrite: bool = False, model: dict | None = None,
+                  until: str | None = None) -> pathlib.Path:
   """Writes OUT/<zone_id>/{classes,confidence[,probabilities]}.tif, classes.qml
-  (QGIS style) [+ classes_tier{1,2}.{tif,qml} when pred.tiers] [+ parcels.gpkg]
-  and map.json (with `until`, the last month an in-season map saw, when given).
+  (QGIS style) [+ classes_tier{1,2}.{tif,qml} when pred.tiers] [+ parcels.gpkg],
+  validity.tif, item.json (STAC Item, `jaxcrop.maps.stac`) and map.json; `model`
+  (checkpoint, step, dataset, dataset_version, temperature) goes to both; `until`
+  (the last month an in-season map saw, when given) to map.json.
 
   The folder is assembled under a temporary name beside it and renamed into
   place when complete (`atomic.atomic_folder`); an existing folder is replaced
@@ -132,14 +148,14 @@ def write_outputs(zone: ZoneFolder, pred: Prediction, nomenclature, out_dir, *,
   try:
     with atomic.claim(final.parent, shared=True, patterns=(atomic.PARTIAL, ".*.old")), \
         atomic.atomic_folder(final, overwrite=overwrite) as tmp:
-      _write_files(tmp, zone, pred, nomenclature, until)
+      _write_files(tmp, zone, pred, nomenclature, model, until)
   except FileExistsError:
     raise _exists(final) from None
   return final
 
 
 def _write_files(folder: pathlib.Path, zone: ZoneFolder, pred: Prediction,
-                 nomenclature, until: str | None = None) -> None:
+                 nomenclature, model: dict | None = None, until: str | None = None) -> None:
   """The files of write_outputs, into `folder`; map.json last (the completeness record)."""
   tags = class_tags(nomenclature)
   _cog(folder, folder / "classes.tif", zone, pred.classes[None], "nearest",
@@ -154,15 +170,21 @@ def _write_files(folder: pathlib.Path, zone: ZoneFolder, pred: Prediction,
        ["confidence (max probability, %)"])
   if pred.probabilities is not None:
     _cog(folder, folder / "probabilities.tif", zone, pred.probabilities, "average",
-         [f"P({n}) %" for n in nomenclature.tier3], tags)
+         list(nomenclature.tier3), {**tags, **PROBABILITY_TAGS})
+  for tier, probs in sorted((pred.tier_probabilities or {}).items()):
+    _cog(folder, folder / f"probabilities_tier{tier}.tif", zone, probs, "average",
+         tier_legend(nomenclature, tier)[0],
+         {**class_tags(nomenclature, tier), **PROBABILITY_TAGS})
   if zone.has_labels:
     gdf = parcel_product(zone, pred, nomenclature)
     gdf.to_file(folder / "parcels.gpkg", driver="GPKG", layer="parcels")
+    geoparquet.write(gdf, folder / geoparquet.FILE, nomenclature, stac.season(zone.months)[1])
   evidence = validity.validity_bands(zone.read_valid_count(), pred.classes == NODATA)
   _cog(folder, folder / validity.FILE, zone, evidence, "average", list(validity.BANDS),
        {"BANDS": json.dumps(list(validity.BANDS))})
+  stac.write_item(folder, zone, nomenclature, zone.months, model)
   files = sorted(p.name for p in folder.iterdir())
   record = dict(zone=zone.zone.to_row(), nomenclature=nomenclature.version, files=files,
-                validity=validity.summary(evidence))
+                validity=validity.summary(evidence), model=model)
   (folder / MAP_JSON).write_text(json.dumps(
       record if until is None else dict(record, until=until), indent=1), encoding="utf-8")

@@ -252,7 +252,8 @@ def _mosaic_tif(maps, product: str, path: pathlib.Path, *, block: int,
       near = [i for i, z in enumerate(zones) if _meets(z.bounds_in(NATIONAL_CRS), box)]
       data = mosaic_block([maps[i] for i in near], centres[near], product, transform, win,
                           count)
-      dst.write(data.reshape(count, win[2], win[3]), window=rasterio.windows.Window(win[1], win[0], win[3], win[2]))
+      dst.write(data.reshape(count, win[2], win[3]),
+                window=rasterio.windows.Window(win[1], win[0], win[3], win[2]))
     dst.update_tags(**tags)
     for b, d in enumerate(descriptions):
       dst.set_band_description(b + 1, d or "")

@@ -67,6 +67,8 @@ def expected_files(*, tiers: bool = False, probs: bool = False) -> list[str]:
     files += ["classes_tier1.tif", "classes_tier2.tif"]
   if probs:
     files.append("probabilities.tif")
+  if probs and tiers:
+    files += ["probabilities_tier1.tif", "probabilities_tier2.tif"]
   return files
 
 

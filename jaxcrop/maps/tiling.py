@@ -82,11 +82,14 @@ class MapSettings:
 class Prediction:
   """A zone's map. classes, confidence: uint8 [H, W] (255 = nodata);
   probabilities: uint8 [K, H, W] percent (255 = nodata) or None;
-  tiers: {1: uint8 [H, W], 2: uint8 [H, W]} tier-1 / tier-2 maps (255 = nodata) or None."""
+  tiers: {1: uint8 [H, W], 2: uint8 [H, W]} tier-1 / tier-2 maps (255 = nodata) or None;
+  tier_probabilities: {1: uint8 [K1, H, W], 2: uint8 [K2, H, W]} percent, each tier-t
+  class's probability (the sum of its tier-3 classes'), or None."""
   classes: np.ndarray
   confidence: np.ndarray
   probabilities: np.ndarray | None = None
   tiers: dict | None = None
+  tier_probabilities: dict | None = None
 
 
 @dataclasses.dataclass
@@ -262,16 +265,29 @@ def nodata_mask(image: np.ndarray) -> np.ndarray:
 def finish(p: np.ndarray, nodata: np.ndarray, *, probs: bool = False, tree=None) -> Prediction:
   """Step 4: the Prediction of blended probabilities p float32 [H, W, K]: argmax
   classes, confidence and (probs) probabilities in percent, 255 where `nodata`
-  (bool [H, W]); with a `hierarchy.Tree`, the tier maps."""
+  (bool [H, W]); with a `hierarchy.Tree`, the tier maps (and with probs, the tier
+  probabilities: `calibration.tier_probs`)."""
+  from jaxcrop.calibration import tier_probs
   classes = np.argmax(p, axis=-1).astype(np.uint8)
   confidence = np.rint(100 * p.max(-1)).astype(np.uint8)
   classes[nodata], confidence[nodata] = NODATA, NODATA
-  probabilities = None
-  if probs:
-    probabilities = np.rint(100 * p).astype(np.uint8).transpose(2, 0, 1)
-    probabilities[:, nodata] = NODATA
+  probabilities = percent(p, nodata) if probs else None
+  tier_probabilities = None
+  if probs and tree is not None:
+    H, W, K = p.shape
+    tier_probabilities = {
+        t: percent(tier_probs(p.reshape(-1, K), tree.parents(t), tree.sizes[t - 1])
+                   .reshape(H, W, -1), nodata) for t in (1, 2)}
   return Prediction(classes, confidence, probabilities,
-                    tier_maps(classes, tree) if tree is not None else None)
+                    tier_maps(classes, tree) if tree is not None else None, tier_probabilities)
+
+
+def percent(p: np.ndarray, nodata: np.ndarray) -> np.ndarray:
+  """uint8 [K, H, W]: probabilities p float [H, W, K] in percent (0-100), 255 where
+  `nodata` (bool [H, W])."""
+  out = np.rint(100 * p).astype(np.uint8).transpose(2, 0, 1)
+  out[:, nodata] = NODATA
+  return out
 
 
 def tier_maps(classes: np.ndarray, tree) -> dict:
