@@ -59,7 +59,8 @@ def normalize(image, mean, std):
   """(x - mean) / std per month and band; 0 where x is nodata (0).
 
   Args:
-    image: uint16 [..., T, H, W, C], numpy array or tf.Tensor.
+    image: uint16 [..., T, H, W, C], numpy array, jax array (traced too: the mapper
+      normalizes its tiles in its jitted tile function) or tf.Tensor.
     mean, std: float [T, C].
   Returns:
     float32 [..., T, H, W, C], of the same kind as `image`.
@@ -69,6 +70,10 @@ def normalize(image, mean, std):
   if isinstance(image, np.ndarray):
     x = (image.astype(np.float32) - mean) / std
     return np.where(image == 0, np.float32(0), x).astype(np.float32)
+  if type(image).__module__.startswith("jax"):
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    x = (image.astype(jnp.float32) - mean) / std
+    return jnp.where(image == 0, jnp.float32(0), x)
   tf = import_tf()
   x = (tf.cast(image, tf.float32) - mean) / std
   return tf.where(tf.equal(image, 0), tf.zeros_like(x), x)

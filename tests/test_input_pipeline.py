@@ -67,6 +67,15 @@ def test_normalize_numpy_and_tf_agree():
   np.testing.assert_array_equal(ip.normalize(image, mean, std), expected)
   np.testing.assert_array_equal(ip.normalize(tf.constant(image), mean, std).numpy(),
                                 expected)
+  import jax  # the mapper normalizes in its jitted tile function
+  jitted = jax.jit(lambda x: ip.normalize(x, mean, std))
+  np.testing.assert_array_equal(jitted(image), expected)
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 4000, (3, 5, 5, 2), dtype=np.uint16)
+  mean, std = rng.uniform(500, 2000, (3, 2)), rng.uniform(300, 900, (3, 2))
+  np.testing.assert_allclose(jax.jit(lambda x: ip.normalize(x, mean, std))(image),
+                             ip.normalize(image, mean, std),
+                             rtol=1e-6, atol=1e-6)   # XLA may round the division by 1 ulp
 
 
 def test_augment_moves_label_with_image():

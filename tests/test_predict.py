@@ -68,6 +68,28 @@ def test_blend_window_is_positive_smooth_and_symmetric():
   assert (tiling.blend_window(16, 0) == 1).all()
 
 
+def test_nodata_mask_where_every_month_and_band_is_0():
+  image = np.zeros((3, 2, 2, 4), np.uint16)
+  image[2, 0, 1, 3] = 1                         # one band of one month observed
+  image[:, 1, 0] = 7
+  expected = ~np.any(image != 0, axis=(0, 3))   # the definition
+  np.testing.assert_array_equal(tiling.nodata_mask(image), expected)
+  assert tiling.nodata_mask(image).tolist() == [[True, False], [False, True]]
+
+
+def test_tile_batches_are_the_tiles_as_read_the_tile_function_normalizes(zone):
+  tiles = tiling.cut_tiles(tiling.read_imagery(zone, TILE16), 16, 4)
+  (chunk, x, inputs), *_ = tiling.tile_batches(tiles, 16, 2)
+  r, c = chunk[1]
+  assert x.dtype == np.uint16 and inputs == {}
+  np.testing.assert_array_equal(x[1], tiles.image[:, r:r + 16, c:c + 16])
+  meta, window = pt.make_meta(), tiling.blend_window(16, 4)
+  fn = tiling.make_tile_fn(lambda v, x: x[:, 0], window, meta)   # month 0's bands as logits
+  want = normalize(x, meta.mean, meta.std)[:, 0]
+  want = np.exp(want) / np.exp(want).sum(-1, keepdims=True) * window[None, :, :, None]
+  np.testing.assert_allclose(fn({}, x), want, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("tile, overlap", [(16, 4), (24, 5), (64, 8)])  # 64: pads the zone
 def test_pixelwise_model_map_equals_the_model_on_the_whole_zone(zone, pixel_model, tile,
                                                                 overlap):

