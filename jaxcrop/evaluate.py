@@ -327,13 +327,9 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
                       {t: hierarchy.tier_names(meta, t) for t in (1, 2, 3)})}
   if cfg.data.get("cut_off_months") if in_season is None else in_season:
     from jaxcrop import in_season_eval   # pylint: disable=g-import-not-at-top
-    baselines = with_baseline and in_season_eval.fit_baselines(
-        cfg, meta, lambda: data.eval_batches(cfg.data, cfg.data.train_split, meta, raw=True),
-        checkpoint.workdir_path(baseline_dir or workdir), in_season_eval.cut_offs(meta.months))
-    result["in_season"] = in_season_eval.section(
-        data.eval_batches(cfg.data, split, meta, raw=True), predictors["model"], meta,
-        with_count=bool(cfg.data.get("valid_count")), baselines=baselines,
-        max_batches=max_batches)
+    result["in_season"] = in_season_eval.evaluate(
+        cfg, meta, data, split, predictors["model"], max_batches=max_batches,
+        baseline_folder=with_baseline and checkpoint.workdir_path(baseline_dir or workdir))
   note = ("synthetic demo dataset: these numbers test the pipeline, they are not "
           "real-world results" if cfg.data.builder_config == "demo" else "")
   write_outputs(checkpoint.workdir_path(out_dir) if out_dir else workdir / "eval",
