@@ -330,21 +330,19 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
             "nomenclature_version": meta.nomenclature_version,
             **compute(pixels, predictors, class_names, Tree.of(meta),
                       {t: hierarchy.tier_names(meta, t) for t in (1, 2, 3)})}
-  if cfg.data.get("cut_off_months") if in_season is None else in_season:
-    from jaxcrop import in_season_eval   # pylint: disable=g-import-not-at-top
-    baselines = with_baseline and in_season_eval.fit_baselines(
-        cfg, meta, lambda: data.eval_batches(cfg.data, cfg.data.train_split, meta, raw=True),
-        checkpoint.workdir_path(baseline_dir or workdir), in_season_eval.cut_offs(meta.months))
-    result["in_season"] = in_season_eval.section(
-        data.eval_batches(cfg.data, split, meta, raw=True), predictors["model"], meta,
-        with_count=bool(cfg.data.get("valid_count")), baselines=baselines,
-        max_batches=max_batches)
-  if cfg.get("years") and split == cfg.data.test_split:    # a year-held-out run
-    result["unseen_year"] = _unseen_year(cfg, data, meta, predictors, max_batches, pixels,
-                                         result)
+  # The model's logits sampled by its Tap during `collect` (before the sections
+  # below call the model again on other inputs).
   result["calibration"] = calibrate.evaluation(
       *tap.sample(pixels["label"]), calibrate.temperature(workdir, trained.step),
       Tree.of(meta), {t: hierarchy.tier_names(meta, t) for t in (1, 2, 3)})
+  if cfg.data.get("cut_off_months") if in_season is None else in_season:
+    from jaxcrop import in_season_eval   # pylint: disable=g-import-not-at-top
+    result["in_season"] = in_season_eval.evaluate(
+        cfg, meta, data, split, predictors["model"], max_batches=max_batches,
+        baseline_folder=with_baseline and checkpoint.workdir_path(baseline_dir or workdir))
+  if cfg.get("years") and split == cfg.data.test_split:    # a year-held-out run
+    result["unseen_year"] = _unseen_year(cfg, data, meta, predictors, max_batches, pixels,
+                                         result)
   note = ("synthetic demo dataset: these numbers test the pipeline, they are not "
           "real-world results" if cfg.data.builder_config.startswith("demo") else "")
   out = checkpoint.workdir_path(out_dir) if out_dir else workdir / "eval"

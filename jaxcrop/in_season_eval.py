@@ -85,6 +85,19 @@ def fit_baselines(cfg, meta, train_batches_fn, folder, untils: dict) -> dict:
   return fits
 
 
+def evaluate(cfg, meta, data, split: str, model_fn, *, max_batches=None,
+             baseline_folder=None) -> dict:
+  """metrics.json's `in_season` of `jaxcrop.evaluate`: `section` over `split` read raw
+  (`data`: `jaxcrop.input_pipeline` or a stand-in), with the baselines of
+  `fit_baselines` cached in `baseline_folder` (None/False: no baseline)."""
+  baselines = baseline_folder and fit_baselines(
+      cfg, meta, lambda: data.eval_batches(cfg.data, cfg.data.train_split, meta, raw=True),
+      baseline_folder, cut_offs(meta.months))
+  return section(data.eval_batches(cfg.data, split, meta, raw=True), model_fn, meta,
+                 with_count=bool(cfg.data.get("valid_count")), baselines=baselines,
+                 max_batches=max_batches)
+
+
 def section(raw_batches, model_fn, meta, *, with_count=False, baselines=None,
             max_batches=None) -> dict:
   """metrics.json's `in_season`: {"months": {month name: {"until": last month kept
