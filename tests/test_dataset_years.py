@@ -156,6 +156,8 @@ def test_train_on_2022_and_evaluate_on_the_unseen_2023(years_dataset, tmp_path, 
   assert prev["tiers"]["tier3"]["pixel"]["macro_f1"] == 1.0
   assert prev["parcels"]["unmatched"] == 0
   assert "unseen year\nmacro-F1 (pixel)" in out and "tier3 previous-year RPG" in out
+  md = (tmp_path / "w" / "eval" / "metrics.md").read_text()
+  assert "## Unseen year" in md and "tier3 previous-year RPG" in md
 
 
 def test_leave_one_year_out_cross_validation_folds():
