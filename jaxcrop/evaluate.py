@@ -366,6 +366,14 @@ def _unseen_year(cfg, data, meta, predictors, max_batches, pixels, result) -> di
   return unseen_year.run(cfg, result, score, previous, pixels["zones"])
 
 
+def _unseen_year_md(result: dict) -> str:
+  """metrics.md's unseen-year section (`unseen_year.table`), "" for other runs."""
+  if "unseen_year" not in result:
+    return ""
+  from jaxcrop import unseen_year  # pylint: disable=g-import-not-at-top
+  return f"\n\n## Unseen year\n\n```\n{unseen_year.table(result['unseen_year'])}\n```\n"
+
+
 def write_outputs(out, result: dict, note: str, class_names) -> None:
   """Writes out/metrics.{json,md} and out/confusion_{pixel,parcel}.png (the
   model's confusion matrices), each whole; the temporaries of runs killed in `out`
@@ -373,7 +381,7 @@ def write_outputs(out, result: dict, note: str, class_names) -> None:
   from jaxcrop.figures.scores import plot_confusion  # one confusion figure for every caller
   with atomic.claim(out, shared=True), tempfile.TemporaryDirectory() as tmp:
     atomic.write_text(out / "metrics.json", json.dumps(result, indent=1))
-    atomic.write_text(out / "metrics.md", markdown(result, note))
+    atomic.write_text(out / "metrics.md", markdown(result, note) + _unseen_year_md(result))
     for level in ("pixel", "parcel"):   # matplotlib writes local files; out may be gs://
       name = f"confusion_{level}.png"
       plot_confusion(result["confusion_matrix"][f"{level}_model"], class_names,

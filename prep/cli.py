@@ -575,7 +575,7 @@ def run_demo(args) -> None:
                         small=args.small, years=args.years)
   roots = [root / str(y) for y in args.years] if args.years else [root]
   n = sum(1 for r in roots for p in r.iterdir() if (p / "meta.json").is_file())
-  where = f" per year: {', '.join(map(str, args.years))}" if args.years else ""
+  where = f" of {', '.join(map(str, args.years))}" if args.years else ""
   print(f"demo zone folders: {root} ({n} {'zone-years' if args.years else 'zones'}{where})\n"
         f"raw inputs:        {args.out / 'raw'} (rpg_demo.gpkg, landcover_demo.tif, scenes/, "
         f"zones.csv{'; one folder per year' if args.years else ''})\n"

@@ -156,6 +156,8 @@ def test_train_on_2022_and_evaluate_on_the_unseen_2023(years_dataset, tmp_path, 
   assert prev["tiers"]["tier3"]["pixel"]["macro_f1"] == 1.0
   assert prev["parcels"]["unmatched"] == 0
   assert "unseen year\nmacro-F1 (pixel)" in out and "tier3 previous-year RPG" in out
+  md = (tmp_path / "w" / "eval" / "metrics.md").read_text()
+  assert "## Unseen year" in md and "tier3 previous-year RPG" in md
 
 
 def test_leave_one_year_out_cross_validation_folds():
@@ -170,3 +172,29 @@ def test_leave_one_year_out_cross_validation_folds():
     assert years_lib.years_of(f.data.train_split) == [train]
     assert years_lib.years_of(f.data.val_split) == [val]
     assert years_lib.label(f.data.val_split) == f"y{val}"      # the run's folder: val_y2022
+
+
+def test_leave_one_year_out_cv_mean_and_std_over_years(tmp_path, monkeypatch):
+  """jaxcrop.cv with the :loyo folds, training stubbed: score = 0.5 + (year - 2022) / 10."""
+  from configs.hybrid import get_config
+  from jaxcrop import cv
+  calls = []
+
+  def fake_train(config, workdir, *, data=None):
+    calls.append((config.data.train_split, config.data.val_split, str(workdir)))
+    year = years_lib.years_of(config.data.val_split)[0]
+    return {"best_val_macro_f1": 0.5 + (year - 2022) / 10, "step": 1}
+
+  monkeypatch.setattr(cv.train, "train_and_evaluate", fake_train)
+  c = get_config("tiny,years,loyo")
+  c.cv.grid = dict(lr=(1e-3,))
+  c.cv.evaluate = False
+  out = cv.run_cv(c, tmp_path, retrain=False)
+  g = {y: years_lib.year_group(y, 3) for y in (2021, 2022, 2023)}
+  assert [call[:2] for call in calls] == [(f"{g[2022]}+{g[2023]}", g[2021]),
+                                          (f"{g[2021]}+{g[2023]}", g[2022]),
+                                          (f"{g[2021]}+{g[2022]}", g[2023])]
+  assert calls[0][2].endswith("cv/lr=0.001/val_y2021")
+  row = out["results"][0]
+  assert row["val_macro_f1"] == pytest.approx([0.4, 0.5, 0.6])
+  assert (row["mean"], row["std"]) == (pytest.approx(0.5), pytest.approx(np.std([.4, .5, .6])))

@@ -15,7 +15,9 @@ Beauce near Chartres (UTM 31N, EPSG:32631):
                         scene grid): what `prep labels --landcover` reads.
 
 then runs the ordinary prep routes on them (`prep.scenes` for the composites,
-`prep.labels` for the labels) into `zones/<zone_id>/`. Nothing here is real:
+`prep.labels` for the labels) into `zones/<zone_id>/`. With several years
+(`years=[2022, 2023]`), the same for each year on the same parcels, in
+`raw/<year>/` and `zones/<year>/<zone_id>/` (`seasons.py`). Nothing here is real:
 the parcels, crops, woods, villages, water and reflectances come from the
 small model of the modules below, made so that crop classes are learnable but
 not trivially separable, and so that 28-35 % of each zone is not farmland.
