@@ -54,7 +54,7 @@ def point_table(n: int, *, seed: int = 0, small: bool = False) -> str:
   parcels = make_parcels(spec, seed)
   ground = make_ground(spec, parcels, seed)
   rows, cols = sample_pixels(ground, parcels, n, seed, spec.year)
-  x, y = scene_transform(spec) * (cols + 0.5, rows + 0.5)
+  x, y = scene_transform(spec) @ (cols + 0.5, rows + 0.5)
   lon, lat = pyproj.Transformer.from_crs(EPSG, 4326, always_xy=True).transform(x, y)
   codes = parcels.code[ground.pid[rows, cols] - 1]
   front = december_front(spec, seed)
