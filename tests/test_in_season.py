@@ -188,7 +188,8 @@ def test_predict_until_a_month_on_unlabelled_zones_never_sees_a_later_month(tmp_
     rc, stdout, err = fixtures.run(predict.main, argv, capsys)
     assert rc == 0, err
     assert "pixel accuracy" not in stdout and "macro-F1" not in stdout    # no labels
-    assert f"inz_a: wrote classes.qml, classes.tif, confidence.tif, map.json in " \
+    assert f"inz_a: wrote classes.qml, classes.tif, confidence.tif, item.json, map.json, " \
+           f"validity.tif in " \
            f"{out / 'inz_a'}" in stdout
     map_json = json.loads((out / "inz_b" / "map.json").read_text())
     assert map_json.get("until") == ("2023-02" if until else None)
