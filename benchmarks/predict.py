@@ -44,7 +44,8 @@ FRANCE_KM2 = 550_000
 
 def memory_zone(size: int, months: int, seed: int = 0):
   """(zone folder, its s2 imagery uint16 [T, H, W, C]): a size² zone of random reflectances
-  held in memory. The folder is the record alone (months, bands, grid; nothing on disk):
+  held in memory. The folder is the record and its valid counts (months, bands, grid;
+  nothing on disk):
   the mapper gets the imagery, so the timed path reads no file and needs
   no rasterio (the accelerator machine has none)."""
   from cropcontracts import zonefolder
@@ -55,7 +56,15 @@ def memory_zone(size: int, months: int, seed: int = 0):
                       "bands": list(zonefolder.BANDS)}}
   image = np.random.default_rng(seed).integers(
       200, 4000, (months, size, size, len(zonefolder.BANDS)), dtype=np.uint16)
-  return zonefolder.ZoneFolder(pathlib.Path("bench_0"), meta, zone), image
+
+  class MemoryZone(zonefolder.ZoneFolder):
+    """Valid counts (validity.tif's source) in memory too: two clear observations a month."""
+
+    def read_valid_count(self, window=None) -> np.ndarray:
+      h, w = (size, size) if window is None else (window.height, window.width)
+      return np.full((months, h, w), 2, np.uint8)
+
+  return MemoryZone(pathlib.Path("bench_0"), meta, zone), image
 
 
 def _meta(zone, num_classes: int):

@@ -46,7 +46,8 @@ _CACHE_ENV = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIM
 # longest file, test_resume.py, last: one worker ran alone for a minute.)
 HEAVIEST_FIRST = ("test_resume.py", "test_train.py", "test_damaged.py", "test_benchmarks.py",
                   "test_pipeline_e2e.py", "test_stac.py", "test_predict.py", "test_model.py",
-                  "test_cli.py", "test_evaluate.py", "test_hierarchy.py", "test_plots.py")
+                  "test_cli.py", "test_evaluate.py", "test_dataset_years.py", "test_in_season.py",
+                  "test_points_e2e.py", "test_hierarchy.py", "test_plots.py")
 
 
 def pytest_configure(config):
