@@ -65,6 +65,9 @@ def base() -> ml_collections.ConfigDict:
       cut_off_months=(),                       # in-season training: each example cut off
                                                # after a calendar month drawn uniformly
                                                # from these (jaxcrop.in_season); () = off
+      time_shift=0.0,                          # months: each training example's season
+                                               # moved by up to ± this (another year's
+                                               # phenology; input_pipeline.time_shift)
   )
   c.model = dict(
       # pooling: max | mean | attention | flatten. flatten (TempCNN) keeps the

@@ -270,6 +270,38 @@ def augment(image, label, key):
   return image, label
 
 
+def time_shift(image, shift):
+  """The season moved later by `shift` months (earlier when < 0): month t of the
+  result is the series read at t - shift, linearly between the two months around
+  it, clamped to the first and last month. A phenology 2-3 weeks early or late
+  (another year's weather) is a shift of about ±0.5-0.75.
+
+  Args:
+    image: float32 [T, H, W, C]; shift: float32 scalar (months).
+  Returns:
+    float32 [T, H, W, C].
+  """
+  tf = import_tf()
+  t = tf.shape(image)[0]
+  last = tf.cast(t - 1, tf.float32)
+  pos = tf.clip_by_value(tf.range(tf.cast(t, tf.float32)) - shift, 0.0, last)
+  lo = tf.floor(pos)
+  w = (pos - lo)[:, None, None, None]
+  lo = tf.cast(lo, tf.int32)
+  hi = tf.minimum(lo + 1, t - 1)
+  return (1.0 - w) * tf.gather(image, lo) + w * tf.gather(image, hi)
+
+
+def random_time_shift(image, max_shift: float, key):
+  """`time_shift` by a shift drawn uniformly from [-max_shift, max_shift] months by a
+  stateless op keyed by the example (`key`, folded apart from the other draws), so
+  a resumed run draws the same. image: float32 [T, H, W, C]."""
+  tf = import_tf()
+  shift = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(key, 2),
+                                      -max_shift, max_shift)
+  return time_shift(image, shift)
+
+
 def random_cut_off(image, count, untils, key):
   """In-season training: `jaxcrop.in_season.cut_off` of one example after `until`
   months, drawn uniformly from `untils` by a stateless op keyed by the example
@@ -300,7 +332,9 @@ def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict
   with `cfg_data.valid_count`, also `valid_count` float32 [B, T, H, W] (valid
   observations per month, 0 = a gap-filled month; augmented like the image).
   With `cfg_data.cut_off_months` (in-season training), each example is cut off
-  after one of those calendar months, drawn per example (`random_cut_off`).
+  after one of those calendar months, drawn per example (`random_cut_off`); with
+  `cfg_data.time_shift` > 0, its season is moved by up to that many months, earlier
+  or later (`random_time_shift`: another year's phenology).
   The batches from start_step=k equal batches k, k+1, … of start_step=0.
   """
   tf = import_tf()
@@ -314,6 +348,7 @@ def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict
                        f"fewer than one batch of {batch}")
   with_count = bool(cfg_data.get("valid_count", False))
   untils = in_season.until_choices(meta.months, cfg_data.get("cut_off_months", ()))
+  max_shift = float(cfg_data.get("time_shift", 0.0))
   base = builder.as_dataset(split=split, shuffle_files=False)
   base = base.map(tf.autograph.experimental.do_not_convert(
       lambda ex: (ex["image"], ex["label"],
@@ -334,6 +369,8 @@ def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict
     if untils:
       image, count = random_cut_off(image, count, untils, key)
     image = normalize(image, meta.mean, meta.std)
+    if max_shift:
+      image = random_time_shift(image, max_shift, key)
     if with_count:   # one more channel through the same symmetry, then split off
       image = tf.concat([image, tf.cast(count, tf.float32)[..., None]], -1)
     if cfg_data.get("augment", True):

@@ -94,6 +94,25 @@ def test_augment_moves_label_with_image():
   assert len(seen) == 8  # all symmetries of the square occur
 
 
+def test_time_shift_reads_each_month_between_its_neighbours_by_hand():
+  series = np.array([0., 10., 20., 30.], np.float32)[:, None, None, None]   # [T, 1, 1, 1]
+  shifted = lambda s: ip.time_shift(tf.constant(series), tf.constant(s, tf.float32)
+                                    ).numpy()[:, 0, 0, 0].tolist()
+  assert shifted(0.0) == [0, 10, 20, 30]
+  assert shifted(0.5) == [0, 5, 15, 25]        # later: month t reads t - 0.5; clamped
+  assert shifted(-0.5) == [5, 15, 25, 30]      # earlier
+  assert shifted(-0.25) == [2.5, 12.5, 22.5, 30]
+
+
+def test_random_time_shift_is_keyed_by_the_example_and_bounded():
+  ramp = np.broadcast_to(np.arange(12, dtype=np.float32)[:, None, None, None], (12, 2, 2, 1))
+  draw = lambda i: ip.random_time_shift(tf.constant(ramp), 0.75,
+                                        tf.constant([3, i], tf.int64)).numpy()
+  shifts = [ramp[5, 0, 0, 0] - draw(i)[5, 0, 0, 0] for i in range(30)]  # mid-season months
+  assert all(-0.75 <= s <= 0.75 for s in shifts) and len(set(np.round(shifts, 5))) == 30
+  np.testing.assert_array_equal(draw(7), draw(7))      # the same example, the same shift
+
+
 def test_train_iterator_is_deterministic_and_resumes(data):
   _, data_dir, _ = data
   cfg = config(data_dir)
