@@ -25,6 +25,7 @@ import datetime as dt
 
 import numpy as np
 
+from jaxcrop import hierarchy
 from jaxcrop.maps.tiling import NODATA
 
 FILE = "parcels.parquet"
@@ -41,7 +42,7 @@ def tier_names(classes: np.ndarray, nomenclature) -> dict:
       ("pred_tier2_name", nomenclature.tier2_names, nomenclature.tier2_of()),
       ("pred_tier1_name", nomenclature.tier1_names, nomenclature.tier1_of())):
     col = np.full(len(c), "", dtype=object)
-    col[ok] = np.asarray(names, dtype=object)[np.asarray(parents)[c[ok]]]
+    col[ok] = np.asarray(names, dtype=object)[hierarchy.to_tier(c[ok], parents)]
     out[key] = col
   return out
 
