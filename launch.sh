@@ -70,13 +70,18 @@ setup_venv() {
   source "$VENV/bin/activate"
 }
 
+# The demos' shared start: OUT made absolute, the venv, and the stage clock (`stage MSG`
+# says MSG with the seconds the stage before it took; bash's dynamic scope gives it the
+# caller's `lap`).
+demo_folder() { mkdir -p "$1" && (cd "$1" && pwd); }
+stage() { say "$1 (previous stage: $((SECONDS - lap)) s)"; lap=$SECONDS; }
+
 # The multi-year demo (issue 21): train on 2022, evaluate on the unseen 2023.
 run_demo_years() {
-  local out="$1"
-  mkdir -p "$out" && out="$(cd "$out" && pwd)"
+  local out
+  out="$(demo_folder "$1")"
   setup_venv
   local t0=$SECONDS lap=$SECONDS
-  stage() { say "$1 (previous stage: $((SECONDS - lap)) s)"; lap=$SECONDS; }
   say "1/4 prep: the demo region in 2022 and 2023 -> $out/zones/<year>"
   python -m prep demo --out "$out" --years 2022,2023
   stage "2/4 build: TFDS shards (demo_years: splits y2022_*, y2023_*) -> $out/tfds"
@@ -110,12 +115,10 @@ run_demo() {
     -*) die "demo takes no option '$1' (./launch.sh demo [--years 2022,2023] [OUT])";;
   esac
   [ $# -le 1 ] || die "demo takes one output folder at most, got $# arguments (./launch.sh demo [OUT])"
-  local out="${1:-$HERE/demo_run}"
-  mkdir -p "$out" && out="$(cd "$out" && pwd)"
+  local out
+  out="$(demo_folder "${1:-$HERE/demo_run}")"
   setup_venv
   local t0=$SECONDS lap=$SECONDS
-  # stage N/8 (after the first): the seconds the stage before it took
-  stage() { say "$1 (previous stage: $((SECONDS - lap)) s)"; lap=$SECONDS; }
   say "1/8 prep: demo region -> $out/zones"
   python -m prep demo --out "$out"
   stage "2/8 build: TFDS shards -> $out/tfds"
