@@ -87,10 +87,10 @@ run_demo_years() {
   stage "2/4 build: TFDS shards (demo_years: splits y2022_*, y2023_*) -> $out/tfds"
   tfds build tfds_builder/cropmap --config=demo_years --data_dir="$out/tfds" \
     --manual_dir="$out/zones" --noforce_checksums_validation >/dev/null
-  stage "3/4 train on 2022: configs/hybrid.py:demo,years -> $out/train"
-  python -m jaxcrop.train --config configs/hybrid.py:demo,years --workdir "$out/train" \
+  stage "3/4 train on 2022, each example cut off at a random month: configs/hybrid.py:demo,years,inseason -> $out/train"
+  python -m jaxcrop.train --config configs/hybrid.py:demo,years,inseason --workdir "$out/train" \
     --config.data.data_dir="$out/tfds" --config.years.zones="$out/zones"
-  stage "4/4 evaluate on the unseen 2023: model, pixel baseline, previous-year RPG"
+  stage "4/4 evaluate on the unseen 2023 (its season aligned): model, pixel baseline, previous-year RPG, in-season curve"
   python -m jaxcrop.evaluate --workdir "$out/train"
   cat <<EOF
 
@@ -98,7 +98,7 @@ Multi-year demo done in $((SECONDS - t0)) s (synthetic demo region: its numbers 
   zone-years     $out/zones/2022, $out/zones/2023
   TFDS dataset   $out/tfds (cropmap/demo_years)
   checkpoints    $out/train
-  metrics        $out/train/eval/metrics.json (unseen_year, previous_year_baseline)
+  metrics        $out/train/eval/metrics.json (unseen_year, previous_year_baseline, in_season, season_shift)
 EOF
 }
 

@@ -65,6 +65,11 @@ def base() -> ml_collections.ConfigDict:
       cut_off_months=(),                       # in-season training: each example cut off
                                                # after a calendar month drawn uniformly
                                                # from these (jaxcrop.in_season); () = off
+      cut_off_rate=1.0,                        # … the share of examples cut off (the
+                                               # others see the whole season)
+      align_season=False,                      # evaluate / predict: each zone-year's
+                                               # season moved onto the training years'
+                                               # calendar (jaxcrop.season_shift)
       time_shift=0.0,                          # months: each training example's season
                                                # moved by up to ± this (another year's
                                                # phenology; input_pipeline.time_shift)
@@ -204,13 +209,16 @@ def years(c) -> None:
   of the size chosen (`demo_years`: train 2022, test 2023; the study's
   `france2021_2023`: train 2021-2022, test 2023), the validation a fold of the
   training years; `evaluate` adds metrics.json's `unseen_year` (same year,
-  unseen year, the drop, the previous-year baseline: `jaxcrop.unseen_year`)."""
+  unseen year, the drop, the previous-year baseline: `jaxcrop.unseen_year`).
+  Evaluate and predict align each zone-year's season onto the training years'
+  calendar first (`data.align_season`, `jaxcrop.season_shift`)."""
   from cropcontracts import years as years_lib
   demo_size = c.data.builder_config == "demo"
   c.data.builder_config = "demo_years" if demo_size else "france2021_2023"
   data_years = (2022, 2023) if demo_size else (2021, 2022, 2023)
   s = years_lib.heldout(data_years, 2023, num_folds=3)
   c.data.update(train_split=s["train"], val_split=s["val"], test_split=s["test"])
+  c.data.align_season = True       # another year's phenology moved onto the training calendar
   c.years = dict(
       same_year=s["same_year"],          # the training years' test zones: the reference
       seen_space=s["seen_space"],        # the test year's other zones, reported apart

@@ -20,6 +20,10 @@ predict), never with moments recomputed from the dataset read.
 In season (`--in_season`, the default for models trained with
 `configs/hybrid.py:inseason`): metrics.json's `in_season` holds the model's and
 the baseline's macro-F1 by cut-off month (`jaxcrop.in_season_eval`).
+Season alignment (`data.align_season`, configs/hybrid.py:years): each zone-year of
+an evaluated split is moved in time onto the training years' calendar before the
+model and the baseline see it (`jaxcrop.season_shift`); metrics.json's
+`season_shift` gives each zone's shift in months.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ from jaxcrop.figures import reliability
 from jaxcrop.hierarchy import Tree
 from jaxcrop.tables import markdown_table
 from cropcontracts import atomic
+from cropcontracts import years as years_lib
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import NO_LABEL
 
@@ -51,7 +56,8 @@ def collect(batches, predict_fns: dict, max_batches=None) -> dict:
   Returns dict: label uint8 [N], parcel uint32 [N], zone int32 [N] (index into
   `zones`), region int32 [N] (index into `regions`), one uint8 [N] prediction
   per entry of predict_fns (each maps image [B,T,H,W,C] → classes [B,H,W]; it
-  is also given `valid_count=` [B,T,H,W] when the batches carry it).
+  is also given `valid_count=` [B,T,H,W] and `season_shift=` [B, …] when the
+  batches carry them).
   """
   parts = {k: [] for k in ("label", "parcel", "zone", "region", *predict_fns)}
   zones, regions = {}, {}
@@ -62,8 +68,8 @@ def collect(batches, predict_fns: dict, max_batches=None) -> dict:
     if not keep.any():
       continue
     image = np.asarray(batch["image"])[keep]
-    inputs = ({"valid_count": np.asarray(batch["valid_count"])[keep]}
-              if "valid_count" in batch else {})
+    inputs = {k: np.asarray(batch[k])[keep] for k in ("valid_count", "season_shift")
+              if k in batch}
     label = np.asarray(batch["label"])[keep]
     hw = label.shape[1:]
     parts["label"].append(label.astype(np.uint8).ravel())
@@ -313,7 +319,7 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
   check_same_layout(meta, data.load_meta(cfg.data), workdir)
   class_names = list(meta.class_names)
   tap = calibrate.Tap(calibrate.logits_fn_of(trained))   # the model's classes; logits kept
-  predictors = {"model": tap}
+  predictors, clf = {"model": tap}, None
   if with_baseline:
     base_cfg = cfg.eval.baseline
     clf = baseline.fit_or_load(
@@ -324,7 +330,11 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
     predictors["baseline"] = lambda x, **_: baseline.predict(clf, x)
   # The checkpoint's statistics, as predict uses: a rebuilt dataset's own
   # moments (other folds, other zones) would shift every input the model sees.
-  pixels = collect(data.eval_batches(cfg.data, split, meta), predictors, max_batches)
+  shifts = {}    # season alignment: the zone-years' shifts by year, the training reference
+  if cfg.data.get("align_season", False):
+    from jaxcrop import season_shift  # pylint: disable=g-import-not-at-top
+    shifts["reference"] = season_shift.read_reference(workdir)
+  pixels = collect(split_batches(cfg, data, split, meta, shifts), predictors, max_batches)
   result = {"split": split, "checkpoint": which, "step": trained.step,
             "dataset": cfg.data.builder_config,
             "nomenclature_version": meta.nomenclature_version,
@@ -339,10 +349,22 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
     from jaxcrop import in_season_eval   # pylint: disable=g-import-not-at-top
     result["in_season"] = in_season_eval.evaluate(
         cfg, meta, data, split, predictors["model"], max_batches=max_batches,
-        baseline_folder=with_baseline and checkpoint.workdir_path(baseline_dir or workdir))
+        baseline_folder=with_baseline and checkpoint.workdir_path(baseline_dir or workdir),
+        shifts=year_shifts(cfg, data, split, meta, shifts) if shifts else None,
+        full_baseline=clf)
   if cfg.get("years") and split == cfg.data.test_split:    # a year-held-out run
     result["unseen_year"] = _unseen_year(cfg, data, meta, predictors, max_batches, pixels,
-                                         result)
+                                         result, shifts)
+  if "reference" in shifts:
+    result["season_shift"] = {
+        "months": {y: z.summary() for y, z in shifts.items() if y != "reference"},
+        "reference": "training split's profile per region (season_reference.json)"
+                     if shifts["reference"] else "the checkpoint's mean (no "
+                     "season_reference.json)",
+        "note": "each zone-year moved in time by this many months (later when > 0) onto "
+                "the training years' calendar before the model and the baseline saw it: "
+                "one shift per region and year, from the valid observations of all the "
+                "year's zones (data.align_season, jaxcrop.season_shift)"}
   note = ("synthetic demo dataset: these numbers test the pipeline, they are not "
           "real-world results" if cfg.data.builder_config.startswith("demo") else "")
   out = checkpoint.workdir_path(out_dir) if out_dir else workdir / "eval"
@@ -351,12 +373,58 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
   return result
 
 
-def _unseen_year(cfg, data, meta, predictors, max_batches, pixels, result) -> dict:
+def split_batches(cfg, data, split: str, meta, shifts: dict | None = None):
+  """`data.eval_batches` of `split` normalized with the checkpoint's `meta`; with
+  `cfg.data.align_season`, each zone-year's season first moved onto the training
+  years' calendar (`jaxcrop.season_shift`), by the shift of its region in its
+  year: every zone-year of the split's years in the dataset pools its valid
+  observations (`year_shifts`, kept in `shifts` by year for the next splits and
+  metrics.json)."""
+  if not cfg.data.get("align_season", False):
+    return data.eval_batches(cfg.data, split, meta)
+  from jaxcrop import season_shift  # pylint: disable=g-import-not-at-top
+  from jaxcrop.input_pipeline import normalize  # pylint: disable=g-import-not-at-top
+  zones = year_shifts(cfg, data, split, meta, {} if shifts is None else shifts)
+  with_count = bool(cfg.data.get("valid_count", False))
+
+  def aligned():
+    for b in data.eval_batches(cfg.data, split, meta, raw=True):
+      by = zones.of(b["zone_id"])
+      b = dict(b, image=normalize(season_shift.shift_batch(b["image"], by), meta.mean,
+                                  meta.std))
+      count = b.pop("valid_count")
+      if with_count:
+        b["valid_count"] = season_shift.shift_batch(count[..., None], by)[..., 0].astype(
+            np.float32)
+      yield b
+  return aligned()
+
+
+def year_shifts(cfg, data, split: str, meta, shifts: dict):
+  """The `season_shift.ZoneShifts` of `split`'s zone-years: built from every split of
+  the same years (a multi-year dataset's `y<year>_*`; the split alone otherwise),
+  their zones pooled by region, against the checkpoint's moments; cached in
+  `shifts` under the years' label (`2023`, or the split's name); `shifts["reference"]`:
+  the training workdir's `season_shift.read_reference` record, or None."""
+  from jaxcrop import season_shift  # pylint: disable=g-import-not-at-top
+  years = years_lib.years_of(split)
+  key = "+".join(map(str, years)) or split
+  if key not in shifts:
+    parts = ([s for s in data.split_names(cfg.data)
+              if (p := years_lib.parse(s)) and p[0] in years] if years else [split])
+    shifts[key] = season_shift.from_batches(
+        data.eval_batches(cfg.data, "+".join(parts), meta, raw=True), meta.mean, meta.std,
+        shifts.get("reference"))
+  return shifts[key]
+
+
+def _unseen_year(cfg, data, meta, predictors, max_batches, pixels, result,
+                 shifts=None) -> dict:
   """metrics.json's `unseen_year` (`jaxcrop.unseen_year`): the same-year and
   seen-space splits scored like the test split, the previous-year baseline."""
   from jaxcrop import previous_year, unseen_year  # pylint: disable=g-import-not-at-top
   names_by_tier = {t: hierarchy.tier_names(meta, t) for t in (1, 2, 3)}
-  score = lambda s: compute(collect(data.eval_batches(cfg.data, s, meta), predictors,
+  score = lambda s: compute(collect(split_batches(cfg, data, s, meta, shifts), predictors,
                                     max_batches), predictors, list(meta.class_names),
                             Tree.of(meta), names_by_tier)
   previous = None

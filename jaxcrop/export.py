@@ -4,7 +4,8 @@
   python -m jaxcrop.predict --workdir DIR --zone ZONES --out maps
 
 DIR (`jaxcrop.release`) holds the checkpoint predict would use (best, or last),
-config.json, dataset_meta.json, calibration.json, MODEL_CARD.md, mlm.json and
+config.json, dataset_meta.json, calibration.json, season_reference.json (a model
+that aligns seasons), MODEL_CARD.md, mlm.json and
 MANIFEST.json (the SHA-256 of every file, checked by predict). The model card
 takes the test scores from W/eval/metrics.json when `jaxcrop.evaluate` has run.
 The folder is assembled under a temporary name and renamed when complete; an
@@ -25,7 +26,7 @@ RUN_FILES = ("config.json", "dataset_meta.json")
 
 def export(workdir, out, *, which: str = "best") -> pathlib.Path:
   """Writes the release of `workdir`'s `which` checkpoint at `out` (see the module doc)."""
-  from jaxcrop import calibrate, checkpoint, modelcard, release
+  from jaxcrop import calibrate, checkpoint, modelcard, release, season_shift
   workdir, out = pathlib.Path(workdir), pathlib.Path(out)
   if "://" in str(workdir):
     raise UserError(f"--workdir {workdir}: export reads a local workdir; copy it here first")
@@ -53,6 +54,8 @@ def export(workdir, out, *, which: str = "best") -> pathlib.Path:
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("opt"))
     if record:
       (tmp / calibrate.FILE).write_text(json.dumps(record, indent=1))
+    if (workdir / season_shift.FILE).is_file():     # season alignment's training calendar
+      shutil.copy2(workdir / season_shift.FILE, tmp / season_shift.FILE)
     (tmp / "MODEL_CARD.md").write_text(modelcard.card(trained, metrics, record, name))
     (tmp / "mlm.json").write_text(json.dumps(modelcard.mlm_item(trained, record, name),
                                              indent=1))

@@ -302,26 +302,34 @@ def random_time_shift(image, max_shift: float, key):
   return time_shift(image, shift)
 
 
-def random_cut_off(image, count, untils, key):
+def random_cut_off(image, count, untils, key, rate: float = 1.0):
   """In-season training: `jaxcrop.in_season.cut_off` of one example after `until`
   months, drawn uniformly from `untils` by a stateless op keyed by the example
-  (`key`, folded apart from the augmentation's), so a resumed run draws the same.
+  (`key`, folded apart from the augmentation's), so a resumed run draws the same;
+  with `rate` < 1, only that share of the examples (another keyed draw), the
+  others keep their whole season.
 
   Args:
     image: uint16 [T, H, W, C]; count: valid_count [T, H, W]; untils: [int];
-    key: int64 [2] the example's stateless seed.
+    key: int64 [2] the example's stateless seed; rate: in [0, 1].
   Returns:
     image and count cut off (same shapes and dtypes).
   """
   tf = import_tf()
-  i = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(key, 1), 0,
-                                  len(untils), dtype=tf.int32)
+  fold = tf.random.experimental.stateless_fold_in
+  i = tf.random.stateless_uniform([], fold(key, 1), 0, len(untils), dtype=tf.int32)
   until = tf.gather(tf.constant(untils, tf.int32), i)
-  cut, cut_count = tf.numpy_function(in_season.cut_off, [image, count, until],
-                                     [tf.uint16, count.dtype], stateful=False)
-  cut.set_shape(image.shape)
-  cut_count.set_shape(count.shape)
-  return cut, cut_count
+
+  def cut():
+    out, out_count = tf.numpy_function(in_season.cut_off, [image, count, until],
+                                       [tf.uint16, count.dtype], stateful=False)
+    out.set_shape(image.shape)
+    out_count.set_shape(count.shape)
+    return out, out_count
+  if rate >= 1.0:
+    return cut()
+  chosen = tf.random.stateless_uniform([], fold(key, 3)) < rate
+  return tf.cond(chosen, cut, lambda: (image, count))
 
 
 def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict]:
@@ -332,7 +340,8 @@ def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict
   with `cfg_data.valid_count`, also `valid_count` float32 [B, T, H, W] (valid
   observations per month, 0 = a gap-filled month; augmented like the image).
   With `cfg_data.cut_off_months` (in-season training), each example is cut off
-  after one of those calendar months, drawn per example (`random_cut_off`); with
+  after one of those calendar months, drawn per example (`random_cut_off`; only the
+  share `cfg_data.cut_off_rate` of the examples when < 1); with
   `cfg_data.time_shift` > 0, its season is moved by up to that many months, earlier
   or later (`random_time_shift`: another year's phenology).
   The batches from start_step=k equal batches k, k+1, … of start_step=0.
@@ -349,6 +358,10 @@ def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict
   with_count = bool(cfg_data.get("valid_count", False))
   untils = in_season.until_choices(meta.months, cfg_data.get("cut_off_months", ()))
   max_shift = float(cfg_data.get("time_shift", 0.0))
+  cut_off_rate = float(cfg_data.get("cut_off_rate", 1.0))
+  if not 0.0 <= cut_off_rate <= 1.0:
+    raise UserError(f"data.cut_off_rate {cut_off_rate}: the share of examples cut off "
+                    "must be in [0, 1]")
   base = builder.as_dataset(split=split, shuffle_files=False)
   base = base.map(tf.autograph.experimental.do_not_convert(
       lambda ex: (ex["image"], ex["label"],
@@ -367,7 +380,7 @@ def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict
     image, label, count = example
     key = tf.stack([tf.constant(seed, tf.int64), index])
     if untils:
-      image, count = random_cut_off(image, count, untils, key)
+      image, count = random_cut_off(image, count, untils, key, cut_off_rate)
     image = normalize(image, meta.mean, meta.std)
     if max_shift:
       image = random_time_shift(image, max_shift, key)
@@ -416,6 +429,11 @@ def eval_batches(cfg_data, split: str, meta: DatasetMeta | None = None,
   builder = _builder(cfg_data)   # opened here: a wrong split fails before any progress bar
   check_split(cfg_data, builder, split)
   return _eval_batches(cfg_data, builder, split, meta, raw)
+
+
+def split_names(cfg_data) -> list[str]:
+  """The names of the prepared dataset's splits (`test`, `fold0`, `y2023_test`, …)."""
+  return list(_builder(cfg_data).info.splits)
 
 
 def check_split(cfg_data, builder, split: str) -> None:

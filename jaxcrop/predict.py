@@ -38,12 +38,12 @@ import sys
 from cropcontracts import cli
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import open_zone
-from jaxcrop import calibrate, in_season, release
+from jaxcrop import calibrate, in_season, release, season_shift
 from jaxcrop.maps import compatibility, runner
 from jaxcrop.maps.geotiff import check_output, write_outputs
 from jaxcrop.maps.parcels import check_geometries_source
 from jaxcrop.maps.tiling import (DEFAULT_BATCH, DEFAULT_OVERLAP, DEFAULT_TILE, MapSettings,
-                                 ZoneMapper, read_imagery, score)
+                                 ZoneMapper, read_imagery, score, zone_shifts)
 
 
 def main(argv=None) -> int:
@@ -114,8 +114,9 @@ def _run(args) -> int:
   zones, replace = _zones_to_map(args)              # the zones and their output folders,
   trained, nom = _checkpoint(args, zones)           # the checkpoint against them,
   until = None if month is None else in_season.months_kept(trained.meta.months, month)
-  settings = dataclasses.replace(settings, valid_count=_needs_valid_count(trained),
-                                 until=until)
+  settings = dataclasses.replace(
+      settings, valid_count=_needs_valid_count(trained), until=until,
+      align_season=bool(trained.config.data.get("align_season", False)))
   _check_probs(args, trained)
   temp = calibrate.temperature(args.workdir, getattr(trained, "step", None))
   apply_fn = lambda v, x, **inputs: trained.model.apply(v, x, train=False, **inputs) / temp
@@ -133,7 +134,12 @@ def _run(args) -> int:
           f"in {folder}")
     _print_score(z, pred, trained.meta.class_names)
 
-  runner.run_pipelined(zones, lambda z: read_imagery(z, settings),
+  shifts = None
+  if settings.align_season:         # one shift per region of the zones mapped together
+    shifts = zone_shifts(zones, trained.meta,
+                         reference=season_shift.read_reference(args.workdir))
+    print(f"season alignment (jaxcrop.season_shift): {shifts.summary(until)} months")
+  runner.run_pipelined(zones, lambda z: read_imagery(z, settings, trained.meta, shifts),
                        lambda z, imagery: mapper(imagery, progress=len(zones) == 1), write,
                        prefetch=args.prefetch)
   return 0
@@ -160,13 +166,17 @@ def _zones_to_map(args) -> tuple[list, set]:
   mine = set(runner.share(folders, index, count))
   out = pathlib.Path(args.out)
   required = runner.expected_files(tiers=args.tiers, probs=args.probs)
-  done = sorted(i for i in mine if args.resume and runner.is_complete(out / i, required))
+  month = None if args.until is None else in_season.parse_month(args.until)
+  done = sorted(i for i in mine
+                if args.resume and runner.is_complete(out / i, required, until=month))
   zones = [open_zone(folders[i]) for i in sorted(mine - set(done))]
   # --resume: a finished map that lacks what this command asks for (--tiers,
-  # --probs) is mapped again and replaced; an unfinished one never has a folder.
+  # --probs, its --until) is mapped again and replaced; an unfinished one never
+  # has a folder.
   redo = {z.zone_id for z in zones if args.resume and runner.is_complete(out / z.zone_id)}
   if count > 1 or done or redo:
-    lacking = ", ".join(runner.missing_files([out / i for i in sorted(redo)], required))
+    lacking = ", ".join(runner.missing_files([out / i for i in sorted(redo)], required)
+                        + runner.other_cut_offs([out / i for i in sorted(redo)], month))
     print(f"process {index} of {count}: {len(mine)} of {len(folders)} zones, "
           f"{len(done)} already complete, {len(zones)} to map"
           + (f" ({len(redo)} mapped before without {lacking})" if redo else ""),

@@ -4,6 +4,7 @@
   DIR/checkpoints/<best|last>/<step>/        the one checkpoint (model arrays, their
                                              digest; no optimizer state)
   DIR/calibration.json                       the temperature (when fitted)
+  DIR/season_reference.json                  the training calendar (season alignment)
   DIR/MODEL_CARD.md, DIR/mlm.json            the model card, the STAC MLM Item
                                              (`jaxcrop.modelcard`)
   DIR/MANIFEST.json                          {"format": "jaxcrop-release/1",

@@ -249,6 +249,23 @@ def write_run_files(workdir, config, meta: DatasetMeta) -> None:
     atomic.write_text(workdir / "dataset_meta.json", meta.to_json())
 
 
+def write_season_reference(workdir, config, meta: DatasetMeta, data) -> None:
+  """workdir/season_reference.json (process 0, once per workdir) for a model that
+  aligns seasons (`data.align_season`): the training split's valid-observation
+  profile per region (`season_shift.ZoneShifts.record`), the calendar evaluate and
+  predict move another year onto."""
+  from jaxcrop import season_shift  # pylint: disable=g-import-not-at-top
+  if not config.data.get("align_season", False) or jax.process_index() != 0:
+    return
+  path = workdir / season_shift.FILE
+  if path.exists():
+    return
+  zones = season_shift.from_batches(
+      data.eval_batches(config.data, config.data.train_split, meta, raw=True),
+      meta.mean, meta.std)
+  atomic.write_text(path, json.dumps(zones.record()))
+
+
 def _opt_tree(state: TrainState) -> dict:
   return {"opt_state": state.opt_state, "step": state.step}
 
@@ -349,6 +366,7 @@ def train_and_evaluate(config, workdir, *, data: Data | None = None) -> dict:
       config.data, mesh, meta, tree, config.eval.get("max_batches"))
 
   write_run_files(workdir, config, meta)
+  write_season_reference(workdir, config, meta, data)
   last_mgr, best_mgr = checkpoint.managers(workdir, cfg_t.keep_last)
   stopping = early_stopping.EarlyStopping(workdir, best_mgr, cfg_t.early_stopping_patience)
   state, start = resume_state(workdir, last_mgr, state, stopping, replicated)

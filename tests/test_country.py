@@ -131,7 +131,7 @@ def trained():
   import types
   from tests import fixtures as pt
   _, variables = pt.init(pt.PixelModel(), t=12)
-  config = types.SimpleNamespace(model={"valid_count": "none"})   # what predict reads
+  config = types.SimpleNamespace(model={"valid_count": "none"}, data={})   # what predict reads
   return types.SimpleNamespace(config=config, model=pt.PixelModel(), variables=variables,
                                meta=pt.make_meta(t=12))
 

@@ -156,6 +156,14 @@ def test_train_on_2022_and_evaluate_on_the_unseen_2023(years_dataset, tmp_path, 
   assert prev["tiers"]["tier3"]["pixel"]["macro_f1"] == 1.0
   assert prev["parcels"]["unmatched"] == 0
   assert "unseen year\nmacro-F1 (pixel)" in out and "tier3 previous-year RPG" in out
+  # season alignment (the years variant): one shift per year and region, in months
+  shifts = metrics["season_shift"]["months"]
+  assert set(shifts) == {"2023", "2022"}
+  assert all(set(by) == {"Alpha", "Beta"} for by in shifts.values()), shifts
+  assert all(-1.5 <= v <= 1.5 for by in shifts.values() for v in by.values())
+  assert metrics["season_shift"]["reference"].startswith("training split's profile")
+  reference = json.loads((tmp_path / "w" / "season_reference.json").read_text())
+  assert set(reference["regions"]) == {"Alpha", "Beta", "*"}
   md = (tmp_path / "w" / "eval" / "metrics.md").read_text()
   assert "## Unseen year" in md and "tier3 previous-year RPG" in md
 

@@ -112,9 +112,46 @@ def test_random_cut_offs_are_drawn_per_example_and_resume_exactly(tiny_dataset):
     ip.train_iterator(_pipeline_config(tiny_dataset.data_dir, cut_off_months=(13,)), seed=0)
 
 
+@pytest.mark.parametrize("rate", [0.0, 0.5])
+def test_cut_off_rate_leaves_the_other_examples_their_whole_season(tiny_dataset, rate):
+  """cut_off_rate: that share of the examples cut off after February, the others
+  exactly as without cut-offs (rate 0: all of them); about half at 0.5."""
+  from jaxcrop import input_pipeline as ip
+  take = lambda it, n: [next(it) for _ in range(n)]
+  cfg = _pipeline_config(tiny_dataset.data_dir, cut_off_months=(2,), cut_off_rate=rate)
+  cut = take(ip.train_iterator(cfg, seed=3), 8)
+  plain = take(ip.train_iterator(_pipeline_config(tiny_dataset.data_dir), seed=3), 8)
+  whole = [np.array_equal(x, y) for a, b in zip(cut, plain)
+           for x, y in zip(a["image"], b["image"])]
+  masked = [not x[2:].any() for a in cut for x in a["image"]]
+  assert all(w != m for w, m in zip(whole, masked))      # cut off, or the whole season
+  assert sum(masked) == 0 if rate == 0.0 else 8 < sum(masked) < 24
+
+
+def test_a_cut_off_rate_outside_0_1_is_one_line(tiny_dataset):
+  from jaxcrop import input_pipeline as ip
+  cfg = _pipeline_config(tiny_dataset.data_dir, cut_off_months=(2,), cut_off_rate=1.5)
+  with pytest.raises(UserError, match=r"^data.cut_off_rate 1.5: the share of examples cut "
+                                      r"off must be in \[0, 1\]$"):
+    ip.train_iterator(cfg, seed=0)
+
+
+def test_in_season_rows_are_labelled_in_the_year_scored():
+  """A multi-year dataset's months are labelled in its first year; the rows of a
+  2023 test split say 2023 (a season across the new year keeps its offset)."""
+  from jaxcrop.in_season_eval import until_label
+  season = [f"2022-{m:02d}" for m in range(1, 13)]
+  assert until_label(season, 6) == "2022-06"
+  assert until_label(season, 6, 2023) == "2023-06"
+  across = [f"2021-{m:02d}" for m in (10, 11, 12)] + [f"2022-{m:02d}" for m in range(1, 10)]
+  assert until_label(across, 2, 2023) == "2023-11"
+  assert until_label(across, 9, 2023) == "2024-06"
+
+
 def test_evaluate_scores_the_model_and_the_baseline_by_cut_off_month(demo_workdir, tmp_path):
   """On the small demo (prep's composites): the December cut-off is the full season,
-  so its row equals the full-season scores; the baselines' fits are cached."""
+  so its row equals the full-season scores (its baseline is the full-season one, not
+  fitted again); the other baselines' fits are cached."""
   from jaxcrop import evaluate, in_season_eval
   workdir, _ = demo_workdir
   result = evaluate.evaluate(workdir, out_dir=tmp_path / "eval", baseline_dir=tmp_path,
@@ -129,6 +166,7 @@ def test_evaluate_scores_the_model_and_the_baseline_by_cut_off_month(demo_workdi
       assert months["December"][level][who] == result[level][who]["macro_f1"]
       assert all(0 <= r[level][who] <= 1 for r in months.values())
   assert (tmp_path / "in_season" / "until_2023-06" / "baseline" / "model.pkl").exists()
+  assert not (tmp_path / "in_season" / "until_2023-12").exists()   # the full-season fit
   md = (tmp_path / "eval" / "metrics.md").read_text()
   assert "## In season (macro-F1 by cut-off month)" in md
   assert in_season_eval.table(result["in_season"]) in md
@@ -197,6 +235,31 @@ def test_predict_until_a_month_on_unlabelled_zones_never_sees_a_later_month(tmp_
   for x, y in zip(runs["february"]["inz_a"], runs["february"]["inz_b"]):
     np.testing.assert_array_equal(x, y)                  # March reaches no earlier month
   assert not np.array_equal(runs[None]["inz_a"][1], runs[None]["inz_b"][1])
+
+
+def test_predict_resume_maps_again_a_zone_made_with_another_cut_off(tmp_path, capsys):
+  """--resume keeps a finished map only when it has the cut-off asked for: a February
+  map is replaced by --until march, then kept by the same command, and a
+  whole-season run replaces it again."""
+  from jaxcrop import predict
+  from jaxcrop.maps import runner
+  from tests import fixtures
+  fixtures.write_workdir(tmp_path / "W")
+  zones, out = _zone_pair(tmp_path / "zones"), tmp_path / "maps"
+  base = ["--workdir", tmp_path / "W", "--zone", zones, "--out", out, "--tile", "16",
+          "--overlap", "4", "--resume"]
+  until = lambda: json.loads((out / "inz_a" / "map.json").read_text()).get("until")
+  assert fixtures.run(predict.main, base + ["--until", "february"], capsys)[0] == 0
+  assert until() == "2023-02" and runner.is_complete(out / "inz_a", until=2)
+  assert not runner.is_complete(out / "inz_a", until=3)
+  rc, _, err = fixtures.run(predict.main, base + ["--until", "march"], capsys)
+  assert rc == 0 and until() == "2023-03"
+  assert "2 to map (2 mapped before without the cut-off 3 asked for)" in err
+  rc, _, err = fixtures.run(predict.main, base + ["--until", "march"], capsys)
+  assert rc == 0 and "2 already complete, 0 to map" in err
+  rc, _, err = fixtures.run(predict.main, base, capsys)
+  assert rc == 0 and until() is None
+  assert "without the cut-off none (whole season) asked for" in err
 
 
 @pytest.mark.parametrize("until, expected", [

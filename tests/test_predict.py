@@ -321,7 +321,7 @@ def test_cli_refuses_existing_output_before_loading_a_checkpoint(zone, tmp_path,
 def test_cli_writes_maps_and_scores(zone, pixel_model, tmp_path, capsys, monkeypatch):
   apply_fn, variables = pixel_model
   model = pt.PixelModel()
-  trained = types.SimpleNamespace(config=types.SimpleNamespace(model={}), model=model,
+  trained = types.SimpleNamespace(config=types.SimpleNamespace(model={}, data={}), model=model,
                                   variables=variables, meta=pt.make_meta())
   fake = types.ModuleType("jaxcrop.checkpoint")
   fake.load_trained = lambda workdir, which="best": trained

@@ -23,7 +23,8 @@ and the parcel GeoPackage, assembled in a temporary folder renamed when complete
   map.json           the zone row, the nomenclature, the model, the validity
                      summary and the files above (what
                      `jaxcrop.maps.runner.is_complete` and the national mosaic read);
-                     for an in-season map, `until`: the last month it saw.
+                     for an in-season map, `until`: the last month it saw; with
+                     season alignment, `season_shift_months` (jaxcrop.season_shift).
 All rasters are COGs (deflate, 256 tiles, overviews).
 """
 from __future__ import annotations
@@ -186,5 +187,7 @@ def _write_files(folder: pathlib.Path, zone: ZoneFolder, pred: Prediction,
   files = sorted(p.name for p in folder.iterdir())
   record = dict(zone=zone.zone.to_row(), nomenclature=nomenclature.version, files=files,
                 validity=validity.summary(evidence), model=model)
+  if pred.season_shift is not None:        # season alignment (jaxcrop.season_shift)
+    record["season_shift_months"] = round(float(pred.season_shift), 2)
   (folder / MAP_JSON).write_text(json.dumps(
       record if until is None else dict(record, until=until), indent=1), encoding="utf-8")

@@ -72,15 +72,31 @@ def expected_files(*, tiers: bool = False, probs: bool = False) -> list[str]:
   return files
 
 
-def is_complete(folder, required: Sequence[str] = ()) -> bool:
+ANY = object()   # is_complete: a map of any cut-off
+
+
+def is_complete(folder, required: Sequence[str] = (), until=ANY) -> bool:
   """True when folder holds map.json, every file it lists, and each of
-  `required` is among them (a finished zone, with what this command asks for)."""
+  `required` is among them (a finished zone, with what this command asks for);
+  `until`: also the cut-off this command asks for, a calendar month 1-12 (an
+  in-season map's `until` in map.json, `YYYY-MM`) or None (a whole-season map,
+  no `until`); ANY (default): whatever cut-off it was made with."""
   folder = pathlib.Path(folder)
   try:
-    files = json.loads((folder / MAP_JSON).read_text(encoding="utf-8"))["files"]
+    record = json.loads((folder / MAP_JSON).read_text(encoding="utf-8"))
+    files = record["files"]
   except (OSError, ValueError, KeyError, TypeError):
     return False
+  if until is not ANY and map_until(record) != until:
+    return False
   return set(required) <= set(files) and all((folder / f).is_file() for f in files)
+
+
+def map_until(record: dict) -> int | None:
+  """The calendar month (1-12) an in-season map of map.json `record` was cut off
+  after, None for a whole-season map."""
+  label = record.get("until")
+  return None if label is None else int(str(label).split("-")[1])
 
 
 def missing_files(folders, required: Sequence[str]) -> list[str]:
@@ -88,6 +104,16 @@ def missing_files(folders, required: Sequence[str]) -> list[str]:
   have = [set(json.loads((pathlib.Path(f) / MAP_JSON).read_text(encoding="utf-8"))["files"])
           for f in folders]
   return [r for r in required if any(r not in h for h in have)]
+
+
+def other_cut_offs(folders, until: int | None) -> list[str]:
+  """["the cut-off …"] when some of these finished maps were made with a cut-off
+  other than `until` (a calendar month, None: the whole season), else []."""
+  months = {map_until(json.loads((pathlib.Path(f) / MAP_JSON).read_text(encoding="utf-8")))
+            for f in folders}
+  if months <= {until}:
+    return []
+  return [f"the cut-off {'none (whole season)' if until is None else until} asked for"]
 
 
 def process_share(index: int | None, count: int | None) -> tuple[int, int]:

@@ -68,6 +68,7 @@ class MapSettings:
   tiers: bool = False
   valid_count: bool = False
   until: int | None = None
+  align_season: bool = False
 
   def __post_init__(self):
     if self.tile < 1:
@@ -84,21 +85,25 @@ class Prediction:
   probabilities: uint8 [K, H, W] percent (255 = nodata) or None;
   tiers: {1: uint8 [H, W], 2: uint8 [H, W]} tier-1 / tier-2 maps (255 = nodata) or None;
   tier_probabilities: {1: uint8 [K1, H, W], 2: uint8 [K2, H, W]} percent, each tier-t
-  class's probability (the sum of its tier-3 classes'), or None."""
+  class's probability (the sum of its tier-3 classes'), or None; season_shift: the
+  months the zone's season was moved (season alignment) or None."""
   classes: np.ndarray
   confidence: np.ndarray
   probabilities: np.ndarray | None = None
   tiers: dict | None = None
   tier_probabilities: dict | None = None
+  season_shift: float | None = None
 
 
 @dataclasses.dataclass
 class ZoneImagery:
   """What the model sees of a zone: image uint16 [T, H, W, C] (0 = nodata) and,
-  for a valid-count model, valid_count uint8 [T, H, W]."""
+  for a valid-count model, valid_count uint8 [T, H, W]; season_shift: the months its
+  season was moved (`read_imagery` with settings.align_season) or None."""
   zone_id: str
   image: np.ndarray
   valid_count: np.ndarray | None = None
+  season_shift: float | None = None
 
 
 @dataclasses.dataclass
@@ -111,15 +116,43 @@ class Tiles:
   valid_count: np.ndarray | None
 
 
-def read_imagery(zone: ZoneFolder, settings: MapSettings) -> ZoneImagery:
+def read_imagery(zone: ZoneFolder, settings: MapSettings, meta=None,
+                 shifts=None) -> ZoneImagery:
   """Step 1, read: the zone folder's s2.tif (+ valid_count.tif when the model takes it),
-  cut off after `settings.until` months for an in-season map."""
-  cut = settings.until is not None
-  counts = zone.read_valid_count() if settings.valid_count or cut else None
+  cut off after `settings.until` months for an in-season map; with
+  settings.align_season, its season moved onto the calendar of the training years
+  (`jaxcrop.season_shift`): by `shifts.shift(zone_id, until)` (a `ZoneShifts` of
+  the zones mapped together, pooled by region: `zone_shifts`), else by the shift of
+  its own valid observations up to the cut-off, against `meta.mean` (the
+  checkpoint's DatasetMeta)."""
+  cut, align = settings.until is not None, settings.align_season
+  counts = zone.read_valid_count() if settings.valid_count or cut or align else None
   image = zone.read_image()
+  shift = None
+  if align:
+    shift = (shifts or zone_shifts([zone], meta, image[None], counts[None])).shift(
+        zone.zone_id, settings.until)
   if cut:
     image, counts = in_season.cut_off(image, counts, settings.until)
-  return ZoneImagery(zone.zone_id, image, counts if settings.valid_count else None)
+  if align:
+    from jaxcrop import season_shift
+    image = season_shift.shift_months(image, shift, settings.until)
+    counts = season_shift.shift_months(counts[..., None], shift, settings.until)[..., 0]
+  return ZoneImagery(zone.zone_id, image, counts if settings.valid_count else None, shift)
+
+
+def zone_shifts(zones, meta, images=None, counts=None, reference=None):
+  """`season_shift.ZoneShifts` of zone folders (their valid observations, pooled by
+  region) against the training profile of `reference` (a `season_shift.read_reference`
+  record; None: `meta.mean`); images / counts: the zones' s2 and valid counts when
+  already read (else read here, one zone at a time)."""
+  from jaxcrop import season_shift
+  out = season_shift.ZoneShifts(meta.mean, meta.std, reference)
+  for i, z in enumerate(zones):
+    image = z.read_image() if images is None else images[i]
+    count = z.read_valid_count() if counts is None else counts[i]
+    out.add([z.zone_id], image[None], count[None], [z.zone.region])
+  return out
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> np.ndarray:
@@ -226,7 +259,9 @@ class ZoneMapper:
     tiles = cut_tiles(imagery, self.settings.tile, self.settings.overlap)
     p = self.blend(tiles, imagery.image.shape[1:3],
                    _progress(len(tiles.origins), imagery.zone_id, progress))
-    return finish(p, nodata_mask(imagery.image), probs=self.settings.probs, tree=self.tree)
+    pred = finish(p, nodata_mask(imagery.image), probs=self.settings.probs, tree=self.tree)
+    pred.season_shift = imagery.season_shift
+    return pred
 
   def blend(self, tiles: Tiles, shape: tuple[int, int], bar) -> np.ndarray:
     """float32 [H, W, K]: each tile's softmax times the window, summed over the
@@ -320,7 +355,7 @@ def predict_zone(apply_fn: Callable, variables, zone: ZoneFolder, meta,
   """
   from jaxcrop.maps.compatibility import check_compatible
   check_compatible(zone, meta)
-  return ZoneMapper(apply_fn, variables, meta, settings)(read_imagery(zone, settings))
+  return ZoneMapper(apply_fn, variables, meta, settings)(read_imagery(zone, settings, meta))
 
 
 def _accumulate(acc, weight, window, chunk, out) -> None:
