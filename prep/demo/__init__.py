@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 
 from cropcontracts import atomic
@@ -126,7 +127,8 @@ def make_demo(out_dir, *, seed: int = 0, progress: bool = True,
   years: None (the default), the single-year demo of 2023 as below; a list of
   years, one demo per year on the same parcels (`prep.demo.seasons`: its
   weather, clouds, rotated crops and RPG edition), raw inputs in
-  `out_dir/raw/<year>/` and zone folders in `out_dir/zones/<year>/<zone_id>/`.
+  `out_dir/raw/<year>/` and zone folders in `out_dir/zones/<year>/<zone_id>/`,
+  the years written side by side in processes of their own (one per core).
 
   Raw inputs go to `out_dir/raw` (`write_raw`); then, per zone, the scenes route
   (`prep.scenes.composite_zone_from_scenes`) and the labels route
@@ -138,9 +140,20 @@ def make_demo(out_dir, *, seed: int = 0, progress: bool = True,
   """
   out = pathlib.Path(out_dir)
   if years is not None:
-    for year in sorted(set(map(int, years))):
-      make_demo_year(out / "raw" / str(year), out / "zones" / str(year), seed=seed,
-                     progress=progress, small=small, year=year)
+    years = sorted(set(map(int, years)))
+    jobs = [dict(raw=out / "raw" / str(y), root=out / "zones" / str(y), seed=seed,
+                 progress=progress, small=small, year=y) for y in years]
+    workers = min(len(jobs), len(os.sched_getaffinity(0)))
+    if workers < 2:
+      for job in jobs:
+        make_demo_year(**job)
+    else:       # the years are independent: one process each, as many as there are cores
+      import concurrent.futures   # pylint: disable=g-import-not-at-top
+      import multiprocessing      # pylint: disable=g-import-not-at-top
+      with concurrent.futures.ProcessPoolExecutor(
+          workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        for done in [pool.submit(make_demo_year, **job) for job in jobs]:
+          done.result()           # the first failure is raised, as in a loop
     return out / "zones"
   return make_demo_year(out / "raw", out / "zones", seed=seed, progress=progress,
                         small=small)
