@@ -156,3 +156,41 @@ def test_the_training_reference_aligns_each_region_to_its_own_calendar(tmp_path)
   with pytest.raises(UserError, match=r"season_reference.json: not a jaxcrop-season-"
                                       r"reference/1 record; delete it and rerun"):
     ss.read_reference(tmp_path)
+
+
+def test_predict_aligns_each_region_and_records_the_shift(tmp_path, capsys):
+  """A model that aligns seasons: predict estimates one shift per region of the zones
+  it maps (against the workdir's season_reference.json: here the zones' own profile
+  moved 0.5 month later), prints it and writes it to map.json; with --until, from
+  the months kept."""
+  import re
+  from cropcontracts import zonefolder
+  from jaxcrop import predict
+  from prep.demo import zonefolders as zf
+  from tests import fixtures
+  fixtures.write_workdir(tmp_path / "W")                       # 3 months: 2023-01..03
+  config = json.loads((tmp_path / "W" / "config.json").read_text())
+  config["data"]["align_season"] = True
+  (tmp_path / "W" / "config.json").write_text(json.dumps(config))
+  zones = tmp_path / "zones"
+  sums, counts = 0.0, 0
+  for i in range(2):
+    zf.write_zone(zones / f"al_{i}", zf.synthetic_zone(f"al_{i}", index=i), labels=False)
+    folder = zonefolder.open_zone(zones / f"al_{i}")
+    s_, n_ = ss.profile(folder.read_image(), folder.read_valid_count())
+    sums, counts = sums + s_, counts + n_
+  later = ss.shift_months((sums / counts[:, None])[:, None, None, :], 0.5)[:, 0, 0] * counts[:, None]
+  (tmp_path / "W" / ss.FILE).write_text(json.dumps({"format": ss.FORMAT, "regions": {
+      "Testland": {"sums": later.tolist(), "counts": counts.tolist()}}}))
+  for until in (None, "february"):
+    out = tmp_path / f"maps_{until}"
+    rc, stdout, err = fixtures.run(predict.main, [
+        "--workdir", tmp_path / "W", "--zone", zones, "--out", out, "--tile", "16",
+        "--overlap", "4", *(["--until", until] if until else [])], capsys)
+    assert rc == 0, err
+    shift = float(re.search(r"season alignment \(jaxcrop.season_shift\): "
+                            r"\{'Testland': (-?[0-9.]+)\} months", stdout).group(1))
+    assert 0.3 <= shift <= 0.7, shift
+    for i in range(2):
+      assert json.loads((out / f"al_{i}" / "map.json").read_text())[
+          "season_shift_months"] == shift
