@@ -257,3 +257,23 @@ def assert_tfds_error(rc, err, expected):
   *start_up, last = err.strip().splitlines()
   assert last == f"tfds build cropmap: error: {expected}", err
   assert all(TFDS_START_UP.match(line) for line in start_up), err
+
+
+# --------------------------------------------------------------------------- #
+# STAC
+
+def stac_core_errors(record: dict, kind: str) -> list[str]:
+  """The STAC core schema errors of an Item or a Collection, offline: pystac's own
+  copies of the core schemas (its LocalValidator), validated with jsonschema. The
+  extensions' schemas are not shipped with pystac, so they are not checked here."""
+  from jsonschema import Draft7Validator
+  from pystac.validation.local_validator import get_local_schema_cache
+  from referencing import Registry, Resource
+  from referencing.jsonschema import DRAFT7
+  cache = get_local_schema_cache()
+  registry = Registry().with_resources(
+      (uri, Resource.from_contents(schema, DRAFT7)) for uri, schema in cache.items())
+  uri = (f"https://schemas.stacspec.org/v{record['stac_version']}/{kind}-spec/json-schema/"
+         f"{kind}.json")
+  validator = Draft7Validator(cache[uri], registry=registry)
+  return [e.message for e in validator.iter_errors(record)]

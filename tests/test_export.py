@@ -8,6 +8,7 @@ import pytest
 import rasterio
 
 from jaxcrop import export, predict, release
+from tests import fixtures
 from tests.fixtures import assert_error
 
 
@@ -38,6 +39,7 @@ def test_export_holds_the_checkpoint_card_mlm_and_a_manifest(released):
   assert "## Calibration" in card and "**Synthetic.**" not in card   # builder "e2e"
   assert "## Intended use and limits" in card and "Temperature" in card
   mlm = json.loads((out / "mlm.json").read_text())
+  assert fixtures.stac_core_errors(mlm, "item") == []          # STAC core, offline
   props = mlm["properties"]
   assert any("/mlm/" in e for e in mlm["stac_extensions"])
   assert props["mlm:tasks"] == ["semantic-segmentation", "classification"]

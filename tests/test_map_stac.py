@@ -10,6 +10,7 @@ from cropcontracts import nomenclature
 from cropcontracts.errors import UserError
 from jaxcrop.maps import geotiff, stac, tiling
 from prep.demo import zonefolders as zf
+from tests import fixtures
 
 NOM = nomenclature.load()
 MODEL = {"checkpoint": "best", "step": 42, "dataset": "demo", "dataset_version": "1.2.0",
@@ -81,6 +82,21 @@ def test_stac_write_refused_is_one_line(tmp_path, monkeypatch):
   assert str(e.value) == (f"{tmp_path / 'national'}: cannot write the STAC Collection "
                           f"collection.json (Permission denied); make the folder writable "
                           f"or choose another --out")
+
+
+def test_items_and_the_collection_are_valid_stac_core(mapped, tmp_path):
+  """item.json and the national collection.json pass STAC core's JSON schemas (1.1.0);
+  a damaged Item does not (the check can fail)."""
+  from jaxcrop.maps import national
+  _, folder = mapped
+  item = json.loads((folder / stac.ITEM).read_text())
+  assert item["stac_version"] == "1.1.0" and fixtures.stac_core_errors(item, "item") == []
+  collection = json.loads(stac.national_collection(
+      national.zone_maps(folder.parent), tmp_path, national.PRODUCTS).read_text())
+  assert fixtures.stac_core_errors(collection, "collection") == []
+  broken = dict(item, assets={"classes": {"title": "no href"}}, bbox="0 0 1 1")
+  assert any("href" in e for e in fixtures.stac_core_errors(broken, "item"))
+  assert any("bbox" in e or "array" in e for e in fixtures.stac_core_errors(broken, "item"))
 
 
 def test_the_mosaic_has_a_collection_of_the_zone_items(mapped, tmp_path):
