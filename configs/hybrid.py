@@ -242,6 +242,7 @@ def loyo(c) -> None:
                 test_split="+".join(years_lib.split_name(y, "test") for y in data_years))
   if "years" in c:
     del c["years"]      # not a year-held-out test: no unseen-year section
+  c.data.align_season = False   # the test split spans the years: nothing to align it to
 
 
 # In the order they apply: sizes first, so `demo,attention` is the demo's sizes

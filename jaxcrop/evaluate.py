@@ -408,6 +408,10 @@ def year_shifts(cfg, data, split: str, meta, shifts: dict):
   the training workdir's `season_shift.read_reference` record, or None."""
   from jaxcrop import season_shift  # pylint: disable=g-import-not-at-top
   years = years_lib.years_of(split)
+  if len(years) > 1:      # zone ids repeat across years: the profiles would mix
+    raise UserError(f"split {split!r} spans the years {', '.join(map(str, years))}: "
+                    f"data.align_season aligns one year at a time; evaluate each year's "
+                    f"split on its own (--split y{years[-1]}_test)")
   key = "+".join(map(str, years)) or split
   if key not in shifts:
     parts = ([s for s in data.split_names(cfg.data)

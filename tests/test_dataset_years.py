@@ -125,7 +125,7 @@ def test_the_years_variant_holds_out_2023():
 
 def test_train_on_2022_and_evaluate_on_the_unseen_2023(years_dataset, tmp_path, capsys):
   from jaxcrop import evaluate, train
-  from tests.fixtures import run
+  from tests.fixtures import assert_error, run
   root, data_dir, _ = years_dataset
   cfg = _years_config(data_dir)
   bad = cfg.copy_and_resolve_references()
@@ -164,6 +164,11 @@ def test_train_on_2022_and_evaluate_on_the_unseen_2023(years_dataset, tmp_path, 
   assert metrics["season_shift"]["reference"].startswith("training split's profile")
   reference = json.loads((tmp_path / "w" / "season_reference.json").read_text())
   assert set(reference["regions"]) == {"Alpha", "Beta", "*"}
+  rc, _, err = run(evaluate.main, ["--workdir", tmp_path / "w", "--split",
+                                   "y2022_test+y2023_test"], capsys)
+  assert_error(rc, err, "split 'y2022_test+y2023_test' spans the years 2022, 2023: "
+                        "data.align_season aligns one year at a time; evaluate each year's "
+                        "split on its own (--split y2023_test)")
   md = (tmp_path / "w" / "eval" / "metrics.md").read_text()
   assert "## Unseen year" in md and "tier3 previous-year RPG" in md
 
@@ -175,6 +180,7 @@ def test_leave_one_year_out_cross_validation_folds():
   assert c.cv.folds == ("y2022_fold0+y2022_fold1+y2022_fold2",
                         "y2023_fold0+y2023_fold1+y2023_fold2") and "years" not in c
   assert c.data.test_split == "y2022_test+y2023_test"
+  assert not c.data.align_season              # `years` turned it on; nothing to align to
   for k, (train, val) in enumerate([(2023, 2022), (2022, 2023)]):
     f = cv.fold_config(c, list(c.cv.folds), k)
     assert years_lib.years_of(f.data.train_split) == [train]
