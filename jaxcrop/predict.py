@@ -135,7 +135,7 @@ def _run(args) -> int:
     _print_score(z, pred, trained.meta.class_names)
 
   shifts = None
-  if settings.align_season:         # one shift per region of the zones mapped together
+  if settings.align_season:    # one shift per year and region of the zones mapped together
     shifts = zone_shifts(zones, trained.meta,
                          reference=season_shift.read_reference(args.workdir))
     print(f"season alignment (jaxcrop.season_shift): {shifts.summary(until)} months")

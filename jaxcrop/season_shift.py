@@ -135,28 +135,37 @@ class ZoneShifts:
     self.reference = reference
     self.parts: dict = {}           # zone -> (sums [T, C], counts [T])
     self.region: dict = {}          # zone -> region (itself without one)
+    self.pool: dict = {}            # zone -> (year, region): the zones estimated together
     self._cache: dict = {}
 
-  def add(self, zone_ids, image, valid_count, regions=None) -> None:
+  def add(self, zone_ids, image, valid_count, regions=None, year=None) -> None:
     """zone_ids [B] (str or bytes); image [B, T, H, W, C] as stored; valid_count
-    [B, T, H, W]; regions [B] (str or bytes) or None."""
+    [B, T, H, W]; regions [B] (str or bytes) or None; year: the zone-years' year
+    when zones of several years are added (a zone and a region pool within their
+    year), else None."""
     regions = [None] * len(zone_ids) if regions is None else regions
     for z, r, x, v in zip(zone_ids, regions, image, valid_count):
-      z = _text(z)
+      z = self._key(z, year)
       self.region[z] = z if r is None else _text(r)
+      self.pool[z] = (year, self.region[z])
       s, n = profile(x, v)
       old = self.parts.get(z)
       self.parts[z] = (s, n) if old is None else (old[0] + s, old[1] + n)
     self._cache.clear()
 
-  def shift(self, zone_id, until: int | None = None) -> float:
-    """Months to move `zone_id`'s season (0.0 for a zone not added: a batch's padding)."""
-    z = _text(zone_id)
+  @staticmethod
+  def _key(zone_id, year) -> str:
+    return _text(zone_id) if year is None else f"{year}/{_text(zone_id)}"
+
+  def shift(self, zone_id, until: int | None = None, year=None) -> float:
+    """Months to move `zone_id`'s season (of `year`, when added with one); 0.0 for a
+    zone not added (a batch's padding)."""
+    z = self._key(zone_id, year)
     if z not in self.parts:
       return 0.0
-    key = (self.region[z], until)
+    key = (self.pool[z], until)
     if key not in self._cache:
-      pool = [self.parts[o] for o in self.parts if self.region[o] == self.region[z]]
+      pool = [self.parts[o] for o in self.parts if self.pool[o] == self.pool[z]]
       self._cache[key] = estimate(sum(p[0] for p in pool), sum(p[1] for p in pool),
                                   self.target(self.region[z]), self.std, until)
     return self._cache[key]
@@ -192,12 +201,18 @@ class ZoneShifts:
     return np.array([self.shift(z, until) for z in zone_ids], np.float32)
 
   def summary(self, until: int | None = None) -> dict:
-    """{region: shift} (months, rounded to 2 decimals; a zone without a region under
-    its own id), for metrics.json and the predict log."""
+    """{region: shift} (months, rounded to 2 decimals; `year/region` for zones added
+    with a year; a zone without a region under its own id), for metrics.json and
+    the predict log."""
     first = {}
     for z in sorted(self.parts):
-      first.setdefault(self.region[z], z)
-    return {r: round(self.shift(z, until), 2) for r, z in sorted(first.items())}
+      year, region = self.pool[z]
+      first.setdefault(region if year is None else f"{year}/{region}", z)
+    return {r: round(self._shift_of_key(z, until), 2) for r, z in sorted(first.items())}
+
+  def _shift_of_key(self, z: str, until) -> float:
+    year, _ = self.pool[z]
+    return self.shift(z if year is None else z.split("/", 1)[1], until, year)
 
 
 def from_batches(raw_batches, mean, std, reference: dict | None = None) -> ZoneShifts:

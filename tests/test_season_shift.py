@@ -94,6 +94,18 @@ def test_zone_shifts_pool_the_zones_of_a_region():
   assert alone.shift("a_0") == pytest.approx(-0.4, abs=ss.STEP)
 
 
+def test_the_same_zone_in_two_years_is_two_zone_years():
+  """Zones added with their year pool within it: a zone and its region in 2022 and in
+  2023 get each year's own shift (predict maps zone-years of several years at once)."""
+  shifts = ss.ZoneShifts(_season(), np.full((12, 2), 500.0))
+  shifts.add(["a_0"], *_zone(0.0), regions=["a"], year=2022)
+  shifts.add(["a_0"], *_zone(0.6), regions=["a"], year=2023)
+  assert shifts.shift("a_0", year=2022) == pytest.approx(0.0, abs=ss.STEP)
+  assert shifts.shift("a_0", year=2023) == pytest.approx(-0.6, abs=ss.STEP)
+  assert shifts.summary() == {"2022/a": shifts.shift("a_0", year=2022),
+                              "2023/a": shifts.shift("a_0", year=2023)}
+
+
 def test_shift_batch_moves_each_example_by_its_own_shift():
   x = np.stack([_series([0, 10, 20]), _series([0, 10, 20])])
   out = ss.shift_batch(x, [0.0, 1.0])
@@ -189,7 +201,7 @@ def test_predict_aligns_each_region_and_records_the_shift(tmp_path, capsys):
         "--overlap", "4", *(["--until", until] if until else [])], capsys)
     assert rc == 0, err
     shift = float(re.search(r"season alignment \(jaxcrop.season_shift\): "
-                            r"\{'Testland': (-?[0-9.]+)\} months", stdout).group(1))
+                            r"\{'2023/Testland': (-?[0-9.]+)\} months", stdout).group(1))
     assert 0.3 <= shift <= 0.7, shift
     for i in range(2):
       assert json.loads((out / f"al_{i}" / "map.json").read_text())[

@@ -131,7 +131,7 @@ def read_imagery(zone: ZoneFolder, settings: MapSettings, meta=None,
   shift = None
   if align:
     shift = (shifts or zone_shifts([zone], meta, image[None], counts[None])).shift(
-        zone.zone_id, settings.until)
+        zone.zone_id, settings.until, zone.year)
   if cut:
     image, counts = in_season.cut_off(image, counts, settings.until)
   if align:
@@ -143,7 +143,7 @@ def read_imagery(zone: ZoneFolder, settings: MapSettings, meta=None,
 
 def zone_shifts(zones, meta, images=None, counts=None, reference=None):
   """`season_shift.ZoneShifts` of zone folders (their valid observations, pooled by
-  region) against the training profile of `reference` (a `season_shift.read_reference`
+  year and region) against the training profile of `reference` (a `season_shift.read_reference`
   record; None: `meta.mean`); images / counts: the zones' s2 and valid counts when
   already read (else read here, one zone at a time)."""
   from jaxcrop import season_shift
@@ -151,7 +151,7 @@ def zone_shifts(zones, meta, images=None, counts=None, reference=None):
   for i, z in enumerate(zones):
     image = z.read_image() if images is None else images[i]
     count = z.read_valid_count() if counts is None else counts[i]
-    out.add([z.zone_id], image[None], count[None], [z.zone.region])
+    out.add([z.zone_id], image[None], count[None], [z.zone.region], year=z.year)
   return out
 
 
