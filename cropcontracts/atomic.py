@@ -92,6 +92,24 @@ def write_json(path, obj) -> None:
   write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def read_record(path, fmt: str, fix: str) -> dict | None:
+  """The JSON record at `path` (local or gs://) whose "format" is `fmt`, written
+  whole by `write_text`; None when there is none; UserError "<path>: not a <fmt>
+  record; <fix>" for a file of another format or not JSON."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from cropcontracts.errors import UserError  # pylint: disable=g-import-not-at-top
+  path = epath.Path(os.fspath(path))
+  if not path.exists():
+    return None
+  try:
+    record = json.loads(path.read_text())
+  except ValueError:
+    record = {}
+  if not isinstance(record, dict) or record.get("format") != fmt:
+    raise UserError(f"{path}: not a {fmt} record; {fix}")
+  return record
+
+
 PARTIAL = ".*.partial"   # the temporaries of atomic_path (and of folders written whole)
 
 

@@ -150,19 +150,10 @@ def after_training(workdir, config, data, *, stopped: bool) -> dict | None:
 
 def read(workdir) -> dict | None:
   """workdir/calibration.json, or None when there is none; UserError for a record
-  of another format."""
-  from etils import epath      # local or gs://; not jaxcrop.checkpoint: predict
-  path = epath.Path(os.fspath(workdir)) / FILE   # stays free of the training stack
-  if not path.exists():
-    return None
-  try:
-    record = json.loads(path.read_text())
-  except ValueError:
-    record = {}
-  if not isinstance(record, dict) or record.get("format") != FORMAT:
-    raise UserError(f"{path}: not a {FORMAT} record; refit it with `python -m "
-                    f"jaxcrop.calibrate --workdir {workdir}`")
-  return record
+  of another format (`atomic.read_record`: local or gs://, and not jaxcrop.checkpoint,
+  so predict stays free of the training stack)."""
+  return atomic.read_record(os.path.join(os.fspath(workdir), FILE), FORMAT,
+                            f"refit it with `python -m jaxcrop.calibrate --workdir {workdir}`")
 
 
 def temperature(workdir, step: int) -> float:

@@ -229,20 +229,11 @@ def from_batches(raw_batches, mean, std, reference: dict | None = None) -> ZoneS
 
 def read_reference(workdir) -> dict | None:
   """workdir/`FILE` (a training workdir or a model release), None when absent;
-  UserError for a file of another format."""
-  from etils import epath      # local or gs://, as calibrate.read
-  from cropcontracts.errors import UserError
-  path = epath.Path(os.fspath(workdir)) / FILE
-  if not path.exists():
-    return None
-  try:
-    record = json.loads(path.read_text())
-  except ValueError:
-    record = {}
-  if not isinstance(record, dict) or record.get("format") != FORMAT:
-    raise UserError(f"{path}: not a {FORMAT} record; delete it and rerun `python -m "
-                    f"jaxcrop.train` with the same --workdir to write it again")
-  return record
+  UserError for a file of another format (`atomic.read_record`)."""
+  from cropcontracts import atomic
+  return atomic.read_record(os.path.join(os.fspath(workdir), FILE), FORMAT,
+                            "delete it and rerun `python -m jaxcrop.train` with the same "
+                            "--workdir to write it again")
 
 
 def _text(v) -> str:
