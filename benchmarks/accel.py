@@ -129,7 +129,7 @@ def predict_line(sizes: dict) -> dict:
   tile = sizes["tile"] or tiling.DEFAULT_TILE
   overlap = tiling.DEFAULT_OVERLAP if sizes["overlap"] is None else sizes["overlap"]
   b = bp.Bench(sizes["zone"], sizes["months"], sizes["variant"])
-  row, _ = bp.zone_line(b, tile, overlap, tiling.DEFAULT_BATCH, sizes["repeats"])
+  row, _, _ = bp.zone_line(b, tile, overlap, tiling.DEFAULT_BATCH, sizes["repeats"])
   return dict(row, name="accel_predict_zone", size=sizes["zone"], months=sizes["months"],
               tile=tile, overlap=overlap, batch=tiling.DEFAULT_BATCH,
               model=f"configs/hybrid.py {sizes['variant'] or 'default'}")

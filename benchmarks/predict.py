@@ -14,12 +14,16 @@ geopandas, pandas or scipy: it runs where only the JAX stack is installed). Meas
                       at their own shape: one compilation per shape).
   predict_zone        warm, best of `repeats`, at the command's default tiling
                       (`jaxcrop.maps.tiling.DEFAULT_*`: 512 px tiles, overlap 24,
-                      batch 1): ours against the naive approach (warm; no
-                      blending, so seams, and one compilation per edge shape);
+                      batch 1): ours (what predict runs: `models.inference_fn`)
+                      against the naive approach (model.apply, warm; no blending,
+                      so seams, and one compilation per edge shape);
                       km²/s, CPU seconds, XLA GFLOP per zone and, on an
                       accelerator, the hours for 550,000 km² (metropolitan France).
   predict_zone_tile256  ours at the default tiling against ours with --tile 256
                       --overlap 32 --batch 4 (5 x 5 tiles for 1000²).
+  predict_zone_encoder_chunks  ours against ours calling model.apply (the temporal
+                      encoder over a whole tile at once, not in pixel chunks:
+                      `hybrid.chunked_logits`), same tiling.
   predict_zone_host_floor  the same with a model that costs nothing: the host's
                       share per zone (pad, normalize, blend), a floor on any
                       accelerator, and France at that rate in one process.
@@ -117,6 +121,19 @@ def _compile_s(fn, variables, shapes, months: int, dtype=np.float32) -> float:
   return time.perf_counter() - t
 
 
+def _best_interleaved(fns, repeats: int) -> list[tuple[float, float]]:
+  """[(best wall seconds, its process CPU seconds)] of each callable, their `repeats`
+  runs interleaved (a, b, a, b, …): both sides get the same share of a noisy, shared
+  machine, which timing one after the other does not (as `benchmarks.train`)."""
+  times = [[] for _ in fns]
+  for _ in range(repeats):
+    for i, fn in enumerate(fns):
+      t, c = time.perf_counter(), time.process_time()
+      fn()
+      times[i].append((time.perf_counter() - t, time.process_time() - c))
+  return [min(ts) for ts in times]
+
+
 def _best(fn, repeats: int) -> float:
   """Best wall time of `repeats` runs (its process CPU time goes to _CPU["s"]:
   on a shared machine CPU seconds are steadier than wall seconds)."""
@@ -138,10 +155,11 @@ class Bench:
     import jax
     from configs import hybrid
     from cropcontracts import nomenclature
-    from jaxcrop.models import build_model
+    from jaxcrop.models import build_model, inference_fn
     self.nom = nomenclature.load()
     model = build_model(hybrid.get_config(variant).model, self.nom.num_classes)
-    self.apply_fn = lambda v, x: model.apply(v, x, train=False)
+    self.apply_fn = inference_fn(model)                    # what predict maps with
+    self.plain_fn = lambda v, x: model.apply(v, x, train=False)   # a notebook's call
     self.variables = jax.jit(lambda k: model.init(
         k, np.zeros((1, months, 32, 32, 4), np.float32), train=False))(jax.random.key(0))
     self.zone, self.image = memory_zone(size, months)
@@ -163,9 +181,11 @@ class Bench:
     return mapper(tiling.ZoneImagery(self.zone.zone_id, self.image))
 
 
-def zone_line(b: Bench, tile: int, overlap: int, batch: int, repeats: int):
-  """(`predict_zone` line without its reference, its unrounded best seconds): compile and
-  best warm seconds, km²/s, XLA GFLOP per zone (`python -m benchmarks accel`, `measures`).
+def zone_line(b: Bench, tile: int, overlap: int, batch: int, repeats: int, reference=None):
+  """(`predict_zone` line without its reference's fields, its unrounded best seconds,
+  the reference's (wall, CPU) best or None): compile and best warm seconds, km²/s, XLA
+  GFLOP per zone (`python -m benchmarks accel`, `measures`); `reference`, a callable
+  (warm), is timed interleaved with ours.
 
   The tile function is compiled ahead of time, once: timed alone, its cost analysis
   counted, and (on one device) its executable is what the mapper calls."""
@@ -181,15 +201,16 @@ def zone_line(b: Bench, tile: int, overlap: int, batch: int, repeats: int):
   if jax.local_device_count() == 1:            # several: the jitted fn takes sharded inputs
     m.tile_fn = compiled
   first = _best(lambda: b.predict(m), 1)
-  ours_s = _best(lambda: b.predict(m), repeats)
-  row = dict(name="predict_zone", ours_s=round(ours_s, 3), ours_cpu_s=round(_CPU["s"], 2),
+  fns = [lambda: b.predict(m)] + ([reference] if reference else [])
+  (ours_s, ours_cpu), *ref = _best_interleaved(fns, repeats)
+  row = dict(name="predict_zone", ours_s=round(ours_s, 3), ours_cpu_s=round(ours_cpu, 2),
              km2_per_s=round(b.km2 / ours_s, 3), compile_s=round(compile_s, 2),
              first_call_s=round(first, 2),
              model_pixels=_model_pixels(b.size, tile, overlap, batch),
              gflop_per_zone=round(xla_flops(compiled) * calls / 1e9, 1))
   if jax.default_backend() != "cpu":
     row["france_hours"] = round(FRANCE_KM2 / (b.km2 / ours_s) / 3600, 2)
-  return row, ours_s
+  return row, ours_s, (ref[0] if ref else None)
 
 
 def _batch(size: int, tile: int, overlap: int, batch: int) -> int:
@@ -260,15 +281,15 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int | N
   base = dict(size=size, months=months, tile=tile, overlap=overlap, batch=batch,
               backend=backend, devices=jax.local_device_count(),
               model=f"configs/hybrid.py {variant or 'default'}", zone="in memory")
-  f_naive = jax.jit(lambda v, x: b.apply_fn(v, x).argmax(-1))
+  f_naive = jax.jit(lambda v, x: b.plain_fn(v, x).argmax(-1))
   yield _compile_line(b, tile, overlap, batch, f_naive, base)
 
-  row, ours_s = zone_line(b, tile, overlap, batch, repeats)
-  naive_predict(f_naive, b.variables, b.image, b.meta, tile)         # warm the naive shapes
-  ref_s = _best(lambda: naive_predict(f_naive, b.variables, b.image, b.meta, tile), repeats)
-  row.update(reference="naive: non-overlapping tiles, batch 1, edge tiles at their "
-                       "own shape, no blending (warm)",
-             reference_s=round(ref_s, 2), reference_cpu_s=round(_CPU["s"], 2),
+  naive = lambda: naive_predict(f_naive, b.variables, b.image, b.meta, tile)
+  naive()                                      # warm the naive shapes
+  row, ours_s, (ref_s, ref_cpu) = zone_line(b, tile, overlap, batch, repeats, naive)
+  row.update(reference="naive: model.apply on non-overlapping tiles, batch 1, edge tiles "
+                       "at their own shape, no blending (warm; repeats interleaved with ours)",
+             reference_s=round(ref_s, 2), reference_cpu_s=round(ref_cpu, 2),
              ratio=round(ref_s / ours_s, 2), target_s=20.0 if backend == "cpu" else None,
              **base)
   yield row
@@ -282,6 +303,13 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int | N
              reference_s=round(s2, 2), reference_cpu_s=round(_CPU["s"], 2),
              ratio=round(s2 / ours_s, 2),
              reference_model_pixels=_model_pixels(size, t2, o2, b2), **base)
+  m3 = b.mapper(tile, overlap, batch, apply_fn=b.plain_fn)
+  b.predict(m3)                                # compile
+  s3 = _best(lambda: b.predict(m3), repeats)
+  yield dict(name="predict_zone_encoder_chunks", ours_s=row["ours_s"],
+             reference="ours with model.apply, the temporal encoder over the whole tile at "
+                       "once (not hybrid.chunked_logits)",
+             reference_s=round(s3, 2), ratio=round(s3 / ours_s, 2), **base)
   yield _host_floor_line(b, tile, overlap, batch, repeats, base)
   yield write_line(b, tile, overlap, batch, repeats)
 

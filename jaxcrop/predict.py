@@ -119,7 +119,9 @@ def _run(args) -> int:
       align_season=bool(trained.config.data.get("align_season", False)))
   _check_probs(args, trained)
   temp = calibrate.temperature(args.workdir, getattr(trained, "step", None))
-  apply_fn = lambda v, x, **inputs: trained.model.apply(v, x, train=False, **inputs) / temp
+  from jaxcrop.models import inference_fn   # pylint: disable=g-import-not-at-top
+  infer = inference_fn(trained.model)        # a flat hybrid: its encoder in pixel chunks
+  apply_fn = lambda v, x, **inputs: infer(v, x, **inputs) / temp
   compatibility.check_tile(apply_fn, trained.variables, trained.meta, settings)  # the tile
   mapper = ZoneMapper(apply_fn, trained.variables, trained.meta, settings)
   if temp != 1.0:

@@ -192,7 +192,7 @@ def test_train_predict_accel_need_only_the_jax_stack(tmp_path):
     lines.setdefault(line["name"], []).append(line)
   assert list(lines) == [
       "train_step_tiny", "predict_compile", "predict_zone", "predict_zone_tile64",
-      "predict_zone_host_floor", "write_outputs", "accel_device", "accel_train_step",
+      "predict_zone_encoder_chunks", "predict_zone_host_floor", "write_outputs", "accel_device", "accel_train_step",
       "accel_predict_zone", "accel_torch", "accel_largest_batch", "accel_done"]
   (train,) = lines["train_step_tiny"]
   assert (train["batch"], train["patch"], train["dtype"]) == (2, 16, "float32")

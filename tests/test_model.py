@@ -188,3 +188,26 @@ def test_resize_up_path_is_bilinear_then_3x3_conv():
   logits = model.apply(variables, X)
   assert logits.shape == (2, 16, 16, 5) and np.isfinite(np.asarray(logits)).all()
   sgd_step_lowers_the_loss(model, variables)
+
+
+@pytest.mark.parametrize("encoder, valid_count", [("cnn", "none"), ("cnn", "channel"),
+                                                  ("attention", "mask")])
+def test_chunked_logits_are_the_models_logits(encoder, valid_count):
+  """Maps run the temporal encoder over chunks of pixels (`chunked_logits`, what
+  `models.inference_fn` gives predict for a flat hybrid): the same logits as
+  model.apply, within float rounding, whether the pixels split into chunks or not."""
+  from configs.hybrid import get_config
+  from jaxcrop.models import build_model, chunked_logits, inference_fn
+  cfg = get_config("tiny").model
+  cfg.update(encoder=encoder, valid_count=valid_count)
+  model = build_model(cfg, 5)
+  x = jax.random.normal(jax.random.key(0), (2, 3, 16, 16, 4))
+  count = jax.random.randint(jax.random.key(1), (2, 3, 16, 16), 0, 3).astype(jnp.float32)
+  inputs = {} if valid_count == "none" else {"valid_count": count}
+  v = model.init(jax.random.key(2), x, **inputs)
+  want = model.apply(v, x, train=False, **inputs)
+  for chunk in (64, 512, 100):                     # 8 chunks, 1 chunk, not a divisor: 1
+    got = chunked_logits(model, v, x, chunk=chunk, **inputs)
+    assert got.shape == want.shape == (2, 16, 16, 5) and got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(inference_fn(model)(v, x, **inputs), want, rtol=1e-5, atol=1e-5)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from jaxcrop.models.heads import HierarchicalModel  # noqa: F401
 from jaxcrop.models.hybrid import (HybridModel, TemporalEncoder, UNet,  # noqa: F401
-                                   unet_min_side)
+                                   chunked_logits, unet_min_side)
 from jaxcrop.models.pixel import PixelModel  # noqa: F401
 from jaxcrop.models.temporal import AttentionEncoder  # noqa: F401
 from cropcontracts.errors import UserError
@@ -32,6 +32,16 @@ def head_kind(cfg_model) -> str:
 def needs_valid_count(cfg_model) -> bool:
   """True when the model takes the per-month valid-observation counts as input."""
   return cfg_model.get("valid_count", "none") != "none"
+
+
+def inference_fn(model):
+  """(variables, x [B, T, H, W, C], **inputs) → logits f32 [B, H, W, K] of `model` at
+  inference, as maps are made: a flat HybridModel through `hybrid.chunked_logits`
+  (the temporal encoder over chunks of pixels: the same logits within float rounding,
+  faster on large tiles), any other model through `model.apply(…, train=False)`."""
+  if isinstance(model, HybridModel):
+    return lambda variables, x, **inputs: chunked_logits(model, variables, x, **inputs)
+  return lambda variables, x, **inputs: model.apply(variables, x, train=False, **inputs)
 
 
 def build_model(cfg_model, num_classes: int, tree=None):

@@ -251,20 +251,69 @@ def pixel_features(x, valid, train: bool, *, encoder: str, temporal: dict, atten
   bool [B, T, H, W] or None) → features [B, H, W, D].
 
   Call it inside a compact `__call__`: the encoder is the caller's submodule
-  `temporal` (cnn: `TemporalEncoder(**temporal)`, attention:
-  `AttentionEncoder(**attention)`). Pixels are folded into the batch
+  `temporal` (`encoder_module`). Pixels are folded into the batch
   ([B·H·W, T, C]), so BatchNorm's statistics are over all pixels of the batch.
   """
+  b, _, h, w, _ = x.shape
+  pixels, flat_valid = fold_pixels(x, valid)
+  enc = encoder_module(encoder, temporal, attention, dtype, name="temporal")
+  kw = {"valid": flat_valid} if encoder == "attention" else {}
+  return enc(pixels, train, **kw).reshape(b, h, w, -1)
+
+
+def fold_pixels(x, valid=None):
+  """(pixels [B·H·W, T, C], valid [B·H·W, T] or None) of x [B, T, H, W, C] (valid
+  bool [B, T, H, W] or None): each pixel's series, pixels in row-major order."""
   b, t, h, w, c = x.shape
-  pixels = jnp.moveaxis(x, 1, 3).reshape(b * h * w, t, c)   # [B·H·W, T, C]
+  flat_valid = None if valid is None else jnp.moveaxis(valid, 1, 3).reshape(b * h * w, t)
+  return jnp.moveaxis(x, 1, 3).reshape(b * h * w, t, c), flat_valid
+
+
+def encoder_module(encoder: str, temporal: dict, attention, dtype, name=None):
+  """The temporal encoder by `model.encoder`: cnn → `TemporalEncoder(**temporal)`,
+  attention → `AttentionEncoder(**attention)`."""
   if encoder == "attention":
-    enc = AttentionEncoder(**dict(attention or {}), dtype=dtype, name="temporal")
-    flat_valid = None if valid is None else jnp.moveaxis(valid, 1, 3).reshape(b * h * w, t)
-    return enc(pixels, train, valid=flat_valid).reshape(b, h, w, -1)
+    return AttentionEncoder(**dict(attention or {}), dtype=dtype, name=name)
   if encoder == "cnn":
-    enc = TemporalEncoder(**temporal, dtype=dtype, name="temporal")
-    return enc(pixels, train).reshape(b, h, w, -1)
+    return TemporalEncoder(**temporal, dtype=dtype, name=name)
   raise UserError(f"unknown model.encoder {encoder!r}; expected cnn or attention")
+
+
+# Pixels per chunk of `chunked_logits`: its best of 4096 / 16384 / 65536 on a 512² tile of
+# the default model (2-core CPU, 2026-12-06: 1.53 / 1.47 / 1.69 s against 1.94 s unchunked).
+PIXEL_CHUNK = 16384
+
+
+def chunked_logits(model: "HybridModel", variables, x, valid_count=None, *,
+                   chunk: int = PIXEL_CHUNK):
+  """`model.apply(variables, x, train=False, valid_count=…)` of a HybridModel, with the
+  temporal encoder run over `chunk` pixels at a time (`lax.map`), then the U-Net.
+
+  The encoder treats every pixel on its own at inference (BatchNorm uses its running
+  statistics), so the logits are the model's, within float rounding (tested); but
+  its activations, [pixels, T, features] per layer (0.8 GB per layer for a 512² tile
+  of the default model), stay chunk-sized and in cache instead of streaming
+  through memory: a 512² tile of the default model maps 1.3× faster on a CPU
+  (module constants). x [B, T, H, W, C] → logits f32 [B, H, W, K]; when B·H·W is
+  not a multiple of `chunk` (small tiles), one chunk of all the pixels.
+  """
+  x, valid = valid_count_inputs(x, valid_count, model.valid_count, model.encoder)
+  b, t, h, w, c = x.shape
+  n = b * h * w
+  chunk = chunk if n % chunk == 0 else n
+  pixels, flat_valid = fold_pixels(x, valid)
+  enc = encoder_module(model.encoder, model.temporal, model.attention, model.dtype)
+  part = lambda name: {k: v[name] for k, v in variables.items() if name in v}
+
+  def encode(args):
+    p, v = args
+    return enc.apply(part("temporal"), p, False,
+                     **({"valid": v} if model.encoder == "attention" else {}))
+  chunks = (pixels.reshape(n // chunk, chunk, t, c),
+            None if flat_valid is None else flat_valid.reshape(n // chunk, chunk, t))
+  feats = jax.lax.map(encode, chunks).reshape(b, h, w, -1)
+  unet = UNet(model.num_classes, **model.unet, dtype=model.dtype)
+  return unet.apply(part("unet"), feats, False).astype(jnp.float32)
 
 
 VALID_COUNT = ("none", "channel", "mask")
