@@ -330,10 +330,7 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
     predictors["baseline"] = lambda x, **_: baseline.predict(clf, x)
   # The checkpoint's statistics, as predict uses: a rebuilt dataset's own
   # moments (other folds, other zones) would shift every input the model sees.
-  shifts = {}    # season alignment: the zone-years' shifts by year, the training reference
-  if cfg.data.get("align_season", False):
-    from jaxcrop import season_shift  # pylint: disable=g-import-not-at-top
-    shifts["reference"] = season_shift.read_reference(workdir)
+  shifts = alignment(cfg, workdir)           # season alignment, when the model has it
   pixels = collect(split_batches(cfg, data, split, meta, shifts), predictors, max_batches)
   result = {"split": split, "checkpoint": which, "step": trained.step,
             "dataset": cfg.data.builder_config,
@@ -355,22 +352,37 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
   if cfg.get("years") and split == cfg.data.test_split:    # a year-held-out run
     result["unseen_year"] = _unseen_year(cfg, data, meta, predictors, max_batches, pixels,
                                          result, shifts)
-  if "reference" in shifts:
-    result["season_shift"] = {
-        "months": {y: z.summary() for y, z in shifts.items() if y != "reference"},
-        "reference": "training split's profile per region (season_reference.json)"
-                     if shifts["reference"] else "the checkpoint's mean (no "
-                     "season_reference.json)",
-        "note": "each zone-year moved in time by this many months (later when > 0) onto "
-                "the training years' calendar before the model and the baseline saw it: "
-                "one shift per region and year, from the valid observations of all the "
-                "year's zones (data.align_season, jaxcrop.season_shift)"}
+  if shifts:
+    result["season_shift"] = season_shift_section(shifts)
   note = ("synthetic demo dataset: these numbers test the pipeline, they are not "
           "real-world results" if cfg.data.builder_config.startswith("demo") else "")
   out = checkpoint.workdir_path(out_dir) if out_dir else workdir / "eval"
   write_outputs(out, result, note, class_names)
   reliability.write_figures(out, result["calibration"], result["split"])
   return result
+
+
+def alignment(cfg, workdir) -> dict:
+  """The season alignment state of an evaluation (`data.align_season`): {"reference":
+  workdir's `season_shift.read_reference` record or None}, to which `year_shifts`
+  adds the zone-years' shifts by year; {} for a model that does not align."""
+  if not cfg.data.get("align_season", False):
+    return {}
+  from jaxcrop import season_shift  # pylint: disable=g-import-not-at-top
+  return {"reference": season_shift.read_reference(workdir)}
+
+
+def season_shift_section(shifts: dict) -> dict:
+  """metrics.json's `season_shift`: the months each region was moved, by year."""
+  return {
+      "months": {y: z.summary() for y, z in shifts.items() if y != "reference"},
+      "reference": "training split's profile per region (season_reference.json)"
+                   if shifts["reference"] else "the checkpoint's mean (no "
+                   "season_reference.json)",
+      "note": "each zone-year moved in time by this many months (later when > 0) onto "
+              "the training years' calendar before the model and the baseline saw it: "
+              "one shift per region and year, from the valid observations of all the "
+              "year's zones (data.align_season, jaxcrop.season_shift)"}
 
 
 def split_batches(cfg, data, split: str, meta, shifts: dict | None = None):
