@@ -406,8 +406,7 @@ def split_batches(cfg, data, split: str, meta, shifts: dict | None = None):
                                   meta.std))
       count = b.pop("valid_count")
       if with_count:
-        b["valid_count"] = season_shift.shift_batch(count[..., None], by)[..., 0].astype(
-            np.float32)
+        b["valid_count"] = season_shift.shift_counts(count, by).astype(np.float32)
       yield b
   return aligned()
 

@@ -32,7 +32,7 @@ from cropcontracts import years as years_lib
 from jaxcrop import baseline, in_season, metrics
 from jaxcrop.evaluate import collect, parcel_votes
 from jaxcrop.input_pipeline import normalize
-from jaxcrop.season_shift import shift_batch
+from jaxcrop.season_shift import shift_batch, shift_counts
 from jaxcrop.tables import markdown_table
 
 
@@ -55,7 +55,7 @@ def cut_predictor(fn, until: int, meta, with_count: bool, column: int | None = N
     if column is not None:
       by = season_shift[:, column]
       image = shift_batch(image, by, until)
-      count = shift_batch(count[..., None], by, until)[..., 0]
+      count = shift_counts(count, by, until)
     inputs = {"valid_count": count.astype(np.float32)} if with_count else {}
     return fn(normalize(image, meta.mean, meta.std), **inputs)
   return predict

@@ -163,12 +163,15 @@ class ZoneShifts:
     z = self._key(zone_id, year)
     if z not in self.parts:
       return 0.0
-    key = (self.pool[z], until)
-    if key not in self._cache:
-      pool = [self.parts[o] for o in self.parts if self.pool[o] == self.pool[z]]
-      self._cache[key] = estimate(sum(p[0] for p in pool), sum(p[1] for p in pool),
-                                  self.target(self.region[z]), self.std, until)
-    return self._cache[key]
+    return self._pooled(self.pool[z], until)
+
+  def _pooled(self, pool: tuple, until) -> float:
+    """The shift of the zones of `pool` ((year, region)), cached per cut-off."""
+    if (pool, until) not in self._cache:
+      parts = [self.parts[o] for o in self.parts if self.pool[o] == pool]
+      self._cache[pool, until] = estimate(sum(p[0] for p in parts), sum(p[1] for p in parts),
+                                          self.target(pool[1]), self.std, until)
+    return self._cache[pool, until]
 
   def target(self, region) -> np.ndarray:
     """float [T, C] the training profile a zone of `region` is aligned to: the
@@ -204,15 +207,9 @@ class ZoneShifts:
     """{region: shift} (months, rounded to 2 decimals; `year/region` for zones added
     with a year; a zone without a region under its own id), for metrics.json and
     the predict log."""
-    first = {}
-    for z in sorted(self.parts):
-      year, region = self.pool[z]
-      first.setdefault(region if year is None else f"{year}/{region}", z)
-    return {r: round(self._shift_of_key(z, until), 2) for r, z in sorted(first.items())}
-
-  def _shift_of_key(self, z: str, until) -> float:
-    year, _ = self.pool[z]
-    return self.shift(z if year is None else z.split("/", 1)[1], until, year)
+    pools = sorted(set(self.pool.values()), key=lambda p: (str(p[0]), p[1]))
+    return {(r if y is None else f"{y}/{r}"): round(self._pooled((y, r), until), 2)
+            for y, r in pools}
 
 
 def from_batches(raw_batches, mean, std, reference: dict | None = None) -> ZoneShifts:
@@ -247,3 +244,9 @@ def shift_batch(image, shifts, until: int | None = None):
     if s:
       out[i] = shift_months(out[i], float(s), until)
   return out
+
+
+def shift_counts(valid_count, shifts, until: int | None = None):
+  """`shift_batch` of valid counts [B, T, H, W] (no band axis; a valid-count model's
+  input moves with its image)."""
+  return shift_batch(np.asarray(valid_count)[..., None], shifts, until)[..., 0]

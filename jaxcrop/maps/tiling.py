@@ -137,7 +137,7 @@ def read_imagery(zone: ZoneFolder, settings: MapSettings, meta=None,
   if align:
     from jaxcrop import season_shift
     image = season_shift.shift_months(image, shift, settings.until)
-    counts = season_shift.shift_months(counts[..., None], shift, settings.until)[..., 0]
+    counts = season_shift.shift_counts(counts[None], [shift], settings.until)[0]
   return ZoneImagery(zone.zone_id, image, counts if settings.valid_count else None, shift)
 
 
