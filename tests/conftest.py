@@ -33,6 +33,12 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 _FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
+# One OpenMP thread per process (scikit-learn's gradient boosting, the baseline): the
+# suite runs two workers on two cores, and libgomp's threads spin at each barrier while
+# the other worker holds the core: the tiny baseline's fit took 0.75-13.5 s with two
+# threads on the loaded machine, 0.04 s with one. Child processes inherit it. Set before
+# any OpenMP runtime loads (scikit-learn is imported later, by the code under test).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import jax  # noqa: E402  (after JAX_PLATFORMS)
 
