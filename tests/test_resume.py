@@ -192,13 +192,13 @@ def test_prep_killed_mid_write_then_rerun_leaves_no_temporary(stage, name, ref, 
 
 def test_two_composites_and_labels_on_one_zone_at_once_all_end_valid(ref, tmp_path):
   """They take turns on the zone folder's lock: no meta.json section is lost."""
-  out = tmp_path / "zones"
-  procs = [start(_prep_cmd(ref, s, out)) for s in ("imagery", "imagery", "labels")]
+  out, zones = tmp_path / "zones", ["demo-north_1"]
+  procs = [start(_prep_cmd(ref, s, out, zones)) for s in ("imagery", "imagery", "labels")]
   for p in procs:
     _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err[-3000:]
-  assert_complete_stages_equal_ref(out, ref / "zones", "imagery", all_done=True)
-  assert_complete_stages_equal_ref(out, ref / "zones", "labels", all_done=True)
+  assert_complete_stages_equal_ref(out, ref / "zones", "imagery", all_done=True, zones=zones)
+  assert_complete_stages_equal_ref(out, ref / "zones", "labels", all_done=True, zones=zones)
   assert temporaries(out) == []
 
 
