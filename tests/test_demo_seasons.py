@@ -82,7 +82,8 @@ def test_years_written_in_processes_equal_years_written_one_after_the_other(tmp_
   zone per region and a scene a month (the processes are forked: they see the
   smaller spec too)."""
   from prep import demo
-  monkeypatch.setattr(demo, "SMALL", dataclasses.replace(SMALL, zones_per_region=1, scene_step_days=30))
+  monkeypatch.setattr(demo, "SMALL", dataclasses.replace(SMALL, zones_per_region=1,
+                                                         scene_step_days=30))
   demo.make_demo(tmp_path / "parallel", small=True, years=[2022, 2023], progress=False)
   monkeypatch.setattr(demo.os, "sched_getaffinity", lambda pid: {0})   # one core
   demo.make_demo(tmp_path / "serial", small=True, years=[2022, 2023], progress=False)
