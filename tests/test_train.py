@@ -240,10 +240,13 @@ def _two_processes(workdir, out):
     port = str(s.getsockname()[1])
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  return [subprocess.Popen([sys.executable, "-c", _TWO_PROCESSES, str(i), port, str(workdir)],
-                           cwd=repo, env=env, stdin=subprocess.PIPE,
-                           stdout=(out / f"{i}.txt").open("w"), stderr=subprocess.STDOUT,
-                           text=True) for i in range(2)]
+  procs = []
+  for i in range(2):
+    with (out / f"{i}.txt").open("w") as log:
+      procs.append(subprocess.Popen(
+          [sys.executable, "-c", _TWO_PROCESSES, str(i), port, str(workdir)], cwd=repo,
+          env=env, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, text=True))
+  return procs
 
 
 def _steps(procs, out, n):
