@@ -205,18 +205,16 @@ def test_multihost_detection():
 
 _TWO_PROCESSES = r"""
 import sys
-pid, port, workdir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+pid, port, workdir, sigterm_at = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 import jax
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2,
                            process_id=pid)
 from tests.fixtures import FakeData, tiny_config
 from jaxcrop import train
-config = tiny_config(num_steps=10, eval_every=5)
-result = train.train_and_evaluate(config, workdir, data=FakeData(sigterm_at=3 if pid else None))
-print("STEP", result["step"], flush=True)
-sys.stdin.readline()                 # the test has read the stopped run's checkpoint
-result = train.train_and_evaluate(config, workdir, data=FakeData())
+from cropcontracts.errors import UserError
+data = FakeData(sigterm_at=sigterm_at if pid == 1 and sigterm_at >= 0 else None)
+result = train.train_and_evaluate(tiny_config(num_steps=10, eval_every=5), workdir, data=data)
 print("STEP", result["step"], flush=True)
 """
 
@@ -232,62 +230,33 @@ class DoubledData(FakeData):
       yield {k: np.concatenate([v, v]) for k, v in b.items()}
 
 
-def _two_processes(workdir, out):
-  """Starts _TWO_PROCESSES on workdir: their stdout and stderr go to out/0.txt, out/1.txt."""
+def _two_processes(workdir, sigterm_at):
   import socket
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = str(s.getsockname()[1])
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  procs = []
-  for i in range(2):
-    with (out / f"{i}.txt").open("w") as log:
-      procs.append(subprocess.Popen(
-          [sys.executable, "-c", _TWO_PROCESSES, str(i), port, str(workdir)], cwd=repo,
-          env=env, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, text=True))
-  return procs
-
-
-def _steps(procs, out, n):
-  """Waits until each process has printed its n-th `STEP s` line; ([s, s], outputs)."""
-  import time
-  t0 = time.monotonic()
-  while True:
-    outs = [(out / f"{i}.txt").read_text() for i in range(2)]
-    if all(o.count("STEP ") >= n for o in outs):
-      return [int(o.split("STEP ")[n].split()[0]) for o in outs], outs
-    for p, o in zip(procs, outs):
-      assert p.poll() is None, o[-3000:]
-    assert time.monotonic() - t0 < 240, outs
-    time.sleep(0.05)
+  procs = [subprocess.Popen([sys.executable, "-c", _TWO_PROCESSES, str(i), port,
+                             str(workdir), str(sigterm_at)], cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  outs = [p.communicate(timeout=240)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  return [int(out.rsplit("STEP ", 1)[1].split()[0]) for out in outs], outs
 
 
 def test_two_hosts_stop_together_on_sigterm_and_resume(tmp_path):
   """A TPU pod's preemption, on 2 CPU processes: SIGTERM reaches one of them; both
   stop at the same step, save it, and the rerun ends where an uninterrupted run
-  ends (the same as one process fed both processes' data). The two processes do
-  the rerun too, once the stopped run's checkpoint has been read here (a process
-  start and JAX's import cost seconds; the rerun restores from the checkpoint)."""
-  procs = _two_processes(tmp_path / "w", tmp_path)
-  try:
-    steps, outs = _steps(procs, tmp_path, 1)
-    assert steps[0] == steps[1] < 10, outs
-    assert "SIGTERM" in outs[1] and "stopping at step" in outs[0]
-    assert checkpoint.load_trained(tmp_path / "w", "last").step == steps[0]
-    for p in procs:
-      p.stdin.write("rerun\n")
-      p.stdin.close()
-    for p in procs:
-      p.wait(timeout=240)
-    steps, outs = _steps(procs, tmp_path, 2)
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  assert [p.returncode for p in procs] == [0, 0], outs
+  ends (the same as one process fed both processes' data)."""
+  steps, outs = _two_processes(tmp_path / "w", sigterm_at=3)
+  assert steps[0] == steps[1] < 10, outs
+  assert "SIGTERM" in outs[1] and "stopping at step" in outs[0]
+  assert checkpoint.load_trained(tmp_path / "w", "last").step == steps[0]
+  steps, outs = _two_processes(tmp_path / "w", sigterm_at=-1)
   assert steps == [10, 10], outs
-  assert "resuming from step" in outs[0].split("STEP ")[1], outs
   train.train_and_evaluate(tiny_config(num_steps=10, eval_every=5), tmp_path / "one",
                            data=DoubledData())
   assert_trees_close(params_of(tmp_path / "w"), params_of(tmp_path / "one"), atol=1e-5)
