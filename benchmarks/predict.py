@@ -22,8 +22,8 @@ geopandas, pandas or scipy: it runs where only the JAX stack is installed). Meas
   predict_zone_tile256  ours at the default tiling against ours with --tile 256
                       --overlap 32 --batch 4 (5 x 5 tiles for 1000²).
   predict_zone_encoder_chunks  ours against ours calling model.apply (the temporal
-                      encoder over a whole tile at once, not in pixel chunks:
-                      `hybrid.chunked_logits`), same tiling.
+                      encoder over a whole tile at once, the BatchNorms as they are;
+                      not `hybrid.chunked_logits`), same tiling.
   predict_zone_host_floor  the same with a model that costs nothing: the host's
                       share per zone (pad, normalize, blend), a floor on any
                       accelerator, and France at that rate in one process.
@@ -308,7 +308,7 @@ def measures(size: int = 1000, months: int = 12, repeats: int = 2, tile: int | N
   s3 = _best(lambda: b.predict(m3), repeats)
   yield dict(name="predict_zone_encoder_chunks", ours_s=row["ours_s"],
              reference="ours with model.apply, the temporal encoder over the whole tile at "
-                       "once (not hybrid.chunked_logits)",
+                       "once, the BatchNorms as they are (not hybrid.chunked_logits)",
              reference_s=round(s3, 2), ratio=round(s3 / ours_s, 2), **base)
   yield _host_floor_line(b, tile, overlap, batch, repeats, base)
   yield write_line(b, tile, overlap, batch, repeats)

@@ -190,6 +190,42 @@ def test_resize_up_path_is_bilinear_then_3x3_conv():
   sgd_step_lowers_the_loss(model, variables)
 
 
+def trained_like(variables):
+  """variables with BatchNorm statistics and affine parameters away from their init (mean 0,
+  variance 1, scale 1, bias 0), where folding them into the convolutions would be exact."""
+  keys = iter(jax.random.split(jax.random.key(7), 1000))
+
+  def move(path, a):
+    name = jax.tree_util.keystr(path)
+    if "BatchNorm" not in name:
+      return a
+    r = jax.random.uniform(next(keys), a.shape)
+    return 0.5 + 1.5 * r if name.endswith("['var']") or name.endswith("['scale']") else r - 0.5
+  return jax.tree_util.tree_map_with_path(move, variables)
+
+
+def test_fold_batch_norm_by_hand():
+  """kernel·s and β − μ·s, s = γ/√(σ² + eps), per output channel; other modules kept."""
+  from jaxcrop.models.hybrid import BATCH_NORM_EPS, block_rows, fold_batch_norm
+  params = {"block": {"Conv_0": {"kernel": np.ones((3, 2, 2), np.float32)},
+                      "BatchNorm_0": {"scale": np.array([2.0, 1.0], np.float32),
+                                      "bias": np.array([1.0, 0.0], np.float32)}},
+            "head": {"kernel": np.full((2, 5), 3.0, np.float32)}}
+  stats = {"block": {"BatchNorm_0": {"mean": np.array([0.5, -1.0], np.float32),
+                                     "var": np.array([3.0, 0.0], np.float32)}}}
+  folded = fold_batch_norm(params, stats)
+  s = np.array([2 / np.sqrt(3 + BATCH_NORM_EPS), 1 / np.sqrt(BATCH_NORM_EPS)])
+  np.testing.assert_allclose(folded["block"]["Conv_0"]["kernel"], np.ones((3, 2, 2)) * s,
+                             rtol=1e-6)
+  np.testing.assert_allclose(folded["block"]["Conv_0"]["bias"], [1 - 0.5 * s[0], 1 * s[1]],
+                             rtol=1e-6)
+  assert set(folded["block"]) == {"Conv_0"} and folded["head"]["kernel"] is params["head"]["kernel"]
+  # rows per block: the largest divisor of the height within the chunk's pixels
+  assert [block_rows(512, 512, 16384), block_rows(16, 16, 64), block_rows(16, 16, 512),
+          block_rows(16, 16, 100), block_rows(10, 3, 7), block_rows(7, 50, 16)] == [32, 4, 16,
+                                                                                    4, 2, 1]
+
+
 @pytest.mark.parametrize("encoder, valid_count", [("cnn", "none"), ("cnn", "channel"),
                                                   ("attention", "mask")])
 def test_chunked_logits_are_the_models_logits(encoder, valid_count):
@@ -204,9 +240,9 @@ def test_chunked_logits_are_the_models_logits(encoder, valid_count):
   x = jax.random.normal(jax.random.key(0), (2, 3, 16, 16, 4))
   count = jax.random.randint(jax.random.key(1), (2, 3, 16, 16), 0, 3).astype(jnp.float32)
   inputs = {} if valid_count == "none" else {"valid_count": count}
-  v = model.init(jax.random.key(2), x, **inputs)
+  v = trained_like(model.init(jax.random.key(2), x, **inputs))
   want = model.apply(v, x, train=False, **inputs)
-  for chunk in (64, 512, 100):                     # 8 chunks, 1 chunk, not a divisor: 1
+  for chunk in (64, 512, 100):                     # blocks of 4 rows, of 16, of 4
     got = chunked_logits(model, v, x, chunk=chunk, **inputs)
     assert got.shape == want.shape == (2, 16, 16, 5) and got.dtype == jnp.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -37,10 +37,11 @@ def needs_valid_count(cfg_model) -> bool:
 def inference_fn(model):
   """(variables, x [B, T, H, W, C], **inputs) → logits f32 [B, H, W, K] of `model` at
   inference, as maps are made: on a CPU, a flat HybridModel through
-  `hybrid.chunked_logits` (the temporal encoder over chunks of pixels: the same logits
-  within float rounding, 1.1–1.25× faster on 512² tiles, docs/benchmarks.md); any
-  other model, and every model on an accelerator (where it was not measured: a GPU's
-  memory bandwidth is not a CPU's), through `model.apply(…, train=False)`."""
+  `hybrid.chunked_logits` (the temporal encoder over blocks of image rows, the
+  BatchNorms folded into their convolutions: the same logits within float rounding,
+  faster on 512² tiles, docs/benchmarks.md); any other model, and every model on an
+  accelerator (where it was not measured: a GPU's memory bandwidth is not a CPU's),
+  through `model.apply(…, train=False)`."""
   import jax  # pylint: disable=g-import-not-at-top
   if isinstance(model, HybridModel) and jax.default_backend() == "cpu":
     return lambda variables, x, **inputs: chunked_logits(model, variables, x, **inputs)

@@ -22,6 +22,9 @@ import jax.numpy as jnp
 from cropcontracts.errors import UserError
 from jaxcrop.models.temporal import AttentionEncoder
 
+BATCH_NORM_EPS = 1e-5   # Flax's default, named: `fold_batch_norm` needs the same
+
+
 def make_norm(kind: str, *, train: bool, dtype: Any, reduction_axes=None):
   """A normalization layer by name: batch | layer | group | none.
 
@@ -29,7 +32,8 @@ def make_norm(kind: str, *, train: bool, dtype: Any, reduction_axes=None):
   mean subtraction (zero gradient, which Adam turns into float-noise updates).
   """
   if kind == "batch":
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype)
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=BATCH_NORM_EPS,
+                        dtype=dtype)
   if kind == "layer":
     return nn.LayerNorm(dtype=dtype)
   if kind == "group":
@@ -153,6 +157,10 @@ class UpConv2x2(nn.ConvTranspose):
   the matmul and its gradients far faster than the dilated convolution it
   emits for the transposed conv's kernel gradient (the slowest ops of the
   default config's train step in an XLA CPU profile; measured in docs/model.md).
+  The matmul is [B·H·W, Cin] @ [Cin, 2·2·Cout], pixels first: an einsum straight to
+  [B, H, 2, W, 2, Cout] let XLA compute it pixels last and transpose the input and
+  the output around it (4 % of the default U-Net's time on a 512² tile,
+  docs/benchmarks.md).
 
   x [B, H, W, Cin] → [B, 2H, 2W, Cout].
   """
@@ -165,8 +173,10 @@ class UpConv2x2(nn.ConvTranspose):
                         self.param_dtype)
     bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
     x, kernel, bias = self.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = jnp.einsum("bhwc,ijco->bhiwjo", x, kernel[::-1, ::-1])   # [B, H, 2, W, 2, Cout]
-    return y.reshape(b, 2 * h, 2 * w, self.features) + bias
+    k = kernel[::-1, ::-1].transpose(2, 0, 1, 3).reshape(cin, 4 * self.features)  # [Cin, (i, j, o)]
+    y = x.reshape(b * h * w, cin) @ k + jnp.tile(bias, 4)
+    y = y.reshape(b, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)  # [B, H, 2, W, 2, Cout]
+    return y.reshape(b, 2 * h, 2 * w, self.features)
 
 
 def unet_min_side(depth: int) -> int:
@@ -284,34 +294,93 @@ def encoder_module(encoder: str, temporal: dict, attention, dtype, name=None):
 PIXEL_CHUNK = 16384
 
 
+def fold_batch_norm(params, batch_stats, eps: float = BATCH_NORM_EPS) -> dict:
+  """The parameters of the same network at inference with each BatchNorm folded into the
+  convolution before it: for every module holding `Conv_i` and `BatchNorm_i` (the
+  temporal encoder's layers, the U-Net's ConvBlocks), one `Conv_i` with
+  kernel·s and bias β − μ·s, s = γ / √(σ² + eps) per output channel (μ, σ² the
+  running statistics, γ, β the BatchNorm's scale and bias). The result is the
+  parameters of the model with `norm="none"` where it had `norm="batch"` (its
+  convolutions then have biases; `inference_twin`). Other modules are kept as they are.
+
+  params, batch_stats: the model's variables["params"], variables["batch_stats"].
+  """
+  out = {}
+  for name, sub in params.items():
+    if not hasattr(sub, "items"):
+      out[name] = sub
+      continue
+    stats = batch_stats.get(name, {})
+    norms = {k for k in sub if k.startswith("BatchNorm_")}
+    if not norms:
+      out[name] = fold_batch_norm(sub, stats, eps)
+      continue
+    folded = {k: v for k, v in sub.items() if k not in norms and not k.startswith("Conv_")}
+    for k in (k for k in sub if k.startswith("Conv_")):
+      bn, st = sub[f"BatchNorm_{k[5:]}"], stats[f"BatchNorm_{k[5:]}"]
+      scale = bn["scale"] / jnp.sqrt(st["var"] + eps)
+      folded[k] = {"kernel": sub[k]["kernel"] * scale, "bias": bn["bias"] - st["mean"] * scale}
+    out[name] = folded
+  return out
+
+
+def inference_twin(model: "HybridModel", variables):
+  """(model, variables) computing `model.apply(variables, …, train=False)`'s logits, within
+  float rounding, with each BatchNorm folded into its convolution (`fold_batch_norm`):
+  one pass less over every activation it normalized. A part of the model with another
+  norm is kept as it is."""
+  temporal, unet = dict(model.temporal), dict(model.unet)
+  if "batch" not in (temporal.get("norm", TemporalEncoder.norm), unet.get("norm", UNet.norm)):
+    return model, variables
+  if model.encoder == "cnn" and temporal.get("norm", TemporalEncoder.norm) == "batch":
+    temporal["norm"] = "none"
+  if unet.get("norm", UNet.norm) == "batch":
+    unet["norm"] = "none"
+  params = fold_batch_norm(variables["params"], variables.get("batch_stats", {}))
+  return model.clone(temporal=temporal, unet=unet), {"params": params}
+
+
+def block_rows(height: int, width: int, chunk: int) -> int:
+  """Image rows per block of `chunked_logits`: the largest divisor of `height` whose rows
+  hold at most `chunk` pixels (at least one row)."""
+  most = max(1, chunk // width)
+  return max(r for r in range(1, min(most, height) + 1) if height % r == 0)
+
+
 def chunked_logits(model: "HybridModel", variables, x, valid_count=None, *,
                    chunk: int = PIXEL_CHUNK):
-  """`model.apply(variables, x, train=False, valid_count=…)` of a HybridModel, with the
-  temporal encoder run over `chunk` pixels at a time (`lax.map`), then the U-Net.
+  """`model.apply(variables, x, train=False, valid_count=…)` of a HybridModel, computed for
+  maps: the temporal encoder over blocks of image rows of at most `chunk` pixels
+  (`lax.map`, `block_rows`), then the U-Net, with the BatchNorms folded into their
+  convolutions (`inference_twin`).
 
   The encoder treats every pixel on its own at inference (BatchNorm uses its running
   statistics), so the logits are the model's, within float rounding (tested); but
   its activations, [pixels, T, features] per layer (0.8 GB per layer for a 512² tile
-  of the default model), stay chunk-sized and in cache instead of streaming
-  through memory: a 512² tile of the default model maps 1.3× faster on a CPU
-  (module constants). x [B, T, H, W, C] → logits f32 [B, H, W, K]; when B·H·W is
-  not a multiple of `chunk` (small tiles), one chunk of all the pixels.
+  of the default model), stay block-sized and in cache instead of streaming
+  through memory, and each block's pixels are gathered from [T, rows, W, C] in the
+  loop rather than by a transpose of the whole tile first: a 512² tile of the
+  default model maps 1.3× faster on a CPU (docs/benchmarks.md).
+  x [B, T, H, W, C] → logits f32 [B, H, W, K].
   """
+  model, variables = inference_twin(model, variables)
   x, valid = valid_count_inputs(x, valid_count, model.valid_count, model.encoder)
   b, t, h, w, c = x.shape
-  n = b * h * w
-  chunk = chunk if n % chunk == 0 else n
-  pixels, flat_valid = fold_pixels(x, valid)
+  rows = block_rows(h, w, chunk)
+  per_image = h // rows
+  xb = x.reshape(b, t, per_image, rows, w, c)
+  vb = None if valid is None else valid.reshape(b, t, per_image, rows, w)
   enc = encoder_module(model.encoder, model.temporal, model.attention, model.dtype)
   part = lambda name: {k: v[name] for k, v in variables.items() if name in v}
 
-  def encode(args):
-    p, v = args
-    return enc.apply(part("temporal"), p, False,
-                     **({"valid": v} if model.encoder == "attention" else {}))
-  chunks = (pixels.reshape(n // chunk, chunk, t, c),
-            None if flat_valid is None else flat_valid.reshape(n // chunk, chunk, t))
-  feats = jax.lax.map(encode, chunks).reshape(b, h, w, -1)
+  def encode(i):
+    image, block = i // per_image, i % per_image
+    pixels = jnp.moveaxis(xb[image, :, block], 0, 2).reshape(rows * w, t, c)  # [r·W, T, C]
+    if vb is None:
+      return enc.apply(part("temporal"), pixels, False)
+    flat_valid = jnp.moveaxis(vb[image, :, block], 0, 2).reshape(rows * w, t)
+    return enc.apply(part("temporal"), pixels, False, valid=flat_valid)
+  feats = jax.lax.map(encode, jnp.arange(b * per_image)).reshape(b, h, w, -1)
   unet = UNet(model.num_classes, **model.unet, dtype=model.dtype)
   return unet.apply(part("unet"), feats, False).astype(jnp.float32)
 
