@@ -63,15 +63,15 @@ def pipeline_vs_step(lines: list[dict]) -> dict | None:
 def run_stage(module: str, args=()) -> list[dict]:
   """Runs `python -m module [args]`, echoes and returns its JSON lines."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-  proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
-                          text=True, env=env)
   lines = []
-  for raw in proc.stdout:
-    raw = raw.strip()
-    if raw.startswith("{"):
-      lines.append(json.loads(raw))
-      print(raw, flush=True)
-  if proc.wait() != 0:
+  with subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
+                        text=True, env=env) as proc:     # closes the pipe: no ResourceWarning
+    for raw in proc.stdout:
+      raw = raw.strip()
+      if raw.startswith("{"):
+        lines.append(json.loads(raw))
+        print(raw, flush=True)
+  if proc.returncode != 0:
     lines.append({"name": f"{module} failed", "returncode": proc.returncode})
     print(json.dumps(lines[-1]), flush=True)
   return lines

@@ -44,6 +44,25 @@ def test_a_failed_stage_or_a_differing_result_is_exit_1(monkeypatch):
   assert cli.main(["data"]) == 1
 
 
+def test_a_stage_is_a_process_its_json_lines_echoed_its_pipe_closed(tmp_path, capsys):
+  """run_stage: the child's JSON lines come back and are echoed; a failed child is one line
+  with its exit status; the pipe from the child is closed (it was not: a ResourceWarning
+  that the parent printed after each stage)."""
+  import gc
+  import warnings
+  line = tmp_path / "line.json"
+  line.write_text('{"name": "x", "v": 1}')
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    lines = cli.run_stage("json.tool", ("--compact", str(line)))
+    failed = cli.run_stage("json.tool", (str(tmp_path / "missing.json"),))
+    gc.collect()
+  assert lines == [{"name": "x", "v": 1}]
+  assert failed[-1]["name"] == "json.tool failed" and failed[-1]["returncode"] != 0
+  assert capsys.readouterr().out.splitlines()[0] == '{"name":"x","v":1}'
+  assert not [w for w in caught if issubclass(w.category, ResourceWarning)], caught
+
+
 def test_python_dash_m_benchmarks_help():
   res = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], capture_output=True,
                        text=True, check=True)
