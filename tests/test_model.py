@@ -226,6 +226,22 @@ def test_fold_batch_norm_by_hand():
                                                                                     4, 2, 1]
 
 
+@pytest.mark.parametrize("temporal_norm, unet_norm", [("batch", "group"), ("layer", "batch"),
+                                                      ("none", "layer")])
+def test_chunked_logits_fold_only_the_batch_norms(temporal_norm, unet_norm):
+  """A model whose encoder and U-Net normalize differently: `chunked_logits` folds the
+  BatchNorms it has and keeps the other norms, the logits model.apply's."""
+  from configs.hybrid import get_config
+  from jaxcrop.models import build_model, chunked_logits
+  cfg = get_config("tiny").model
+  cfg.temporal.norm, cfg.unet.norm = temporal_norm, unet_norm
+  model = build_model(cfg, 5)
+  x = jax.random.normal(jax.random.key(0), (1, 3, 16, 16, 4))
+  v = trained_like(model.init(jax.random.key(2), x))
+  np.testing.assert_allclose(chunked_logits(model, v, x, chunk=64),
+                             model.apply(v, x, train=False), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("encoder, valid_count", [("cnn", "none"), ("cnn", "channel"),
                                                   ("attention", "mask")])
 def test_chunked_logits_are_the_models_logits(encoder, valid_count):

@@ -330,11 +330,14 @@ def inference_twin(model: "HybridModel", variables):
   one pass less over every activation it normalized. A part of the model with another
   norm is kept as it is."""
   temporal, unet = dict(model.temporal), dict(model.unet)
-  if "batch" not in (temporal.get("norm", TemporalEncoder.norm), unet.get("norm", UNet.norm)):
+  fold_temporal = (model.encoder == "cnn"
+                   and temporal.get("norm", TemporalEncoder.norm) == "batch")
+  fold_unet = unet.get("norm", UNet.norm) == "batch"
+  if not (fold_temporal or fold_unet):
     return model, variables
-  if model.encoder == "cnn" and temporal.get("norm", TemporalEncoder.norm) == "batch":
+  if fold_temporal:
     temporal["norm"] = "none"
-  if unet.get("norm", UNet.norm) == "batch":
+  if fold_unet:
     unet["norm"] = "none"
   params = fold_batch_norm(variables["params"], variables.get("batch_stats", {}))
   return model.clone(temporal=temporal, unet=unet), {"params": params}
