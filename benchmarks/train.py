@@ -17,7 +17,9 @@ a bf16 measure is added (`model.dtype="bfloat16"`; torch autocast bf16). Every
 line gives `gflop_per_s` (model FLOPs of one train step, XLA cost_analysis, per
 second) and MFU = that over the chip's peak for the dtype run: a GPU's dense
 peak (TF32 for f32, bf16 for bf16), a CPU's f32 FMA peak (`cpu_peak_flops`),
-the basis named in `mfu_against`; and, as every benchmark line, the load at its
+the basis named in `mfu_against`; `share_of_matmul`, the same over what one large
+f32 matmul reaches on this chip in the same process (`matmul_flops`: a CPU's nominal
+peak ignores its turbo clock); and, as every benchmark line, the load at its
 start (`benchmarks.load`).
 """
 from __future__ import annotations
@@ -236,6 +238,22 @@ def matmul_precision() -> str | None:
   return getattr(jax.config, "jax_default_matmul_precision", None)
 
 
+def matmul_flops(n: int, repeats: int = 5) -> float:
+  """FLOP/s of one jitted float32 [n, n] @ [n, n] on JAX's default device, best of `repeats`.
+
+  A roofline measured in the same process as the step: what XLA's own matmul reaches on this
+  chip now. On a CPU it exceeds the nominal peak whenever the cores run above their base
+  clock (`cpu_peak_flops` reads the TSC's, no turbo: 2 cores x 2.1 GHz x 64 = 269 GFLOP/s,
+  against 399-409 measured for n = 1024-2048 on this project's machine, 2026-12-07), so
+  `share_of_matmul` is the train line's share of what this chip does reach, and `mfu` of a
+  datasheet figure.
+  """
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  product = jax.jit(lambda m: m @ m).lower(a).compile()
+  jax.block_until_ready(product(a))
+  return 2 * n ** 3 / _best_time(lambda: jax.block_until_ready(product(a)), repeats, 1)
+
+
 def mfu(flops_per_step: float, seconds_per_step: float, peak: float) -> float:
   """Model FLOP utilization: achieved FLOP/s over the peak."""
   return flops_per_step / seconds_per_step / peak
@@ -295,6 +313,7 @@ def measures(tiny: bool = False):
   on_cpu = backend == "cpu"
   kind = getattr(device, "device_kind", device.platform)
   torch, ref_device, ref_name = _torch_reference(backend)
+  matmul = matmul_flops(64 if tiny else 2048 if on_cpu else 8192)
   for variant, dtype, batch, side, steps, repeats in _runs(backend, tiny):
     config = get_config(variant)
     config.model.dtype = dtype
@@ -316,6 +335,7 @@ def measures(tiny: bool = False):
     peak = _cpu_peak() if on_cpu else peak_flops(kind, dtype, matmul_precision())
     if peak:
       rec.update(mfu=mfu(flops, ours, peak[0]), peak_flops=peak[0], mfu_against=peak[1])
+    rec.update(matmul_gflop_per_s=matmul / 1e9, share_of_matmul=flops / ours / matmul)
     rec.update(compare(ours, ref, pixels, backend, ref_device))
     if ref_name:
       rec["reference_device"] = ref_name

@@ -225,6 +225,8 @@ def test_train_predict_accel_need_only_the_jax_stack(tmp_path):
                                                * train["ours_steps_per_s"])
   assert train["mfu"] == pytest.approx(train["gflop_per_s"] * 1e9 / train["peak_flops"])
   assert "f32 FLOP/cycle" in train["mfu_against"]
+  assert train["share_of_matmul"] == pytest.approx(train["gflop_per_s"]
+                                                   / train["matmul_gflop_per_s"])
   for l in [l for v in lines.values() for l in v]:   # times rounded to 0.01 s may be 0
     assert all(v >= 0 for k, v in l.items() if k.endswith("_s") and isinstance(v, float)), l
     assert l["loaded"] == (l["load_avg"] > l["cpus"]) and l["cpus"] >= 1, l   # every line

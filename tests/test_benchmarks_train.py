@@ -191,6 +191,18 @@ def test_peak_by_chip_and_dtype_and_mfu_by_hand():
   assert bench_train.mfu(2.97e12, 0.02, 494.7e12) == pytest.approx(0.30, abs=1e-3)
 
 
+def test_matmul_roofline_is_2n3_flop_over_the_best_time(monkeypatch):
+  timed = []
+
+  def best_time(fn, repeats, steps):
+    timed.append(fn().shape)               # the callable runs the product (and blocks on it)
+    return 0.004
+  monkeypatch.setattr(bench_train, "_best_time", best_time)
+  # [64, 64] @ [64, 64]: 2 * 64^3 = 524,288 FLOP in 4 ms = 131.072 MFLOP/s.
+  assert bench_train.matmul_flops(64) == pytest.approx(131.072e6)
+  assert timed == [(64, 64)]
+
+
 @pytest.mark.parametrize("kind,dtype,precision,peak,arith", [
     ("TPU v5 lite", "bfloat16", None, 197e12, "bf16"),        # v5e: not v5p's "TPU v5"
     ("TPU v5", "float32", None, 459e12, "bf16"),              # v5p on a TPU VM
