@@ -1,4 +1,6 @@
-"""Hybrid model: shapes, side check, bf16, parameter count, the norm and up-path options."""
+"""Hybrid model: shapes, side check, bf16, parameter count, the norm and up-path options,
+the BatchNorm + ReLU gradient by hand."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -263,3 +265,79 @@ def test_chunked_logits_are_the_models_logits(encoder, valid_count):
     assert got.shape == want.shape == (2, 16, 16, 5) and got.dtype == jnp.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(inference_fn(model)(v, x, **inputs), want, rtol=1e-5, atol=1e-5)
+
+
+class _FlaxNormReLU(nn.Module):
+  """The layer `hybrid.BatchNorm(relu=True)` replaces: Flax's BatchNorm, then a ReLU."""
+  train: bool
+  dtype: object = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.relu(nn.BatchNorm(use_running_average=not self.train, momentum=0.9,
+                                epsilon=1e-5, dtype=self.dtype)(x))
+
+
+class _OurNormReLU(_FlaxNormReLU):
+  @nn.compact
+  def __call__(self, x):
+    from jaxcrop.models.hybrid import norm_relu
+    return norm_relu("batch", train=self.train, dtype=self.dtype)(x)
+
+
+@pytest.mark.parametrize("dtype, tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+def test_batch_norm_relu_is_flax_batch_norm_then_relu(dtype, tol):
+  """Same variables (names, init), outputs, running averages and gradients as Flax's
+  BatchNorm followed by a ReLU, in training and in evaluation; channels where the ReLU
+  keeps everything (bias +3) and nothing (bias −3) included."""
+  x = (jax.random.normal(jax.random.key(0), (3, 5, 4)) * 2 + 0.5).astype(dtype)
+  init = {"train": _FlaxNormReLU(True, dtype).init(jax.random.key(1), x),
+          "ours": _OurNormReLU(True, dtype).init(jax.random.key(1), x)}
+  assert jax.tree.map(jnp.shape, init["train"]) == jax.tree.map(jnp.shape, init["ours"]) == {
+      "params": {"BatchNorm_0": {"scale": (4,), "bias": (4,)}},
+      "batch_stats": {"BatchNorm_0": {"mean": (4,), "var": (4,)}}}
+  params = {"BatchNorm_0": {"scale": jnp.array([0.5, 1.0, 1.5, 2.0]),
+                            "bias": jnp.array([3.0, -3.0, 0.2, -0.1])}}
+  stats = {"BatchNorm_0": {"mean": jnp.array([0.1, 0.2, 0.3, 0.4]),
+                           "var": jnp.array([1.0, 2.0, 3.0, 4.0])}}
+  weight = jnp.sin(jnp.arange(x.size, dtype=jnp.float32)).reshape(x.shape)
+
+  def run(module):
+    def loss(p, x):
+      y, new = module.apply({"params": p, "batch_stats": stats}, x, mutable=["batch_stats"])
+      return (y.astype(jnp.float32) * weight).sum(), (y, new["batch_stats"])
+    (grads, dx), (y, new) = jax.grad(loss, (0, 1), has_aux=True)(params, x)
+    return y, new, grads, dx
+  want, got = run(_FlaxNormReLU(True, dtype)), run(_OurNormReLU(True, dtype))
+  assert got[0].dtype == want[0].dtype == dtype and got[3].dtype == dtype
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                               rtol=tol, atol=tol)
+  y = np.asarray(got[0], np.float32)
+  assert (y[..., 0] > 0).all() and (y[..., 1] == 0).all()        # the two extreme channels
+  assert float(jnp.abs(got[2]["BatchNorm_0"]["scale"][1])) == 0  # no gradient through a dead ReLU
+  evaluated = [m.apply({"params": params, "batch_stats": stats}, x)
+               for m in (_FlaxNormReLU(False, dtype), _OurNormReLU(False, dtype))]
+  np.testing.assert_array_equal(np.asarray(evaluated[0], np.float32),
+                                np.asarray(evaluated[1], np.float32))
+
+
+def test_batch_norm_relu_gradient_by_hand():
+  """dβ = Σ g, dγ = Σ g·x̂, dx = γ·r·(g − (dβ + x̂·dγ)/n) with g = dy·[y > 0], on one channel
+  of four values worked out here: x = (0, 1, 2, 5), μ = 2, σ² = 3.5, γ = 2, β = −0.5."""
+  from jaxcrop.models.hybrid import batch_norm_relu
+  x = jnp.array([[0.0], [1.0], [2.0], [5.0]])
+  r = 1 / np.sqrt(3.5 + 1e-5)
+  x_hat = (np.array([0.0, 1.0, 2.0, 5.0]) - 2) * r          # (-1.069, -0.534, 0, 1.604)
+  y_want = np.maximum(2 * x_hat - 0.5, 0)                    # only the last one is > 0
+  dy = jnp.array([[1.0], [2.0], [3.0], [4.0]])
+  (y, mean, var), vjp = jax.vjp(lambda x, s, b: batch_norm_relu(x, s, b, 1e-5), x,
+                                jnp.array([2.0]), jnp.array([-0.5]))
+  np.testing.assert_allclose(y[:, 0], y_want, rtol=1e-6)
+  np.testing.assert_allclose([mean[0], var[0]], [2.0, 3.5], rtol=1e-6)
+  dx, dscale, dbias = vjp((dy, jnp.zeros(1), jnp.zeros(1)))
+  g = np.array([0.0, 0.0, 0.0, 4.0])
+  dbias_want, dscale_want = g.sum(), (g * x_hat).sum()       # 4 and 4·1.604
+  np.testing.assert_allclose([dbias[0], dscale[0]], [dbias_want, dscale_want], rtol=1e-6)
+  np.testing.assert_allclose(dx[:, 0], 2 * r * (g - (dbias_want + x_hat * dscale_want) / 4),
+                             rtol=1e-5, atol=1e-6)
