@@ -268,7 +268,7 @@ def test_chunked_logits_are_the_models_logits(encoder, valid_count):
 
 
 class _FlaxNormReLU(nn.Module):
-  """The layer `hybrid.BatchNorm(relu=True)` replaces: Flax's BatchNorm, then a ReLU."""
+  """The layers `hybrid.BatchNorm` replaces: Flax's BatchNorm, then a ReLU."""
   train: bool
   dtype: object = jnp.float32
 
