@@ -80,12 +80,19 @@ def _band(name: str, unit: str | None = None):
 
 def zone_item(folder, zone, nomenclature, months, model: dict | None = None):
   """The pystac.Item of a zone's map folder (the files it holds: see the module doc)."""
+  item = _zone_item_without_assets(zone, nomenclature, months, model)
+  _add_map_assets(item, pathlib.Path(folder), nomenclature)
+  return item
+
+
+def _zone_item_without_assets(zone, nomenclature, months, model: dict | None):
+  """The Item of a zone (a Zone or a ZoneFolder): footprint, season, the model's
+  properties, projection; the raster and classification extensions declared."""
   import pystac
   from pystac.extensions.classification import ClassificationExtension
   from pystac.extensions.projection import ProjectionExtension
   from pystac.extensions.raster import RasterExtension
   from shapely.geometry import box, mapping
-  folder = pathlib.Path(folder)
   z = zone.zone if hasattr(zone, "zone") else zone
   bbox = list(z.bounds_in("EPSG:4326"))
   start, end = season(months)
@@ -104,6 +111,14 @@ def zone_item(folder, zone, nomenclature, months, model: dict | None = None):
              transform=list(z.transform)[:6], bbox=list(z.bounds))
   RasterExtension.add_to(item)
   ClassificationExtension.add_to(item)
+  return item
+
+
+def _add_map_assets(item, folder: pathlib.Path, nomenclature) -> None:
+  """Adds to `item` an asset for each map file `folder` holds, with its bands and classes."""
+  import pystac
+  from pystac.extensions.classification import ClassificationExtension
+  from pystac.extensions.raster import RasterExtension
   files = {p.name for p in folder.iterdir()}
 
   def add(key, name, title, roles):
@@ -142,7 +157,6 @@ def zone_item(folder, zone, nomenclature, months, model: dict | None = None):
       ["data"])
   files.add("map.json")           # written last, after the Item: the completeness record
   add("map_json", "map.json", "jaxcrop map record", ["metadata"])
-  return item
 
 
 def write_json(path, obj: dict, what: str) -> pathlib.Path:
