@@ -321,12 +321,7 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
   tap = calibrate.Tap(calibrate.logits_fn_of(trained))   # the model's classes; logits kept
   predictors, clf = {"model": tap}, None
   if with_baseline:
-    base_cfg = cfg.eval.baseline
-    clf = baseline.fit_or_load(
-        baseline_dir or workdir, lambda: data.eval_batches(cfg.data, cfg.data.train_split, meta),
-        total_labelled=int(np.sum(meta.class_pixel_counts)), max_pixels=base_cfg.max_pixels,
-        max_iter=base_cfg.get("max_iter", 100), seed=cfg.seed, train_split=cfg.data.train_split,
-        classes=class_names)
+    clf = _baseline(cfg, data, meta, baseline_dir or workdir)
     predictors["baseline"] = lambda x, **_: baseline.predict(clf, x)
   # The checkpoint's statistics, as predict uses: a rebuilt dataset's own
   # moments (other folds, other zones) would shift every input the model sees.
@@ -360,6 +355,17 @@ def evaluate(workdir, *, which="best", split=None, with_baseline=True, data=None
   write_outputs(out, result, note, class_names)
   reliability.write_figures(out, result["calibration"], result["split"])
   return result
+
+
+def _baseline(cfg, data, meta, folder):
+  """The per-pixel baseline of `cfg`'s training split, fitted once and cached in `folder`
+  (`baseline.fit_or_load`)."""
+  base_cfg = cfg.eval.baseline
+  return baseline.fit_or_load(
+      folder, lambda: data.eval_batches(cfg.data, cfg.data.train_split, meta),
+      total_labelled=int(np.sum(meta.class_pixel_counts)), max_pixels=base_cfg.max_pixels,
+      max_iter=base_cfg.get("max_iter", 100), seed=cfg.seed, train_split=cfg.data.train_split,
+      classes=list(meta.class_names))
 
 
 def alignment(cfg, workdir) -> dict:
