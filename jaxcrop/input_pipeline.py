@@ -208,10 +208,14 @@ def _options(tf, cfg_data):
   """tf.data options. `deterministic` (default True) keeps the element order
   fixed under parallel maps, which resume and the multi-device equality rely
   on; False lets parallel maps hand out whatever is ready first (faster when
-  the host is busy; the data seen per epoch is unchanged)."""
+  the host is busy; the data seen per epoch is unchanged). Autotuning is off:
+  its model thread sleeps up to a minute between two passes, and destroying a
+  finished iterator waited for it (37–57 s at the end of each demo training,
+  docs/benchmarks.md); `AUTOTUNE` maps then run as many calls as there are cores."""
   opts = tf.data.Options()
   opts.deterministic = bool(cfg_data.get("deterministic", True))
   opts.experimental_optimization.map_parallelization = True
+  opts.autotune.enabled = False
   return opts
 
 

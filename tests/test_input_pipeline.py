@@ -245,3 +245,12 @@ def test_valid_count_delivered_when_asked_and_augmented_with_the_image(data):
   e = next(ip.eval_batches(cfg, "test"))
   assert e["valid_count"].shape == (5, 12, 16, 16)
   assert "valid_count" not in next(ip.eval_batches(config(data_dir), "test"))
+
+
+def test_tf_data_autotuning_is_off():
+  """tf.data's autotuning thread slept up to a minute before a finished training's
+  iterator could be destroyed (a gdb backtrace: ~RootDataset::Iterator waiting on
+  Model::OptimizeLoop), 37–57 s at the end of every demo training (docs/benchmarks.md)."""
+  from jaxcrop.input_pipeline import _options, import_tf
+  opts = _options(import_tf(), {"deterministic": True})
+  assert opts.autotune.enabled is False and opts.deterministic is True
