@@ -42,6 +42,7 @@ import numpy as np
 
 from benchmarks import stamped, xla_flops
 from cropcontracts import cli
+from jaxcrop import host_memory
 
 FRANCE_KM2 = 550_000
 
@@ -325,7 +326,7 @@ def main(argv=None) -> int:
   ap.add_argument("--repeats", type=int, default=2)
   ap.add_argument("--tiny", action="store_true",
                   help="a 64-px zone of 2 months, the tiny model, 32-px tiles (tests)")
-  return cli.main(ap, _run, argv)
+  return cli.main(ap, host_memory.first(_run), argv)   # as the predict command runs
 
 
 def _run(args) -> None:

@@ -35,7 +35,7 @@ import numpy as np
 from configs.hybrid import get_config
 from cropcontracts import cli
 from cropcontracts.zonefolder import NO_LABEL
-from jaxcrop import losses, train
+from jaxcrop import host_memory, losses, train
 from jaxcrop.models import build_model
 
 from benchmarks import stamped, xla_flops
@@ -346,7 +346,7 @@ def main(argv=None) -> int:
   ap = cli.ArgumentParser(prog="python -m benchmarks.train", description=__doc__)
   ap.add_argument("--tiny", action="store_true",
                   help="the tiny config, batch 2 of 16 px, one step: seconds (tests)")
-  return cli.main(ap, _run, argv)
+  return cli.main(ap, host_memory.first(_run), argv)   # as the train command runs
 
 
 def _run(args) -> int:

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 from cropcontracts import cli as base
 from cropcontracts.errors import UserError
 from jaxcrop import config as config_lib
+from jaxcrop import host_memory
 
 CONFIG = "--config"
 
@@ -121,8 +122,9 @@ class ArgumentParser(base.ArgumentParser):
 def main(parser: ArgumentParser, body: Callable[[argparse.Namespace], int | None],
          argv: Sequence[str] | None = None) -> int:
   """`cropcontracts.cli.main` (parse argv, None: sys.argv[1:], then body(args) →
-  the exit status), with absl marked as parsed first."""
+  the exit status), absl marked as parsed first; the body runs with the host allocator
+  set for XLA:CPU (`host_memory.first`)."""
   from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
   if not absl_flags.FLAGS.is_parsed():   # absl logging (Orbax) then logs without a warning
     absl_flags.FLAGS.mark_as_parsed()
-  return base.main(parser, body, argv)
+  return base.main(parser, host_memory.first(body), argv)

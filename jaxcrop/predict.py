@@ -38,7 +38,7 @@ import sys
 from cropcontracts import cli
 from cropcontracts.errors import UserError
 from cropcontracts.zonefolder import open_zone
-from jaxcrop import calibrate, in_season, release, season_shift
+from jaxcrop import calibrate, host_memory, in_season, release, season_shift
 from jaxcrop.maps import compatibility, runner
 from jaxcrop.maps.geotiff import check_output, write_outputs
 from jaxcrop.maps.parcels import check_geometries_source
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
   ap.add_argument("--prefetch", type=int, default=2,
                   help="zones read ahead on a thread while the model runs (default: "
                        "%(default)s)")
-  return cli.main(ap, _run, argv)
+  return cli.main(ap, host_memory.first(_run), argv)
 
 
 def _run(args) -> int:
