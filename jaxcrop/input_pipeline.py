@@ -336,6 +336,31 @@ def random_cut_off(image, count, untils, key, rate: float = 1.0):
   return tf.cond(chosen, cut, lambda: (image, count))
 
 
+def _training_example(tf, meta, *, seed: int, untils, cut_off_rate: float, max_shift: float,
+                      with_count: bool, augmented: bool):
+  """(index, (image, label, count)) → a training example {image, label[, valid_count]}:
+  the in-season cut-off, normalization, the season shift and the augmentation of
+  `train_iterator`, each drawn from the key (seed, index)."""
+  @tf.autograph.experimental.do_not_convert
+  def prepare(index, example):
+    image, label, count = example
+    key = tf.stack([tf.constant(seed, tf.int64), index])
+    if untils:
+      image, count = random_cut_off(image, count, untils, key, cut_off_rate)
+    image = normalize(image, meta.mean, meta.std)
+    if max_shift:
+      image = random_time_shift(image, max_shift, key)
+    if with_count:   # one more channel through the same symmetry, then split off
+      image = tf.concat([image, tf.cast(count, tf.float32)[..., None]], -1)
+    if augmented:
+      image, label = augment(image, label, key)
+    out = {"image": image, "label": tf.cast(label, tf.int32)}
+    if with_count:
+      out["image"], out["valid_count"] = image[..., :-1], image[..., -1]
+    return out
+  return prepare
+
+
 def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict]:
   """Infinite batches of this process's training examples.
 
@@ -379,24 +404,9 @@ def train_iterator(cfg_data, *, seed: int, start_step: int = 0) -> Iterator[dict
     return base.shuffle(buffer, seed=seed * _SEED_STRIDE + e,
                         reshuffle_each_iteration=False)
 
-  @tf.autograph.experimental.do_not_convert
-  def prepare(index, example):
-    image, label, count = example
-    key = tf.stack([tf.constant(seed, tf.int64), index])
-    if untils:
-      image, count = random_cut_off(image, count, untils, key, cut_off_rate)
-    image = normalize(image, meta.mean, meta.std)
-    if max_shift:
-      image = random_time_shift(image, max_shift, key)
-    if with_count:   # one more channel through the same symmetry, then split off
-      image = tf.concat([image, tf.cast(count, tf.float32)[..., None]], -1)
-    if cfg_data.get("augment", True):
-      image, label = augment(image, label, key)
-    out = {"image": image, "label": tf.cast(label, tf.int32)}
-    if with_count:
-      out["image"], out["valid_count"] = image[..., :-1], image[..., -1]
-    return out
-
+  prepare = _training_example(tf, meta, seed=seed, untils=untils, cut_off_rate=cut_off_rate,
+                              max_shift=max_shift, with_count=with_count,
+                              augmented=cfg_data.get("augment", True))
   ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch)
   ds = ds.enumerate(start=first_epoch * n).skip(offset)
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
