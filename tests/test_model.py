@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs.hybrid import get_config
-from jaxcrop.models import build_model, unet_min_side
+from jaxcrop.models import TemporalEncoder, build_model, unet_min_side
 
 
 def tiny_model_cfg(**temporal):
@@ -271,28 +271,33 @@ class _FlaxNormReLU(nn.Module):
   """The layers `hybrid.BatchNorm` replaces: Flax's BatchNorm, then a ReLU."""
   train: bool
   dtype: object = jnp.float32
+  axis: int = -1
 
   @nn.compact
   def __call__(self, x):
     return nn.relu(nn.BatchNorm(use_running_average=not self.train, momentum=0.9,
-                                epsilon=1e-5, dtype=self.dtype)(x))
+                                epsilon=1e-5, dtype=self.dtype, axis=self.axis)(x))
 
 
 class _OurNormReLU(_FlaxNormReLU):
   @nn.compact
   def __call__(self, x):
     from jaxcrop.models.hybrid import norm_relu
-    return norm_relu("batch", train=self.train, dtype=self.dtype)(x)
+    return norm_relu("batch", train=self.train, dtype=self.dtype, axis=self.axis)(x)
 
 
-@pytest.mark.parametrize("dtype, tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
-def test_batch_norm_relu_is_flax_batch_norm_then_relu(dtype, tol):
+@pytest.mark.parametrize("dtype, tol, axis", [(jnp.float32, 1e-5, -1), (jnp.bfloat16, 2e-2, -1),
+                                              (jnp.float32, 1e-5, 0)])
+def test_batch_norm_relu_is_flax_batch_norm_then_relu(dtype, tol, axis):
   """Same variables (names, init), outputs, running averages and gradients as Flax's
   BatchNorm followed by a ReLU, in training and in evaluation; channels where the ReLU
-  keeps everything (bias +3) and nothing (bias −3) included."""
+  keeps everything (bias +3) and nothing (bias −3) included; the features last, or first
+  (axis 0: the pixels-last series [C, T, N] of `TemporalEncoder.pixels_last`)."""
   x = (jax.random.normal(jax.random.key(0), (3, 5, 4)) * 2 + 0.5).astype(dtype)
-  init = {"train": _FlaxNormReLU(True, dtype).init(jax.random.key(1), x),
-          "ours": _OurNormReLU(True, dtype).init(jax.random.key(1), x)}
+  if axis == 0:
+    x = x.transpose(2, 1, 0)                                # [4, 5, 3]: the features first
+  init = {"train": _FlaxNormReLU(True, dtype, axis).init(jax.random.key(1), x),
+          "ours": _OurNormReLU(True, dtype, axis).init(jax.random.key(1), x)}
   assert jax.tree.map(jnp.shape, init["train"]) == jax.tree.map(jnp.shape, init["ours"]) == {
       "params": {"BatchNorm_0": {"scale": (4,), "bias": (4,)}},
       "batch_stats": {"BatchNorm_0": {"mean": (4,), "var": (4,)}}}
@@ -308,36 +313,107 @@ def test_batch_norm_relu_is_flax_batch_norm_then_relu(dtype, tol):
       return (y.astype(jnp.float32) * weight).sum(), (y, new["batch_stats"])
     (grads, dx), (y, new) = jax.grad(loss, (0, 1), has_aux=True)(params, x)
     return y, new, grads, dx
-  want, got = run(_FlaxNormReLU(True, dtype)), run(_OurNormReLU(True, dtype))
+  want, got = run(_FlaxNormReLU(True, dtype, axis)), run(_OurNormReLU(True, dtype, axis))
   assert got[0].dtype == want[0].dtype == dtype and got[3].dtype == dtype
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
                                rtol=tol, atol=tol)
-  y = np.asarray(got[0], np.float32)
+  y = np.moveaxis(np.asarray(got[0], np.float32), axis, -1)
   assert (y[..., 0] > 0).all() and (y[..., 1] == 0).all()        # the two extreme channels
   assert float(jnp.abs(got[2]["BatchNorm_0"]["scale"][1])) == 0  # no gradient through a dead ReLU
   evaluated = [m.apply({"params": params, "batch_stats": stats}, x)
-               for m in (_FlaxNormReLU(False, dtype), _OurNormReLU(False, dtype))]
+               for m in (_FlaxNormReLU(False, dtype, axis), _OurNormReLU(False, dtype, axis))]
   np.testing.assert_array_equal(np.asarray(evaluated[0], np.float32),
                                 np.asarray(evaluated[1], np.float32))
 
 
-def test_batch_norm_relu_gradient_by_hand():
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_batch_norm_relu_gradient_by_hand(axis):
   """dβ = Σ g, dγ = Σ g·x̂, dx = γ·r·(g − (dβ + x̂·dγ)/n) with g = dy·[y > 0], on one channel
-  of four values worked out here: x = (0, 1, 2, 5), μ = 2, σ² = 3.5, γ = 2, β = −0.5."""
+  of four values worked out here: x = (0, 1, 2, 5), μ = 2, σ² = 3.5, γ = 2, β = −0.5; the
+  channel axis last ([4, 1]) or first ([1, 4])."""
   from jaxcrop.models.hybrid import batch_norm_relu
   x = jnp.array([[0.0], [1.0], [2.0], [5.0]])
   r = 1 / np.sqrt(3.5 + 1e-5)
   x_hat = (np.array([0.0, 1.0, 2.0, 5.0]) - 2) * r          # (-1.069, -0.534, 0, 1.604)
   y_want = np.maximum(2 * x_hat - 0.5, 0)                    # only the last one is > 0
   dy = jnp.array([[1.0], [2.0], [3.0], [4.0]])
-  (y, mean, var), vjp = jax.vjp(lambda x, s, b: batch_norm_relu(x, s, b, 1e-5), x,
+  if axis == 0:
+    x, dy = x.T, dy.T
+  (y, mean, var), vjp = jax.vjp(lambda x, s, b: batch_norm_relu(x, s, b, 1e-5, axis), x,
                                 jnp.array([2.0]), jnp.array([-0.5]))
+  y = y.T if axis == 0 else y
   np.testing.assert_allclose(y[:, 0], y_want, rtol=1e-6)
   np.testing.assert_allclose([mean[0], var[0]], [2.0, 3.5], rtol=1e-6)
   dx, dscale, dbias = vjp((dy, jnp.zeros(1), jnp.zeros(1)))
+  dx = dx.T if axis == 0 else dx
   g = np.array([0.0, 0.0, 0.0, 4.0])
   dbias_want, dscale_want = g.sum(), (g * x_hat).sum()       # 4 and 4·1.604
   np.testing.assert_allclose([dbias[0], dscale[0]], [dbias_want, dscale_want], rtol=1e-6)
   np.testing.assert_allclose(dx[:, 0], 2 * r * (g - (dbias_want + x_hat * dscale_want) / 4),
                              rtol=1e-5, atol=1e-6)
+
+
+class _PixelsFirst(TemporalEncoder):
+  """The encoder with its [N, T, C] formulation in training too (the reference)."""
+
+  def pixels_last(self, train):
+    return False
+
+
+@pytest.mark.parametrize("kw", [dict(pooling="flatten", dropout=0.3),
+                                dict(pooling="max", norm="none"),
+                                dict(pooling="mean", kernel_size=4, layers=3),
+                                dict(pooling="flatten", kernel_size=5, norm="none")])
+def test_pixels_last_training_is_the_pixels_first_encoder(kw):
+  """A narrow encoder trains pixels-last ([C, T, N]): the same variables (names, shapes,
+  initial values, even initialized in training), dropout masks, outputs, running averages
+  and gradients as the [N, T, C] formulation; an even kernel (4) pads as SAME does (1 month
+  before, 2 after), and the flatten head's kernel rows keep their (month, channel) order."""
+  kw = {"features": 16, "layers": 2, **kw}
+  ours, ref = TemporalEncoder(**kw), _PixelsFirst(**kw)
+  assert ours.pixels_last(True) and not ours.pixels_last(False)
+  x = jax.random.normal(jax.random.key(0), (300, 12, 4))
+  rngs = {"params": jax.random.key(1), "dropout": jax.random.key(4)}
+  init = [m.init(rngs, x, True) for m in (ours, ref)]
+  assert jax.tree.map(jnp.shape, init[0]) == jax.tree.map(jnp.shape, init[1])
+  for a, b in zip(jax.tree.leaves(init[0]), jax.tree.leaves(init[1])):
+    np.testing.assert_array_equal(a, b)
+  v = {**init[0], "params": jax.tree.map(           # off the initial values: live ReLUs
+      lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), init[0]["params"])}
+  weight = jax.random.normal(jax.random.key(3), (300, 16))
+
+  def run(m):
+    def loss(p):
+      y, new = m.apply({**v, "params": p}, x, True, mutable=["batch_stats"],
+                       rngs={"dropout": jax.random.key(5)})
+      return (y * weight).sum(), (y, new)
+    grads, (y, new) = jax.grad(loss, has_aux=True)(v["params"])
+    return y, new, grads
+  got, want = run(ours), run(ref)
+  assert float(jnp.abs(want[0]).max()) > 1 and float((want[0] > 0).mean()) > 0.2
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5 * float(jnp.abs(b).max()))
+
+
+def test_pixels_last_only_where_it_was_measured_to_pay():
+  """Training only, at most PIXELS_LAST_MAX_FEATURES features, a batch norm or none, and
+  pooling other than attention: the default encoder (64 features) stays pixels-first."""
+  from jaxcrop.models.hybrid import PIXELS_LAST_MAX_FEATURES
+  assert PIXELS_LAST_MAX_FEATURES == 32
+  assert TemporalEncoder(features=32).pixels_last(True)
+  assert not TemporalEncoder(features=64).pixels_last(True)
+  assert not TemporalEncoder(features=16).pixels_last(False)
+  assert not TemporalEncoder(features=16, pooling="attention").pixels_last(True)
+  assert not TemporalEncoder(features=16, norm="layer").pixels_last(True)
+  assert not TemporalEncoder(features=16, norm="group").pixels_last(True)
+  assert TemporalEncoder(features=16, norm="none", pooling="max").pixels_last(True)
+
+
+def test_element_index_is_the_index_in_the_transposed_array():
+  """Dropout's counters for a pixels-last array: an element's index in x.transpose(order)."""
+  from jaxcrop.models.hybrid import element_index
+  want = np.arange(24, dtype=np.uint32).reshape(4, 3, 2).transpose(2, 1, 0)   # x_ref [4, 3, 2]
+  np.testing.assert_array_equal(element_index((2, 3, 4), (2, 1, 0)), want)
+  np.testing.assert_array_equal(element_index((2, 3, 4), (0, 1, 2)),
+                                np.arange(24).reshape(2, 3, 4))

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cropcontracts.errors import UserError
 from jaxcrop.models.temporal import AttentionEncoder
@@ -25,16 +26,17 @@ from jaxcrop.models.temporal import AttentionEncoder
 BATCH_NORM_EPS = 1e-5   # Flax's default, named: `fold_batch_norm` needs the same
 
 
-def norm_relu(kind: str, *, train: bool, dtype: Any, reduction_axes=None):
+def norm_relu(kind: str, *, train: bool, dtype: Any, reduction_axes=None, axis: int = -1):
   """x ↦ ReLU(norm(x)) with a normalization layer by name: batch | layer | group | none.
 
   Convolutions before a BatchNorm have no bias: it would be cancelled by the
   mean subtraction (zero gradient, which Adam turns into float-noise updates).
   A BatchNorm in training takes the ReLU into its own gradient (`BatchNorm`).
+  axis: the feature axis of a BatchNorm (-1; 0 for pixels-last series [C, T, N]).
   """
   if kind == "batch":
     return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=BATCH_NORM_EPS,
-                     dtype=dtype)
+                     dtype=dtype, axis=axis)
   if kind == "layer":
     return lambda x: nn.relu(nn.LayerNorm(dtype=dtype)(x))
   if kind == "group":
@@ -48,14 +50,15 @@ def norm_relu(kind: str, *, train: bool, dtype: Any, reduction_axes=None):
   raise UserError(f"unknown norm {kind!r}; expected batch, layer, group or none")
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def batch_norm_relu(x, scale, bias, eps: float):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def batch_norm_relu(x, scale, bias, eps: float, axis: int):
   """ReLU(BatchNorm(x)) in training, with the batch's statistics, and its gradient by hand.
 
-  x [..., F] (any float dtype; statistics and arithmetic in float32, as Flax's), scale and
-  bias [F] → (y [..., F] in x's dtype, mean [F], var [F]): mean and var (biased, E[x²] − E[x]²
-  clipped at 0, as Flax's fast variance) are over every axis but the last, returned for the
-  running averages; their cotangents are ignored (callers stop their gradient).
+  x [..., F, ...] (F at `axis`, -1 or 0; any float dtype; statistics and arithmetic in
+  float32, as Flax's), scale and bias [F] → (y, x's shape and dtype, mean [F], var [F]): mean
+  and var (biased, E[x²] − E[x]² clipped at 0, as Flax's fast variance) are over every axis
+  but `axis`, returned for the running averages; their cotangents are ignored (callers stop
+  their gradient).
 
   The gradient is the textbook one, x̂ = (x − μ)·r, r = 1/√(σ² + ε), g = dy·[y > 0]:
   dβ = Σ g, dγ = Σ g·x̂, dx = γ·r·(g − (dβ + x̂·dγ)/n), recomputing x̂ and the ReLU's mask
@@ -63,33 +66,40 @@ def batch_norm_relu(x, scale, bias, eps: float):
   the statistics' gradient through the mean and E[x²] in more (the demo's train step 5–7 %
   faster on a 2-core CPU: docs/benchmarks.md).
   """
-  return _batch_norm_relu_fwd(x, scale, bias, eps)[0]
+  return _batch_norm_relu_fwd(x, scale, bias, eps, axis)[0]
 
 
-def _statistics(x32):
-  axes = tuple(range(x32.ndim - 1))
-  mean = x32.mean(axes)
-  return mean, jnp.maximum(0.0, jnp.mean(jnp.square(x32), axes) - jnp.square(mean))
+def _reduced_axes(x, axis: int) -> tuple:
+  return tuple(a for a in range(x.ndim) if a != axis % x.ndim)
 
 
-def _batch_norm_relu_fwd(x, scale, bias, eps):
+def _along(v, x, axis: int):
+  """A per-feature vector [F] shaped to broadcast against x, F at `axis`."""
+  return v.reshape([-1 if a == axis % x.ndim else 1 for a in range(x.ndim)])
+
+
+def _batch_norm_relu_fwd(x, scale, bias, eps, axis):
   x32 = x.astype(jnp.float32)
-  mean, var = _statistics(x32)
+  axes = _reduced_axes(x, axis)
+  mean = x32.mean(axes)
+  var = jnp.maximum(0.0, jnp.mean(jnp.square(x32), axes) - jnp.square(mean))
   rstd = jax.lax.rsqrt(var + eps)
-  y = jnp.maximum((x32 - mean) * (rstd * scale) + bias, 0.0).astype(x.dtype)
+  y = jnp.maximum((x32 - _along(mean, x, axis)) * _along(rstd * scale, x, axis)
+                  + _along(bias, x, axis), 0.0).astype(x.dtype)
   return (y, mean, var), (x, mean, rstd, scale, bias)
 
 
-def _batch_norm_relu_bwd(eps, res, cotangents):
+def _batch_norm_relu_bwd(eps, axis, res, cotangents):
   del eps
   x, mean, rstd, scale, bias = res
   dy = cotangents[0].astype(jnp.float32)
-  axes = tuple(range(x.ndim - 1))
-  n = x.size // x.shape[-1]
-  x_hat = (x.astype(jnp.float32) - mean) * rstd
-  g = jnp.where(x_hat * scale + bias > 0, dy, 0.0)
+  axes = _reduced_axes(x, axis)
+  n = x.size // x.shape[axis]
+  at = lambda v: _along(v, x, axis)
+  x_hat = (x.astype(jnp.float32) - at(mean)) * at(rstd)
+  g = jnp.where(x_hat * at(scale) + at(bias) > 0, dy, 0.0)
   dbias, dscale = g.sum(axes), (g * x_hat).sum(axes)
-  dx = (scale * rstd) * (g - (dbias + x_hat * dscale) / n)
+  dx = at(scale * rstd) * (g - (at(dbias) + x_hat * at(dscale)) / n)
   return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
 
 
@@ -97,7 +107,8 @@ batch_norm_relu.defvjp(_batch_norm_relu_fwd, _batch_norm_relu_bwd)
 
 
 class BatchNorm(nn.BatchNorm):
-  """ReLU(`nn.BatchNorm`(x)), x [..., F] → [..., F], statistics over every axis but the last.
+  """ReLU(`nn.BatchNorm`(x)), x [..., F, ...] → the same shape, F at `axis` (-1, or 0 for
+  pixels-last series), statistics over every other axis.
 
   Named `BatchNorm` so that its variables are the BatchNorm's, under the same names
   (`BatchNorm_i`: parameters, initializers, running averages, checkpoints,
@@ -109,12 +120,12 @@ class BatchNorm(nn.BatchNorm):
   def __call__(self, x):
     if self.use_running_average or self.is_initializing():
       return nn.relu(super().__call__(x))
-    features = (x.shape[-1],)
+    features = (x.shape[self.axis],)
     scale = self.param("scale", self.scale_init, features, self.param_dtype)
     bias = self.param("bias", self.bias_init, features, self.param_dtype)
     ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), features)
     ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), features)
-    y, mean, var = batch_norm_relu(x, scale, bias, self.epsilon)
+    y, mean, var = batch_norm_relu(x, scale, bias, self.epsilon, self.axis)
     m = self.momentum
     ra_mean.value = m * ra_mean.value + (1 - m) * jax.lax.stop_gradient(mean)
     ra_var.value = m * ra_var.value + (1 - m) * jax.lax.stop_gradient(var)
@@ -135,6 +146,17 @@ def _hash32(x):
   return x ^ (x >> 16)
 
 
+def element_index(shape, order) -> jax.Array:
+  """uint32 [shape]: each element's row-major index in the array's transpose by `order`
+  (x.transpose(order)), from one iota per axis (no transpose)."""
+  ref = [shape[a] for a in order]
+  index = jnp.zeros(shape, jnp.uint32)
+  for k, axis in enumerate(order):
+    stride = int(np.prod(ref[k + 1:], dtype=np.int64))
+    index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
+  return index
+
+
 class Dropout(nn.Module):
   """`nn.Dropout` (inverted: kept values scaled by 1/(1-rate)) with cheap masks.
 
@@ -147,9 +169,13 @@ class Dropout(nn.Module):
   Same distribution (keep probability 1-rate, to 2^-24), different masks.
   Kept over `nn.Dropout` because a benchmark line shows it pays on the
   default config: the measurement, its date and command are in docs/model.md.
+  `order`: x holds x_ref.transpose(…) of the array x_ref whose mask this is, x_ref =
+  x.transpose(order) (the pixels-last encoder's [C, T, N] is its [N, T, C] with order (2, 1,
+  0)): an element's counter is its index in x_ref, so both layouts drop the same elements.
   """
   rate: float
   deterministic: bool = False
+  order: Any = None
 
   @nn.compact
   def __call__(self, x):
@@ -160,14 +186,29 @@ class Dropout(nn.Module):
     if x.size >= 2 ** 32:
       raise ValueError(f"dropout over {x.size} elements: at most 2^32 - 1 (uint32 counter)")
     seed = jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32)
-    index = jax.lax.iota(jnp.uint32, x.size).reshape(x.shape)
+    index = (jax.lax.iota(jnp.uint32, x.size).reshape(x.shape) if self.order is None
+             else element_index(x.shape, self.order))
     bits = _hash32(_hash32(index ^ seed[0]) ^ seed[1])
     keep = (bits >> 8) >= jnp.uint32(round(self.rate * 2 ** 24))
     return jnp.where(keep, x / (1.0 - self.rate), 0).astype(x.dtype)
 
 
+# Widest temporal encoder trained pixels-last ([C, T, N], `TemporalEncoder.pixels_last`): the
+# demo's (16 features) train step 67 → 56 ms on a 2-core CPU; the default's (64) 2 % slower
+# that way, and every encoder's forward alone slower (docs/benchmarks.md, 2026-12-07).
+PIXELS_LAST_MAX_FEATURES = 32
+
+
 class TemporalEncoder(nn.Module):
-  """1D CNN over months for pixels [N, T, C] → features [N, D]."""
+  """1D CNN over months for pixels [N, T, C] → features [N, D].
+
+  In training, a narrow encoder (`pixels_last`) runs on the series laid out pixels-last,
+  [C, T, N]: each convolution is one matmul of the kernel [F, k·C] with the k taps' shifted
+  months stacked ([k·C, T·N], `PixelsLastConv`), so its kernel gradient is a matmul over
+  the pixels too, where XLA:CPU computes the [N, T, C] layout's as a convolution over the
+  pixels fed by transposes that recompute the BatchNorm (the largest ops of the demo's
+  step). Same parameters, names, dropout masks and outputs (within float rounding; tested).
+  """
   features: int = 64
   layers: int = 3
   kernel_size: int = 3
@@ -176,14 +217,32 @@ class TemporalEncoder(nn.Module):
   pooling: str = "max"          # max | mean | attention | flatten
   dtype: Any = jnp.float32
 
+  def pixels_last(self, train: bool) -> bool:
+    """Whether this call runs pixels-last: in training, up to PIXELS_LAST_MAX_FEATURES
+    features, a batch norm or none, and pooling other than attention."""
+    return (train and self.features <= PIXELS_LAST_MAX_FEATURES
+            and self.norm in ("batch", "none") and self.pooling != "attention")
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = x.astype(self.dtype)
-    for _ in range(self.layers):
-      x = nn.Conv(self.features, (self.kernel_size,), padding="SAME",
-                  use_bias=self.norm != "batch", dtype=self.dtype)(x)
-      x = norm_relu(self.norm, train=train, dtype=self.dtype, reduction_axes=(-2, -1))(x)
-      x = Dropout(self.dropout, deterministic=not train)(x)
+    last = self.pixels_last(train)
+    if last:
+      x = x.transpose(2, 1, 0)                                   # [C, T, N]
+    conv = PixelsLastConv if last else nn.Conv
+    for i in range(self.layers):
+      x = conv(self.features, (self.kernel_size,), padding="SAME",
+               use_bias=self.norm != "batch", dtype=self.dtype, name=f"Conv_{i}")(x)
+      x = norm_relu(self.norm, train=train, dtype=self.dtype, reduction_axes=(-2, -1),
+                    axis=0 if last else -1)(x)
+      x = Dropout(self.dropout, deterministic=not train, order=(2, 1, 0) if last else None)(x)
+    if last:
+      if self.pooling == "flatten":
+        # ReLU before the transpose back: XLA would otherwise fold the transpose into
+        # the matmul, as one that contracts the pixels-last operand's long axis (slow).
+        return nn.relu(PixelsLastFlattenDense(self.features, dtype=self.dtype,
+                                              name="Dense_0")(x)).T
+      x = x.transpose(2, 1, 0)                                   # max | mean: [N, T, F]
     if self.pooling == "max":
       return x.max(axis=-2)
     if self.pooling == "mean":
@@ -201,6 +260,41 @@ class TemporalEncoder(nn.Module):
       return nn.relu(nn.Dense(self.features, dtype=self.dtype)(x))
     raise UserError(f"unknown pooling {self.pooling!r}; expected max, mean, attention or "
                       f"flatten")
+
+
+class PixelsLastConv(nn.Conv):
+  """`nn.Conv(features, (k,), padding="SAME")` (its parameters: kernel [k, Cin, F], bias)
+  on pixels-last series z [Cin, T, N] → [F, T, N]: one matmul, kernel [F, k·Cin] @ the
+  taps' months stacked [k·Cin, T·N] (tap j: the months shifted by j − (k−1)//2, zeros
+  outside the year, as SAME pads)."""
+
+  @nn.compact
+  def __call__(self, z):
+    (k,) = self.kernel_size
+    cin, t, n = z.shape
+    kernel = self.param("kernel", self.kernel_init, (k, cin, self.features), self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    z, kernel, bias = self.promote_dtype(z, kernel, bias, dtype=self.dtype)
+    low = (k - 1) // 2
+    zp = jnp.pad(z, ((0, 0), (low, k - 1 - low), (0, 0)))
+    taps = jnp.concatenate([zp[:, j:j + t] for j in range(k)]).reshape(k * cin, t * n)
+    y = (kernel.reshape(k * cin, self.features).T @ taps).reshape(self.features, t, n)
+    return y if bias is None else y + bias[:, None, None]
+
+
+class PixelsLastFlattenDense(nn.Dense):
+  """`nn.Dense(features)` over each pixel's months × channels flattened month-major (its
+  parameters: kernel [T·C, F], rows (t, c)), on pixels-last series z [C, T, N] → [F, N]."""
+
+  @nn.compact
+  def __call__(self, z):
+    c, t, n = z.shape
+    kernel = self.param("kernel", self.kernel_init, (t * c, self.features), self.param_dtype)
+    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+    z, kernel, bias = self.promote_dtype(z, kernel, bias, dtype=self.dtype)
+    rows = kernel.reshape(t, c, self.features).transpose(1, 0, 2).reshape(c * t, -1)  # (c, t)
+    return rows.T @ z.reshape(c * t, n) + bias[:, None]
 
 
 class ConvBlock(nn.Module):
