@@ -396,9 +396,10 @@ def test_pixels_last_training_is_the_pixels_first_encoder(kw):
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5 * float(jnp.abs(b).max()))
 
 
-def test_pixels_last_only_where_it_was_measured_to_pay():
-  """Training only, at most PIXELS_LAST_MAX_FEATURES features, a batch norm or none, and
-  pooling other than attention: the default encoder (64 features) stays pixels-first."""
+def test_pixels_last_only_where_it_was_measured_to_pay(monkeypatch):
+  """Training on a CPU only, at most PIXELS_LAST_MAX_FEATURES features, a batch norm or none,
+  and pooling other than attention: the default encoder (64 features) stays pixels-first."""
+  from jaxcrop.models import hybrid
   from jaxcrop.models.hybrid import PIXELS_LAST_MAX_FEATURES
   assert PIXELS_LAST_MAX_FEATURES == 32
   assert TemporalEncoder(features=32).pixels_last(True)
@@ -408,6 +409,8 @@ def test_pixels_last_only_where_it_was_measured_to_pay():
   assert not TemporalEncoder(features=16, norm="layer").pixels_last(True)
   assert not TemporalEncoder(features=16, norm="group").pixels_last(True)
   assert TemporalEncoder(features=16, norm="none", pooling="max").pixels_last(True)
+  monkeypatch.setattr(hybrid.jax, "default_backend", lambda: "gpu")
+  assert not TemporalEncoder(features=16).pixels_last(True)
 
 
 def test_element_index_is_the_index_in_the_transposed_array():

@@ -218,9 +218,12 @@ class TemporalEncoder(nn.Module):
   dtype: Any = jnp.float32
 
   def pixels_last(self, train: bool) -> bool:
-    """Whether this call runs pixels-last: in training, up to PIXELS_LAST_MAX_FEATURES
-    features, a batch norm or none, and pooling other than attention."""
-    return (train and self.features <= PIXELS_LAST_MAX_FEATURES
+    """Whether this call runs pixels-last: in training on a CPU (where it was measured; an
+    accelerator keeps its convolutions, as `models.inference_fn` does), up to
+    PIXELS_LAST_MAX_FEATURES features, a batch norm or none, and pooling other than
+    attention."""
+    return (train and jax.default_backend() == "cpu"
+            and self.features <= PIXELS_LAST_MAX_FEATURES
             and self.norm in ("batch", "none") and self.pooling != "attention")
 
   @nn.compact
