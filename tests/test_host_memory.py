@@ -11,21 +11,24 @@ from jaxcrop import host_memory
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The demo's train step (batch 4 of 64 px: XLA:CPU's temporaries for it are one block of
-# ~105 MB, larger than a glibc thread arena's heap, 64 MB) in a process of its own (the
-# setting is process-wide): the fewest minor page faults of a step, steps 4 to 8.
+# An executable whose temporaries are one block of 67 MB, as the demo's train step's are one
+# of ~105 MB (docs/benchmarks.md): larger than a glibc thread arena's heap (64 MB), so mapped
+# anew at every call unless kept. Here the [4096, 4096] f32 product of two matmuls, compiled
+# in a second where the demo's step takes several; in a process of its own (the setting is
+# process-wide): the fewest minor page faults of a call, calls 4 to 8.
 FAULTS = textwrap.dedent("""
     import resource, sys
     from jaxcrop import host_memory
     if sys.argv[1] == "keep":
       assert host_memory.keep_freed_memory()
-    from benchmarks.train import jax_step
-    from configs.hybrid import get_config
-    step, _, _ = jax_step(get_config("demo"), 4, 64)
+    import jax, jax.numpy as jnp
+    a = jnp.ones((4096, 64), jnp.float32)
+    step = jax.jit(lambda a: (a @ a.T) @ a).lower(a).compile()
+    assert step.memory_analysis().temp_size_in_bytes >= 4096 * 4096 * 4
     faults = []
     for _ in range(8):
       before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-      step()
+      jax.block_until_ready(step(a))
       faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     print(min(faults[3:]))
 """)
@@ -44,7 +47,7 @@ def _faults_per_step(modes) -> list[int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux")
 def test_kept_memory_is_not_faulted_in_again_at_every_step():
-  block_pages = 100_000_000 // 4096                         # ~24,400 pages of 4 KiB
+  block_pages = 4096 * 4096 * 4 // 4096                     # 16,384 pages of 4 KiB
   default, kept = _faults_per_step(["default", "keep"])
   assert default > block_pages * 3 // 4, default            # the block mapped anew each step
   assert kept < block_pages // 10, kept                     # reused: 0 once warm
