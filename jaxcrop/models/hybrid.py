@@ -169,9 +169,9 @@ class Dropout(nn.Module):
   Same distribution (keep probability 1-rate, to 2^-24), different masks.
   Kept over `nn.Dropout` because a benchmark line shows it pays on the
   default config: the measurement, its date and command are in docs/model.md.
-  `order`: x holds x_ref.transpose(…) of the array x_ref whose mask this is, x_ref =
-  x.transpose(order) (the pixels-last encoder's [C, T, N] is its [N, T, C] with order (2, 1,
-  0)): an element's counter is its index in x_ref, so both layouts drop the same elements.
+  An element's counter is its row-major index in x.transpose(`order`) (default: x itself;
+  the pixels-last encoder's [C, T, N] with order (2, 1, 0) counts as its [N, T, C]), so both
+  layouts drop the same elements.
   """
   rate: float
   deterministic: bool = False
@@ -186,16 +186,15 @@ class Dropout(nn.Module):
     if x.size >= 2 ** 32:
       raise ValueError(f"dropout over {x.size} elements: at most 2^32 - 1 (uint32 counter)")
     seed = jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32)
-    index = (jax.lax.iota(jnp.uint32, x.size).reshape(x.shape) if self.order is None
-             else element_index(x.shape, self.order))
+    index = element_index(x.shape, self.order or tuple(range(x.ndim)))
     bits = _hash32(_hash32(index ^ seed[0]) ^ seed[1])
     keep = (bits >> 8) >= jnp.uint32(round(self.rate * 2 ** 24))
     return jnp.where(keep, x / (1.0 - self.rate), 0).astype(x.dtype)
 
 
 # Widest temporal encoder trained pixels-last ([C, T, N], `TemporalEncoder.pixels_last`): the
-# demo's (16 features) train step 67 → 56 ms on a 2-core CPU; the default's (64) 2 % slower
-# that way, and every encoder's forward alone slower (docs/benchmarks.md, 2026-12-07).
+# demo's (16 features) train step 68–75 → 58–60 ms on a 2-core CPU; the default's (64) 2–3 %
+# slower that way, and every encoder's forward alone slower (docs/benchmarks.md, 2026-12-07).
 PIXELS_LAST_MAX_FEATURES = 32
 
 
