@@ -109,20 +109,26 @@ def torch_hybrid(cfg_model, num_classes: int, bands: int, months: int = T):
 
     def forward(self, x):                                    # [B, T, H, W, C]
       b, t, h, w, c = x.shape
-      z = x.permute(0, 2, 3, 4, 1).reshape(b * h * w, c, t)  # [BHW, C, T]
+      z = self.encode(x.permute(0, 2, 3, 4, 1).reshape(b * h * w, c, t))   # [BHW, D]
+      return self.decode(z.reshape(b, h, w, -1).permute(0, 3, 1, 2))
+
+    def encode(self, z):                                     # [BHW, C, T] → [BHW, D]
+      """The temporal encoder, each pixel's series (`TemporalEncoder`)."""
+      n = z.shape[0]
       for layer in self.temporal:
         z = layer(z)                                         # [BHW, D, T]
       if tcfg.pooling == "max":
-        z = z.amax(-1)
-      elif tcfg.pooling == "mean":
-        z = z.mean(-1)
-      elif tcfg.pooling == "flatten":                        # month-major, as in JAX
-        z = torch.relu(self.flat(z.transpose(1, 2).reshape(b * h * w, -1)))
-      else:                                                  # softmax in f32, as in JAX
-        zt = z.transpose(1, 2)                               # [BHW, T, D]
-        a = torch.softmax(self.score(zt).float(), dim=1).to(zt.dtype)       # [BHW, T, 1]
-        z = (zt * a).sum(1)
-      z = z.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        return z.amax(-1)
+      if tcfg.pooling == "mean":
+        return z.mean(-1)
+      if tcfg.pooling == "flatten":                          # month-major, as in JAX
+        return torch.relu(self.flat(z.transpose(1, 2).reshape(n, -1)))
+      zt = z.transpose(1, 2)                                 # softmax in f32, as in JAX
+      a = torch.softmax(self.score(zt).float(), dim=1).to(zt.dtype)   # [BHW, T, 1]
+      return (zt * a).sum(1)
+
+    def decode(self, z):                                     # [B, D, H, W] → [B, K, H, W]
+      """The U-Net and its 1×1 head (`UNet`)."""
       skips = []
       for i, blk in enumerate(self.down):
         z = blk(z)
@@ -131,7 +137,7 @@ def torch_hybrid(cfg_model, num_classes: int, bands: int, months: int = T):
           z = nn.functional.max_pool2d(z, 2)
       for upc, blk, skip in zip(reversed(self.up), reversed(self.up_blocks), reversed(skips)):
         z = blk(torch.cat([upc(z), skip], 1))
-      return self.head(z)                                    # [B, K, H, W]
+      return self.head(z)
 
   return TorchHybrid()
 

@@ -19,8 +19,10 @@ second) and MFU = that over the chip's peak for the dtype run: a GPU's dense
 peak (TF32 for f32, bf16 for bf16), a CPU's f32 FMA peak (`cpu_peak_flops`),
 the basis named in `mfu_against`; `share_of_matmul`, the same over what one large
 f32 matmul reaches on this chip in the same process (`matmul_flops`: a CPU's nominal
-peak ignores its turbo clock); and, as every benchmark line, the load at its
-start (`benchmarks.load`).
+peak ignores its turbo clock); `parts`, where the step's time goes: the temporal encoder
+and the U-Net each alone, forward and backward, ours against the twin's (`jax_parts`,
+`torch_parts`, `part_records`; float32 lines), and the rest of the step; and, as every
+benchmark line, the load at its start (`benchmarks.load`).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from cropcontracts import cli
 from cropcontracts.zonefolder import NO_LABEL
 from jaxcrop import host_memory, losses, train
 from jaxcrop.models import build_model
+from jaxcrop.models.hybrid import UNet, encoder_module
 
 from benchmarks import stamped, xla_flops
 from benchmarks.torch_twin import torch_hybrid
@@ -126,6 +129,90 @@ def jax_step(config, batch: int, side: int):
     holder["state"], m = compiled(holder["state"], data)
     jax.block_until_ready(m["loss"])
   return run, xla_flops(compiled), compile_s
+
+
+PARTS = ("temporal_encoder", "unet")
+
+
+def jax_parts(config, batch: int, side: int) -> dict:
+  """{part: callable}: each of the model's two parts alone, forward and backward as in a
+  train step (BatchNorm on the batch's statistics, dropout on), on random inputs of the
+  step's sizes. `temporal_encoder`: the pixels' series [B·H·W, T, C] → features [B·H·W, D],
+  its parameters' gradient; `unet`: the U-Net and its head on [B, H, W, D] → logits, the
+  gradients of its parameters and of its input (which the step passes back to the
+  encoder). Each backward starts from a random cotangent of its output's shape."""
+  m = config.model
+  enc = encoder_module(m.encoder, dict(m.temporal), m.attention, jnp.float32)
+  unet = UNet(K, **dict(m.unet))
+  k = jax.random.split(jax.random.key(0), 6)
+  pixels = jax.random.normal(k[0], (batch * side * side, T, C), jnp.float32)
+  enc_vars = enc.init({"params": k[1], "dropout": k[1]}, pixels, train=True)
+  d = jax.eval_shape(lambda v, x: enc.apply(v, x, rngs={"dropout": k[1]}), enc_vars,
+                     pixels).shape[-1]
+  feats = jax.random.normal(k[2], (batch, side, side, d), jnp.float32)
+  unet_vars = unet.init(k[3], feats, train=True)
+  return {"temporal_encoder": _part_gradient(enc, enc_vars, pixels, (batch * side * side, d),
+                                             k[4], argnums=0),
+          "unet": _part_gradient(unet, unet_vars, feats, (batch, side, side, K), k[5],
+                                 argnums=(0, 1))}
+
+
+def _part_gradient(module, variables, x, out_shape, key, argnums):
+  """A callable: the jitted gradient of ⟨module(x), g⟩ (g random [out_shape]) with respect to
+  the parameters (argnums 0) and x (1), in training; blocks on the result."""
+  g = jax.random.normal(key, out_shape, jnp.float32)
+
+  @jax.jit
+  def gradient(variables, x, g):
+    def inner(params, x):
+      y, _ = module.apply({**variables, "params": params}, x, train=True,
+                          mutable=["batch_stats"], rngs={"dropout": key})
+      return jnp.vdot(y.astype(jnp.float32), g)
+    return jax.grad(inner, argnums=argnums)(variables["params"], x)
+  return lambda: jax.block_until_ready(gradient(variables, x, g))
+
+
+def torch_parts(config, batch: int, side: int, device: str = "cpu") -> dict:
+  """`jax_parts` for the PyTorch twin (`encode`, `decode`), eager, in train mode; on CUDA each
+  call ends with `torch.cuda.synchronize()`."""
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  net = torch_hybrid(config.model, K, C).to(device).train()
+  n, d = batch * side * side, config.model.temporal.features
+  pixels = torch.randn(n, C, T, device=device)
+  g_enc = torch.randn(n, d, device=device)
+  feats = torch.randn(batch, d, side, side, device=device, requires_grad=True)
+  g_unet = torch.randn(batch, K, side, side, device=device)
+  sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else lambda: None
+
+  def encoder():
+    net.zero_grad(set_to_none=True)
+    (net.encode(pixels) * g_enc).sum().backward()
+    sync()
+
+  def unet():
+    net.zero_grad(set_to_none=True)
+    feats.grad = None
+    (net.decode(feats) * g_unet).sum().backward()
+    sync()
+  return {"temporal_encoder": encoder, "unet": unet}
+
+
+def part_records(ours: dict, step_s: float, ref: dict | None = None,
+                 ref_step_s: float | None = None) -> dict:
+  """The `parts` field of a train line from seconds per call: {part: {ours_ms,
+  reference_ms, ratio}} for each of `PARTS`, and `rest`, the step less its parts (the
+  input's fold, the loss, the optimizer, and what running the parts together rather than
+  apart changes). ratio = reference / ours (above 1: ours is faster), as the step's."""
+  out = {}
+  for part in PARTS + ("rest",):
+    o = step_s - sum(ours.values()) if part == "rest" else ours[part]
+    rec = {"ours_ms": 1e3 * o}
+    if ref is not None:
+      r = ref_step_s - sum(ref.values()) if part == "rest" else ref[part]
+      rec.update(reference_ms=1e3 * r, ratio=r / o if o > 0 else None)
+    out[part] = rec
+  return out
 
 
 def torch_device(jax_backend: str, cuda_available: bool) -> str:
@@ -322,6 +409,17 @@ def measures(tiny: bool = False):
       ours, ref = _best_times([run, torch_step(config, batch, side, ref_device)], repeats, steps)
     else:
       ours, ref = _best_time(run, repeats, steps), None
+    parts = None
+    if dtype == "float32":                    # where the step's time goes, part by part
+      fns = jax_parts(config, batch, side)
+      if torch is not None:
+        ref_fns = torch_parts(config, batch, side, ref_device)
+        times = _best_times([f for p in PARTS for f in (fns[p], ref_fns[p])], repeats, steps)
+        parts = part_records(dict(zip(PARTS, times[0::2])), ours,
+                             dict(zip(PARTS, times[1::2])), ref)
+      else:
+        parts = part_records(dict(zip(PARTS, _best_times([fns[p] for p in PARTS], repeats,
+                                                         steps))), ours)
     pixels = batch * side * side
     name = f"train_step_{variant or 'default'}" + ("_bf16" if dtype == "bfloat16" else "")
     rec = {"name": name, "device": kind,
@@ -339,6 +437,8 @@ def measures(tiny: bool = False):
     rec.update(compare(ours, ref, pixels, backend, ref_device))
     if ref_name:
       rec["reference_device"] = ref_name
+    if parts:
+      rec["parts"] = parts
     yield rec
 
 

@@ -227,6 +227,12 @@ def test_train_predict_accel_need_only_the_jax_stack(tmp_path):
   assert "f32 FLOP/cycle" in train["mfu_against"]
   assert train["share_of_matmul"] == pytest.approx(train["gflop_per_s"]
                                                    / train["matmul_gflop_per_s"])
+  parts = train["parts"]                       # no torch here: ours only, part by part
+  assert list(parts) == ["temporal_encoder", "unet", "rest"]
+  assert parts["temporal_encoder"]["ours_ms"] > 0 and parts["unet"]["ours_ms"] > 0
+  assert sum(p["ours_ms"] for p in parts.values()) == pytest.approx(
+      1e3 / train["ours_steps_per_s"])
+  assert "reference_ms" not in parts["unet"]
   for l in [l for v in lines.values() for l in v]:   # times rounded to 0.01 s may be 0
     assert all(v >= 0 for k, v in l.items() if k.endswith("_s") and isinstance(v, float)), l
     assert l["loaded"] == (l["load_avg"] > l["cpus"]) and l["cpus"] >= 1, l   # every line

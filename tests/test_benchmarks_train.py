@@ -17,6 +17,7 @@ from configs.hybrid import get_config
 from benchmarks import torch_twin
 from benchmarks import train as bench_train
 from jaxcrop.models import build_model
+from jaxcrop.models.hybrid import UNet, encoder_module
 
 B, T, S, C, K = 2, 6, 16, 4, 5
 _CHILD = "JAXCROP_TORCH_TESTS_CHILD"
@@ -142,6 +143,51 @@ def test_torch_step_runs_in_f32_and_bf16_autocast():
     first, second = float(step()), float(step())
     assert np.isfinite([first, second]).all() and first != second
   del torch
+
+
+def test_twin_parts_are_the_flax_parts():
+  """`encode` and `decode`, what the benchmark's parts time, are the Flax model's temporal
+  encoder and U-Net: the same outputs part by part with the Flax variables copied in; and
+  each part's callable, JAX's and the twin's, runs its backward."""
+  torch = needs_torch()
+  cfg = model_cfg("batch", pooling="flatten")
+  model = build_model(cfg, K)
+  x = jax.random.normal(jax.random.key(1), (B, T, S, S, C))
+  variables = perturbed(model.init(jax.random.key(0), x), jax.random.key(2))
+  twin = torch_twin.torch_hybrid(cfg, K, C, months=T).eval()
+  torch_twin.load_flax_variables(twin, variables)
+  part = lambda name: {k: v[name] for k, v in variables.items()}
+  enc = encoder_module("cnn", dict(cfg.temporal), None, jnp.float32)
+  pixels = jnp.moveaxis(x, 1, 3).reshape(B * S * S, T, C)
+  feats = enc.apply(part("temporal"), pixels)                      # [B·H·W, D]
+  logits = UNet(K, **dict(cfg.unet)).apply(part("unet"), feats.reshape(B, S, S, -1))
+  with torch.no_grad():
+    t_feats = twin.encode(torch.from_numpy(np.array(pixels)).permute(0, 2, 1))
+    t_logits = twin.decode(torch.from_numpy(np.array(feats.reshape(B, S, S, -1)))
+                           .permute(0, 3, 1, 2))
+  for ours, ref in ((t_feats.numpy(), feats), (t_logits.permute(0, 2, 3, 1).numpy(), logits)):
+    ref = np.asarray(ref)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+  config = get_config("tiny")
+  for fns in (bench_train.jax_parts(config, 2, 16), bench_train.torch_parts(config, 2, 16)):
+    assert list(fns) == ["temporal_encoder", "unet"]
+    for fn in fns.values():
+      fn()
+
+
+def test_part_records_by_hand():
+  """Seconds per call → ms, the rest = the step less its parts, ratio = reference / ours."""
+  ours, ref = {"temporal_encoder": 0.03, "unet": 0.02}, {"temporal_encoder": 0.06, "unet": 0.01}
+  rec = bench_train.part_records(ours, 0.06, ref, 0.1)
+  assert list(rec) == ["temporal_encoder", "unet", "rest"]
+  want = {"temporal_encoder": (30, 60, 2.0), "unet": (20, 10, 0.5), "rest": (10, 30, 3.0)}
+  for part, (o, r, ratio) in want.items():
+    assert rec[part]["ours_ms"] == pytest.approx(o)
+    assert rec[part]["reference_ms"] == pytest.approx(r)
+    assert rec[part]["ratio"] == pytest.approx(ratio)
+  alone = bench_train.part_records(ours, 0.05)                     # no torch: ours only
+  assert alone == {"temporal_encoder": {"ours_ms": pytest.approx(30)},
+                   "unet": {"ours_ms": pytest.approx(20)}, "rest": {"ours_ms": pytest.approx(0)}}
 
 
 @pytest.mark.parametrize("key,value", [("up", "nearest"), ("norm", "instance")])
