@@ -215,6 +215,22 @@ def part_records(ours: dict, step_s: float, ref: dict | None = None,
   return out
 
 
+def measure_parts(config, batch: int, side: int, step_s: float, ref_step_s: float | None,
+                  ref_device: str | None, repeats: int, steps: int) -> dict:
+  """`part_records` of the parts timed here, ours and (with `ref_device`) the twin's, their
+  repeats interleaved."""
+  fns = jax_parts(config, batch, side)
+  ref_fns = torch_parts(config, batch, side, ref_device) if ref_device else None
+  calls = [fn[p] for p in PARTS for fn in (fns, ref_fns) if fn is not None]
+  times = iter(_best_times(calls, repeats, steps))
+  ours, ref = {}, ({} if ref_fns else None)
+  for p in PARTS:
+    ours[p] = next(times)
+    if ref is not None:
+      ref[p] = next(times)
+  return part_records(ours, step_s, ref, ref_step_s)
+
+
 def torch_device(jax_backend: str, cuda_available: bool) -> str:
   """The PyTorch reference's device, of the same kind as JAX's where torch has one.
 
@@ -411,15 +427,9 @@ def measures(tiny: bool = False):
       ours, ref = _best_time(run, repeats, steps), None
     parts = None
     if dtype == "float32":                    # where the step's time goes, part by part
-      fns = jax_parts(config, batch, side)
-      if torch is not None:
-        ref_fns = torch_parts(config, batch, side, ref_device)
-        times = _best_times([f for p in PARTS for f in (fns[p], ref_fns[p])], repeats, steps)
-        parts = part_records(dict(zip(PARTS, times[0::2])), ours,
-                             dict(zip(PARTS, times[1::2])), ref)
-      else:
-        parts = part_records(dict(zip(PARTS, _best_times([fns[p] for p in PARTS], repeats,
-                                                         steps))), ours)
+      fair = ref is not None and same_kind(backend, ref_device)
+      parts = measure_parts(config, batch, side, ours, ref if fair else None,
+                            ref_device if fair else None, repeats, steps)
     pixels = batch * side * side
     name = f"train_step_{variant or 'default'}" + ("_bf16" if dtype == "bfloat16" else "")
     rec = {"name": name, "device": kind,

@@ -190,6 +190,28 @@ def test_part_records_by_hand():
                    "unet": {"ours_ms": pytest.approx(20)}, "rest": {"ours_ms": pytest.approx(0)}}
 
 
+def test_measure_parts_interleaves_ours_and_the_twins_and_keeps_them_apart(monkeypatch):
+  """Each part's ours and twin's callables are timed side by side, and each time goes to its
+  own side and part; without a reference device the twin is not built."""
+  secs = {"oe": 0.03, "re": 0.06, "ou": 0.02, "ru": 0.01}
+  timed = []
+
+  def best_times(fns, repeats, steps):
+    timed.append(list(fns))
+    return [secs[f] for f in fns]
+  monkeypatch.setattr(bench_train, "_best_times", best_times)
+  monkeypatch.setattr(bench_train, "jax_parts", lambda *a: {"temporal_encoder": "oe", "unet": "ou"})
+  monkeypatch.setattr(bench_train, "torch_parts",
+                      lambda *a: {"temporal_encoder": "re", "unet": "ru"})
+  rec = bench_train.measure_parts(None, 2, 16, 0.06, 0.1, "cpu", 1, 1)
+  assert timed == [["oe", "re", "ou", "ru"]]
+  assert rec == bench_train.part_records({"temporal_encoder": 0.03, "unet": 0.02}, 0.06,
+                                         {"temporal_encoder": 0.06, "unet": 0.01}, 0.1)
+  monkeypatch.setattr(bench_train, "torch_parts", lambda *a: pytest.fail("twin built"))
+  alone = bench_train.measure_parts(None, 2, 16, 0.06, None, None, 1, 1)
+  assert timed[-1] == ["oe", "ou"] and "reference_ms" not in alone["unet"]
+
+
 @pytest.mark.parametrize("key,value", [("up", "nearest"), ("norm", "instance")])
 def test_unimplemented_option_is_a_clear_error(key, value):
   cfg = model_cfg()
