@@ -221,14 +221,10 @@ def measure_parts(config, batch: int, side: int, step_s: float, ref_step_s: floa
   repeats interleaved."""
   fns = jax_parts(config, batch, side)
   ref_fns = torch_parts(config, batch, side, ref_device) if ref_device else None
-  calls = [fn[p] for p in PARTS for fn in (fns, ref_fns) if fn is not None]
-  times = iter(_best_times(calls, repeats, steps))
-  ours, ref = {}, ({} if ref_fns else None)
-  for p in PARTS:
-    ours[p] = next(times)
-    if ref is not None:
-      ref[p] = next(times)
-  return part_records(ours, step_s, ref, ref_step_s)
+  sides = [fns] + ([ref_fns] if ref_fns else [])
+  times = _best_times([side[p] for p in PARTS for side in sides], repeats, steps)
+  ours, *ref = (dict(zip(PARTS, times[i::len(sides)])) for i in range(len(sides)))
+  return part_records(ours, step_s, ref[0] if ref else None, ref_step_s)
 
 
 def torch_device(jax_backend: str, cuda_available: bool) -> str:
